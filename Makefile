@@ -1,0 +1,65 @@
+# Trellis: the two commands a newcomer needs are `make demo` and `make test`.
+GO        ?= go
+BIN       := $(CURDIR)/bin
+BINARIES  := trellis trellis-proxy trellis-controller trellis-demo-app
+GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/trellis-mesh/trellis/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)"
+
+.PHONY: all build demo test test-short lint vet staticcheck gen gen-check bench fuzz clean
+
+all: build
+
+## build: static binaries in ./bin
+build:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+
+## demo: a whole mesh on this machine (Ctrl-C to stop)
+demo: build
+	$(BIN)/trellis demo
+
+## test: every check CI runs: generated code, vet, staticcheck, unit, integration and demo tests under -race
+test: gen-check vet staticcheck
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+test-short:
+	$(GO) test -race -short -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) tool staticcheck ./...
+
+lint: vet staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo 'gofmt needed'; exit 1; }
+
+## gen: regenerate the Go code of every .proto (needs protoc: apt-get install protobuf-compiler)
+PROTOS := $(shell find api demoapp -name '*.proto' 2>/dev/null)
+gen:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	PATH=$(BIN):$$PATH protoc -I . \
+	  --go_out=. --go_opt=module=github.com/trellis-mesh/trellis \
+	  --go-grpc_out=. --go-grpc_opt=module=github.com/trellis-mesh/trellis \
+	  $(PROTOS)
+
+## gen-check: fail if the committed generated code differs from what the protos generate
+gen-check: gen
+	@git diff --exit-code -- '*.pb.go' || { echo 'generated code is stale: run make gen and commit'; exit 1; }
+	@test -z "$$(git ls-files --others --exclude-standard -- '*.pb.go')" || { echo 'untracked generated code: commit it'; exit 1; }
+
+## bench: the proxy benchmark (see bench/README.md)
+bench: build
+	$(GO) run ./bench/meshbench
+
+## fuzz: run every fuzz target for a short while
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf $(BIN)
