@@ -1,0 +1,232 @@
+package ca
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/pki"
+)
+
+var allFiles = []string{AnchorCertFile, AnchorKeyFile, IssuerCertFile, IssuerKeyFile}
+
+func TestFirstRunAndReload(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	now := time.Now()
+	c1, err := LoadOrCreate(dir, now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o700 {
+		t.Errorf("dir mode %s, want 0700", st.Mode().Perm())
+	}
+	for _, n := range allFiles {
+		st, err := os.Stat(filepath.Join(dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %s, want 0600", n, st.Mode().Perm())
+		}
+	}
+	// No temporary files left behind.
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 4 {
+		t.Errorf("state dir holds %d entries, want 4", len(ents))
+	}
+	anchor := c1.Anchor()
+	if !anchor.IsCA || anchor.NotAfter.Sub(now) < 9*365*24*time.Hour {
+		t.Errorf("anchor: CA=%v expiry %s", anchor.IsCA, anchor.NotAfter)
+	}
+	is := c1.Issuer()
+	if d := is.Cert.NotAfter.Sub(now); d < 364*24*time.Hour || d > 366*24*time.Hour {
+		t.Errorf("issuer lifetime %s, want about a year", d)
+	}
+	onDisk, err := os.ReadFile(filepath.Join(dir, AnchorCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := pki.ParseCertsPEM(onDisk)
+	if err != nil || len(certs) != 1 || !certs[0].Equal(anchor) {
+		t.Fatalf("anchor.crt does not hold the anchor: %v", err)
+	}
+
+	c2, err := LoadOrCreate(dir, now.Add(time.Hour), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c2.Anchor().Equal(anchor) || !c2.Issuer().Cert.Equal(is.Cert) {
+		t.Fatal("second run did not load the same CA")
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, AnchorCertFile))
+	if !bytes.Equal(after, onDisk) {
+		t.Fatal("second run rewrote anchor.crt")
+	}
+	// The loaded issuer signs certificates that verify against the anchor.
+	key, _ := pki.GenerateKey()
+	id := identity.ID{TrustDomain: "cluster.local", Namespace: "demo", ServiceAccount: "books"}
+	leaf, err := c2.Issuer().Sign(key.Public(), id, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pki.Verify(c2.Issuer().ChainDER(leaf), c1.AnchorPool(), x509.ExtKeyUsageClientAuth, id, now); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLooseDirTightened(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrCreate(dir, time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(dir)
+	if st.Mode().Perm() != 0o700 {
+		t.Fatalf("dir mode %s, want 0700", st.Mode().Perm())
+	}
+}
+
+// otherCA makes a second, unrelated CA to take mismatching files from.
+func otherCA(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := LoadOrCreate(dir, time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestRefusesBadState(t *testing.T) {
+	other := otherCA(t)
+	copyFrom := func(name string) func(t *testing.T, dir string) {
+		return func(t *testing.T, dir string) {
+			data, err := os.ReadFile(filepath.Join(other, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write := func(name, content string) func(t *testing.T, dir string) {
+		return func(t *testing.T, dir string) {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, dir string)
+		want   string
+	}{
+		{"missing issuer key", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, IssuerKeyFile)) }, "missing [issuer.key]"},
+		{"corrupt anchor", write(AnchorCertFile, "not a certificate"), "anchor.crt"},
+		{"key in anchor.crt", func(t *testing.T, dir string) {
+			data, _ := os.ReadFile(filepath.Join(dir, AnchorKeyFile))
+			write(AnchorCertFile, string(data))(t, dir)
+		}, "anchor.crt"},
+		{"corrupt issuer key", write(IssuerKeyFile, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), "issuer.key"},
+		{"anchor key mismatch", copyFrom(AnchorKeyFile), "anchor.key does not match"},
+		{"issuer key mismatch", copyFrom(IssuerKeyFile), "issuer.key does not match"},
+		{"issuer from another anchor", func(t *testing.T, dir string) {
+			copyFrom(IssuerCertFile)(t, dir)
+			copyFrom(IssuerKeyFile)(t, dir)
+		}, "issuer.crt is not signed by anchor.crt"},
+		{"issuer as anchor", func(t *testing.T, dir string) {
+			data, _ := os.ReadFile(filepath.Join(dir, IssuerCertFile))
+			write(AnchorCertFile, string(data))(t, dir)
+			data, _ = os.ReadFile(filepath.Join(dir, IssuerKeyFile))
+			write(AnchorKeyFile, string(data))(t, dir)
+		}, "not a self-signed root"},
+		{"two anchors", func(t *testing.T, dir string) {
+			a, _ := os.ReadFile(filepath.Join(dir, AnchorCertFile))
+			b, _ := os.ReadFile(filepath.Join(other, AnchorCertFile))
+			write(AnchorCertFile, string(a)+string(b))(t, dir)
+		}, "want exactly one"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if _, err := LoadOrCreate(dir, time.Now(), nil); err != nil {
+				t.Fatal(err)
+			}
+			tt.damage(t, dir)
+			_, err := LoadOrCreate(dir, time.Now(), nil)
+			if err == nil {
+				t.Fatalf("damaged state accepted, want error containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestExpiredIssuerReplacedOnLoad(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Now()
+	c1, err := LoadOrCreate(dir, start, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := start.Add(IssuerValidity + time.Hour)
+	c2, err := LoadOrCreate(dir, later, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c2.Anchor().Equal(c1.Anchor()) {
+		t.Fatal("anchor changed")
+	}
+	if c2.Issuer().Cert.Equal(c1.Issuer().Cert) || !c2.Issuer().Cert.NotAfter.After(later) {
+		t.Fatal("expired issuer not replaced")
+	}
+	// The replacement is on disk: a third load keeps it.
+	c3, err := LoadOrCreate(dir, later, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c3.Issuer().Cert.Equal(c2.Issuer().Cert) {
+		t.Fatal("replacement issuer not persisted")
+	}
+	// An expired anchor is refused.
+	if _, err := LoadOrCreate(dir, start.Add(AnchorValidity+time.Hour), nil); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("expired anchor: %v", err)
+	}
+}
+
+func TestServingCert(t *testing.T) {
+	c, err := LoadOrCreate(t.TempDir(), time.Now(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := identity.Controller("cluster.local")
+	var expiry time.Time
+	s, err := NewServingCert(c, id, time.Hour, nil, func(t time.Time) { expiry = t })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := s.GetCertificate(&tls.ClientHelloInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !expiry.Equal(cert.Leaf.NotAfter) {
+		t.Fatalf("onIssue got %s, leaf expires %s", expiry, cert.Leaf.NotAfter)
+	}
+	if _, err := pki.Verify(cert.Certificate, c.AnchorPool(), x509.ExtKeyUsageServerAuth, id, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,257 @@
+// Package destination serves the Destination API in local mode: endpoint
+// streams for service authorities and workload addresses, computed from the
+// store and re-diffed on every store change.
+package destination
+
+import (
+	"log/slog"
+	"sort"
+	"strconv"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/controller/metrics"
+	"github.com/trellis-mesh/trellis/controller/store"
+	"github.com/trellis-mesh/trellis/internal/identity"
+)
+
+// Service implements apiv1.DestinationServer.
+type Service struct {
+	apiv1.UnimplementedDestinationServer
+
+	Store   *store.Store
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+	// Done, when closed, ends every stream with Unavailable so a graceful
+	// stop does not wait for clients that never hang up.
+	Done <-chan struct{}
+}
+
+// ErrShuttingDown is returned to open streams when the controller stops.
+var ErrShuttingDown = status.Error(codes.Unavailable, "controller shutting down")
+
+// Endpoints is the computed state of one destination.
+type Endpoints struct {
+	Exists bool
+	// Addrs is keyed by "ip:port".
+	Addrs  map[string]*apiv1.WeightedAddr
+	Labels map[string]string
+}
+
+// Compute returns the endpoints an authority has in cfg.
+func Compute(cfg *store.Config, t store.Target) Endpoints {
+	e := Endpoints{Exists: t.Exists(), Addrs: map[string]*apiv1.WeightedAddr{}, Labels: map[string]string{}}
+	switch {
+	case t.Service != nil:
+		e.Labels["service"] = t.Service.Name
+		e.Labels["namespace"] = t.Service.Namespace
+		hint := protocolHint(t.Service.Ports[t.Port])
+		for _, b := range t.Service.Backends[t.Port] {
+			wa := weightedAddr(b.Workload, b.Weight, hint, b.TargetPort)
+			e.Addrs[b.Workload.ProxyAddr.String()] = wa
+		}
+	case t.Workload != nil:
+		e.Labels["namespace"] = t.Workload.Namespace
+		wa := weightedAddr(t.Workload, 1, apiv1.ProtocolHint_UNKNOWN, 0)
+		e.Addrs[t.Workload.ProxyAddr.String()] = wa
+	}
+	return e
+}
+
+func weightedAddr(w *store.WorkloadInfo, weight uint32, hint apiv1.ProtocolHint_Protocol, targetPort uint32) *apiv1.WeightedAddr {
+	labels := map[string]string{"workload": w.Name, "namespace": w.Namespace}
+	for k, v := range w.Labels {
+		labels[k] = v
+	}
+	return &apiv1.WeightedAddr{
+		Addr:         tcpAddr(w),
+		Weight:       weight,
+		MetricLabels: labels,
+		TlsIdentity:  &apiv1.TlsIdentity{SpiffeId: w.Identity.String(), ServerName: w.Identity.ServerName()},
+		ProtocolHint: &apiv1.ProtocolHint{Protocol: hint},
+		Zone:         w.Zone,
+		TargetPort:   targetPort,
+	}
+}
+
+func tcpAddr(w *store.WorkloadInfo) *apiv1.TcpAddress {
+	return &apiv1.TcpAddress{Ip: w.ProxyAddr.Addr().String(), Port: uint32(w.ProxyAddr.Port())}
+}
+
+// ProtocolHint maps a store protocol to the API's.
+func protocolHint(p string) apiv1.ProtocolHint_Protocol {
+	switch p {
+	case store.ProtocolHTTP:
+		return apiv1.ProtocolHint_HTTP1
+	case store.ProtocolGRPC:
+		return apiv1.ProtocolHint_GRPC
+	case store.ProtocolOpaque:
+		return apiv1.ProtocolHint_OPAQUE
+	}
+	return apiv1.ProtocolHint_UNKNOWN
+}
+
+// Diff returns the updates that take a client from prev to next. first is
+// true for the first message of a stream: it is then exactly one update,
+// Add with every endpoint or NoEndpoints. Later, Add carries new and
+// changed endpoints, Remove gone ones, and NoEndpoints is sent only when
+// the set becomes empty (after the Remove) or existence changes while empty.
+func Diff(prev, next Endpoints, first bool) []*apiv1.Update {
+	if first {
+		if len(next.Addrs) == 0 {
+			return []*apiv1.Update{noEndpoints(next.Exists)}
+		}
+		return []*apiv1.Update{add(next, sortedKeys(next.Addrs))}
+	}
+	var out []*apiv1.Update
+	var added []string
+	for k, wa := range next.Addrs {
+		if old, ok := prev.Addrs[k]; !ok || !proto.Equal(old, wa) || !equalLabels(prev.Labels, next.Labels) {
+			added = append(added, k)
+		}
+	}
+	sort.Strings(added)
+	var removed []*apiv1.TcpAddress
+	for _, k := range sortedKeys(prev.Addrs) {
+		if _, ok := next.Addrs[k]; !ok {
+			removed = append(removed, prev.Addrs[k].GetAddr())
+		}
+	}
+	// Add before Remove, so a client replacing one endpoint by another is
+	// never left with an empty set in between.
+	if len(added) > 0 {
+		out = append(out, add(next, added))
+	}
+	if len(removed) > 0 {
+		out = append(out, &apiv1.Update{Update: &apiv1.Update_Remove{Remove: &apiv1.RemoveSet{Addrs: removed}}})
+	}
+	if len(next.Addrs) == 0 && (len(prev.Addrs) > 0 || prev.Exists != next.Exists) {
+		out = append(out, noEndpoints(next.Exists))
+	}
+	return out
+}
+
+func add(e Endpoints, keys []string) *apiv1.Update {
+	set := &apiv1.AddSet{MetricLabels: e.Labels}
+	for _, k := range keys {
+		set.Addrs = append(set.Addrs, e.Addrs[k])
+	}
+	return &apiv1.Update{Update: &apiv1.Update_Add{Add: set}}
+}
+
+func noEndpoints(exists bool) *apiv1.Update {
+	return &apiv1.Update{Update: &apiv1.Update_NoEndpoints{NoEndpoints: &apiv1.NoEndpoints{Exists: exists}}}
+}
+
+func sortedKeys(m map[string]*apiv1.WeightedAddr) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func equalLabels(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// callerNamespace returns the namespace of a caller's SPIFFE ID, or "".
+func callerNamespace(caller string) string {
+	if id, err := identity.Parse(caller); err == nil {
+		return id.Namespace
+	}
+	return ""
+}
+
+// Get streams endpoint updates for req.Path until the client goes away.
+func (s *Service) Get(req *apiv1.GetDestination, stream apiv1.Destination_GetServer) error {
+	a, err := store.ParseAuthority(req.GetPath())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "path: %v", err)
+	}
+	ns := callerNamespace(req.GetCallerIdentity())
+	ctx := stream.Context()
+	s.Metrics.DestinationStreams.Inc()
+	defer s.Metrics.DestinationStreams.Dec()
+	log := s.Log.With("path", req.GetPath(), "caller", req.GetCallerIdentity())
+	log.Debug("destination stream opened")
+
+	var prev Endpoints
+	first := true
+	for {
+		cfg, changed := s.Store.Current()
+		next := Compute(cfg, cfg.Resolve(a, ns))
+		for _, u := range Diff(prev, next, first) {
+			if err := stream.Send(u); err != nil {
+				return err
+			}
+			s.Metrics.DestinationUpdates.WithLabelValues(updateKind(u)).Inc()
+		}
+		prev, first = next, false
+		select {
+		case <-ctx.Done():
+			log.Debug("destination stream closed by the client")
+			return ctx.Err()
+		case <-s.Done:
+			return ErrShuttingDown
+		case <-changed:
+		}
+	}
+}
+
+func updateKind(u *apiv1.Update) string {
+	switch u.GetUpdate().(type) {
+	case *apiv1.Update_Add:
+		return "add"
+	case *apiv1.Update_Remove:
+		return "remove"
+	}
+	return "no_endpoints"
+}
+
+// GetRoutes sends the route configuration of a service at once and after
+// every change of it. Local mode has no routes yet: the list is empty and
+// the proxy uses its defaults.
+func (s *Service) GetRoutes(req *apiv1.GetDestination, stream apiv1.Destination_GetRoutesServer) error {
+	a, err := store.ParseAuthority(req.GetPath())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "path: %v", err)
+	}
+	ns := callerNamespace(req.GetCallerIdentity())
+	ctx := stream.Context()
+	s.Metrics.RouteStreams.Inc()
+	defer s.Metrics.RouteStreams.Dec()
+	var last *apiv1.RouteConfig
+	for {
+		cfg, changed := s.Store.Current()
+		rc := &apiv1.RouteConfig{Service: a.String()}
+		if t := cfg.Resolve(a, ns); t.Service != nil {
+			rc.Service = cfg.FQDN(t.Service) + ":" + strconv.FormatUint(uint64(t.Port), 10)
+		}
+		if last == nil || !proto.Equal(last, rc) {
+			if err := stream.Send(rc); err != nil {
+				return err
+			}
+			last = rc
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.Done:
+			return ErrShuttingDown
+		case <-changed:
+		}
+	}
+}

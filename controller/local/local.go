@@ -1,0 +1,210 @@
+// Package local runs the controller in local mode: the mesh comes from a
+// store file, the CA from a state directory, and every API is served on one
+// gRPC server (docs/controller.md).
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/controller/admin"
+	"github.com/trellis-mesh/trellis/controller/ca"
+	"github.com/trellis-mesh/trellis/controller/destination"
+	identitysvc "github.com/trellis-mesh/trellis/controller/identity"
+	"github.com/trellis-mesh/trellis/controller/metrics"
+	"github.com/trellis-mesh/trellis/controller/policy"
+	"github.com/trellis-mesh/trellis/controller/store"
+	"github.com/trellis-mesh/trellis/internal/identity"
+)
+
+// Defaults of Config.
+const (
+	DefaultListen        = "127.0.0.1:8086"
+	DefaultAdminAddr     = "127.0.0.1:9996"
+	DefaultShutdownGrace = 5 * time.Second
+	// KeepaliveMinTime is the shortest client ping interval the server
+	// tolerates before it closes the connection (GOAWAY too_many_pings).
+	// Proxies ping every 10s; half that leaves room for timer jitter.
+	KeepaliveMinTime = 5 * time.Second
+)
+
+// Config is what `trellis-controller local` needs.
+type Config struct {
+	ConfigPath string
+	StateDir   string
+	Listen     string
+	AdminAddr  string
+	Logger     *slog.Logger
+	// ShutdownGrace bounds how long a graceful stop waits for calls in flight.
+	ShutdownGrace time.Duration
+}
+
+// Controller is a running local-mode controller.
+type Controller struct {
+	grpcAddr, adminAddr string
+	CA                  *ca.CA
+	Store               *store.Store
+	Metrics             *metrics.Metrics
+
+	done chan struct{}
+	err  error
+}
+
+// Run starts the controller and serves until ctx is done, then stops
+// gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	c, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return c.Wait()
+}
+
+// Start loads the store and the CA, binds both listeners and serves in the
+// background until ctx is done. The admin /ready turns 200 once everything
+// is serving.
+func Start(ctx context.Context, cfg Config) (*Controller, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ConfigPath == "" {
+		return nil, errors.New("--config is required")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("--state-dir is required")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = DefaultAdminAddr
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = DefaultShutdownGrace
+	}
+
+	m := metrics.New()
+	st, err := store.Open(cfg.ConfigPath, store.Options{Logger: log.With("component", "store"), OnReload: m.ConfigReloaded})
+	if err != nil {
+		return nil, err
+	}
+	td := func() string { c, _ := st.Current(); return c.TrustDomain }()
+	authority, err := ca.LoadOrCreate(cfg.StateDir, time.Now(), log.With("component", "ca"))
+	if err != nil {
+		return nil, err
+	}
+	m.AnchorExpiry.Set(float64(authority.Anchor().NotAfter.Unix()))
+	m.IssuerExpiry.Set(float64(authority.Issuer().Cert.NotAfter.Unix()))
+	serving, err := ca.NewServingCert(authority, identity.Controller(td), ca.ServingLifetime, log.With("component", "ca"),
+		func(t time.Time) { m.ServingCertExpiry.Set(float64(t.Unix())) })
+	if err != nil {
+		return nil, err
+	}
+
+	var lc net.ListenConfig
+	adminLn, err := lc.Listen(ctx, "tcp", cfg.AdminAddr)
+	if err != nil {
+		return nil, fmt.Errorf("admin listener: %w", err)
+	}
+	grpcLn, err := lc.Listen(ctx, "tcp", cfg.Listen)
+	if err != nil {
+		adminLn.Close()
+		return nil, fmt.Errorf("gRPC listener: %w", err)
+	}
+
+	streamsDone := make(chan struct{})
+	srv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(authority.ServerTLSConfig(serving, td))),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	apiv1.RegisterIdentityServer(srv, &identitysvc.Service{Store: st, CA: authority, Metrics: m, Log: log.With("component", "identity")})
+	apiv1.RegisterDestinationServer(srv, &destination.Service{Store: st, Metrics: m, Log: log.With("component", "destination"), Done: streamsDone})
+	apiv1.RegisterPolicyServer(srv, &policy.Service{Store: st, Metrics: m, Log: log.With("component", "policy"), Done: streamsDone})
+
+	adm := admin.New(m.Registry)
+	httpSrv := &http.Server{Handler: adm, ReadHeaderTimeout: 5 * time.Second}
+
+	c := &Controller{
+		grpcAddr: grpcLn.Addr().String(), adminAddr: adminLn.Addr().String(),
+		CA: authority, Store: st, Metrics: m, done: make(chan struct{}),
+	}
+	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(grpcLn); err != nil {
+			errc <- fmt.Errorf("gRPC server: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := httpSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin server: %w", err)
+		}
+	}()
+	go func() { defer wg.Done(); _ = st.Run(bg) }()
+	go func() { defer wg.Done(); serving.Run(bg) }()
+
+	adm.SetReady(true)
+	log.Info("controller serving", "grpc", c.grpcAddr, "admin", c.adminAddr, "trust_domain", td,
+		"store", st.Path(), "anchor", authority.AnchorPath())
+
+	go func() {
+		defer close(c.done)
+		var runErr error
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+		case runErr = <-errc:
+			log.Error("server failed; shutting down", "err", runErr)
+		}
+		adm.SetReady(false)
+		close(streamsDone)
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		t := time.NewTimer(cfg.ShutdownGrace)
+		select {
+		case <-stopped:
+		case <-t.C:
+			log.Warn("graceful stop timed out; closing connections", "grace", cfg.ShutdownGrace)
+			srv.Stop()
+			<-stopped
+		}
+		t.Stop()
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = httpSrv.Shutdown(sctx)
+		cancel()
+		cancelBG()
+		wg.Wait()
+		c.err = runErr
+	}()
+	return c, nil
+}
+
+// GRPCAddr is the bound gRPC address.
+func (c *Controller) GRPCAddr() string { return c.grpcAddr }
+
+// AdminAddr is the bound admin HTTP address.
+func (c *Controller) AdminAddr() string { return c.adminAddr }
+
+// Wait blocks until the controller has stopped and returns why, nil after
+// a requested stop.
+func (c *Controller) Wait() error {
+	<-c.done
+	return c.err
+}
