@@ -1,0 +1,255 @@
+// Package certifier obtains and renews the proxy's workload certificate from
+// the control plane's Identity service. The private key is generated once,
+// in memory, and never leaves the process: only a CSR is sent.
+package certifier
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/proxy/meshtls"
+)
+
+// Config configures Run.
+type Config struct {
+	Identity   identity.ID
+	TokenFile  string // re-read on every call (projected tokens rotate)
+	Client     apiv1.IdentityClient
+	Store      *meshtls.Store
+	Registerer prometheus.Registerer // trellis_identity_* and trellis_control_plane_connected; nil: not registered
+	Logger     *slog.Logger
+
+	// Optional tuning; zero values take the defaults below.
+	CallTimeout    time.Duration // per Certify call; default 10s
+	MinBackoff     time.Duration // first retry delay after a failure; default 500ms
+	MaxBackoff     time.Duration // default 30s
+	RenewFraction  float64       // of the lifetime; default 0.7
+	MinRenewPeriod time.Duration // floor between successful renewals; default 100ms
+}
+
+const (
+	defaultCallTimeout    = 10 * time.Second
+	defaultMinBackoff     = 500 * time.Millisecond
+	defaultMaxBackoff     = 30 * time.Second
+	defaultRenewFraction  = 0.7
+	defaultMinRenewPeriod = 100 * time.Millisecond
+	jitter                = 0.25
+	maxTokenBytes         = 64 << 10
+)
+
+// Run certifies, installs the certificate and trust anchors in the Store,
+// and renews at RenewFraction of the certificate's lifetime until ctx is
+// done. A failure is retried with jittered exponential backoff and never
+// removes the current certificate. It returns nil when ctx is done, and an
+// error only for an invalid Config.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Identity.Validate(); err != nil {
+		return fmt.Errorf("certifier: identity: %w", err)
+	}
+	if cfg.Client == nil || cfg.Store == nil || cfg.TokenFile == "" {
+		return errors.New("certifier: Client, Store and TokenFile are required")
+	}
+	if cfg.Store.LocalIdentity() != cfg.Identity {
+		return fmt.Errorf("certifier: store holds %s, config asks for %s", cfg.Store.LocalIdentity(), cfg.Identity)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.CallTimeout = orDefault(cfg.CallTimeout, defaultCallTimeout)
+	cfg.MinBackoff = orDefault(cfg.MinBackoff, defaultMinBackoff)
+	cfg.MaxBackoff = orDefault(cfg.MaxBackoff, defaultMaxBackoff)
+	cfg.MinRenewPeriod = orDefault(cfg.MinRenewPeriod, defaultMinRenewPeriod)
+	if cfg.RenewFraction <= 0 || cfg.RenewFraction >= 1 {
+		cfg.RenewFraction = defaultRenewFraction
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return fmt.Errorf("certifier: %w", err)
+	}
+
+	c := &certifier{cfg: cfg, m: m, log: cfg.Logger.With("identity", cfg.Identity.String())}
+	c.key, err = pki.GenerateKey()
+	if err != nil {
+		return fmt.Errorf("certifier: %w", err)
+	}
+	c.csr, err = pki.NewCSR(c.key, cfg.Identity)
+	if err != nil {
+		return fmt.Errorf("certifier: %w", err)
+	}
+	m.setBundle(cfg.Store.BundleFingerprint())
+	c.loop(ctx)
+	return nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+type certifier struct {
+	cfg Config
+	m   *metrics
+	log *slog.Logger
+	key *ecdsa.PrivateKey // in memory only, never serialised
+	csr []byte
+}
+
+func (c *certifier) loop(ctx context.Context) {
+	backoff := c.cfg.MinBackoff
+	for {
+		var wait time.Duration
+		leaf, err := c.certify(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			c.m.certify.WithLabelValues("error").Inc()
+			c.m.connected.Set(0)
+			wait = jittered(backoff)
+			backoff = min(backoff*2, c.cfg.MaxBackoff)
+			attrs := []any{"err", err, "retry_in", wait.Round(time.Millisecond)}
+			if exp := c.cfg.Store.Expiry(); !exp.IsZero() {
+				attrs = append(attrs, "current_cert_expires", exp)
+			}
+			c.log.Warn("certify failed", attrs...)
+		} else {
+			c.m.certify.WithLabelValues("ok").Inc()
+			c.m.connected.Set(1)
+			c.m.expiry.Set(float64(leaf.NotAfter.Unix()))
+			c.m.setBundle(c.cfg.Store.BundleFingerprint())
+			backoff = c.cfg.MinBackoff
+			now := time.Now()
+			wait = max(RenewAt(leaf.NotBefore, leaf.NotAfter, now, c.cfg.RenewFraction).Sub(now), c.cfg.MinRenewPeriod)
+			c.log.Info("certificate installed", "not_after", leaf.NotAfter, "renew_in", wait.Round(time.Millisecond))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// RenewAt returns when to renew a certificate valid from notBefore to
+// notAfter: at fraction of its lifetime. Certificates are backdated for
+// clock skew, so for a short-lived one that moment may already be past;
+// then it is fraction of the validity remaining from now.
+func RenewAt(notBefore, notAfter, now time.Time, fraction float64) time.Time {
+	at := notBefore.Add(time.Duration(float64(notAfter.Sub(notBefore)) * fraction))
+	if at.After(now) {
+		return at
+	}
+	if rem := notAfter.Sub(now); rem > 0 {
+		return now.Add(time.Duration(float64(rem) * fraction))
+	}
+	return now
+}
+
+// jittered spreads d by ±25 % so proxies restarted together do not call
+// the controller in lockstep.
+func jittered(d time.Duration) time.Duration {
+	f := 1 + jitter*(2*rand.Float64()-1)
+	return time.Duration(float64(d) * f)
+}
+
+// certify performs one Certify call and installs its result.
+func (c *certifier) certify(ctx context.Context) (*x509.Certificate, error) {
+	token, err := readToken(c.cfg.TokenFile)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	defer cancel()
+	resp, err := c.cfg.Client.Certify(cctx, &apiv1.CertifyRequest{
+		Identity:                  c.cfg.Identity.String(),
+		Token:                     token,
+		CertificateSigningRequest: c.csr,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("certify: %w", err)
+	}
+	return c.install(resp)
+}
+
+func readToken(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read token: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxTokenBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read token %s: %w", path, err)
+	}
+	if len(data) > maxTokenBytes {
+		return nil, fmt.Errorf("read token %s: larger than %d bytes", path, maxTokenBytes)
+	}
+	tok := bytes.TrimSpace(data)
+	if len(tok) == 0 {
+		return nil, fmt.Errorf("read token %s: empty", path)
+	}
+	return tok, nil
+}
+
+// install validates the whole response before changing anything, then
+// installs the anchors and the certificate.
+func (c *certifier) install(resp *apiv1.CertifyResponse) (*x509.Certificate, error) {
+	chain := resp.GetChain()
+	if len(chain) == 0 {
+		return nil, errors.New("certify response: empty chain")
+	}
+	certs := make([]*x509.Certificate, 0, len(chain))
+	for i, der := range chain {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("certify response: chain certificate %d: %w", i, err)
+		}
+		certs = append(certs, cert)
+	}
+	anchors := c.cfg.Store.TrustAnchors()
+	if raw := resp.GetTrustAnchors(); len(raw) > 0 {
+		anchors = anchors[:0:0]
+		for i, der := range raw {
+			a, err := x509.ParseCertificate(der)
+			if err != nil {
+				return nil, fmt.Errorf("certify response: trust anchor %d: %w", i, err)
+			}
+			anchors = append(anchors, a)
+		}
+	}
+	pool := x509.NewCertPool()
+	for _, a := range anchors {
+		pool.AddCert(a)
+	}
+	if _, err := pki.VerifyCerts(certs, pool, x509.ExtKeyUsageServerAuth, c.cfg.Identity, time.Now()); err != nil {
+		return nil, fmt.Errorf("certify response: issued certificate: %w", err)
+	}
+	if len(resp.GetTrustAnchors()) > 0 && pki.Fingerprint(anchors) != c.cfg.Store.BundleFingerprint() {
+		if err := c.cfg.Store.SetTrustAnchors(anchors); err != nil {
+			return nil, fmt.Errorf("certify response: %w", err)
+		}
+		c.log.Info("trust anchors updated", "fingerprint", c.cfg.Store.BundleFingerprint(), "anchors", len(anchors))
+	}
+	if err := c.cfg.Store.SetCertificate(chain, c.key); err != nil {
+		return nil, fmt.Errorf("certify response: %w", err)
+	}
+	return certs[0], nil
+}

@@ -1,0 +1,69 @@
+package discovery
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/proxy/balance"
+)
+
+// ToEndpoint converts an endpoint from the control plane. An endpoint whose
+// identity is set but invalid is an error, never a plain-text endpoint: the
+// caller skips it.
+func ToEndpoint(wa *apiv1.WeightedAddr) (balance.Endpoint, error) {
+	if wa == nil {
+		return balance.Endpoint{}, errors.New("endpoint: missing")
+	}
+	addr, err := tcpAddr(wa.GetAddr())
+	if err != nil {
+		return balance.Endpoint{}, fmt.Errorf("endpoint: %w", err)
+	}
+	ep := balance.Endpoint{
+		Addr:     addr,
+		Weight:   max(wa.GetWeight(), 1),
+		Protocol: wa.GetProtocolHint().GetProtocol(),
+		Zone:     wa.GetZone(),
+		Labels:   maps.Clone(wa.GetMetricLabels()),
+	}
+	if _, ok := apiv1.ProtocolHint_Protocol_name[int32(ep.Protocol)]; !ok {
+		// An unknown future hint: detect rather than trust it.
+		ep.Protocol = apiv1.ProtocolHint_UNKNOWN
+	}
+	ep.TargetPort = wa.GetTargetPort()
+	if ep.TargetPort > 65535 {
+		return balance.Endpoint{}, fmt.Errorf("endpoint %s: target port %d out of range", addr, ep.TargetPort)
+	}
+	if ti := wa.GetTlsIdentity(); ti != nil && (ti.GetSpiffeId() != "" || ti.GetServerName() != "") {
+		id, err := identity.Parse(ti.GetSpiffeId())
+		if err != nil {
+			return balance.Endpoint{}, fmt.Errorf("endpoint %s: tls identity: %w", addr, err)
+		}
+		if sn := ti.GetServerName(); sn != "" && sn != id.ServerName() {
+			return balance.Endpoint{}, fmt.Errorf("endpoint %s: server name %q does not match identity %s", addr, sn, id)
+		}
+		ep.Identity = id
+	}
+	return ep, nil
+}
+
+// tcpAddr formats a TcpAddress as a dialable "ip:port".
+func tcpAddr(a *apiv1.TcpAddress) (string, error) {
+	if a == nil {
+		return "", errors.New("address missing")
+	}
+	ip, err := netip.ParseAddr(a.GetIp())
+	if err != nil {
+		return "", fmt.Errorf("address ip %q: %w", a.GetIp(), err)
+	}
+	if ip.Zone() != "" {
+		return "", fmt.Errorf("address ip %q: zoned addresses are not endpoints", a.GetIp())
+	}
+	if a.GetPort() == 0 || a.GetPort() > 65535 {
+		return "", fmt.Errorf("address port %d out of range", a.GetPort())
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(a.GetPort())).String(), nil
+}

@@ -1,0 +1,345 @@
+// Package meshtls holds the proxy's workload certificate and trust bundle,
+// both swappable at run time, and builds the tls.Configs of mesh mTLS.
+//
+// Peer verification follows the SPIFFE pattern: Go's hostname-based
+// verification is switched off (InsecureSkipVerify) and replaced by a
+// VerifyConnection callback that verifies the full chain against the trust
+// anchors current at handshake time, with the right extended key usage, and
+// the peer's SPIFFE ID exactly. It is never weaker than the default
+// verification: every config built here installs that callback.
+package meshtls
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/pki"
+)
+
+// ErrNoLocalCertificate is returned by handshakes that need our certificate
+// before the first one was installed.
+var ErrNoLocalCertificate = errors.New("no workload certificate yet")
+
+// Store is goroutine-safe. The certificate and the trust bundle are
+// immutable values swapped atomically, so readers never lock.
+type Store struct {
+	local   identity.ID
+	cert    atomic.Pointer[tls.Certificate]
+	anchors atomic.Pointer[bundle]
+	now     func() time.Time
+}
+
+type bundle struct {
+	certs       []*x509.Certificate
+	pool        *x509.CertPool
+	fingerprint string
+}
+
+// NewStore returns a Store for the local identity, trusting anchors, with
+// no certificate yet.
+func NewStore(local identity.ID, anchors []*x509.Certificate) (*Store, error) {
+	if err := local.Validate(); err != nil {
+		return nil, fmt.Errorf("local identity: %w", err)
+	}
+	s := &Store{local: local, now: time.Now}
+	if err := s.SetTrustAnchors(anchors); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// LocalIdentity returns the identity this Store holds certificates for.
+func (s *Store) LocalIdentity() identity.ID { return s.local }
+
+// SetCertificate installs a new workload certificate: chain is DER, leaf
+// first, then intermediates. The chain must verify now against the current
+// trust anchors, name exactly the local identity, and match key (ECDSA
+// P-256), so a bad response from the control plane can never replace a
+// good certificate. New handshakes use it; established connections are
+// untouched.
+func (s *Store) SetCertificate(chain [][]byte, key crypto.Signer) error {
+	if len(chain) == 0 {
+		return errors.New("set certificate: empty chain")
+	}
+	if key == nil {
+		return errors.New("set certificate: no key")
+	}
+	certs := make([]*x509.Certificate, 0, len(chain))
+	for i, der := range chain {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("set certificate: parse certificate %d: %w", i, err)
+		}
+		certs = append(certs, c)
+	}
+	leaf := certs[0]
+	pub, ok := leaf.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return errors.New("set certificate: leaf key is not ECDSA P-256")
+	}
+	kp, ok := key.Public().(*ecdsa.PublicKey)
+	if !ok || !kp.Equal(pub) {
+		return errors.New("set certificate: private key does not match the certificate")
+	}
+	b := s.anchors.Load()
+	if _, err := pki.VerifyCerts(certs, b.pool, x509.ExtKeyUsageServerAuth, s.local, s.now()); err != nil {
+		return fmt.Errorf("set certificate: %w", err)
+	}
+	if _, err := pki.VerifyCerts(certs, b.pool, x509.ExtKeyUsageClientAuth, s.local, s.now()); err != nil {
+		return fmt.Errorf("set certificate: %w", err)
+	}
+	c := &tls.Certificate{
+		Certificate: append([][]byte(nil), chain...),
+		PrivateKey:  key,
+		Leaf:        leaf,
+	}
+	s.cert.Store(c)
+	return nil
+}
+
+// SetTrustAnchors replaces the trust bundle. New handshakes verify peers
+// against it; established connections are untouched.
+func (s *Store) SetTrustAnchors(anchors []*x509.Certificate) error {
+	if len(anchors) == 0 {
+		return errors.New("trust anchors: empty bundle")
+	}
+	pool := x509.NewCertPool()
+	for _, a := range anchors {
+		if a == nil {
+			return errors.New("trust anchors: nil certificate")
+		}
+		if !a.IsCA || !a.BasicConstraintsValid {
+			return fmt.Errorf("trust anchors: %q is not a CA certificate", a.Subject.CommonName)
+		}
+		pool.AddCert(a)
+	}
+	s.anchors.Store(&bundle{
+		certs:       append([]*x509.Certificate(nil), anchors...),
+		pool:        pool,
+		fingerprint: pki.Fingerprint(anchors),
+	})
+	return nil
+}
+
+// TrustAnchors returns the current trust anchors (do not modify them).
+func (s *Store) TrustAnchors() []*x509.Certificate {
+	return append([]*x509.Certificate(nil), s.anchors.Load().certs...)
+}
+
+// Leaf returns the current workload certificate, or nil.
+func (s *Store) Leaf() *x509.Certificate {
+	if c := s.cert.Load(); c != nil {
+		return c.Leaf
+	}
+	return nil
+}
+
+// Ready reports whether the Store holds a certificate valid now.
+func (s *Store) Ready() bool {
+	c := s.cert.Load()
+	if c == nil {
+		return false
+	}
+	now := s.now()
+	return !now.Before(c.Leaf.NotBefore) && !now.After(c.Leaf.NotAfter)
+}
+
+// Expiry returns the current certificate's NotAfter (zero if none).
+func (s *Store) Expiry() time.Time {
+	if c := s.cert.Load(); c != nil {
+		return c.Leaf.NotAfter
+	}
+	return time.Time{}
+}
+
+// BundleFingerprint returns the hex SHA-256 of the current trust bundle.
+func (s *Store) BundleFingerprint() string { return s.anchors.Load().fingerprint }
+
+func (s *Store) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if c := s.cert.Load(); c != nil {
+		return c, nil
+	}
+	return nil, ErrNoLocalCertificate
+}
+
+func (s *Store) getClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if c := s.cert.Load(); c != nil {
+		return c, nil
+	}
+	return nil, ErrNoLocalCertificate
+}
+
+// getOptionalClientCertificate presents no certificate rather than failing
+// when we have none: the control plane accepts that before the first Certify.
+func (s *Store) getOptionalClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if c := s.cert.Load(); c != nil {
+		return c, nil
+	}
+	return &tls.Certificate{}, nil
+}
+
+// verify is the whole peer check: chain to the anchors current now, usage,
+// identity (exact when want is set, else the local trust domain).
+func (s *Store) verify(cs tls.ConnectionState, usage x509.ExtKeyUsage, want identity.ID) error {
+	if cs.Version != tls.VersionTLS13 {
+		return fmt.Errorf("%w: negotiated TLS version %#x, want TLS 1.3", errProtocol, cs.Version)
+	}
+	id, err := pki.VerifyCerts(cs.PeerCertificates, s.anchors.Load().pool, usage, want, s.now())
+	if err != nil {
+		return err
+	}
+	if want.IsZero() && id.TrustDomain != s.local.TrustDomain {
+		return fmt.Errorf("%w: peer %s is not in trust domain %q", pki.ErrWrongIdentity, id, s.local.TrustDomain)
+	}
+	return nil
+}
+
+var errProtocol = errors.New("mesh TLS protocol violation")
+
+func baseConfig(nextProtos []string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		MaxVersion: tls.VersionTLS13,
+		NextProtos: append([]string(nil), nextProtos...),
+	}
+}
+
+// ClientConfig returns the config for dialing a mesh peer that must prove
+// identity want. SNI is want's DNS form; our certificate is presented.
+func (s *Store) ClientConfig(want identity.ID, nextProtos []string) *tls.Config {
+	cfg := baseConfig(nextProtos)
+	cfg.ServerName = want.ServerName()
+	// Replaced, not skipped: VerifyConnection does the full verification.
+	cfg.InsecureSkipVerify = true
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if want.IsZero() {
+			return fmt.Errorf("%w: no expected peer identity", pki.ErrWrongIdentity)
+		}
+		return s.verify(cs, x509.ExtKeyUsageServerAuth, want)
+	}
+	cfg.GetClientCertificate = s.getClientCertificate
+	return cfg
+}
+
+// ServerConfig returns the config for accepting mesh peers: a client
+// certificate is required and verified (any identity of our trust domain).
+// Use PeerIdentity on the result to learn who the client is.
+func (s *Store) ServerConfig(nextProtos []string) *tls.Config {
+	cfg := baseConfig(nextProtos)
+	cfg.ClientAuth = tls.RequireAnyClientCert // chain checked in VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return pki.ErrNoCertificate
+		}
+		return s.verify(cs, x509.ExtKeyUsageClientAuth, identity.ID{})
+	}
+	cfg.GetCertificate = s.getCertificate
+	// Peers hold long-lived connections; tickets would only cost CPU and
+	// bytes on every handshake.
+	cfg.SessionTicketsDisabled = true
+	return cfg
+}
+
+// ControlPlaneConfig returns the client config for gRPC to the controller,
+// which must prove exactly identity controller. Our certificate is presented
+// once we have one.
+func (s *Store) ControlPlaneConfig(controller identity.ID) *tls.Config {
+	cfg := baseConfig(nil)
+	cfg.ServerName = controller.ServerName()
+	cfg.InsecureSkipVerify = true // replaced by VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if controller.IsZero() {
+			return fmt.Errorf("%w: no expected controller identity", pki.ErrWrongIdentity)
+		}
+		return s.verify(cs, x509.ExtKeyUsageServerAuth, controller)
+	}
+	cfg.GetClientCertificate = s.getOptionalClientCertificate
+	return cfg
+}
+
+// PeerIdentity returns the peer's identity after a successful handshake
+// with one of this package's configs (which verified it).
+func PeerIdentity(cs tls.ConnectionState) (identity.ID, bool) {
+	if !cs.HandshakeComplete || len(cs.PeerCertificates) == 0 {
+		return identity.ID{}, false
+	}
+	id, err := identity.FromCertificate(cs.PeerCertificates[0])
+	if err != nil {
+		return identity.ID{}, false
+	}
+	return id, true
+}
+
+// Handshake error reasons, the values of the reason label of
+// trellis_tls_handshake_errors_total.
+const (
+	ReasonUntrusted     = "untrusted"
+	ReasonWrongIdentity = "wrong_identity"
+	ReasonExpired       = "expired"
+	ReasonNoCertificate = "no_certificate"
+	ReasonProtocol      = "protocol"
+	ReasonOther         = "other"
+)
+
+// HandshakeErrorReason maps a handshake error to a metric reason. The side
+// that verified gets the precise reason; the other side only sees the alert
+// it was sent, which is mapped as closely as it allows.
+func HandshakeErrorReason(err error) string {
+	switch {
+	case err == nil:
+		return ReasonOther
+	case errors.Is(err, pki.ErrNoCertificate), errors.Is(err, ErrNoLocalCertificate):
+		return ReasonNoCertificate
+	case errors.Is(err, pki.ErrExpired):
+		return ReasonExpired
+	case errors.Is(err, pki.ErrWrongIdentity), errors.Is(err, pki.ErrBadIdentity):
+		return ReasonWrongIdentity
+	case errors.Is(err, pki.ErrUntrusted):
+		return ReasonUntrusted
+	case errors.Is(err, errProtocol):
+		return ReasonProtocol
+	}
+	var inv x509.CertificateInvalidError
+	if errors.As(err, &inv) && inv.Reason == x509.Expired {
+		return ReasonExpired
+	}
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) {
+		return ReasonUntrusted
+	}
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) {
+		return ReasonProtocol
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" && op.Err != nil {
+		// The peer rejected the handshake with an alert.
+		switch op.Err.Error() {
+		case "tls: certificate required":
+			return ReasonNoCertificate
+		case "tls: expired certificate":
+			return ReasonExpired
+		case "tls: bad certificate", "tls: unknown certificate authority", "tls: certificate unknown":
+			return ReasonUntrusted
+		}
+		return ReasonProtocol
+	}
+	msg := err.Error()
+	switch {
+	case msg == "tls: client didn't provide a certificate":
+		return ReasonNoCertificate
+	case len(msg) > 5 && msg[:5] == "tls: ":
+		// crypto/tls's own protocol failures: versions, ALPN, bad messages.
+		return ReasonProtocol
+	}
+	return ReasonOther
+}
