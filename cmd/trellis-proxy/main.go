@@ -1,0 +1,123 @@
+// Command trellis-proxy is the Trellis data plane: it runs beside a workload
+// and carries its traffic over mutual TLS. See docs/proxy.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/trellis-mesh/trellis/internal/version"
+	"github.com/trellis-mesh/trellis/proxy"
+)
+
+const usageText = `trellis-proxy: the Trellis service mesh data plane.
+
+Every flag can also be set with the environment variable TRELLIS_PROXY_<FLAG>
+(upper case, dashes as underscores); flags win over the environment.
+
+Examples:
+  # Explicit (local) mode: the app sends HTTP to 127.0.0.1:4140 with the
+  # service as Host; mesh peers reach the app at 127.0.0.1:9101 through :4143.
+  trellis-proxy --controller-addr 127.0.0.1:8086 \
+    --trust-anchors state/anchor.crt --token-file books.token \
+    --identity spiffe://cluster.local/ns/demo/sa/books \
+    --inbound-addr 127.0.0.1:4243 --admin-addr 127.0.0.1:4291 --app-addr 127.0.0.1:9101
+  curl -H 'Host: authors.demo' http://127.0.0.1:4140/authors
+
+  # The same from the environment:
+  TRELLIS_PROXY_CONTROLLER_ADDR=127.0.0.1:8086 TRELLIS_PROXY_IDENTITY=... trellis-proxy
+
+Flags:
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("trellis-proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg                   proxy.Config
+		opaquePorts, logLevel string
+		showVersion           bool
+	)
+	fs.StringVar(&cfg.OutboundAddr, "outbound-addr", "127.0.0.1:4140", "outbound listener (the app's traffic)")
+	fs.StringVar(&cfg.InboundAddr, "inbound-addr", "0.0.0.0:4143", "inbound listener (mesh peers and plain callers)")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", "0.0.0.0:4191", "admin listener: /metrics, /ready, /live, /shutdown")
+	fs.StringVar(&cfg.Mode, "mode", "explicit", "transparent (SO_ORIGINAL_DST) or explicit (destination from Host/:authority)")
+	fs.StringVar(&cfg.AppAddr, "app-addr", "127.0.0.1:8080", "where inbound traffic goes when no target port is known")
+	fs.StringVar(&cfg.ControllerAddr, "controller-addr", "", "host:port of the controller's gRPC server (required)")
+	fs.StringVar(&cfg.ControllerIdentity, "controller-identity", "", "identity the controller must prove (default spiffe://<td>/ns/trellis-system/sa/trellis-controller)")
+	fs.StringVar(&cfg.TrustAnchors, "trust-anchors", "", "PEM file of the bootstrap trust anchors (required)")
+	fs.StringVar(&cfg.Identity, "identity", "", "this workload's SPIFFE ID (required)")
+	fs.StringVar(&cfg.TokenFile, "token-file", "", "file holding the credential sent with Certify (required)")
+	fs.StringVar(&cfg.Workload, "workload", "", "workload name, for logs")
+	fs.DurationVar(&cfg.DetectTimeout, "detect-timeout", 10*time.Second, "protocol detection timeout; on timeout the stream is opaque")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 0, "default whole-request timeout (0: none)")
+	fs.StringVar(&opaquePorts, "opaque-ports", "25,587,3306,4222,5432,6379,11211,27017", "ports never detected (server-speaks-first protocols)")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "drain time on SIGTERM or POST /shutdown")
+	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageText)
+		fs.PrintDefaults()
+	}
+	if err := applyEnv(fs, os.LookupEnv); err != nil {
+		fmt.Fprintln(stderr, "trellis-proxy:", err)
+		return 2
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if showVersion {
+		fmt.Fprintln(stderr, "trellis-proxy", version.String())
+		return 0
+	}
+	var err error
+	if cfg.OpaquePorts, err = proxy.ParsePorts(opaquePorts); err != nil {
+		fmt.Fprintln(stderr, "trellis-proxy: --opaque-ports:", err)
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		fmt.Fprintln(stderr, "trellis-proxy: --log-level:", err)
+		return 2
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := proxy.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(stderr, "trellis-proxy:", err)
+		return 1
+	}
+	return 0
+}
+
+// applyEnv sets each flag from TRELLIS_PROXY_<NAME> when present; flags
+// parsed afterwards override it.
+func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "TRELLIS_PROXY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := lookup(name); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}

@@ -1,0 +1,346 @@
+// Package inbound is the mesh-facing listener: it terminates mesh TLS
+// (recording the client's identity), dispatches on ALPN (multiplexed HTTP/2
+// or opaque transport streams), restores HTTP/1 towards the app, and passes
+// plain-text callers and the app's own TLS through.
+package inbound
+
+//lint:file-ignore SA1019 x/net/http2 ServeConn/NewClientConn give per-connection control (mesh TLS, sniffed conns, one pooled conn per peer) that net/http does not expose yet.
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/trellis-mesh/trellis/proxy/detect"
+	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/meshtls"
+	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/origdst"
+	"github.com/trellis-mesh/trellis/proxy/transport"
+)
+
+// Config configures the inbound proxy.
+type Config struct {
+	Store   *meshtls.Store
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+	// AppAddr is where traffic goes when no target port is known.
+	AppAddr string
+	// Transparent: the default target is 127.0.0.1:<original destination
+	// port> (SO_ORIGINAL_DST) instead of AppAddr.
+	Transparent      bool
+	DetectTimeout    time.Duration
+	HandshakeTimeout time.Duration // default 10s
+	DialTimeout      time.Duration // default 5s
+	OpaquePorts      map[uint16]bool
+	OrigDst          func(net.Conn) (netip.AddrPort, error)
+}
+
+// Proxy is the inbound proxy.
+type Proxy struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics.Metrics
+	tlsConf *tls.Config
+	dialer  net.Dialer
+	h1      *http.Transport  // HTTP/1.1 towards the app
+	h2c     *http2.Transport // prior-knowledge HTTP/2 towards the app
+	h1srv   *http.Server
+	h1ln    *forward.ChanListener
+	h2srv   *http2.Server
+	h2base  *http.Server
+	tracker forward.Tracker
+	ports   sync.Map // uint16 -> "127.0.0.1:port"
+
+	mu      sync.Mutex
+	lns     []net.Listener
+	closing bool
+}
+
+// New builds an inbound proxy.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Store == nil || cfg.Metrics == nil {
+		return nil, errors.New("inbound: Store and Metrics are required")
+	}
+	if cfg.AppAddr == "" && !cfg.Transparent {
+		return nil, errors.New("inbound: AppAddr is required outside transparent mode")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.OrigDst == nil {
+		cfg.OrigDst = origdst.Get
+	}
+	p := &Proxy{
+		cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
+		tlsConf: cfg.Store.ServerConfig([]string{transport.ALPNHTTP, transport.ALPNOpaque}),
+		dialer:  net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
+		h2srv: &http2.Server{
+			// One connection per peer proxy carries all of its requests.
+			MaxConcurrentStreams: 2000,
+			IdleTimeout:          10 * time.Minute,
+		},
+	}
+	p.h1 = &http.Transport{
+		DialContext:           p.dialer.DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+	p.h2c = &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return p.dialer.DialContext(ctx, network, addr)
+		},
+		IdleConnTimeout: 5 * time.Minute,
+	}
+	p.h1srv = &http.Server{
+		Handler:           http.HandlerFunc(p.serveHTTP),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if ic, ok := c.(*infoConn); ok {
+				return context.WithValue(ctx, connInfoKey{}, ic.info)
+			}
+			return ctx
+		},
+	}
+	p.h2base = &http.Server{Handler: http.HandlerFunc(p.serveHTTP)}
+	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
+		return nil, err
+	}
+	p.h1ln = forward.NewChanListener(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	go func() { _ = p.h1srv.Serve(p.h1ln) }()
+	return p, nil
+}
+
+type connInfoKey struct{}
+
+// connInfo is what a request needs to know about its connection.
+type connInfo struct {
+	peer   string // client identity proven by mesh TLS, "" otherwise
+	tls    bool
+	target string // default app address
+	raw    net.Conn
+}
+
+type infoConn struct {
+	net.Conn
+	info *connInfo
+}
+
+// Serve accepts connections on ln until it is closed.
+func (p *Proxy) Serve(ln net.Listener) error {
+	p.mu.Lock()
+	p.lns = append(p.lns, ln)
+	p.mu.Unlock()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			p.mu.Lock()
+			closing := p.closing
+			p.mu.Unlock()
+			if errors.Is(err, net.ErrClosed) || closing {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		done := p.tracker.Add(c)
+		go func() {
+			defer done()
+			p.handle(c)
+		}()
+	}
+}
+
+// Shutdown drains: listeners stop accepting, HTTP/2 peers get GOAWAY, idle
+// HTTP/1 connections close, and in-flight work gets until ctx ends.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	p.closing = true
+	for _, ln := range p.lns {
+		_ = ln.Close()
+	}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = p.h1srv.Shutdown(ctx) }()
+	go func() { defer wg.Done(); _ = p.h2base.Shutdown(ctx) }()
+	err := p.tracker.Wait(ctx)
+	wg.Wait()
+	_ = p.h1srv.Close()
+	p.h1.CloseIdleConnections()
+	p.h2c.CloseIdleConnections()
+	return err
+}
+
+func (p *Proxy) portAddr(port uint16) string {
+	if v, ok := p.ports.Load(port); ok {
+		return v.(string)
+	}
+	s := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
+	p.ports.Store(port, s)
+	return s
+}
+
+func (p *Proxy) handle(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	info := &connInfo{target: p.cfg.AppAddr, raw: c}
+	if p.cfg.Transparent {
+		orig, err := p.cfg.OrigDst(c)
+		if err != nil {
+			p.log.Warn("inbound: no original destination", "remote", c.RemoteAddr().String(), "err", err)
+			_ = c.Close()
+			return
+		}
+		info.target = p.portAddr(orig.Port())
+		if p.cfg.OpaquePorts[orig.Port()] {
+			p.m.Detect(metrics.Inbound, "opaque", "skipped")
+			p.opaqueToApp(c, info, info.target, info.target)
+			return
+		}
+	}
+	res, err := detect.Detect(c, p.cfg.DetectTimeout)
+	if err != nil {
+		p.m.Detect(metrics.Inbound, "opaque", "error")
+		_ = c.Close()
+		return
+	}
+	result := "ok"
+	if res.TimedOut {
+		result = "timeout"
+	}
+	p.m.Detect(metrics.Inbound, res.Protocol.String(), result)
+	conn := forward.WithCloseWrite(res.Conn, c)
+	switch res.Protocol {
+	case detect.TLS:
+		if res.SNI != "" && res.SNI == p.cfg.Store.LocalIdentity().ServerName() {
+			p.serveMesh(conn, info)
+			return
+		}
+		// The app's own TLS: not ours to terminate.
+		p.opaqueToApp(conn, info, info.target, info.target)
+	case detect.HTTP1:
+		if err := p.h1ln.Push(&infoConn{Conn: conn, info: info}); err != nil {
+			_ = c.Close()
+		}
+	case detect.HTTP2:
+		p.serveH2(conn, info)
+	default:
+		p.opaqueToApp(conn, info, info.target, info.target)
+	}
+}
+
+func (p *Proxy) serveH2(c net.Conn, info *connInfo) {
+	p.h2srv.ServeConn(c, &http2.ServeConnOpts{
+		// Not cancelled by Shutdown: in-flight requests finish during a drain.
+		Context:    context.WithValue(context.Background(), connInfoKey{}, info),
+		BaseConfig: p.h2base,
+		Handler:    http.HandlerFunc(p.serveHTTP),
+	})
+}
+
+// serveMesh terminates mesh TLS and dispatches on ALPN.
+func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
+	tc := tls.Server(c, p.tlsConf)
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.HandshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		p.m.HandshakeError(metrics.Inbound, meshtls.HandshakeErrorReason(err))
+		p.log.Debug("inbound: mesh TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+		_ = c.Close()
+		return
+	}
+	cs := tc.ConnectionState()
+	id, ok := meshtls.PeerIdentity(cs)
+	if !ok {
+		p.m.HandshakeError(metrics.Inbound, meshtls.ReasonNoCertificate)
+		_ = tc.Close()
+		return
+	}
+	mi := &connInfo{peer: id.String(), tls: true, target: info.target, raw: info.raw}
+	switch cs.NegotiatedProtocol {
+	case transport.ALPNHTTP:
+		p.serveH2(tc, mi)
+	case transport.ALPNOpaque:
+		_ = tc.SetReadDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
+		h, err := transport.ReadHeader(tc)
+		_ = tc.SetReadDeadline(time.Time{})
+		if err != nil {
+			p.log.Debug("inbound: bad transport header", "peer", mi.peer, "err", err)
+			_ = tc.Close()
+			return
+		}
+		target := mi.target
+		if h.Port != 0 && !p.isOwnPort(h.Port) {
+			target = p.portAddr(h.Port)
+		}
+		dst := h.Authority
+		if dst == "" {
+			dst = target
+		}
+		p.opaqueToApp(tc, mi, target, dst)
+	default:
+		p.m.HandshakeError(metrics.Inbound, meshtls.ReasonProtocol)
+		_ = tc.Close()
+	}
+}
+
+// isOwnPort reports whether port is one of our listeners' ports, which
+// would loop back into the proxy: such streams go to the default target.
+func (p *Proxy) isOwnPort(port uint16) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ln := range p.lns {
+		if a, ok := ln.Addr().(*net.TCPAddr); ok && a.Port == int(port) {
+			return true
+		}
+	}
+	return false
+}
+
+// opaqueToApp splices a stream to the app and records TCP metrics.
+func (p *Proxy) opaqueToApp(c net.Conn, info *connInfo, target, dst string) {
+	defer c.Close()
+	tm := p.m.TCP(metrics.Key{Direction: metrics.Inbound, DstService: dst, PeerIdentity: info.peer, TLS: info.tls})
+	tm.Open()
+	app, err := p.dialer.Dial("tcp", target)
+	if err != nil {
+		tm.Close(forward.Errno(err))
+		p.log.Debug("inbound: connecting to app", "target", target, "err", err)
+		return
+	}
+	fromPeer, toPeer, err := forward.Splice(c, app)
+	tm.Read(fromPeer)
+	tm.Write(toPeer)
+	tm.Close(forward.Errno(err))
+}

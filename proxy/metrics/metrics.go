@@ -1,0 +1,260 @@
+// Package metrics holds the proxy's data-path Prometheus metrics (HTTP, TCP,
+// protocol detection, TLS handshake errors) as documented in docs/metrics.md.
+//
+// Per-request recording is on the hot path, so label-bound counters and
+// observers are cached per (direction, dst_service, peer_identity, tls) and
+// per response class instead of calling WithLabelValues on every request.
+package metrics
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Directions, the values of the direction label.
+const (
+	Inbound  = "inbound"
+	Outbound = "outbound"
+)
+
+// Reasons for trellis_request_errors_total and trellis_retries_total.
+const (
+	ReasonNoEndpoints    = "no_endpoints"
+	ReasonTimeout        = "timeout"
+	ReasonConnectError   = "connect_error"
+	ReasonBadRequest     = "bad_request"
+	ReasonUnknownService = "unknown_service"
+)
+
+// LatencyBuckets spans sub-millisecond proxy hops to slow 10 s requests.
+var latencyBuckets = []float64{
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+}
+
+// LatencyBuckets returns a copy of the response latency histogram buckets.
+func LatencyBuckets() []float64 { return append([]float64(nil), latencyBuckets...) }
+
+var routeLabels = []string{"direction", "dst_service", "peer_identity", "tls"}
+
+// Metrics is the set of data-path metrics registered on one registry.
+type Metrics struct {
+	requests   *prometheus.CounterVec
+	responses  *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	retries    *prometheus.CounterVec
+	reqErrors  *prometheus.CounterVec
+	tcpOpen    *prometheus.CounterVec
+	tcpClose   *prometheus.CounterVec
+	tcpConns   *prometheus.GaugeVec
+	tcpRead    *prometheus.CounterVec
+	tcpWrite   *prometheus.CounterVec
+	detect     *prometheus.CounterVec
+	handshakes *prometheus.CounterVec
+
+	http sync.Map // Key -> *HTTP
+	tcp  sync.Map // Key -> *TCP
+}
+
+// New creates the metrics and registers them on reg.
+func New(reg prometheus.Registerer) (*Metrics, error) {
+	with := func(extra ...string) []string {
+		return append(append([]string(nil), routeLabels...), extra...)
+	}
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_requests_total", Help: "HTTP requests started.",
+		}, routeLabels),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_responses_total", Help: "HTTP responses ended.",
+		}, with("status_code", "grpc_status", "classification")),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "trellis_response_latency_seconds",
+			Help:    "Time from request headers received to response stream completed.",
+			Buckets: latencyBuckets,
+		}, routeLabels),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_retries_total", Help: "Requests retried because they provably never reached the app.",
+		}, with("reason")),
+		reqErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_request_errors_total", Help: "Requests the proxy answered itself.",
+		}, with("reason")),
+		tcpOpen: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_tcp_open_total", Help: "Connections accepted (inbound) or opened to peers (outbound).",
+		}, routeLabels),
+		tcpClose: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_tcp_close_total", Help: "Connections closed.",
+		}, with("errno")),
+		tcpConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "trellis_tcp_open_connections", Help: "Connections open now.",
+		}, routeLabels),
+		tcpRead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_tcp_read_bytes_total", Help: "Bytes read from the peer.",
+		}, routeLabels),
+		tcpWrite: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_tcp_write_bytes_total", Help: "Bytes written to the peer.",
+		}, routeLabels),
+		detect: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_protocol_detect_total", Help: "Protocol detection outcomes.",
+		}, []string{"direction", "protocol", "result"}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_tls_handshake_errors_total", Help: "Failed mesh TLS handshakes.",
+		}, []string{"direction", "reason"}),
+	}
+	for _, c := range []prometheus.Collector{
+		m.requests, m.responses, m.latency, m.retries, m.reqErrors,
+		m.tcpOpen, m.tcpClose, m.tcpConns, m.tcpRead, m.tcpWrite,
+		m.detect, m.handshakes,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Key is the common label set of a route.
+type Key struct {
+	Direction    string
+	DstService   string
+	PeerIdentity string
+	TLS          bool
+}
+
+func (k Key) values() []string {
+	return []string{k.Direction, k.DstService, k.PeerIdentity, strconv.FormatBool(k.TLS)}
+}
+
+// HTTP holds the label-bound HTTP metrics of one route.
+type HTTP struct {
+	m         *Metrics
+	key       Key
+	labels    []string
+	Requests  prometheus.Counter
+	Latency   prometheus.Observer
+	responses sync.Map // respKey -> prometheus.Counter
+	errors    sync.Map // reason -> prometheus.Counter
+	retries   sync.Map // reason -> prometheus.Counter
+}
+
+type respKey struct {
+	status  int
+	grpc    string
+	failure bool
+}
+
+// HTTP returns the cached HTTP metrics of a route.
+func (m *Metrics) HTTP(k Key) *HTTP {
+	if v, ok := m.http.Load(k); ok {
+		return v.(*HTTP)
+	}
+	lv := k.values()
+	h := &HTTP{
+		m: m, key: k, labels: lv,
+		Requests: m.requests.WithLabelValues(lv...),
+		Latency:  m.latency.WithLabelValues(lv...),
+	}
+	v, _ := m.http.LoadOrStore(k, h)
+	return v.(*HTTP)
+}
+
+// Response counts one ended response. status 0: no response headers were
+// sent; grpcStatus is "" for non-gRPC responses.
+func (h *HTTP) Response(status int, grpcStatus string, streamErr bool) {
+	failure := streamErr || status >= 500 || status == 0 || (grpcStatus != "" && grpcStatus != "0")
+	k := respKey{status: status, grpc: grpcStatus, failure: failure}
+	if c, ok := h.responses.Load(k); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	class := "success"
+	if failure {
+		class = "failure"
+	}
+	c := h.m.responses.WithLabelValues(append(append([]string(nil), h.labels...), strconv.Itoa(status), grpcStatus, class)...)
+	v, _ := h.responses.LoadOrStore(k, c)
+	v.(prometheus.Counter).Inc()
+}
+
+// RequestError counts a request the proxy answered itself.
+func (h *HTTP) RequestError(reason string) {
+	boundInc(&h.errors, h.m.reqErrors, h.labels, reason)
+}
+
+// Retry counts a retried request.
+func (h *HTTP) Retry(reason string) {
+	boundInc(&h.retries, h.m.retries, h.labels, reason)
+}
+
+func boundInc(cache *sync.Map, vec *prometheus.CounterVec, labels []string, extra string) {
+	if c, ok := cache.Load(extra); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := vec.WithLabelValues(append(append([]string(nil), labels...), extra)...)
+	v, _ := cache.LoadOrStore(extra, c)
+	v.(prometheus.Counter).Inc()
+}
+
+// TCP holds the label-bound TCP metrics of one route.
+type TCP struct {
+	m      *Metrics
+	labels []string
+	opens  prometheus.Counter
+	conns  prometheus.Gauge
+	read   prometheus.Counter
+	write  prometheus.Counter
+	closes sync.Map // errno -> Counter
+}
+
+// TCP returns the cached TCP metrics of a route.
+func (m *Metrics) TCP(k Key) *TCP {
+	if v, ok := m.tcp.Load(k); ok {
+		return v.(*TCP)
+	}
+	lv := k.values()
+	t := &TCP{
+		m: m, labels: lv,
+		opens: m.tcpOpen.WithLabelValues(lv...),
+		conns: m.tcpConns.WithLabelValues(lv...),
+		read:  m.tcpRead.WithLabelValues(lv...),
+		write: m.tcpWrite.WithLabelValues(lv...),
+	}
+	v, _ := m.tcp.LoadOrStore(k, t)
+	return v.(*TCP)
+}
+
+// Open counts an opened connection.
+func (t *TCP) Open() { t.opens.Inc(); t.conns.Inc() }
+
+// Close counts a closed connection; errno is "" for a clean close.
+func (t *TCP) Close(errno string) {
+	t.conns.Dec()
+	boundInc(&t.closes, t.m.tcpClose, t.labels, errno)
+}
+
+// Read adds bytes read from the peer.
+func (t *TCP) Read(n int64) {
+	if n > 0 {
+		t.read.Add(float64(n))
+	}
+}
+
+// Write adds bytes written to the peer.
+func (t *TCP) Write(n int64) {
+	if n > 0 {
+		t.write.Add(float64(n))
+	}
+}
+
+// Detect counts a protocol detection outcome.
+func (m *Metrics) Detect(direction, protocol, result string) {
+	m.detect.WithLabelValues(direction, protocol, result).Inc()
+}
+
+// HandshakeError counts a failed mesh TLS handshake.
+func (m *Metrics) HandshakeError(direction, reason string) {
+	m.handshakes.WithLabelValues(direction, reason).Inc()
+}

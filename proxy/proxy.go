@@ -1,0 +1,292 @@
+// Package proxy wires the data plane: identity (certifier + meshtls),
+// discovery, the outbound and inbound listeners, metrics and the admin
+// server, with a graceful drain on shutdown.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/proxy/admin"
+	"github.com/trellis-mesh/trellis/proxy/certifier"
+	"github.com/trellis-mesh/trellis/proxy/discovery"
+	"github.com/trellis-mesh/trellis/proxy/inbound"
+	"github.com/trellis-mesh/trellis/proxy/meshtls"
+	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/outbound"
+)
+
+// Config is the proxy's configuration (see docs/proxy.md for each field's flag).
+type Config struct {
+	OutboundAddr       string
+	InboundAddr        string
+	AdminAddr          string
+	Mode               string // explicit | transparent
+	AppAddr            string
+	ControllerAddr     string
+	ControllerIdentity string // default: the controller identity of Identity's trust domain
+	TrustAnchors       string // PEM file
+	Identity           string // SPIFFE ID
+	TokenFile          string
+	Workload           string
+	DetectTimeout      time.Duration
+	RequestTimeout     time.Duration
+	OpaquePorts        []uint16
+	ShutdownGrace      time.Duration
+	Logger             *slog.Logger
+
+	// Ready, when set, receives the bound listener addresses once serving
+	// (useful with ":0" addresses in tests).
+	Ready func(Addrs)
+}
+
+// Addrs are the addresses the proxy listens on.
+type Addrs struct{ Outbound, Inbound, Admin string }
+
+// DefaultOpaquePorts are never protocol-detected (server-speaks-first protocols).
+var DefaultOpaquePorts = []uint16{25, 587, 3306, 4222, 5432, 6379, 11211, 27017}
+
+// ParsePorts parses a comma-separated port list ("25,3306").
+func ParsePorts(s string) ([]uint16, error) {
+	var out []uint16
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("invalid port %q", f)
+		}
+		out = append(out, uint16(n))
+	}
+	return out, nil
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	need := func(v, name string) {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%s is required", name))
+		}
+	}
+	need(c.ControllerAddr, "--controller-addr")
+	need(c.TrustAnchors, "--trust-anchors")
+	need(c.Identity, "--identity")
+	need(c.TokenFile, "--token-file")
+	need(c.OutboundAddr, "--outbound-addr")
+	need(c.InboundAddr, "--inbound-addr")
+	need(c.AdminAddr, "--admin-addr")
+	if c.Mode != outbound.ModeExplicit && c.Mode != outbound.ModeTransparent {
+		errs = append(errs, fmt.Errorf("--mode must be explicit or transparent, got %q", c.Mode))
+	}
+	if c.Mode == outbound.ModeExplicit && c.AppAddr == "" {
+		errs = append(errs, errors.New("--app-addr is required in explicit mode"))
+	}
+	return errors.Join(errs...)
+}
+
+// Run serves until ctx is cancelled or POST /shutdown, then drains for up to
+// ShutdownGrace and returns nil. It returns an error if it cannot start.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Workload != "" {
+		log = log.With("workload", cfg.Workload)
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 10 * time.Second
+	}
+	local, err := identity.Parse(cfg.Identity)
+	if err != nil {
+		return fmt.Errorf("--identity: %w", err)
+	}
+	ctrlID := identity.Controller(local.TrustDomain)
+	if cfg.ControllerIdentity != "" {
+		if ctrlID, err = identity.Parse(cfg.ControllerIdentity); err != nil {
+			return fmt.Errorf("--controller-identity: %w", err)
+		}
+	}
+	pemData, err := os.ReadFile(cfg.TrustAnchors)
+	if err != nil {
+		return fmt.Errorf("--trust-anchors: %w", err)
+	}
+	anchors, err := pki.ParseCertsPEM(pemData)
+	if err != nil {
+		return fmt.Errorf("--trust-anchors %s: %w", cfg.TrustAnchors, err)
+	}
+	store, err := meshtls.NewStore(local, anchors)
+	if err != nil {
+		return fmt.Errorf("trust anchors: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := metrics.New(reg)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+
+	conn, err := grpc.NewClient(cfg.ControllerAddr,
+		grpc.WithTransportCredentials(credentials.NewTLS(store.ControlPlaneConfig(ctrlID))),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	if err != nil {
+		return fmt.Errorf("controller %s: %w", cfg.ControllerAddr, err)
+	}
+	defer conn.Close()
+
+	// Heard from the control plane: the gRPC connection was ready once.
+	var heard atomic.Bool
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	var bg sync.WaitGroup
+	bg.Add(2)
+	go func() {
+		defer bg.Done()
+		for {
+			st := conn.GetState()
+			if st == connectivity.Ready {
+				heard.Store(true)
+				return
+			}
+			if !conn.WaitForStateChange(runCtx, st) {
+				return
+			}
+		}
+	}()
+	go func() {
+		defer bg.Done()
+		err := certifier.Run(runCtx, certifier.Config{
+			Identity: local, TokenFile: cfg.TokenFile, Client: apiv1.NewIdentityClient(conn),
+			Store: store, Registerer: reg, Logger: log.With("component", "certifier"),
+		})
+		if err != nil {
+			log.Error("certifier stopped", "err", err)
+		}
+	}()
+	resolver := discovery.NewResolver(apiv1.NewDestinationClient(conn), discovery.Options{
+		Registerer: reg, Logger: log.With("component", "discovery"), CallerIdentity: local.String(),
+	})
+	defer resolver.Close()
+
+	opaque := make(map[uint16]bool, len(cfg.OpaquePorts))
+	for _, p := range cfg.OpaquePorts {
+		opaque[p] = true
+	}
+	out, err := outbound.New(outbound.Config{
+		Mode:  cfg.Mode,
+		Store: store,
+		Resolve: func(ctx context.Context, authority string) (outbound.Destination, error) {
+			s, err := resolver.Resolve(ctx, authority)
+			if err != nil {
+				return outbound.Destination{}, err
+			}
+			return outbound.Destination{Exists: s.Exists(), Balancer: s.Balancer()}, nil
+		},
+		Metrics: m, Logger: log.With("component", "outbound"),
+		DetectTimeout: cfg.DetectTimeout, RequestTimeout: cfg.RequestTimeout, OpaquePorts: opaque,
+	})
+	if err != nil {
+		return err
+	}
+	in, err := inbound.New(inbound.Config{
+		Store: store, Metrics: m, Logger: log.With("component", "inbound"),
+		AppAddr: cfg.AppAddr, Transparent: cfg.Mode == outbound.ModeTransparent,
+		DetectTimeout: cfg.DetectTimeout, OpaquePorts: opaque,
+	})
+	if err != nil {
+		return err
+	}
+
+	lc := net.ListenConfig{}
+	outLn, err := lc.Listen(ctx, "tcp", cfg.OutboundAddr)
+	if err != nil {
+		return fmt.Errorf("--outbound-addr: %w", err)
+	}
+	inLn, err := lc.Listen(ctx, "tcp", cfg.InboundAddr)
+	if err != nil {
+		_ = outLn.Close()
+		return fmt.Errorf("--inbound-addr: %w", err)
+	}
+	adminLn, err := lc.Listen(ctx, "tcp", cfg.AdminAddr)
+	if err != nil {
+		_ = outLn.Close()
+		_ = inLn.Close()
+		return fmt.Errorf("--admin-addr: %w", err)
+	}
+
+	var draining atomic.Bool
+	shutdown := make(chan struct{})
+	var shutdownOnce sync.Once
+	adminSrv := &http.Server{
+		Handler: admin.Handler(admin.Options{
+			Gatherer: reg,
+			Ready: func() (bool, string) {
+				switch {
+				case draining.Load():
+					return false, "draining"
+				case !heard.Load():
+					return false, "not connected to the control plane yet"
+				case !store.Ready():
+					return false, "no valid workload certificate yet"
+				}
+				return true, ""
+			},
+			Shutdown: func() { shutdownOnce.Do(func() { close(shutdown) }) },
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() { _ = adminSrv.Serve(adminLn) }()
+	go func() { _ = out.Serve(outLn) }()
+	go func() { _ = in.Serve(inLn) }()
+	log.Info("trellis-proxy serving", "identity", local.String(), "mode", cfg.Mode,
+		"outbound", outLn.Addr().String(), "inbound", inLn.Addr().String(), "admin", adminLn.Addr().String())
+	if cfg.Ready != nil {
+		cfg.Ready(Addrs{Outbound: outLn.Addr().String(), Inbound: inLn.Addr().String(), Admin: adminLn.Addr().String()})
+	}
+
+	select {
+	case <-ctx.Done():
+	case <-shutdown:
+	}
+	log.Info("draining", "grace", cfg.ShutdownGrace.String())
+	draining.Store(true)
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = out.Shutdown(dctx) }()
+	go func() { defer wg.Done(); _ = in.Shutdown(dctx) }()
+	wg.Wait()
+	_ = adminSrv.Close()
+	stopRun()
+	bg.Wait()
+	log.Info("stopped")
+	return nil
+}
