@@ -1,0 +1,37 @@
+// Package cli is the `trellis` command line: one cobra command per
+// subcommand, each a thin layer over a package that does the work.
+package cli
+
+import (
+	"github.com/spf13/cobra"
+
+)
+
+// NewRootCommand returns the `trellis` command with every subcommand.
+func NewRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "trellis",
+		Short: "Trellis is a small, fast, secure-by-default service mesh",
+		Long: `Trellis is a service mesh: a small proxy (trellis-proxy) runs beside every
+workload and carries all of its traffic, and a control plane
+(trellis-controller) tells the proxies where services are, who they are and
+what is allowed.
+
+Without any change to the application, Trellis gives every connection
+between workloads mutual TLS with SPIFFE identities, load balances HTTP,
+gRPC and TCP traffic, and measures the golden signals (success rate,
+requests per second, latency) of every workload and every edge between them.
+
+The trellis command is the way in: start with "trellis demo" to see a whole
+mesh run on this machine, no cluster needed.`,
+		Example: `  # See a mesh with mTLS and live metrics on this machine (Ctrl-C to stop)
+  trellis demo
+
+  # Print the version of this binary
+  trellis version`,
+		SilenceUsage:  true, // errors are about the run, not the syntax
+		SilenceErrors: true, // main prints them once
+	}
+	root.AddCommand(newVersionCommand(), newDemoCommand())
+	return root
+}
