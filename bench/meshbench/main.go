@@ -1,0 +1,184 @@
+// Command meshbench measures, in one run and with identical open-loop load,
+// the latency and cost of three paths to the same upstream: direct, through
+// a pair of trellis-proxy (mTLS HTTP/2 between them), and through a pair of
+// nginx (TLS 1.3 with client certificates between them) as a yardstick.
+// See bench/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "upstream" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+		ready := func(addr string) { fmt.Fprintf(os.Stdout, "%s%s\n", upstreamReadyPrefix, addr) }
+		if err := runUpstream(ctx, log, ready); err != nil {
+			log.Error("upstream failed", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
+	opts, err := parseFlags(os.Args[1:], os.Stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "meshbench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	level := slog.LevelInfo
+	if opts.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := run(ctx, opts, log, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "meshbench:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// Path names.
+const (
+	pathDirect = "direct"
+	pathMesh   = "mesh"
+	pathNginx  = "nginx"
+)
+
+type options struct {
+	duration, warmup time.Duration
+	rates            []float64 // HTTP/1.1 scenarios
+	grpcRate         float64   // 0: no gRPC scenario
+	paths            []string
+	passes           int
+	conns            int
+	proxyGOMAXPROCS  int
+	binDir           string
+	nginxBin         string
+	jsonOut          string
+	keep             bool
+	verbose          bool
+	proxyLogLevel    string
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("meshbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	var rates, paths string
+	var quick bool
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured time per cell")
+	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "warm-up at the target rate before each cell (not measured)")
+	fs.StringVar(&rates, "rates", "1000,4000", "HTTP/1.1 request rates (requests per second), comma-separated")
+	fs.Float64Var(&o.grpcRate, "grpc-rate", 1000, "gRPC unary rate; 0 skips the gRPC scenario")
+	fs.StringVar(&paths, "paths", "direct,mesh,nginx", "paths to measure, comma-separated: direct, mesh, nginx")
+	fs.BoolVar(&quick, "quick", false, "smoke run: 2s per cell after a 1s warm-up (unless -duration/-warmup are given)")
+	fs.IntVar(&o.passes, "passes", 1, "passes over all cells; even passes run the paths in reverse order")
+	fs.IntVar(&o.conns, "conns", 16, "HTTP/1.1 connections (and gRPC calls in flight at most)")
+	fs.IntVar(&o.proxyGOMAXPROCS, "proxy-gomaxprocs", 1, "GOMAXPROCS of each trellis-proxy")
+	fs.StringVar(&o.binDir, "bin", "bin", "directory holding trellis-controller and trellis-proxy")
+	fs.StringVar(&o.nginxBin, "nginx", "/usr/sbin/nginx", "nginx binary for the yardstick")
+	fs.StringVar(&o.jsonOut, "o", "", "also write the results as JSON to this file")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, certificates, process logs)")
+	fs.BoolVar(&o.verbose, "v", false, "debug logging")
+	fs.StringVar(&o.proxyLogLevel, "proxy-log-level", "warn", "--log-level of the proxies")
+	if err := fs.Parse(args); err != nil {
+		return options{}, err
+	}
+	if fs.NArg() > 0 {
+		return options{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["duration"] {
+			o.duration = 2 * time.Second
+		}
+		if !set["warmup"] {
+			o.warmup = time.Second
+		}
+	}
+	var err error
+	if o.rates, err = parseRates(rates); err != nil {
+		return options{}, fmt.Errorf("-rates: %w", err)
+	}
+	if o.paths, err = parsePaths(paths); err != nil {
+		return options{}, fmt.Errorf("-paths: %w", err)
+	}
+	switch {
+	case o.duration <= 0:
+		return options{}, errors.New("-duration must be positive")
+	case o.warmup < 0:
+		return options{}, errors.New("-warmup must not be negative")
+	case o.grpcRate < 0 || o.grpcRate > 1e6:
+		return options{}, errors.New("-grpc-rate must be in [0, 1000000]")
+	case o.passes < 1:
+		return options{}, errors.New("-passes must be at least 1")
+	case o.conns < 1 || o.conns > 10000:
+		return options{}, errors.New("-conns must be in [1, 10000]")
+	case o.proxyGOMAXPROCS < 1:
+		return options{}, errors.New("-proxy-gomaxprocs must be at least 1")
+	}
+	return o, nil
+}
+
+// parseRates parses "1000,4000": positive request rates, at most 1e6.
+func parseRates(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		r, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return nil, fmt.Errorf("rate %q: %w", f, err)
+		}
+		if !(r > 0 && r <= 1e6) {
+			return nil, fmt.Errorf("rate %q: want a number in (0, 1000000]", f)
+		}
+		out = append(out, r)
+	}
+	return out, nil // empty: no HTTP scenarios (a gRPC-only run)
+}
+
+// parsePaths parses "direct,mesh,nginx", in canonical order, no duplicates.
+func parsePaths(s string) ([]string, error) {
+	want := map[string]bool{}
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		switch f {
+		case "":
+		case pathDirect, pathMesh, pathNginx:
+			want[f] = true
+		default:
+			return nil, fmt.Errorf("unknown path %q (want direct, mesh or nginx)", f)
+		}
+	}
+	var out []string
+	for _, p := range []string{pathDirect, pathMesh, pathNginx} {
+		if want[p] {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no path to measure")
+	}
+	return out, nil
+}

@@ -1,0 +1,208 @@
+// Package procstat reads a process's CPU time and memory from /proc.
+package procstat
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clockTick is USER_HZ, the unit of utime and stime in /proc/PID/stat. It is
+// 100 on every Linux architecture Go supports (the kernel fixes it for
+// userspace ABI stability), so it is not read from sysconf.
+const clockTick = 10 * time.Millisecond
+
+// Stat is what /proc/PID/stat says about CPU and the parent.
+type Stat struct {
+	PPID int
+	CPU  time.Duration // utime + stime, all threads
+}
+
+// ParseStat parses the contents of /proc/PID/stat. The command name (field
+// 2) is in parentheses and may itself hold spaces and parentheses, so the
+// fields are counted from the last ')'.
+func ParseStat(b []byte) (Stat, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return Stat{}, errors.New("procstat: stat has no ')' after the command name")
+	}
+	// After ')': state(3) ppid(4) ... utime(14) stime(15).
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return Stat{}, fmt.Errorf("procstat: stat has %d fields after the command name, want at least 13", len(f))
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return Stat{}, fmt.Errorf("procstat: ppid: %w", err)
+	}
+	utime, err := strconv.ParseUint(f[11], 10, 63)
+	if err != nil {
+		return Stat{}, fmt.Errorf("procstat: utime: %w", err)
+	}
+	stime, err := strconv.ParseUint(f[12], 10, 63)
+	if err != nil {
+		return Stat{}, fmt.Errorf("procstat: stime: %w", err)
+	}
+	const maxTicks = uint64(1<<63-1) / uint64(clockTick) / 2
+	if utime > maxTicks || stime > maxTicks {
+		return Stat{}, errors.New("procstat: utime or stime out of range")
+	}
+	return Stat{PPID: ppid, CPU: time.Duration(utime+stime) * clockTick}, nil
+}
+
+// Memory is what /proc/PID/status says about resident memory, in bytes.
+type Memory struct {
+	RSS int64 // VmRSS: resident now
+	HWM int64 // VmHWM: peak resident since start
+}
+
+// ParseStatus parses VmRSS and VmHWM from the contents of /proc/PID/status.
+func ParseStatus(b []byte) (Memory, error) {
+	var m Memory
+	var seenRSS, seenHWM bool
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		key, val, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (key != "VmRSS" && key != "VmHWM") {
+			continue
+		}
+		f := strings.Fields(val)
+		if len(f) != 2 || f[1] != "kB" {
+			return Memory{}, fmt.Errorf("procstat: %s: want \"N kB\", got %q", key, strings.TrimSpace(val))
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil || kb < 0 || kb > 1<<40 {
+			return Memory{}, fmt.Errorf("procstat: %s: bad size %q", key, f[0])
+		}
+		if key == "VmRSS" {
+			m.RSS, seenRSS = kb*1024, true
+		} else {
+			m.HWM, seenHWM = kb*1024, true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return Memory{}, fmt.Errorf("procstat: %w", err)
+	}
+	if !seenRSS || !seenHWM {
+		return Memory{}, errors.New("procstat: status lacks VmRSS or VmHWM (a kernel thread or a zombie?)")
+	}
+	return m, nil
+}
+
+// ReadStat reads /proc/PID/stat.
+func ReadStat(pid int) (Stat, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return Stat{}, fmt.Errorf("procstat: %w", err)
+	}
+	return ParseStat(b)
+}
+
+// ReadMemory reads /proc/PID/status.
+func ReadMemory(pid int) (Memory, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return Memory{}, fmt.Errorf("procstat: %w", err)
+	}
+	return ParseStatus(b)
+}
+
+// Children lists the PIDs whose parent is pid (one level), such as nginx's
+// workers under its master.
+func Children(pid int) ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("procstat: %w", err)
+	}
+	var kids []int
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := ReadStat(p)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if st.PPID == pid {
+			kids = append(kids, p)
+		}
+	}
+	return kids, nil
+}
+
+// Group is a set of processes measured as one (nginx's master and worker).
+type Group []int
+
+// CPU sums the CPU time of the group.
+func (g Group) CPU() (time.Duration, error) {
+	var sum time.Duration
+	for _, pid := range g {
+		st, err := ReadStat(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += st.CPU
+	}
+	return sum, nil
+}
+
+// Memory sums the memory of the group. Pages shared between the processes
+// (nginx's master and worker share code) count once per process, as RSS
+// always does.
+func (g Group) Memory() (Memory, error) {
+	var sum Memory
+	for _, pid := range g {
+		m, err := ReadMemory(pid)
+		if err != nil {
+			return Memory{}, err
+		}
+		sum.RSS += m.RSS
+		sum.HWM += m.HWM
+	}
+	return sum, nil
+}
+
+// SystemCPU is the machine-wide CPU time from the first line of /proc/stat.
+type SystemCPU struct {
+	// Busy is user, nice, system and steal. Interrupt time is left out: the
+	// kernel charges loopback packet processing there rather than to the
+	// processes that caused it, so it would look like someone else's load.
+	Busy  time.Duration
+	Total time.Duration // Busy plus idle, iowait, irq and softirq
+}
+
+// ParseSystemCPU parses the contents of /proc/stat.
+func ParseSystemCPU(b []byte) (SystemCPU, error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return SystemCPU{}, errors.New("procstat: /proc/stat does not start with an aggregate cpu line of 8 or more fields")
+	}
+	var v [8]uint64
+	for i := range v {
+		n, err := strconv.ParseUint(f[i+1], 10, 63)
+		if err != nil || n > 1<<50 {
+			return SystemCPU{}, fmt.Errorf("procstat: /proc/stat field %d: bad value %q", i+1, f[i+1])
+		}
+		v[i] = n
+	}
+	// user nice system idle iowait irq softirq steal
+	busy := v[0] + v[1] + v[2] + v[7]
+	return SystemCPU{Busy: time.Duration(busy) * clockTick, Total: time.Duration(busy+v[3]+v[4]+v[5]+v[6]) * clockTick}, nil
+}
+
+// ReadSystemCPU reads /proc/stat.
+func ReadSystemCPU() (SystemCPU, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return SystemCPU{}, fmt.Errorf("procstat: %w", err)
+	}
+	return ParseSystemCPU(b)
+}
