@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/trellis-mesh/trellis/internal/identity"
 	"log/slog"
 	"net"
 	"net/http"
@@ -242,7 +243,11 @@ func (p *Proxy) handle(c net.Conn) {
 	conn := forward.WithCloseWrite(res.Conn, c)
 	switch res.Protocol {
 	case detect.TLS:
-		if res.SNI != "" && res.SNI == p.cfg.Store.LocalIdentity().ServerName() {
+		// Any SNI in the mesh's identity form is a mesh peer: terminate it
+		// with our own certificate even when it asks for another identity,
+		// so that the caller refuses us with a clear wrong-identity error
+		// instead of our app answering a handshake it cannot understand.
+		if isMeshSNI(res.SNI, p.cfg.Store.LocalIdentity()) {
 			p.serveMesh(conn, info)
 			return
 		}
@@ -343,4 +348,14 @@ func (p *Proxy) opaqueToApp(c net.Conn, info *connInfo, target, dst string) {
 	tm.Read(fromPeer)
 	tm.Write(toPeer)
 	tm.Close(forward.Errno(err))
+}
+
+// isMeshSNI reports whether sni is the DNS form of an identity in local's
+// trust domain.
+func isMeshSNI(sni string, local identity.ID) bool {
+	if sni == "" {
+		return false
+	}
+	id, err := identity.ParseServerName(sni)
+	return err == nil && id.TrustDomain == local.TrustDomain
 }
