@@ -5,6 +5,7 @@ package cli
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/trellis-mesh/trellis/cli/identitycmd"
 )
 
 // NewRootCommand returns the `trellis` command with every subcommand.
@@ -33,5 +34,6 @@ mesh run on this machine, no cluster needed.`,
 		SilenceErrors: true, // main prints them once
 	}
 	root.AddCommand(newVersionCommand(), newDemoCommand())
+	root.AddCommand(identitycmd.New())
 	return root
 }

@@ -132,6 +132,14 @@ func (h *Handler) echo(w http.ResponseWriter, r *http.Request) {
 	} else {
 		hdr.Set("Content-Type", "application/octet-stream")
 	}
+	if !streaming {
+		// The body was read to EOF, so its trailers are known: declaring
+		// them makes HTTP/1.1 answer chunked, the only framing that can
+		// carry trailers, even for a small body.
+		for k := range r.Trailer {
+			hdr.Add("Trailer", k)
+		}
+	}
 	w.WriteHeader(http.StatusOK)
 	if _, err := w.Write(head); err != nil {
 		return

@@ -1,0 +1,106 @@
+package identitycmd
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newRotateCommand(now func() time.Time) *cobra.Command {
+	var (
+		stateDir       string
+		stage          string
+		status         bool
+		proxies        []string
+		skipProxies    bool
+		proxyTimeout   time.Duration
+		anchorValidity time.Duration
+		issuerValidity time.Duration
+		anchorName     string
+	)
+	cmd := &cobra.Command{
+		Use:   "rotate --state-dir DIR (--stage STAGE | --status)",
+		Short: "Rotate the trust anchor of a local controller in three safe stages",
+		Long: `Rotate the trust anchor of a local-mode controller (trellis-controller local
+--state-dir DIR) with no downtime, in three stages run one after the other:
+
+  add-anchor     create a new anchor (DIR/anchor.next.crt/key) and append it to
+                 DIR/bundle.crt, the trust bundle the controller serves; proxies
+                 then trust both anchors.
+  switch-issuer  a new issuer signed by the new anchor replaces DIR/issuer.crt/key
+                 and the new anchor becomes DIR/anchor.crt/key; proxies get
+                 certificates from the new chain as they renew. Refused until
+                 every proxy reports the new bundle.
+  remove-old     drop the old anchor from DIR/bundle.crt. Refused until every
+                 proxy reports the new bundle and a certificate from the new
+                 anchor's issuer.
+
+Each stage is safe to run again (it says "already done", or finishes an
+interrupted run) and refuses to run before the previous one is done.
+Proxies are checked through their admin /metrics (--proxy-admin, once per
+proxy): trellis_identity_trust_bundle_info{fingerprint} and
+trellis_identity_cert_issuer_info{fingerprint,anchor_fingerprint}.
+--status shows the stage the state dir is in.`,
+		Example: `  # Where are we?
+  trellis identity rotate --state-dir ./state --status
+
+  # Stage 1: trust a new anchor
+  trellis identity rotate --state-dir ./state --stage add-anchor
+
+  # Stage 2, once every proxy has the new bundle
+  trellis identity rotate --state-dir ./state --stage switch-issuer \
+    --proxy-admin 127.0.0.1:4191 --proxy-admin 127.0.0.1:4192
+
+  # Stage 3, once every proxy has renewed its certificate
+  trellis identity rotate --state-dir ./state --stage remove-old \
+    --proxy-admin 127.0.0.1:4191 --proxy-admin 127.0.0.1:4192`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if status == (stage != "") {
+				return errors.New("give exactly one of --stage or --status")
+			}
+			s, err := loadRotationState(stateDir)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if status {
+				printStatus(s, out, now())
+				return nil
+			}
+			if anchorValidity <= 0 || issuerValidity <= 0 {
+				return errors.New("--anchor-validity and --issuer-validity must be positive")
+			}
+			o := rotateOptions{
+				anchorValidity: anchorValidity,
+				issuerValidity: issuerValidity,
+				anchorName:     anchorName,
+				issuerName:     defaultIssuerName,
+				now:            now(),
+				checkProxies:   proxyChecker(cmd.Context(), proxies, skipProxies, proxyTimeout, cmd.ErrOrStderr()),
+			}
+			err = runStage(s, stage, o, out)
+			if errors.Is(err, errAlreadyDone) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("rotate: %w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&stateDir, "state-dir", "", "the controller's --state-dir (required)")
+	f.StringVar(&stage, "stage", "", "stage to run: add-anchor, switch-issuer or remove-old")
+	f.BoolVar(&status, "status", false, "show the rotation stage of the state dir and change nothing")
+	f.StringArrayVar(&proxies, "proxy-admin", nil, "admin address host:port of a proxy (repeat for every proxy)")
+	f.BoolVar(&skipProxies, "skip-proxy-check", false, "do not check proxies (only when none is running: traffic may fail otherwise)")
+	f.DurationVar(&proxyTimeout, "proxy-timeout", 5*time.Second, "timeout for reading one proxy's metrics")
+	f.DurationVar(&anchorValidity, "anchor-validity", defaultAnchorValidity, "validity of the new anchor (add-anchor)")
+	f.DurationVar(&issuerValidity, "issuer-validity", defaultIssuerValidity, "validity of the new issuer (switch-issuer)")
+	f.StringVar(&anchorName, "anchor-name", "", "common name of the new anchor (default trellis-anchor-<UTC time>)")
+	_ = cmd.MarkFlagRequired("state-dir")
+	return cmd
+}
