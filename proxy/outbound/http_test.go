@@ -252,11 +252,11 @@ func TestWrongIdentityRefused(t *testing.T) {
 			t.Fatalf("status %d, trellis-error %q", resp.StatusCode, resp.Header.Get("Trellis-Error"))
 		}
 	}
-	// The real inbound proxy does not terminate TLS for a name that is not
-	// its own, so the handshake fails.
+	// The real inbound proxy terminates any mesh-form name with its own
+	// certificate, so the client refuses it as the wrong identity.
 	get()
-	if got := counter(t, p.outReg, "trellis_tls_handshake_errors_total", map[string]string{"direction": "outbound"}); got < 1 {
-		t.Fatalf("handshake errors = %v", got)
+	if got := counter(t, p.outReg, "trellis_tls_handshake_errors_total", map[string]string{"direction": "outbound", "reason": "wrong_identity"}); got != 1 {
+		t.Fatalf("wrong_identity handshake errors against the real inbound = %v, want 1", got)
 	}
 	// A server that answers any name with a valid certificate of another
 	// identity is refused as wrong_identity.
@@ -278,8 +278,8 @@ func TestWrongIdentityRefused(t *testing.T) {
 	}()
 	p.bal.Update([]balance.Endpoint{{Addr: ln.Addr().String(), Weight: 1, Identity: other}})
 	get()
-	if got := counter(t, p.outReg, "trellis_tls_handshake_errors_total", map[string]string{"direction": "outbound", "reason": "wrong_identity"}); got != 1 {
-		t.Fatalf("wrong_identity handshake errors = %v", got)
+	if got := counter(t, p.outReg, "trellis_tls_handshake_errors_total", map[string]string{"direction": "outbound", "reason": "wrong_identity"}); got != 2 {
+		t.Fatalf("wrong_identity handshake errors = %v, want 2", got)
 	}
 	select {
 	case <-served:
