@@ -1,13 +1,15 @@
-// Package ca keeps the local-mode certificate authority: a trust anchor
-// (root) and an issuer (intermediate) stored in the state directory, and
-// the controller's own serving certificate issued from them.
+// Package ca keeps the controller's certificate authority: the issuer that
+// signs workload certificates and the trust bundle proxies verify against,
+// loaded from files (a local-mode state directory or a mounted
+// kubernetes.io/tls Secret) and reloaded when they change, plus the
+// controller's own serving certificate issued from them.
 package ca
 
 import (
-	"crypto"
-	"crypto/x509"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -15,283 +17,414 @@ import (
 	"sync"
 	"time"
 
-	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/fsnotify/fsnotify"
 )
 
-// Files in the state directory.
+// Files of a local-mode state directory.
 const (
 	AnchorCertFile = "anchor.crt"
 	AnchorKeyFile  = "anchor.key"
 	IssuerCertFile = "issuer.crt"
 	IssuerKeyFile  = "issuer.key"
+	// BundleFile, when present, is the trust bundle (one or more anchors);
+	// otherwise AnchorCertFile alone is.
+	BundleFile = "bundle.crt"
 )
 
-// Lifetimes of the generated CA certificates.
+// Files of an issuer directory: a kubernetes.io/tls Secret as cert-manager
+// writes it, mounted as a volume.
 const (
-	AnchorValidity = 10 * 365 * 24 * time.Hour
-	IssuerValidity = 365 * 24 * time.Hour
-	// IssuerRenewBefore: an issuer this close to expiry (or past it) is
-	// replaced by a new one from the anchor when the controller starts.
-	// Proxies trust the anchor, so this is invisible to them.
-	IssuerRenewBefore = 7 * 24 * time.Hour
+	SecretCertFile = "tls.crt" // the issuer, optionally followed by intermediates
+	SecretKeyFile  = "tls.key"
+	SecretCAFile   = "ca.crt" // the trust bundle
 )
 
-// Common names of the generated certificates.
+// Timings of the file watcher.
 const (
-	AnchorCommonName = "trellis-anchor"
-	IssuerCommonName = "trellis-issuer"
+	// PollInterval is the fallback re-read period, for file systems where
+	// change events are missing.
+	PollInterval = 2 * time.Second
+	// debounce lets a writer finish a burst of changes before re-reading.
+	debounce = 100 * time.Millisecond
+	// settle: files that do not form a valid CA are read again after this
+	// before the reload is refused, so a writer replacing the key and the
+	// certificate one after the other is not reported as an error.
+	settle = 500 * time.Millisecond
+	// invalidLogEvery spaces the loud logs of an issuer that cannot sign.
+	invalidLogEvery = time.Minute
+	healthEvery     = time.Second
 )
 
-// CA is the anchor and the issuer in use.
-type CA struct {
-	dir       string
-	anchor    *x509.Certificate
-	anchorKey crypto.Signer
-	pool      *x509.CertPool
+// errSettling is returned by Reload for invalid files seen once: they are
+// re-read after settle before being refused.
+var errSettling = errors.New("CA files changed to an invalid state; reading them again before refusing")
 
-	mu     sync.RWMutex
-	issuer *pki.Issuer
+// layout says which files of a directory hold the CA.
+type layout struct {
+	kind                          string // "state dir" or "issuer dir", for messages
+	dir                           string
+	certFile, keyFile, bundleFile string
+	fallbackBundle                string // read when bundleFile is missing; "" means bundleFile is required
+	tightenKeys                   bool   // restrict loose key files to 0600 (not on read-only Secret mounts)
+	hint                          string // what to do when the issuer is not valid
 }
 
-// LoadOrCreate loads the CA from dir, or generates it when dir holds none
-// of its files. Partial, corrupt or inconsistent state is refused, never
-// silently replaced: a new anchor would make every proxy's trust anchor
-// file stale.
-func LoadOrCreate(dir string, now time.Time, log *slog.Logger) (*CA, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+func stateDirLayout(dir string, autoRenew bool) layout {
+	hint := fmt.Sprintf("write a valid %s and %s into %s (picked up without a restart)", IssuerCertFile, IssuerKeyFile, dir)
+	if autoRenew {
+		hint += ", or restart the controller: with --auto-renew-issuer it signs a new issuer with " + AnchorKeyFile
 	}
-	if err := prepareDir(dir, log); err != nil {
-		return nil, err
+	return layout{
+		kind: "state dir", dir: dir,
+		certFile: IssuerCertFile, keyFile: IssuerKeyFile, bundleFile: BundleFile,
+		fallbackBundle: AnchorCertFile, tightenKeys: true, hint: hint,
 	}
-	names := []string{AnchorCertFile, AnchorKeyFile, IssuerCertFile, IssuerKeyFile}
-	var present, missing []string
-	for _, n := range names {
-		_, err := os.Lstat(filepath.Join(dir, n))
-		switch {
-		case err == nil:
-			present = append(present, n)
-		case errors.Is(err, fs.ErrNotExist):
-			missing = append(missing, n)
-		default:
-			return nil, fmt.Errorf("state dir: %w", err)
-		}
+}
+
+func issuerDirLayout(dir string) layout {
+	return layout{
+		kind: "issuer dir", dir: dir,
+		certFile: SecretCertFile, keyFile: SecretKeyFile, bundleFile: SecretCAFile,
+		hint: fmt.Sprintf("update the Secret mounted at %s with a valid %s and %s (picked up without a restart)", dir, SecretCertFile, SecretKeyFile),
 	}
-	switch {
-	case len(present) == 0:
-		c, err := create(dir, now)
-		if err != nil {
-			return nil, err
-		}
-		log.Info("generated a new trust anchor and issuer", "dir", dir,
-			"anchor_expiry", c.anchor.NotAfter.Format(time.RFC3339), "issuer_expiry", c.issuer.Cert.NotAfter.Format(time.RFC3339),
-			"anchor_fingerprint", pki.Fingerprint([]*x509.Certificate{c.anchor}))
-		return c, nil
-	case len(missing) > 0:
-		return nil, fmt.Errorf("state dir %s has %v but is missing %v: restore the missing files, or empty the directory to generate a new CA (every proxy then needs the new %s)", dir, present, missing, AnchorCertFile)
+}
+
+// Options configure a CA.
+type Options struct {
+	Logger *slog.Logger
+	// AutoRenewIssuer lets LoadOrCreate replace an expired or nearly expired
+	// issuer with a new one signed by anchor.key, at start. State dir only.
+	AutoRenewIssuer bool
+	// OnReload is called after each reload of changed files that was
+	// installed (nil) or refused (the reason), for metrics.
+	OnReload func(err error)
+	// OnInstall is called with every State installed, the first included.
+	OnInstall func(*State)
+}
+
+// CA holds the current State and replaces it when its files change.
+type CA struct {
+	layout layout
+	log    *slog.Logger
+	opts   Options
+
+	reloadMu sync.Mutex // serializes Reload
+
+	mu      sync.Mutex
+	cur     *State
+	changed chan struct{}
+	// pending is the digest of invalid content seen once (settling);
+	// refused is the digest of the last invalid content reported, so it is
+	// not reported again on every poll.
+	pending, refused       [32]byte
+	hasPending, hasRefused bool
+
+	// Owned by loadFirst, then by Run.
+	invalidSince, lastInvalidLog time.Time
+}
+
+func newCA(l layout, opts Options) *CA {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	c, err := load(dir, now, log)
+	if opts.OnReload == nil {
+		opts.OnReload = func(error) {}
+	}
+	if opts.OnInstall == nil {
+		opts.OnInstall = func(*State) {}
+	}
+	return &CA{layout: l, log: opts.Logger, opts: opts, changed: make(chan struct{})}
+}
+
+// OpenIssuerDir loads the issuer and bundle from a mounted kubernetes.io/tls
+// Secret: tls.crt, tls.key and ca.crt. Files that do not form a valid CA
+// are an error; an issuer that is merely expired is loaded, and Check says
+// it cannot sign until a valid one replaces it.
+func OpenIssuerDir(dir string, now time.Time, opts Options) (*CA, error) {
+	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("state dir %s: %w", dir, err)
+		return nil, fmt.Errorf("issuer dir: %w", err)
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return nil, fmt.Errorf("issuer dir: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("issuer dir %s is not a directory", abs)
+	}
+	c := newCA(issuerDirLayout(abs), opts)
+	if err := c.loadFirst(now); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-// prepareDir makes dir with mode 0700, or tightens an existing one.
-func prepareDir(dir string, log *slog.Logger) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	st, err := os.Stat(dir)
+// loadFirst reads and installs the files at start; any error is fatal.
+func (c *CA) loadFirst(now time.Time) error {
+	m, err := c.layout.read(c.log)
 	if err != nil {
-		return fmt.Errorf("state dir: %w", err)
+		return fmt.Errorf("%s %s: %w", c.layout.kind, c.layout.dir, err)
 	}
-	if !st.IsDir() {
-		return fmt.Errorf("state dir %s is not a directory", dir)
+	st, err := c.validate(m, now)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", c.layout.kind, c.layout.dir, err)
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		if st.Mode()&fs.ModeSticky != 0 {
-			return fmt.Errorf("state dir %s is a shared directory (mode %s); use a dedicated one for the CA keys", dir, st.Mode())
-		}
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("state dir: restrict to 0700: %w", err)
-		}
-		log.Warn("state dir was accessible to other users; restricted it to 0700", "dir", dir, "was", st.Mode().Perm().String())
-	}
+	c.install(st)
+	c.logHealth(now)
 	return nil
 }
 
-func create(dir string, now time.Time) (*CA, error) {
-	anchor, anchorKey, err := pki.NewRoot(AnchorCommonName, AnchorValidity, now)
+func (c *CA) validate(m material, now time.Time) (*State, error) {
+	st, err := parseMaterial(m, now)
 	if err != nil {
 		return nil, err
 	}
-	issuer, err := pki.NewIssuer(anchor, anchorKey, IssuerCommonName, IssuerValidity, now)
-	if err != nil {
-		return nil, err
-	}
-	ak, err := pki.EncodeKeyPEM(anchorKey)
-	if err != nil {
-		return nil, err
-	}
-	if err := pki.WriteFileAtomic(filepath.Join(dir, AnchorKeyFile), ak, 0o600); err != nil {
-		return nil, err
-	}
-	if err := writeIssuer(dir, issuer); err != nil {
-		return nil, err
-	}
-	// The anchor certificate is written last: its presence tells a waiting
-	// `trellis demo` that the whole CA is on disk.
-	if err := pki.WriteFileAtomic(filepath.Join(dir, AnchorCertFile), pki.EncodeCertsPEM(anchor), 0o600); err != nil {
-		return nil, err
-	}
-	return newCA(dir, anchor, anchorKey, issuer), nil
+	st.Source = c.layout.dir
+	st.hint = c.layout.hint
+	return st, nil
 }
 
-func writeIssuer(dir string, is *pki.Issuer) error {
-	ik, err := pki.EncodeKeyPEM(is.Key)
-	if err != nil {
-		return err
-	}
-	if err := pki.WriteFileAtomic(filepath.Join(dir, IssuerKeyFile), ik, 0o600); err != nil {
-		return err
-	}
-	return pki.WriteFileAtomic(filepath.Join(dir, IssuerCertFile), pki.EncodeCertsPEM(is.Cert), 0o600)
+func (c *CA) install(st *State) {
+	c.mu.Lock()
+	c.cur = st
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.hasPending, c.hasRefused = false, false
+	c.mu.Unlock()
+	c.opts.OnInstall(st)
 }
 
-func newCA(dir string, anchor *x509.Certificate, anchorKey crypto.Signer, is *pki.Issuer) *CA {
-	pool := x509.NewCertPool()
-	pool.AddCert(anchor)
-	return &CA{dir: dir, anchor: anchor, anchorKey: anchorKey, pool: pool, issuer: is}
+// State returns the current State.
+func (c *CA) State() *State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur
 }
 
-func load(dir string, now time.Time, log *slog.Logger) (*CA, error) {
-	anchor, err := readCert(dir, AnchorCertFile, log)
-	if err != nil {
-		return nil, err
-	}
-	if !anchor.IsCA || !anchor.BasicConstraintsValid {
-		return nil, fmt.Errorf("%s is not a CA certificate", AnchorCertFile)
-	}
-	if err := anchor.CheckSignatureFrom(anchor); err != nil {
-		return nil, fmt.Errorf("%s is not a self-signed root: %w", AnchorCertFile, err)
-	}
-	if now.After(anchor.NotAfter) {
-		return nil, fmt.Errorf("%s expired at %s: empty the state dir to generate a new CA, and give every proxy the new %s", AnchorCertFile, anchor.NotAfter.Format(time.RFC3339), AnchorCertFile)
-	}
-	anchorKey, err := readKey(dir, AnchorKeyFile, anchor, log)
-	if err != nil {
-		return nil, err
-	}
-	issuerCert, err := readCert(dir, IssuerCertFile, log)
-	if err != nil {
-		return nil, err
-	}
-	if !issuerCert.IsCA || !issuerCert.BasicConstraintsValid {
-		return nil, fmt.Errorf("%s is not a CA certificate", IssuerCertFile)
-	}
-	if err := issuerCert.CheckSignatureFrom(anchor); err != nil {
-		return nil, fmt.Errorf("%s is not signed by %s: %w", IssuerCertFile, AnchorCertFile, err)
-	}
-	issuerKey, err := readKey(dir, IssuerKeyFile, issuerCert, log)
-	if err != nil {
-		return nil, err
-	}
-	is := &pki.Issuer{Cert: issuerCert, Key: issuerKey}
-	if now.Add(IssuerRenewBefore).After(issuerCert.NotAfter) {
-		fresh, err := pki.NewIssuer(anchor, anchorKey, IssuerCommonName, IssuerValidity, now)
-		if err != nil {
-			return nil, err
+// Current returns the current State and a channel closed when it is
+// replaced.
+func (c *CA) Current() (*State, <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur, c.changed
+}
+
+// Check returns nil when the current issuer may sign at now.
+func (c *CA) Check(now time.Time) error { return c.State().Check(now) }
+
+// Dir is the directory the CA files are read from.
+func (c *CA) Dir() string { return c.layout.dir }
+
+// BundlePath is the file holding the trust bundle in use: the file to give
+// proxies as --trust-anchors.
+func (c *CA) BundlePath() string {
+	p := filepath.Join(c.layout.dir, c.layout.bundleFile)
+	if c.layout.fallbackBundle != "" {
+		if _, err := os.Stat(p); err != nil {
+			return filepath.Join(c.layout.dir, c.layout.fallbackBundle)
 		}
-		if err := writeIssuer(dir, fresh); err != nil {
-			return nil, err
-		}
-		log.Warn("issuer expired or about to; replaced it with a new one signed by the same anchor",
-			"old_expiry", issuerCert.NotAfter.Format(time.RFC3339), "new_expiry", fresh.Cert.NotAfter.Format(time.RFC3339))
-		is = fresh
 	}
-	return newCA(dir, anchor, anchorKey, is), nil
+	return p
 }
 
-func readFile(dir, name string, log *slog.Logger) ([]byte, error) {
+// Reload re-reads the files and installs them when they changed and form a
+// valid CA. It returns nil when nothing changed or the new files were
+// installed. Invalid files are refused, the current State keeps serving:
+// an invalid content is re-read once after settle before it is reported
+// (logged and passed to OnReload), and reported only once.
+func (c *CA) Reload(now time.Time) error {
+	c.reloadMu.Lock()
+	defer c.reloadMu.Unlock()
+	m, readErr := c.layout.read(c.log)
+	var d [32]byte
+	if readErr == nil {
+		d = m.digest()
+	} else {
+		d = material{bundleName: "read error: " + readErr.Error()}.digest()
+	}
+	c.mu.Lock()
+	cur := c.cur
+	switch {
+	case readErr == nil && d == cur.digest:
+		c.hasPending = false
+		c.mu.Unlock()
+		return nil
+	case c.hasRefused && d == c.refused:
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
+
+	err := readErr
+	var st *State
+	if err == nil {
+		st, err = c.validate(m, now)
+	}
+	if err == nil {
+		if cerr := st.Check(now); cerr != nil && cur.Check(now) == nil {
+			// Never trade an issuer that can sign for one that cannot.
+			err = fmt.Errorf("the new issuer cannot sign now, keeping the current one (valid until %s): %w",
+				cur.ValidUntil().UTC().Format(time.RFC3339), cerr)
+		}
+	}
+	if err == nil {
+		c.install(st)
+		c.log.Info("issuer and trust bundle reloaded", "dir", c.layout.dir,
+			"issuer", st.Issuer.Cert.Subject.String(), "issuer_expiry", st.Issuer.Cert.NotAfter.UTC().Format(time.RFC3339),
+			"anchors", len(st.Anchors), "bundle_fingerprint", st.Fingerprint,
+			"issuer_changed", !st.Issuer.Cert.Equal(cur.Issuer.Cert), "bundle_changed", st.Fingerprint != cur.Fingerprint)
+		c.opts.OnReload(nil)
+		return nil
+	}
+
+	c.mu.Lock()
+	if !c.hasPending || c.pending != d {
+		c.pending, c.hasPending = d, true
+		c.mu.Unlock()
+		c.log.Debug("CA files changed but are not valid yet; reading them again shortly", "dir", c.layout.dir, "err", err)
+		return errSettling
+	}
+	c.hasPending = false
+	c.refused, c.hasRefused = d, true
+	c.mu.Unlock()
+	c.log.Error("ISSUER RELOAD REFUSED: the changed CA files are not valid; the previous issuer keeps serving",
+		"dir", c.layout.dir, "err", err,
+		"serving_issuer", cur.Issuer.Cert.Subject.String(), "serving_issuer_expiry", cur.Issuer.Cert.NotAfter.UTC().Format(time.RFC3339))
+	c.opts.OnReload(err)
+	return err
+}
+
+// Run watches the directory until ctx is done, reloading on change. It
+// watches the directory itself, so files renamed into place and the
+// `..data` symlink swap of Kubernetes Secret volumes are seen; a slow poll
+// covers missed events. It also logs, loudly and once a minute, while the
+// issuer cannot sign.
+func (c *CA) Run(ctx context.Context) {
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	w, err := fsnotify.NewWatcher()
+	if err == nil {
+		if err = w.Add(c.layout.dir); err != nil {
+			w.Close()
+		}
+	}
+	if err != nil {
+		c.log.Warn("cannot watch the CA files for changes; polling only", "dir", c.layout.dir, "interval", PollInterval, "err", err)
+	} else {
+		defer w.Close()
+		events, errs = w.Events, w.Errors
+	}
+	poll := time.NewTicker(PollInterval)
+	defer poll.Stop()
+	health := time.NewTicker(healthEvery)
+	defer health.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	reload := func() {
+		if errors.Is(c.Reload(time.Now()), errSettling) {
+			timer.Reset(settle)
+		}
+		c.logHealth(time.Now())
+	}
+	c.logHealth(time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if ev.Op == fsnotify.Chmod {
+				continue
+			}
+			timer.Reset(debounce)
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			c.log.Warn("CA file watch error; polling continues", "err", err)
+		case <-timer.C:
+			reload()
+		case <-poll.C:
+			reload()
+		case <-health.C:
+			c.logHealth(time.Now())
+		}
+	}
+}
+
+// logHealth logs an issuer that cannot sign at once, then every
+// invalidLogEvery, and its recovery.
+func (c *CA) logHealth(now time.Time) {
+	err := c.Check(now)
+	switch {
+	case err != nil && (c.invalidSince.IsZero() || now.Sub(c.lastInvalidLog) >= invalidLogEvery):
+		if c.invalidSince.IsZero() {
+			c.invalidSince = now
+		}
+		c.lastInvalidLog = now
+		c.log.Error("ISSUER CANNOT SIGN: Certify is refused and /ready fails until a valid issuer is installed", "err", err,
+			"since", c.invalidSince.UTC().Format(time.RFC3339))
+	case err == nil && !c.invalidSince.IsZero():
+		c.log.Info("issuer valid again: signing resumed", "after", now.Sub(c.invalidSince).Round(time.Second).String())
+		c.invalidSince = time.Time{}
+	}
+}
+
+// read reads the files of the layout. A key file open to other users is
+// restricted to 0600 when the layout allows it.
+func (l layout) read(log *slog.Logger) (material, error) {
+	m := material{certName: l.certFile, keyName: l.keyFile, bundleName: l.bundleFile}
+	var err error
+	if m.cert, err = readFile(l.dir, l.certFile, false, log); err != nil {
+		return m, err
+	}
+	if m.key, err = readFile(l.dir, l.keyFile, l.tightenKeys, log); err != nil {
+		return m, err
+	}
+	m.bundle, err = readFile(l.dir, l.bundleFile, false, log)
+	if errors.Is(err, fs.ErrNotExist) && l.fallbackBundle != "" {
+		m.bundleName = l.fallbackBundle
+		m.bundle, err = readFile(l.dir, l.fallbackBundle, false, log)
+	}
+	if err != nil {
+		return m, err
+	}
+	return m, nil
+}
+
+// readFile reads dir/name (following symlinks, as Secret volumes use),
+// bounded in size.
+func readFile(dir, name string, tighten bool, log *slog.Logger) ([]byte, error) {
 	path := filepath.Join(dir, name)
-	st, err := os.Stat(path)
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", name)
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		if err := os.Chmod(path, 0o600); err != nil {
+	if tighten && st.Mode().Perm()&0o077 != 0 {
+		if err := f.Chmod(0o600); err != nil {
 			return nil, fmt.Errorf("%s: restrict to 0600: %w", name, err)
 		}
-		log.Warn("CA file was accessible to other users; restricted it to 0600", "file", path, "was", st.Mode().Perm().String())
+		log.Warn("key file was accessible to other users; restricted it to 0600", "file", path, "was", st.Mode().Perm().String())
 	}
-	return os.ReadFile(path)
-}
-
-func readCert(dir, name string, log *slog.Logger) (*x509.Certificate, error) {
-	data, err := readFile(dir, name, log)
-	if err != nil {
-		return nil, err
-	}
-	certs, err := pki.ParseCertsPEM(data)
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if len(certs) != 1 {
-		return nil, fmt.Errorf("%s holds %d certificates, want exactly one", name, len(certs))
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a certificate or key file", name, maxFileSize)
 	}
-	return certs[0], nil
-}
-
-type publicKeyEqualer interface {
-	Equal(crypto.PublicKey) bool
-}
-
-func readKey(dir, name string, cert *x509.Certificate, log *slog.Logger) (crypto.Signer, error) {
-	data, err := readFile(dir, name, log)
-	if err != nil {
-		return nil, err
-	}
-	key, err := pki.ParseKeyPEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	pub, ok := key.Public().(publicKeyEqualer)
-	if !ok || !pub.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("%s does not match the certificate's public key", name)
-	}
-	return key, nil
-}
-
-// Anchor returns the trust anchor.
-func (c *CA) Anchor() *x509.Certificate { return c.anchor }
-
-// AnchorPool returns a pool holding the anchor.
-func (c *CA) AnchorPool() *x509.CertPool { return c.pool }
-
-// AnchorPath is the file proxies use as --trust-anchors.
-func (c *CA) AnchorPath() string { return filepath.Join(c.dir, AnchorCertFile) }
-
-// Issuer returns the issuer in use.
-func (c *CA) Issuer() *pki.Issuer {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.issuer
-}
-
-// SetIssuer replaces the issuer in memory (used by tests to simulate an
-// expired issuer, and by future rotation).
-func (c *CA) SetIssuer(is *pki.Issuer) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.issuer = is
-}
-
-// NewIssuer returns a new issuer signed by the anchor, valid from now for
-// validity, without installing or writing it.
-func (c *CA) NewIssuer(validity time.Duration, now time.Time) (*pki.Issuer, error) {
-	return pki.NewIssuer(c.anchor, c.anchorKey, IssuerCommonName, validity, now)
+	return data, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +20,7 @@ var allFiles = []string{AnchorCertFile, AnchorKeyFile, IssuerCertFile, IssuerKey
 func TestFirstRunAndReload(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	now := time.Now()
-	c1, err := LoadOrCreate(dir, now, nil)
+	c1, err := LoadOrCreate(dir, now, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,11 +45,11 @@ func TestFirstRunAndReload(t *testing.T) {
 	if len(ents) != 4 {
 		t.Errorf("state dir holds %d entries, want 4", len(ents))
 	}
-	anchor := c1.Anchor()
+	anchor := c1.State().ChainAnchor
 	if !anchor.IsCA || anchor.NotAfter.Sub(now) < 9*365*24*time.Hour {
 		t.Errorf("anchor: CA=%v expiry %s", anchor.IsCA, anchor.NotAfter)
 	}
-	is := c1.Issuer()
+	is := c1.State().Issuer
 	if d := is.Cert.NotAfter.Sub(now); d < 364*24*time.Hour || d > 366*24*time.Hour {
 		t.Errorf("issuer lifetime %s, want about a year", d)
 	}
@@ -61,11 +62,11 @@ func TestFirstRunAndReload(t *testing.T) {
 		t.Fatalf("anchor.crt does not hold the anchor: %v", err)
 	}
 
-	c2, err := LoadOrCreate(dir, now.Add(time.Hour), nil)
+	c2, err := LoadOrCreate(dir, now.Add(time.Hour), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c2.Anchor().Equal(anchor) || !c2.Issuer().Cert.Equal(is.Cert) {
+	if !c2.State().ChainAnchor.Equal(anchor) || !c2.State().Issuer.Cert.Equal(is.Cert) {
 		t.Fatal("second run did not load the same CA")
 	}
 	after, _ := os.ReadFile(filepath.Join(dir, AnchorCertFile))
@@ -75,11 +76,11 @@ func TestFirstRunAndReload(t *testing.T) {
 	// The loaded issuer signs certificates that verify against the anchor.
 	key, _ := pki.GenerateKey()
 	id := identity.ID{TrustDomain: "cluster.local", Namespace: "demo", ServiceAccount: "books"}
-	leaf, err := c2.Issuer().Sign(key.Public(), id, time.Hour, now)
+	leaf, err := c2.State().Issuer.Sign(key.Public(), id, time.Hour, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pki.Verify(c2.Issuer().ChainDER(leaf), c1.AnchorPool(), x509.ExtKeyUsageClientAuth, id, now); err != nil {
+	if _, err := pki.Verify(c2.State().Issuer.ChainDER(leaf), c1.State().Pool, x509.ExtKeyUsageClientAuth, id, now); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -89,7 +90,7 @@ func TestLooseDirTightened(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadOrCreate(dir, time.Now(), nil); err != nil {
+	if _, err := LoadOrCreate(dir, time.Now(), Options{}); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := os.Stat(dir)
@@ -102,10 +103,23 @@ func TestLooseDirTightened(t *testing.T) {
 func otherCA(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	if _, err := LoadOrCreate(dir, time.Now(), nil); err != nil {
+	if _, err := LoadOrCreate(dir, time.Now(), Options{}); err != nil {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// copyFromAs copies file name of dir src into the tested dir as as.
+func copyFromAs(src, name, as string) func(t *testing.T, dir string) {
+	return func(t *testing.T, dir string) {
+		data, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, as), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func TestRefusesBadState(t *testing.T) {
@@ -145,7 +159,27 @@ func TestRefusesBadState(t *testing.T) {
 		{"issuer from another anchor", func(t *testing.T, dir string) {
 			copyFrom(IssuerCertFile)(t, dir)
 			copyFrom(IssuerKeyFile)(t, dir)
-		}, "issuer.crt is not signed by anchor.crt"},
+		}, "issuer.crt (\"CN=trellis-issuer\", issued by \"CN=trellis-anchor\") does not chain to any anchor of anchor.crt"},
+		{"bundle without the issuer's anchor", copyFromAs(other, AnchorCertFile, BundleFile), "does not chain to any anchor of bundle.crt"},
+		{"key in bundle.crt", copyFromAs(other, AnchorKeyFile, BundleFile), "bundle.crt: unexpected PEM block"},
+		{"issuer key in issuer.crt", func(t *testing.T, dir string) {
+			data, _ := os.ReadFile(filepath.Join(dir, IssuerKeyFile))
+			write(IssuerCertFile, string(data))(t, dir)
+		}, "issuer.crt: unexpected PEM block"},
+		{"leaf as issuer", func(t *testing.T, dir string) {
+			c, err := LoadOrCreate(t.TempDir(), time.Now(), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, _ := pki.GenerateKey()
+			leaf, err := c.State().Issuer.Sign(key.Public(), identity.Controller("cluster.local"), time.Hour, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, _ := pki.EncodeKeyPEM(key)
+			write(IssuerCertFile, string(pki.EncodeCertsPEM(leaf)))(t, dir)
+			write(IssuerKeyFile, string(k))(t, dir)
+		}, "is not a CA certificate"},
 		{"issuer as anchor", func(t *testing.T, dir string) {
 			data, _ := os.ReadFile(filepath.Join(dir, IssuerCertFile))
 			write(AnchorCertFile, string(data))(t, dir)
@@ -161,11 +195,11 @@ func TestRefusesBadState(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if _, err := LoadOrCreate(dir, time.Now(), nil); err != nil {
+			if _, err := LoadOrCreate(dir, time.Now(), Options{}); err != nil {
 				t.Fatal(err)
 			}
 			tt.damage(t, dir)
-			_, err := LoadOrCreate(dir, time.Now(), nil)
+			_, err := LoadOrCreate(dir, time.Now(), Options{})
 			if err == nil {
 				t.Fatalf("damaged state accepted, want error containing %q", tt.want)
 			}
@@ -179,37 +213,75 @@ func TestRefusesBadState(t *testing.T) {
 func TestExpiredIssuerReplacedOnLoad(t *testing.T) {
 	dir := t.TempDir()
 	start := time.Now()
-	c1, err := LoadOrCreate(dir, start, nil)
+	c1, err := LoadOrCreate(dir, start, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	later := start.Add(IssuerValidity + time.Hour)
-	c2, err := LoadOrCreate(dir, later, nil)
+	renew := Options{AutoRenewIssuer: true}
+
+	// Without auto-renewal the expired issuer is loaded but cannot sign,
+	// and the files are left alone.
+	kept, err := LoadOrCreate(dir, later, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c2.Anchor().Equal(c1.Anchor()) {
+	if !kept.State().Issuer.Cert.Equal(c1.State().Issuer.Cert) {
+		t.Fatal("issuer replaced without --auto-renew-issuer")
+	}
+	if err := kept.Check(later); !errors.Is(err, ErrIssuerNotValid) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("Check of an expired issuer: %v", err)
+	}
+
+	c2, err := LoadOrCreate(dir, later, renew)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c2.State().ChainAnchor.Equal(c1.State().ChainAnchor) {
 		t.Fatal("anchor changed")
 	}
-	if c2.Issuer().Cert.Equal(c1.Issuer().Cert) || !c2.Issuer().Cert.NotAfter.After(later) {
+	if c2.State().Issuer.Cert.Equal(c1.State().Issuer.Cert) || !c2.State().Issuer.Cert.NotAfter.After(later) {
 		t.Fatal("expired issuer not replaced")
 	}
+	if err := c2.Check(later); err != nil {
+		t.Fatal(err)
+	}
 	// The replacement is on disk: a third load keeps it.
-	c3, err := LoadOrCreate(dir, later, nil)
+	c3, err := LoadOrCreate(dir, later, renew)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c3.Issuer().Cert.Equal(c2.Issuer().Cert) {
+	if !c3.State().Issuer.Cert.Equal(c2.State().Issuer.Cert) {
 		t.Fatal("replacement issuer not persisted")
 	}
 	// An expired anchor is refused.
-	if _, err := LoadOrCreate(dir, start.Add(AnchorValidity+time.Hour), nil); err == nil || !strings.Contains(err.Error(), "expired") {
+	if _, err := LoadOrCreate(dir, start.Add(AnchorValidity+time.Hour), renew); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("expired anchor: %v", err)
 	}
 }
 
+func TestNoRenewalWithoutAnchorKey(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Now()
+	c1, err := LoadOrCreate(dir, start, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, AnchorKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	later := start.Add(IssuerValidity + time.Hour)
+	c2, err := LoadOrCreate(dir, later, Options{AutoRenewIssuer: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c2.State().Issuer.Cert.Equal(c1.State().Issuer.Cert) || c2.Check(later) == nil {
+		t.Fatal("issuer renewed without anchor.key")
+	}
+}
+
 func TestServingCert(t *testing.T) {
-	c, err := LoadOrCreate(t.TempDir(), time.Now(), nil)
+	c, err := LoadOrCreate(t.TempDir(), time.Now(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +298,7 @@ func TestServingCert(t *testing.T) {
 	if !expiry.Equal(cert.Leaf.NotAfter) {
 		t.Fatalf("onIssue got %s, leaf expires %s", expiry, cert.Leaf.NotAfter)
 	}
-	if _, err := pki.Verify(cert.Certificate, c.AnchorPool(), x509.ExtKeyUsageServerAuth, id, time.Now()); err != nil {
+	if _, err := pki.Verify(cert.Certificate, c.State().Pool, x509.ExtKeyUsageServerAuth, id, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -14,7 +15,7 @@ import (
 )
 
 // ServingLifetime is the lifetime of the controller's own certificate; it
-// is renewed at RenewFraction of it.
+// is renewed at RenewFraction of it, and at once when the issuer changes.
 const (
 	ServingLifetime = 24 * time.Hour
 	RenewFraction   = 0.7
@@ -33,10 +34,14 @@ type ServingCert struct {
 	mu   sync.RWMutex
 	cert *tls.Certificate
 	leaf *x509.Certificate
+	from *State // the State that issued cert
 }
 
-// NewServingCert issues the first certificate for id. onIssue, if not nil,
-// is called with each new certificate's expiry (for metrics).
+// NewServingCert issues the first certificate for id. When the issuer
+// cannot sign (expired) there is none until a valid issuer is installed:
+// handshakes fail meanwhile, as any certificate from that issuer would be
+// refused by proxies anyway. onIssue, if not nil, is called with each new
+// certificate's expiry (for metrics).
 func NewServingCert(c *CA, id identity.ID, lifetime time.Duration, log *slog.Logger, onIssue func(time.Time)) (*ServingCert, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -45,32 +50,36 @@ func NewServingCert(c *CA, id identity.ID, lifetime time.Duration, log *slog.Log
 		onIssue = func(time.Time) {}
 	}
 	s := &ServingCert{ca: c, id: id, lifetime: lifetime, log: log, onIssue: onIssue}
-	if err := s.renew(time.Now()); err != nil {
+	if err := s.renew(time.Now()); err != nil && !errors.Is(err, ErrIssuerNotValid) {
 		return nil, err
 	}
 	return s, nil
 }
 
 func (s *ServingCert) renew(now time.Time) error {
+	st := s.ca.State()
+	if err := st.Check(now); err != nil {
+		return fmt.Errorf("controller certificate: %w", err)
+	}
 	key, err := pki.GenerateKey()
 	if err != nil {
 		return err
 	}
-	is := s.ca.Issuer()
-	leaf, err := is.Sign(key.Public(), s.id, s.lifetime, now)
+	leaf, err := st.Issuer.Sign(key.Public(), s.id, s.lifetime, now)
 	if err != nil {
 		return fmt.Errorf("controller certificate: %w", err)
 	}
-	cert := &tls.Certificate{Certificate: is.ChainDER(leaf), PrivateKey: key, Leaf: leaf}
+	cert := &tls.Certificate{Certificate: st.Issuer.ChainDER(leaf), PrivateKey: key, Leaf: leaf}
 	s.mu.Lock()
-	s.cert, s.leaf = cert, leaf
+	s.cert, s.leaf, s.from = cert, leaf, st
 	s.mu.Unlock()
 	s.onIssue(leaf.NotAfter)
-	s.log.Info("issued the controller's serving certificate", "identity", s.id.String(), "expiry", leaf.NotAfter.Format(time.RFC3339))
+	s.log.Info("issued the controller's serving certificate", "identity", s.id.String(), "expiry", leaf.NotAfter.UTC().Format(time.RFC3339),
+		"issuer", st.Issuer.Cert.Subject.String())
 	return nil
 }
 
-// Leaf returns the current certificate.
+// Leaf returns the current certificate, nil before the first one.
 func (s *ServingCert) Leaf() *x509.Certificate {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -81,50 +90,80 @@ func (s *ServingCert) Leaf() *x509.Certificate {
 func (s *ServingCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if s.cert == nil {
+		return nil, errors.New("the controller has no serving certificate: its issuer cannot sign")
+	}
 	return s.cert, nil
 }
 
-// Run renews the certificate at RenewFraction of its lifetime until ctx is
-// done; failures are retried every minute while the old one is still used.
+// Run renews the certificate at RenewFraction of its lifetime, and at once
+// when the CA installs a new State, until ctx is done. Failures are retried
+// every minute (or on the next State) while the old certificate is used.
 func (s *ServingCert) Run(ctx context.Context) {
 	for {
-		leaf := s.Leaf()
-		life := leaf.NotAfter.Sub(leaf.NotBefore)
-		wait := time.Until(leaf.NotBefore.Add(time.Duration(float64(life) * RenewFraction)))
-		t := time.NewTimer(max(wait, 0))
+		st, changed := s.ca.Current()
+		s.mu.RLock()
+		leaf, from := s.leaf, s.from
+		s.mu.RUnlock()
+
+		var due <-chan time.Time
+		var t *time.Timer
+		switch {
+		case leaf == nil || from != st:
+			// Issued by a replaced State (or never): renew now.
+			t = time.NewTimer(0)
+		case !leaf.NotAfter.Before(st.ValidUntil()):
+			// Already cut to the issuer's expiry: renewing cannot extend it,
+			// only a new State can.
+		default:
+			life := leaf.NotAfter.Sub(leaf.NotBefore)
+			t = time.NewTimer(max(time.Until(leaf.NotBefore.Add(time.Duration(float64(life)*RenewFraction))), 0))
+		}
+		if t != nil {
+			due = t.C
+		}
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		for {
-			err := s.renew(time.Now())
-			if err == nil {
-				break
+			if t != nil {
+				t.Stop()
 			}
-			s.log.Error("cannot renew the controller's serving certificate; retrying", "err", err, "expiry", leaf.NotAfter.Format(time.RFC3339))
-			t := time.NewTimer(renewRetry)
+			return
+		case <-changed:
+			if t != nil {
+				t.Stop()
+			}
+			continue
+		case <-due:
+		}
+		if err := s.renew(time.Now()); err != nil {
+			s.log.Error("cannot renew the controller's serving certificate; retrying", "err", err)
+			r := time.NewTimer(renewRetry)
 			select {
 			case <-ctx.Done():
-				t.Stop()
+				r.Stop()
 				return
-			case <-t.C:
+			case <-changed:
+				r.Stop()
+			case <-r.C:
 			}
 		}
 	}
 }
 
 // ServerTLSConfig returns the gRPC server's TLS settings: TLS 1.3 only, the
-// serving certificate, and client certificates verified against the anchor
-// when given (a proxy has none before its first Certify). A client
-// certificate must also carry a SPIFFE identity of trustDomain.
+// serving certificate, and client certificates verified against the trust
+// bundle current at handshake time when given (a proxy has none before its
+// first Certify). A client certificate must also carry a SPIFFE identity
+// of trustDomain.
 func (c *CA) ServerTLSConfig(s *ServingCert, trustDomain string) *tls.Config {
-	return &tls.Config{
+	perHandshake := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		GetCertificate: s.GetCertificate,
 		ClientAuth:     tls.VerifyClientCertIfGiven,
-		ClientCAs:      c.pool,
+		// A resumed session would skip verification against the current
+		// bundle; proxies keep long-lived connections, so resumption buys
+		// little.
+		SessionTicketsDisabled: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
 				return nil
@@ -139,4 +178,12 @@ func (c *CA) ServerTLSConfig(s *ServingCert, trustDomain string) *tls.Config {
 			return nil
 		},
 	}
+	base := perHandshake.Clone()
+	base.ClientCAs = c.State().Pool
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		cfg := perHandshake.Clone()
+		cfg.ClientCAs = c.State().Pool
+		return cfg, nil
+	}
+	return base
 }

@@ -1,6 +1,7 @@
 // Package identity serves Identity.Certify in local mode: a workload proves
 // who it is with the token the store file gives it, and gets a short-lived
-// certificate for its SPIFFE ID signed by the local issuer.
+// certificate for its SPIFFE ID signed by the current issuer, with the
+// current trust bundle. An issuer that cannot sign (expired) is never used.
 package identity
 
 import (
@@ -89,19 +90,21 @@ func (s *Service) Certify(ctx context.Context, req *apiv1.CertifyRequest) (*apiv
 		return nil, refuse(metrics.ReasonIdentityMismatch, codes.InvalidArgument, "certificate signing request is for %s, but the request asks for %s", csrID, id)
 	}
 
-	is := s.CA.Issuer()
-	if !now.Before(is.Cert.NotAfter) {
-		return nil, refuse(metrics.ReasonIssuerExpired, codes.FailedPrecondition, "the controller's issuer certificate expired at %s; restart the controller to replace it", is.Cert.NotAfter.UTC().Format(time.RFC3339))
+	// One snapshot for the whole answer: the chain and the trust anchors
+	// always come from the same reload.
+	st := s.CA.State()
+	if err := st.Check(now); err != nil {
+		return nil, refuse(metrics.ReasonIssuerExpired, codes.FailedPrecondition, "%v", err)
 	}
-	leaf, err := is.Sign(csr.PublicKey, id, cfg.CertificateLifetime, now)
+	leaf, err := st.Issuer.Sign(csr.PublicKey, id, cfg.CertificateLifetime, now)
 	if err != nil {
 		return nil, refuse(metrics.ReasonInternal, codes.Internal, "sign: %v", err)
 	}
 	s.Metrics.CertificatesIssued.Inc()
 	log.Info("certificate issued", "serial", leaf.SerialNumber.Text(16), "expiry", leaf.NotAfter.UTC().Format(time.RFC3339))
 	return &apiv1.CertifyResponse{
-		Chain:        is.ChainDER(leaf),
+		Chain:        st.Issuer.ChainDER(leaf),
 		ValidUntil:   timestamppb.New(leaf.NotAfter),
-		TrustAnchors: [][]byte{s.CA.Anchor().Raw},
+		TrustAnchors: st.AnchorsDER,
 	}, nil
 }

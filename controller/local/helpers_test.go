@@ -87,17 +87,26 @@ type env struct {
 // file, stopping it (and checking it stopped cleanly) at cleanup.
 func startController(t *testing.T, yaml string) *env {
 	t.Helper()
+	return startControllerWith(t, yaml, func(dir string, cfg *Config) { cfg.StateDir = filepath.Join(dir, "state") })
+}
+
+// startControllerWith is startController with the CA settings chosen by
+// setCA (dir is the test's directory).
+func startControllerWith(t *testing.T, yaml string, setCA func(dir string, cfg *Config)) *env {
+	t.Helper()
 	dir := t.TempDir()
 	mesh := filepath.Join(dir, "mesh.yaml")
 	if err := os.WriteFile(mesh, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c, err := Start(ctx, Config{
-		ConfigPath: mesh, StateDir: filepath.Join(dir, "state"),
-		Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+	cfg := Config{
+		ConfigPath: mesh,
+		Listen:     "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	setCA(dir, &cfg)
+	c, err := Start(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -116,7 +125,7 @@ func startController(t *testing.T, yaml string) *env {
 		}
 	})
 	// Trust comes from the file a proxy would get, not from memory.
-	data, err := os.ReadFile(filepath.Join(dir, "state", "anchor.crt"))
+	data, err := os.ReadFile(c.CA.BundlePath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,16 +198,23 @@ func (e *env) writeInPlace(t *testing.T, content string) {
 
 func (e *env) get(t *testing.T, path string) string {
 	t.Helper()
+	code, body := e.getStatus(t, path)
+	if code != 200 {
+		t.Fatalf("GET %s: %d %s", path, code, body)
+	}
+	return body
+}
+
+// getStatus returns the status code and body of an admin path.
+func (e *env) getStatus(t *testing.T, path string) (int, string) {
+	t.Helper()
 	resp, err := http.Get("http://" + e.c.AdminAddr() + path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
-	}
-	return string(body)
+	return resp.StatusCode, string(body)
 }
 
 // stream pumps a server stream into a channel so tests can wait with a bound.

@@ -151,27 +151,6 @@ func TestCertifyRefusals(t *testing.T) {
 	}
 }
 
-func TestCertifyExpiredIssuer(t *testing.T) {
-	e := startController(t, meshYAML)
-	client := apiv1.NewIdentityClient(e.dial(t, nil))
-	// An issuer that expired an hour ago, as after a year without restart.
-	expired, err := e.c.CA.NewIssuer(time.Hour, time.Now().Add(-2*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.c.CA.SetIssuer(expired)
-	csr, _ := csrFor(t, booksID)
-	_, err = client.Certify(context.Background(), &apiv1.CertifyRequest{
-		Identity: booksID.String(), Token: []byte(tokenV1), CertificateSigningRequest: csr,
-	})
-	if st := status.Convert(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "expired") {
-		t.Fatalf("got %v, want FailedPrecondition about the expired issuer", err)
-	}
-	if n := value(e.c.Metrics.CertificatesRefused.WithLabelValues("issuer_expired")); n != 1 {
-		t.Fatalf("refused_total{issuer_expired} = %v", n)
-	}
-}
-
 func TestForeignClientCertificateRejected(t *testing.T) {
 	e := startController(t, meshYAML)
 	// A certificate for a valid identity, but from another CA.

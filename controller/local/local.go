@@ -1,6 +1,7 @@
 // Package local runs the controller in local mode: the mesh comes from a
-// store file, the CA from a state directory, and every API is served on one
-// gRPC server (docs/controller.md).
+// store file, the CA from a state directory or a mounted issuer Secret
+// (reloaded on change), and every API is served on one gRPC server
+// (docs/controller.md).
 package local
 
 import (
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -42,10 +44,20 @@ const (
 // Config is what `trellis-controller local` needs.
 type Config struct {
 	ConfigPath string
-	StateDir   string
-	Listen     string
-	AdminAddr  string
-	Logger     *slog.Logger
+	// StateDir holds the CA as files (anchor.crt/key, issuer.crt/key,
+	// optional bundle.crt), generated on first run. Exactly one of StateDir
+	// and IssuerDir is set.
+	StateDir string
+	// IssuerDir is a mounted kubernetes.io/tls Secret: tls.crt, tls.key,
+	// ca.crt. Nothing is generated or written there.
+	IssuerDir string
+	// AutoRenewIssuer replaces, at start, an issuer of StateDir that expired
+	// or expires within 7 days with one signed by anchor.key (when present).
+	// Not allowed with IssuerDir.
+	AutoRenewIssuer bool
+	Listen          string
+	AdminAddr       string
+	Logger          *slog.Logger
 	// ShutdownGrace bounds how long a graceful stop waits for calls in flight.
 	ShutdownGrace time.Duration
 }
@@ -82,8 +94,13 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	if cfg.ConfigPath == "" {
 		return nil, errors.New("--config is required")
 	}
-	if cfg.StateDir == "" {
-		return nil, errors.New("--state-dir is required")
+	switch {
+	case cfg.StateDir == "" && cfg.IssuerDir == "":
+		return nil, errors.New("--state-dir or --issuer-dir is required")
+	case cfg.StateDir != "" && cfg.IssuerDir != "":
+		return nil, errors.New("--state-dir and --issuer-dir are alternatives: give one")
+	case cfg.IssuerDir != "" && cfg.AutoRenewIssuer:
+		return nil, errors.New("--auto-renew-issuer is for --state-dir only: an issuer from --issuer-dir is managed outside the controller")
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
@@ -101,12 +118,26 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	td := func() string { c, _ := st.Current(); return c.TrustDomain }()
-	authority, err := ca.LoadOrCreate(cfg.StateDir, time.Now(), log.With("component", "ca"))
+	im := newIdentityMetrics(m)
+	caOpts := ca.Options{
+		Logger:          log.With("component", "ca"),
+		AutoRenewIssuer: cfg.AutoRenewIssuer,
+		OnReload:        im.reloaded,
+		OnInstall: func(st *ca.State) {
+			m.IssuerExpiry.Set(float64(st.Issuer.Cert.NotAfter.Unix()))
+			m.AnchorExpiry.Set(float64(st.AnchorExpiry().Unix()))
+		},
+	}
+	var authority *ca.CA
+	if cfg.IssuerDir != "" {
+		authority, err = ca.OpenIssuerDir(cfg.IssuerDir, time.Now(), caOpts)
+	} else {
+		authority, err = ca.LoadOrCreate(cfg.StateDir, time.Now(), caOpts)
+	}
 	if err != nil {
 		return nil, err
 	}
-	m.AnchorExpiry.Set(float64(authority.Anchor().NotAfter.Unix()))
-	m.IssuerExpiry.Set(float64(authority.Issuer().Cert.NotAfter.Unix()))
+	im.register(authority)
 	serving, err := ca.NewServingCert(authority, identity.Controller(td), ca.ServingLifetime, log.With("component", "ca"),
 		func(t time.Time) { m.ServingCertExpiry.Set(float64(t.Unix())) })
 	if err != nil {
@@ -135,7 +166,8 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	apiv1.RegisterPolicyServer(srv, &policy.Service{Store: st, Metrics: m, Log: log.With("component", "policy"), Done: streamsDone})
 
 	adm := admin.New(m.Registry)
-	httpSrv := &http.Server{Handler: adm, ReadHeaderTimeout: 5 * time.Second}
+	var up atomic.Bool
+	httpSrv := &http.Server{Handler: readiness(adm, &up, authority, serving), ReadHeaderTimeout: 5 * time.Second}
 
 	c := &Controller{
 		grpcAddr: grpcLn.Addr().String(), adminAddr: adminLn.Addr().String(),
@@ -144,7 +176,7 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		if err := srv.Serve(grpcLn); err != nil {
@@ -159,10 +191,12 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	}()
 	go func() { defer wg.Done(); _ = st.Run(bg) }()
 	go func() { defer wg.Done(); serving.Run(bg) }()
+	go func() { defer wg.Done(); authority.Run(bg) }()
 
 	adm.SetReady(true)
+	up.Store(true)
 	log.Info("controller serving", "grpc", c.grpcAddr, "admin", c.adminAddr, "trust_domain", td,
-		"store", st.Path(), "anchor", authority.AnchorPath())
+		"store", st.Path(), "ca_dir", authority.Dir(), "trust_bundle", authority.BundlePath())
 
 	go func() {
 		defer close(c.done)
@@ -174,6 +208,7 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 			log.Error("server failed; shutting down", "err", runErr)
 		}
 		adm.SetReady(false)
+		up.Store(false)
 		close(streamsDone)
 		stopped := make(chan struct{})
 		go func() { srv.GracefulStop(); close(stopped) }()
