@@ -50,6 +50,7 @@ func run(args []string, stderr io.Writer) int {
 		cfg                   proxy.Config
 		opaquePorts, logLevel string
 		showVersion           bool
+		rc                    runtimeConfig
 	)
 	fs.StringVar(&cfg.OutboundAddr, "outbound-addr", "127.0.0.1:4140", "outbound listener (the app's traffic)")
 	fs.StringVar(&cfg.InboundAddr, "inbound-addr", "0.0.0.0:4143", "inbound listener (mesh peers and plain callers)")
@@ -67,6 +68,9 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&opaquePorts, "opaque-ports", "25,587,3306,4222,5432,6379,11211,27017", "ports never detected (server-speaks-first protocols)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "drain time on SIGTERM or POST /shutdown")
+	fs.IntVar(&rc.maxProcs, "gomaxprocs", 1, "Go scheduler threads (GOMAXPROCS); 0: one per CPU. The GOMAXPROCS environment variable wins")
+	fs.StringVar(&rc.memoryLimit, "memory-limit", "12MiB", "soft memory limit of the Go runtime: the GC works harder near it (0: none). GOMEMLIMIT wins")
+	fs.IntVar(&rc.gcPercent, "gc-percent", 0, "GC target: heap growth in percent between collections (0: Go's default of 100; -1: off). GOGC wins")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usageText)
@@ -89,6 +93,10 @@ func run(args []string, stderr io.Writer) int {
 	var err error
 	if cfg.OpaquePorts, err = proxy.ParsePorts(opaquePorts); err != nil {
 		fmt.Fprintln(stderr, "trellis-proxy: --opaque-ports:", err)
+		return 2
+	}
+	if err := rc.apply(os.LookupEnv); err != nil {
+		fmt.Fprintln(stderr, "trellis-proxy:", err)
 		return 2
 	}
 	var level slog.Level

@@ -56,19 +56,20 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.NoBody
 	}
 
-	out := r.WithContext(r.Context())
-	u := new(url.URL)
-	*u = *r.URL
-	u.Scheme, u.Host = "http", target
-	out.URL = u
-	out.RequestURI = ""
-	out.Close = false
 	var resp *http.Response
 	var err error
 	if h1 {
-		out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
-		resp, err = p.h1.RoundTrip(out)
+		// The HTTP/1 client writes the request as it is (method, URI, Host,
+		// headers, body, trailers) in this goroutine: no copy needed.
+		resp, err = p.h1.RoundTrip(r, target)
 	} else {
+		out := r.WithContext(r.Context())
+		u := new(url.URL)
+		*u = *r.URL
+		u.Scheme, u.Host = "http", target
+		out.URL = u
+		out.RequestURI = ""
+		out.Close = false
 		resp, err = p.h2c.RoundTrip(out)
 	}
 	if err != nil {

@@ -53,8 +53,8 @@ type Proxy struct {
 	m       *metrics.Metrics
 	tlsConf *tls.Config
 	dialer  net.Dialer
-	h1      *http.Transport  // HTTP/1.1 towards the app
-	h2c     *http2.Transport // prior-knowledge HTTP/2 towards the app
+	h1      *forward.H1Client // HTTP/1.1 towards the app
+	h2c     *http2.Transport  // prior-knowledge HTTP/2 towards the app
 	h1srv   *http.Server
 	h1ln    *forward.ChanListener
 	h2srv   *http2.Server
@@ -97,13 +97,11 @@ func New(cfg Config) (*Proxy, error) {
 			IdleTimeout:          10 * time.Minute,
 		},
 	}
-	p.h1 = &http.Transport{
-		DialContext:           p.dialer.DialContext,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
+	p.h1 = &forward.H1Client{
+		Dialer:                p.dialer,
+		MaxIdlePerAddr:        256,
+		IdleTimeout:           90 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
 	}
 	p.h2c = &http2.Transport{
 		AllowHTTP: true,
@@ -196,7 +194,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	err := p.tracker.Wait(ctx)
 	wg.Wait()
 	_ = p.h1srv.Close()
-	p.h1.CloseIdleConnections()
+	p.h1.CloseIdleConnections(true)
 	p.h2c.CloseIdleConnections()
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -121,6 +122,9 @@ func newPair(t testing.TB, o pairOpts) *pair {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// pprof labels tell the two proxies' goroutines apart in benchmark
+	// profiles (go tool pprof -tagfocus proxy=inbound).
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("proxy", "inbound")))
 	p.in, err = inbound.New(inbound.Config{Store: c.store(t, serverID), Metrics: inM, AppAddr: "127.0.0.1:1", DetectTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -128,6 +132,7 @@ func newPair(t testing.TB, o pairOpts) *pair {
 	inLn := listen(t)
 	p.inAddr = inLn.Addr().String()
 	go func() { _ = p.in.Serve(inLn) }()
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("proxy", "outbound")))
 
 	p.outMetrics, err = metrics.New(p.outReg)
 	if err != nil {
@@ -162,6 +167,7 @@ func newPair(t testing.TB, o pairOpts) *pair {
 	outLn := listen(t)
 	p.outAddr = outLn.Addr().String()
 	go func() { _ = p.out.Serve(outLn) }()
+	pprof.SetGoroutineLabels(context.Background())
 
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -1,0 +1,591 @@
+package forward
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// H1Client is an HTTP/1.1 client for the proxy's hop to a local app. Unlike
+// http.Transport, which hands every exchange to two goroutines per
+// connection (writeLoop and readLoop), it writes the request and reads the
+// response in the caller's goroutine; only a request body is written from a
+// goroutine of its own, so that the app may answer before it has read the
+// whole body. Idle connections are kept per address, most recently used
+// first, up to MaxIdlePerAddr.
+//
+// Callers pass requests whose hop-by-hop headers are already removed.
+type H1Client struct {
+	Dialer                net.Dialer
+	MaxIdlePerAddr        int           // default 256
+	IdleTimeout           time.Duration // default 90s
+	ExpectContinueTimeout time.Duration // default 1s
+
+	mu     sync.Mutex
+	idle   map[string][]*h1Conn
+	nidle  int
+	timer  *time.Timer
+	closed bool
+}
+
+type h1Conn struct {
+	c      net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	addr   string
+	idleAt time.Time
+}
+
+// errH1Closed is returned after CloseIdleConnections(true).
+var errH1Closed = errors.New("http/1 client closed")
+
+// The bufio sizes are those of net/http: responses of a few KiB are read
+// with one read syscall; a bigger write buffer would only cost memory per
+// idle connection.
+const h1BufSize = 4 << 10
+
+// reuseCheckAge: a connection idle for longer than this is checked for a
+// pending EOF from the app (a closed keep-alive) before it is used.
+const reuseCheckAge = time.Second
+
+// RoundTrip sends req to addr (host:port) and returns the response. The
+// response body must be read to EOF or closed; only a fully read body gives
+// the connection back to the idle pool. When req's context ends before the
+// response body is done, the connection is closed (the app sees the
+// cancellation as a closed connection, as with http.Transport).
+func (t *H1Client) RoundTrip(req *http.Request, addr string) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		cn, reused, err := t.get(req.Context(), addr)
+		if err != nil {
+			closeBody(req)
+			return nil, err
+		}
+		resp, err := t.exchange(cn, req, reused)
+		if err == nil {
+			return resp, nil
+		}
+		// A keep-alive connection the app closed while it was idle: the
+		// request never reached the app. Retry once on a fresh connection
+		// when the request can be sent again.
+		if reused && attempt == 0 && errors.Is(err, errStaleConn) && replayable(req) && req.Context().Err() == nil {
+			continue
+		}
+		return nil, err
+	}
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil && req.Body != http.NoBody {
+		_ = req.Body.Close()
+	}
+}
+
+func replayable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, k1 := req.Header["Idempotency-Key"]
+	_, k2 := req.Header["X-Idempotency-Key"]
+	return k1 || k2
+}
+
+// errStaleConn: the app closed a reused connection before sending a byte.
+var errStaleConn = errors.New("connection closed by the app before a response")
+
+func (t *H1Client) get(ctx context.Context, addr string) (*h1Conn, bool, error) {
+	now := time.Now()
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, false, errH1Closed
+	}
+	for {
+		list := t.idle[addr]
+		if len(list) == 0 {
+			break
+		}
+		cn := list[len(list)-1]
+		list[len(list)-1] = nil
+		t.idle[addr] = list[:len(list)-1]
+		t.nidle--
+		t.mu.Unlock()
+		if now.Sub(cn.idleAt) < reuseCheckAge || alive(cn.c) {
+			return cn, true, nil
+		}
+		_ = cn.c.Close()
+		t.mu.Lock()
+	}
+	t.mu.Unlock()
+	c, err := t.Dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &h1Conn{c: c, br: bufio.NewReaderSize(c, h1BufSize), bw: bufio.NewWriterSize(c, h1BufSize), addr: addr}, false, nil
+}
+
+// alive reports whether an idle connection has nothing pending to read (no
+// EOF, no stray bytes): one non-blocking MSG_PEEK.
+func alive(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok = false
+	var buf [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = n < 0 && (rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK)
+		return true
+	})
+	return err == nil && ok
+}
+
+func (t *H1Client) put(cn *h1Conn) {
+	cn.idleAt = time.Now()
+	max := t.MaxIdlePerAddr
+	if max <= 0 {
+		max = 256
+	}
+	t.mu.Lock()
+	if t.closed || len(t.idle[cn.addr]) >= max {
+		t.mu.Unlock()
+		_ = cn.c.Close()
+		return
+	}
+	if t.idle == nil {
+		t.idle = make(map[string][]*h1Conn)
+	}
+	t.idle[cn.addr] = append(t.idle[cn.addr], cn)
+	t.nidle++
+	if t.timer == nil {
+		t.timer = time.AfterFunc(t.idleTimeout(), t.prune)
+	}
+	t.mu.Unlock()
+}
+
+func (t *H1Client) idleTimeout() time.Duration {
+	if t.IdleTimeout > 0 {
+		return t.IdleTimeout
+	}
+	return 90 * time.Second
+}
+
+// prune closes connections idle for longer than IdleTimeout and re-arms
+// itself while any connection is idle.
+func (t *H1Client) prune() {
+	limit := time.Now().Add(-t.idleTimeout())
+	var stale []*h1Conn
+	t.mu.Lock()
+	for addr, list := range t.idle {
+		// Oldest first: the list is pushed and popped at its end.
+		n := 0
+		for n < len(list) && list[n].idleAt.Before(limit) {
+			stale = append(stale, list[n])
+			n++
+		}
+		if n > 0 {
+			rest := append(list[:0:0], list[n:]...)
+			t.idle[addr] = rest
+			t.nidle -= n
+		}
+		if len(t.idle[addr]) == 0 {
+			delete(t.idle, addr)
+		}
+	}
+	t.timer = nil
+	if t.nidle > 0 && !t.closed {
+		t.timer = time.AfterFunc(t.idleTimeout()/4+time.Second, t.prune)
+	}
+	t.mu.Unlock()
+	for _, cn := range stale {
+		_ = cn.c.Close()
+	}
+}
+
+// CloseIdleConnections closes every idle connection; with final set, the
+// client refuses new requests afterwards.
+func (t *H1Client) CloseIdleConnections(final bool) {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.nidle = 0
+	if final {
+		t.closed = true
+	}
+	if t.timer != nil {
+		t.timer.Stop()
+		t.timer = nil
+	}
+	t.mu.Unlock()
+	for _, list := range idle {
+		for _, cn := range list {
+			_ = cn.c.Close()
+		}
+	}
+}
+
+// exchange writes req on cn and reads the response head.
+func (t *H1Client) exchange(cn *h1Conn, req *http.Request, reused bool) (*http.Response, error) {
+	ctx := req.Context()
+	stop := context.AfterFunc(ctx, func() { _ = cn.c.Close() })
+	var wrote chan error // nil: no body being written
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		_ = cn.c.Close()
+		abandonBody(req, wrote)
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		return nil, err
+	}
+
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	chunked := hasBody && req.ContentLength < 0
+	if err := writeHead(cn.bw, req, hasBody, chunked); err != nil {
+		return fail(err)
+	}
+	if err := cn.bw.Flush(); err != nil {
+		if reused {
+			// Nothing reached the app: the connection was already closed.
+			err = fmt.Errorf("%w: %w", errStaleConn, err)
+		}
+		return fail(err)
+	}
+
+	sendBody := func() {
+		wrote = make(chan error, 1)
+		go func() { wrote <- writeBody(cn.bw, req, chunked) }()
+	}
+	expect := hasBody && hasToken(req.Header["Expect"], "100-continue")
+	if hasBody && !expect {
+		sendBody()
+	}
+	if expect {
+		// Wait for 100 Continue (or an early final answer) before sending
+		// the body; on timeout, send it anyway.
+		d := t.ExpectContinueTimeout
+		if d <= 0 {
+			d = time.Second
+		}
+		_ = cn.c.SetReadDeadline(time.Now().Add(d))
+		_, err := cn.br.Peek(1)
+		_ = cn.c.SetReadDeadline(time.Time{})
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			return fail(err)
+		}
+		if err != nil { // timed out: no 100 coming
+			sendBody()
+		}
+	}
+
+	var resp *http.Response
+	for n1xx := 0; ; n1xx++ {
+		if n1xx == 0 && reused && wrote == nil {
+			// Nothing of the response yet: an EOF here means the app had
+			// closed the idle connection, and did not see this request.
+			if _, err := cn.br.Peek(1); err != nil {
+				if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+					err = fmt.Errorf("%w: %w", errStaleConn, err)
+				}
+				return fail(err)
+			}
+		}
+		var err error
+		resp, err = http.ReadResponse(cn.br, req)
+		if err != nil {
+			return fail(err)
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		if n1xx >= 5 {
+			return fail(errors.New("too many 1xx informational responses"))
+		}
+		if resp.StatusCode == http.StatusContinue && expect && wrote == nil {
+			sendBody()
+		}
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return fail(errors.New("unexpected 101 Switching Protocols"))
+	}
+	// Final answer without the body sent (Expect: 100-continue refused):
+	// the connection cannot carry another request.
+	reuse := !resp.Close && !(hasBody && wrote == nil)
+	b := &h1Body{t: t, cn: cn, rc: resp.Body, stop: stop, wrote: wrote, reuse: reuse, req: req}
+	if resp.Body == http.NoBody {
+		b.finish(true)
+		return resp, nil
+	}
+	resp.Body = b
+	return resp, nil
+}
+
+// writeHead writes the request line and headers.
+func writeHead(bw *bufio.Writer, req *http.Request, hasBody, chunked bool) error {
+	uri := req.URL.RequestURI()
+	if req.Method == "" || uri == "" || !validValue(uri) || strings.ContainsAny(req.Method, " \r\n") {
+		return fmt.Errorf("invalid request line %q %q", req.Method, uri)
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if !validValue(host) {
+		return fmt.Errorf("invalid host %q", host)
+	}
+	_, _ = bw.WriteString(req.Method)
+	_ = bw.WriteByte(' ')
+	_, _ = bw.WriteString(uri)
+	_, _ = bw.WriteString(" HTTP/1.1\r\nHost: ")
+	_, _ = bw.WriteString(host)
+	_, _ = bw.WriteString("\r\n")
+	for k, vv := range req.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Connection":
+			continue
+		}
+		if !validName(k) {
+			return fmt.Errorf("invalid header name %q", k)
+		}
+		for _, v := range vv {
+			if !validValue(v) {
+				return fmt.Errorf("invalid value of header %s", k)
+			}
+			_, _ = bw.WriteString(k)
+			_, _ = bw.WriteString(": ")
+			_, _ = bw.WriteString(strings.TrimSpace(v))
+			_, _ = bw.WriteString("\r\n")
+		}
+	}
+	switch {
+	case chunked:
+		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+		if len(req.Trailer) > 0 {
+			_, _ = bw.WriteString("Trailer: ")
+			first := true
+			for k := range req.Trailer {
+				if !validName(k) {
+					return fmt.Errorf("invalid trailer name %q", k)
+				}
+				if !first {
+					_, _ = bw.WriteString(", ")
+				}
+				first = false
+				_, _ = bw.WriteString(k)
+			}
+			_, _ = bw.WriteString("\r\n")
+		}
+	case hasBody || req.ContentLength > 0:
+		_, _ = bw.WriteString("Content-Length: ")
+		var nb [20]byte
+		_, _ = bw.Write(strconv.AppendInt(nb[:0], req.ContentLength, 10))
+		_, _ = bw.WriteString("\r\n")
+	case req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch:
+		_, _ = bw.WriteString("Content-Length: 0\r\n")
+	}
+	_, err := bw.WriteString("\r\n")
+	return err
+}
+
+// writeBody copies the request body: exactly ContentLength bytes, or chunks
+// flushed as they come (a streaming body must make progress) and the
+// trailers.
+func writeBody(bw *bufio.Writer, req *http.Request, chunked bool) error {
+	defer req.Body.Close()
+	bp := GetBuf()
+	defer PutBuf(bp)
+	buf := *bp
+	if !chunked {
+		n, err := io.CopyBuffer(onlyWriter{bw}, onlyReader{io.LimitReader(req.Body, req.ContentLength)}, buf)
+		if err != nil {
+			return err
+		}
+		if n != req.ContentLength {
+			return fmt.Errorf("request body: %d bytes of %d: %w", n, req.ContentLength, io.ErrUnexpectedEOF)
+		}
+		return bw.Flush()
+	}
+	cw := httputil.NewChunkedWriter(bw)
+	for {
+		n, rerr := req.Body.Read(buf)
+		if n > 0 {
+			if _, err := cw.Write(buf[:n]); err != nil {
+				return err
+			}
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	if err := cw.Close(); err != nil { // "0\r\n"
+		return err
+	}
+	for k, vv := range req.Trailer {
+		if !validName(k) {
+			return fmt.Errorf("invalid trailer name %q", k)
+		}
+		for _, v := range vv {
+			if !validValue(v) {
+				return fmt.Errorf("invalid value of trailer %s", k)
+			}
+			_, _ = bw.WriteString(k)
+			_, _ = bw.WriteString(": ")
+			_, _ = bw.WriteString(v)
+			_, _ = bw.WriteString("\r\n")
+		}
+	}
+	_, _ = bw.WriteString("\r\n")
+	return bw.Flush()
+}
+
+func validName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c <= ' ' || c >= 0x7f || c == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// validValue rejects what would split a header or request line (CR, LF,
+// NUL); the servers in front of this client already validated the rest.
+func validValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '\r' || c == '\n' || c == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func hasToken(vv []string, token string) bool {
+	for _, v := range vv {
+		for v != "" {
+			var tok string
+			tok, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(strings.TrimSpace(tok), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// h1Body gives the connection back once the response body was read to EOF
+// and the request body was written in full; anything else closes it.
+type h1Body struct {
+	t     *H1Client
+	cn    *h1Conn
+	rc    io.ReadCloser
+	req   *http.Request
+	stop  func() bool
+	wrote chan error
+	reuse bool
+	done  bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	} else if err != nil {
+		b.finish(false)
+		if ctxErr := b.req.Context().Err(); ctxErr != nil {
+			err = ctxErr
+		}
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	if !b.done {
+		b.finish(false)
+	}
+	return nil
+}
+
+// finish ends the exchange: complete, the connection goes back to the pool
+// if it can carry another request; otherwise it is closed.
+func (b *h1Body) finish(complete bool) {
+	b.done = true
+	stopped := b.stop()
+	if complete && b.reuse && stopped && b.bodyWritten() {
+		b.t.put(b.cn)
+		return
+	}
+	_ = b.cn.c.Close()
+	abandonBody(b.req, b.wrote)
+}
+
+// bodyWritten reports whether the request body (if any) was written in
+// full. The app has normally read it before answering, so the writer is
+// done or about to be; a writer still blocked after a short wait means the
+// app answered without reading the body.
+func (b *h1Body) bodyWritten() bool {
+	if b.wrote == nil {
+		return true
+	}
+	select {
+	case err := <-b.wrote:
+		b.wrote = nil
+		return err == nil
+	default:
+	}
+	tm := time.NewTimer(50 * time.Millisecond)
+	defer tm.Stop()
+	select {
+	case err := <-b.wrote:
+		b.wrote = nil
+		return err == nil
+	case <-tm.C:
+		return false
+	}
+}
+
+// abandonBody ends a request body writer that may still be running: the
+// connection is closed already, so its writes fail; it may also be blocked
+// reading the client's body, which closing the body ends. Both happen off
+// the caller's goroutine (closing a server request body can wait for a
+// Read in progress).
+func abandonBody(req *http.Request, wrote chan error) {
+	if wrote == nil {
+		closeBody(req)
+		return
+	}
+	go func() {
+		closeBody(req)
+		<-wrote
+	}()
+}

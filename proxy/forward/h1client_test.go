@@ -1,0 +1,232 @@
+package forward
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// h1App serves handler on loopback and counts the connections it accepted.
+func h1App(t *testing.T, handler http.HandlerFunc) (addr string, conns *atomic.Int32, srv *http.Server) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns = new(atomic.Int32)
+	srv = &http.Server{Handler: handler, ConnState: func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String(), conns, srv
+}
+
+func newReq(t *testing.T, ctx context.Context, method, target string, body io.Reader) *http.Request {
+	t.Helper()
+	r, err := http.NewRequestWithContext(ctx, method, target, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestH1ClientExchanges(t *testing.T) {
+	addr, conns, _ := h1App(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Trailer", "X-Sum")
+		w.Header().Set("X-Host", r.Host)
+		w.Header().Set("X-TE", strings.Join(r.TransferEncoding, ","))
+		w.Header().Set("X-Req-Trailer", r.Trailer.Get("X-Req"))
+		w.Header().Set("X-Expect", r.Header.Get("Expect"))
+		_, _ = w.Write(append([]byte(r.Method+" "+r.URL.RequestURI()+" "), b...))
+		w.Header().Set("X-Sum", "ok")
+	})
+	c := &H1Client{}
+	defer c.CloseIdleConnections(true)
+	ctx := context.Background()
+	chunked := func() *http.Request {
+		pr, pw := io.Pipe()
+		go func() { _, _ = io.WriteString(pw, "streamed"); _ = pw.Close() }()
+		r := newReq(t, ctx, "PUT", "http://ignored/up", pr)
+		r.ContentLength = -1
+		r.Trailer = http.Header{"X-Req": {"t1"}}
+		return r
+	}
+	expect := func() *http.Request {
+		r := newReq(t, ctx, "POST", "http://ignored/e", strings.NewReader("hi"))
+		r.Header.Set("Expect", "100-continue")
+		return r
+	}
+	for _, tc := range []struct {
+		name  string
+		req   func() *http.Request
+		body  string
+		check func(*http.Response) string
+	}{
+		{"get with host and query", func() *http.Request {
+			r := newReq(t, ctx, "GET", "http://ignored/a?b=c", nil)
+			r.Host = "books.demo:80"
+			return r
+		}, "GET /a?b=c ", func(r *http.Response) string { return r.Header.Get("X-Host") + "|" + r.Trailer.Get("X-Sum") }},
+		{"post fixed", func() *http.Request {
+			return newReq(t, ctx, "POST", "http://ignored/p", strings.NewReader("hello"))
+		}, "POST /p hello", func(r *http.Response) string { return r.Header.Get("X-Host") + "|" + r.Trailer.Get("X-Sum") }},
+		{"chunked with trailers", chunked, "PUT /up streamed", func(r *http.Response) string {
+			return r.Header.Get("X-TE") + "|" + r.Header.Get("X-Req-Trailer")
+		}},
+		{"expect continue", expect, "POST /e hi", func(r *http.Response) string { return r.Header.Get("X-Expect") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := c.RoundTrip(tc.req(), addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if err != nil || string(b) != tc.body {
+				t.Fatalf("body %q, %v; want %q", b, err, tc.body)
+			}
+			t.Logf("check: %s", tc.check(resp))
+			switch tc.name {
+			case "get with host and query":
+				if got := tc.check(resp); got != "books.demo:80|ok" {
+					t.Errorf("host|trailer = %q", got)
+				}
+			case "post fixed":
+				if got := tc.check(resp); got != "ignored|ok" {
+					t.Errorf("host|trailer = %q", got)
+				}
+			case "chunked with trailers":
+				if got := tc.check(resp); got != "chunked|t1" {
+					t.Errorf("te|trailer = %q", got)
+				}
+			case "expect continue":
+				if got := tc.check(resp); got != "100-continue" {
+					t.Errorf("expect = %q", got)
+				}
+			}
+		})
+	}
+	// Every exchange above ended cleanly: one connection carried them all.
+	if n := conns.Load(); n != 1 {
+		t.Errorf("app saw %d connections, want 1 (reuse)", n)
+	}
+}
+
+func TestH1ClientUnreadBodyClosesConn(t *testing.T) {
+	addr, conns, _ := h1App(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(strings.Repeat("x", 100<<10)))
+	})
+	c := &H1Client{}
+	defer c.CloseIdleConnections(true)
+	for i := 0; i < 2; i++ {
+		resp, err := c.RoundTrip(newReq(t, context.Background(), "GET", "http://x/", nil), addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close() // unread: the connection cannot be reused
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("app saw %d connections, want 2", n)
+	}
+}
+
+func TestH1ClientCancelClosesAppConn(t *testing.T) {
+	gone := make(chan struct{})
+	addr, _, _ := h1App(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			close(gone)
+		case <-time.After(10 * time.Second):
+		}
+	})
+	c := &H1Client{}
+	defer c.CloseIdleConnections(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err := c.RoundTrip(newReq(t, ctx, "GET", "http://x/hang", nil), addr)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("app never saw the cancellation")
+	}
+}
+
+// A keep-alive connection the app closed while idle is replaced for a
+// replayable request instead of failing it.
+func TestH1ClientStaleIdleConnRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+			go func() {
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	c := &H1Client{}
+	defer c.CloseIdleConnections(true)
+	get := func() {
+		t.Helper()
+		resp, err := c.RoundTrip(newReq(t, context.Background(), "GET", "http://x/", nil), ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := io.ReadAll(resp.Body); string(b) != "ok" {
+			t.Fatalf("body %q", b)
+		}
+		_ = resp.Body.Close()
+	}
+	get()
+	first := <-accepted
+	_ = first.Close() // the app times the idle connection out
+	time.Sleep(20 * time.Millisecond)
+	get()
+	select {
+	case <-accepted:
+	default:
+		t.Fatal("no new connection after the stale one")
+	}
+}
+
+func TestH1ClientRejectsHeaderInjection(t *testing.T) {
+	addr, _, _ := h1App(t, func(w http.ResponseWriter, r *http.Request) {})
+	c := &H1Client{}
+	defer c.CloseIdleConnections(true)
+	r := newReq(t, context.Background(), "GET", "http://x/", nil)
+	r.Header["X-Evil"] = []string{"a\r\nX-Injected: 1"}
+	if _, err := c.RoundTrip(r, addr); err == nil {
+		t.Fatal("CRLF in a header value was sent")
+	}
+	r = newReq(t, context.Background(), "GET", "http://x/", nil)
+	r.Host = "a\nb"
+	if _, err := c.RoundTrip(r, addr); err == nil {
+		t.Fatal("LF in Host was sent")
+	}
+}
