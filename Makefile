@@ -2,7 +2,7 @@
 GO        ?= go
 BIN       := $(CURDIR)/bin
 BINARIES  := trellis trellis-proxy trellis-controller trellis-demo-app
-GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/trellis-mesh/trellis/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)"
+GOFLAGS_BUILD := -tags grpcnotrace -trimpath -ldflags "-s -w -X github.com/trellis-mesh/trellis/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)"
 
 .PHONY: all build demo test test-short lint vet staticcheck gen gen-check bench fuzz clean
 
