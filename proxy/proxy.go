@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -155,6 +156,13 @@ func Run(ctx context.Context, cfg Config) error {
 	conn, err := grpc.NewClient(cfg.ControllerAddr,
 		grpc.WithTransportCredentials(credentials.NewTLS(store.ControlPlaneConfig(ctrlID))),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// gRPC's default backoff grows to 120 s: after a long controller
+		// outage a proxy could wait past its certificate's expiry before
+		// trying again. Cap it so renewal resumes within seconds.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
 	)
 	if err != nil {
 		return fmt.Errorf("controller %s: %w", cfg.ControllerAddr, err)
@@ -254,6 +262,9 @@ func Run(ctx context.Context, cfg Config) error {
 				case !heard.Load():
 					return false, "not connected to the control plane yet"
 				case !store.Ready():
+					if exp := store.Expiry(); !exp.IsZero() && time.Now().After(exp) {
+						return false, "workload certificate expired at " + exp.UTC().Format(time.RFC3339) + "; renewal is failing"
+					}
 					return false, "no valid workload certificate yet"
 				}
 				return true, ""

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,7 +77,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.RenewFraction <= 0 || cfg.RenewFraction >= 1 {
 		cfg.RenewFraction = defaultRenewFraction
 	}
-	m, err := newMetrics(cfg.Registerer)
+	m, err := newMetrics(cfg.Registerer, cfg.Store)
 	if err != nil {
 		return fmt.Errorf("certifier: %w", err)
 	}
@@ -91,8 +92,72 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("certifier: %w", err)
 	}
 	m.setBundle(cfg.Store.BundleFingerprint())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.watchExpiry(ctx, time.Second, expiredLogInterval)
+	}()
 	c.loop(ctx)
+	<-done
 	return nil
+}
+
+// expiredLogInterval rate-limits the log line of an expired certificate.
+const expiredLogInterval = time.Minute
+
+// watchExpiry says clearly, once per interval, that the certificate has
+// expired and mesh traffic is refused (meshtls hands out no expired
+// certificate), with the last renewal error; and once when it is valid
+// again. Before the first certificate nothing is logged: "certify failed"
+// already says why there is none.
+func (c *certifier) watchExpiry(ctx context.Context, tick, interval time.Duration) {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var expired bool
+	var lastLog time.Time
+	var refusedAtLog uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := c.cfg.Store
+		exp := st.Expiry()
+		if exp.IsZero() {
+			continue
+		}
+		now := time.Now()
+		if st.Ready() {
+			if expired {
+				c.log.Info("workload certificate valid again: accepting mesh traffic", "not_after", exp)
+				expired = false
+			}
+			continue
+		}
+		if !expired || now.Sub(lastLog) >= interval {
+			refused := st.RefusedHandshakes()
+			c.log.Error("WORKLOAD CERTIFICATE EXPIRED: refusing mesh traffic until it is renewed",
+				"expired_at", exp, "expired_for", now.Sub(exp).Round(time.Second),
+				"refused_handshakes", refused-refusedAtLog, "last_certify_error", c.lastError())
+			expired, lastLog, refusedAtLog = true, now, refused
+		}
+	}
+}
+
+func (c *certifier) setLastError(err error) {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	c.lastErr = err
+}
+
+func (c *certifier) lastError() string {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	if c.lastErr == nil {
+		return "none"
+	}
+	return c.lastErr.Error()
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -108,6 +173,9 @@ type certifier struct {
 	log *slog.Logger
 	key *ecdsa.PrivateKey // in memory only, never serialised
 	csr []byte
+
+	errMu   sync.Mutex
+	lastErr error // of the last Certify; read by watchExpiry
 }
 
 func (c *certifier) loop(ctx context.Context) {
@@ -118,11 +186,17 @@ func (c *certifier) loop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		c.setLastError(err)
 		if err != nil {
 			c.m.certify.WithLabelValues("error").Inc()
 			c.m.connected.Set(0)
 			wait = jittered(backoff)
 			backoff = min(backoff*2, c.cfg.MaxBackoff)
+			// Near expiry, retry often enough that a control plane coming
+			// back is used before the certificate runs out.
+			if rem := time.Until(c.cfg.Store.Expiry()); rem > 0 {
+				wait = min(wait, max(rem/4, c.cfg.MinBackoff))
+			}
 			attrs := []any{"err", err, "retry_in", wait.Round(time.Millisecond)}
 			if exp := c.cfg.Store.Expiry(); !exp.IsZero() {
 				attrs = append(attrs, "current_cert_expires", exp)

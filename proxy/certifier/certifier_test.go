@@ -99,7 +99,7 @@ type env struct {
 
 // newEnv starts an Identity server over TLS on loopback, proving the
 // controller identity, and a client that verifies it via meshtls.
-func newEnv(t *testing.T, lifetime time.Duration) *env {
+func newEnv(t testing.TB, lifetime time.Duration) *env {
 	t.Helper()
 	now := time.Now()
 	root, rootKey, err := pki.NewRoot("test root", time.Hour, now)

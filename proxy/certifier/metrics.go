@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/trellis-mesh/trellis/proxy/meshtls"
 )
 
 // ControlPlaneConnectedHelp is the help text of trellis_control_plane_connected,
@@ -22,7 +24,7 @@ type metrics struct {
 	bundleFP string
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, store *meshtls.Store) (*metrics, error) {
 	certify := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "trellis_identity_certify_total",
 		Help: "Certify calls.",
@@ -39,7 +41,24 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "trellis_control_plane_connected",
 		Help: ControlPlaneConnectedHelp,
 	}, []string{"service"})
+	// Both read the Store at scrape time, so they turn to 0 / disappear the
+	// moment the certificate expires, whatever the renewal loop is doing.
+	valid := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "trellis_identity_cert_valid",
+		Help: "1 while the proxy holds a workload certificate valid now; 0 when it has none or it expired (mesh traffic is then refused).",
+	}, func() float64 {
+		if store.Ready() {
+			return 1
+		}
+		return 0
+	})
 	var err error
+	if _, err = register(reg, valid); err != nil {
+		return nil, err
+	}
+	if _, err = register[prometheus.Collector](reg, &issuerCollector{store: store}); err != nil {
+		return nil, err
+	}
 	if certify, err = register(reg, certify); err != nil {
 		return nil, err
 	}
@@ -91,4 +110,23 @@ func (m *metrics) setBundle(fp string) {
 	}
 	m.bundle.WithLabelValues(fp).Set(1)
 	m.bundleFP = fp
+}
+
+var issuerDesc = prometheus.NewDesc("trellis_identity_cert_issuer_info",
+	"1 for the current workload certificate: SHA-256 of the DER of the certificate that signed it, and of the bundle anchor its chain verifies to; absent without a valid certificate.",
+	[]string{"fingerprint", "anchor_fingerprint"}, nil)
+
+// issuerCollector exports trellis_identity_cert_issuer_info from the Store
+// at scrape time: no series without a valid certificate, and never a stale
+// one after a renewal or a trust bundle change.
+type issuerCollector struct{ store *meshtls.Store }
+
+func (c *issuerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- issuerDesc }
+
+func (c *issuerCollector) Collect(ch chan<- prometheus.Metric) {
+	issuer, anchor, ok := c.store.CertIssuer()
+	if !ok {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(issuerDesc, prometheus.GaugeValue, 1, issuer, anchor)
 }

@@ -13,8 +13,10 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -29,6 +31,11 @@ import (
 // before the first one was installed.
 var ErrNoLocalCertificate = errors.New("no workload certificate yet")
 
+// ErrLocalCertificateExpired is returned by handshakes that need our
+// certificate while it is expired (or not yet valid): mesh traffic is
+// refused rather than presenting a certificate every peer would reject.
+var ErrLocalCertificateExpired = errors.New("workload certificate expired")
+
 // Store is goroutine-safe. The certificate and the trust bundle are
 // immutable values swapped atomically, so readers never lock.
 type Store struct {
@@ -36,6 +43,19 @@ type Store struct {
 	cert    atomic.Pointer[tls.Certificate]
 	anchors atomic.Pointer[bundle]
 	now     func() time.Time
+
+	// refused counts handshakes refused because our certificate was not
+	// valid; the certifier reports it in its periodic log line.
+	refused atomic.Uint64
+	// issuer caches CertIssuer for one (certificate, bundle) pair.
+	issuer atomic.Pointer[issuerCache]
+}
+
+type issuerCache struct {
+	cert   *tls.Certificate
+	bundle *bundle
+	issuer string
+	anchor string
 }
 
 type bundle struct {
@@ -164,27 +184,101 @@ func (s *Store) Expiry() time.Time {
 // BundleFingerprint returns the hex SHA-256 of the current trust bundle.
 func (s *Store) BundleFingerprint() string { return s.anchors.Load().fingerprint }
 
-func (s *Store) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if c := s.cert.Load(); c != nil {
-		return c, nil
+// current returns the certificate to present, or why there is none: a
+// certificate outside its validity is never handed to a peer.
+func (s *Store) current() (*tls.Certificate, error) {
+	c := s.cert.Load()
+	if c == nil {
+		return nil, ErrNoLocalCertificate
 	}
-	return nil, ErrNoLocalCertificate
+	now := s.now()
+	if now.After(c.Leaf.NotAfter) {
+		return nil, fmt.Errorf("%w at %s (%s ago): refusing mesh TLS until it is renewed",
+			ErrLocalCertificateExpired, c.Leaf.NotAfter.UTC().Format(time.RFC3339), now.Sub(c.Leaf.NotAfter).Round(time.Second))
+	}
+	if now.Before(c.Leaf.NotBefore) {
+		return nil, fmt.Errorf("%w: not valid before %s (check the clock): refusing mesh TLS",
+			ErrLocalCertificateExpired, c.Leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return c, nil
+}
+
+func (s *Store) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c, err := s.current()
+	if err != nil {
+		s.refused.Add(1)
+	}
+	return c, err
 }
 
 func (s *Store) getClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	if c := s.cert.Load(); c != nil {
-		return c, nil
+	c, err := s.current()
+	if err != nil {
+		s.refused.Add(1)
 	}
-	return nil, ErrNoLocalCertificate
+	return c, err
 }
 
 // getOptionalClientCertificate presents no certificate rather than failing
-// when we have none: the control plane accepts that before the first Certify.
+// when we have no valid one: the control plane accepts that before the
+// first Certify, and would refuse an expired one, which would leave the
+// proxy unable ever to renew it.
 func (s *Store) getOptionalClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	if c := s.cert.Load(); c != nil {
+	if c, err := s.current(); err == nil {
 		return c, nil
 	}
 	return &tls.Certificate{}, nil
+}
+
+// RefusedHandshakes returns how many mesh handshakes were refused so far
+// because this proxy had no valid certificate of its own.
+func (s *Store) RefusedHandshakes() uint64 { return s.refused.Load() }
+
+// CertIssuer describes the current certificate's chain for
+// trellis_identity_cert_issuer_info: issuer is the hex SHA-256 of the DER of
+// the certificate that signed the leaf, anchor that of the bundle anchor
+// the chain verifies to now ("" when it verifies to none of the current
+// bundle, e.g. after its anchor was removed). ok is false without a
+// certificate valid now. The verification is cached per certificate and
+// bundle, so scrapes cost a map lookup.
+func (s *Store) CertIssuer() (issuer, anchor string, ok bool) {
+	c := s.cert.Load()
+	if c == nil || !s.Ready() {
+		return "", "", false
+	}
+	b := s.anchors.Load()
+	if ic := s.issuer.Load(); ic != nil && ic.cert == c && ic.bundle == b {
+		return ic.issuer, ic.anchor, true
+	}
+	ic := &issuerCache{cert: c, bundle: b}
+	inter := x509.NewCertPool()
+	for i, der := range c.Certificate[1:] {
+		if i == 0 {
+			ic.issuer = derFingerprint(der)
+		}
+		// SetCertificate parsed the whole chain before installing it.
+		if ct, err := x509.ParseCertificate(der); err == nil {
+			inter.AddCert(ct)
+		}
+	}
+	chains, err := c.Leaf.Verify(x509.VerifyOptions{
+		Roots: b.pool, Intermediates: inter, CurrentTime: s.now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err == nil && len(chains) > 0 && len(chains[0]) > 1 {
+		ch := chains[0]
+		if ic.issuer == "" { // leaf signed by an anchor directly
+			ic.issuer = pki.CertFingerprint(ch[1])
+		}
+		ic.anchor = pki.CertFingerprint(ch[len(ch)-1])
+	}
+	s.issuer.Store(ic)
+	return ic.issuer, ic.anchor, true
+}
+
+func derFingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
 }
 
 // verify is the whole peer check: chain to the anchors current now, usage,
@@ -299,7 +393,7 @@ func HandshakeErrorReason(err error) string {
 		return ReasonOther
 	case errors.Is(err, pki.ErrNoCertificate), errors.Is(err, ErrNoLocalCertificate):
 		return ReasonNoCertificate
-	case errors.Is(err, pki.ErrExpired):
+	case errors.Is(err, pki.ErrExpired), errors.Is(err, ErrLocalCertificateExpired):
 		return ReasonExpired
 	case errors.Is(err, pki.ErrWrongIdentity), errors.Is(err, pki.ErrBadIdentity):
 		return ReasonWrongIdentity

@@ -25,15 +25,17 @@ import (
 type Binaries struct {
 	Controller string
 	Proxy      string
+	CLI        string // trellis (e.g. trellis identity rotate)
 }
 
-// Build compiles trellis-controller and trellis-proxy into dir. race builds
+// Build compiles trellis-controller, trellis-proxy and trellis into dir. race builds
 // them with the race detector, so that e2e runs under -race also check the
 // processes.
 func Build(ctx context.Context, dir string, race bool) (Binaries, error) {
 	b := Binaries{
 		Controller: filepath.Join(dir, "trellis-controller"),
 		Proxy:      filepath.Join(dir, "trellis-proxy"),
+		CLI:        filepath.Join(dir, "trellis"),
 	}
 	args := []string{"build", "-o", dir + string(os.PathSeparator)}
 	if race {
@@ -41,7 +43,8 @@ func Build(ctx context.Context, dir string, race bool) (Binaries, error) {
 	}
 	args = append(args,
 		"github.com/trellis-mesh/trellis/cmd/trellis-controller",
-		"github.com/trellis-mesh/trellis/cmd/trellis-proxy")
+		"github.com/trellis-mesh/trellis/cmd/trellis-proxy",
+		"github.com/trellis-mesh/trellis/cmd/trellis")
 	cmd := exec.CommandContext(ctx, "go", args...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
