@@ -1,7 +1,7 @@
 # Trellis: the two commands a newcomer needs are `make demo` and `make test`.
 GO        ?= go
 BIN       := $(CURDIR)/bin
-BINARIES  := trellis trellis-proxy trellis-controller trellis-demo-app
+BINARIES  := trellis trellis-proxy trellis-controller trellis-demo-app trellis-init trellis-cni
 GOFLAGS_BUILD := -tags grpcnotrace -trimpath -ldflags "-s -w -X github.com/trellis-mesh/trellis/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)"
 
 .PHONY: all build demo test test-short lint vet staticcheck gen gen-check bench fuzz clean
