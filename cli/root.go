@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellis-mesh/trellis/cli/identitycmd"
+	"github.com/trellis-mesh/trellis/cli/injectcmd"
 )
 
 // NewRootCommand returns the `trellis` command with every subcommand.
@@ -35,5 +36,6 @@ mesh run on this machine, no cluster needed.`,
 	}
 	root.AddCommand(newVersionCommand(), newDemoCommand())
 	root.AddCommand(identitycmd.New())
+	root.AddCommand(injectcmd.New())
 	return root
 }

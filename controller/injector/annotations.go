@@ -1,0 +1,203 @@
+package injector
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Default proxy resources: enough for a sidecar at a few thousand requests
+// per second (docs/proxy.md), with a memory limit well above its ~12 MiB
+// soft Go limit. No CPU limit: throttling a proxy adds latency to every
+// request of the app.
+var (
+	DefaultProxyCPURequest = resource.MustParse("10m")
+	DefaultProxyMemRequest = resource.MustParse("20Mi")
+	DefaultProxyMemLimit   = resource.MustParse("64Mi")
+)
+
+// Options are the per-pod settings read from config.trellis.io/*
+// annotations (the namespace's, overridden key by key by the pod's).
+type Options struct {
+	Sidecar   string // SidecarNative or SidecarClassic
+	Redirect  string // RedirectInit or RedirectCNI
+	Resources corev1.ResourceRequirements
+	// Port lists, sorted and without duplicates; nil when not annotated.
+	SkipInboundPorts, SkipOutboundPorts, OpaquePorts []int
+}
+
+// AnnotationError is a malformed annotation: the admission request is
+// denied with its message.
+type AnnotationError struct {
+	Key, Value string
+	Err        error
+}
+
+func (e *AnnotationError) Error() string {
+	v := e.Value
+	if len(v) > 64 {
+		v = v[:64] + "..."
+	}
+	return fmt.Sprintf("annotation %s=%q: %v", e.Key, v, e.Err)
+}
+
+func (e *AnnotationError) Unwrap() error { return e.Err }
+
+// ParseOptions reads every config.trellis.io annotation in ann and reports
+// every malformed one at once, so one denial shows the user all fixes.
+func ParseOptions(ann map[string]string) (Options, error) {
+	var errs []error
+	bad := func(key string, err error) {
+		errs = append(errs, &AnnotationError{Key: key, Value: ann[key], Err: err})
+	}
+	o := Options{Sidecar: SidecarNative, Redirect: RedirectInit}
+
+	switch v, ok := ann[AnnotationSidecarMode]; {
+	case !ok:
+	case v == SidecarNative || v == SidecarClassic:
+		o.Sidecar = v
+	default:
+		bad(AnnotationSidecarMode, errors.New(`must be "native" or "classic"`))
+	}
+	switch v, ok := ann[AnnotationRedirect]; {
+	case !ok:
+	case v == RedirectInit || v == RedirectCNI:
+		o.Redirect = v
+	default:
+		bad(AnnotationRedirect, errors.New(`must be "init" or "cni"`))
+	}
+
+	for _, p := range []struct {
+		key string
+		dst *[]int
+	}{
+		{AnnotationSkipInboundPorts, &o.SkipInboundPorts},
+		{AnnotationSkipOutboundPorts, &o.SkipOutboundPorts},
+		{AnnotationOpaquePorts, &o.OpaquePorts},
+	} {
+		v, ok := ann[p.key]
+		if !ok {
+			continue
+		}
+		ports, err := ParsePorts(v)
+		if err != nil {
+			bad(p.key, err)
+			continue
+		}
+		*p.dst = ports
+	}
+
+	o.Resources = corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    DefaultProxyCPURequest.DeepCopy(),
+			corev1.ResourceMemory: DefaultProxyMemRequest.DeepCopy(),
+		},
+		Limits: corev1.ResourceList{
+			corev1.ResourceMemory: DefaultProxyMemLimit.DeepCopy(),
+		},
+	}
+	resErr := false
+	for _, r := range []struct {
+		key   string
+		list  corev1.ResourceList
+		name  corev1.ResourceName
+		limit bool
+	}{
+		{AnnotationProxyCPURequest, o.Resources.Requests, corev1.ResourceCPU, false},
+		{AnnotationProxyCPULimit, o.Resources.Limits, corev1.ResourceCPU, true},
+		{AnnotationProxyMemRequest, o.Resources.Requests, corev1.ResourceMemory, false},
+		{AnnotationProxyMemLimit, o.Resources.Limits, corev1.ResourceMemory, true},
+	} {
+		v, ok := ann[r.key]
+		if !ok {
+			continue
+		}
+		q, err := ParseQuantity(v, r.limit)
+		if err != nil {
+			bad(r.key, err)
+			resErr = true
+			continue
+		}
+		r.list[r.name] = q
+	}
+	if !resErr {
+		// The API server would reject request > limit too, but naming
+		// our annotations tells the user which knob to turn.
+		for _, r := range []struct {
+			name         corev1.ResourceName
+			reqKey, limK string
+		}{
+			{corev1.ResourceCPU, AnnotationProxyCPURequest, AnnotationProxyCPULimit},
+			{corev1.ResourceMemory, AnnotationProxyMemRequest, AnnotationProxyMemLimit},
+		} {
+			req, okR := o.Resources.Requests[r.name]
+			lim, okL := o.Resources.Limits[r.name]
+			if okR && okL && req.Cmp(lim) > 0 {
+				errs = append(errs, fmt.Errorf("proxy %s request %s exceeds its limit %s (set %s or %s)",
+					r.name, req.String(), lim.String(), r.reqKey, r.limK))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return Options{}, errors.Join(errs...)
+	}
+	return o, nil
+}
+
+// ParsePorts parses a comma-separated list of TCP ports ("80, 443,8080")
+// into sorted, distinct ports. Empty entries and anything outside 1-65535
+// are errors: a typo must not silently leave a port redirected.
+func ParsePorts(s string) ([]int, error) {
+	if strings.TrimSpace(s) == "" {
+		return []int{}, nil
+	}
+	fields := strings.Split(s, ",")
+	out := make([]int, 0, len(fields))
+	for _, f := range fields {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			return nil, errors.New("empty entry in port list")
+		}
+		n, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || n == 0 {
+			if len(f) > 16 {
+				f = f[:16] + "..."
+			}
+			return nil, fmt.Errorf("%q is not a port (1-65535)", f)
+		}
+		out = append(out, int(n))
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// FormatPorts is the inverse of ParsePorts: "80,443".
+func FormatPorts(ports []int) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ",")
+}
+
+// ParseQuantity parses a Kubernetes quantity ("100m", "64Mi"); negative
+// values are errors, and so is zero for a limit (a container that may use
+// nothing never starts).
+func ParseQuantity(s string, limit bool) (resource.Quantity, error) {
+	q, err := resource.ParseQuantity(strings.TrimSpace(s))
+	if err != nil {
+		return resource.Quantity{}, fmt.Errorf("not a quantity (like 100m, 64Mi): %w", err)
+	}
+	switch {
+	case q.Sign() < 0:
+		return resource.Quantity{}, errors.New("must not be negative")
+	case limit && q.Sign() == 0:
+		return resource.Quantity{}, errors.New("a limit must be greater than zero")
+	}
+	return q, nil
+}

@@ -1,0 +1,148 @@
+// Package injector adds the Trellis proxy to pods: the pure mutation of a
+// pod (Injector.Mutate), the RFC 6902 JSON patch between two objects
+// (Diff), and the admission webhook that serves both to the API server
+// (NewHandler). `trellis inject` applies the same mutation offline.
+//
+// The names, ports and environment it writes are the ones in
+// notes/k8s-contract.md and docs/injection.md; change them there first.
+package injector
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/trellis-mesh/trellis/internal/version"
+)
+
+// Annotations and labels read or written by the injector.
+const (
+	AnnotationInject       = "trellis.io/inject"
+	AnnotationProxyVersion = "trellis.io/proxy-version"
+	LabelProxied           = "trellis.io/proxied"
+
+	AnnotationSidecarMode       = "config.trellis.io/sidecar-mode"
+	AnnotationRedirect          = "config.trellis.io/redirect"
+	AnnotationProxyCPURequest   = "config.trellis.io/proxy-cpu-request"
+	AnnotationProxyCPULimit     = "config.trellis.io/proxy-cpu-limit"
+	AnnotationProxyMemRequest   = "config.trellis.io/proxy-memory-request"
+	AnnotationProxyMemLimit     = "config.trellis.io/proxy-memory-limit"
+	AnnotationSkipInboundPorts  = "config.trellis.io/skip-inbound-ports"
+	AnnotationSkipOutboundPorts = "config.trellis.io/skip-outbound-ports"
+	AnnotationOpaquePorts       = "config.trellis.io/opaque-ports"
+
+	// AnnotationTrustAnchors holds the bootstrap trust bundle when
+	// Config.TrustAnchorsPEM is set (see there).
+	AnnotationTrustAnchors = "trellis.io/trust-anchors"
+)
+
+// Values of the annotations above.
+const (
+	InjectEnabled  = "enabled"
+	InjectDisabled = "disabled"
+
+	SidecarNative  = "native"
+	SidecarClassic = "classic"
+
+	RedirectInit = "init"
+	RedirectCNI  = "cni"
+)
+
+// Names of what the injector adds to a pod.
+const (
+	ProxyContainerName = "trellis-proxy"
+	InitContainerName  = "trellis-init"
+	TokenVolumeName    = "trellis-token"
+	AnchorsVolumeName  = "trellis-trust-anchors"
+	// XtablesVolumeName is an emptyDir on /run for iptables' lock file,
+	// so trellis-init can keep a read-only root filesystem.
+	XtablesVolumeName = "trellis-xtables-lock"
+
+	TokenAudience   = "identity.trellis.io"
+	TokenMountPath  = "/var/run/secrets/trellis.io/token"
+	TokenPath       = TokenMountPath + "/token"
+	TokenExpiration = int64(3600)
+
+	AnchorsConfigMap = "trellis-trust-anchors"
+	AnchorsKey       = "ca-bundle.crt"
+	AnchorsMountPath = "/var/run/trellis/anchors"
+	AnchorsPath      = AnchorsMountPath + "/" + AnchorsKey
+
+	ProxyUID     = int64(2102)
+	InboundPort  = 4143
+	OutboundPort = 4140
+	AdminPort    = 4191
+)
+
+// Namespaces never injected, whatever their annotations say.
+const (
+	KubeSystemNamespace   = "kube-system"
+	ControlPlaneNamespace = "trellis-system"
+)
+
+// Config is what the injector needs to know about the installation. The
+// zero value is the default install of notes/k8s-contract.md.
+type Config struct {
+	// Version goes into the trellis.io/proxy-version annotation and the
+	// default image tags. Default: internal/version.Version.
+	Version string
+	// ProxyImage and InitImage default to trellis/proxy:<Version> and
+	// trellis/init:<Version>.
+	ProxyImage, InitImage string
+	// ImagePullPolicy of the added containers. Default IfNotPresent.
+	ImagePullPolicy corev1.PullPolicy
+	// TrustDomain of workload identities. Default cluster.local.
+	TrustDomain string
+	// ControllerAddr is the controller's gRPC address. Default
+	// trellis-controller.trellis-system.svc.cluster.local:8086.
+	ControllerAddr string
+	// ControllerIdentity is the identity the controller must prove.
+	// Default spiffe://<TrustDomain>/ns/trellis-system/sa/trellis-controller.
+	ControllerIdentity string
+	// TrustAnchorsPEM, when set, is written into the pod's
+	// trellis.io/trust-anchors annotation and the trellis-trust-anchors
+	// volume becomes a downward-API file of it. A ConfigMap volume (the
+	// default) can only name a ConfigMap in the pod's own namespace, so
+	// without this the trellis-trust-anchors ConfigMap must exist in
+	// every injected namespace.
+	TrustAnchorsPEM string
+
+	// NamespaceAnnotations looks up a namespace's annotations for the
+	// webhook (nil: pods' own annotations only). An error fails the
+	// admission request rather than guessing.
+	NamespaceAnnotations func(ctx context.Context, namespace string) (map[string]string, error)
+	// Registerer gets trellis_injector_requests_total (nil: not exported).
+	Registerer prometheus.Registerer
+	// Logger for admission decisions (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Version == "" {
+		c.Version = version.Version
+	}
+	if c.ProxyImage == "" {
+		c.ProxyImage = "trellis/proxy:" + c.Version
+	}
+	if c.InitImage == "" {
+		c.InitImage = "trellis/init:" + c.Version
+	}
+	if c.ImagePullPolicy == "" {
+		c.ImagePullPolicy = corev1.PullIfNotPresent
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = "cluster.local"
+	}
+	if c.ControllerAddr == "" {
+		c.ControllerAddr = "trellis-controller." + ControlPlaneNamespace + ".svc.cluster.local:8086"
+	}
+	if c.ControllerIdentity == "" {
+		c.ControllerIdentity = "spiffe://" + c.TrustDomain + "/ns/" + ControlPlaneNamespace + "/sa/trellis-controller"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}

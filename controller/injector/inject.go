@@ -1,0 +1,301 @@
+package injector
+
+import (
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Injector mutates pods. It holds only its configuration and is safe for
+// concurrent use.
+type Injector struct{ cfg Config }
+
+// New returns an Injector with cfg's defaults filled in.
+func New(cfg Config) *Injector { return &Injector{cfg: cfg.withDefaults()} }
+
+// Config returns the configuration with defaults filled in.
+func (in *Injector) Config() Config { return in.cfg }
+
+// Result is the outcome of Mutate.
+type Result struct {
+	// Pod is a mutated deep copy when Injected, else an unchanged copy.
+	Pod      *corev1.Pod
+	Injected bool
+	// Reason says why the pod was or was not injected, for logs.
+	Reason string
+	// Warnings are shown to the user (admission warnings, stderr of
+	// `trellis inject`).
+	Warnings []string
+}
+
+// Mutate decides whether pod, created in namespace (whose annotations are
+// nsAnnotations), gets the proxy and adds it. The input is not modified.
+// An error means malformed annotations or a conflicting pod: the request
+// must be denied with its message.
+func (in *Injector) Mutate(pod *corev1.Pod, namespace string, nsAnnotations map[string]string) (Result, error) {
+	out := pod.DeepCopy()
+	res := Result{Pod: out}
+	if namespace == "" {
+		namespace = out.Namespace
+	}
+	if namespace == KubeSystemNamespace || namespace == ControlPlaneNamespace {
+		res.Reason = "namespace " + namespace + " is never injected"
+		return res, nil
+	}
+	if hasContainer(out, ProxyContainerName) || hasContainer(out, InitContainerName) {
+		res.Reason = "already injected"
+		return res, nil
+	}
+	v, from := out.Annotations[AnnotationInject], "pod"
+	if _, ok := out.Annotations[AnnotationInject]; !ok {
+		v, from = nsAnnotations[AnnotationInject], "namespace"
+		if _, ok := nsAnnotations[AnnotationInject]; !ok {
+			res.Reason = "no " + AnnotationInject + " annotation on pod or namespace"
+			return res, nil
+		}
+	}
+	switch v {
+	case InjectEnabled:
+	case InjectDisabled:
+		res.Reason = AnnotationInject + " is disabled on the " + from
+		return res, nil
+	default:
+		return res, &AnnotationError{Key: AnnotationInject, Value: v,
+			Err: fmt.Errorf(`must be "enabled" or "disabled" (on the %s)`, from)}
+	}
+	if out.Spec.HostNetwork {
+		// Redirecting in the host's network namespace would capture the
+		// whole node's traffic.
+		res.Reason = "host-network pod"
+		res.Warnings = append(res.Warnings, "trellis: pod uses the host network and is not injected")
+		return res, nil
+	}
+
+	// Namespace settings are defaults; the pod's own annotations win key
+	// by key.
+	merged := map[string]string{}
+	for _, src := range []map[string]string{nsAnnotations, out.Annotations} {
+		for k, val := range src {
+			if strings.HasPrefix(k, "config.trellis.io/") {
+				merged[k] = val
+			}
+		}
+	}
+	opts, err := ParseOptions(merged)
+	if err != nil {
+		return res, err
+	}
+	for _, name := range []string{TokenVolumeName, AnchorsVolumeName, XtablesVolumeName} {
+		for _, vol := range out.Spec.Volumes {
+			if vol.Name == name {
+				return res, fmt.Errorf("pod already has a volume named %q, which the proxy needs", name)
+			}
+		}
+	}
+
+	in.apply(out, opts)
+	res.Injected = true
+	res.Reason = fmt.Sprintf("injected (%s sidecar, %s redirection)", opts.Sidecar, opts.Redirect)
+	if opts.Sidecar == SidecarClassic && len(pod.Spec.InitContainers) > 0 && opts.Redirect == RedirectInit {
+		res.Warnings = append(res.Warnings, "trellis: classic sidecar mode: the pod's init containers run before the proxy, so their outbound TCP connections fail unless their ports are in "+AnnotationSkipOutboundPorts)
+	}
+	return res, nil
+}
+
+func hasContainer(pod *corev1.Pod, name string) bool {
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (in *Injector) apply(pod *corev1.Pod, opts Options) {
+	cfg := in.cfg
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	if pod.Labels == nil {
+		pod.Labels = map[string]string{}
+	}
+	pod.Annotations[AnnotationProxyVersion] = cfg.Version
+	pod.Labels[LabelProxied] = "true"
+	if cfg.TrustAnchorsPEM != "" {
+		pod.Annotations[AnnotationTrustAnchors] = cfg.TrustAnchorsPEM
+	}
+
+	skipIn := mergePorts([]int{InboundPort, AdminPort}, opts.SkipInboundPorts)
+	if opts.Redirect == RedirectCNI {
+		// The CNI plugin reads only the pod: record the effective
+		// settings there when they came from the namespace.
+		pod.Annotations[AnnotationRedirect] = RedirectCNI
+		if opts.SkipInboundPorts != nil {
+			pod.Annotations[AnnotationSkipInboundPorts] = FormatPorts(opts.SkipInboundPorts)
+		}
+		if opts.SkipOutboundPorts != nil {
+			pod.Annotations[AnnotationSkipOutboundPorts] = FormatPorts(opts.SkipOutboundPorts)
+		}
+	}
+
+	proxy := in.proxyContainer(opts)
+	var inits []corev1.Container
+	if opts.Redirect == RedirectInit {
+		inits = append(inits, in.initContainer(skipIn, opts.SkipOutboundPorts))
+	}
+	if opts.Sidecar == SidecarNative {
+		always := corev1.ContainerRestartPolicyAlways
+		proxy.RestartPolicy = &always
+		inits = append(inits, proxy)
+	} else {
+		pod.Spec.Containers = append([]corev1.Container{proxy}, pod.Spec.Containers...)
+	}
+	if len(inits) > 0 {
+		pod.Spec.InitContainers = append(inits, pod.Spec.InitContainers...)
+	}
+
+	pod.Spec.Volumes = append(pod.Spec.Volumes, in.volumes(opts)...)
+}
+
+func mergePorts(base, extra []int) []int {
+	all := append(append([]int{}, base...), extra...)
+	ports, _ := ParsePorts(FormatPorts(all)) // sorts and dedups; inputs are valid ports
+	return ports
+}
+
+func (in *Injector) proxyContainer(opts Options) corev1.Container {
+	cfg := in.cfg
+	fieldEnv := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path}}}
+	}
+	env := []corev1.EnvVar{
+		// Downward-API values first: $(VAR) references below only
+		// expand variables defined earlier in the list.
+		fieldEnv("TRELLIS_POD_NAMESPACE", "metadata.namespace"),
+		fieldEnv("TRELLIS_POD_SA", "spec.serviceAccountName"),
+		fieldEnv("TRELLIS_POD_NAME", "metadata.name"),
+		{Name: "TRELLIS_PROXY_MODE", Value: "transparent"},
+		{Name: "TRELLIS_PROXY_OUTBOUND_ADDR", Value: fmt.Sprintf("127.0.0.1:%d", OutboundPort)},
+		{Name: "TRELLIS_PROXY_INBOUND_ADDR", Value: fmt.Sprintf("0.0.0.0:%d", InboundPort)},
+		{Name: "TRELLIS_PROXY_ADMIN_ADDR", Value: fmt.Sprintf("0.0.0.0:%d", AdminPort)},
+		{Name: "TRELLIS_PROXY_CONTROLLER_ADDR", Value: cfg.ControllerAddr},
+		{Name: "TRELLIS_PROXY_CONTROLLER_IDENTITY", Value: cfg.ControllerIdentity},
+		{Name: "TRELLIS_PROXY_IDENTITY", Value: "spiffe://" + cfg.TrustDomain + "/ns/$(TRELLIS_POD_NAMESPACE)/sa/$(TRELLIS_POD_SA)"},
+		{Name: "TRELLIS_PROXY_TOKEN_FILE", Value: TokenPath},
+		{Name: "TRELLIS_PROXY_TRUST_ANCHORS", Value: AnchorsPath},
+		{Name: "TRELLIS_PROXY_WORKLOAD", Value: "$(TRELLIS_POD_NAME)"},
+	}
+	if opts.OpaquePorts != nil {
+		env = append(env, corev1.EnvVar{Name: "TRELLIS_PROXY_OPAQUE_PORTS", Value: FormatPorts(opts.OpaquePorts)})
+	}
+	probe := func(path string, period, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: path, Port: intstr.FromInt32(AdminPort)}},
+			PeriodSeconds: period, FailureThreshold: failures, TimeoutSeconds: 1,
+		}
+	}
+	return corev1.Container{
+		Name:            ProxyContainerName,
+		Image:           cfg.ProxyImage,
+		ImagePullPolicy: cfg.ImagePullPolicy,
+		Ports: []corev1.ContainerPort{
+			{Name: "trellis-proxy", ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP},
+			{Name: "trellis-admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+		},
+		Env:       env,
+		Resources: opts.Resources,
+		// The startup probe is what holds the app back in native mode:
+		// the kubelet starts the next container only once it passes.
+		// Up to 2 minutes for the first certificate.
+		StartupProbe:   probe("/ready", 1, 120),
+		ReadinessProbe: probe("/ready", 5, 3),
+		LivenessProbe:  probe("/live", 10, 3),
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: TokenVolumeName, MountPath: TokenMountPath, ReadOnly: true},
+			{Name: AnchorsVolumeName, MountPath: AnchorsMountPath, ReadOnly: true},
+		},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                ptr(ProxyUID),
+			RunAsNonRoot:             ptr(true),
+			ReadOnlyRootFilesystem:   ptr(true),
+			AllowPrivilegeEscalation: ptr(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+func (in *Injector) initContainer(skipIn, skipOut []int) corev1.Container {
+	args := []string{
+		"--proxy-uid", fmt.Sprint(ProxyUID),
+		"--inbound-port", fmt.Sprint(InboundPort),
+		"--outbound-port", fmt.Sprint(OutboundPort),
+		"--skip-inbound-ports", FormatPorts(skipIn),
+	}
+	if len(skipOut) > 0 {
+		args = append(args, "--skip-outbound-ports", FormatPorts(skipOut))
+	}
+	return corev1.Container{
+		Name:            InitContainerName,
+		Image:           in.cfg.InitImage,
+		ImagePullPolicy: in.cfg.ImagePullPolicy,
+		Command:         []string{"/trellis-init"},
+		Args:            args,
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    DefaultProxyCPURequest.DeepCopy(),
+				corev1.ResourceMemory: DefaultProxyMemRequest.DeepCopy(),
+			},
+			Limits: corev1.ResourceList{corev1.ResourceMemory: DefaultProxyMemLimit.DeepCopy()},
+		},
+		VolumeMounts: []corev1.VolumeMount{{Name: XtablesVolumeName, MountPath: "/run"}},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                ptr(int64(0)),
+			RunAsNonRoot:             ptr(false),
+			Privileged:               ptr(false),
+			AllowPrivilegeEscalation: ptr(false),
+			ReadOnlyRootFilesystem:   ptr(true),
+			Capabilities: &corev1.Capabilities{
+				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
+				Drop: []corev1.Capability{"ALL"},
+			},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+func (in *Injector) volumes(opts Options) []corev1.Volume {
+	anchors := corev1.Volume{Name: AnchorsVolumeName, VolumeSource: corev1.VolumeSource{
+		ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: AnchorsConfigMap},
+			Items:                []corev1.KeyToPath{{Key: AnchorsKey, Path: AnchorsKey}},
+		}}}
+	if in.cfg.TrustAnchorsPEM != "" {
+		anchors.VolumeSource = corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+			Items: []corev1.DownwardAPIVolumeFile{{
+				Path:     AnchorsKey,
+				FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.annotations['" + AnnotationTrustAnchors + "']"},
+			}}}}
+	}
+	vols := []corev1.Volume{
+		{Name: TokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+				Audience: TokenAudience, ExpirationSeconds: ptr(TokenExpiration), Path: "token",
+			}}}}}},
+		anchors,
+	}
+	if opts.Redirect == RedirectInit {
+		vols = append(vols, corev1.Volume{Name: XtablesVolumeName, VolumeSource: corev1.VolumeSource{
+			EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	}
+	return vols
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,374 @@
+package injector
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func testPod(ann map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "shop", Annotations: ann},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: "web",
+			InitContainers:     []corev1.Container{{Name: "migrate", Image: "migrate:1"}},
+			Containers:         []corev1.Container{{Name: "app", Image: "web:1"}},
+			Volumes:            []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+		},
+	}
+}
+
+func names(cs []corev1.Container) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+func envOf(c corev1.Container) map[string]string {
+	m := map[string]string{}
+	for _, e := range c.Env {
+		v := e.Value
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			v = "field:" + e.ValueFrom.FieldRef.FieldPath
+		}
+		m[e.Name] = v
+	}
+	return m
+}
+
+func findContainer(pod *corev1.Pod, name string) (corev1.Container, bool) {
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name == name {
+				return c, true
+			}
+		}
+	}
+	return corev1.Container{}, false
+}
+
+func TestMutateDecision(t *testing.T) {
+	en := map[string]string{AnnotationInject: InjectEnabled}
+	dis := map[string]string{AnnotationInject: InjectDisabled}
+	tests := []struct {
+		name     string
+		ns       string
+		podAnn   map[string]string
+		nsAnn    map[string]string
+		host     bool
+		want     bool
+		reason   string // substring
+		wantWarn bool
+	}{
+		{name: "no annotation", ns: "shop", reason: "no trellis.io/inject"},
+		{name: "namespace enabled", ns: "shop", nsAnn: en, want: true},
+		{name: "pod enabled", ns: "shop", podAnn: en, want: true},
+		{name: "pod disabled wins over namespace", ns: "shop", podAnn: dis, nsAnn: en, reason: "disabled on the pod"},
+		{name: "pod enabled wins over namespace", ns: "shop", podAnn: en, nsAnn: dis, want: true},
+		{name: "namespace disabled", ns: "shop", nsAnn: dis, reason: "disabled on the namespace"},
+		{name: "kube-system skipped", ns: "kube-system", podAnn: en, nsAnn: en, reason: "never injected"},
+		{name: "trellis-system skipped", ns: "trellis-system", podAnn: en, reason: "never injected"},
+		{name: "host network skipped with warning", ns: "shop", podAnn: en, host: true, reason: "host-network", wantWarn: true},
+	}
+	inj := New(Config{Version: "v9"})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := testPod(tt.podAnn)
+			pod.Spec.HostNetwork = tt.host
+			before := pod.DeepCopy()
+			res, err := inj.Mutate(pod, tt.ns, tt.nsAnn)
+			if err != nil {
+				t.Fatalf("Mutate: %v", err)
+			}
+			if !reflect.DeepEqual(pod, before) {
+				t.Error("Mutate modified its input")
+			}
+			if res.Injected != tt.want {
+				t.Fatalf("Injected = %v (%s), want %v", res.Injected, res.Reason, tt.want)
+			}
+			if !strings.Contains(res.Reason, tt.reason) {
+				t.Errorf("Reason = %q, want it to contain %q", res.Reason, tt.reason)
+			}
+			if (len(res.Warnings) > 0) != tt.wantWarn {
+				t.Errorf("Warnings = %q", res.Warnings)
+			}
+			_, has := findContainer(res.Pod, ProxyContainerName)
+			if has != tt.want {
+				t.Errorf("proxy container present = %v, want %v", has, tt.want)
+			}
+			if !tt.want && !reflect.DeepEqual(res.Pod, before) {
+				t.Error("pod changed although not injected")
+			}
+		})
+	}
+}
+
+func TestMutateIdempotent(t *testing.T) {
+	inj := New(Config{})
+	for _, mode := range []string{SidecarNative, SidecarClassic} {
+		for _, redirect := range []string{RedirectInit, RedirectCNI} {
+			pod := testPod(map[string]string{AnnotationInject: InjectEnabled, AnnotationSidecarMode: mode, AnnotationRedirect: redirect})
+			first, err := inj.Mutate(pod, "shop", nil)
+			if err != nil || !first.Injected {
+				t.Fatalf("%s/%s first: %v %v", mode, redirect, first.Injected, err)
+			}
+			second, err := inj.Mutate(first.Pod, "shop", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if second.Injected || second.Reason != "already injected" {
+				t.Errorf("%s/%s second: injected=%v reason=%q", mode, redirect, second.Injected, second.Reason)
+			}
+			if !reflect.DeepEqual(second.Pod, first.Pod) {
+				t.Errorf("%s/%s: second injection changed the pod", mode, redirect)
+			}
+		}
+	}
+}
+
+func TestMutateNative(t *testing.T) {
+	inj := New(Config{Version: "v1.2.3"})
+	res, err := inj.Mutate(testPod(map[string]string{AnnotationInject: InjectEnabled}), "shop", nil)
+	if err != nil || !res.Injected {
+		t.Fatalf("Mutate: %v %v", res.Injected, err)
+	}
+	pod := res.Pod
+	if got, want := names(pod.Spec.InitContainers), []string{"trellis-init", "trellis-proxy", "migrate"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("init containers %v, want %v", got, want)
+	}
+	if got, want := names(pod.Spec.Containers), []string{"app"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("containers %v, want %v", got, want)
+	}
+	proxy := pod.Spec.InitContainers[1]
+	if proxy.RestartPolicy == nil || *proxy.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Error("native proxy lacks restartPolicy Always")
+	}
+	if proxy.StartupProbe == nil || proxy.StartupProbe.HTTPGet == nil || proxy.StartupProbe.HTTPGet.Path != "/ready" || proxy.StartupProbe.HTTPGet.Port.IntValue() != 4191 {
+		t.Errorf("startup probe %+v", proxy.StartupProbe)
+	}
+	if proxy.ReadinessProbe == nil || proxy.ReadinessProbe.HTTPGet.Path != "/ready" || proxy.LivenessProbe == nil || proxy.LivenessProbe.HTTPGet.Path != "/live" {
+		t.Error("readiness or liveness probe wrong")
+	}
+	if proxy.Image != "trellis/proxy:v1.2.3" || pod.Spec.InitContainers[0].Image != "trellis/init:v1.2.3" {
+		t.Errorf("images %q %q", proxy.Image, pod.Spec.InitContainers[0].Image)
+	}
+	sc := proxy.SecurityContext
+	if *sc.RunAsUser != 2102 || !*sc.RunAsNonRoot || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation || len(sc.Capabilities.Add) != 0 {
+		t.Errorf("proxy security context %+v", sc)
+	}
+	env := envOf(proxy)
+	wantEnv := map[string]string{
+		"TRELLIS_POD_NAMESPACE":             "field:metadata.namespace",
+		"TRELLIS_POD_SA":                    "field:spec.serviceAccountName",
+		"TRELLIS_POD_NAME":                  "field:metadata.name",
+		"TRELLIS_PROXY_MODE":                "transparent",
+		"TRELLIS_PROXY_OUTBOUND_ADDR":       "127.0.0.1:4140",
+		"TRELLIS_PROXY_INBOUND_ADDR":        "0.0.0.0:4143",
+		"TRELLIS_PROXY_ADMIN_ADDR":          "0.0.0.0:4191",
+		"TRELLIS_PROXY_CONTROLLER_ADDR":     "trellis-controller.trellis-system.svc.cluster.local:8086",
+		"TRELLIS_PROXY_CONTROLLER_IDENTITY": "spiffe://cluster.local/ns/trellis-system/sa/trellis-controller",
+		"TRELLIS_PROXY_IDENTITY":            "spiffe://cluster.local/ns/$(TRELLIS_POD_NAMESPACE)/sa/$(TRELLIS_POD_SA)",
+		"TRELLIS_PROXY_TOKEN_FILE":          "/var/run/secrets/trellis.io/token/token",
+		"TRELLIS_PROXY_TRUST_ANCHORS":       "/var/run/trellis/anchors/ca-bundle.crt",
+		"TRELLIS_PROXY_WORKLOAD":            "$(TRELLIS_POD_NAME)",
+	}
+	if !reflect.DeepEqual(env, wantEnv) {
+		t.Errorf("proxy env\n got %v\nwant %v", env, wantEnv)
+	}
+	// $(VAR) only expands variables defined earlier.
+	pos := map[string]int{}
+	for i, e := range proxy.Env {
+		pos[e.Name] = i
+	}
+	if pos["TRELLIS_PROXY_IDENTITY"] < pos["TRELLIS_POD_SA"] || pos["TRELLIS_PROXY_WORKLOAD"] < pos["TRELLIS_POD_NAME"] {
+		t.Error("dependent env vars come before their sources")
+	}
+	res1 := proxy.Resources
+	if res1.Requests.Cpu().String() != "10m" || res1.Requests.Memory().String() != "20Mi" || res1.Limits.Memory().String() != "64Mi" {
+		t.Errorf("default resources %v", res1)
+	}
+	if _, ok := res1.Limits[corev1.ResourceCPU]; ok {
+		t.Error("default CPU limit set")
+	}
+
+	initC := pod.Spec.InitContainers[0]
+	wantArgs := []string{"--proxy-uid", "2102", "--inbound-port", "4143", "--outbound-port", "4140", "--skip-inbound-ports", "4143,4191"}
+	if !reflect.DeepEqual(initC.Args, wantArgs) {
+		t.Errorf("init args %q, want %q", initC.Args, wantArgs)
+	}
+	isc := initC.SecurityContext
+	if !reflect.DeepEqual(isc.Capabilities.Add, []corev1.Capability{"NET_ADMIN", "NET_RAW"}) || *isc.RunAsUser != 0 || *isc.RunAsNonRoot || *isc.Privileged {
+		t.Errorf("init security context %+v", isc)
+	}
+
+	vols := map[string]corev1.Volume{}
+	for _, v := range pod.Spec.Volumes {
+		vols[v.Name] = v
+	}
+	tok := vols[TokenVolumeName].Projected
+	if tok == nil || tok.Sources[0].ServiceAccountToken.Audience != "identity.trellis.io" || *tok.Sources[0].ServiceAccountToken.ExpirationSeconds != 3600 {
+		t.Errorf("token volume %+v", vols[TokenVolumeName])
+	}
+	if cm := vols[AnchorsVolumeName].ConfigMap; cm == nil || cm.Name != "trellis-trust-anchors" || cm.Items[0].Key != "ca-bundle.crt" {
+		t.Errorf("anchors volume %+v", vols[AnchorsVolumeName])
+	}
+	if _, ok := vols["data"]; !ok || vols[XtablesVolumeName].EmptyDir == nil {
+		t.Errorf("volumes %v", vols)
+	}
+	if pod.Annotations[AnnotationProxyVersion] != "v1.2.3" || pod.Labels[LabelProxied] != "true" {
+		t.Errorf("metadata %v %v", pod.Annotations, pod.Labels)
+	}
+	if pod.Spec.AutomountServiceAccountToken != nil {
+		t.Error("automountServiceAccountToken touched")
+	}
+}
+
+func TestMutateClassicAndCNI(t *testing.T) {
+	inj := New(Config{})
+	classic, err := inj.Mutate(testPod(map[string]string{AnnotationInject: InjectEnabled, AnnotationSidecarMode: SidecarClassic}), "shop", nil)
+	if err != nil || !classic.Injected {
+		t.Fatal(err)
+	}
+	if got := names(classic.Pod.Spec.Containers); !reflect.DeepEqual(got, []string{"trellis-proxy", "app"}) {
+		t.Errorf("classic containers %v", got)
+	}
+	if got := names(classic.Pod.Spec.InitContainers); !reflect.DeepEqual(got, []string{"trellis-init", "migrate"}) {
+		t.Errorf("classic init containers %v", got)
+	}
+	if classic.Pod.Spec.Containers[0].RestartPolicy != nil {
+		t.Error("classic proxy has a container restartPolicy")
+	}
+	if len(classic.Warnings) == 0 {
+		t.Error("no warning about init containers in classic mode")
+	}
+
+	// CNI mode from the namespace: no trellis-init, the settings the
+	// plugin needs recorded on the pod.
+	nsAnn := map[string]string{AnnotationInject: InjectEnabled, AnnotationRedirect: RedirectCNI, AnnotationSkipOutboundPorts: "5432, 3306"}
+	cni, err := inj.Mutate(testPod(nil), "shop", nsAnn)
+	if err != nil || !cni.Injected {
+		t.Fatal(err)
+	}
+	if got := names(cni.Pod.Spec.InitContainers); !reflect.DeepEqual(got, []string{"trellis-proxy", "migrate"}) {
+		t.Errorf("cni init containers %v", got)
+	}
+	for _, v := range cni.Pod.Spec.Volumes {
+		if v.Name == XtablesVolumeName {
+			t.Error("cni mode has the xtables volume")
+		}
+	}
+	if a := cni.Pod.Annotations; a[AnnotationRedirect] != "cni" || a[AnnotationSkipOutboundPorts] != "3306,5432" {
+		t.Errorf("cni annotations %v", a)
+	}
+}
+
+func TestMutateOptions(t *testing.T) {
+	inj := New(Config{TrustAnchorsPEM: "-----BEGIN CERTIFICATE-----\n"})
+	nsAnn := map[string]string{
+		AnnotationInject:           InjectEnabled,
+		AnnotationProxyMemLimit:    "32Mi", // overridden by the pod
+		AnnotationSkipInboundPorts: "9000",
+	}
+	podAnn := map[string]string{
+		AnnotationProxyCPURequest:   "100m",
+		AnnotationProxyCPULimit:     "1",
+		AnnotationProxyMemRequest:   "50Mi",
+		AnnotationProxyMemLimit:     "128Mi",
+		AnnotationSkipInboundPorts:  "8081,22, 8081",
+		AnnotationSkipOutboundPorts: "443",
+		AnnotationOpaquePorts:       "5432,6379",
+	}
+	res, err := inj.Mutate(testPod(podAnn), "shop", nsAnn)
+	if err != nil || !res.Injected {
+		t.Fatal(err)
+	}
+	proxy, _ := findContainer(res.Pod, ProxyContainerName)
+	r := proxy.Resources
+	if r.Requests.Cpu().Cmp(resource.MustParse("100m")) != 0 || r.Limits.Cpu().Cmp(resource.MustParse("1")) != 0 ||
+		r.Requests.Memory().Cmp(resource.MustParse("50Mi")) != 0 || r.Limits.Memory().Cmp(resource.MustParse("128Mi")) != 0 {
+		t.Errorf("resources %v", r)
+	}
+	if got := envOf(proxy)["TRELLIS_PROXY_OPAQUE_PORTS"]; got != "5432,6379" {
+		t.Errorf("opaque ports env %q", got)
+	}
+	initC, _ := findContainer(res.Pod, InitContainerName)
+	want := []string{"--proxy-uid", "2102", "--inbound-port", "4143", "--outbound-port", "4140",
+		"--skip-inbound-ports", "22,4143,4191,8081", "--skip-outbound-ports", "443"}
+	if !reflect.DeepEqual(initC.Args, want) {
+		t.Errorf("init args %q\nwant %q", initC.Args, want)
+	}
+	if res.Pod.Annotations[AnnotationTrustAnchors] != "-----BEGIN CERTIFICATE-----\n" {
+		t.Error("trust anchors annotation missing")
+	}
+	for _, v := range res.Pod.Spec.Volumes {
+		if v.Name == AnchorsVolumeName && (v.DownwardAPI == nil || v.DownwardAPI.Items[0].FieldRef.FieldPath != "metadata.annotations['trellis.io/trust-anchors']") {
+			t.Errorf("anchors volume %+v", v)
+		}
+	}
+}
+
+func TestMutateDenied(t *testing.T) {
+	tests := []struct {
+		name   string
+		podAnn map[string]string
+		nsAnn  map[string]string
+		want   []string // substrings of the error
+	}{
+		{"bad inject value", map[string]string{AnnotationInject: "yes"}, nil, []string{"trellis.io/inject", `"enabled" or "disabled"`}},
+		{"bad inject value on namespace", nil, map[string]string{AnnotationInject: "true"}, []string{"on the namespace"}},
+		{"unknown sidecar mode", map[string]string{AnnotationSidecarMode: "sidecar"}, nil, []string{AnnotationSidecarMode, `"native" or "classic"`}},
+		{"unknown redirect", map[string]string{AnnotationRedirect: "ebpf"}, nil, []string{AnnotationRedirect}},
+		{"bad port", map[string]string{AnnotationSkipInboundPorts: "80,http"}, nil, []string{AnnotationSkipInboundPorts, `"http" is not a port`}},
+		{"port out of range", map[string]string{AnnotationOpaquePorts: "70000"}, nil, []string{AnnotationOpaquePorts}},
+		{"empty port entry", map[string]string{AnnotationSkipOutboundPorts: "80,,81"}, nil, []string{"empty entry"}},
+		{"bad quantity", map[string]string{AnnotationProxyMemLimit: "lots"}, nil, []string{AnnotationProxyMemLimit, "not a quantity"}},
+		{"negative quantity", map[string]string{AnnotationProxyCPURequest: "-1"}, nil, []string{"negative"}},
+		{"zero limit", map[string]string{AnnotationProxyMemLimit: "0"}, nil, []string{"greater than zero"}},
+		{"request above limit", map[string]string{AnnotationProxyMemRequest: "100Mi"}, nil, []string{"memory request 100Mi exceeds its limit 64Mi"}},
+		{"bad namespace setting", nil, map[string]string{AnnotationSidecarMode: "x"}, []string{AnnotationSidecarMode}},
+		{"all errors at once", map[string]string{AnnotationSidecarMode: "x", AnnotationOpaquePorts: "0"}, nil, []string{AnnotationSidecarMode, AnnotationOpaquePorts}},
+	}
+	inj := New(Config{})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ann := map[string]string{}
+			nsAnn := map[string]string{}
+			if _, ok := tt.nsAnn[AnnotationInject]; !ok {
+				ann[AnnotationInject] = InjectEnabled
+			}
+			for k, v := range tt.podAnn {
+				ann[k] = v
+			}
+			for k, v := range tt.nsAnn {
+				nsAnn[k] = v
+			}
+			res, err := inj.Mutate(testPod(ann), "shop", nsAnn)
+			if err == nil {
+				t.Fatalf("no error; injected=%v", res.Injected)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+
+	// Malformed settings do not matter for pods that are not injected.
+	res, err := inj.Mutate(testPod(map[string]string{AnnotationSidecarMode: "x"}), "shop", nil)
+	if err != nil || res.Injected {
+		t.Errorf("not opted in: %v %v", res.Injected, err)
+	}
+	// A volume name of ours already taken.
+	pod := testPod(map[string]string{AnnotationInject: InjectEnabled})
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: TokenVolumeName})
+	if _, err := inj.Mutate(pod, "shop", nil); err == nil || !strings.Contains(err.Error(), "trellis-token") {
+		t.Errorf("volume conflict: %v", err)
+	}
+}
