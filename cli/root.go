@@ -5,6 +5,7 @@ package cli
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/trellis-mesh/trellis/cli/checkcmd"
 	"github.com/trellis-mesh/trellis/cli/identitycmd"
 	"github.com/trellis-mesh/trellis/cli/injectcmd"
 )
@@ -37,5 +38,6 @@ mesh run on this machine, no cluster needed.`,
 	root.AddCommand(newVersionCommand(), newDemoCommand())
 	root.AddCommand(identitycmd.New())
 	root.AddCommand(injectcmd.New())
+	root.AddCommand(checkcmd.New())
 	return root
 }

@@ -1,0 +1,254 @@
+package check
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+const (
+	day  = 24 * time.Hour
+	year = 365 * day
+)
+
+// TestPreChecks makes every pre-installation check pass on a fresh cluster
+// and then fail (or warn) for its own reason.
+func TestPreChecks(t *testing.T) {
+	tests := []struct {
+		name   string
+		check  Check
+		setup  func(c *cluster) []runtime.Object
+		want   Status
+		substr string
+	}{
+		{"api ok", APICheck, nil, OK, "v1.36.3"},
+		{"version ok", VersionCheck, nil, OK, "v1.36.3"},
+		{"version too old", VersionCheck, func(c *cluster) []runtime.Object { c.gitVersion = "v1.24.9"; return nil }, Fail, "older than 1.26"},
+		{"version without native sidecars", VersionCheck, func(c *cluster) []runtime.Object { c.gitVersion = "v1.28.2"; return nil }, Warn, "native sidecars need 1.29"},
+		{"version vendor suffix", VersionCheck, func(c *cluster) []runtime.Object { c.gitVersion = "v1.30.1-gke.1"; return nil }, OK, "v1.30.1-gke.1"},
+		{"native sidecars ok", NativeSidecarCheck, nil, OK, "keeps restartPolicy"},
+		{"native sidecars old", NativeSidecarCheck, func(c *cluster) []runtime.Object { c.gitVersion = "v1.27.0"; return nil }, Warn, "no native sidecars"},
+		{"native sidecars feature off", NativeSidecarCheck, func(c *cluster) []runtime.Object { c.gitVersion = "v1.30.0"; c.dropSidecar = true; return nil }, Warn, "SidecarContainers feature is off"},
+		{"permissions ok", PermissionsCheck, nil, OK, "all 13 kinds"},
+		{"permission missing", PermissionsCheck, func(c *cluster) []runtime.Object {
+			c.deny = map[string]bool{"mutatingwebhookconfigurations": true, "secrets": true}
+			return nil
+		}, Fail, "create mutatingwebhookconfigurations.admissionregistration.k8s.io, create secrets in trellis-system"},
+		{"clock ok", ClockSkewCheck, func(c *cluster) []runtime.Object { c.date = t0.Add(-400 * time.Millisecond); return nil }, OK, "skew 0s"},
+		{"clock ahead warns", ClockSkewCheck, func(c *cluster) []runtime.Object { c.date = t0.Add(10 * time.Second); return nil }, Warn, "by 10s"},
+		{"clock behind fails", ClockSkewCheck, func(c *cluster) []runtime.Object { c.date = t0.Add(-3 * time.Minute); return nil }, Fail, "by -2m59s"},
+		{"crds none", CRDCheck, nil, OK, "no Trellis CRDs"},
+		{"crds ours", CRDCheck, func(c *cluster) []runtime.Object {
+			c.crds = append(c.crds, crd("servers.policy.trellis.io", managed()))
+			return nil
+		}, OK, "1 Trellis CRDs"},
+		{"crds conflict", CRDCheck, func(c *cluster) []runtime.Object {
+			c.crds = append(c.crds, crd("servers.policy.trellis.io", map[string]string{ManagedByLabel: "Helm"}),
+				crd("widgets.example.com", nil))
+			return nil
+		}, Fail, "servers.policy.trellis.io (Helm)"},
+		{"no existing install", ExistingInstallCheck, nil, OK, "does not exist"},
+		{"existing install", ExistingInstallCheck, func(c *cluster) []runtime.Object {
+			return []runtime.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ControlPlaneNamespace, Labels: managed()}}}
+		}, Warn, "managed by Trellis"},
+		{"foreign namespace", ExistingInstallCheck, func(c *cluster) []runtime.Object {
+			return []runtime.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ControlPlaneNamespace}}}
+		}, Fail, "without label"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := healthyCluster()
+			var objs []runtime.Object
+			if tt.setup != nil {
+				objs = tt.setup(c)
+			}
+			r := runOneCheck(t, c.env(t, objs...), tt.check)
+			assertResult(t, r, tt.want, tt.substr)
+		})
+	}
+}
+
+func assertResult(t *testing.T, r Result, want Status, substr string) {
+	t.Helper()
+	if r.Status != want || !strings.Contains(r.Message, substr) {
+		t.Fatalf("%s: got %s %q, want %s containing %q", r.Name, r.Status, r.Message, want, substr)
+	}
+	if want == Warn || want == Fail {
+		if r.Hint == "" || strings.Contains(r.Hint, "\n") {
+			t.Errorf("%s: hint %q, want one non-empty line", r.Name, r.Hint)
+		}
+		if !strings.HasPrefix(r.Doc, DocBase+"#") || strings.HasSuffix(r.Doc, "#") {
+			t.Errorf("%s: doc %q, want a link into check.md", r.Name, r.Doc)
+		}
+	}
+}
+
+// TestPostChecks breaks a healthy installation one way per case.
+func TestPostChecks(t *testing.T) {
+	type setup struct {
+		pki  pkiSet
+		in   *installed
+		c    *cluster
+		test *testing.T
+	}
+	tests := []struct {
+		name   string
+		check  Check
+		anchor time.Duration // anchor lifetime from t0 (default 10 years)
+		issuer time.Duration // issuer lifetime from t0 (default 1 year)
+		break_ func(s *setup)
+		want   Status
+		substr string
+	}{
+		{name: "namespace ok", check: NamespaceCheck, want: OK, substr: ControlPlaneNamespace},
+		{name: "namespace missing", check: NamespaceCheck, break_: func(s *setup) { s.in.ns = nil }, want: Fail, substr: "does not exist"},
+
+		{name: "deployment ok", check: DeploymentCheck, want: OK, substr: "1/1 replicas ready"},
+		{name: "deployment unavailable", check: DeploymentCheck, break_: func(s *setup) {
+			s.in.deploy.Status.ReadyReplicas = 0
+			s.in.deploy.Status.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionFalse, Message: "Deployment does not have minimum availability."}}
+		}, want: Fail, substr: "minimum availability"},
+		{name: "deployment partly ready", check: DeploymentCheck, break_: func(s *setup) {
+			three := int32(3)
+			s.in.deploy.Spec.Replicas = &three
+		}, want: Fail, substr: "1/3 replicas ready"},
+		{name: "deployment missing", check: DeploymentCheck, break_: func(s *setup) { s.in.deploy = nil }, want: Fail, substr: "not found"},
+
+		{name: "pods ok", check: PodsCheck, want: OK, substr: "1 pods ready"},
+		{name: "pod crashlooping", check: PodsCheck, break_: func(s *setup) {
+			s.in.ctrlPod.Status.Conditions[0] = corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady"}
+		}, want: Fail, substr: "ContainersNotReady"},
+		{name: "no pods", check: PodsCheck, break_: func(s *setup) { s.in.ctrlPod = nil }, want: Fail, substr: "no pods match"},
+
+		{name: "webhook config ok", check: WebhookConfigCheck, want: OK, substr: "1 CA certificates"},
+		{name: "webhook config missing", check: WebhookConfigCheck, break_: func(s *setup) { s.in.mwc = nil }, want: Fail, substr: "not found"},
+		{name: "webhook empty caBundle", check: WebhookConfigCheck, break_: func(s *setup) { s.in.mwc.Webhooks[0].ClientConfig.CABundle = nil }, want: Fail, substr: "empty caBundle"},
+		{name: "webhook wrong service", check: WebhookConfigCheck, break_: func(s *setup) { s.in.mwc.Webhooks[0].ClientConfig.Service.Name = "other" }, want: Fail, substr: "does not call service"},
+
+		{name: "endpoints ok", check: WebhookEndpointsCheck, want: OK, substr: "1 ready endpoints"},
+		{name: "endpoints none ready", check: WebhookEndpointsCheck, break_: func(s *setup) {
+			no := false
+			s.in.eps.Endpoints[0].Conditions.Ready = &no
+		}, want: Fail, substr: "no ready endpoints (1 not ready)"},
+		{name: "endpoints missing", check: WebhookEndpointsCheck, break_: func(s *setup) { s.in.eps = nil }, want: Fail, substr: "no ready endpoints (0 not ready)"},
+
+		{name: "webhook cert ok", check: WebhookCertCheck, want: OK, substr: "valid for trellis-controller.trellis-system.svc"},
+		{name: "webhook cert other CA", check: WebhookCertCheck, break_: func(s *setup) {
+			other := newPKI(s.test, year, year)
+			s.in.mwc.Webhooks[0].ClientConfig.CABundle = pemOf(other.webhookCA)
+		}, want: Fail, substr: "does not verify"},
+		{name: "webhook cert wrong name", check: WebhookCertCheck, break_: func(s *setup) {
+			ca, key, err := newRootForTest()
+			if err != nil {
+				s.test.Fatal(err)
+			}
+			s.in.mwc.Webhooks[0].ClientConfig.CABundle = pemOf(ca)
+			s.in.webhookSec.Data[corev1.TLSCertKey] = pemOf(servingCert(s.test, ca, key, "trellis-controller.default.svc"))
+		}, want: Fail, substr: "does not verify for trellis-controller.trellis-system.svc"},
+		{name: "webhook cert secret not mounted", check: WebhookCertCheck, break_: func(s *setup) {
+			s.in.deploy.Spec.Template.Spec.Volumes = s.in.deploy.Spec.Template.Spec.Volumes[:1]
+		}, want: Warn, substr: "cannot read the serving certificate"},
+
+		{name: "webhook call ok", check: WebhookCallCheck, want: OK, substr: "was injected"},
+		{name: "webhook call ignored", check: WebhookCallCheck, break_: func(s *setup) { s.c.injector = "ignore" }, want: Fail, substr: "came back without the proxy"},
+		{name: "webhook call error", check: WebhookCallCheck, break_: func(s *setup) {
+			s.c.injector = `Internal error occurred: failed calling webhook "inject.trellis.io": tls: failed to verify certificate: x509: certificate signed by unknown authority`
+		}, want: Fail, substr: "unknown authority"},
+
+		{name: "anchors ok", check: AnchorsCheck, want: OK, substr: "1 anchors"},
+		{name: "anchor expiring in 10 days", check: AnchorsCheck, anchor: 10 * day, issuer: 5 * day, want: Warn, substr: `"trellis-anchor" expires in 10.0 days`},
+		{name: "anchor expired", check: AnchorsCheck, break_: func(s *setup) {
+			old, _, err := newRootAt(t0.Add(-2*year), year)
+			if err != nil {
+				s.test.Fatal(err)
+			}
+			s.in.anchorsCM.Data[AnchorsKey] = string(pemOf(old))
+		}, want: Fail, substr: "no valid anchor"},
+		{name: "anchors garbage", check: AnchorsCheck, break_: func(s *setup) { s.in.anchorsCM.Data[AnchorsKey] = "hello" }, want: Fail, substr: "no PEM certificates"},
+		{name: "anchors configmap missing", check: AnchorsCheck, break_: func(s *setup) { s.in.anchorsCM = nil }, want: Fail, substr: "not found"},
+
+		{name: "issuer ok", check: IssuerCheck, want: OK, substr: `"trellis-issuer" expires in 365.0 days`},
+		{name: "issuer expiring in 3 days", check: IssuerCheck, issuer: 3 * day, want: Warn, substr: `"trellis-issuer" expires in 3.0 days`},
+		{name: "issuer expired", check: IssuerCheck, break_: func(s *setup) {
+			anchor, key, err := newRootAt(t0.Add(-2*year), 10*year)
+			if err != nil {
+				s.test.Fatal(err)
+			}
+			s.in.anchorsCM.Data[AnchorsKey] = string(pemOf(anchor))
+			s.in.issuerSec.Data["ca.crt"] = pemOf(anchor)
+			s.in.issuerSec.Data[corev1.TLSCertKey] = pemOf(issuerAt(s.test, anchor, key, t0.Add(-2*year), year))
+		}, want: Fail, substr: "EXPIRED"},
+		{name: "issuer not chaining to the configmap", check: IssuerCheck, break_: func(s *setup) {
+			other := newPKI(s.test, year, year)
+			s.in.anchorsCM.Data[AnchorsKey] = string(pemOf(other.anchor))
+		}, want: Fail, substr: "does not chain to trellis-trust-anchors"},
+		{name: "issuer not chaining to its ca.crt", check: IssuerCheck, break_: func(s *setup) {
+			other := newPKI(s.test, year, year)
+			s.in.issuerSec.Data["ca.crt"] = pemOf(other.anchor)
+		}, want: Fail, substr: "does not chain to the Secret's ca.crt"},
+		{name: "issuer is a leaf", check: IssuerCheck, break_: func(s *setup) {
+			s.in.issuerSec.Data[corev1.TLSCertKey] = pemOf(s.pki.serving)
+		}, want: Fail, substr: "not a CA"},
+
+		{name: "meshed pods ok", check: MeshedPodsCheck, want: OK, substr: "2 meshed pods"},
+		{name: "no meshed pods", check: MeshedPodsCheck, break_: func(s *setup) { s.in.meshed = nil }, want: Warn, substr: "no running pod"},
+
+		{name: "proxies ready", check: ProxyReadyCheck, want: OK, substr: "2 proxies ready"},
+		{name: "proxy not ready", check: ProxyReadyCheck, break_: func(s *setup) {
+			st := &s.in.meshed[1].Status.InitContainerStatuses[0]
+			st.Ready, st.RestartCount = false, 4
+			st.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}
+		}, want: Fail, substr: "shop/web-2 (CrashLoopBackOff, 4 restarts)"},
+		{name: "classic sidecar ready", check: ProxyReadyCheck, break_: func(s *setup) {
+			p := s.in.meshed[0]
+			p.Status.ContainerStatuses, p.Status.InitContainerStatuses = p.Status.InitContainerStatuses, nil
+		}, want: OK, substr: "2 proxies ready"},
+		{name: "finished job ignored", check: ProxyReadyCheck, break_: func(s *setup) {
+			p := meshedPod("job-1")
+			p.Status.Phase = corev1.PodSucceeded
+			p.Status.InitContainerStatuses[0].Ready = false
+			s.in.meshed = append(s.in.meshed, p)
+		}, want: OK, substr: "2 proxies ready"},
+
+		{name: "proxy version ok", check: ProxyVersionCheck, want: OK, substr: "2 pods on " + ctrlVersion},
+		{name: "proxy version mismatch", check: ProxyVersionCheck, break_: func(s *setup) {
+			s.in.meshed[0].Annotations[ProxyVersionAnnot] = "v1.1.0"
+		}, want: Fail, substr: "shop/web-1 (v1.1.0)"},
+		{name: "proxy version without controller uses the CLI's", check: ProxyVersionCheck, break_: func(s *setup) { s.in.deploy = nil },
+			want: Fail, substr: "version of this trellis binary"},
+
+		{name: "proxy certs ok", check: ProxyCertCheck, want: OK, substr: "2 proxies hold a valid certificate"},
+		{name: "proxy without certificate", check: ProxyCertCheck, break_: func(s *setup) {
+			s.c.metrics[appNS+"/web-2"] = fmt.Sprintf("# TYPE %s gauge\n%s 0\n", CertValidMetric, CertValidMetric)
+		}, want: Fail, substr: "shop/web-2 (trellis_identity_cert_valid is 0"},
+		{name: "proxy cert expired", check: ProxyCertCheck, break_: func(s *setup) {
+			s.c.metrics[appNS+"/web-1"] = fmt.Sprintf("%s 1\n%s %d\n", CertValidMetric, CertExpiryMetric, t0.Add(-time.Minute).Unix())
+		}, want: Fail, substr: "shop/web-1 (certificate expired"},
+		{name: "proxy metrics unreachable", check: ProxyCertCheck, break_: func(s *setup) { delete(s.c.metrics, appNS+"/web-1") }, want: Fail, substr: "shop/web-1 (scrape:"},
+		{name: "proxy metrics garbage", check: ProxyCertCheck, break_: func(s *setup) { s.c.metrics[appNS+"/web-1"] = "{not prometheus" }, want: Fail, substr: "parse metrics"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			anchor, issuer := tt.anchor, tt.issuer
+			if anchor == 0 {
+				anchor = 10 * year
+			}
+			if issuer == 0 {
+				issuer = year
+			}
+			p := newPKI(t, anchor, issuer)
+			s := &setup{pki: p, in: newInstalled(p), c: healthyCluster(), test: t}
+			if tt.break_ != nil {
+				tt.break_(s)
+			}
+			r := runOneCheck(t, s.c.env(t, s.in.objects()...), tt.check)
+			assertResult(t, r, tt.want, tt.substr)
+		})
+	}
+}

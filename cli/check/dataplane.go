@@ -1,0 +1,249 @@
+package check
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// scrapeWorkers bounds concurrent scrapes through the API server.
+const scrapeWorkers = 8
+
+// meshedPods lists the running (or starting) pods carrying the proxied
+// label; finished pods (Jobs) have no proxy to check.
+func meshedPods(ctx context.Context, e *Env) ([]corev1.Pod, error) {
+	list, err := e.Kube.CoreV1().Pods(e.ProxyNamespace).List(ctx, metav1.ListOptions{LabelSelector: ProxiedLabel + "=true"})
+	if err != nil {
+		return nil, fmt.Errorf("list pods with %s=true: %w", ProxiedLabel, err)
+	}
+	var out []corev1.Pod
+	for _, p := range list.Items {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || p.DeletionTimestamp != nil {
+			continue
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b corev1.Pod) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	return out, nil
+}
+
+func where(e *Env) string {
+	if e.ProxyNamespace == "" {
+		return "any namespace"
+	}
+	return "namespace " + e.ProxyNamespace
+}
+
+// proxyStatus finds the proxy's status: an init container when it runs as
+// a native sidecar, a container in classic mode.
+func proxyStatus(p *corev1.Pod) (corev1.ContainerStatus, bool) {
+	for _, s := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
+		if s.Name == ProxyContainer {
+			return s, true
+		}
+	}
+	return corev1.ContainerStatus{}, false
+}
+
+// listOf names at most a few items and counts the rest.
+func listOf(items []string) string {
+	const show = 5
+	if len(items) <= show {
+		return strings.Join(items, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(items[:show], ", "), len(items)-show)
+}
+
+// MeshedPodsCheck: there are meshed pods to look at. Fatal for the data
+// plane checks that follow only in the sense that they would say nothing.
+var MeshedPodsCheck = Check{
+	Group: "data plane", Name: "meshed pods found", Anchor: "meshed-pods",
+	Run: func(ctx context.Context, e *Env) Outcome {
+		pods, err := meshedPods(ctx, e)
+		if err != nil {
+			return fail("check that you may list pods", "%v", err)
+		}
+		if len(pods) == 0 {
+			return warn("annotate a namespace trellis.io/inject=enabled and restart its workloads (kubectl rollout restart)",
+				"no running pod with %s=true in %s", ProxiedLabel, where(e))
+		}
+		return ok("%d meshed pods in %s", len(pods), where(e))
+	},
+}
+
+// ProxyReadyCheck: every meshed pod's proxy container is ready.
+var ProxyReadyCheck = Check{
+	Group: "data plane", Name: "proxies are ready", Anchor: "proxy-ready",
+	Run: func(ctx context.Context, e *Env) Outcome {
+		pods, err := meshedPods(ctx, e)
+		if err != nil {
+			return fail("check that you may list pods", "%v", err)
+		}
+		var bad []string
+		for i := range pods {
+			p := &pods[i]
+			s, found := proxyStatus(p)
+			switch {
+			case !found:
+				bad = append(bad, p.Namespace+"/"+p.Name+" (no "+ProxyContainer+" container status)")
+			case !s.Ready:
+				why := "not ready"
+				if s.State.Waiting != nil {
+					why = s.State.Waiting.Reason
+				} else if s.State.Terminated != nil {
+					why = "terminated: " + s.State.Terminated.Reason
+				}
+				bad = append(bad, fmt.Sprintf("%s/%s (%s, %d restarts)", p.Namespace, p.Name, why, s.RestartCount))
+			}
+		}
+		if len(bad) > 0 {
+			return fail("kubectl logs -n NS POD -c trellis-proxy shows why",
+				"%d of %d proxies not ready: %s", len(bad), len(pods), listOf(bad))
+		}
+		return ok("%d proxies ready", len(pods))
+	},
+}
+
+// expectedProxyVersion is the controller's image tag, or this binary's
+// version when the controller cannot be read.
+func expectedProxyVersion(ctx context.Context, e *Env) (string, string) {
+	if d, err := getController(ctx, e); err == nil {
+		if tag := ImageTag(controllerImage(d)); tag != "" {
+			return tag, "the control plane"
+		}
+	}
+	return e.CLIVersion, "this trellis binary"
+}
+
+// ProxyVersionCheck: every meshed pod was injected with the control
+// plane's version (annotation trellis.io/proxy-version).
+var ProxyVersionCheck = Check{
+	Group: "data plane", Name: "proxies are on the control plane's version", Anchor: "proxy-version",
+	Run: func(ctx context.Context, e *Env) Outcome {
+		pods, err := meshedPods(ctx, e)
+		if err != nil {
+			return fail("check that you may list pods", "%v", err)
+		}
+		want, from := expectedProxyVersion(ctx, e)
+		if want == "" {
+			return Outcome{Status: Skip, Message: "no control-plane version to compare with"}
+		}
+		var bad []string
+		for _, p := range pods {
+			if v := p.Annotations[ProxyVersionAnnot]; v != want {
+				if v == "" {
+					v = "no " + ProxyVersionAnnot
+				}
+				bad = append(bad, fmt.Sprintf("%s/%s (%s)", p.Namespace, p.Name, v))
+			}
+		}
+		if len(bad) > 0 {
+			return fail("restart these workloads to re-inject them: kubectl -n NS rollout restart deploy/NAME",
+				"%d of %d pods not on %s (version of %s): %s", len(bad), len(pods), want, from, listOf(bad))
+		}
+		return ok("%d pods on %s", len(pods), want)
+	},
+}
+
+// ProxyCertCheck scrapes every ready proxy's /metrics (through the API
+// server's pod proxy) and fails for any without a valid certificate.
+var ProxyCertCheck = Check{
+	Group: "data plane", Name: "proxies hold a valid certificate", Anchor: "proxy-certificate", Timeout: 2 * time.Minute,
+	Run: func(ctx context.Context, e *Env) Outcome {
+		if e.Scrape == nil {
+			return Outcome{Status: Skip, Message: "no way to scrape proxies"}
+		}
+		pods, err := meshedPods(ctx, e)
+		if err != nil {
+			return fail("check that you may list pods", "%v", err)
+		}
+		var ready []*corev1.Pod
+		for i := range pods {
+			if s, found := proxyStatus(&pods[i]); found && s.Ready {
+				ready = append(ready, &pods[i])
+			}
+		}
+		if len(ready) == 0 {
+			return Outcome{Status: Skip, Message: "no ready proxy to scrape"}
+		}
+		problems := make([]string, len(ready))
+		now := e.now()
+		jobs := make(chan int)
+		var wg sync.WaitGroup
+		for range min(scrapeWorkers, len(ready)) {
+			wg.Go(func() {
+				for i := range jobs {
+					problems[i] = certProblem(ctx, e, ready[i], now)
+				}
+			})
+		}
+		for i := range ready {
+			jobs <- i
+		}
+		close(jobs)
+		wg.Wait()
+		var bad []string
+		for i, p := range problems {
+			if p != "" {
+				bad = append(bad, ready[i].Namespace+"/"+ready[i].Name+" ("+p+")")
+			}
+		}
+		if len(bad) > 0 {
+			return fail("the proxy cannot get a certificate from the controller: kubectl logs -n NS POD -c trellis-proxy; trellis check (identity)",
+				"%d of %d proxies: %s", len(bad), len(ready), listOf(bad))
+		}
+		return ok("%d proxies hold a valid certificate", len(ready))
+	},
+}
+
+// certProblem returns why pod's proxy has no valid certificate, or "".
+func certProblem(ctx context.Context, e *Env, p *corev1.Pod, now time.Time) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	body, err := e.Scrape(ctx, p.Namespace, p.Name, ProxyAdminPort, "metrics")
+	if err != nil {
+		return "scrape: " + err.Error()
+	}
+	im, err := ParseIdentityMetrics(body)
+	if err != nil {
+		return err.Error()
+	}
+	switch {
+	case !im.HasValid:
+		return "no " + CertValidMetric + " metric"
+	case im.Valid != 1:
+		return CertValidMetric + " is 0: no valid certificate"
+	case !im.HasExpiry:
+		return "no " + CertExpiryMetric + " metric"
+	}
+	exp := time.Unix(int64(im.Expiry), 0)
+	if !exp.After(now) {
+		return "certificate expired at " + exp.UTC().Format(time.RFC3339)
+	}
+	return ""
+}
+
+// DataPlaneChecks are the data-plane part of `trellis check` and all of
+// `trellis check --proxy`.
+func DataPlaneChecks() []Check {
+	return []Check{MeshedPodsCheck, ProxyReadyCheck, ProxyVersionCheck, ProxyCertCheck}
+}
+
+// PostChecks are `trellis check`: the API, the clock, the control plane
+// and the data plane.
+func PostChecks() []Check {
+	return slices.Concat([]Check{APICheck, ClockSkewCheck}, ControlPlaneChecks(), DataPlaneChecks())
+}
+
+// ProxyChecks are `trellis check --proxy`.
+func ProxyChecks() []Check {
+	return slices.Concat([]Check{APICheck}, DataPlaneChecks())
+}

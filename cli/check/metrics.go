@@ -1,0 +1,71 @@
+package check
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// Proxy identity metrics (docs/metrics.md).
+const (
+	CertValidMetric  = "trellis_identity_cert_valid"
+	CertExpiryMetric = "trellis_identity_cert_expiry_timestamp_seconds"
+)
+
+// MaxMetricsBody bounds what is read from a proxy's admin port.
+const MaxMetricsBody = 16 << 20
+
+// IdentityMetrics is what a proxy's /metrics says about its certificate.
+type IdentityMetrics struct {
+	HasValid  bool    // CertValidMetric present
+	Valid     float64 // its value: 1 with a certificate valid now
+	HasExpiry bool
+	Expiry    float64 // Unix seconds
+}
+
+// ParseIdentityMetrics reads the two identity gauges from Prometheus text.
+func ParseIdentityMetrics(data []byte) (IdentityMetrics, error) {
+	var im IdentityMetrics
+	if len(data) > MaxMetricsBody {
+		return im, fmt.Errorf("metrics body of %d bytes exceeds %d", len(data), MaxMetricsBody)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(data))
+	if err != nil {
+		return im, fmt.Errorf("parse metrics: %w", err)
+	}
+	if v, ok := single(fams[CertValidMetric]); ok {
+		im.HasValid, im.Valid = true, v
+	}
+	if v, ok := single(fams[CertExpiryMetric]); ok {
+		im.HasExpiry, im.Expiry = true, v
+	}
+	return im, nil
+}
+
+// single returns the value of an unlabelled gauge (or untyped) family.
+func single(f *dto.MetricFamily) (float64, bool) {
+	if f == nil || len(f.GetMetric()) == 0 {
+		return 0, false
+	}
+	m := f.GetMetric()[0]
+	var v float64
+	switch {
+	case m.GetGauge() != nil:
+		v = m.GetGauge().GetValue()
+	case m.GetUntyped() != nil:
+		v = m.GetUntyped().GetValue()
+	case m.GetCounter() != nil:
+		v = m.GetCounter().GetValue()
+	default:
+		return 0, false
+	}
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, false
+	}
+	return v, true
+}

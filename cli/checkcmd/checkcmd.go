@@ -1,0 +1,153 @@
+// Package checkcmd is `trellis check`: it builds a check.Env from a
+// kubeconfig, picks the checks (--pre, --proxy or the whole installation),
+// prints the results and fails the command when a check fails.
+package checkcmd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/trellis-mesh/trellis/cli/check"
+	"github.com/trellis-mesh/trellis/internal/version"
+)
+
+// ErrChecksFailed is returned (so the process exits 1) when any check
+// failed; warnings alone do not.
+var ErrChecksFailed = errors.New("checks failed")
+
+// options are the flags.
+type options struct {
+	kubeconfig     string
+	context        string
+	pre            bool
+	proxy          bool
+	namespace      string
+	output         string
+	probeNamespace string
+	timeout        time.Duration
+}
+
+// EnvFunc builds the Env the checks run against.
+type EnvFunc func(kubeconfig, context string) (*check.Env, error)
+
+// New returns the `trellis check` command for the cluster of the kubeconfig.
+func New() *cobra.Command {
+	return newCommand(FromKubeconfig)
+}
+
+// FromKubeconfig loads a kubeconfig the way kubectl does: the explicit
+// path, else $KUBECONFIG, else ~/.kube/config; context overrides the
+// current context.
+func FromKubeconfig(kubeconfig, context string) (*check.Env, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context})
+	cfg, err := cc.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig: %w", err)
+	}
+	return check.NewEnv(cfg)
+}
+
+func newCommand(build EnvFunc) *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Check that a cluster can run Trellis, or that Trellis runs well in it",
+		Long: `Check a Kubernetes cluster and the Trellis installation in it.
+
+  --pre     before installing: Kubernetes version, native sidecars, the
+            rights trellis install needs, clock skew, conflicting CRDs or an
+            existing installation
+  (none)    after installing: the control plane is ready, the injector
+            webhook is reachable with a caBundle that verifies its
+            certificate, the trust anchors and issuer are valid with time
+            left, and every meshed pod's proxy is ready, on the control
+            plane's version and holds a certificate
+  --proxy   only the data-plane checks (of one namespace with -n)
+
+Every failure prints a one-line hint and a link to docs/check.md. The exit
+status is 1 when any check fails; warnings alone exit 0.`,
+		Example: `  # Before installing
+  trellis check --pre
+
+  # After installing, as JSON
+  trellis check -o json
+
+  # The proxies of one namespace
+  trellis check --proxy -n emojivoto`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true, // a failed check is not a usage error
+		SilenceErrors: true, // main prints the error once
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd, build, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "path to the kubeconfig (default $KUBECONFIG, else ~/.kube/config)")
+	f.StringVar(&o.context, "context", "", "kubeconfig context to use (default the current context)")
+	f.BoolVar(&o.pre, "pre", false, "run the pre-installation checks")
+	f.BoolVar(&o.proxy, "proxy", false, "run only the data-plane checks")
+	f.StringVarP(&o.namespace, "namespace", "n", "", "limit the data-plane checks to this namespace (default all namespaces)")
+	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
+	f.StringVar(&o.probeNamespace, "probe-namespace", "default", "namespace for the dry-run pods of the native-sidecar and webhook probes (nothing is stored)")
+	f.DurationVar(&o.timeout, "timeout", 20*time.Second, "time limit of each check (checks that visit every proxy get at least 2m)")
+	cmd.MarkFlagsMutuallyExclusive("pre", "proxy")
+	return cmd
+}
+
+func run(cmd *cobra.Command, build EnvFunc, o options) error {
+	if o.output != "text" && o.output != "json" {
+		return fmt.Errorf("--output %q: want text or json", o.output)
+	}
+	if o.pre && o.namespace != "" {
+		return errors.New("--namespace applies to the data-plane checks, not to --pre")
+	}
+	env, err := build(o.kubeconfig, o.context)
+	if err != nil {
+		return err
+	}
+	env.ProxyNamespace = o.namespace
+	env.ProbeNamespace = o.probeNamespace
+	env.CheckTimeout = o.timeout
+	if env.CLIVersion == "" {
+		env.CLIVersion = version.Version
+	}
+	checks := check.PostChecks()
+	switch {
+	case o.pre:
+		checks = check.PreChecks()
+	case o.proxy:
+		checks = check.ProxyChecks()
+	}
+	results := check.Run(cmd.Context(), env, checks)
+	out := cmd.OutOrStdout()
+	if o.output == "json" {
+		err = check.WriteJSON(out, results)
+	} else {
+		err = check.WriteText(out, results, useColor(out))
+	}
+	if err != nil {
+		return err
+	}
+	if check.Summarize(results).Failed() {
+		return ErrChecksFailed
+	}
+	return nil
+}
+
+// useColor is true for a terminal, unless NO_COLOR is set (no-color.org).
+func useColor(w io.Writer) bool {
+	f, isFile := w.(*os.File)
+	if !isFile || os.Getenv("NO_COLOR") != "" {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
