@@ -8,6 +8,7 @@ import (
 	"github.com/trellis-mesh/trellis/cli/checkcmd"
 	"github.com/trellis-mesh/trellis/cli/identitycmd"
 	"github.com/trellis-mesh/trellis/cli/injectcmd"
+	"github.com/trellis-mesh/trellis/cli/installcmd"
 )
 
 // NewRootCommand returns the `trellis` command with every subcommand.
@@ -39,5 +40,6 @@ mesh run on this machine, no cluster needed.`,
 	root.AddCommand(identitycmd.New())
 	root.AddCommand(injectcmd.New())
 	root.AddCommand(checkcmd.New())
+	root.AddCommand(installcmd.NewInstall(), installcmd.NewUpgrade(), installcmd.NewUninstall())
 	return root
 }

@@ -1,0 +1,159 @@
+// Package installcmd is `trellis install`, `trellis upgrade` and
+// `trellis uninstall`: flags and output around package install, which
+// renders the chart and talks to the cluster.
+package installcmd
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/trellis-mesh/trellis/install"
+	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/internal/version"
+)
+
+// renderFlags are shared by install and upgrade.
+type renderFlags struct {
+	crds            bool
+	ha              bool
+	set             []string
+	dryCount        bool
+	anchorsFile     string
+	issuerCertFile  string
+	issuerKeyFile   string
+	externalIssuer  bool
+	anchorValidity  time.Duration
+	issuerValidity  time.Duration
+	webhookValidity time.Duration
+}
+
+func (r *renderFlags) add(f *pflag.FlagSet) {
+	f.BoolVar(&r.crds, "crds", false, "print only the policy.trellis.io CRDs (apply them first)")
+	f.BoolVar(&r.ha, "ha", false, "high availability: 3 controller replicas spread over nodes, a PodDisruptionBudget, the injector failing closed")
+	f.StringArrayVar(&r.set, "set", nil, "set a chart value, KEY=VALUE[,KEY=VALUE] (repeatable; keys as in charts/trellis/values.yaml, e.g. image.tag, image.registry, controller.logLevel, proxy.resources.limits.memory)")
+	f.BoolVar(&r.dryCount, "dry-count", false, "print how many objects of each kind would be applied instead of the manifests")
+	f.StringVar(&r.anchorsFile, "identity-trust-anchors", "", "PEM file of the trust anchors proxies trust (with --identity-issuer-cert/-key, or --identity-external-issuer)")
+	f.StringVar(&r.issuerCertFile, "identity-issuer-cert", "", "PEM file of the issuer certificate (then any intermediates) signed by one of the trust anchors")
+	f.StringVar(&r.issuerKeyFile, "identity-issuer-key", "", "PEM file of the issuer's private key")
+	f.BoolVar(&r.externalIssuer, "identity-external-issuer", false, "the Secret trellis-identity-issuer is managed outside Trellis (cert-manager): do not render it; needs --identity-trust-anchors")
+	f.DurationVar(&r.anchorValidity, "identity-anchor-validity", install.DefaultAnchorValidity, "validity of a generated trust anchor")
+	f.DurationVar(&r.issuerValidity, "identity-issuer-validity", install.DefaultIssuerValidity, "validity of a generated issuer (cut to the anchor's)")
+	f.DurationVar(&r.webhookValidity, "webhook-cert-validity", install.DefaultWebhookValidity, "validity of a generated webhook serving certificate and its CA")
+}
+
+// suppliedIdentity reads --identity-* files. ok is false when none is set.
+func (r *renderFlags) suppliedIdentity(now time.Time, warn io.Writer) (id install.Identity, ok bool, err error) {
+	anyIssuer := r.issuerCertFile != "" || r.issuerKeyFile != ""
+	if !anyIssuer && r.anchorsFile == "" && !r.externalIssuer {
+		return id, false, nil
+	}
+	switch {
+	case r.anchorsFile == "":
+		return id, false, fmt.Errorf("--identity-trust-anchors is required with --identity-issuer-cert/-key or --identity-external-issuer")
+	case r.externalIssuer && anyIssuer:
+		return id, false, fmt.Errorf("--identity-external-issuer and --identity-issuer-cert/-key exclude each other")
+	case !r.externalIssuer && (r.issuerCertFile == "" || r.issuerKeyFile == ""):
+		return id, false, fmt.Errorf("--identity-issuer-cert and --identity-issuer-key go together (or --identity-external-issuer)")
+	}
+	if id.TrustAnchorsPEM, err = readPEMFile(r.anchorsFile); err != nil {
+		return id, false, fmt.Errorf("--identity-trust-anchors: %w", err)
+	}
+	if !r.externalIssuer {
+		if id.IssuerCertPEM, err = readPEMFile(r.issuerCertFile); err != nil {
+			return id, false, fmt.Errorf("--identity-issuer-cert: %w", err)
+		}
+		if id.IssuerKeyPEM, err = readPEMFile(r.issuerKeyFile); err != nil {
+			return id, false, fmt.Errorf("--identity-issuer-key: %w", err)
+		}
+	}
+	warnings, err := install.CheckIdentity(id, now)
+	if err != nil {
+		return id, false, err
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(warn, "warning:", w)
+	}
+	return id, true, nil
+}
+
+func readPEMFile(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > pki.MaxInputLength {
+		return nil, fmt.Errorf("%s is %d bytes, more than the %d allowed", path, st.Size(), pki.MaxInputLength)
+	}
+	return os.ReadFile(path)
+}
+
+// write prints the manifest, or with --dry-count its object counts.
+func (r *renderFlags) write(w io.Writer, m *install.Manifest) error {
+	if r.dryCount {
+		total := 0
+		for _, c := range m.Counts() {
+			fmt.Fprintf(w, "%-30s %d\n", c.Kind, c.Count)
+			total += c.Count
+		}
+		_, err := fmt.Fprintf(w, "%-30s %d\n", "total", total)
+		return err
+	}
+	_, err := w.Write(m.YAML())
+	return err
+}
+
+// kubeFlags locate the cluster.
+type kubeFlags struct {
+	kubeconfig string
+	context    string
+}
+
+func (k *kubeFlags) add(f *pflag.FlagSet) {
+	f.StringVar(&k.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+	f.StringVar(&k.context, "context", "", "kubeconfig context (default: the current one)")
+}
+
+func (k *kubeFlags) restConfig() (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = k.kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.context}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.UserAgent = "trellis/" + version.Version
+	return cfg, nil
+}
+
+func (k *kubeFlags) clientset() (kubernetes.Interface, error) {
+	cfg, err := k.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+func (k *kubeFlags) dynamic() (dynamic.Interface, error) {
+	cfg, err := k.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	return dynamic.NewForConfig(cfg)
+}
+
+// printCRDs is --crds for install and upgrade.
+func printCRDs(cmd *cobra.Command, r *renderFlags) error {
+	m, err := install.RenderCRDs()
+	if err != nil {
+		return err
+	}
+	return r.write(cmd.OutOrStdout(), m)
+}
