@@ -29,6 +29,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.AddCommand(newKubernetesCmd())
 	root.AddCommand(newLocalCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",

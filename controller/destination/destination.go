@@ -1,12 +1,13 @@
-// Package destination serves the Destination API in local mode: endpoint
-// streams for service authorities and workload addresses, computed from the
-// store and re-diffed on every store change.
+// Package destination serves the Destination API: endpoint streams for
+// service authorities and workload addresses, computed by a Source (the
+// local store, or Kubernetes informers in controller/k8s/endpoints) and
+// re-diffed every time the Source says the answer may have changed.
 package destination
 
 import (
+	"context"
 	"log/slog"
 	"sort"
-	"strconv"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -22,6 +23,10 @@ import (
 type Service struct {
 	apiv1.UnimplementedDestinationServer
 
+	// Source answers what a destination names. When nil, Store is used
+	// (local mode).
+	Source Source
+	// Store is the local-mode store; used only when Source is nil.
 	Store   *store.Store
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
@@ -188,27 +193,47 @@ func (s *Service) Get(req *apiv1.GetDestination, stream apiv1.Destination_GetSer
 	log := s.Log.With("path", req.GetPath(), "caller", req.GetCallerIdentity())
 	log.Debug("destination stream opened")
 
+	src := s.source()
 	var prev Endpoints
 	first := true
 	for {
-		cfg, changed := s.Store.Current()
-		next := Compute(cfg, cfg.Resolve(a, ns))
+		r, changed, release := src.Resolve(a, ns)
+		next := r.Endpoints
 		for _, u := range Diff(prev, next, first) {
 			if err := stream.Send(u); err != nil {
+				release()
 				return err
 			}
 			s.Metrics.DestinationUpdates.WithLabelValues(updateKind(u)).Inc()
 		}
 		prev, first = next, false
-		select {
-		case <-ctx.Done():
-			log.Debug("destination stream closed by the client")
-			return ctx.Err()
-		case <-s.Done:
-			return ErrShuttingDown
-		case <-changed:
+		err := wait(ctx, s.Done, changed)
+		release()
+		if err != nil {
+			log.Debug("destination stream closed", "reason", err)
+			return err
 		}
 	}
+}
+
+// wait blocks until changed is closed (nil), the client leaves (its
+// context error) or the controller stops (ErrShuttingDown).
+func wait(ctx context.Context, done <-chan struct{}, changed <-chan struct{}) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-done:
+		return ErrShuttingDown
+	case <-changed:
+		return nil
+	}
+}
+
+func (s *Service) source() Source {
+	if s.Source != nil {
+		return s.Source
+	}
+	return StoreSource{Store: s.Store}
 }
 
 func updateKind(u *apiv1.Update) string {
@@ -233,25 +258,25 @@ func (s *Service) GetRoutes(req *apiv1.GetDestination, stream apiv1.Destination_
 	ctx := stream.Context()
 	s.Metrics.RouteStreams.Inc()
 	defer s.Metrics.RouteStreams.Dec()
+	src := s.source()
 	var last *apiv1.RouteConfig
 	for {
-		cfg, changed := s.Store.Current()
+		r, changed, release := src.Resolve(a, ns)
 		rc := &apiv1.RouteConfig{Service: a.String()}
-		if t := cfg.Resolve(a, ns); t.Service != nil {
-			rc.Service = cfg.FQDN(t.Service) + ":" + strconv.FormatUint(uint64(t.Port), 10)
+		if r.Service != "" {
+			rc.Service = r.Service
 		}
 		if last == nil || !proto.Equal(last, rc) {
 			if err := stream.Send(rc); err != nil {
+				release()
 				return err
 			}
 			last = rc
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.Done:
-			return ErrShuttingDown
-		case <-changed:
+		err := wait(ctx, s.Done, changed)
+		release()
+		if err != nil {
+			return err
 		}
 	}
 }

@@ -1,0 +1,348 @@
+package endpoints
+
+import (
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/controller/destination"
+	"github.com/trellis-mesh/trellis/controller/k8s/informers"
+	"github.com/trellis-mesh/trellis/controller/store"
+	"github.com/trellis-mesh/trellis/internal/identity"
+)
+
+// Resolve implements destination.Source. The topic is acquired before the
+// cache is read: informers update their store before calling handlers, so
+// any change after the read closes the returned channel.
+func (s *Source) Resolve(a store.Authority, callerNamespace string) (destination.Resolution, <-chan struct{}, func()) {
+	if a.Host == "" {
+		ip := a.IP.Unmap().String()
+		ch, release := s.n.acquire(ipKey(ip))
+		return s.resolveIP(ip, a.Port), ch, release
+	}
+	hostname, name, ns, ok := s.splitHost(a.Host, callerNamespace)
+	if !ok {
+		// A name that can never resolve here (a bare name from an unknown
+		// namespace, or another cluster domain): only a broad change wakes
+		// it.
+		ch, release := s.n.acquire("")
+		return unknown(), ch, release
+	}
+	ch, release := s.n.acquire(svcKey(ns, name))
+	return s.resolveService(s.cache.Service(ns, name), hostname, a.Port), ch, release
+}
+
+func unknown() destination.Resolution {
+	return destination.Resolution{Endpoints: destination.Endpoints{Addrs: map[string]*apiv1.WeightedAddr{}, Labels: map[string]string{}}}
+}
+
+// splitHost accepts name (in the caller's namespace), name.ns, name.ns.svc,
+// name.ns.svc.<cluster domain>, and a headless service's pod form
+// host.name.ns.svc.<cluster domain>.
+func (s *Source) splitHost(host, callerNamespace string) (hostname, name, ns string, ok bool) {
+	parts := strings.Split(host, ".")
+	switch {
+	case len(parts) == 1:
+		if callerNamespace == "" {
+			return "", "", "", false
+		}
+		return "", parts[0], callerNamespace, true
+	case len(parts) == 2:
+		return "", parts[0], parts[1], true
+	case len(parts) == 3 && parts[2] == "svc":
+		return "", parts[0], parts[1], true
+	case len(parts) > 3 && parts[2] == "svc" && strings.Join(parts[3:], ".") == s.clusterDomain:
+		return "", parts[0], parts[1], true
+	case len(parts) > 4 && parts[3] == "svc" && strings.Join(parts[4:], ".") == s.clusterDomain:
+		return parts[0], parts[1], parts[2], true
+	}
+	return "", "", "", false
+}
+
+// servicePort finds the TCP port of a Service with a given number.
+func servicePort(svc *corev1.Service, port uint32) (corev1.ServicePort, bool) {
+	for _, p := range svc.Spec.Ports {
+		if uint32(p.Port) == port && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+			return p, true
+		}
+	}
+	return corev1.ServicePort{}, false
+}
+
+// resolveService computes a service port's endpoints: ready, not
+// terminating endpoints of its EndpointSlices, each at podIP:targetPort.
+// hostname, when set, keeps only the endpoint with that hostname (a
+// headless service's pod DNS name).
+func (s *Source) resolveService(svc *corev1.Service, hostname string, port uint32) destination.Resolution {
+	r := unknown()
+	if svc == nil || svc.Spec.Type == corev1.ServiceTypeExternalName {
+		// ExternalName is DNS only: the proxy forwards as addressed.
+		return r
+	}
+	sp, ok := servicePort(svc, port)
+	if !ok {
+		return r
+	}
+	r.Service = svc.Name + "." + svc.Namespace + ".svc." + s.clusterDomain + ":" + strconv.FormatUint(uint64(port), 10)
+	e := &r.Endpoints
+	e.Exists = true
+	e.Labels["service"] = svc.Name
+	e.Labels["namespace"] = svc.Namespace
+	svcOpaque, _ := ParsePortSet(svc.Annotations[OpaquePortsAnnotation])
+	for _, sl := range s.cache.SlicesOf(svc.Namespace, svc.Name) {
+		if sl.AddressType != discoveryv1.AddressTypeIPv4 && sl.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		target, appProtocol, ok := slicePort(sl, sp.Name)
+		if !ok {
+			continue
+		}
+		for i := range sl.Endpoints {
+			ep := &sl.Endpoints[i]
+			if !serving(ep) || len(ep.Addresses) == 0 {
+				continue
+			}
+			if hostname != "" && (ep.Hostname == nil || *ep.Hostname != hostname) {
+				continue
+			}
+			ip, ok := informers.IPKey(ep.Addresses[0])
+			if !ok {
+				continue
+			}
+			var pod *corev1.Pod
+			if ref := ep.TargetRef; ref != nil && ref.Kind == "Pod" {
+				ns := ref.Namespace
+				if ns == "" {
+					ns = sl.Namespace
+				}
+				if pod = s.cache.Pod(ns, ref.Name); pod == nil {
+					// The pod informer has not caught up: leave the endpoint
+					// out rather than risk sending a meshed pod plain text.
+					continue
+				}
+			}
+			hint := protocolHint(appProtocol)
+			if svcOpaque.Contains(port) || podOpaque(pod, target) {
+				hint = apiv1.ProtocolHint_OPAQUE
+			}
+			nodeName := ""
+			if ep.NodeName != nil {
+				nodeName = *ep.NodeName
+			}
+			zone := ""
+			if ep.Zone != nil {
+				zone = *ep.Zone
+			}
+			wa := s.weightedAddr(ip, target, pod, nodeName, zone, hint)
+			e.Addrs[addrKey(ip, target)] = wa
+		}
+	}
+	return r
+}
+
+// serving: ready (nil means ready, per the API) and not terminating.
+func serving(ep *discoveryv1.Endpoint) bool {
+	c := ep.Conditions
+	return (c.Ready == nil || *c.Ready) && (c.Terminating == nil || !*c.Terminating)
+}
+
+// slicePort finds the slice port backing the service port named name.
+func slicePort(sl *discoveryv1.EndpointSlice, name string) (port uint32, appProtocol string, ok bool) {
+	for _, p := range sl.Ports {
+		pn := ""
+		if p.Name != nil {
+			pn = *p.Name
+		}
+		if pn != name || p.Port == nil || *p.Port <= 0 || *p.Port > 65535 {
+			continue
+		}
+		if p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP {
+			continue
+		}
+		if p.AppProtocol != nil {
+			appProtocol = *p.AppProtocol
+		}
+		return uint32(*p.Port), appProtocol, true
+	}
+	return 0, "", false
+}
+
+func addrKey(ip string, port uint32) string {
+	return netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port)).String()
+}
+
+// resolveIP answers for ip:port: a Service's cluster IP, else a pod.
+func (s *Source) resolveIP(ip string, port uint32) destination.Resolution {
+	if svcs := s.cache.ServicesByClusterIP(ip); len(svcs) > 0 {
+		// Two services share a cluster IP only for an instant around a
+		// delete and re-create; pick the newest.
+		sort.Slice(svcs, func(i, j int) bool {
+			return svcs[j].CreationTimestamp.Before(&svcs[i].CreationTimestamp)
+		})
+		return s.resolveService(svcs[0], "", port)
+	}
+	pod := pickPod(s.cache.PodsByIP(ip))
+	r := unknown()
+	if pod == nil {
+		return r
+	}
+	e := &r.Endpoints
+	e.Exists = true
+	e.Labels["namespace"] = pod.Namespace
+	hint := apiv1.ProtocolHint_UNKNOWN
+	if podOpaque(pod, port) {
+		hint = apiv1.ProtocolHint_OPAQUE
+	} else {
+		hint = s.hintFromServices(ip, port)
+	}
+	e.Addrs[addrKey(ip, port)] = s.weightedAddr(ip, port, pod, pod.Spec.NodeName, "", hint)
+	return r
+}
+
+// hintFromServices finds a protocol hint for a pod's port from the
+// services it backs: the slice port's appProtocol, or the service's
+// opaque-ports annotation naming the service port.
+func (s *Source) hintFromServices(ip string, port uint32) apiv1.ProtocolHint_Protocol {
+	for _, sl := range s.cache.SlicesWithIP(ip) {
+		for _, p := range sl.Ports {
+			if p.Port == nil || uint32(*p.Port) != port {
+				continue
+			}
+			if svc := s.cache.Service(sl.Namespace, sl.Labels[discoveryv1.LabelServiceName]); svc != nil {
+				opaque, _ := ParsePortSet(svc.Annotations[OpaquePortsAnnotation])
+				for _, sp := range svc.Spec.Ports {
+					if (p.Name == nil && sp.Name == "" || p.Name != nil && *p.Name == sp.Name) && opaque.Contains(uint32(sp.Port)) {
+						return apiv1.ProtocolHint_OPAQUE
+					}
+				}
+			}
+			if p.AppProtocol != nil {
+				if h := protocolHint(*p.AppProtocol); h != apiv1.ProtocolHint_UNKNOWN {
+					return h
+				}
+			}
+		}
+	}
+	return apiv1.ProtocolHint_UNKNOWN
+}
+
+// pickPod chooses among pods sharing an IP: one not being deleted, then
+// the newest.
+func pickPod(pods []*corev1.Pod) *corev1.Pod {
+	var best *corev1.Pod
+	for _, p := range pods {
+		switch {
+		case best == nil:
+			best = p
+		case (best.DeletionTimestamp != nil) != (p.DeletionTimestamp != nil):
+			if p.DeletionTimestamp == nil {
+				best = p
+			}
+		case best.CreationTimestamp.Before(&p.CreationTimestamp):
+			best = p
+		}
+	}
+	return best
+}
+
+func podOpaque(pod *corev1.Pod, port uint32) bool {
+	if pod == nil {
+		return false
+	}
+	v, ok := pod.Annotations[OpaquePortsAnnotation]
+	if !ok {
+		return false
+	}
+	ps, _ := ParsePortSet(v)
+	return ps.Contains(port)
+}
+
+// protocolHint maps a Service port's appProtocol to a hint. Unknown values
+// (including https and TLS, which the proxy detects) mean detect.
+func protocolHint(appProtocol string) apiv1.ProtocolHint_Protocol {
+	switch strings.ToLower(appProtocol) {
+	case "http", "http1", "kubernetes.io/http":
+		return apiv1.ProtocolHint_HTTP1
+	case "kubernetes.io/h2c", "h2c", "http2":
+		return apiv1.ProtocolHint_HTTP2
+	case "grpc":
+		return apiv1.ProtocolHint_GRPC
+	case "opaque", "tcp", "trellis.io/opaque":
+		return apiv1.ProtocolHint_OPAQUE
+	}
+	return apiv1.ProtocolHint_UNKNOWN
+}
+
+// isMeshed: the injector's annotation or a proxy container.
+func isMeshed(pod *corev1.Pod) bool {
+	if _, ok := pod.Annotations[ProxyVersionAnnotation]; ok {
+		return true
+	}
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name == ProxyContainerName {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (s *Source) weightedAddr(ip string, port uint32, pod *corev1.Pod, nodeName, zone string, hint apiv1.ProtocolHint_Protocol) *apiv1.WeightedAddr {
+	wa := &apiv1.WeightedAddr{
+		Addr:         &apiv1.TcpAddress{Ip: ip, Port: port},
+		Weight:       1,
+		MetricLabels: map[string]string{},
+		ProtocolHint: &apiv1.ProtocolHint{Protocol: hint},
+	}
+	if pod != nil {
+		if nodeName == "" {
+			nodeName = pod.Spec.NodeName
+		}
+		sa := pod.Spec.ServiceAccountName
+		if sa == "" {
+			sa = "default"
+		}
+		wa.MetricLabels["pod"] = pod.Name
+		wa.MetricLabels["namespace"] = pod.Namespace
+		wa.MetricLabels["serviceaccount"] = sa
+		ownerLabels(pod, wa.MetricLabels)
+		if isMeshed(pod) {
+			// A service account name that is not a DNS label cannot be a
+			// mesh identity; such a pod's proxy cannot get a certificate
+			// either, so it is reached in plain text.
+			if id, err := identity.New(s.trustDomain, pod.Namespace, sa); err == nil {
+				wa.TlsIdentity = &apiv1.TlsIdentity{SpiffeId: id.String(), ServerName: id.ServerName()}
+			}
+		}
+	}
+	if nodeName != "" {
+		if n := s.cache.Node(nodeName); n != nil && n.Labels[ZoneLabel] != "" {
+			zone = n.Labels[ZoneLabel]
+		}
+	}
+	wa.Zone = zone
+	return wa
+}
+
+// ownerLabels names the pod's controller: "deployment" for a ReplicaSet
+// made by one (the pod-template-hash suffix removed), else the owner's
+// kind in lower case.
+func ownerLabels(pod *corev1.Pod, labels map[string]string) {
+	for _, o := range pod.OwnerReferences {
+		if o.Controller == nil || !*o.Controller {
+			continue
+		}
+		kind := strings.ToLower(o.Kind)
+		labels[kind] = o.Name
+		if h := pod.Labels["pod-template-hash"]; kind == "replicaset" && h != "" && strings.HasSuffix(o.Name, "-"+h) {
+			labels["deployment"] = strings.TrimSuffix(o.Name, "-"+h)
+		}
+		return
+	}
+}

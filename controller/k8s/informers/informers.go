@@ -1,0 +1,279 @@
+// Package informers holds the controller's view of the Kubernetes API: one
+// client-go SharedInformerFactory with Services, EndpointSlices, Pods and
+// Nodes, the indexes the Destination source looks things up by, and typed
+// lookups over them. The caches are shared by every reader; lookups return
+// the cached objects themselves, which callers must treat as read-only.
+package informers
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Index names.
+const (
+	// IndexService indexes EndpointSlices by "namespace/name" of the
+	// Service they belong to (label kubernetes.io/service-name).
+	IndexService = "trellis.io/service"
+	// IndexEndpointIP indexes EndpointSlices by every endpoint address.
+	IndexEndpointIP = "trellis.io/endpoint-ip"
+	// IndexPodIP indexes Pods by every pod IP. Host-network pods (their
+	// IP is the node's) and finished pods (their IP may be reused) are
+	// left out.
+	IndexPodIP = "trellis.io/pod-ip"
+	// IndexClusterIP indexes Services by every cluster IP.
+	IndexClusterIP = "trellis.io/cluster-ip"
+)
+
+// Cache is the shared informer cache. Make it with New, register event
+// handlers on its informers, then Start it.
+type Cache struct {
+	factory        informers.SharedInformerFactory
+	Services       cache.SharedIndexInformer
+	EndpointSlices cache.SharedIndexInformer
+	Pods           cache.SharedIndexInformer
+	Nodes          cache.SharedIndexInformer
+}
+
+// New makes the informers and their indexes; nothing runs until Start.
+// resync 0 disables periodic resyncs: handlers here are level-triggered
+// notifications, so replaying the cache would only wake every stream.
+func New(client kubernetes.Interface, resync time.Duration) (*Cache, error) {
+	f := informers.NewSharedInformerFactoryWithOptions(client, resync, informers.WithTransform(trim))
+	c := &Cache{
+		factory:        f,
+		Services:       f.Core().V1().Services().Informer(),
+		EndpointSlices: f.Discovery().V1().EndpointSlices().Informer(),
+		Pods:           f.Core().V1().Pods().Informer(),
+		Nodes:          f.Core().V1().Nodes().Informer(),
+	}
+	for _, ix := range []struct {
+		inf cache.SharedIndexInformer
+		idx cache.Indexers
+	}{
+		{c.Services, cache.Indexers{IndexClusterIP: clusterIPs}},
+		{c.EndpointSlices, cache.Indexers{IndexService: sliceService, IndexEndpointIP: sliceAddresses}},
+		{c.Pods, cache.Indexers{IndexPodIP: podIPs}},
+	} {
+		if err := ix.inf.AddIndexers(ix.idx); err != nil {
+			return nil, fmt.Errorf("add indexers: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// Start runs the informers in the background until ctx is done.
+func (c *Cache) Start(ctx context.Context) { c.factory.StartWithContext(ctx) }
+
+// WaitForSync waits for every informer's first full list; it fails if ctx
+// ends first (give it a deadline: an API server that never answers must
+// not hang the controller's start).
+func (c *Cache) WaitForSync(ctx context.Context) error {
+	for typ, ok := range c.factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("informer cache for %v did not sync: %w", typ, context.Cause(ctx))
+		}
+	}
+	return nil
+}
+
+// Shutdown waits for the informers to stop; call it after cancelling the
+// context given to Start.
+func (c *Cache) Shutdown() { c.factory.Shutdown() }
+
+// trim drops what the controller never reads before an object enters the
+// cache: managed fields everywhere, and most of a Pod, the most numerous
+// object. Memory then grows with the number of objects, not their size.
+func trim(obj any) (any, error) {
+	if a, err := meta.Accessor(obj); err == nil {
+		a.SetManagedFields(nil)
+	}
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Pod{
+		TypeMeta:   p.TypeMeta,
+		ObjectMeta: p.ObjectMeta,
+		Spec: corev1.PodSpec{
+			ServiceAccountName: p.Spec.ServiceAccountName,
+			NodeName:           p.Spec.NodeName,
+			HostNetwork:        p.Spec.HostNetwork,
+		},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
+	}
+	// Keep container names and ports only: they say whether the pod is
+	// meshed and name its ports.
+	for _, ct := range p.Spec.InitContainers {
+		out.Spec.InitContainers = append(out.Spec.InitContainers, corev1.Container{Name: ct.Name, Ports: ct.Ports, RestartPolicy: ct.RestartPolicy})
+	}
+	for _, ct := range p.Spec.Containers {
+		out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: ct.Name, Ports: ct.Ports})
+	}
+	return out, nil
+}
+
+func clusterIPs(obj any) ([]string, error) {
+	s, ok := obj.(*corev1.Service)
+	if !ok {
+		return nil, nil
+	}
+	ips := s.Spec.ClusterIPs
+	if len(ips) == 0 && s.Spec.ClusterIP != "" {
+		ips = []string{s.Spec.ClusterIP}
+	}
+	var out []string
+	for _, ip := range ips {
+		if k, ok := IPKey(ip); ok {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+func sliceService(obj any) ([]string, error) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return nil, nil
+	}
+	name := s.Labels[discoveryv1.LabelServiceName]
+	if name == "" {
+		return nil, nil
+	}
+	return []string{s.Namespace + "/" + name}, nil
+}
+
+func sliceAddresses(obj any) ([]string, error) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return nil, nil
+	}
+	return SliceIPs(s), nil
+}
+
+// SliceIPs returns the index keys of every endpoint address of a slice.
+func SliceIPs(s *discoveryv1.EndpointSlice) []string {
+	var out []string
+	for _, e := range s.Endpoints {
+		for _, a := range e.Addresses {
+			if k, ok := IPKey(a); ok {
+				out = append(out, k)
+			}
+		}
+	}
+	return out
+}
+
+func podIPs(obj any) ([]string, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok || p.Spec.HostNetwork || Finished(p) {
+		return nil, nil
+	}
+	return PodIPs(p), nil
+}
+
+// PodIPs returns the index keys of a pod's IPs.
+func PodIPs(p *corev1.Pod) []string {
+	var out []string
+	for _, ip := range p.Status.PodIPs {
+		if k, ok := IPKey(ip.IP); ok {
+			out = append(out, k)
+		}
+	}
+	if len(out) == 0 && p.Status.PodIP != "" {
+		if k, ok := IPKey(p.Status.PodIP); ok {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Finished reports whether a pod has ended for good; its IP may already
+// belong to another pod.
+func Finished(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
+// IPKey is the canonical form of an IP used as an index key, so that
+// "::ffff:10.0.0.1" and "10.0.0.1" are one key. ok is false for
+// something that is not an IP (e.g. "None" for a headless Service).
+func IPKey(s string) (string, bool) {
+	ip, err := netip.ParseAddr(s)
+	if err != nil || ip.Zone() != "" {
+		return "", false
+	}
+	return ip.Unmap().String(), true
+}
+
+// Service returns a Service from the cache, or nil.
+func (c *Cache) Service(namespace, name string) *corev1.Service {
+	s, _ := get[*corev1.Service](c.Services, namespace+"/"+name)
+	return s
+}
+
+// Pod returns a Pod from the cache, or nil.
+func (c *Cache) Pod(namespace, name string) *corev1.Pod {
+	p, _ := get[*corev1.Pod](c.Pods, namespace+"/"+name)
+	return p
+}
+
+// Node returns a Node from the cache, or nil.
+func (c *Cache) Node(name string) *corev1.Node {
+	n, _ := get[*corev1.Node](c.Nodes, name)
+	return n
+}
+
+// ServicesByClusterIP returns the Services with a cluster IP (normally at
+// most one).
+func (c *Cache) ServicesByClusterIP(ip string) []*corev1.Service {
+	return byIndex[*corev1.Service](c.Services, IndexClusterIP, ip)
+}
+
+// SlicesOf returns the EndpointSlices of a Service.
+func (c *Cache) SlicesOf(namespace, name string) []*discoveryv1.EndpointSlice {
+	return byIndex[*discoveryv1.EndpointSlice](c.EndpointSlices, IndexService, namespace+"/"+name)
+}
+
+// SlicesWithIP returns the EndpointSlices that list an address.
+func (c *Cache) SlicesWithIP(ip string) []*discoveryv1.EndpointSlice {
+	return byIndex[*discoveryv1.EndpointSlice](c.EndpointSlices, IndexEndpointIP, ip)
+}
+
+// PodsByIP returns the live, non-host-network Pods with an IP. More than
+// one means the API is mid-way through a reuse; callers pick.
+func (c *Cache) PodsByIP(ip string) []*corev1.Pod {
+	return byIndex[*corev1.Pod](c.Pods, IndexPodIP, ip)
+}
+
+func get[T any](inf cache.SharedIndexInformer, key string) (T, bool) {
+	var zero T
+	obj, ok, err := inf.GetIndexer().GetByKey(key)
+	if err != nil || !ok {
+		return zero, false
+	}
+	t, ok := obj.(T)
+	return t, ok
+}
+
+func byIndex[T any](inf cache.SharedIndexInformer, index, key string) []T {
+	objs, err := inf.GetIndexer().ByIndex(index, key)
+	if err != nil {
+		return nil
+	}
+	out := make([]T, 0, len(objs))
+	for _, o := range objs {
+		if t, ok := o.(T); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}

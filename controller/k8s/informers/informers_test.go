@@ -1,0 +1,68 @@
+package informers
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestIPKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.1": "10.0.0.1", "::ffff:10.0.0.1": "10.0.0.1", "fd00::0001": "fd00::1",
+		"None": "", "": "", "fe80::1%eth0": "", "10.0.0.256": "",
+	} {
+		got, ok := IPKey(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("IPKey(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}
+
+func TestTrimKeepsWhatIsRead(t *testing.T) {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", Annotations: map[string]string{"a": "b"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: "sa", NodeName: "n",
+			InitContainers: []corev1.Container{{Name: "trellis-proxy", Image: "proxy", Env: []corev1.EnvVar{{Name: "X"}}}},
+			Containers:     []corev1.Container{{Name: "app", Image: "app", Ports: []corev1.ContainerPort{{ContainerPort: 80}}}},
+			Volumes:        []corev1.Volume{{Name: "v"}},
+		},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", PodIPs: []corev1.PodIP{{IP: "10.0.0.1"}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady}}},
+	}
+	obj, err := trim(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := obj.(*corev1.Pod)
+	if q.Name != "p" || q.Annotations["a"] != "b" || q.Spec.ServiceAccountName != "sa" || q.Spec.NodeName != "n" ||
+		q.Spec.InitContainers[0].Name != "trellis-proxy" || q.Spec.Containers[0].Ports[0].ContainerPort != 80 ||
+		q.Status.Phase != corev1.PodRunning || PodIPs(q)[0] != "10.0.0.1" {
+		t.Fatalf("trimmed pod lost a field the mesh reads: %+v", q)
+	}
+	if q.ManagedFields != nil || q.Spec.Volumes != nil || q.Status.Conditions != nil || q.Spec.InitContainers[0].Env != nil {
+		t.Fatalf("trimmed pod kept what the mesh never reads: %+v", q)
+	}
+}
+
+func TestPodIndex(t *testing.T) {
+	pod := func(phase corev1.PodPhase, host bool) *corev1.Pod {
+		return &corev1.Pod{Spec: corev1.PodSpec{HostNetwork: host}, Status: corev1.PodStatus{Phase: phase, PodIP: "10.0.0.1"}}
+	}
+	for _, tt := range []struct {
+		name string
+		pod  *corev1.Pod
+		want int
+	}{
+		{"running", pod(corev1.PodRunning, false), 1},
+		{"host network", pod(corev1.PodRunning, true), 0},
+		{"succeeded", pod(corev1.PodSucceeded, false), 0},
+		{"failed", pod(corev1.PodFailed, false), 0},
+	} {
+		if got, _ := podIPs(tt.pod); len(got) != tt.want {
+			t.Errorf("%s: indexed under %v", tt.name, got)
+		}
+	}
+}
