@@ -63,3 +63,6 @@ fuzz:
 
 clean:
 	rm -rf $(BIN)
+
+# The real single-node Kubernetes harness: cluster-up, cluster-down, cluster-status, images, cluster-smoke.
+include test/cluster/cluster.mk

@@ -1,0 +1,47 @@
+# A real single-node Kubernetes for Trellis's end-to-end tests (needs root).
+# Included from the top-level Makefile:  include test/cluster/cluster.mk
+# See test/cluster/README.md.
+GO                  ?= go
+BIN                 ?= $(CURDIR)/bin
+TRELLIS_CLUSTER_DIR ?= /var/tmp/trellis-cluster
+# Images are <registry>/<name>:<tag> as in charts/trellis/values.yaml; the
+# tag is the version `make build` stamps, which `trellis install` uses.
+TRELLIS_IMAGE_REPO  ?= trellis
+TRELLIS_IMAGE_TAG   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+export TRELLIS_CLUSTER_DIR TRELLIS_IMAGE_REPO TRELLIS_IMAGE_TAG
+CLUSTER_MOD  := $(CURDIR)/test/cluster/k8s
+CLUSTER_TOOL := $(TRELLIS_CLUSTER_DIR)/cache/cluster-harness
+# The harness is rebuilt on every call (seconds with a warm build cache) so
+# it is never stale; it builds and caches Kubernetes itself.
+CLUSTER = cd $(CLUSTER_MOD) && CGO_ENABLED=0 $(GO) build -o $(CLUSTER_TOOL) ./cmd/cluster && $(CLUSTER_TOOL) -bin $(BIN)
+
+.PHONY: cluster-up cluster-down cluster-status cluster-build cluster-smoke cluster-test images
+
+## cluster-up: start the cluster (idempotent); prints the kubeconfig path
+cluster-up:
+	@$(CLUSTER) up
+
+## cluster-down: stop it and remove everything it made on the host
+cluster-down:
+	@$(CLUSTER) down
+
+## cluster-status: is it up? (non-zero exit if not)
+cluster-status:
+	@$(CLUSTER) status
+
+## cluster-build: only build and cache Kubernetes, CoreDNS and the helper images
+cluster-build:
+	@$(CLUSTER) build
+
+## images: reproducible image tarballs in bin/images (imported into the cluster if it is up)
+images: build
+	@$(CLUSTER) images
+
+## cluster-smoke: up, a 2-replica demo Deployment + Service answered from the host and from a pod, down
+cluster-smoke: images
+	@$(CLUSTER) up
+	@$(CLUSTER) smoke; rc=$$?; $(CLUSTER) down || rc=1; exit $$rc
+
+## cluster-test: vet and unit tests of the cluster module (no cluster needed)
+cluster-test:
+	cd $(CLUSTER_MOD) && $(GO) vet ./cmd/cluster ./cmd/pause ./cmd/smokeget ./internal/... && $(GO) test -count=1 ./cmd/cluster ./internal/...
