@@ -15,7 +15,7 @@ import (
 	"regexp"
 	"strconv"
 
-	"sigs.k8s.io/yaml"
+	"github.com/trellis-mesh/trellis/internal/meshconfig"
 )
 
 // Namespace and trust domain of every demo workload.
@@ -141,64 +141,30 @@ func newToken() (string, error) {
 
 func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
-// The local store file (docs/local-mode.md). sigs.k8s.io/yaml marshals
-// through encoding/json, so the json tags are the YAML keys.
-type Store struct {
-	TrustDomain         string          `json:"trustDomain,omitempty"`
-	CertificateLifetime string          `json:"certificateLifetime,omitempty"`
-	Services            []StoreService  `json:"services"`
-	Workloads           []StoreWorkload `json:"workloads"`
-}
-
-type StoreService struct {
-	Name      string      `json:"name"`
-	Namespace string      `json:"namespace"`
-	Ports     []StorePort `json:"ports"`
-}
-
-type StorePort struct {
-	Port     int    `json:"port"`
-	Protocol string `json:"protocol"`
-}
-
-type StoreWorkload struct {
-	Name           string            `json:"name"`
-	Namespace      string            `json:"namespace"`
-	ServiceAccount string            `json:"serviceAccount"`
-	Token          string            `json:"token"`
-	ProxyAddr      string            `json:"proxyAddr"`
-	Zone           string            `json:"zone,omitempty"`
-	Labels         map[string]string `json:"labels,omitempty"`
-	Endpoints      []StoreEndpoint   `json:"endpoints"`
-}
-
-type StoreEndpoint struct {
-	Service    string `json:"service"`
-	Port       int    `json:"port"`
-	TargetPort int    `json:"targetPort"`
-	Weight     int    `json:"weight,omitempty"`
-}
+// Store is the local store file (docs/local-mode.md) the demo writes,
+// with the demo's own pre-flight checks (Validate).
+type Store meshconfig.File
 
 // Store builds the local store for the plan.
 func (p Plan) Store() Store {
 	s := Store{TrustDomain: TrustDomain}
 	for _, svc := range demoServices {
-		s.Services = append(s.Services, StoreService{
+		s.Services = append(s.Services, meshconfig.Service{
 			Name: svc.Name, Namespace: Namespace,
-			Ports: []StorePort{{Port: svc.Port, Protocol: svc.Protocol}},
+			Ports: []meshconfig.ServicePort{{Port: svc.Port, Protocol: svc.Protocol}},
 		})
 	}
 	for _, w := range p.Workloads {
-		sw := StoreWorkload{
+		sw := meshconfig.Workload{
 			Name: w.Name, Namespace: Namespace, ServiceAccount: w.ServiceAccount,
 			Token: w.Token, ProxyAddr: addr(w.InboundPort),
 			Labels:    map[string]string{"version": w.Version},
-			Endpoints: []StoreEndpoint{},
+			Endpoints: []meshconfig.Endpoint{},
 		}
 		if w.Service != "" {
 			svc := serviceByName(w.Service)
 			// Equal weights: books-v1 and books-v2 share the traffic.
-			sw.Endpoints = append(sw.Endpoints, StoreEndpoint{Service: svc.Name, Port: svc.Port, TargetPort: w.AppPort, Weight: 1})
+			sw.Endpoints = append(sw.Endpoints, meshconfig.Endpoint{Service: svc.Name, Port: svc.Port, TargetPort: w.AppPort, Weight: new(1)})
 		}
 		s.Workloads = append(s.Workloads, sw)
 	}
@@ -278,7 +244,7 @@ func (p Plan) Write() error {
 	if err := store.Validate(); err != nil {
 		return fmt.Errorf("store file: %w", err)
 	}
-	b, err := yaml.Marshal(store)
+	b, err := meshconfig.File(store).Marshal()
 	if err != nil {
 		return fmt.Errorf("store file: %w", err)
 	}

@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/trellis-mesh/trellis/internal/filewatch"
 )
 
 // Files of a local-mode state directory.
@@ -44,8 +44,6 @@ const (
 	// PollInterval is the fallback re-read period, for file systems where
 	// change events are missing.
 	PollInterval = 2 * time.Second
-	// debounce lets a writer finish a burst of changes before re-reading.
-	debounce = 100 * time.Millisecond
 	// settle: files that do not form a valid CA are read again after this
 	// before the reload is refused, so a writer replacing the key and the
 	// certificate one after the other is not reported as an error.
@@ -268,12 +266,14 @@ func (c *CA) Reload(now time.Time) error {
 		}
 	}
 	if err == nil {
+		// Count the reload before announcing it, so whoever wakes on the
+		// announcement sees a count that already includes it.
+		c.opts.OnReload(nil)
 		c.install(st)
 		c.log.Info("issuer and trust bundle reloaded", "dir", c.layout.dir,
 			"issuer", st.Issuer.Cert.Subject.String(), "issuer_expiry", st.Issuer.Cert.NotAfter.UTC().Format(time.RFC3339),
 			"anchors", len(st.Anchors), "bundle_fingerprint", st.Fingerprint,
 			"issuer_changed", !st.Issuer.Cert.Equal(cur.Issuer.Cert), "bundle_changed", st.Fingerprint != cur.Fingerprint)
-		c.opts.OnReload(nil)
 		return nil
 	}
 
@@ -300,30 +300,21 @@ func (c *CA) Reload(now time.Time) error {
 // covers missed events. It also logs, loudly and once a minute, while the
 // issuer cannot sign.
 func (c *CA) Run(ctx context.Context) {
-	var events <-chan fsnotify.Event
-	var errs <-chan error
-	w, err := fsnotify.NewWatcher()
-	if err == nil {
-		if err = w.Add(c.layout.dir); err != nil {
-			w.Close()
-		}
+	names := []string{c.layout.certFile, c.layout.keyFile, c.layout.bundleFile}
+	if c.layout.fallbackBundle != "" {
+		names = append(names, c.layout.fallbackBundle)
 	}
-	if err != nil {
-		c.log.Warn("cannot watch the CA files for changes; polling only", "dir", c.layout.dir, "interval", PollInterval, "err", err)
-	} else {
-		defer w.Close()
-		events, errs = w.Events, w.Errors
-	}
-	poll := time.NewTicker(PollInterval)
-	defer poll.Stop()
+	w := filewatch.Start(ctx, filewatch.Options{Dir: c.layout.dir, Names: names, Poll: PollInterval, Logger: c.log, What: "the CA files"})
+	defer w.Stop()
 	health := time.NewTicker(healthEvery)
 	defer health.Stop()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
+	// again re-reads files seen invalid once, after settle.
+	again := time.NewTimer(time.Hour)
+	again.Stop()
+	defer again.Stop()
 	reload := func() {
 		if errors.Is(c.Reload(time.Now()), errSettling) {
-			timer.Reset(settle)
+			again.Reset(settle)
 		}
 		c.logHealth(time.Now())
 	}
@@ -332,24 +323,9 @@ func (c *CA) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			if ev.Op == fsnotify.Chmod {
-				continue
-			}
-			timer.Reset(debounce)
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			c.log.Warn("CA file watch error; polling continues", "err", err)
-		case <-timer.C:
+		case <-w.C():
 			reload()
-		case <-poll.C:
+		case <-again.C:
 			reload()
 		case <-health.C:
 			c.logHealth(time.Now())

@@ -41,72 +41,70 @@ type Metrics struct {
 // collectors.
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
-	m := &Metrics{
-		Registry: reg,
-		CertificatesIssued: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "trellis_controller_certificates_issued_total",
-			Help: "Workload certificates issued by Identity.Certify.",
-		}),
-		CertificatesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trellis_controller_certificates_refused_total",
-			Help: "Identity.Certify calls refused, by reason.",
-		}, []string{"reason"}),
-		IssuerExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "trellis_controller_issuer_expiry_timestamp_seconds",
-			Help: "Expiry of the issuer (intermediate CA) certificate, Unix time.",
-		}),
-		AnchorExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "trellis_controller_anchor_expiry_timestamp_seconds",
-			Help: "Expiry of the trust anchor (root CA) certificate, Unix time.",
-		}),
-		ServingCertExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "trellis_controller_serving_cert_expiry_timestamp_seconds",
-			Help: "Expiry of the controller's own serving certificate, Unix time.",
-		}),
-		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trellis_controller_config_reloads_total",
-			Help: "Reloads of the changed store file, by result (ok, error).",
-		}, []string{"result"}),
-		ConfigLastValid: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "trellis_controller_config_last_reload_successful",
-			Help: "1 if the store file on disk is the one being served, 0 if its last edit was rejected.",
-		}),
-		DestinationStreams: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "trellis_controller_destination_streams",
-			Help: "Open Destination.Get streams.",
-		}),
-		DestinationUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trellis_controller_destination_updates_total",
-			Help: "Destination.Get updates sent, by kind (add, remove, no_endpoints).",
-		}, []string{"kind"}),
-		RouteStreams: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "trellis_controller_route_streams",
-			Help: "Open Destination.GetRoutes streams.",
-		}),
-		PolicyStreams: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "trellis_controller_policy_streams",
-			Help: "Open Policy.WatchInbound streams.",
-		}),
-	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.CertificatesIssued, m.CertificatesRefused, m.IssuerExpiry, m.AnchorExpiry, m.ServingCertExpiry,
-		m.ConfigReloads, m.ConfigLastValid,
-		m.DestinationStreams, m.DestinationUpdates, m.RouteStreams, m.PolicyStreams,
 	)
-	// Pre-create the label values so dashboards see zeros, not gaps.
-	for _, r := range []string{ReasonBadRequest, ReasonUnknownIdentity, ReasonBadToken, ReasonBadCSR, ReasonIdentityMismatch, ReasonIssuerExpired, ReasonInternal} {
-		m.CertificatesRefused.WithLabelValues(r)
-	}
-	for _, r := range []string{"ok", "error"} {
-		m.ConfigReloads.WithLabelValues(r)
-	}
-	for _, k := range []string{"add", "remove", "no_endpoints"} {
-		m.DestinationUpdates.WithLabelValues(k)
+	r := registerer{reg}
+	m := &Metrics{
+		Registry: reg,
+
+		CertificatesIssued: r.counter("trellis_controller_certificates_issued_total",
+			"Workload certificates issued by Identity.Certify."),
+		CertificatesRefused: r.counterVec("trellis_controller_certificates_refused_total",
+			"Identity.Certify calls refused, by reason.", "reason",
+			ReasonBadRequest, ReasonUnknownIdentity, ReasonBadToken, ReasonBadCSR, ReasonIdentityMismatch, ReasonIssuerExpired, ReasonInternal),
+		IssuerExpiry: r.gauge("trellis_controller_issuer_expiry_timestamp_seconds",
+			"Expiry of the issuer (intermediate CA) certificate, Unix time."),
+		AnchorExpiry: r.gauge("trellis_controller_anchor_expiry_timestamp_seconds",
+			"Expiry of the trust anchor (root CA) certificate, Unix time."),
+		ServingCertExpiry: r.gauge("trellis_controller_serving_cert_expiry_timestamp_seconds",
+			"Expiry of the controller's own serving certificate, Unix time."),
+
+		ConfigReloads: r.counterVec("trellis_controller_config_reloads_total",
+			"Reloads of the changed store file, by result (ok, error).", "result",
+			"ok", "error"),
+		ConfigLastValid: r.gauge("trellis_controller_config_last_reload_successful",
+			"1 if the store file on disk is the one being served, 0 if its last edit was rejected."),
+
+		DestinationStreams: r.gauge("trellis_controller_destination_streams",
+			"Open Destination.Get streams."),
+		DestinationUpdates: r.counterVec("trellis_controller_destination_updates_total",
+			"Destination.Get updates sent, by kind (add, remove, no_endpoints).", "kind",
+			"add", "remove", "no_endpoints"),
+		RouteStreams: r.gauge("trellis_controller_route_streams",
+			"Open Destination.GetRoutes streams."),
+		PolicyStreams: r.gauge("trellis_controller_policy_streams",
+			"Open Policy.WatchInbound streams."),
 	}
 	m.ConfigLastValid.Set(1)
 	return m
+}
+
+// registerer makes metrics already registered on its registry.
+type registerer struct{ reg *prometheus.Registry }
+
+func (r registerer) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	r.reg.MustRegister(c)
+	return c
+}
+
+func (r registerer) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	r.reg.MustRegister(g)
+	return g
+}
+
+// counterVec makes a counter with one label and creates the series of the
+// given values, so dashboards see zeros, not gaps.
+func (r registerer) counterVec(name, help, label string, values ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+	r.reg.MustRegister(c)
+	for _, v := range values {
+		c.WithLabelValues(v)
+	}
+	return c
 }
 
 // ConfigReloaded records a store reload attempt.

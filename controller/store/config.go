@@ -1,6 +1,7 @@
-// Package store holds the local-mode mesh description: the YAML file format
-// (docs/local-mode.md), its validation, authority resolution and a watcher
-// that reloads the file and notifies subscribers.
+// Package store holds the local-mode mesh description: the validation of
+// the YAML file (docs/local-mode.md, types in internal/meshconfig),
+// authority resolution and a watcher that reloads the file and notifies
+// subscribers.
 package store
 
 import (
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/meshconfig"
 )
 
 // Defaults and limits of the store file.
@@ -35,48 +37,6 @@ const (
 	ProtocolGRPC   = "grpc"
 	ProtocolOpaque = "opaque"
 )
-
-// File is the store file as written by the user.
-type File struct {
-	TrustDomain         string     `json:"trustDomain,omitempty"`
-	ClusterDomain       string     `json:"clusterDomain,omitempty"`
-	CertificateLifetime string     `json:"certificateLifetime,omitempty"`
-	Services            []Service  `json:"services,omitempty"`
-	Workloads           []Workload `json:"workloads,omitempty"`
-}
-
-// Service is a named set of ports; workloads back it through endpoints.
-type Service struct {
-	Name      string        `json:"name"`
-	Namespace string        `json:"namespace"`
-	Ports     []ServicePort `json:"ports"`
-}
-
-// ServicePort is one port of a service.
-type ServicePort struct {
-	Port     int    `json:"port"`
-	Protocol string `json:"protocol,omitempty"`
-}
-
-// Workload is one proxied process.
-type Workload struct {
-	Name           string            `json:"name"`
-	Namespace      string            `json:"namespace"`
-	ServiceAccount string            `json:"serviceAccount"`
-	Token          string            `json:"token"`
-	ProxyAddr      string            `json:"proxyAddr"`
-	Zone           string            `json:"zone,omitempty"`
-	Labels         map[string]string `json:"labels,omitempty"`
-	Endpoints      []Endpoint        `json:"endpoints,omitempty"`
-}
-
-// Endpoint makes a workload back one port of a service of its namespace.
-type Endpoint struct {
-	Service    string `json:"service"`
-	Port       int    `json:"port"`
-	TargetPort int    `json:"targetPort,omitempty"`
-	Weight     *int   `json:"weight,omitempty"`
-}
 
 // Config is a validated store file, with defaults applied and indexes built.
 // It is immutable once built; a reload makes a new one.
@@ -137,15 +97,15 @@ func Parse(data []byte) (*Config, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("store file is %d bytes, more than the %d allowed", len(data), MaxFileSize)
 	}
-	var f File
+	var f meshconfig.File
 	if err := yaml.UnmarshalStrict(data, &f); err != nil {
 		return nil, fmt.Errorf("decode store file: %w", err)
 	}
-	return f.Build()
+	return build(&f)
 }
 
-// Build validates the file and returns the Config it describes.
-func (f *File) Build() (*Config, error) {
+// build validates the file and returns the Config it describes.
+func build(f *meshconfig.File) (*Config, error) {
 	c := &Config{
 		TrustDomain:         f.TrustDomain,
 		ClusterDomain:       strings.ToLower(f.ClusterDomain),

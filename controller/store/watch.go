@@ -12,17 +12,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/trellis-mesh/trellis/internal/filewatch"
 )
 
-// Timings of the watcher.
-const (
-	// PollInterval is the fallback re-read period, for file systems where
-	// change events are missing (network mounts, some container volumes).
-	PollInterval = 2 * time.Second
-	// debounce lets an editor finish a burst of writes before re-reading.
-	debounce = 100 * time.Millisecond
-)
+// PollInterval is the fallback re-read period, for file systems where
+// change events are missing (network mounts, some container volumes).
+const PollInterval = 2 * time.Second
 
 // Store holds the current Config loaded from a file and reloads it on
 // change. A bad edit is refused: the last good Config keeps serving.
@@ -131,48 +126,19 @@ func (s *Store) Reload() error {
 // so editors that write a new file and rename it over the old one, and
 // atomic symlink swaps, are seen; a slow poll covers missed events.
 func (s *Store) Run(ctx context.Context) error {
-	var events <-chan fsnotify.Event
-	var errs <-chan error
-	w, err := fsnotify.NewWatcher()
-	if err == nil {
-		err = w.Add(filepath.Dir(s.path))
-		if err != nil {
-			w.Close()
-		}
-	}
-	if err != nil {
-		s.log.Warn("cannot watch the store file for changes; polling only", "path", s.path, "interval", PollInterval, "err", err)
-	} else {
-		defer w.Close()
-		events, errs = w.Events, w.Errors
-	}
-	poll := time.NewTicker(PollInterval)
-	defer poll.Stop()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
+	w := filewatch.Start(ctx, filewatch.Options{
+		Dir:    filepath.Dir(s.path),
+		Names:  []string{filepath.Base(s.path)},
+		Poll:   PollInterval,
+		Logger: s.log.With("path", s.path),
+		What:   "the store file",
+	})
+	defer w.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			if ev.Op == fsnotify.Chmod {
-				continue
-			}
-			timer.Reset(debounce)
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			s.log.Warn("store file watch error; polling continues", "err", err)
-		case <-timer.C:
-			_ = s.Reload()
-		case <-poll.C:
+		case <-w.C():
 			_ = s.Reload()
 		}
 	}

@@ -134,6 +134,13 @@ type Issuer struct {
 
 // NewIssuer makes an intermediate CA signed by parent.
 func NewIssuer(parent *x509.Certificate, parentKey crypto.Signer, commonName string, validity time.Duration, now time.Time) (*Issuer, error) {
+	return newIssuer(parent, parentKey, commonName, validity, now, nil)
+}
+
+// newIssuer makes an intermediate CA signed by parent, valid for validity
+// but never beyond parent, that may sign leaves only; constrain, when not
+// nil, adds to its template.
+func newIssuer(parent *x509.Certificate, parentKey crypto.Signer, commonName string, validity time.Duration, now time.Time, constrain func(*x509.Certificate)) (*Issuer, error) {
 	key, err := GenerateKey()
 	if err != nil {
 		return nil, err
@@ -155,6 +162,9 @@ func NewIssuer(parent *x509.Certificate, parentKey crypto.Signer, commonName str
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
+	}
+	if constrain != nil {
+		constrain(tmpl)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
 	if err != nil {

@@ -3,60 +3,25 @@ package harness
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
+	"maps"
 
-	"sigs.k8s.io/yaml"
+	"github.com/trellis-mesh/trellis/internal/meshconfig"
 )
 
-// Store is the local-mode store file (docs/local-mode.md).
-type Store struct {
-	TrustDomain         string     `json:"trustDomain,omitempty"`
-	CertificateLifetime string     `json:"certificateLifetime,omitempty"`
-	Services            []Service  `json:"services"`
-	Workloads           []Workload `json:"workloads"`
-}
+// Store is the local-mode store file (docs/local-mode.md), with the
+// helpers tests need to edit and rewrite it.
+type Store meshconfig.File
 
-// Service is a service of the store file.
-type Service struct {
-	Name      string        `json:"name"`
-	Namespace string        `json:"namespace"`
-	Ports     []ServicePort `json:"ports"`
-}
-
-// ServicePort is one port of a service.
-type ServicePort struct {
-	Port     int    `json:"port"`
-	Protocol string `json:"protocol,omitempty"`
-}
-
-// Workload is a workload of the store file.
-type Workload struct {
-	Name           string            `json:"name"`
-	Namespace      string            `json:"namespace"`
-	ServiceAccount string            `json:"serviceAccount"`
-	Token          string            `json:"token"`
-	ProxyAddr      string            `json:"proxyAddr"`
-	Zone           string            `json:"zone,omitempty"`
-	Labels         map[string]string `json:"labels,omitempty"`
-	Endpoints      []Endpoint        `json:"endpoints,omitempty"`
-}
-
-// Endpoint places a workload behind a service port.
-type Endpoint struct {
-	Service    string `json:"service"`
-	Port       int    `json:"port"`
-	TargetPort int    `json:"targetPort"`
-	Weight     int    `json:"weight,omitempty"`
-}
+// The parts of the store file.
+type (
+	Service     = meshconfig.Service
+	ServicePort = meshconfig.ServicePort
+	Workload    = meshconfig.Workload
+	Endpoint    = meshconfig.Endpoint
+)
 
 // Marshal renders the store as YAML.
-func (s Store) Marshal() ([]byte, error) {
-	b, err := yaml.Marshal(s)
-	if err != nil {
-		return nil, fmt.Errorf("marshal store: %w", err)
-	}
-	return b, nil
-}
+func (s Store) Marshal() ([]byte, error) { return meshconfig.File(s).Marshal() }
 
 // Clone returns a deep copy, so a test can edit a store it already wrote.
 func (s Store) Clone() Store {
@@ -69,13 +34,12 @@ func (s Store) Clone() Store {
 	out.Workloads = make([]Workload, len(s.Workloads))
 	for i, w := range s.Workloads {
 		w.Endpoints = append([]Endpoint(nil), w.Endpoints...)
-		if w.Labels != nil {
-			l := make(map[string]string, len(w.Labels))
-			for k, v := range w.Labels {
-				l[k] = v
+		for j, e := range w.Endpoints {
+			if e.Weight != nil {
+				w.Endpoints[j].Weight = new(*e.Weight)
 			}
-			w.Labels = l
 		}
+		w.Labels = maps.Clone(w.Labels)
 		out.Workloads[i] = w
 	}
 	return out
