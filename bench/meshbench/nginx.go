@@ -12,7 +12,7 @@ import (
 
 // nginxPair is the yardstick: nginx #1 takes plain HTTP (and h2c gRPC) from
 // the load generator and proxies over TLS 1.3 with a client certificate to
-// nginx #2, which proxies to the upstream. Settings follow
+// nginx #2, which proxies to the upstream. Settings follow what was
 // measured fair for nginx on these machines, so the yardstick is not handicapped:
 // keep-alive pools that are never recycled, one worker, no access log.
 type nginxPair struct {
