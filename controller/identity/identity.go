@@ -1,13 +1,16 @@
-// Package identity serves Identity.Certify in local mode: a workload proves
-// who it is with the token the store file gives it, and gets a short-lived
-// certificate for its SPIFFE ID signed by the current issuer, with the
-// current trust bundle. An issuer that cannot sign (expired) is never used.
+// Package identity serves Identity.Certify: a workload proves who it is
+// with a token and gets a short-lived certificate for its SPIFFE ID signed
+// by the current issuer, with the current trust bundle. In local mode the
+// token is the one the store file gives the workload; in Kubernetes mode an
+// Authenticator (a TokenReview of the pod's projected ServiceAccount token)
+// vouches for it. An issuer that cannot sign (expired) is never used.
 package identity
 
 import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -24,14 +27,68 @@ import (
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
 
+// Authenticator decides whether a token proves the right to an identity.
+// It is how Kubernetes mode plugs in its TokenReview check without this
+// package knowing about Kubernetes.
+type Authenticator interface {
+	// Authenticate returns who the token proved to be (for logs), or an
+	// error: ErrAuthUnavailable (wrapped) when the check could not be
+	// made, an *AuthError for a refusal with a specific reason, anything
+	// else for a token that does not authenticate. Errors must never
+	// contain the token.
+	Authenticate(ctx context.Context, token []byte, id identity.ID) (caller string, err error)
+}
+
+// ErrAuthUnavailable marks an Authenticator failure that says nothing about
+// the token (the API server could not be reached): the caller gets
+// Unavailable and retries.
+var ErrAuthUnavailable = errors.New("authentication unavailable")
+
+// AuthError is an Authenticator's refusal with the reason label of
+// trellis_controller_certificates_refused_total.
+type AuthError struct {
+	// Reason is one of metrics.Reason*; metrics.ReasonIdentityMismatch
+	// (a valid token for another identity) maps to PermissionDenied,
+	// anything else to Unauthenticated.
+	Reason string
+	Err    error
+}
+
+func (e *AuthError) Error() string { return e.Err.Error() }
+func (e *AuthError) Unwrap() error { return e.Err }
+
+// authRefusal maps an Authenticator error to a metric reason and a gRPC
+// code.
+func authRefusal(err error) (string, codes.Code) {
+	if errors.Is(err, ErrAuthUnavailable) {
+		return metrics.ReasonInternal, codes.Unavailable
+	}
+	var ae *AuthError
+	if errors.As(err, &ae) && ae.Reason != "" {
+		if ae.Reason == metrics.ReasonIdentityMismatch {
+			return ae.Reason, codes.PermissionDenied
+		}
+		return ae.Reason, codes.Unauthenticated
+	}
+	return metrics.ReasonBadToken, codes.Unauthenticated
+}
+
 // Service implements apiv1.IdentityServer.
 type Service struct {
 	apiv1.UnimplementedIdentityServer
 
-	Store   *store.Store
-	CA      *ca.CA
-	Metrics *metrics.Metrics
-	Log     *slog.Logger
+	// Store holds the workloads and their tokens (local mode). When Auth
+	// is set it is only read for the certificate lifetime, and may be nil.
+	Store *store.Store
+	// Auth, when set, authenticates callers instead of the store file's
+	// tokens (Kubernetes mode).
+	Auth Authenticator
+	// Lifetime of issued certificates when Store is nil; default
+	// store.DefaultCertificateLifetime.
+	Lifetime time.Duration
+	CA       *ca.CA
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -58,29 +115,33 @@ func (s *Service) Certify(ctx context.Context, req *apiv1.CertifyRequest) (*apiv
 	if err != nil {
 		return nil, refuse(metrics.ReasonBadRequest, codes.InvalidArgument, "requested identity: %v", err)
 	}
-	cfg, _ := s.Store.Current()
-	if len(req.GetToken()) == 0 {
-		return nil, refuse(metrics.ReasonBadToken, codes.Unauthenticated, "no token: the request must carry the workload's token from the store file")
+	lifetime := s.Lifetime
+	if lifetime <= 0 {
+		lifetime = store.DefaultCertificateLifetime
 	}
-	candidates := cfg.WorkloadsWithIdentity(id)
-	if len(candidates) == 0 {
-		return nil, refuse(metrics.ReasonUnknownIdentity, codes.Unauthenticated, "identity %s: no workload in the store file runs as it (trust domain %s)", id, cfg.TrustDomain)
+	if s.Store != nil {
+		cfg, _ := s.Store.Current()
+		lifetime = cfg.CertificateLifetime
 	}
-	// Hash both sides so the comparison takes the same time whatever the
-	// lengths, and compare against every candidate so timing does not tell
-	// which workload matched.
-	got := sha256.Sum256(req.GetToken())
-	var workload *store.WorkloadInfo
-	for _, w := range candidates {
-		want := sha256.Sum256([]byte(w.Token))
-		if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
-			workload = w
+	if s.Auth != nil {
+		// The CSR is parsed after the token is checked in both modes, so
+		// an unauthenticated caller learns nothing from CSR errors.
+		caller, err := s.Auth.Authenticate(ctx, req.GetToken(), id)
+		if err != nil {
+			reason, code := authRefusal(err)
+			return nil, refuse(reason, code, "identity %s: %v", id, err)
 		}
+		log = log.With("caller", caller)
+	} else {
+		if s.Store == nil {
+			return nil, refuse(metrics.ReasonInternal, codes.Internal, "no authenticator configured")
+		}
+		w, r := s.storeToken(req.GetToken(), id)
+		if r != nil {
+			return nil, refuse(r.reason, r.code, r.msg, r.args...)
+		}
+		log = log.With("workload", w.Name+"."+w.Namespace)
 	}
-	if workload == nil {
-		return nil, refuse(metrics.ReasonBadToken, codes.Unauthenticated, "identity %s: the token is not the one of any workload with this identity", id)
-	}
-	log = log.With("workload", workload.Name+"."+workload.Namespace)
 
 	csr, csrID, err := pki.ParseCSR(req.GetCertificateSigningRequest())
 	if err != nil {
@@ -96,7 +157,7 @@ func (s *Service) Certify(ctx context.Context, req *apiv1.CertifyRequest) (*apiv
 	if err := st.Check(now); err != nil {
 		return nil, refuse(metrics.ReasonIssuerExpired, codes.FailedPrecondition, "%v", err)
 	}
-	leaf, err := st.Issuer.Sign(csr.PublicKey, id, cfg.CertificateLifetime, now)
+	leaf, err := st.Issuer.Sign(csr.PublicKey, id, lifetime, now)
 	if err != nil {
 		return nil, refuse(metrics.ReasonInternal, codes.Internal, "sign: %v", err)
 	}
@@ -107,4 +168,41 @@ func (s *Service) Certify(ctx context.Context, req *apiv1.CertifyRequest) (*apiv
 		ValidUntil:   timestamppb.New(leaf.NotAfter),
 		TrustAnchors: st.AnchorsDER,
 	}, nil
+}
+
+// refusal is a store-token check failure, turned into a gRPC error (and a
+// metric) by Certify.
+type refusal struct {
+	reason string
+	code   codes.Code
+	msg    string
+	args   []any
+}
+
+// storeToken finds the store workload with identity id whose token is
+// token (local mode).
+func (s *Service) storeToken(token []byte, id identity.ID) (*store.WorkloadInfo, *refusal) {
+	cfg, _ := s.Store.Current()
+	if len(token) == 0 {
+		return nil, &refusal{metrics.ReasonBadToken, codes.Unauthenticated, "no token: the request must carry the workload's token from the store file", nil}
+	}
+	candidates := cfg.WorkloadsWithIdentity(id)
+	if len(candidates) == 0 {
+		return nil, &refusal{metrics.ReasonUnknownIdentity, codes.Unauthenticated, "identity %s: no workload in the store file runs as it (trust domain %s)", []any{id, cfg.TrustDomain}}
+	}
+	// Hash both sides so the comparison takes the same time whatever the
+	// lengths, and compare against every candidate so timing does not tell
+	// which workload matched.
+	got := sha256.Sum256(token)
+	var workload *store.WorkloadInfo
+	for _, w := range candidates {
+		want := sha256.Sum256([]byte(w.Token))
+		if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
+			workload = w
+		}
+	}
+	if workload == nil {
+		return nil, &refusal{metrics.ReasonBadToken, codes.Unauthenticated, "identity %s: the token is not the one of any workload with this identity", []any{id}}
+	}
+	return workload, nil
 }

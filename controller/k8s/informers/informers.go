@@ -1,6 +1,6 @@
 // Package informers holds the controller's view of the Kubernetes API: one
 // client-go SharedInformerFactory with Services, EndpointSlices, Pods and
-// Nodes, the indexes the Destination source looks things up by, and typed
+// Nodes (and Namespaces when the injector needs them), the indexes the Destination source looks things up by, and typed
 // lookups over them. The caches are shared by every reader; lookups return
 // the cached objects themselves, which callers must treat as read-only.
 package informers
@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -42,6 +43,8 @@ type Cache struct {
 	EndpointSlices cache.SharedIndexInformer
 	Pods           cache.SharedIndexInformer
 	Nodes          cache.SharedIndexInformer
+	// Namespaces is nil until WatchNamespaces.
+	Namespaces listersv1.NamespaceLister
 }
 
 // New makes the informers and their indexes; nothing runs until Start.
@@ -71,6 +74,17 @@ func New(client kubernetes.Interface, resync time.Duration) (*Cache, error) {
 	return c, nil
 }
 
+// WatchNamespaces adds a Namespace informer (the injector reads namespace
+// annotations). Call it before Start: the factory starts only the
+// informers that exist then, and WaitForSync waits for them.
+func (c *Cache) WatchNamespaces() {
+	if c.Namespaces == nil {
+		ns := c.factory.Core().V1().Namespaces()
+		ns.Informer() // registers it with the factory
+		c.Namespaces = ns.Lister()
+	}
+}
+
 // Start runs the informers in the background until ctx is done.
 func (c *Cache) Start(ctx context.Context) { c.factory.StartWithContext(ctx) }
 
@@ -96,6 +110,10 @@ func (c *Cache) Shutdown() { c.factory.Shutdown() }
 func trim(obj any) (any, error) {
 	if a, err := meta.Accessor(obj); err == nil {
 		a.SetManagedFields(nil)
+	}
+	if n, ok := obj.(*corev1.Namespace); ok {
+		// The injector reads a namespace's annotations only.
+		return &corev1.Namespace{TypeMeta: n.TypeMeta, ObjectMeta: n.ObjectMeta}, nil
 	}
 	p, ok := obj.(*corev1.Pod)
 	if !ok {

@@ -1,10 +1,14 @@
 package informers
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 func TestIPKey(t *testing.T) {
@@ -64,5 +68,44 @@ func TestPodIndex(t *testing.T) {
 		if got, _ := podIPs(tt.pod); len(got) != tt.want {
 			t.Errorf("%s: indexed under %v", tt.name, got)
 		}
+	}
+}
+
+// TestWatchNamespaces: the Namespace informer is started and synced with
+// the others, and its lister serves trimmed namespaces.
+func TestWatchNamespaces(t *testing.T) {
+	client := fake.NewClientset(&corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{"trellis.io/inject": "enabled"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Spec: corev1.NamespaceSpec{Finalizers: []corev1.FinalizerName{"kubernetes"}},
+	})
+	c, err := New(client, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Namespaces != nil {
+		t.Fatal("Namespaces lister before WatchNamespaces")
+	}
+	c.WatchNamespaces()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bg, stop := context.WithCancel(context.Background())
+	c.Start(bg)
+	defer func() { stop(); c.Shutdown() }()
+	if err := c.WaitForSync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := c.Namespaces.Get("shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns.Annotations["trellis.io/inject"] != "enabled" {
+		t.Errorf("annotations %v", ns.Annotations)
+	}
+	if ns.ManagedFields != nil || ns.Spec.Finalizers != nil {
+		t.Errorf("namespace not trimmed: %+v", ns)
+	}
+	if _, err := c.Namespaces.Get("absent"); !apierrors.IsNotFound(err) {
+		t.Errorf("absent namespace: %v, want NotFound", err)
 	}
 }

@@ -1,6 +1,7 @@
 // Package serve runs the controller in Kubernetes mode: one shared informer
 // cache feeding the Destination service, on a gRPC server whose TLS and
-// extra services (Identity) the caller supplies, plus the admin server.
+// extra services (Identity, Policy) the caller supplies, plus the admin
+// server and, when configured, the proxy injector's admission webhook.
 package serve
 
 import (
@@ -14,9 +15,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -55,7 +59,18 @@ type Config struct {
 	TLS *tls.Config
 	// Register, when set, adds services to the gRPC server (Identity,
 	// Policy) before it serves.
-	Register func(*grpc.Server, kubernetes.Interface, *metrics.Metrics)
+	Register func(*grpc.Server, Env)
+
+	// WebhookAddr, WebhookTLSDir and Webhook together enable the
+	// admission webhook: Webhook makes its handler from a namespace
+	// annotation lookup over the shared cache, served over TLS on
+	// WebhookAddr with the key pair of WebhookTLSDir (tls.crt, tls.key,
+	// picked up again when the mounted Secret changes). Webhook nil or
+	// WebhookAddr empty: no webhook, and no Namespace informer.
+	WebhookAddr   string
+	WebhookTLSDir string
+	Webhook       func(NamespaceAnnotations) http.Handler
+
 	// Metrics, when set, is the registry to serve; default metrics.New().
 	Metrics       *metrics.Metrics
 	Logger        *slog.Logger
@@ -64,13 +79,25 @@ type Config struct {
 	SyncTimeout time.Duration
 }
 
+// Env is what Config.Register gets to build services.
+type Env struct {
+	Client  kubernetes.Interface
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+	// Done is closed when the controller stops: streams must end then.
+	Done <-chan struct{}
+}
+
+// NamespaceAnnotations looks up a namespace's annotations.
+type NamespaceAnnotations func(ctx context.Context, namespace string) (map[string]string, error)
+
 // Controller is a running Kubernetes-mode controller.
 type Controller struct {
-	grpcAddr, adminAddr string
-	Metrics             *metrics.Metrics
-	Source              *endpoints.Source
-	done                chan struct{}
-	err                 error
+	grpcAddr, adminAddr, webhookAddr string
+	Metrics                          *metrics.Metrics
+	Source                           *endpoints.Source
+	done                             chan struct{}
+	err                              error
 }
 
 // ClientFromKubeconfig makes a clientset from a kubeconfig file, or from
@@ -132,6 +159,24 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
+	webhook := cfg.Webhook != nil && cfg.WebhookAddr != ""
+	var keyPair *KeyPairDir
+	if webhook {
+		if cfg.WebhookTLSDir == "" {
+			return nil, errors.New("serve: the webhook needs a TLS directory (tls.crt, tls.key)")
+		}
+		reloadErrors := prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trellis_controller_webhook_tls_reload_errors_total",
+			Help: "Changes of the webhook key pair files that were refused (the previous pair keeps serving).",
+		})
+		if err := m.Registry.Register(reloadErrors); err != nil {
+			return nil, fmt.Errorf("webhook metrics: %w", err)
+		}
+		if keyPair, err = LoadKeyPairDir(cfg.WebhookTLSDir, log.With("component", "webhook"), reloadErrors); err != nil {
+			return nil, err
+		}
+		ic.WatchNamespaces()
+	}
 	src, err := endpoints.New(ic, endpoints.Options{
 		TrustDomain: cfg.TrustDomain, ClusterDomain: cfg.ClusterDomain,
 		Log: log.With("component", "endpoints"), Registerer: m.Registry,
@@ -177,6 +222,29 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		closeAdmin()
 		return nil, fmt.Errorf("gRPC listener: %w", err)
 	}
+	var webhookLn net.Listener
+	var webhookSrv *http.Server
+	if webhook {
+		if webhookLn, err = lc.Listen(ctx, "tcp", cfg.WebhookAddr); err != nil {
+			grpcLn.Close()
+			stopInformers()
+			closeAdmin()
+			return nil, fmt.Errorf("webhook listener: %w", err)
+		}
+		webhookSrv = &http.Server{
+			Handler:           cfg.Webhook(namespaceLookup(ic, client)),
+			ReadHeaderTimeout: 5 * time.Second,
+			// The API server gives a webhook 10 s at most (timeoutSeconds).
+			ReadTimeout:  15 * time.Second,
+			WriteTimeout: 15 * time.Second,
+			IdleTimeout:  90 * time.Second,
+			TLSConfig: &tls.Config{
+				MinVersion:     tls.VersionTLS12,
+				GetCertificate: keyPair.GetCertificate,
+			},
+			ErrorLog: slog.NewLogLogger(log.With("component", "webhook").Handler(), slog.LevelDebug),
+		}
+	}
 	streamsDone := make(chan struct{})
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(cfg.TLS)),
@@ -185,19 +253,32 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	)
 	apiv1.RegisterDestinationServer(srv, &destination.Service{Source: src, Metrics: m, Log: log.With("component", "destination"), Done: streamsDone})
 	if cfg.Register != nil {
-		cfg.Register(srv, client, m)
+		cfg.Register(srv, Env{Client: client, Metrics: m, Log: log, Done: streamsDone})
 	}
 
 	c := &Controller{grpcAddr: grpcLn.Addr().String(), adminAddr: adminLn.Addr().String(), Metrics: m, Source: src, done: make(chan struct{})}
-	errc := make(chan error, 1)
+	if webhookLn != nil {
+		c.webhookAddr = webhookLn.Addr().String()
+	}
+	errc := make(chan error, 2) // one per server
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := srv.Serve(grpcLn); err != nil {
 			errc <- fmt.Errorf("gRPC server: %w", err)
 		}
 	})
+	if webhookSrv != nil {
+		wg.Go(func() {
+			if err := webhookSrv.ServeTLS(webhookLn, "", ""); !errors.Is(err, http.ErrServerClosed) {
+				select {
+				case errc <- fmt.Errorf("webhook server: %w", err):
+				default:
+				}
+			}
+		})
+	}
 	adm.SetReady(true)
-	log.Info("controller serving (kubernetes mode)", "grpc", c.grpcAddr, "admin", c.adminAddr)
+	log.Info("controller serving (kubernetes mode)", "grpc", c.grpcAddr, "admin", c.adminAddr, "webhook", c.webhookAddr)
 
 	go func() {
 		defer close(c.done)
@@ -210,6 +291,14 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		}
 		adm.SetReady(false)
 		close(streamsDone)
+		if webhookSrv != nil {
+			// Admission calls are short: give them the grace, then close.
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+			if err := webhookSrv.Shutdown(sctx); err != nil {
+				_ = webhookSrv.Close()
+			}
+			cancel()
+		}
 		stopped := make(chan struct{})
 		go func() { srv.GracefulStop(); close(stopped) }()
 		t := time.NewTimer(cfg.ShutdownGrace)
@@ -232,6 +321,9 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 // GRPCAddr is the bound gRPC address.
 func (c *Controller) GRPCAddr() string { return c.grpcAddr }
 
+// WebhookAddr is the bound webhook address, "" without a webhook.
+func (c *Controller) WebhookAddr() string { return c.webhookAddr }
+
 // AdminAddr is the bound admin address.
 func (c *Controller) AdminAddr() string { return c.adminAddr }
 
@@ -239,4 +331,20 @@ func (c *Controller) AdminAddr() string { return c.adminAddr }
 func (c *Controller) Wait() error {
 	<-c.done
 	return c.err
+}
+
+// namespaceLookup reads namespace annotations from the shared cache. A
+// namespace the cache has not seen yet (created just before its first
+// pod) is read from the API server rather than taken as unannotated.
+func namespaceLookup(ic *informers.Cache, client kubernetes.Interface) NamespaceAnnotations {
+	return func(ctx context.Context, name string) (map[string]string, error) {
+		ns, err := ic.Namespaces.Get(name)
+		if apierrors.IsNotFound(err) {
+			ns, err = client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("namespace %s: %w", name, err)
+		}
+		return ns.Annotations, nil
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"sort"
 	"testing"
 	"time"
@@ -92,11 +91,7 @@ func TestServeFake(t *testing.T) {
 // TestServeCluster runs the scenario against a real API server, such as the
 // one `make cluster-up` starts (test/cluster/).
 func TestServeCluster(t *testing.T) {
-	path := os.Getenv("TRELLIS_KUBECONFIG")
-	if path == "" {
-		t.Skip("TRELLIS_KUBECONFIG is not set: run `make cluster-up` and export TRELLIS_KUBECONFIG=<the kubeconfig it prints> to test against a real API server")
-	}
-	client, err := ClientFromKubeconfig(path)
+	client, err := ClientFromKubeconfig(clusterKubeconfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}

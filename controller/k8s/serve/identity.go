@@ -1,0 +1,40 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	identitysvc "github.com/trellis-mesh/trellis/controller/identity"
+	"github.com/trellis-mesh/trellis/controller/k8s/tokenreview"
+	"github.com/trellis-mesh/trellis/controller/metrics"
+	"github.com/trellis-mesh/trellis/internal/identity"
+)
+
+// TokenReviewAuth adapts the TokenReview authenticator to the identity
+// service (which knows nothing of Kubernetes), mapping its refusals: an
+// unreachable API server to identitysvc.ErrAuthUnavailable, the others to
+// an identitysvc.AuthError with the same reason.
+type TokenReviewAuth struct{ *tokenreview.Authenticator }
+
+var _ identitysvc.Authenticator = TokenReviewAuth{}
+
+// Authenticate implements identitysvc.Authenticator.
+func (t TokenReviewAuth) Authenticate(ctx context.Context, token []byte, id identity.ID) (string, error) {
+	r, err := t.Authenticator.Authenticate(ctx, token, id)
+	if err != nil {
+		if errors.Is(err, tokenreview.ErrUnavailable) {
+			return "", fmt.Errorf("%w: %w", identitysvc.ErrAuthUnavailable, err)
+		}
+		reason := metrics.ReasonBadToken
+		var te *tokenreview.Error
+		if errors.As(err, &te) {
+			reason = te.Reason
+		}
+		return "", &identitysvc.AuthError{Reason: reason, Err: err}
+	}
+	if r.Pod != "" {
+		return r.Username + " (pod " + r.Pod + ")", nil
+	}
+	return r.Username, nil
+}
