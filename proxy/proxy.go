@@ -54,7 +54,11 @@ type Config struct {
 	RequestTimeout     time.Duration
 	OpaquePorts        []uint16
 	ShutdownGrace      time.Duration
-	Logger             *slog.Logger
+	// MeshTransport is the HTTP/2 implementation on mesh connections, both
+	// directions: "xnet" (golang.org/x/net/http2, the default) or "lean"
+	// (proxy/meshh2).
+	MeshTransport string
+	Logger        *slog.Logger
 
 	// Ready, when set, receives the bound listener addresses once serving
 	// (useful with ":0" addresses in tests).
@@ -100,6 +104,11 @@ func (c *Config) validate() error {
 	need(c.AdminAddr, "--admin-addr")
 	if c.Mode != outbound.ModeExplicit && c.Mode != outbound.ModeTransparent {
 		errs = append(errs, fmt.Errorf("--mode must be explicit or transparent, got %q", c.Mode))
+	}
+	switch c.MeshTransport {
+	case "", outbound.MeshTransportXNet, outbound.MeshTransportLean:
+	default:
+		errs = append(errs, fmt.Errorf("--mesh-transport must be xnet or lean, got %q", c.MeshTransport))
 	}
 	if c.Mode == outbound.ModeExplicit && c.AppAddr == "" {
 		errs = append(errs, errors.New("--app-addr is required in explicit mode"))
@@ -219,6 +228,7 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		Metrics: m, Logger: log.With("component", "outbound"),
 		DetectTimeout: cfg.DetectTimeout, RequestTimeout: cfg.RequestTimeout, OpaquePorts: opaque,
+		MeshTransport: cfg.MeshTransport,
 	})
 	if err != nil {
 		return err
@@ -227,6 +237,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Store: store, Metrics: m, Logger: log.With("component", "inbound"),
 		AppAddr: cfg.AppAddr, Transparent: cfg.Mode == outbound.ModeTransparent,
 		DetectTimeout: cfg.DetectTimeout, OpaquePorts: opaque,
+		MeshTransport: cfg.MeshTransport,
 	})
 	if err != nil {
 		return err

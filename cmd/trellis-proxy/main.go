@@ -68,6 +68,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&opaquePorts, "opaque-ports", "25,587,3306,4222,5432,6379,11211,27017", "ports never detected (server-speaks-first protocols)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "drain time on SIGTERM or POST /shutdown")
+	fs.StringVar(&cfg.MeshTransport, "mesh-transport", "xnet", "HTTP/2 implementation between proxies: xnet (golang.org/x/net/http2) or lean (proxy/meshh2)")
 	fs.IntVar(&rc.maxProcs, "gomaxprocs", 1, "Go scheduler threads (GOMAXPROCS); 0: one per CPU. The GOMAXPROCS environment variable wins")
 	fs.StringVar(&rc.memoryLimit, "memory-limit", "12MiB", "soft memory limit of the Go runtime: the GC works harder near it (0: none). GOMEMLIMIT wins")
 	fs.IntVar(&rc.gcPercent, "gc-percent", 0, "GC target: heap growth in percent between collections (0: Go's default of 100; -1: off). GOGC wins")

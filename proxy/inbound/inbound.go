@@ -23,6 +23,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
@@ -44,7 +45,16 @@ type Config struct {
 	DialTimeout      time.Duration // default 5s
 	OpaquePorts      map[uint16]bool
 	OrigDst          func(net.Conn) (netip.AddrPort, error)
+	// MeshTransport serves mesh HTTP/2 with x/net ("xnet", default) or
+	// the lean proxy/meshh2 server ("lean").
+	MeshTransport string
 }
+
+// Mesh transports (Config.MeshTransport).
+const (
+	MeshTransportXNet = "xnet"
+	MeshTransportLean = "lean"
+)
 
 // Proxy is the inbound proxy.
 type Proxy struct {
@@ -65,6 +75,7 @@ type Proxy struct {
 	mu      sync.Mutex
 	lns     []net.Listener
 	closing bool
+	lean    map[*meshh2.ServerConn]struct{} // live lean mesh conns, for drain
 }
 
 // New builds an inbound proxy.
@@ -87,8 +98,16 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.OrigDst == nil {
 		cfg.OrigDst = origdst.Get
 	}
+	switch cfg.MeshTransport {
+	case "":
+		cfg.MeshTransport = MeshTransportXNet
+	case MeshTransportXNet, MeshTransportLean:
+	default:
+		return nil, errors.New("inbound: mesh transport must be xnet or lean, got " + strconv.Quote(cfg.MeshTransport))
+	}
 	p := &Proxy{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
+		lean:    make(map[*meshh2.ServerConn]struct{}),
 		tlsConf: cfg.Store.ServerConfig([]string{transport.ALPNHTTP, transport.ALPNOpaque}),
 		dialer:  net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
 		h2srv: &http2.Server{
@@ -186,8 +205,16 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for _, ln := range p.lns {
 		_ = ln.Close()
 	}
+	leanConns := make([]*meshh2.ServerConn, 0, len(p.lean))
+	for sc := range p.lean {
+		leanConns = append(leanConns, sc)
+	}
 	p.mu.Unlock()
 	var wg sync.WaitGroup
+	for _, sc := range leanConns {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = sc.Shutdown(ctx) }()
+	}
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = p.h1srv.Shutdown(ctx) }()
 	go func() { defer wg.Done(); _ = p.h2base.Shutdown(ctx) }()
@@ -271,6 +298,32 @@ func (p *Proxy) serveH2(c net.Conn, info *connInfo) {
 	})
 }
 
+// serveLean serves a mesh HTTP/2 connection with proxy/meshh2: handlers
+// write frames directly, without x/net's serve-loop handoffs.
+func (p *Proxy) serveLean(c net.Conn, info *connInfo) {
+	sc := meshh2.NewServerConn(c, meshh2.ServerOptions{
+		Handler: http.HandlerFunc(p.serveHTTP),
+		// Not cancelled by Shutdown: in-flight requests finish during a drain.
+		BaseContext:          context.WithValue(context.Background(), connInfoKey{}, info),
+		MaxConcurrentStreams: p.h2srv.MaxConcurrentStreams,
+		Logger:               p.log,
+	})
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		_ = c.Close()
+		return
+	}
+	p.lean[sc] = struct{}{}
+	p.mu.Unlock()
+	if err := sc.Serve(); err != nil {
+		p.log.Debug("inbound: mesh connection ended", "peer", info.peer, "err", err)
+	}
+	p.mu.Lock()
+	delete(p.lean, sc)
+	p.mu.Unlock()
+}
+
 // serveMesh terminates mesh TLS and dispatches on ALPN.
 func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 	tc := tls.Server(c, p.tlsConf)
@@ -293,6 +346,10 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 	mi := &connInfo{peer: id.String(), tls: true, target: info.target, raw: info.raw}
 	switch cs.NegotiatedProtocol {
 	case transport.ALPNHTTP:
+		if p.cfg.MeshTransport == MeshTransportLean {
+			p.serveLean(tc, mi)
+			return
+		}
 		p.serveH2(tc, mi)
 	case transport.ALPNOpaque:
 		_ = tc.SetReadDeadline(time.Now().Add(p.cfg.HandshakeTimeout))

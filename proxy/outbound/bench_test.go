@@ -58,14 +58,18 @@ func BenchmarkDirectHTTP1(b *testing.B) {
 
 // BenchmarkOutboundInboundHTTP1: HTTP/1.1 app -> outbound -> mTLS HTTP/2 ->
 // inbound -> HTTP/1.1 app, all in process over loopback.
-func BenchmarkOutboundInboundHTTP1(b *testing.B) {
-	p := newPair(b, pairOpts{app: benchApp()})
+func BenchmarkOutboundInboundHTTP1(b *testing.B) { benchTransports(b, benchOutboundInboundHTTP1) }
+
+func benchOutboundInboundHTTP1(b *testing.B, transport string) {
+	p := newPair(b, pairOpts{transport: transport, app: benchApp()})
 	runBench(b, p.client, url("/books/1"))
 }
 
 // BenchmarkOutboundInboundH2C: an h2c (prior knowledge) app client through the
 // pair to an h2c app.
-func BenchmarkOutboundInboundH2C(b *testing.B) {
+func BenchmarkOutboundInboundH2C(b *testing.B) { benchTransports(b, benchOutboundInboundH2C) }
+
+func benchOutboundInboundH2C(b *testing.B, transport string) {
 	appLn := listen(b)
 	h2s := &http2.Server{}
 	go func() {
@@ -78,7 +82,7 @@ func BenchmarkOutboundInboundH2C(b *testing.B) {
 		}
 	}()
 	defer appLn.Close()
-	p := newPair(b, pairOpts{appListener: appLn})
+	p := newPair(b, pairOpts{transport: transport, appListener: appLn})
 	runBench(b, &http.Client{Transport: h2cClient(p.outAddr)}, url("/books/1"))
 }
 
@@ -122,6 +126,10 @@ func BenchmarkDirectHTTP1Serial(b *testing.B) {
 }
 
 func BenchmarkOutboundInboundHTTP1Serial(b *testing.B) {
-	p := newPair(b, pairOpts{app: benchApp()})
+	benchTransports(b, benchOutboundInboundHTTP1Serial)
+}
+
+func benchOutboundInboundHTTP1Serial(b *testing.B, transport string) {
+	p := newPair(b, pairOpts{transport: transport, app: benchApp()})
 	runSerial(b, p.client, url("/books/1"))
 }

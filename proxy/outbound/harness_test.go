@@ -88,6 +88,7 @@ type pair struct {
 }
 
 type pairOpts struct {
+	transport      string       // mesh HTTP/2: outbound.MeshTransportXNet or Lean
 	app            http.Handler // served as HTTP/1.1 (and h2c when h2c is true)
 	appListener    net.Listener // instead of app
 	expectID       identity.ID  // identity the outbound expects; default serverID
@@ -125,7 +126,7 @@ func newPair(t testing.TB, o pairOpts) *pair {
 	// pprof labels tell the two proxies' goroutines apart in benchmark
 	// profiles (go tool pprof -tagfocus proxy=inbound).
 	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("proxy", "inbound")))
-	p.in, err = inbound.New(inbound.Config{Store: c.store(t, serverID), Metrics: inM, AppAddr: "127.0.0.1:1", DetectTimeout: time.Second})
+	p.in, err = inbound.New(inbound.Config{Store: c.store(t, serverID), Metrics: inM, AppAddr: "127.0.0.1:1", DetectTimeout: time.Second, MeshTransport: o.transport})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,6 +161,7 @@ func newPair(t testing.TB, o pairOpts) *pair {
 		Metrics:        p.outMetrics,
 		DetectTimeout:  time.Second,
 		RequestTimeout: o.requestTimeout,
+		MeshTransport:  o.transport,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -250,6 +252,21 @@ func readAll(t testing.TB, r io.Reader) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// transports are the mesh HTTP/2 implementations every pair test runs with.
+var transports = []string{outbound.MeshTransportXNet, outbound.MeshTransportLean}
+
+func forTransports(t *testing.T, fn func(t *testing.T, transport string)) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { fn(t, tr) })
+	}
+}
+
+func benchTransports(b *testing.B, fn func(b *testing.B, transport string)) {
+	for _, tr := range transports {
+		b.Run(tr, func(b *testing.B) { fn(b, tr) })
+	}
 }
 
 func url(path string) string { return "http://" + strings.TrimSuffix(service, ":80") + path }

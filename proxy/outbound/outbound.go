@@ -54,6 +54,9 @@ type Config struct {
 	RequestTimeout time.Duration // 0: none
 	DialTimeout    time.Duration // default 5s
 	OpaquePorts    map[uint16]bool
+	// MeshTransport is the HTTP/2 client used on mesh connections:
+	// MeshTransportXNet (default) or MeshTransportLean (proxy/meshh2).
+	MeshTransport string
 	// OrigDst recovers a connection's original destination (transparent
 	// mode); default origdst.Get.
 	OrigDst func(net.Conn) (netip.AddrPort, error)
@@ -99,12 +102,19 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.OrigDst == nil {
 		cfg.OrigDst = origdst.Get
 	}
+	switch cfg.MeshTransport {
+	case "":
+		cfg.MeshTransport = MeshTransportXNet
+	case MeshTransportXNet, MeshTransportLean:
+	default:
+		return nil, errors.New("outbound: mesh transport must be xnet or lean, got " + strconv.Quote(cfg.MeshTransport))
+	}
 	d := &dialer{
 		store: cfg.Store, metrics: cfg.Metrics, timeout: cfg.DialTimeout,
 		net: net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
 	}
 	p := &Proxy{
-		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, dialer: d, pool: newPool(d),
+		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, dialer: d, pool: newPool(d, cfg.MeshTransport),
 		h1: &http.Transport{
 			DialContext:           d.net.DialContext,
 			MaxIdleConns:          1024,

@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
 
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/transport"
@@ -38,6 +40,21 @@ type poolKey struct {
 	id   identity.ID // zero: plain h2c
 }
 
+// meshConn is a multiplexed HTTP/2 client connection: x/net's
+// *http2.ClientConn or the lean *meshh2.ClientConn.
+type meshConn interface {
+	ReserveNewRequest() bool
+	RoundTrip(*http.Request) (*http.Response, error)
+	Shutdown(context.Context) error
+	Close() error
+}
+
+// Mesh transports (Config.MeshTransport).
+const (
+	MeshTransportXNet = "xnet"
+	MeshTransportLean = "lean"
+)
+
 type dialCall struct {
 	done chan struct{}
 	err  error
@@ -47,15 +64,17 @@ type dialCall struct {
 // dialed once (singleflight) and redialed when it can take no new request.
 type pool struct {
 	t2      *http2.Transport
+	lean    bool // meshh2 for mesh (mTLS) connections; h2c stays on x/net
 	dialer  *dialer
 	mu      sync.Mutex
-	conns   map[poolKey]*http2.ClientConn
+	conns   map[poolKey]meshConn
 	dialing map[poolKey]*dialCall
 	closed  bool
 }
 
-func newPool(d *dialer) *pool {
+func newPool(d *dialer, transport string) *pool {
 	return &pool{
+		lean: transport == MeshTransportLean,
 		t2: &http2.Transport{
 			// Idle peer connections are closed so conns replaced in the pool
 			// (full or going away) do not linger.
@@ -66,13 +85,13 @@ func newPool(d *dialer) *pool {
 			StrictMaxConcurrentStreams: false,
 		},
 		dialer:  d,
-		conns:   make(map[poolKey]*http2.ClientConn),
+		conns:   make(map[poolKey]meshConn),
 		dialing: make(map[poolKey]*dialCall),
 	}
 }
 
 // get returns a connection with a reserved stream slot.
-func (p *pool) get(ctx context.Context, k poolKey) (*http2.ClientConn, error) {
+func (p *pool) get(ctx context.Context, k poolKey) (meshConn, error) {
 	for attempt := 0; attempt < 4; attempt++ {
 		p.mu.Lock()
 		if p.closed {
@@ -122,7 +141,7 @@ func (p *pool) get(ctx context.Context, k poolKey) (*http2.ClientConn, error) {
 	return nil, &connectError{addr: k.addr, err: errors.New("no usable connection")}
 }
 
-func (p *pool) dial(k poolKey) (*http2.ClientConn, error) {
+func (p *pool) dial(k poolKey) (meshConn, error) {
 	// Not bound to one request's context: the connection is shared.
 	ctx, cancel := context.WithTimeout(context.Background(), p.dialer.timeout)
 	defer cancel()
@@ -136,7 +155,16 @@ func (p *pool) dial(k poolKey) (*http2.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc, err := p.t2.NewClientConn(c)
+	var cc meshConn
+	if p.lean && !k.id.IsZero() {
+		cc, err = meshh2.NewClientConn(c, meshh2.ClientOptions{
+			ReadIdleTimeout: p.t2.ReadIdleTimeout,
+			PingTimeout:     p.t2.PingTimeout,
+			IdleTimeout:     p.t2.IdleConnTimeout,
+		})
+	} else {
+		cc, err = p.t2.NewClientConn(c)
+	}
 	if err != nil {
 		_ = c.Close()
 		return nil, &connectError{addr: k.addr, err: err}
@@ -150,7 +178,7 @@ func (p *pool) shutdown(ctx context.Context) {
 	p.mu.Lock()
 	p.closed = true
 	conns := p.conns
-	p.conns = map[poolKey]*http2.ClientConn{}
+	p.conns = map[poolKey]meshConn{}
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, cc := range conns {

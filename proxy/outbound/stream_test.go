@@ -48,13 +48,15 @@ func (grpcServer) FullDuplexCall(stream testpb.TestService_FullDuplexCallServer)
 	}
 }
 
-func TestGRPCUnaryAndBidi(t *testing.T) {
+func TestGRPCUnaryAndBidi(t *testing.T) { forTransports(t, testGRPCUnaryAndBidi) }
+
+func testGRPCUnaryAndBidi(t *testing.T, transport string) {
 	appLn := listen(t)
 	gs := grpc.NewServer()
 	testpb.RegisterTestServiceServer(gs, grpcServer{})
 	go func() { _ = gs.Serve(appLn) }()
 	t.Cleanup(gs.Stop)
-	p := newPair(t, pairOpts{appListener: appLn})
+	p := newPair(t, pairOpts{transport: transport, appListener: appLn})
 
 	cc, err := grpc.NewClient("passthrough:///"+service,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -130,8 +132,10 @@ func echoServer(t *testing.T) net.Listener {
 	return ln
 }
 
-func TestConnectOpaque(t *testing.T) {
-	p := newPair(t, pairOpts{appListener: echoServer(t)})
+func TestConnectOpaque(t *testing.T) { forTransports(t, testConnectOpaque) }
+
+func testConnectOpaque(t *testing.T, transport string) {
+	p := newPair(t, pairOpts{transport: transport, appListener: echoServer(t)})
 	c, err := net.Dial("tcp", p.outAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +165,9 @@ func TestConnectOpaque(t *testing.T) {
 	})
 }
 
-func TestWebSocketStyleUpgrade(t *testing.T) {
+func TestWebSocketStyleUpgrade(t *testing.T) { forTransports(t, testWebSocketStyleUpgrade) }
+
+func testWebSocketStyleUpgrade(t *testing.T, transport string) {
 	// The app answers 101 and then echoes raw bytes.
 	ln := listen(t)
 	t.Cleanup(func() { _ = ln.Close() })
@@ -184,7 +190,7 @@ func TestWebSocketStyleUpgrade(t *testing.T) {
 			}()
 		}
 	}()
-	p := newPair(t, pairOpts{appListener: ln})
+	p := newPair(t, pairOpts{transport: transport, appListener: ln})
 	c, err := net.Dial("tcp", p.outAddr)
 	if err != nil {
 		t.Fatal(err)

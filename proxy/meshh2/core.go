@@ -1,0 +1,402 @@
+package meshh2
+
+import (
+	"io"
+	"net/http"
+	"sync"
+
+	"golang.org/x/net/http2"
+)
+
+// stream is the state both roles share for one HTTP/2 stream. Fields under
+// core.mu unless noted.
+type stream struct {
+	id       uint32
+	sendWin  int64 // peer's window for our DATA
+	recvWin  int64 // what the peer may still send us
+	unacked  int   // consumed bytes not yet returned by WINDOW_UPDATE
+	sendErr  error // set when we must stop sending (reset, conn closed)
+	sentEnd  bool  // we sent END_STREAM
+	recvEnd  bool  // peer sent END_STREAM
+	ended    bool  // removed from the map
+	gotHead  bool  // initial HEADERS seen (reader goroutine only)
+	in       *pipe // incoming body; nil when the message had none
+	trailers http.Header
+	// trailerDst receives trailers when the body reaches EOF.
+	trailerDst *http.Header
+	// onEnd runs (outside locks) when the stream is removed.
+	onEnd func(err error)
+	ext   any // *clientStream or *serverStream
+}
+
+// core is the connection state shared by client and server: streams,
+// flow-control windows, peer settings.
+type core struct {
+	w    *wconn
+	mu   sync.Mutex
+	cond sync.Cond // windows changed, stream ended, conn closed
+
+	streams     map[uint32]*stream
+	sendWin     int64 // peer's conn window for our DATA
+	recvWin     int64 // what the peer may still send on the conn
+	recvUnacked int
+	peerInitWin int64
+	closed      bool
+	closeErr    error
+}
+
+func (c *core) init(w *wconn) {
+	c.w = w
+	c.cond.L = &c.mu
+	c.streams = make(map[uint32]*stream)
+	c.sendWin = initialPeerWindow
+	c.peerInitWin = initialPeerWindow
+	c.recvWin = ConnWindow
+}
+
+// writePreamble writes our SETTINGS and the conn window increment.
+func (c *core) writePreamble(preface bool, settings ...http2.Setting) error {
+	w := c.w
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if preface {
+		if _, err := w.bw.WriteString(http2.ClientPreface); err != nil {
+			return w.check(err)
+		}
+	}
+	if err := w.check(w.fr.WriteSettings(settings...)); err != nil {
+		return err
+	}
+	if err := w.check(w.fr.WriteWindowUpdate(0, ConnWindow-initialPeerWindow)); err != nil {
+		return err
+	}
+	return w.flushLocked()
+}
+
+// awaitSend reserves up to want bytes of send window for st, waiting for
+// WINDOW_UPDATE when both are exhausted.
+func (c *core) awaitSend(st *stream, want int) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if st.sendErr != nil {
+			return 0, st.sendErr
+		}
+		if c.closed {
+			return 0, c.closeErr
+		}
+		n := int64(want)
+		n = min(n, st.sendWin, c.sendWin)
+		if n > 0 {
+			st.sendWin -= n
+			c.sendWin -= n
+			return int(n), nil
+		}
+		c.cond.Wait()
+	}
+}
+
+// sendData writes p on st as DATA frames, waiting for window as needed,
+// and flushes. endStream marks the last frame.
+func (c *core) sendData(st *stream, p []byte, endStream bool) error {
+	for len(p) > 0 || endStream {
+		n := 0
+		if len(p) > 0 {
+			var err error
+			if n, err = c.awaitSend(st, len(p)); err != nil {
+				return err
+			}
+		}
+		last := endStream && n == len(p)
+		w := c.w
+		w.wmu.Lock()
+		err := w.writeDataLocked(st.id, p[:n], last)
+		if err == nil {
+			err = w.flushLocked()
+		}
+		w.wmu.Unlock()
+		if err != nil {
+			return err
+		}
+		p = p[n:]
+		if last {
+			c.sentEndStream(st)
+			return nil
+		}
+	}
+	return nil
+}
+
+// sentEndStream records that our half of st is done.
+func (c *core) sentEndStream(st *stream) {
+	c.mu.Lock()
+	st.sentEnd = true
+	done := st.recvEnd && !st.ended
+	if done {
+		c.removeLocked(st)
+	}
+	c.mu.Unlock()
+	if done && st.onEnd != nil {
+		st.onEnd(nil)
+	}
+}
+
+// recvEndStream records the peer's END_STREAM on st.
+func (c *core) recvEndStream(st *stream) {
+	c.mu.Lock()
+	st.recvEnd = true
+	done := st.sentEnd && !st.ended
+	if done {
+		c.removeLocked(st)
+	}
+	c.mu.Unlock()
+	if st.in != nil {
+		st.in.closeWithError(io.EOF, st.copyTrailers)
+	}
+	if done && st.onEnd != nil {
+		st.onEnd(nil)
+	}
+}
+
+func (st *stream) copyTrailers() {
+	if st.trailerDst == nil || len(st.trailers) == 0 {
+		return
+	}
+	if *st.trailerDst == nil {
+		*st.trailerDst = make(http.Header, len(st.trailers))
+	}
+	for k, vv := range st.trailers {
+		(*st.trailerDst)[k] = vv
+	}
+}
+
+func (c *core) removeLocked(st *stream) {
+	st.ended = true
+	if st.sendErr == nil {
+		st.sendErr = errStreamDone
+	}
+	delete(c.streams, st.id)
+	c.cond.Broadcast()
+}
+
+var errStreamDone = &StreamError{Code: http2.ErrCodeStreamClosed}
+
+// reset ends st with err; when sendRST it also writes RST_STREAM(code).
+// Unread body bytes go back to the conn window.
+func (c *core) reset(st *stream, code http2.ErrCode, err error, sendRST bool) {
+	c.mu.Lock()
+	if st.ended {
+		c.mu.Unlock()
+		return
+	}
+	st.sendErr = err
+	c.removeLocked(st)
+	// st.in is published under c.mu by the reader goroutine; a reset may
+	// come from another goroutine (a cancelled request context).
+	in := st.in
+	c.mu.Unlock()
+	if in != nil {
+		if n := in.breakWithError(err); n > 0 {
+			c.consumed(nil, n)
+		}
+	}
+	if sendRST {
+		w := c.w
+		w.wmu.Lock()
+		if w.check(w.fr.WriteRSTStream(st.id, code)) == nil {
+			_ = w.flushLocked()
+		}
+		w.wmu.Unlock()
+	}
+	if st.onEnd != nil {
+		st.onEnd(err)
+	}
+}
+
+// consumed returns n read bytes to the windows, sending WINDOW_UPDATE in
+// batches. st is nil for bytes that belonged to no live stream.
+func (c *core) consumed(st *stream, n int) {
+	if n <= 0 {
+		return
+	}
+	var sinc, cinc int
+	c.mu.Lock()
+	c.recvUnacked += n
+	if c.recvUnacked >= connUpdateAt {
+		cinc = c.recvUnacked
+		c.recvUnacked = 0
+		c.recvWin += int64(cinc)
+	}
+	if st != nil && !st.recvEnd && !st.ended {
+		st.unacked += n
+		if st.unacked >= streamUpdateAt {
+			sinc = st.unacked
+			st.unacked = 0
+			st.recvWin += int64(sinc)
+		}
+	}
+	closed := c.closed
+	c.mu.Unlock()
+	if closed || sinc+cinc == 0 {
+		return
+	}
+	w := c.w
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if cinc > 0 && w.check(w.fr.WriteWindowUpdate(0, uint32(cinc))) != nil {
+		return
+	}
+	if sinc > 0 && w.check(w.fr.WriteWindowUpdate(st.id, uint32(sinc))) != nil {
+		return
+	}
+	_ = w.flushLocked()
+}
+
+// onData handles a DATA frame: flow-control accounting, then the stream's
+// pipe. It returns a connection error for flow-control violations.
+func (c *core) onData(f *http2.DataFrame) error {
+	size := int64(f.Length)
+	c.mu.Lock()
+	if size > c.recvWin {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	c.recvWin -= size
+	st := c.streams[f.StreamID]
+	if st == nil || st.recvEnd || st.in == nil {
+		c.mu.Unlock()
+		// Closed or unknown stream: return the bytes to the conn window.
+		c.consumed(nil, int(size))
+		if st != nil && !st.ended {
+			c.reset(st, http2.ErrCodeStreamClosed, &StreamError{StreamID: st.id, Code: http2.ErrCodeStreamClosed}, true)
+		}
+		return nil
+	}
+	if size > st.recvWin {
+		c.mu.Unlock()
+		c.consumed(nil, int(size))
+		c.reset(st, http2.ErrCodeFlowControl, &StreamError{StreamID: st.id, Code: http2.ErrCodeFlowControl}, true)
+		return nil
+	}
+	st.recvWin -= size
+	c.mu.Unlock()
+	data := f.Data()
+	// Padding is consumed at once.
+	if pad := int(size) - len(data); pad > 0 {
+		c.consumed(st, pad)
+	}
+	if len(data) > 0 && !st.in.write(data) {
+		c.consumed(nil, len(data))
+	}
+	if f.StreamEnded() {
+		c.recvEndStream(st)
+	}
+	return nil
+}
+
+// onWindowUpdate grows a send window.
+func (c *core) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	inc := int64(f.Increment)
+	if f.StreamID == 0 {
+		if c.sendWin+inc > 1<<31-1 {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		c.sendWin += inc
+	} else if st := c.streams[f.StreamID]; st != nil {
+		if st.sendWin+inc > 1<<31-1 {
+			st.sendErr = &StreamError{StreamID: st.id, Code: http2.ErrCodeFlowControl}
+		} else {
+			st.sendWin += inc
+		}
+	}
+	c.cond.Broadcast()
+	return nil
+}
+
+// onSettings applies the peer's settings and acknowledges them.
+// maxStreams receives SETTINGS_MAX_CONCURRENT_STREAMS when present.
+func (c *core) onSettings(f *http2.SettingsFrame, maxStreams func(uint32)) error {
+	if f.IsAck() {
+		return nil
+	}
+	var maxFrame uint32
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			c.mu.Lock()
+			delta := int64(s.Val) - c.peerInitWin
+			c.peerInitWin = int64(s.Val)
+			for _, st := range c.streams {
+				st.sendWin += delta
+			}
+			c.cond.Broadcast()
+			c.mu.Unlock()
+		case http2.SettingMaxFrameSize:
+			maxFrame = s.Val
+		case http2.SettingMaxConcurrentStreams:
+			if maxStreams != nil {
+				maxStreams(s.Val)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	w := c.w
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if maxFrame != 0 {
+		w.maxFrame = maxFrame
+	}
+	if err := w.check(w.fr.WriteSettingsAck()); err != nil {
+		return err
+	}
+	return w.flushLocked()
+}
+
+func (c *core) onPing(f *http2.PingFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	w := c.w
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if err := w.check(w.fr.WritePing(true, f.Data)); err != nil {
+		return err
+	}
+	return w.flushLocked()
+}
+
+// closeAll marks the conn closed and fails every stream with errFor(st).
+func (c *core) closeAll(cause error, errFor func(*stream) error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.closeErr = cause
+	streams := make([]*stream, 0, len(c.streams))
+	for _, st := range c.streams {
+		streams = append(streams, st)
+	}
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	_ = c.w.nc.Close()
+	for _, st := range streams {
+		c.reset(st, http2.ErrCodeCancel, errFor(st), false)
+	}
+}
+
+// goAway writes GOAWAY and flushes.
+func (c *core) writeGoAway(lastID uint32, code http2.ErrCode, debug string) {
+	w := c.w
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if w.check(w.fr.WriteGoAway(lastID, code, []byte(debug))) == nil {
+		_ = w.flushLocked()
+	}
+}

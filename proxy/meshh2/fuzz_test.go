@@ -1,0 +1,109 @@
+package meshh2
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// frames builds a raw frame sequence with the Framer (seed corpus).
+func frames(fn func(fr *http2.Framer, hdr func(fields ...string) []byte)) []byte {
+	var buf bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	hdr := func(fields ...string) []byte {
+		hb.Reset()
+		for i := 0; i+1 < len(fields); i += 2 {
+			_ = enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		return append([]byte(nil), hb.Bytes()...)
+	}
+	fn(fr, hdr)
+	return buf.Bytes()
+}
+
+var getFields = []string{":method", "GET", ":scheme", "https", ":authority", "x", ":path", "/"}
+
+func fuzzSeeds() [][]byte {
+	return [][]byte{
+		frames(func(fr *http2.Framer, hdr func(...string) []byte) {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdr(getFields...), EndStream: true, EndHeaders: true})
+		}),
+		frames(func(fr *http2.Framer, hdr func(...string) []byte) {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdr(":method", "POST", ":scheme", "https", ":authority", "x", ":path", "/", "content-length", "3"), EndHeaders: true})
+			_ = fr.WriteData(1, false, []byte("abc"))
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdr("x-trailer", "1"), EndStream: true, EndHeaders: true})
+			_ = fr.WriteWindowUpdate(0, 1000)
+			_ = fr.WritePing(false, [8]byte{1})
+		}),
+		frames(func(fr *http2.Framer, hdr func(...string) []byte) {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: hdr(getFields...), EndHeaders: false})
+			_ = fr.WriteContinuation(3, true, hdr("x-a", "b"))
+			_ = fr.WriteRSTStream(3, http2.ErrCodeCancel)
+			_ = fr.WriteData(3, true, []byte("late"))
+			_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1})
+			_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+		}),
+		frames(func(fr *http2.Framer, hdr func(...string) []byte) {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 2, BlockFragment: hdr(getFields...), EndStream: true, EndHeaders: true})
+			_ = fr.WriteData(9, false, make([]byte, 100))
+			_ = fr.WriteWindowUpdate(1, 1<<31-1)
+			_ = fr.WriteWindowUpdate(0, 1<<31-1)
+		}),
+		{0, 0, 0, 0, 0, 0, 0, 0, 0},
+	}
+}
+
+// FuzzServerFrames feeds arbitrary bytes after a valid preface and
+// SETTINGS: the server must neither panic nor hang.
+func FuzzServerFrames(f *testing.F) {
+	for _, s := range fuzzSeeds() {
+		f.Add(s)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer ln.Close()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(w, r.Body)
+		w.Header().Set(http.TrailerPrefix+"X-T", "t")
+	})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		sconn, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			sc := NewServerConn(sconn, ServerOptions{Handler: h, MaxConcurrentStreams: 8})
+			done <- sc.Serve()
+		}()
+		// Drain the server's output so its writes never block.
+		go func() { _, _ = io.Copy(io.Discard, c) }()
+		var pre bytes.Buffer
+		pre.WriteString(http2.ClientPreface)
+		_ = http2.NewFramer(&pre, nil).WriteSettings()
+		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Write(pre.Bytes())
+		_, _ = c.Write(in)
+		_ = c.(*net.TCPConn).CloseWrite()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("server did not finish after the client closed")
+		}
+	})
+}

@@ -1,0 +1,644 @@
+package meshh2
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// respBufMax is how much response body a handler may write before it is
+// sent; smaller responses go out with their HEADERS in one flush.
+const respBufMax = 16 << 10
+
+// ServerOptions configure a server connection.
+type ServerOptions struct {
+	Handler http.Handler
+	// BaseContext is the parent of every request's context (values only:
+	// cancelling it does not cancel requests).
+	BaseContext          context.Context
+	MaxConcurrentStreams uint32        // default 1000
+	PrefaceTimeout       time.Duration // default 10s
+	Logger               *slog.Logger
+}
+
+// ServerConn serves HTTP/2 requests on one connection.
+type ServerConn struct {
+	core
+	opts       ServerOptions
+	remoteAddr string
+	tlsState   *tls.ConnectionState
+	cn         canon // reader goroutine only
+
+	// Under core.mu.
+	lastID       uint32
+	handlers     int
+	shuttingDown bool
+	handlersDone sync.WaitGroup
+}
+
+type serverStream struct {
+	stream
+	sc     *ServerConn
+	cancel context.CancelFunc
+}
+
+// NewServerConn prepares to serve nc; call Serve.
+func NewServerConn(nc net.Conn, opts ServerOptions) *ServerConn {
+	if opts.BaseContext == nil {
+		opts.BaseContext = context.Background()
+	}
+	if opts.MaxConcurrentStreams == 0 {
+		opts.MaxConcurrentStreams = 1000
+	}
+	if opts.PrefaceTimeout <= 0 {
+		opts.PrefaceTimeout = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	sc := &ServerConn{opts: opts, remoteAddr: nc.RemoteAddr().String()}
+	if tc, ok := nc.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		sc.tlsState = &cs
+	}
+	sc.core.init(newWconn(nc))
+	return sc
+}
+
+// Serve reads frames until the connection ends, running Handler for each
+// request; it returns after every handler has returned.
+func (sc *ServerConn) Serve() error {
+	err := sc.serve()
+	var ce http2.ConnectionError
+	if errors.As(err, &ce) {
+		sc.mu.Lock()
+		last := sc.lastID
+		sc.mu.Unlock()
+		sc.writeGoAway(last, http2.ErrCode(ce), "")
+	}
+	cause := err
+	if errors.Is(cause, io.EOF) {
+		cause = ErrClosed
+	}
+	sc.closeAll(fmt.Errorf("meshh2: connection closed: %w", cause), func(st *stream) error {
+		return fmt.Errorf("meshh2: stream %d: %w", st.id, cause)
+	})
+	sc.handlersDone.Wait()
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+func (sc *ServerConn) serve() error {
+	nc := sc.w.nc
+	_ = nc.SetReadDeadline(time.Now().Add(sc.opts.PrefaceTimeout))
+	var pre [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(sc.w.br, pre[:]); err != nil {
+		return fmt.Errorf("meshh2: reading client preface: %w", err)
+	}
+	if string(pre[:]) != http2.ClientPreface {
+		return errors.New("meshh2: bad client preface")
+	}
+	err := sc.writePreamble(false,
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.opts.MaxConcurrentStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: StreamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: MaxHeaderListSize},
+	)
+	if err != nil {
+		return err
+	}
+	f, err := sc.w.fr.ReadFrame()
+	if err != nil {
+		return fmt.Errorf("meshh2: reading client settings: %w", err)
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok || sf.IsAck() {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	if err := sc.onSettings(sf, nil); err != nil {
+		return err
+	}
+	_ = nc.SetReadDeadline(time.Time{})
+	for {
+		f, err := sc.w.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				sc.streamError(se.StreamID, se.Code)
+				continue
+			}
+			return err
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			err = sc.onHeaders(f)
+		case *http2.DataFrame:
+			err = sc.onData(f)
+		case *http2.WindowUpdateFrame:
+			err = sc.onWindowUpdate(f)
+		case *http2.SettingsFrame:
+			err = sc.onSettings(f, nil)
+		case *http2.PingFrame:
+			err = sc.onPing(f)
+		case *http2.RSTStreamFrame:
+			if f.StreamID == 0 {
+				return http2.ConnectionError(http2.ErrCodeProtocol)
+			}
+			if st := sc.lookup(f.StreamID); st != nil {
+				sc.reset(&st.stream, f.ErrCode, &StreamError{StreamID: f.StreamID, Code: f.ErrCode, Remote: true}, false)
+			}
+		case *http2.GoAwayFrame:
+			// The client sends no new streams; ours finish.
+		case *http2.PushPromiseFrame:
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// streamError resets one stream the framer rejected (bad header field).
+func (sc *ServerConn) streamError(id uint32, code http2.ErrCode) {
+	if st := sc.lookup(id); st != nil {
+		sc.reset(&st.stream, code, &StreamError{StreamID: id, Code: code}, true)
+		return
+	}
+	sc.mu.Lock()
+	if id > sc.lastID && id%2 == 1 {
+		sc.lastID = id
+	}
+	sc.mu.Unlock()
+	sc.writeRST(id, code)
+}
+
+func (sc *ServerConn) writeRST(id uint32, code http2.ErrCode) {
+	w := sc.w
+	w.wmu.Lock()
+	if w.check(w.fr.WriteRSTStream(id, code)) == nil {
+		_ = w.flushLocked()
+	}
+	w.wmu.Unlock()
+}
+
+func (sc *ServerConn) lookup(id uint32) *serverStream {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if st := sc.streams[id]; st != nil {
+		ss, _ := st.ext.(*serverStream)
+		return ss
+	}
+	return nil
+}
+
+// Shutdown sends GOAWAY, lets active streams finish until ctx ends, then
+// closes the connection.
+func (sc *ServerConn) Shutdown(ctx context.Context) error {
+	sc.mu.Lock()
+	already := sc.shuttingDown
+	sc.shuttingDown = true
+	last := sc.lastID
+	sc.mu.Unlock()
+	if !already {
+		sc.writeGoAway(last, http2.ErrCodeNo, "")
+	}
+	stop := context.AfterFunc(ctx, func() {
+		sc.mu.Lock()
+		sc.cond.Broadcast()
+		sc.mu.Unlock()
+	})
+	defer stop()
+	sc.mu.Lock()
+	for (sc.handlers > 0 || len(sc.streams) > 0) && !sc.closed && ctx.Err() == nil {
+		sc.cond.Wait()
+	}
+	sc.mu.Unlock()
+	_ = sc.w.nc.Close()
+	return ctx.Err()
+}
+
+// Close closes the connection now.
+func (sc *ServerConn) Close() error { return sc.w.nc.Close() }
+
+func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if id%2 == 0 {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	if ss := sc.lookup(id); ss != nil {
+		// Trailers: must end the stream.
+		if !f.StreamEnded() || ss.gotHead && ss.recvEnd {
+			sc.reset(&ss.stream, http2.ErrCodeProtocol, &StreamError{StreamID: id, Code: http2.ErrCodeProtocol}, true)
+			return nil
+		}
+		if f.Truncated {
+			sc.reset(&ss.stream, http2.ErrCodeProtocol, errors.New("meshh2: request trailers exceed the size limit"), true)
+			return nil
+		}
+		ss.trailers = sc.cn.fieldsToHeader(f.RegularFields())
+		sc.recvEndStream(&ss.stream)
+		return nil
+	}
+	sc.mu.Lock()
+	if id <= sc.lastID {
+		sc.mu.Unlock()
+		// A stream we reset or refused: its late trailers are ignored (the
+		// framer has already decoded them, so HPACK state is intact).
+		return nil
+	}
+	sc.lastID = id
+	// Handlers of reset streams may still run: count them too, so a peer
+	// opening and resetting streams cannot pile up goroutines.
+	max := int(sc.opts.MaxConcurrentStreams)
+	refuse := sc.shuttingDown || len(sc.streams) >= max || sc.handlers >= max
+	sc.mu.Unlock()
+	if refuse {
+		sc.writeRST(id, http2.ErrCodeRefusedStream)
+		return nil
+	}
+	if f.Truncated {
+		sc.respondError(id, http.StatusRequestHeaderFieldsTooLarge)
+		return nil
+	}
+	method, path := f.PseudoValue("method"), f.PseudoValue("path")
+	authority, scheme := f.PseudoValue("authority"), f.PseudoValue("scheme")
+	if method == "" || path == "" || method == http.MethodConnect || f.PseudoValue("status") != "" {
+		sc.writeRST(id, http2.ErrCodeProtocol)
+		return nil
+	}
+	u, err := url.ParseRequestURI(path)
+	if err != nil {
+		sc.writeRST(id, http2.ErrCodeProtocol)
+		return nil
+	}
+	h := sc.cn.fieldsToHeader(f.RegularFields())
+	if authority == "" {
+		authority = h.Get("Host")
+	}
+	delete(h, "Host")
+	ss := &serverStream{sc: sc}
+	ss.id = id
+	ss.gotHead = true
+	ss.ext = ss
+	ctx, cancel := context.WithCancel(sc.opts.BaseContext)
+	ss.cancel = cancel
+	ss.onEnd = func(err error) {
+		if err != nil {
+			cancel()
+		}
+	}
+	r := http.Request{
+		Method:     method,
+		URL:        u,
+		Proto:      "HTTP/2.0",
+		ProtoMajor: 2,
+		Header:     h,
+		Host:       authority,
+		RemoteAddr: sc.remoteAddr,
+		RequestURI: path,
+		TLS:        sc.tlsState,
+	}
+	_ = scheme
+	req := r.WithContext(ctx)
+	if f.StreamEnded() {
+		req.Body = http.NoBody
+	} else {
+		req.ContentLength = -1
+		if vv := h["Content-Length"]; len(vv) == 1 {
+			if n, err := strconv.ParseInt(vv[0], 10, 64); err == nil && n >= 0 {
+				req.ContentLength = n
+			}
+		}
+		req.Trailer = declaredTrailers(h)
+		ss.in = newPipe()
+		ss.trailerDst = &req.Trailer
+		req.Body = &serverBody{ss: ss}
+	}
+	sc.mu.Lock()
+	ss.sendWin = sc.peerInitWin
+	ss.recvWin = StreamWindow
+	ss.recvEnd = f.StreamEnded()
+	sc.streams[id] = &ss.stream
+	sc.handlers++
+	sc.handlersDone.Add(1)
+	sc.mu.Unlock()
+	rw := &responseWriter{ss: ss, h: make(http.Header), isHead: method == http.MethodHead}
+	go sc.runHandler(ss, rw, req)
+	return nil
+}
+
+// respondError answers a request the handler never sees.
+func (sc *ServerConn) respondError(id uint32, status int) {
+	w := sc.w
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.hbuf.Reset()
+	w.field(":status", strconv.Itoa(status))
+	if w.writeHeaderBlockLocked(id, true) == nil {
+		_ = w.flushLocked()
+	}
+}
+
+func (sc *ServerConn) runHandler(ss *serverStream, rw *responseWriter, req *http.Request) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				sc.opts.Logger.Warn("meshh2: handler panic", "stream", ss.id, "panic", fmt.Sprint(p))
+			}
+			sc.reset(&ss.stream, http2.ErrCodeInternal, errors.New("meshh2: handler aborted"), true)
+		}
+		if ss.in != nil {
+			dropped, _ := ss.in.closeRead()
+			sc.consumed(nil, dropped)
+		}
+		ss.cancel()
+		sc.mu.Lock()
+		sc.handlers--
+		sc.cond.Broadcast()
+		sc.mu.Unlock()
+		sc.handlersDone.Done()
+	}()
+	sc.opts.Handler.ServeHTTP(rw, req)
+	if err := rw.send(nil, true); err != nil {
+		sc.reset(&ss.stream, http2.ErrCodeInternal, err, true)
+		return
+	}
+	// The response is complete: stop a request body we will not read.
+	sc.mu.Lock()
+	open := !ss.recvEnd && !ss.ended
+	sc.mu.Unlock()
+	if open {
+		sc.reset(&ss.stream, http2.ErrCodeNo, errors.New("meshh2: response complete"), true)
+	}
+}
+
+// serverBody is a request body.
+type serverBody struct{ ss *serverStream }
+
+func (b *serverBody) Read(p []byte) (int, error) {
+	n, err := b.ss.in.read(p)
+	if n > 0 {
+		b.ss.sc.consumed(&b.ss.stream, n)
+	}
+	return n, err
+}
+
+func (b *serverBody) Close() error {
+	dropped, _ := b.ss.in.closeRead()
+	b.ss.sc.consumed(nil, dropped)
+	return nil
+}
+
+// responseWriter writes HEADERS, DATA and trailers directly under the
+// connection write mutex from the handler's goroutine.
+type responseWriter struct {
+	ss          *serverStream
+	h           http.Header
+	sent        http.Header // what the HEADERS carry (h, or its snapshot)
+	declared    []string    // trailer keys announced in the Trailer header
+	status      int
+	wroteHeader bool
+	headerSent  bool
+	finished    bool
+	isHead      bool
+	buf         []byte
+	err         error
+}
+
+func (rw *responseWriter) Header() http.Header { return rw.h }
+
+func (rw *responseWriter) WriteHeader(code int) {
+	if rw.wroteHeader || rw.finished {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("meshh2: invalid WriteHeader code %v", code))
+	}
+	if code < 200 {
+		// Informational responses are not needed on the mesh hop.
+		return
+	}
+	rw.wroteHeader = true
+	rw.status = code
+	rw.sent = rw.h
+	if vv, ok := rw.h["Trailer"]; ok {
+		// Declared trailers are set in h after WriteHeader: snapshot the
+		// headers as they are now.
+		rw.sent = rw.h.Clone()
+		for _, v := range vv {
+			for _, k := range strings.Split(v, ",") {
+				if k = strings.TrimSpace(k); k != "" {
+					rw.declared = append(rw.declared, http.CanonicalHeaderKey(k))
+				}
+			}
+		}
+	}
+}
+
+func bodyAllowed(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+func (rw *responseWriter) Write(p []byte) (int, error) {
+	if rw.finished {
+		return 0, errors.New("meshh2: write after handler returned")
+	}
+	if !rw.wroteHeader {
+		rw.WriteHeader(http.StatusOK)
+	}
+	if rw.err != nil {
+		return 0, rw.err
+	}
+	if rw.isHead {
+		return len(p), nil
+	}
+	if !bodyAllowed(rw.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if len(rw.buf)+len(p) <= respBufMax {
+		rw.buf = append(rw.buf, p...)
+		return len(p), nil
+	}
+	if err := rw.send(p, false); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (rw *responseWriter) WriteString(s string) (int, error) {
+	if len(rw.buf)+len(s) <= respBufMax && rw.wroteHeader && rw.err == nil && !rw.isHead && !rw.finished && bodyAllowed(rw.status) {
+		rw.buf = append(rw.buf, s...)
+		return len(s), nil
+	}
+	return rw.Write([]byte(s))
+}
+
+// Flush sends the headers and buffered body now.
+func (rw *responseWriter) Flush() { _ = rw.FlushError() }
+
+// FlushError is what http.ResponseController.Flush uses.
+func (rw *responseWriter) FlushError() error {
+	if rw.finished {
+		return nil
+	}
+	if !rw.wroteHeader {
+		rw.WriteHeader(http.StatusOK)
+	}
+	return rw.send(nil, false)
+}
+
+// trailerFields returns the trailers to send at the end, or nil.
+func (rw *responseWriter) trailerFields() http.Header {
+	var t http.Header
+	for _, k := range rw.declared {
+		if vv := rw.h[k]; len(vv) > 0 {
+			if t == nil {
+				t = make(http.Header)
+			}
+			t[k] = vv
+		}
+	}
+	for k, vv := range rw.h {
+		if strings.HasPrefix(k, http.TrailerPrefix) && len(vv) > 0 {
+			if t == nil {
+				t = make(http.Header)
+			}
+			t[http.CanonicalHeaderKey(k[len(http.TrailerPrefix):])] = vv
+		}
+	}
+	return t
+}
+
+// send writes the headers if not yet sent, the buffered body, then extra;
+// when final, it ends the stream (with trailers when there are any).
+// Everything that fits the send windows goes out in one flush.
+func (rw *responseWriter) send(extra []byte, final bool) error {
+	if rw.err != nil {
+		return rw.err
+	}
+	if final {
+		if !rw.wroteHeader {
+			rw.WriteHeader(http.StatusOK)
+		}
+		rw.finished = true
+	}
+	ss, sc := rw.ss, rw.ss.sc
+	var trailers http.Header
+	if final {
+		trailers = rw.trailerFields()
+	}
+	data, extraData := rw.buf, extra
+	rw.buf = rw.buf[:0]
+	total := len(data) + len(extraData)
+	w := sc.w
+	w.wmu.Lock()
+	sc.mu.Lock()
+	if err := ss.sendErr; err != nil {
+		sc.mu.Unlock()
+		w.wmu.Unlock()
+		rw.err = err
+		return err
+	}
+	n := int(min(int64(total), ss.sendWin, sc.sendWin))
+	ss.sendWin -= int64(n)
+	sc.sendWin -= int64(n)
+	sc.mu.Unlock()
+	endAll := final && trailers == nil
+	var err error
+	if !rw.headerSent {
+		rw.headerSent = true
+		w.hbuf.Reset()
+		w.field(":status", strconv.Itoa(rw.status))
+		w.encodeHeaderLocked(rw.sent, true)
+		if final && trailers == nil && rw.declared == nil && !rw.isHead && bodyAllowed(rw.status) {
+			if _, ok := rw.sent["Content-Length"]; !ok {
+				w.field("content-length", strconv.Itoa(total))
+			}
+		}
+		err = w.writeHeaderBlockLocked(ss.id, endAll && total == 0)
+	} else if endAll && total == 0 {
+		err = w.writeDataLocked(ss.id, nil, true)
+	}
+	// The part that fits the windows now.
+	first := data
+	if len(first) > n {
+		first = first[:n]
+	}
+	second := extraData[:n-len(first)]
+	if err == nil && len(first) > 0 {
+		err = w.writeDataLocked(ss.id, first, endAll && n == total && len(second) == 0)
+	}
+	if err == nil && len(second) > 0 {
+		err = w.writeDataLocked(ss.id, second, endAll && n == total)
+	}
+	done := n == total
+	if err == nil && done && final && trailers != nil {
+		w.hbuf.Reset()
+		w.encodeHeaderLocked(trailers, false)
+		err = w.writeHeaderBlockLocked(ss.id, true)
+	}
+	if err == nil {
+		err = w.flushLocked()
+	}
+	w.wmu.Unlock()
+	if err != nil {
+		rw.err = err
+		return err
+	}
+	if done {
+		if final {
+			sc.sentEndStream(&ss.stream)
+		}
+		return nil
+	}
+	// The rest waits for WINDOW_UPDATE.
+	restA, restB := data[len(first):], extraData[len(second):]
+	if len(restA) > 0 {
+		if err := sc.sendData(&ss.stream, restA, endAll && len(restB) == 0); err != nil {
+			rw.err = err
+			return err
+		}
+	}
+	if len(restB) > 0 {
+		if err := sc.sendData(&ss.stream, restB, endAll); err != nil {
+			rw.err = err
+			return err
+		}
+	}
+	if final && trailers != nil {
+		sc.mu.Lock()
+		serr := ss.sendErr
+		sc.mu.Unlock()
+		if serr != nil {
+			rw.err = serr
+			return serr
+		}
+		w.wmu.Lock()
+		w.hbuf.Reset()
+		w.encodeHeaderLocked(trailers, false)
+		err = w.writeHeaderBlockLocked(ss.id, true)
+		if err == nil {
+			err = w.flushLocked()
+		}
+		w.wmu.Unlock()
+		if err != nil {
+			rw.err = err
+			return err
+		}
+		sc.sentEndStream(&ss.stream)
+	}
+	return nil
+}
