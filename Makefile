@@ -66,3 +66,4 @@ clean:
 
 # The real single-node Kubernetes harness: cluster-up, cluster-down, cluster-status, images, cluster-smoke.
 include test/cluster/cluster.mk
+include test/k8se2e/e2e.mk

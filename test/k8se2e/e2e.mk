@@ -1,0 +1,37 @@
+# End-to-end suites on the real single-node Kubernetes of test/cluster (needs root).
+# Included from the top-level Makefile AFTER test/cluster/cluster.mk:
+#   include test/k8se2e/e2e.mk
+# make e2e                  every suite
+# make e2e SUITE=install    one suite: install inject job rollout controlplane-down ha-failover
+# E2E_KEEP_CLUSTER=1        leave the cluster up afterwards (default: make cluster-down)
+# TRELLIS_E2E_OUTAGE=30s    shorten the controlplane-down outage (default 2m)
+# See test/k8se2e/README.md.
+E2E_SUITES := install inject job rollout controlplane-down ha-failover
+E2E_TEST_install           := TestInstall
+E2E_TEST_inject            := TestInject
+E2E_TEST_job               := TestJob
+E2E_TEST_rollout           := TestRollout
+E2E_TEST_controlplane-down := TestControlPlaneDown
+E2E_TEST_ha-failover       := TestHAFailover
+E2E_RUN     = ^($(if $(SUITE),$(E2E_TEST_$(SUITE)),$(subst $(eval) ,|,$(strip $(foreach s,$(E2E_SUITES),$(E2E_TEST_$(s)))))))$$
+E2E_TIMEOUT ?= 40m
+E2E_KEEP_CLUSTER ?=
+
+ifneq ($(SUITE),)
+ifeq ($(E2E_TEST_$(SUITE)),)
+$(error unknown SUITE=$(SUITE); one of: $(E2E_SUITES))
+endif
+endif
+
+.PHONY: e2e e2e-list
+
+## e2e: build, images, cluster up, the Kubernetes suites (SUITE=name for one), cluster down
+e2e: images
+	@$(CLUSTER) up
+	@rc=0; KUBECONFIG=$(TRELLIS_CLUSTER_DIR)/run/admin.kubeconfig TRELLIS_E2E_K8S=1 TRELLIS_BIN=$(BIN) \
+	  $(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' ./test/k8se2e || rc=$$?; \
+	  if [ -z "$(E2E_KEEP_CLUSTER)" ]; then $(CLUSTER) down || rc=1; fi; exit $$rc
+
+## e2e-list: the suite names
+e2e-list:
+	@echo $(E2E_SUITES)
