@@ -109,11 +109,12 @@ func (r registerer) counterVec(name, help, label string, values ...string) *prom
 
 // ConfigReloaded records a store reload attempt.
 func (m *Metrics) ConfigReloaded(err error) {
+	// The gauge first: whoever sees the counter move sees the gauge too.
 	if err != nil {
-		m.ConfigReloads.WithLabelValues("error").Inc()
 		m.ConfigLastValid.Set(0)
+		m.ConfigReloads.WithLabelValues("error").Inc()
 		return
 	}
-	m.ConfigReloads.WithLabelValues("ok").Inc()
 	m.ConfigLastValid.Set(1)
+	m.ConfigReloads.WithLabelValues("ok").Inc()
 }
