@@ -189,3 +189,32 @@ func Errno(err error) string {
 	}
 	return ""
 }
+
+// Serve accepts connections on ln until it is closed, handling each in its
+// own goroutine tracked by t. Temporary accept errors (e.g. out of file
+// descriptors) back off instead of spinning; stopping reports whether a
+// failed Accept is a shutdown rather than an error.
+func (t *Tracker) Serve(ln net.Listener, stopping func() bool, handle func(net.Conn)) error {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || stopping() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		done := t.Add(c)
+		go func() {
+			defer done()
+			handle(c)
+		}()
+	}
+}

@@ -170,31 +170,11 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	p.mu.Lock()
 	p.lns = append(p.lns, ln)
 	p.mu.Unlock()
-	var delay time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			p.mu.Lock()
-			closing := p.closing
-			p.mu.Unlock()
-			if errors.Is(err, net.ErrClosed) || closing {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
-			return err
-		}
-		delay = 0
-		done := p.tracker.Add(c)
-		go func() {
-			defer done()
-			p.handle(c)
-		}()
-	}
+	return p.tracker.Serve(ln, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.closing
+	}, p.handle)
 }
 
 // Shutdown drains: listeners stop accepting, HTTP/2 peers get GOAWAY, idle
