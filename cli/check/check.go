@@ -114,6 +114,12 @@ type Env struct {
 	ProbeNamespace string
 	// CheckTimeout bounds each check (default 20 s).
 	CheckTimeout time.Duration
+	// WebhookSettle is how long the webhook-call check keeps retrying a
+	// dry-run pod that came back uninjected (zero: one attempt). Right
+	// after a controller rollout the API server can miss the webhook for a
+	// second or two while kube-proxy catches up, and failurePolicy Ignore
+	// hides that; a retry tells a transient gap from a broken webhook.
+	WebhookSettle time.Duration
 }
 
 func (e *Env) now() time.Time {

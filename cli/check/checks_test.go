@@ -96,6 +96,8 @@ func TestPostChecks(t *testing.T) {
 		in   *installed
 		c    *cluster
 		test *testing.T
+		// settle is Env.WebhookSettle (default zero: one attempt).
+		settle time.Duration
 	}
 	tests := []struct {
 		name   string
@@ -156,6 +158,8 @@ func TestPostChecks(t *testing.T) {
 		}, want: Warn, substr: "cannot read the serving certificate"},
 
 		{name: "webhook call ok", check: WebhookCallCheck, want: OK, substr: "was injected"},
+		{name: "webhook call settles", check: WebhookCallCheck, break_: func(s *setup) { s.c.ignoredFirst = 2; s.settle = 5 * time.Second }, want: OK, substr: "attempt 3"},
+		{name: "webhook call ignored with settle", check: WebhookCallCheck, break_: func(s *setup) { s.c.injector = "ignore"; s.settle = 600 * time.Millisecond }, want: Fail, substr: "attempts)"},
 		{name: "webhook call ignored", check: WebhookCallCheck, break_: func(s *setup) { s.c.injector = "ignore" }, want: Fail, substr: "came back without the proxy"},
 		{name: "webhook call error", check: WebhookCallCheck, break_: func(s *setup) {
 			s.c.injector = `Internal error occurred: failed calling webhook "inject.trellis.io": tls: failed to verify certificate: x509: certificate signed by unknown authority`
@@ -247,7 +251,9 @@ func TestPostChecks(t *testing.T) {
 			if tt.break_ != nil {
 				tt.break_(s)
 			}
-			r := runOneCheck(t, s.c.env(t, s.in.objects()...), tt.check)
+			e := s.c.env(t, s.in.objects()...)
+			e.WebhookSettle = s.settle
+			r := runOneCheck(t, e, tt.check)
 			assertResult(t, r, tt.want, tt.substr)
 		})
 	}

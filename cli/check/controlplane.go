@@ -327,20 +327,41 @@ var WebhookCallCheck = Check{
 			ObjectMeta: metav1.ObjectMeta{GenerateName: "trellis-check-inject-", Annotations: map[string]string{InjectAnnot: "enabled"}},
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "trellis-check-probe"}}},
 		}
-		got, err := e.Kube.CoreV1().Pods(e.probeNS()).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		if apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "admission webhook") {
-			return warn("run trellis check with rights to create pods in "+e.probeNS()+", or ignore: the other webhook checks passed",
-				"cannot create a dry-run pod in %s: %v", e.probeNS(), err)
+		deadline := time.Now().Add(e.WebhookSettle) // wall clock: e.now is for certificate validity
+		for attempt := 1; ; attempt++ {
+			got, err := e.Kube.CoreV1().Pods(e.probeNS()).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			if apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "admission webhook") {
+				return warn("run trellis check with rights to create pods in "+e.probeNS()+", or ignore: the other webhook checks passed",
+					"cannot create a dry-run pod in %s: %v", e.probeNS(), err)
+			}
+			injected := err == nil && got.Labels[ProxiedLabel] == "true" && hasProxy(&got.Spec)
+			if injected {
+				if attempt > 1 {
+					return ok("a dry-run pod in %s was injected (attempt %d: the webhook was unreachable for a moment)", e.probeNS(), attempt)
+				}
+				return ok("a dry-run pod in %s was injected", e.probeNS())
+			}
+			if !time.Now().Before(deadline) || !sleepCtx(ctx, 250*time.Millisecond) {
+				if err != nil {
+					return fail(hint, "dry-run pod in %s: %v", e.probeNS(), err)
+				}
+				return fail("the API server could not call the webhook (failurePolicy Ignore hides why): check the caBundle and kubectl -n trellis-system logs deploy/trellis-controller",
+					"a dry-run pod annotated %s=enabled in %s came back without the proxy (%d attempts)", InjectAnnot, e.probeNS(), attempt)
+			}
 		}
-		if err != nil {
-			return fail(hint, "dry-run pod in %s: %v", e.probeNS(), err)
-		}
-		if got.Labels[ProxiedLabel] != "true" || !hasProxy(&got.Spec) {
-			return fail("the API server could not call the webhook (failurePolicy Ignore hides why): check the caBundle and kubectl -n trellis-system logs deploy/trellis-controller",
-				"a dry-run pod annotated %s=enabled in %s came back without the proxy", InjectAnnot, e.probeNS())
-		}
-		return ok("a dry-run pod in %s was injected", e.probeNS())
 	},
+}
+
+// sleepCtx waits d or until ctx ends; false when ctx ended.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 func hasProxy(spec *corev1.PodSpec) bool {

@@ -206,9 +206,12 @@ type cluster struct {
 	// injector says how dry-run pods asking for injection come back:
 	// "inject", "ignore" (failurePolicy Ignore hiding a failure) or an error.
 	injector string
-	crds     []*metav1.PartialObjectMetadata
-	metrics  map[string]string // "ns/pod" -> /metrics body
-	date     time.Time         // the API server's Date; zero = t0
+	// ignoredFirst dry-run injection requests come back uninjected before
+	// the injector answers (a webhook briefly unreachable).
+	ignoredFirst int
+	crds         []*metav1.PartialObjectMetadata
+	metrics      map[string]string // "ns/pod" -> /metrics body
+	date         time.Time         // the API server's Date; zero = t0
 }
 
 func healthyCluster() *cluster {
@@ -256,7 +259,12 @@ func (c *cluster) env(t *testing.T, objs ...runtime.Object) *Env {
 			}
 		}
 		if p.Annotations[InjectAnnot] == "enabled" {
-			switch c.injector {
+			injector := c.injector
+			if c.ignoredFirst > 0 {
+				c.ignoredFirst--
+				injector = "ignore"
+			}
+			switch injector {
 			case "inject":
 				always := corev1.ContainerRestartPolicyAlways
 				p.Labels = map[string]string{ProxiedLabel: "true"}

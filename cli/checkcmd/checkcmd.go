@@ -31,6 +31,7 @@ type options struct {
 	output         string
 	probeNamespace string
 	timeout        time.Duration
+	wait           time.Duration
 }
 
 // EnvFunc builds the Env the checks run against.
@@ -73,7 +74,9 @@ func newCommand(build EnvFunc) *cobra.Command {
   --proxy   only the data-plane checks (of one namespace with -n)
 
 Every failure prints a one-line hint and a link to docs/check.md. The exit
-status is 1 when any check fails; warnings alone exit 0.`,
+status is 1 when any check fails; warnings alone exit 0. With --wait, failing
+checks are run again every few seconds until they pass or the time is up
+(right after an install or upgrade, before the control plane is ready).`,
 		Example: `  # Before installing
   trellis check --pre
 
@@ -81,7 +84,10 @@ status is 1 when any check fails; warnings alone exit 0.`,
   trellis check -o json
 
   # The proxies of one namespace
-  trellis check --proxy -n emojivoto`,
+  trellis check --proxy -n emojivoto
+
+  # Right after trellis install: wait up to 2 minutes for everything to pass
+  trellis check --wait 2m`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true, // a failed check is not a usage error
 		SilenceErrors: true, // main prints the error once
@@ -98,6 +104,7 @@ status is 1 when any check fails; warnings alone exit 0.`,
 	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
 	f.StringVar(&o.probeNamespace, "probe-namespace", "default", "namespace for the dry-run pods of the native-sidecar and webhook probes (nothing is stored)")
 	f.DurationVar(&o.timeout, "timeout", 20*time.Second, "time limit of each check (checks that visit every proxy get at least 2m)")
+	f.DurationVar(&o.wait, "wait", 0, "run the checks again until none fails or this much time has passed (0: once)")
 	cmd.MarkFlagsMutuallyExclusive("pre", "proxy")
 	return cmd
 }
@@ -105,6 +112,9 @@ status is 1 when any check fails; warnings alone exit 0.`,
 func run(cmd *cobra.Command, build EnvFunc, o options) error {
 	if o.output != "text" && o.output != "json" {
 		return fmt.Errorf("--output %q: want text or json", o.output)
+	}
+	if o.wait < 0 {
+		return fmt.Errorf("--wait %s: must not be negative", o.wait)
 	}
 	if o.pre && o.namespace != "" {
 		return errors.New("--namespace applies to the data-plane checks, not to --pre")
@@ -116,6 +126,7 @@ func run(cmd *cobra.Command, build EnvFunc, o options) error {
 	env.ProxyNamespace = o.namespace
 	env.ProbeNamespace = o.probeNamespace
 	env.CheckTimeout = o.timeout
+	env.WebhookSettle = webhookSettle
 	if env.CLIVersion == "" {
 		env.CLIVersion = version.Version
 	}
@@ -126,7 +137,7 @@ func run(cmd *cobra.Command, build EnvFunc, o options) error {
 	case o.proxy:
 		checks = check.ProxyChecks()
 	}
-	results := check.Run(cmd.Context(), env, checks)
+	results := runWaiting(cmd, env, checks, o.wait)
 	out := cmd.OutOrStdout()
 	if o.output == "json" {
 		err = check.WriteJSON(out, results)
@@ -140,6 +151,40 @@ func run(cmd *cobra.Command, build EnvFunc, o options) error {
 		return ErrChecksFailed
 	}
 	return nil
+}
+
+// webhookSettle is how long the webhook-call check retries an uninjected
+// dry-run pod: longer than the gap seen right after a controller rollout
+// (1-2 s while kube-proxy programs the Service), far shorter than a check.
+const webhookSettle = 10 * time.Second
+
+// waitInterval is the pause between rounds of --wait.
+const waitInterval = 3 * time.Second
+
+// runWaiting runs the checks, and with wait > 0 runs them again while any
+// fails and time is left, saying on stderr what it waits for.
+func runWaiting(cmd *cobra.Command, env *check.Env, checks []check.Check, wait time.Duration) []check.Result {
+	ctx := cmd.Context()
+	deadline := time.Now().Add(wait)
+	for {
+		results := check.Run(ctx, env, checks)
+		if !check.Summarize(results).Failed() || !time.Now().Before(deadline) || ctx.Err() != nil {
+			return results
+		}
+		for _, r := range results {
+			if r.Status == check.Fail {
+				fmt.Fprintf(cmd.ErrOrStderr(), "waiting (%s left): %s: %s\n", time.Until(deadline).Round(time.Second), r.Name, r.Message)
+				break
+			}
+		}
+		t := time.NewTimer(min(waitInterval, time.Until(deadline)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return results
+		case <-t.C:
+		}
+	}
 }
 
 // useColor is true for a terminal, unless NO_COLOR is set (no-color.org).

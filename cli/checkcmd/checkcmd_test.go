@@ -130,3 +130,38 @@ func TestFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestWait: with --wait a failing round is run again, and the result is
+// the round that passed; without it the first failure is final.
+func TestWait(t *testing.T) {
+	// The first SSAR is denied, every later one allowed: the first round
+	// fails the permissions check, the next passes.
+	flaky := func(string, string) (*check.Env, error) {
+		env, err := fakeEnv("v1.36.3", "36", true)("", "")
+		if err != nil {
+			return nil, err
+		}
+		cs := env.Kube.(*fake.Clientset)
+		deniedOnce := false
+		cs.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			r := a.(k8stesting.CreateAction).GetObject().(*authv1.SelfSubjectAccessReview).DeepCopy()
+			r.Status.Allowed = deniedOnce
+			deniedOnce = true
+			return true, r, nil
+		})
+		return env, nil
+	}
+	if out, err := execute(t, flaky, "--pre"); !errors.Is(err, ErrChecksFailed) {
+		t.Fatalf("without --wait: err = %v, want a failure\n%s", err, out)
+	}
+	out, err := execute(t, flaky, "--pre", "--wait", "30s")
+	if err != nil {
+		t.Fatalf("with --wait: err = %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "✔ all") {
+		t.Fatalf("with --wait: output lacks the passing round:\n%s", out)
+	}
+	if _, err := execute(t, flaky, "--pre", "--wait", "-1s"); err == nil || !strings.Contains(err.Error(), "must not be negative") {
+		t.Fatalf("negative --wait: err = %v", err)
+	}
+}
