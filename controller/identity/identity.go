@@ -36,7 +36,24 @@ type Authenticator interface {
 	// made, an *AuthError for a refusal with a specific reason, anything
 	// else for a token that does not authenticate. Errors must never
 	// contain the token.
-	Authenticate(ctx context.Context, token []byte, id identity.ID) (caller string, err error)
+	Authenticate(ctx context.Context, token []byte, id identity.ID) (Caller, error)
+}
+
+// Caller is who a token proved to be.
+type Caller struct {
+	// Name is for logs and events, e.g. "system:serviceaccount:NS:SA (pod P)".
+	Name string
+	// UID of the ServiceAccount, when the authenticator knows it, so an
+	// event can name the exact object (kubectl describe matches on it).
+	UID string
+}
+
+// EventSink is told of every certificate issued and of every refusal of a
+// well-formed identity (Kubernetes Events on the ServiceAccount). Calls
+// must not block: Certify makes them inline.
+type EventSink interface {
+	Issued(id identity.ID, caller Caller, notAfter time.Time)
+	Refused(id identity.ID, caller Caller, reason string, err error)
 }
 
 // ErrAuthUnavailable marks an Authenticator failure that says nothing about
@@ -83,6 +100,8 @@ type Service struct {
 	// Auth, when set, authenticates callers instead of the store file's
 	// tokens (Kubernetes mode).
 	Auth Authenticator
+	// Events, when set, hears of issuances and refusals.
+	Events EventSink
 	// Lifetime of issued certificates when Store is nil; default
 	// store.DefaultCertificateLifetime.
 	Lifetime time.Duration
@@ -104,10 +123,18 @@ func (s *Service) Certify(ctx context.Context, req *apiv1.CertifyRequest) (*apiv
 	if p, ok := peer.FromContext(ctx); ok {
 		log = log.With("peer", p.Addr.String())
 	}
+	var (
+		id     identity.ID
+		parsed bool // id is well formed: refusals can be reported on it
+		caller Caller
+	)
 	refuse := func(reason string, code codes.Code, msg string, args ...any) error {
 		s.Metrics.CertificatesRefused.WithLabelValues(reason).Inc()
 		err := status.Errorf(code, msg, args...)
 		log.Warn("certificate refused", "reason", reason, "err", err)
+		if parsed && s.Events != nil {
+			s.Events.Refused(id, caller, reason, err)
+		}
 		return err
 	}
 
@@ -115,6 +142,7 @@ func (s *Service) Certify(ctx context.Context, req *apiv1.CertifyRequest) (*apiv
 	if err != nil {
 		return nil, refuse(metrics.ReasonBadRequest, codes.InvalidArgument, "requested identity: %v", err)
 	}
+	parsed = true
 	lifetime := s.Lifetime
 	if lifetime <= 0 {
 		lifetime = store.DefaultCertificateLifetime
@@ -126,12 +154,13 @@ func (s *Service) Certify(ctx context.Context, req *apiv1.CertifyRequest) (*apiv
 	if s.Auth != nil {
 		// The CSR is parsed after the token is checked in both modes, so
 		// an unauthenticated caller learns nothing from CSR errors.
-		caller, err := s.Auth.Authenticate(ctx, req.GetToken(), id)
+		c, err := s.Auth.Authenticate(ctx, req.GetToken(), id)
 		if err != nil {
 			reason, code := authRefusal(err)
 			return nil, refuse(reason, code, "identity %s: %v", id, err)
 		}
-		log = log.With("caller", caller)
+		caller = c
+		log = log.With("caller", caller.Name)
 	} else {
 		if s.Store == nil {
 			return nil, refuse(metrics.ReasonInternal, codes.Internal, "no authenticator configured")
@@ -140,7 +169,8 @@ func (s *Service) Certify(ctx context.Context, req *apiv1.CertifyRequest) (*apiv
 		if r != nil {
 			return nil, refuse(r.reason, r.code, r.msg, r.args...)
 		}
-		log = log.With("workload", w.Name+"."+w.Namespace)
+		caller = Caller{Name: w.Name + "." + w.Namespace}
+		log = log.With("workload", caller.Name)
 	}
 
 	csr, csrID, err := pki.ParseCSR(req.GetCertificateSigningRequest())
@@ -163,6 +193,9 @@ func (s *Service) Certify(ctx context.Context, req *apiv1.CertifyRequest) (*apiv
 	}
 	s.Metrics.CertificatesIssued.Inc()
 	log.Info("certificate issued", "serial", leaf.SerialNumber.Text(16), "expiry", leaf.NotAfter.UTC().Format(time.RFC3339))
+	if s.Events != nil {
+		s.Events.Issued(id, caller, leaf.NotAfter)
+	}
 	return &apiv1.CertifyResponse{
 		Chain:        st.Issuer.ChainDER(leaf),
 		ValidUntil:   timestamppb.New(leaf.NotAfter),

@@ -23,8 +23,20 @@ import (
 // authFunc adapts a function to Authenticator.
 type authFunc func(ctx context.Context, token []byte, id identity.ID) (string, error)
 
-func (f authFunc) Authenticate(ctx context.Context, token []byte, id identity.ID) (string, error) {
-	return f(ctx, token, id)
+func (f authFunc) Authenticate(ctx context.Context, token []byte, id identity.ID) (Caller, error) {
+	name, err := f(ctx, token, id)
+	return Caller{Name: name}, err
+}
+
+// eventLog is an EventSink that remembers what it heard.
+type eventLog struct{ got []string }
+
+func (e *eventLog) Issued(id identity.ID, c Caller, _ time.Time) {
+	e.got = append(e.got, "issued "+id.String()+" to "+c.Name)
+}
+
+func (e *eventLog) Refused(id identity.ID, _ Caller, reason string, _ error) {
+	e.got = append(e.got, "refused "+id.String()+" "+reason)
 }
 
 // TestCertifyAuthenticator covers Certify with an Authenticator (Kubernetes
@@ -82,12 +94,20 @@ func TestCertifyAuthenticator(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := metrics.New()
-			s := &Service{Auth: auth, CA: authority, Metrics: m, Log: slog.New(slog.DiscardHandler), Lifetime: time.Hour}
+			ev := &eventLog{}
+			s := &Service{Auth: auth, CA: authority, Metrics: m, Log: slog.New(slog.DiscardHandler), Lifetime: time.Hour, Events: ev}
 			resp, err := s.Certify(context.Background(), &apiv1.CertifyRequest{
 				Identity: tc.id.String(), Token: []byte(tc.token), CertificateSigningRequest: tc.csr,
 			})
 			if got := status.Code(err); got != tc.code {
 				t.Fatalf("code %v (%v), want %v", got, err, tc.code)
+			}
+			wantEvent := "issued " + tc.id.String() + " to " + books.KubernetesUsername()
+			if tc.code != codes.OK {
+				wantEvent = "refused " + tc.id.String() + " " + tc.reason
+			}
+			if len(ev.got) != 1 || ev.got[0] != wantEvent {
+				t.Errorf("events %q, want [%q]", ev.got, wantEvent)
 			}
 			if tc.code != codes.OK {
 				if n := counter(t, m, tc.reason); n != 1 {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/trellis-mesh/trellis/controller/ca"
 	identitysvc "github.com/trellis-mesh/trellis/controller/identity"
 	"github.com/trellis-mesh/trellis/controller/injector"
+	"github.com/trellis-mesh/trellis/controller/k8s/saevents"
 	"github.com/trellis-mesh/trellis/controller/k8s/tokenreview"
 	"github.com/trellis-mesh/trellis/controller/metrics"
 	"github.com/trellis-mesh/trellis/internal/identity"
@@ -58,9 +60,11 @@ func TestServeClusterIdentity(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ns := testNamespace(t, client, nil, nil)
+	saUID := map[string]string{}
 	for _, sa := range []string{"books", "other"} {
-		_, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
+		created, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
 		must(t, err)
+		saUID[sa] = string(created.UID)
 	}
 	token := func(audience string) []byte {
 		tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "books", &authnv1.TokenRequest{
@@ -75,12 +79,15 @@ func TestServeClusterIdentity(t *testing.T) {
 	must(t, err)
 	serverTLS, clientTLS := mtls(t)
 	m := metrics.New()
+	rec, err := saevents.Start(ctx, client)
+	must(t, err)
+	defer rec.Shutdown()
 	c, err := Start(ctx, Config{
 		Client: client, TLS: serverTLS, Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Metrics: m,
 		Logger: slog.New(slog.DiscardHandler), SyncTimeout: 30 * time.Second,
 		Register: func(srv *grpc.Server, env Env) {
 			auth := TokenReviewAuth{&tokenreview.Authenticator{Client: env.Client.AuthenticationV1(), TrustDomain: "cluster.local"}}
-			apiv1.RegisterIdentityServer(srv, &identitysvc.Service{Auth: auth, CA: authority, Metrics: env.Metrics, Log: slog.New(slog.DiscardHandler)})
+			apiv1.RegisterIdentityServer(srv, &identitysvc.Service{Auth: auth, CA: authority, Metrics: env.Metrics, Log: slog.New(slog.DiscardHandler), Events: rec})
 		},
 	})
 	must(t, err)
@@ -146,6 +153,50 @@ func TestServeClusterIdentity(t *testing.T) {
 				t.Errorf("refused{reason=%s} went %v -> %v", tc.reason, before, n)
 			}
 		})
+	}
+
+	// The decisions are Events on the ServiceAccounts: the issuance on
+	// books with its UID (so kubectl describe finds it), the refusal of a
+	// books token asking for "other" on other, which is whose owners care.
+	want := []struct{ sa, typ, reason, uid, note string }{
+		{"books", corev1.EventTypeNormal, saevents.ReasonIssued, saUID["books"], "issued " + books.String()},
+		{"books", corev1.EventTypeWarning, saevents.ReasonRefused, "", "(" + metrics.ReasonBadToken + ")"},
+		{"other", corev1.EventTypeWarning, saevents.ReasonRefused, "", "(" + metrics.ReasonIdentityMismatch + ")"},
+	}
+	var seen []string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		evs, err := client.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
+		must(t, err)
+		seen = seen[:0]
+		missing := 0
+		for _, w := range want {
+			found := false
+			for _, e := range evs.Items {
+				if e.Regarding.Kind == "ServiceAccount" && e.Regarding.Name == w.sa && e.Type == w.typ && e.Reason == w.reason &&
+					string(e.Regarding.UID) == w.uid && strings.Contains(e.Note, w.note) && e.ReportingController == saevents.ReportingController {
+					found = true
+				}
+			}
+			if !found {
+				missing++
+			}
+		}
+		for _, e := range evs.Items {
+			seen = append(seen, fmt.Sprintf("%s %s/%s uid=%q %s: %s", e.Type, e.Regarding.Kind, e.Regarding.Name, e.Regarding.UID, e.Reason, e.Note))
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d expected events missing; events in %s:\n%s", missing, ns, strings.Join(seen, "\n"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, e := range seen {
+		if strings.Contains(e, "not-a-token") {
+			t.Errorf("an event holds the token: %s", e)
+		}
 	}
 }
 

@@ -20,21 +20,22 @@ type TokenReviewAuth struct{ *tokenreview.Authenticator }
 var _ identitysvc.Authenticator = TokenReviewAuth{}
 
 // Authenticate implements identitysvc.Authenticator.
-func (t TokenReviewAuth) Authenticate(ctx context.Context, token []byte, id identity.ID) (string, error) {
+func (t TokenReviewAuth) Authenticate(ctx context.Context, token []byte, id identity.ID) (identitysvc.Caller, error) {
 	r, err := t.Authenticator.Authenticate(ctx, token, id)
 	if err != nil {
 		if errors.Is(err, tokenreview.ErrUnavailable) {
-			return "", fmt.Errorf("%w: %w", identitysvc.ErrAuthUnavailable, err)
+			return identitysvc.Caller{}, fmt.Errorf("%w: %w", identitysvc.ErrAuthUnavailable, err)
 		}
 		reason := metrics.ReasonBadToken
 		var te *tokenreview.Error
 		if errors.As(err, &te) {
 			reason = te.Reason
 		}
-		return "", &identitysvc.AuthError{Reason: reason, Err: err}
+		return identitysvc.Caller{}, &identitysvc.AuthError{Reason: reason, Err: err}
 	}
+	c := identitysvc.Caller{Name: r.Username, UID: r.UID}
 	if r.Pod != "" {
-		return r.Username + " (pod " + r.Pod + ")", nil
+		c.Name += " (pod " + r.Pod + ")"
 	}
-	return r.Username, nil
+	return c, nil
 }

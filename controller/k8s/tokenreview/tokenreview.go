@@ -61,6 +61,8 @@ type Authenticator struct {
 type Result struct {
 	// Username is "system:serviceaccount:NS:SA".
 	Username string
+	// UID is the ServiceAccount's UID.
+	UID string
 	// Pod is the pod the token is bound to, "" for an unbound token.
 	Pod string
 }
@@ -101,7 +103,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token []byte, id ident
 	if !slices.Contains(st.Audiences, aud) {
 		return Result{}, &Error{metrics.ReasonBadToken, fmt.Errorf("token is not for audience %s (reviewed audiences %v)", aud, st.Audiences)}
 	}
-	r := Result{Username: st.User.Username}
+	r := Result{Username: st.User.Username, UID: st.User.UID}
 	if pods := st.User.Extra[PodNameExtra]; len(pods) == 1 {
 		r.Pod = pods[0]
 	}
