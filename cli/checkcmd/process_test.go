@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
 
+	"github.com/trellis-mesh/trellis/controller/k8s/serve/apiservertest"
 	"github.com/trellis-mesh/trellis/cli/check"
 )
 
@@ -180,13 +181,11 @@ func TestProcessExitStatus(t *testing.T) {
 	}
 }
 
-// TestRealClusterPre runs `check --pre` against a real cluster (the
-// harness's, test/cluster) when TRELLIS_KUBECONFIG names its kubeconfig.
+// TestRealClusterPre runs `check --pre` against a real API server: the
+// harness's cluster (TRELLIS_KUBECONFIG) or one started on loopback from
+// TRELLIS_K8S_BIN (see apiservertest); skipped without either.
 func TestRealClusterPre(t *testing.T) {
-	kubeconfig := os.Getenv("TRELLIS_KUBECONFIG")
-	if kubeconfig == "" {
-		t.Skip("TRELLIS_KUBECONFIG not set")
-	}
+	kubeconfig := apiservertest.Kubeconfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := New()

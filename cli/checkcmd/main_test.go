@@ -1,0 +1,14 @@
+package checkcmd
+
+import (
+	"os"
+	"testing"
+
+	"github.com/trellis-mesh/trellis/controller/k8s/serve/apiservertest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	apiservertest.Stop() // the API server TestRealClusterPre may have started
+	os.Exit(code)
+}
