@@ -22,8 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
 
-	"github.com/trellis-mesh/trellis/controller/k8s/serve/apiservertest"
 	"github.com/trellis-mesh/trellis/cli/check"
+	"github.com/trellis-mesh/trellis/controller/k8s/serve/apiservertest"
 )
 
 // stubAPIServer answers what `trellis check --pre` asks, over TLS, like a
