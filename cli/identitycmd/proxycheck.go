@@ -168,7 +168,7 @@ func proxyReady(s *rotationState, stage string, pm proxyMetrics) error {
 		if len(pm.bundles) > 0 {
 			got = strings.Join(pm.bundles, ", ")
 		}
-		return fmt.Errorf("trust bundle fingerprint is %s, want %s (%s): it has not received the bundle with the new anchor yet", got, want, bundleFile)
+		return fmt.Errorf("trust bundle fingerprint is %s, want %s (the current bundle): it has not received the bundle with the new anchor yet", got, want)
 	}
 	if stage != StageRemoveOld {
 		return nil

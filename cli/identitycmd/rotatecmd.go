@@ -19,10 +19,16 @@ func newRotateCommand(now func() time.Time) *cobra.Command {
 		anchorValidity time.Duration
 		issuerValidity time.Duration
 		anchorName     string
+		kube           bool
+		kubeconfig     string
+		kubeContext    string
+		namespace      string
+		anchorDir      string
+		trustDomain    string
 	)
 	cmd := &cobra.Command{
-		Use:   "rotate --state-dir DIR (--stage STAGE | --status)",
-		Short: "Rotate the trust anchor of a local controller in three safe stages",
+		Use:   "rotate (--state-dir DIR | --kubernetes --anchor-dir DIR) (--stage STAGE | --status)",
+		Short: "Rotate the trust anchor of a local controller or a cluster in three safe stages",
 		Long: `Rotate the trust anchor of a local-mode controller (trellis-controller local
 --state-dir DIR) with no downtime, in three stages run one after the other:
 
@@ -42,7 +48,20 @@ interrupted run) and refuses to run before the previous one is done.
 Proxies are checked through their admin /metrics (--proxy-admin, once per
 proxy): trellis_identity_trust_bundle_info{fingerprint} and
 trellis_identity_cert_issuer_info{fingerprint,anchor_fingerprint}.
---status shows the stage the state dir is in.`,
+--status shows the stage the state dir is in.
+
+With --kubernetes the same stages work on the cluster of the kubeconfig
+(--kubeconfig, --context, else $KUBECONFIG), in namespace trellis-system:
+the Secret trellis-identity-issuer (tls.crt, tls.key, ca.crt: the bundle the
+controller serves to proxies) and the ConfigMap trellis-trust-anchors
+(ca-bundle.crt). The new anchor and its key are written only to the local
+--anchor-dir (0700, files 0600), never to the cluster: anchor.next.crt/key
+until switch-issuer, anchor.crt/key afterwards (keep them to sign the next
+issuer). Every running meshed pod (label trellis.io/proxied=true) is checked
+through the API server's pod proxy (port 4191, /metrics); a proxy that is
+not ready is named with the reason. A Secret without the Trellis label
+app.kubernetes.io/part-of=trellis belongs to an external CA (cert-manager)
+and is never written: rotate through that CA instead.`,
 		Example: `  # Where are we?
   trellis identity rotate --state-dir ./state --status
 
@@ -55,11 +74,30 @@ trellis_identity_cert_issuer_info{fingerprint,anchor_fingerprint}.
 
   # Stage 3, once every proxy has renewed its certificate
   trellis identity rotate --state-dir ./state --stage remove-old \
-    --proxy-admin 127.0.0.1:4191 --proxy-admin 127.0.0.1:4192`,
+    --proxy-admin 127.0.0.1:4191 --proxy-admin 127.0.0.1:4192
+
+  # The same on a cluster; the new anchor's key stays in ./anchor
+  trellis identity rotate --kubernetes --status
+  trellis identity rotate --kubernetes --anchor-dir ./anchor --stage add-anchor
+  trellis identity rotate --kubernetes --anchor-dir ./anchor --stage switch-issuer
+  trellis identity rotate --kubernetes --anchor-dir ./anchor --stage remove-old`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if status == (stage != "") {
 				return errors.New("give exactly one of --stage or --status")
+			}
+			if kube == (stateDir != "") {
+				return errors.New("give exactly one of --state-dir (local controller) or --kubernetes (cluster)")
+			}
+			if kube {
+				return runKubeRotate(cmd, kubeRun{
+					kubeconfig: kubeconfig, context: kubeContext, namespace: namespace, anchorDir: anchorDir,
+					stage: stage, status: status, skipProxies: skipProxies, proxyTimeout: proxyTimeout,
+					opts: kubeOptions{rotateOptions: rotateOptions{
+						anchorValidity: anchorValidity, issuerValidity: issuerValidity,
+						anchorName: anchorName, issuerName: defaultIssuerName, now: now(),
+					}, trustDomain: trustDomain},
+				})
 			}
 			s, err := loadRotationState(stateDir)
 			if err != nil {
@@ -92,7 +130,13 @@ trellis_identity_cert_issuer_info{fingerprint,anchor_fingerprint}.
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&stateDir, "state-dir", "", "the controller's --state-dir (required)")
+	f.StringVar(&stateDir, "state-dir", "", "the local controller's --state-dir")
+	f.BoolVar(&kube, "kubernetes", false, "rotate the cluster's issuer Secret and trust-anchors ConfigMap instead of a state dir")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (--kubernetes; default $KUBECONFIG, then ~/.kube/config)")
+	f.StringVar(&kubeContext, "context", "", "kubeconfig context (--kubernetes; default the current one)")
+	f.StringVar(&namespace, "namespace", "trellis-system", "namespace of the control plane (--kubernetes)")
+	f.StringVar(&anchorDir, "anchor-dir", "", "local directory for the new anchor and its key (--kubernetes; required with --stage)")
+	f.StringVar(&trustDomain, "trust-domain", "cluster.local", "trust domain the new issuer may sign in (--kubernetes)")
 	f.StringVar(&stage, "stage", "", "stage to run: add-anchor, switch-issuer or remove-old")
 	f.BoolVar(&status, "status", false, "show the rotation stage of the state dir and change nothing")
 	f.StringArrayVar(&proxies, "proxy-admin", nil, "admin address host:port of a proxy (repeat for every proxy)")
@@ -101,6 +145,5 @@ trellis_identity_cert_issuer_info{fingerprint,anchor_fingerprint}.
 	f.DurationVar(&anchorValidity, "anchor-validity", defaultAnchorValidity, "validity of the new anchor (add-anchor)")
 	f.DurationVar(&issuerValidity, "issuer-validity", defaultIssuerValidity, "validity of the new issuer (switch-issuer)")
 	f.StringVar(&anchorName, "anchor-name", "", "common name of the new anchor (default trellis-anchor-<UTC time>)")
-	_ = cmd.MarkFlagRequired("state-dir")
 	return cmd
 }
