@@ -169,6 +169,10 @@ evictionHard:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 maxPods: 110
+# Secret and ConfigMap volumes are refreshed on each pod sync: every 10 s
+# here instead of every minute, so the identity-rotation suites do not
+# wait a minute per stage. Trellis itself needs no such setting.
+syncFrequency: 10s
 `, h.runDir("pki", "ca.crt"), h.runDir("containerd", "containerd.sock"), dnsServiceIP, h.runDir("resolv.conf"), h.runDir("pod-logs"))
 }
 
