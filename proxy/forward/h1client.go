@@ -54,10 +54,6 @@ var errH1Closed = errors.New("http/1 client closed")
 // idle connection.
 const h1BufSize = 4 << 10
 
-// reuseCheckAge: a connection idle for longer than this is checked for a
-// pending EOF from the app (a closed keep-alive) before it is used.
-const reuseCheckAge = time.Second
-
 // RoundTrip sends req to addr (host:port) and returns the response. The
 // response body must be read to EOF or closed; only a fully read body gives
 // the connection back to the idle pool. When req's context ends before the
@@ -107,7 +103,6 @@ func replayable(req *http.Request) bool {
 var errStaleConn = errors.New("connection closed by the app before a response")
 
 func (t *H1Client) get(ctx context.Context, addr string) (*h1Conn, bool, error) {
-	now := time.Now()
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -123,7 +118,11 @@ func (t *H1Client) get(ctx context.Context, addr string) (*h1Conn, bool, error) 
 		t.idle[addr] = list[:len(list)-1]
 		t.nidle--
 		t.mu.Unlock()
-		if now.Sub(cn.idleAt) < reuseCheckAge || alive(cn.c) {
+		// Every reuse is checked for a pending EOF (one non-blocking
+		// peek): an app that shuts down closes its idle keep-alive
+		// connections at once, and a request with a body written on one of
+		// them could not be retried, as the app might have read it.
+		if alive(cn.c) {
 			return cn, true, nil
 		}
 		_ = cn.c.Close()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -228,5 +229,84 @@ func TestH1ClientRejectsHeaderInjection(t *testing.T) {
 	r.Host = "a\nb"
 	if _, err := c.RoundTrip(r, addr); err == nil {
 		t.Fatal("LF in Host was sent")
+	}
+}
+
+// An app that starts shutting down closes its idle keep-alive connections;
+// a request with a body (not replayable) that follows at once must not be
+// written on one of them.
+func TestH1ClientClosedIdleConnNotUsedForBody(t *testing.T) {
+	var closed atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			_, _ = w.Write(b)
+		}),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateClosed {
+				closed.Add(1)
+			}
+		},
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	c := &H1Client{}
+	defer c.CloseIdleConnections(true)
+	post := func(body string) error {
+		resp, err := c.RoundTrip(newReq(t, context.Background(), "POST", "http://x/", strings.NewReader(body)), ln.Addr().String())
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != 200 || string(b) != body {
+			return fmt.Errorf("%d %q", resp.StatusCode, b)
+		}
+		return nil
+	}
+	if err := post("first"); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetKeepAlivesEnabled(false) // closes idle connections, as Shutdown does
+	for deadline := time.Now().Add(5 * time.Second); closed.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the app did not close its idle connection")
+		}
+	}
+	if err := post("second"); err != nil {
+		t.Fatalf("request after the app closed its idle connection: %v", err)
+	}
+}
+
+// BenchmarkAlive measures the check every reused app connection gets.
+func BenchmarkAlive(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			defer c.Close()
+			_, _ = io.Copy(io.Discard, c)
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	for b.Loop() {
+		if !alive(c) {
+			b.Fatal("open connection reported dead")
+		}
 	}
 }

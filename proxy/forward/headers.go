@@ -16,7 +16,12 @@ const (
 	HeaderOrigProto  = "Trellis-Orig-Proto"
 	HeaderTargetPort = "Trellis-Target-Port"
 	HeaderError      = "Trellis-Error"
-	meshPrefix       = "Trellis-"
+	// HeaderUnprocessed is set by an inbound proxy on a response it gave
+	// itself without the app having seen the request (the app refused the
+	// connection): the client proxy may send the request elsewhere. Only a
+	// mesh peer's word counts; an app's own header of that name is removed.
+	HeaderUnprocessed = "Trellis-Unprocessed"
+	meshPrefix        = "Trellis-"
 )
 
 // Shared, never-modified header values (avoids allocating per request).

@@ -78,18 +78,21 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			hm.Latency.Observe(time.Since(start).Seconds())
 			return
 		}
-		reason := ""
-		var dial bool
 		if isDial(err) {
-			reason, dial = metrics.ReasonConnectError, true
+			// Nothing was sent: the app is not listening (it is exiting,
+			// or not started yet). Tell a mesh peer so, and it sends the
+			// request to another endpoint instead of failing it.
+			if info.tls {
+				w.Header()[forward.HeaderUnprocessed] = unprocessedValue
+			}
+			p.fail(w, hm, http.StatusBadGateway, metrics.ReasonConnectError, "connecting to app "+target+": "+err.Error(), start)
+			return
 		}
-		msg := "app " + target + ": " + err.Error()
-		if dial {
-			msg = "connecting to app " + target + ": " + err.Error()
-		}
-		p.fail(w, hm, http.StatusBadGateway, reason, msg, start)
+		p.fail(w, hm, http.StatusBadGateway, "", "app "+target+": "+err.Error(), start)
 		return
 	}
+	// Only this proxy may say a request was not processed.
+	delete(resp.Header, forward.HeaderUnprocessed)
 	_, err = forward.WriteResponse(w, resp)
 	_ = resp.Body.Close()
 	hm.Response(resp.StatusCode, grpcStatus(resp), err != nil)
@@ -98,6 +101,8 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 }
+
+var unprocessedValue = []string{"app-unreachable"}
 
 func isDial(err error) bool {
 	var op *net.OpError

@@ -26,6 +26,10 @@ const (
 	ReasonConnectError   = "connect_error"
 	ReasonBadRequest     = "bad_request"
 	ReasonUnknownService = "unknown_service"
+	// ReasonUnprocessed: the peer proved the request was not processed
+	// (REFUSED_STREAM, above a GOAWAY's last stream, or its inbound proxy
+	// could not reach its app), so it was sent to another endpoint.
+	ReasonUnprocessed = "unprocessed"
 )
 
 // LatencyBuckets spans sub-millisecond proxy hops to slow 10 s requests.

@@ -1,8 +1,10 @@
 package outbound
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,9 +13,12 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 )
 
@@ -168,6 +173,19 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 	if authority == "" {
 		authority = rt.dst
 	}
+	// A request the peer proves it did not process may be sent again, to
+	// another endpoint, if its body can be: none, or a small one of known
+	// length kept here. Bodies of unknown length (streams, gRPC) and those
+	// the app sends only after 100 Continue are never held back.
+	body, replayable, berr := replayableBody(r)
+	if berr != nil {
+		// The client went away while sending its body.
+		hm := p.m.HTTP(metrics.Key{Direction: metrics.Outbound, DstService: rt.dst})
+		hm.Requests.Inc()
+		hm.Response(0, "", true)
+		hm.Latency.Observe(time.Since(start).Seconds())
+		return
+	}
 
 	var skip map[string]bool
 	for attempt := 0; ; attempt++ {
@@ -222,6 +240,9 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 		forward.SetTargetPort(hdr, ep.TargetPort)
 
 		out := r.WithContext(ctx)
+		if body != nil {
+			out.Body = io.NopCloser(bytes.NewReader(body))
+		}
 		u := new(url.URL)
 		*u = *r.URL
 		u.Scheme, u.Host = scheme, urlHost
@@ -234,7 +255,11 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 			if pick != nil {
 				pick.Done(time.Since(t0), true)
 			}
-			if !meshed && h1 && isDialError(err) && p.retry(ctx, rt, attempt, err, key) {
+			retry := !meshed && h1 && isDialError(err) && p.retry(ctx, rt, attempt, err, key)
+			if !retry && replayable && isUnprocessed(err) {
+				retry = p.retryUnprocessed(ctx, rt, attempt, err.Error(), key)
+			}
+			if retry {
 				if skip == nil {
 					skip = make(map[string]bool, 2)
 				}
@@ -254,6 +279,21 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 		}
 		if pick != nil {
 			pick.Done(time.Since(t0), resp.StatusCode >= 500)
+		}
+		if meshed {
+			if _, ok := resp.Header[forward.HeaderUnprocessed]; ok {
+				// The peer's proxy answered without its app seeing the
+				// request: send it elsewhere if it can be sent again.
+				if replayable && p.retryUnprocessed(ctx, rt, attempt, resp.Header.Get(forward.HeaderError), key) {
+					_ = resp.Body.Close()
+					if skip == nil {
+						skip = make(map[string]bool, 2)
+					}
+					skip[ep.Addr] = true
+					continue
+				}
+				delete(resp.Header, forward.HeaderUnprocessed)
+			}
 		}
 		hm := p.m.HTTP(key)
 		hm.Requests.Inc()
@@ -299,6 +339,69 @@ func (p *Proxy) retry(ctx context.Context, rt route, attempt int, err error, key
 	p.log.Debug("outbound: retrying on another endpoint", "dst", rt.dst, "err", err)
 	return true
 }
+
+// retryUnprocessed decides whether a request the peer did not process is
+// sent to another endpoint, and counts it.
+func (p *Proxy) retryUnprocessed(ctx context.Context, rt route, attempt int, why string, key metrics.Key) bool {
+	if rt.bal == nil || attempt >= maxRetries || ctx.Err() != nil {
+		return false
+	}
+	p.m.HTTP(key).Retry(metrics.ReasonUnprocessed)
+	p.log.Debug("outbound: peer did not process the request, retrying on another endpoint", "dst", rt.dst, "why", why)
+	return true
+}
+
+// maxReplayBody bounds the request body kept for a retry.
+const maxReplayBody = 64 << 10
+
+// replayableBody reads a small request body of known length so that it
+// can be sent more than once. It returns the body (nil: use r.Body as it
+// is) and whether the request can be sent again at all.
+func replayableBody(r *http.Request) ([]byte, bool, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, true, nil
+	}
+	if r.ContentLength <= 0 || r.ContentLength > maxReplayBody || len(r.Trailer) > 0 {
+		return nil, false, nil
+	}
+	if _, ok := r.Header["Expect"]; ok {
+		// Reading the body here would send 100 Continue on the app's
+		// behalf, before the server decided.
+		return nil, false, nil
+	}
+	b := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, b); err != nil {
+		return nil, false, fmt.Errorf("reading request body: %w", err)
+	}
+	return b, true, nil
+}
+
+// isUnprocessed reports whether a round trip failed in a way that proves
+// the peer never processed the request (RFC 9113 8.7): a stream refused
+// with REFUSED_STREAM, a stream above the last stream ID of the peer's
+// GOAWAY, or a connection that became unusable before the request went
+// out.
+func isUnprocessed(err error) bool {
+	if errors.Is(err, meshh2.ErrUnprocessed) {
+		return true
+	}
+	var se http2.StreamError
+	if errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream {
+		return true
+	}
+	// x/net does not export these errors (its Transport retries them
+	// itself, but the pool drives ClientConns directly): match their text.
+	switch err.Error() {
+	case xnetGotGoAway, xnetConnUnusable:
+		return true
+	}
+	return false
+}
+
+const (
+	xnetGotGoAway    = "http2: Transport received Server's graceful shutdown GOAWAY"
+	xnetConnUnusable = "http2: client conn not usable"
+)
 
 func isDialError(err error) bool {
 	var op *net.OpError
