@@ -76,6 +76,7 @@ func TestHelmTemplateMatchesInstall(t *testing.T) {
 		{name: "default"},
 		{name: "ha", ha: true},
 		{name: "set", set: []string{"image.registry=registry.example.com/mesh", "image.tag=v9", "controller.logLevel=debug", "proxy.resources.limits.memory=1Gi", "controller.replicas=2"}},
+		{name: "cni", set: []string{"cni.enabled=true", "cni.binDir=/usr/lib/cni", "cni.confDir=/var/tmp/trellis-cluster/run/cni/net.d", "proxy.resources.limits.cpu=2"}},
 		{name: "ha required external issuer", ha: true, set: []string{"controller.podAntiAffinity=required", "installNamespace=false"}, external: true},
 	}
 	for _, tc := range tests {

@@ -43,9 +43,12 @@ var Kinds = []Kind{
 	{"rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", true, 8},
 	{"v1", "Service", "services", true, 9},
 	{"apps/v1", "Deployment", "deployments", true, 10},
-	{"policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", true, 11},
+	// The CNI installer (--cni) before the webhook, so the plugin is on
+	// its way before pods are injected for it.
+	{"apps/v1", "DaemonSet", "daemonsets", true, 11},
+	{"policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", true, 12},
 	// Last: the injector is called only once the controller can exist.
-	{"admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false, 12},
+	{"admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false, 13},
 }
 
 // KindOf returns the entry of Kinds for apiVersion and kind.

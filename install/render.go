@@ -26,6 +26,11 @@ import (
 // Namespace is where the control plane lives (docs/install.md).
 const Namespace = "trellis-system"
 
+// CNINamespace holds the trellis-cni installer DaemonSet (--cni): its
+// hostPath volumes need the privileged Pod Security level, which
+// trellis-system (restricted) refuses.
+const CNINamespace = "trellis-cni"
+
 // Labels every installed object carries; uninstall deletes by them.
 const (
 	LabelPartOf    = "app.kubernetes.io/part-of"

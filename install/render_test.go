@@ -51,6 +51,8 @@ func typed(t *testing.T, o Object) any {
 		into = &corev1.Service{}
 	case "Deployment":
 		into = &appsv1.Deployment{}
+	case "DaemonSet":
+		into = &appsv1.DaemonSet{}
 	case "PodDisruptionBudget":
 		into = &policyv1.PodDisruptionBudget{}
 	case "ClusterRole":
@@ -103,11 +105,12 @@ func TestRenderProfiles(t *testing.T) {
 		wantLogArg    string
 		wantAntiAff   string // "", preferred, required
 		wantNamespace bool
+		wantCNI       bool
 	}{
 		{
 			name: "default", wantObjects: 12, wantReplicas: 1, wantFailure: admissionv1.Ignore,
 			wantImage:    "trellis/controller:v1.2.3",
-			wantProxyEnv: map[string]string{"TRELLIS_PROXY_IMAGE": "trellis/proxy:v1.2.3", "TRELLIS_INIT_IMAGE": "trellis/init:v1.2.3", "TRELLIS_PROXY_MEMORY_LIMIT": "250Mi"},
+			wantProxyEnv: map[string]string{"TRELLIS_PROXY_IMAGE": "trellis/proxy:v1.2.3", "TRELLIS_INIT_IMAGE": "trellis/init:v1.2.3", "TRELLIS_PROXY_MEMORY_LIMIT": "64Mi", "TRELLIS_PROXY_CPU_LIMIT": ""},
 			wantLogArg:   "--log-level=info", wantNamespace: true,
 		},
 		{
@@ -122,6 +125,18 @@ func TestRenderProfiles(t *testing.T) {
 			wantImage:    "registry.example.com/mesh/controller:v9",
 			wantProxyEnv: map[string]string{"TRELLIS_PROXY_IMAGE": "registry.example.com/mesh/proxy:v9", "TRELLIS_PROXY_MEMORY_LIMIT": "1Gi", "TRELLIS_PROXY_CPU_REQUEST": "50m"},
 			wantLogArg:   "--log-level=debug",
+		},
+		{
+			name: "cni", set: []string{"cni.enabled=true", "cni.binDir=/usr/lib/cni"},
+			wantObjects: 14, wantReplicas: 1, wantFailure: admissionv1.Ignore,
+			wantImage:    "trellis/controller:v1.2.3",
+			wantProxyEnv: map[string]string{"TRELLIS_PROXY_REDIRECT": "cni"},
+			wantLogArg:   "--log-level=info", wantNamespace: true, wantCNI: true,
+		},
+		{
+			name: "ha cni", ha: true, set: []string{"cni.enabled=true"},
+			wantObjects: 15, wantReplicas: 3, wantPDB: true, wantFailure: admissionv1.Fail,
+			wantImage: "trellis/controller:v1.2.3", wantLogArg: "--log-level=info", wantAntiAff: "preferred", wantNamespace: true, wantCNI: true,
 		},
 		{
 			name: "ha with required anti-affinity and set replicas", ha: true,
@@ -204,6 +219,28 @@ func TestRenderProfiles(t *testing.T) {
 			}
 			mwc := find[*admissionv1.MutatingWebhookConfiguration](t, m, "MutatingWebhookConfiguration", WebhookConfigName)
 			checkWebhook(t, mwc, wh, tc.wantFailure)
+			hasDS := false
+			for _, o := range m.Objects {
+				if o.Kind.Kind == "DaemonSet" {
+					hasDS = true
+					checkCNIDaemonSet(t, typed(t, o).(*appsv1.DaemonSet), "trellis/cni:v1.2.3")
+				}
+			}
+			if hasDS != tc.wantCNI {
+				t.Errorf("CNI DaemonSet rendered %v, want %v", hasDS, tc.wantCNI)
+			}
+			if _, redirect := env["TRELLIS_PROXY_REDIRECT"]; redirect != tc.wantCNI {
+				t.Errorf("controller env TRELLIS_PROXY_REDIRECT set %v, want %v", redirect, tc.wantCNI)
+			}
+			if tc.wantCNI {
+				if !contains(mwc.Webhooks[0].NamespaceSelector.MatchExpressions[0].Values, CNINamespace) {
+					t.Errorf("webhook namespaceSelector does not exclude %s", CNINamespace)
+				}
+				ns := find[*corev1.Namespace](t, m, "Namespace", CNINamespace)
+				if ns.Labels["pod-security.kubernetes.io/enforce"] != "privileged" {
+					t.Errorf("namespace %s labels %v", CNINamespace, ns.Labels)
+				}
+			}
 			sec := find[*corev1.Secret](t, m, "Secret", IssuerSecretName)
 			if string(sec.Data["tls.crt"]) != string(id.IssuerCertPEM) || string(sec.Data["tls.key"]) != string(id.IssuerKeyPEM) ||
 				string(sec.Data["ca.crt"]) != string(id.TrustAnchorsPEM) || sec.Type != corev1.SecretTypeTLS {
@@ -298,6 +335,69 @@ func checkPodSecurity(t *testing.T, d *appsv1.Deployment) {
 	}
 }
 
+// checkCNIDaemonSet pins the installer's privileges: root without any
+// capability, not privileged, a read-only root, no API token, exactly the
+// two CNI host directories, probes, resources, on every node.
+func checkCNIDaemonSet(t *testing.T, ds *appsv1.DaemonSet, image string) {
+	t.Helper()
+	ps := ds.Spec.Template.Spec
+	if ds.Namespace != CNINamespace {
+		t.Errorf("DaemonSet in %q, want %q", ds.Namespace, CNINamespace)
+	}
+	if ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken || ps.HostNetwork || ps.HostPID || ps.HostIPC {
+		t.Error("installer pod: want no API token and no host namespaces")
+	}
+	if len(ps.Tolerations) != 1 || ps.Tolerations[0].Operator != corev1.TolerationOpExists || ps.Tolerations[0].Key != "" {
+		t.Errorf("tolerations %+v: want to tolerate every taint", ps.Tolerations)
+	}
+	hostPaths := map[string]string{}
+	for _, v := range ps.Volumes {
+		if v.HostPath == nil {
+			t.Errorf("volume %s is not a hostPath", v.Name)
+			continue
+		}
+		hostPaths[v.Name] = v.HostPath.Path
+	}
+	if len(hostPaths) != 2 || hostPaths["cni-conf"] != "/etc/cni/net.d" || (hostPaths["cni-bin"] != "/opt/cni/bin" && hostPaths["cni-bin"] != "/usr/lib/cni") {
+		t.Errorf("host paths %v: want exactly the CNI bin and conf dirs", hostPaths)
+	}
+	if len(ps.Containers) != 1 || len(ps.InitContainers) != 0 {
+		t.Fatalf("want one container")
+	}
+	c := ps.Containers[0]
+	if c.Image != image {
+		t.Errorf("image %q, want %q", c.Image, image)
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.Privileged == nil || *sc.Privileged || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.Capabilities == nil || len(sc.Capabilities.Add) != 0 ||
+		len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
+		t.Errorf("installer security context %+v: want unprivileged, read-only root, all capabilities dropped", sc)
+	}
+	if !contains(c.Args, "--watch") || !contains(c.Args, "--cleanup-on-exit") {
+		t.Errorf("installer args %v: want --watch and --cleanup-on-exit", c.Args)
+	}
+	for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+		if p == nil || p.Exec == nil || len(p.Exec.Command) < 2 || p.Exec.Command[1] != "status" {
+			t.Errorf("installer probe %+v: want exec trellis-cni status", p)
+		}
+	}
+	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
+		t.Error("installer: want cpu and memory requests and a memory limit")
+	}
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	for _, a := range c.Args {
+		for name, flag := range map[string]string{"cni-bin": "--cni-bin-dir=", "cni-conf": "--cni-conf-dir="} {
+			if strings.HasPrefix(a, flag) && strings.TrimPrefix(a, flag) != mounts[name] {
+				t.Errorf("%s%s is not where %s is mounted (%s)", flag, strings.TrimPrefix(a, flag), name, mounts[name])
+			}
+		}
+	}
+}
+
 func checkWebhook(t *testing.T, mwc *admissionv1.MutatingWebhookConfiguration, wh WebhookTLS, want admissionv1.FailurePolicyType) {
 	t.Helper()
 	if len(mwc.Webhooks) != 1 {
@@ -361,7 +461,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 			want = append(want, gr+":"+v)
 		}
 	}
-	want = append(want, "authentication.k8s.io/tokenreviews:create", "/events:create", "events.k8s.io/events:create")
+	want = append(want, "authentication.k8s.io/tokenreviews:create", "/events:create", "/events:patch", "events.k8s.io/events:create", "events.k8s.io/events:patch")
 	cr := find[*rbacv1.ClusterRole](t, m, "ClusterRole", "trellis-controller")
 	if got := flatten(cr.Rules); !sameSet(got, want) {
 		t.Errorf("ClusterRole grants\n  %v\nwant\n  %v", got, want)
@@ -435,6 +535,8 @@ func TestRenderErrors(t *testing.T) {
 		{"bad failure policy", Options{Set: []string{"webhook.failurePolicy=Sometimes"}}, "want Ignore or Fail"},
 		{"bad log level", Options{Set: []string{"proxy.logLevel=loud"}}, "proxy.logLevel"},
 		{"bad anti-affinity", Options{Set: []string{"controller.podAntiAffinity=always"}}, "podAntiAffinity"},
+		{"relative cni dir", Options{Set: []string{"cni.enabled=true,cni.confDir=etc/cni"}}, `cni.confDir "etc/cni": want an absolute host path`},
+		{"empty cni dir", Options{Set: []string{"cni.enabled=true,cni.binDir="}}, "cni.binDir"},
 		{"bad trust domain", Options{Set: []string{"identity.trustDomain=Not_A_Domain"}}, "trust domain"},
 		{"no identity", Options{Webhook: wh}, "identity.trustAnchorsPEM is required"},
 		{"no webhook", Options{Identity: id}, "webhook.tls.crtPEM is required"},

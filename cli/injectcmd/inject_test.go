@@ -200,8 +200,15 @@ items:
 	if got := containerNames(pod.Spec.Containers); got != "trellis-proxy,app" {
 		t.Errorf("classic containers %q", got)
 	}
-	if len(pod.Spec.InitContainers) != 0 {
-		t.Errorf("cni mode has init containers %q", containerNames(pod.Spec.InitContainers))
+	// CNI mode: only the capability-free redirection check runs before
+	// the proxy, no iptables init container.
+	if got := containerNames(pod.Spec.InitContainers); got != "trellis-validate" {
+		t.Errorf("cni mode init containers %q, want trellis-validate", got)
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if sc := c.SecurityContext; sc == nil || sc.Capabilities == nil || len(sc.Capabilities.Add) != 0 {
+			t.Errorf("init container %s adds capabilities: %+v", c.Name, sc)
+		}
 	}
 	var cm corev1.ConfigMap
 	if err := yaml.Unmarshal(list.Items[1].Raw, &cm); err != nil || !reflect.DeepEqual(cm.Data, map[string]string{"k": "v"}) {

@@ -25,6 +25,7 @@ import (
 type renderFlags struct {
 	crds            bool
 	ha              bool
+	cni             bool
 	set             []string
 	dryCount        bool
 	anchorsFile     string
@@ -39,6 +40,7 @@ type renderFlags struct {
 func (r *renderFlags) add(f *pflag.FlagSet) {
 	f.BoolVar(&r.crds, "crds", false, "print only the policy.trellis.io CRDs (apply them first)")
 	f.BoolVar(&r.ha, "ha", false, "high availability: 3 controller replicas spread over nodes, a PodDisruptionBudget, the injector failing closed")
+	f.BoolVar(&r.cni, "cni", false, "CNI redirection: a DaemonSet installs the trellis-cni plugin on every node and injected pods get no NET_ADMIN/NET_RAW (set cni.binDir and cni.confDir if the node's CNI directories are not /opt/cni/bin and /etc/cni/net.d)")
 	f.StringArrayVar(&r.set, "set", nil, "set a chart value, KEY=VALUE[,KEY=VALUE] (repeatable; keys as in charts/trellis/values.yaml, e.g. image.tag, image.registry, controller.logLevel, proxy.resources.limits.memory)")
 	f.BoolVar(&r.dryCount, "dry-count", false, "print how many objects of each kind would be applied instead of the manifests")
 	f.StringVar(&r.anchorsFile, "identity-trust-anchors", "", "PEM file of the trust anchors proxies trust (with --identity-issuer-cert/-key, or --identity-external-issuer)")
@@ -48,6 +50,15 @@ func (r *renderFlags) add(f *pflag.FlagSet) {
 	f.DurationVar(&r.anchorValidity, "identity-anchor-validity", install.DefaultAnchorValidity, "validity of a generated trust anchor")
 	f.DurationVar(&r.issuerValidity, "identity-issuer-validity", install.DefaultIssuerValidity, "validity of a generated issuer (cut to the anchor's)")
 	f.DurationVar(&r.webhookValidity, "webhook-cert-validity", install.DefaultWebhookValidity, "validity of a generated webhook serving certificate and its CA")
+}
+
+// sets is the --set list with the profile flags first, so an explicit
+// --set still wins.
+func (r *renderFlags) sets() []string {
+	if r.cni {
+		return append([]string{"cni.enabled=true"}, r.set...)
+	}
+	return r.set
 }
 
 // suppliedIdentity reads --identity-* files. ok is false when none is set.

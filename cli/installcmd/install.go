@@ -23,7 +23,10 @@ trellis-system, for "kubectl apply --server-side -f -": the namespace, the
 controller's ServiceAccount and least-privilege RBAC, the controller
 Deployment and Service, the identity issuer Secret and trust-anchors
 ConfigMap, and the injector's webhook configuration with its serving
-certificate. Apply the CRDs (--crds) first.
+certificate. Apply the CRDs (--crds) first. With --cni, also the
+trellis-cni installer DaemonSet (namespace trellis-cni), and the injector
+redirects pods' traffic with the CNI plugin instead of a NET_ADMIN init
+container.
 
 Unless --identity-* files are given, a new trust anchor and issuer are
 generated on every run, and so is the webhook certificate: two runs print
@@ -37,6 +40,9 @@ The same templates are the Helm chart charts/trellis; see docs/install.md.`,
 
   # High availability
   trellis install --ha | kubectl apply --server-side -f -
+
+  # CNI redirection (no NET_ADMIN in any pod), on a node whose runtime uses other CNI directories
+  trellis install --cni --set cni.binDir=/usr/lib/cni,cni.confDir=/etc/cni/net.d | kubectl apply --server-side -f -
 
   # Your own trust anchor and issuer (e.g. from "trellis identity create-issuer")
   trellis install --identity-trust-anchors ca/anchor.crt \
@@ -53,7 +59,7 @@ The same templates are the Helm chart charts/trellis; see docs/install.md.`,
 				return printCRDs(cmd, &r)
 			}
 			t := now()
-			opts := install.Options{HA: r.ha, Set: r.set, Version: version.Version}
+			opts := install.Options{HA: r.ha, Set: r.sets(), Version: version.Version}
 			// Validate values before spending time on keys.
 			v, err := install.BuildValues(opts)
 			if err != nil {

@@ -28,7 +28,7 @@ flags), reusing the identity material of the running install: the trust
 anchors, the issuer and the webhook certificate are read from the cluster
 (ConfigMap trellis-trust-anchors, Secrets trellis-identity-issuer and
 trellis-webhook-tls) and printed again unchanged, so proxies keep trusting
-the control plane. Pass the same --ha and --set flags as at install.
+the control plane. Pass the same --ha, --cni and --set flags as at install.
 
 The webhook certificate is replaced when it expires within 30 days. An
 issuer Secret without the Trellis labels (e.g. cert-manager's) is left to
@@ -46,7 +46,7 @@ an anchor rotation without downtime).`,
 				return printCRDs(cmd, &r)
 			}
 			t := now()
-			opts := install.Options{HA: r.ha, Set: r.set, Version: version.Version}
+			opts := install.Options{HA: r.ha, Set: r.sets(), Version: version.Version}
 			if _, err := install.BuildValues(opts); err != nil {
 				return err
 			}

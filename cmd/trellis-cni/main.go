@@ -2,7 +2,8 @@
 // traffic redirection from the host (docs/redirection.md). Run by a
 // container runtime (CNI_COMMAND set) it is the plugin; `trellis-cni
 // install` and `uninstall` put it into or take it out of a node's CNI
-// setup, from the installer DaemonSet.
+// setup, from the installer DaemonSet; `trellis-cni status` (its probe)
+// exits 0 only when the plugin is in place.
 package main
 
 import (
@@ -44,9 +45,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "version", "--version":
 		fmt.Fprintln(stdout, "trellis-cni", version.String())
 		return 0
-	case "install", "uninstall":
+	case "install", "uninstall", "status":
 	default:
-		fmt.Fprintf(stderr, "trellis-cni: unknown command %q (want install, uninstall or version; run by a CNI runtime it needs CNI_COMMAND)\n", args[0])
+		fmt.Fprintf(stderr, "trellis-cni: unknown command %q (want install, uninstall, status or version; run by a CNI runtime it needs CNI_COMMAND)\n", args[0])
 		return 2
 	}
 	cmd := args[0]
@@ -94,6 +95,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	in := &install.Installer{BinSrc: self, BinDir: binDir, ConfDir: confDir, Entry: entry, Log: log}
 	switch {
+	case cmd == "status":
+		// The installer's probe: exit 0 only when the plugin is in place.
+		if err = in.Check(); err == nil {
+			fmt.Fprintln(stdout, "trellis-cni is installed:", binDir, confDir)
+		}
 	case cmd == "uninstall":
 		err = in.Uninstall()
 	case watch:

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
@@ -18,9 +19,11 @@ import (
 	"github.com/trellis-mesh/trellis/controller/ca"
 	identitysvc "github.com/trellis-mesh/trellis/controller/identity"
 	"github.com/trellis-mesh/trellis/controller/injector"
+	"github.com/trellis-mesh/trellis/controller/k8s/saevents"
 	"github.com/trellis-mesh/trellis/controller/k8s/serve"
 	"github.com/trellis-mesh/trellis/controller/k8s/tokenreview"
 	"github.com/trellis-mesh/trellis/controller/metrics"
+	"github.com/trellis-mesh/trellis/controller/store"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
@@ -30,11 +33,15 @@ import (
 const (
 	defaultWebhookAddr   = ":8443"
 	defaultWebhookTLSDir = "/var/run/trellis/webhook"
+	// minCertificateLifetime keeps renewals (at 70 %) from turning into a
+	// Certify storm; tests use about a minute.
+	minCertificateLifetime = 30 * time.Second
 )
 
 func newKubernetesCmd() *cobra.Command {
 	var cfg serve.Config
 	var issuerDir, level string
+	var certLifetime time.Duration
 	cmd := &cobra.Command{
 		Use:   "kubernetes",
 		Short: "Serve the mesh of a Kubernetes cluster from its Services, EndpointSlices, Pods and Nodes",
@@ -46,7 +53,10 @@ identity with their pod's ServiceAccount token (audience identity.trellis.io),
 checked with a TokenReview. The proxy injector's admission webhook is served
 on --webhook-addr (empty: off) with the key pair of --webhook-tls-dir; the
 images it injects come from TRELLIS_PROXY_IMAGE, TRELLIS_INIT_IMAGE and
-TRELLIS_PROXY_IMAGE_PULL_POLICY. The servers start once the informer caches
+TRELLIS_PROXY_IMAGE_PULL_POLICY, the proxies' default resources and log
+level from TRELLIS_PROXY_{CPU,MEMORY}_{REQUEST,LIMIT} and
+TRELLIS_PROXY_LOG_LEVEL, and the default redirection (init or cni) from
+TRELLIS_PROXY_REDIRECT. The servers start once the informer caches
 are synced. See docs/controller-kubernetes.md.`,
 		Example: `  # in a pod (in-cluster config), issuer Secret mounted at /var/run/trellis/issuer
   trellis-controller kubernetes --issuer-dir /var/run/trellis/issuer
@@ -60,6 +70,9 @@ are synced. See docs/controller-kubernetes.md.`,
 			if err := lvl.UnmarshalText([]byte(level)); err != nil {
 				return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 			}
+			if certLifetime < minCertificateLifetime {
+				return fmt.Errorf("--certificate-lifetime %s: want at least %s (proxies renew at 70 %% of it)", certLifetime, minCertificateLifetime)
+			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
 			cfg.Logger = log
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
@@ -67,10 +80,15 @@ are synced. See docs/controller-kubernetes.md.`,
 
 			m := metrics.New()
 			cfg.Metrics = m
-			authority, err := ca.OpenIssuerDir(issuerDir, time.Now(), ca.Options{Logger: log.With("component", "ca")})
+			reloads := registerIssuerMetrics(m)
+			authority, err := ca.OpenIssuerDir(issuerDir, time.Now(), ca.Options{Logger: log.With("component", "ca"), OnReload: reloads})
 			if err != nil {
 				return err
 			}
+			m.Registry.MustRegister(metrics.IssuerValid(authority.Check))
+			// An issuer that cannot sign fails readiness (Certify refuses it,
+			// the log says so once a minute): trellis check and alerts see it.
+			cfg.ReadyCheck = func() error { return authority.Check(time.Now()) }
 			serving, err := ca.NewServingCert(authority, identity.Controller(cfg.TrustDomain), ca.ServingLifetime, log.With("component", "ca"),
 				func(t time.Time) { m.ServingCertExpiry.Set(float64(t.Unix())) })
 			if err != nil {
@@ -83,8 +101,17 @@ are synced. See docs/controller-kubernetes.md.`,
 				auth := serve.TokenReviewAuth{Authenticator: &tokenreview.Authenticator{
 					Client: env.Client.AuthenticationV1(), Audience: tokenreview.Audience, TrustDomain: cfg.TrustDomain,
 				}}
+				// Issuances and refusals as Events on the ServiceAccounts;
+				// without them (never expected) certificates still flow.
+				var events identitysvc.EventSink
+				if rec, err := saevents.Start(ctx, env.Client); err != nil {
+					log.Warn("no Kubernetes events for certificates", "err", err)
+				} else {
+					events = rec
+				}
 				apiv1.RegisterIdentityServer(srv, &identitysvc.Service{
-					Auth: auth, CA: authority, Metrics: env.Metrics, Log: log.With("component", "identity"),
+					Auth: auth, CA: authority, Metrics: env.Metrics, Log: log.With("component", "identity"), Lifetime: certLifetime,
+					Events: events,
 				})
 				apiv1.RegisterPolicyServer(srv, &serve.DefaultPolicy{Metrics: env.Metrics, Done: env.Done})
 			}
@@ -121,25 +148,82 @@ are synced. See docs/controller-kubernetes.md.`,
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", serve.DefaultShutdownGrace, "how long a stop waits for calls in flight")
 	f.DurationVar(&cfg.SyncTimeout, "sync-timeout", serve.DefaultSyncTimeout, "how long to wait for the first lists from the API server")
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	f.DurationVar(&certLifetime, "certificate-lifetime", store.DefaultCertificateLifetime, "lifetime of the workload certificates it signs (proxies renew at 70 % of it)")
 	_ = cmd.MarkFlagRequired("issuer-dir")
 	return cmd
 }
 
+// registerIssuerMetrics adds the reload counter local mode has too
+// (docs/controller.md) and returns what feeds it: a changed issuer Secret
+// shows there once the kubelet has refreshed the mounted volume.
+func registerIssuerMetrics(m *metrics.Metrics) func(error) {
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_controller_issuer_reload_total",
+		Help: "Reloads of changed issuer or trust bundle files, by result (ok, error); error is a refused change, the previous issuer keeps serving.",
+	}, []string{"result"})
+	for _, r := range []string{"ok", "error"} {
+		reloads.WithLabelValues(r)
+	}
+	m.Registry.MustRegister(reloads)
+	return func(err error) {
+		if err != nil {
+			reloads.WithLabelValues("error").Inc()
+			return
+		}
+		reloads.WithLabelValues("ok").Inc()
+	}
+}
+
 // injectorConfigFromEnv reads what the chart tells the injector about the
-// proxy it injects. Unset variables keep the injector's defaults.
-// TRELLIS_PROXY_LOG_LEVEL and TRELLIS_PROXY_{CPU,MEMORY}_{REQUEST,LIMIT}
-// are not read: the injector has no setting for them yet (the pod
-// annotations config.trellis.io/proxy-* set resources per pod).
+// proxy it injects. Unset or empty variables keep the injector's defaults;
+// pods' config.trellis.io/* annotations still win over these.
+//
+//	TRELLIS_PROXY_IMAGE, TRELLIS_INIT_IMAGE, TRELLIS_PROXY_IMAGE_PULL_POLICY
+//	TRELLIS_PROXY_{CPU,MEMORY}_{REQUEST,LIMIT}  quantities (chart proxy.resources)
+//	TRELLIS_PROXY_LOG_LEVEL                     debug, info, warn, error (chart proxy.logLevel)
+//	TRELLIS_PROXY_REDIRECT                      init or cni: the default redirection (chart cni.enabled)
 func injectorConfigFromEnv(getenv func(string) string) (injector.Config, error) {
 	c := injector.Config{
-		ProxyImage: getenv("TRELLIS_PROXY_IMAGE"),
-		InitImage:  getenv("TRELLIS_INIT_IMAGE"),
+		ProxyImage:      getenv("TRELLIS_PROXY_IMAGE"),
+		InitImage:       getenv("TRELLIS_INIT_IMAGE"),
+		ProxyLogLevel:   getenv("TRELLIS_PROXY_LOG_LEVEL"),
+		DefaultRedirect: getenv("TRELLIS_PROXY_REDIRECT"),
 	}
 	switch p := corev1.PullPolicy(getenv("TRELLIS_PROXY_IMAGE_PULL_POLICY")); p {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 		c.ImagePullPolicy = p
 	default:
 		return c, fmt.Errorf("TRELLIS_PROXY_IMAGE_PULL_POLICY %q: want Always, IfNotPresent or Never", p)
+	}
+	for _, r := range []struct {
+		env   string
+		name  corev1.ResourceName
+		limit bool
+	}{
+		{"TRELLIS_PROXY_CPU_REQUEST", corev1.ResourceCPU, false},
+		{"TRELLIS_PROXY_CPU_LIMIT", corev1.ResourceCPU, true},
+		{"TRELLIS_PROXY_MEMORY_REQUEST", corev1.ResourceMemory, false},
+		{"TRELLIS_PROXY_MEMORY_LIMIT", corev1.ResourceMemory, true},
+	} {
+		v := getenv(r.env)
+		if v == "" {
+			continue
+		}
+		q, err := injector.ParseQuantity(v, r.limit)
+		if err != nil {
+			return c, fmt.Errorf("%s %q: %w", r.env, v, err)
+		}
+		list := &c.ProxyResources.Requests
+		if r.limit {
+			list = &c.ProxyResources.Limits
+		}
+		if *list == nil {
+			*list = corev1.ResourceList{}
+		}
+		(*list)[r.name] = q
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("injector settings from the environment (TRELLIS_PROXY_*): %w", err)
 	}
 	return c, nil
 }

@@ -25,6 +25,8 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -55,6 +57,18 @@ func TestInjectorConfigFromEnv(t *testing.T) {
 			"TRELLIS_PROXY_IMAGE": "reg/proxy:1", "TRELLIS_INIT_IMAGE": "reg/init:1", "TRELLIS_PROXY_IMAGE_PULL_POLICY": "Always",
 		}, injector.Config{ProxyImage: "reg/proxy:1", InitImage: "reg/init:1", ImagePullPolicy: corev1.PullAlways}, ""},
 		{"bad pull policy", map[string]string{"TRELLIS_PROXY_IMAGE_PULL_POLICY": "Sometimes"}, injector.Config{}, "TRELLIS_PROXY_IMAGE_PULL_POLICY"},
+		{"proxy resources, log level and cni", map[string]string{
+			"TRELLIS_PROXY_CPU_REQUEST": "20m", "TRELLIS_PROXY_CPU_LIMIT": "", "TRELLIS_PROXY_MEMORY_REQUEST": "30Mi", "TRELLIS_PROXY_MEMORY_LIMIT": "96Mi",
+			"TRELLIS_PROXY_LOG_LEVEL": "debug", "TRELLIS_PROXY_REDIRECT": "cni",
+		}, injector.Config{ProxyLogLevel: "debug", DefaultRedirect: "cni", ProxyResources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m"), corev1.ResourceMemory: resource.MustParse("30Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("96Mi")},
+		}}, ""},
+		{"bad quantity", map[string]string{"TRELLIS_PROXY_MEMORY_LIMIT": "lots"}, injector.Config{}, "TRELLIS_PROXY_MEMORY_LIMIT"},
+		{"zero limit", map[string]string{"TRELLIS_PROXY_CPU_LIMIT": "0"}, injector.Config{}, "TRELLIS_PROXY_CPU_LIMIT"},
+		{"request above limit", map[string]string{"TRELLIS_PROXY_MEMORY_REQUEST": "1Gi", "TRELLIS_PROXY_MEMORY_LIMIT": "64Mi"}, injector.Config{}, "exceeds its limit"},
+		{"bad log level", map[string]string{"TRELLIS_PROXY_LOG_LEVEL": "loud"}, injector.Config{}, "proxy log level"},
+		{"bad redirect", map[string]string{"TRELLIS_PROXY_REDIRECT": "magic"}, injector.Config{}, "default redirect"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := injectorConfigFromEnv(func(k string) string { return tc.env[k] })
@@ -67,7 +81,9 @@ func TestInjectorConfigFromEnv(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.ProxyImage != tc.want.ProxyImage || got.InitImage != tc.want.InitImage || got.ImagePullPolicy != tc.want.ImagePullPolicy {
+			if got.ProxyImage != tc.want.ProxyImage || got.InitImage != tc.want.InitImage || got.ImagePullPolicy != tc.want.ImagePullPolicy ||
+				got.ProxyLogLevel != tc.want.ProxyLogLevel || got.DefaultRedirect != tc.want.DefaultRedirect ||
+				!apiequality.Semantic.DeepEqual(got.ProxyResources, tc.want.ProxyResources) {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
 		})
@@ -279,5 +295,45 @@ func TestBinaryKubernetes(t *testing.T) {
 	}
 	if p, err := ps.Recv(); err != nil || p.GetName() != "default" {
 		t.Fatalf("policy %v, %v", p, err)
+	}
+
+	// An issuer that expires fails readiness: write one valid for a few
+	// seconds into the mounted Secret's files, as the kubelet would.
+	root, rootKey, err := pki.NewRoot("short-anchor", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := pki.NewTrustDomainIssuer(root, rootKey, "short-issuer", "cluster.local", 8*time.Second, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	shortKey, err := pki.EncodeKeyPEM(short.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"ca.crt": pki.EncodeCertsPEM(root), "tls.key": shortKey, "tls.crt": pki.EncodeCertsPEM(short.Cert)} {
+		if err := os.WriteFile(filepath.Join(issuerDir, name+".new"), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(issuerDir, name+".new"), filepath.Join(issuerDir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + adminAddr + "/ready")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(b), "expire") {
+			t.Logf("/ready after the issuer expired: %d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/ready is still %d %q a minute after installing an issuer valid 8 s", resp.StatusCode, b)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }

@@ -194,7 +194,7 @@ func check(ctx context.Context, r redirect.Runner, o options, stdout io.Writer) 
 	}
 	err := redirect.Probe(ctx, o.cfg, redirect.IPv6, o.probeTimeout)
 	if err != nil && o.ipv6 == redirect.IPv6Auto && redirect.NoIPv6(err) {
-		fmt.Fprintf(stdout, "ipv6: skipped, no IPv6 networking (%v)\n", err)
+		fmt.Fprintln(stdout, "ipv6: skipped, the pod has no IPv6 route")
 		return nil
 	}
 	if err != nil {

@@ -262,6 +262,54 @@ func (i *Installer) Uninstall() error {
 	return errors.Join(errs...)
 }
 
+// ErrNotInstalled is wrapped by Check when the plugin is not (fully) in
+// place.
+var ErrNotInstalled = errors.New("trellis-cni is not installed")
+
+// Check reports whether the plugin is in place, as the installer's
+// readiness probe: the binary in BinDir is BinSrc's, and the primary conf
+// is a conflist that ends with exactly one, current, entry of ours.
+func (i *Installer) Check() error {
+	src, err := os.ReadFile(i.BinSrc)
+	if err != nil {
+		return fmt.Errorf("reading plugin binary: %w", err)
+	}
+	dst := filepath.Join(i.BinDir, PluginType)
+	cur, err := os.ReadFile(dst)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%w: no %s", ErrNotInstalled, dst)
+	case err != nil:
+		return fmt.Errorf("reading %s: %w", dst, err)
+	case !bytes.Equal(cur, src):
+		return fmt.Errorf("%w: %s is not this version's binary", ErrNotInstalled, dst)
+	}
+	path, err := i.PrimaryConf()
+	if err != nil {
+		return err
+	}
+	if path == "" {
+		return fmt.Errorf("%w: no CNI configuration in %s yet (is the pod network installed?)", ErrNotInstalled, i.ConfDir)
+	}
+	if filepath.Ext(path) != ".conflist" {
+		return fmt.Errorf("%w: the primary configuration %s is not a conflist", ErrNotInstalled, path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	want, err := InsertEntry(data, i.Entry)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	// InsertEntry is byte-stable on its own output: any difference means
+	// our entry is missing, stale, duplicated or not last.
+	if !bytes.Equal(want, data) {
+		return fmt.Errorf("%w: %s does not end with the current trellis-cni entry", ErrNotInstalled, path)
+	}
+	return nil
+}
+
 // Install does one pass: binary, then conf.
 func (i *Installer) Install() error {
 	changed, err := i.InstallBinary()

@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -202,4 +203,75 @@ func FuzzInsertEntry(f *testing.F) {
 			t.Fatalf("not idempotent: %v", err)
 		}
 	})
+}
+
+// TestCheck: the installer's probe passes only with the current binary
+// and exactly one current entry at the end of the primary conflist.
+func TestCheck(t *testing.T) {
+	const ours = `{"type":"trellis-cni","capabilities":{"io.kubernetes.cri.pod-annotations":true},"proxyUID":2102,"inboundPort":4143,"outboundPort":4140,"skipInboundPorts":"4143,4191","skipOutboundPorts":"","ipv6":"auto"}`
+	tests := []struct {
+		name    string
+		binary  string // "" none, "same", "other"
+		conf    string // file name
+		content string
+		install bool // run Install before checking (after writing conf)
+		wantErr string
+	}{
+		{name: "nothing", wantErr: "no "},
+		{name: "other binary", binary: "other", conf: "10-k8s.conflist", content: bridgeList, wantErr: "not this version's binary"},
+		{name: "no conf yet", binary: "same", wantErr: "no CNI configuration"},
+		{name: "single plugin conf", binary: "same", conf: "10-k8s.conf", content: bridgeConf, wantErr: "not a conflist"},
+		{name: "conflist without us", binary: "same", conf: "10-k8s.conflist", content: bridgeList, wantErr: "does not end with"},
+		{name: "stale entry", binary: "same", conf: "10-k8s.conflist",
+			content: `{"name":"k","plugins":[{"type":"bridge"},{"type":"trellis-cni","proxyUID":1}]}`, wantErr: "does not end with"},
+		{name: "our entry not last", binary: "same", conf: "10-k8s.conflist",
+			content: `{"name":"k","plugins":[{"type":"bridge"},` + ours + `,{"type":"portmap"}]}`, wantErr: "does not end with"},
+		{name: "installed", conf: "10-k8s.conflist", content: bridgeList, install: true},
+		{name: "installed from a single conf", conf: "10-k8s.conf", content: bridgeConf, install: true},
+		{name: "bad json", binary: "same", conf: "10-k8s.conflist", content: `{`, wantErr: "parsing"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := newInstaller(t)
+			dst := filepath.Join(in.BinDir, PluginType)
+			switch tt.binary {
+			case "same":
+				src, _ := os.ReadFile(in.BinSrc)
+				if err := os.WriteFile(dst, src, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			case "other":
+				if err := os.WriteFile(dst, []byte("old"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.conf != "" {
+				if err := os.WriteFile(filepath.Join(in.ConfDir, tt.conf), []byte(tt.content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.install {
+				if err := in.Install(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := in.Check()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Check: %v", err)
+				}
+				// And uninstalling makes it fail again.
+				if err := in.Uninstall(); err != nil {
+					t.Fatal(err)
+				}
+				if err := in.Check(); !errors.Is(err, ErrNotInstalled) {
+					t.Fatalf("Check after Uninstall = %v, want ErrNotInstalled", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Check = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
 }

@@ -14,6 +14,7 @@ import (
 type Handler struct {
 	mux   *http.ServeMux
 	ready atomic.Bool
+	check atomic.Pointer[func() error]
 }
 
 // New returns a handler exposing reg at /metrics.
@@ -28,6 +29,12 @@ func New(reg *prometheus.Registry) *Handler {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		if f := h.check.Load(); f != nil {
+			if err := (*f)(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		w.Write([]byte("ready\n"))
 	})
 	return h
@@ -35,5 +42,9 @@ func New(reg *prometheus.Registry) *Handler {
 
 // SetReady flips /ready between 200 and 503.
 func (h *Handler) SetReady(v bool) { h.ready.Store(v) }
+
+// SetCheck adds a condition /ready evaluates on every request while ready
+// (e.g. the issuer can still sign); its error is the 503's body.
+func (h *Handler) SetCheck(f func() error) { h.check.Store(&f) }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }

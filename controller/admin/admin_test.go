@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -41,6 +42,16 @@ func TestEndpoints(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(body, "trellis_controller_test_total 3") {
 		t.Fatalf("/metrics = %d\n%s", code, body)
 	}
+	var issuerErr error
+	h.SetCheck(func() error { return issuerErr })
+	if code, _ := get("/ready"); code != http.StatusOK {
+		t.Fatalf("/ready with a passing check = %d", code)
+	}
+	issuerErr = errors.New("issuer expired at 2026-01-01T00:00:00Z")
+	if code, body := get("/ready"); code != http.StatusServiceUnavailable || !strings.Contains(body, "issuer expired") {
+		t.Fatalf("/ready with a failing check = %d %q", code, body)
+	}
+	issuerErr = nil
 	h.SetReady(false)
 	if code, _ := get("/ready"); code != http.StatusServiceUnavailable {
 		t.Fatalf("/ready after SetReady(false) = %d", code)

@@ -48,14 +48,38 @@ func (e *AnnotationError) Error() string {
 
 func (e *AnnotationError) Unwrap() error { return e.Err }
 
+// builtinOptions are the defaults of a pod without annotations on an
+// install that sets nothing.
+func builtinOptions() Options {
+	return Options{
+		Sidecar: SidecarNative, Redirect: RedirectInit,
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    DefaultProxyCPURequest.DeepCopy(),
+				corev1.ResourceMemory: DefaultProxyMemRequest.DeepCopy(),
+			},
+			Limits: corev1.ResourceList{
+				corev1.ResourceMemory: DefaultProxyMemLimit.DeepCopy(),
+			},
+		},
+	}
+}
+
 // ParseOptions reads every config.trellis.io annotation in ann and reports
 // every malformed one at once, so one denial shows the user all fixes.
+// Missing annotations take the built-in defaults.
 func ParseOptions(ann map[string]string) (Options, error) {
+	return parseOptions(ann, builtinOptions())
+}
+
+// parseOptions is ParseOptions over the given defaults (def is not
+// modified).
+func parseOptions(ann map[string]string, def Options) (Options, error) {
 	var errs []error
 	bad := func(key string, err error) {
 		errs = append(errs, &AnnotationError{Key: key, Value: ann[key], Err: err})
 	}
-	o := Options{Sidecar: SidecarNative, Redirect: RedirectInit}
+	o := Options{Sidecar: def.Sidecar, Redirect: def.Redirect}
 
 	switch v, ok := ann[AnnotationSidecarMode]; {
 	case !ok:
@@ -92,14 +116,12 @@ func ParseOptions(ann map[string]string) (Options, error) {
 		*p.dst = ports
 	}
 
-	o.Resources = corev1.ResourceRequirements{
-		Requests: corev1.ResourceList{
-			corev1.ResourceCPU:    DefaultProxyCPURequest.DeepCopy(),
-			corev1.ResourceMemory: DefaultProxyMemRequest.DeepCopy(),
-		},
-		Limits: corev1.ResourceList{
-			corev1.ResourceMemory: DefaultProxyMemLimit.DeepCopy(),
-		},
+	o.Resources = *def.Resources.DeepCopy()
+	if o.Resources.Requests == nil {
+		o.Resources.Requests = corev1.ResourceList{}
+	}
+	if o.Resources.Limits == nil {
+		o.Resources.Limits = corev1.ResourceList{}
 	}
 	resErr := false
 	for _, r := range []struct {

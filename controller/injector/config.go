@@ -9,6 +9,8 @@ package injector
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,8 +56,11 @@ const (
 const (
 	ProxyContainerName = "trellis-proxy"
 	InitContainerName  = "trellis-init"
-	TokenVolumeName    = "trellis-token"
-	AnchorsVolumeName  = "trellis-trust-anchors"
+	// ValidateContainerName is the unprivileged check, in CNI mode, that
+	// redirection is in place before the proxy and the app start.
+	ValidateContainerName = "trellis-validate"
+	TokenVolumeName       = "trellis-token"
+	AnchorsVolumeName     = "trellis-trust-anchors"
 	// XtablesVolumeName is an emptyDir on /run for iptables' lock file,
 	// so trellis-init can keep a read-only root filesystem.
 	XtablesVolumeName = "trellis-xtables-lock"
@@ -70,7 +75,10 @@ const (
 	AnchorsMountPath = "/var/run/trellis/anchors"
 	AnchorsPath      = AnchorsMountPath + "/" + AnchorsKey
 
-	ProxyUID     = int64(2102)
+	ProxyUID = int64(2102)
+	// ValidateUID runs trellis-validate: any uid but the proxy's, whose
+	// traffic is never redirected.
+	ValidateUID  = int64(2103)
 	InboundPort  = 4143
 	OutboundPort = 4140
 	AdminPort    = 4191
@@ -109,6 +117,20 @@ type Config struct {
 	// every injected namespace.
 	TrustAnchorsPEM string
 
+	// DefaultRedirect is the redirection of pods that do not annotate
+	// config.trellis.io/redirect: RedirectInit (the default) or
+	// RedirectCNI, when the trellis-cni plugin is installed on every node
+	// (`trellis install --cni`), so that no injected pod needs NET_ADMIN.
+	DefaultRedirect string
+	// ProxyResources are the install-time proxy requests and limits
+	// (the chart's proxy.resources): each resource set here replaces the
+	// built-in default, and a pod's config.trellis.io/proxy-* annotations
+	// replace it in turn.
+	ProxyResources corev1.ResourceRequirements
+	// ProxyLogLevel, when set, is the proxy's TRELLIS_PROXY_LOG_LEVEL
+	// (debug, info, warn or error).
+	ProxyLogLevel string
+
 	// NamespaceAnnotations looks up a namespace's annotations for the
 	// webhook (nil: pods' own annotations only). An error fails the
 	// admission request rather than guessing.
@@ -117,6 +139,64 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger for admission decisions (nil: slog.Default()).
 	Logger *slog.Logger
+}
+
+// Validate reports install-time settings the injector cannot use, so a
+// bad value fails the controller at start rather than every pod.
+func (c Config) Validate() error {
+	var errs []error
+	switch c.DefaultRedirect {
+	case "", RedirectInit, RedirectCNI:
+	default:
+		errs = append(errs, fmt.Errorf("default redirect %q: want %q or %q", c.DefaultRedirect, RedirectInit, RedirectCNI))
+	}
+	switch c.ProxyLogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("proxy log level %q: want debug, info, warn or error", c.ProxyLogLevel))
+	}
+	for _, l := range []corev1.ResourceList{c.ProxyResources.Requests, c.ProxyResources.Limits} {
+		for name, q := range l {
+			if name != corev1.ResourceCPU && name != corev1.ResourceMemory {
+				errs = append(errs, fmt.Errorf("proxy resource %q: only cpu and memory are set", name))
+			}
+			if q.Sign() < 0 {
+				errs = append(errs, fmt.Errorf("proxy %s %s must not be negative", name, q.String()))
+			}
+		}
+	}
+	for name, lim := range c.ProxyResources.Limits {
+		if lim.Sign() == 0 {
+			errs = append(errs, fmt.Errorf("proxy %s limit must be greater than zero", name))
+		}
+	}
+	if len(errs) == 0 {
+		def := c.withDefaults().defaultOptions()
+		for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+			req, okR := def.Resources.Requests[name]
+			lim, okL := def.Resources.Limits[name]
+			if okR && okL && req.Cmp(lim) > 0 {
+				errs = append(errs, fmt.Errorf("proxy %s request %s exceeds its limit %s", name, req.String(), lim.String()))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// defaultOptions are the options of a pod without config.trellis.io
+// annotations: the built-in defaults, overridden by the install's.
+func (c Config) defaultOptions() Options {
+	o := builtinOptions()
+	if c.DefaultRedirect != "" {
+		o.Redirect = c.DefaultRedirect
+	}
+	for name, q := range c.ProxyResources.Requests {
+		o.Resources.Requests[name] = q.DeepCopy()
+	}
+	for name, q := range c.ProxyResources.Limits {
+		o.Resources.Limits[name] = q.DeepCopy()
+	}
+	return o
 }
 
 func (c Config) withDefaults() Config {

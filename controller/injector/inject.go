@@ -10,10 +10,30 @@ import (
 
 // Injector mutates pods. It holds only its configuration and is safe for
 // concurrent use.
-type Injector struct{ cfg Config }
+type Injector struct {
+	cfg Config
+	def Options // a pod's options before its annotations
+}
 
-// New returns an Injector with cfg's defaults filled in.
-func New(cfg Config) *Injector { return &Injector{cfg: cfg.withDefaults()} }
+// New returns an Injector with cfg's defaults filled in. cfg should have
+// passed Validate: install-time settings it cannot use are ignored.
+func New(cfg Config) *Injector {
+	cfg = cfg.withDefaults()
+	if cfg.Validate() != nil {
+		// Fall back field by field to what is valid rather than refuse
+		// every pod; the controller validates at start.
+		if (Config{DefaultRedirect: cfg.DefaultRedirect}).Validate() != nil {
+			cfg.DefaultRedirect = ""
+		}
+		if (Config{ProxyLogLevel: cfg.ProxyLogLevel}).Validate() != nil {
+			cfg.ProxyLogLevel = ""
+		}
+		if (Config{ProxyResources: cfg.ProxyResources}).Validate() != nil {
+			cfg.ProxyResources = corev1.ResourceRequirements{}
+		}
+	}
+	return &Injector{cfg: cfg, def: cfg.defaultOptions()}
+}
 
 // Config returns the configuration with defaults filled in.
 func (in *Injector) Config() Config { return in.cfg }
@@ -44,7 +64,7 @@ func (in *Injector) Mutate(pod *corev1.Pod, namespace string, nsAnnotations map[
 		res.Reason = "namespace " + namespace + " is never injected"
 		return res, nil
 	}
-	if hasContainer(out, ProxyContainerName) || hasContainer(out, InitContainerName) {
+	if hasContainer(out, ProxyContainerName) || hasContainer(out, InitContainerName) || hasContainer(out, ValidateContainerName) {
 		res.Reason = "already injected"
 		return res, nil
 	}
@@ -83,7 +103,7 @@ func (in *Injector) Mutate(pod *corev1.Pod, namespace string, nsAnnotations map[
 			}
 		}
 	}
-	opts, err := ParseOptions(merged)
+	opts, err := parseOptions(merged, in.def)
 	if err != nil {
 		return res, err
 	}
@@ -132,7 +152,8 @@ func (in *Injector) apply(pod *corev1.Pod, opts Options) {
 	skipIn := mergePorts([]int{InboundPort, AdminPort}, opts.SkipInboundPorts)
 	if opts.Redirect == RedirectCNI {
 		// The CNI plugin reads only the pod: record the effective
-		// settings there when they came from the namespace.
+		// settings there when they came from the namespace or the
+		// install's default.
 		pod.Annotations[AnnotationRedirect] = RedirectCNI
 		if opts.SkipInboundPorts != nil {
 			pod.Annotations[AnnotationSkipInboundPorts] = FormatPorts(opts.SkipInboundPorts)
@@ -146,6 +167,8 @@ func (in *Injector) apply(pod *corev1.Pod, opts Options) {
 	var inits []corev1.Container
 	if opts.Redirect == RedirectInit {
 		inits = append(inits, in.initContainer(skipIn, opts.SkipOutboundPorts))
+	} else {
+		inits = append(inits, in.validateContainer(skipIn, opts.SkipOutboundPorts))
 	}
 	if opts.Sidecar == SidecarNative {
 		always := corev1.ContainerRestartPolicyAlways
@@ -193,6 +216,9 @@ func (in *Injector) proxyContainer(opts Options) corev1.Container {
 	if opts.OpaquePorts != nil {
 		env = append(env, corev1.EnvVar{Name: "TRELLIS_PROXY_OPAQUE_PORTS", Value: FormatPorts(opts.OpaquePorts)})
 	}
+	if cfg.ProxyLogLevel != "" {
+		env = append(env, corev1.EnvVar{Name: "TRELLIS_PROXY_LOG_LEVEL", Value: cfg.ProxyLogLevel})
+	}
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
@@ -232,7 +258,9 @@ func (in *Injector) proxyContainer(opts Options) corev1.Container {
 	}
 }
 
-func (in *Injector) initContainer(skipIn, skipOut []int) corev1.Container {
+// redirectArgs are trellis-init's flags describing the rule set, shared by
+// the init container and the check.
+func redirectArgs(skipIn, skipOut []int) []string {
 	args := []string{
 		"--proxy-uid", fmt.Sprint(ProxyUID),
 		"--inbound-port", fmt.Sprint(InboundPort),
@@ -242,20 +270,60 @@ func (in *Injector) initContainer(skipIn, skipOut []int) corev1.Container {
 	if len(skipOut) > 0 {
 		args = append(args, "--skip-outbound-ports", FormatPorts(skipOut))
 	}
+	return args
+}
+
+// validateContainer proves, in CNI mode, that the plugin redirected the
+// pod's traffic before anything else runs: with no capability and as a
+// uid other than the proxy's, it listens on the proxy's outbound port
+// (still free: it runs before the proxy), dials an address that exists
+// nowhere and requires the connection to land on its own listener with
+// that address as SO_ORIGINAL_DST (docs/redirection.md). If the rules are
+// missing it exits 1, so the pod never runs its app unmeshed.
+func (in *Injector) validateContainer(skipIn, skipOut []int) corev1.Container {
+	args := append([]string{"--check", "--check-method", "probe"}, redirectArgs(skipIn, skipOut)...)
+	return corev1.Container{
+		Name:            ValidateContainerName,
+		Image:           in.cfg.InitImage,
+		ImagePullPolicy: in.cfg.ImagePullPolicy,
+		Command:         []string{"/trellis-init"},
+		Args:            args,
+		Resources:       initResources(),
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                ptr(ValidateUID),
+			RunAsNonRoot:             ptr(true),
+			Privileged:               ptr(false),
+			AllowPrivilegeEscalation: ptr(false),
+			ReadOnlyRootFilesystem:   ptr(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+// initResources are the short-lived init containers' resources: the
+// proxy's default requests, so they never raise the pod's.
+func initResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    DefaultProxyCPURequest.DeepCopy(),
+			corev1.ResourceMemory: DefaultProxyMemRequest.DeepCopy(),
+		},
+		Limits: corev1.ResourceList{corev1.ResourceMemory: DefaultProxyMemLimit.DeepCopy()},
+	}
+}
+
+func (in *Injector) initContainer(skipIn, skipOut []int) corev1.Container {
+	args := redirectArgs(skipIn, skipOut)
 	return corev1.Container{
 		Name:            InitContainerName,
 		Image:           in.cfg.InitImage,
 		ImagePullPolicy: in.cfg.ImagePullPolicy,
 		Command:         []string{"/trellis-init"},
 		Args:            args,
-		Resources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{
-				corev1.ResourceCPU:    DefaultProxyCPURequest.DeepCopy(),
-				corev1.ResourceMemory: DefaultProxyMemRequest.DeepCopy(),
-			},
-			Limits: corev1.ResourceList{corev1.ResourceMemory: DefaultProxyMemLimit.DeepCopy()},
-		},
-		VolumeMounts: []corev1.VolumeMount{{Name: XtablesVolumeName, MountPath: "/run"}},
+		Resources:       initResources(),
+		VolumeMounts:    []corev1.VolumeMount{{Name: XtablesVolumeName, MountPath: "/run"}},
 		SecurityContext: &corev1.SecurityContext{
 			RunAsUser:                ptr(int64(0)),
 			RunAsNonRoot:             ptr(false),

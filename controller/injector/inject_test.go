@@ -255,8 +255,31 @@ func TestMutateClassicAndCNI(t *testing.T) {
 	if err != nil || !cni.Injected {
 		t.Fatal(err)
 	}
-	if got := names(cni.Pod.Spec.InitContainers); !reflect.DeepEqual(got, []string{"trellis-proxy", "migrate"}) {
+	if got := names(cni.Pod.Spec.InitContainers); !reflect.DeepEqual(got, []string{"trellis-validate", "trellis-proxy", "migrate"}) {
 		t.Errorf("cni init containers %v", got)
+	}
+	// The check before the proxy: no capability, not root, not the
+	// proxy's uid, probing the same rule set the plugin programs.
+	v := cni.Pod.Spec.InitContainers[0]
+	sc := v.SecurityContext
+	if sc == nil || sc.RunAsUser == nil || *sc.RunAsUser == ProxyUID || *sc.RunAsUser == 0 || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot ||
+		sc.Capabilities == nil || len(sc.Capabilities.Add) != 0 || !reflect.DeepEqual(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || v.RestartPolicy != nil {
+		t.Errorf("trellis-validate security context %+v", sc)
+	}
+	wantArgs := []string{"--check", "--check-method", "probe", "--proxy-uid", "2102", "--inbound-port", "4143", "--outbound-port", "4140",
+		"--skip-inbound-ports", "4143,4191", "--skip-outbound-ports", "3306,5432"}
+	if !reflect.DeepEqual(v.Args, wantArgs) || v.Image != "trellis/init:"+inj.Config().Version {
+		t.Errorf("trellis-validate %s %q\nwant args %q", v.Image, v.Args, wantArgs)
+	}
+	for _, c := range append(append([]corev1.Container{}, cni.Pod.Spec.InitContainers...), cni.Pod.Spec.Containers...) {
+		if c.SecurityContext != nil && c.SecurityContext.Capabilities != nil && len(c.SecurityContext.Capabilities.Add) > 0 {
+			t.Errorf("cni mode: %s adds capabilities %v", c.Name, c.SecurityContext.Capabilities.Add)
+		}
+	}
+	again, err := inj.Mutate(cni.Pod, "shop", nsAnn)
+	if err != nil || again.Injected {
+		t.Errorf("re-injecting a CNI-mode pod: injected=%v err=%v", again.Injected, err)
 	}
 	for _, v := range cni.Pod.Spec.Volumes {
 		if v.Name == XtablesVolumeName {
@@ -370,5 +393,130 @@ func TestMutateDenied(t *testing.T) {
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: TokenVolumeName})
 	if _, err := inj.Mutate(pod, "shop", nil); err == nil || !strings.Contains(err.Error(), "trellis-token") {
 		t.Errorf("volume conflict: %v", err)
+	}
+}
+
+// TestMutateInstallDefaults: the install-time settings (the chart's
+// proxy.resources, proxy.logLevel and cni.enabled) are the defaults of
+// every injected pod, and the pod's annotations still win.
+func TestMutateInstallDefaults(t *testing.T) {
+	q := resource.MustParse
+	install := Config{
+		DefaultRedirect: RedirectCNI,
+		ProxyLogLevel:   "debug",
+		ProxyResources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: q("50m"), corev1.ResourceMemory: q("32Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceCPU: q("2"), corev1.ResourceMemory: q("256Mi")},
+		},
+	}
+	tests := []struct {
+		name         string
+		cfg          Config
+		podAnn       map[string]string
+		wantInits    []string
+		wantRes      map[string]string // requests.cpu, requests.memory, limits.cpu, limits.memory ("" = unset)
+		wantLogLevel string
+	}{
+		{
+			name: "built-in defaults", cfg: Config{},
+			wantInits: []string{"trellis-init", "trellis-proxy", "migrate"},
+			wantRes:   map[string]string{"requests.cpu": "10m", "requests.memory": "20Mi", "limits.cpu": "", "limits.memory": "64Mi"},
+		},
+		{
+			name: "install settings", cfg: install,
+			wantInits:    []string{"trellis-validate", "trellis-proxy", "migrate"},
+			wantRes:      map[string]string{"requests.cpu": "50m", "requests.memory": "32Mi", "limits.cpu": "2", "limits.memory": "256Mi"},
+			wantLogLevel: "debug",
+		},
+		{
+			name: "only some install settings", cfg: Config{ProxyResources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: q("100Mi")}}},
+			wantInits: []string{"trellis-init", "trellis-proxy", "migrate"},
+			wantRes:   map[string]string{"requests.cpu": "10m", "requests.memory": "20Mi", "limits.cpu": "", "limits.memory": "100Mi"},
+		},
+		{
+			name: "pod annotations win", cfg: install,
+			podAnn:       map[string]string{AnnotationRedirect: RedirectInit, AnnotationProxyCPURequest: "5m", AnnotationProxyMemLimit: "48Mi"},
+			wantInits:    []string{"trellis-init", "trellis-proxy", "migrate"},
+			wantRes:      map[string]string{"requests.cpu": "5m", "requests.memory": "32Mi", "limits.cpu": "2", "limits.memory": "48Mi"},
+			wantLogLevel: "debug",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ann := map[string]string{AnnotationInject: InjectEnabled}
+			for k, v := range tt.podAnn {
+				ann[k] = v
+			}
+			res, err := New(tt.cfg).Mutate(testPod(ann), "shop", nil)
+			if err != nil || !res.Injected {
+				t.Fatalf("injected=%v err=%v", res.Injected, err)
+			}
+			if got := names(res.Pod.Spec.InitContainers); !reflect.DeepEqual(got, tt.wantInits) {
+				t.Errorf("init containers %v, want %v", got, tt.wantInits)
+			}
+			proxy, _ := findContainer(res.Pod, ProxyContainerName)
+			got := map[string]string{}
+			for _, l := range []struct {
+				prefix string
+				list   corev1.ResourceList
+			}{{"requests.", proxy.Resources.Requests}, {"limits.", proxy.Resources.Limits}} {
+				for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+					v := ""
+					if x, ok := l.list[name]; ok {
+						v = x.String()
+					}
+					got[l.prefix+string(name)] = v
+				}
+			}
+			if !reflect.DeepEqual(got, tt.wantRes) {
+				t.Errorf("proxy resources %v, want %v", got, tt.wantRes)
+			}
+			lvl, ok := envOf(proxy)["TRELLIS_PROXY_LOG_LEVEL"]
+			if lvl != tt.wantLogLevel || ok != (tt.wantLogLevel != "") {
+				t.Errorf("TRELLIS_PROXY_LOG_LEVEL %q (set %v), want %q", lvl, ok, tt.wantLogLevel)
+			}
+		})
+	}
+	// The Injector never shares its defaults' maps with a pod.
+	inj := New(install)
+	a, _ := inj.Mutate(testPod(map[string]string{AnnotationInject: InjectEnabled, AnnotationProxyMemLimit: "40Mi"}), "shop", nil)
+	b, _ := inj.Mutate(testPod(map[string]string{AnnotationInject: InjectEnabled}), "shop", nil)
+	pa, _ := findContainer(a.Pod, ProxyContainerName)
+	pb, _ := findContainer(b.Pod, ProxyContainerName)
+	if pa.Resources.Limits.Memory().String() != "40Mi" || pb.Resources.Limits.Memory().String() != "256Mi" {
+		t.Errorf("pods share resource lists: %v / %v", pa.Resources.Limits, pb.Resources.Limits)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	q := resource.MustParse
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr string
+	}{
+		{name: "zero value", cfg: Config{}},
+		{name: "cni and settings", cfg: Config{DefaultRedirect: RedirectCNI, ProxyLogLevel: "warn",
+			ProxyResources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: q("1")}, Limits: corev1.ResourceList{corev1.ResourceCPU: q("1")}}}},
+		{name: "bad redirect", cfg: Config{DefaultRedirect: "ebpf"}, wantErr: `default redirect "ebpf"`},
+		{name: "bad log level", cfg: Config{ProxyLogLevel: "trace"}, wantErr: `proxy log level "trace"`},
+		{name: "zero limit", cfg: Config{ProxyResources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: q("0")}}}, wantErr: "greater than zero"},
+		{name: "negative request", cfg: Config{ProxyResources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: q("-1")}}}, wantErr: "negative"},
+		{name: "request above the built-in limit", cfg: Config{ProxyResources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: q("1Gi")}}}, wantErr: "memory request 1Gi exceeds its limit 64Mi"},
+		{name: "other resource", cfg: Config{ProxyResources: corev1.ResourceRequirements{Requests: corev1.ResourceList{"nvidia.com/gpu": q("1")}}}, wantErr: "only cpu and memory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got %v, want an error with %q", err, tt.wantErr)
+			}
+		})
 	}
 }

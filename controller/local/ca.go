@@ -44,15 +44,7 @@ func (im *identityMetrics) reloaded(err error) {
 
 // register adds the metrics that read the CA at scrape time.
 func (im *identityMetrics) register(authority *ca.CA) {
-	im.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "trellis_controller_issuer_valid",
-		Help: "1 while the issuer can sign (it and its chain are within their validity), 0 while Certify is refused for it.",
-	}, func() float64 {
-		if authority.Check(time.Now()) != nil {
-			return 0
-		}
-		return 1
-	}))
+	im.reg.MustRegister(metrics.IssuerValid(authority.Check))
 }
 
 // readiness serves /ready itself, so it can tell why the controller is not

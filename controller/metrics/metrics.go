@@ -3,6 +3,8 @@
 package metrics
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -117,4 +119,18 @@ func (m *Metrics) ConfigReloaded(err error) {
 	}
 	m.ConfigLastValid.Set(1)
 	m.ConfigReloads.WithLabelValues("ok").Inc()
+}
+
+// IssuerValid is trellis_controller_issuer_valid, read at scrape time from
+// check (the CA's: nil while the issuer and its chain can sign now).
+func IssuerValid(check func(now time.Time) error) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "trellis_controller_issuer_valid",
+		Help: "1 while the issuer can sign (it and its chain are within their validity), 0 while Certify is refused for it.",
+	}, func() float64 {
+		if check(time.Now()) != nil {
+			return 0
+		}
+		return 1
+	})
 }

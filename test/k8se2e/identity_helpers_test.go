@@ -28,8 +28,8 @@ const testCertLifetime = 60 * time.Second
 
 // installIdentity is c.install with a hook between applying the manifest
 // and waiting for the controller (an external issuer Secret must exist
-// before the controller can mount it), then a short workload certificate
-// lifetime given to the controller.
+// before the controller can mount it), with a short workload certificate
+// lifetime (identity.certificateLifetime).
 func (c *cluster) installIdentity(t *testing.T, beforeWait func(), flags ...string) {
 	t.Helper()
 	if _, err := c.run(t.Context(), nil, "get", "namespace", "trellis-system"); err == nil {
@@ -37,6 +37,7 @@ func (c *cluster) installIdentity(t *testing.T, beforeWait func(), flags ...stri
 		c.uninstall(t)
 	}
 	t.Cleanup(func() { c.uninstall(t) })
+	flags = append(flags, "--set", "identity.certificateLifetime="+testCertLifetime.String())
 	for _, args := range [][]string{{"install", "--crds"}, append([]string{"install"}, flags...)} {
 		manifest := c.mustTrellis(t, nil, args...)
 		c.mustRun(t, []byte(manifest), "apply", "--server-side", "-f", "-")
@@ -44,10 +45,6 @@ func (c *cluster) installIdentity(t *testing.T, beforeWait func(), flags ...stri
 	if beforeWait != nil {
 		beforeWait()
 	}
-	// The chart has no value for the lifetime yet: the suites add the
-	// controller flag to the Deployment, before any workload exists.
-	patch := fmt.Sprintf(`[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--certificate-lifetime=%s"}]`, testCertLifetime)
-	c.mustRun(t, nil, "-n", "trellis-system", "patch", "deployment/trellis-controller", "--type=json", "-p", patch)
 	c.mustRun(t, nil, "-n", "trellis-system", "rollout", "status", "deployment/trellis-controller", "--timeout=3m")
 }
 

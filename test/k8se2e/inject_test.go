@@ -1,11 +1,26 @@
 package k8se2e
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
+	"text/template"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/trellis-mesh/trellis/test/harness"
 )
 
@@ -21,10 +36,12 @@ func TestInject(t *testing.T) {
 	start := time.Now()
 	c.install(t)
 	c.deployDemo(t, ns, 1)
+	// tshark on web's host-side veth from before the first request, so
+	// the capture holds the mesh connections' handshakes too.
+	capture := c.startCapture(t, ns, "app=web")
 	c.startLoad(t, loadParams{NS: ns, Name: "loadgen", Target: "web." + ns + ".svc.cluster.local:80", RPS: 10})
 	c.rollout(t, ns, "loadgen")
 
-	id := func(sa string) string { return "spiffe://cluster.local/ns/" + ns + "/sa/" + sa }
 	pods := map[string]string{} // app -> pod name
 	for _, p := range c.pods(t, ns, "") {
 		if err := meshed(p, c.tag); err != nil {
@@ -35,7 +52,29 @@ func TestInject(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
+	c.checkEdges(t, ns, pods, start)
+	capture.checkNoPlaintext(t, c, ns)
 
+	// With the demo meshed, trellis check is entirely green.
+	r := c.check(t)
+	if !r.Success || r.Summary.Warn+r.Summary.Fail+r.Summary.Skip != 0 {
+		t.Errorf("trellis check with the demo running is not all green: %+v", r.Summary)
+	}
+	logControllerMemory(t, c)
+
+	// Control: the same capture method does see plaintext HTTP when the
+	// caller is not meshed (after the metric checks: web's proxy counts
+	// these requests as plaintext).
+	capture.checkControl(t, c, ns)
+}
+
+// checkEdges waits for the first verified mTLS request through the load
+// generator's proxy, lets traffic flow, then requires every proxy of the
+// demo (pods: app -> pod name) to show only mutual-TLS responses with the
+// expected SPIFFE peer on each edge and no failure.
+func (c *cluster) checkEdges(t *testing.T, ns string, pods map[string]string, start time.Time) {
+	t.Helper()
+	id := func(sa string) string { return "spiffe://cluster.local/ns/" + ns + "/sa/" + sa }
 	// The first request the load generator's proxy saw answered over mTLS
 	// by a peer proving web's identity.
 	eventually(t, 2*time.Minute, "first verified mTLS request", func() error {
@@ -103,13 +142,6 @@ func TestInject(t *testing.T) {
 		}
 		t.Logf("%s (%s): %g responses, success rate %.1f%%, all mTLS", app, pod, total, 100*(total-failed)/max(total, 1))
 	}
-
-	// With the demo meshed, trellis check is entirely green.
-	r := c.check(t)
-	if !r.Success || r.Summary.Warn+r.Summary.Fail+r.Summary.Skip != 0 {
-		t.Errorf("trellis check with the demo running is not all green: %+v", r.Summary)
-	}
-	logControllerMemory(t, c)
 }
 
 // logControllerMemory prints the controller's resident memory from its
@@ -163,4 +195,323 @@ func metricValue(m *dto.Metric) float64 {
 		return m.GetUntyped().GetValue()
 	}
 	return 0
+}
+
+// capture is tshark writing a pcap of one pod's TCP on the host side of
+// its veth, where every packet between that pod and its peers passes
+// (a Linux bridge does not show forwarded frames on the bridge device).
+type capture struct {
+	tshark string // "" when tshark is unavailable: checks skip
+	pod    corev1.Pod
+	iface  string
+	dir    string
+	cur    *runningCapture
+	files  []string
+}
+
+type runningCapture struct {
+	cmd    *exec.Cmd
+	file   string
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+// tsharkBinary finds tshark, installing Debian's when missing and apt is
+// there (the suites run as root); "" means the capture checks must skip.
+func tsharkBinary(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("tshark"); err == nil {
+		return p
+	}
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		t.Logf("tshark is missing and apt-get is unavailable: the packet capture checks are skipped")
+		return ""
+	}
+	t.Log("tshark is missing: apt-get install -y tshark")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "apt-get", "install", "-y", "--no-install-recommends", "tshark")
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("apt-get install tshark: %v\n%s", err, out)
+	}
+	p, err := exec.LookPath("tshark")
+	if err != nil {
+		t.Fatalf("tshark not found after installing it: %v", err)
+	}
+	return p
+}
+
+// startCapture starts tshark on the host-side veth of the running pod of
+// ns matching selector.
+func (c *cluster) startCapture(t *testing.T, ns, selector string) *capture {
+	t.Helper()
+	cp := &capture{tshark: tsharkBinary(t), dir: t.TempDir()}
+	if cp.tshark == "" {
+		return cp
+	}
+	for _, p := range c.pods(t, ns, selector) {
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && p.Status.PodIP != "" {
+			cp.pod = p
+		}
+	}
+	if cp.pod.Name == "" {
+		t.Fatalf("no running pod %s in %s to capture on", selector, ns)
+	}
+	iface, err := hostVeth(t.Context(), cp.pod.Status.PodIP)
+	if err != nil {
+		t.Fatalf("host side of %s's veth: %v", cp.pod.Name, err)
+	}
+	cp.iface = iface
+	t.Logf("capturing TCP of %s (%s) on its host veth %s", cp.pod.Name, cp.pod.Status.PodIP, iface)
+	cp.start(t)
+	t.Cleanup(func() { cp.stop(t) })
+	return cp
+}
+
+func (cp *capture) start(t *testing.T) {
+	t.Helper()
+	file := filepath.Join(cp.dir, fmt.Sprintf("capture-%d.pcap", len(cp.files)))
+	var stderr bytes.Buffer
+	cmd := exec.Command(cp.tshark, "-i", cp.iface, "-f", "tcp", "-w", file, "-q")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	rc := &runningCapture{cmd: cmd, file: file, stderr: &stderr, done: make(chan error, 1)}
+	go func() { rc.done <- cmd.Wait() }()
+	cp.cur = rc
+	cp.files = append(cp.files, file)
+	// dumpcap creates the file once it captures.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(file); err == nil {
+			return
+		}
+		select {
+		case err := <-rc.done:
+			t.Fatalf("tshark exited before capturing: %v\n%s", err, stderr.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cp.stop(t)
+			t.Fatalf("tshark did not start capturing within 30s:\n%s", stderr.String())
+		}
+	}
+}
+
+// stop ends the running capture (SIGINT makes tshark flush and close the
+// file) and returns its file.
+func (cp *capture) stop(t *testing.T) string {
+	t.Helper()
+	rc := cp.cur
+	if rc == nil {
+		return ""
+	}
+	cp.cur = nil
+	_ = rc.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-rc.done:
+	case <-time.After(15 * time.Second):
+		_ = rc.cmd.Process.Kill()
+		<-rc.done
+		t.Errorf("tshark did not stop on SIGINT:\n%s", rc.stderr.String())
+	}
+	return rc.file
+}
+
+// count is the number of frames of file matching a display filter.
+func (cp *capture) count(t *testing.T, file, filter string, extra ...string) int {
+	t.Helper()
+	return len(cp.fields(t, file, filter, "frame.number", extra...))
+}
+
+// fields prints one field of every frame matching filter.
+func (cp *capture) fields(t *testing.T, file, filter, field string, extra ...string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	args := append([]string{"-r", file, "-Y", filter, "-T", "fields", "-e", field}, extra...)
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, cp.tshark, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("tshark %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	var out []string
+	for _, l := range strings.Split(stdout.String(), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// plaintextHTTP is a display filter for HTTP in the clear: what the
+// dissectors recognise, and the bytes of an HTTP/1 message or the HTTP/2
+// preface wherever they are (the dissectors only look at known ports).
+const plaintextHTTP = `(http.request || http.response || http2.header || frame contains "HTTP/1." || frame contains "PRI * HTTP/2.0")`
+
+// checkNoPlaintext stops the capture and requires the traffic between the
+// captured pod (web) and its meshed peers (loadgen, books) to be TCP,
+// TLS with handshakes, and never plaintext HTTP.
+func (cp *capture) checkNoPlaintext(t *testing.T, c *cluster, ns string) {
+	t.Helper()
+	if cp.tshark == "" {
+		t.Log("packet capture check skipped: no tshark")
+		return
+	}
+	file := cp.stop(t)
+	ips := map[string]string{}
+	for _, p := range c.pods(t, ns, "") {
+		if p.DeletionTimestamp == nil && p.Status.PodIP != "" {
+			ips[p.Labels["app"]] = p.Status.PodIP
+		}
+	}
+	w := cp.pod.Status.PodIP
+	var pairs []string
+	for _, peer := range []string{"loadgen", "books"} {
+		if ips[peer] == "" {
+			t.Fatalf("no pod IP for %s", peer)
+		}
+		pairs = append(pairs, fmt.Sprintf("(ip.addr==%s && ip.addr==%s)", w, ips[peer]))
+	}
+	meshed := "tcp && (" + strings.Join(pairs, " || ") + ")"
+	// The mesh hop goes to the server's target port; have tshark read it
+	// as TLS for the TLS counts (the plaintext count uses the defaults).
+	asTLS := []string{"-d", "tcp.port==8080,tls", "-d", "tcp.port==4143,tls"}
+	all := cp.count(t, file, "tcp")
+	tcp := cp.count(t, file, meshed)
+	withPayload := cp.count(t, file, meshed+" && tcp.len > 0")
+	plain := cp.count(t, file, meshed+" && "+plaintextHTTP)
+	plainAs := cp.count(t, file, meshed+" && "+plaintextHTTP, asTLS...)
+	hello := cp.count(t, file, meshed+" && tls.handshake.type == 1", asTLS...)
+	handshakes := cp.count(t, file, meshed+" && tls.handshake", asTLS...)
+	// TLS 1.3 hides the real record type: the outer one is opaque_type.
+	appData := cp.count(t, file, meshed+" && (tls.record.opaque_type == 23 || tls.record.content_type == 23)", asTLS...)
+	sni := map[string]bool{}
+	for _, s := range cp.fields(t, file, meshed+" && tls.handshake.type == 1", "tls.handshake.extensions_server_name", asTLS...) {
+		sni[s] = true
+	}
+	t.Logf("tshark on %s (%s), web %s <-> loadgen %s / books %s: %d TCP packets captured, %d between meshed pods (%d with payload); "+
+		"plaintext HTTP frames: %d (default dissectors), %d (as TLS); TLS ClientHellos: %d, handshake frames: %d, application-data frames: %d; SNI: %v",
+		cp.iface, cp.pod.Name, w, ips["loadgen"], ips["books"], all, tcp, withPayload, plain, plainAs, hello, handshakes, appData, keys(sni))
+	if tcp == 0 || withPayload == 0 {
+		t.Errorf("the capture holds no TCP between the meshed pods: it proves nothing")
+	}
+	if plain != 0 || plainAs != 0 {
+		t.Errorf("%d frames of plaintext HTTP between meshed pods", max(plain, plainAs))
+	}
+	if hello == 0 || handshakes == 0 || appData == 0 {
+		t.Errorf("the traffic between meshed pods is not TLS: %d ClientHellos, %d handshake frames, %d application-data frames", hello, handshakes, appData)
+	}
+	for s := range sni {
+		if !strings.HasSuffix(s, ".serviceaccount.identity.cluster.local") {
+			t.Errorf("ClientHello with SNI %q, want a workload identity's DNS form", s)
+		}
+	}
+}
+
+// plainClient is a load generator in a namespace without injection,
+// calling the meshed web Service: its requests reach web's proxy in the
+// clear.
+var plainClient = template.Must(template.New("plain").Parse(`
+apiVersion: v1
+kind: Namespace
+metadata: {name: {{.NS}}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: plain, namespace: {{.NS}}}
+spec:
+  backoffLimit: 0
+  template:
+    metadata: {labels: {app: plain}}
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: app
+        image: {{.Image}}
+        imagePullPolicy: IfNotPresent
+        args: [--role=loadgen, --proxy=, --target={{.Target}}, --path=/books/, --rps=5, --duration=8s]
+`[1:]))
+
+// checkControl captures again on the same veth while an unmeshed client
+// calls web, and requires tshark to see its plaintext HTTP: the method
+// that found none between meshed pods does find it when it is there.
+func (cp *capture) checkControl(t *testing.T, c *cluster, ns string) {
+	t.Helper()
+	if cp.tshark == "" {
+		t.Log("packet capture control skipped: no tshark")
+		return
+	}
+	plainNS := ns + "-plain"
+	c.namespace(t, plainNS)
+	cp.start(t)
+	c.mustRun(t, render(t, plainClient, map[string]string{
+		"NS": plainNS, "Image": c.image("demo-app"), "Target": "web." + ns + ".svc.cluster.local:80",
+	}), "apply", "--server-side", "-f", "-")
+	res := c.jobLoadResult(t, plainNS, "plain", 2*time.Minute)
+	file := cp.stop(t)
+	w := cp.pod.Status.PodIP
+	// To the app's port: the kubelet's probes of the proxy's admin port
+	// (4191, from the bridge address) are plaintext too, but not the control.
+	toApp := fmt.Sprintf("ip.dst==%s && tcp.dstport==8080 && http.request", w)
+	reqs := cp.fields(t, file, toApp, "ip.src")
+	clients := map[string]bool{}
+	for _, ip := range reqs {
+		clients[ip] = true
+	}
+	uris := cp.fields(t, file, toApp, "http.request.uri")
+	sample := ""
+	if len(uris) > 0 {
+		sample = "GET " + uris[0]
+	}
+	t.Logf("control: unmeshed client sent %d requests (%d ok, %d failed); tshark on %s saw %d plaintext HTTP requests to web from %v, e.g. %q",
+		res.Sent, res.OK, res.Failed, cp.iface, len(reqs), keys(clients), sample)
+	if len(reqs) == 0 {
+		t.Errorf("tshark saw no plaintext HTTP request from the unmeshed client: the capture method cannot tell plaintext apart")
+	}
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// hostVeth finds the host-side interface of the pod whose IP is ip: the
+// pod's network namespace (under /var/run/netns, where the CNI plugins
+// put them) has it as eth0, whose peer index (eth0@ifN) is the host
+// interface's index.
+func hostVeth(ctx context.Context, ip string) (string, error) {
+	ents, err := os.ReadDir("/var/run/netns")
+	if err != nil {
+		return "", fmt.Errorf("listing network namespaces: %w", err)
+	}
+	peer := regexp.MustCompile(`^\d+: eth0@if(\d+):`)
+	for _, e := range ents {
+		out, err := exec.CommandContext(ctx, "ip", "-n", e.Name(), "-o", "-4", "addr", "show", "dev", "eth0").Output()
+		if err != nil || !strings.Contains(string(out), " "+ip+"/") {
+			continue
+		}
+		out, err = exec.CommandContext(ctx, "ip", "-n", e.Name(), "-o", "link", "show", "dev", "eth0").Output()
+		if err != nil {
+			return "", fmt.Errorf("ip -n %s link: %w", e.Name(), err)
+		}
+		m := peer.FindStringSubmatch(string(out))
+		if m == nil {
+			return "", fmt.Errorf("netns %s: eth0 is not a veth: %s", e.Name(), out)
+		}
+		idx, _ := strconv.Atoi(m[1])
+		ifc, err := net.InterfaceByIndex(idx)
+		if err != nil {
+			return "", fmt.Errorf("host interface %d (peer of eth0 in %s): %w", idx, e.Name(), err)
+		}
+		return ifc.Name, nil
+	}
+	return "", fmt.Errorf("no network namespace in /var/run/netns has %s on eth0", ip)
 }

@@ -46,6 +46,9 @@ const (
 
 // Config is what the Kubernetes mode needs.
 type Config struct {
+	// ReadyCheck, when set, must pass for /ready to answer 200 (the
+	// issuer can sign: an expired one fails readiness, loudly).
+	ReadyCheck func() error
 	// Kubeconfig is a kubeconfig file; empty means in-cluster config.
 	Kubeconfig string
 	// Client, when set, is used instead of Kubeconfig (tests).
@@ -193,6 +196,9 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
 	adm := admin.New(m.Registry)
+	if cfg.ReadyCheck != nil {
+		adm.SetCheck(cfg.ReadyCheck)
+	}
 	httpSrv := &http.Server{Handler: adm, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = httpSrv.Serve(adminLn) }()
 	closeAdmin := func() {
