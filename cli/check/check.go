@@ -22,6 +22,8 @@ const (
 	AnchorsConfigMap      = "trellis-trust-anchors"
 	AnchorsKey            = "ca-bundle.crt"
 	WebhookConfig         = "trellis-injector"
+	CNINamespace          = "trellis-cni" // namespace and DaemonSet of the CNI installer (--cni)
+	CNIDaemonSet          = "trellis-cni"
 	ProxyContainer        = "trellis-proxy"
 	ProxiedLabel          = "trellis.io/proxied"
 	ProxyVersionAnnot     = "trellis.io/proxy-version"

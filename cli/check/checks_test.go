@@ -126,6 +126,15 @@ func TestPostChecks(t *testing.T) {
 		{name: "pod crashlooping", check: PodsCheck, break_: func(s *setup) {
 			s.in.ctrlPod.Status.Conditions[0] = corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady"}
 		}, want: Fail, substr: "ContainersNotReady"},
+		{name: "cni not installed", check: CNICheck, want: OK, substr: "not installed"},
+		{name: "cni ready", check: CNICheck, break_: func(s *setup) { s.in.withCNI(3, 3) }, want: OK, substr: "ready on 3/3 nodes"},
+		{name: "cni not ready everywhere", check: CNICheck, break_: func(s *setup) { s.in.withCNI(2, 3) }, want: Fail, substr: "2/3 nodes ready"},
+		{name: "cni on no node", check: CNICheck, break_: func(s *setup) { s.in.withCNI(0, 0) }, want: Fail, substr: "runs on no node"},
+		{name: "cni daemonset missing", check: CNICheck, break_: func(s *setup) { s.in.withCNI(1, 1); s.in.cni = nil }, want: Fail, substr: "does not exist"},
+		{name: "cni installed but unused", check: CNICheck, break_: func(s *setup) {
+			s.in.withCNI(1, 1)
+			s.in.deploy.Spec.Template.Spec.Containers[0].Env = nil
+		}, want: Warn, substr: "does not use CNI redirection"},
 		{name: "no pods", check: PodsCheck, break_: func(s *setup) { s.in.ctrlPod = nil }, want: Fail, substr: "no pods match"},
 
 		{name: "webhook config ok", check: WebhookConfigCheck, want: OK, substr: "1 CA certificates"},

@@ -162,6 +162,51 @@ func webhookService() string { return ControllerName }
 // API server calls <service>.<namespace>.svc.
 func serviceDNSName(ns string) string { return ControllerName + "." + ns + ".svc" }
 
+// CNICheck: with CNI redirection (trellis install --cni) the installer
+// DaemonSet is ready and up to date on every node it should run on: a pod
+// created on a node without the plugin fails its trellis-validate init
+// container and never starts. Without --cni it has nothing to check.
+var CNICheck = Check{
+	Group: "control plane", Name: "CNI plugin is installed on every node", Anchor: "cni-installer",
+	Run: func(ctx context.Context, e *Env) Outcome {
+		const hint = "kubectl -n trellis-cni describe daemonset trellis-cni; kubectl -n trellis-cni logs daemonset/trellis-cni"
+		wantCNI := false
+		if d, err := getController(ctx, e); err == nil {
+			for _, c := range d.Spec.Template.Spec.Containers {
+				for _, env := range c.Env {
+					if env.Name == "TRELLIS_PROXY_REDIRECT" && env.Value == "cni" {
+						wantCNI = true
+					}
+				}
+			}
+		}
+		ds, err := e.Kube.AppsV1().DaemonSets(CNINamespace).Get(ctx, CNIDaemonSet, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			if wantCNI {
+				return fail("re-apply the control plane with the same flags: trellis install --cni | kubectl apply --server-side -f -",
+					"the injector uses CNI redirection but daemonset %s/%s does not exist: injected pods cannot start", CNINamespace, CNIDaemonSet)
+			}
+			return ok("not installed: pods redirect with the trellis-init container")
+		}
+		if err != nil {
+			return fail(hint, "get daemonset %s/%s: %v", CNINamespace, CNIDaemonSet, err)
+		}
+		st := ds.Status
+		if st.DesiredNumberScheduled == 0 {
+			return fail(hint, "daemonset %s/%s runs on no node (check its tolerations and node selector)", CNINamespace, CNIDaemonSet)
+		}
+		if st.NumberReady < st.DesiredNumberScheduled || st.UpdatedNumberScheduled < st.DesiredNumberScheduled {
+			return fail(hint, "%d/%d nodes ready, %d updated: pods created on the other nodes fail trellis-validate",
+				st.NumberReady, st.DesiredNumberScheduled, st.UpdatedNumberScheduled)
+		}
+		if !wantCNI {
+			return warn("re-apply the control plane with --cni, or remove the installer with trellis uninstall and install again without it",
+				"daemonset %s/%s is ready on %d nodes but the injector does not use CNI redirection", CNINamespace, CNIDaemonSet, st.NumberReady)
+		}
+		return ok("ready on %d/%d nodes", st.NumberReady, st.DesiredNumberScheduled)
+	},
+}
+
 // WebhookConfigCheck: the MutatingWebhookConfiguration exists, points at
 // the controller's Service and carries a CA bundle.
 var WebhookConfigCheck = Check{
@@ -515,7 +560,7 @@ func chains(chain, anchors []*x509.Certificate, now time.Time) error {
 // ControlPlaneChecks are the control-plane part of `trellis check`.
 func ControlPlaneChecks() []Check {
 	return []Check{
-		NamespaceCheck, DeploymentCheck, PodsCheck,
+		NamespaceCheck, DeploymentCheck, PodsCheck, CNICheck,
 		WebhookConfigCheck, WebhookEndpointsCheck, WebhookCertCheck, WebhookCallCheck,
 		AnchorsCheck, IssuerCheck,
 	}

@@ -114,6 +114,19 @@ type installed struct {
 	issuerSec  *corev1.Secret
 	anchorsCM  *corev1.ConfigMap
 	meshed     []*corev1.Pod
+	// cni is the installer DaemonSet of --cni (nil: not installed).
+	cni *appsv1.DaemonSet
+}
+
+// withCNI installs the CNI DaemonSet (ready on ready of desired nodes)
+// and points the injector at CNI redirection.
+func (in *installed) withCNI(ready, desired int32) {
+	in.cni = &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: CNINamespace, Name: CNIDaemonSet},
+		Status:     appsv1.DaemonSetStatus{DesiredNumberScheduled: desired, NumberReady: ready, UpdatedNumberScheduled: desired},
+	}
+	c := &in.deploy.Spec.Template.Spec.Containers[0]
+	c.Env = append(c.Env, corev1.EnvVar{Name: "TRELLIS_PROXY_REDIRECT", Value: "cni"})
 }
 
 func newInstalled(p pkiSet) *installed {
@@ -162,7 +175,7 @@ func newInstalled(p pkiSet) *installed {
 }
 
 func (in *installed) objects() []runtime.Object {
-	objs := []runtime.Object{in.ns, in.deploy, in.ctrlPod, in.svc, in.eps, in.mwc, in.webhookSec, in.issuerSec, in.anchorsCM}
+	objs := []runtime.Object{in.ns, in.deploy, in.ctrlPod, in.svc, in.eps, in.mwc, in.webhookSec, in.issuerSec, in.anchorsCM, in.cni}
 	for _, p := range in.meshed {
 		objs = append(objs, p)
 	}
@@ -180,6 +193,8 @@ func isNilPtr(o runtime.Object) bool {
 	case *corev1.Namespace:
 		return v == nil
 	case *appsv1.Deployment:
+		return v == nil
+	case *appsv1.DaemonSet:
 		return v == nil
 	case *corev1.Pod:
 		return v == nil
