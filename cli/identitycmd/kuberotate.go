@@ -250,16 +250,9 @@ func (k *kubeRotation) addAnchor(ctx context.Context, s *kubeState, o kubeOption
 		if err := makeOutDir(s.anchorDir); err != nil {
 			return err
 		}
-		name := o.anchorName
-		if name == "" {
-			name = defaultAnchorName + "-" + o.now.UTC().Format("20060102-150405")
-		}
-		cert, key, err := pki.NewRoot(name, o.anchorValidity, o.now)
-		if err != nil {
-			return err
-		}
 		// The key is on local disk before the cluster trusts its anchor.
-		if err := writeKeyAndCert(join(s.anchorDir, nextAnchorKeyFile), join(s.anchorDir, nextAnchorCertFile), key, cert); err != nil {
+		cert, key, err := createNextAnchor(s.anchorDir, o.anchorName, o.anchorValidity, o.now)
+		if err != nil {
 			return err
 		}
 		s.next, s.nextKey = cert, key

@@ -197,15 +197,8 @@ func addAnchor(s *rotationState, o rotateOptions, w io.Writer) error {
 		fmt.Fprintf(w, "add-anchor: already done (%s %q is in %s); next stage: switch-issuer\n", nextAnchorCertFile, s.next.Subject.CommonName, bundleFile)
 		return errAlreadyDone
 	case s.phase == phaseIdle:
-		name := o.anchorName
-		if name == "" {
-			name = defaultAnchorName + "-" + o.now.UTC().Format("20060102-150405")
-		}
-		cert, key, err := pki.NewRoot(name, o.anchorValidity, o.now)
+		cert, key, err := createNextAnchor(s.dir, o.anchorName, o.anchorValidity, o.now)
 		if err != nil {
-			return err
-		}
-		if err := writeKeyAndCert(join(s.dir, nextAnchorKeyFile), join(s.dir, nextAnchorCertFile), key, cert); err != nil {
 			return err
 		}
 		s.next, s.nextKey = cert, key
@@ -329,4 +322,20 @@ func printStatus(s *rotationState, w io.Writer, now time.Time) {
 	for _, c := range s.bundle {
 		line("in bundle", c)
 	}
+}
+
+// createNextAnchor makes the pending anchor of a rotation and writes its
+// key, then its certificate, into dir. An empty name gets a UTC time stamp.
+func createNextAnchor(dir, name string, validity time.Duration, now time.Time) (*x509.Certificate, crypto.Signer, error) {
+	if name == "" {
+		name = defaultAnchorName + "-" + now.UTC().Format("20060102-150405")
+	}
+	cert, key, err := pki.NewRoot(name, validity, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := writeKeyAndCert(join(dir, nextAnchorKeyFile), join(dir, nextAnchorCertFile), key, cert); err != nil {
+		return nil, nil, err
+	}
+	return cert, key, nil
 }
