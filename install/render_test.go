@@ -332,6 +332,13 @@ func checkPodSecurity(t *testing.T, d *appsv1.Deployment) {
 		if !mounted || !contains(c.Args, "--issuer-dir=/var/run/trellis/issuer") {
 			t.Errorf("container %s: issuer Secret not mounted read-only at --issuer-dir", c.Name)
 		}
+		anchors := false
+		for _, vm := range c.VolumeMounts {
+			anchors = anchors || (vm.MountPath == "/var/run/trellis/anchors" && vm.ReadOnly && vm.Name == "trust-anchors")
+		}
+		if !anchors || !contains(c.Args, "--trust-anchors-file=/var/run/trellis/anchors/ca-bundle.crt") {
+			t.Errorf("container %s: trellis-trust-anchors ConfigMap not mounted read-only at --trust-anchors-file", c.Name)
+		}
 	}
 }
 
@@ -580,6 +587,15 @@ func TestExternalIssuerOmitsSecret(t *testing.T) {
 	}
 	if !found {
 		t.Error("Deployment does not mount the issuer Secret")
+	}
+	// The bundle comes from the ConfigMap: ca.crt of an external Secret
+	// holds only the CA of its issuer.
+	found = false
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		found = found || (v.ConfigMap != nil && v.ConfigMap.Name == "trellis-trust-anchors")
+	}
+	if !found {
+		t.Error("Deployment does not mount the trellis-trust-anchors ConfigMap")
 	}
 }
 

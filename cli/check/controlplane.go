@@ -492,8 +492,10 @@ var AnchorsCheck = Check{
 }
 
 // IssuerCheck: the issuer in the Secret is a CA, valid now, chains to both
-// the bundle proxies trust (ConfigMap) and the bundle the controller hands
-// out (the Secret's ca.crt), and is valid for more than IssuerWarnBefore.
+// the bundle proxies trust and the controller hands out (the ConfigMap) and
+// the Secret's own ca.crt (the CA that signed it; an external CA such as
+// cert-manager writes only that one), and is valid for more than
+// IssuerWarnBefore.
 var IssuerCheck = Check{
 	Group: "identity", Name: "issuer is valid and chains to the anchors", Anchor: "issuer",
 	Run: func(ctx context.Context, e *Env) Outcome {

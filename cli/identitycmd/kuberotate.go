@@ -24,8 +24,8 @@ import (
 
 // The cluster objects a Kubernetes rotation changes (docs/install.md).
 const (
-	kubeIssuerSecret = "trellis-identity-issuer" // tls.crt, tls.key, ca.crt (the bundle the controller serves)
-	kubeAnchorsCM    = "trellis-trust-anchors"   // ca-bundle.crt (install, upgrade, check)
+	kubeIssuerSecret = "trellis-identity-issuer" // tls.crt, tls.key, ca.crt
+	kubeAnchorsCM    = "trellis-trust-anchors"   // ca-bundle.crt: the bundle the controller serves (--trust-anchors-file)
 	kubeCMKey        = "ca-bundle.crt"
 	kubeSecretCert   = "tls.crt"
 	kubeSecretKey    = "tls.key"
@@ -43,18 +43,22 @@ const (
 // kubeState is an anchor rotation as the cluster objects and the local
 // --anchor-dir show it.
 //
-// Contract: the Secret's ca.crt is the bundle (the controller serves it);
-// the ConfigMap's ca-bundle.crt follows it. The anchor-dir holds
-// anchor.next.crt/key (the new anchor and its key, which never go to the
-// cluster) from add-anchor until switch-issuer has written an issuer signed
-// by it; then they become anchor.crt/key.
+// Contract: the controller serves the ConfigMap's ca-bundle.crt. With a
+// Trellis-labelled Secret, its ca.crt is the reference bundle and the
+// ConfigMap follows it (both are written). With an external Secret
+// (cert-manager writes ca.crt with the issuer's CA alone) the ConfigMap is
+// the bundle and the only object written: the external CA switches the
+// issuer. The anchor-dir holds anchor.next.crt/key (the new anchor and its
+// key, which never go to the cluster) from add-anchor until an issuer
+// signed by it is in the Secret (switch-issuer, or remove-old once the
+// external CA switched); then they become anchor.crt/key.
 type kubeState struct {
 	namespace string
 	anchorDir string // "" for --status without --anchor-dir
 	external  bool   // the Secret is not Trellis-labelled
 	issuer    *x509.Certificate
 	issuerKey []byte
-	bundle    []*x509.Certificate // Secret ca.crt
+	bundle    []*x509.Certificate // Secret ca.crt; the ConfigMap's when external
 	cmBundle  []*x509.Certificate // ConfigMap ca-bundle.crt
 	anchor    *x509.Certificate   // the anchor of bundle the issuer chains to
 	next      *x509.Certificate
@@ -62,11 +66,22 @@ type kubeState struct {
 
 	phase         phase
 	addPartial    bool // next exists but is not in both bundles yet
-	switchPartial bool // the issuer is next's; the anchor-dir files are not renamed yet
-	cmStale       bool // the ConfigMap's bundle differs from the Secret's
+	switchPartial bool // the issuer is next's; the anchor-dir files are not renamed yet (Trellis-managed)
+	// externalSwitched: the external CA switched to next's issuer; the
+	// anchor-dir files are renamed by remove-old.
+	externalSwitched bool
+	cmStale          bool // the ConfigMap's bundle differs from the Secret's
 
 	secret *corev1.Secret
 	cm     *corev1.ConfigMap
+}
+
+// bundleObjects names what holds the bundle, for messages.
+func (s *kubeState) bundleObjects() string {
+	if s.external {
+		return fmt.Sprintf("%s/%s (%s)", s.namespace, kubeAnchorsCM, kubeCMKey)
+	}
+	return fmt.Sprintf("%s/%s (%s) and %s/%s (%s)", s.namespace, kubeIssuerSecret, kubeSecretCA, s.namespace, kubeAnchorsCM, kubeCMKey)
 }
 
 // old returns the anchors of the bundle other than the issuer's and next.
@@ -96,13 +111,20 @@ func classifyKube(secret *corev1.Secret, cm *corev1.ConfigMap, next *x509.Certif
 		return nil, fmt.Errorf("issuer Secret %s: %s: no certificate (%v)", ref, kubeSecretCert, err)
 	}
 	s.issuer, s.issuerKey = chain[0], secret.Data[kubeSecretKey]
-	if s.bundle, err = pki.ParseCertsPEM(secret.Data[kubeSecretCA]); err != nil || len(s.bundle) == 0 {
-		return nil, fmt.Errorf("issuer Secret %s: %s: no trust bundle (%v)", ref, kubeSecretCA, err)
-	}
 	if cm != nil {
 		if s.cmBundle, err = pki.ParseCertsPEM([]byte(cm.Data[kubeCMKey])); err != nil {
 			return nil, fmt.Errorf("ConfigMap %s/%s: %s: %w", cm.Namespace, cm.Name, kubeCMKey, err)
 		}
+	}
+	bundleName := kubeSecretCA
+	if s.external {
+		// ca.crt is the external CA's business: the bundle is the ConfigMap.
+		if len(s.cmBundle) == 0 {
+			return nil, fmt.Errorf("ConfigMap %s/%s: %s holds no anchor; with an external issuer Secret it is the trust bundle", secret.Namespace, kubeAnchorsCM, kubeCMKey)
+		}
+		s.bundle, bundleName = s.cmBundle, kubeAnchorsCM+" "+kubeCMKey
+	} else if s.bundle, err = pki.ParseCertsPEM(secret.Data[kubeSecretCA]); err != nil || len(s.bundle) == 0 {
+		return nil, fmt.Errorf("issuer Secret %s: %s: no trust bundle (%v)", ref, kubeSecretCA, err)
 	}
 	s.cmStale = pki.Fingerprint(s.cmBundle) != pki.Fingerprint(s.bundle)
 	top := chain[len(chain)-1]
@@ -113,8 +135,12 @@ func classifyKube(secret *corev1.Secret, cm *corev1.ConfigMap, next *x509.Certif
 		}
 	}
 	if s.anchor == nil {
+		if s.external {
+			return nil, fmt.Errorf("issuer Secret %s: the issuer %q does not chain to any anchor of %s: the controller refuses it and keeps serving its previous issuer; "+
+				"add the issuer's anchor to the bundle (add-anchor) before switching the external CA to it", ref, s.issuer.Subject.CommonName, bundleName)
+		}
 		return nil, fmt.Errorf("issuer Secret %s: the issuer %q does not chain to any anchor of %s: the Secret is inconsistent (inspect it with trellis identity inspect)",
-			ref, s.issuer.Subject.CommonName, kubeSecretCA)
+			ref, s.issuer.Subject.CommonName, bundleName)
 	}
 	if next != nil && nextKey != nil {
 		if err := pki.KeyMatchesCert(nextKey, next); err != nil {
@@ -122,6 +148,8 @@ func classifyKube(secret *corev1.Secret, cm *corev1.ConfigMap, next *x509.Certif
 		}
 	}
 	switch {
+	case next != nil && pki.CertFingerprint(s.anchor) == pki.CertFingerprint(next) && s.external:
+		s.phase, s.externalSwitched = phaseSwitched, true
 	case next != nil && pki.CertFingerprint(s.anchor) == pki.CertFingerprint(next):
 		s.phase, s.switchPartial = phaseAdded, true
 	case next != nil:
@@ -182,10 +210,8 @@ type kubeOptions struct {
 }
 
 func (k *kubeRotation) runStage(ctx context.Context, s *kubeState, stage string, o kubeOptions, w io.Writer) error {
-	if s.external {
-		return fmt.Errorf("%s: refused: the Secret %s/%s is not Trellis-labelled (%s=%s): it belongs to an external CA (cert-manager). "+
-			"Rotate through that CA: add the new anchor to the bundle it writes into %s, then let it issue from the new anchor, then drop the old one; "+
-			"update the ConfigMap %s (%s) to the same bundle", stage, s.namespace, kubeIssuerSecret, labelPartOf, labelPartOfValue, kubeSecretCA, kubeAnchorsCM, kubeCMKey)
+	if s.external && stage == StageSwitchIssuer {
+		return k.externalSwitch(s, o, w)
 	}
 	switch stage {
 	case StageAddAnchor:
@@ -204,7 +230,8 @@ func (k *kubeRotation) runStage(ctx context.Context, s *kubeState, stage string,
 // resourceVersion read, so a concurrent writer makes this fail, not lose
 // its change.
 func (k *kubeRotation) writeBundle(ctx context.Context, s *kubeState, bundle []*x509.Certificate) error {
-	if pki.Fingerprint(s.bundle) != pki.Fingerprint(bundle) {
+	// An external Secret is never written: its CA owns ca.crt.
+	if !s.external && pki.Fingerprint(s.bundle) != pki.Fingerprint(bundle) {
 		sec := s.secret.DeepCopy()
 		sec.Data[kubeSecretCA] = pki.EncodeCertsPEM(bundle...)
 		updated, err := k.client.CoreV1().Secrets(k.namespace).Update(ctx, sec, metav1.UpdateOptions{})
@@ -224,6 +251,9 @@ func (k *kubeRotation) writeBundle(ctx context.Context, s *kubeState, bundle []*
 			return fmt.Errorf("update ConfigMap %s/%s: %w", k.namespace, kubeAnchorsCM, err)
 		}
 		s.cm, s.cmBundle = updated, bundle
+	}
+	if s.external {
+		s.bundle = bundle
 	}
 	s.cmStale = false
 	return nil
@@ -264,9 +294,12 @@ func (k *kubeRotation) addAnchor(ctx context.Context, s *kubeState, o kubeOption
 	s.phase, s.addPartial = phaseAdded, false
 	fmt.Fprintf(w, "add-anchor: done. New anchor %q (SHA-256 %s); its key is only in %s\n",
 		s.next.Subject.CommonName, pki.CertFingerprint(s.next), join(s.anchorDir, nextAnchorKeyFile))
-	fmt.Fprintf(w, "  %s/%s (%s) and %s/%s (%s) now hold %d anchors, fingerprint %s\n", s.namespace, kubeIssuerSecret, kubeSecretCA,
-		s.namespace, kubeAnchorsCM, kubeCMKey, len(bundle), pki.Fingerprint(bundle))
-	fmt.Fprintln(w, "  next: wait until every proxy reports this bundle fingerprint (they get it on their next certificate renewal), then run --stage switch-issuer")
+	fmt.Fprintf(w, "  %s: %d anchors now, fingerprint %s\n", s.bundleObjects(), len(bundle), pki.Fingerprint(bundle))
+	if s.external {
+		fmt.Fprintln(w, "  next: wait until every proxy reports this bundle fingerprint (they get it on their next certificate renewal), then switch the issuer in the external CA (run --stage switch-issuer for how and whether the proxies are ready)")
+	} else {
+		fmt.Fprintln(w, "  next: wait until every proxy reports this bundle fingerprint (they get it on their next certificate renewal), then run --stage switch-issuer")
+	}
 	return nil
 }
 
@@ -305,23 +338,57 @@ func (k *kubeRotation) switchIssuer(ctx context.Context, s *kubeState, o kubeOpt
 		}
 		s.secret, s.issuer = updated, is.Cert
 	}
-	// The local files follow: anchor.crt/key is the anchor of the issuer
-	// in the cluster, kept to sign the next issuer.
-	if err := writeKeyAndCert(join(s.anchorDir, anchorKeyFile), join(s.anchorDir, anchorCertFile), s.nextKey, s.next); err != nil {
+	if err := promoteNext(s, StageSwitchIssuer); err != nil {
 		return err
 	}
-	for _, n := range []string{nextAnchorCertFile, nextAnchorKeyFile} {
-		if err := os.Remove(join(s.anchorDir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("switch-issuer: %w", err)
-		}
-	}
-	s.anchor, s.next, s.nextKey = s.next, nil, nil
 	s.phase, s.switchPartial = phaseSwitched, false
 	fmt.Fprintf(w, "switch-issuer: done. New issuer %q (SHA-256 %s) signed by anchor %q, valid until %s, written to %s/%s\n",
 		s.issuer.Subject.CommonName, pki.CertFingerprint(s.issuer), s.anchor.Subject.CommonName, s.issuer.NotAfter.UTC().Format(time.RFC3339), s.namespace, kubeIssuerSecret)
 	fmt.Fprintf(w, "  the new anchor and its key are now %s and %s\n", join(s.anchorDir, anchorCertFile), join(s.anchorDir, anchorKeyFile))
 	fmt.Fprintln(w, "  next: wait until every proxy has renewed its certificate (trellis_identity_cert_issuer_info), then run --stage remove-old")
 	return nil
+}
+
+// promoteNext makes the local files follow the cluster once the issuer is
+// signed by the new anchor: anchor.crt/key is the anchor of the issuer in
+// the cluster, kept to sign the next issuer.
+func promoteNext(s *kubeState, stage string) error {
+	if err := writeKeyAndCert(join(s.anchorDir, anchorKeyFile), join(s.anchorDir, anchorCertFile), s.nextKey, s.next); err != nil {
+		return err
+	}
+	for _, n := range []string{nextAnchorCertFile, nextAnchorKeyFile} {
+		if err := os.Remove(join(s.anchorDir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s: %w", stage, err)
+		}
+	}
+	s.anchor, s.next, s.nextKey = s.next, nil, nil
+	return nil
+}
+
+// externalSwitch is switch-issuer with an external issuer Secret: Trellis
+// never writes it, so it says what to do in the external CA, and whether
+// the proxies are ready for it.
+func (k *kubeRotation) externalSwitch(s *kubeState, o kubeOptions, w io.Writer) error {
+	switch {
+	case s.phase == phaseIdle:
+		return fmt.Errorf("switch-issuer: refused: no new anchor is pending (%s is not in %s); run --stage add-anchor first", nextAnchorCertFile, s.anchorDir)
+	case s.phase == phaseSwitched:
+		fmt.Fprintf(w, "switch-issuer: already done by the external CA (issuer %q is signed by anchor %q); next stage: remove-old, once every proxy has renewed its certificate\n",
+			s.issuer.Subject.CommonName, s.anchor.Subject.CommonName)
+		return errAlreadyDone
+	case s.addPartial:
+		return fmt.Errorf("switch-issuer: refused: the new anchor is not in %s yet (add-anchor was interrupted); run --stage add-anchor again", kubeAnchorsCM)
+	}
+	ready := "every proxy already trusts the new anchor: the external CA may switch now"
+	if err := o.checkProxies(s.asRotation(), StageSwitchIssuer); err != nil {
+		ready = "do not switch yet: " + err.Error()
+	}
+	return fmt.Errorf("switch-issuer: refused: the issuer Secret %s/%s is not Trellis-labelled (%s=%s): an external CA (e.g. cert-manager) owns it and Trellis does not write it. "+
+		"Switch the issuer in the external CA: e.g. point the cert-manager Issuer (type CA) at a Secret holding the new anchor, tls.crt=%s and tls.key=%s, and let it re-issue %s "+
+		"(its ca.crt then holds only the new anchor; the controller serves the bundle of %s, which trusts both). "+
+		"Then, once every proxy has renewed its certificate from the new issuer, run --stage remove-old (it checks that).\n  %s",
+		s.namespace, kubeIssuerSecret, labelPartOf, labelPartOfValue, join(s.anchorDir, nextAnchorCertFile), join(s.anchorDir, nextAnchorKeyFile),
+		kubeIssuerSecret, kubeAnchorsCM, ready)
 }
 
 func (k *kubeRotation) removeOld(ctx context.Context, s *kubeState, o kubeOptions, w io.Writer) error {
@@ -343,19 +410,26 @@ func (k *kubeRotation) removeOld(ctx context.Context, s *kubeState, o kubeOption
 	if err := k.writeBundle(ctx, s, bundle); err != nil {
 		return err
 	}
+	if s.externalSwitched {
+		if err := promoteNext(s, StageRemoveOld); err != nil {
+			return err
+		}
+		s.externalSwitched = false
+		fmt.Fprintf(w, "remove-old: the new anchor and its key are now %s and %s\n", join(s.anchorDir, anchorCertFile), join(s.anchorDir, anchorKeyFile))
+	}
 	s.phase = phaseIdle
 	for _, c := range old {
 		fmt.Fprintf(w, "remove-old: removed anchor %q (SHA-256 %s)\n", c.Subject.CommonName, pki.CertFingerprint(c))
 	}
-	fmt.Fprintf(w, "remove-old: done. %s and %s hold only anchor %q, fingerprint %s; the rotation is complete\n",
-		kubeIssuerSecret, kubeAnchorsCM, s.anchor.Subject.CommonName, pki.Fingerprint(bundle))
+	fmt.Fprintf(w, "remove-old: done. %s holds only anchor %q, fingerprint %s; the rotation is complete\n",
+		s.bundleObjects(), s.anchor.Subject.CommonName, pki.Fingerprint(bundle))
 	return nil
 }
 
 func printKubeStatus(s *kubeState, w io.Writer, now time.Time) {
 	fmt.Fprintf(w, "Secret %s/%s: %s\n", s.namespace, kubeIssuerSecret, s.phase)
 	if s.external {
-		fmt.Fprintf(w, "  the Secret is not Trellis-labelled: an external CA (cert-manager) owns it; rotate through that CA\n")
+		fmt.Fprintf(w, "  the Secret is not Trellis-labelled: an external CA (cert-manager) owns it and switches the issuer; add-anchor and remove-old update only %s\n", kubeAnchorsCM)
 	}
 	if s.anchorDir == "" && s.phase == phaseSwitched {
 		fmt.Fprintln(w, "  (no --anchor-dir: a pending add-anchor cannot be told from a finished switch-issuer)")
@@ -365,6 +439,9 @@ func printKubeStatus(s *kubeState, w io.Writer, now time.Time) {
 	}
 	if s.switchPartial {
 		fmt.Fprintln(w, "  switch-issuer was interrupted: run --stage switch-issuer again to finish it")
+	}
+	if s.externalSwitched {
+		fmt.Fprintln(w, "  the external CA switched to the new anchor's issuer: run --stage remove-old once every proxy has renewed its certificate")
 	}
 	if s.cmStale {
 		fmt.Fprintf(w, "  ConfigMap %s differs from the Secret's %s (fingerprint %s): running the current stage again makes them equal\n",
@@ -384,7 +461,11 @@ func printKubeStatus(s *kubeState, w io.Writer, now time.Time) {
 		line("next", s.next)
 	}
 	line("issuer", s.issuer)
-	fmt.Fprintf(w, "  bundle   %d anchor(s) in %s, fingerprint %s\n", len(s.bundle), kubeSecretCA, pki.Fingerprint(s.bundle))
+	src := kubeSecretCA
+	if s.external {
+		src = kubeAnchorsCM
+	}
+	fmt.Fprintf(w, "  bundle   %d anchor(s) in %s, fingerprint %s\n", len(s.bundle), src, pki.Fingerprint(s.bundle))
 	for _, c := range s.bundle {
 		line("in bundle", c)
 	}

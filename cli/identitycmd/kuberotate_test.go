@@ -173,19 +173,97 @@ func TestKubeRotateStages(t *testing.T) {
 	}
 }
 
-func TestKubeRotateRefusesExternalSecret(t *testing.T) {
+// TestKubeRotateExternalSecret rotates with an issuer Secret owned by an
+// external CA: only the ConfigMap is written, switch-issuer refuses and says
+// what to do, and the "external CA" (the test) switches the issuer, writing
+// ca.crt with the new anchor alone as cert-manager does.
+func TestKubeRotateExternalSecret(t *testing.T) {
 	f := newKubeFixture(t, false)
-	for _, stage := range []string{StageAddAnchor, StageSwitchIssuer, StageRemoveOld} {
-		_, err := f.run(t, stage, allReady)
-		if err == nil || !strings.Contains(err.Error(), "external CA") {
-			t.Errorf("%s on an external Secret: %v", stage, err)
+	secretRV := func() string {
+		t.Helper()
+		sec, err := f.client.CoreV1().Secrets("trellis-system").Get(context.Background(), kubeIssuerSecret, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sec.ResourceVersion
+	}
+	rv := secretRV()
+	if out, err := f.run(t, StageAddAnchor, allReady); err != nil {
+		t.Fatalf("add-anchor: %v\n%s", err, out)
+	}
+	next, err := readCert(join(f.anchorDir, nextAnchorCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, cmBundle, _ := f.cluster(t)
+	if len(bundle) != 1 || len(cmBundle) != 2 || !pki.BundleContains(cmBundle, next) || !pki.BundleContains(cmBundle, f.anchor) {
+		t.Fatalf("after add-anchor: Secret ca.crt %d anchors (want it untouched), ConfigMap %d", len(bundle), len(cmBundle))
+	}
+	if out, err := f.run(t, StageAddAnchor, allReady); !errors.Is(err, errAlreadyDone) {
+		t.Errorf("add-anchor again: %v\n%s", err, out)
+	}
+	notReady := func(_ *rotationState, stage string) error { return errors.New("1 of 1 proxies not ready: " + stage) }
+	for _, tc := range []struct {
+		check func(*rotationState, string) error
+		want  string
+	}{{allReady, "may switch now"}, {notReady, "do not switch yet"}} {
+		_, err := f.run(t, StageSwitchIssuer, tc.check)
+		if err == nil || !strings.Contains(err.Error(), "external CA") || !strings.Contains(err.Error(), nextAnchorKeyFile) ||
+			!strings.Contains(err.Error(), "remove-old") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("switch-issuer on an external Secret: %v", err)
 		}
 	}
-	if bundle, _, _ := f.cluster(t); len(bundle) != 1 {
-		t.Error("the external Secret was written")
+	if _, err := f.run(t, StageRemoveOld, allReady); err == nil || !strings.Contains(err.Error(), "switch-issuer") {
+		t.Errorf("remove-old before the external CA switched: %v", err)
 	}
-	if ok, _ := exists(f.anchorDir); ok {
-		t.Error("an anchor was made for an external Secret")
+	if got := secretRV(); got != rv {
+		t.Fatal("the external Secret was written")
+	}
+
+	// The external CA switches: issuer from the new anchor, ca.crt = it.
+	nextKey, err := readKey(join(f.anchorDir, nextAnchorKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	is, err := pki.NewTrustDomainIssuer(next, nextKey, "cm-issuer", "cluster.local", 24*time.Hour, kubeNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := pki.EncodeKeyPEM(is.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := f.secret.DeepCopy()
+	sec.ResourceVersion = ""
+	sec.Data = map[string][]byte{kubeSecretCert: pki.EncodeCertsPEM(is.Cert), kubeSecretKey: keyPEM, kubeSecretCA: pki.EncodeCertsPEM(next)}
+	if _, err := f.client.CoreV1().Secrets("trellis-system").Update(context.Background(), sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rv = secretRV()
+	if out, err := f.run(t, StageSwitchIssuer, allReady); !errors.Is(err, errAlreadyDone) {
+		t.Errorf("switch-issuer after the external CA switched: %v\n%s", err, out)
+	}
+	if _, err := f.run(t, StageRemoveOld, notReady); err == nil {
+		t.Error("remove-old with a proxy not ready went through")
+	}
+	if out, err := f.run(t, StageRemoveOld, allReady); err != nil {
+		t.Fatalf("remove-old: %v\n%s", err, out)
+	}
+	_, cmBundle, _ = f.cluster(t)
+	if len(cmBundle) != 1 || !cmBundle[0].Equal(next) {
+		t.Fatalf("after remove-old: ConfigMap holds %d anchors, want the new one alone", len(cmBundle))
+	}
+	if a, err := readCert(join(f.anchorDir, anchorCertFile)); err != nil || !a.Equal(next) {
+		t.Errorf("anchor.crt is not the new anchor after remove-old: %v", err)
+	}
+	if ok, _ := exists(join(f.anchorDir, nextAnchorKeyFile)); ok {
+		t.Error("anchor.next.key left after remove-old")
+	}
+	if _, err := f.run(t, StageRemoveOld, allReady); !errors.Is(err, errAlreadyDone) {
+		t.Errorf("remove-old again: %v", err)
+	}
+	if got := secretRV(); got != rv {
+		t.Fatal("the external Secret was written")
 	}
 }
 
@@ -219,6 +297,7 @@ func TestClassifyKube(t *testing.T) {
 		next                             bool
 		phase                            phase
 		addPartial, switchPartial, stale bool
+		external, externalSwitched       bool
 		wantErr                          string
 	}{
 		{name: "idle", issuer: f.issuer.Cert, bundle: old, cm: old, phase: phaseIdle},
@@ -229,10 +308,23 @@ func TestClassifyKube(t *testing.T) {
 		{name: "switched", issuer: nextIssuer.Cert, bundle: both, cm: both, phase: phaseSwitched},
 		{name: "removed, ConfigMap behind", issuer: nextIssuer.Cert, bundle: []*x509.Certificate{next}, cm: both, phase: phaseIdle, stale: true},
 		{name: "issuer of no anchor", issuer: f.issuer.Cert, bundle: []*x509.Certificate{stranger}, cm: old, wantErr: "does not chain"},
+		// External Secret: ca.crt holds the issuer's CA alone and is
+		// ignored; the ConfigMap is the bundle.
+		{name: "external idle", external: true, issuer: f.issuer.Cert, bundle: old, cm: old, phase: phaseIdle},
+		{name: "external, next not in the ConfigMap", external: true, issuer: f.issuer.Cert, bundle: old, cm: old, next: true, phase: phaseAdded, addPartial: true},
+		{name: "external added", external: true, issuer: f.issuer.Cert, bundle: old, cm: both, next: true, phase: phaseAdded},
+		{name: "external CA switched", external: true, issuer: nextIssuer.Cert, bundle: []*x509.Certificate{next}, cm: both, next: true, phase: phaseSwitched, externalSwitched: true},
+		{name: "external switched, no anchor-dir", external: true, issuer: nextIssuer.Cert, bundle: []*x509.Certificate{next}, cm: both, phase: phaseSwitched},
+		{name: "external removed", external: true, issuer: nextIssuer.Cert, bundle: []*x509.Certificate{next}, cm: []*x509.Certificate{next}, phase: phaseIdle},
+		{name: "external switched too early", external: true, issuer: nextIssuer.Cert, bundle: []*x509.Certificate{next}, cm: old, next: true, wantErr: "add-anchor"},
+		{name: "external, empty ConfigMap", external: true, issuer: f.issuer.Cert, bundle: old, wantErr: kubeCMKey},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			sec, cm := with([]*x509.Certificate{tc.issuer}, tc.bundle, tc.cm)
+			if tc.external {
+				sec.Labels = nil
+			}
 			var n *x509.Certificate
 			if tc.next {
 				n = next
@@ -247,8 +339,9 @@ func TestClassifyKube(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s.phase != tc.phase || s.addPartial != tc.addPartial || s.switchPartial != tc.switchPartial || s.cmStale != tc.stale {
-				t.Errorf("phase %v add %v switch %v stale %v; want %v %v %v %v", s.phase, s.addPartial, s.switchPartial, s.cmStale, tc.phase, tc.addPartial, tc.switchPartial, tc.stale)
+			if s.phase != tc.phase || s.addPartial != tc.addPartial || s.switchPartial != tc.switchPartial || s.cmStale != tc.stale || s.externalSwitched != tc.externalSwitched {
+				t.Errorf("phase %v add %v switch %v stale %v external-switched %v; want %v %v %v %v %v", s.phase, s.addPartial, s.switchPartial, s.cmStale, s.externalSwitched,
+					tc.phase, tc.addPartial, tc.switchPartial, tc.stale, tc.externalSwitched)
 			}
 		})
 	}
@@ -268,10 +361,14 @@ func FuzzClassifyKube(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(pki.EncodeCertsPEM(is.Cert), pki.EncodeCertsPEM(anchor), string(pki.EncodeCertsPEM(anchor)))
-	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), []byte{}, "x")
-	f.Fuzz(func(t *testing.T, cert, ca []byte, cm string) {
+	f.Add(pki.EncodeCertsPEM(is.Cert), pki.EncodeCertsPEM(anchor), string(pki.EncodeCertsPEM(anchor)), true)
+	f.Add(pki.EncodeCertsPEM(is.Cert), []byte{}, string(pki.EncodeCertsPEM(anchor)), false)
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), []byte{}, "x", false)
+	f.Fuzz(func(t *testing.T, cert, ca []byte, cm string, labelled bool) {
 		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: kubeIssuerSecret}, Data: map[string][]byte{kubeSecretCert: cert, kubeSecretCA: ca}}
+		if labelled {
+			sec.Labels = map[string]string{labelPartOf: labelPartOfValue}
+		}
 		c := &corev1.ConfigMap{Data: map[string]string{kubeCMKey: cm}}
 		s, err := classifyKube(sec, c, anchor, nil)
 		if err == nil && (s.anchor == nil || s.issuer == nil) {

@@ -52,16 +52,19 @@ trellis_identity_cert_issuer_info{fingerprint,anchor_fingerprint}.
 
 With --kubernetes the same stages work on the cluster of the kubeconfig
 (--kubeconfig, --context, else $KUBECONFIG), in namespace trellis-system:
-the Secret trellis-identity-issuer (tls.crt, tls.key, ca.crt: the bundle the
-controller serves to proxies) and the ConfigMap trellis-trust-anchors
-(ca-bundle.crt). The new anchor and its key are written only to the local
---anchor-dir (0700, files 0600), never to the cluster: anchor.next.crt/key
-until switch-issuer, anchor.crt/key afterwards (keep them to sign the next
-issuer). Every running meshed pod (label trellis.io/proxied=true) is checked
-through the API server's pod proxy (port 4191, /metrics); a proxy that is
-not ready is named with the reason. A Secret without the Trellis label
+the ConfigMap trellis-trust-anchors (ca-bundle.crt: the bundle the
+controller serves to proxies, through --trust-anchors-file) and the Secret
+trellis-identity-issuer (tls.crt, tls.key, ca.crt). The new anchor and its
+key are written only to the local --anchor-dir (0700, files 0600), never to
+the cluster: anchor.next.crt/key until the issuer is switched,
+anchor.crt/key afterwards (keep them to sign the next issuer). Every running
+meshed pod (label trellis.io/proxied=true) is checked through the API
+server's pod proxy (port 4191, /metrics); a proxy that is not ready is named
+with the reason. A Secret without the Trellis label
 app.kubernetes.io/part-of=trellis belongs to an external CA (cert-manager)
-and is never written: rotate through that CA instead.`,
+and is never written: add-anchor and remove-old update only the ConfigMap,
+and switch-issuer says how to switch the external CA to the new anchor and
+whether the proxies are ready for it.`,
 		Example: `  # Where are we?
   trellis identity rotate --state-dir ./state --status
 

@@ -40,7 +40,7 @@ const (
 
 func newKubernetesCmd() *cobra.Command {
 	var cfg serve.Config
-	var issuerDir, level string
+	var issuerDir, anchorsFile, level string
 	var certLifetime time.Duration
 	cmd := &cobra.Command{
 		Use:   "kubernetes",
@@ -48,7 +48,12 @@ func newKubernetesCmd() *cobra.Command {
 		Long: `Serve the Identity, Destination and Policy APIs from the Kubernetes API
 (shared informers over Services, EndpointSlices, Pods, Nodes and Namespaces),
 over mTLS with a certificate from the issuer mounted at --issuer-dir (a
-kubernetes.io/tls Secret: tls.crt, tls.key, ca.crt). Proxies prove their
+kubernetes.io/tls Secret: tls.crt, tls.key, ca.crt). With --trust-anchors-file
+(the chart mounts the trellis-trust-anchors ConfigMap) the trust bundle served
+to proxies is that file rather than ca.crt, so an external CA such as
+cert-manager, which writes only the issuer's own CA into ca.crt, can rotate
+anchors; the issuer must chain to one of its anchors. Both are reloaded when
+they change. Proxies prove their
 identity with their pod's ServiceAccount token (audience identity.trellis.io),
 checked with a TokenReview. The proxy injector's admission webhook is served
 on --webhook-addr (empty: off) with the key pair of --webhook-tls-dir; the
@@ -60,6 +65,10 @@ TRELLIS_PROXY_REDIRECT. The servers start once the informer caches
 are synced. See docs/controller-kubernetes.md.`,
 		Example: `  # in a pod (in-cluster config), issuer Secret mounted at /var/run/trellis/issuer
   trellis-controller kubernetes --issuer-dir /var/run/trellis/issuer
+
+  # trust bundle from a mounted ConfigMap (an external issuer, e.g. cert-manager)
+  trellis-controller kubernetes --issuer-dir /var/run/trellis/issuer \
+    --trust-anchors-file /var/run/trellis/anchors/ca-bundle.crt
 
   # from a workstation
   trellis-controller kubernetes --kubeconfig ~/.kube/config --issuer-dir ./issuer \
@@ -81,7 +90,9 @@ are synced. See docs/controller-kubernetes.md.`,
 			m := metrics.New()
 			cfg.Metrics = m
 			reloads := registerIssuerMetrics(m)
-			authority, err := ca.OpenIssuerDir(issuerDir, time.Now(), ca.Options{Logger: log.With("component", "ca"), OnReload: reloads})
+			authority, err := ca.OpenIssuerDir(issuerDir, time.Now(), ca.Options{
+				Logger: log.With("component", "ca"), OnReload: reloads, TrustAnchorsFile: anchorsFile,
+			})
 			if err != nil {
 				return err
 			}
@@ -139,6 +150,7 @@ are synced. See docs/controller-kubernetes.md.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: the pod's in-cluster configuration")
 	f.StringVar(&issuerDir, "issuer-dir", "", "directory of the mounted issuer Secret (tls.crt, tls.key, ca.crt) (required)")
+	f.StringVar(&anchorsFile, "trust-anchors-file", "", "file of the trust bundle (PEM anchors) served to proxies and injected pods, e.g. the mounted trellis-trust-anchors ConfigMap; reloaded when it changes; empty: ca.crt of --issuer-dir")
 	f.StringVar(&cfg.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain of workload identities")
 	f.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "DNS suffix of services (name.ns.svc.<cluster-domain>)")
 	f.StringVar(&cfg.Listen, "listen", serve.DefaultListen, "address of the gRPC (mTLS) server proxies connect to")
@@ -231,7 +243,8 @@ func injectorConfigFromEnv(getenv func(string) string) (injector.Config, error) 
 // anchoredHandler is the injector's webhook with the current trust bundle
 // as the injected pods' bootstrap anchors (through the pod annotation and a
 // downward-API file: pods cannot mount a ConfigMap of trellis-system). The
-// handler is rebuilt when the bundle in --issuer-dir changes, so pods
+// handler is rebuilt when the bundle (--trust-anchors-file, or ca.crt of
+// --issuer-dir) changes, so pods
 // created after a rotation trust the new anchors.
 type anchoredHandler struct {
 	cfg       injector.Config

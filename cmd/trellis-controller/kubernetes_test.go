@@ -118,10 +118,20 @@ func TestBinaryKubernetes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	issuerDir, webhookDir := filepath.Join(dir, "issuer"), filepath.Join(dir, "webhook")
+	// The bundle comes from --trust-anchors-file (the mounted ConfigMap):
+	// it holds a second anchor that ca.crt lacks, as during a rotation
+	// with an external CA that writes only the issuer's CA into ca.crt.
+	next, _, err := pki.NewRoot("next-anchor", time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundlePEM := append(append([]byte{}, id.TrustAnchorsPEM...), pki.EncodeCertsPEM(next)...)
+	issuerDir, webhookDir, anchorsDir := filepath.Join(dir, "issuer"), filepath.Join(dir, "webhook"), filepath.Join(dir, "anchors")
+	anchorsFile := filepath.Join(anchorsDir, "ca-bundle.crt")
 	for d, files := range map[string]map[string][]byte{
 		issuerDir:  {"tls.crt": id.IssuerCertPEM, "tls.key": id.IssuerKeyPEM, "ca.crt": id.TrustAnchorsPEM},
 		webhookDir: {"tls.crt": wh.CertPEM, "tls.key": wh.KeyPEM, "ca.crt": wh.CAPEM},
+		anchorsDir: {"ca-bundle.crt": bundlePEM},
 	} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
@@ -154,7 +164,7 @@ func TestBinaryKubernetes(t *testing.T) {
 	token := tr.Status.Token
 
 	cmd := exec.CommandContext(ctx, bin, "kubernetes", "--kubeconfig", kubeconfig,
-		"--issuer-dir", issuerDir, "--webhook-tls-dir", webhookDir, "--trust-domain=cluster.local",
+		"--issuer-dir", issuerDir, "--trust-anchors-file", anchorsFile, "--webhook-tls-dir", webhookDir, "--trust-domain=cluster.local",
 		"--listen", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--webhook-addr", "127.0.0.1:0", "--log-level", "debug")
 	cmd.Env = append(os.Environ(), "TRELLIS_PROXY_IMAGE=example.test/proxy:bin", "TRELLIS_PROXY_IMAGE_PULL_POLICY=Never")
 	stderr, err := cmd.StderrPipe()
@@ -243,9 +253,12 @@ func TestBinaryKubernetes(t *testing.T) {
 		t.Fatalf("webhook answered %s: %s (%v)", wresp.Status, out, err)
 	}
 	patch := string(review.Response.Patch)
-	anchors, err := pki.ParseCertsPEM(id.TrustAnchorsPEM)
+	anchors, err := pki.ParseCertsPEM(bundlePEM)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(anchors) != 2 {
+		t.Fatalf("bundle of %d anchors, want 2", len(anchors))
 	}
 	anchorJSON, _ := json.Marshal(string(pki.EncodeCertsPEM(anchors...)))
 	for _, want := range []string{"example.test/proxy:bin", `"Never"`, strings.Trim(string(anchorJSON), `"`)} {
@@ -288,6 +301,9 @@ func TestBinaryKubernetes(t *testing.T) {
 	if _, err := pki.Verify(cr.Chain, anchorPool, x509.ExtKeyUsageClientAuth, books, time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	if len(cr.TrustAnchors) != 2 || !bytes.Equal(cr.TrustAnchors[1], next.Raw) {
+		t.Fatalf("CertifyResponse.trust_anchors has %d anchors, want the 2 of --trust-anchors-file", len(cr.TrustAnchors))
+	}
 	// Policy answers too.
 	ps, err := apiv1.NewPolicyClient(conn).WatchInbound(ctx, &apiv1.InboundPolicyRequest{Workload: books.String(), Port: 8080})
 	if err != nil {
@@ -298,7 +314,8 @@ func TestBinaryKubernetes(t *testing.T) {
 	}
 
 	// An issuer that expires fails readiness: write one valid for a few
-	// seconds into the mounted Secret's files, as the kubelet would.
+	// seconds into the mounted Secret's files, as the kubelet would, its
+	// anchor added to the bundle first.
 	root, rootKey, err := pki.NewRoot("short-anchor", time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -311,11 +328,17 @@ func TestBinaryKubernetes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, data := range map[string][]byte{"ca.crt": pki.EncodeCertsPEM(root), "tls.key": shortKey, "tls.crt": pki.EncodeCertsPEM(short.Cert)} {
-		if err := os.WriteFile(filepath.Join(issuerDir, name+".new"), data, 0o600); err != nil {
+	for _, f := range []struct {
+		dir, name string
+		data      []byte
+	}{
+		{anchorsDir, "ca-bundle.crt", append(append([]byte{}, bundlePEM...), pki.EncodeCertsPEM(root)...)},
+		{issuerDir, "ca.crt", pki.EncodeCertsPEM(root)}, {issuerDir, "tls.key", shortKey}, {issuerDir, "tls.crt", pki.EncodeCertsPEM(short.Cert)},
+	} {
+		if err := os.WriteFile(filepath.Join(f.dir, f.name+".new"), f.data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Rename(filepath.Join(issuerDir, name+".new"), filepath.Join(issuerDir, name)); err != nil {
+		if err := os.Rename(filepath.Join(f.dir, f.name+".new"), filepath.Join(f.dir, f.name)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -36,7 +36,7 @@ const (
 const (
 	SecretCertFile = "tls.crt" // the issuer, optionally followed by intermediates
 	SecretKeyFile  = "tls.key"
-	SecretCAFile   = "ca.crt" // the trust bundle
+	SecretCAFile   = "ca.crt" // the trust bundle, unless Options.TrustAnchorsFile is set
 )
 
 // Timings of the file watcher.
@@ -62,9 +62,12 @@ type layout struct {
 	kind                          string // "state dir" or "issuer dir", for messages
 	dir                           string
 	certFile, keyFile, bundleFile string
-	fallbackBundle                string // read when bundleFile is missing; "" means bundleFile is required
-	tightenKeys                   bool   // restrict loose key files to 0600 (not on read-only Secret mounts)
-	hint                          string // what to do when the issuer is not valid
+	// bundleDir, when set, holds bundleFile instead of dir (a trust
+	// anchors file apart from the issuer, e.g. a mounted ConfigMap).
+	bundleDir      string
+	fallbackBundle string // read when bundleFile is missing; "" means bundleFile is required
+	tightenKeys    bool   // restrict loose key files to 0600 (not on read-only Secret mounts)
+	hint           string // what to do when the issuer is not valid
 }
 
 func stateDirLayout(dir string, autoRenew bool) layout {
@@ -79,12 +82,24 @@ func stateDirLayout(dir string, autoRenew bool) layout {
 	}
 }
 
-func issuerDirLayout(dir string) layout {
-	return layout{
+func issuerDirLayout(dir, anchorsFile string) layout {
+	l := layout{
 		kind: "issuer dir", dir: dir,
 		certFile: SecretCertFile, keyFile: SecretKeyFile, bundleFile: SecretCAFile,
 		hint: fmt.Sprintf("update the Secret mounted at %s with a valid %s and %s (picked up without a restart)", dir, SecretCertFile, SecretKeyFile),
 	}
+	if anchorsFile != "" {
+		l.bundleDir, l.bundleFile = filepath.Dir(anchorsFile), filepath.Base(anchorsFile)
+	}
+	return l
+}
+
+// bundleDirectory is the directory holding bundleFile.
+func (l layout) bundleDirectory() string {
+	if l.bundleDir != "" {
+		return l.bundleDir
+	}
+	return l.dir
 }
 
 // Options configure a CA.
@@ -98,6 +113,12 @@ type Options struct {
 	OnReload func(err error)
 	// OnInstall is called with every State installed, the first included.
 	OnInstall func(*State)
+	// TrustAnchorsFile, issuer dir only: the trust bundle is read from
+	// this file (e.g. a mounted ConfigMap, watched and reloaded like the
+	// Secret) instead of ca.crt, which external CAs such as cert-manager
+	// overwrite with the single CA that signed the issuer. The issuer must
+	// chain to one of its anchors.
+	TrustAnchorsFile string
 }
 
 // CA holds the current State and replaces it when its files change.
@@ -135,7 +156,8 @@ func newCA(l layout, opts Options) *CA {
 }
 
 // OpenIssuerDir loads the issuer and bundle from a mounted kubernetes.io/tls
-// Secret: tls.crt, tls.key and ca.crt. Files that do not form a valid CA
+// Secret: tls.crt, tls.key and ca.crt, or the bundle from
+// opts.TrustAnchorsFile when set. Files that do not form a valid CA
 // are an error; an issuer that is merely expired is loaded, and Check says
 // it cannot sign until a valid one replaces it.
 func OpenIssuerDir(dir string, now time.Time, opts Options) (*CA, error) {
@@ -150,7 +172,13 @@ func OpenIssuerDir(dir string, now time.Time, opts Options) (*CA, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("issuer dir %s is not a directory", abs)
 	}
-	c := newCA(issuerDirLayout(abs), opts)
+	anchors := opts.TrustAnchorsFile
+	if anchors != "" {
+		if anchors, err = filepath.Abs(anchors); err != nil {
+			return nil, fmt.Errorf("trust anchors file: %w", err)
+		}
+	}
+	c := newCA(issuerDirLayout(abs, anchors), opts)
 	if err := c.loadFirst(now); err != nil {
 		return nil, err
 	}
@@ -174,6 +202,9 @@ func (c *CA) loadFirst(now time.Time) error {
 
 func (c *CA) validate(m material, now time.Time) (*State, error) {
 	st, err := parseMaterial(m, now)
+	if errors.Is(err, errNotChained) && c.layout.bundleDir != "" {
+		return nil, fmt.Errorf("%w; add the new issuer's anchor to the trust anchors file first (trellis identity rotate --kubernetes add-anchor), then switch the issuer", err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +247,7 @@ func (c *CA) Dir() string { return c.layout.dir }
 // BundlePath is the file holding the trust bundle in use: the file to give
 // proxies as --trust-anchors.
 func (c *CA) BundlePath() string {
-	p := filepath.Join(c.layout.dir, c.layout.bundleFile)
+	p := filepath.Join(c.layout.bundleDirectory(), c.layout.bundleFile)
 	if c.layout.fallbackBundle != "" {
 		if _, err := os.Stat(p); err != nil {
 			return filepath.Join(c.layout.dir, c.layout.fallbackBundle)
@@ -270,7 +301,7 @@ func (c *CA) Reload(now time.Time) error {
 		// announcement sees a count that already includes it.
 		c.opts.OnReload(nil)
 		c.install(st)
-		c.log.Info("issuer and trust bundle reloaded", "dir", c.layout.dir,
+		c.log.Info("issuer and trust bundle reloaded", "dir", c.layout.dir, "bundle_file", c.BundlePath(),
 			"issuer", st.Issuer.Cert.Subject.String(), "issuer_expiry", st.Issuer.Cert.NotAfter.UTC().Format(time.RFC3339),
 			"anchors", len(st.Anchors), "bundle_fingerprint", st.Fingerprint,
 			"issuer_changed", !st.Issuer.Cert.Equal(cur.Issuer.Cert), "bundle_changed", st.Fingerprint != cur.Fingerprint)
@@ -288,7 +319,7 @@ func (c *CA) Reload(now time.Time) error {
 	c.refused, c.hasRefused = d, true
 	c.mu.Unlock()
 	c.log.Error("ISSUER RELOAD REFUSED: the changed CA files are not valid; the previous issuer keeps serving",
-		"dir", c.layout.dir, "err", err,
+		"dir", c.layout.dir, "bundle_file", c.BundlePath(), "err", err,
 		"serving_issuer", cur.Issuer.Cert.Subject.String(), "serving_issuer_expiry", cur.Issuer.Cert.NotAfter.UTC().Format(time.RFC3339))
 	c.opts.OnReload(err)
 	return err
@@ -300,12 +331,24 @@ func (c *CA) Reload(now time.Time) error {
 // covers missed events. It also logs, loudly and once a minute, while the
 // issuer cannot sign.
 func (c *CA) Run(ctx context.Context) {
-	names := []string{c.layout.certFile, c.layout.keyFile, c.layout.bundleFile}
+	names := []string{c.layout.certFile, c.layout.keyFile}
+	if c.layout.bundleDir == "" {
+		names = append(names, c.layout.bundleFile)
+	}
 	if c.layout.fallbackBundle != "" {
 		names = append(names, c.layout.fallbackBundle)
 	}
 	w := filewatch.Start(ctx, filewatch.Options{Dir: c.layout.dir, Names: names, Poll: PollInterval, Logger: c.log, What: "the CA files"})
 	defer w.Stop()
+	// A trust anchors file elsewhere has a watch of its own; without one,
+	// bundleC stays nil and never fires.
+	var bundleC <-chan struct{}
+	if c.layout.bundleDir != "" {
+		bw := filewatch.Start(ctx, filewatch.Options{Dir: c.layout.bundleDir, Names: []string{c.layout.bundleFile},
+			Poll: PollInterval, Logger: c.log, What: "the trust anchors file"})
+		defer bw.Stop()
+		bundleC = bw.C()
+	}
 	health := time.NewTicker(healthEvery)
 	defer health.Stop()
 	// again re-reads files seen invalid once, after settle.
@@ -324,6 +367,8 @@ func (c *CA) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-w.C():
+			reload()
+		case <-bundleC:
 			reload()
 		case <-again.C:
 			reload()
@@ -361,6 +406,14 @@ func (l layout) read(log *slog.Logger) (material, error) {
 	}
 	if m.key, err = readFile(l.dir, l.keyFile, l.tightenKeys, log); err != nil {
 		return m, err
+	}
+	if l.bundleDir != "" {
+		m.bundleName = filepath.Join(l.bundleDir, l.bundleFile)
+		m.bundle, err = readFile(l.bundleDir, l.bundleFile, false, log)
+		if err != nil {
+			return m, fmt.Errorf("trust anchors file %s: %w", l.bundleDir, err)
+		}
+		return m, nil
 	}
 	m.bundle, err = readFile(l.dir, l.bundleFile, false, log)
 	if errors.Is(err, fs.ErrNotExist) && l.fallbackBundle != "" {

@@ -15,6 +15,10 @@ import (
 // certificate of its chain) is expired or not yet valid.
 var ErrIssuerNotValid = errors.New("issuer not valid now")
 
+// errNotChained is wrapped by parseMaterial when the issuer does not chain
+// to an anchor of the bundle.
+var errNotChained = errors.New("issuer not trusted by the bundle")
+
 // maxFileSize bounds every CA file read: certificates and keys are small,
 // and a huge file is a mistake, not something to hold in memory.
 const maxFileSize = 1 << 20
@@ -154,8 +158,8 @@ func parseMaterial(m material, now time.Time) (*State, error) {
 		chains, err = verify(mid)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s (%q, issued by %q) does not chain to any anchor of %s: %w",
-			m.certName, issuer.Subject.String(), issuer.Issuer.String(), m.bundleName, err)
+		return nil, fmt.Errorf("%s (%q, issued by %q) does not chain to any anchor of %s: %w: %w",
+			m.certName, issuer.Subject.String(), issuer.Issuer.String(), m.bundleName, errNotChained, err)
 	}
 	chain := chains[0]
 	st := &State{

@@ -62,8 +62,15 @@ func (c *cluster) createCA(t *testing.T, dir string, anchorValidity string) {
 // anchor, and returns it with the new issuer's fingerprint.
 func (c *cluster) issuerSecret(t *testing.T, dir, commonName string) ([]byte, string) {
 	t.Helper()
-	out := c.mustTrellis(t, nil, "identity", "create-issuer", "--anchor-cert", filepath.Join(dir, "anchor.crt"),
-		"--anchor-key", filepath.Join(dir, "anchor.key"), "--common-name", commonName, "-o", "secret")
+	return c.issuerSecretFrom(t, filepath.Join(dir, "anchor.crt"), filepath.Join(dir, "anchor.key"), commonName)
+}
+
+// issuerSecretFrom is issuerSecret for the anchor of the given files; the
+// Secret's ca.crt is that anchor alone, as cert-manager's CA Issuer writes.
+func (c *cluster) issuerSecretFrom(t *testing.T, anchorCert, anchorKey, commonName string) ([]byte, string) {
+	t.Helper()
+	out := c.mustTrellis(t, nil, "identity", "create-issuer", "--anchor-cert", anchorCert,
+		"--anchor-key", anchorKey, "--common-name", commonName, "-o", "secret")
 	s, err := pki.ParseTLSSecret([]byte(out))
 	if err != nil {
 		t.Fatalf("create-issuer -o secret printed no Secret: %v\n%s", err, out)
@@ -330,4 +337,36 @@ func (c *cluster) secretCerts(t *testing.T, key string) []string {
 		fps = append(fps, pki.CertFingerprint(c))
 	}
 	return fps
+}
+
+// rotateStage runs trellis identity rotate --kubernetes --stage stage.
+func (c *cluster) rotateStage(t *testing.T, anchorDir, stage string) (string, error) {
+	t.Helper()
+	return c.trellis(t.Context(), nil, "identity", "rotate", "--kubernetes", "--anchor-dir", anchorDir, "--stage", stage)
+}
+
+// stageWhenReady runs a stage until the CLI's proxy check stops refusing
+// it; any other refusal fails the test.
+func (c *cluster) stageWhenReady(t *testing.T, anchorDir, name string, timeout time.Duration) {
+	t.Helper()
+	start := time.Now()
+	refusals := 0
+	var last error
+	eventually(t, timeout, "rotate --stage "+name, func() error {
+		out, err := c.rotateStage(t, anchorDir, name)
+		if err != nil {
+			if !strings.Contains(err.Error(), "not ready") {
+				t.Fatalf("rotate --stage %s failed for another reason than proxies not ready: %v\n%s", name, err, out)
+			}
+			refusals++
+			last = err
+			return err
+		}
+		t.Logf("rotate --stage %s:\n%s", name, out)
+		return nil
+	})
+	t.Logf("stage %s went through after %s (%d refusals while proxies caught up)", name, time.Since(start).Round(time.Second), refusals)
+	if refusals > 0 {
+		t.Logf("last refusal: %v", last)
+	}
 }

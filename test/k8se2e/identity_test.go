@@ -59,7 +59,7 @@ func TestIdentityIssuer(t *testing.T) {
 // TestIdentityExternal is the suite "identity-external": installed with
 // --identity-external-issuer, the issuer Secret is created and later
 // replaced from outside Trellis (unlabelled, as cert-manager writes it);
-// rotate --kubernetes refuses to write it.
+// rotate --kubernetes --status says an external CA owns it.
 func TestIdentityExternal(t *testing.T) {
 	c := newCluster(t)
 	const ns = "e2e-id-external"
@@ -80,9 +80,9 @@ func TestIdentityExternal(t *testing.T) {
 	})
 	starts := c.containerStarts(t, ns)
 
-	out, err := c.trellis(t.Context(), nil, "identity", "rotate", "--kubernetes", "--anchor-dir", t.TempDir(), "--stage", "add-anchor")
-	if err == nil || !strings.Contains(err.Error(), "external CA") {
-		t.Errorf("rotate --kubernetes on an external issuer Secret: want a refusal naming the external CA, got %v\n%s", err, out)
+	out, err := c.trellis(t.Context(), nil, "identity", "rotate", "--kubernetes", "--status")
+	if err != nil || !strings.Contains(out, "external CA") {
+		t.Errorf("rotate --kubernetes --status on an external issuer Secret: want it to name the external CA, got %v\n%s", err, out)
 	}
 
 	reloads, err := c.controllerReloads(t.Context(), t)
@@ -118,33 +118,8 @@ func TestIdentityAnchor(t *testing.T) {
 	c.meshWithLoad(t, ns, identityRPS)
 	starts := c.containerStarts(t, ns)
 	anchorDir := filepath.Join(t.TempDir(), "anchor")
-	rotate := func(stage string) (string, error) {
-		return c.trellis(t.Context(), nil, "identity", "rotate", "--kubernetes", "--anchor-dir", anchorDir, "--stage", stage)
-	}
-	// stage runs a stage until the CLI stops refusing it.
-	stage := func(name string, timeout time.Duration) {
-		t.Helper()
-		start := time.Now()
-		refusals := 0
-		var last error
-		eventually(t, timeout, "rotate --stage "+name, func() error {
-			out, err := rotate(name)
-			if err != nil {
-				if !strings.Contains(err.Error(), "not ready") {
-					t.Fatalf("rotate --stage %s failed for another reason than proxies not ready: %v\n%s", name, err, out)
-				}
-				refusals++
-				last = err
-				return err
-			}
-			t.Logf("rotate --stage %s:\n%s", name, out)
-			return nil
-		})
-		t.Logf("stage %s went through after %s (%d refusals while proxies caught up)", name, time.Since(start).Round(time.Second), refusals)
-		if refusals > 0 {
-			t.Logf("last refusal: %v", last)
-		}
-	}
+	rotate := func(stage string) (string, error) { return c.rotateStage(t, anchorDir, stage) }
+	stage := func(name string, timeout time.Duration) { c.stageWhenReady(t, anchorDir, name, timeout) }
 
 	// Out of order: refused.
 	if out, err := rotate("remove-old"); err != nil || !strings.Contains(out, "already done") {
@@ -193,6 +168,114 @@ func TestIdentityAnchor(t *testing.T) {
 	cm := c.mustRun(t, nil, "-n", "trellis-system", "get", "configmap", "trellis-trust-anchors", "-o", "jsonpath={.data.ca-bundle\\.crt}")
 	if n := strings.Count(cm, "BEGIN CERTIFICATE"); n != 1 {
 		t.Errorf("after remove-old the ConfigMap holds %d anchors, want 1", n)
+	}
+	c.finalLoad(t, ns)
+	c.assertNoRestart(t, ns, starts)
+	if r := c.check(t); !r.Success {
+		t.Errorf("trellis check after the rotation: %+v", r.Summary)
+	}
+}
+
+// TestIdentityExternalAnchor is the suite "identity-external-anchor": an
+// anchor rotation with an external issuer Secret (unlabelled, as
+// cert-manager writes it, its ca.crt only the issuer's own CA) under load.
+// rotate --kubernetes add-anchor and remove-old change only the ConfigMap
+// trellis-trust-anchors, which the controller serves (--trust-anchors-file);
+// switch-issuer is refused with what to do, and the "external CA" (the
+// test) switches the issuer to one signed by the new anchor.
+func TestIdentityExternalAnchor(t *testing.T) {
+	c := newCluster(t)
+	const ns = "e2e-id-ext-anchor"
+	dir := t.TempDir()
+	c.createCA(t, dir, "87600h")
+	first, firstIssuer := c.issuerSecret(t, dir, "external-issuer-1")
+	c.installIdentity(t, func() {
+		c.mustRun(t, first, "apply", "-f", "-")
+	}, "--identity-trust-anchors", filepath.Join(dir, "anchor.crt"), "--identity-external-issuer")
+	oldAnchor := fileFingerprint(t, filepath.Join(dir, "anchor.crt"))
+	c.meshWithLoad(t, ns, identityRPS)
+	c.waitProxies(t, ns, 2*time.Minute, "every proxy holds a certificate from the external issuer", func(pi proxyIdentity) error {
+		return only(pi.issuers, firstIssuer)
+	})
+	starts := c.containerStarts(t, ns)
+	anchorDir := filepath.Join(t.TempDir(), "anchor")
+	secretVersion := func() string {
+		return c.mustRun(t, nil, "-n", "trellis-system", "get", "secret", "trellis-identity-issuer", "-o", "jsonpath={.metadata.resourceVersion}")
+	}
+	cmAnchors := func() int {
+		cm := c.mustRun(t, nil, "-n", "trellis-system", "get", "configmap", "trellis-trust-anchors", "-o", "jsonpath={.data.ca-bundle\\.crt}")
+		return strings.Count(cm, "BEGIN CERTIFICATE")
+	}
+
+	if out, err := c.rotateStage(t, anchorDir, "switch-issuer"); err == nil || !strings.Contains(err.Error(), "add-anchor first") {
+		t.Errorf("switch-issuer before add-anchor: want a refusal, got %v\n%s", err, out)
+	}
+	version := secretVersion()
+	reloads, err := c.controllerReloads(t.Context(), t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.stageWhenReady(t, anchorDir, "add-anchor", time.Minute)
+	added := time.Now()
+	if n := cmAnchors(); n != 2 {
+		t.Fatalf("after add-anchor the ConfigMap holds %d anchors, want 2", n)
+	}
+	if fps := c.secretCerts(t, "ca.crt"); len(fps) != 1 || fps[0] != oldAnchor || secretVersion() != version {
+		t.Fatalf("add-anchor wrote the external Secret (ca.crt now %v)", fps)
+	}
+	c.waitControllerReload(t, reloads, added)
+	newAnchor := fileFingerprint(t, filepath.Join(anchorDir, "anchor.next.crt"))
+
+	// switch-issuer is always refused; it says when the external CA may
+	// switch (every proxy trusts the new anchor).
+	start := time.Now()
+	eventually(t, 4*time.Minute, "switch-issuer says the external CA may switch", func() error {
+		out, err := c.rotateStage(t, anchorDir, "switch-issuer")
+		if err == nil || !strings.Contains(err.Error(), "external CA") {
+			t.Fatalf("switch-issuer with an external Secret: want a refusal naming the external CA, got %v\n%s", err, out)
+		}
+		if !strings.Contains(err.Error(), "may switch now") {
+			return err
+		}
+		t.Logf("switch-issuer refused as expected:\n%v", err)
+		return nil
+	})
+	t.Logf("add-anchor -> proxies ready for the switch: %s", time.Since(start).Round(time.Second))
+	if secretVersion() != version {
+		t.Fatal("switch-issuer wrote the external Secret")
+	}
+
+	// The external CA switches: an issuer of the new anchor, ca.crt the
+	// new anchor alone.
+	reloads, err = c.controllerReloads(t.Context(), t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, secondIssuer := c.issuerSecretFrom(t, filepath.Join(anchorDir, "anchor.next.crt"), filepath.Join(anchorDir, "anchor.next.key"), "external-issuer-2")
+	c.mustRun(t, second, "apply", "-f", "-")
+	switched := time.Now()
+	if labels := c.mustRun(t, nil, "-n", "trellis-system", "get", "secret", "trellis-identity-issuer", "-o", "jsonpath={.metadata.labels}"); strings.Contains(labels, "trellis") {
+		t.Fatalf("the external issuer Secret carries Trellis labels: %s", labels)
+	}
+	out, err := c.rotateStage(t, anchorDir, "remove-old")
+	if err == nil || !strings.Contains(err.Error(), "not ready") {
+		t.Fatalf("remove-old right after the external switch: want a refusal naming proxies not ready, got %v\n%s", err, out)
+	}
+	t.Logf("remove-old refused as expected:\n%v", err)
+	c.waitControllerReload(t, reloads, switched)
+	c.stageWhenReady(t, anchorDir, "remove-old", 5*time.Minute)
+	t.Logf("external switch -> remove-old allowed: %s", time.Since(switched).Round(time.Second))
+	removed := time.Now()
+	final := bundleFingerprint(t, filepath.Join(anchorDir, "anchor.crt"))
+	c.waitProxies(t, ns, 4*time.Minute, "every proxy trusts only the new anchor", func(pi proxyIdentity) error {
+		return errors.Join(only(pi.bundles, final), only(pi.issuers, secondIssuer), only(pi.issuerAnchors, newAnchor))
+	})
+	t.Logf("remove-old -> every proxy on the new anchor only: %s", time.Since(removed).Round(time.Second))
+	if n := cmAnchors(); n != 1 {
+		t.Errorf("after remove-old the ConfigMap holds %d anchors, want 1", n)
+	}
+	if fps := c.secretCerts(t, "ca.crt"); len(fps) != 1 || fps[0] != newAnchor {
+		t.Errorf("after remove-old the Secret's ca.crt is %v, want only %s (as the external CA wrote it)", fps, shortFP(newAnchor))
 	}
 	c.finalLoad(t, ns)
 	c.assertNoRestart(t, ns, starts)
