@@ -89,7 +89,7 @@ An expired issuer never signs: Certify fails with FAILED_PRECONDITION and
 	f.StringVar(&cfg.ConfigPath, "config", "", "the store file (YAML) describing services and workloads (required)")
 	f.StringVar(&cfg.StateDir, "state-dir", "", "directory holding the CA (anchor.crt/key, issuer.crt/key, optional bundle.crt); created 0700 and generated on first run")
 	f.StringVar(&cfg.IssuerDir, "issuer-dir", "", "instead of --state-dir: a mounted kubernetes.io/tls Secret (tls.crt = issuer [+ intermediates], tls.key, ca.crt = trust bundle), reloaded on change")
-	f.BoolVar(&autoRenew, "auto-renew-issuer", true, "--state-dir only: at start, replace an issuer that expired or expires within 7 days with one signed by anchor.key (when present)")
+	f.BoolVar(&autoRenew, "auto-renew-issuer", true, "--state-dir only: at start and hourly while running, replace an issuer that expired or expires within 7 days with one signed by anchor.key (when present)")
 	f.StringVar(&cfg.Listen, "listen", local.DefaultListen, "address of the gRPC (mTLS) server proxies connect to")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", local.DefaultAdminAddr, "address of the admin HTTP server (/metrics, /ready, /live)")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", local.DefaultShutdownGrace, "how long a stop waits for calls in flight")

@@ -51,6 +51,10 @@ const (
 	// invalidLogEvery spaces the loud logs of an issuer that cannot sign.
 	invalidLogEvery = time.Minute
 	healthEvery     = time.Second
+	// renewEvery: how often a running controller with --auto-renew-issuer
+	// checks whether its issuer is due (IssuerRenewBefore is days, so an
+	// hour is early enough and costs two small file reads).
+	renewEvery = time.Hour
 )
 
 // errSettling is returned by Reload for invalid files seen once: they are
@@ -67,18 +71,19 @@ type layout struct {
 	bundleDir      string
 	fallbackBundle string // read when bundleFile is missing; "" means bundleFile is required
 	tightenKeys    bool   // restrict loose key files to 0600 (not on read-only Secret mounts)
+	autoRenew      bool   // state dir with --auto-renew-issuer: Run renews a due issuer
 	hint           string // what to do when the issuer is not valid
 }
 
 func stateDirLayout(dir string, autoRenew bool) layout {
 	hint := fmt.Sprintf("write a valid %s and %s into %s (picked up without a restart)", IssuerCertFile, IssuerKeyFile, dir)
 	if autoRenew {
-		hint += ", or restart the controller: with --auto-renew-issuer it signs a new issuer with " + AnchorKeyFile
+		hint += ", or provide " + AnchorKeyFile + ": with --auto-renew-issuer the controller signs a new issuer with it (checked hourly and at start)"
 	}
 	return layout{
 		kind: "state dir", dir: dir,
 		certFile: IssuerCertFile, keyFile: IssuerKeyFile, bundleFile: BundleFile,
-		fallbackBundle: AnchorCertFile, tightenKeys: true, hint: hint,
+		fallbackBundle: AnchorCertFile, tightenKeys: true, autoRenew: autoRenew, hint: hint,
 	}
 }
 
@@ -351,6 +356,14 @@ func (c *CA) Run(ctx context.Context) {
 	}
 	health := time.NewTicker(healthEvery)
 	defer health.Stop()
+	// A long-running controller renews its own issuer too, not only at
+	// start; without auto-renewal renewC stays nil and never fires.
+	var renewC <-chan time.Time
+	if c.layout.autoRenew {
+		renew := time.NewTicker(renewEvery)
+		defer renew.Stop()
+		renewC = renew.C
+	}
 	// again re-reads files seen invalid once, after settle.
 	again := time.NewTimer(time.Hour)
 	again.Stop()
@@ -374,8 +387,34 @@ func (c *CA) Run(ctx context.Context) {
 			reload()
 		case <-health.C:
 			c.logHealth(time.Now())
+		case <-renewC:
+			if err := c.RenewIfDue(time.Now()); err != nil {
+				c.log.Error("automatic issuer renewal failed; the current issuer keeps serving", "dir", c.layout.dir, "err", err)
+			}
+			c.logHealth(time.Now())
 		}
 	}
+}
+
+// RenewIfDue, in a state dir with Options.AutoRenewIssuer, replaces an
+// issuer that has expired or expires within IssuerRenewBefore with a new
+// one signed by anchor.key (when present and chaining to the bundle), and
+// installs it at once. Run calls it every renewEvery; it does nothing in
+// other layouts or when the issuer is not due.
+func (c *CA) RenewIfDue(now time.Time) error {
+	if !c.layout.autoRenew {
+		return nil
+	}
+	if err := checkAnchor(c.layout.dir, now, true, c.log); err != nil {
+		return err
+	}
+	err := c.Reload(now)
+	if errors.Is(err, errSettling) {
+		// Our own files were written key first: read them once more.
+		time.Sleep(settle)
+		err = c.Reload(now)
+	}
+	return err
 }
 
 // logHealth logs an issuer that cannot sign at once, then every

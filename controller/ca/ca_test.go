@@ -302,3 +302,74 @@ func TestServingCert(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestRenewIfDueWhileRunning(t *testing.T) {
+	start := time.Now()
+	due := start.Add(IssuerValidity - IssuerRenewBefore + time.Hour) // inside the renewal window
+	tests := []struct {
+		name       string
+		autoRenew  bool
+		dropKey    bool
+		at         time.Time
+		wantRenew  bool
+		wantReload int
+	}{
+		{name: "due", autoRenew: true, at: due, wantRenew: true, wantReload: 1},
+		{name: "not due", autoRenew: true, at: start.Add(time.Hour)},
+		{name: "auto-renew off", at: due},
+		{name: "no anchor key", autoRenew: true, dropKey: true, at: due},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			reloads := 0
+			c, err := LoadOrCreate(dir, start, Options{AutoRenewIssuer: tt.autoRenew, OnReload: func(err error) {
+				if err == nil {
+					reloads++
+				}
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.dropKey {
+				if err := os.Remove(filepath.Join(dir, AnchorKeyFile)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := c.State()
+			if err := c.RenewIfDue(tt.at); err != nil {
+				t.Fatal(err)
+			}
+			after := c.State()
+			renewed := !after.Issuer.Cert.Equal(before.Issuer.Cert)
+			if renewed != tt.wantRenew || reloads != tt.wantReload {
+				t.Fatalf("renewed %v with %d reloads, want %v with %d", renewed, reloads, tt.wantRenew, tt.wantReload)
+			}
+			if !renewed {
+				return
+			}
+			// The new issuer is signed by the same anchor, valid a full
+			// lifetime from the renewal, and on disk for the next start.
+			if !after.ChainAnchor.Equal(before.ChainAnchor) || after.Fingerprint != before.Fingerprint {
+				t.Fatal("anchor or bundle changed")
+			}
+			if err := after.Issuer.Cert.CheckSignatureFrom(before.ChainAnchor); err != nil {
+				t.Fatal(err)
+			}
+			if !after.Issuer.Cert.NotAfter.After(tt.at.Add(IssuerValidity - time.Hour)) {
+				t.Fatalf("new issuer expires %s", after.Issuer.Cert.NotAfter)
+			}
+			reopened, err := LoadOrCreate(dir, tt.at, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reopened.State().Issuer.Cert.Equal(after.Issuer.Cert) {
+				t.Fatal("renewed issuer not persisted")
+			}
+			// Running again right after is a no-op.
+			if err := c.RenewIfDue(tt.at); err != nil || !c.State().Issuer.Cert.Equal(after.Issuer.Cert) {
+				t.Fatalf("second renewal: %v", err)
+			}
+		})
+	}
+}
