@@ -33,7 +33,7 @@ staticcheck:
 lint: vet staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo 'gofmt needed'; exit 1; }
 
-## gen: regenerate the Go code of every .proto (needs protoc: apt-get install protobuf-compiler)
+## gen: regenerate the Go code of every .proto (needs protoc: apt-get install protobuf-compiler libprotobuf-dev)
 PROTOS := $(shell find api demoapp -name '*.proto' 2>/dev/null)
 gen:
 	@mkdir -p $(BIN)
