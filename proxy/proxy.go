@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,7 +26,6 @@ import (
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/identity"
-	"github.com/trellis-mesh/trellis/internal/pki"
 	"github.com/trellis-mesh/trellis/proxy/admin"
 	"github.com/trellis-mesh/trellis/proxy/certifier"
 	"github.com/trellis-mesh/trellis/proxy/discovery"
@@ -54,6 +52,10 @@ type Config struct {
 	RequestTimeout     time.Duration
 	OpaquePorts        []uint16
 	ShutdownGrace      time.Duration
+	// TrustAnchorsCache, when set, is the file where the bundle learned
+	// from the control plane is kept; at start it is used instead of
+	// TrustAnchors when it holds a usable bundle (certifier.BootstrapAnchors).
+	TrustAnchorsCache string
 	// MeshTransport is the HTTP/2 implementation on mesh connections, both
 	// directions: "xnet" (golang.org/x/net/http2, the default) or "lean"
 	// (proxy/meshh2).
@@ -142,24 +144,26 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--controller-identity: %w", err)
 		}
 	}
-	pemData, err := os.ReadFile(cfg.TrustAnchors)
-	if err != nil {
-		return fmt.Errorf("--trust-anchors: %w", err)
-	}
-	anchors, err := pki.ParseCertsPEM(pemData)
-	if err != nil {
-		return fmt.Errorf("--trust-anchors %s: %w", cfg.TrustAnchors, err)
-	}
-	store, err := meshtls.NewStore(local, anchors)
-	if err != nil {
-		return fmt.Errorf("trust anchors: %w", err)
-	}
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m, err := metrics.New(reg)
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
+	}
+
+	var cache *certifier.AnchorsCache
+	if cfg.TrustAnchorsCache != "" {
+		if cache, err = certifier.NewAnchorsCache(cfg.TrustAnchorsCache, reg); err != nil {
+			return fmt.Errorf("--trust-anchors-cache: %w", err)
+		}
+	}
+	anchors, anchorsFile, err := certifier.BootstrapAnchors(cfg.TrustAnchors, cache, log.With("component", "certifier"))
+	if err != nil {
+		return err
+	}
+	store, err := meshtls.NewStore(local, anchors)
+	if err != nil {
+		return fmt.Errorf("trust anchors %s: %w", anchorsFile, err)
 	}
 
 	conn, err := grpc.NewClient(cfg.ControllerAddr,
@@ -202,6 +206,7 @@ func Run(ctx context.Context, cfg Config) error {
 		err := certifier.Run(runCtx, certifier.Config{
 			Identity: local, TokenFile: cfg.TokenFile, Client: apiv1.NewIdentityClient(conn),
 			Store: store, Registerer: reg, Logger: log.With("component", "certifier"),
+			AnchorsCache: cache,
 		})
 		if err != nil {
 			log.Error("certifier stopped", "err", err)

@@ -98,6 +98,8 @@ func TestPostChecks(t *testing.T) {
 		test *testing.T
 		// settle is Env.WebhookSettle (default zero: one attempt).
 		settle time.Duration
+		// proxyNS is Env.ProxyNamespace (-n).
+		proxyNS string
 	}
 	tests := []struct {
 		name   string
@@ -212,6 +214,38 @@ func TestPostChecks(t *testing.T) {
 		{name: "meshed pods ok", check: MeshedPodsCheck, want: OK, substr: "2 meshed pods"},
 		{name: "no meshed pods", check: MeshedPodsCheck, break_: func(s *setup) { s.in.meshed = nil }, want: Warn, substr: "no running pod"},
 
+		{name: "unmeshed: none", check: UnmeshedPodsCheck, break_: func(s *setup) {
+			s.in.extra = append(s.in.extra, injectNS(appNS, "enabled"), readyPod("default", "plain", nil))
+		}, want: OK, substr: "2 unmeshed pods in any namespace, none asking"},
+		{name: "unmeshed pod in an injected namespace", check: UnmeshedPodsCheck, break_: func(s *setup) {
+			s.in.extra = append(s.in.extra, injectNS(appNS, "enabled"), readyPod(appNS, "legacy-1", nil))
+		}, want: Fail, substr: "1 pods where trellis.io/inject is enabled run without a proxy: shop/legacy-1"},
+		{name: "unmeshed pod asking for itself", check: UnmeshedPodsCheck, break_: func(s *setup) {
+			p := readyPod("default", "asks", nil)
+			p.Annotations = map[string]string{"trellis.io/inject": "enabled"}
+			s.in.extra = append(s.in.extra, p)
+		}, want: Fail, substr: "default/asks"},
+		{name: "unmeshed pod with a malformed annotation", check: UnmeshedPodsCheck, break_: func(s *setup) {
+			p := readyPod(appNS, "typo", nil)
+			p.Annotations = map[string]string{"trellis.io/inject": "yes"}
+			s.in.extra = append(s.in.extra, p)
+		}, want: Fail, substr: `shop/typo (annotation trellis.io/inject="yes"`},
+		{name: "unmeshed: opted out, host network, finished, mirror, control plane", check: UnmeshedPodsCheck, break_: func(s *setup) {
+			out := readyPod(appNS, "opted-out", nil)
+			out.Annotations = map[string]string{"trellis.io/inject": "disabled"}
+			host := readyPod(appNS, "node-agent", nil)
+			host.Spec.HostNetwork = true
+			done := readyPod(appNS, "job-x", nil)
+			done.Status.Phase = corev1.PodSucceeded
+			mirror := readyPod(appNS, "static-x", nil)
+			mirror.Annotations = map[string]string{mirrorPodAnnotation: "abc"}
+			s.in.extra = append(s.in.extra, injectNS(appNS, "enabled"), injectNS(ControlPlaneNamespace+"-x", "disabled"), out, host, done, mirror)
+		}, want: OK, substr: "3 unmeshed pods"},
+		{name: "unmeshed: -n limits the namespace", check: UnmeshedPodsCheck, break_: func(s *setup) {
+			s.in.extra = append(s.in.extra, injectNS(appNS, "enabled"), injectNS("other", "enabled"), readyPod("other", "legacy-2", nil))
+			s.proxyNS = appNS
+		}, want: OK, substr: "namespace shop"},
+
 		{name: "proxies ready", check: ProxyReadyCheck, want: OK, substr: "2 proxies ready"},
 		{name: "proxy not ready", check: ProxyReadyCheck, break_: func(s *setup) {
 			st := &s.in.meshed[1].Status.InitContainerStatuses[0]
@@ -261,9 +295,14 @@ func TestPostChecks(t *testing.T) {
 				tt.break_(s)
 			}
 			e := s.c.env(t, s.in.objects()...)
-			e.WebhookSettle = s.settle
+			e.WebhookSettle, e.ProxyNamespace = s.settle, s.proxyNS
 			r := runOneCheck(t, e, tt.check)
 			assertResult(t, r, tt.want, tt.substr)
 		})
 	}
+}
+
+// injectNS is a namespace annotated trellis.io/inject=value.
+func injectNS(name, value string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{"trellis.io/inject": value}}}
 }

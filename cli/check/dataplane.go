@@ -9,7 +9,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/trellis-mesh/trellis/controller/injector"
 )
 
 // scrapeWorkers bounds concurrent scrapes through the API server.
@@ -76,6 +79,66 @@ var MeshedPodsCheck = Check{
 				"no running pod with %s=true in %s", ProxiedLabel, where(e))
 		}
 		return ok("%d meshed pods in %s", len(pods), where(e))
+	},
+}
+
+// mirrorPodAnnotation marks the API copy of a static pod, which admission
+// webhooks never mutate.
+const mirrorPodAnnotation = "kubernetes.io/config.mirror"
+
+// UnmeshedPodsCheck: no running pod that the injector would give a proxy
+// runs without one: created before its namespace was annotated, or while
+// the webhook was unreachable with failurePolicy Ignore. The decision is
+// the injector's own (injector.Wants), so the two cannot disagree.
+var UnmeshedPodsCheck = Check{
+	Group: "data plane", Name: "no unmeshed pods where injection is enabled", Anchor: "unmeshed-pods",
+	Run: func(ctx context.Context, e *Env) Outcome {
+		const hint = "restart their workloads so the injector adds the proxy (kubectl rollout restart deployment/NAME -n NS), or delete the pods"
+		pods, err := e.Kube.CoreV1().Pods(e.ProxyNamespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return fail("check that you may list pods", "list pods: %v", err)
+		}
+		nsAnn := map[string]map[string]string{}
+		if e.ProxyNamespace != "" {
+			// A namespace that does not exist has no pods to judge.
+			ns, err := e.Kube.CoreV1().Namespaces().Get(ctx, e.ProxyNamespace, metav1.GetOptions{})
+			switch {
+			case err == nil:
+				nsAnn[ns.Name] = ns.Annotations
+			case !apierrors.IsNotFound(err):
+				return fail("check that you may get namespaces", "get namespace %s: %v", e.ProxyNamespace, err)
+			}
+		} else {
+			list, err := e.Kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return fail("check that you may list namespaces", "list namespaces: %v", err)
+			}
+			for _, ns := range list.Items {
+				nsAnn[ns.Name] = ns.Annotations
+			}
+		}
+		var bad []string
+		checked := 0
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || p.DeletionTimestamp != nil ||
+				p.Labels[ProxiedLabel] == "true" || p.Annotations[mirrorPodAnnotation] != "" {
+				continue
+			}
+			checked++
+			want, _, err := injector.Wants(p, p.Namespace, nsAnn[p.Namespace])
+			switch {
+			case err != nil:
+				bad = append(bad, fmt.Sprintf("%s/%s (%v)", p.Namespace, p.Name, err))
+			case want:
+				bad = append(bad, p.Namespace+"/"+p.Name)
+			}
+		}
+		slices.Sort(bad)
+		if len(bad) > 0 {
+			return fail(hint, "%d pods where %s is enabled run without a proxy: %s", len(bad), injector.AnnotationInject, listOf(bad))
+		}
+		return ok("every pod where %s is enabled is meshed (%d unmeshed pods in %s, none asking for injection)", injector.AnnotationInject, checked, where(e))
 	},
 }
 
@@ -234,7 +297,7 @@ func certProblem(ctx context.Context, e *Env, p *corev1.Pod, now time.Time) stri
 // DataPlaneChecks are the data-plane part of `trellis check` and all of
 // `trellis check --proxy`.
 func DataPlaneChecks() []Check {
-	return []Check{MeshedPodsCheck, ProxyReadyCheck, ProxyVersionCheck, ProxyCertCheck}
+	return []Check{MeshedPodsCheck, UnmeshedPodsCheck, ProxyReadyCheck, ProxyVersionCheck, ProxyCertCheck}
 }
 
 // PostChecks are `trellis check`: the API, the clock, the control plane

@@ -116,6 +116,8 @@ type installed struct {
 	meshed     []*corev1.Pod
 	// cni is the installer DaemonSet of --cni (nil: not installed).
 	cni *appsv1.DaemonSet
+	// extra objects a test adds (namespaces, unmeshed pods).
+	extra []runtime.Object
 }
 
 // withCNI installs the CNI DaemonSet (ready on ready of desired nodes)
@@ -179,6 +181,7 @@ func (in *installed) objects() []runtime.Object {
 	for _, p := range in.meshed {
 		objs = append(objs, p)
 	}
+	objs = append(objs, in.extra...)
 	var out []runtime.Object
 	for _, o := range objs {
 		if o != nil && !isNilPtr(o) {

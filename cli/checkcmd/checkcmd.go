@@ -69,8 +69,9 @@ func newCommand(build EnvFunc) *cobra.Command {
   (none)    after installing: the control plane is ready, the injector
             webhook is reachable with a caBundle that verifies its
             certificate, the trust anchors and issuer are valid with time
-            left, and every meshed pod's proxy is ready, on the control
-            plane's version and holds a certificate
+            left, no pod where injection is enabled runs without a proxy,
+            and every meshed pod's proxy is ready, on the control plane's
+            version and holds a certificate
   --proxy   only the data-plane checks (of one namespace with -n)
 
 Every failure prints a one-line hint and a link to docs/check.md. The exit

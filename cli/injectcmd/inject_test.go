@@ -89,6 +89,20 @@ func TestInjectFile(t *testing.T) {
 	if img := tpl.Spec.InitContainers[1].Image; img != "trellis/proxy:v7" {
 		t.Errorf("proxy image %q", img)
 	}
+	// The proxy's state volume (its trust anchors cache) survives the
+	// YAML round trip: in-memory, size-limited, mounted into the proxy only.
+	var state *corev1.Volume
+	for i, v := range tpl.Spec.Volumes {
+		if v.Name == injector.StateVolumeName {
+			state = &tpl.Spec.Volumes[i]
+		}
+	}
+	if state == nil || state.EmptyDir == nil || state.EmptyDir.Medium != corev1.StorageMediumMemory || state.EmptyDir.SizeLimit == nil || state.EmptyDir.SizeLimit.String() != "1Mi" {
+		t.Errorf("deployment state volume %+v", state)
+	}
+	if m := tpl.Spec.InitContainers[1].VolumeMounts; len(m) != 3 || m[2].Name != injector.StateVolumeName || m[2].ReadOnly {
+		t.Errorf("proxy volume mounts %+v", m)
+	}
 	if args := strings.Join(tpl.Spec.InitContainers[0].Args, " "); !strings.HasSuffix(args, "--skip-outbound-ports 5432") {
 		t.Errorf("init args %q", args)
 	}

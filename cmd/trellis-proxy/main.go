@@ -36,6 +36,11 @@ Examples:
   # The same from the environment:
   TRELLIS_PROXY_CONTROLLER_ADDR=127.0.0.1:8086 TRELLIS_PROXY_IDENTITY=... trellis-proxy
 
+  # Keep the trust bundle learned from the controller across restarts: a
+  # restart after an anchor rotation starts from it, not from the bootstrap
+  # file that only holds the old anchor (the injector sets this on Kubernetes).
+  trellis-proxy ... --trust-anchors state/anchor.crt --trust-anchors-cache /var/run/trellis/state/trust-anchors.pem
+
 Flags:
 `
 
@@ -60,6 +65,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.ControllerAddr, "controller-addr", "", "host:port of the controller's gRPC server (required)")
 	fs.StringVar(&cfg.ControllerIdentity, "controller-identity", "", "identity the controller must prove (default spiffe://<td>/ns/trellis-system/sa/trellis-controller)")
 	fs.StringVar(&cfg.TrustAnchors, "trust-anchors", "", "PEM file of the bootstrap trust anchors (required)")
+	fs.StringVar(&cfg.TrustAnchorsCache, "trust-anchors-cache", "", "file where the trust bundle learned from the controller is kept (written atomically, 0644); at start it is used instead of --trust-anchors when it holds a valid bundle, so a restart after an anchor rotation still reaches the controller (empty: no cache)")
 	fs.StringVar(&cfg.Identity, "identity", "", "this workload's SPIFFE ID (required)")
 	fs.StringVar(&cfg.TokenFile, "token-file", "", "file holding the credential sent with Certify (required)")
 	fs.StringVar(&cfg.Workload, "workload", "", "workload name, for logs")

@@ -19,6 +19,9 @@ var (
 	DefaultProxyCPURequest = resource.MustParse("10m")
 	DefaultProxyMemRequest = resource.MustParse("20Mi")
 	DefaultProxyMemLimit   = resource.MustParse("64Mi")
+	// StateSizeLimit caps the proxy's state volume (a bundle is a few
+	// KiB); being in memory, it counts against the proxy's memory.
+	StateSizeLimit = resource.MustParse("1Mi")
 )
 
 // Options are the per-pod settings read from config.trellis.io/*

@@ -64,6 +64,13 @@ const (
 	// XtablesVolumeName is an emptyDir on /run for iptables' lock file,
 	// so trellis-init can keep a read-only root filesystem.
 	XtablesVolumeName = "trellis-xtables-lock"
+	// StateVolumeName is the proxy's only writable path (its root
+	// filesystem is read-only): an in-memory emptyDir, mounted into the
+	// proxy alone, holding the trust bundle learned from the controller.
+	// An emptyDir outlives container restarts, so a proxy restarted after
+	// an anchor rotation starts from that bundle rather than from the
+	// pod's bootstrap anchors, which only hold the old anchor.
+	StateVolumeName = "trellis-proxy-state"
 
 	TokenAudience   = "identity.trellis.io"
 	TokenMountPath  = "/var/run/secrets/trellis.io/token"
@@ -74,6 +81,10 @@ const (
 	AnchorsKey       = "ca-bundle.crt"
 	AnchorsMountPath = "/var/run/trellis/anchors"
 	AnchorsPath      = AnchorsMountPath + "/" + AnchorsKey
+
+	StateMountPath = "/var/run/trellis/state"
+	// AnchorsCachePath is the proxy's --trust-anchors-cache.
+	AnchorsCachePath = StateMountPath + "/trust-anchors.pem"
 
 	ProxyUID = int64(2102)
 	// ValidateUID runs trellis-validate: any uid but the proxy's, whose

@@ -50,6 +50,44 @@ type Result struct {
 	Warnings []string
 }
 
+// reasonHostNetwork: a pod asking for injection on the host network.
+const reasonHostNetwork = "host-network pod"
+
+// Wants says whether the injector gives pod, in namespace (whose
+// annotations are nsAnnotations), a proxy, and if not why: the decision of
+// Mutate, without the pod's current containers, so that `trellis check`
+// can find pods that should be meshed but run without a proxy. An error
+// means a malformed trellis.io/inject value, which Mutate denies.
+func Wants(pod *corev1.Pod, namespace string, nsAnnotations map[string]string) (bool, string, error) {
+	if namespace == "" {
+		namespace = pod.Namespace
+	}
+	if namespace == KubeSystemNamespace || namespace == ControlPlaneNamespace {
+		return false, "namespace " + namespace + " is never injected", nil
+	}
+	v, from := pod.Annotations[AnnotationInject], "pod"
+	if _, ok := pod.Annotations[AnnotationInject]; !ok {
+		v, from = nsAnnotations[AnnotationInject], "namespace"
+		if _, ok := nsAnnotations[AnnotationInject]; !ok {
+			return false, "no " + AnnotationInject + " annotation on pod or namespace", nil
+		}
+	}
+	switch v {
+	case InjectEnabled:
+	case InjectDisabled:
+		return false, AnnotationInject + " is disabled on the " + from, nil
+	default:
+		return false, "", &AnnotationError{Key: AnnotationInject, Value: v,
+			Err: fmt.Errorf(`must be "enabled" or "disabled" (on the %s)`, from)}
+	}
+	if pod.Spec.HostNetwork {
+		// Redirecting in the host's network namespace would capture the
+		// whole node's traffic.
+		return false, reasonHostNetwork, nil
+	}
+	return true, "", nil
+}
+
 // Mutate decides whether pod, created in namespace (whose annotations are
 // nsAnnotations), gets the proxy and adds it. The input is not modified.
 // An error means malformed annotations or a conflicting pod: the request
@@ -68,28 +106,15 @@ func (in *Injector) Mutate(pod *corev1.Pod, namespace string, nsAnnotations map[
 		res.Reason = "already injected"
 		return res, nil
 	}
-	v, from := out.Annotations[AnnotationInject], "pod"
-	if _, ok := out.Annotations[AnnotationInject]; !ok {
-		v, from = nsAnnotations[AnnotationInject], "namespace"
-		if _, ok := nsAnnotations[AnnotationInject]; !ok {
-			res.Reason = "no " + AnnotationInject + " annotation on pod or namespace"
-			return res, nil
+	want, reason, err := Wants(out, namespace, nsAnnotations)
+	if err != nil {
+		return res, err
+	}
+	if !want {
+		res.Reason = reason
+		if reason == reasonHostNetwork {
+			res.Warnings = append(res.Warnings, "trellis: pod uses the host network and is not injected")
 		}
-	}
-	switch v {
-	case InjectEnabled:
-	case InjectDisabled:
-		res.Reason = AnnotationInject + " is disabled on the " + from
-		return res, nil
-	default:
-		return res, &AnnotationError{Key: AnnotationInject, Value: v,
-			Err: fmt.Errorf(`must be "enabled" or "disabled" (on the %s)`, from)}
-	}
-	if out.Spec.HostNetwork {
-		// Redirecting in the host's network namespace would capture the
-		// whole node's traffic.
-		res.Reason = "host-network pod"
-		res.Warnings = append(res.Warnings, "trellis: pod uses the host network and is not injected")
 		return res, nil
 	}
 
@@ -107,7 +132,7 @@ func (in *Injector) Mutate(pod *corev1.Pod, namespace string, nsAnnotations map[
 	if err != nil {
 		return res, err
 	}
-	for _, name := range []string{TokenVolumeName, AnchorsVolumeName, XtablesVolumeName} {
+	for _, name := range []string{TokenVolumeName, AnchorsVolumeName, XtablesVolumeName, StateVolumeName} {
 		for _, vol := range out.Spec.Volumes {
 			if vol.Name == name {
 				return res, fmt.Errorf("pod already has a volume named %q, which the proxy needs", name)
@@ -211,6 +236,7 @@ func (in *Injector) proxyContainer(opts Options) corev1.Container {
 		{Name: "TRELLIS_PROXY_IDENTITY", Value: "spiffe://" + cfg.TrustDomain + "/ns/$(TRELLIS_POD_NAMESPACE)/sa/$(TRELLIS_POD_SA)"},
 		{Name: "TRELLIS_PROXY_TOKEN_FILE", Value: TokenPath},
 		{Name: "TRELLIS_PROXY_TRUST_ANCHORS", Value: AnchorsPath},
+		{Name: "TRELLIS_PROXY_TRUST_ANCHORS_CACHE", Value: AnchorsCachePath},
 		{Name: "TRELLIS_PROXY_WORKLOAD", Value: "$(TRELLIS_POD_NAME)"},
 	}
 	if opts.OpaquePorts != nil {
@@ -245,6 +271,7 @@ func (in *Injector) proxyContainer(opts Options) corev1.Container {
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: TokenVolumeName, MountPath: TokenMountPath, ReadOnly: true},
 			{Name: AnchorsVolumeName, MountPath: AnchorsMountPath, ReadOnly: true},
+			{Name: StateVolumeName, MountPath: StateMountPath},
 		},
 		SecurityContext: &corev1.SecurityContext{
 			RunAsUser:                ptr(ProxyUID),
@@ -358,6 +385,9 @@ func (in *Injector) volumes(opts Options) []corev1.Volume {
 				Audience: TokenAudience, ExpirationSeconds: ptr(TokenExpiration), Path: "token",
 			}}}}}},
 		anchors,
+		{Name: StateVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+			Medium: corev1.StorageMediumMemory, SizeLimit: ptr(StateSizeLimit.DeepCopy()),
+		}}},
 	}
 	if opts.Redirect == RedirectInit {
 		vols = append(vols, corev1.Volume{Name: XtablesVolumeName, VolumeSource: corev1.VolumeSource{

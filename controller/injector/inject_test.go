@@ -75,6 +75,7 @@ func TestMutateDecision(t *testing.T) {
 		{name: "kube-system skipped", ns: "kube-system", podAnn: en, nsAnn: en, reason: "never injected"},
 		{name: "trellis-system skipped", ns: "trellis-system", podAnn: en, reason: "never injected"},
 		{name: "host network skipped with warning", ns: "shop", podAnn: en, host: true, reason: "host-network", wantWarn: true},
+		{name: "host network not asking: no warning", ns: "shop", host: true, reason: "no trellis.io/inject"},
 	}
 	inj := New(Config{Version: "v9"})
 	for _, tt := range tests {
@@ -104,6 +105,10 @@ func TestMutateDecision(t *testing.T) {
 			}
 			if !tt.want && !reflect.DeepEqual(res.Pod, before) {
 				t.Error("pod changed although not injected")
+			}
+			// Wants, used by trellis check, decides the same way.
+			if want, _, err := Wants(pod, tt.ns, tt.nsAnn); err != nil || want != tt.want {
+				t.Errorf("Wants = %v, %v; Mutate injected %v", want, err, tt.want)
 			}
 		})
 	}
@@ -176,6 +181,7 @@ func TestMutateNative(t *testing.T) {
 		"TRELLIS_PROXY_IDENTITY":            "spiffe://cluster.local/ns/$(TRELLIS_POD_NAMESPACE)/sa/$(TRELLIS_POD_SA)",
 		"TRELLIS_PROXY_TOKEN_FILE":          "/var/run/secrets/trellis.io/token/token",
 		"TRELLIS_PROXY_TRUST_ANCHORS":       "/var/run/trellis/anchors/ca-bundle.crt",
+		"TRELLIS_PROXY_TRUST_ANCHORS_CACHE": "/var/run/trellis/state/trust-anchors.pem",
 		"TRELLIS_PROXY_WORKLOAD":            "$(TRELLIS_POD_NAME)",
 	}
 	if !reflect.DeepEqual(env, wantEnv) {
@@ -389,10 +395,93 @@ func TestMutateDenied(t *testing.T) {
 		t.Errorf("not opted in: %v %v", res.Injected, err)
 	}
 	// A volume name of ours already taken.
-	pod := testPod(map[string]string{AnnotationInject: InjectEnabled})
-	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: TokenVolumeName})
-	if _, err := inj.Mutate(pod, "shop", nil); err == nil || !strings.Contains(err.Error(), "trellis-token") {
-		t.Errorf("volume conflict: %v", err)
+	for _, name := range []string{TokenVolumeName, AnchorsVolumeName, XtablesVolumeName, StateVolumeName} {
+		pod := testPod(map[string]string{AnnotationInject: InjectEnabled})
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: name})
+		if _, err := inj.Mutate(pod, "shop", nil); err == nil || !strings.Contains(err.Error(), `"`+name+`"`) {
+			t.Errorf("volume conflict on %s: %v", name, err)
+		}
+	}
+}
+
+// TestMutateProxyState: in every mode the proxy gets its state volume (an
+// in-memory emptyDir, which outlives container restarts) mounted
+// read-write into it alone, and keeps the trust bundle it learns there
+// (TRELLIS_PROXY_TRUST_ANCHORS_CACHE), so a proxy restarted after an
+// anchor rotation still trusts the controller.
+func TestMutateProxyState(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		ann  map[string]string
+	}{
+		{name: "native, init redirection", ann: map[string]string{}},
+		{name: "classic sidecar", ann: map[string]string{AnnotationSidecarMode: SidecarClassic}},
+		{name: "cni redirection", ann: map[string]string{AnnotationRedirect: RedirectCNI}},
+		{name: "classic and cni", ann: map[string]string{AnnotationSidecarMode: SidecarClassic, AnnotationRedirect: RedirectCNI}},
+		{name: "anchors from the annotation", cfg: Config{TrustAnchorsPEM: "-----BEGIN CERTIFICATE-----\n"}, ann: map[string]string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ann := map[string]string{AnnotationInject: InjectEnabled}
+			for k, v := range tt.ann {
+				ann[k] = v
+			}
+			pod := testPod(ann)
+			// The app has a writable emptyDir of its own: it must not
+			// see the proxy's.
+			pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+			res, err := New(tt.cfg).Mutate(pod, "shop", nil)
+			if err != nil || !res.Injected {
+				t.Fatalf("injected=%v err=%v", res.Injected, err)
+			}
+			var state []corev1.Volume
+			for _, v := range res.Pod.Spec.Volumes {
+				if v.Name == StateVolumeName {
+					state = append(state, v)
+				}
+			}
+			if len(state) != 1 {
+				t.Fatalf("%d %s volumes, want 1", len(state), StateVolumeName)
+			}
+			ed := state[0].EmptyDir
+			if ed == nil || ed.Medium != corev1.StorageMediumMemory || ed.SizeLimit == nil || ed.SizeLimit.Cmp(resource.MustParse("1Mi")) != 0 {
+				t.Errorf("state volume %+v, want an in-memory emptyDir of 1Mi", state[0].VolumeSource)
+			}
+			for _, c := range append(append([]corev1.Container{}, res.Pod.Spec.InitContainers...), res.Pod.Spec.Containers...) {
+				var mounts []corev1.VolumeMount
+				for _, m := range c.VolumeMounts {
+					if m.Name == StateVolumeName {
+						mounts = append(mounts, m)
+					}
+				}
+				if c.Name != ProxyContainerName {
+					if len(mounts) > 0 {
+						t.Errorf("container %s mounts the proxy's state volume", c.Name)
+					}
+					if _, ok := envOf(c)["TRELLIS_PROXY_TRUST_ANCHORS_CACHE"]; ok {
+						t.Errorf("container %s has the proxy's cache variable", c.Name)
+					}
+					continue
+				}
+				if len(mounts) != 1 || mounts[0].ReadOnly || mounts[0].MountPath != "/var/run/trellis/state" {
+					t.Errorf("proxy state mounts %+v, want one read-write mount at /var/run/trellis/state", mounts)
+				}
+				// The only writable path of a read-only root filesystem.
+				if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+					t.Error("proxy root filesystem is not read-only")
+				}
+				cache := envOf(c)["TRELLIS_PROXY_TRUST_ANCHORS_CACHE"]
+				if len(mounts) == 1 && !strings.HasPrefix(cache, mounts[0].MountPath+"/") {
+					t.Errorf("TRELLIS_PROXY_TRUST_ANCHORS_CACHE=%q is not on the state volume (%s)", cache, mounts[0].MountPath)
+				}
+			}
+			// Injecting the result again leaves it alone (no second volume).
+			again, err := New(tt.cfg).Mutate(res.Pod, "shop", nil)
+			if err != nil || again.Injected || !reflect.DeepEqual(again.Pod, res.Pod) {
+				t.Errorf("second injection: injected=%v err=%v changed=%v", again.Injected, err, !reflect.DeepEqual(again.Pod, res.Pod))
+			}
+		})
 	}
 }
 

@@ -170,7 +170,7 @@ func TestWebhookInjects(t *testing.T) {
 	if pod.Annotations[AnnotationProxyVersion] != "v0.9.0" || pod.Labels[LabelProxied] != "true" || pod.Labels["app"] != "web" {
 		t.Errorf("metadata %v %v", pod.Annotations, pod.Labels)
 	}
-	if len(pod.Spec.Volumes) != 4 || pod.Spec.Volumes[0].Name != "kube-api-access-abcde" {
+	if len(pod.Spec.Volumes) != 5 || pod.Spec.Volumes[0].Name != "kube-api-access-abcde" {
 		t.Errorf("volumes %v", pod.Spec.Volumes)
 	}
 	if envOf(pod.Spec.InitContainers[1])["TRELLIS_PROXY_OPAQUE_PORTS"] != "5432" {

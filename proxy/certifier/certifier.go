@@ -33,6 +33,10 @@ type Config struct {
 	Store      *meshtls.Store
 	Registerer prometheus.Registerer // trellis_identity_* and trellis_control_plane_connected; nil: not registered
 	Logger     *slog.Logger
+	// AnchorsCache, when set, receives the trust bundle after the first
+	// successful Certify and whenever it changes, so a restarted proxy
+	// starts from it (BootstrapAnchors). nil: no cache.
+	AnchorsCache *AnchorsCache
 
 	// Optional tuning; zero values take the defaults below.
 	CallTimeout    time.Duration // per Certify call; default 10s
@@ -176,6 +180,8 @@ type certifier struct {
 
 	errMu   sync.Mutex
 	lastErr error // of the last Certify; read by watchExpiry
+
+	cachedFP string // bundle last written to AnchorsCache; only loop uses it
 }
 
 func (c *certifier) loop(ctx context.Context) {
@@ -211,6 +217,7 @@ func (c *certifier) loop(ctx context.Context) {
 			now := time.Now()
 			wait = max(RenewAt(leaf.NotBefore, leaf.NotAfter, now, c.cfg.RenewFraction).Sub(now), c.cfg.MinRenewPeriod)
 			c.log.Info("certificate installed", "not_after", leaf.NotAfter, "renew_in", wait.Round(time.Millisecond))
+			c.cacheAnchors()
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -220,6 +227,24 @@ func (c *certifier) loop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// cacheAnchors writes the bundle in use to the AnchorsCache after a
+// successful Certify, when it differs from what was last written (always
+// the first time). A failure is a warning: it is tried again after the
+// next Certify, and the proxy keeps serving.
+func (c *certifier) cacheAnchors() {
+	cache := c.cfg.AnchorsCache
+	fp := c.cfg.Store.BundleFingerprint()
+	if cache == nil || fp == c.cachedFP {
+		return
+	}
+	if err := cache.Save(c.cfg.Store.TrustAnchors()); err != nil {
+		c.log.Warn("cannot cache the trust anchors: after a restart this proxy would start from --trust-anchors again", "err", err)
+		return
+	}
+	c.cachedFP = fp
+	c.log.Info("trust anchors cached", "file", cache.Path(), "fingerprint", fp)
 }
 
 // RenewAt returns when to renew a certificate valid from notBefore to

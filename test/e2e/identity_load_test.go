@@ -59,10 +59,12 @@ func newIdentityMesh(t *testing.T, lifetime time.Duration) *identityMesh {
 	}
 	im.mesh = harness.NewMesh(t, bins, &ports, store)
 	im.mesh.StartController()
+	// Every proxy keeps the bundle it learns, as injected pods do.
+	cache := func(name string) string { return filepath.Join(im.mesh.Dir, name+".trust-anchors-cache.pem") }
 	for _, a := range im.apps {
-		im.servers = append(im.servers, im.mesh.StartProxy(harness.ProxySpec{Workload: a.Name, AppAddr: a.Addr}))
+		im.servers = append(im.servers, im.mesh.StartProxy(harness.ProxySpec{Workload: a.Name, AppAddr: a.Addr, TrustAnchorsCache: cache(a.Name)}))
 	}
-	im.client = im.mesh.StartProxy(harness.ProxySpec{Workload: "client"})
+	im.client = im.mesh.StartProxy(harness.ProxySpec{Workload: "client", TrustAnchorsCache: cache("client")})
 	for _, px := range im.proxies() {
 		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
 			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
@@ -442,6 +444,103 @@ func TestIdentityAnchorRotatedUnderLoad(t *testing.T) {
 	}
 	im.assertNoCertifyErrors(t)
 	im.assertNoRestart(t)
+
+	im.restartAfterRotation(t, oldAnchor, final, issuer, newAnchor)
+}
+
+// restartAfterRotation crashes the client proxy after an anchor rotation
+// and starts it again as a pod's proxy container would be: with its
+// original bootstrap anchors (the old anchor alone, which no longer
+// verifies the controller) and its trust anchors cache. It must come back
+// from the cache and carry mTLS traffic. The control, a second proxy of
+// the same workload started without the cache, never becomes ready and
+// says why.
+func (im *identityMesh) restartAfterRotation(t *testing.T, oldAnchor *x509.Certificate, bundle []*x509.Certificate, issuer, newAnchor *x509.Certificate) {
+	t.Helper()
+	start := time.Now()
+	defer func() {
+		t.Logf("restart after the rotation, with its control: %s", time.Since(start).Round(100*time.Millisecond))
+	}()
+	bundleFP, oldFP := pki.Fingerprint(bundle), pki.Fingerprint([]*x509.Certificate{oldAnchor})
+	bootstrap := filepath.Join(im.mesh.Dir, "bootstrap-anchors.pem")
+	if err := os.WriteFile(bootstrap, pki.EncodeCertsPEM(oldAnchor), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := im.client
+	if got := pki.Fingerprint(readCerts(t, old.TrustAnchorsCache)); got != bundleFP {
+		t.Fatalf("%s's cache holds bundle %.12s, want the rotated bundle %.12s", old.Name, got, bundleFP)
+	}
+
+	control := im.mesh.StartProxy(harness.ProxySpec{
+		Workload: "client", Name: "client-nocache", InboundAddr: im.mesh.Ports.Addr(t), TrustAnchors: bootstrap,
+	})
+	old.Process.Kill() // a crash or OOM kill: no drain
+	restarted := time.Now()
+	px := im.mesh.StartProxy(harness.ProxySpec{Workload: "client", TrustAnchors: bootstrap, TrustAnchorsCache: old.TrustAnchorsCache})
+	if err := px.WaitReady(harness.ReadyTimeout); err != nil {
+		t.Fatalf("client restarted with its cache after the rotation: %v\n%s", err, px.Process.LogTail(30))
+	}
+	t.Logf("client restarted from its trust anchors cache: ready after %s", time.Since(restarted).Round(time.Millisecond))
+	im.client = px
+	waitGauge(t, px, "trellis_identity_trust_bundle_info", map[string]string{"fingerprint": bundleFP}, 1, 5*time.Second)
+	waitGauge(t, px, "trellis_identity_cert_issuer_info", map[string]string{
+		"fingerprint": pki.CertFingerprint(issuer), "anchor_fingerprint": pki.CertFingerprint(newAnchor)}, 1, 5*time.Second)
+	if _, ok := logLine(px.Process.LogTail(200), `msg="trust anchors from the cache"`, "file="+px.TrustAnchorsCache, "fingerprint="+bundleFP, "instead_of="+bootstrap); !ok {
+		t.Errorf("the restarted proxy does not log that it started from its cache:\n%s", px.Process.LogTail(30))
+	}
+
+	c := meshClient(px.OutboundAddr, 15*time.Second)
+	defer c.CloseIdleConnections()
+	r := runLoad(t.Context(), c, "/", identityLoadRPS, 2*time.Second)
+	r.check(t)
+	for _, name := range []string{"echo-1", "echo-2"} {
+		if r.servedBy[name] == 0 {
+			t.Errorf("%s served nothing through the restarted client (%v)", name, r.servedBy)
+		}
+	}
+	// Counted by the new process only: every request went over mTLS to a
+	// server proving the echo identity.
+	metricAtLeast(t, px, "trellis_responses_total", map[string]string{
+		"direction": "outbound", "peer_identity": identityOf("echo"), "tls": "true", "dst_service": echoAuthority,
+	}, float64(r.ok.Load()), 5*time.Second)
+	t.Logf("after the restart: sent %d, failed %d", r.sent.Load(), r.sent.Load()-r.ok.Load())
+
+	// The control: the bootstrap anchor cannot verify the controller's
+	// certificate, so it never gets one of its own. Three failed Certify
+	// calls (about 2 s of backoff) within 10 s.
+	ms := metricAtLeast(t, control, "trellis_identity_certify_total", map[string]string{"result": "error"}, 3, 10*time.Second)
+	if v := ms.Value("trellis_identity_certify_total", map[string]string{"result": "ok"}); v != 0 {
+		t.Errorf("the proxy without a cache got %g certificates", v)
+	}
+	if v := ms.Value("trellis_identity_trust_bundle_info", map[string]string{"fingerprint": oldFP}); v != 1 {
+		t.Errorf("the proxy without a cache does not report the bootstrap bundle %.12s:\n%s", oldFP, ms.Series("trellis_identity_trust_bundle_info"))
+	}
+	code, body, err := harness.HTTPStatus(t.Context(), "http://"+control.AdminAddr+"/ready")
+	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "not connected to the control plane") {
+		t.Errorf("/ready of the proxy without a cache: %d %q %v, want 503 not connected to the control plane", code, body, err)
+	}
+	if line, ok := logLine(control.Process.LogTail(200), `msg="certify failed"`, "does not chain to a trusted anchor"); !ok {
+		t.Errorf("the proxy without a cache does not say the controller's certificate is not trusted:\n%s", control.Process.LogTail(30))
+	} else {
+		t.Logf("the proxy without a cache, not ready after %s: %s", time.Since(restarted).Round(100*time.Millisecond), line)
+	}
+	if control.Process.Exited() {
+		t.Errorf("the proxy without a cache exited:\n%s", control.Process.LogTail(20))
+	}
+}
+
+// logLine returns the first line of log that holds every part.
+func logLine(log string, parts ...string) (string, bool) {
+	for _, line := range strings.Split(log, "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			return line, true
+		}
+	}
+	return "", false
 }
 
 // TestIdentityControllerDownUnderLoad kills the controller for longer than

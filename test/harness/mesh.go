@@ -149,19 +149,30 @@ type ProxySpec struct {
 	// InboundAddr, when set, replaces the store's proxyAddr as the inbound
 	// listener (to put a proxy where the store says another one is).
 	InboundAddr string
+	// TrustAnchors, when set, is the --trust-anchors file instead of the
+	// controller's anchor.crt (which the anchor rotation replaces: a file
+	// fixed at start stands for a pod's bootstrap anchors).
+	TrustAnchors string
+	// TrustAnchorsCache, when set, is passed as --trust-anchors-cache.
+	TrustAnchorsCache string
+	// Name names the process and its log (default the workload): a second
+	// proxy of one workload needs its own.
+	Name string
 	// Args are appended to the command line.
 	Args []string
 }
 
 // Proxy is a running trellis-proxy.
 type Proxy struct {
-	Name         string
-	Identity     string
-	OutboundAddr string
-	InboundAddr  string
-	AdminAddr    string
-	TokenFile    string
-	Process      *Process
+	Name              string
+	Identity          string
+	OutboundAddr      string
+	InboundAddr       string
+	AdminAddr         string
+	TokenFile         string
+	TrustAnchors      string // --trust-anchors
+	TrustAnchorsCache string // --trust-anchors-cache, "" if none
+	Process           *Process
 }
 
 // StartProxy starts a proxy for a workload of the store; it does not wait
@@ -179,12 +190,14 @@ func (m *Mesh) StartProxy(spec ProxySpec) *Proxy {
 		token = spec.Token
 	}
 	px := &Proxy{
-		Name:         spec.Workload,
-		Identity:     fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", m.TrustDomain(), w.Namespace, w.ServiceAccount),
-		OutboundAddr: m.Ports.Addr(m.T),
-		InboundAddr:  cmp.Or(spec.InboundAddr, w.ProxyAddr),
-		AdminAddr:    m.Ports.Addr(m.T),
-		TokenFile:    filepath.Join(m.Dir, spec.Workload+".token"),
+		Name:              cmp.Or(spec.Name, spec.Workload),
+		Identity:          fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", m.TrustDomain(), w.Namespace, w.ServiceAccount),
+		OutboundAddr:      m.Ports.Addr(m.T),
+		InboundAddr:       cmp.Or(spec.InboundAddr, w.ProxyAddr),
+		AdminAddr:         m.Ports.Addr(m.T),
+		TokenFile:         filepath.Join(m.Dir, cmp.Or(spec.Name, spec.Workload)+".token"),
+		TrustAnchors:      cmp.Or(spec.TrustAnchors, m.AnchorPath()),
+		TrustAnchorsCache: spec.TrustAnchorsCache,
 	}
 	if err := os.WriteFile(px.TokenFile, []byte(token+"\n"), 0o600); err != nil {
 		m.T.Fatal(err)
@@ -200,18 +213,21 @@ func (m *Mesh) StartProxy(spec ProxySpec) *Proxy {
 		"--mode", "explicit",
 		"--app-addr", appAddr,
 		"--controller-addr", m.ControllerAddr,
-		"--trust-anchors", m.AnchorPath(),
+		"--trust-anchors", px.TrustAnchors,
 		"--identity", px.Identity,
 		"--token-file", px.TokenFile,
 		"--workload", spec.Workload,
 		"--shutdown-grace", "5s",
+	}
+	if px.TrustAnchorsCache != "" {
+		args = append(args, "--trust-anchors-cache", px.TrustAnchorsCache)
 	}
 	if lvl := os.Getenv("TRELLIS_E2E_LOG_LEVEL"); lvl != "" {
 		// For debugging a failure: the proxies' logs are printed with it.
 		args = append(args, "--log-level", lvl)
 	}
 	args = append(args, spec.Args...)
-	px.Process = StartProcess(m.T, "proxy-"+spec.Workload, m.LogDir, m.Bins.Proxy, args...)
+	px.Process = StartProcess(m.T, "proxy-"+px.Name, m.LogDir, m.Bins.Proxy, args...)
 	return px
 }
 

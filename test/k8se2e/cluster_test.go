@@ -382,6 +382,46 @@ func proxyContainer(p corev1.Pod) (c *corev1.Container, native bool) {
 	return nil, false
 }
 
+// proxyState says why the pod lacks the proxy's state volume (its trust
+// anchors cache, docs/injection.md): an in-memory emptyDir mounted
+// read-write into trellis-proxy alone, named by the proxy's environment.
+func proxyState(p corev1.Pod) error {
+	const vol, mount = "trellis-proxy-state", "/var/run/trellis/state"
+	found := false
+	for _, v := range p.Spec.Volumes {
+		if v.Name == vol {
+			if v.EmptyDir == nil || v.EmptyDir.Medium != corev1.StorageMediumMemory {
+				return fmt.Errorf("volume %s is not an in-memory emptyDir: %+v", vol, v.VolumeSource)
+			}
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("no %s volume", vol)
+	}
+	var errs []error
+	for _, ctr := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
+		mounted, rw, cache := false, false, ""
+		for _, m := range ctr.VolumeMounts {
+			if m.Name == vol {
+				mounted, rw = true, m.MountPath == mount && !m.ReadOnly
+			}
+		}
+		for _, e := range ctr.Env {
+			if e.Name == "TRELLIS_PROXY_TRUST_ANCHORS_CACHE" {
+				cache = e.Value
+			}
+		}
+		switch {
+		case ctr.Name == "trellis-proxy" && (!rw || !strings.HasPrefix(cache, mount+"/")):
+			errs = append(errs, fmt.Errorf("trellis-proxy: %s mounted read-write at %s: %v, cache %q", vol, mount, rw, cache))
+		case ctr.Name != "trellis-proxy" && mounted:
+			errs = append(errs, fmt.Errorf("container %s mounts %s", ctr.Name, vol))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // meshed says why a running pod is not meshed as the injector promises
 // (docs/injection.md), or nil.
 func meshed(p corev1.Pod, version string) error {
@@ -398,6 +438,9 @@ func meshed(p corev1.Pod, version string) error {
 	}
 	if !hasInit {
 		errs = append(errs, errors.New("no trellis-init container"))
+	}
+	if err := proxyState(p); err != nil {
+		errs = append(errs, err)
 	}
 	if p.Labels["trellis.io/proxied"] != "true" {
 		errs = append(errs, errors.New("no trellis.io/proxied=true label"))

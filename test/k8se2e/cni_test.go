@@ -271,6 +271,9 @@ func meshedCNI(p corev1.Pod, version string) error {
 	if len(names) < 2 || names[0] != "trellis-validate" || names[1] != "trellis-proxy" {
 		errs = append(errs, fmt.Errorf("init containers %v, want trellis-validate then trellis-proxy first", names))
 	}
+	if err := proxyState(p); err != nil {
+		errs = append(errs, err)
+	}
 	for _, ctr := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
 		if ctr.Name == "trellis-init" {
 			errs = append(errs, errors.New("has trellis-init"))

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/test/harness"
 )
 
 // Helpers of the identity suites (identity_test.go).
@@ -160,21 +161,7 @@ func (c *cluster) loadSoFar(ctx context.Context, ns string) (loadResult, error) 
 // request failed or was dropped since the client started.
 func (c *cluster) finalLoad(t *testing.T, ns string) loadResult {
 	t.Helper()
-	before, err := c.loadSoFar(t.Context(), ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r loadResult
-	eventually(t, 30*time.Second, "a new load summary line", func() error {
-		r, err = c.loadSoFar(t.Context(), ns)
-		if err != nil {
-			return err
-		}
-		if r.Sent == before.Sent {
-			return errors.New("no new summary line yet")
-		}
-		return nil
-	})
+	r := c.nextLoad(t, ns)
 	t.Logf("client load: sent %d, ok %d, failed %d, dropped %d", r.Sent, r.OK, r.Failed, r.Dropped)
 	if r.OK == 0 || r.Failed != 0 || r.Dropped != 0 {
 		t.Errorf("client: %d sent, %d ok, %d failed, %d dropped; want none failed or dropped", r.Sent, r.OK, r.Failed, r.Dropped)
@@ -224,6 +211,23 @@ type proxyIdentity struct {
 	bundles, issuers, issuerAnchors []string
 }
 
+// identityOf reads the bundle and issuer a proxy reports in its metrics.
+func identityOf(m harness.Metrics) proxyIdentity {
+	var pi proxyIdentity
+	for _, s := range series(m, "trellis_identity_trust_bundle_info") {
+		if s.value != 0 {
+			pi.bundles = append(pi.bundles, strings.ToLower(s.labels["fingerprint"]))
+		}
+	}
+	for _, s := range series(m, "trellis_identity_cert_issuer_info") {
+		if s.value != 0 {
+			pi.issuers = append(pi.issuers, strings.ToLower(s.labels["fingerprint"]))
+			pi.issuerAnchors = append(pi.issuerAnchors, strings.ToLower(s.labels["anchor_fingerprint"]))
+		}
+	}
+	return pi
+}
+
 func (c *cluster) proxyIdentities(ctx context.Context, t *testing.T, ns string) (map[string]proxyIdentity, error) {
 	out := map[string]proxyIdentity{}
 	for _, p := range c.pods(t, ns, "trellis.io/proxied=true") {
@@ -234,19 +238,7 @@ func (c *cluster) proxyIdentities(ctx context.Context, t *testing.T, ns string) 
 		if err != nil {
 			return nil, fmt.Errorf("pod %s: %w", p.Name, err)
 		}
-		var pi proxyIdentity
-		for _, s := range series(m, "trellis_identity_trust_bundle_info") {
-			if s.value != 0 {
-				pi.bundles = append(pi.bundles, strings.ToLower(s.labels["fingerprint"]))
-			}
-		}
-		for _, s := range series(m, "trellis_identity_cert_issuer_info") {
-			if s.value != 0 {
-				pi.issuers = append(pi.issuers, strings.ToLower(s.labels["fingerprint"]))
-				pi.issuerAnchors = append(pi.issuerAnchors, strings.ToLower(s.labels["anchor_fingerprint"]))
-			}
-		}
-		out[p.Name] = pi
+		out[p.Name] = identityOf(m)
 	}
 	if len(out) < 4 {
 		return nil, fmt.Errorf("only %d running meshed pods in %s, want 4", len(out), ns)
@@ -337,6 +329,169 @@ func (c *cluster) secretCerts(t *testing.T, key string) []string {
 		fps = append(fps, pki.CertFingerprint(c))
 	}
 	return fps
+}
+
+// restartProxyAfterRotation kills the proxy container of app's pod, created
+// before the rotation, with SIGKILL through the node's containerd (what an
+// OOM kill does; the admin /shutdown only answers loopback callers) and
+// checks the kubelet's restart: the container is ready again, started from
+// its trust anchors cache (the pod's bootstrap annotation still holds
+// only the old anchor, oldBundle), reports bundle and a certificate from
+// issuer chaining to anchor, and carries mTLS traffic again. Requests
+// sent while web has no proxy fail (its inbound port and its app's
+// outbound redirection both lead to the proxy): they are counted and
+// reported, and none may fail once traffic flows again.
+func (c *cluster) restartProxyAfterRotation(t *testing.T, ns, app string, rotationStart time.Time, oldBundle, bundle, issuer, anchor string) {
+	t.Helper()
+	proxyStatus := func(p corev1.Pod) (corev1.ContainerStatus, bool) {
+		for _, s := range p.Status.InitContainerStatuses {
+			if s.Name == "trellis-proxy" {
+				return s, true
+			}
+		}
+		return corev1.ContainerStatus{}, false
+	}
+	var pod corev1.Pod
+	for _, p := range c.pods(t, ns, "app="+app) {
+		if p.DeletionTimestamp == nil {
+			pod = p
+		}
+	}
+	if pod.Name == "" {
+		t.Fatalf("no %s pod in %s", app, ns)
+	}
+	if !pod.CreationTimestamp.Time.Before(rotationStart) {
+		t.Fatalf("pod %s was created at %s, after the rotation started (%s)", pod.Name, pod.CreationTimestamp.UTC(), rotationStart.UTC())
+	}
+	if err := proxyState(pod); err != nil {
+		t.Fatalf("pod %s: %v", pod.Name, err)
+	}
+	// What the proxy would start from without its cache.
+	boot, err := pki.ParseCertsPEM([]byte(pod.Annotations["trellis.io/trust-anchors"]))
+	if err != nil || pki.Fingerprint(boot) != oldBundle {
+		t.Fatalf("pod %s: bootstrap anchors annotation: %v; want the old bundle %s", pod.Name, err, shortFP(oldBundle))
+	}
+	before, ok := proxyStatus(pod)
+	if !ok || !before.Ready || !strings.HasPrefix(before.ContainerID, "containerd://") {
+		t.Fatalf("pod %s: trellis-proxy status %+v", pod.Name, before)
+	}
+	load0, err := c.loadSoFar(t.Context(), ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	sock := filepath.Join(envOr("TRELLIS_CLUSTER_DIR", "/var/tmp/trellis-cluster"), "run", "containerd", "containerd.sock")
+	id := strings.TrimPrefix(before.ContainerID, "containerd://")
+	if out, err := c.exec(t.Context(), nil, "ctr", "--address", sock, "-n", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", id); err != nil {
+		t.Fatalf("killing the proxy container of %s: %v\n%s", pod.Name, err, out)
+	}
+	killed := time.Now()
+	var after corev1.ContainerStatus
+	eventually(t, 2*time.Minute, "trellis-proxy of "+pod.Name+" restarted and ready", func() error {
+		pods := c.pods(t, ns, "app="+app)
+		for _, p := range pods {
+			if p.Name != pod.Name {
+				continue
+			}
+			s, ok := proxyStatus(p)
+			if !ok || s.RestartCount <= before.RestartCount || !s.Ready || s.State.Running == nil {
+				return fmt.Errorf("restarts %d (was %d), ready %v, state %+v", s.RestartCount, before.RestartCount, s.Ready, s.State)
+			}
+			after = s
+			return nil
+		}
+		return fmt.Errorf("pod %s is gone (pods: %d)", pod.Name, len(pods))
+	})
+	last := "unknown"
+	if term := after.LastTerminationState.Terminated; term != nil {
+		last = fmt.Sprintf("exit code %d (%s)", term.ExitCode, term.Reason)
+	}
+	t.Logf("proxy container of %s killed (%s) -> restarted (restarts %d -> %d) and ready: %s", pod.Name, last,
+		before.RestartCount, after.RestartCount, time.Since(killed).Round(100*time.Millisecond))
+
+	m, err := c.metrics(t.Context(), ns, pod.Name, 4191)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errs []error
+	pi := identityOf(m)
+	errs = append(errs, only(pi.bundles, bundle), only(pi.issuers, issuer), only(pi.issuerAnchors, anchor))
+	for _, op := range []string{"read", "write"} {
+		if v := m.Value("trellis_identity_trust_anchors_cache_errors_total", map[string]string{"op": op}); v != 0 {
+			errs = append(errs, fmt.Errorf("%g cache %s errors", v, op))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		t.Errorf("restarted proxy of %s: %v", pod.Name, err)
+	}
+	logs := c.mustRun(t, nil, "-n", ns, "logs", pod.Name, "-c", "trellis-proxy")
+	if !logHas(logs, `msg="trust anchors from the cache"`, "file=/var/run/trellis/state/trust-anchors.pem", "fingerprint="+bundle) {
+		t.Errorf("the restarted proxy does not log that it started from its cache:\n%s", logs)
+	}
+	prev := c.mustRun(t, nil, "-n", ns, "logs", pod.Name, "-c", "trellis-proxy", "--previous")
+	if !logHas(prev, `msg="trust anchors cached"`, "fingerprint="+bundle) {
+		t.Errorf("the killed proxy never logged caching the rotated bundle %s:\n%s", shortFP(bundle), prev)
+	}
+
+	// Traffic through the restarted proxy: counted by the new process
+	// only, over mTLS.
+	eventually(t, time.Minute, "mTLS requests through the restarted proxy", func() error {
+		m, err := c.metrics(t.Context(), ns, pod.Name, 4191)
+		if err != nil {
+			return err
+		}
+		in, _ := m.Sum("trellis_requests_total", map[string]string{"direction": "inbound", "tls": "true"})
+		out, _ := m.Sum("trellis_requests_total", map[string]string{"direction": "outbound", "tls": "true"})
+		if in == 0 || out == 0 {
+			return fmt.Errorf("inbound %g, outbound %g mTLS requests", in, out)
+		}
+		return nil
+	})
+	flowing := time.Now()
+	load1 := c.nextLoad(t, ns)
+	load2 := c.nextLoad(t, ns)
+	lost := func(r loadResult) uint64 { return r.Failed + r.Dropped }
+	t.Logf("requests failed or dropped from the summary before the kill to the first after traffic flowed again (+%s): %d of %d sent (%.1f s of load at %d/s); in the next summary: %d of %d",
+		flowing.Sub(killed).Round(100*time.Millisecond), lost(load1)-lost(load0), load1.Sent-load0.Sent,
+		float64(lost(load1)-lost(load0))/identityRPS, identityRPS, lost(load2)-lost(load1), load2.Sent-load1.Sent)
+	if load2.OK <= load1.OK || lost(load2) != lost(load1) {
+		t.Errorf("after the restarted proxy carried traffic again: %+v then %+v; want more ok and no new failure", load1, load2)
+	}
+}
+
+// nextLoad waits for the client's next summary line (every 10 s) and
+// returns it.
+func (c *cluster) nextLoad(t *testing.T, ns string) loadResult {
+	t.Helper()
+	before, err := c.loadSoFar(t.Context(), ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r loadResult
+	eventually(t, 30*time.Second, "a new load summary line", func() error {
+		if r, err = c.loadSoFar(t.Context(), ns); err != nil {
+			return err
+		}
+		if r.Sent == before.Sent {
+			return errors.New("no new summary line yet")
+		}
+		return nil
+	})
+	return r
+}
+
+// logHas reports whether one line of logs holds every part.
+func logHas(logs string, parts ...string) bool {
+	for _, line := range strings.Split(logs, "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
 
 // rotateStage runs trellis identity rotate --kubernetes --stage stage.

@@ -117,6 +117,8 @@ func TestIdentityAnchor(t *testing.T) {
 		"--identity-issuer-cert", filepath.Join(dir, "issuer.crt"), "--identity-issuer-key", filepath.Join(dir, "issuer.key"))
 	c.meshWithLoad(t, ns, identityRPS)
 	starts := c.containerStarts(t, ns)
+	oldBundle := bundleFingerprint(t, filepath.Join(dir, "anchor.crt"))
+	rotationStart := time.Now()
 	anchorDir := filepath.Join(t.TempDir(), "anchor")
 	rotate := func(stage string) (string, error) { return c.rotateStage(t, anchorDir, stage) }
 	stage := func(name string, timeout time.Duration) { c.stageWhenReady(t, anchorDir, name, timeout) }
@@ -174,6 +176,12 @@ func TestIdentityAnchor(t *testing.T) {
 	if r := c.check(t); !r.Success {
 		t.Errorf("trellis check after the rotation: %+v", r.Summary)
 	}
+
+	// Now that nothing restarted during the rotation: web's proxy
+	// container crashes and the kubelet restarts it. Its bootstrap anchors
+	// (the pod's annotation) hold only the old anchor; it must come back
+	// from its trust anchors cache.
+	c.restartProxyAfterRotation(t, ns, "web", rotationStart, oldBundle, final, c.secretCerts(t, "tls.crt")[0], newAnchor)
 }
 
 // TestIdentityExternalAnchor is the suite "identity-external-anchor": an

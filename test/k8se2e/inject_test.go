@@ -66,6 +66,39 @@ func TestInject(t *testing.T) {
 	// caller is not meshed (after the metric checks: web's proxy counts
 	// these requests as plaintext).
 	capture.checkControl(t, c, ns)
+
+	c.checkUnmeshedPodReported(t, ns+"-late")
+}
+
+// checkUnmeshedPodReported makes the classic mistake, a namespace annotated
+// for injection after its pods started, and requires trellis check to fail
+// naming the pod until it is gone.
+func (c *cluster) checkUnmeshedPodReported(t *testing.T, ns string) {
+	t.Helper()
+	c.namespace(t, ns)
+	c.mustRun(t, nil, "create", "namespace", ns)
+	pod := fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"early","namespace":%q},
+"spec":{"containers":[{"name":"app","image":%q,"imagePullPolicy":"IfNotPresent",
+"args":["--role=authors","--listen=0.0.0.0:8080","--proxy="]}]}}`, ns, c.image("demo-app"))
+	c.mustRun(t, []byte(pod), "apply", "--server-side", "-f", "-")
+	c.mustRun(t, nil, "annotate", "namespace", ns, "trellis.io/inject=enabled")
+	unmeshed := func(r checkReport) (string, string) {
+		for _, ch := range r.Checks {
+			if ch.Name == "no unmeshed pods where injection is enabled" {
+				return ch.Status, ch.Message
+			}
+		}
+		t.Fatal("trellis check has no unmeshed-pods check")
+		return "", ""
+	}
+	r := c.check(t, "--proxy", "-n", ns)
+	if st, msg := unmeshed(r); st != "fail" || !strings.Contains(msg, ns+"/early") || r.Success {
+		t.Errorf("pod started before its namespace was annotated: unmeshed-pods check %s %q (success=%v), want a failure naming %s/early", st, msg, r.Success, ns)
+	}
+	c.mustRun(t, nil, "-n", ns, "delete", "pod", "early", "--wait=true")
+	if st, msg := unmeshed(c.check(t, "--proxy", "-n", ns)); st != "ok" {
+		t.Errorf("after deleting the unmeshed pod: unmeshed-pods check %s %q, want ok", st, msg)
+	}
 }
 
 // checkEdges waits for the first verified mTLS request through the load
