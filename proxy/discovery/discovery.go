@@ -321,11 +321,14 @@ func (w *watcher) stream(ctx context.Context) (got bool, err error) {
 		if err != nil {
 			return got, fmt.Errorf("stream: %w", err)
 		}
-		w.apply(upd, !got)
-		if !got {
+		// Count the stream healthy before applying its first message, which
+		// wakes Resolve: a caller that got an answer sees connected=1.
+		first := !got
+		if first {
 			got, healthy = true, true
 			w.r.m.streamUp()
 		}
+		w.apply(upd, first)
 	}
 }
 
