@@ -388,7 +388,10 @@ func (c *CA) Run(ctx context.Context) {
 		case <-health.C:
 			c.logHealth(time.Now())
 		case <-renewC:
-			if err := c.RenewIfDue(time.Now()); err != nil {
+			switch err := c.RenewIfDue(time.Now()); {
+			case errors.Is(err, errSettling):
+				again.Reset(settle)
+			case err != nil:
 				c.log.Error("automatic issuer renewal failed; the current issuer keeps serving", "dir", c.layout.dir, "err", err)
 			}
 			c.logHealth(time.Now())
@@ -408,13 +411,7 @@ func (c *CA) RenewIfDue(now time.Time) error {
 	if err := checkAnchor(c.layout.dir, now, true, c.log); err != nil {
 		return err
 	}
-	err := c.Reload(now)
-	if errors.Is(err, errSettling) {
-		// Our own files were written key first: read them once more.
-		time.Sleep(settle)
-		err = c.Reload(now)
-	}
-	return err
+	return c.Reload(now)
 }
 
 // logHealth logs an issuer that cannot sign at once, then every

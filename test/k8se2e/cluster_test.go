@@ -30,6 +30,7 @@ const cmdTimeout = 3 * time.Minute
 // cluster is how a suite reaches the cluster: the harness's kubeconfig,
 // a kubectl, the trellis binaries and the image tag they were built with.
 type cluster struct {
+	dir        string // the harness's directory (TRELLIS_CLUSTER_DIR)
 	kubeconfig string
 	kubectl    []string // argv prefix, e.g. [".../k8s-all", "kubectl"]
 	bin        string   // directory of trellis, trellis-proxy, ...
@@ -46,6 +47,7 @@ func newCluster(t *testing.T) *cluster {
 	}
 	clusterDir := envOr("TRELLIS_CLUSTER_DIR", "/var/tmp/trellis-cluster")
 	c := &cluster{
+		dir:        clusterDir,
 		kubeconfig: envOr("TRELLIS_KUBECONFIG", envOr("KUBECONFIG", filepath.Join(clusterDir, "run", "admin.kubeconfig"))),
 		bin:        envOr("TRELLIS_BIN", filepath.Join(repoRoot(t), "bin")),
 		registry:   envOr("TRELLIS_IMAGE_REPO", "trellis"),

@@ -28,11 +28,10 @@ import (
 func TestCNI(t *testing.T) {
 	c := newCluster(t)
 	const ns = "e2e-cni"
-	clusterDir := envOr("TRELLIS_CLUSTER_DIR", "/var/tmp/trellis-cluster")
 	// The harness's containerd: bin_dir = Debian's plugins, conf_dir in
 	// the run directory (test/cluster/k8s/cmd/cluster/config.go).
 	binDir := envOr("TRELLIS_CNI_BIN_DIR", "/usr/lib/cni")
-	confDir := envOr("TRELLIS_CNI_CONF_DIR", filepath.Join(clusterDir, "run", "cni", "net.d"))
+	confDir := envOr("TRELLIS_CNI_CONF_DIR", filepath.Join(c.dir, "run", "cni", "net.d"))
 	images, _ := os.ReadFile(filepath.Join(c.bin, "images", "images.txt"))
 	if !bytes.Contains(images, []byte(" "+c.image("cni")+" ")) {
 		t.Fatalf("bin/images/images.txt has no %s: run make images after make build", c.image("cni"))

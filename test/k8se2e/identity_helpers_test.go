@@ -109,6 +109,28 @@ func bundleFingerprint(t *testing.T, path string) string {
 	return pki.Fingerprint(certs)
 }
 
+// meshExternalIssuer installs Trellis with --identity-external-issuer and
+// an issuer Secret created after the manifest, unlabelled as cert-manager
+// writes it, meshes the demo under load in ns and waits until every proxy
+// holds a certificate from that issuer. It returns the directory of the CA
+// (anchor.crt/key) and the anchor's fingerprint.
+func (c *cluster) meshExternalIssuer(t *testing.T, ns string) (dir, anchor string) {
+	t.Helper()
+	dir = t.TempDir()
+	c.createCA(t, dir, "87600h")
+	first, firstIssuer := c.issuerSecret(t, dir, "external-issuer-1")
+	c.installIdentity(t, func() {
+		// The controller cannot start until the Secret exists.
+		c.mustRun(t, first, "apply", "-f", "-")
+	}, "--identity-trust-anchors", filepath.Join(dir, "anchor.crt"), "--identity-external-issuer")
+	anchor = fileFingerprint(t, filepath.Join(dir, "anchor.crt"))
+	c.meshWithLoad(t, ns, identityRPS)
+	c.waitProxies(t, ns, 2*time.Minute, "every proxy holds a certificate from the external issuer", func(pi proxyIdentity) error {
+		return only(pi.issuers, firstIssuer)
+	})
+	return dir, anchor
+}
+
 // meshWithLoad deploys the demo (web -> books -> authors) in ns and a
 // loadgen Deployment "client" sending rps to web until the namespace
 // goes; it returns once the client sends.
@@ -380,7 +402,7 @@ func (c *cluster) restartProxyAfterRotation(t *testing.T, ns, app string, rotati
 		t.Fatal(err)
 	}
 
-	sock := filepath.Join(envOr("TRELLIS_CLUSTER_DIR", "/var/tmp/trellis-cluster"), "run", "containerd", "containerd.sock")
+	sock := filepath.Join(c.dir, "run", "containerd", "containerd.sock")
 	id := strings.TrimPrefix(before.ContainerID, "containerd://")
 	if out, err := c.exec(t.Context(), nil, "ctr", "--address", sock, "-n", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", id); err != nil {
 		t.Fatalf("killing the proxy container of %s: %v\n%s", pod.Name, err, out)

@@ -63,21 +63,10 @@ func TestIdentityIssuer(t *testing.T) {
 func TestIdentityExternal(t *testing.T) {
 	c := newCluster(t)
 	const ns = "e2e-id-external"
-	dir := t.TempDir()
-	c.createCA(t, dir, "87600h")
-	first, firstIssuer := c.issuerSecret(t, dir, "external-issuer-1")
-	c.installIdentity(t, func() {
-		// The controller cannot start until the Secret exists.
-		c.mustRun(t, first, "apply", "-f", "-")
-	}, "--identity-trust-anchors", filepath.Join(dir, "anchor.crt"), "--identity-external-issuer")
-	anchor := fileFingerprint(t, filepath.Join(dir, "anchor.crt"))
+	dir, anchor := c.meshExternalIssuer(t, ns)
 	if labels := c.mustRun(t, nil, "-n", "trellis-system", "get", "secret", "trellis-identity-issuer", "-o", "jsonpath={.metadata.labels}"); strings.Contains(labels, "trellis") {
 		t.Fatalf("the external issuer Secret carries Trellis labels: %s", labels)
 	}
-	c.meshWithLoad(t, ns, identityRPS)
-	c.waitProxies(t, ns, 2*time.Minute, "every proxy holds a certificate from the external issuer", func(pi proxyIdentity) error {
-		return only(pi.issuers, firstIssuer)
-	})
 	starts := c.containerStarts(t, ns)
 
 	out, err := c.trellis(t.Context(), nil, "identity", "rotate", "--kubernetes", "--status")
@@ -194,17 +183,7 @@ func TestIdentityAnchor(t *testing.T) {
 func TestIdentityExternalAnchor(t *testing.T) {
 	c := newCluster(t)
 	const ns = "e2e-id-ext-anchor"
-	dir := t.TempDir()
-	c.createCA(t, dir, "87600h")
-	first, firstIssuer := c.issuerSecret(t, dir, "external-issuer-1")
-	c.installIdentity(t, func() {
-		c.mustRun(t, first, "apply", "-f", "-")
-	}, "--identity-trust-anchors", filepath.Join(dir, "anchor.crt"), "--identity-external-issuer")
-	oldAnchor := fileFingerprint(t, filepath.Join(dir, "anchor.crt"))
-	c.meshWithLoad(t, ns, identityRPS)
-	c.waitProxies(t, ns, 2*time.Minute, "every proxy holds a certificate from the external issuer", func(pi proxyIdentity) error {
-		return only(pi.issuers, firstIssuer)
-	})
+	_, oldAnchor := c.meshExternalIssuer(t, ns)
 	starts := c.containerStarts(t, ns)
 	anchorDir := filepath.Join(t.TempDir(), "anchor")
 	secretVersion := func() string {
