@@ -91,6 +91,8 @@ func protocolHint(p string) apiv1.ProtocolHint_Protocol {
 	switch p {
 	case store.ProtocolHTTP:
 		return apiv1.ProtocolHint_HTTP1
+	case store.ProtocolH2C:
+		return apiv1.ProtocolHint_HTTP2
 	case store.ProtocolGRPC:
 		return apiv1.ProtocolHint_GRPC
 	case store.ProtocolOpaque:

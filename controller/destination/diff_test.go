@@ -77,7 +77,7 @@ func TestDiff(t *testing.T) {
 
 func TestProtocolHint(t *testing.T) {
 	for in, want := range map[string]apiv1.ProtocolHint_Protocol{
-		store.ProtocolHTTP: apiv1.ProtocolHint_HTTP1, store.ProtocolGRPC: apiv1.ProtocolHint_GRPC,
+		store.ProtocolHTTP: apiv1.ProtocolHint_HTTP1, store.ProtocolGRPC: apiv1.ProtocolHint_GRPC, store.ProtocolH2C: apiv1.ProtocolHint_HTTP2,
 		store.ProtocolOpaque: apiv1.ProtocolHint_OPAQUE, store.ProtocolDetect: apiv1.ProtocolHint_UNKNOWN,
 	} {
 		if got := protocolHint(in); got != want {

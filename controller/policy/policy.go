@@ -64,6 +64,8 @@ func protocolFor(cfg *store.Config, workload string, port uint32) apiv1.Protocol
 				switch e.Service.Ports[e.Port] {
 				case store.ProtocolHTTP:
 					return apiv1.ProtocolHint_HTTP1
+				case store.ProtocolH2C:
+					return apiv1.ProtocolHint_HTTP2
 				case store.ProtocolGRPC:
 					return apiv1.ProtocolHint_GRPC
 				case store.ProtocolOpaque:

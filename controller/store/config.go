@@ -35,6 +35,8 @@ const (
 	ProtocolDetect = ""
 	ProtocolHTTP   = "http"
 	ProtocolGRPC   = "grpc"
+	// ProtocolH2C: the app speaks HTTP/2 with prior knowledge only.
+	ProtocolH2C    = "h2c"
 	ProtocolOpaque = "opaque"
 )
 
@@ -162,9 +164,9 @@ func build(f *meshconfig.File) (*Config, error) {
 				return nil, fmt.Errorf("%s.ports[%d].port: %w", where, j, err)
 			}
 			switch p.Protocol {
-			case ProtocolDetect, ProtocolHTTP, ProtocolGRPC, ProtocolOpaque:
+			case ProtocolDetect, ProtocolHTTP, ProtocolH2C, ProtocolGRPC, ProtocolOpaque:
 			default:
-				return nil, fmt.Errorf("%s.ports[%d].protocol: %q is not one of http, grpc, opaque or \"\" (detect)", where, j, p.Protocol)
+				return nil, fmt.Errorf("%s.ports[%d].protocol: %q is not one of http, h2c, grpc, opaque or \"\" (detect)", where, j, p.Protocol)
 			}
 			if _, dup := si.Ports[uint32(p.Port)]; dup {
 				return nil, fmt.Errorf("%s.ports[%d]: duplicate port %d", where, j, p.Port)

@@ -37,7 +37,8 @@ func IsGRPC(contentType string) bool {
 }
 
 // WriteResponse copies an upstream response to w: headers (hop-by-hop
-// removed), status, body and trailers. Bodies of unknown length (gRPC,
+// removed, and nothing of the server's own added), status, body and
+// trailers. Bodies of unknown length (gRPC,
 // chunked, SSE) are flushed after every read so streams make progress;
 // fixed-length bodies are left to the server's buffering. It returns the
 // number of body bytes written and the first error (reading upstream or
@@ -46,6 +47,7 @@ func WriteResponse(w http.ResponseWriter, resp *http.Response) (int64, error) {
 	h := w.Header()
 	RemoveHopByHop(resp.Header)
 	CopyHeader(h, resp.Header)
+	keepResponseAbsent(h)
 	// Announce trailers so an HTTP/1 server chunks the body instead of
 	// computing a Content-Length that would drop them.
 	if len(resp.Trailer) > 0 {

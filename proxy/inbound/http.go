@@ -31,9 +31,17 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// Mesh headers are honoured only from mesh peers, then removed.
 	h1 := r.ProtoMajor == 1
 	target := info.target
+	hint := forward.AppProtoUnknown
 	if info.tls {
 		if v := hdr[forward.HeaderOrigProto]; len(v) > 0 && strings.HasPrefix(v[0], "HTTP/1") {
 			h1 = true
+		}
+		if v, ok := hdr[forward.HeaderAppProto]; ok {
+			var err error
+			if hint, err = forward.ParseAppProto(v); err != nil {
+				p.fail(w, hm, http.StatusBadRequest, metrics.ReasonBadRequest, err.Error(), start)
+				return
+			}
 		}
 		if v := hdr[forward.HeaderTargetPort]; len(v) > 0 {
 			port, err := forward.ParseTargetPort(v[0])
@@ -52,12 +60,18 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	forward.RemoveHopByHop(hdr)
+	forward.KeepRequestAbsent(hdr)
+	// The app's protocol, when the control plane knows it; else the caller's.
+	h1, err := forward.ToApp(forward.CallerOf(hdr, h1), hint)
+	if err != nil {
+		p.fail(w, hm, http.StatusBadGateway, metrics.ReasonProtocolMismatch, err.Error(), start)
+		return
+	}
 	if r.ContentLength == 0 {
 		r.Body = http.NoBody
 	}
 
 	var resp *http.Response
-	var err error
 	if h1 {
 		// The HTTP/1 client writes the request as it is (method, URI, Host,
 		// headers, body, trailers) in this goroutine: no copy needed.

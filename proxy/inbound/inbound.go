@@ -128,6 +128,9 @@ func New(cfg Config) (*Proxy, error) {
 			return p.dialer.DialContext(ctx, network, addr)
 		},
 		IdleConnTimeout: 5 * time.Minute,
+		// No Accept-Encoding of our own, and so no transparent
+		// decompression of the app's response.
+		DisableCompression: true,
 	}
 	p.h1srv = &http.Server{
 		Handler:           http.HandlerFunc(p.serveHTTP),

@@ -26,6 +26,10 @@ const (
 	ReasonConnectError   = "connect_error"
 	ReasonBadRequest     = "bad_request"
 	ReasonUnknownService = "unknown_service"
+	// ReasonProtocolMismatch: the request needs a protocol the app does
+	// not speak, per the service port's protocol hint (gRPC to an
+	// HTTP/1.1-only app).
+	ReasonProtocolMismatch = "protocol_mismatch"
 	// ReasonUnprocessed: the peer proved the request was not processed
 	// (REFUSED_STREAM, above a GOAWAY's last stream, or its inbound proxy
 	// could not reach its app), so it was sent to another endpoint.

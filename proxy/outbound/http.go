@@ -163,9 +163,7 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 	hdr := r.Header
 	forward.RemoveHopByHop(hdr)
 	forward.StripMesh(hdr)
-	if h1 {
-		forward.SetOrigProto(hdr, r.ProtoMinor)
-	}
+	forward.KeepRequestAbsent(hdr)
 	if r.ContentLength == 0 {
 		// Lets the HTTP/2 client end the stream with the headers.
 		r.Body = http.NoBody
@@ -208,11 +206,19 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 		}
 		meshed := !ep.Identity.IsZero()
 		key := metrics.Key{Direction: metrics.Outbound, DstService: rt.dst, PeerIdentity: p.idString(ep.Identity), TLS: meshed}
+		appH1, f := toApp(hdr, h1, meshed, ep)
+		if f != nil {
+			if pick != nil {
+				pick.Done(0, false)
+			}
+			p.answer(w, key, f, start)
+			return
+		}
 
 		var roundTrip func(*http.Request) (*http.Response, error)
 		scheme := "http"
 		urlHost := authority
-		if meshed || !h1 {
+		if meshed || !appH1 {
 			cc, err := p.pool.get(ctx, poolKey{addr: ep.Addr, id: ep.Identity})
 			if err != nil {
 				if pick != nil {
@@ -236,8 +242,7 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 			roundTrip = p.h1.RoundTrip
 			urlHost = ep.Addr
 		}
-		delete(hdr, forward.HeaderTargetPort)
-		forward.SetTargetPort(hdr, ep.TargetPort)
+		setMeshHeaders(hdr, meshed, h1, r.ProtoMinor, ep)
 
 		out := r.WithContext(ctx)
 		if body != nil {

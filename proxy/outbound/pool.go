@@ -83,6 +83,9 @@ func newPool(d *dialer, transport string) *pool {
 			PingTimeout:                10 * time.Second,
 			AllowHTTP:                  true,
 			StrictMaxConcurrentStreams: false,
+			// No Accept-Encoding of our own, and so no transparent
+			// decompression of the app's response.
+			DisableCompression: true,
 		},
 		dialer:  d,
 		conns:   make(map[poolKey]meshConn),
