@@ -58,7 +58,9 @@ func WriteResponse(w http.ResponseWriter, resp *http.Response) (int64, error) {
 			}
 			h["Trailer"] = []string{strings.Join(keys, ", ")}
 		}
-		if resp.ContentLength >= 0 && resp.ProtoMajor == 1 {
+		// Whatever the upstream's version: an HTTP/2 app's server may
+		// send a length with trailers, which HTTP/1.1 cannot carry.
+		if resp.ContentLength >= 0 {
 			delete(h, "Content-Length")
 		}
 	}

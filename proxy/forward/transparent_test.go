@@ -91,3 +91,58 @@ func TestKeepRequestAbsent(t *testing.T) {
 		t.Errorf("User-Agent changed to %q", v)
 	}
 }
+
+// TestWriteResponseTrailersOfLengthedH2 writes an HTTP/2 upstream response
+// that has both a length and declared trailers (what an h2c app's Go server
+// sends for a small body) to an HTTP/1.1 client: the trailers must arrive,
+// so the body goes chunked instead of with the length.
+func TestWriteResponseTrailersOfLengthedH2(t *testing.T) {
+	body := []byte("small body")
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		tr := http.Header{"X-Trl": nil}
+		up := &http.Response{
+			StatusCode:    http.StatusOK,
+			ProtoMajor:    2,
+			Header:        http.Header{"Trailer": {"X-Trl"}, "Content-Length": {"10"}},
+			Trailer:       tr,
+			ContentLength: int64(len(body)),
+			Body:          &trailerBody{r: bytes.NewReader(body), at: func() { tr["X-Trl"] = []string{"v1"} }},
+		}
+		if _, err := WriteResponse(w, up); err != nil {
+			t.Errorf("WriteResponse: %v", err)
+		}
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	c := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(got, body) || resp.Trailer.Get("X-Trl") != "v1" {
+		t.Errorf("body %q trailers %v; want %q and X-Trl: v1", got, resp.Trailer, body)
+	}
+}
+
+// trailerBody fills the trailers when the body ends, as HTTP/2 clients do.
+type trailerBody struct {
+	r  io.Reader
+	at func()
+}
+
+func (b *trailerBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.at()
+	}
+	return n, err
+}
+
+func (b *trailerBody) Close() error { return nil }

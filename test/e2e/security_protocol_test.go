@@ -1,0 +1,191 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/trellis-mesh/trellis/demoapp/echo"
+	demopb "github.com/trellis-mesh/trellis/demoapp/pb"
+)
+
+// Finding 10 of issue 9: the service port's protocol decides the protocol
+// towards the app. Each client (HTTP/1.1, h2c, gRPC) calls each app (one
+// that speaks only HTTP/1.1, one only h2c, one both) through real proxies,
+// on both mesh transports. Only gRPC to an HTTP/1.1-only app cannot work;
+// it gets a 502 that says why.
+
+// startEchoProto serves the echo handler (HTTP and gRPC) speaking only
+// HTTP/1.1 ("http1"), only HTTP/2 with prior knowledge ("h2c"), or both.
+func startEchoProto(t *testing.T, name, speaks string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := echo.NewHandler(echo.Config{Name: name, Log: slog.New(slog.DiscardHandler)})
+	var p http.Protocols
+	switch speaks {
+	case "http1":
+		p.SetHTTP1(true)
+	case "h2c":
+		p.SetUnencryptedHTTP2(true)
+	default:
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+	}
+	srv := &http.Server{Handler: h, Protocols: &p, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { h.Stop(); _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+func TestSecurityProtocolHint(t *testing.T) {
+	// service: app speaks -> the protocol its service port declares.
+	apps := []struct{ service, speaks, protocol string }{
+		{"only-h1", "http1", "http"},
+		{"only-h2c", "h2c", "h2c"},
+		{"both", "both", ""}, // no hint: the caller's protocol
+	}
+	for _, transport := range []string{"xnet", "lean"} {
+		t.Run(transport, func(t *testing.T) {
+			var pa []protoApp
+			for _, a := range apps {
+				pa = append(pa, protoApp{Service: a.service, Protocol: a.protocol, Addr: startEchoProto(t, a.service, a.speaks)})
+			}
+			client := startProtoMesh(t, transport, pa)
+			h1c := meshClient(client.OutboundAddr, 20*time.Second)
+			h2c := h2cClient(client.OutboundAddr, 20*time.Second)
+			for _, a := range apps {
+				authority := a.service + ".e2e:80"
+				wantProto := map[string]string{"http1": "HTTP/1.1", "h2c": "HTTP/2.0"}
+				for _, c := range []struct {
+					name string
+					c    *http.Client
+				}{{"http1", h1c}, {"h2c", h2c}} {
+					t.Run(c.name+"-to-"+a.service, func(t *testing.T) {
+						proto := wantProto[a.speaks]
+						if a.speaks == "both" {
+							proto = wantProto[c.name]
+						}
+						checkEchoHTTP(t, c.c, authority, proto)
+					})
+				}
+				t.Run("grpc-to-"+a.service, func(t *testing.T) {
+					if a.speaks == "http1" {
+						checkGRPCRefused(t, client.OutboundAddr, h2c, authority)
+						return
+					}
+					checkEchoGRPC(t, client.OutboundAddr, authority, a.service)
+				})
+			}
+		})
+	}
+}
+
+// checkEchoHTTP posts a streamed body with a trailer and checks the echo
+// app answered it in proto, with the body and trailer intact.
+func checkEchoHTTP(t *testing.T, c *http.Client, authority, proto string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pr, pw := io.Pipe()
+	go func() {
+		_, _ = pw.Write([]byte("hello "))
+		_, _ = pw.Write([]byte("mesh"))
+		_ = pw.Close()
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+authority+"/echo", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Trailer = http.Header{"X-Req-Trailer": {"t1"}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("request: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("reading the response: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, trellis-error %q, body %q", resp.StatusCode, resp.Header.Get("Trellis-Error"), body)
+	}
+	if got := resp.Header.Get("Echo-Proto"); got != proto {
+		t.Errorf("the app was spoken to in %q, want %q", got, proto)
+	}
+	if got := resp.Header.Get("Echo-Host"); got != authority {
+		t.Errorf("the app saw Host %q, want %q", got, authority)
+	}
+	if !bytes.Contains(body, []byte("hello mesh")) {
+		t.Errorf("body %q does not echo the request body", body)
+	}
+	if got := resp.Trailer.Get("X-Req-Trailer"); got != "t1" {
+		t.Errorf("request trailer echoed as %q, want t1 (response trailers %v)", got, resp.Trailer)
+	}
+}
+
+func checkEchoGRPC(t *testing.T, outbound, authority, served string) {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+outbound,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithAuthority(authority))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := demopb.NewEchoClient(cc).Unary(ctx, &demopb.EchoRequest{Payload: []byte("ping")})
+	if err != nil {
+		t.Fatalf("gRPC: %v", err)
+	}
+	if string(resp.GetPayload()) != "ping" || resp.GetServedBy() != served {
+		t.Errorf("response %v", resp)
+	}
+}
+
+// checkGRPCRefused: gRPC cannot reach an HTTP/1.1-only app. The gRPC client
+// gets an error, and the HTTP response under it is a 502 whose
+// trellis-error names the cause (not an HTTP/2 framing error).
+func checkGRPCRefused(t *testing.T, outbound string, h2c *http.Client, authority string) {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+outbound,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithAuthority(authority))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := demopb.NewEchoClient(cc).Unary(ctx, &demopb.EchoRequest{Payload: []byte("ping")}); err == nil {
+		t.Fatal("gRPC to an HTTP/1.1-only app succeeded")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+authority+"/demo.Echo/Unary", bytes.NewReader(grpcFrame(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	resp, err := h2c.Do(req)
+	if err != nil {
+		t.Fatalf("request: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	why := resp.Header.Get("Trellis-Error")
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(why, "gRPC needs HTTP/2") {
+		t.Errorf("status %d, trellis-error %q; want 502 naming the protocol mismatch", resp.StatusCode, why)
+	}
+}
