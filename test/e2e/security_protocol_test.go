@@ -3,19 +3,31 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/trellis-mesh/trellis/demoapp/echo"
 	demopb "github.com/trellis-mesh/trellis/demoapp/pb"
+	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/test/harness"
 )
 
 // Finding 10 of issue 9: the service port's protocol decides the protocol
@@ -62,7 +74,8 @@ func TestSecurityProtocolHint(t *testing.T) {
 			for _, a := range apps {
 				pa = append(pa, protoApp{Service: a.service, Protocol: a.protocol, Addr: startEchoProto(t, a.service, a.speaks)})
 			}
-			client := startProtoMesh(t, transport, pa)
+			pm := startProtoMesh(t, transport, pa)
+			client := pm.client
 			h1c := meshClient(client.OutboundAddr, 20*time.Second)
 			h2c := h2cClient(client.OutboundAddr, 20*time.Second)
 			for _, a := range apps {
@@ -88,6 +101,9 @@ func TestSecurityProtocolHint(t *testing.T) {
 					checkEchoGRPC(t, client.OutboundAddr, authority, a.service)
 				})
 			}
+			t.Run("hint-is-hostile-input", func(t *testing.T) {
+				checkHintHandling(t, pm, "only-h2c")
+			})
 		})
 	}
 }
@@ -188,4 +204,124 @@ func checkGRPCRefused(t *testing.T, outbound string, h2c *http.Client, authority
 	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(why, "gRPC needs HTTP/2") {
 		t.Errorf("status %d, trellis-error %q; want 502 naming the protocol mismatch", resp.StatusCode, why)
 	}
+}
+
+// checkHintHandling sends trellis-app-proto to the server proxy of an
+// h2c-only app straight: from a plain caller it is not honoured (the app is
+// still spoken to in HTTP/2) and never reaches the app; from a mesh peer a
+// value other than http1, http2 or grpc is refused with 400 naming it.
+func checkHintHandling(t *testing.T, pm *protoMesh, service string) {
+	t.Helper()
+	server := pm.servers[service]
+	authority := service + ".e2e:80"
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	do := func(c *http.Client, scheme, value string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+authority+"/echo", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header["Trellis-App-Proto"] = []string{value}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("request: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, body
+	}
+
+	plain := h2cClient(server.InboundAddr, 20*time.Second)
+	resp, body := do(plain, "http", "http1")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Echo-Proto") != "HTTP/2.0" {
+		t.Errorf("plain caller's trellis-app-proto: status %d, app spoken to in %q (trellis-error %q, body %q); want 200 in HTTP/2.0",
+			resp.StatusCode, resp.Header.Get("Echo-Proto"), resp.Header.Get("Trellis-Error"), body)
+	}
+	if v := resp.Header.Values("X-Echo-Trellis-App-Proto"); len(v) > 0 {
+		t.Errorf("the app received trellis-app-proto %q", v)
+	}
+
+	peer := meshPeerClient(t, pm.mesh, server.InboundAddr, mustID(t, service))
+	for _, bad := range []string{"bogus", "HTTP1", "http1, grpc", ""} {
+		resp, body := do(peer, "https", bad)
+		why := resp.Header.Get("Trellis-Error")
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(why, "trellis-app-proto") {
+			t.Errorf("mesh peer's trellis-app-proto %q: status %d, trellis-error %q (body %q); want 400 naming the header", bad, resp.StatusCode, why, body)
+		}
+	}
+	// A valid value from a mesh peer is honoured: it is the peer's word.
+	resp, body = do(peer, "https", "http2")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Echo-Proto") != "HTTP/2.0" {
+		t.Errorf("mesh peer's trellis-app-proto http2: status %d, proto %q, body %q", resp.StatusCode, resp.Header.Get("Echo-Proto"), body)
+	}
+}
+
+// meshPeerClient is an HTTP/2 client that presents a certificate the mesh's
+// own issuer (from the controller's state directory) signed for the
+// client workload, to the server proxy at inbound, as a client proxy would.
+func meshPeerClient(t *testing.T, m *harness.Mesh, inbound string, server identity.ID) *http.Client {
+	t.Helper()
+	chain, key := validChain(t, m.StateDir, mustID(t, "client"))
+	cfg := &tls.Config{
+		ServerName:         server.ServerName(),
+		NextProtos:         []string{"h2"},
+		Certificates:       []tls.Certificate{{Certificate: chain, PrivateKey: key}},
+		InsecureSkipVerify: true, // the server proxy is not what is under test here
+		MinVersion:         tls.VersionTLS13,
+	}
+	tr := &http2.Transport{
+		DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
+			d := tls.Dialer{Config: cfg}
+			return d.DialContext(ctx, "tcp", inbound)
+		},
+		DisableCompression: true,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
+}
+
+// validChain issues a certificate for id with the mesh's issuer, valid now.
+func validChain(t *testing.T, stateDir string, id identity.ID) ([][]byte, crypto.Signer) {
+	t.Helper()
+	certs, err := pki.ParseCertsPEM(mustRead(t, filepath.Join(stateDir, "issuer.crt")))
+	if err != nil || len(certs) == 0 {
+		t.Fatalf("issuer.crt: %v", err)
+	}
+	issKey, err := pki.ParseKeyPEM(mustRead(t, filepath.Join(stateDir, "issuer.key")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: sn,
+		NotBefore:    now.Add(-time.Minute),
+		NotAfter:     now.Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{id.URL()},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, certs[0], key.Public(), issKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := [][]byte{der}
+	for _, c := range certs {
+		chain = append(chain, c.Raw)
+	}
+	return chain, key
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

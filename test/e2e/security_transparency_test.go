@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -167,10 +168,18 @@ type protoApp struct {
 	Addr     string
 }
 
+// protoMesh is a mesh of protoApps: the client proxy and, by service, the
+// server proxies.
+type protoMesh struct {
+	mesh    *harness.Mesh
+	client  *harness.Proxy
+	servers map[string]*harness.Proxy
+}
+
 // startProtoMesh starts a controller, one server workload and proxy per
 // app (service <name>.e2e:80) and a client proxy, all with the given
-// --mesh-transport, and returns the client proxy.
-func startProtoMesh(t *testing.T, transport string, apps []protoApp) *harness.Proxy {
+// --mesh-transport.
+func startProtoMesh(t *testing.T, transport string, apps []protoApp) *protoMesh {
 	t.Helper()
 	requireBinaries(t)
 	store := harness.Store{Workloads: []harness.Workload{{Name: "client", Namespace: ns, ServiceAccount: "client"}}}
@@ -180,20 +189,19 @@ func startProtoMesh(t *testing.T, transport string, apps []protoApp) *harness.Pr
 		store.Workloads = append(store.Workloads, harness.Workload{Name: a.Service + "-w", Namespace: ns, ServiceAccount: a.Service,
 			Endpoints: []harness.Endpoint{{Service: a.Service, Port: 80}}})
 	}
-	m := harness.NewMesh(t, bins, &ports, store)
-	m.StartController()
+	pm := &protoMesh{mesh: harness.NewMesh(t, bins, &ports, store), servers: map[string]*harness.Proxy{}}
+	pm.mesh.StartController()
 	args := []string{"--mesh-transport", transport}
-	var pxs []*harness.Proxy
 	for _, a := range apps {
-		pxs = append(pxs, m.StartProxy(harness.ProxySpec{Workload: a.Service + "-w", AppAddr: a.Addr, Args: args}))
+		pm.servers[a.Service] = pm.mesh.StartProxy(harness.ProxySpec{Workload: a.Service + "-w", AppAddr: a.Addr, Args: args})
 	}
-	client := m.StartProxy(harness.ProxySpec{Workload: "client", Args: args})
-	for _, px := range append(pxs, client) {
+	pm.client = pm.mesh.StartProxy(harness.ProxySpec{Workload: "client", Args: args})
+	for _, px := range append(slices.Collect(maps.Values(pm.servers)), pm.client) {
 		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
 			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
 		}
 	}
-	return client
+	return pm
 }
 
 func gzipped(t *testing.T, s string) []byte {
@@ -248,7 +256,7 @@ func TestSecurityTransparency(t *testing.T) {
 	for _, transport := range []string{"xnet", "lean"} {
 		t.Run(transport, func(t *testing.T) {
 			rec := startRecorder(t, script)
-			client := startProtoMesh(t, transport, []protoApp{{Service: "rec", Addr: rec.Addr}})
+			client := startProtoMesh(t, transport, []protoApp{{Service: "rec", Addr: rec.Addr}}).client
 			clients := map[string]*http.Client{
 				"http1": meshClient(client.OutboundAddr, 30*time.Second),
 				"h2c":   h2cClient(client.OutboundAddr, 30*time.Second),
