@@ -21,6 +21,9 @@ services:
   - name: empty
     namespace: demo
     ports: [{port: 80}]
+  - name: h2only
+    namespace: demo
+    ports: [{port: 81, protocol: h2c}]
 workloads:
   - name: books-v1
     namespace: demo
@@ -57,6 +60,9 @@ func TestParseValid(t *testing.T) {
 	s := c.Service("demo", "books")
 	if s == nil || s.Ports[80] != "http" || s.Ports[9090] != "grpc" {
 		t.Fatalf("service: %+v", s)
+	}
+	if s := c.Service("demo", "h2only"); s == nil || s.Ports[81] != ProtocolH2C {
+		t.Fatalf("h2c service: %+v", s)
 	}
 	if got := len(s.Backends[80]); got != 2 {
 		t.Fatalf("port 80 backends = %d, want 2", got)
