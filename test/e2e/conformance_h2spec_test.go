@@ -76,6 +76,11 @@ func TestConformanceH2spec(t *testing.T) {
 		p, f, s := run.Counts()
 		t.Logf("h2spec %-13s %d passed, %d failed, %d skipped (%s)", tg.name, p, f, s, time.Since(began).Round(time.Millisecond))
 	}
+	for _, px := range []*harness.Proxy{client, server} {
+		// Informational: x/net/http2 logs protocol errors with the standard
+		// log package, outside slog and --log-level (issue 9, finding 11).
+		t.Logf("%s: %d log lines not from slog after the runs", px.Name, nonSlogLines(t, px.Process.LogPath))
+	}
 	if os.Getenv("TRELLIS_H2SPEC_UPDATE") == "1" {
 		writeH2specBaseline(t, targets, runs)
 		return
@@ -202,3 +207,20 @@ func writeH2specBaseline(t *testing.T, targets []h2specTarget, runs map[string]h
 func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// nonSlogLines counts the lines of a process log that slog's text handler
+// did not write (nor the harness's "===" start line).
+func nonSlogLines(t *testing.T, path string) int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for line := range strings.Lines(string(data)) {
+		if !strings.HasPrefix(line, "time=") && !strings.HasPrefix(line, "=== ") {
+			n++
+		}
+	}
+	return n
+}
