@@ -4,7 +4,7 @@ BIN       := $(CURDIR)/bin
 BINARIES  := trellis trellis-proxy trellis-controller trellis-demo-app trellis-init trellis-cni
 GOFLAGS_BUILD := -tags grpcnotrace -trimpath -ldflags "-s -w -X github.com/trellis-mesh/trellis/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)"
 
-.PHONY: all build demo test test-short lint vet staticcheck gen gen-check bench fuzz clean
+.PHONY: all build demo test test-short conformance conformance-update lint vet staticcheck gen gen-check bench fuzz clean
 
 all: build
 
@@ -23,6 +23,14 @@ test: gen-check vet staticcheck
 
 test-short:
 	$(GO) test -race -short -count=1 ./...
+
+## conformance: HTTP/2 conformance (h2spec, pinned in go.mod) of the proxies' listeners against the recorded baseline (also part of make test)
+conformance:
+	$(GO) test -count=1 -v -run 'TestConformanceH2spec' ./test/e2e/
+
+## conformance-update: record the h2spec cases that pass now as the baseline (after a change that makes more pass)
+conformance-update:
+	TRELLIS_H2SPEC_UPDATE=1 $(GO) test -count=1 -v -run 'TestConformanceH2spec' ./test/e2e/
 
 vet:
 	$(GO) vet ./...
