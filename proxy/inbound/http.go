@@ -3,17 +3,17 @@
 package inbound
 
 import (
+	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 )
 
 // serveHTTP forwards one request to the app.
@@ -54,6 +54,9 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	forward.RemoveHopByHop(hdr)
 	if r.ContentLength == 0 {
 		r.Body = http.NoBody
+	} else if r.Body != nil {
+		// Whoever reads the body, its read errors are the client's fault.
+		r.Body = proxyerr.ClientBody(r.Body)
 	}
 
 	var resp *http.Response
@@ -74,29 +77,33 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		if r.Context().Err() != nil {
-			hm.Response(0, "", true)
-			hm.Latency.Observe(time.Since(start).Seconds())
+			// The caller reset or abandoned the stream.
+			hm.Cancelled(0)
 			return
 		}
-		if isDial(err) {
+		e := proxyerr.Classify(r.Context(), err, proxyerr.ToApp, target)
+		if e.Reason == proxyerr.ReasonAppUnreachable && isDial(err) && info.tls {
 			// Nothing was sent: the app is not listening (it is exiting,
 			// or not started yet). Tell a mesh peer so, and it sends the
 			// request to another endpoint instead of failing it.
-			if info.tls {
-				w.Header()[forward.HeaderUnprocessed] = unprocessedValue
-			}
-			p.fail(w, hm, http.StatusBadGateway, metrics.ReasonConnectError, "connecting to app "+target+": "+err.Error(), start)
-			return
+			w.Header()[forward.HeaderUnprocessed] = unprocessedValue
 		}
-		p.fail(w, hm, http.StatusBadGateway, "", "app "+target+": "+err.Error(), start)
+		p.errs.Answer(r.Context(), w, hm, e, start, "peer", info.peer)
 		return
 	}
-	// Only this proxy may say a request was not processed.
+	// Only this proxy may say a request was not processed, or answered
+	// with an error of its own.
 	delete(resp.Header, forward.HeaderUnprocessed)
+	delete(resp.Header, proxyerr.HeaderProxyError)
 	_, err = forward.WriteResponse(w, resp)
 	_ = resp.Body.Close()
-	hm.Response(resp.StatusCode, grpcStatus(resp), err != nil)
-	hm.Latency.Observe(time.Since(start).Seconds())
+	if err != nil && r.Context().Err() != nil {
+		// The caller reset or abandoned the stream: not the app's failure.
+		hm.Cancelled(resp.StatusCode)
+	} else {
+		hm.Response(resp.StatusCode, grpcStatus(resp), err != nil)
+		hm.Latency.Observe(time.Since(start).Seconds())
+	}
 	if err != nil {
 		panic(http.ErrAbortHandler)
 	}
@@ -124,17 +131,7 @@ func grpcStatus(resp *http.Response) string {
 }
 
 func (p *Proxy) fail(w http.ResponseWriter, hm *metrics.HTTP, status int, reason, msg string, start time.Time) {
-	if reason != "" {
-		hm.RequestError(reason)
-	}
-	h := w.Header()
-	h["Trellis-Error"] = []string{msg}
-	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
-	h["Content-Length"] = []string{strconv.Itoa(len(msg) + 1)}
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, msg+"\n")
-	hm.Response(status, "", false)
-	hm.Latency.Observe(time.Since(start).Seconds())
+	p.errs.Answer(context.Background(), w, hm, proxyerr.New(status, reason, msg), start)
 }
 
 // serveUpgrade passes an HTTP/1 Upgrade request from a plain caller to the
@@ -147,12 +144,12 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, info *connI
 	}
 	app, err := p.dialer.DialContext(r.Context(), "tcp", target)
 	if err != nil {
-		p.fail(w, hm, http.StatusBadGateway, metrics.ReasonConnectError, "connecting to app "+target+": "+err.Error(), start)
+		p.errs.Answer(r.Context(), w, hm, proxyerr.Classify(r.Context(), err, proxyerr.ToApp, target), start, "peer", info.peer)
 		return
 	}
 	if err := r.Write(app); err != nil {
 		_ = app.Close()
-		p.fail(w, hm, http.StatusBadGateway, "", "writing upgrade request: "+err.Error(), start)
+		p.errs.Answer(r.Context(), w, hm, proxyerr.Classify(r.Context(), err, proxyerr.ToApp, target), start, "peer", info.peer)
 		return
 	}
 	c, brw, err := hj.Hijack()

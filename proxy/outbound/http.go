@@ -20,6 +20,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 )
 
 // maxRetries bounds retries of requests that never left the proxy.
@@ -66,14 +67,14 @@ func hasPort(host string) bool {
 	return i >= 0 && i > strings.LastIndexByte(host, ']')
 }
 
-func (p *Proxy) resolve(ctx context.Context, authority string, info *connInfo) (route, *failure) {
+func (p *Proxy) resolve(ctx context.Context, authority string, info *connInfo) (route, *proxyerr.Error) {
 	if p.cfg.Mode == ModeExplicit {
 		d, err := p.cfg.Resolve(ctx, authority)
 		if err != nil {
-			return route{}, &failure{http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "resolving " + authority + ": " + err.Error()}
+			return route{}, proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "resolving "+authority+": "+err.Error())
 		}
 		if !d.Exists {
-			return route{}, &failure{http.StatusBadGateway, metrics.ReasonUnknownService, "unknown service " + authority}
+			return route{}, proxyerr.New(http.StatusBadGateway, metrics.ReasonUnknownService, "unknown service "+authority)
 		}
 		return route{dst: authority, bal: d.Balancer}, nil
 	}
@@ -87,11 +88,11 @@ func (p *Proxy) resolve(ctx context.Context, authority string, info *connInfo) (
 	return p.resolveOrig(ctx, info)
 }
 
-func (p *Proxy) resolveOrig(ctx context.Context, info *connInfo) (route, *failure) {
+func (p *Proxy) resolveOrig(ctx context.Context, info *connInfo) (route, *proxyerr.Error) {
 	orig := info.orig.String()
 	d, err := p.cfg.Resolve(ctx, orig)
 	if err != nil {
-		return route{}, &failure{http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "resolving " + orig + ": " + err.Error()}
+		return route{}, proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "resolving "+orig+": "+err.Error())
 	}
 	if !d.Exists {
 		return route{dst: orig, addr: orig}, nil
@@ -99,25 +100,11 @@ func (p *Proxy) resolveOrig(ctx context.Context, info *connInfo) (route, *failur
 	return route{dst: orig, bal: d.Balancer}, nil
 }
 
-func writeFailure(w http.ResponseWriter, f *failure) {
-	h := w.Header()
-	h["Trellis-Error"] = []string{f.msg}
-	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
-	h["Content-Length"] = []string{strconv.Itoa(len(f.msg) + 1)}
-	w.WriteHeader(f.status)
-	_, _ = io.WriteString(w, f.msg+"\n")
-}
-
 // answer records and writes a response the proxy gives itself.
-func (p *Proxy) answer(w http.ResponseWriter, key metrics.Key, f *failure, start time.Time) {
+func (p *Proxy) answer(w http.ResponseWriter, key metrics.Key, f *proxyerr.Error, start time.Time) {
 	hm := p.m.HTTP(key)
 	hm.Requests.Inc()
-	if f.reason != "" {
-		hm.RequestError(f.reason)
-	}
-	writeFailure(w, f)
-	hm.Response(f.status, "", false)
-	hm.Latency.Observe(time.Since(start).Seconds())
+	p.errs.Answer(context.Background(), w, hm, f, start, "dst", key.DstService)
 }
 
 // ServeHTTP routes one request from the app.
@@ -137,7 +124,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if authority == "" && p.cfg.Mode == ModeExplicit {
-		p.answer(w, metrics.Key{Direction: metrics.Outbound}, &failure{http.StatusBadRequest, metrics.ReasonBadRequest, "request has no Host or :authority"}, start)
+		p.answer(w, metrics.Key{Direction: metrics.Outbound}, proxyerr.New(http.StatusBadRequest, metrics.ReasonBadRequest, "request has no Host or :authority"), start)
 		return
 	}
 	rt, f := p.resolve(r.Context(), authority, info)
@@ -169,6 +156,9 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 	if r.ContentLength == 0 {
 		// Lets the HTTP/2 client end the stream with the headers.
 		r.Body = http.NoBody
+	} else if r.Body != nil {
+		// Whoever reads the body, its read errors are the client's fault.
+		r.Body = proxyerr.ClientBody(r.Body)
 	}
 	if authority == "" {
 		authority = rt.dst
@@ -179,15 +169,19 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 	// the app sends only after 100 Continue are never held back.
 	body, replayable, berr := replayableBody(r)
 	if berr != nil {
-		// The client went away while sending its body.
 		hm := p.m.HTTP(metrics.Key{Direction: metrics.Outbound, DstService: rt.dst})
 		hm.Requests.Inc()
-		hm.Response(0, "", true)
-		hm.Latency.Observe(time.Since(start).Seconds())
+		if r.Context().Err() != nil {
+			// The client went away while sending its body.
+			hm.Cancelled(0)
+			return
+		}
+		p.errs.Answer(ctx, w, hm, proxyerr.Classify(ctx, berr, proxyerr.ToPeer, rt.dst), start, "dst", rt.dst)
 		return
 	}
 
 	var skip map[string]bool
+	var last *proxyerr.Error // why the last endpoint tried was skipped
 	for attempt := 0; ; attempt++ {
 		var ep balance.Endpoint
 		var pick *balance.Pick
@@ -195,9 +189,9 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 			var err error
 			pick, err = rt.bal.Pick(skip)
 			if err != nil {
-				f := &failure{http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints for " + rt.dst}
+				f := proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints for "+rt.dst)
 				if attempt > 0 {
-					f = &failure{http.StatusBadGateway, metrics.ReasonConnectError, "no reachable endpoint for " + rt.dst}
+					f = proxyerr.GaveUp(rt.dst, last)
 				}
 				p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: rt.dst}, f, start)
 				return
@@ -219,13 +213,14 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 					pick.Done(0, true)
 				}
 				if p.retry(ctx, rt, attempt, err, key) {
+					last = proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr)
 					if skip == nil {
 						skip = make(map[string]bool, 2)
 					}
 					skip[ep.Addr] = true
 					continue
 				}
-				p.answer(w, key, p.errFailure(ctx, err, ep.Addr), start)
+				p.answer(w, key, proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr), start)
 				return
 			}
 			roundTrip = cc.RoundTrip
@@ -260,6 +255,7 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 				retry = p.retryUnprocessed(ctx, rt, attempt, err.Error(), key)
 			}
 			if retry {
+				last = proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr)
 				if skip == nil {
 					skip = make(map[string]bool, 2)
 				}
@@ -270,11 +266,10 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 				// The client went away: nobody to answer.
 				hm := p.m.HTTP(key)
 				hm.Requests.Inc()
-				hm.Response(0, "", true)
-				hm.Latency.Observe(time.Since(start).Seconds())
+				hm.Cancelled(0)
 				return
 			}
-			p.answer(w, key, p.errFailure(ctx, err, ep.Addr), start)
+			p.answer(w, key, proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr), start)
 			return
 		}
 		if pick != nil {
@@ -285,6 +280,7 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 				// The peer's proxy answered without its app seeing the
 				// request: send it elsewhere if it can be sent again.
 				if replayable && p.retryUnprocessed(ctx, rt, attempt, resp.Header.Get(forward.HeaderError), key) {
+					last = proxyerr.FromUnprocessed(resp)
 					_ = resp.Body.Close()
 					if skip == nil {
 						skip = make(map[string]bool, 2)
@@ -294,21 +290,30 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 				}
 				delete(resp.Header, forward.HeaderUnprocessed)
 			}
+			if pe := proxyerr.FromResponse(resp); pe != nil {
+				// The peer's proxy answered itself: say so here too.
+				p.errs.Logf(ctx, pe, "peer proxy answered with an error", "dst", rt.dst)
+			}
 		}
 		hm := p.m.HTTP(key)
 		hm.Requests.Inc()
-		p.writeResponse(w, resp, hm, start)
+		p.writeResponse(r.Context(), w, resp, hm, start)
 		return
 	}
 }
 
 // writeResponse copies the response and records its metrics. A response that
 // breaks mid-body aborts the downstream stream so the client sees the error.
-func (p *Proxy) writeResponse(w http.ResponseWriter, resp *http.Response, hm *metrics.HTTP, start time.Time) {
+func (p *Proxy) writeResponse(ctx context.Context, w http.ResponseWriter, resp *http.Response, hm *metrics.HTTP, start time.Time) {
 	_, err := forward.WriteResponse(w, resp)
 	_ = resp.Body.Close()
-	hm.Response(resp.StatusCode, grpcStatus(resp), err != nil)
-	hm.Latency.Observe(time.Since(start).Seconds())
+	if err != nil && ctx.Err() != nil {
+		// The client reset or abandoned the stream: not the app's failure.
+		hm.Cancelled(resp.StatusCode)
+	} else {
+		hm.Response(resp.StatusCode, grpcStatus(resp), err != nil)
+		hm.Latency.Observe(time.Since(start).Seconds())
+	}
 	if err != nil {
 		panic(http.ErrAbortHandler)
 	}
@@ -406,14 +411,4 @@ const (
 func isDialError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
-}
-
-func (p *Proxy) errFailure(ctx context.Context, err error, addr string) *failure {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
-		return &failure{http.StatusGatewayTimeout, metrics.ReasonTimeout, "request timed out"}
-	}
-	if errors.Is(err, errConnect) || isDialError(err) {
-		return &failure{http.StatusBadGateway, metrics.ReasonConnectError, err.Error()}
-	}
-	return &failure{http.StatusBadGateway, "", "upstream " + addr + ": " + err.Error()}
 }
