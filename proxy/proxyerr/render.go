@@ -41,7 +41,7 @@ func (r *Renderer) Write(w http.ResponseWriter, e *Error) {
 	msg := oneLine(e.Msg)
 	h := w.Header()
 	h[HeaderError] = []string{msg}
-	h[HeaderProxyError] = []string{e.headerValue(r.by())}
+	h[HeaderProxyError] = []string{oneLine(e.headerValue(r.by()))}
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
 	h["Content-Length"] = []string{strconv.Itoa(len(msg) + 1)}
 	w.WriteHeader(e.Status)
