@@ -76,7 +76,8 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		resp, err = p.h2c.RoundTrip(out)
 	}
 	if err != nil {
-		if r.Context().Err() != nil {
+		var cancelled bool
+		if err, cancelled = proxyerr.Cause(r, err); cancelled {
 			// The caller reset or abandoned the stream.
 			hm.Cancelled(0)
 			return

@@ -171,7 +171,7 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 	if berr != nil {
 		hm := p.m.HTTP(metrics.Key{Direction: metrics.Outbound, DstService: rt.dst})
 		hm.Requests.Inc()
-		if r.Context().Err() != nil {
+		if _, cancelled := proxyerr.Cause(r, berr); cancelled {
 			// The client went away while sending its body.
 			hm.Cancelled(0)
 			return
@@ -262,7 +262,8 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 				skip[ep.Addr] = true
 				continue
 			}
-			if r.Context().Err() != nil {
+			var cancelled bool
+			if err, cancelled = proxyerr.Cause(r, err); cancelled {
 				// The client went away: nobody to answer.
 				hm := p.m.HTTP(key)
 				hm.Requests.Inc()

@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -99,3 +101,42 @@ func (neverEnding) Read(p []byte) (int, error) {
 type errReader struct{ err error }
 
 func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+func TestCause(t *testing.T) {
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	roundTrip := errors.New("http2: stream reset")
+	tests := []struct {
+		name          string
+		ctx           context.Context
+		bodyErr       error // what reading the client's body returned, nil: no error
+		wantCancelled bool
+		wantBody      bool // the cause is the client's body
+	}{
+		{"exchange failed, client there", context.Background(), nil, false, false},
+		{"client reset its stream", gone, nil, true, false},
+		{"truncated HTTP/1 body (net/http cancels the context on it)", gone, io.ErrUnexpectedEOF, false, true},
+		{"malformed chunked body", context.Background(), errors.New("invalid byte in chunk length"), false, true},
+		{"client reset the connection mid-body", gone, &net.OpError{Op: "read", Err: syscall.ECONNRESET}, true, false},
+		{"peer proxy reset the stream mid-body (x/net)", gone, errors.New("client disconnected"), true, false},
+		{"peer proxy reset the stream mid-body (meshh2)", gone, http2.StreamError{Code: http2.ErrCodeCancel}, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := io.NopCloser(strings.NewReader("abc"))
+			if tt.bodyErr != nil {
+				body = io.NopCloser(io.MultiReader(strings.NewReader("abc"), errReader{tt.bodyErr}))
+			}
+			r := httptest.NewRequestWithContext(tt.ctx, "POST", "/", nil)
+			r.Body = ClientBody(body)
+			_, _ = io.ReadAll(r.Body)
+			cause, cancelled := Cause(r, roundTrip)
+			if cancelled != tt.wantCancelled {
+				t.Fatalf("cancelled = %v, want %v (cause %v)", cancelled, tt.wantCancelled, cause)
+			}
+			if !cancelled && errors.Is(cause, ErrClientBody) != tt.wantBody {
+				t.Fatalf("cause %v: the client's body = %v, want %v", cause, !tt.wantBody, tt.wantBody)
+			}
+		})
+	}
+}

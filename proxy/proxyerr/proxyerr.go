@@ -7,10 +7,16 @@
 package proxyerr
 
 import (
+	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/net/http2"
 )
 
 // Culprit says whose fault an error is.
@@ -169,20 +175,17 @@ var ErrClientBody = errors.New("reading the request body from the client")
 // ClientBody wraps a request body so that its read errors (other than
 // io.EOF) are marked with ErrClientBody, whoever reads it: the HTTP/2
 // transport towards the peer, the HTTP/1 client towards the app, a retry
-// buffer.
-func ClientBody(rc interface {
-	Read([]byte) (int, error)
-	Close() error
-}) *Body {
+// buffer. The first such error is kept (BodyErr): a round trip that fails
+// after it failed because of the client's body.
+func ClientBody(rc io.ReadCloser) *Body {
 	return &Body{rc: rc}
 }
 
 // Body is a request body whose read errors are marked with ErrClientBody.
 type Body struct {
-	rc interface {
-		Read([]byte) (int, error)
-		Close() error
-	}
+	rc  io.ReadCloser
+	mu  sync.Mutex
+	err error // first read error, marked
 }
 
 // Read reads from the client's body.
@@ -190,6 +193,11 @@ func (b *Body) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err != nil && err != io.EOF {
 		err = &clientBodyError{err}
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
 	}
 	return n, err
 }
@@ -197,7 +205,55 @@ func (b *Body) Read(p []byte) (int, error) {
 // Close closes the client's body.
 func (b *Body) Close() error { return b.rc.Close() }
 
+// BodyErr returns the first error reading body from the client if body is
+// a *Body, else nil.
+func BodyErr(body io.ReadCloser) error {
+	b, ok := body.(*Body)
+	if !ok {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+// ClientGone reports whether a body read error means the client went away
+// (reset its stream, closed or reset its connection) rather than sent a
+// malformed or truncated body: nobody is left to answer.
+func ClientGone(err error) bool {
+	var se http2.StreamError
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.As(err, &se):
+		return true
+	}
+	msg := err.Error()
+	// x/net/http2's server: the peer reset the stream or closed the
+	// connection while the handler read the body.
+	return strings.Contains(msg, "client disconnected") || strings.Contains(msg, "stream closed") ||
+		strings.Contains(msg, "connection lost")
+}
+
 type clientBodyError struct{ err error }
 
 func (e *clientBodyError) Error() string   { return ErrClientBody.Error() + ": " + e.err.Error() }
 func (e *clientBodyError) Unwrap() []error { return []error{ErrClientBody, e.err} }
+
+// Cause decides what a failed exchange of request r is to be answered for:
+// the client's own body, if reading it failed (a malformed or truncated
+// body is the client's fault, even where the server cancelled the
+// request's context on that read error, as net/http does), else err; or
+// nothing, when the client went away (cancelled: count it, answer nobody).
+func Cause(r *http.Request, err error) (cause error, cancelled bool) {
+	if be := BodyErr(r.Body); be != nil {
+		if ClientGone(be) {
+			return nil, true
+		}
+		return be, false
+	}
+	if r.Context().Err() != nil {
+		return nil, true
+	}
+	return err, false
+}
