@@ -163,6 +163,10 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 	if authority == "" {
 		authority = rt.dst
 	}
+	if f := proxyerr.HeaderListTooLarge(r); f != nil {
+		p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: rt.dst}, f, start)
+		return
+	}
 	// A request the peer proves it did not process may be sent again, to
 	// another endpoint, if its body can be: none, or a small one of known
 	// length kept here. Bodies of unknown length (streams, gRPC) and those

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -128,4 +129,28 @@ func isReset(err error) bool {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// MaxHeaderList is the header list size (RFC 9113 6.5.2: names, values and
+// 32 bytes per field) every Trellis inbound proxy accepts on the mesh hop:
+// the smaller of x/net's advertised limit and meshh2.MaxHeaderListSize.
+const MaxHeaderList = meshh2.MaxHeaderListSize
+
+// HeaderListTooLarge answers a request whose header list the mesh hop would
+// refuse. Checked before sending: a client proxy that has not yet seen the
+// peer's SETTINGS would send it, and the peer would then close the whole
+// shared connection (GOAWAY COMPRESSION_ERROR), failing other apps'
+// requests on it too.
+func HeaderListTooLarge(r *http.Request) *Error {
+	size := uint64(len(r.Method) + len(r.Host) + len(r.URL.RequestURI()) + 4*32 + len("https"))
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			size += uint64(len(k) + len(v) + 32)
+		}
+	}
+	if size <= MaxHeaderList {
+		return nil
+	}
+	return &Error{Status: http.StatusRequestHeaderFieldsTooLarge, Reason: ReasonHeadersTooLarge, Culprit: Client,
+		Msg: "request header list larger than the mesh hop's limit of " + strconv.FormatUint(MaxHeaderList, 10) + " bytes"}
 }

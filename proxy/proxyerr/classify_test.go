@@ -140,3 +140,20 @@ func TestCause(t *testing.T) {
 		})
 	}
 }
+
+func TestHeaderListTooLarge(t *testing.T) {
+	for _, tt := range []struct {
+		value int
+		want  bool
+	}{{100, false}, {MaxHeaderList - 1000, false}, {MaxHeaderList, true}, {1_050_000, true}} {
+		r := httptest.NewRequest("GET", "http://echo.e2e/", nil)
+		r.Header.Set("X-Big", strings.Repeat("a", tt.value))
+		e := HeaderListTooLarge(r)
+		if (e != nil) != tt.want {
+			t.Errorf("%d bytes: %v, want too large = %v", tt.value, e, tt.want)
+		}
+		if e != nil && (e.Status != 431 || e.Culprit != Client) {
+			t.Errorf("%d bytes: %d %s", tt.value, e.Status, e.Culprit)
+		}
+	}
+}
