@@ -54,17 +54,27 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	forward.RemoveHopByHop(hdr)
 	if r.ContentLength == 0 {
 		r.Body = http.NoBody
-	} else if r.Body != nil {
-		// Whoever reads the body, its read errors are the client's fault.
-		r.Body = proxyerr.ClientBody(r.Body)
+	}
+	// Whoever reads the body, its read errors are the client's fault. Only
+	// the outgoing request gets the wrapper: net/http decides from the type
+	// of its own request's body how to finish the exchange.
+	var cb *proxyerr.Body
+	if r.Body != nil && r.Body != http.NoBody {
+		cb = proxyerr.ClientBody(r.Body)
 	}
 
 	var resp *http.Response
 	var err error
 	if h1 {
 		// The HTTP/1 client writes the request as it is (method, URI, Host,
-		// headers, body, trailers) in this goroutine: no copy needed.
-		resp, err = p.h1.RoundTrip(r, target)
+		// headers, body, trailers) in this goroutine; a copy only to
+		// carry the marked body.
+		req := r
+		if cb != nil {
+			req = r.WithContext(r.Context())
+			req.Body = cb
+		}
+		resp, err = p.h1.RoundTrip(req, target)
 	} else {
 		out := r.WithContext(r.Context())
 		u := new(url.URL)
@@ -73,11 +83,14 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		out.URL = u
 		out.RequestURI = ""
 		out.Close = false
+		if cb != nil {
+			out.Body = cb
+		}
 		resp, err = p.h2c.RoundTrip(out)
 	}
 	if err != nil {
 		var cancelled bool
-		if err, cancelled = proxyerr.Cause(r, err); cancelled {
+		if err, cancelled = proxyerr.Cause(r.Context(), cb, err); cancelled {
 			// The caller reset or abandoned the stream.
 			hm.Cancelled(0)
 			return

@@ -156,9 +156,13 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 	if r.ContentLength == 0 {
 		// Lets the HTTP/2 client end the stream with the headers.
 		r.Body = http.NoBody
-	} else if r.Body != nil {
-		// Whoever reads the body, its read errors are the client's fault.
-		r.Body = proxyerr.ClientBody(r.Body)
+	}
+	// Whoever reads the body, its read errors are the client's fault. Only
+	// the outgoing request gets the wrapper: net/http decides from the type
+	// of its own request's body how to finish the exchange.
+	var cb *proxyerr.Body
+	if r.Body != nil && r.Body != http.NoBody {
+		cb = proxyerr.ClientBody(r.Body)
 	}
 	if authority == "" {
 		authority = rt.dst
@@ -171,11 +175,11 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 	// another endpoint, if its body can be: none, or a small one of known
 	// length kept here. Bodies of unknown length (streams, gRPC) and those
 	// the app sends only after 100 Continue are never held back.
-	body, replayable, berr := replayableBody(r)
+	body, replayable, berr := replayableBody(r, cb)
 	if berr != nil {
 		hm := p.m.HTTP(metrics.Key{Direction: metrics.Outbound, DstService: rt.dst})
 		hm.Requests.Inc()
-		if _, cancelled := proxyerr.Cause(r, berr); cancelled {
+		if _, cancelled := proxyerr.Cause(r.Context(), cb, berr); cancelled {
 			// The client went away while sending its body.
 			hm.Cancelled(0)
 			return
@@ -241,6 +245,8 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 		out := r.WithContext(ctx)
 		if body != nil {
 			out.Body = io.NopCloser(bytes.NewReader(body))
+		} else if cb != nil {
+			out.Body = cb
 		}
 		u := new(url.URL)
 		*u = *r.URL
@@ -267,7 +273,7 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 				continue
 			}
 			var cancelled bool
-			if err, cancelled = proxyerr.Cause(r, err); cancelled {
+			if err, cancelled = proxyerr.Cause(r.Context(), cb, err); cancelled {
 				// The client went away: nobody to answer.
 				hm := p.m.HTTP(key)
 				hm.Requests.Inc()
@@ -367,7 +373,7 @@ const maxReplayBody = 64 << 10
 // replayableBody reads a small request body of known length so that it
 // can be sent more than once. It returns the body (nil: use r.Body as it
 // is) and whether the request can be sent again at all.
-func replayableBody(r *http.Request) ([]byte, bool, error) {
+func replayableBody(r *http.Request, cb io.Reader) ([]byte, bool, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, true, nil
 	}
@@ -380,7 +386,7 @@ func replayableBody(r *http.Request) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	b := make([]byte, r.ContentLength)
-	if _, err := io.ReadFull(r.Body, b); err != nil {
+	if _, err := io.ReadFull(cb, b); err != nil {
 		return nil, false, fmt.Errorf("reading request body: %w", err)
 	}
 	return b, true, nil

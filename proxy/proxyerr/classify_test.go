@@ -127,10 +127,9 @@ func TestCause(t *testing.T) {
 			if tt.bodyErr != nil {
 				body = io.NopCloser(io.MultiReader(strings.NewReader("abc"), errReader{tt.bodyErr}))
 			}
-			r := httptest.NewRequestWithContext(tt.ctx, "POST", "/", nil)
-			r.Body = ClientBody(body)
-			_, _ = io.ReadAll(r.Body)
-			cause, cancelled := Cause(r, roundTrip)
+			cb := ClientBody(body)
+			_, _ = io.ReadAll(cb)
+			cause, cancelled := Cause(tt.ctx, cb, roundTrip)
 			if cancelled != tt.wantCancelled {
 				t.Fatalf("cancelled = %v, want %v (cause %v)", cancelled, tt.wantCancelled, cause)
 			}

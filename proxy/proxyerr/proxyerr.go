@@ -240,19 +240,22 @@ type clientBodyError struct{ err error }
 func (e *clientBodyError) Error() string   { return ErrClientBody.Error() + ": " + e.err.Error() }
 func (e *clientBodyError) Unwrap() []error { return []error{ErrClientBody, e.err} }
 
-// Cause decides what a failed exchange of request r is to be answered for:
-// the client's own body, if reading it failed (a malformed or truncated
-// body is the client's fault, even where the server cancelled the
-// request's context on that read error, as net/http does), else err; or
-// nothing, when the client went away (cancelled: count it, answer nobody).
-func Cause(r *http.Request, err error) (cause error, cancelled bool) {
-	if be := BodyErr(r.Body); be != nil {
-		if ClientGone(be) {
-			return nil, true
+// Cause decides what a failed exchange is to be answered for, given the
+// request's context and its body as the proxy read it (nil: none): the
+// client's own body, if reading it failed (a malformed or truncated body is
+// the client's fault, even where the server cancelled the request's context
+// on that read error, as net/http does), else err; or nothing, when the
+// client went away (cancelled: count it, answer nobody).
+func Cause(ctx context.Context, body *Body, err error) (cause error, cancelled bool) {
+	if body != nil {
+		if be := BodyErr(body); be != nil {
+			if ClientGone(be) {
+				return nil, true
+			}
+			return be, false
 		}
-		return be, false
 	}
-	if r.Context().Err() != nil {
+	if ctx.Err() != nil {
 		return nil, true
 	}
 	return err, false
