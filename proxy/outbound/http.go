@@ -33,13 +33,6 @@ type route struct {
 	addr string
 }
 
-// failure is a response the proxy gives itself.
-type failure struct {
-	status int
-	reason string // trellis_request_errors_total reason
-	msg    string
-}
-
 func (p *Proxy) idString(id identity.ID) string {
 	if id.IsZero() {
 		return ""

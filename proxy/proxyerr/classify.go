@@ -113,6 +113,7 @@ func isDial(err error) bool {
 func isReset(err error) bool {
 	var se http2.StreamError
 	var me *meshh2.StreamError
+	//lint:ignore SA1019 x/net's transport still returns it for a GOAWAY that closed the connection.
 	var ga http2.GoAwayError
 	var ce http2.ConnectionError
 	switch {

@@ -49,6 +49,7 @@ func TestClassify(t *testing.T) {
 		{"peer untrusted", nil, fmt.Errorf("%w: %w", ErrConnect, x509.UnknownAuthorityError{}), ToPeer, 502, ReasonTLS, Mesh},
 		{"peer reset stream (x/net)", nil, http2.StreamError{StreamID: 1, Code: http2.ErrCodeInternal}, ToPeer, 502, ReasonPeerReset, Mesh},
 		{"peer reset stream (meshh2)", nil, &meshh2.StreamError{StreamID: 1, Code: http2.ErrCodeCancel, Remote: true}, ToPeer, 502, ReasonPeerReset, Mesh},
+		//lint:ignore SA1019 x/net's transport still returns it.
 		{"peer GOAWAY", nil, http2.GoAwayError{ErrCode: http2.ErrCodeProtocol}, ToPeer, 502, ReasonPeerReset, Mesh},
 		{"peer connection lost", nil, errors.New("http2: client connection lost"), ToPeer, 502, ReasonPeerReset, Mesh},
 		{"app closed mid-response", nil, io.ErrUnexpectedEOF, ToApp, 502, ReasonAppError, App},
