@@ -295,3 +295,40 @@ func TestSecurityErrorsClientCancellations(t *testing.T) {
 		}
 	}
 }
+
+// TestSecurityErrorsPeerIdentity: a peer that cannot prove the identity the
+// control plane gave is a mesh fault the client proxy names as tls_error.
+func TestSecurityErrorsPeerIdentity(t *testing.T) {
+	requireBinaries(t)
+	rogue := listenFakePeer(t)
+	store := harness.Store{
+		Services: []harness.Service{{Name: "rogue", Namespace: ns, Ports: []harness.ServicePort{{Port: 80}}}},
+		Workloads: []harness.Workload{
+			{Name: "client", Namespace: ns, ServiceAccount: "client"},
+			{Name: "rogue", Namespace: ns, ServiceAccount: "rogue", ProxyAddr: rogue.Addr(), Endpoints: []harness.Endpoint{
+				{Service: "rogue", Port: 80, TargetPort: 9},
+			}},
+		},
+	}
+	m := harness.NewMesh(t, bins, &ports, store)
+	m.StartController()
+	chain, key := selfMadeChain(t, mustID(t, "rogue"))
+	rogue.serve(t, chain, key)
+	client := m.StartReadyProxy(harness.ProxySpec{Workload: "client"})
+	c := meshClient(client.OutboundAddr, 20*time.Second)
+	defer c.CloseIdleConnections()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://rogue.e2e:80/", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	want := proxyErrorOf("tls_error", "mesh", "outbound", client)
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(proxyErrorHeader) != want {
+		t.Fatalf("got %s, %s %q, trellis-error %q; want 502 and %q", resp.Status, proxyErrorHeader,
+			resp.Header.Get(proxyErrorHeader), resp.Header.Get("Trellis-Error"), want)
+	}
+	if h, b := rogue.handshakes.Load(), rogue.appBytes.Load(); h != 0 || b != 0 {
+		t.Errorf("untrusted peer completed %d handshakes and got %d bytes", h, b)
+	}
+}
