@@ -90,7 +90,15 @@ func TestSecurityErrorsTruncatedBody(t *testing.T) {
 // server proxy being down (the client proxy says so), and both proxies log
 // the cause once, however many requests fail.
 func TestSecurityErrorsAppDownOrProxyDown(t *testing.T) {
-	b := newBasicMesh(t)
+	for _, mt := range meshTransports {
+		t.Run(mt, func(t *testing.T) { testAppDownOrProxyDown(t, newBasicMesh(t, "--mesh-transport", mt)) })
+	}
+}
+
+// meshTransports are the values of --mesh-transport.
+var meshTransports = []string{"xnet", "lean"}
+
+func testAppDownOrProxyDown(t *testing.T, b *basicMesh) {
 	c := meshClient(b.client.OutboundAddr, 20*time.Second)
 	defer c.CloseIdleConnections()
 	if resp, _, err := get(t.Context(), c, "/"); err != nil || resp.StatusCode != 200 {
@@ -238,7 +246,12 @@ func sendBrokenH2(t *testing.T, addr string, write func(*http2.Framer) error) {
 // in flight (HTTP/1.1 and gRPC) are counted as cancelled on both proxies,
 // never as failures.
 func TestSecurityErrorsClientCancellations(t *testing.T) {
-	b := newBasicMesh(t)
+	for _, mt := range meshTransports {
+		t.Run(mt, func(t *testing.T) { testClientCancellations(t, newBasicMesh(t, "--mesh-transport", mt)) })
+	}
+}
+
+func testClientCancellations(t *testing.T, b *basicMesh) {
 	const n = 5
 	c := meshClient(b.client.OutboundAddr, 60*time.Second)
 	defer c.CloseIdleConnections()
