@@ -52,6 +52,14 @@ const (
 	ReasonAppTimeout      = "app_timeout"       // 504 app: the app did not answer in time
 )
 
+// knownReasons are the reasons a peer proxy's answer may carry back.
+var knownReasons = map[string]bool{
+	ReasonNoEndpoints: true, ReasonTimeout: true, ReasonConnectError: true, ReasonBadRequest: true,
+	ReasonUnknownService: true, ReasonHeadersTooLarge: true, ReasonBadBody: true, ReasonTLS: true,
+	ReasonPeerReset: true, ReasonUpstream: true, ReasonAppUnreachable: true, ReasonAppError: true,
+	ReasonAppTimeout: true,
+}
+
 // Error is a response a proxy gives itself instead of the app's.
 type Error struct {
 	Status  int
@@ -111,12 +119,19 @@ func FromResponse(resp *http.Response) *Error {
 	}
 	reason, params, _ := strings.Cut(v, ";")
 	reason = strings.TrimSpace(reason)
+	if !knownReasons[reason] {
+		// A peer's word becomes a metric label and a rate-limit key here:
+		// only the fixed vocabulary passes.
+		reason = ReasonUpstream
+	}
 	e := &Error{Status: resp.StatusCode, Reason: reason, Msg: resp.Header.Get(HeaderError)}
 	for p := range strings.SplitSeq(params, ";") {
 		k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
 		switch k {
 		case "culprit":
-			e.Culprit = Culprit(val)
+			if c := Culprit(val); c == Client || c == Mesh || c == App {
+				e.Culprit = c
+			}
 		case "proxy", "identity":
 			if e.By != "" {
 				e.By += "; "

@@ -103,6 +103,7 @@ func FuzzFromResponse(f *testing.F) {
 	f.Add("connect_error")
 	f.Add(";;;=;culprit=;proxy")
 	f.Add("x; culprit=client; culprit=mesh; identity=a; proxy=b; proxy=c")
+	f.Add("made_up_reason_1; culprit=evil")
 	f.Fuzz(func(t *testing.T, v string) {
 		e := FromResponse(&http.Response{StatusCode: 502, Header: http.Header{HeaderProxyError: {v}}})
 		if strings.TrimSpace(v) == "" {
@@ -110,6 +111,9 @@ func FuzzFromResponse(f *testing.F) {
 		}
 		if e == nil {
 			t.Fatalf("%q: nil", v)
+		}
+		if !knownReasons[e.Reason] || (e.Culprit != Client && e.Culprit != Mesh && e.Culprit != App) {
+			t.Fatalf("%q: reason %q culprit %q outside the fixed vocabulary", v, e.Reason, e.Culprit)
 		}
 		// Whatever a peer sent, carrying it back gives one safe header line.
 		rec := httptest.NewRecorder()
