@@ -61,6 +61,11 @@ type Config struct {
 	// (proxy/meshh2).
 	MeshTransport string
 	Logger        *slog.Logger
+	// CaptureStdLog routes the standard log package (where x/net/http2's
+	// client side prints a peer's protocol errors) through Logger at debug
+	// and trellis_protocol_errors_total{direction="process"}. It is
+	// process-wide: only a main that runs one proxy sets it.
+	CaptureStdLog bool
 
 	// Ready, when set, receives the bound listener addresses once serving
 	// (useful with ":0" addresses in tests).
@@ -149,6 +154,9 @@ func Run(ctx context.Context, cfg Config) error {
 	m, err := metrics.New(reg)
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
+	}
+	if cfg.CaptureStdLog {
+		defer captureStdLog(log, m)()
 	}
 
 	var cache *certifier.AnchorsCache

@@ -80,8 +80,15 @@ func FromFamilies(fams map[string]*dto.MetricFamily) Snapshot {
 			if math.IsNaN(v) || v < 0 {
 				continue
 			}
+			class := label(m, "classification")
+			if class == "cancelled" {
+				// The client reset or abandoned the request: neither the
+				// app's success nor its failure (docs/metrics.md), and not
+				// in the latency histogram either.
+				continue
+			}
 			c := s.counts(keyOf(m))
-			if label(m, "classification") == "success" {
+			if class == "success" {
 				c.Success += v
 			} else {
 				// Anything not explicitly a success counts against the

@@ -238,3 +238,15 @@ trellis_responses_total{classification="success",direction="outbound",dst_servic
 		}
 	}
 }
+
+// Requests the client cancelled are neither a success nor a failure.
+func TestCancelledNotAFailure(t *testing.T) {
+	s := mustParse(t, `# TYPE trellis_responses_total counter
+trellis_responses_total{classification="success",direction="inbound",dst_service="books.demo:80",grpc_status="",peer_identity="",status_code="200",tls="true"} 90
+trellis_responses_total{classification="cancelled",direction="inbound",dst_service="books.demo:80",grpc_status="",peer_identity="",status_code="0",tls="true"} 1000
+`)
+	c := s[Key{Direction: Inbound, DstService: "books.demo:80", TLS: true}]
+	if c == nil || c.Success != 90 || c.Failure != 0 {
+		t.Fatalf("counts %+v, want 90 successes and no failure", c)
+	}
+}

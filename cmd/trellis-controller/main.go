@@ -80,6 +80,7 @@ An expired issuer never signs: Certify fails with FAILED_PRECONDITION and
 			}
 			cfg.AutoRenewIssuer = autoRenew
 			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
+			routeGRPCLog(cfg.Logger)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			return local.Run(ctx, cfg)

@@ -15,6 +15,9 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/grpclog"
+
+	"github.com/trellis-mesh/trellis/internal/ratelog"
 	"github.com/trellis-mesh/trellis/internal/version"
 	"github.com/trellis-mesh/trellis/proxy"
 )
@@ -112,6 +115,10 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// Library logs go through slog, rate-limited: a misbehaving peer must
+	// not be able to flood the output past --log-level (docs/proxy.md).
+	cfg.CaptureStdLog = true
+	grpclog.SetLoggerV2(ratelog.GRPCLogger{L: ratelog.New(cfg.Logger.With("component", "grpc"), 0)})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

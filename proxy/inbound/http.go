@@ -3,17 +3,17 @@
 package inbound
 
 import (
+	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 )
 
 // serveHTTP forwards one request to the app.
@@ -70,12 +70,25 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength == 0 {
 		r.Body = http.NoBody
 	}
+	// Whoever reads the body, its read errors are the client's fault. Only
+	// the outgoing request gets the wrapper: net/http decides from the type
+	// of its own request's body how to finish the exchange.
+	var cb *proxyerr.Body
+	if r.Body != nil && r.Body != http.NoBody {
+		cb = proxyerr.ClientBody(r.Body)
+	}
 
 	var resp *http.Response
 	if h1 {
 		// The HTTP/1 client writes the request as it is (method, URI, Host,
-		// headers, body, trailers) in this goroutine: no copy needed.
-		resp, err = p.h1.RoundTrip(r, target)
+		// headers, body, trailers) in this goroutine; a copy only to
+		// carry the marked body.
+		req := r
+		if cb != nil {
+			req = r.WithContext(r.Context())
+			req.Body = cb
+		}
+		resp, err = p.h1.RoundTrip(req, target)
 	} else {
 		out := r.WithContext(r.Context())
 		u := new(url.URL)
@@ -84,33 +97,41 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		out.URL = u
 		out.RequestURI = ""
 		out.Close = false
+		if cb != nil {
+			out.Body = cb
+		}
 		resp, err = p.h2c.RoundTrip(out)
 	}
 	if err != nil {
-		if r.Context().Err() != nil {
-			hm.Response(0, "", true)
-			hm.Latency.Observe(time.Since(start).Seconds())
+		var cancelled bool
+		if err, cancelled = proxyerr.Cause(r.Context(), cb, err); cancelled {
+			// The caller reset or abandoned the stream.
+			hm.Cancelled(0)
 			return
 		}
-		if isDial(err) {
+		e := proxyerr.Classify(r.Context(), err, proxyerr.ToApp, target)
+		if e.Reason == proxyerr.ReasonAppUnreachable && isDial(err) && info.tls {
 			// Nothing was sent: the app is not listening (it is exiting,
 			// or not started yet). Tell a mesh peer so, and it sends the
 			// request to another endpoint instead of failing it.
-			if info.tls {
-				w.Header()[forward.HeaderUnprocessed] = unprocessedValue
-			}
-			p.fail(w, hm, http.StatusBadGateway, metrics.ReasonConnectError, "connecting to app "+target+": "+err.Error(), start)
-			return
+			w.Header()[forward.HeaderUnprocessed] = unprocessedValue
 		}
-		p.fail(w, hm, http.StatusBadGateway, "", "app "+target+": "+err.Error(), start)
+		p.errs.Answer(r.Context(), w, hm, e, start, "peer", info.peer)
 		return
 	}
-	// Only this proxy may say a request was not processed.
+	// Only this proxy may say a request was not processed, or answered
+	// with an error of its own.
 	delete(resp.Header, forward.HeaderUnprocessed)
+	delete(resp.Header, proxyerr.HeaderProxyError)
 	_, err = forward.WriteResponse(w, resp)
 	_ = resp.Body.Close()
-	hm.Response(resp.StatusCode, grpcStatus(resp), err != nil)
-	hm.Latency.Observe(time.Since(start).Seconds())
+	if err != nil && r.Context().Err() != nil {
+		// The caller reset or abandoned the stream: not the app's failure.
+		hm.Cancelled(resp.StatusCode)
+	} else {
+		hm.Response(resp.StatusCode, grpcStatus(resp), err != nil)
+		hm.Latency.Observe(time.Since(start).Seconds())
+	}
 	if err != nil {
 		panic(http.ErrAbortHandler)
 	}
@@ -138,17 +159,7 @@ func grpcStatus(resp *http.Response) string {
 }
 
 func (p *Proxy) fail(w http.ResponseWriter, hm *metrics.HTTP, status int, reason, msg string, start time.Time) {
-	if reason != "" {
-		hm.RequestError(reason)
-	}
-	h := w.Header()
-	h["Trellis-Error"] = []string{msg}
-	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
-	h["Content-Length"] = []string{strconv.Itoa(len(msg) + 1)}
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, msg+"\n")
-	hm.Response(status, "", false)
-	hm.Latency.Observe(time.Since(start).Seconds())
+	p.errs.Answer(context.Background(), w, hm, proxyerr.New(status, reason, msg), start)
 }
 
 // serveUpgrade passes an HTTP/1 Upgrade request from a plain caller to the
@@ -161,12 +172,12 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, info *connI
 	}
 	app, err := p.dialer.DialContext(r.Context(), "tcp", target)
 	if err != nil {
-		p.fail(w, hm, http.StatusBadGateway, metrics.ReasonConnectError, "connecting to app "+target+": "+err.Error(), start)
+		p.errs.Answer(r.Context(), w, hm, proxyerr.Classify(r.Context(), err, proxyerr.ToApp, target), start, "peer", info.peer)
 		return
 	}
 	if err := r.Write(app); err != nil {
 		_ = app.Close()
-		p.fail(w, hm, http.StatusBadGateway, "", "writing upgrade request: "+err.Error(), start)
+		p.errs.Answer(r.Context(), w, hm, proxyerr.Classify(r.Context(), err, proxyerr.ToApp, target), start, "peer", info.peer)
 		return
 	}
 	c, brw, err := hj.Hijack()

@@ -11,6 +11,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/ratelog"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,6 +29,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
+	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 	"github.com/trellis-mesh/trellis/proxy/transport"
 )
 
@@ -76,6 +79,8 @@ type Proxy struct {
 	lns     []net.Listener
 	closing bool
 	lean    map[*meshh2.ServerConn]struct{} // live lean mesh conns, for drain
+
+	errs *proxyerr.Renderer // the responses this proxy gives itself
 }
 
 // New builds an inbound proxy.
@@ -116,6 +121,8 @@ func New(cfg Config) (*Proxy, error) {
 			IdleTimeout:          10 * time.Minute,
 		},
 	}
+	limiter := ratelog.New(cfg.Logger, 0)
+	p.errs = &proxyerr.Renderer{Direction: metrics.Inbound, Identity: cfg.Store.LocalIdentity().String(), Log: limiter}
 	p.h1 = &forward.H1Client{
 		Dialer:                p.dialer,
 		MaxIdlePerAddr:        256,
@@ -136,7 +143,7 @@ func New(cfg Config) (*Proxy, error) {
 		Handler:           http.HandlerFunc(p.serveHTTP),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		ErrorLog:          libLog(limiter, cfg.Metrics),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if ic, ok := c.(*infoConn); ok {
 				return context.WithValue(ctx, connInfoKey{}, ic.info)
@@ -144,7 +151,7 @@ func New(cfg Config) (*Proxy, error) {
 			return ctx
 		},
 	}
-	p.h2base = &http.Server{Handler: http.HandlerFunc(p.serveHTTP)}
+	p.h2base = &http.Server{Handler: http.HandlerFunc(p.serveHTTP), ErrorLog: libLog(limiter, cfg.Metrics)}
 	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
 		return nil, err
 	}
@@ -396,4 +403,14 @@ func isMeshSNI(sni string, local identity.ID) bool {
 	}
 	id, err := identity.ParseServerName(sni)
 	return err == nil && id.TrustDomain == local.TrustDomain
+}
+
+// libLog is the ErrorLog of the HTTP/2 server: x/net/http2 prints a
+// misbehaving peer's protocol errors there, which go to slog at debug,
+// once per cause per interval, and to trellis_protocol_errors_total.
+func libLog(l *ratelog.Limiter, m *metrics.Metrics) *log.Logger {
+	return ratelog.NewLogLogger(&ratelog.LibWriter{
+		Limiter: l, Scope: metrics.Inbound, Args: []any{"direction", metrics.Inbound},
+		Count: func(cause string) { m.ProtocolError(metrics.Inbound, cause) },
+	})
 }

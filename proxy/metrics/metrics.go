@@ -61,6 +61,7 @@ type Metrics struct {
 	tcpWrite   *prometheus.CounterVec
 	detect     *prometheus.CounterVec
 	handshakes *prometheus.CounterVec
+	protocol   *prometheus.CounterVec
 
 	http sync.Map // Key -> *HTTP
 	tcp  sync.Map // Key -> *TCP
@@ -110,11 +111,14 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_tls_handshake_errors_total", Help: "Failed mesh TLS handshakes.",
 		}, []string{"direction", "reason"}),
+		protocol: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_protocol_errors_total", Help: "Protocol errors the HTTP libraries reported (one per log line they would have printed).",
+		}, []string{"direction", "cause"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.requests, m.responses, m.latency, m.retries, m.reqErrors,
 		m.tcpOpen, m.tcpClose, m.tcpConns, m.tcpRead, m.tcpWrite,
-		m.detect, m.handshakes,
+		m.detect, m.handshakes, m.protocol,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -148,9 +152,26 @@ type HTTP struct {
 }
 
 type respKey struct {
-	status  int
-	grpc    string
-	failure bool
+	status int
+	grpc   string
+	class  string
+}
+
+// Classifications of trellis_responses_total.
+const (
+	ClassSuccess   = "success"
+	ClassFailure   = "failure"
+	ClassCancelled = "cancelled"
+)
+
+// Classify is the classification of a response that ended: failure for a
+// 5xx, a non-zero grpc-status, no response at all or a broken stream;
+// success otherwise.
+func Classify(status int, grpcStatus string, streamErr bool) string {
+	if streamErr || status >= 500 || status == 0 || (grpcStatus != "" && grpcStatus != "0") {
+		return ClassFailure
+	}
+	return ClassSuccess
 }
 
 // HTTP returns the cached HTTP metrics of a route.
@@ -171,17 +192,23 @@ func (m *Metrics) HTTP(k Key) *HTTP {
 // Response counts one ended response. status 0: no response headers were
 // sent; grpcStatus is "" for non-gRPC responses.
 func (h *HTTP) Response(status int, grpcStatus string, streamErr bool) {
-	failure := streamErr || status >= 500 || status == 0 || (grpcStatus != "" && grpcStatus != "0")
-	k := respKey{status: status, grpc: grpcStatus, failure: failure}
+	h.count(respKey{status: status, grpc: grpcStatus, class: Classify(status, grpcStatus, streamErr)})
+}
+
+// Cancelled counts a stream the client reset or abandoned before its
+// response ended (status 0: before any response headers): it is neither a
+// success nor the app's failure, and its latency (the client's patience)
+// is not observed.
+func (h *HTTP) Cancelled(status int) {
+	h.count(respKey{status: status, class: ClassCancelled})
+}
+
+func (h *HTTP) count(k respKey) {
 	if c, ok := h.responses.Load(k); ok {
 		c.(prometheus.Counter).Inc()
 		return
 	}
-	class := "success"
-	if failure {
-		class = "failure"
-	}
-	c := h.m.responses.WithLabelValues(append(append([]string(nil), h.labels...), strconv.Itoa(status), grpcStatus, class)...)
+	c := h.m.responses.WithLabelValues(append(append([]string(nil), h.labels...), strconv.Itoa(k.status), k.grpc, k.class)...)
 	v, _ := h.responses.LoadOrStore(k, c)
 	v.(prometheus.Counter).Inc()
 }
@@ -260,6 +287,12 @@ func (t *TCP) Write(n int64) {
 // Detect counts a protocol detection outcome.
 func (m *Metrics) Detect(direction, protocol, result string) {
 	m.detect.WithLabelValues(direction, protocol, result).Inc()
+}
+
+// ProtocolError counts a protocol error an HTTP library reported (x/net/http2,
+// net/http); cause is one of ratelog's bounded causes.
+func (m *Metrics) ProtocolError(direction, cause string) {
+	m.protocol.WithLabelValues(direction, cause).Inc()
 }
 
 // HandshakeError counts a failed mesh TLS handshake.

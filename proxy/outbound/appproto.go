@@ -6,7 +6,7 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/forward"
-	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 )
 
 // appProto maps an endpoint's protocol hint to what the mesh header says.
@@ -28,13 +28,13 @@ func appProto(p apiv1.ProtocolHint_Protocol) forward.AppProto {
 // from the caller's protocol and the endpoint's hint. A meshed endpoint is
 // reached over the mesh's HTTP/2 and its proxy decides (from
 // trellis-app-proto), so the caller's protocol is kept here.
-func toApp(hdr http.Header, h1, meshed bool, ep balance.Endpoint) (bool, *failure) {
+func toApp(hdr http.Header, h1, meshed bool, ep balance.Endpoint) (bool, *proxyerr.Error) {
 	if meshed {
 		return h1, nil
 	}
 	appH1, err := forward.ToApp(forward.CallerOf(hdr, h1), appProto(ep.Protocol))
 	if err != nil {
-		return false, &failure{http.StatusBadGateway, metrics.ReasonProtocolMismatch, err.Error()}
+		return false, proxyerr.New(http.StatusBadGateway, proxyerr.ReasonProtocolMismatch, err.Error())
 	}
 	return appH1, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 )
 
 // maxRetries bounds retries of requests that never left the proxy.
@@ -30,13 +31,6 @@ type route struct {
 	dst  string            // dst_service label
 	bal  *balance.Balancer // nil: passthrough to addr in plain text
 	addr string
-}
-
-// failure is a response the proxy gives itself.
-type failure struct {
-	status int
-	reason string // trellis_request_errors_total reason
-	msg    string
 }
 
 func (p *Proxy) idString(id identity.ID) string {
@@ -66,14 +60,14 @@ func hasPort(host string) bool {
 	return i >= 0 && i > strings.LastIndexByte(host, ']')
 }
 
-func (p *Proxy) resolve(ctx context.Context, authority string, info *connInfo) (route, *failure) {
+func (p *Proxy) resolve(ctx context.Context, authority string, info *connInfo) (route, *proxyerr.Error) {
 	if p.cfg.Mode == ModeExplicit {
 		d, err := p.cfg.Resolve(ctx, authority)
 		if err != nil {
-			return route{}, &failure{http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "resolving " + authority + ": " + err.Error()}
+			return route{}, proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "resolving "+authority+": "+err.Error())
 		}
 		if !d.Exists {
-			return route{}, &failure{http.StatusBadGateway, metrics.ReasonUnknownService, "unknown service " + authority}
+			return route{}, proxyerr.New(http.StatusBadGateway, metrics.ReasonUnknownService, "unknown service "+authority)
 		}
 		return route{dst: authority, bal: d.Balancer}, nil
 	}
@@ -87,11 +81,11 @@ func (p *Proxy) resolve(ctx context.Context, authority string, info *connInfo) (
 	return p.resolveOrig(ctx, info)
 }
 
-func (p *Proxy) resolveOrig(ctx context.Context, info *connInfo) (route, *failure) {
+func (p *Proxy) resolveOrig(ctx context.Context, info *connInfo) (route, *proxyerr.Error) {
 	orig := info.orig.String()
 	d, err := p.cfg.Resolve(ctx, orig)
 	if err != nil {
-		return route{}, &failure{http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "resolving " + orig + ": " + err.Error()}
+		return route{}, proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "resolving "+orig+": "+err.Error())
 	}
 	if !d.Exists {
 		return route{dst: orig, addr: orig}, nil
@@ -99,25 +93,11 @@ func (p *Proxy) resolveOrig(ctx context.Context, info *connInfo) (route, *failur
 	return route{dst: orig, bal: d.Balancer}, nil
 }
 
-func writeFailure(w http.ResponseWriter, f *failure) {
-	h := w.Header()
-	h["Trellis-Error"] = []string{f.msg}
-	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
-	h["Content-Length"] = []string{strconv.Itoa(len(f.msg) + 1)}
-	w.WriteHeader(f.status)
-	_, _ = io.WriteString(w, f.msg+"\n")
-}
-
 // answer records and writes a response the proxy gives itself.
-func (p *Proxy) answer(w http.ResponseWriter, key metrics.Key, f *failure, start time.Time) {
+func (p *Proxy) answer(w http.ResponseWriter, key metrics.Key, f *proxyerr.Error, start time.Time) {
 	hm := p.m.HTTP(key)
 	hm.Requests.Inc()
-	if f.reason != "" {
-		hm.RequestError(f.reason)
-	}
-	writeFailure(w, f)
-	hm.Response(f.status, "", false)
-	hm.Latency.Observe(time.Since(start).Seconds())
+	p.errs.Answer(context.Background(), w, hm, f, start, "dst", key.DstService)
 }
 
 // ServeHTTP routes one request from the app.
@@ -137,7 +117,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if authority == "" && p.cfg.Mode == ModeExplicit {
-		p.answer(w, metrics.Key{Direction: metrics.Outbound}, &failure{http.StatusBadRequest, metrics.ReasonBadRequest, "request has no Host or :authority"}, start)
+		p.answer(w, metrics.Key{Direction: metrics.Outbound}, proxyerr.New(http.StatusBadRequest, metrics.ReasonBadRequest, "request has no Host or :authority"), start)
 		return
 	}
 	rt, f := p.resolve(r.Context(), authority, info)
@@ -168,24 +148,39 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 		// Lets the HTTP/2 client end the stream with the headers.
 		r.Body = http.NoBody
 	}
+	// Whoever reads the body, its read errors are the client's fault. Only
+	// the outgoing request gets the wrapper: net/http decides from the type
+	// of its own request's body how to finish the exchange.
+	var cb *proxyerr.Body
+	if r.Body != nil && r.Body != http.NoBody {
+		cb = proxyerr.ClientBody(r.Body)
+	}
 	if authority == "" {
 		authority = rt.dst
+	}
+	if f := proxyerr.HeaderListTooLarge(r); f != nil {
+		p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: rt.dst}, f, start)
+		return
 	}
 	// A request the peer proves it did not process may be sent again, to
 	// another endpoint, if its body can be: none, or a small one of known
 	// length kept here. Bodies of unknown length (streams, gRPC) and those
 	// the app sends only after 100 Continue are never held back.
-	body, replayable, berr := replayableBody(r)
+	body, replayable, berr := replayableBody(r, cb)
 	if berr != nil {
-		// The client went away while sending its body.
 		hm := p.m.HTTP(metrics.Key{Direction: metrics.Outbound, DstService: rt.dst})
 		hm.Requests.Inc()
-		hm.Response(0, "", true)
-		hm.Latency.Observe(time.Since(start).Seconds())
+		if _, cancelled := proxyerr.Cause(r.Context(), cb, berr); cancelled {
+			// The client went away while sending its body.
+			hm.Cancelled(0)
+			return
+		}
+		p.errs.Answer(ctx, w, hm, proxyerr.Classify(ctx, berr, proxyerr.ToPeer, rt.dst), start, "dst", rt.dst)
 		return
 	}
 
 	var skip map[string]bool
+	var last *proxyerr.Error // why the last endpoint tried was skipped
 	for attempt := 0; ; attempt++ {
 		var ep balance.Endpoint
 		var pick *balance.Pick
@@ -193,9 +188,9 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 			var err error
 			pick, err = rt.bal.Pick(skip)
 			if err != nil {
-				f := &failure{http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints for " + rt.dst}
+				f := proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints for "+rt.dst)
 				if attempt > 0 {
-					f = &failure{http.StatusBadGateway, metrics.ReasonConnectError, "no reachable endpoint for " + rt.dst}
+					f = proxyerr.GaveUp(rt.dst, last)
 				}
 				p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: rt.dst}, f, start)
 				return
@@ -225,13 +220,14 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 					pick.Done(0, true)
 				}
 				if p.retry(ctx, rt, attempt, err, key) {
+					last = proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr)
 					if skip == nil {
 						skip = make(map[string]bool, 2)
 					}
 					skip[ep.Addr] = true
 					continue
 				}
-				p.answer(w, key, p.errFailure(ctx, err, ep.Addr), start)
+				p.answer(w, key, proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr), start)
 				return
 			}
 			roundTrip = cc.RoundTrip
@@ -247,6 +243,8 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 		out := r.WithContext(ctx)
 		if body != nil {
 			out.Body = io.NopCloser(bytes.NewReader(body))
+		} else if cb != nil {
+			out.Body = cb
 		}
 		u := new(url.URL)
 		*u = *r.URL
@@ -265,21 +263,22 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 				retry = p.retryUnprocessed(ctx, rt, attempt, err.Error(), key)
 			}
 			if retry {
+				last = proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr)
 				if skip == nil {
 					skip = make(map[string]bool, 2)
 				}
 				skip[ep.Addr] = true
 				continue
 			}
-			if r.Context().Err() != nil {
+			var cancelled bool
+			if err, cancelled = proxyerr.Cause(r.Context(), cb, err); cancelled {
 				// The client went away: nobody to answer.
 				hm := p.m.HTTP(key)
 				hm.Requests.Inc()
-				hm.Response(0, "", true)
-				hm.Latency.Observe(time.Since(start).Seconds())
+				hm.Cancelled(0)
 				return
 			}
-			p.answer(w, key, p.errFailure(ctx, err, ep.Addr), start)
+			p.answer(w, key, proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr), start)
 			return
 		}
 		if pick != nil {
@@ -290,6 +289,7 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 				// The peer's proxy answered without its app seeing the
 				// request: send it elsewhere if it can be sent again.
 				if replayable && p.retryUnprocessed(ctx, rt, attempt, resp.Header.Get(forward.HeaderError), key) {
+					last = proxyerr.FromUnprocessed(resp)
 					_ = resp.Body.Close()
 					if skip == nil {
 						skip = make(map[string]bool, 2)
@@ -299,21 +299,30 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 				}
 				delete(resp.Header, forward.HeaderUnprocessed)
 			}
+			if pe := proxyerr.FromResponse(resp); pe != nil {
+				// The peer's proxy answered itself: say so here too.
+				p.errs.Logf(ctx, pe, "peer proxy answered with an error", "dst", rt.dst)
+			}
 		}
 		hm := p.m.HTTP(key)
 		hm.Requests.Inc()
-		p.writeResponse(w, resp, hm, start)
+		p.writeResponse(r.Context(), w, resp, hm, start)
 		return
 	}
 }
 
 // writeResponse copies the response and records its metrics. A response that
 // breaks mid-body aborts the downstream stream so the client sees the error.
-func (p *Proxy) writeResponse(w http.ResponseWriter, resp *http.Response, hm *metrics.HTTP, start time.Time) {
+func (p *Proxy) writeResponse(ctx context.Context, w http.ResponseWriter, resp *http.Response, hm *metrics.HTTP, start time.Time) {
 	_, err := forward.WriteResponse(w, resp)
 	_ = resp.Body.Close()
-	hm.Response(resp.StatusCode, grpcStatus(resp), err != nil)
-	hm.Latency.Observe(time.Since(start).Seconds())
+	if err != nil && ctx.Err() != nil {
+		// The client reset or abandoned the stream: not the app's failure.
+		hm.Cancelled(resp.StatusCode)
+	} else {
+		hm.Response(resp.StatusCode, grpcStatus(resp), err != nil)
+		hm.Latency.Observe(time.Since(start).Seconds())
+	}
 	if err != nil {
 		panic(http.ErrAbortHandler)
 	}
@@ -362,7 +371,7 @@ const maxReplayBody = 64 << 10
 // replayableBody reads a small request body of known length so that it
 // can be sent more than once. It returns the body (nil: use r.Body as it
 // is) and whether the request can be sent again at all.
-func replayableBody(r *http.Request) ([]byte, bool, error) {
+func replayableBody(r *http.Request, cb io.Reader) ([]byte, bool, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, true, nil
 	}
@@ -375,7 +384,7 @@ func replayableBody(r *http.Request) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	b := make([]byte, r.ContentLength)
-	if _, err := io.ReadFull(r.Body, b); err != nil {
+	if _, err := io.ReadFull(cb, b); err != nil {
 		return nil, false, fmt.Errorf("reading request body: %w", err)
 	}
 	return b, true, nil
@@ -411,14 +420,4 @@ const (
 func isDialError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
-}
-
-func (p *Proxy) errFailure(ctx context.Context, err error, addr string) *failure {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
-		return &failure{http.StatusGatewayTimeout, metrics.ReasonTimeout, "request timed out"}
-	}
-	if errors.Is(err, errConnect) || isDialError(err) {
-		return &failure{http.StatusBadGateway, metrics.ReasonConnectError, err.Error()}
-	}
-	return &failure{http.StatusBadGateway, "", "upstream " + addr + ": " + err.Error()}
 }

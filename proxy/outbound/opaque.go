@@ -11,12 +11,14 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 )
 
 // openStream opens an opaque stream for a route, retrying endpoints that
 // cannot be connected to. The returned key labels the stream's metrics.
-func (p *Proxy) openStream(ctx context.Context, rt route, defPort uint16) (net.Conn, metrics.Key, *failure) {
+func (p *Proxy) openStream(ctx context.Context, rt route, defPort uint16) (net.Conn, metrics.Key, *proxyerr.Error) {
 	var skip map[string]bool
+	var last *proxyerr.Error // why the last endpoint tried was skipped
 	for attempt := 0; ; attempt++ {
 		var ep balance.Endpoint
 		var pick *balance.Pick
@@ -26,9 +28,9 @@ func (p *Proxy) openStream(ctx context.Context, rt route, defPort uint16) (net.C
 			if err != nil {
 				key := metrics.Key{Direction: metrics.Outbound, DstService: rt.dst}
 				if attempt > 0 {
-					return nil, key, &failure{http.StatusBadGateway, metrics.ReasonConnectError, "no reachable endpoint for " + rt.dst}
+					return nil, key, proxyerr.GaveUp(rt.dst, last)
 				}
-				return nil, key, &failure{http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints for " + rt.dst}
+				return nil, key, proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints for "+rt.dst)
 			}
 			ep = pick.Endpoint
 		} else {
@@ -48,13 +50,14 @@ func (p *Proxy) openStream(ctx context.Context, rt route, defPort uint16) (net.C
 			return c, key, nil
 		}
 		if rt.bal != nil && attempt < maxRetries && ctx.Err() == nil {
+			last = proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr)
 			if skip == nil {
 				skip = make(map[string]bool, 2)
 			}
 			skip[ep.Addr] = true
 			continue
 		}
-		return nil, key, p.errFailure(ctx, err, ep.Addr)
+		return nil, key, proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr)
 	}
 }
 
@@ -90,13 +93,13 @@ func (p *Proxy) opaqueTransparent(c net.Conn, info *connInfo) {
 	rt, f := p.resolveOrig(ctx, info)
 	if f != nil {
 		cancel()
-		p.log.Debug("outbound: opaque stream refused", "dst", info.orig.String(), "err", f.msg)
+		p.log.Debug("outbound: opaque stream refused", "dst", info.orig.String(), "err", f.Msg)
 		return
 	}
 	peer, key, f := p.openStream(ctx, rt, info.orig.Port())
 	cancel()
 	if f != nil {
-		p.log.Debug("outbound: opaque stream failed", "dst", rt.dst, "err", f.msg)
+		p.log.Debug("outbound: opaque stream failed", "dst", rt.dst, "err", f.Msg)
 		return
 	}
 	_ = p.splice(forward.WithCloseWrite(c, info.raw), peer, key)
@@ -107,11 +110,11 @@ func (p *Proxy) opaqueTransparent(c net.Conn, info *connInfo) {
 func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, authority string, info *connInfo, start time.Time) {
 	hj, ok := w.(http.Hijacker)
 	if r.ProtoMajor != 1 || !ok {
-		p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: authority}, &failure{http.StatusMethodNotAllowed, metrics.ReasonBadRequest, "CONNECT is supported over HTTP/1.1 only"}, start)
+		p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: authority}, proxyerr.New(http.StatusMethodNotAllowed, metrics.ReasonBadRequest, "CONNECT is supported over HTTP/1.1 only"), start)
 		return
 	}
 	if !hasPort(r.Host) {
-		p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: authority}, &failure{http.StatusBadRequest, metrics.ReasonBadRequest, "CONNECT needs host:port"}, start)
+		p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: authority}, proxyerr.New(http.StatusBadRequest, metrics.ReasonBadRequest, "CONNECT needs host:port"), start)
 		return
 	}
 	rt, f := p.resolve(r.Context(), authority, info)
@@ -147,7 +150,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, authority s
 func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, rt route, info *connInfo, start time.Time) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
-		p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: rt.dst}, &failure{http.StatusBadRequest, metrics.ReasonBadRequest, "upgrade not possible on this connection"}, start)
+		p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: rt.dst}, proxyerr.New(http.StatusBadRequest, metrics.ReasonBadRequest, "upgrade not possible on this connection"), start)
 		return
 	}
 	defPort := uint16(80)
@@ -164,10 +167,7 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, rt route, i
 	forward.StripMesh(r.Header)
 	if err := r.Write(peer); err != nil {
 		_ = peer.Close()
-		f := &failure{http.StatusBadGateway, "", "writing upgrade request: " + err.Error()}
-		writeFailure(w, f)
-		hm.Response(f.status, "", false)
-		hm.Latency.Observe(time.Since(start).Seconds())
+		p.errs.Answer(r.Context(), w, hm, proxyerr.Classify(r.Context(), err, proxyerr.ToPeer, rt.dst), start, "dst", rt.dst)
 		return
 	}
 	c, brw, err := hj.Hijack()

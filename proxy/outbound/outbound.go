@@ -9,6 +9,7 @@ package outbound
 import (
 	"context"
 	"errors"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,12 +20,14 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/trellis-mesh/trellis/internal/ratelog"
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
+	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 )
 
 // Modes of the outbound listener.
@@ -75,6 +78,7 @@ type Proxy struct {
 	h2srv   *http2.Server
 	h2base  *http.Server
 	tracker forward.Tracker
+	errs    *proxyerr.Renderer // the responses this proxy gives itself
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -126,11 +130,13 @@ func New(cfg Config) (*Proxy, error) {
 		h2srv: &http2.Server{MaxConcurrentStreams: 1000, IdleTimeout: 10 * time.Minute},
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	limiter := ratelog.New(cfg.Logger, 0)
+	p.errs = &proxyerr.Renderer{Direction: metrics.Outbound, Identity: cfg.Store.LocalIdentity().String(), Log: limiter}
 	p.h1srv = &http.Server{
 		Handler:           p,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		ErrorLog:          libLog(limiter, cfg.Metrics),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if ic, ok := c.(*infoConn); ok {
 				return context.WithValue(ctx, connInfoKey{}, ic.info)
@@ -139,7 +145,7 @@ func New(cfg Config) (*Proxy, error) {
 		},
 	}
 	// Graceful shutdown of h2base sends GOAWAY on every ServeConn connection.
-	p.h2base = &http.Server{Handler: p}
+	p.h2base = &http.Server{Handler: p, ErrorLog: libLog(limiter, cfg.Metrics)}
 	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
 		return nil, err
 	}
@@ -245,4 +251,14 @@ func (p *Proxy) handle(c net.Conn) {
 		p.log.Debug("outbound: opaque connection in explicit mode refused", "remote", c.RemoteAddr().String())
 		_ = c.Close()
 	}
+}
+
+// libLog is the ErrorLog of the HTTP/2 server: x/net/http2 prints a
+// misbehaving client's protocol errors there, which go to slog at debug,
+// once per cause per interval, and to trellis_protocol_errors_total.
+func libLog(l *ratelog.Limiter, m *metrics.Metrics) *log.Logger {
+	return ratelog.NewLogLogger(&ratelog.LibWriter{
+		Limiter: l, Scope: metrics.Outbound, Args: []any{"direction", metrics.Outbound},
+		Count: func(cause string) { m.ProtocolError(metrics.Outbound, cause) },
+	})
 }

@@ -18,12 +18,13 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 	"github.com/trellis-mesh/trellis/proxy/transport"
 )
 
 // errConnect marks failures to establish a connection to an endpoint: the
 // request provably never left the proxy, so it may be retried elsewhere.
-var errConnect = errors.New("connecting to endpoint")
+var errConnect = proxyerr.ErrConnect
 
 type connectError struct {
 	addr string

@@ -166,7 +166,7 @@ const (
 	tcpAuthority  = "tcpecho.e2e:7000"
 )
 
-func newBasicMesh(t *testing.T) *basicMesh {
+func newBasicMesh(t *testing.T, proxyArgs ...string) *basicMesh {
 	t.Helper()
 	requireBinaries(t)
 	a := startApp(t, "echo-1")
@@ -187,8 +187,8 @@ func newBasicMesh(t *testing.T) *basicMesh {
 	m := harness.NewMesh(t, bins, &ports, store)
 	m.StartController()
 	b := &basicMesh{mesh: m, app: a, tcpAddr: tcpAddr}
-	b.server = m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: a.Addr})
-	b.client = m.StartProxy(harness.ProxySpec{Workload: "client"})
+	b.server = m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: a.Addr, Args: proxyArgs})
+	b.client = m.StartProxy(harness.ProxySpec{Workload: "client", Args: proxyArgs})
 	for _, px := range []*harness.Proxy{b.server, b.client} {
 		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
 			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))

@@ -1,0 +1,89 @@
+package proxyerr
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/trellis-mesh/trellis/internal/ratelog"
+	"github.com/trellis-mesh/trellis/proxy/metrics"
+)
+
+// maxMsg bounds the trellis-error header and body: short, whatever the
+// length of the error text (which may quote a peer's words).
+const maxMsg = 512
+
+// Renderer is the one place a proxy answers a request itself, like
+// httputil.ReverseProxy's ErrorHandler: the inbound and the outbound proxy
+// each have one.
+type Renderer struct {
+	// Direction is metrics.Inbound or metrics.Outbound.
+	Direction string
+	// Identity is this proxy's SPIFFE ID.
+	Identity string
+	// Log writes one line per direction and reason per interval.
+	Log *ratelog.Limiter
+}
+
+// by names this proxy in trellis-proxy-error.
+func (r *Renderer) by() string {
+	return "proxy=" + r.Direction + "; identity=" + r.Identity
+}
+
+// Write writes e as the response: status, trellis-error (the message),
+// trellis-proxy-error (reason, culprit and the proxy that decided) and the
+// message as a text body.
+func (r *Renderer) Write(w http.ResponseWriter, e *Error) {
+	msg := oneLine(e.Msg)
+	h := w.Header()
+	h[HeaderError] = []string{msg}
+	h[HeaderProxyError] = []string{oneLine(e.headerValue(r.by()))}
+	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
+	h["Content-Length"] = []string{strconv.Itoa(len(msg) + 1)}
+	w.WriteHeader(e.Status)
+	_, _ = io.WriteString(w, msg+"\n")
+}
+
+// Answer counts e on hm (trellis_request_errors_total{reason}, the response
+// and its latency), writes it and logs it.
+func (r *Renderer) Answer(ctx context.Context, w http.ResponseWriter, hm *metrics.HTTP, e *Error, start time.Time, args ...any) {
+	hm.RequestError(e.Reason)
+	r.Write(w, e)
+	hm.Response(e.Status, "", false)
+	hm.Latency.Observe(time.Since(start).Seconds())
+	r.Logf(ctx, e, "proxy answered with an error", args...)
+}
+
+// Logf logs e at info, once per reason per interval for this proxy's
+// direction: a flood of one failure is one line a minute, saying how many
+// were held back.
+func (r *Renderer) Logf(ctx context.Context, e *Error, msg string, args ...any) {
+	by := e.By
+	if by == "" {
+		by = r.by()
+	}
+	all := append([]any{
+		"direction", r.Direction, "status", e.Status, "reason", e.Reason,
+		"culprit", string(e.Culprit), "by", by, "err", oneLine(e.Msg),
+	}, args...)
+	r.Log.Log(ctx, slog.LevelInfo, r.Direction+"/"+e.Reason, msg, all...)
+}
+
+// oneLine keeps a message fit for a header: no control characters (a
+// peer's words may be quoted in it), at most maxMsg bytes.
+func oneLine(s string) string {
+	s = strings.Map(func(c rune) rune {
+		if c < 0x20 || c == 0x7f {
+			return ' '
+		}
+		return c
+	}, s)
+	if len(s) > maxMsg {
+		s = strings.ToValidUTF8(s[:maxMsg], "")
+	}
+	return s
+}
