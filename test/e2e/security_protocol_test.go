@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -270,13 +269,17 @@ func meshPeerClient(t *testing.T, m *harness.Mesh, inbound string, server identi
 		InsecureSkipVerify: true, // the server proxy is not what is under test here
 		MinVersion:         tls.VersionTLS13,
 	}
-	tr := &http2.Transport{
-		DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
+	tr := &http.Transport{
+		DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			d := tls.Dialer{Config: cfg}
 			return d.DialContext(ctx, "tcp", inbound)
 		},
+		TLSClientConfig:    cfg,
+		ForceAttemptHTTP2:  true,
 		DisableCompression: true,
 	}
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP2(true)
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 }
