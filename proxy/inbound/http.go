@@ -31,6 +31,11 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// Mesh headers are honoured only from mesh peers, then removed.
 	h1 := r.ProtoMajor == 1
 	target := info.target
+	if !info.tls && p.requireMTLS() {
+		p.refused(info, metrics.RefusedHTTP, errUnauthenticated)
+		p.fail(w, hm, http.StatusForbidden, errUnauthenticated.reason, errUnauthenticated.msg, start)
+		return
+	}
 	if info.tls {
 		if v := hdr[forward.HeaderOrigProto]; len(v) > 0 && strings.HasPrefix(v[0], "HTTP/1") {
 			h1 = true
@@ -41,8 +46,10 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 				p.fail(w, hm, http.StatusBadRequest, metrics.ReasonBadRequest, err.Error(), start)
 				return
 			}
-			if !p.isOwnPort(port) {
-				target = p.portAddr(port)
+			if target, err = p.targets.forPort(port); err != nil {
+				p.refused(info, metrics.RefusedHTTP, err)
+				p.fail(w, hm, http.StatusForbidden, metrics.ReasonForbiddenPort, err.Error(), start)
+				return
 			}
 		}
 	}
@@ -145,7 +152,7 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, info *connI
 		p.fail(w, hm, http.StatusBadRequest, metrics.ReasonBadRequest, "upgrade not possible on this connection", start)
 		return
 	}
-	app, err := p.dialer.DialContext(r.Context(), "tcp", target)
+	app, err := p.dialApp(r.Context(), "tcp", target)
 	if err != nil {
 		p.fail(w, hm, http.StatusBadGateway, metrics.ReasonConnectError, "connecting to app "+target+": "+err.Error(), start)
 		return
