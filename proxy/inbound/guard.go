@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/trellis-mesh/trellis/proxy/lograte"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
@@ -128,6 +130,26 @@ func hostOf(addr string) string {
 		return h
 	}
 	return addr
+}
+
+// plainRefusal is why a caller without mesh TLS may not reach the app, or
+// nil: the default inbound policy first, then its original destination.
+func (p *Proxy) plainRefusal(info *connInfo) error {
+	if p.requireMTLS() {
+		return errUnauthenticated
+	}
+	return info.targetErr
+}
+
+// refusedHTTP answers a refused request with 403 and trellis-error.
+func (p *Proxy) refusedHTTP(w http.ResponseWriter, hm *metrics.HTTP, info *connInfo, err error, start time.Time) {
+	p.refused(info, metrics.RefusedHTTP, err)
+	reason := "other"
+	var r *refusal
+	if errors.As(err, &r) {
+		reason = r.reason
+	}
+	p.fail(w, hm, http.StatusForbidden, reason, err.Error(), start)
 }
 
 // requireMTLS reports whether callers without mesh TLS are refused.

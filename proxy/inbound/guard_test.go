@@ -65,3 +65,25 @@ func TestNewAppTargetsRejects(t *testing.T) {
 		}
 	}
 }
+
+// A caller without mesh TLS: the policy refuses it first, then a refused
+// original destination (one of our own ports dialled on the pod IP).
+func TestPlainRefusal(t *testing.T) {
+	own := &refusal{reason: metrics.ReasonForbiddenPort, msg: "target port 4140 refused"}
+	cases := []struct {
+		policy    string
+		targetErr error
+		want      error
+	}{
+		{PolicyAllUnauthenticated, nil, nil},
+		{PolicyAllUnauthenticated, own, own},
+		{PolicyAllAuthenticated, nil, errUnauthenticated},
+		{PolicyAllAuthenticated, own, errUnauthenticated},
+	}
+	for _, tc := range cases {
+		p := &Proxy{cfg: Config{DefaultPolicy: tc.policy}}
+		if got := p.plainRefusal(&connInfo{targetErr: tc.targetErr}); got != tc.want {
+			t.Errorf("%s, targetErr %v: got %v, want %v", tc.policy, tc.targetErr, got, tc.want)
+		}
+	}
+}

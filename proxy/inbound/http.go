@@ -31,10 +31,11 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// Mesh headers are honoured only from mesh peers, then removed.
 	h1 := r.ProtoMajor == 1
 	target := info.target
-	if !info.tls && p.requireMTLS() {
-		p.refused(info, metrics.RefusedHTTP, errUnauthenticated)
-		p.fail(w, hm, http.StatusForbidden, errUnauthenticated.reason, errUnauthenticated.msg, start)
-		return
+	if !info.tls {
+		if err := p.plainRefusal(info); err != nil {
+			p.refusedHTTP(w, hm, info, err, start)
+			return
+		}
 	}
 	if info.tls {
 		if v := hdr[forward.HeaderOrigProto]; len(v) > 0 && strings.HasPrefix(v[0], "HTTP/1") {
@@ -47,10 +48,12 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			if target, err = p.targets.forPort(port); err != nil {
-				p.refused(info, metrics.RefusedHTTP, err)
-				p.fail(w, hm, http.StatusForbidden, metrics.ReasonForbiddenPort, err.Error(), start)
+				p.refusedHTTP(w, hm, info, err, start)
 				return
 			}
+		} else if info.targetErr != nil {
+			p.refusedHTTP(w, hm, info, info.targetErr, start)
+			return
 		}
 	}
 	forward.StripMesh(hdr)

@@ -190,7 +190,11 @@ type connInfo struct {
 	peer   string // client identity proven by mesh TLS, "" otherwise
 	tls    bool
 	target string // default app address
-	raw    net.Conn
+	// targetErr is why the original destination may not be the target
+	// (one of our own ports): refused once the caller is known, unless a
+	// mesh peer names an allowed port.
+	targetErr error
+	raw       net.Conn
 }
 
 type infoConn struct {
@@ -256,15 +260,12 @@ func (p *Proxy) handle(c net.Conn) {
 			_ = c.Close()
 			return
 		}
-		if info.target, err = p.targets.forPort(orig.Port()); err != nil {
-			// A caller dialled one of our own ports on the pod IP.
-			p.refused(info, metrics.RefusedOpaque, err)
-			_ = c.Close()
-			return
-		}
+		// A caller that dialled one of our own ports on the pod IP is
+		// refused once detection (and mesh TLS) tell who it is.
+		info.target, info.targetErr = p.targets.forPort(orig.Port())
 		// Under all-authenticated, opaque ports are detected all the same:
 		// mesh TLS is served, anything else refused below.
-		if p.cfg.OpaquePorts[orig.Port()] && !p.requireMTLS() {
+		if p.cfg.OpaquePorts[orig.Port()] && !p.requireMTLS() && info.targetErr == nil {
 			p.m.Detect(metrics.Inbound, "opaque", "skipped")
 			p.opaqueToApp(c, info, info.target, info.target)
 			return
@@ -282,11 +283,13 @@ func (p *Proxy) handle(c net.Conn) {
 	}
 	p.m.Detect(metrics.Inbound, res.Protocol.String(), result)
 	conn := forward.WithCloseWrite(res.Conn, c)
-	if p.requireMTLS() && !isMeshTLS(res, p.cfg.Store.LocalIdentity()) && !isHTTP(res.Protocol) {
+	if !isMeshTLS(res, p.cfg.Store.LocalIdentity()) && !isHTTP(res.Protocol) {
 		// HTTP callers get a 403 from serveHTTP; the others are closed.
-		p.refused(info, metrics.RefusedOpaque, errUnauthenticated)
-		_ = c.Close()
-		return
+		if err := p.plainRefusal(info); err != nil {
+			p.refused(info, metrics.RefusedOpaque, err)
+			_ = c.Close()
+			return
+		}
 	}
 	switch res.Protocol {
 	case detect.TLS:
@@ -365,7 +368,7 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 		_ = tc.Close()
 		return
 	}
-	mi := &connInfo{peer: id.String(), tls: true, target: info.target, raw: info.raw}
+	mi := &connInfo{peer: id.String(), tls: true, target: info.target, targetErr: info.targetErr, raw: info.raw}
 	switch cs.NegotiatedProtocol {
 	case transport.ALPNHTTP:
 		if p.cfg.MeshTransport == MeshTransportLean {
@@ -383,6 +386,11 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 			return
 		}
 		target := mi.target
+		if h.Port == 0 && mi.targetErr != nil {
+			p.refused(mi, metrics.RefusedOpaque, mi.targetErr)
+			_ = tc.Close()
+			return
+		}
 		if h.Port != 0 {
 			if target, err = p.targets.forPort(h.Port); err != nil {
 				p.refused(mi, metrics.RefusedOpaque, err)

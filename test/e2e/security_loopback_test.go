@@ -68,14 +68,14 @@ type loopbackMesh struct {
 
 // Services of the loopback mesh: each names one port of the server's host.
 const (
-	svcApp         = "app"         // the application: must work
-	svcAdmin       = "admin"       // the server proxy's admin port
-	svcOutbound    = "outbound"    // the server proxy's outbound listener
-	svcInbound     = "inbound"     // the server proxy's own inbound listener
-	svcSecret      = "secret"      // another loopback server of the pod
-	svcCtrlAdmin   = "ctrl-admin"  // the controller's admin port (same host in local mode)
-	svcAdminTCP    = "admin-tcp"   // the admin port, as an opaque stream
-	svcSecretTCP   = "secret-tcp"  // the secret server, as an opaque stream
+	svcApp         = "app"        // the application: must work
+	svcAdmin       = "admin"      // the server proxy's admin port
+	svcOutbound    = "outbound"   // the server proxy's outbound listener
+	svcInbound     = "inbound"    // the server proxy's own inbound listener
+	svcSecret      = "secret"     // another loopback server of the pod
+	svcCtrlAdmin   = "ctrl-admin" // the controller's admin port (same host in local mode)
+	svcAdminTCP    = "admin-tcp"  // the admin port, as an opaque stream
+	svcSecretTCP   = "secret-tcp" // the secret server, as an opaque stream
 	svcOutboundTCP = "outbound-tcp"
 )
 
