@@ -153,7 +153,8 @@ func (lm *loopbackMesh) do(t *testing.T, method, svc, path string) (*http.Respon
 		t.Fatalf("%s %s%s: %v", method, svc, path, err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	// Enough to see what answered, not a whole /metrics page.
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
 	return resp, string(b)
 }
 
