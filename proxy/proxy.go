@@ -33,6 +33,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/outbound"
+	"github.com/trellis-mesh/trellis/proxy/selfconn"
 )
 
 // Config is the proxy's configuration (see docs/proxy.md for each field's flag).
@@ -60,12 +61,21 @@ type Config struct {
 	// directions: "xnet" (golang.org/x/net/http2, the default) or "lean"
 	// (proxy/meshh2).
 	MeshTransport string
-	Logger        *slog.Logger
 	// CaptureStdLog routes the standard log package (where x/net/http2's
 	// client side prints a peer's protocol errors) through Logger at debug
 	// and trellis_protocol_errors_total{direction="process"}. It is
 	// process-wide: only a main that runs one proxy sets it.
 	CaptureStdLog bool
+	// AppIP is the address the inbound side dials in transparent mode
+	// (the pod IP, --app-ip); default 127.0.0.1.
+	AppIP string
+	// AppPorts are further ports of --app-addr's host that mesh peers may
+	// name in explicit mode (--app-ports).
+	AppPorts []uint16
+	// DefaultInboundPolicy is inbound.PolicyAllUnauthenticated (default)
+	// or inbound.PolicyAllAuthenticated (--default-inbound-policy).
+	DefaultInboundPolicy string
+	Logger               *slog.Logger
 
 	// Ready, when set, receives the bound listener addresses once serving
 	// (useful with ":0" addresses in tests).
@@ -116,6 +126,15 @@ func (c *Config) validate() error {
 	case "", outbound.MeshTransportXNet, outbound.MeshTransportLean:
 	default:
 		errs = append(errs, fmt.Errorf("--mesh-transport must be xnet or lean, got %q", c.MeshTransport))
+	}
+	switch c.DefaultInboundPolicy {
+	case "", inbound.PolicyAllUnauthenticated, inbound.PolicyAllAuthenticated:
+	default:
+		errs = append(errs, fmt.Errorf("--default-inbound-policy must be %s or %s, got %q",
+			inbound.PolicyAllUnauthenticated, inbound.PolicyAllAuthenticated, c.DefaultInboundPolicy))
+	}
+	if c.AppIP != "" && net.ParseIP(c.AppIP) == nil {
+		errs = append(errs, fmt.Errorf("--app-ip: %q is not an IP address", c.AppIP))
 	}
 	if c.Mode == outbound.ModeExplicit && c.AppAddr == "" {
 		errs = append(errs, errors.New("--app-addr is required in explicit mode"))
@@ -246,11 +265,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// Our listeners' ports, set once they are bound (before any Serve):
+	// the inbound side never forwards to them.
+	var ownPorts []uint16
+	self := &selfconn.Set{}
 	in, err := inbound.New(inbound.Config{
 		Store: store, Metrics: m, Logger: log.With("component", "inbound"),
 		AppAddr: cfg.AppAddr, Transparent: cfg.Mode == outbound.ModeTransparent,
 		DetectTimeout: cfg.DetectTimeout, OpaquePorts: opaque,
 		MeshTransport: cfg.MeshTransport,
+		AppIP:         cfg.AppIP, AppPorts: cfg.AppPorts, DefaultPolicy: cfg.DefaultInboundPolicy,
+		OwnPorts: func() []uint16 { return ownPorts }, SelfConns: self,
 	})
 	if err != nil {
 		return err
@@ -272,6 +297,7 @@ func Run(ctx context.Context, cfg Config) error {
 		_ = inLn.Close()
 		return fmt.Errorf("--admin-addr: %w", err)
 	}
+	ownPorts = listenerPorts(outLn, inLn, adminLn)
 
 	var draining atomic.Bool
 	shutdown := make(chan struct{})
@@ -293,7 +319,9 @@ func Run(ctx context.Context, cfg Config) error {
 				}
 				return true, ""
 			},
-			Shutdown: func() { shutdownOnce.Do(func() { close(shutdown) }) },
+			Shutdown:     func() { shutdownOnce.Do(func() { close(shutdown) }) },
+			ThroughProxy: self.Contains,
+			Logger:       log.With("component", "admin"),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

@@ -57,6 +57,7 @@ func run(args []string, stderr io.Writer) int {
 	var (
 		cfg                   proxy.Config
 		opaquePorts, logLevel string
+		appPorts              string
 		showVersion           bool
 		rc                    runtimeConfig
 	)
@@ -77,6 +78,9 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&opaquePorts, "opaque-ports", "25,587,3306,4222,5432,6379,11211,27017", "ports never detected (server-speaks-first protocols)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "drain time on SIGTERM or POST /shutdown")
+	fs.StringVar(&cfg.AppIP, "app-ip", "", "transparent mode: the address inbound traffic is forwarded to (the pod IP; the injector sets it from status.podIP), so processes listening only on loopback are not exposed to the mesh (empty: 127.0.0.1)")
+	fs.StringVar(&appPorts, "app-ports", "", "explicit mode: further ports of --app-addr's host that mesh peers may name as target port (--app-addr's own port always may; any other is refused)")
+	fs.StringVar(&cfg.DefaultInboundPolicy, "default-inbound-policy", "all-unauthenticated", "all-unauthenticated (callers without mesh TLS reach the app) or all-authenticated (only mesh mTLS peers; others get 403 or a closed connection)")
 	fs.StringVar(&cfg.MeshTransport, "mesh-transport", "xnet", "HTTP/2 implementation between proxies: xnet (golang.org/x/net/http2) or lean (proxy/meshh2)")
 	fs.IntVar(&rc.maxProcs, "gomaxprocs", 1, "Go scheduler threads (GOMAXPROCS); 0: one per CPU. The GOMAXPROCS environment variable wins")
 	fs.StringVar(&rc.memoryLimit, "memory-limit", "12MiB", "soft memory limit of the Go runtime: the GC works harder near it (0: none). GOMEMLIMIT wins")
@@ -103,6 +107,10 @@ func run(args []string, stderr io.Writer) int {
 	var err error
 	if cfg.OpaquePorts, err = proxy.ParsePorts(opaquePorts); err != nil {
 		fmt.Fprintln(stderr, "trellis-proxy: --opaque-ports:", err)
+		return 2
+	}
+	if cfg.AppPorts, err = proxy.ParsePorts(appPorts); err != nil {
+		fmt.Fprintln(stderr, "trellis-proxy: --app-ports:", err)
 		return 2
 	}
 	if err := rc.apply(os.LookupEnv); err != nil {

@@ -32,6 +32,9 @@ type Options struct {
 	Resources corev1.ResourceRequirements
 	// Port lists, sorted and without duplicates; nil when not annotated.
 	SkipInboundPorts, SkipOutboundPorts, OpaquePorts []int
+	// DefaultInboundPolicy is the proxy's --default-inbound-policy; "" when
+	// not annotated (the proxy's default, all-unauthenticated).
+	DefaultInboundPolicy string
 }
 
 // AnnotationError is a malformed annotation: the admission request is
@@ -82,7 +85,7 @@ func parseOptions(ann map[string]string, def Options) (Options, error) {
 	bad := func(key string, err error) {
 		errs = append(errs, &AnnotationError{Key: key, Value: ann[key], Err: err})
 	}
-	o := Options{Sidecar: def.Sidecar, Redirect: def.Redirect}
+	o := Options{Sidecar: def.Sidecar, Redirect: def.Redirect, DefaultInboundPolicy: def.DefaultInboundPolicy}
 
 	switch v, ok := ann[AnnotationSidecarMode]; {
 	case !ok:
@@ -97,6 +100,14 @@ func parseOptions(ann map[string]string, def Options) (Options, error) {
 		o.Redirect = v
 	default:
 		bad(AnnotationRedirect, errors.New(`must be "init" or "cni"`))
+	}
+
+	switch v, ok := ann[AnnotationDefaultInboundPolicy]; {
+	case !ok:
+	case v == PolicyAllUnauthenticated || v == PolicyAllAuthenticated:
+		o.DefaultInboundPolicy = v
+	default:
+		bad(AnnotationDefaultInboundPolicy, errors.New(`must be "all-unauthenticated" or "all-authenticated"`))
 	}
 
 	for _, p := range []struct {

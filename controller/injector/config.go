@@ -34,6 +34,9 @@ const (
 	AnnotationSkipInboundPorts  = "config.trellis.io/skip-inbound-ports"
 	AnnotationSkipOutboundPorts = "config.trellis.io/skip-outbound-ports"
 	AnnotationOpaquePorts       = "config.trellis.io/opaque-ports"
+	// AnnotationDefaultInboundPolicy sets the proxy's
+	// --default-inbound-policy (all-unauthenticated or all-authenticated).
+	AnnotationDefaultInboundPolicy = "config.trellis.io/default-inbound-policy"
 
 	// AnnotationTrustAnchors holds the bootstrap trust bundle when
 	// Config.TrustAnchorsPEM is set (see there).
@@ -50,6 +53,10 @@ const (
 
 	RedirectInit = "init"
 	RedirectCNI  = "cni"
+
+	// Values of AnnotationDefaultInboundPolicy (the proxy's inbound.Policy*).
+	PolicyAllUnauthenticated = "all-unauthenticated"
+	PolicyAllAuthenticated   = "all-authenticated"
 )
 
 // Names of what the injector adds to a pod.

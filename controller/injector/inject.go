@@ -238,6 +238,12 @@ func (in *Injector) proxyContainer(opts Options) corev1.Container {
 		{Name: "TRELLIS_PROXY_TRUST_ANCHORS", Value: AnchorsPath},
 		{Name: "TRELLIS_PROXY_TRUST_ANCHORS_CACHE", Value: AnchorsCachePath},
 		{Name: "TRELLIS_PROXY_WORKLOAD", Value: "$(TRELLIS_POD_NAME)"},
+		// The inbound side forwards to the pod IP, not 127.0.0.1: a
+		// process listening only on loopback is not exposed to the mesh.
+		fieldEnv("TRELLIS_PROXY_APP_IP", "status.podIP"),
+	}
+	if opts.DefaultInboundPolicy != "" {
+		env = append(env, corev1.EnvVar{Name: "TRELLIS_PROXY_DEFAULT_INBOUND_POLICY", Value: opts.DefaultInboundPolicy})
 	}
 	if opts.OpaquePorts != nil {
 		env = append(env, corev1.EnvVar{Name: "TRELLIS_PROXY_OPAQUE_PORTS", Value: FormatPorts(opts.OpaquePorts)})

@@ -183,6 +183,7 @@ func TestMutateNative(t *testing.T) {
 		"TRELLIS_PROXY_TRUST_ANCHORS":       "/var/run/trellis/anchors/ca-bundle.crt",
 		"TRELLIS_PROXY_TRUST_ANCHORS_CACHE": "/var/run/trellis/state/trust-anchors.pem",
 		"TRELLIS_PROXY_WORKLOAD":            "$(TRELLIS_POD_NAME)",
+		"TRELLIS_PROXY_APP_IP":              "field:status.podIP",
 	}
 	if !reflect.DeepEqual(env, wantEnv) {
 		t.Errorf("proxy env\n got %v\nwant %v", env, wantEnv)
@@ -313,6 +314,7 @@ func TestMutateOptions(t *testing.T) {
 		AnnotationSkipOutboundPorts: "443",
 		AnnotationOpaquePorts:       "5432,6379",
 	}
+	nsAnn[AnnotationDefaultInboundPolicy] = PolicyAllAuthenticated
 	res, err := inj.Mutate(testPod(podAnn), "shop", nsAnn)
 	if err != nil || !res.Injected {
 		t.Fatal(err)
@@ -322,6 +324,9 @@ func TestMutateOptions(t *testing.T) {
 	if r.Requests.Cpu().Cmp(resource.MustParse("100m")) != 0 || r.Limits.Cpu().Cmp(resource.MustParse("1")) != 0 ||
 		r.Requests.Memory().Cmp(resource.MustParse("50Mi")) != 0 || r.Limits.Memory().Cmp(resource.MustParse("128Mi")) != 0 {
 		t.Errorf("resources %v", r)
+	}
+	if got := envOf(proxy)["TRELLIS_PROXY_DEFAULT_INBOUND_POLICY"]; got != PolicyAllAuthenticated {
+		t.Errorf("default inbound policy env %q (from the namespace)", got)
 	}
 	if got := envOf(proxy)["TRELLIS_PROXY_OPAQUE_PORTS"]; got != "5432,6379" {
 		t.Errorf("opaque ports env %q", got)
@@ -361,6 +366,7 @@ func TestMutateDenied(t *testing.T) {
 		{"zero limit", map[string]string{AnnotationProxyMemLimit: "0"}, nil, []string{"greater than zero"}},
 		{"request above limit", map[string]string{AnnotationProxyMemRequest: "100Mi"}, nil, []string{"memory request 100Mi exceeds its limit 64Mi"}},
 		{"bad namespace setting", nil, map[string]string{AnnotationSidecarMode: "x"}, []string{AnnotationSidecarMode}},
+		{"bad default inbound policy", map[string]string{AnnotationDefaultInboundPolicy: "deny"}, nil, []string{AnnotationDefaultInboundPolicy, "all-authenticated"}},
 		{"all errors at once", map[string]string{AnnotationSidecarMode: "x", AnnotationOpaquePorts: "0"}, nil, []string{AnnotationSidecarMode, AnnotationOpaquePorts}},
 	}
 	inj := New(Config{})

@@ -26,7 +26,10 @@ import (
 //
 // Callers pass requests whose hop-by-hop headers are already removed.
 type H1Client struct {
-	Dialer                net.Dialer
+	Dialer net.Dialer
+	// Dial, when set, opens connections instead of Dialer (the inbound
+	// proxy records the connections it opens to its app).
+	Dial                  func(ctx context.Context, network, addr string) (net.Conn, error)
 	MaxIdlePerAddr        int           // default 256
 	IdleTimeout           time.Duration // default 90s
 	ExpectContinueTimeout time.Duration // default 1s
@@ -129,7 +132,11 @@ func (t *H1Client) get(ctx context.Context, addr string) (*h1Conn, bool, error) 
 		t.mu.Lock()
 	}
 	t.mu.Unlock()
-	c, err := t.Dialer.DialContext(ctx, "tcp", addr)
+	dial := t.Dialer.DialContext
+	if t.Dial != nil {
+		dial = t.Dial
+	}
+	c, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
 	}

@@ -32,6 +32,12 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h1 := r.ProtoMajor == 1
 	target := info.target
 	hint := forward.AppProtoUnknown
+	if !info.tls {
+		if err := p.plainRefusal(info); err != nil {
+			p.refusedHTTP(w, hm, info, err, start)
+			return
+		}
+	}
 	if info.tls {
 		if v := hdr[forward.HeaderOrigProto]; len(v) > 0 && strings.HasPrefix(v[0], "HTTP/1") {
 			h1 = true
@@ -49,9 +55,13 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 				p.fail(w, hm, http.StatusBadRequest, metrics.ReasonBadRequest, err.Error(), start)
 				return
 			}
-			if !p.isOwnPort(port) {
-				target = p.portAddr(port)
+			if target, err = p.targets.forPort(port); err != nil {
+				p.refusedHTTP(w, hm, info, err, start)
+				return
 			}
+		} else if info.targetErr != nil {
+			p.refusedHTTP(w, hm, info, info.targetErr, start)
+			return
 		}
 	}
 	forward.StripMesh(hdr)
@@ -170,7 +180,7 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, info *connI
 		p.fail(w, hm, http.StatusBadRequest, metrics.ReasonBadRequest, "upgrade not possible on this connection", start)
 		return
 	}
-	app, err := p.dialer.DialContext(r.Context(), "tcp", target)
+	app, err := p.dialApp(r.Context(), "tcp", target)
 	if err != nil {
 		p.errs.Answer(r.Context(), w, hm, proxyerr.Classify(r.Context(), err, proxyerr.ToApp, target), start, "peer", info.peer)
 		return

@@ -30,6 +30,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
+	"github.com/trellis-mesh/trellis/proxy/selfconn"
 	"github.com/trellis-mesh/trellis/proxy/transport"
 )
 
@@ -40,9 +41,25 @@ type Config struct {
 	Logger  *slog.Logger
 	// AppAddr is where traffic goes when no target port is known.
 	AppAddr string
-	// Transparent: the default target is 127.0.0.1:<original destination
+	// Transparent: the default target is AppIP:<original destination
 	// port> (SO_ORIGINAL_DST) instead of AppAddr.
-	Transparent      bool
+	Transparent bool
+	// AppIP is the host dialled in transparent mode (the pod's IP, so a
+	// process listening only on loopback is not reachable from the mesh);
+	// default 127.0.0.1.
+	AppIP string
+	// AppPorts are further ports of AppAddr's host that mesh peers may
+	// name in explicit mode; AppAddr's own port always may.
+	AppPorts []uint16
+	// OwnPorts returns the ports of every listener of this proxy (inbound,
+	// outbound, admin): never a target, whatever a peer names.
+	OwnPorts func() []uint16
+	// DefaultPolicy is PolicyAllUnauthenticated (default) or
+	// PolicyAllAuthenticated.
+	DefaultPolicy string
+	// SelfConns, when set, records the connections dialled to the app, so
+	// that the admin server can refuse a request that came through us.
+	SelfConns        *selfconn.Set
 	DetectTimeout    time.Duration
 	HandshakeTimeout time.Duration // default 10s
 	DialTimeout      time.Duration // default 5s
@@ -73,7 +90,9 @@ type Proxy struct {
 	h2srv   *http2.Server
 	h2base  *http.Server
 	tracker forward.Tracker
-	ports   sync.Map // uint16 -> "127.0.0.1:port"
+	targets *appTargets
+	// refuseLog rate-limits refusal log lines per caller and reason.
+	refuseLog *ratelog.Limiter
 
 	mu      sync.Mutex
 	lns     []net.Listener
@@ -103,6 +122,17 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.OrigDst == nil {
 		cfg.OrigDst = origdst.Get
 	}
+	switch cfg.DefaultPolicy {
+	case "":
+		cfg.DefaultPolicy = PolicyAllUnauthenticated
+	case PolicyAllUnauthenticated, PolicyAllAuthenticated:
+	default:
+		return nil, errors.New("inbound: default policy must be " + PolicyAllUnauthenticated + " or " + PolicyAllAuthenticated + ", got " + strconv.Quote(cfg.DefaultPolicy))
+	}
+	targets, err := newAppTargets(cfg)
+	if err != nil {
+		return nil, err
+	}
 	switch cfg.MeshTransport {
 	case "":
 		cfg.MeshTransport = MeshTransportXNet
@@ -112,6 +142,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
+		targets: targets, refuseLog: ratelog.New(cfg.Logger, 0),
 		lean:    make(map[*meshh2.ServerConn]struct{}),
 		tlsConf: cfg.Store.ServerConfig([]string{transport.ALPNHTTP, transport.ALPNOpaque}),
 		dialer:  net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
@@ -125,6 +156,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.errs = &proxyerr.Renderer{Direction: metrics.Inbound, Identity: cfg.Store.LocalIdentity().String(), Log: limiter}
 	p.h1 = &forward.H1Client{
 		Dialer:                p.dialer,
+		Dial:                  p.dialApp,
 		MaxIdlePerAddr:        256,
 		IdleTimeout:           90 * time.Second,
 		ExpectContinueTimeout: time.Second,
@@ -132,7 +164,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.h2c = &http2.Transport{
 		AllowHTTP: true,
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return p.dialer.DialContext(ctx, network, addr)
+			return p.dialApp(ctx, network, addr)
 		},
 		IdleConnTimeout: 5 * time.Minute,
 		// No Accept-Encoding of our own, and so no transparent
@@ -167,7 +199,11 @@ type connInfo struct {
 	peer   string // client identity proven by mesh TLS, "" otherwise
 	tls    bool
 	target string // default app address
-	raw    net.Conn
+	// targetErr is why the original destination may not be the target
+	// (one of our own ports): refused once the caller is known, unless a
+	// mesh peer names an allowed port.
+	targetErr error
+	raw       net.Conn
 }
 
 type infoConn struct {
@@ -216,13 +252,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	return err
 }
 
-func (p *Proxy) portAddr(port uint16) string {
-	if v, ok := p.ports.Load(port); ok {
-		return v.(string)
-	}
-	s := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
-	p.ports.Store(port, s)
-	return s
+// dialApp opens a connection to the app, recorded in SelfConns.
+func (p *Proxy) dialApp(ctx context.Context, network, addr string) (net.Conn, error) {
+	return p.cfg.SelfConns.Dial(ctx, &p.dialer, network, addr)
 }
 
 func (p *Proxy) handle(c net.Conn) {
@@ -237,8 +269,12 @@ func (p *Proxy) handle(c net.Conn) {
 			_ = c.Close()
 			return
 		}
-		info.target = p.portAddr(orig.Port())
-		if p.cfg.OpaquePorts[orig.Port()] {
+		// A caller that dialled one of our own ports on the pod IP is
+		// refused once detection (and mesh TLS) tell who it is.
+		info.target, info.targetErr = p.targets.forPort(orig.Port())
+		// Under all-authenticated, opaque ports are detected all the same:
+		// mesh TLS is served, anything else refused below.
+		if p.cfg.OpaquePorts[orig.Port()] && !p.requireMTLS() && info.targetErr == nil {
 			p.m.Detect(metrics.Inbound, "opaque", "skipped")
 			p.opaqueToApp(c, info, info.target, info.target)
 			return
@@ -256,6 +292,14 @@ func (p *Proxy) handle(c net.Conn) {
 	}
 	p.m.Detect(metrics.Inbound, res.Protocol.String(), result)
 	conn := forward.WithCloseWrite(res.Conn, c)
+	if !isMeshTLS(res, p.cfg.Store.LocalIdentity()) && !isHTTP(res.Protocol) {
+		// HTTP callers get a 403 from serveHTTP; the others are closed.
+		if err := p.plainRefusal(info); err != nil {
+			p.refused(info, metrics.RefusedOpaque, err)
+			_ = c.Close()
+			return
+		}
+	}
 	switch res.Protocol {
 	case detect.TLS:
 		// Any SNI in the mesh's identity form is a mesh peer: terminate it
@@ -333,7 +377,7 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 		_ = tc.Close()
 		return
 	}
-	mi := &connInfo{peer: id.String(), tls: true, target: info.target, raw: info.raw}
+	mi := &connInfo{peer: id.String(), tls: true, target: info.target, targetErr: info.targetErr, raw: info.raw}
 	switch cs.NegotiatedProtocol {
 	case transport.ALPNHTTP:
 		if p.cfg.MeshTransport == MeshTransportLean {
@@ -351,8 +395,17 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 			return
 		}
 		target := mi.target
-		if h.Port != 0 && !p.isOwnPort(h.Port) {
-			target = p.portAddr(h.Port)
+		if h.Port == 0 && mi.targetErr != nil {
+			p.refused(mi, metrics.RefusedOpaque, mi.targetErr)
+			_ = tc.Close()
+			return
+		}
+		if h.Port != 0 {
+			if target, err = p.targets.forPort(h.Port); err != nil {
+				p.refused(mi, metrics.RefusedOpaque, err)
+				_ = tc.Close()
+				return
+			}
 		}
 		dst := h.Authority
 		if dst == "" {
@@ -365,25 +418,12 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 	}
 }
 
-// isOwnPort reports whether port is one of our listeners' ports, which
-// would loop back into the proxy: such streams go to the default target.
-func (p *Proxy) isOwnPort(port uint16) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, ln := range p.lns {
-		if a, ok := ln.Addr().(*net.TCPAddr); ok && a.Port == int(port) {
-			return true
-		}
-	}
-	return false
-}
-
 // opaqueToApp splices a stream to the app and records TCP metrics.
 func (p *Proxy) opaqueToApp(c net.Conn, info *connInfo, target, dst string) {
 	defer c.Close()
 	tm := p.m.TCP(metrics.Key{Direction: metrics.Inbound, DstService: dst, PeerIdentity: info.peer, TLS: info.tls})
 	tm.Open()
-	app, err := p.dialer.Dial("tcp", target)
+	app, err := p.dialApp(context.Background(), "tcp", target)
 	if err != nil {
 		tm.Close(forward.Errno(err))
 		p.log.Debug("inbound: connecting to app", "target", target, "err", err)
@@ -394,6 +434,13 @@ func (p *Proxy) opaqueToApp(c net.Conn, info *connInfo, target, dst string) {
 	tm.Write(toPeer)
 	tm.Close(forward.Errno(err))
 }
+
+// isMeshTLS reports whether a detected stream is mesh TLS.
+func isMeshTLS(res detect.Result, local identity.ID) bool {
+	return res.Protocol == detect.TLS && isMeshSNI(res.SNI, local)
+}
+
+func isHTTP(p detect.Protocol) bool { return p == detect.HTTP1 || p == detect.HTTP2 }
 
 // isMeshSNI reports whether sni is the DNS form of an identity in local's
 // trust domain.

@@ -34,6 +34,13 @@ const (
 	// (REFUSED_STREAM, above a GOAWAY's last stream, or its inbound proxy
 	// could not reach its app), so it was sent to another endpoint.
 	ReasonUnprocessed = "unprocessed"
+	// ReasonForbiddenPort: a mesh peer named a port that is not the
+	// app's (one of the proxy's own listeners, or in explicit mode any
+	// port but --app-addr's and --app-ports); ReasonUnauthenticated: a
+	// caller without mesh mTLS under --default-inbound-policy
+	// all-authenticated. Both are also counted in trellis_inbound_refused_total.
+	ReasonForbiddenPort   = "forbidden_port"
+	ReasonUnauthenticated = "unauthenticated"
 )
 
 // LatencyBuckets spans sub-millisecond proxy hops to slow 10 s requests.
@@ -62,6 +69,7 @@ type Metrics struct {
 	detect     *prometheus.CounterVec
 	handshakes *prometheus.CounterVec
 	protocol   *prometheus.CounterVec
+	refused    *prometheus.CounterVec
 
 	http sync.Map // Key -> *HTTP
 	tcp  sync.Map // Key -> *TCP
@@ -114,11 +122,13 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		protocol: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_protocol_errors_total", Help: "Protocol errors the HTTP libraries reported (one per log line they would have printed).",
 		}, []string{"direction", "cause"}),
+		refused: newRefused(),
 	}
 	for _, c := range []prometheus.Collector{
 		m.requests, m.responses, m.latency, m.retries, m.reqErrors,
 		m.tcpOpen, m.tcpClose, m.tcpConns, m.tcpRead, m.tcpWrite,
 		m.detect, m.handshakes, m.protocol,
+		m.detect, m.handshakes, m.refused,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -187,7 +188,10 @@ func newBasicMesh(t *testing.T, proxyArgs ...string) *basicMesh {
 	m := harness.NewMesh(t, bins, &ports, store)
 	m.StartController()
 	b := &basicMesh{mesh: m, app: a, tcpAddr: tcpAddr}
-	b.server = m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: a.Addr, Args: proxyArgs})
+	// tcpecho is a second port of the app's host: explicit mode forwards
+	// only to --app-addr and --app-ports.
+	serverArgs := append([]string{"--app-ports", strconv.Itoa(port(t, tcpAddr))}, proxyArgs...)
+	b.server = m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: a.Addr, Args: serverArgs})
 	b.client = m.StartProxy(harness.ProxySpec{Workload: "client", Args: proxyArgs})
 	for _, px := range []*harness.Proxy{b.server, b.client} {
 		if err := px.WaitReady(harness.ReadyTimeout); err != nil {

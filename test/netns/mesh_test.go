@@ -40,22 +40,30 @@ const (
 	webID    = "spiffe://cluster.local/ns/demo/sa/web"
 )
 
-// TestTransparentMesh runs the whole transparent-mode path between two
-// namespaces joined by a veth pair:
+// transparentMesh is two namespaces joined by a veth pair:
 //
 //	A: client --(iptables OUTPUT REDIRECT)--> trellis-proxy outbound
 //	   ==mTLS==> B: (iptables PREROUTING REDIRECT) trellis-proxy inbound --> server
 //
-// The client dials the server's real address and knows nothing of the
-// mesh; the controller (local mode, in A) gives B's proxy address as
-// B's ip:appPort, so the inbound proxy recovers the app port with
-// SO_ORIGINAL_DST.
-func TestTransparentMesh(t *testing.T) {
+// The controller (local mode, in A) gives B's proxy address as B's
+// ip:appPort, so the inbound proxy recovers the app port with
+// SO_ORIGINAL_DST. Services secret.demo:9090 and self.demo:4140 are backed
+// by B with those target ports: a loopback-only port and B's proxy's own
+// outbound port.
+type transparentMesh struct {
+	nsA, nsB *Netns
+	proxyB   *Proc
+	seen     chan *http.Request // requests B's app served
+	adminURL string
+	client   *http.Client // in A, no keep-alive
+}
+
+// loopbackOnlyPort is a port B serves on 127.0.0.1 only.
+const loopbackOnlyPort = 9090
+
+func newTransparentMesh(ctx context.Context, t *testing.T, proxyBArgs ...string) *transparentMesh {
 	requirePrivileges(t, "iptables")
 	bins := buildBinaries(t)
-	// Bounds everything after the build; each phase has its own budget.
-	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
-	defer cancel()
 
 	// --- namespaces and the veth pair between them
 	nsA := newNetns(t, uniq("tra"))
@@ -102,6 +110,16 @@ services:
     ports:
       - port: %[1]d
         protocol: http
+  - name: secret
+    namespace: demo
+    ports:
+      - port: %[7]d
+        protocol: http
+  - name: self
+    namespace: demo
+    ports:
+      - port: %[8]d
+        protocol: http
 workloads:
   - name: client
     namespace: demo
@@ -116,7 +134,13 @@ workloads:
     endpoints:
       - service: web
         port: %[1]d
-`, appPort, tokenA, ipA, inboundPort, tokenB, ipB), 0o600, -1)
+      - service: secret
+        port: %[7]d
+        targetPort: %[7]d
+      - service: self
+        port: %[8]d
+        targetPort: %[8]d
+`, appPort, tokenA, ipA, inboundPort, tokenB, ipB, loopbackOnlyPort, outboundPort), 0o600, -1)
 	tokenFileA := filepath.Join(shared, "token-a")
 	tokenFileB := filepath.Join(shared, "token-b")
 	writeFile(t, tokenFileA, tokenA, 0o600, proxyUID)
@@ -159,8 +183,8 @@ workloads:
 
 	// --- the proxies, as proxyUID
 	cred := &syscall.Credential{Uid: proxyUID, Gid: proxyUID}
-	startProxy := func(ns *Netns, name, id, tokenFile string) *Proc {
-		return ns.Start(t, name, cred, filepath.Join(bins, "trellis-proxy"),
+	startProxy := func(ns *Netns, name, id, tokenFile string, extra ...string) *Proc {
+		return ns.Start(t, name, cred, filepath.Join(bins, "trellis-proxy"), append([]string{
 			"--mode", "transparent",
 			"--outbound-addr", fmt.Sprintf("127.0.0.1:%d", outboundPort),
 			"--inbound-addr", fmt.Sprintf("0.0.0.0:%d", inboundPort),
@@ -172,16 +196,29 @@ workloads:
 			"--workload", name,
 			"--detect-timeout", "2s",
 			"--log-level", "debug",
-		)
+		}, extra...)...)
 	}
 	proxyA := startProxy(nsA, "proxy-a", clientID, tokenFileA)
-	proxyB := startProxy(nsB, "proxy-b", webID, tokenFileB)
+	proxyB := startProxy(nsB, "proxy-b", webID, tokenFileB, proxyBArgs...)
 	adminURL := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
 	waitHTTP(ctx, t, nsA, proxyA, adminURL+"/ready")
 	waitHTTP(ctx, t, nsB, proxyB, adminURL+"/ready")
+	return &transparentMesh{nsA: nsA, nsB: nsB, proxyB: proxyB, seen: seen, adminURL: adminURL,
+		client: &http.Client{Transport: &http.Transport{DialContext: nsA.DialContext, DisableKeepAlives: true}}}
+}
+
+// TestTransparentMesh runs the whole transparent-mode path of
+// newTransparentMesh: the client dials the server's real address and knows
+// nothing of the mesh.
+func TestTransparentMesh(t *testing.T) {
+	// Bounds everything after the build; each phase has its own budget.
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
+	defer cancel()
+	tm := newTransparentMesh(ctx, t)
+	nsA, nsB, seen, adminURL, client := tm.nsA, tm.nsB, tm.seen, tm.adminURL, tm.client
+	var err error
 
 	// --- the client in A calls B's real address; it has no idea of the mesh
-	client := &http.Client{Transport: &http.Transport{DialContext: nsA.DialContext, DisableKeepAlives: true}}
 	target := fmt.Sprintf("http://%s:%d/hello", ipB, appPort)
 	var body string
 	reqCtx, reqCancel := context.WithTimeout(ctx, 15*time.Second)

@@ -166,6 +166,10 @@ func rdRedirectedCases() []rdCase {
 		{"loopback v4 is not redirected", "pod", rdAppUID, hp("127.0.0.1", rdAppPort), "app -"},
 		{"loopback v6 is not redirected", "pod", rdAppUID, hp("::1", rdAppPort), "app -"},
 		{"own pod IP (via lo) is not redirected", "pod", rdAppUID, hp(rdPodIP4, rdAppPort), "app -"},
+		// The inbound proxy dials the app on the pod IP (--app-ip): its
+		// own connection must reach the app, not loop back into it.
+		{"proxy uid to own pod IP v4 reaches the app", "pod", rdProxyUID, hp(rdPodIP4, rdAppPort), "app -"},
+		{"proxy uid to own pod IP v6 reaches the app", "pod", rdProxyUID, hp(rdPodIP6, rdAppPort), "app -"},
 		{"inbound v4 is redirected", "peer", -1, hp(rdPodIP4, rdAppPort), "inbound " + hp(rdPodIP4, rdAppPort)},
 		{"inbound v6 is redirected", "peer", -1, hp(rdPodIP6, rdAppPort), "inbound " + hp(rdPodIP6, rdAppPort)},
 		{"skipped inbound port reaches the app", "peer", -1, hp(rdPodIP4, rdAdmin), "admin -"},
