@@ -127,8 +127,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.requests, m.responses, m.latency, m.retries, m.reqErrors,
 		m.tcpOpen, m.tcpClose, m.tcpConns, m.tcpRead, m.tcpWrite,
-		m.detect, m.handshakes, m.protocol,
-		m.detect, m.handshakes, m.refused,
+		m.detect, m.handshakes, m.protocol, m.refused,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
