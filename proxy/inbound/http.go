@@ -35,6 +35,7 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if v := hdr[forward.HeaderOrigProto]; len(v) > 0 && strings.HasPrefix(v[0], "HTTP/1") {
 			h1 = true
 		}
+		forward.RestoreExpect(hdr)
 		if v := hdr[forward.HeaderTargetPort]; len(v) > 0 {
 			port, err := forward.ParseTargetPort(v[0])
 			if err != nil {
@@ -76,6 +77,16 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.Context().Err() != nil {
 			hm.Response(0, "", true)
 			hm.Latency.Observe(time.Since(start).Seconds())
+			return
+		}
+		if reason, ok := forward.RequestBodyFault(err); ok {
+			p.m.ProtocolError(metrics.Inbound, metrics.SideClient, reason)
+			p.fail(w, hm, http.StatusBadRequest, metrics.ReasonBadRequest, "request body: "+err.Error(), start)
+			return
+		}
+		if reason, ok := forward.AppFault(err); ok {
+			p.m.ProtocolError(metrics.Inbound, metrics.SideApp, reason)
+			p.fail(w, hm, http.StatusBadGateway, "", "app "+target+" sent a malformed response: "+err.Error(), start)
 			return
 		}
 		if isDial(err) {

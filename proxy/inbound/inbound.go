@@ -23,6 +23,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/http1"
 	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
@@ -65,8 +66,7 @@ type Proxy struct {
 	dialer  net.Dialer
 	h1      *forward.H1Client // HTTP/1.1 towards the app
 	h2c     *http2.Transport  // prior-knowledge HTTP/2 towards the app
-	h1srv   *http.Server
-	h1ln    *forward.ChanListener
+	h1srv   *http1.Server // plain-text HTTP/1 callers
 	h2srv   *http2.Server
 	h2base  *http.Server
 	tracker forward.Tracker
@@ -129,24 +129,19 @@ func New(cfg Config) (*Proxy, error) {
 		},
 		IdleConnTimeout: 5 * time.Minute,
 	}
-	p.h1srv = &http.Server{
+	p.h1srv = &http1.Server{
 		Handler:           http.HandlerFunc(p.serveHTTP),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if ic, ok := c.(*infoConn); ok {
-				return context.WithValue(ctx, connInfoKey{}, ic.info)
-			}
-			return ctx
+		Logger:            cfg.Logger,
+		OnError: func(_ int, reason string) {
+			p.m.ProtocolError(metrics.Inbound, metrics.SideClient, reason)
 		},
 	}
 	p.h2base = &http.Server{Handler: http.HandlerFunc(p.serveHTTP)}
 	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
 		return nil, err
 	}
-	p.h1ln = forward.NewChanListener(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	go func() { _ = p.h1srv.Serve(p.h1ln) }()
 	return p, nil
 }
 
@@ -158,11 +153,6 @@ type connInfo struct {
 	tls    bool
 	target string // default app address
 	raw    net.Conn
-}
-
-type infoConn struct {
-	net.Conn
-	info *connInfo
 }
 
 // Serve accepts connections on ln until it is closed.
@@ -195,12 +185,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = sc.Shutdown(ctx) }()
 	}
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = p.h1srv.Shutdown(ctx) }()
+	p.h1srv.Shutdown()
+	wg.Add(1)
 	go func() { defer wg.Done(); _ = p.h2base.Shutdown(ctx) }()
 	err := p.tracker.Wait(ctx)
 	wg.Wait()
-	_ = p.h1srv.Close()
+	p.h1srv.Close()
 	p.h1.CloseIdleConnections(true)
 	p.h2c.CloseIdleConnections()
 	return err
@@ -259,9 +249,7 @@ func (p *Proxy) handle(c net.Conn) {
 		// The app's own TLS: not ours to terminate.
 		p.opaqueToApp(conn, info, info.target, info.target)
 	case detect.HTTP1:
-		if err := p.h1ln.Push(&infoConn{Conn: conn, info: info}); err != nil {
-			_ = c.Close()
-		}
+		p.h1srv.ServeConn(context.WithValue(context.Background(), connInfoKey{}, info), conn)
 	case detect.HTTP2:
 		p.serveH2(conn, info)
 	default:

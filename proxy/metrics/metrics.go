@@ -57,6 +57,7 @@ type Metrics struct {
 	tcpWrite   *prometheus.CounterVec
 	detect     *prometheus.CounterVec
 	handshakes *prometheus.CounterVec
+	protoErrs  *prometheus.CounterVec
 
 	http sync.Map // Key -> *HTTP
 	tcp  sync.Map // Key -> *TCP
@@ -106,11 +107,14 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_tls_handshake_errors_total", Help: "Failed mesh TLS handshakes.",
 		}, []string{"direction", "reason"}),
+		protoErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_http1_protocol_errors_total", Help: "Malformed or ambiguous HTTP/1 messages refused.",
+		}, []string{"direction", "side", "reason"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.requests, m.responses, m.latency, m.retries, m.reqErrors,
 		m.tcpOpen, m.tcpClose, m.tcpConns, m.tcpRead, m.tcpWrite,
-		m.detect, m.handshakes,
+		m.detect, m.handshakes, m.protoErrs,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -261,4 +265,16 @@ func (m *Metrics) Detect(direction, protocol, result string) {
 // HandshakeError counts a failed mesh TLS handshake.
 func (m *Metrics) HandshakeError(direction, reason string) {
 	m.handshakes.WithLabelValues(direction, reason).Inc()
+}
+
+// Sides of trellis_http1_protocol_errors_total.
+const (
+	SideClient = "client" // the request (head or body) from the caller
+	SideApp    = "app"    // the response from the local app
+)
+
+// ProtocolError counts a malformed HTTP/1 message; reason is one of the
+// fixed proxy/http1 reasons.
+func (m *Metrics) ProtocolError(direction, side, reason string) {
+	m.protoErrs.WithLabelValues(direction, side, reason).Inc()
 }

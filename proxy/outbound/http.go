@@ -238,6 +238,10 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 		}
 		delete(hdr, forward.HeaderTargetPort)
 		forward.SetTargetPort(hdr, ep.TargetPort)
+		delete(hdr, forward.HeaderExpect)
+		if meshed {
+			forward.CarryExpect(hdr)
+		}
 
 		out := r.WithContext(ctx)
 		if body != nil {
@@ -265,6 +269,13 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 				}
 				skip[ep.Addr] = true
 				continue
+			}
+			if reason, ok := forward.RequestBodyFault(err); ok {
+				// The client's body was malformed: the stream to the peer
+				// is reset; the client is at fault.
+				p.m.ProtocolError(metrics.Outbound, metrics.SideClient, reason)
+				p.answer(w, key, &failure{http.StatusBadRequest, metrics.ReasonBadRequest, "request body: " + err.Error()}, start)
+				return
 			}
 			if r.Context().Err() != nil {
 				// The client went away: nobody to answer.

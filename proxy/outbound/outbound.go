@@ -22,6 +22,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/http1"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
@@ -70,8 +71,7 @@ type Proxy struct {
 	dialer  *dialer
 	pool    *pool
 	h1      *http.Transport // plain HTTP/1.1 to non-meshed endpoints
-	h1srv   *http.Server
-	h1ln    *forward.ChanListener
+	h1srv   *http1.Server // the app's HTTP/1 requests
 	h2srv   *http2.Server
 	h2base  *http.Server
 	tracker forward.Tracker
@@ -126,16 +126,13 @@ func New(cfg Config) (*Proxy, error) {
 		h2srv: &http2.Server{MaxConcurrentStreams: 1000, IdleTimeout: 10 * time.Minute},
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	p.h1srv = &http.Server{
+	p.h1srv = &http1.Server{
 		Handler:           p,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if ic, ok := c.(*infoConn); ok {
-				return context.WithValue(ctx, connInfoKey{}, ic.info)
-			}
-			return ctx
+		Logger:            cfg.Logger,
+		OnError: func(_ int, reason string) {
+			p.m.ProtocolError(metrics.Outbound, metrics.SideClient, reason)
 		},
 	}
 	// Graceful shutdown of h2base sends GOAWAY on every ServeConn connection.
@@ -143,8 +140,6 @@ func New(cfg Config) (*Proxy, error) {
 	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
 		return nil, err
 	}
-	p.h1ln = forward.NewChanListener(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	go func() { _ = p.h1srv.Serve(p.h1ln) }()
 	return p, nil
 }
 
@@ -154,11 +149,6 @@ type connInfoKey struct{}
 type connInfo struct {
 	orig netip.AddrPort // transparent mode
 	raw  net.Conn
-}
-
-type infoConn struct {
-	net.Conn
-	info *connInfo
 }
 
 // Serve accepts connections on ln until it is closed.
@@ -179,12 +169,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Unlock()
 	p.cancel()
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = p.h1srv.Shutdown(ctx) }()
+	p.h1srv.Shutdown()
+	wg.Add(1)
 	go func() { defer wg.Done(); _ = p.h2base.Shutdown(ctx) }()
 	err := p.tracker.Wait(ctx)
 	wg.Wait()
-	_ = p.h1srv.Close()
+	p.h1srv.Close()
 	p.pool.shutdown(ctx)
 	p.h1.CloseIdleConnections()
 	return err
@@ -223,12 +213,7 @@ func (p *Proxy) handle(c net.Conn) {
 	conn := forward.WithCloseWrite(res.Conn, c)
 	switch res.Protocol {
 	case detect.HTTP1:
-		ic := &infoConn{Conn: conn, info: info}
-		if err := p.h1ln.Push(ic); err != nil {
-			_ = c.Close()
-		}
-		// The HTTP/1 server owns the connection now; the tracker entry ends
-		// here and the server's own Shutdown drains it.
+		p.h1srv.ServeConn(context.WithValue(context.Background(), connInfoKey{}, info), conn)
 	case detect.HTTP2:
 		p.h2srv.ServeConn(conn, &http2.ServeConnOpts{
 			Context:    context.WithValue(context.Background(), connInfoKey{}, info),
