@@ -21,10 +21,6 @@ const (
 	// connection): the client proxy may send the request elsewhere. Only a
 	// mesh peer's word counts; an app's own header of that name is removed.
 	HeaderUnprocessed = "Trellis-Unprocessed"
-	// HeaderExpect carries an HTTP/1 client's "Expect: 100-continue" over
-	// the mesh hop: x/net's HTTP/2 server removes Expect from requests, and
-	// the app must see it to refuse a body before it is sent.
-	HeaderExpect = "Trellis-Expect"
 	meshPrefix        = "Trellis-"
 )
 
@@ -129,6 +125,11 @@ func IsUpgrade(h http.Header) bool {
 	}
 	return false
 }
+
+// HeaderExpect carries an HTTP/1 client's "Expect: 100-continue" over the
+// mesh hop: x/net's HTTP/2 server removes Expect from requests, and the app
+// must see it to refuse a body before it is sent.
+const HeaderExpect = "Trellis-Expect"
 
 var expect100 = []string{"100-continue"}
 

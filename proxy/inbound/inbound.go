@@ -66,7 +66,7 @@ type Proxy struct {
 	dialer  net.Dialer
 	h1      *forward.H1Client // HTTP/1.1 towards the app
 	h2c     *http2.Transport  // prior-knowledge HTTP/2 towards the app
-	h1srv   *http1.Server // plain-text HTTP/1 callers
+	h1srv   *http1.Server     // plain-text HTTP/1 callers
 	h2srv   *http2.Server
 	h2base  *http.Server
 	tracker forward.Tracker

@@ -71,7 +71,7 @@ type Proxy struct {
 	dialer  *dialer
 	pool    *pool
 	h1      *http.Transport // plain HTTP/1.1 to non-meshed endpoints
-	h1srv   *http1.Server // the app's HTTP/1 requests
+	h1srv   *http1.Server   // the app's HTTP/1 requests
 	h2srv   *http2.Server
 	h2base  *http.Server
 	tracker forward.Tracker
