@@ -243,7 +243,12 @@ func (cn *conn) handle(ctx context.Context, req *http.Request, f framing) bool {
 		return false
 	}
 	cn.cr.abortPendingRead()
-	reuse := b.finish() && w.finish()
+	if !b.finish() {
+		// The rest of the body cannot be skipped: this response is the
+		// connection's last.
+		w.closeAfter = true
+	}
+	reuse := w.finish()
 	return reuse && !cn.cr.gone() && !cn.s.closing()
 }
 
