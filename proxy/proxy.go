@@ -50,6 +50,7 @@ type Config struct {
 	Workload           string
 	DetectTimeout      time.Duration
 	RequestTimeout     time.Duration
+	HeaderTimeout      time.Duration // HTTP/1 request head read timeout (408)
 	OpaquePorts        []uint16
 	ShutdownGrace      time.Duration
 	// TrustAnchorsCache, when set, is the file where the bundle learned
@@ -233,7 +234,7 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		Metrics: m, Logger: log.With("component", "outbound"),
 		DetectTimeout: cfg.DetectTimeout, RequestTimeout: cfg.RequestTimeout, OpaquePorts: opaque,
-		MeshTransport: cfg.MeshTransport,
+		MeshTransport: cfg.MeshTransport, HeaderTimeout: cfg.HeaderTimeout,
 	})
 	if err != nil {
 		return err
@@ -242,7 +243,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Store: store, Metrics: m, Logger: log.With("component", "inbound"),
 		AppAddr: cfg.AppAddr, Transparent: cfg.Mode == outbound.ModeTransparent,
 		DetectTimeout: cfg.DetectTimeout, OpaquePorts: opaque,
-		MeshTransport: cfg.MeshTransport,
+		MeshTransport: cfg.MeshTransport, HeaderTimeout: cfg.HeaderTimeout,
 	})
 	if err != nil {
 		return err

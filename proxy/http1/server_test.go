@@ -68,7 +68,6 @@ func TestServerRefusesSmugglingAndCloses(t *testing.T) {
 	}
 }
 
-
 func TestServerBodyFramingErrorReachesHandler(t *testing.T) {
 	got := make(chan error, len(chunkedVectors))
 	addr := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

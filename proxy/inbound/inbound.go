@@ -49,6 +49,9 @@ type Config struct {
 	// MeshTransport serves mesh HTTP/2 with x/net ("xnet", default) or
 	// the lean proxy/meshh2 server ("lean").
 	MeshTransport string
+
+	// HeaderTimeout bounds reading an HTTP/1 request head (default 30s).
+	HeaderTimeout time.Duration
 }
 
 // Mesh transports (Config.MeshTransport).
@@ -131,7 +134,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.h1srv = &http1.Server{
 		Handler:           http.HandlerFunc(p.serveHTTP),
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       5 * time.Minute,
 		Logger:            cfg.Logger,
 		OnError: func(_ int, reason string) {

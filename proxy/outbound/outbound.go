@@ -61,6 +61,9 @@ type Config struct {
 	// OrigDst recovers a connection's original destination (transparent
 	// mode); default origdst.Get.
 	OrigDst func(net.Conn) (netip.AddrPort, error)
+
+	// HeaderTimeout bounds reading an HTTP/1 request head (default 30s).
+	HeaderTimeout time.Duration
 }
 
 // Proxy is the outbound proxy.
@@ -128,7 +131,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.h1srv = &http1.Server{
 		Handler:           p,
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       5 * time.Minute,
 		Logger:            cfg.Logger,
 		OnError: func(_ int, reason string) {
