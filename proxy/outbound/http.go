@@ -253,8 +253,10 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 		out.URL = u
 		out.RequestURI = ""
 		out.Close = false
+		out, gotHead := gateContinue(out)
 		t0 := time.Now()
 		resp, err := roundTrip(out)
+		gotHead()
 		if err != nil {
 			if pick != nil {
 				pick.Done(time.Since(t0), true)
