@@ -163,15 +163,19 @@ func (cn *conn) serveOne(ctx context.Context) bool {
 // waitRequest waits for the first byte of the next request: the
 // connection counts as idle (a shutdown closes it) until it arrives.
 func (cn *conn) waitRequest() bool {
+	if cn.served == 0 {
+		// A new connection's first bytes are already sniffed: serve its
+		// first request even during a shutdown, as it was accepted before.
+		_, err := cn.br.Peek(1)
+		return err == nil
+	}
 	if cn.br.Buffered() > 0 {
-		return cn.s.setIdle(cn, false) || cn.served == 0
+		return cn.s.setIdle(cn, false)
 	}
 	if !cn.s.setIdle(cn, true) {
 		return false
 	}
-	if cn.served > 0 {
-		_ = cn.c.SetReadDeadline(time.Now().Add(durationOr(cn.s.IdleTimeout, 5*time.Minute)))
-	}
+	_ = cn.c.SetReadDeadline(time.Now().Add(durationOr(cn.s.IdleTimeout, 5*time.Minute)))
 	_, err := cn.br.Peek(1)
 	_ = cn.c.SetReadDeadline(time.Time{})
 	cn.s.setIdle(cn, false)

@@ -363,3 +363,62 @@ func clipStr(s string) string {
 	}
 	return s
 }
+
+// An app response framed ambiguously (Transfer-Encoding with
+// Content-Length, obs-fold, bare LF) is refused with 502 naming the app,
+// whichever port the request came in on, and counted.
+func TestSecurityFramingAmbiguousAppResponse(t *testing.T) {
+	requireBinaries(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	responses := map[string]string{
+		"/te-cl":    "HTTP/1.1 200 OK\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"/obs-fold": "HTTP/1.1 200 OK\r\nX-A: 1\r\n 2\r\nContent-Length: 0\r\n\r\n",
+		"/bare-lf":  "HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n",
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, responses[req.URL.Path])
+			}()
+		}
+	}()
+	store := harness.Store{
+		Services: []harness.Service{{Name: "echo", Namespace: ns, Ports: []harness.ServicePort{{Port: 80}}}},
+		Workloads: []harness.Workload{
+			{Name: "client", Namespace: ns, ServiceAccount: "client"},
+			{Name: "echo-1", Namespace: ns, ServiceAccount: "echo", Endpoints: []harness.Endpoint{
+				{Service: "echo", Port: 80, TargetPort: port(t, ln.Addr().String())}}},
+		},
+	}
+	m := harness.NewMesh(t, bins, &ports, store)
+	m.StartController()
+	server := m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: ln.Addr().String()})
+	client := m.StartProxy(harness.ProxySpec{Workload: "client"})
+	for _, px := range []*harness.Proxy{server, client} {
+		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
+			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
+		}
+	}
+	for _, addr := range []string{server.InboundAddr, client.OutboundAddr} {
+		for path := range responses {
+			out, _ := rawExchange(t, addr, "GET "+path+" HTTP/1.1\r\nHost: "+echoAuthority+"\r\nConnection: close\r\n\r\n", false)
+			if !strings.HasPrefix(out, "HTTP/1.1 502 ") || !strings.Contains(out, "app ") || strings.Count(out, "HTTP/1.1 ") != 1 {
+				t.Errorf("%s %s: want one 502 naming the app, got %q", addr, path, clipStr(out))
+			}
+		}
+	}
+	metricAtLeast(t, server, "trellis_http1_protocol_errors_total", map[string]string{"direction": "inbound", "side": "app"}, float64(2*len(responses)), 10*time.Second)
+}
