@@ -212,3 +212,51 @@ func TestServerHijackKeepsBytes(t *testing.T) {
 		t.Fatalf("got %q", out)
 	}
 }
+
+func TestServerShutdownDrains(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			started <- struct{}{}
+			<-release
+		}
+		_, _ = io.WriteString(w, "done")
+	})}
+	addr := serve(t, s)
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		return c, bufio.NewReader(c)
+	}
+	idle, idleR := dial()
+	_, _ = io.WriteString(idle, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp, err := http.ReadResponse(idleR, nil); err != nil || resp.Close {
+		t.Fatalf("keep-alive response: %v %v", resp, err)
+	} else {
+		_, _ = io.ReadAll(resp.Body)
+	}
+	busy, busyR := dial()
+	_, _ = io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-started
+	s.Shutdown()
+	if _, err := idleR.ReadByte(); err != io.EOF {
+		t.Fatalf("idle connection not closed by Shutdown: %v", err)
+	}
+	close(release)
+	resp, err := http.ReadResponse(busyR, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "done" || !resp.Close {
+		t.Fatalf("in-flight request: body %q, close %v", b, resp.Close)
+	}
+	if _, err := busyR.ReadByte(); err != io.EOF {
+		t.Fatalf("busy connection not closed after its response: %v", err)
+	}
+}
