@@ -109,6 +109,11 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	hm.Response(resp.StatusCode, grpcStatus(resp), err != nil)
 	hm.Latency.Observe(time.Since(start).Seconds())
 	if err != nil {
+		if reason, ok := forward.AppFault(err); ok {
+			// A malformed chunk from the app: its connection is closed,
+			// the client's stream aborted.
+			p.m.ProtocolError(metrics.Inbound, metrics.SideApp, reason)
+		}
 		panic(http.ErrAbortHandler)
 	}
 }
