@@ -288,6 +288,13 @@ func startExpectApp(t *testing.T) (string, chan string) {
 					return
 				}
 				seen <- "expect=" + req.Header.Get("Expect")
+				if req.URL.Path == "/accept" {
+					// Ask for the body, then answer with its size.
+					_, _ = io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+					n, _ := io.Copy(io.Discard, req.Body)
+					_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(fmt.Sprint(n)), fmt.Sprint(n))
+					return
+				}
 				_, _ = io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n")
 				if n := br.Buffered(); n > 0 {
 					seen <- fmt.Sprintf("body bytes: %d", n)
@@ -353,7 +360,43 @@ func TestSecurityFramingExpectContinueFromApp(t *testing.T) {
 				t.Errorf("the app received more: %s", got)
 			default:
 			}
+			for _, addr := range []string{server.InboundAddr, client.OutboundAddr} {
+				expectAccepted(t, addr, seen)
+			}
 		})
+	}
+}
+
+// expectAccepted: the app asks for the body with 100 Continue; the client
+// gets it, sends the body, and the app receives all of it.
+func expectAccepted(t *testing.T, addr string, seen chan string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "PUT /accept HTTP/1.1\r\nHost: "+echoAuthority+"\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	start := time.Now()
+	line, err := br.ReadString('\n')
+	t.Logf("%s: 100 Continue after %v", addr, time.Since(start).Round(time.Millisecond))
+	if err != nil || line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("%s: want 100 Continue, got %q %v", addr, line, err)
+	}
+	_, _ = br.ReadString('\n')
+	_, _ = io.WriteString(c, "hello")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", addr, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "5" {
+		t.Errorf("%s: got %d %q, want 200 \"5\"", addr, resp.StatusCode, b)
+	}
+	if got := <-seen; got != "expect=100-continue" {
+		t.Errorf("%s: the app saw %q", addr, got)
 	}
 }
 
