@@ -28,7 +28,8 @@ type response struct {
 	chunked      bool
 	noBody       bool // 1xx, 204, 304
 	isHead       bool
-	length       int64 // announced Content-Length, -1 none
+	pending      []byte // body held back before the head is sent
+	length       int64  // announced Content-Length, -1 none
 	written      int64
 	closeAfter   bool
 	hijacked     bool
@@ -175,6 +176,11 @@ func (w *response) commit() {
 	_, _ = bw.WriteString("\r\n")
 }
 
+// maxPending is how much body a handler may write before the head is
+// sent: a response that ends within it gets a Content-Length (so HTTP/1.0
+// keep-alive works and small answers are not chunked).
+const maxPending = 4 << 10
+
 func (w *response) Write(p []byte) (int, error) {
 	if w.hijacked {
 		return 0, http.ErrHijacked
@@ -182,7 +188,32 @@ func (w *response) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	if !w.committed {
+		if _, ok := w.hdr["Content-Length"]; !ok && !w.isHead && len(w.pending)+len(p) <= maxPending {
+			w.pending = append(w.pending, p...)
+			return len(p), nil
+		}
+		if err := w.commitPending(); err != nil {
+			return 0, err
+		}
+	}
+	return w.writeBody(p)
+}
+
+// commitPending sends the head and the body held back so far.
+func (w *response) commitPending() error {
 	w.commit()
+	if len(w.pending) > 0 {
+		pending := w.pending
+		w.pending = nil
+		if _, err := w.writeBody(pending); err != nil {
+			return err
+		}
+	}
+	return w.err
+}
+
+func (w *response) writeBody(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
@@ -223,9 +254,8 @@ func (w *response) FlushError() error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	w.commit()
-	if w.err != nil {
-		return w.err
+	if err := w.commitPending(); err != nil {
+		return err
 	}
 	w.setErr(w.cn.bw.Flush())
 	return w.err
@@ -237,11 +267,11 @@ func (w *response) finish() bool {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	if !w.committed && !w.noBody && !w.isHead && w.length < 0 {
-		// Nothing written, nothing announced: an empty body.
-		w.hdr["Content-Length"] = []string{"0"}
+	if _, ok := w.hdr["Content-Length"]; !w.committed && !ok && !w.isHead && bodyAllowed(w.status) {
+		// The whole body is held back: announce its length.
+		w.hdr["Content-Length"] = []string{strconv.Itoa(len(w.pending))}
 	}
-	w.commit()
+	_ = w.commitPending()
 	bw := w.cn.bw
 	if w.chunked && w.err == nil {
 		_, _ = bw.WriteString("0\r\n")
@@ -302,4 +332,8 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.hijacked = true
 	return cn.c, bufio.NewReadWriter(cn.br, cn.bw), nil
+}
+
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
 }

@@ -260,3 +260,36 @@ func TestServerShutdownDrains(t *testing.T) {
 		t.Fatalf("busy connection not closed after its response: %v", err)
 	}
 }
+
+func TestServerHTTP10(t *testing.T) {
+	addr := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stream" {
+			w.(http.Flusher).Flush() // unknown length: delimited by the close
+		}
+		_, _ = io.WriteString(w, "ok")
+	})})
+	// keep-alive asked: kept, with a length.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for range 2 {
+		_, _ = io.WriteString(c, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != "ok" || resp.Close || resp.Header.Get("Connection") != "keep-alive" {
+			t.Fatalf("HTTP/1.0 keep-alive: %q close=%v %v", b, resp.Close, resp.Header)
+		}
+	}
+	// Without keep-alive, and a streamed body: no chunking, closed.
+	out, closed := exchange(t, addr, "GET /stream HTTP/1.0\r\n\r\n")
+	if !closed || strings.Contains(out, "chunked") || !strings.HasSuffix(out, "\r\n\r\nok") {
+		t.Fatalf("HTTP/1.0 stream: closed=%v %q", closed, out)
+	}
+}
