@@ -72,3 +72,43 @@ func FuzzChunkedReader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadResponse: the response parser never panics, and a response it
+// accepts net/http reads with the same status, headers and framing.
+func FuzzReadResponse(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nT: v\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+		"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.0 204 No Content\r\n\r\n",
+		"HTTP/1.1 100 Continue\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		req := &http.Request{Method: http.MethodGet}
+		resp, err := ReadResponse(bufio.NewReader(bytes.NewReader(raw)), req, Limits{MaxHeadBytes: 8 << 10, MaxFields: 50})
+		if err != nil {
+			return
+		}
+		body, berr := io.ReadAll(resp.Body)
+		std, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), req)
+		if err != nil {
+			t.Fatalf("accepted what net/http refuses (%v): %q", err, raw)
+		}
+		if std.StatusCode != resp.StatusCode || std.ContentLength != resp.ContentLength && resp.StatusCode >= 200 {
+			t.Fatalf("status/length differ: net/http %d %d, ours %d %d", std.StatusCode, std.ContentLength, resp.StatusCode, resp.ContentLength)
+		}
+		if !reflect.DeepEqual(map[string][]string(std.Header), map[string][]string(resp.Header)) {
+			t.Fatalf("headers differ: net/http %v, ours %v", std.Header, resp.Header)
+		}
+		if berr == nil {
+			want, err := io.ReadAll(std.Body)
+			if err != nil || !bytes.Equal(want, body) {
+				t.Fatalf("body differs: net/http %q (%v), ours %q", want, err, body)
+			}
+		}
+	})
+}

@@ -32,17 +32,23 @@ func ReadResponse(br *bufio.Reader, req *http.Request, lim Limits) (*http.Respon
 	if err := readFields(lr, resp.Header, lim.MaxFields, "response header"); err != nil {
 		return nil, asBadGateway(err)
 	}
-	if resp.StatusCode < 200 {
-		resp.Body = http.NoBody
-		return resp, nil
-	}
 	f, err := parseFraming(resp.Header, resp.ProtoMinor)
 	if err != nil {
 		return nil, asBadGateway(err)
 	}
+	if resp.StatusCode < 200 {
+		if f.chunked {
+			delete(resp.Header, "Transfer-Encoding")
+		}
+		resp.Body = http.NoBody
+		return resp, nil
+	}
 	resp.Close = shouldClose(resp.ProtoMinor, resp.Header)
-	noBody := req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified
+	noBody := req.Method == http.MethodHead || !bodyAllowed(resp.StatusCode)
 	setResponseBody(resp, br, f, noBody, lim)
+	if !bodyAllowed(resp.StatusCode) {
+		resp.ContentLength = 0 // as net/http: no body, whatever was announced
+	}
 	return resp, nil
 }
 
