@@ -30,10 +30,10 @@ type body struct {
 	finished bool // the server moved on: no more reads
 }
 
-func newBody(cn *conn, w *response, req *http.Request, f framing, cancel context.CancelFunc) *body {
+func newBody(cn *conn, w *response, req *http.Request, f Framing, cancel context.CancelFunc) *body {
 	b := &body{cn: cn, w: w, cancel: cancel}
 	switch {
-	case f.chunked:
+	case f.Chunked:
 		b.src = newChunkedReader(cn.br, cn.s.Limits, func(h http.Header) {
 			if req.Trailer == nil {
 				req.Trailer = make(http.Header, len(h))
@@ -42,8 +42,8 @@ func newBody(cn *conn, w *response, req *http.Request, f framing, cancel context
 				req.Trailer[k] = vv
 			}
 		})
-	case f.length > 0:
-		b.src = &lengthReader{r: cn.br, left: f.length}
+	case f.Length > 0:
+		b.src = &lengthReader{r: cn.br, left: f.Length}
 	default:
 		b.done = true
 	}

@@ -33,8 +33,8 @@ func FuzzReadRequestHead(f *testing.F) {
 		if std.Method != req.Method || std.RequestURI != req.RequestURI || std.Host != req.Host || std.URL.String() != req.URL.String() {
 			t.Fatalf("request line differs: %s %s %s vs %s %s %s", std.Method, std.URL, std.Host, req.Method, req.URL, req.Host)
 		}
-		if std.ContentLength != req.ContentLength || fr.chunked != (len(std.TransferEncoding) > 0) || std.Close != req.Close {
-			t.Fatalf("framing differs: net/http %d %v close=%v, ours %d %v close=%v", std.ContentLength, std.TransferEncoding, std.Close, req.ContentLength, fr.chunked, req.Close)
+		if std.ContentLength != req.ContentLength || fr.Chunked != (len(std.TransferEncoding) > 0) || std.Close != req.Close {
+			t.Fatalf("framing differs: net/http %d %v close=%v, ours %d %v close=%v", std.ContentLength, std.TransferEncoding, std.Close, req.ContentLength, fr.Chunked, req.Close)
 		}
 		delete(std.Header, "Host")
 		if !reflect.DeepEqual(map[string][]string(std.Header), map[string][]string(req.Header)) {

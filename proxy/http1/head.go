@@ -193,17 +193,17 @@ func clip(b []byte) string {
 	return string(b)
 }
 
-// framing is the body length a head announces.
-type framing struct {
-	chunked bool
-	length  int64 // -1: none announced
+// Framing is the body length a head announces.
+type Framing struct {
+	Chunked bool
+	Length  int64 // -1: none announced
 }
 
 // parseFraming applies RFC 9112 §6: exactly one of a single Content-Length
 // of digits or a Transfer-Encoding of exactly "chunked"; both together are
 // refused (§6.1: a possible smuggling attempt), as is any other coding.
-func parseFraming(h http.Header, protoMinor int) (framing, error) {
-	f := framing{length: -1}
+func parseFraming(h http.Header, protoMinor int) (Framing, error) {
+	f := Framing{Length: -1}
 	te, hasTE := h["Transfer-Encoding"]
 	cl, hasCL := h["Content-Length"]
 	if hasTE && hasCL {
@@ -216,7 +216,7 @@ func parseFraming(h http.Header, protoMinor int) (framing, error) {
 		if err := checkTE(te); err != nil {
 			return f, err
 		}
-		f.chunked = true
+		f.Chunked = true
 		return f, nil
 	}
 	if hasCL {
@@ -227,7 +227,7 @@ func parseFraming(h http.Header, protoMinor int) (framing, error) {
 		if !ok {
 			return f, bad(ReasonContentLength, "invalid Content-Length %q", clip([]byte(cl[0])))
 		}
-		f.length = n
+		f.Length = n
 	}
 	return f, nil
 }
@@ -275,7 +275,7 @@ func parseLength(s string) (int64, bool) {
 
 // ReadRequestHead reads a request head from br. It returns the request
 // (Body unset), its framing, or an *Error; other errors are I/O errors.
-func ReadRequestHead(br *bufio.Reader, lim Limits) (*http.Request, framing, error) {
+func ReadRequestHead(br *bufio.Reader, lim Limits) (*http.Request, Framing, error) {
 	lim = lim.withDefaults()
 	lr := &lineReader{br: br, budget: lim.MaxHeadBytes, tooBig: func() *Error {
 		return &Error{Status: http.StatusRequestHeaderFieldsTooLarge, Reason: ReasonHeadTooLarge,
@@ -290,33 +290,33 @@ func ReadRequestHead(br *bufio.Reader, lim Limits) (*http.Request, framing, erro
 		}
 	}
 	if err != nil {
-		return nil, framing{}, err
+		return nil, Framing{}, err
 	}
 	req, err := parseRequestLine(string(line))
 	if err != nil {
-		return nil, framing{}, err
+		return nil, Framing{}, err
 	}
 	if err := readFields(lr, req.Header, lim.MaxFields, "header"); err != nil {
-		return nil, framing{}, err
+		return nil, Framing{}, err
 	}
 	if err := checkHost(req); err != nil {
-		return nil, framing{}, err
+		return nil, Framing{}, err
 	}
 	f, err := parseFraming(req.Header, req.ProtoMinor)
 	if err != nil {
-		return nil, framing{}, err
+		return nil, Framing{}, err
 	}
 	if err := checkExpect(req); err != nil {
-		return nil, framing{}, err
+		return nil, Framing{}, err
 	}
 	req.Close = shouldClose(req.ProtoMinor, req.Header)
-	if f.chunked {
+	if f.Chunked {
 		req.TransferEncoding = []string{"chunked"}
 		req.ContentLength = -1
 		delete(req.Header, "Transfer-Encoding")
 		declareTrailers(req)
-	} else if f.length > 0 {
-		req.ContentLength = f.length
+	} else if f.Length > 0 {
+		req.ContentLength = f.Length
 	}
 	return req, f, nil
 }

@@ -112,8 +112,8 @@ func TestReadRequestHeadAccepts(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", tc.raw, err)
 		}
-		if req.Method != tc.method || req.Host != tc.host || req.ContentLength != tc.length || f.chunked != tc.chunked || req.Close != tc.close {
-			t.Errorf("%q: got %s %q len %d chunked %v close %v", tc.raw, req.Method, req.Host, req.ContentLength, f.chunked, req.Close)
+		if req.Method != tc.method || req.Host != tc.host || req.ContentLength != tc.length || f.Chunked != tc.chunked || req.Close != tc.close {
+			t.Errorf("%q: got %s %q len %d chunked %v close %v", tc.raw, req.Method, req.Host, req.ContentLength, f.Chunked, req.Close)
 		}
 	}
 }

@@ -37,7 +37,7 @@ func ReadResponse(br *bufio.Reader, req *http.Request, lim Limits) (*http.Respon
 		return nil, asBadGateway(err)
 	}
 	if resp.StatusCode < 200 {
-		if f.chunked {
+		if f.Chunked {
 			delete(resp.Header, "Transfer-Encoding")
 		}
 		resp.Body = http.NoBody
@@ -52,10 +52,10 @@ func ReadResponse(br *bufio.Reader, req *http.Request, lim Limits) (*http.Respon
 	return resp, nil
 }
 
-func setResponseBody(resp *http.Response, br *bufio.Reader, f framing, noBody bool, lim Limits) {
-	resp.ContentLength = f.length
+func setResponseBody(resp *http.Response, br *bufio.Reader, f Framing, noBody bool, lim Limits) {
+	resp.ContentLength = f.Length
 	switch {
-	case f.chunked:
+	case f.Chunked:
 		delete(resp.Header, "Transfer-Encoding")
 		resp.TransferEncoding = []string{"chunked"}
 		resp.ContentLength = -1
@@ -71,9 +71,9 @@ func setResponseBody(resp *http.Response, br *bufio.Reader, f framing, noBody bo
 			}
 		}))
 		return
-	case f.length >= 0:
-		if !noBody && f.length > 0 {
-			resp.Body = io.NopCloser(&lengthReader{r: br, left: f.length})
+	case f.Length >= 0:
+		if !noBody && f.Length > 0 {
+			resp.Body = io.NopCloser(&lengthReader{r: br, left: f.Length})
 			return
 		}
 	case !noBody:

@@ -227,7 +227,7 @@ func lingerClose(c net.Conn) {
 }
 
 // handle runs the handler for one request.
-func (cn *conn) handle(ctx context.Context, req *http.Request, f framing) bool {
+func (cn *conn) handle(ctx context.Context, req *http.Request, f Framing) bool {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w := newResponse(cn, req)
