@@ -51,6 +51,7 @@ type Config struct {
 	Workload           string
 	DetectTimeout      time.Duration
 	RequestTimeout     time.Duration
+	HeaderTimeout      time.Duration // HTTP/1 request head read timeout (408)
 	OpaquePorts        []uint16
 	ShutdownGrace      time.Duration
 	// TrustAnchorsCache, when set, is the file where the bundle learned
@@ -260,7 +261,7 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		Metrics: m, Logger: log.With("component", "outbound"),
 		DetectTimeout: cfg.DetectTimeout, RequestTimeout: cfg.RequestTimeout, OpaquePorts: opaque,
-		MeshTransport: cfg.MeshTransport,
+		MeshTransport: cfg.MeshTransport, HeaderTimeout: cfg.HeaderTimeout,
 	})
 	if err != nil {
 		return err
@@ -275,7 +276,7 @@ func Run(ctx context.Context, cfg Config) error {
 		DetectTimeout: cfg.DetectTimeout, OpaquePorts: opaque,
 		MeshTransport: cfg.MeshTransport,
 		AppIP:         cfg.AppIP, AppPorts: cfg.AppPorts, DefaultPolicy: cfg.DefaultInboundPolicy,
-		OwnPorts: func() []uint16 { return ownPorts }, SelfConns: self,
+		OwnPorts: func() []uint16 { return ownPorts }, SelfConns: self, HeaderTimeout: cfg.HeaderTimeout,
 	})
 	if err != nil {
 		return err

@@ -75,6 +75,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.Workload, "workload", "", "workload name, for logs")
 	fs.DurationVar(&cfg.DetectTimeout, "detect-timeout", 10*time.Second, "protocol detection timeout; on timeout the stream is opaque")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 0, "default whole-request timeout (0: none)")
+	fs.DurationVar(&cfg.HeaderTimeout, "http1-header-timeout", 30*time.Second, "time to read an HTTP/1 request head once its first byte arrived; answered with 408")
 	fs.StringVar(&opaquePorts, "opaque-ports", "25,587,3306,4222,5432,6379,11211,27017", "ports never detected (server-speaks-first protocols)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "drain time on SIGTERM or POST /shutdown")

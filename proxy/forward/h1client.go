@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/trellis-mesh/trellis/proxy/http1"
 )
 
 // H1Client is an HTTP/1.1 client for the proxy's hop to a local app. Unlike
@@ -256,6 +258,12 @@ func (t *H1Client) exchange(cn *h1Conn, req *http.Request, reused bool) (*http.R
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		_ = cn.c.Close()
+		if berr := bodyError(wrote); berr != nil {
+			// The client's body failed first (a framing error, or the
+			// client went away): that, not the closed app connection, is
+			// the cause.
+			return nil, berr
+		}
 		abandonBody(req, wrote)
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, ctxErr
@@ -278,7 +286,16 @@ func (t *H1Client) exchange(cn *h1Conn, req *http.Request, reused bool) (*http.R
 
 	sendBody := func() {
 		wrote = make(chan error, 1)
-		go func() { wrote <- writeBody(cn.bw, req, chunked) }()
+		go func() {
+			err := writeBody(cn.bw, req, chunked)
+			if errors.Is(err, ErrRequestBody) {
+				// The app waits for the rest of a body that will never
+				// come, and we wait for its answer: close its connection
+				// now so neither side hangs.
+				_ = cn.c.Close()
+			}
+			wrote <- err
+		}()
 	}
 	expect := hasBody && hasToken(req.Header["Expect"], "100-continue")
 	if hasBody && !expect {
@@ -316,7 +333,7 @@ func (t *H1Client) exchange(cn *h1Conn, req *http.Request, reused bool) (*http.R
 			}
 		}
 		var err error
-		resp, err = http.ReadResponse(cn.br, req)
+		resp, err = http1.ReadResponse(cn.br, req, http1.Limits{})
 		if err != nil {
 			return fail(err)
 		}
@@ -421,12 +438,12 @@ func writeBody(bw *bufio.Writer, req *http.Request, chunked bool) error {
 	defer PutBuf(bp)
 	buf := *bp
 	if !chunked {
-		n, err := io.CopyBuffer(onlyWriter{bw}, onlyReader{io.LimitReader(req.Body, req.ContentLength)}, buf)
+		n, err := io.CopyBuffer(onlyWriter{bw}, sourceReader{io.LimitReader(req.Body, req.ContentLength)}, buf)
 		if err != nil {
 			return err
 		}
 		if n != req.ContentLength {
-			return fmt.Errorf("request body: %d bytes of %d: %w", n, req.ContentLength, io.ErrUnexpectedEOF)
+			return fmt.Errorf("%w: %d bytes of %d: %w", ErrRequestBody, n, req.ContentLength, io.ErrUnexpectedEOF)
 		}
 		return bw.Flush()
 	}
@@ -445,7 +462,7 @@ func writeBody(bw *bufio.Writer, req *http.Request, chunked bool) error {
 			break
 		}
 		if rerr != nil {
-			return rerr
+			return fmt.Errorf("%w: %w", ErrRequestBody, rerr)
 		}
 	}
 	if err := cw.Close(); err != nil { // "0\r\n"
@@ -578,6 +595,64 @@ func (b *h1Body) bodyWritten() bool {
 	case <-tm.C:
 		return false
 	}
+}
+
+// ErrRequestBody marks a failure reading the request body from the client
+// (its framing was invalid, or it went away), as opposed to writing it to
+// the app: a client fault.
+var ErrRequestBody = errors.New("reading the request body")
+
+// RequestBodyFault reports whether err is the client's fault: its request
+// body was malformed or ended early. It returns the metric reason.
+func RequestBodyFault(err error) (string, bool) {
+	var he *http1.Error
+	if errors.As(err, &he) && he.Status < 500 {
+		return he.Reason, true
+	}
+	if errors.Is(err, ErrRequestBody) {
+		return "body_read", true
+	}
+	return "", false
+}
+
+// AppFault returns the reason of a malformed response from the app.
+func AppFault(err error) (string, bool) {
+	var he *http1.Error
+	if errors.As(err, &he) && he.Status >= 500 {
+		return he.Reason, true
+	}
+	return "", false
+}
+
+// sourceReader wraps read errors of a request body with ErrRequestBody.
+type sourceReader struct{ r io.Reader }
+
+func (s sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: %w", ErrRequestBody, err)
+	}
+	return n, err
+}
+
+// bodyError returns the request body's source error if the body writer
+// stopped on one (it has closed the connection; waits briefly for it).
+func bodyError(wrote chan error) error {
+	if wrote == nil {
+		return nil
+	}
+	tm := time.NewTimer(100 * time.Millisecond)
+	defer tm.Stop()
+	select {
+	case err := <-wrote:
+		// Hand the result back for abandonBody's receive.
+		wrote <- err
+		if errors.Is(err, ErrRequestBody) {
+			return err
+		}
+	case <-tm.C:
+	}
+	return nil
 }
 
 // abandonBody ends a request body writer that may still be running: the

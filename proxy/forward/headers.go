@@ -125,3 +125,28 @@ func IsUpgrade(h http.Header) bool {
 	}
 	return false
 }
+
+// HeaderExpect carries an HTTP/1 client's "Expect: 100-continue" over the
+// mesh hop: x/net's HTTP/2 server removes Expect from requests, and the app
+// must see it to refuse a body before it is sent.
+const HeaderExpect = "Trellis-Expect"
+
+var expect100 = []string{"100-continue"}
+
+// CarryExpect adds HeaderExpect to an outgoing mesh request whose client
+// expects 100-continue.
+func CarryExpect(h http.Header) {
+	for _, v := range h["Expect"] {
+		if strings.EqualFold(strings.TrimSpace(v), "100-continue") {
+			h[HeaderExpect] = expect100
+			return
+		}
+	}
+}
+
+// RestoreExpect turns HeaderExpect from a mesh peer back into Expect.
+func RestoreExpect(h http.Header) {
+	if _, ok := h[HeaderExpect]; ok {
+		h["Expect"] = expect100
+	}
+}

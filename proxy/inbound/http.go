@@ -49,6 +49,7 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+		forward.RestoreExpect(hdr)
 		if v := hdr[forward.HeaderTargetPort]; len(v) > 0 {
 			port, err := forward.ParseTargetPort(v[0])
 			if err != nil {
@@ -119,6 +120,7 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			hm.Cancelled(0)
 			return
 		}
+		p.countFraming(err)
 		e := proxyerr.Classify(r.Context(), err, proxyerr.ToApp, target)
 		if e.Reason == proxyerr.ReasonAppUnreachable && isDial(err) && info.tls {
 			// Nothing was sent: the app is not listening (it is exiting,
@@ -143,6 +145,9 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		hm.Latency.Observe(time.Since(start).Seconds())
 	}
 	if err != nil {
+		// A malformed chunk from the app: its connection is closed, the
+		// client's stream aborted.
+		p.countFraming(err)
 		panic(http.ErrAbortHandler)
 	}
 }
@@ -213,4 +218,15 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, info *connI
 	tm.Close(forward.Errno(err))
 	hm.Response(http.StatusSwitchingProtocols, "", err != nil)
 	hm.Latency.Observe(time.Since(start).Seconds())
+}
+
+// countFraming counts a malformed HTTP/1 body from the client or response
+// from the app in trellis_http1_protocol_errors_total; the answer itself
+// comes from proxyerr.Classify.
+func (p *Proxy) countFraming(err error) {
+	if reason, ok := forward.RequestBodyFault(err); ok {
+		p.m.HTTP1Error(metrics.Inbound, metrics.SideClient, reason)
+	} else if reason, ok := forward.AppFault(err); ok {
+		p.m.HTTP1Error(metrics.Inbound, metrics.SideApp, reason)
+	}
 }

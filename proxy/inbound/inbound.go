@@ -25,6 +25,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/http1"
 	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
@@ -68,6 +69,9 @@ type Config struct {
 	// MeshTransport serves mesh HTTP/2 with x/net ("xnet", default) or
 	// the lean proxy/meshh2 server ("lean").
 	MeshTransport string
+
+	// HeaderTimeout bounds reading an HTTP/1 request head (default 30s).
+	HeaderTimeout time.Duration
 }
 
 // Mesh transports (Config.MeshTransport).
@@ -85,8 +89,7 @@ type Proxy struct {
 	dialer  net.Dialer
 	h1      *forward.H1Client // HTTP/1.1 towards the app
 	h2c     *http2.Transport  // prior-knowledge HTTP/2 towards the app
-	h1srv   *http.Server
-	h1ln    *forward.ChanListener
+	h1srv   *http1.Server     // plain-text HTTP/1 callers
 	h2srv   *http2.Server
 	h2base  *http.Server
 	tracker forward.Tracker
@@ -171,24 +174,19 @@ func New(cfg Config) (*Proxy, error) {
 		// decompression of the app's response.
 		DisableCompression: true,
 	}
-	p.h1srv = &http.Server{
+	p.h1srv = &http1.Server{
 		Handler:           http.HandlerFunc(p.serveHTTP),
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          libLog(limiter, cfg.Metrics),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if ic, ok := c.(*infoConn); ok {
-				return context.WithValue(ctx, connInfoKey{}, ic.info)
-			}
-			return ctx
+		Logger:            cfg.Logger,
+		OnError: func(_ int, reason string) {
+			p.m.HTTP1Error(metrics.Inbound, metrics.SideClient, reason)
 		},
 	}
 	p.h2base = &http.Server{Handler: http.HandlerFunc(p.serveHTTP), ErrorLog: libLog(limiter, cfg.Metrics)}
 	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
 		return nil, err
 	}
-	p.h1ln = forward.NewChanListener(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	go func() { _ = p.h1srv.Serve(p.h1ln) }()
 	return p, nil
 }
 
@@ -204,11 +202,6 @@ type connInfo struct {
 	// mesh peer names an allowed port.
 	targetErr error
 	raw       net.Conn
-}
-
-type infoConn struct {
-	net.Conn
-	info *connInfo
 }
 
 // Serve accepts connections on ln until it is closed.
@@ -241,12 +234,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = sc.Shutdown(ctx) }()
 	}
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = p.h1srv.Shutdown(ctx) }()
+	p.h1srv.Shutdown()
+	wg.Add(1)
 	go func() { defer wg.Done(); _ = p.h2base.Shutdown(ctx) }()
 	err := p.tracker.Wait(ctx)
 	wg.Wait()
-	_ = p.h1srv.Close()
+	p.h1srv.Close()
 	p.h1.CloseIdleConnections(true)
 	p.h2c.CloseIdleConnections()
 	return err
@@ -313,9 +306,7 @@ func (p *Proxy) handle(c net.Conn) {
 		// The app's own TLS: not ours to terminate.
 		p.opaqueToApp(conn, info, info.target, info.target)
 	case detect.HTTP1:
-		if err := p.h1ln.Push(&infoConn{Conn: conn, info: info}); err != nil {
-			_ = c.Close()
-		}
+		p.h1srv.ServeConn(context.WithValue(context.Background(), connInfoKey{}, info), conn)
 	case detect.HTTP2:
 		p.serveH2(conn, info)
 	default:

@@ -8,12 +8,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 )
 
@@ -69,6 +71,9 @@ type clientStream struct {
 	res    *http.Response
 	resErr error
 	stop   func() bool // stops the context watcher
+	// got100 reports a 100 Continue to the request's httptrace, which
+	// releases a body held for it (nil: no trace).
+	got100 func()
 }
 
 // NewClientConn starts HTTP/2 on nc (TLS already negotiated "h2", or
@@ -238,9 +243,11 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody()
 		return nil, err
 	}
-	// A small body of known length goes out with the headers.
+	// A small body of known length goes out with the headers, unless the
+	// client waits for 100 Continue before sending it.
 	var inline []byte
-	if body != nil && req.ContentLength > 0 && req.ContentLength <= inlineBodyMax && len(req.Trailer) == 0 {
+	if body != nil && req.ContentLength > 0 && req.ContentLength <= inlineBodyMax && len(req.Trailer) == 0 &&
+		!httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
 		inline = make([]byte, req.ContentLength)
 		if _, err := io.ReadFull(body, inline); err != nil {
 			closeBody()
@@ -250,6 +257,9 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		body = nil
 	}
 	cs := &clientStream{cc: cc, isHead: req.Method == http.MethodHead, respc: make(chan struct{})}
+	if tr := httptrace.ContextClientTrace(ctx); tr != nil {
+		cs.got100 = tr.Got100Continue
+	}
 	cs.stream.onEnd = cs.onStreamEnd
 	cs.stream.ext = cs
 
@@ -579,6 +589,9 @@ func (cc *ClientConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	if status < 200 {
 		// Informational: the final response follows.
+		if status == http.StatusContinue && cs.got100 != nil {
+			cs.got100()
+		}
 		return nil
 	}
 	cs.gotHead = true

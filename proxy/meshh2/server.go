@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 )
 
@@ -327,6 +328,11 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		ss.trailerDst = &req.Trailer
 		req.Body = &serverBody{ss: ss}
 	}
+	rw := &responseWriter{ss: ss, h: make(http.Header), isHead: method == http.MethodHead}
+	if sb, ok := req.Body.(*serverBody); ok && httpguts.HeaderValuesContainsToken(h["Expect"], "100-continue") {
+		// The handler's first read asks the client for the body.
+		sb.cont = rw
+	}
 	sc.mu.Lock()
 	ss.sendWin = sc.peerInitWin
 	ss.recvWin = StreamWindow
@@ -335,7 +341,6 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	sc.handlers++
 	sc.handlersDone.Add(1)
 	sc.mu.Unlock()
-	rw := &responseWriter{ss: ss, h: make(http.Header), isHead: method == http.MethodHead}
 	go sc.runHandler(ss, rw, req)
 	return nil
 }
@@ -386,9 +391,16 @@ func (sc *ServerConn) runHandler(ss *serverStream, rw *responseWriter, req *http
 }
 
 // serverBody is a request body.
-type serverBody struct{ ss *serverStream }
+type serverBody struct {
+	ss   *serverStream
+	cont *responseWriter // non-nil: send 100 Continue on the first read
+}
 
 func (b *serverBody) Read(p []byte) (int, error) {
+	if rw := b.cont; rw != nil {
+		b.cont = nil
+		rw.sendContinue()
+	}
 	n, err := b.ss.in.read(p)
 	if n > 0 {
 		b.ss.sc.consumed(&b.ss.stream, n)
@@ -419,6 +431,25 @@ type responseWriter struct {
 }
 
 func (rw *responseWriter) Header() http.Header { return rw.h }
+
+// sendContinue sends 100 Continue unless the response has started.
+func (rw *responseWriter) sendContinue() {
+	ss, sc := rw.ss, rw.ss.sc
+	w := sc.w
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	sc.mu.Lock()
+	err := ss.sendErr
+	sc.mu.Unlock()
+	if err != nil || rw.headerSent {
+		return
+	}
+	w.hbuf.Reset()
+	w.field(":status", "100")
+	if w.writeHeaderBlockLocked(ss.id, false) == nil {
+		_ = w.flushLocked()
+	}
+}
 
 func (rw *responseWriter) WriteHeader(code int) {
 	if rw.wroteHeader || rw.finished {

@@ -70,6 +70,7 @@ type Metrics struct {
 	handshakes *prometheus.CounterVec
 	protocol   *prometheus.CounterVec
 	refused    *prometheus.CounterVec
+	protoErrs  *prometheus.CounterVec
 
 	http sync.Map // Key -> *HTTP
 	tcp  sync.Map // Key -> *TCP
@@ -123,11 +124,14 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "trellis_protocol_errors_total", Help: "Protocol errors the HTTP libraries reported (one per log line they would have printed).",
 		}, []string{"direction", "cause"}),
 		refused: newRefused(),
+		protoErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_http1_protocol_errors_total", Help: "Malformed or ambiguous HTTP/1 messages refused.",
+		}, []string{"direction", "side", "reason"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.requests, m.responses, m.latency, m.retries, m.reqErrors,
 		m.tcpOpen, m.tcpClose, m.tcpConns, m.tcpRead, m.tcpWrite,
-		m.detect, m.handshakes, m.protocol, m.refused,
+		m.detect, m.handshakes, m.protocol, m.refused, m.protoErrs,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -307,4 +311,17 @@ func (m *Metrics) ProtocolError(direction, cause string) {
 // HandshakeError counts a failed mesh TLS handshake.
 func (m *Metrics) HandshakeError(direction, reason string) {
 	m.handshakes.WithLabelValues(direction, reason).Inc()
+}
+
+// Sides of trellis_http1_protocol_errors_total.
+const (
+	SideClient = "client" // the request (head or body) from the caller
+	SideApp    = "app"    // the response from the local app
+)
+
+// HTTP1Error counts a malformed HTTP/1 message
+// (trellis_http1_protocol_errors_total); reason is one of the fixed
+// proxy/http1 reasons.
+func (m *Metrics) HTTP1Error(direction, side, reason string) {
+	m.protoErrs.WithLabelValues(direction, side, reason).Inc()
 }

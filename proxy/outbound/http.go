@@ -239,6 +239,10 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 			urlHost = ep.Addr
 		}
 		setMeshHeaders(hdr, meshed, h1, r.ProtoMinor, ep)
+		delete(hdr, forward.HeaderExpect)
+		if meshed {
+			forward.CarryExpect(hdr)
+		}
 
 		out := r.WithContext(ctx)
 		if body != nil {
@@ -252,8 +256,10 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 		out.URL = u
 		out.RequestURI = ""
 		out.Close = false
+		out, gotHead := gateContinue(out)
 		t0 := time.Now()
 		resp, err := roundTrip(out)
+		gotHead()
 		if err != nil {
 			if pick != nil {
 				pick.Done(time.Since(t0), true)
@@ -269,6 +275,11 @@ func (p *Proxy) forwardHTTP(w http.ResponseWriter, r *http.Request, rt route, au
 				}
 				skip[ep.Addr] = true
 				continue
+			}
+			if reason, ok := forward.RequestBodyFault(err); ok {
+				// The client's body was malformed: the stream to the peer
+				// is reset; the client is at fault (Classify: 400).
+				p.m.HTTP1Error(metrics.Outbound, metrics.SideClient, reason)
 			}
 			var cancelled bool
 			if err, cancelled = proxyerr.Cause(r.Context(), cb, err); cancelled {

@@ -24,6 +24,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/http1"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
@@ -63,6 +64,9 @@ type Config struct {
 	// OrigDst recovers a connection's original destination (transparent
 	// mode); default origdst.Get.
 	OrigDst func(net.Conn) (netip.AddrPort, error)
+
+	// HeaderTimeout bounds reading an HTTP/1 request head (default 30s).
+	HeaderTimeout time.Duration
 }
 
 // Proxy is the outbound proxy.
@@ -73,8 +77,7 @@ type Proxy struct {
 	dialer  *dialer
 	pool    *pool
 	h1      *http.Transport // plain HTTP/1.1 to non-meshed endpoints
-	h1srv   *http.Server
-	h1ln    *forward.ChanListener
+	h1srv   *http1.Server   // the app's HTTP/1 requests
 	h2srv   *http2.Server
 	h2base  *http.Server
 	tracker forward.Tracker
@@ -132,16 +135,13 @@ func New(cfg Config) (*Proxy, error) {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	limiter := ratelog.New(cfg.Logger, 0)
 	p.errs = &proxyerr.Renderer{Direction: metrics.Outbound, Identity: cfg.Store.LocalIdentity().String(), Log: limiter}
-	p.h1srv = &http.Server{
+	p.h1srv = &http1.Server{
 		Handler:           p,
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          libLog(limiter, cfg.Metrics),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if ic, ok := c.(*infoConn); ok {
-				return context.WithValue(ctx, connInfoKey{}, ic.info)
-			}
-			return ctx
+		Logger:            cfg.Logger,
+		OnError: func(_ int, reason string) {
+			p.m.HTTP1Error(metrics.Outbound, metrics.SideClient, reason)
 		},
 	}
 	// Graceful shutdown of h2base sends GOAWAY on every ServeConn connection.
@@ -149,8 +149,6 @@ func New(cfg Config) (*Proxy, error) {
 	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
 		return nil, err
 	}
-	p.h1ln = forward.NewChanListener(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	go func() { _ = p.h1srv.Serve(p.h1ln) }()
 	return p, nil
 }
 
@@ -160,11 +158,6 @@ type connInfoKey struct{}
 type connInfo struct {
 	orig netip.AddrPort // transparent mode
 	raw  net.Conn
-}
-
-type infoConn struct {
-	net.Conn
-	info *connInfo
 }
 
 // Serve accepts connections on ln until it is closed.
@@ -185,12 +178,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Unlock()
 	p.cancel()
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = p.h1srv.Shutdown(ctx) }()
+	p.h1srv.Shutdown()
+	wg.Add(1)
 	go func() { defer wg.Done(); _ = p.h2base.Shutdown(ctx) }()
 	err := p.tracker.Wait(ctx)
 	wg.Wait()
-	_ = p.h1srv.Close()
+	p.h1srv.Close()
 	p.pool.shutdown(ctx)
 	p.h1.CloseIdleConnections()
 	return err
@@ -229,12 +222,7 @@ func (p *Proxy) handle(c net.Conn) {
 	conn := forward.WithCloseWrite(res.Conn, c)
 	switch res.Protocol {
 	case detect.HTTP1:
-		ic := &infoConn{Conn: conn, info: info}
-		if err := p.h1ln.Push(ic); err != nil {
-			_ = c.Close()
-		}
-		// The HTTP/1 server owns the connection now; the tracker entry ends
-		// here and the server's own Shutdown drains it.
+		p.h1srv.ServeConn(context.WithValue(context.Background(), connInfoKey{}, info), conn)
 	case detect.HTTP2:
 		p.h2srv.ServeConn(conn, &http2.ServeConnOpts{
 			Context:    context.WithValue(context.Background(), connInfoKey{}, info),

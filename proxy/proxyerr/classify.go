@@ -3,6 +3,7 @@ package proxyerr
 import (
 	"context"
 	"errors"
+	"github.com/trellis-mesh/trellis/proxy/forward"
 	"io"
 	"net"
 	"net/http"
@@ -52,7 +53,7 @@ func Classify(ctx context.Context, err error, hop Hop, addr string) *Error {
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
 		return timeout(hop, err)
-	case errors.Is(err, ErrClientBody):
+	case errors.Is(err, ErrClientBody) || errors.Is(err, forward.ErrRequestBody):
 		return &Error{Status: http.StatusBadRequest, Reason: ReasonBadBody, Culprit: Client, Msg: msg, Err: err}
 	case strings.Contains(msg, "request header list larger than"):
 		return &Error{Status: http.StatusRequestHeaderFieldsTooLarge, Reason: ReasonHeadersTooLarge, Culprit: Client,
