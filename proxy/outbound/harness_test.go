@@ -94,6 +94,7 @@ type pairOpts struct {
 	expectID       identity.ID  // identity the outbound expects; default serverID
 	requestTimeout time.Duration
 	extraEndpoints []balance.Endpoint // tried too (e.g. refused)
+	appPorts       []uint16           // further ports the inbound may forward to
 }
 
 func listen(t testing.TB) net.Listener {
@@ -118,6 +119,8 @@ func newPair(t testing.TB, o pairOpts) *pair {
 		t.Cleanup(func() { _ = srv.Close() })
 	}
 	p.appAddr = appLn.Addr().String()
+	_, appPort, _ := net.SplitHostPort(p.appAddr)
+	port, _ := strconv.Atoi(appPort)
 
 	inM, err := metrics.New(p.inReg)
 	if err != nil {
@@ -126,7 +129,10 @@ func newPair(t testing.TB, o pairOpts) *pair {
 	// pprof labels tell the two proxies' goroutines apart in benchmark
 	// profiles (go tool pprof -tagfocus proxy=inbound).
 	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("proxy", "inbound")))
-	p.in, err = inbound.New(inbound.Config{Store: c.store(t, serverID), Metrics: inM, AppAddr: "127.0.0.1:1", DetectTimeout: time.Second, MeshTransport: o.transport})
+	p.in, err = inbound.New(inbound.Config{Store: c.store(t, serverID), Metrics: inM, AppAddr: "127.0.0.1:1",
+		// The app is a further port of the (unused) app address's host,
+		// named by the endpoint's target port.
+		AppPorts: append([]uint16{uint16(port)}, o.appPorts...), DetectTimeout: time.Second, MeshTransport: o.transport})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,8 +149,6 @@ func newPair(t testing.TB, o pairOpts) *pair {
 	if want.IsZero() {
 		want = serverID
 	}
-	_, appPort, _ := net.SplitHostPort(p.appAddr)
-	port, _ := strconv.Atoi(appPort)
 	p.bal = balance.New()
 	eps := append([]balance.Endpoint{}, o.extraEndpoints...)
 	eps = append(eps, balance.Endpoint{Addr: p.inAddr, Weight: 1, Identity: want, TargetPort: uint32(port)})

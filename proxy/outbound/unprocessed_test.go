@@ -21,7 +21,12 @@ func TestRetryUnprocessed(t *testing.T) { forTransports(t, testRetryUnprocessed)
 
 func testRetryUnprocessed(t *testing.T, transport string) {
 	var served atomic.Int64
-	p := newPair(t, pairOpts{transport: transport,
+	// A port of the pod's app that is closed: an app that has exited.
+	dead := listen(t)
+	_, deadPort, _ := net.SplitHostPort(dead.Addr().String())
+	_ = dead.Close()
+	dp, _ := strconv.Atoi(deadPort)
+	p := newPair(t, pairOpts{transport: transport, appPorts: []uint16{uint16(dp)},
 		app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			served.Add(1)
 			if r.URL.Path == "/fake" {
@@ -42,10 +47,6 @@ func testRetryUnprocessed(t *testing.T, transport string) {
 	// whose app has exited: its endpoint's target port is closed.
 	ln := listen(t)
 	go func() { _ = p.in.Serve(ln) }()
-	dead := listen(t)
-	_, deadPort, _ := net.SplitHostPort(dead.Addr().String())
-	_ = dead.Close()
-	dp, _ := strconv.Atoi(deadPort)
 	live := p.bal.Endpoints()[0]
 	gone := balance.Endpoint{Addr: ln.Addr().String(), Weight: 1000, Identity: serverID, TargetPort: uint32(dp)}
 
