@@ -83,6 +83,7 @@ func NewClientConn(nc net.Conn, opts ClientOptions) (*ClientConn, error) {
 	err := cc.writePreamble(true,
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: StreamWindow},
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxFrameRead},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: MaxHeaderListSize},
 	)
 	if err != nil {
@@ -306,6 +307,7 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, &unprocessedError{cause: errors.New("connection closed or going away")}
 	}
 	cs.id = cc.nextID
+	cs.wantLen = -1
 	cc.nextID += 2
 	cc.streams[cs.id] = &cs.stream
 	cc.mu.Unlock()
@@ -491,12 +493,25 @@ func (cc *ClientConn) readLoop() {
 				}
 				continue
 			}
+			err = frameReadError(err)
 			break
 		}
 		cc.mu.Lock()
 		cc.lastRead = time.Now()
 		cc.pingSent = false
+		// A stream we have not opened (or a pushed one: push is off).
+		id := f.Header().StreamID
+		idle := id != 0 && (id%2 == 0 || id >= cc.nextID)
 		cc.mu.Unlock()
+		switch f.(type) {
+		case *http2.MetaHeadersFrame, *http2.DataFrame, *http2.WindowUpdateFrame, *http2.RSTStreamFrame:
+			if idle {
+				err = http2.ConnectionError(http2.ErrCodeProtocol)
+			}
+		}
+		if err != nil {
+			break
+		}
 		switch f := f.(type) {
 		case *http2.MetaHeadersFrame:
 			err = cc.onHeaders(f)
@@ -569,7 +584,7 @@ func (cc *ClientConn) onHeaders(f *http2.MetaHeadersFrame) error {
 			return nil
 		}
 		cs.trailers = cc.cn.fieldsToHeader(f.RegularFields())
-		cc.recvEndStream(&cs.stream)
+		cc.endRecv(&cs.stream)
 		return nil
 	}
 	status, err := strconv.Atoi(f.PseudoValue("status"))
@@ -591,11 +606,18 @@ func (cc *ClientConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		Header:     h,
 		Trailer:    declaredTrailers(h),
 	}
-	res.ContentLength = -1
-	if vv := h["Content-Length"]; len(vv) == 1 {
-		if n, err := strconv.ParseInt(vv[0], 10, 64); err == nil && n >= 0 {
-			res.ContentLength = n
-		}
+	n, ok := contentLength(h)
+	if !ok {
+		cc.malformed(&cs.stream, "bad content-length")
+		return nil
+	}
+	res.ContentLength = n
+	if !cs.isHead && bodyAllowed(status) {
+		// DATA must then match it (RFC 9113 section 8.1.1); HEAD, 204
+		// and 304 declare a length without a body.
+		cc.mu.Lock()
+		cs.wantLen = n
+		cc.mu.Unlock()
 	}
 	if f.StreamEnded() {
 		if !cs.isHead {
