@@ -184,6 +184,23 @@ func TestServerConformance(t *testing.T) {
 			o.stream, o.orClosed = 1, true
 			return o
 		}},
+		{"5.1 trailers after the client's RST_STREAM", func(t *testing.T, rc *rawClient) outcome {
+			rc.headers(t, 1, false, req("POST", "/block")...)
+			_ = rc.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+			rc.headers(t, 1, true, "x-trailer", "1")
+			return rstStream(1, http2.ErrCodeStreamClosed)
+		}},
+		{"5.1 late frames on a stream the server reset are ignored", func(t *testing.T, rc *rawClient) outcome {
+			rc.headers(t, 1, false, req("POST", "/block", "content-length", "1")...)
+			_ = rc.fr.WriteData(1, false, []byte("ab"))
+			rc.expect(t, rstStream(1, http2.ErrCodeProtocol))
+			// In flight when the RST was sent: no answer, and the
+			// connection keeps serving.
+			_ = rc.fr.WriteData(1, false, []byte("c"))
+			rc.headers(t, 1, true, "x-trailer", "1")
+			rc.headers(t, 3, true, req("GET", "/")...)
+			return respond(3, "200")
+		}},
 		{"5.1.1 HEADERS with a lower stream ID", func(t *testing.T, rc *rawClient) outcome {
 			rc.headers(t, 5, true, req("GET", "/")...)
 			rc.waitEnd(t, 5)

@@ -57,6 +57,30 @@ func fuzzSeeds() [][]byte {
 			_ = fr.WriteWindowUpdate(1, 1<<31-1)
 			_ = fr.WriteWindowUpdate(0, 1<<31-1)
 		}),
+		// Conformance vectors (conformance_test.go): idle and closed
+		// streams, self-dependency, content-length, connection-specific
+		// fields, settings values.
+		frames(func(fr *http2.Framer, hdr func(...string) []byte) {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdr(":method", "POST", ":scheme", "https", ":path", "/", "content-length", "4"), EndHeaders: true})
+			_ = fr.WriteData(1, true, []byte("abc"))
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: hdr(":method", "POST", ":scheme", "https", ":path", "/", "content-length", "1"), EndHeaders: true})
+			_ = fr.WriteData(3, false, []byte("abc"))
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: hdr("x-t", "1"), EndStream: true, EndHeaders: true})
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdr(getFields...), EndStream: true, EndHeaders: true})
+		}),
+		frames(func(fr *http2.Framer, hdr func(...string) []byte) {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: hdr(":method", "GET", ":path", "/", "connection", "x", "te", "gzip"), EndStream: true, EndHeaders: true,
+				Priority: http2.PriorityParam{StreamDep: 5, Weight: 1}})
+			_ = fr.WritePriority(7, http2.PriorityParam{StreamDep: 7})
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: hdr(getFields...), EndStream: true, EndHeaders: true})
+			_ = fr.WriteRSTStream(9, http2.ErrCodeCancel)
+		}),
+		frames(func(fr *http2.Framer, hdr func(...string) []byte) {
+			_ = fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 2}, http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 24})
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdr(getFields...), EndStream: true, EndHeaders: true})
+			_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+			_ = fr.WriteWindowUpdate(1, 1<<31-1)
+		}),
 		{0, 0, 0, 0, 0, 0, 0, 0, 0},
 	}
 }

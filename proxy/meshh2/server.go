@@ -271,16 +271,19 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	sc.mu.Lock()
 	if id <= sc.lastID {
-		// Late trailers of a stream we reset are ignored (the framer has
-		// decoded them, so HPACK state is intact); any other HEADERS on a
-		// closed stream, or a new stream with a lower ID, is a connection
-		// error (RFC 9113 sections 5.1, 5.1.1).
+		// A request on a closed stream ID is a connection error (RFC 9113
+		// section 5.1.1). Trailers there are a stream error, ignored when we
+		// reset the stream ourselves (they were in flight); the framer has
+		// decoded them, so HPACK state is intact either way.
 		quiet := sc.wasResetLocked(id)
 		sc.mu.Unlock()
-		if quiet {
-			return nil
+		if len(f.PseudoFields()) > 0 || !f.StreamEnded() {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
-		return http2.ConnectionError(http2.ErrCodeProtocol)
+		if !quiet {
+			sc.writeRST(id, http2.ErrCodeStreamClosed)
+		}
+		return nil
 	}
 	sc.lastID = id
 	// Handlers of reset streams may still run: count them too, so a peer
