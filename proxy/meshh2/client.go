@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -410,7 +411,7 @@ func (cc *ClientConn) encodeRequest(req *http.Request, hasBody bool) {
 	w.field(":scheme", scheme)
 	w.field(":authority", host)
 	w.field(":path", path)
-	w.encodeHeaderLocked(req.Header, false)
+	w.encodeHeaderLocked(req.Header, dropContentLength)
 	if len(req.Trailer) > 0 {
 		keys := make([]string, 0, len(req.Trailer))
 		for k := range req.Trailer {
@@ -419,9 +420,7 @@ func (cc *ClientConn) encodeRequest(req *http.Request, hasBody bool) {
 		w.field("trailer", strings.Join(keys, ","))
 	}
 	if hasBody && req.ContentLength > 0 {
-		if _, ok := req.Header["Content-Length"]; !ok {
-			w.field("content-length", strconv.FormatInt(req.ContentLength, 10))
-		}
+		w.field("content-length", strconv.FormatInt(req.ContentLength, 10))
 	}
 }
 
@@ -437,12 +436,23 @@ func (cs *clientStream) writeBody(body io.ReadCloser, req *http.Request) {
 	}
 	defer cc.bufs.Put(bp)
 	buf := *bp
+	// A declared length is sent exactly (as the inline path and the
+	// HTTP/1 client do): the peer rejects DATA that disagrees with it.
+	r := io.LimitedReader{R: body, N: math.MaxInt64}
+	if req.ContentLength > 0 {
+		r.N = req.ContentLength
+	}
+	var sent int64
 	for {
-		n, rerr := body.Read(buf)
+		n, rerr := r.Read(buf)
 		if n > 0 {
+			sent += int64(n)
 			if err := cc.sendData(&cs.stream, buf[:n], false); err != nil {
 				return
 			}
+		}
+		if rerr == io.EOF && req.ContentLength > 0 && sent < req.ContentLength {
+			rerr = fmt.Errorf("%d bytes of %d: %w", sent, req.ContentLength, io.ErrUnexpectedEOF)
 		}
 		if rerr == io.EOF {
 			break
@@ -465,7 +475,7 @@ func (cs *clientStream) writeBody(body io.ReadCloser, req *http.Request) {
 	w := cc.w
 	w.wmu.Lock()
 	w.hbuf.Reset()
-	w.encodeHeaderLocked(req.Trailer, false)
+	w.encodeHeaderLocked(req.Trailer, 0)
 	err := w.writeHeaderBlockLocked(cs.id, true)
 	if err == nil {
 		err = w.flushLocked()

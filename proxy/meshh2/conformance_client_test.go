@@ -3,9 +3,11 @@ package meshh2
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -230,5 +232,65 @@ func TestClientContentLengthMatches(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no response")
+	}
+}
+
+// TestClientRequestLength: the lean client sends exactly the declared
+// ContentLength (a stale Content-Length header cannot disagree with the
+// DATA, which x/net's and our server reject), and a short body is a local
+// error, inline (small) or streamed.
+func TestClientRequestLength(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("X-Len", strconv.Itoa(len(b)))
+	})
+	big := inlineBodyMax + 1
+	cases := []struct {
+		name    string
+		declare int64  // req.ContentLength
+		header  string // a stale Content-Length header ("" none)
+		body    int    // bytes the body reader yields
+		wantLen string // what the handler must read; "" = the request fails
+	}{
+		{"inline, stale header", 5, "3", 5, "5"},
+		{"streamed, stale header", int64(big), "7", big, strconv.Itoa(big)},
+		{"streamed, body longer than declared", int64(big), "", big + 100, strconv.Itoa(big)},
+		{"streamed, body shorter than declared", int64(big + 10), "", big, ""},
+	}
+	for _, kind := range []string{"lean", "xnet"} {
+		tt := newTestTLS(t)
+		s := startServer(t, kind, tt, h)
+		c := dialClient(t, "lean", tt, s.addr)
+		for _, tc := range cases {
+			t.Run(kind+"-server/"+tc.name, func(t *testing.T) {
+				req, _ := http.NewRequest(http.MethodPost, "https://x/", io.NopCloser(bytes.NewReader(make([]byte, tc.body))))
+				req.ContentLength = tc.declare
+				if tc.header != "" {
+					req.Header.Set("Content-Length", tc.header)
+				}
+				res, err := c.RoundTrip(req)
+				if tc.wantLen == "" {
+					if err == nil {
+						_ = res.Body.Close()
+						t.Fatalf("short body: status %d, X-Len %s, want an error", res.StatusCode, res.Header.Get("X-Len"))
+					}
+					if !errors.Is(err, io.ErrUnexpectedEOF) {
+						t.Fatalf("error %v, want io.ErrUnexpectedEOF", err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = res.Body.Close()
+				if res.StatusCode != http.StatusOK || res.Header.Get("X-Len") != tc.wantLen {
+					t.Fatalf("status %d, handler read %q bytes, want %s", res.StatusCode, res.Header.Get("X-Len"), tc.wantLen)
+				}
+			})
+		}
 	}
 }

@@ -616,7 +616,7 @@ func (rw *responseWriter) send(extra []byte, final bool) error {
 		rw.headerSent = true
 		w.hbuf.Reset()
 		w.field(":status", strconv.Itoa(rw.status))
-		w.encodeHeaderLocked(rw.sent, true)
+		w.encodeHeaderLocked(rw.sent, skipTrailerPrefix)
 		if final && trailers == nil && rw.declared == nil && !rw.isHead && bodyAllowed(rw.status) {
 			if _, ok := rw.sent["Content-Length"]; !ok {
 				w.field("content-length", strconv.Itoa(total))
@@ -641,7 +641,7 @@ func (rw *responseWriter) send(extra []byte, final bool) error {
 	done := n == total
 	if err == nil && done && final && trailers != nil {
 		w.hbuf.Reset()
-		w.encodeHeaderLocked(trailers, false)
+		w.encodeHeaderLocked(trailers, 0)
 		err = w.writeHeaderBlockLocked(ss.id, true)
 	}
 	if err == nil {
@@ -682,7 +682,7 @@ func (rw *responseWriter) send(extra []byte, final bool) error {
 		}
 		w.wmu.Lock()
 		w.hbuf.Reset()
-		w.encodeHeaderLocked(trailers, false)
+		w.encodeHeaderLocked(trailers, 0)
 		err = w.writeHeaderBlockLocked(ss.id, true)
 		if err == nil {
 			err = w.flushLocked()
