@@ -1,6 +1,7 @@
 package meshh2
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"testing"
@@ -286,4 +287,52 @@ func (rc *rawClient) encode(fields ...string) []byte {
 		_ = rc.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
 	}
 	return append([]byte(nil), rc.hb.Bytes()...)
+}
+
+// TestServerDeclaredLength: a handler cannot write more than the
+// Content-Length it declared (as net/http: http.ErrContentLength), since
+// the peer must reject such a response as malformed.
+func TestServerDeclaredLength(t *testing.T) {
+	cases := []struct {
+		name    string
+		declare string
+		write   func(w http.ResponseWriter) error
+		wantErr error
+	}{
+		{"Write over", "3", func(w http.ResponseWriter) error { _, err := w.Write([]byte("hello")); return err }, http.ErrContentLength},
+		{"WriteString over", "3", func(w http.ResponseWriter) error { _, err := io.WriteString(w, "hello"); return err }, http.ErrContentLength},
+		{"second Write over", "4", func(w http.ResponseWriter) error {
+			if _, err := w.Write([]byte("abc")); err != nil {
+				return err
+			}
+			_, err := w.Write([]byte("de"))
+			return err
+		}, http.ErrContentLength},
+		{"exact", "3", func(w http.ResponseWriter) error { _, err := w.Write([]byte("abc")); return err }, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := make(chan error, 1)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", tc.declare)
+				got <- tc.write(w)
+			})
+			tt := newTestTLS(t)
+			s := startServer(t, "lean", tt, h)
+			c := dialClient(t, "xnet", tt, s.addr)
+			req, _ := http.NewRequest(http.MethodGet, "https://x/", nil)
+			if res, err := c.RoundTrip(req); err == nil {
+				_, _ = io.Copy(io.Discard, res.Body)
+				_ = res.Body.Close()
+			}
+			select {
+			case err := <-got:
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("handler's write: %v, want %v", err, tc.wantErr)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("handler did not run")
+			}
+		})
+	}
 }

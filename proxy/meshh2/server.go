@@ -470,6 +470,10 @@ type responseWriter struct {
 	isHead      bool
 	buf         []byte
 	err         error
+	// declLen is the Content-Length the handler declared (-1: none);
+	// written counts body bytes accepted, so the body cannot exceed it.
+	declLen int64
+	written int64
 }
 
 func (rw *responseWriter) Header() http.Header { return rw.h }
@@ -488,6 +492,12 @@ func (rw *responseWriter) WriteHeader(code int) {
 	rw.wroteHeader = true
 	rw.status = code
 	rw.sent = rw.h
+	rw.declLen = -1
+	if vv := rw.h["Content-Length"]; len(vv) == 1 {
+		if n, err := strconv.ParseInt(vv[0], 10, 64); err == nil && n >= 0 {
+			rw.declLen = n
+		}
+	}
 	if vv, ok := rw.h["Trailer"]; ok {
 		// Declared trailers are set in h after WriteHeader: snapshot the
 		// headers as they are now.
@@ -522,6 +532,11 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 	if !bodyAllowed(rw.status) {
 		return 0, http.ErrBodyNotAllowed
 	}
+	if rw.declLen >= 0 && rw.written+int64(len(p)) > rw.declLen {
+		// As net/http: the peer would reject the message as malformed.
+		return 0, http.ErrContentLength
+	}
+	rw.written += int64(len(p))
 	if len(rw.buf)+len(p) <= respBufMax {
 		rw.buf = append(rw.buf, p...)
 		return len(p), nil
@@ -533,7 +548,9 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 }
 
 func (rw *responseWriter) WriteString(s string) (int, error) {
-	if len(rw.buf)+len(s) <= respBufMax && rw.wroteHeader && rw.err == nil && !rw.isHead && !rw.finished && bodyAllowed(rw.status) {
+	if len(rw.buf)+len(s) <= respBufMax && rw.wroteHeader && rw.err == nil && !rw.isHead && !rw.finished && bodyAllowed(rw.status) &&
+		(rw.declLen < 0 || rw.written+int64(len(s)) <= rw.declLen) {
+		rw.written += int64(len(s))
 		rw.buf = append(rw.buf, s...)
 		return len(s), nil
 	}
