@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -88,6 +89,7 @@ func NewClientConn(nc net.Conn, opts ClientOptions) (*ClientConn, error) {
 	err := cc.writePreamble(true,
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: StreamWindow},
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxFrameRead},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: MaxHeaderListSize},
 	)
 	if err != nil {
@@ -316,6 +318,7 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, &unprocessedError{cause: errors.New("connection closed or going away")}
 	}
 	cs.id = cc.nextID
+	cs.wantLen = -1
 	cc.nextID += 2
 	cc.streams[cs.id] = &cs.stream
 	cc.mu.Unlock()
@@ -418,7 +421,7 @@ func (cc *ClientConn) encodeRequest(req *http.Request, hasBody bool) {
 	w.field(":scheme", scheme)
 	w.field(":authority", host)
 	w.field(":path", path)
-	w.encodeHeaderLocked(req.Header, false)
+	w.encodeHeaderLocked(req.Header, dropContentLength)
 	if len(req.Trailer) > 0 {
 		keys := make([]string, 0, len(req.Trailer))
 		for k := range req.Trailer {
@@ -427,9 +430,7 @@ func (cc *ClientConn) encodeRequest(req *http.Request, hasBody bool) {
 		w.field("trailer", strings.Join(keys, ","))
 	}
 	if hasBody && req.ContentLength > 0 {
-		if _, ok := req.Header["Content-Length"]; !ok {
-			w.field("content-length", strconv.FormatInt(req.ContentLength, 10))
-		}
+		w.field("content-length", strconv.FormatInt(req.ContentLength, 10))
 	}
 }
 
@@ -445,12 +446,23 @@ func (cs *clientStream) writeBody(body io.ReadCloser, req *http.Request) {
 	}
 	defer cc.bufs.Put(bp)
 	buf := *bp
+	// A declared length is sent exactly (as the inline path and the
+	// HTTP/1 client do): the peer rejects DATA that disagrees with it.
+	r := io.LimitedReader{R: body, N: math.MaxInt64}
+	if req.ContentLength > 0 {
+		r.N = req.ContentLength
+	}
+	var sent int64
 	for {
-		n, rerr := body.Read(buf)
+		n, rerr := r.Read(buf)
 		if n > 0 {
+			sent += int64(n)
 			if err := cc.sendData(&cs.stream, buf[:n], false); err != nil {
 				return
 			}
+		}
+		if rerr == io.EOF && req.ContentLength > 0 && sent < req.ContentLength {
+			rerr = fmt.Errorf("%d bytes of %d: %w", sent, req.ContentLength, io.ErrUnexpectedEOF)
 		}
 		if rerr == io.EOF {
 			break
@@ -473,7 +485,7 @@ func (cs *clientStream) writeBody(body io.ReadCloser, req *http.Request) {
 	w := cc.w
 	w.wmu.Lock()
 	w.hbuf.Reset()
-	w.encodeHeaderLocked(req.Trailer, false)
+	w.encodeHeaderLocked(req.Trailer, 0)
 	err := w.writeHeaderBlockLocked(cs.id, true)
 	if err == nil {
 		err = w.flushLocked()
@@ -501,12 +513,25 @@ func (cc *ClientConn) readLoop() {
 				}
 				continue
 			}
+			err = frameReadError(err)
 			break
 		}
 		cc.mu.Lock()
 		cc.lastRead = time.Now()
 		cc.pingSent = false
+		// A stream we have not opened (or a pushed one: push is off).
+		id := f.Header().StreamID
+		idle := id != 0 && (id%2 == 0 || id >= cc.nextID)
 		cc.mu.Unlock()
+		switch f.(type) {
+		case *http2.MetaHeadersFrame, *http2.DataFrame, *http2.WindowUpdateFrame, *http2.RSTStreamFrame:
+			if idle {
+				err = http2.ConnectionError(http2.ErrCodeProtocol)
+			}
+		}
+		if err != nil {
+			break
+		}
 		switch f := f.(type) {
 		case *http2.MetaHeadersFrame:
 			err = cc.onHeaders(f)
@@ -579,7 +604,7 @@ func (cc *ClientConn) onHeaders(f *http2.MetaHeadersFrame) error {
 			return nil
 		}
 		cs.trailers = cc.cn.fieldsToHeader(f.RegularFields())
-		cc.recvEndStream(&cs.stream)
+		cc.endRecv(&cs.stream)
 		return nil
 	}
 	status, err := strconv.Atoi(f.PseudoValue("status"))
@@ -604,11 +629,18 @@ func (cc *ClientConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		Header:     h,
 		Trailer:    declaredTrailers(h),
 	}
-	res.ContentLength = -1
-	if vv := h["Content-Length"]; len(vv) == 1 {
-		if n, err := strconv.ParseInt(vv[0], 10, 64); err == nil && n >= 0 {
-			res.ContentLength = n
-		}
+	n, ok := contentLength(h)
+	if !ok {
+		cc.malformed(&cs.stream, "bad content-length")
+		return nil
+	}
+	res.ContentLength = n
+	if !cs.isHead && bodyAllowed(status) {
+		// DATA must then match it (RFC 9113 section 8.1.1); HEAD, 204
+		// and 304 declare a length without a body.
+		cc.mu.Lock()
+		cs.wantLen = n
+		cc.mu.Unlock()
 	}
 	if f.StreamEnded() {
 		if !cs.isHead {

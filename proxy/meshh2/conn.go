@@ -208,20 +208,36 @@ func (w *wconn) lower(k string) string {
 	return l
 }
 
+// encodeFlags select what encodeHeaderLocked leaves out.
+type encodeFlags uint8
+
+const (
+	// skipTrailerPrefix: a response's "Trailer:"-prefixed keys, sent later.
+	skipTrailerPrefix encodeFlags = 1 << iota
+	// dropContentLength: a request's length comes from ContentLength
+	// (as in x/net), so a stale header cannot disagree with the DATA sent,
+	// which the peer must reject (RFC 9113 section 8.1.1).
+	dropContentLength
+)
+
 // encodeHeaderLocked encodes the regular fields of h, skipping
 // connection-specific fields that HTTP/2 forbids and pseudo keys.
-func (w *wconn) encodeHeaderLocked(h http.Header, skipTrailerPrefix bool) {
+func (w *wconn) encodeHeaderLocked(h http.Header, flags encodeFlags) {
 	for k, vv := range h {
 		if !validFieldName(k) {
 			continue
 		}
-		if skipTrailerPrefix && strings.HasPrefix(k, http.TrailerPrefix) {
+		if flags&skipTrailerPrefix != 0 && strings.HasPrefix(k, http.TrailerPrefix) {
 			continue
 		}
 		lk := w.lower(k)
 		switch lk {
 		case "connection", "proxy-connection", "transfer-encoding", "upgrade", "keep-alive", "host":
 			continue
+		case "content-length":
+			if flags&dropContentLength != 0 {
+				continue
+			}
 		case "te":
 			// Only "trailers" may cross an HTTP/2 hop.
 			if len(vv) == 1 && strings.EqualFold(strings.TrimSpace(vv[0]), "trailers") {

@@ -1,6 +1,7 @@
 package meshh2
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -11,15 +12,19 @@ import (
 // stream is the state both roles share for one HTTP/2 stream. Fields under
 // core.mu unless noted.
 type stream struct {
-	id       uint32
-	sendWin  int64 // peer's window for our DATA
-	recvWin  int64 // what the peer may still send us
-	unacked  int   // consumed bytes not yet returned by WINDOW_UPDATE
-	sendErr  error // set when we must stop sending (reset, conn closed)
-	sentEnd  bool  // we sent END_STREAM
-	recvEnd  bool  // peer sent END_STREAM
-	ended    bool  // removed from the map
-	gotHead  bool  // initial HEADERS seen (reader goroutine only)
+	id      uint32
+	sendWin int64 // peer's window for our DATA
+	recvWin int64 // what the peer may still send us
+	unacked int   // consumed bytes not yet returned by WINDOW_UPDATE
+	sendErr error // set when we must stop sending (reset, conn closed)
+	sentEnd bool  // we sent END_STREAM
+	recvEnd bool  // peer sent END_STREAM
+	ended   bool  // removed from the map
+	gotHead bool  // initial HEADERS seen (reader goroutine only)
+	// wantLen is the declared content-length (-1: none); gotLen counts the
+	// DATA bytes received. A mismatch makes the message malformed.
+	wantLen  int64
+	gotLen   int64
 	in       *pipe // incoming body; nil when the message had none
 	trailers http.Header
 	// trailerDst receives trailers when the body reaches EOF.
@@ -43,6 +48,40 @@ type core struct {
 	peerInitWin int64
 	closed      bool
 	closeErr    error
+	// resetIDs remembers the last streams we reset: late frames on them
+	// are expected and ignored (RFC 9113 section 5.1), while frames on
+	// other closed streams are errors.
+	resetIDs [64]uint32
+	resetPos int
+}
+
+// noteResetLocked records that we sent RST_STREAM on id.
+func (c *core) noteResetLocked(id uint32) {
+	c.resetIDs[c.resetPos%len(c.resetIDs)] = id
+	c.resetPos++
+}
+
+// wasResetLocked reports whether we recently reset id.
+func (c *core) wasResetLocked(id uint32) bool {
+	for _, r := range c.resetIDs {
+		if r == id {
+			return true
+		}
+	}
+	return false
+}
+
+// writeRST writes RST_STREAM(code) on id and remembers it.
+func (c *core) writeRST(id uint32, code http2.ErrCode) {
+	c.mu.Lock()
+	c.noteResetLocked(id)
+	c.mu.Unlock()
+	w := c.w
+	w.wmu.Lock()
+	if w.check(w.fr.WriteRSTStream(id, code)) == nil {
+		_ = w.flushLocked()
+	}
+	w.wmu.Unlock()
 }
 
 func (c *core) init(w *wconn) {
@@ -191,6 +230,9 @@ func (c *core) reset(st *stream, code http2.ErrCode, err error, sendRST bool) {
 	}
 	st.sendErr = err
 	c.removeLocked(st)
+	if sendRST {
+		c.noteResetLocked(st.id)
+	}
 	// st.in is published under c.mu by the reader goroutine; a reset may
 	// come from another goroutine (a cancelled request context).
 	in := st.in
@@ -253,7 +295,8 @@ func (c *core) consumed(st *stream, n int) {
 }
 
 // onData handles a DATA frame: flow-control accounting, then the stream's
-// pipe. It returns a connection error for flow-control violations.
+// pipe. It returns a connection error for flow-control violations; the
+// caller has rejected DATA on idle streams.
 func (c *core) onData(f *http2.DataFrame) error {
 	size := int64(f.Length)
 	c.mu.Lock()
@@ -264,11 +307,16 @@ func (c *core) onData(f *http2.DataFrame) error {
 	c.recvWin -= size
 	st := c.streams[f.StreamID]
 	if st == nil || st.recvEnd || st.in == nil {
+		// Closed, half-closed (remote) or bodiless: STREAM_CLOSED, unless
+		// we reset it ourselves and this DATA was already in flight.
+		quiet := st == nil && c.wasResetLocked(f.StreamID)
 		c.mu.Unlock()
-		// Closed or unknown stream: return the bytes to the conn window.
 		c.consumed(nil, int(size))
-		if st != nil && !st.ended {
+		switch {
+		case st != nil && !st.ended:
 			c.reset(st, http2.ErrCodeStreamClosed, &StreamError{StreamID: st.id, Code: http2.ErrCodeStreamClosed}, true)
+		case !quiet:
+			c.writeRST(f.StreamID, http2.ErrCodeStreamClosed)
 		}
 		return nil
 	}
@@ -279,8 +327,15 @@ func (c *core) onData(f *http2.DataFrame) error {
 		return nil
 	}
 	st.recvWin -= size
-	c.mu.Unlock()
 	data := f.Data()
+	st.gotLen += int64(len(data))
+	tooLong := st.wantLen >= 0 && st.gotLen > st.wantLen
+	c.mu.Unlock()
+	if tooLong {
+		c.consumed(nil, int(size))
+		c.malformed(st, "DATA beyond the declared content-length")
+		return nil
+	}
 	// Padding is consumed at once.
 	if pad := int(size) - len(data); pad > 0 {
 		c.consumed(st, pad)
@@ -289,29 +344,54 @@ func (c *core) onData(f *http2.DataFrame) error {
 		c.consumed(nil, len(data))
 	}
 	if f.StreamEnded() {
-		c.recvEndStream(st)
+		c.endRecv(st)
 	}
 	return nil
 }
 
-// onWindowUpdate grows a send window.
+// endRecv ends the peer's half of st, which must carry as many DATA bytes
+// as its content-length said (RFC 9113 section 8.1.1).
+func (c *core) endRecv(st *stream) {
+	c.mu.Lock()
+	short := st.wantLen >= 0 && st.gotLen != st.wantLen
+	c.mu.Unlock()
+	if short {
+		c.malformed(st, "DATA shorter than the declared content-length")
+		return
+	}
+	c.recvEndStream(st)
+}
+
+// malformed resets st with PROTOCOL_ERROR: the message is malformed.
+func (c *core) malformed(st *stream, why string) {
+	c.reset(st, http2.ErrCodeProtocol, fmt.Errorf("meshh2: stream %d: malformed message: %s: %w", st.id, why,
+		&StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}), true)
+}
+
+// onWindowUpdate grows a send window; the caller has rejected idle
+// streams. A stream window above 2^31-1 resets the stream.
 func (c *core) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	inc := int64(f.Increment)
+	var overflow *stream
 	if f.StreamID == 0 {
 		if c.sendWin+inc > 1<<31-1 {
+			c.mu.Unlock()
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
 		c.sendWin += inc
 	} else if st := c.streams[f.StreamID]; st != nil {
 		if st.sendWin+inc > 1<<31-1 {
-			st.sendErr = &StreamError{StreamID: st.id, Code: http2.ErrCodeFlowControl}
+			overflow = st
 		} else {
 			st.sendWin += inc
 		}
 	}
 	c.cond.Broadcast()
+	c.mu.Unlock()
+	if overflow != nil {
+		c.reset(overflow, http2.ErrCodeFlowControl, &StreamError{StreamID: overflow.id, Code: http2.ErrCodeFlowControl}, true)
+	}
 	return nil
 }
 
@@ -323,16 +403,14 @@ func (c *core) onSettings(f *http2.SettingsFrame, maxStreams func(uint32)) error
 	}
 	var maxFrame uint32
 	err := f.ForeachSetting(func(s http2.Setting) error {
+		// Valid rejects ENABLE_PUSH not 0/1, INITIAL_WINDOW_SIZE above
+		// 2^31-1 and MAX_FRAME_SIZE out of range with the RFC's codes.
+		if err := s.Valid(); err != nil {
+			return err
+		}
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
-			c.mu.Lock()
-			delta := int64(s.Val) - c.peerInitWin
-			c.peerInitWin = int64(s.Val)
-			for _, st := range c.streams {
-				st.sendWin += delta
-			}
-			c.cond.Broadcast()
-			c.mu.Unlock()
+			return c.setPeerInitWin(int64(s.Val))
 		case http2.SettingMaxFrameSize:
 			maxFrame = s.Val
 		case http2.SettingMaxConcurrentStreams:
@@ -355,6 +433,25 @@ func (c *core) onSettings(f *http2.SettingsFrame, maxStreams func(uint32)) error
 		return err
 	}
 	return w.flushLocked()
+}
+
+// setPeerInitWin applies a new SETTINGS_INITIAL_WINDOW_SIZE to every
+// stream; a window pushed above 2^31-1 is a connection FLOW_CONTROL_ERROR.
+func (c *core) setPeerInitWin(v int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delta := v - c.peerInitWin
+	for _, st := range c.streams {
+		if st.sendWin+delta > 1<<31-1 {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+	}
+	c.peerInitWin = v
+	for _, st := range c.streams {
+		st.sendWin += delta
+	}
+	c.cond.Broadcast()
+	return nil
 }
 
 func (c *core) onPing(f *http2.PingFrame) error {

@@ -116,6 +116,7 @@ func (sc *ServerConn) serve() error {
 	err := sc.writePreamble(false,
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.opts.MaxConcurrentStreams},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: StreamWindow},
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxFrameRead},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: MaxHeaderListSize},
 	)
 	if err != nil {
@@ -138,61 +139,83 @@ func (sc *ServerConn) serve() error {
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
+				// Mostly a HEADERS frame with a bad field: the stream
+				// was opened, and is now closed.
+				sc.mu.Lock()
+				if se.StreamID > sc.lastID && se.StreamID%2 == 1 {
+					sc.lastID = se.StreamID
+				}
+				sc.mu.Unlock()
 				sc.streamError(se.StreamID, se.Code)
 				continue
 			}
-			return err
+			return frameReadError(err)
 		}
-		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			err = sc.onHeaders(f)
-		case *http2.DataFrame:
-			err = sc.onData(f)
-		case *http2.WindowUpdateFrame:
-			err = sc.onWindowUpdate(f)
-		case *http2.SettingsFrame:
-			err = sc.onSettings(f, nil)
-		case *http2.PingFrame:
-			err = sc.onPing(f)
-		case *http2.RSTStreamFrame:
-			if f.StreamID == 0 {
-				return http2.ConnectionError(http2.ErrCodeProtocol)
-			}
-			if st := sc.lookup(f.StreamID); st != nil {
-				sc.reset(&st.stream, f.ErrCode, &StreamError{StreamID: f.StreamID, Code: f.ErrCode, Remote: true}, false)
-			}
-		case *http2.GoAwayFrame:
-			// The client sends no new streams; ours finish.
-		case *http2.PushPromiseFrame:
-			return http2.ConnectionError(http2.ErrCodeProtocol)
-		}
-		if err != nil {
+		if err := sc.onFrame(f); err != nil {
 			return err
 		}
 	}
 }
 
-// streamError resets one stream the framer rejected (bad header field).
+// frameReadError maps a framer error to the connection error to send.
+func frameReadError(err error) error {
+	if errors.Is(err, http2.ErrFrameTooLarge) {
+		return fmt.Errorf("meshh2: %w: %w", err, http2.ConnectionError(http2.ErrCodeFrameSize))
+	}
+	return err
+}
+
+// idle reports whether id names a stream the client has not opened yet
+// (the reader goroutine is the only writer of lastID).
+func (sc *ServerConn) idle(id uint32) bool {
+	return id != 0 && (id%2 == 0 || id > sc.lastID)
+}
+
+// onFrame dispatches one frame after the settings exchange.
+func (sc *ServerConn) onFrame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		return sc.onHeaders(f)
+	case *http2.DataFrame:
+		if sc.idle(f.StreamID) {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		return sc.onData(f)
+	case *http2.WindowUpdateFrame:
+		if sc.idle(f.StreamID) {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		return sc.onWindowUpdate(f)
+	case *http2.SettingsFrame:
+		return sc.onSettings(f, nil)
+	case *http2.PingFrame:
+		return sc.onPing(f)
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			sc.streamError(f.StreamID, http2.ErrCodeProtocol)
+		}
+	case *http2.RSTStreamFrame:
+		if f.StreamID == 0 || sc.idle(f.StreamID) {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if st := sc.lookup(f.StreamID); st != nil {
+			sc.reset(&st.stream, f.ErrCode, &StreamError{StreamID: f.StreamID, Code: f.ErrCode, Remote: true}, false)
+		}
+	case *http2.GoAwayFrame:
+		// The client sends no new streams; ours finish.
+	case *http2.PushPromiseFrame:
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	return nil
+}
+
+// streamError resets one stream the framer or a check rejected.
 func (sc *ServerConn) streamError(id uint32, code http2.ErrCode) {
 	if st := sc.lookup(id); st != nil {
 		sc.reset(&st.stream, code, &StreamError{StreamID: id, Code: code}, true)
 		return
 	}
-	sc.mu.Lock()
-	if id > sc.lastID && id%2 == 1 {
-		sc.lastID = id
-	}
-	sc.mu.Unlock()
 	sc.writeRST(id, code)
-}
-
-func (sc *ServerConn) writeRST(id uint32, code http2.ErrCode) {
-	w := sc.w
-	w.wmu.Lock()
-	if w.check(w.fr.WriteRSTStream(id, code)) == nil {
-		_ = w.flushLocked()
-	}
-	w.wmu.Unlock()
 }
 
 func (sc *ServerConn) lookup(id uint32) *serverStream {
@@ -239,25 +262,28 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if id%2 == 0 {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
-	if ss := sc.lookup(id); ss != nil {
-		// Trailers: must end the stream.
-		if !f.StreamEnded() || ss.gotHead && ss.recvEnd {
-			sc.reset(&ss.stream, http2.ErrCodeProtocol, &StreamError{StreamID: id, Code: http2.ErrCodeProtocol}, true)
-			return nil
-		}
-		if f.Truncated {
-			sc.reset(&ss.stream, http2.ErrCodeProtocol, errors.New("meshh2: request trailers exceed the size limit"), true)
-			return nil
-		}
-		ss.trailers = sc.cn.fieldsToHeader(f.RegularFields())
-		sc.recvEndStream(&ss.stream)
+	if f.HasPriority() && f.Priority.StreamDep == id {
+		// RFC 9113 section 5.3.1: a stream cannot depend on itself.
+		sc.streamError(id, http2.ErrCodeProtocol)
 		return nil
+	}
+	if ss := sc.lookup(id); ss != nil {
+		return sc.onTrailers(ss, f)
 	}
 	sc.mu.Lock()
 	if id <= sc.lastID {
+		// A request on a closed stream ID is a connection error (RFC 9113
+		// section 5.1.1). Trailers there are a stream error, ignored when we
+		// reset the stream ourselves (they were in flight); the framer has
+		// decoded them, so HPACK state is intact either way.
+		quiet := sc.wasResetLocked(id)
 		sc.mu.Unlock()
-		// A stream we reset or refused: its late trailers are ignored (the
-		// framer has already decoded them, so HPACK state is intact).
+		if len(f.PseudoFields()) > 0 || !f.StreamEnded() {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if !quiet {
+			sc.writeRST(id, http2.ErrCodeStreamClosed)
+		}
 		return nil
 	}
 	sc.lastID = id
@@ -276,7 +302,13 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	method, path := f.PseudoValue("method"), f.PseudoValue("path")
 	authority, scheme := f.PseudoValue("authority"), f.PseudoValue("scheme")
-	if method == "" || path == "" || method == http.MethodConnect || f.PseudoValue("status") != "" {
+	// RFC 9113 section 8.3.1: every request but CONNECT (which the mesh
+	// hop does not carry) has :method, :scheme and :path.
+	if method == "" || path == "" || scheme == "" || method == http.MethodConnect || f.PseudoValue("status") != "" {
+		sc.writeRST(id, http2.ErrCodeProtocol)
+		return nil
+	}
+	if checkRequestFields(f.RegularFields()) != nil {
 		sc.writeRST(id, http2.ErrCodeProtocol)
 		return nil
 	}
@@ -312,17 +344,18 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		RequestURI: path,
 		TLS:        sc.tlsState,
 	}
-	_ = scheme
 	req := r.WithContext(ctx)
+	wantLen, ok := contentLength(h)
+	if !ok || f.StreamEnded() && wantLen > 0 {
+		cancel()
+		sc.writeRST(id, http2.ErrCodeProtocol)
+		return nil
+	}
+	ss.wantLen = wantLen
 	if f.StreamEnded() {
 		req.Body = http.NoBody
 	} else {
-		req.ContentLength = -1
-		if vv := h["Content-Length"]; len(vv) == 1 {
-			if n, err := strconv.ParseInt(vv[0], 10, 64); err == nil && n >= 0 {
-				req.ContentLength = n
-			}
-		}
+		req.ContentLength = wantLen
 		req.Trailer = declaredTrailers(h)
 		ss.in = newPipe()
 		ss.trailerDst = &req.Trailer
@@ -342,6 +375,27 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	sc.handlersDone.Add(1)
 	sc.mu.Unlock()
 	go sc.runHandler(ss, rw, req)
+	return nil
+}
+
+// onTrailers handles HEADERS on a live stream: trailers, which must end
+// the stream.
+func (sc *ServerConn) onTrailers(ss *serverStream, f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	switch {
+	case ss.gotHead && ss.recvEnd:
+		// Half-closed (remote): RFC 9113 section 5.1.
+		sc.reset(&ss.stream, http2.ErrCodeStreamClosed, &StreamError{StreamID: id, Code: http2.ErrCodeStreamClosed}, true)
+	case !f.StreamEnded() || len(f.PseudoFields()) > 0:
+		sc.reset(&ss.stream, http2.ErrCodeProtocol, &StreamError{StreamID: id, Code: http2.ErrCodeProtocol}, true)
+	case f.Truncated:
+		sc.reset(&ss.stream, http2.ErrCodeProtocol, errors.New("meshh2: request trailers exceed the size limit"), true)
+	case checkRequestFields(f.RegularFields()) != nil:
+		sc.malformed(&ss.stream, "connection-specific trailer field")
+	default:
+		ss.trailers = sc.cn.fieldsToHeader(f.RegularFields())
+		sc.endRecv(&ss.stream)
+	}
 	return nil
 }
 
@@ -428,6 +482,10 @@ type responseWriter struct {
 	isHead      bool
 	buf         []byte
 	err         error
+	// declLen is the Content-Length the handler declared (-1: none);
+	// written counts body bytes accepted, so the body cannot exceed it.
+	declLen int64
+	written int64
 }
 
 func (rw *responseWriter) Header() http.Header { return rw.h }
@@ -465,6 +523,12 @@ func (rw *responseWriter) WriteHeader(code int) {
 	rw.wroteHeader = true
 	rw.status = code
 	rw.sent = rw.h
+	rw.declLen = -1
+	if vv := rw.h["Content-Length"]; len(vv) == 1 {
+		if n, err := strconv.ParseInt(vv[0], 10, 64); err == nil && n >= 0 {
+			rw.declLen = n
+		}
+	}
 	if vv, ok := rw.h["Trailer"]; ok {
 		// Declared trailers are set in h after WriteHeader: snapshot the
 		// headers as they are now.
@@ -499,6 +563,11 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 	if !bodyAllowed(rw.status) {
 		return 0, http.ErrBodyNotAllowed
 	}
+	if rw.declLen >= 0 && rw.written+int64(len(p)) > rw.declLen {
+		// As net/http: the peer would reject the message as malformed.
+		return 0, http.ErrContentLength
+	}
+	rw.written += int64(len(p))
 	if len(rw.buf)+len(p) <= respBufMax {
 		rw.buf = append(rw.buf, p...)
 		return len(p), nil
@@ -510,7 +579,9 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 }
 
 func (rw *responseWriter) WriteString(s string) (int, error) {
-	if len(rw.buf)+len(s) <= respBufMax && rw.wroteHeader && rw.err == nil && !rw.isHead && !rw.finished && bodyAllowed(rw.status) {
+	if len(rw.buf)+len(s) <= respBufMax && rw.wroteHeader && rw.err == nil && !rw.isHead && !rw.finished && bodyAllowed(rw.status) &&
+		(rw.declLen < 0 || rw.written+int64(len(s)) <= rw.declLen) {
+		rw.written += int64(len(s))
 		rw.buf = append(rw.buf, s...)
 		return len(s), nil
 	}
@@ -593,7 +664,7 @@ func (rw *responseWriter) send(extra []byte, final bool) error {
 		rw.headerSent = true
 		w.hbuf.Reset()
 		w.field(":status", strconv.Itoa(rw.status))
-		w.encodeHeaderLocked(rw.sent, true)
+		w.encodeHeaderLocked(rw.sent, skipTrailerPrefix)
 		if final && trailers == nil && rw.declared == nil && !rw.isHead && bodyAllowed(rw.status) {
 			if _, ok := rw.sent["Content-Length"]; !ok {
 				w.field("content-length", strconv.Itoa(total))
@@ -618,7 +689,7 @@ func (rw *responseWriter) send(extra []byte, final bool) error {
 	done := n == total
 	if err == nil && done && final && trailers != nil {
 		w.hbuf.Reset()
-		w.encodeHeaderLocked(trailers, false)
+		w.encodeHeaderLocked(trailers, 0)
 		err = w.writeHeaderBlockLocked(ss.id, true)
 	}
 	if err == nil {
@@ -659,7 +730,7 @@ func (rw *responseWriter) send(extra []byte, final bool) error {
 		}
 		w.wmu.Lock()
 		w.hbuf.Reset()
-		w.encodeHeaderLocked(trailers, false)
+		w.encodeHeaderLocked(trailers, 0)
 		err = w.writeHeaderBlockLocked(ss.id, true)
 		if err == nil {
 			err = w.flushLocked()
