@@ -75,6 +75,42 @@ type clientStream struct {
 	// got100 reports a 100 Continue to the request's httptrace, which
 	// releases a body held for it (nil: no trace).
 	got100 func()
+	// reqBody is the request body being written (under cc.mu); closed when
+	// the stream ends, so a writer blocked in its Read (a body held for a
+	// 100 Continue the server will never send, after it answered early)
+	// returns, as net/http's and x/net's transports do.
+	reqBody *onceCloser
+}
+
+// onceCloser closes a body once, whoever comes first: the body writer or
+// the stream's end.
+type onceCloser struct {
+	io.ReadCloser
+	once sync.Once
+	err  error
+}
+
+func (o *onceCloser) Close() error {
+	o.once.Do(func() { o.err = o.ReadCloser.Close() })
+	return o.err
+}
+
+// startBody runs the body writer; a stream that already ended closes the
+// body at once.
+func (cs *clientStream) startBody(body io.ReadCloser, req *http.Request) {
+	oc := &onceCloser{ReadCloser: body}
+	cc := cs.cc
+	cc.mu.Lock()
+	ended := cs.stream.ended
+	if !ended {
+		cs.reqBody = oc
+	}
+	cc.mu.Unlock()
+	if ended {
+		_ = oc.Close()
+		return
+	}
+	go cs.writeBody(oc, req)
 }
 
 // NewClientConn starts HTTP/2 on nc (TLS already negotiated "h2", or
@@ -355,9 +391,9 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	switch {
 	case body != nil:
-		go cs.writeBody(body, req)
+		cs.startBody(body, req)
 	case inline != nil && !sendInline:
-		go cs.writeBody(io.NopCloser(bytes.NewReader(inline)), req)
+		cs.startBody(io.NopCloser(bytes.NewReader(inline)), req)
 	}
 	<-cs.respc
 	if cs.resErr != nil {
@@ -378,9 +414,14 @@ func (cs *clientStream) onStreamEnd(err error) {
 	cc.cond.Broadcast()
 	stop := cs.stop
 	cs.stop = nil
+	reqBody := cs.reqBody
+	cs.reqBody = nil
 	cc.mu.Unlock()
 	if stop != nil {
 		stop()
+	}
+	if reqBody != nil {
+		_ = reqBody.Close()
 	}
 	if err == nil {
 		err = errors.New("meshh2: stream ended without a response")
@@ -739,8 +780,19 @@ func (b *clientBody) Close() error {
 	cs := b.cs
 	dropped, ended := cs.in.closeRead()
 	cs.cc.consumed(nil, dropped)
-	if !ended {
+	if !ended || cs.sending() {
+		// The response is done with but the request is not: a body the
+		// server answered without reading. Reset so the stream (and its
+		// body writer) ends instead of waiting for window or a continue.
 		cs.cc.reset(&cs.stream, http2.ErrCodeCancel, errBodyClosed, true)
 	}
 	return nil
+}
+
+// sending reports whether the request side of the stream is still open.
+func (cs *clientStream) sending() bool {
+	cc := cs.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return !cs.stream.sentEnd && !cs.stream.ended
 }
