@@ -267,8 +267,10 @@ func (w *response) finish() bool {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	if _, ok := w.hdr["Content-Length"]; !w.committed && !ok && !w.isHead && bodyAllowed(w.status) {
-		// The whole body is held back: announce its length.
+	if _, ok := w.hdr["Content-Length"]; !w.committed && !ok && !w.isHead && bodyAllowed(w.status) &&
+		!(w.req.ProtoMinor == 1 && w.hasTrailers()) {
+		// The whole body is held back: announce its length (unless there
+		// are trailers to send, which only chunked framing carries).
 		w.hdr["Content-Length"] = []string{strconv.Itoa(len(w.pending))}
 	}
 	_ = w.commitPending()
@@ -336,4 +338,17 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func bodyAllowed(status int) bool {
 	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// hasTrailers reports whether the handler declared or set trailers.
+func (w *response) hasTrailers() bool {
+	if len(w.hdr["Trailer"]) > 0 {
+		return true
+	}
+	for k := range w.hdr {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
 }

@@ -34,6 +34,10 @@ type Server struct {
 	// OnError is called for every message refused before the handler
 	// (reason is one of the Reason constants).
 	OnError func(status int, reason string)
+	// ProxyError, when set, gives the trellis-proxy-error value of a
+	// refusal with this status, so the server's own answers name the
+	// proxy and the culprit like every other answer of the proxy.
+	ProxyError func(status int) string
 	Logger  *slog.Logger
 
 	mu       sync.Mutex
@@ -199,18 +203,25 @@ func (cn *conn) refuse(err error) {
 	if cn.s.Logger != nil {
 		cn.s.Logger.Debug("http1: request refused", "remote", cn.c.RemoteAddr().String(), "status", e.Status, "reason", e.Reason, "err", e.Msg)
 	}
-	writeError(cn.bw, e.Status, e.Msg)
+	var proxyErr string
+	if cn.s.ProxyError != nil {
+		proxyErr = cn.s.ProxyError(e.Status)
+	}
+	writeError(cn.bw, e.Status, e.Msg, proxyErr)
 	_ = cn.bw.Flush()
 	lingerClose(cn.c)
 }
 
 // writeError writes a complete proxy-generated response that closes the
 // connection.
-func writeError(bw *bufio.Writer, status int, msg string) {
+func writeError(bw *bufio.Writer, status int, msg, proxyErr string) {
 	body := msg + "\n"
 	_, _ = bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n")
 	_, _ = bw.WriteString("Connection: close\r\nContent-Type: text/plain; charset=utf-8\r\n")
 	_, _ = bw.WriteString("Trellis-Error: " + sanitize(msg) + "\r\n")
+	if proxyErr != "" {
+		_, _ = bw.WriteString("Trellis-Proxy-Error: " + sanitize(proxyErr) + "\r\n")
+	}
 	_, _ = bw.WriteString("Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n")
 	_, _ = bw.WriteString(body)
 }

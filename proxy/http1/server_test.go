@@ -293,3 +293,37 @@ func TestServerHTTP10(t *testing.T) {
 		t.Fatalf("HTTP/1.0 stream: closed=%v %q", closed, out)
 	}
 }
+
+// TestServerShortBodyKeepsTrailers: a short body is held back to be sent
+// with a Content-Length, except when the handler has trailers to send,
+// which only chunked framing carries (an HTTP/2 app's response with a
+// length and trailers, relayed to an HTTP/1.1 client).
+func TestServerShortBodyKeepsTrailers(t *testing.T) {
+	for _, tc := range []struct{ name, declare, prefix string }{
+		{"declared", "X-T", ""},
+		{"trailer-prefix", "", "X-T"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.declare != "" {
+					w.Header().Set("Trailer", tc.declare)
+				}
+				_, _ = io.WriteString(w, "short")
+				if tc.declare != "" {
+					w.Header().Set("X-T", "v")
+				} else {
+					w.Header().Set(http.TrailerPrefix+tc.prefix, "v")
+				}
+			})})
+			raw, _ := exchange(t, addr, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(raw)), &http.Request{Method: "GET"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if string(b) != "short" || resp.Trailer.Get("X-T") != "v" {
+				t.Fatalf("body %q trailers %v (raw %q)", b, resp.Trailer, raw)
+			}
+		})
+	}
+}

@@ -179,9 +179,11 @@ func New(cfg Config) (*Proxy, error) {
 		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       5 * time.Minute,
 		Logger:            cfg.Logger,
-		OnError: func(_ int, reason string) {
+		OnError: func(status int, reason string) {
 			p.m.HTTP1Error(metrics.Inbound, metrics.SideClient, reason)
+			proxyerr.CountRefusal(p.m, metrics.Inbound, status)
 		},
+		ProxyError: p.errs.HeaderFor,
 	}
 	p.h2base = &http.Server{Handler: http.HandlerFunc(p.serveHTTP), ErrorLog: libLog(limiter, cfg.Metrics)}
 	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {

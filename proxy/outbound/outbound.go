@@ -140,9 +140,11 @@ func New(cfg Config) (*Proxy, error) {
 		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       5 * time.Minute,
 		Logger:            cfg.Logger,
-		OnError: func(_ int, reason string) {
+		OnError: func(status int, reason string) {
 			p.m.HTTP1Error(metrics.Outbound, metrics.SideClient, reason)
+			proxyerr.CountRefusal(p.m, metrics.Outbound, status)
 		},
+		ProxyError: p.errs.HeaderFor,
 	}
 	// Graceful shutdown of h2base sends GOAWAY on every ServeConn connection.
 	p.h2base = &http.Server{Handler: p, ErrorLog: libLog(limiter, cfg.Metrics)}

@@ -54,6 +54,9 @@ const (
 	// protocol the app's service port says it does not speak (gRPC to an
 	// HTTP/1.1-only app).
 	ReasonProtocolMismatch = "protocol_mismatch"
+	// ReasonRequestTimeout: 408 client: the request head did not arrive in
+	// time (--http1-header-timeout).
+	ReasonRequestTimeout = "request_timeout"
 )
 
 // knownReasons are the reasons a peer proxy's answer may carry back.
@@ -61,7 +64,7 @@ var knownReasons = map[string]bool{
 	ReasonNoEndpoints: true, ReasonTimeout: true, ReasonConnectError: true, ReasonBadRequest: true,
 	ReasonUnknownService: true, ReasonHeadersTooLarge: true, ReasonBadBody: true, ReasonTLS: true,
 	ReasonPeerReset: true, ReasonUpstream: true, ReasonAppUnreachable: true, ReasonAppError: true,
-	ReasonAppTimeout: true, ReasonProtocolMismatch: true,
+	ReasonAppTimeout: true, ReasonProtocolMismatch: true, ReasonRequestTimeout: true,
 }
 
 // Error is a response a proxy gives itself instead of the app's.

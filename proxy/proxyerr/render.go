@@ -34,6 +34,36 @@ func (r *Renderer) by() string {
 	return "proxy=" + r.Direction + "; identity=" + r.Identity
 }
 
+// HeaderFor is the trellis-proxy-error value of a request this proxy's
+// HTTP/1 server refused before any handler ran (proxy/http1): 431 for a
+// head too large, 408 for a head not received in time, else a malformed
+// or ambiguous request (400, 417, 501). All are the client's fault.
+func (r *Renderer) HeaderFor(status int) string {
+	return oneLine(Refusal(status).headerValue(r.by()))
+}
+
+// Refusal is the error of a request the HTTP/1 server refused with status.
+func Refusal(status int) *Error {
+	reason := ReasonBadRequest
+	switch status {
+	case http.StatusRequestHeaderFieldsTooLarge:
+		reason = ReasonHeadersTooLarge
+	case http.StatusRequestTimeout:
+		reason = ReasonRequestTimeout
+	}
+	return &Error{Status: status, Reason: reason, Culprit: Client}
+}
+
+// CountRefusal counts a request the HTTP/1 server refused with status
+// before any handler ran, like every answer the proxy gives itself; the
+// route is unknown, so only the direction labels it.
+func CountRefusal(m *metrics.Metrics, direction string, status int) {
+	hm := m.HTTP(metrics.Key{Direction: direction})
+	hm.Requests.Inc()
+	hm.RequestError(Refusal(status).Reason)
+	hm.Response(status, "", false)
+}
+
 // Write writes e as the response: status, trellis-error (the message),
 // trellis-proxy-error (reason, culprit and the proxy that decided) and the
 // message as a text body.
