@@ -38,7 +38,7 @@ type Server struct {
 	// refusal with this status, so the server's own answers name the
 	// proxy and the culprit like every other answer of the proxy.
 	ProxyError func(status int) string
-	Logger  *slog.Logger
+	Logger     *slog.Logger
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}

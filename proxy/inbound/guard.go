@@ -152,4 +152,3 @@ func (p *Proxy) refusedHTTP(w http.ResponseWriter, hm *metrics.HTTP, info *connI
 
 // requireMTLS reports whether callers without mesh TLS are refused.
 func (p *Proxy) requireMTLS() bool { return p.cfg.DefaultPolicy == PolicyAllAuthenticated }
-
