@@ -118,6 +118,13 @@ func selfMadeChain(t *testing.T, id identity.ID) ([][]byte, crypto.Signer) {
 // state directory, a certificate for id that expired an hour ago.
 func expiredChain(t *testing.T, stateDir string, id identity.ID) ([][]byte, crypto.Signer) {
 	t.Helper()
+	return issueChain(t, stateDir, id, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
+}
+
+// issueChain issues a certificate for id with the mesh's issuer (from
+// stateDir), valid from notBefore to notAfter, and returns the chain and key.
+func issueChain(t *testing.T, stateDir string, id identity.ID, notBefore, notAfter time.Time) ([][]byte, crypto.Signer) {
+	t.Helper()
 	certPEM, err := os.ReadFile(filepath.Join(stateDir, "issuer.crt"))
 	if err != nil {
 		t.Fatal(err)
@@ -139,11 +146,10 @@ func expiredChain(t *testing.T, stateDir string, id identity.ID) ([][]byte, cryp
 		t.Fatal(err)
 	}
 	sn, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: sn,
-		NotBefore:    now.Add(-2 * time.Hour),
-		NotAfter:     now.Add(-time.Hour),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		URIs:         []*url.URL{id.URL()},

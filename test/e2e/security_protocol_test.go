@@ -4,17 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
-	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +19,6 @@ import (
 	"github.com/trellis-mesh/trellis/demoapp/echo"
 	demopb "github.com/trellis-mesh/trellis/demoapp/pb"
 	"github.com/trellis-mesh/trellis/internal/identity"
-	"github.com/trellis-mesh/trellis/internal/pki"
 	"github.com/trellis-mesh/trellis/test/harness"
 )
 
@@ -287,44 +280,5 @@ func meshPeerClient(t *testing.T, m *harness.Mesh, inbound string, server identi
 // validChain issues a certificate for id with the mesh's issuer, valid now.
 func validChain(t *testing.T, stateDir string, id identity.ID) ([][]byte, crypto.Signer) {
 	t.Helper()
-	certs, err := pki.ParseCertsPEM(mustRead(t, filepath.Join(stateDir, "issuer.crt")))
-	if err != nil || len(certs) == 0 {
-		t.Fatalf("issuer.crt: %v", err)
-	}
-	issKey, err := pki.ParseKeyPEM(mustRead(t, filepath.Join(stateDir, "issuer.key")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		NotBefore:    now.Add(-time.Minute),
-		NotAfter:     now.Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{id.URL()},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, certs[0], key.Public(), issKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain := [][]byte{der}
-	for _, c := range certs {
-		chain = append(chain, c.Raw)
-	}
-	return chain, key
-}
-
-func mustRead(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return issueChain(t, stateDir, id, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
 }
