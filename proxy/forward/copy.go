@@ -71,6 +71,9 @@ func WriteResponse(w http.ResponseWriter, resp *http.Response) (int64, error) {
 		err = nil
 	}
 	for k, vv := range resp.Trailer {
+		if IsMesh(k) {
+			continue // an app's trellis-* trailer would pass for the proxy's
+		}
 		h[http.TrailerPrefix+k] = vv
 	}
 	return n, err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/net/http/httpguts"
 	"io"
 	"net"
 	"net/http"
@@ -65,6 +66,13 @@ const h1BufSize = 4 << 10
 // response body is done, the connection is closed (the app sees the
 // cancellation as a closed connection, as with http.Transport).
 func (t *H1Client) RoundTrip(req *http.Request, addr string) (*http.Response, error) {
+	if !validMethod(req.Method) {
+		// A method is a token (RFC 9110 §9): a tab or space from an HTTP/2
+		// peer's :method would split the request line differently at the
+		// app than here. Refused before any connection is used.
+		closeBody(req)
+		return nil, fmt.Errorf("invalid request line: method %q is not a token", req.Method)
+	}
 	for attempt := 0; ; attempt++ {
 		cn, reused, err := t.get(req.Context(), addr)
 		if err != nil {
@@ -127,7 +135,7 @@ func (t *H1Client) get(ctx context.Context, addr string) (*h1Conn, bool, error) 
 		// peek): an app that shuts down closes its idle keep-alive
 		// connections at once, and a request with a body written on one of
 		// them could not be retried, as the app might have read it.
-		if alive(cn.c) {
+		if cn.br.Buffered() == 0 && alive(cn.c) {
 			return cn, true, nil
 		}
 		_ = cn.c.Close()
@@ -365,7 +373,7 @@ func (t *H1Client) exchange(cn *h1Conn, req *http.Request, reused bool) (*http.R
 // writeHead writes the request line and headers.
 func writeHead(bw *bufio.Writer, req *http.Request, hasBody, chunked bool) error {
 	uri := req.URL.RequestURI()
-	if req.Method == "" || uri == "" || !validValue(uri) || strings.ContainsAny(req.Method, " \r\n") {
+	if !validMethod(req.Method) || uri == "" || !validValue(uri) {
 		return fmt.Errorf("invalid request line %q %q", req.Method, uri)
 	}
 	host := req.Host
@@ -408,6 +416,9 @@ func writeHead(bw *bufio.Writer, req *http.Request, hasBody, chunked bool) error
 			for k := range req.Trailer {
 				if !validName(k) {
 					return fmt.Errorf("invalid trailer name %q", k)
+				}
+				if IsMesh(k) {
+					continue
 				}
 				if !first {
 					_, _ = bw.WriteString(", ")
@@ -472,6 +483,9 @@ func writeBody(bw *bufio.Writer, req *http.Request, chunked bool) error {
 		if !validName(k) {
 			return fmt.Errorf("invalid trailer name %q", k)
 		}
+		if IsMesh(k) {
+			continue // mesh fields never reach the app, not even as trailers
+		}
 		for _, v := range vv {
 			if !validValue(v) {
 				return fmt.Errorf("invalid value of trailer %s", k)
@@ -501,6 +515,19 @@ func validName(k string) bool {
 
 // validValue rejects what would split a header or request line (CR, LF,
 // NUL); the servers in front of this client already validated the rest.
+// validMethod reports whether m is a non-empty token.
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, r := range m {
+		if !httpguts.IsTokenRune(r) {
+			return false
+		}
+	}
+	return true
+}
+
 func validValue(v string) bool {
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c == '\r' || c == '\n' || c == 0 {
@@ -564,7 +591,11 @@ func (b *h1Body) Close() error {
 func (b *h1Body) finish(complete bool) {
 	b.done = true
 	stopped := b.stop()
-	if complete && b.reuse && stopped && b.bodyWritten() {
+	// Bytes the app sent past its response (a body longer than its
+	// Content-Length, a body on a HEAD answer) would be read as the next
+	// request's response, maybe another caller's (RFC 9112 §9.3): such a
+	// connection is closed, never pooled.
+	if complete && b.reuse && stopped && b.bodyWritten() && b.cn.br.Buffered() == 0 {
 		b.t.put(b.cn)
 		return
 	}

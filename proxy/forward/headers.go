@@ -72,10 +72,16 @@ func RemoveHopByHop(h http.Header) {
 // caller cannot spoof them past the inbound proxy.
 func StripMesh(h http.Header) {
 	for k := range h {
-		if len(k) >= len(meshPrefix) && strings.EqualFold(k[:len(meshPrefix)], meshPrefix) {
+		if IsMesh(k) {
 			delete(h, k)
 		}
 	}
+}
+
+// IsMesh reports whether a field name is a mesh field (trellis-*): only
+// proxies set them, and they never reach an app, as header or trailer.
+func IsMesh(k string) bool {
+	return len(k) >= len(meshPrefix) && strings.EqualFold(k[:len(meshPrefix)], meshPrefix)
 }
 
 // ErrBadTargetPort is returned for an invalid trellis-target-port value.

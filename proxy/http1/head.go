@@ -457,11 +457,13 @@ func declareTrailers(req *http.Request) {
 	delete(req.Header, "Trailer")
 }
 
-// forbiddenTrailer: fields that frame or route a message (RFC 9110 §6.5.1).
+// forbiddenTrailer: fields that frame or route a message (RFC 9110 §6.5.1),
+// and the mesh's own trellis-* fields, which only proxies set and only as
+// headers.
 func forbiddenTrailer(k string) bool {
 	switch k {
 	case "Content-Length", "Transfer-Encoding", "Host", "Trailer":
 		return true
 	}
-	return false
+	return len(k) >= len("Trellis-") && strings.EqualFold(k[:len("Trellis-")], "Trellis-")
 }

@@ -121,6 +121,8 @@ func TestReadRequestHeadAccepts(t *testing.T) {
 // chunkedVectors are malformed chunked bodies.
 var chunkedVectors = []struct{ name, body string }{
 	{"size overflow", "ffffffffffffffffff\r\nx\r\n0\r\n\r\n"},
+	{"mesh field as trailer", "1\r\nx\r\n0\r\nTrellis-Target-Port: 4191\r\n\r\n"},
+	{"mesh field as trailer, lower case", "1\r\nx\r\n0\r\ntrellis-app-proto: http1\r\n\r\n"},
 	{"size 16 digits", "1000000000000000\r\nx\r\n0\r\n\r\n"},
 	{"size bare LF", "3\nabc\r\n0\r\n\r\n"},
 	{"data bare LF", "3\r\nabc\n0\r\n\r\n"},

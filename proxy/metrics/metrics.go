@@ -9,6 +9,7 @@ package metrics
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -72,8 +73,10 @@ type Metrics struct {
 	refused    *prometheus.CounterVec
 	protoErrs  *prometheus.CounterVec
 
-	http sync.Map // Key -> *HTTP
-	tcp  sync.Map // Key -> *TCP
+	// routes counts the label sets in http and tcp (capped at MaxRoutes).
+	routes atomic.Int64
+	http   sync.Map // Key -> *HTTP
+	tcp    sync.Map // Key -> *TCP
 }
 
 // New creates the metrics and registers them on reg.
@@ -192,19 +195,47 @@ func (m *Metrics) HTTP(k Key) *HTTP {
 	if v, ok := m.http.Load(k); ok {
 		return v.(*HTTP)
 	}
+	if k = m.capRoute(k); k.DstService == OtherService {
+		if v, ok := m.http.Load(k); ok {
+			return v.(*HTTP)
+		}
+	}
 	lv := k.values()
 	h := &HTTP{
 		m: m, key: k, labels: lv,
 		Requests: m.requests.WithLabelValues(lv...),
 		Latency:  m.latency.WithLabelValues(lv...),
 	}
-	v, _ := m.http.LoadOrStore(k, h)
+	v, loaded := m.http.LoadOrStore(k, h)
+	if !loaded {
+		m.routes.Add(1)
+	}
 	return v.(*HTTP)
+}
+
+// MaxRoutes bounds the label sets a proxy keeps (HTTP and TCP together): the
+// dst_service label comes from a caller's Host or :authority, so a caller
+// sending random names could otherwise grow the proxy's memory and the
+// metrics without bound. Past it, new destinations are counted as
+// OtherService.
+const MaxRoutes = 2000
+
+// OtherService is the dst_service of destinations past MaxRoutes.
+const OtherService = "(other)"
+
+// capRoute returns k, or k with DstService OtherService once MaxRoutes
+// label sets exist.
+func (m *Metrics) capRoute(k Key) Key {
+	if m.routes.Load() >= MaxRoutes {
+		k.DstService = OtherService
+	}
+	return k
 }
 
 // Response counts one ended response. status 0: no response headers were
 // sent; grpcStatus is "" for non-gRPC responses.
 func (h *HTTP) Response(status int, grpcStatus string, streamErr bool) {
+	grpcStatus = grpcCode(grpcStatus)
 	h.count(respKey{status: status, grpc: grpcStatus, class: Classify(status, grpcStatus, streamErr)})
 }
 
@@ -262,6 +293,11 @@ func (m *Metrics) TCP(k Key) *TCP {
 	if v, ok := m.tcp.Load(k); ok {
 		return v.(*TCP)
 	}
+	if k = m.capRoute(k); k.DstService == OtherService {
+		if v, ok := m.tcp.Load(k); ok {
+			return v.(*TCP)
+		}
+	}
 	lv := k.values()
 	t := &TCP{
 		m: m, labels: lv,
@@ -270,7 +306,10 @@ func (m *Metrics) TCP(k Key) *TCP {
 		read:  m.tcpRead.WithLabelValues(lv...),
 		write: m.tcpWrite.WithLabelValues(lv...),
 	}
-	v, _ := m.tcp.LoadOrStore(k, t)
+	v, loaded := m.tcp.LoadOrStore(k, t)
+	if !loaded {
+		m.routes.Add(1)
+	}
 	return v.(*TCP)
 }
 
@@ -324,4 +363,17 @@ const (
 // proxy/http1 reasons.
 func (m *Metrics) HTTP1Error(direction, side, reason string) {
 	m.protoErrs.WithLabelValues(direction, side, reason).Inc()
+}
+
+// grpcCode returns a gRPC status code as sent when it is one of the 17
+// codes (0-16), "" for none, and "other" for anything else: the value
+// comes from the app or a peer and must not grow the label set.
+func grpcCode(s string) string {
+	if s == "" {
+		return ""
+	}
+	if n, err := strconv.Atoi(s); err == nil && n >= 0 && n <= 16 && strconv.Itoa(n) == s {
+		return s
+	}
+	return "other"
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,5 +79,58 @@ func TestCancelledIsNeitherSuccessNorFailure(t *testing.T) {
 	// A cancelled stream's wait is the client's patience, not latency.
 	if n := got["trellis_response_latency_seconds"]; n != 0 {
 		t.Errorf("%g latency observations for cancelled streams", n)
+	}
+}
+
+// TestRouteLabelsBounded: dst_service comes from a caller's Host; random
+// names must not grow the label sets (and the proxy's memory) without
+// bound, and a hostile grpc-status must not either.
+func TestRouteLabelsBounded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < MaxRoutes+500; i++ {
+		h := m.HTTP(Key{Direction: Inbound, DstService: "random-" + strconv.Itoa(i)})
+		h.Requests.Inc()
+		h.Response(200, "junk-"+strconv.Itoa(i), false)
+		m.TCP(Key{Direction: Inbound, DstService: "tcp-" + strconv.Itoa(i)}).Open()
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]int{}
+	others := 0
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			series[mf.GetName()]++
+			for _, lp := range mt.GetLabel() {
+				if lp.GetName() == "grpc_status" && lp.GetValue() != "" && lp.GetValue() != "other" {
+					t.Fatalf("grpc_status %q kept as a label", lp.GetValue())
+				}
+				if lp.GetName() == "dst_service" && lp.GetValue() == OtherService && mf.GetName() == "trellis_requests_total" {
+					others++
+				}
+			}
+		}
+	}
+	if n := series["trellis_requests_total"]; n > MaxRoutes+1 {
+		t.Errorf("%d request series for %d random hosts, want at most %d", n, MaxRoutes+500, MaxRoutes+1)
+	}
+	if n := series["trellis_tcp_open_total"]; n > MaxRoutes+1 {
+		t.Errorf("%d tcp series, want at most %d", n, MaxRoutes+1)
+	}
+	if others != 1 {
+		t.Errorf("%d %s request series, want 1", others, OtherService)
+	}
+}
+
+func TestGRPCCode(t *testing.T) {
+	for in, want := range map[string]string{"": "", "0": "0", "16": "16", "17": "other", "-1": "other", "01": "other", "x": "other", "2 ": "other"} {
+		if got := grpcCode(in); got != want {
+			t.Errorf("grpcCode(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
