@@ -372,6 +372,13 @@ func (t *H1Client) exchange(cn *h1Conn, req *http.Request, reused bool) (*http.R
 
 // writeHead writes the request line and headers.
 func writeHead(bw *bufio.Writer, req *http.Request, hasBody, chunked bool) error {
+	return writeHeadConn(bw, req, hasBody, chunked, false)
+}
+
+// writeHeadConn is writeHead; keepConnection passes the caller's Connection
+// field on (an Upgrade request names its upgrade there, and the connection
+// is the caller's alone from then on).
+func writeHeadConn(bw *bufio.Writer, req *http.Request, hasBody, chunked, keepConnection bool) error {
 	uri := req.URL.RequestURI()
 	if !validMethod(req.Method) || uri == "" || !validValue(uri) {
 		return fmt.Errorf("invalid request line %q %q", req.Method, uri)
@@ -391,8 +398,12 @@ func writeHead(bw *bufio.Writer, req *http.Request, hasBody, chunked bool) error
 	_, _ = bw.WriteString("\r\n")
 	for k, vv := range req.Header {
 		switch k {
-		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Connection":
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
 			continue
+		case "Connection":
+			if !keepConnection {
+				continue
+			}
 		}
 		if !validName(k) {
 			return fmt.Errorf("invalid header name %q", k)

@@ -190,9 +190,24 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, info *connI
 		p.errs.Answer(r.Context(), w, hm, proxyerr.Classify(r.Context(), err, proxyerr.ToApp, target), start, "peer", info.peer)
 		return
 	}
-	if err := r.Write(app); err != nil {
+	resp, br, err := forward.SendUpgrade(r.Context(), app, r)
+	if err != nil {
 		_ = app.Close()
+		p.countFraming(err)
 		p.errs.Answer(r.Context(), w, hm, proxyerr.Classify(r.Context(), err, proxyerr.ToApp, target), start, "peer", info.peer)
+		return
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		// The app declined: an ordinary answer, and the caller's
+		// connection stays HTTP, parsed request by request.
+		delete(resp.Header, forward.HeaderUnprocessed)
+		delete(resp.Header, proxyerr.HeaderProxyError)
+		cancelled, err := forward.RelayDeclined(r.Context(), w, app, resp)
+		hm.Relayed(resp.StatusCode, "", err != nil, cancelled, start)
+		if err != nil && !cancelled {
+			p.countFraming(err)
+			panic(http.ErrAbortHandler)
+		}
 		return
 	}
 	c, brw, err := hj.Hijack()
@@ -202,13 +217,10 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, info *connI
 		return
 	}
 	defer c.Close()
-	if n := brw.Reader.Buffered(); n > 0 {
-		b, _ := brw.Reader.Peek(n)
-		if _, err := app.Write(b); err != nil {
-			_ = app.Close()
-			hm.Response(0, "", true)
-			return
-		}
+	if !forward.FlushBuffered(brw, app) || forward.WriteSwitching(c, resp, br) != nil {
+		_ = app.Close()
+		hm.Response(0, "", true)
+		return
 	}
 	tm := p.m.TCP(metrics.Key{Direction: metrics.Inbound, DstService: r.Host, PeerIdentity: info.peer, TLS: info.tls})
 	tm.Open()

@@ -95,6 +95,7 @@ type pairOpts struct {
 	requestTimeout time.Duration
 	extraEndpoints []balance.Endpoint // tried too (e.g. refused)
 	appPorts       []uint16           // further ports the inbound may forward to
+	plainToApp     bool               // the inbound's --app-addr is the app (plain callers reach it)
 }
 
 func listen(t testing.TB) net.Listener {
@@ -129,7 +130,11 @@ func newPair(t testing.TB, o pairOpts) *pair {
 	// pprof labels tell the two proxies' goroutines apart in benchmark
 	// profiles (go tool pprof -tagfocus proxy=inbound).
 	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("proxy", "inbound")))
-	p.in, err = inbound.New(inbound.Config{Store: c.store(t, serverID), Metrics: inM, AppAddr: "127.0.0.1:1",
+	inApp := "127.0.0.1:1"
+	if o.plainToApp {
+		inApp = p.appAddr
+	}
+	p.in, err = inbound.New(inbound.Config{Store: c.store(t, serverID), Metrics: inM, AppAddr: inApp,
 		// The app is a further port of the (unused) app address's host,
 		// named by the endpoint's target port.
 		AppPorts: append([]uint16{uint16(port)}, o.appPorts...), DetectTimeout: time.Second, MeshTransport: o.transport})

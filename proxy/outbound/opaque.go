@@ -1,7 +1,6 @@
 package outbound
 
 import (
-	"bufio"
 	"context"
 	"net"
 	"net/http"
@@ -137,7 +136,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, authority s
 		_ = peer.Close()
 		return
 	}
-	if !flushBuffered(brw, peer) {
+	if !forward.FlushBuffered(brw, peer) {
 		_ = peer.Close()
 		return
 	}
@@ -165,9 +164,19 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, rt route, i
 	hm := p.m.HTTP(key)
 	hm.Requests.Inc()
 	forward.StripMesh(r.Header)
-	if err := r.Write(peer); err != nil {
+	resp, br, err := forward.SendUpgrade(r.Context(), peer, r)
+	if err != nil {
 		_ = peer.Close()
 		p.errs.Answer(r.Context(), w, hm, proxyerr.Classify(r.Context(), err, proxyerr.ToPeer, rt.dst), start, "dst", rt.dst)
+		return
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		// Declined: an ordinary answer; the app's connection stays HTTP.
+		cancelled, err := forward.RelayDeclined(r.Context(), w, peer, resp)
+		hm.Relayed(resp.StatusCode, "", err != nil, cancelled, start)
+		if err != nil && !cancelled {
+			panic(http.ErrAbortHandler)
+		}
 		return
 	}
 	c, brw, err := hj.Hijack()
@@ -177,7 +186,7 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, rt route, i
 		return
 	}
 	defer c.Close()
-	if !flushBuffered(brw, peer) {
+	if !forward.FlushBuffered(brw, peer) || forward.WriteSwitching(c, resp, br) != nil {
 		_ = peer.Close()
 		hm.Response(0, "", true)
 		return
@@ -185,15 +194,4 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, rt route, i
 	err = p.splice(forward.WithCloseWrite(c, info.raw), peer, key)
 	hm.Response(http.StatusSwitchingProtocols, "", err != nil)
 	hm.Latency.Observe(time.Since(start).Seconds())
-}
-
-// flushBuffered sends bytes the HTTP server already read past the request.
-func flushBuffered(brw *bufio.ReadWriter, dst net.Conn) bool {
-	if n := brw.Reader.Buffered(); n > 0 {
-		b, _ := brw.Reader.Peek(n)
-		if _, err := dst.Write(b); err != nil {
-			return false
-		}
-	}
-	return true
 }

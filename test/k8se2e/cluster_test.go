@@ -229,9 +229,9 @@ func (c *cluster) dump(t *testing.T, ns string) {
 		t.Logf("events of %s:\n%s", n, out)
 		names, _ := c.run(ctx, nil, "-n", n, "get", "pods", "-o", "name")
 		for _, pod := range strings.Fields(names) {
-			out, _ = c.run(ctx, nil, "-n", n, "logs", pod, "--all-containers", "--prefix", "--tail=40")
+			out, _ = c.run(ctx, nil, "-n", n, "logs", pod, "--all-containers", "--prefix", "--tail=20")
 			t.Logf("logs of %s/%s:\n%s", n, pod, out)
-			if prev, err := c.run(ctx, nil, "-n", n, "logs", pod, "--all-containers", "--prefix", "--previous", "--tail=40"); err == nil {
+			if prev, err := c.run(ctx, nil, "-n", n, "logs", pod, "--all-containers", "--prefix", "--previous", "--tail=20"); err == nil {
 				t.Logf("previous logs of %s/%s:\n%s", n, pod, prev)
 			}
 		}
