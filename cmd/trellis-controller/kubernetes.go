@@ -159,6 +159,7 @@ are synced. See docs/controller-kubernetes.md.`,
 	f.StringVar(&cfg.WebhookAddr, "webhook-addr", defaultWebhookAddr, "address of the proxy injector's admission webhook (HTTPS, path /inject); empty disables it")
 	f.StringVar(&cfg.WebhookTLSDir, "webhook-tls-dir", defaultWebhookTLSDir, "directory of the webhook's mounted kubernetes.io/tls Secret (tls.crt, tls.key; reloaded when it changes)")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", serve.DefaultShutdownGrace, "how long a stop waits for calls in flight")
+	f.DurationVar(&cfg.DrainDelay, "drain-delay", serve.DefaultDrainDelay, "how long a stop keeps serving, not ready, before closing its listeners (so the webhook refuses no admission while its endpoint is being removed)")
 	f.DurationVar(&cfg.SyncTimeout, "sync-timeout", serve.DefaultSyncTimeout, "how long to wait for the first lists from the API server")
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&certLifetime, "certificate-lifetime", store.DefaultCertificateLifetime, "lifetime of the workload certificates it signs (proxies renew at 70 % of it)")

@@ -39,6 +39,9 @@ const (
 	DefaultListen        = "0.0.0.0:8086"
 	DefaultAdminAddr     = "0.0.0.0:9996"
 	DefaultShutdownGrace = 5 * time.Second
+	// DefaultDrainDelay covers an EndpointSlice update reaching the API
+	// server and kube-proxy on a busy cluster.
+	DefaultDrainDelay = 3 * time.Second
 	DefaultSyncTimeout   = 2 * time.Minute
 	// keepaliveMinTime matches local mode: proxies ping every 10 s.
 	keepaliveMinTime = 5 * time.Second
@@ -78,6 +81,11 @@ type Config struct {
 	Metrics       *metrics.Metrics
 	Logger        *slog.Logger
 	ShutdownGrace time.Duration
+	// DrainDelay is how long a stop keeps everything serving, reporting
+	// not ready, before it closes listeners: the endpoint's removal
+	// reaches the API server (webhook calls) and kube-proxy first, so a
+	// controller restart refuses no pod admission (failurePolicy Fail).
+	DrainDelay time.Duration
 	// SyncTimeout bounds the wait for the informers' first lists.
 	SyncTimeout time.Duration
 }
@@ -296,6 +304,10 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 			log.Error("server failed; shutting down", "err", runErr)
 		}
 		adm.SetReady(false)
+		if runErr == nil && cfg.DrainDelay > 0 {
+			log.Info("not ready; draining before closing listeners", "delay", cfg.DrainDelay)
+			time.Sleep(cfg.DrainDelay)
+		}
 		close(streamsDone)
 		if webhookSrv != nil {
 			// Admission calls are short: give them the grace, then close.
