@@ -12,11 +12,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/proxy/balance"
+	"github.com/trellis-mesh/trellis/proxy/internal/grpctest"
 )
 
 // destServer is the test's Destination service: each stream gets the
@@ -82,32 +81,12 @@ func (s *destServer) counts(path string) (gets, active int) {
 // serve runs srv on addr ("127.0.0.1:0" for a new port) until stop is called.
 func serve(t *testing.T, addr string, srv *destServer) (string, func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	apiv1.RegisterDestinationServer(gs, srv)
-	go gs.Serve(ln)
-	var once sync.Once
-	stop := func() { once.Do(gs.Stop) }
-	t.Cleanup(stop)
-	return ln.Addr().String(), stop
+	return grpctest.Serve(t, addr, func(gs *grpc.Server) { apiv1.RegisterDestinationServer(gs, srv) })
 }
 
 func dial(t *testing.T, addr string) apiv1.DestinationClient {
 	t.Helper()
-	cc, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, MaxDelay: 200 * time.Millisecond},
-			MinConnectTimeout: time.Second,
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return apiv1.NewDestinationClient(cc)
+	return apiv1.NewDestinationClient(grpctest.Dial(t, addr))
 }
 
 func newResolver(t *testing.T, client apiv1.DestinationClient, opts Options) (*Resolver, *prometheus.Registry) {
@@ -263,8 +242,15 @@ func TestSnapshotAndUpdates(t *testing.T) {
 			t.Errorf("updates{kind=%s} = %v, want %v", kind, got, want)
 		}
 	}
-	if got := metricValue(t, reg, "trellis_control_plane_connected", map[string]string{"service": "destination"}); got != 1 {
+	dest := map[string]string{"service": "destination"}
+	if got := metricValue(t, reg, "trellis_control_plane_connected", dest); got != 1 {
 		t.Errorf("connected = %v, want 1", got)
+	}
+	if got := metricValue(t, reg, "trellis_control_plane_watches", dest); got != 1 {
+		t.Errorf("watches = %v, want 1", got)
+	}
+	if got := metricValue(t, reg, "trellis_control_plane_updates_total", map[string]string{"service": "destination", "result": "ok"}); got != 6 {
+		t.Errorf("control-plane updates = %v, want 6", got)
 	}
 }
 
@@ -375,6 +361,9 @@ func TestReconnectKeepsThenReplaces(t *testing.T) {
 	if gets, _ := srv2.counts(books); gets != 1 {
 		t.Fatalf("new server saw %d streams, want 1", gets)
 	}
+	if got := metricValue(t, reg, "trellis_control_plane_stream_errors_total", map[string]string{"service": "destination"}); got < 1 {
+		t.Fatalf("stream errors = %v, want the broken stream counted", got)
+	}
 	srv2.push(books, remove("10.0.0.2:80"))
 	waitAddrs(t, svc, "10.0.0.9:80")
 }
@@ -432,6 +421,9 @@ func TestIdleServiceClosed(t *testing.T) {
 	waitFor(t, "gauge removed", func() bool {
 		return metricValue(t, reg, "trellis_endpoints", map[string]string{"dst_service": books}) == -1
 	})
+	if got := metricValue(t, reg, "trellis_control_plane_watches", map[string]string{"service": "destination"}); got != 0 {
+		t.Fatalf("watches = %v after the sweep, want 0", got)
+	}
 	svc, err := r.Resolve(ctx, books)
 	if err != nil {
 		t.Fatal(err)

@@ -2,16 +2,15 @@ package inboundpolicy
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/proxy/internal/grpctest"
 )
 
 func TestDefault(t *testing.T) {
@@ -104,20 +103,9 @@ func (s *recordingPolicy) WatchInbound(req *apiv1.InboundPolicyRequest, st grpc.
 // Get answers from the controller for a watched port, the default for port
 // 0 and before any answer, and the configured ports are watched at once.
 func TestWatcherOverGRPC(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := &recordingPolicy{reqs: make(chan *apiv1.InboundPolicyRequest, 16)}
-	gs := grpc.NewServer()
-	apiv1.RegisterPolicyServer(gs, srv)
-	go func() { _ = gs.Serve(ln) }()
-	defer gs.Stop()
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	addr, _ := grpctest.Serve(t, "127.0.0.1:0", func(gs *grpc.Server) { apiv1.RegisterPolicyServer(gs, srv) })
+	cc := grpctest.Dial(t, addr)
 	const workload = "spiffe://cluster.local/ns/a/sa/b"
 	w, err := New(apiv1.NewPolicyClient(cc), Options{Workload: workload, DefaultPolicy: AllAuthenticated, Ports: []uint16{8080}})
 	if err != nil {

@@ -3,16 +3,15 @@ package routes
 import (
 	"context"
 	"math"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/proxy/internal/grpctest"
 )
 
 func TestCheck(t *testing.T) {
@@ -75,20 +74,9 @@ func (s *routesServer) GetRoutes(req *apiv1.GetDestination, st grpc.ServerStream
 }
 
 func TestWatcherOverGRPC(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := &routesServer{reqs: make(chan *apiv1.GetDestination, 16)}
-	gs := grpc.NewServer()
-	apiv1.RegisterDestinationServer(gs, srv)
-	go func() { _ = gs.Serve(ln) }()
-	defer gs.Stop()
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	addr, _ := grpctest.Serve(t, "127.0.0.1:0", func(gs *grpc.Server) { apiv1.RegisterDestinationServer(gs, srv) })
+	cc := grpctest.Dial(t, addr)
 	const caller = "spiffe://cluster.local/ns/a/sa/b"
 	w := New(apiv1.NewDestinationClient(cc), Options{CallerIdentity: caller})
 	defer w.Close()

@@ -11,10 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	grpcbackoff "google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/proxy/internal/grpctest"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 )
 
@@ -84,32 +83,12 @@ func (s *policyServer) counts(port uint32) (opened, active int) {
 // serve runs srv on addr ("127.0.0.1:0": a new port) until stop.
 func serve(t *testing.T, addr string, srv *policyServer) (string, func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	apiv1.RegisterPolicyServer(gs, srv)
-	go func() { _ = gs.Serve(ln) }()
-	var once sync.Once
-	stop := func() { once.Do(gs.Stop) }
-	t.Cleanup(stop)
-	return ln.Addr().String(), stop
+	return grpctest.Serve(t, addr, func(gs *grpc.Server) { apiv1.RegisterPolicyServer(gs, srv) })
 }
 
 func dial(t *testing.T, addr string) apiv1.PolicyClient {
 	t.Helper()
-	cc, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           grpcbackoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, MaxDelay: 200 * time.Millisecond},
-			MinConnectTimeout: time.Second,
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return apiv1.NewPolicyClient(cc)
+	return apiv1.NewPolicyClient(grpctest.Dial(t, addr))
 }
 
 type testCache = Cache[uint32, *apiv1.ServerPolicy]
