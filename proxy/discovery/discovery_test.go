@@ -23,60 +23,20 @@ import (
 type destServer struct {
 	apiv1.UnimplementedDestinationServer
 	initial func(path string) []*apiv1.Update
-
-	mu      sync.Mutex
-	gets    map[string]int
-	active  map[string]int
-	streams map[string][]chan *apiv1.Update
+	streams *grpctest.Streams[string, *apiv1.Update]
 }
 
 func newDestServer(initial func(path string) []*apiv1.Update) *destServer {
-	return &destServer{initial: initial, gets: map[string]int{}, active: map[string]int{}, streams: map[string][]chan *apiv1.Update{}}
+	return &destServer{initial: initial, streams: grpctest.NewStreams[string, *apiv1.Update]()}
 }
 
 func (s *destServer) Get(req *apiv1.GetDestination, stream grpc.ServerStreamingServer[apiv1.Update]) error {
-	ch := make(chan *apiv1.Update, 16)
-	s.mu.Lock()
-	s.gets[req.GetPath()]++
-	s.active[req.GetPath()]++
-	s.streams[req.GetPath()] = append(s.streams[req.GetPath()], ch)
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.active[req.GetPath()]--
-		s.streams[req.GetPath()] = slices.DeleteFunc(s.streams[req.GetPath()], func(c chan *apiv1.Update) bool { return c == ch })
-		s.mu.Unlock()
-	}()
-	for _, u := range s.initial(req.GetPath()) {
-		if err := stream.Send(u); err != nil {
-			return err
-		}
-	}
-	for {
-		select {
-		case u := <-ch:
-			if err := stream.Send(u); err != nil {
-				return err
-			}
-		case <-stream.Context().Done():
-			return nil
-		}
-	}
+	return s.streams.Serve(stream.Context(), req.GetPath(), s.initial(req.GetPath()), stream.Send)
 }
 
-func (s *destServer) push(path string, u *apiv1.Update) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, ch := range s.streams[path] {
-		ch <- u
-	}
-}
+func (s *destServer) push(path string, u *apiv1.Update) { s.streams.Push(path, u) }
 
-func (s *destServer) counts(path string) (gets, active int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.gets[path], s.active[path]
-}
+func (s *destServer) counts(path string) (gets, active int) { return s.streams.Counts(path) }
 
 // serve runs srv on addr ("127.0.0.1:0" for a new port) until stop is called.
 func serve(t *testing.T, addr string, srv *destServer) (string, func()) {
@@ -158,28 +118,11 @@ func waitAddrs(t *testing.T, svc *Service, want ...string) {
 	waitFor(t, fmt.Sprintf("endpoints %v", want), func() bool { return slices.Equal(addrsOf(svc.Balancer()), want) })
 }
 
+// metricValue is the value of a series, -1 when absent.
 func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue metrics
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
+	if v, ok := grpctest.Metric(t, reg, name, labels); ok {
+		return v
 	}
 	return -1
 }

@@ -7,31 +7,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/trellis-mesh/trellis/proxy/certifier"
+	"github.com/trellis-mesh/trellis/proxy/internal/grpctest"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 )
-
-func series(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue next
-				}
-			}
-			return m.GetCounter().GetValue() + m.GetGauge().GetValue(), true
-		}
-	}
-	return 0, false
-}
 
 // The proxy registers certifier, discovery and the watch clients' metrics
 // on one registry; trellis_control_plane_connected is shared, which works
@@ -79,7 +57,7 @@ func TestControlPlaneShared(t *testing.T) {
 		{"trellis_control_plane_stream_errors_total", map[string]string{"service": "policy"}, 1},
 		{"trellis_control_plane_watches", map[string]string{"service": "routes"}, 3},
 	} {
-		got, ok := series(t, reg, tc.name, tc.labels)
+		got, ok := grpctest.Metric(t, reg, tc.name, tc.labels)
 		if !ok || got != tc.want {
 			t.Errorf("%s%v = %v (present %v), want %v", tc.name, tc.labels, got, ok, tc.want)
 		}

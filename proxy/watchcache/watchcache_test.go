@@ -18,67 +18,28 @@ import (
 )
 
 // policyServer is a Policy service on a real gRPC server: each stream gets
-// answer(port) at once, then whatever push sends to its port.
+// answer(port) at once (unless nil), then whatever push sends to its port.
 type policyServer struct {
 	apiv1.UnimplementedPolicyServer
-	answer func(port uint32) *apiv1.ServerPolicy // nil: send nothing first
-
-	mu      sync.Mutex
-	opened  map[uint32]int
-	active  map[uint32]int
-	streams map[uint32][]chan *apiv1.ServerPolicy
+	answer  func(port uint32) *apiv1.ServerPolicy
+	streams *grpctest.Streams[uint32, *apiv1.ServerPolicy]
 }
 
 func newPolicyServer(answer func(uint32) *apiv1.ServerPolicy) *policyServer {
-	return &policyServer{answer: answer, opened: map[uint32]int{}, active: map[uint32]int{}, streams: map[uint32][]chan *apiv1.ServerPolicy{}}
+	return &policyServer{answer: answer, streams: grpctest.NewStreams[uint32, *apiv1.ServerPolicy]()}
 }
 
 func (s *policyServer) WatchInbound(req *apiv1.InboundPolicyRequest, st grpc.ServerStreamingServer[apiv1.ServerPolicy]) error {
-	port := req.GetPort()
-	ch := make(chan *apiv1.ServerPolicy, 16)
-	s.mu.Lock()
-	s.opened[port]++
-	s.active[port]++
-	s.streams[port] = append(s.streams[port], ch)
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.active[port]--
-		s.mu.Unlock()
-	}()
-	if p := s.answer(port); p != nil {
-		if err := st.Send(p); err != nil {
-			return err
-		}
+	var first []*apiv1.ServerPolicy
+	if p := s.answer(req.GetPort()); p != nil {
+		first = append(first, p)
 	}
-	for {
-		select {
-		case p := <-ch:
-			if err := st.Send(p); err != nil {
-				return err
-			}
-		case <-st.Context().Done():
-			return nil
-		}
-	}
+	return s.streams.Serve(st.Context(), req.GetPort(), first, st.Send)
 }
 
-func (s *policyServer) push(port uint32, p *apiv1.ServerPolicy) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, ch := range s.streams[port] {
-		select {
-		case ch <- p:
-		default: // a stream that ended
-		}
-	}
-}
+func (s *policyServer) push(port uint32, p *apiv1.ServerPolicy) { s.streams.Push(port, p) }
 
-func (s *policyServer) counts(port uint32) (opened, active int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.opened[port], s.active[port]
-}
+func (s *policyServer) counts(port uint32) (opened, active int) { return s.streams.Counts(port) }
 
 // serve runs srv on addr ("127.0.0.1:0": a new port) until stop.
 func serve(t *testing.T, addr string, srv *policyServer) (string, func()) {
@@ -132,29 +93,12 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // value is the value of name{service="policy", extra...} in reg, -1 if absent.
 func value(t *testing.T, reg *prometheus.Registry, name string, extra ...string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{"service": "policy"}
+	labels := map[string]string{"service": "policy"}
 	for i := 0; i+1 < len(extra); i += 2 {
-		want[extra[i]] = extra[i+1]
+		labels[extra[i]] = extra[i+1]
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			n := 0
-			for _, lp := range m.GetLabel() {
-				if want[lp.GetName()] == lp.GetValue() {
-					n++
-				}
-			}
-			if n == len(want) {
-				return m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-		}
+	if v, ok := grpctest.Metric(t, reg, name, labels); ok {
+		return v
 	}
 	return -1
 }

@@ -1,5 +1,6 @@
-// Package grpctest runs real gRPC servers and clients on loopback for the
-// tests of the proxy's control-plane clients.
+// Package grpctest holds what the tests of the proxy's control-plane
+// clients share: real gRPC servers and clients on loopback, the server side
+// of keyed streams, and reading a metric from a registry.
 package grpctest
 
 import (
