@@ -34,6 +34,8 @@ func (b *backoff) reset() { b.next = b.min }
 // watch runs the stream of one key until its context ends.
 func (c *Cache[K, V]) watch(ctx context.Context, key K, e *entry[V]) {
 	defer c.wg.Done()
+	// A watch swept or closed before its first answer releases its waiters.
+	defer e.noAnswer()
 	bo := newBackoff(c.cfg.MinBackoff, c.cfg.MaxBackoff)
 	warned := false
 	for ctx.Err() == nil {
@@ -46,15 +48,7 @@ func (c *Cache[K, V]) watch(ctx context.Context, key K, e *entry[V]) {
 			bo.reset()
 			warned = false
 		}
-		e.mu.Lock()
-		if !e.has && !e.failed {
-			// Callers waiting for a first answer get none: they use
-			// their default until the stream comes back.
-			e.failed = true
-			close(e.changed)
-			e.changed = make(chan struct{})
-		}
-		e.mu.Unlock()
+		e.noAnswer()
 		wait := bo.wait(rand.Float64())
 		level := slog.LevelDebug
 		if !warned {
@@ -70,6 +64,18 @@ func (c *Cache[K, V]) watch(ctx context.Context, key K, e *entry[V]) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// noAnswer records that the stream ended before a first answer: callers
+// waiting for one get none and use their default until an answer arrives.
+func (e *entry[V]) noAnswer() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.has && !e.failed {
+		e.failed = true
+		close(e.changed)
+		e.changed = make(chan struct{})
 	}
 }
 

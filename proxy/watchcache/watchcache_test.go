@@ -248,6 +248,25 @@ func TestIdleSweep(t *testing.T) {
 	}
 }
 
+// A watch swept before its first answer releases the callers waiting for
+// one, rather than leaving them to their deadlines.
+func TestSweptWhileWaiting(t *testing.T) {
+	srv := newPolicyServer(func(uint32) *apiv1.ServerPolicy { return nil })
+	a, _ := serve(t, "127.0.0.1:0", srv)
+	c, _ := newCache(t, dial(t, a), Config[uint32, *apiv1.ServerPolicy]{IdleTimeout: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	if _, ok := c.Get(ctx, 80); ok {
+		t.Fatal("answer from a server that sends none")
+	}
+	t.Logf("released %v after the call", time.Since(start).Round(time.Millisecond))
+	if ctx.Err() != nil {
+		t.Fatal("Get waited for its deadline")
+	}
+	waitFor(t, "swept stream closed", func() bool { _, active := srv.counts(80); return active == 0 })
+}
+
 func TestBusyNotSwept(t *testing.T) {
 	srv := newPolicyServer(func(uint32) *apiv1.ServerPolicy { return named("p") })
 	a, _ := serve(t, "127.0.0.1:0", srv)
