@@ -30,11 +30,9 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/certifier"
 	"github.com/trellis-mesh/trellis/proxy/discovery"
 	"github.com/trellis-mesh/trellis/proxy/inbound"
-	"github.com/trellis-mesh/trellis/proxy/inboundpolicy"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/outbound"
-	"github.com/trellis-mesh/trellis/proxy/routes"
 	"github.com/trellis-mesh/trellis/proxy/selfconn"
 )
 
@@ -246,19 +244,11 @@ func Run(ctx context.Context, cfg Config) error {
 		Registerer: reg, Logger: log.With("component", "discovery"), CallerIdentity: local.String(),
 	})
 	defer resolver.Close()
-	// Policy and routes are watched for real even while the data path
-	// does not enforce them yet (docs/proxy.md, "What the proxy watches").
-	policies, err := inboundpolicy.New(apiv1.NewPolicyClient(conn), inboundpolicy.Options{
-		Workload: local.String(), DefaultPolicy: cfg.DefaultInboundPolicy, Ports: configuredAppPorts(cfg),
-		Registerer: reg, Logger: log.With("component", "policy"),
-	})
+	policies, routeTable, err := newWatchers(conn, cfg, local, reg, log)
 	if err != nil {
 		return err
 	}
 	defer policies.Close()
-	routeTable := routes.New(apiv1.NewDestinationClient(conn), routes.Options{
-		CallerIdentity: local.String(), Registerer: reg, Logger: log.With("component", "routes"),
-	})
 	defer routeTable.Close()
 
 	opaque := make(map[uint16]bool, len(cfg.OpaquePorts))
