@@ -244,6 +244,12 @@ func Run(ctx context.Context, cfg Config) error {
 		Registerer: reg, Logger: log.With("component", "discovery"), CallerIdentity: local.String(),
 	})
 	defer resolver.Close()
+	policies, routeTable, err := newWatchers(conn, cfg, local, reg, log)
+	if err != nil {
+		return err
+	}
+	defer policies.Close()
+	defer routeTable.Close()
 
 	opaque := make(map[uint16]bool, len(cfg.OpaquePorts))
 	for _, p := range cfg.OpaquePorts {
@@ -256,6 +262,9 @@ func Run(ctx context.Context, cfg Config) error {
 			s, err := resolver.Resolve(ctx, authority)
 			if err != nil {
 				return outbound.Destination{}, err
+			}
+			if s.Exists() {
+				routeTable.Observe(authority)
 			}
 			return outbound.Destination{Exists: s.Exists(), Balancer: s.Balancer()}, nil
 		},
@@ -277,6 +286,7 @@ func Run(ctx context.Context, cfg Config) error {
 		MeshTransport: cfg.MeshTransport,
 		AppIP:         cfg.AppIP, AppPorts: cfg.AppPorts, DefaultPolicy: cfg.DefaultInboundPolicy,
 		OwnPorts: func() []uint16 { return ownPorts }, SelfConns: self, HeaderTimeout: cfg.HeaderTimeout,
+		OrigDst: observingOrigDst(policies, func() []uint16 { return ownPorts }),
 	})
 	if err != nil {
 		return err

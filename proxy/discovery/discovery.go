@@ -194,6 +194,7 @@ func (r *Resolver) open(authority string) (*Service, error) {
 	svc.exists.Store(true)
 	svc.lastUsed.Store(r.epoch.Load())
 	r.services[authority] = svc
+	r.m.cp.Watches(len(r.services))
 	r.wg.Add(1)
 	go r.watch(ctx, svc)
 	return svc, nil
@@ -232,6 +233,7 @@ func (r *Resolver) sweepIdle() {
 				r.log.Debug("destination idle, stream closed", "dst_service", name)
 			}
 		}
+		r.m.cp.Watches(len(r.services))
 		r.mu.Unlock()
 	}
 }
@@ -247,6 +249,7 @@ func (r *Resolver) watch(ctx context.Context, svc *Service) {
 		if ctx.Err() != nil {
 			return
 		}
+		r.m.cp.StreamError()
 		if got {
 			backoff = r.opts.MinBackoff
 		}
@@ -313,7 +316,7 @@ func (w *watcher) stream(ctx context.Context) (got bool, err error) {
 	healthy := false
 	defer func() {
 		if healthy {
-			w.r.m.streamDown()
+			w.r.m.cp.StreamDown()
 		}
 	}()
 	for {
@@ -326,7 +329,7 @@ func (w *watcher) stream(ctx context.Context) (got bool, err error) {
 		first := !got
 		if first {
 			got, healthy = true, true
-			w.r.m.streamUp()
+			w.r.m.cp.StreamUp()
 		}
 		w.apply(upd, first)
 	}
@@ -369,11 +372,13 @@ func (w *watcher) apply(upd *apiv1.Update, snapshot bool) {
 		svc.exists.Store(u.NoEndpoints.GetExists())
 	default:
 		w.r.m.invalid.Inc()
+		w.r.m.cp.Update(false, time.Now())
 		w.r.log.Warn("empty or unknown destination update ignored", "dst_service", svc.authority)
 		if !snapshot {
 			return
 		}
 	}
+	w.r.m.cp.Update(true, time.Now())
 	eps := make([]balance.Endpoint, 0, len(w.eps))
 	for _, ep := range w.eps {
 		eps = append(eps, ep)

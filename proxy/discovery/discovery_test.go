@@ -12,11 +12,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/proxy/balance"
+	"github.com/trellis-mesh/trellis/proxy/internal/grpctest"
 )
 
 // destServer is the test's Destination service: each stream gets the
@@ -24,90 +23,30 @@ import (
 type destServer struct {
 	apiv1.UnimplementedDestinationServer
 	initial func(path string) []*apiv1.Update
-
-	mu      sync.Mutex
-	gets    map[string]int
-	active  map[string]int
-	streams map[string][]chan *apiv1.Update
+	streams *grpctest.Streams[string, *apiv1.Update]
 }
 
 func newDestServer(initial func(path string) []*apiv1.Update) *destServer {
-	return &destServer{initial: initial, gets: map[string]int{}, active: map[string]int{}, streams: map[string][]chan *apiv1.Update{}}
+	return &destServer{initial: initial, streams: grpctest.NewStreams[string, *apiv1.Update]()}
 }
 
 func (s *destServer) Get(req *apiv1.GetDestination, stream grpc.ServerStreamingServer[apiv1.Update]) error {
-	ch := make(chan *apiv1.Update, 16)
-	s.mu.Lock()
-	s.gets[req.GetPath()]++
-	s.active[req.GetPath()]++
-	s.streams[req.GetPath()] = append(s.streams[req.GetPath()], ch)
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.active[req.GetPath()]--
-		s.streams[req.GetPath()] = slices.DeleteFunc(s.streams[req.GetPath()], func(c chan *apiv1.Update) bool { return c == ch })
-		s.mu.Unlock()
-	}()
-	for _, u := range s.initial(req.GetPath()) {
-		if err := stream.Send(u); err != nil {
-			return err
-		}
-	}
-	for {
-		select {
-		case u := <-ch:
-			if err := stream.Send(u); err != nil {
-				return err
-			}
-		case <-stream.Context().Done():
-			return nil
-		}
-	}
+	return s.streams.Serve(stream.Context(), req.GetPath(), s.initial(req.GetPath()), stream.Send)
 }
 
-func (s *destServer) push(path string, u *apiv1.Update) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, ch := range s.streams[path] {
-		ch <- u
-	}
-}
+func (s *destServer) push(path string, u *apiv1.Update) { s.streams.Push(path, u) }
 
-func (s *destServer) counts(path string) (gets, active int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.gets[path], s.active[path]
-}
+func (s *destServer) counts(path string) (gets, active int) { return s.streams.Counts(path) }
 
 // serve runs srv on addr ("127.0.0.1:0" for a new port) until stop is called.
 func serve(t *testing.T, addr string, srv *destServer) (string, func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	apiv1.RegisterDestinationServer(gs, srv)
-	go gs.Serve(ln)
-	var once sync.Once
-	stop := func() { once.Do(gs.Stop) }
-	t.Cleanup(stop)
-	return ln.Addr().String(), stop
+	return grpctest.Serve(t, addr, func(gs *grpc.Server) { apiv1.RegisterDestinationServer(gs, srv) })
 }
 
 func dial(t *testing.T, addr string) apiv1.DestinationClient {
 	t.Helper()
-	cc, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, MaxDelay: 200 * time.Millisecond},
-			MinConnectTimeout: time.Second,
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return apiv1.NewDestinationClient(cc)
+	return apiv1.NewDestinationClient(grpctest.Dial(t, addr))
 }
 
 func newResolver(t *testing.T, client apiv1.DestinationClient, opts Options) (*Resolver, *prometheus.Registry) {
@@ -179,28 +118,11 @@ func waitAddrs(t *testing.T, svc *Service, want ...string) {
 	waitFor(t, fmt.Sprintf("endpoints %v", want), func() bool { return slices.Equal(addrsOf(svc.Balancer()), want) })
 }
 
+// metricValue is the value of a series, -1 when absent.
 func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue metrics
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
+	if v, ok := grpctest.Metric(t, reg, name, labels); ok {
+		return v
 	}
 	return -1
 }
@@ -263,8 +185,15 @@ func TestSnapshotAndUpdates(t *testing.T) {
 			t.Errorf("updates{kind=%s} = %v, want %v", kind, got, want)
 		}
 	}
-	if got := metricValue(t, reg, "trellis_control_plane_connected", map[string]string{"service": "destination"}); got != 1 {
+	dest := map[string]string{"service": "destination"}
+	if got := metricValue(t, reg, "trellis_control_plane_connected", dest); got != 1 {
 		t.Errorf("connected = %v, want 1", got)
+	}
+	if got := metricValue(t, reg, "trellis_control_plane_watches", dest); got != 1 {
+		t.Errorf("watches = %v, want 1", got)
+	}
+	if got := metricValue(t, reg, "trellis_control_plane_updates_total", map[string]string{"service": "destination", "result": "ok"}); got != 6 {
+		t.Errorf("control-plane updates = %v, want 6", got)
 	}
 }
 
@@ -375,6 +304,9 @@ func TestReconnectKeepsThenReplaces(t *testing.T) {
 	if gets, _ := srv2.counts(books); gets != 1 {
 		t.Fatalf("new server saw %d streams, want 1", gets)
 	}
+	if got := metricValue(t, reg, "trellis_control_plane_stream_errors_total", map[string]string{"service": "destination"}); got < 1 {
+		t.Fatalf("stream errors = %v, want the broken stream counted", got)
+	}
 	srv2.push(books, remove("10.0.0.2:80"))
 	waitAddrs(t, svc, "10.0.0.9:80")
 }
@@ -432,6 +364,9 @@ func TestIdleServiceClosed(t *testing.T) {
 	waitFor(t, "gauge removed", func() bool {
 		return metricValue(t, reg, "trellis_endpoints", map[string]string{"dst_service": books}) == -1
 	})
+	if got := metricValue(t, reg, "trellis_control_plane_watches", map[string]string{"service": "destination"}); got != 0 {
+		t.Fatalf("watches = %v after the sweep, want 0", got)
+	}
 	svc, err := r.Resolve(ctx, books)
 	if err != nil {
 		t.Fatal(err)

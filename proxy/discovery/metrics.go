@@ -3,23 +3,19 @@ package discovery
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-)
 
-// controlPlaneConnectedHelp must equal proxy/certifier's, which registers
-// the same metric for service="identity".
-const controlPlaneConnectedHelp = "1 while a stream/call to the controller is healthy."
+	proxymetrics "github.com/trellis-mesh/trellis/proxy/metrics"
+)
 
 type metrics struct {
 	updates   *prometheus.CounterVec
 	endpoints *prometheus.GaugeVec
 	invalid   prometheus.Counter
-	connected prometheus.Gauge
-
-	mu      sync.Mutex
-	healthy int // streams that received a message and have not failed since
+	// cp is trellis_control_plane_*{service="destination"}, shared with
+	// the policy and routes clients.
+	cp *proxymetrics.ControlPlane
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -37,10 +33,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Endpoints or updates from the Destination service that were invalid and skipped.",
 		}),
 	}
-	connected := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "trellis_control_plane_connected",
-		Help: controlPlaneConnectedHelp,
-	}, []string{"service"})
 	var errs []error
 	var err error
 	if m.updates, err = register(reg, m.updates); err != nil {
@@ -52,13 +44,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if m.invalid, err = register(reg, m.invalid); err != nil {
 		errs = append(errs, err)
 	}
-	if connected, err = register(reg, connected); err != nil {
+	if m.cp, err = proxymetrics.NewControlPlane(reg, "destination"); err != nil {
 		errs = append(errs, err)
 	}
 	for _, k := range []string{"add", "remove", "no_endpoints"} {
 		m.updates.WithLabelValues(k)
 	}
-	m.connected = connected.WithLabelValues("destination")
 	return m, errors.Join(errs...)
 }
 
@@ -78,22 +69,4 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 		return c, fmt.Errorf("register metric: %w", err)
 	}
 	return c, nil
-}
-
-// streamUp and streamDown keep trellis_control_plane_connected{service=
-// "destination"} at 1 while at least one stream is healthy.
-func (m *metrics) streamUp() {
-	m.mu.Lock()
-	m.healthy++
-	m.connected.Set(1)
-	m.mu.Unlock()
-}
-
-func (m *metrics) streamDown() {
-	m.mu.Lock()
-	m.healthy--
-	if m.healthy <= 0 {
-		m.connected.Set(0)
-	}
-	m.mu.Unlock()
 }

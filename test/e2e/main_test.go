@@ -279,26 +279,12 @@ func metricAtLeast(t *testing.T, px *harness.Proxy, name string, labels map[stri
 // scrapeAtLeast is metricAtLeast for any admin address.
 func scrapeAtLeast(t *testing.T, who, addr, name string, labels map[string]string, want float64, d time.Duration) harness.Metrics {
 	t.Helper()
-	var last harness.Metrics
-	err := eventually(d, func() error {
-		ms, err := harness.Scrape(context.Background(), addr)
-		if err != nil {
-			return err
-		}
-		last = ms
+	return waitScrape(t, who, addr, d, func(ms harness.Metrics) error {
 		if v := ms.Value(name, labels); v < want {
-			return fmt.Errorf("%s%v = %g, want >= %g", name, labels, v, want)
+			return fmt.Errorf("%s%v = %g, want >= %g\nseries:\n%s", name, labels, v, want, ms.Series(name))
 		}
 		return nil
 	})
-	if err != nil {
-		series := ""
-		if last != nil {
-			series = last.Series(name)
-		}
-		t.Fatalf("%s: %v\nseries:\n%s", who, err, series)
-	}
-	return last
 }
 
 func isTimeoutOrCancel(err error) bool {

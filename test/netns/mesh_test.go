@@ -269,6 +269,12 @@ func TestTransparentMesh(t *testing.T) {
 			clientID, n, dump(famB, "trellis_requests_total"))
 	}
 	t.Logf("B's inbound metrics:\n%s", dump(famB, "trellis_requests_total"))
+	// B has no --app-ports: it learned the app port from the connection's
+	// original destination and watches that port's policy (one stream).
+	if n := sumCounter(famB, "trellis_control_plane_watches", map[string]string{"service": "policy"}); n != 1 {
+		t.Errorf("B: trellis_control_plane_watches{service=policy} = %v, want 1 (port %d)\n%s",
+			n, appPort, dump(famB, "trellis_control_plane_watches"))
+	}
 	// A's outbound proxy got the request from the redirect (so origdst
 	// worked) and sent it over mTLS to B's identity.
 	famA := scrape(ctx, t, nsA, adminURL+"/metrics")
@@ -386,7 +392,7 @@ func sumCounter(fams map[string]*dto.MetricFamily, name string, want map[string]
 			}
 		}
 		if ok {
-			sum += m.GetCounter().GetValue()
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() // gauges too
 		}
 	}
 	return sum
@@ -406,7 +412,7 @@ func dump(fams map[string]*dto.MetricFamily, name string) string {
 			}
 			fmt.Fprintf(&b, "%s=%q", l.GetName(), l.GetValue())
 		}
-		fmt.Fprintf(&b, "} %v\n", m.GetCounter().GetValue())
+		fmt.Fprintf(&b, "} %v\n", m.GetCounter().GetValue()+m.GetGauge().GetValue())
 	}
 	return b.String()
 }
