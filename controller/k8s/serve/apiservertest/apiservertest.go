@@ -67,6 +67,13 @@ func Kubeconfig(t testing.TB) string {
 	return shared.kubeconfig
 }
 
+// Start runs etcd and kube-apiserver from bin (the k8s-all multi-call
+// binary) outside a test, for benchmarks (bench/ctrlscale); stop ends both
+// and removes their directory.
+func Start(bin string) (kubeconfig string, stop func(), err error) {
+	return startAPIServer(bin)
+}
+
 // startAPIServer runs etcd and kube-apiserver on 127.0.0.1 with fresh
 // certificates and a service account signing key (for TokenRequest and
 // TokenReview), and writes an admin kubeconfig.

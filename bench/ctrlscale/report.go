@@ -1,0 +1,78 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"text/tabwriter"
+	"time"
+)
+
+// Targets of issue 11.
+const (
+	targetP99 = time.Second
+	targetRSS = 150 << 20
+)
+
+// quantile is the q-quantile (nearest rank) of ds, 0 when empty.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+func (r *result) print(w io.Writer, cfg config) {
+	fmt.Fprintf(w, "\nctrlscale: %d services x %d endpoints, %d proxies x (%d Destination.Get + 1 Policy.WatchInbound), %.0f slice writes/s, %s per phase\n\n",
+		cfg.Services, cfg.Endpoints, cfg.Proxies, cfg.Authorities, cfg.Rate, cfg.Duration)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "setup\t\n")
+	fmt.Fprintf(tw, "  API objects written\t%d (populated in %s)\n", r.objects, r.populate.Round(time.Millisecond))
+	fmt.Fprintf(tw, "  controller start to serving\t%s (informers listed)\n", r.sync.Round(time.Millisecond))
+	fmt.Fprintf(tw, "  RSS / Go heap, informers synced, no streams\t%s / %s\n", mib(r.rssSynced), mib(int64(r.heapSynced)))
+	fmt.Fprintf(tw, "  RSS / Go heap, %d streams open\t%s / %s (all first answers in %s)\n", r.streams, mib(r.rssStreams), mib(int64(r.heapStreams)), r.connect.Round(time.Millisecond))
+	fmt.Fprintf(tw, "  memory per watch (RSS / heap delta / streams)\t%.1f KiB / %.1f KiB\n",
+		float64(r.rssStreams-r.rssSynced)/1024/float64(r.streams), (r.heapStreams-r.heapSynced)/1024/float64(r.streams))
+	tw.Flush()
+	fmt.Fprintf(w, "\n")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "phase\twrites\tfailed\twrite p50\twrite p99\tupdates\tstream p50\tstream p99\tstream max\tall-streams p99\tincomplete\tctl CPU\tRSS end\t\n")
+	for _, p := range r.phases {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%.0f%%\t%s\t\n", p.name, len(p.writes), p.failed,
+			ms(quantile(p.writes, .5)), ms(quantile(p.writes, .99)), len(p.perStream),
+			ms(quantile(p.perStream, .5)), ms(quantile(p.perStream, .99)), ms(quantile(p.perStream, 1)),
+			ms(quantile(p.perChange, .99)), p.incomplete, 100*p.cpu.Seconds()/p.wall.Seconds(), mib(p.rssEnd))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nstalled client: %d streams never read during the second phase; afterwards it drained %d messages, %d bytes, at most %d bytes on one stream (its HTTP/2 window is 64 KiB)\n",
+		r.stalled.streams, r.stalled.msgs, r.stalled.bytes, r.stalled.maxStream)
+	fmt.Fprintf(w, "controller peak RSS (VmHWM): %s\n\n", mib(r.rssPeak))
+	r.verdicts(w)
+}
+
+func (r *result) verdicts(w io.Writer) {
+	verdict := func(ok bool) string {
+		if ok {
+			return "PASS"
+		}
+		return "MISS"
+	}
+	for _, p := range r.phases {
+		p99 := quantile(p.perStream, .99)
+		fmt.Fprintf(w, "%s  p99 propagation (%s) %s < %s, %d incomplete\n", verdict(p99 < targetP99 && p.incomplete == 0 && len(p.perStream) > 0), p.name, ms(p99), targetP99, p.incomplete)
+	}
+	fmt.Fprintf(w, "%s  controller peak RSS %s < %s\n", verdict(r.rssPeak < targetRSS), mib(r.rssPeak), mib(targetRSS))
+	if len(r.phases) == 2 {
+		a, b := quantile(r.phases[0].perStream, .99), quantile(r.phases[1].perStream, .99)
+		ratio := float64(b) / float64(max(a, time.Microsecond))
+		fmt.Fprintf(w, "%s  stalled client leaves the others alone: p99 %s with it (%.2fx the phase without), incomplete %d\n",
+			verdict(b < targetP99 && r.phases[1].incomplete == 0 && len(r.phases[1].perStream) > 0), ms(b), ratio, r.phases[1].incomplete)
+	}
+}
