@@ -24,12 +24,14 @@ type churner struct {
 	n         atomic.Int64 // writes made
 	failed    atomic.Int64
 	want      []int // tracked streams per service
+	hotEvery  int   // every hotEvery-th write goes to Service 0; 0: none
+	hotWrites atomic.Int64
 	wmu       sync.Mutex
 	writes    []time.Duration // latency of each slice write call
 }
 
-func newChurner(c kubernetes.Interface, t *tracker, services, endpoints int, want []int) *churner {
-	ch := &churner{client: c, t: t, endpoints: endpoints, mu: make([]sync.Mutex, services), ips: make([][]string, services), want: want}
+func newChurner(c kubernetes.Interface, t *tracker, services, endpoints, hotEvery int, want []int) *churner {
+	ch := &churner{client: c, t: t, endpoints: endpoints, hotEvery: hotEvery, mu: make([]sync.Mutex, services), ips: make([][]string, services), want: want}
 	for i := range services {
 		ch.ips[i] = make([]string, endpoints)
 		for j := range endpoints {
@@ -41,7 +43,9 @@ func newChurner(c kubernetes.Interface, t *tracker, services, endpoints int, wan
 }
 
 // run writes at rate per second for d, open loop (a slow write does not
-// delay the next one's start), Services taken round robin.
+// delay the next one's start). Every hotEvery-th write goes to Service 0,
+// a large deployment in a rolling restart whose streams get many updates;
+// the others take the Services round robin.
 func (ch *churner) run(ctx context.Context, log *slog.Logger, rate float64, d time.Duration) {
 	start := time.Now()
 	sem := make(chan struct{}, 64)
@@ -58,7 +62,7 @@ func (ch *churner) run(ctx context.Context, log *slog.Logger, rate float64, d ti
 			return
 		}
 		sem <- struct{}{}
-		svc := int(ch.n.Add(1)-1) % len(ch.ips)
+		svc := ch.pick(int(ch.n.Add(1) - 1))
 		wg.Go(func() {
 			defer func() { <-sem }()
 			if err := ch.write(ctx, svc); err != nil {
@@ -68,6 +72,13 @@ func (ch *churner) run(ctx context.Context, log *slog.Logger, rate float64, d ti
 		})
 	}
 	wg.Wait()
+}
+
+func (ch *churner) pick(k int) int {
+	if ch.hotEvery > 0 && k%ch.hotEvery == 0 {
+		return 0
+	}
+	return k % len(ch.ips)
 }
 
 func (ch *churner) write(ctx context.Context, svc int) error {
@@ -91,5 +102,8 @@ func (ch *churner) write(ctx context.Context, svc int) error {
 	ch.writes = append(ch.writes, took)
 	ch.wmu.Unlock()
 	ch.ips[svc] = ips
+	if svc == 0 {
+		ch.hotWrites.Add(1)
+	}
 	return nil
 }

@@ -26,7 +26,7 @@ type tracker struct {
 	done    []*change
 	lat     []time.Duration // one per (change, interested stream)
 	ready   atomic.Int64    // streams that received their first answer
-	msgs    atomic.Int64
+	hotMsgs atomic.Int64    // messages on the tracked streams of Service 0
 }
 
 type change struct {
@@ -138,7 +138,9 @@ func (p *proxy) watch(ctx context.Context, t *tracker, caller identity.ID, svc i
 				return
 			}
 			now := time.Now()
-			t.msgs.Add(1)
+			if svc == 0 {
+				t.hotMsgs.Add(1)
+			}
 			if first {
 				first = false
 				t.ready.Add(1)
@@ -193,6 +195,10 @@ type drained struct {
 	streams, msgs int
 	bytes         int
 	maxStream     int // bytes on its fullest stream
+	hotMsgs       int // messages on its Service 0 stream
+	hotBytes      int
+	hotWrites     int64 // writes to Service 0 while it did not read
+	hotReader     int64 // messages a reading stream on Service 0 got meanwhile
 }
 
 // drain reads the held Destination streams until each has been quiet for
@@ -202,7 +208,7 @@ func drain(held []grpc.ClientStream, quiet time.Duration) drained {
 	out := drained{streams: len(held)}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, st := range held[:len(held)-1] {
+	for i, st := range held[:len(held)-1] {
 		wg.Go(func() {
 			got, stop := make(chan int), make(chan struct{})
 			defer close(stop)
@@ -235,6 +241,9 @@ func drain(held []grpc.ClientStream, quiet time.Duration) drained {
 			}
 			mu.Lock()
 			out.msgs, out.bytes, out.maxStream = out.msgs+n, out.bytes+b, max(out.maxStream, b)
+			if i == 0 {
+				out.hotMsgs, out.hotBytes = n, b
+			}
 			mu.Unlock()
 		})
 	}

@@ -29,6 +29,7 @@ type config struct {
 	Duration    time.Duration // per phase
 	Settle      time.Duration
 	Workers     int
+	HotEvery    int
 	Keep        bool
 }
 
@@ -43,6 +44,7 @@ func main() {
 	flag.Float64Var(&cfg.Rate, "rate", 50, "EndpointSlice writes per second")
 	flag.DurationVar(&cfg.Duration, "duration", 30*time.Second, "churn time of each phase (without, then with the stalled client)")
 	flag.DurationVar(&cfg.Settle, "settle", 15*time.Second, "longest wait after a phase for the last updates to arrive")
+	flag.IntVar(&cfg.HotEvery, "hot-every", 2, "every Nth write goes to Service 0 (a large deployment in a rolling restart, watched by the stalled client too); 0: all round robin")
 	flag.IntVar(&cfg.Workers, "workers", 32, "API writes in flight while populating")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temporary directory (controller log)")
 	verbose := flag.Bool("v", false, "debug logging")

@@ -53,6 +53,13 @@ func (r *result) print(w io.Writer, cfg config) {
 	tw.Flush()
 	fmt.Fprintf(w, "\nstalled client: %d streams never read during the second phase; afterwards it drained %d messages, %d bytes, at most %d bytes on one stream (its HTTP/2 window is 64 KiB)\n",
 		r.stalled.streams, r.stalled.msgs, r.stalled.bytes, r.stalled.maxStream)
+	fmt.Fprintf(w, "  its stream on svc-0: %d writes to svc-0 while unread; a reading stream on svc-0 got %d messages meanwhile, the stalled one drained %d (%d bytes) afterwards",
+		r.stalled.hotWrites, r.stalled.hotReader, r.stalled.hotMsgs, r.stalled.hotBytes)
+	if int64(r.stalled.hotMsgs) < r.stalled.hotReader {
+		fmt.Fprintf(w, ": fewer, so the controller's sends to it blocked and the changes meanwhile were coalesced into one diff\n")
+	} else {
+		fmt.Fprintf(w, ": as many, so its window and grpc-go's per-stream send quota (64 KiB each) were not both full and the controller's sends never blocked (more writes to svc-0 would: -duration, -rate, -hot-every)\n")
+	}
 	fmt.Fprintf(w, "controller peak RSS (VmHWM): %s\n\n", mib(r.rssPeak))
 	r.verdicts(w)
 }

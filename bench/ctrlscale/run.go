@@ -129,7 +129,7 @@ func measure(ctx context.Context, log *slog.Logger, cfg config, client kubernete
 		return err
 	}
 
-	ch := newChurner(client, t, cfg.Services, cfg.Endpoints, want)
+	ch := newChurner(client, t, cfg.Services, cfg.Endpoints, cfg.HotEvery, want)
 	p, err := churnPhase(ctx, log, cfg, ctl, ch, t, errs, "steady")
 	if err != nil {
 		return err
@@ -147,11 +147,16 @@ func measure(ctx context.Context, log *slog.Logger, cfg config, client kubernete
 	if err != nil {
 		return err
 	}
+	hot0, msgs0 := ch.hotWrites.Load(), t.hotMsgs.Load()
 	if p, err = churnPhase(ctx, log, cfg, ctl, ch, t, errs, "with stalled client"); err != nil {
 		return err
 	}
 	res.phases = append(res.phases, p)
 	res.stalled = drain(held, 3*time.Second)
+	res.stalled.hotWrites = ch.hotWrites.Load() - hot0
+	if want[0] > 0 {
+		res.stalled.hotReader = (t.hotMsgs.Load() - msgs0) / int64(want[0])
+	}
 	if m, err := procstat.ReadMemory(ctl.pid()); err == nil {
 		res.rssPeak = m.HWM
 	}
