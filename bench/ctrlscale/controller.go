@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,7 +34,13 @@ type controller struct {
 	issuer    *pki.Issuer
 	anchors   *x509.CertPool
 	exited    chan error
+	liveHeap  atomic.Int64 // MB live after the last GC (gctrace)
+	maxLive   atomic.Int64
 }
+
+// gcLine is the heap part of a GODEBUG=gctrace=1 line: heap at GC start,
+// at GC end, and live (marked) heap, in MB.
+var gcLine = regexp.MustCompile(`, (\d+)->(\d+)->(\d+) MB,`)
 
 var servingLine = regexp.MustCompile(`msg="controller serving \(kubernetes mode\)" grpc=(\S+) admin=(\S+)`)
 
@@ -54,7 +61,7 @@ func buildController(ctx context.Context, bin, dir string) (string, error) {
 // startController writes an issuer as `trellis install` makes it and runs
 // the controller binary against kubeconfig through its CLI flags only, so
 // the benchmark does not depend on the controller's internal wiring.
-func startController(ctx context.Context, log *slog.Logger, bin, dir, kubeconfig string) (*controller, error) {
+func startController(ctx context.Context, log *slog.Logger, bin, dir, kubeconfig string, env []string) (*controller, error) {
 	now := time.Now()
 	id, err := install.GenerateIdentity(trustDomain, install.DefaultAnchorValidity, install.DefaultIssuerValidity, now)
 	if err != nil {
@@ -81,6 +88,8 @@ func startController(ctx context.Context, log *slog.Logger, bin, dir, kubeconfig
 		"--trust-domain="+trustDomain, "--listen", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--webhook-addr", "",
 		"--sync-timeout", "10m", "--drain-delay", "0s", "--log-level", "info")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// gctrace tells the live heap apart from the garbage GOGC lets pile up.
+	cmd.Env = append(append(os.Environ(), "GODEBUG=gctrace=1"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -98,6 +107,13 @@ func startController(ctx context.Context, log *slog.Logger, bin, dir, kubeconfig
 			fmt.Fprintln(logFile, line)
 			if m := servingLine.FindStringSubmatch(line); m != nil {
 				addrs <- m[1:]
+			}
+			if m := gcLine.FindStringSubmatch(line); m != nil {
+				live, _ := strconv.ParseInt(m[3], 10, 64)
+				c.liveHeap.Store(live)
+				if live > c.maxLive.Load() {
+					c.maxLive.Store(live)
+				}
 			}
 		}
 		_, _ = io.Copy(logFile, stderr)

@@ -21,12 +21,13 @@ import (
 // that caused them. Every churned endpoint gets an address never used
 // before, so an Add of that address on a stream is that write arriving.
 type tracker struct {
-	mu      sync.Mutex
-	pending map[string]*change // by the new address
-	done    []*change
-	lat     []time.Duration // one per (change, interested stream)
-	ready   atomic.Int64    // streams that received their first answer
-	hotMsgs atomic.Int64    // messages on the tracked streams of Service 0
+	mu          sync.Mutex
+	pending     map[string]*change // by the new address
+	done        []*change
+	lat         []time.Duration // one per (change, interested stream)
+	ready       atomic.Int64    // streams that received their first answer
+	policyReady atomic.Int64
+	hotMsgs     atomic.Int64 // messages on the tracked streams of Service 0
 }
 
 type change struct {
@@ -156,15 +157,20 @@ func (p *proxy) watch(ctx context.Context, t *tracker, caller identity.ID, svc i
 }
 
 // watchPolicy holds Policy.WatchInbound open and drains it.
-func (p *proxy) watchPolicy(ctx context.Context, caller identity.ID) error {
+func (p *proxy) watchPolicy(ctx context.Context, t *tracker, caller identity.ID) error {
 	st, err := apiv1.NewPolicyClient(p.conn).WatchInbound(ctx, &apiv1.InboundPolicyRequest{Workload: caller.String(), Port: svcPort})
 	if err != nil {
 		return fmt.Errorf("Policy.WatchInbound: %w", err)
 	}
 	go func() {
+		first := true
 		for {
 			if _, err := st.Recv(); err != nil {
 				return
+			}
+			if first {
+				first = false
+				t.policyReady.Add(1)
 			}
 		}
 	}()

@@ -11,26 +11,29 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
 
 type config struct {
-	K8sBin      string
-	Bin         string
-	Services    int
-	Endpoints   int
-	Proxies     int
-	Authorities int
-	Rate        float64
-	Duration    time.Duration // per phase
-	Settle      time.Duration
-	Workers     int
-	HotEvery    int
-	Keep        bool
+	K8sBin        string
+	Bin           string
+	Services      int
+	Endpoints     int
+	Proxies       int
+	Authorities   int
+	Rate          float64
+	Duration      time.Duration // per phase
+	Settle        time.Duration
+	Workers       int
+	HotEvery      int
+	ControllerEnv []string
+	Keep          bool
 }
 
 func main() {
@@ -47,6 +50,13 @@ func main() {
 	flag.IntVar(&cfg.HotEvery, "hot-every", 2, "every Nth write goes to Service 0 (a large deployment in a rolling restart, watched by the stalled client too); 0: all round robin")
 	flag.IntVar(&cfg.Workers, "workers", 32, "API writes in flight while populating")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temporary directory (controller log)")
+	flag.Func("controller-env", "NAME=VALUE added to the controller's environment, e.g. GOMEMLIMIT=100MiB (repeatable)", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want NAME=VALUE, got %q", v)
+		}
+		cfg.ControllerEnv = append(cfg.ControllerEnv, v)
+		return nil
+	})
 	verbose := flag.Bool("v", false, "debug logging")
 	flag.Parse()
 	level := slog.LevelInfo

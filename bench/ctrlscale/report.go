@@ -37,9 +37,12 @@ func (r *result) print(w io.Writer, cfg config) {
 	fmt.Fprintf(tw, "  API objects written\t%d (populated in %s)\n", r.objects, r.populate.Round(time.Millisecond))
 	fmt.Fprintf(tw, "  controller start to serving\t%s (informers listed)\n", r.sync.Round(time.Millisecond))
 	fmt.Fprintf(tw, "  RSS / Go heap, informers synced, no streams\t%s / %s\n", mib(r.rssSynced), mib(int64(r.heapSynced)))
-	fmt.Fprintf(tw, "  RSS / Go heap, %d streams open\t%s / %s (all first answers in %s)\n", r.streams, mib(r.rssStreams), mib(int64(r.heapStreams)), r.connect.Round(time.Millisecond))
-	fmt.Fprintf(tw, "  memory per watch (RSS / heap delta / streams)\t%.1f KiB / %.1f KiB\n",
-		float64(r.rssStreams-r.rssSynced)/1024/float64(r.streams), (r.heapStreams-r.heapSynced)/1024/float64(r.streams))
+	fmt.Fprintf(tw, "  RSS / Go heap, %d proxies connected (1 policy watch each)\t%s / %s\n", cfg.Proxies, mib(r.rssConns), mib(int64(r.heapConns)))
+	fmt.Fprintf(tw, "  RSS / Go heap, + %d Destination.Get streams\t%s / %s (first dial to last first answer %s, with a 2 s pause to read memory)\n", r.streams, mib(r.rssStreams), mib(int64(r.heapStreams)), r.connect.Round(time.Millisecond))
+	fmt.Fprintf(tw, "  memory per connection with its policy watch (RSS / heap)\t%.1f KiB / %.1f KiB\n",
+		float64(r.rssConns-r.rssSynced)/1024/float64(cfg.Proxies), (r.heapConns-r.heapSynced)/1024/float64(cfg.Proxies))
+	fmt.Fprintf(tw, "  memory per Destination.Get watch (RSS / heap)\t%.1f KiB / %.1f KiB\n",
+		float64(r.rssStreams-r.rssConns)/1024/float64(r.streams), (r.heapStreams-r.heapConns)/1024/float64(r.streams))
 	tw.Flush()
 	fmt.Fprintf(w, "\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -60,7 +63,11 @@ func (r *result) print(w io.Writer, cfg config) {
 	} else {
 		fmt.Fprintf(w, ": as many, so its window and grpc-go's per-stream send quota (64 KiB each) were not both full and the controller's sends never blocked (more writes to svc-0 would: -duration, -rate, -hot-every)\n")
 	}
-	fmt.Fprintf(w, "controller peak RSS (VmHWM): %s\n\n", mib(r.rssPeak))
+	fmt.Fprintf(w, "controller peak RSS (VmHWM): %s; Go live heap after the last GC %d MB (largest %d MB; the rest of the heap is garbage GOGC lets accumulate)", mib(r.rssPeak), r.liveLast, r.liveMax)
+	if len(cfg.ControllerEnv) > 0 {
+		fmt.Fprintf(w, "; controller environment %v", cfg.ControllerEnv)
+	}
+	fmt.Fprintf(w, "\n\n")
 	r.verdicts(w)
 }
 

@@ -33,6 +33,8 @@ type result struct {
 	objects     int
 	rssSynced   int64 // after the informers' first lists, before any stream
 	heapSynced  float64
+	rssConns    int64 // with every proxy connected, one policy watch each
+	heapConns   float64
 	rssStreams  int64 // with every stream open
 	heapStreams float64
 	streams     int
@@ -40,6 +42,8 @@ type result struct {
 	phases      []phase
 	rssPeak     int64
 	stalled     drained
+	liveLast    int64 // MB live heap after the last GC, from gctrace
+	liveMax     int64
 }
 
 func run(ctx context.Context, log *slog.Logger, cfg config) (*result, error) {
@@ -77,7 +81,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) (*result, error) {
 	log.Info("populated", "services", cfg.Services, "pods", cfg.Services*cfg.Endpoints, "took", res.populate.Round(time.Millisecond))
 
 	t0 = time.Now()
-	ctl, err := startController(ctx, log, bin, dir, kubeconfig)
+	ctl, err := startController(ctx, log, bin, dir, kubeconfig, cfg.ControllerEnv)
 	if err != nil {
 		return nil, err
 	}
@@ -99,35 +103,10 @@ func measure(ctx context.Context, log *slog.Logger, cfg config, client kubernete
 	want := make([]int, cfg.Services)
 	errs := make(chan error, 16)
 	t0 := time.Now()
-	for p := range cfg.Proxies {
-		id := identity.ID{TrustDomain: trustDomain, Namespace: namespace, ServiceAccount: serviceAcct}
-		px, err := dialProxy(ctl, id, false)
-		if err != nil {
-			return err
-		}
-		defer px.conn.Close()
-		for a := range cfg.Authorities {
-			svc := (p*cfg.Authorities + a) % cfg.Services
-			if err := px.watch(ctx, t, id, svc, errs); err != nil {
-				return err
-			}
-			want[svc]++
-		}
-		if err := px.watchPolicy(ctx, id); err != nil {
-			return err
-		}
-	}
-	res.streams = cfg.Proxies * (cfg.Authorities + 1)
-	if err := waitFor(ctx, 5*time.Minute, errs, func() bool { return t.ready.Load() == int64(cfg.Proxies*cfg.Authorities) }); err != nil {
-		return fmt.Errorf("first answers (%d of %d): %w", t.ready.Load(), cfg.Proxies*cfg.Authorities, err)
-	}
-	res.connect = time.Since(t0)
-	log.Info("streams open", "streams", res.streams, "took", res.connect.Round(time.Millisecond))
-	time.Sleep(2 * time.Second)
-	var err error
-	if res.rssStreams, res.heapStreams, err = ctl.memory(ctx); err != nil {
+	if err := connect(ctx, log, cfg, ctl, t, want, errs, res); err != nil {
 		return err
 	}
+	res.connect = time.Since(t0)
 
 	ch := newChurner(client, t, cfg.Services, cfg.Endpoints, cfg.HotEvery, want)
 	p, err := churnPhase(ctx, log, cfg, ctl, ch, t, errs, "steady")
@@ -160,6 +139,7 @@ func measure(ctx context.Context, log *slog.Logger, cfg config, client kubernete
 	if m, err := procstat.ReadMemory(ctl.pid()); err == nil {
 		res.rssPeak = m.HWM
 	}
+	res.liveLast, res.liveMax = ctl.liveHeap.Load(), ctl.maxLive.Load()
 	return nil
 }
 
@@ -220,4 +200,49 @@ func (c *controller) memory(ctx context.Context) (rss int64, heap float64, err e
 		return 0, 0, err
 	}
 	return m.RSS, mt["go_memstats_heap_inuse_bytes"], nil
+}
+
+// connect opens the proxies' connections with their policy watches, then
+// their Destination.Get streams, measuring the controller's memory after
+// each step: the first is the cost of a connection, the second of a watch.
+func connect(ctx context.Context, log *slog.Logger, cfg config, ctl *controller, t *tracker, want []int, errs chan error, res *result) error {
+	id := identity.ID{TrustDomain: trustDomain, Namespace: namespace, ServiceAccount: serviceAcct}
+	proxies := make([]*proxy, cfg.Proxies)
+	for p := range proxies {
+		px, err := dialProxy(ctl, id, false)
+		if err != nil {
+			return err
+		}
+		context.AfterFunc(ctx, func() { px.conn.Close() })
+		if err := px.watchPolicy(ctx, t, id); err != nil {
+			return err
+		}
+		proxies[p] = px
+	}
+	if err := waitFor(ctx, 5*time.Minute, errs, func() bool { return t.policyReady.Load() == int64(cfg.Proxies) }); err != nil {
+		return fmt.Errorf("policy answers (%d of %d): %w", t.policyReady.Load(), cfg.Proxies, err)
+	}
+	time.Sleep(2 * time.Second)
+	var err error
+	if res.rssConns, res.heapConns, err = ctl.memory(ctx); err != nil {
+		return err
+	}
+	log.Info("connections open", "proxies", cfg.Proxies)
+	for p, px := range proxies {
+		for a := range cfg.Authorities {
+			svc := (p*cfg.Authorities + a) % cfg.Services
+			if err := px.watch(ctx, t, id, svc, errs); err != nil {
+				return err
+			}
+			want[svc]++
+		}
+	}
+	res.streams = cfg.Proxies * cfg.Authorities
+	if err := waitFor(ctx, 5*time.Minute, errs, func() bool { return t.ready.Load() == int64(res.streams) }); err != nil {
+		return fmt.Errorf("first answers (%d of %d): %w", t.ready.Load(), res.streams, err)
+	}
+	log.Info("streams open", "streams", res.streams)
+	time.Sleep(2 * time.Second)
+	res.rssStreams, res.heapStreams, err = ctl.memory(ctx)
+	return err
 }
