@@ -19,7 +19,7 @@ func TestTinyRun(t *testing.T) {
 		t.Skip("TRELLIS_K8S_BIN is not set: export TRELLIS_K8S_BIN=$(ls -t /var/tmp/trellis-cluster/cache/k8s-*/k8s-all | head -1)")
 	}
 	cfg := config{K8sBin: bin, Services: 20, Endpoints: 5, Proxies: 10, Authorities: 2, Rate: 20,
-		Duration: 3 * time.Second, Settle: 20 * time.Second, Workers: 8, HotEvery: 2}
+		Duration: 3 * time.Second, Settle: 20 * time.Second, Workers: 8, HotEvery: 2, Certify: true}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -40,6 +40,12 @@ func TestTinyRun(t *testing.T) {
 		if len(p.perStream) == 0 || p.incomplete > 0 {
 			t.Errorf("%s: %d updates arrived, %d writes did not reach every interested stream", p.name, len(p.perStream), p.incomplete)
 		}
+	}
+	if res.storm.n != cfg.Proxies || res.storm.failed > 0 || len(res.storm.lat) != cfg.Proxies {
+		t.Errorf("certify storm: %d proxies, %d failed, %d certificates", res.storm.n, res.storm.failed, len(res.storm.lat))
+	}
+	if res.storm.tokenReviews < float64(cfg.Proxies) {
+		t.Errorf("certify storm: the API server served %v TokenReviews for %d certificates", res.storm.tokenReviews, cfg.Proxies)
 	}
 	if res.stalled.streams != cfg.Services+1 {
 		t.Errorf("stalled client held %d streams, want %d", res.stalled.streams, cfg.Services+1)

@@ -44,6 +44,7 @@ type result struct {
 	stalled     drained
 	liveLast    int64 // MB live heap after the last GC, from gctrace
 	liveMax     int64
+	storm       storm
 }
 
 func run(ctx context.Context, log *slog.Logger, cfg config) (*result, error) {
@@ -91,7 +92,19 @@ func run(ctx context.Context, log *slog.Logger, cfg config) (*result, error) {
 	if res.rssSynced, res.heapSynced, err = ctl.memory(ctx); err != nil {
 		return nil, err
 	}
-	return res, measure(ctx, log, cfg, client, ctl, res)
+	if err := measure(ctx, log, cfg, client, ctl, res); err != nil {
+		return nil, err
+	}
+	if cfg.Certify {
+		log.Info("certify storm", "proxies", cfg.Proxies)
+		if res.storm, err = certifyStorm(ctx, client, ctl, cfg.Proxies, cfg.Workers); err != nil {
+			return nil, err
+		}
+		if m, err := procstat.ReadMemory(ctl.pid()); err == nil {
+			res.rssPeak = m.HWM
+		}
+	}
+	return res, nil
 }
 
 // measure connects the proxies, then churns twice: without and with a
