@@ -33,6 +33,7 @@ type config struct {
 	Workers       int
 	HotEvery      int
 	Certify       bool
+	Profile       string
 	ControllerEnv []string
 	Keep          bool
 }
@@ -50,6 +51,7 @@ func main() {
 	flag.DurationVar(&cfg.Settle, "settle", 15*time.Second, "longest wait after a phase for the last updates to arrive")
 	flag.IntVar(&cfg.HotEvery, "hot-every", 2, "every Nth write goes to Service 0 (a large deployment in a rolling restart, watched by the stalled client too); 0: all round robin")
 	flag.BoolVar(&cfg.Certify, "certify", true, "end with a Certify storm: every proxy starting at once with its own ServiceAccount token")
+	flag.StringVar(&cfg.Profile, "profile", "", "build the controller with net/http/pprof overlaid (go build -overlay) and save its heap profile (heap.pprof) into this directory at the end of the churn")
 	flag.IntVar(&cfg.Workers, "workers", 32, "API writes in flight while populating")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temporary directory (controller log)")
 	flag.Func("controller-env", "NAME=VALUE added to the controller's environment, e.g. GOMEMLIMIT=100MiB (repeatable)", func(v string) error {

@@ -72,6 +72,9 @@ func (r *result) print(w io.Writer, cfg config) {
 		fmt.Fprintf(w, "Certify storm: %d proxies at once (new TLS connection, key, CSR, TokenReview, signature): %d failed, %.0f certificates/s, time to a certificate p50 %s p99 %s max %s, %.0f TokenReviews made\n\n",
 			st.n, st.failed, float64(len(st.lat))/st.wall.Seconds(), ms(quantile(st.lat, .5)), ms(quantile(st.lat, .99)), ms(quantile(st.lat, 1)), st.tokenReviews)
 	}
+	if r.heapTop != "" {
+		fmt.Fprintf(w, "controller heap profile (in use, all streams open):\n%s\n", r.heapTop)
+	}
 	r.verdicts(w)
 }
 

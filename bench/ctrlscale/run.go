@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/trellis-mesh/trellis/bench/procstat"
@@ -45,6 +46,7 @@ type result struct {
 	liveLast    int64 // MB live heap after the last GC, from gctrace
 	liveMax     int64
 	storm       storm
+	heapTop     string // go tool pprof -top of the controller's heap, with -profile
 }
 
 func run(ctx context.Context, log *slog.Logger, cfg config) (*result, error) {
@@ -61,6 +63,13 @@ func run(ctx context.Context, log *slog.Logger, cfg config) (*result, error) {
 		defer os.RemoveAll(dir)
 	}
 	bin, err := buildController(ctx, cfg.Bin, dir)
+	if cfg.Profile != "" {
+		if err := os.MkdirAll(cfg.Profile, 0o755); err != nil {
+			return nil, err
+		}
+		bin, err = buildProfiled(ctx, dir)
+		cfg.ControllerEnv = append(cfg.ControllerEnv, "TRELLIS_BENCH_PPROF="+filepath.Join(cfg.Profile, "pprof.addr"))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -144,6 +153,12 @@ func measure(ctx context.Context, log *slog.Logger, cfg config, client kubernete
 		return err
 	}
 	res.phases = append(res.phases, p)
+	if cfg.Profile != "" {
+		// While every stream, the stalled one included, is still open.
+		if res.heapTop, err = heapProfile(ctx, filepath.Join(cfg.Profile, "pprof.addr"), filepath.Join(cfg.Profile, "heap.pprof")); err != nil {
+			return err
+		}
+	}
 	res.stalled = drain(held, 3*time.Second)
 	res.stalled.hotWrites = ch.hotWrites.Load() - hot0
 	if want[0] > 0 {
