@@ -29,6 +29,7 @@ type storm struct {
 	wall         time.Duration // first call to last certificate
 	lat          []time.Duration
 	tokenReviews float64 // TokenReview creations the API server served meanwhile
+	firstErr     error
 }
 
 // certifyStorm gives each of n proxies its own ServiceAccount token (from
@@ -65,6 +66,9 @@ func certifyStorm(ctx context.Context, c kubernetes.Interface, ctl *controller, 
 			defer mu.Unlock()
 			if err != nil {
 				s.failed++
+				if s.firstErr == nil {
+					s.firstErr = err
+				}
 				return
 			}
 			s.lat = append(s.lat, d)

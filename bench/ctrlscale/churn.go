@@ -88,7 +88,7 @@ func (ch *churner) write(ctx context.Context, svc int) error {
 	j := int(ch.next.Load()) % ch.endpoints
 	addr := ipFromIndex(ch.next.Add(1))
 	ips[j] = addr
-	c := &change{addr: addr, svc: svc, want: ch.want[svc], start: time.Now()}
+	c := &change{addr: addr, svc: svc, slot: j, want: ch.want[svc], seenBy: map[int64]bool{}, start: time.Now()}
 	if c.want > 0 {
 		ch.t.expect(c)
 	}

@@ -28,13 +28,17 @@ type tracker struct {
 	ready       atomic.Int64    // streams that received their first answer
 	policyReady atomic.Int64
 	hotMsgs     atomic.Int64 // messages on the tracked streams of Service 0
+	coalesced   int          // (change, stream) pairs superseded before they were sent
+	streamIDs   atomic.Int64
 }
 
 type change struct {
 	addr     string
 	svc      int
+	slot     int       // the endpoint it replaced
 	start    time.Time // just before the slice write
-	want     int       // streams interested in svc
+	seenBy   map[int64]bool
+	want     int // streams interested in svc
 	got      int
 	last     time.Duration // the slowest interested stream
 	complete bool
@@ -57,20 +61,38 @@ func (t *tracker) drop(addr string) {
 	t.mu.Unlock()
 }
 
-func (t *tracker) seen(addr string, now time.Time) {
+// seen records that stream received addr at now. The streams are level
+// triggered: when a later write to the same endpoint reaches a stream
+// first, the earlier one is superseded there (coalesced into one diff) and
+// counts as arrived with it, since the stream is then at least as new.
+func (t *tracker) seen(stream int64, addr string, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c := t.pending[addr]
 	if c == nil {
 		return
 	}
+	for _, old := range t.pending {
+		if old != c && old.svc == c.svc && old.slot == c.slot && old.start.Before(c.start) && !old.seenBy[stream] {
+			t.coalesced++
+			t.arrive(old, stream, now)
+		}
+	}
+	t.arrive(c, stream, now)
+}
+
+func (t *tracker) arrive(c *change, stream int64, now time.Time) {
+	if c.seenBy[stream] {
+		return
+	}
+	c.seenBy[stream] = true
 	d := now.Sub(c.start)
 	t.lat = append(t.lat, d)
 	c.got++
 	c.last = max(c.last, d)
 	if c.got == c.want {
 		c.complete = true
-		delete(t.pending, addr)
+		delete(t.pending, c.addr)
 		t.done = append(t.done, c)
 	}
 }
@@ -78,16 +100,17 @@ func (t *tracker) seen(addr string, now time.Time) {
 // take returns the per-stream latencies, the per-change (slowest stream)
 // latencies of complete changes and the number of changes still
 // incomplete, and starts over: the next phase is measured on its own.
-func (t *tracker) take() (perStream, perChange []time.Duration, incomplete int) {
+func (t *tracker) take() (perStream, perChange []time.Duration, incomplete, coalesced int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	perStream = t.lat
+	perStream, coalesced = t.lat, t.coalesced
+	t.coalesced = 0
 	for _, c := range t.done {
 		perChange = append(perChange, c.last)
 	}
 	incomplete = len(t.pending)
 	t.lat, t.done, t.pending = nil, nil, map[string]*change{}
-	return perStream, perChange, incomplete
+	return perStream, perChange, incomplete, coalesced
 }
 
 func (t *tracker) pendingCount() int {
@@ -128,6 +151,7 @@ func (p *proxy) watch(ctx context.Context, t *tracker, caller identity.ID, svc i
 	if err != nil {
 		return fmt.Errorf("Destination.Get %s: %w", authority(svc), err)
 	}
+	stream := t.streamIDs.Add(1)
 	go func() {
 		first := true
 		for {
@@ -148,7 +172,7 @@ func (p *proxy) watch(ctx context.Context, t *tracker, caller identity.ID, svc i
 			}
 			for _, a := range u.GetAdd().GetAddrs() {
 				if ip := a.GetAddr().GetIp(); ip != "" {
-					t.seen(ip, now)
+					t.seen(stream, ip, now)
 				}
 			}
 		}

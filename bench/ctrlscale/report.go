@@ -46,12 +46,12 @@ func (r *result) print(w io.Writer, cfg config) {
 	tw.Flush()
 	fmt.Fprintf(w, "\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "phase\twrites\tfailed\twrite p50\twrite p99\tupdates\tstream p50\tstream p99\tstream max\tall-streams p99\tincomplete\tctl CPU\tRSS end\t\n")
+	fmt.Fprintf(tw, "phase\twrites\tfailed\twrite p50\twrite p99\tupdates\tstream p50\tstream p99\tstream max\tall-streams p99\tcoalesced\tincomplete\tctl CPU\tRSS end\t\n")
 	for _, p := range r.phases {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%.0f%%\t%s\t\n", p.name, len(p.writes), p.failed,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f%%\t%s\t\n", p.name, len(p.writes), p.failed,
 			ms(quantile(p.writes, .5)), ms(quantile(p.writes, .99)), len(p.perStream),
 			ms(quantile(p.perStream, .5)), ms(quantile(p.perStream, .99)), ms(quantile(p.perStream, 1)),
-			ms(quantile(p.perChange, .99)), p.incomplete, 100*p.cpu.Seconds()/p.wall.Seconds(), mib(p.rssEnd))
+			ms(quantile(p.perChange, .99)), p.coalesced, p.incomplete, 100*p.cpu.Seconds()/p.wall.Seconds(), mib(p.rssEnd))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nstalled client: %d streams never read during the second phase; afterwards it drained %d messages, %d bytes, at most %d bytes on one stream (its HTTP/2 window is 64 KiB)\n",
@@ -71,6 +71,9 @@ func (r *result) print(w io.Writer, cfg config) {
 	if st := r.storm; st.n > 0 {
 		fmt.Fprintf(w, "Certify storm: %d proxies at once (new TLS connection, key, CSR, TokenReview, signature): %d failed, %.0f certificates/s, time to a certificate p50 %s p99 %s max %s, %.0f TokenReviews made\n\n",
 			st.n, st.failed, float64(len(st.lat))/st.wall.Seconds(), ms(quantile(st.lat, .5)), ms(quantile(st.lat, .99)), ms(quantile(st.lat, 1)), st.tokenReviews)
+		if st.firstErr != nil {
+			fmt.Fprintf(w, "  first failure: %v\n\n", st.firstErr)
+		}
 	}
 	if r.heapTop != "" {
 		fmt.Fprintf(w, "controller heap profile (in use, all streams open):\n%s\n", r.heapTop)
@@ -88,6 +91,9 @@ func (r *result) verdicts(w io.Writer) {
 	for _, p := range r.phases {
 		p99 := quantile(p.perStream, .99)
 		fmt.Fprintf(w, "%s  p99 propagation (%s) %s < %s, %d incomplete\n", verdict(p99 < targetP99 && p.incomplete == 0 && len(p.perStream) > 0), p.name, ms(p99), targetP99, p.incomplete)
+	}
+	if st := r.storm; st.n > 0 {
+		fmt.Fprintf(w, "%s  Certify storm: every proxy certified (%d of %d), p99 %s\n", verdict(st.failed == 0), len(st.lat), st.n, ms(quantile(st.lat, .99)))
 	}
 	fmt.Fprintf(w, "%s  controller peak RSS %s < %s\n", verdict(r.rssPeak < targetRSS), mib(r.rssPeak), mib(targetRSS))
 	if len(r.phases) == 2 {

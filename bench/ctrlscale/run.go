@@ -22,6 +22,7 @@ type phase struct {
 	perChange  []time.Duration
 	writes     []time.Duration
 	incomplete int
+	coalesced  int // (write, stream) pairs that arrived folded into a later write's diff
 	failed     int64
 	cpu        time.Duration
 	wall       time.Duration
@@ -187,7 +188,7 @@ func churnPhase(ctx context.Context, log *slog.Logger, cfg config, ctl *controll
 	// The settle wait is not counted in CPU: it is the tail, not the rate.
 	_ = waitFor(ctx, cfg.Settle, errs, func() bool { return t.pendingCount() == 0 })
 	p := phase{name: name, cpu: st1.CPU - st0.CPU, wall: wall, failed: ch.failed.Load() - f0}
-	p.perStream, p.perChange, p.incomplete = t.take()
+	p.perStream, p.perChange, p.incomplete, p.coalesced = t.take()
 	ch.wmu.Lock()
 	p.writes, ch.writes = ch.writes, nil
 	ch.wmu.Unlock()
