@@ -62,19 +62,9 @@ func buildController(ctx context.Context, bin, dir string) (string, error) {
 // the controller binary against kubeconfig through its CLI flags only, so
 // the benchmark does not depend on the controller's internal wiring.
 func startController(ctx context.Context, log *slog.Logger, bin, dir, kubeconfig string, env []string) (*controller, error) {
-	now := time.Now()
-	id, err := install.GenerateIdentity(trustDomain, install.DefaultAnchorValidity, install.DefaultIssuerValidity, now)
+	issuerDir, id, err := writeIssuer(dir)
 	if err != nil {
 		return nil, err
-	}
-	issuerDir := filepath.Join(dir, "issuer")
-	if err := os.Mkdir(issuerDir, 0o700); err != nil {
-		return nil, err
-	}
-	for name, data := range map[string][]byte{"tls.crt": id.IssuerCertPEM, "tls.key": id.IssuerKeyPEM, "ca.crt": id.TrustAnchorsPEM} {
-		if err := os.WriteFile(filepath.Join(issuerDir, name), data, 0o600); err != nil {
-			return nil, err
-		}
 	}
 	is, anchors, err := loadIssuer(id)
 	if err != nil {
@@ -131,6 +121,25 @@ func startController(ctx context.Context, log *slog.Logger, bin, dir, kubeconfig
 		c.stop()
 		return nil, ctx.Err()
 	}
+}
+
+// writeIssuer writes an issuer Secret's files as `trellis install` makes
+// them (tls.crt, tls.key, ca.crt) into dir/issuer.
+func writeIssuer(dir string) (string, install.Identity, error) {
+	id, err := install.GenerateIdentity(trustDomain, install.DefaultAnchorValidity, install.DefaultIssuerValidity, time.Now())
+	if err != nil {
+		return "", install.Identity{}, err
+	}
+	issuerDir := filepath.Join(dir, "issuer")
+	if err := os.Mkdir(issuerDir, 0o700); err != nil {
+		return "", install.Identity{}, err
+	}
+	for name, data := range map[string][]byte{"tls.crt": id.IssuerCertPEM, "tls.key": id.IssuerKeyPEM, "ca.crt": id.TrustAnchorsPEM} {
+		if err := os.WriteFile(filepath.Join(issuerDir, name), data, 0o600); err != nil {
+			return "", install.Identity{}, err
+		}
+	}
+	return issuerDir, id, nil
 }
 
 func loadIssuer(id install.Identity) (*pki.Issuer, *x509.CertPool, error) {

@@ -63,14 +63,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) (*result, error) {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	bin, err := buildController(ctx, cfg.Bin, dir)
-	if cfg.Profile != "" {
-		if err := os.MkdirAll(cfg.Profile, 0o755); err != nil {
-			return nil, err
-		}
-		bin, err = buildProfiled(ctx, dir)
-		cfg.ControllerEnv = append(cfg.ControllerEnv, "TRELLIS_BENCH_PPROF="+filepath.Join(cfg.Profile, "pprof.addr"))
-	}
+	bin, env, err := controllerBinary(ctx, cfg, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +85,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) (*result, error) {
 	log.Info("populated", "services", cfg.Services, "pods", cfg.Services*cfg.Endpoints, "took", res.populate.Round(time.Millisecond))
 
 	t0 = time.Now()
-	ctl, err := startController(ctx, log, bin, dir, kubeconfig, cfg.ControllerEnv)
+	ctl, err := startController(ctx, log, bin, dir, kubeconfig, env)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +108,22 @@ func run(ctx context.Context, log *slog.Logger, cfg config) (*result, error) {
 		}
 	}
 	return res, nil
+}
+
+// controllerBinary is -bin, or a fresh build (with pprof overlaid for
+// -profile), and the controller's extra environment.
+func controllerBinary(ctx context.Context, cfg config, dir string) (bin string, env []string, err error) {
+	env = cfg.ControllerEnv
+	if cfg.Profile == "" {
+		bin, err = buildController(ctx, cfg.Bin, dir)
+		return bin, env, err
+	}
+	if err := os.MkdirAll(cfg.Profile, 0o755); err != nil {
+		return "", nil, err
+	}
+	env = append(env, "TRELLIS_BENCH_PPROF="+filepath.Join(cfg.Profile, "pprof.addr"))
+	bin, err = buildProfiled(ctx, dir)
+	return bin, env, err
 }
 
 // measure connects the proxies, then churns twice: without and with a
