@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/trellis-mesh/trellis/controller/injector"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/version"
 )
 
@@ -270,11 +271,11 @@ func injectObject(obj map[string]any, nsAnn map[string]map[string]string, opts O
 			return false, fmt.Errorf("%s: %w", what, err)
 		}
 	}
-	if _, has := pod.Annotations[injector.AnnotationInject]; opts.Force && !has {
+	if _, has := pod.Annotations[k8slabels.AnnotationInject]; opts.Force && !has {
 		if pod.Annotations == nil {
 			pod.Annotations = map[string]string{}
 		}
-		pod.Annotations[injector.AnnotationInject] = injector.InjectEnabled
+		pod.Annotations[k8slabels.AnnotationInject] = k8slabels.InjectEnabled
 	}
 	res, err := opts.Injector.Mutate(pod, namespace, nsAnn[namespace])
 	if err != nil {

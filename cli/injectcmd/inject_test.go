@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/trellis-mesh/trellis/controller/injector"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // run executes `trellis inject args...` with stdin and returns stdout and
@@ -88,7 +89,7 @@ func TestInjectFile(t *testing.T) {
 	if got := containerNames(tpl.Spec.Containers); got != "web" {
 		t.Errorf("deployment containers %q", got)
 	}
-	if tpl.Annotations[injector.AnnotationProxyVersion] != "v7" || tpl.Labels[injector.LabelProxied] != "true" || tpl.Labels["app"] != "web" {
+	if tpl.Annotations[k8slabels.AnnotationProxyVersion] != "v7" || tpl.Labels[k8slabels.LabelProxied] != "true" || tpl.Labels["app"] != "web" {
 		t.Errorf("template metadata %v %v", tpl.Annotations, tpl.Labels)
 	}
 	if img := tpl.Spec.InitContainers[1].Image; img != "trellis/proxy:v7" {
@@ -172,7 +173,7 @@ func TestInjectForce(t *testing.T) {
 		t.Fatal(err)
 	}
 	tpl := cj.Spec.JobTemplate.Spec.Template
-	if tpl.Annotations[injector.AnnotationInject] != injector.InjectEnabled {
+	if tpl.Annotations[k8slabels.AnnotationInject] != k8slabels.InjectEnabled {
 		t.Errorf("--force did not add the annotation: %v", tpl.Annotations)
 	}
 	if got := containerNames(tpl.Spec.InitContainers); got != "trellis-init,trellis-proxy" {

@@ -23,8 +23,9 @@ import (
 	"github.com/trellis-mesh/trellis/controller/k8s/serve"
 	"github.com/trellis-mesh/trellis/controller/k8s/tokenreview"
 	"github.com/trellis-mesh/trellis/controller/metrics"
-	"github.com/trellis-mesh/trellis/controller/store"
+	"github.com/trellis-mesh/trellis/controller/policy"
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
 
@@ -122,10 +123,10 @@ are synced. See docs/controller-kubernetes.md.`,
 					events = rec
 				}
 				apiv1.RegisterIdentityServer(srv, &identitysvc.Service{
-					Auth: auth, CA: authority, Metrics: env.Metrics, Log: log.With("component", "identity"), Lifetime: certLifetime,
+					Auth: auth, CA: authority, Metrics: env.Metrics, Log: log.With("component", "identity"), Lifetime: func() time.Duration { return certLifetime },
 					Events: events,
 				})
-				apiv1.RegisterPolicyServer(srv, &serve.DefaultPolicy{Metrics: env.Metrics, Done: env.Done})
+				apiv1.RegisterPolicyServer(srv, &policy.Service{Source: serve.DefaultPolicy{}, Metrics: env.Metrics, Log: log.With("component", "policy"), Done: env.Done})
 			}
 			if cfg.WebhookAddr != "" {
 				icfg, err := injectorConfigFromEnv(os.Getenv)
@@ -133,7 +134,7 @@ are synced. See docs/controller-kubernetes.md.`,
 					return err
 				}
 				icfg.TrustDomain = cfg.TrustDomain
-				icfg.ControllerAddr = "trellis-controller." + injector.ControlPlaneNamespace + ".svc." + cfg.ClusterDomain + ":8086"
+				icfg.ControllerAddr = "trellis-controller." + k8slabels.ControlPlaneNamespace + ".svc." + cfg.ClusterDomain + ":8086"
 				icfg.Registerer = m.Registry
 				icfg.Logger = log.With("component", "injector")
 				cfg.Webhook = func(ns serve.NamespaceAnnotations) http.Handler {
@@ -161,7 +162,7 @@ are synced. See docs/controller-kubernetes.md.`,
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", serve.DefaultShutdownGrace, "how long a stop waits for calls in flight")
 	f.DurationVar(&cfg.SyncTimeout, "sync-timeout", serve.DefaultSyncTimeout, "how long to wait for the first lists from the API server")
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
-	f.DurationVar(&certLifetime, "certificate-lifetime", store.DefaultCertificateLifetime, "lifetime of the workload certificates it signs (proxies renew at 70 % of it)")
+	f.DurationVar(&certLifetime, "certificate-lifetime", pki.DefaultWorkloadLifetime, "lifetime of the workload certificates it signs (proxies renew at 70 % of it)")
 	_ = cmd.MarkFlagRequired("issuer-dir")
 	return cmd
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/trellis-mesh/trellis/controller/k8s/serve/apiservertest"
 	"github.com/trellis-mesh/trellis/install"
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
 
@@ -147,7 +148,7 @@ func TestBinaryKubernetes(t *testing.T) {
 	defer cancel()
 	ns := fmt.Sprintf("trellis-bin-%d", rand.Uint32())
 	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name: ns, Annotations: map[string]string{injector.AnnotationInject: injector.InjectEnabled},
+		Name: ns, Annotations: map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled},
 	}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
