@@ -25,6 +25,9 @@ func TestImportBoundaries(t *testing.T) {
 		{[]string{"./controller/destination", "./controller/policy", "./controller/identity", "./controller/notify", "./controller/authority"},
 			[]string{module + "controller/store", module + "controller/local", module + "controller/k8s", "k8s.io/"}},
 		{[]string{"./controller/store", "./controller/local"}, []string{module + "controller/k8s", "k8s.io/client-go"}},
+		// The injector is shared by the controller's webhook and `trellis
+		// inject`: neither side's packages.
+		{[]string{"./inject", "./cli/..."}, []string{module + "controller/", module + "proxy/"}},
 	} {
 		t.Run(strings.Join(tc.pkgs, ","), func(t *testing.T) {
 			cmd := exec.Command(gobin, append([]string{"list", "-deps"}, tc.pkgs...)...)

@@ -12,7 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/trellis-mesh/trellis/controller/injector"
+	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
@@ -90,7 +90,7 @@ const mirrorPodAnnotation = "kubernetes.io/config.mirror"
 // UnmeshedPodsCheck: no running pod that the injector would give a proxy
 // runs without one: created before its namespace was annotated, or while
 // the webhook was unreachable with failurePolicy Ignore. The decision is
-// the injector's own (injector.Wants), so the two cannot disagree.
+// the injector's own (inject.Wants), so the two cannot disagree.
 var UnmeshedPodsCheck = Check{
 	Group: "data plane", Name: "no unmeshed pods where injection is enabled", Anchor: "unmeshed-pods",
 	Run: func(ctx context.Context, e *Env) Outcome {
@@ -127,7 +127,7 @@ var UnmeshedPodsCheck = Check{
 				continue
 			}
 			checked++
-			want, _, err := injector.Wants(p, p.Namespace, nsAnn[p.Namespace])
+			want, _, err := inject.Wants(p, p.Namespace, nsAnn[p.Namespace])
 			switch {
 			case err != nil:
 				bad = append(bad, fmt.Sprintf("%s/%s (%v)", p.Namespace, p.Name, err))

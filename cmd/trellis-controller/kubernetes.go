@@ -18,12 +18,12 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/ca"
 	identitysvc "github.com/trellis-mesh/trellis/controller/identity"
-	"github.com/trellis-mesh/trellis/controller/injector"
 	"github.com/trellis-mesh/trellis/controller/k8s/saevents"
 	"github.com/trellis-mesh/trellis/controller/k8s/serve"
 	"github.com/trellis-mesh/trellis/controller/k8s/tokenreview"
 	"github.com/trellis-mesh/trellis/controller/metrics"
 	"github.com/trellis-mesh/trellis/controller/policy"
+	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/pki"
@@ -196,8 +196,8 @@ func registerIssuerMetrics(m *metrics.Metrics) func(error) {
 //	TRELLIS_PROXY_{CPU,MEMORY}_{REQUEST,LIMIT}  quantities (chart proxy.resources)
 //	TRELLIS_PROXY_LOG_LEVEL                     debug, info, warn, error (chart proxy.logLevel)
 //	TRELLIS_PROXY_REDIRECT                      init or cni: the default redirection (chart cni.enabled)
-func injectorConfigFromEnv(getenv func(string) string) (injector.Config, error) {
-	c := injector.Config{
+func injectorConfigFromEnv(getenv func(string) string) (inject.Config, error) {
+	c := inject.Config{
 		ProxyImage:      getenv("TRELLIS_PROXY_IMAGE"),
 		InitImage:       getenv("TRELLIS_INIT_IMAGE"),
 		ProxyLogLevel:   getenv("TRELLIS_PROXY_LOG_LEVEL"),
@@ -223,7 +223,7 @@ func injectorConfigFromEnv(getenv func(string) string) (injector.Config, error) 
 		if v == "" {
 			continue
 		}
-		q, err := injector.ParseQuantity(v, r.limit)
+		q, err := inject.ParseQuantity(v, r.limit)
 		if err != nil {
 			return c, fmt.Errorf("%s %q: %w", r.env, v, err)
 		}
@@ -249,7 +249,7 @@ func injectorConfigFromEnv(getenv func(string) string) (injector.Config, error) 
 // --issuer-dir) changes, so pods
 // created after a rotation trust the new anchors.
 type anchoredHandler struct {
-	cfg       injector.Config
+	cfg       inject.Config
 	authority *ca.CA
 
 	mu          sync.Mutex
@@ -257,7 +257,7 @@ type anchoredHandler struct {
 	h           http.Handler
 }
 
-func newAnchoredHandler(cfg injector.Config, authority *ca.CA) *anchoredHandler {
+func newAnchoredHandler(cfg inject.Config, authority *ca.CA) *anchoredHandler {
 	a := &anchoredHandler{cfg: cfg, authority: authority}
 	a.current() // build it now, so a bad configuration shows at start
 	return a
@@ -271,7 +271,7 @@ func (a *anchoredHandler) current() http.Handler {
 		cfg := a.cfg
 		cfg.TrustAnchorsPEM = string(pki.EncodeCertsPEM(st.Anchors...))
 		// NewHandler reuses the already registered request counter.
-		a.h, a.fingerprint = injector.NewHandler(cfg), st.Fingerprint
+		a.h, a.fingerprint = inject.NewHandler(cfg), st.Fingerprint
 	}
 	return a.h
 }

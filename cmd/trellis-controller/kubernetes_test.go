@@ -31,9 +31,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
-	"github.com/trellis-mesh/trellis/controller/injector"
 	"github.com/trellis-mesh/trellis/controller/k8s/serve"
 	"github.com/trellis-mesh/trellis/controller/k8s/serve/apiservertest"
+	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/install"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
@@ -50,26 +50,26 @@ func TestInjectorConfigFromEnv(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		env     map[string]string
-		want    injector.Config
+		want    inject.Config
 		wantErr string
 	}{
-		{"unset keeps defaults", nil, injector.Config{}, ""},
+		{"unset keeps defaults", nil, inject.Config{}, ""},
 		{"chart values", map[string]string{
 			"TRELLIS_PROXY_IMAGE": "reg/proxy:1", "TRELLIS_INIT_IMAGE": "reg/init:1", "TRELLIS_PROXY_IMAGE_PULL_POLICY": "Always",
-		}, injector.Config{ProxyImage: "reg/proxy:1", InitImage: "reg/init:1", ImagePullPolicy: corev1.PullAlways}, ""},
-		{"bad pull policy", map[string]string{"TRELLIS_PROXY_IMAGE_PULL_POLICY": "Sometimes"}, injector.Config{}, "TRELLIS_PROXY_IMAGE_PULL_POLICY"},
+		}, inject.Config{ProxyImage: "reg/proxy:1", InitImage: "reg/init:1", ImagePullPolicy: corev1.PullAlways}, ""},
+		{"bad pull policy", map[string]string{"TRELLIS_PROXY_IMAGE_PULL_POLICY": "Sometimes"}, inject.Config{}, "TRELLIS_PROXY_IMAGE_PULL_POLICY"},
 		{"proxy resources, log level and cni", map[string]string{
 			"TRELLIS_PROXY_CPU_REQUEST": "20m", "TRELLIS_PROXY_CPU_LIMIT": "", "TRELLIS_PROXY_MEMORY_REQUEST": "30Mi", "TRELLIS_PROXY_MEMORY_LIMIT": "96Mi",
 			"TRELLIS_PROXY_LOG_LEVEL": "debug", "TRELLIS_PROXY_REDIRECT": "cni",
-		}, injector.Config{ProxyLogLevel: "debug", DefaultRedirect: "cni", ProxyResources: corev1.ResourceRequirements{
+		}, inject.Config{ProxyLogLevel: "debug", DefaultRedirect: "cni", ProxyResources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m"), corev1.ResourceMemory: resource.MustParse("30Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("96Mi")},
 		}}, ""},
-		{"bad quantity", map[string]string{"TRELLIS_PROXY_MEMORY_LIMIT": "lots"}, injector.Config{}, "TRELLIS_PROXY_MEMORY_LIMIT"},
-		{"zero limit", map[string]string{"TRELLIS_PROXY_CPU_LIMIT": "0"}, injector.Config{}, "TRELLIS_PROXY_CPU_LIMIT"},
-		{"request above limit", map[string]string{"TRELLIS_PROXY_MEMORY_REQUEST": "1Gi", "TRELLIS_PROXY_MEMORY_LIMIT": "64Mi"}, injector.Config{}, "exceeds its limit"},
-		{"bad log level", map[string]string{"TRELLIS_PROXY_LOG_LEVEL": "loud"}, injector.Config{}, "proxy log level"},
-		{"bad redirect", map[string]string{"TRELLIS_PROXY_REDIRECT": "magic"}, injector.Config{}, "default redirect"},
+		{"bad quantity", map[string]string{"TRELLIS_PROXY_MEMORY_LIMIT": "lots"}, inject.Config{}, "TRELLIS_PROXY_MEMORY_LIMIT"},
+		{"zero limit", map[string]string{"TRELLIS_PROXY_CPU_LIMIT": "0"}, inject.Config{}, "TRELLIS_PROXY_CPU_LIMIT"},
+		{"request above limit", map[string]string{"TRELLIS_PROXY_MEMORY_REQUEST": "1Gi", "TRELLIS_PROXY_MEMORY_LIMIT": "64Mi"}, inject.Config{}, "exceeds its limit"},
+		{"bad log level", map[string]string{"TRELLIS_PROXY_LOG_LEVEL": "loud"}, inject.Config{}, "proxy log level"},
+		{"bad redirect", map[string]string{"TRELLIS_PROXY_REDIRECT": "magic"}, inject.Config{}, "default redirect"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := injectorConfigFromEnv(func(k string) string { return tc.env[k] })
@@ -243,7 +243,7 @@ func TestBinaryKubernetes(t *testing.T) {
 			Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw},
 		},
 	})
-	wresp, err := hc.Post("https://"+webhookAddr+injector.Path, "application/json", bytes.NewReader(body))
+	wresp, err := hc.Post("https://"+webhookAddr+inject.Path, "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

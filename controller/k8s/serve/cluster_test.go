@@ -28,10 +28,10 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/ca"
 	identitysvc "github.com/trellis-mesh/trellis/controller/identity"
-	"github.com/trellis-mesh/trellis/controller/injector"
 	"github.com/trellis-mesh/trellis/controller/k8s/saevents"
 	"github.com/trellis-mesh/trellis/controller/k8s/tokenreview"
 	"github.com/trellis-mesh/trellis/controller/metrics"
+	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/pki"
@@ -244,7 +244,7 @@ func TestServeClusterWebhook(t *testing.T) {
 		Logger: slog.New(slog.DiscardHandler), SyncTimeout: 30 * time.Second,
 		WebhookAddr: "127.0.0.1:0", WebhookTLSDir: dir,
 		Webhook: func(lookup NamespaceAnnotations) http.Handler {
-			return injector.NewHandler(injector.Config{NamespaceAnnotations: lookup, TrustAnchorsPEM: anchors, Logger: slog.New(slog.DiscardHandler)})
+			return inject.NewHandler(inject.Config{NamespaceAnnotations: lookup, TrustAnchorsPEM: anchors, Logger: slog.New(slog.DiscardHandler)})
 		},
 	})
 	must(t, err)
@@ -255,7 +255,7 @@ func TestServeClusterWebhook(t *testing.T) {
 		}
 	}()
 
-	url := "https://" + c.WebhookAddr() + injector.Path
+	url := "https://" + c.WebhookAddr() + inject.Path
 	fail := admissionregv1.Fail
 	none := admissionregv1.SideEffectClassNone
 	// The API server calls mutating webhooks in the order of their

@@ -33,8 +33,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
-	"github.com/trellis-mesh/trellis/controller/injector"
 	"github.com/trellis-mesh/trellis/controller/policy"
+	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
@@ -108,7 +108,7 @@ func TestServeWebhook(t *testing.T) {
 		Logger: slog.New(slog.DiscardHandler), SyncTimeout: 30 * time.Second,
 		WebhookAddr: "127.0.0.1:0", WebhookTLSDir: dir,
 		Webhook: func(ns NamespaceAnnotations) http.Handler {
-			return injector.NewHandler(injector.Config{NamespaceAnnotations: ns, Logger: slog.New(slog.DiscardHandler), TrustAnchorsPEM: "anchors"})
+			return inject.NewHandler(inject.Config{NamespaceAnnotations: ns, Logger: slog.New(slog.DiscardHandler), TrustAnchorsPEM: "anchors"})
 		},
 		Register: func(srv *grpc.Server, env Env) {
 			apiv1.RegisterPolicyServer(srv, &policy.Service{Source: DefaultPolicy{}, Metrics: env.Metrics, Log: env.Log, Done: env.Done})
@@ -152,7 +152,7 @@ func TestServeWebhook(t *testing.T) {
 		}
 		body, err := json.Marshal(review)
 		must(t, err)
-		resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Post("https://"+c.WebhookAddr()+injector.Path, "application/json", bytes.NewReader(body))
+		resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Post("https://"+c.WebhookAddr()+inject.Path, "application/json", bytes.NewReader(body))
 		must(t, err)
 		defer resp.Body.Close()
 		out, err := io.ReadAll(resp.Body)

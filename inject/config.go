@@ -1,11 +1,14 @@
-// Package injector adds the Trellis proxy to pods: the pure mutation of a
+// Package inject adds the Trellis proxy to pods: the pure mutation of a
 // pod (Injector.Mutate), the RFC 6902 JSON patch between two objects
 // (Diff), and the admission webhook that serves both to the API server
-// (NewHandler). `trellis inject` applies the same mutation offline.
+// (NewHandler). The controller serves the webhook and `trellis inject`
+// applies the same mutation offline, so it lives beside both (not under
+// controller/ or cli/, which never import each other's packages).
 //
 // The names, ports and environment it writes are the ones in
-// notes/k8s-contract.md and docs/injection.md; change them there first.
-package injector
+// notes/k8s-contract.md and docs/injection.md; the annotations and labels
+// are internal/k8slabels. Change them there first.
+package inject
 
 import (
 	"context"
