@@ -21,7 +21,7 @@ func TestImportBoundaries(t *testing.T) {
 		pkgs      []string // patterns, relative to the module root
 		forbidden []string // import path prefixes none of their dependencies may have
 	}{
-		{[]string{"./controller/k8s/..."}, []string{module + "controller/store", module + "controller/local"}},
+		{[]string{"./controller/k8s/...", "./controller/kube"}, []string{module + "controller/store", module + "controller/local"}},
 		{[]string{"./controller/destination", "./controller/policy", "./controller/identity", "./controller/notify", "./controller/authority"},
 			[]string{module + "controller/store", module + "controller/local", module + "controller/k8s", "k8s.io/"}},
 		{[]string{"./controller/store", "./controller/local"}, []string{module + "controller/k8s", "k8s.io/client-go"}},
