@@ -42,10 +42,10 @@ func TestSequenceRun(t *testing.T) {
 					}
 					steps = append(steps, "unready")
 				},
-				Streams:    streams,
-				GRPC:       grpc.NewServer(),
-				Webhooks:   []*http.Server{{}},
-				Admin:      admin,
+				Streams:  streams,
+				GRPC:     grpc.NewServer(),
+				Webhooks: []*http.Server{{}},
+				Admin:    admin,
 				Background: func() {
 					// A server already shut down refuses to serve at once.
 					if errors.Is(admin.ListenAndServe(), http.ErrServerClosed) {
@@ -53,7 +53,7 @@ func TestSequenceRun(t *testing.T) {
 					}
 					steps = append(steps, "background")
 				},
-				Wait:       func() { steps = append(steps, "wait") },
+				Wait: func() { steps = append(steps, "wait") },
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
