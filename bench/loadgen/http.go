@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -17,6 +18,12 @@ type HTTPTarget struct {
 	Host    string        // Host header; Addr when empty
 	Path    string        // request path; "/" when empty
 	Timeout time.Duration // per request; default 5s
+	// Body, when set, makes the request a POST with this body (sent with
+	// one writev together with the head).
+	Body []byte
+	// Close sends "Connection: close": every request then opens a new
+	// connection (connection churn).
+	Close bool
 }
 
 // HTTPWorkers returns n workers, each owning one connection dialled lazily
@@ -37,15 +44,31 @@ func HTTPWorkers(t HTTPTarget, n int) ([]Worker, io.Closer) {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	req := []byte("GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: meshbench\r\n\r\n")
+	req := encodeRequest(host, path, t.Body, t.Close)
+	bufSize := 4096
+	if len(t.Body) > 0 {
+		bufSize = 64 << 10 // large bodies: fewer reads
+	}
 	conns := make([]*httpConn, n)
 	workers := make([]Worker, n)
 	for i := range conns {
-		c := &httpConn{addr: t.Addr, req: req, timeout: timeout, buf: make([]byte, 4096)}
+		c := &httpConn{addr: t.Addr, req: req, body: t.Body, timeout: timeout, buf: make([]byte, bufSize)}
 		conns[i] = c
 		workers[i] = c.do
 	}
 	return workers, closers(conns)
+}
+
+// encodeRequest encodes the request head once for every request.
+func encodeRequest(host, path string, body []byte, closeConn bool) []byte {
+	method, extra := "GET", ""
+	if body != nil {
+		method, extra = "POST", "Content-Length: "+strconv.Itoa(len(body))+"\r\n"
+	}
+	if closeConn {
+		extra += "Connection: close\r\n"
+	}
+	return []byte(method + " " + path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: meshbench\r\n" + extra + "\r\n")
 }
 
 type closers []*httpConn
@@ -60,6 +83,7 @@ func (cs closers) Close() error {
 type httpConn struct {
 	addr    string
 	req     []byte
+	body    []byte
 	timeout time.Duration
 	buf     []byte
 	conn    net.Conn
@@ -100,7 +124,11 @@ func (c *httpConn) roundTrip() (keep bool, err error) {
 	if err := c.conn.SetDeadline(time.Now().Add(c.timeout)); err != nil {
 		return false, err
 	}
-	if _, err := c.conn.Write(c.req); err != nil {
+	bufs := net.Buffers{c.req}
+	if len(c.body) > 0 {
+		bufs = append(bufs, c.body)
+	}
+	if _, err := bufs.WriteTo(c.conn); err != nil {
 		return false, fmt.Errorf("write request: %w", err)
 	}
 	resp, err := http.ReadResponse(c.br, nil)
