@@ -33,6 +33,9 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "soak" {
+		os.Exit(soakMain(os.Args[2:]))
+	}
 	opts, err := parseFlags(os.Args[1:], os.Stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -53,6 +56,26 @@ func main() {
 		stop()
 		os.Exit(1)
 	}
+}
+
+// soakMain runs `meshbench soak` and returns the exit code.
+func soakMain(args []string) int {
+	o, err := parseSoakFlags(args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshbench soak:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := runSoak(ctx, o, log, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "meshbench:", err)
+		return 1
+	}
+	return 0
 }
 
 // Path names.

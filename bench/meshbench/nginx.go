@@ -110,6 +110,7 @@ http {
             proxy_request_buffering off;
             proxy_buffering off;
             proxy_buffer_size 64k;
+            proxy_buffers 4 64k;
             proxy_pass https://next_http;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -157,6 +158,7 @@ http {
             proxy_request_buffering off;
             proxy_buffering off;
             proxy_buffer_size 64k;
+            proxy_buffers 4 64k;
             proxy_pass http://next_http;
             proxy_http_version 1.1;
             proxy_set_header Connection "";

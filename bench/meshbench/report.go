@@ -80,8 +80,10 @@ func summarize(o options, scenarios []scenario, cells []*cellResult, e *env) rep
 				if c.Scenario != sc.Name || c.Path != path {
 					continue
 				}
-				corr.Merge(c.corr)
-				unc.Merge(c.unc)
+				if c.corr != nil { // the idle scenario has no latencies
+					corr.Merge(c.corr)
+					unc.Merge(c.unc)
+				}
 				pr.Completed += c.Completed
 				pr.Errors += c.Errors
 				pr.Unsent += c.Unsent
