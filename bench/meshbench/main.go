@@ -23,15 +23,7 @@ import (
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "upstream" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-		ready := func(a upstreamAddrs) { fmt.Fprintf(os.Stdout, "%s%s %s\n", upstreamReadyPrefix, a.http, a.opaque) }
-		if err := runUpstream(ctx, log, ready); err != nil {
-			log.Error("upstream failed", "err", err)
-			os.Exit(1)
-		}
-		return
+		os.Exit(upstreamMain())
 	}
 	if len(os.Args) > 1 && os.Args[1] == "soak" {
 		os.Exit(soakMain(os.Args[2:]))
@@ -56,6 +48,20 @@ func main() {
 		stop()
 		os.Exit(1)
 	}
+}
+
+// upstreamMain runs `meshbench upstream` (started by meshbench itself, and
+// by its tests' binary) and returns the exit code.
+func upstreamMain() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ready := func(a upstreamAddrs) { fmt.Fprintf(os.Stdout, "%s%s %s\n", upstreamReadyPrefix, a.http, a.opaque) }
+	if err := runUpstream(ctx, log, ready); err != nil {
+		log.Error("upstream failed", "err", err)
+		return 1
+	}
+	return 0
 }
 
 // soakMain runs `meshbench soak` and returns the exit code.

@@ -12,7 +12,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/trellis-mesh/trellis/bench/loadgen"
@@ -103,8 +102,9 @@ func runSoak(ctx context.Context, o soakOptions, log *slog.Logger, out io.Writer
 	admins := [2]string{m.clientAdmin, m.serverAdmin}
 	fmt.Fprintf(out, "soak: HTTP/1.1 GET at %g rps over %d connections through the mesh for %v, sampled every %v; growth checked after %v\n",
 		o.rate, o.conns, o.duration, o.interval, o.warmup)
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "t\trequests\tfailed\tp99 ms\tclient RSS MiB\tclient goroutines\tserver RSS MiB\tserver goroutines\t")
+	// Fixed widths, not a tabwriter: each row is printed as it comes.
+	const row = "%8s %9s %7s %9s %15s %18s %15s %18s\n"
+	fmt.Fprintf(out, row, "t", "requests", "failed", "p99 ms", "client RSS MiB", "client goroutines", "server RSS MiB", "server goroutines")
 	var samples []soakSample
 	start := time.Now()
 	for time.Since(start) < o.duration {
@@ -119,9 +119,9 @@ func runSoak(ctx context.Context, o soakOptions, log *slog.Logger, out io.Writer
 			}
 		}
 		samples = append(samples, s)
-		fmt.Fprintf(tw, "%.0fs\t%d\t%d\t%.2f\t%.1f\t%.0f\t%.1f\t%.0f\t\n", s.at.Seconds(), s.requests, s.failed, float64(s.p99)/1000,
-			s.rss[0]/(1<<20), s.goroutines[0], s.rss[1]/(1<<20), s.goroutines[1])
-		_ = tw.Flush()
+		fmt.Fprintf(out, row, fmt.Sprintf("%.0fs", s.at.Seconds()), strconv.FormatInt(s.requests, 10), strconv.FormatInt(s.failed, 10),
+			fmt.Sprintf("%.2f", float64(s.p99)/1000), fmt.Sprintf("%.1f", s.rss[0]/(1<<20)), fmt.Sprintf("%.0f", s.goroutines[0]),
+			fmt.Sprintf("%.1f", s.rss[1]/(1<<20)), fmt.Sprintf("%.0f", s.goroutines[1]))
 		if s.failed > 0 {
 			return fmt.Errorf("soak FAILED at %.0fs: %d requests failed in the last %v (first error: %s)", s.at.Seconds(), s.failed, o.interval, s.firstError)
 		}
