@@ -101,6 +101,7 @@ type env struct {
 	nginx    *nginxPair
 	measured []measured
 	idleRSS  map[string]int64
+	idleMem  []idleMemory
 	// nginxIdle is the nginx instance of the idle scenario, measured there only.
 	nginxIdle *measured
 	bigBody   []byte
@@ -180,6 +181,7 @@ func runBench(ctx context.Context, o options, log *slog.Logger) (report, error) 
 	}
 	rep := summarize(o, scs, cells, e)
 	rep.Skipped = skipped
+	rep.IdleMemory = e.idleMem
 	if e.nginx != nil && e.nginx.noStream != "" {
 		rep.Notes = append(rep.Notes, "no opaque nginx baseline: "+e.nginx.noStream)
 	}
@@ -234,6 +236,9 @@ func setup(ctx context.Context, o options, ps *procs, dir string, log *slog.Logg
 			return nil, fmt.Errorf("%s memory: %w", m.name, err)
 		}
 		e.idleRSS[m.name] = mem.RSS
+	}
+	if e.idleMem, err = readIdleMemory(ctx, e); err != nil {
+		return nil, err
 	}
 	return e, nil
 }

@@ -31,8 +31,10 @@ type report struct {
 	Scenarios []scenarioReport `json:"scenarios"`
 	Cells     []*cellResult    `json:"cells"` // every pass, unmerged
 	Targets   []targetResult   `json:"targets"`
-	Skipped   []string         `json:"skipped,omitempty"` // cells that could not run here, and why
-	Notes     []string         `json:"notes,omitempty"`
+	// IdleMemory splits each proxy's idle RSS, before any load.
+	IdleMemory []idleMemory `json:"idle_memory,omitempty"`
+	Skipped    []string     `json:"skipped,omitempty"` // cells that could not run here, and why
+	Notes      []string     `json:"notes,omitempty"`
 }
 
 type scenarioReport struct {
@@ -177,6 +179,7 @@ func printReport(w io.Writer, o options, rep report) {
 	for _, n := range rep.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
+	printIdleMemory(w, rep.IdleMemory)
 	printTargets(w, rep.Targets)
 	fmt.Fprintf(w, "\n(tails, p99 and beyond, vary several-fold between runs on a shared machine: read them as orders of magnitude)\n")
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -193,50 +194,66 @@ func leastSquaresSlope(xs, ys []float64) float64 {
 // scrapeProcess reads process_resident_memory_bytes and go_goroutines
 // from a proxy's admin /metrics.
 func scrapeProcess(ctx context.Context, admin string) (rss, goroutines float64, err error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
-	if err != nil {
-		return 0, 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, 0, fmt.Errorf("status %d", resp.StatusCode)
-	}
-	return parseProcessMetrics(resp.Body)
+	err = getMetrics(ctx, admin, func(r io.Reader) error {
+		rss, goroutines, err = parseProcessMetrics(r)
+		return err
+	})
+	return rss, goroutines, err
 }
 
 // parseProcessMetrics finds the two unlabelled gauges in a Prometheus text
 // exposition.
 func parseProcessMetrics(r io.Reader) (rss, goroutines float64, err error) {
-	var seen int
+	g, err := parseGauges(r, "process_resident_memory_bytes", "go_goroutines")
+	if err != nil {
+		return 0, 0, err
+	}
+	return g["process_resident_memory_bytes"], g["go_goroutines"], nil
+}
+
+// parseGauges finds the named unlabelled samples in a Prometheus text
+// exposition; each must be there.
+func parseGauges(r io.Reader, names ...string) (map[string]float64, error) {
+	out := map[string]float64{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		name, val, ok := strings.Cut(sc.Text(), " ")
-		if !ok || (name != "process_resident_memory_bytes" && name != "go_goroutines") {
+		if !ok || !slices.Contains(names, name) {
 			continue
 		}
 		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", name, err)
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		seen++
-		if name == "go_goroutines" {
-			goroutines = v
-		} else {
-			rss = v
-		}
+		out[name] = v
 	}
 	if err := sc.Err(); err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	if seen != 2 {
-		return 0, 0, errors.New("process_resident_memory_bytes or go_goroutines missing")
+	for _, n := range names {
+		if _, ok := out[n]; !ok {
+			return nil, fmt.Errorf("%s missing", n)
+		}
 	}
-	return rss, goroutines, nil
+	return out, nil
+}
+
+// getMetrics GETs a proxy's admin /metrics and hands the body to parse.
+func getMetrics(ctx context.Context, admin string, parse func(io.Reader) error) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return parse(resp.Body)
 }

@@ -18,6 +18,7 @@ func TestParseProcessMetrics(t *testing.T) {
 		{"both", "# HELP go_goroutines x\n# TYPE go_goroutines gauge\ngo_goroutines 42\nprocess_resident_memory_bytes 1.2345e+07\n", 1.2345e7, 42, false},
 		{"labelled look-alikes ignored", "go_goroutines_total 1\ngo_goroutines{a=\"b\"} 9\ngo_goroutines 3\nprocess_resident_memory_bytes 10\n", 10, 3, false},
 		{"missing rss", "go_goroutines 3\n", 0, 0, true},
+		{"empty", "", 0, 0, true},
 		{"bad value", "go_goroutines x\nprocess_resident_memory_bytes 10\n", 0, 0, true},
 	}
 	for _, tt := range tests {

@@ -206,3 +206,56 @@ func ReadSystemCPU() (SystemCPU, error) {
 	}
 	return ParseSystemCPU(b)
 }
+
+// Rollup is what /proc/PID/smaps_rollup says about resident memory, in
+// bytes: RSS split into anonymous pages (heap, stacks, runtime data) and
+// file-backed pages (the binary's code and read-only data actually touched,
+// shared libraries).
+type Rollup struct {
+	RSS, Anonymous, File int64
+}
+
+// ParseSmapsRollup parses the Rss and Anonymous lines of
+// /proc/PID/smaps_rollup; File is their difference.
+func ParseSmapsRollup(b []byte) (Rollup, error) {
+	var r Rollup
+	seen := 0
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		key, val, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (key != "Rss" && key != "Anonymous") {
+			continue
+		}
+		f := strings.Fields(val)
+		if len(f) != 2 || f[1] != "kB" {
+			return Rollup{}, fmt.Errorf("procstat: %s: want \"N kB\", got %q", key, strings.TrimSpace(val))
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil || kb < 0 || kb > 1<<40 {
+			return Rollup{}, fmt.Errorf("procstat: %s: bad size %q", key, f[0])
+		}
+		if key == "Rss" {
+			r.RSS = kb * 1024
+		} else {
+			r.Anonymous = kb * 1024
+		}
+		seen++
+	}
+	if err := sc.Err(); err != nil {
+		return Rollup{}, fmt.Errorf("procstat: %w", err)
+	}
+	if seen != 2 || r.Anonymous > r.RSS {
+		return Rollup{}, errors.New("procstat: smaps_rollup lacks Rss or Anonymous, or Anonymous exceeds Rss")
+	}
+	r.File = r.RSS - r.Anonymous
+	return r, nil
+}
+
+// ReadSmapsRollup reads /proc/PID/smaps_rollup.
+func ReadSmapsRollup(pid int) (Rollup, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "smaps_rollup"))
+	if err != nil {
+		return Rollup{}, fmt.Errorf("procstat: %w", err)
+	}
+	return ParseSmapsRollup(b)
+}
