@@ -91,18 +91,7 @@ http {
     server {
         listen {{.HTTPAddr}};
         location / {
-            proxy_pass https://next_http;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_ssl_protocols TLSv1.3;
-            proxy_ssl_certificate {{.Certs.ClientCert}};
-            proxy_ssl_certificate_key {{.Certs.ClientKey}};
-            proxy_ssl_trusted_certificate {{.Certs.CA}};
-            proxy_ssl_verify on;
-            proxy_ssl_name {{.ServerName}};
-            proxy_ssl_server_name on;
-            proxy_ssl_session_reuse on;
-        }
+{{template "tlsup" .}}        }
         # 1 MiB bodies: streamed both ways like the mesh does (nginx's
         # defaults would spool a body over 16 KiB to a temporary file).
         location /big {
@@ -111,18 +100,7 @@ http {
             proxy_buffering off;
             proxy_buffer_size 64k;
             proxy_buffers 4 64k;
-            proxy_pass https://next_http;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_ssl_protocols TLSv1.3;
-            proxy_ssl_certificate {{.Certs.ClientCert}};
-            proxy_ssl_certificate_key {{.Certs.ClientKey}};
-            proxy_ssl_trusted_certificate {{.Certs.CA}};
-            proxy_ssl_verify on;
-            proxy_ssl_name {{.ServerName}};
-            proxy_ssl_server_name on;
-            proxy_ssl_session_reuse on;
-        }
+{{template "tlsup" .}}        }
     }
     server {
         listen {{.GRPCAddr}} http2;
@@ -200,6 +178,18 @@ stream {
         proxy_pass {{.NextTCP}};
     }
 {{end}}}
+{{end}}
+{{- define "tlsup"}}            proxy_pass https://next_http;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_protocols TLSv1.3;
+            proxy_ssl_certificate {{.Certs.ClientCert}};
+            proxy_ssl_certificate_key {{.Certs.ClientKey}};
+            proxy_ssl_trusted_certificate {{.Certs.CA}};
+            proxy_ssl_verify on;
+            proxy_ssl_name {{.ServerName}};
+            proxy_ssl_server_name on;
+            proxy_ssl_session_reuse on;
 {{end}}`))
 
 type nginxConf struct {
