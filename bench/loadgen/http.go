@@ -80,35 +80,48 @@ func (cs closers) Close() error {
 	return nil
 }
 
-type httpConn struct {
-	addr    string
-	req     []byte
-	body    []byte
-	timeout time.Duration
-	buf     []byte
-	conn    net.Conn
-	br      *bufio.Reader
+// lazyConn is a worker's connection: dialled when first needed, and again
+// after it was closed.
+type lazyConn struct {
+	conn net.Conn
+	br   *bufio.Reader
 }
 
-func (c *httpConn) close() {
+func (c *lazyConn) close() {
 	if c.conn != nil {
 		_ = c.conn.Close()
 		c.conn = nil
 	}
 }
 
+func (c *lazyConn) dial(ctx context.Context, addr string, timeout time.Duration) error {
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", addr, err)
+	}
+	c.conn = conn
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(conn, 4096)
+	} else {
+		c.br.Reset(conn)
+	}
+	return nil
+}
+
+type httpConn struct {
+	lazyConn
+	addr    string
+	req     []byte
+	body    []byte
+	timeout time.Duration
+	buf     []byte
+}
+
 func (c *httpConn) do(ctx context.Context) error {
 	if c.conn == nil {
-		d := net.Dialer{Timeout: c.timeout}
-		conn, err := d.DialContext(ctx, "tcp", c.addr)
-		if err != nil {
-			return fmt.Errorf("dial %s: %w", c.addr, err)
-		}
-		c.conn = conn
-		if c.br == nil {
-			c.br = bufio.NewReaderSize(conn, 4096)
-		} else {
-			c.br.Reset(conn)
+		if err := c.dial(ctx, c.addr, c.timeout); err != nil {
+			return err
 		}
 	}
 	keep, err := c.roundTrip()

@@ -63,23 +63,15 @@ func (cs streamClosers) Close() error {
 }
 
 type streamConn struct {
+	lazyConn
 	t       StreamTarget
 	payload []byte // length prefix and bytes, shared read-only
 	buf     []byte
-	conn    net.Conn
-	br      *bufio.Reader
-}
-
-func (c *streamConn) close() {
-	if c.conn != nil {
-		_ = c.conn.Close()
-		c.conn = nil
-	}
 }
 
 func (c *streamConn) do(ctx context.Context) error {
 	if c.conn == nil {
-		if err := c.dial(ctx); err != nil {
+		if err := c.open(ctx); err != nil {
 			c.close()
 			return err
 		}
@@ -91,21 +83,15 @@ func (c *streamConn) do(ctx context.Context) error {
 	return err
 }
 
-func (c *streamConn) dial(ctx context.Context) error {
-	d := net.Dialer{Timeout: c.t.Timeout}
-	conn, err := d.DialContext(ctx, "tcp", c.t.Addr)
-	if err != nil {
-		return fmt.Errorf("dial %s: %w", c.t.Addr, err)
-	}
-	c.conn = conn
-	if c.br == nil {
-		c.br = bufio.NewReaderSize(conn, 4096)
-	} else {
-		c.br.Reset(conn)
+// open dials and, for a proxy, sends the CONNECT.
+func (c *streamConn) open(ctx context.Context) error {
+	if err := c.dial(ctx, c.t.Addr, c.t.Timeout); err != nil {
+		return err
 	}
 	if c.t.Connect == "" {
 		return nil
 	}
+	conn := c.conn
 	if err := conn.SetDeadline(time.Now().Add(c.t.Timeout)); err != nil {
 		return err
 	}
