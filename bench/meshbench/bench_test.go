@@ -148,7 +148,7 @@ func TestMeshStartErrorsAreClear(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"name: echo", "namespace: bench", "targetPort: 1", "protocol: http", "name: client", "targetPort: 2", "protocol: opaque"} {
+	for _, want := range []string{"name: echo", "namespace: bench", "targetPort: 1", "protocol: \"\"", "name: client", "targetPort: 2", "protocol: opaque"} {
 		if !strings.Contains(string(store), want) {
 			t.Errorf("store file lacks %q:\n%s", want, store)
 		}
