@@ -336,6 +336,9 @@ type procCost struct {
 	// HeldDelta is the idle scenario's RSS with the connections held minus
 	// RSS just before they were opened.
 	HeldDelta int64 `json:"held_rss_delta_bytes,omitempty"`
+	// HeldGoroutines is, for a trellis-proxy in the idle scenario, its
+	// goroutines with the connections held minus just before (/metrics).
+	HeldGoroutines float64 `json:"held_goroutines_delta,omitempty"`
 }
 
 // workersFor builds the load generator's workers for a cell.

@@ -41,12 +41,16 @@ func runIdle(ctx context.Context, e *env, sc scenario, path string) (*cellResult
 		return nil, skipError{"the idle scenario measures a front proxy; direct has none"}
 	}
 	before := make([]int64, len(procs))
+	g0 := make([]float64, len(procs))
 	for i, m := range procs {
 		mem, err := m.group.Memory()
 		if err != nil {
 			return nil, fmt.Errorf("%s memory: %w", m.name, err)
 		}
 		before[i] = mem.RSS
+		if g0[i], err = e.goroutines(ctx, m); err != nil {
+			return nil, err
+		}
 	}
 	start := time.Now()
 	conns, failed, firstErr := holdConns(ctx, addr, host, sc.Conns)
@@ -67,9 +71,34 @@ func runIdle(ctx context.Context, e *env, sc scenario, path string) (*cellResult
 		if err != nil {
 			return nil, fmt.Errorf("%s memory: %w", m.name, err)
 		}
-		c.Procs = append(c.Procs, procCost{Name: m.name, Proxy: m.proxy, IdleRSS: before[i], PeakRSS: mem.RSS, HWM: mem.HWM, HeldDelta: mem.RSS - before[i]})
+		g1, err := e.goroutines(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		c.Procs = append(c.Procs, procCost{Name: m.name, Proxy: m.proxy, IdleRSS: before[i], PeakRSS: mem.RSS, HWM: mem.HWM,
+			HeldDelta: mem.RSS - before[i], HeldGoroutines: g1 - g0[i]})
 	}
 	return c, nil
+}
+
+// adminOf is a trellis-proxy's admin address.
+func (e *env) adminOf(m measured) string {
+	if m.name == "server-proxy" {
+		return e.mesh.serverAdmin
+	}
+	return e.mesh.clientAdmin
+}
+
+// goroutines reads a trellis-proxy's go_goroutines; 0 for other processes.
+func (e *env) goroutines(ctx context.Context, m measured) (float64, error) {
+	if !m.proxy {
+		return 0, nil
+	}
+	_, g, err := scrapeProcess(ctx, e.adminOf(m))
+	if err != nil {
+		return 0, fmt.Errorf("%s /metrics: %w", m.name, err)
+	}
+	return g, nil
 }
 
 // holdConns opens n connections to addr, 32 at a time, each carrying one

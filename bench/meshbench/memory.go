@@ -42,11 +42,7 @@ func readIdleMemory(ctx context.Context, e *env) ([]idleMemory, error) {
 			im.RSS, im.File, im.Anonymous = im.RSS+r.RSS, im.File+r.File, im.Anonymous+r.Anonymous
 		}
 		if m.proxy {
-			admin := e.mesh.clientAdmin
-			if m.name == "server-proxy" {
-				admin = e.mesh.serverAdmin
-			}
-			err := getMetrics(ctx, admin, func(r io.Reader) error {
+			err := getMetrics(ctx, e.adminOf(m), func(r io.Reader) error {
 				g, err := parseGauges(r, "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes")
 				im.HeapInuse, im.StackInuse, im.GoSys = g["go_memstats_heap_inuse_bytes"], g["go_memstats_stack_inuse_bytes"], g["go_memstats_sys_bytes"]
 				return err

@@ -99,7 +99,7 @@ func summarize(o options, scenarios []scenario, cells []*cellResult, e *env) rep
 					if !ok {
 						i = len(pr.Procs)
 						procIdx[p.Name] = i
-						pr.Procs = append(pr.Procs, procCost{Name: p.Name, Proxy: p.Proxy, IdleRSS: p.IdleRSS, HeldDelta: p.HeldDelta})
+						pr.Procs = append(pr.Procs, procCost{Name: p.Name, Proxy: p.Proxy, IdleRSS: p.IdleRSS, HeldDelta: p.HeldDelta, HeldGoroutines: p.HeldGoroutines})
 					}
 					agg := &pr.Procs[i]
 					agg.CPUSeconds += p.CPUSeconds
@@ -257,10 +257,14 @@ func perCore(sr scenarioReport, p pathReport, pc procCost) string {
 func printIdle(w io.Writer, sr scenarioReport) {
 	printFailures(w, sr)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "path\tprocess\tconns held\tRSS before MiB\tRSS held MiB\tKiB per conn")
+	fmt.Fprintln(tw, "path\tprocess\tconns held\tRSS before MiB\tRSS held MiB\tKiB per conn\tgoroutines per conn")
 	for _, p := range sr.Paths {
 		for _, pc := range p.Procs {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", p.Path, pc.Name, p.Held, mib(pc.IdleRSS), mib(pc.PeakRSS), kibPerConn(pc.HeldDelta, p.Held))
+			g := "-"
+			if pc.Proxy && p.Held > 0 {
+				g = fmt.Sprintf("%.2f", pc.HeldGoroutines/float64(p.Held))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", p.Path, pc.Name, p.Held, mib(pc.IdleRSS), mib(pc.PeakRSS), kibPerConn(pc.HeldDelta, p.Held), g)
 		}
 	}
 	_ = tw.Flush()
