@@ -6,7 +6,6 @@ import (
 )
 
 func TestCheckTargets(t *testing.T) {
-	f := func(v float64) *float64 { return &v }
 	proxies := func(client, server float64, peak int64) []procCost {
 		return []procCost{
 			{Name: "client-proxy", Proxy: true, CPUMicrosReq: client, IdleRSS: 9 << 20, PeakRSS: peak},
@@ -21,8 +20,15 @@ func TestCheckTargets(t *testing.T) {
 				{Path: pathMesh, Completed: 10, Procs: proxies(105, 150, 15<<20)},
 				{Path: pathNginx, Completed: 10, Procs: nginx},
 			},
-			Added:    map[string]latency{pathMesh: {P99: 3000}, pathNginx: {P99: 1000}},
-			RatioP50: f(1.2), RatioP90: f(1.5),
+			Added: map[string]latency{pathMesh: {P50: 120, P90: 300, P99: 3000}, pathNginx: {P50: 100, P90: 200, P99: 1000}},
+		},
+		{
+			scenario: scenario{Name: "grpc-1000", Kind: kindGRPC, Rate: 1000},
+			Paths: []pathReport{
+				{Path: pathMesh, Completed: 10, Procs: proxies(100, 100, 1)},
+				{Path: pathNginx, Completed: 10, Procs: nginx},
+			},
+			Added: map[string]latency{pathMesh: {P50: 50, P90: -10}, pathNginx: {P50: -5, P90: 100}},
 		},
 		{
 			scenario: scenario{Name: "idle-10", Kind: kindIdle},
@@ -32,33 +38,39 @@ func TestCheckTargets(t *testing.T) {
 			},
 		},
 	}
-	want := map[string]struct {
-		measured float64
-		met      bool
+	type key struct{ target, scenario string }
+	want := map[key]struct {
+		measured  float64
+		met       bool
+		unchecked bool
 	}{
-		"CPU per request, client-proxy / an nginx hop":         {1.05, true},
-		"CPU per request, server-proxy / an nginx hop":         {1.5, false},
-		"added p50, mesh / nginx chain":                        {1.2, true},
-		"added p90, mesh / nginx chain":                        {1.5, false},
-		"added p99, mesh / nginx chain":                        {3, false},
-		"RSS peak, client-proxy":                               {15, false},
-		"RSS peak, server-proxy":                               {15, false},
-		"RSS idle, client-proxy":                               {9, true},
-		"RSS idle, server-proxy":                               {12, false},
-		"RSS per idle app connection, client-proxy / nginx #1": {0.5, true},
+		{"CPU per request, client-proxy / an nginx hop", "http-4000"}:       {1.05, true, false},
+		{"CPU per request, server-proxy / an nginx hop", "http-4000"}:       {1.5, false, false},
+		{"added p50, mesh / nginx chain", "http-4000"}:                      {1.2, true, false},
+		{"added p90, mesh / nginx chain", "http-4000"}:                      {1.5, false, false},
+		{"added p99, mesh / nginx chain", "http-4000"}:                      {3, false, false},
+		{"RSS peak, client-proxy", "http-4000"}:                             {15, false, false},
+		{"RSS peak, server-proxy", "http-4000"}:                             {15, false, false},
+		{"RSS idle, client-proxy", "start-up"}:                              {9, true, false},
+		{"RSS idle, server-proxy", "start-up"}:                              {12, false, false},
+		{"CPU per request, client-proxy / an nginx hop", "grpc-1000"}:       {1, true, false},
+		{"CPU per request, server-proxy / an nginx hop", "grpc-1000"}:       {1, true, false},
+		{"added p50, mesh / nginx chain", "grpc-1000"}:                      {0, false, true}, // nginx added nothing
+		{"added p90, mesh / nginx chain", "grpc-1000"}:                      {0, false, true}, // mesh "faster" than direct
+		{"RSS per idle app connection, client-proxy / nginx #1", "idle-10"}: {0.5, true, false},
 	}
 	got := checkTargets(scs)
 	if len(got) != len(want) {
 		t.Errorf("%d targets, want %d: %+v", len(got), len(want), got)
 	}
 	for _, tr := range got {
-		w, ok := want[tr.Target]
+		w, ok := want[key{tr.Target, tr.Scenario}]
 		if !ok {
-			t.Errorf("unexpected target %q", tr.Target)
+			t.Errorf("unexpected target %q in %s", tr.Target, tr.Scenario)
 			continue
 		}
-		if math.Abs(tr.Measured-w.measured) > 1e-9 || tr.Met != w.met {
-			t.Errorf("%s: measured %v met %v, want %v %v", tr.Target, tr.Measured, tr.Met, w.measured, w.met)
+		if math.Abs(tr.Measured-w.measured) > 1e-9 || tr.Met != w.met || (tr.Unchecked != "") != w.unchecked {
+			t.Errorf("%s, %s: measured %v met %v unchecked %q; want %v %v unchecked %v", tr.Target, tr.Scenario, tr.Measured, tr.Met, tr.Unchecked, w.measured, w.met, w.unchecked)
 		}
 	}
 	miss := newTarget("x", "s", 1.65, 1.1, "x")
