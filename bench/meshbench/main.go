@@ -138,13 +138,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var rates, paths, kinds string
 	var quick bool
 	fs.StringVar(&kinds, "scenarios", "all", "scenarios to run, comma-separated: http, grpc, big, opaque, churn (churn-http and churn-tcp), idle, or all")
-	fs.DurationVar(&o.extraDuration, "extra-duration", 8*time.Second, "measured time per cell of the big, opaque and churn scenarios")
-	fs.DurationVar(&o.extraWarmup, "extra-warmup", 2*time.Second, "warm-up before each cell of the big, opaque and churn scenarios")
-	fs.Float64Var(&o.bigRate, "big-rate", 20, "big and opaque: exchanges per second, each 1 MiB up and 1 MiB down")
-	fs.IntVar(&o.bigConns, "big-conns", 4, "big and opaque: connections")
-	fs.Float64Var(&o.churnRate, "churn-rate", 1000, "churn: requests per second, each on a new connection")
-	fs.IntVar(&o.churnConns, "churn-conns", 500, "churn: workers, so at most this many connections open at once")
-	fs.IntVar(&o.idleConns, "idle-conns", 10000, "idle: app connections held open through the front proxy")
+	o.extraFlags(fs)
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured time per cell")
 	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "warm-up at the target rate before each cell (not measured)")
 	fs.StringVar(&rates, "rates", "1000,4000", "HTTP/1.1 request rates (requests per second), comma-separated")
@@ -175,12 +169,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if !set["warmup"] {
 			o.warmup = time.Second
 		}
-		if !set["extra-duration"] {
-			o.extraDuration = 2 * time.Second
-		}
-		if !set["extra-warmup"] {
-			o.extraWarmup = time.Second
-		}
+		o.quickExtra(set)
 	}
 	var err error
 	if o.rates, err = parseRates(rates); err != nil {
@@ -255,6 +244,28 @@ func parsePaths(s string) ([]string, error) {
 		return nil, errors.New("no path to measure")
 	}
 	return out, nil
+}
+
+// extraFlags defines the flags of the big, opaque, churn and idle scenarios.
+func (o *options) extraFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&o.extraDuration, "extra-duration", 8*time.Second, "measured time per cell of the big, opaque and churn scenarios")
+	fs.DurationVar(&o.extraWarmup, "extra-warmup", 2*time.Second, "warm-up before each cell of the big, opaque and churn scenarios")
+	fs.Float64Var(&o.bigRate, "big-rate", 20, "big and opaque: exchanges per second, each 1 MiB up and 1 MiB down")
+	fs.IntVar(&o.bigConns, "big-conns", 4, "big and opaque: connections")
+	fs.Float64Var(&o.churnRate, "churn-rate", 1000, "churn: requests per second, each on a new connection")
+	fs.IntVar(&o.churnConns, "churn-conns", 500, "churn: workers, so at most this many connections open at once")
+	fs.IntVar(&o.idleConns, "idle-conns", 10000, "idle: app connections held open through the front proxy")
+}
+
+// quickExtra shortens the new scenarios' cells for -quick, unless their
+// flags were given.
+func (o *options) quickExtra(set map[string]bool) {
+	if !set["extra-duration"] {
+		o.extraDuration = 2 * time.Second
+	}
+	if !set["extra-warmup"] {
+		o.extraWarmup = time.Second
+	}
 }
 
 // checkExtra validates the flags of the new scenarios.

@@ -75,42 +75,7 @@ func summarize(o options, scenarios []scenario, cells []*cellResult, e *env) rep
 		sr := scenarioReport{scenario: sc, Title: sc.title(o)}
 		byPath := map[string]*pathReport{}
 		for _, path := range o.paths {
-			corr, unc := loadgen.NewHistogram(), loadgen.NewHistogram()
-			pr := &pathReport{Path: path}
-			procIdx := map[string]int{}
-			for _, c := range cells {
-				if c.Scenario != sc.Name || c.Path != path {
-					continue
-				}
-				if c.corr != nil { // the idle scenario has no latencies
-					corr.Merge(c.corr)
-					unc.Merge(c.unc)
-				}
-				pr.Completed += c.Completed
-				pr.Errors += c.Errors
-				pr.Unsent += c.Unsent
-				pr.Held = max(pr.Held, c.Held)
-				pr.OtherCores = max(pr.OtherCores, c.OtherCores)
-				if pr.FirstError == "" {
-					pr.FirstError = c.FirstError
-				}
-				for _, p := range c.Procs {
-					i, ok := procIdx[p.Name]
-					if !ok {
-						i = len(pr.Procs)
-						procIdx[p.Name] = i
-						pr.Procs = append(pr.Procs, procCost{Name: p.Name, Proxy: p.Proxy, IdleRSS: p.IdleRSS, HeldDelta: p.HeldDelta, HeldGoroutines: p.HeldGoroutines})
-					}
-					agg := &pr.Procs[i]
-					agg.CPUSeconds += p.CPUSeconds
-					agg.PeakRSS = max(agg.PeakRSS, p.PeakRSS)
-					agg.HWM = max(agg.HWM, p.HWM)
-				}
-			}
-			for i := range pr.Procs {
-				pr.Procs[i].fill(pr.Completed + pr.Errors)
-			}
-			pr.Corrected, pr.Uncorrected = latencyOf(corr), latencyOf(unc)
+			pr := mergePath(sc, path, cells)
 			sr.Paths = append(sr.Paths, *pr)
 			byPath[path] = pr
 		}
@@ -137,6 +102,47 @@ func summarize(o options, scenarios []scenario, cells []*cellResult, e *env) rep
 	}
 	rep.Targets = checkTargets(rep.Scenarios)
 	return rep
+}
+
+// mergePath merges every pass of one scenario over one path.
+func mergePath(sc scenario, path string, cells []*cellResult) *pathReport {
+	corr, unc := loadgen.NewHistogram(), loadgen.NewHistogram()
+	pr := &pathReport{Path: path}
+	procIdx := map[string]int{}
+	for _, c := range cells {
+		if c.Scenario != sc.Name || c.Path != path {
+			continue
+		}
+		if c.corr != nil { // the idle scenario has no latencies
+			corr.Merge(c.corr)
+			unc.Merge(c.unc)
+		}
+		pr.Completed += c.Completed
+		pr.Errors += c.Errors
+		pr.Unsent += c.Unsent
+		pr.Held = max(pr.Held, c.Held)
+		pr.OtherCores = max(pr.OtherCores, c.OtherCores)
+		if pr.FirstError == "" {
+			pr.FirstError = c.FirstError
+		}
+		for _, p := range c.Procs {
+			i, ok := procIdx[p.Name]
+			if !ok {
+				i = len(pr.Procs)
+				procIdx[p.Name] = i
+				pr.Procs = append(pr.Procs, procCost{Name: p.Name, Proxy: p.Proxy, IdleRSS: p.IdleRSS, HeldDelta: p.HeldDelta, HeldGoroutines: p.HeldGoroutines})
+			}
+			agg := &pr.Procs[i]
+			agg.CPUSeconds += p.CPUSeconds
+			agg.PeakRSS = max(agg.PeakRSS, p.PeakRSS)
+			agg.HWM = max(agg.HWM, p.HWM)
+		}
+	}
+	for i := range pr.Procs {
+		pr.Procs[i].fill(pr.Completed + pr.Errors)
+	}
+	pr.Corrected, pr.Uncorrected = latencyOf(corr), latencyOf(unc)
+	return pr
 }
 
 func ratio(a, b int64) *float64 {
