@@ -229,7 +229,11 @@ func printLatency(w io.Writer, sr scenarioReport) {
 func printFailures(w io.Writer, sr scenarioReport) {
 	for _, p := range sr.Paths {
 		if p.Errors+p.Unsent > 0 {
-			fmt.Fprintf(w, "  ! %s: %d failed, %d unsent; first error: %s\n", p.Path, p.Errors, p.Unsent, p.FirstError)
+			first := p.FirstError
+			if first == "" {
+				first = "none (the unsent requests were still queued when the drain timeout ended the cell)"
+			}
+			fmt.Fprintf(w, "  ! %s: %d failed, %d unsent; first error: %s\n", p.Path, p.Errors, p.Unsent, first)
 		}
 	}
 }
