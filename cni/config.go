@@ -18,23 +18,20 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/redirect"
 )
 
 // PluginType is the plugin's "type" in a conflist, and its binary's name.
 const PluginType = "trellis-cni"
 
-// Annotation keys (notes/k8s-contract.md).
-const (
-	AnnotationCapability   = "io.kubernetes.cri.pod-annotations"
-	AnnotationProxy        = "trellis.io/proxy-version"
-	AnnotationInject       = "trellis.io/inject"
-	AnnotationSkipInbound  = "config.trellis.io/skip-inbound-ports"
-	AnnotationSkipOutbound = "config.trellis.io/skip-outbound-ports"
-)
+// AnnotationCapability is the runtime capability that passes pod
+// annotations to the plugin; the annotations it reads are those of
+// internal/k8slabels (notes/k8s-contract.md).
+const AnnotationCapability = "io.kubernetes.cri.pod-annotations"
 
 // DefaultExcludeNamespaces are never touched, whatever their annotations.
-var DefaultExcludeNamespaces = []string{"kube-system", "trellis-system"}
+var DefaultExcludeNamespaces = []string{"kube-system", k8slabels.ControlPlaneNamespace}
 
 // maxConfigBytes bounds what we parse from stdin.
 const maxConfigBytes = 1 << 20
@@ -159,20 +156,20 @@ func (c *Config) Decide(a Args) (Decision, error) {
 	if ann == nil {
 		return Decision{Reason: "the runtime passed no pod annotations (is the " + AnnotationCapability + " capability declared?)"}, nil
 	}
-	if ann[AnnotationProxy] == "" {
+	if ann[k8slabels.AnnotationProxyVersion] == "" {
 		return Decision{Reason: "pod has no injected proxy"}, nil
 	}
-	if ann[AnnotationInject] == "disabled" {
-		return Decision{Reason: "pod opted out (" + AnnotationInject + ": disabled)"}, nil
+	if ann[k8slabels.AnnotationInject] == k8slabels.InjectDisabled {
+		return Decision{Reason: "pod opted out (" + k8slabels.AnnotationInject + ": " + k8slabels.InjectDisabled + ")"}, nil
 	}
 	rc := c.Redirect
-	in, err := redirect.ParsePorts(ann[AnnotationSkipInbound])
+	in, err := redirect.ParsePorts(ann[k8slabels.AnnotationSkipInboundPorts])
 	if err != nil {
-		return Decision{}, fmt.Errorf("pod %s/%s annotation %s: %w", a.PodNamespace, a.PodName, AnnotationSkipInbound, err)
+		return Decision{}, fmt.Errorf("pod %s/%s annotation %s: %w", a.PodNamespace, a.PodName, k8slabels.AnnotationSkipInboundPorts, err)
 	}
-	out, err := redirect.ParsePorts(ann[AnnotationSkipOutbound])
+	out, err := redirect.ParsePorts(ann[k8slabels.AnnotationSkipOutboundPorts])
 	if err != nil {
-		return Decision{}, fmt.Errorf("pod %s/%s annotation %s: %w", a.PodNamespace, a.PodName, AnnotationSkipOutbound, err)
+		return Decision{}, fmt.Errorf("pod %s/%s annotation %s: %w", a.PodNamespace, a.PodName, k8slabels.AnnotationSkipOutboundPorts, err)
 	}
 	rc.SkipInbound = redirect.MergePorts(rc.SkipInbound, in)
 	rc.SkipOutbound = redirect.MergePorts(rc.SkipOutbound, out)

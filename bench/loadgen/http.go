@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -17,6 +18,12 @@ type HTTPTarget struct {
 	Host    string        // Host header; Addr when empty
 	Path    string        // request path; "/" when empty
 	Timeout time.Duration // per request; default 5s
+	// Body, when set, makes the request a POST with this body (sent with
+	// one writev together with the head).
+	Body []byte
+	// Close sends "Connection: close": every request then opens a new
+	// connection (connection churn).
+	Close bool
 }
 
 // HTTPWorkers returns n workers, each owning one connection dialled lazily
@@ -37,15 +44,31 @@ func HTTPWorkers(t HTTPTarget, n int) ([]Worker, io.Closer) {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	req := []byte("GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: meshbench\r\n\r\n")
+	req := encodeRequest(host, path, t.Body, t.Close)
+	bufSize := 4096
+	if len(t.Body) > 0 {
+		bufSize = 64 << 10 // large bodies: fewer reads
+	}
 	conns := make([]*httpConn, n)
 	workers := make([]Worker, n)
 	for i := range conns {
-		c := &httpConn{addr: t.Addr, req: req, timeout: timeout, buf: make([]byte, 4096)}
+		c := &httpConn{addr: t.Addr, req: req, body: t.Body, timeout: timeout, buf: make([]byte, bufSize)}
 		conns[i] = c
 		workers[i] = c.do
 	}
 	return workers, closers(conns)
+}
+
+// encodeRequest encodes the request head once for every request.
+func encodeRequest(host, path string, body []byte, closeConn bool) []byte {
+	method, extra := "GET", ""
+	if body != nil {
+		method, extra = "POST", "Content-Length: "+strconv.Itoa(len(body))+"\r\n"
+	}
+	if closeConn {
+		extra += "Connection: close\r\n"
+	}
+	return []byte(method + " " + path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: meshbench\r\n" + extra + "\r\n")
 }
 
 type closers []*httpConn
@@ -57,34 +80,48 @@ func (cs closers) Close() error {
 	return nil
 }
 
-type httpConn struct {
-	addr    string
-	req     []byte
-	timeout time.Duration
-	buf     []byte
-	conn    net.Conn
-	br      *bufio.Reader
+// lazyConn is a worker's connection: dialled when first needed, and again
+// after it was closed.
+type lazyConn struct {
+	conn net.Conn
+	br   *bufio.Reader
 }
 
-func (c *httpConn) close() {
+func (c *lazyConn) close() {
 	if c.conn != nil {
 		_ = c.conn.Close()
 		c.conn = nil
 	}
 }
 
+func (c *lazyConn) dial(ctx context.Context, addr string, timeout time.Duration) error {
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", addr, err)
+	}
+	c.conn = conn
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(conn, 4096)
+	} else {
+		c.br.Reset(conn)
+	}
+	return nil
+}
+
+type httpConn struct {
+	lazyConn
+	addr    string
+	req     []byte
+	body    []byte
+	timeout time.Duration
+	buf     []byte
+}
+
 func (c *httpConn) do(ctx context.Context) error {
 	if c.conn == nil {
-		d := net.Dialer{Timeout: c.timeout}
-		conn, err := d.DialContext(ctx, "tcp", c.addr)
-		if err != nil {
-			return fmt.Errorf("dial %s: %w", c.addr, err)
-		}
-		c.conn = conn
-		if c.br == nil {
-			c.br = bufio.NewReaderSize(conn, 4096)
-		} else {
-			c.br.Reset(conn)
+		if err := c.dial(ctx, c.addr, c.timeout); err != nil {
+			return err
 		}
 	}
 	keep, err := c.roundTrip()
@@ -100,7 +137,11 @@ func (c *httpConn) roundTrip() (keep bool, err error) {
 	if err := c.conn.SetDeadline(time.Now().Add(c.timeout)); err != nil {
 		return false, err
 	}
-	if _, err := c.conn.Write(c.req); err != nil {
+	bufs := net.Buffers{c.req}
+	if len(c.body) > 0 {
+		bufs = append(bufs, c.body)
+	}
+	if _, err := bufs.WriteTo(c.conn); err != nil {
 		return false, fmt.Errorf("write request: %w", err)
 	}
 	resp, err := http.ReadResponse(c.br, nil)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,17 +19,70 @@ import (
 )
 
 type scenario struct {
-	Name string  `json:"name"`
-	Kind string  `json:"kind"` // "http" or "grpc"
-	Rate float64 `json:"rate"`
+	Name  string  `json:"name"`
+	Kind  string  `json:"kind"` // one of allKinds
+	Rate  float64 `json:"rate"`
+	Conns int     `json:"conns"`
+	// Bytes is what one request carries through a proxy, both ways
+	// (big and opaque), for MB/s per core.
+	Bytes int64 `json:"bytes_per_request,omitempty"`
+}
+
+// scenarios lists the run's scenarios from the options.
+func scenarios(o options) []scenario {
+	var out []scenario
+	for _, k := range o.kinds {
+		switch k {
+		case kindHTTP:
+			for _, r := range o.rates {
+				out = append(out, scenario{Name: fmt.Sprintf("http-%g", r), Kind: k, Rate: r, Conns: o.conns})
+			}
+		case kindGRPC:
+			if o.grpcRate > 0 {
+				out = append(out, scenario{Name: fmt.Sprintf("grpc-%g", o.grpcRate), Kind: k, Rate: o.grpcRate, Conns: o.conns})
+			}
+		case kindBig:
+			out = append(out, scenario{Name: "big-1MiB", Kind: k, Rate: o.bigRate, Conns: o.bigConns, Bytes: 2 * bigSize})
+		case kindOpaque:
+			out = append(out, scenario{Name: "opaque-1MiB", Kind: k, Rate: o.bigRate, Conns: o.bigConns, Bytes: 2*bigSize + 4})
+		case kindChurnHTTP, kindChurnTCP:
+			out = append(out, scenario{Name: fmt.Sprintf("%s-%g", k, o.churnRate), Kind: k, Rate: o.churnRate, Conns: o.churnConns})
+		case kindIdle:
+			out = append(out, scenario{Name: fmt.Sprintf("idle-%d", o.idleConns), Kind: k, Conns: o.idleConns})
+		}
+	}
+	return out
+}
+
+// timing is the scenario's measured time and warm-up.
+func (s scenario) timing(o options) (measure, warmup time.Duration) {
+	switch s.Kind {
+	case kindHTTP, kindGRPC:
+		return o.duration, o.warmup
+	}
+	return o.extraDuration, o.extraWarmup
 }
 
 func (s scenario) title(o options) string {
-	what := fmt.Sprintf("HTTP/1.1 GET, %d-byte body, %d connections", bodySize, o.conns)
-	if s.Kind == "grpc" {
-		what = fmt.Sprintf("gRPC unary echo, %d-byte message, one ClientConn, %d calls in flight at most", bodySize, o.conns)
+	var what string
+	switch s.Kind {
+	case kindHTTP:
+		what = fmt.Sprintf("HTTP/1.1 GET, %d-byte body, %d connections", bodySize, s.Conns)
+	case kindGRPC:
+		what = fmt.Sprintf("gRPC unary echo, %d-byte message, one ClientConn, %d calls in flight at most", bodySize, s.Conns)
+	case kindBig:
+		what = fmt.Sprintf("HTTP/1.1 POST of 1 MiB answered with 1 MiB, %d connections", s.Conns)
+	case kindOpaque:
+		what = fmt.Sprintf("opaque TCP (mesh: CONNECT to an opaque port; nginx: stream), 1 MiB up then 1 MiB down per exchange, %d connections", s.Conns)
+	case kindChurnHTTP:
+		what = fmt.Sprintf("HTTP/1.1 GET with Connection: close: a new app TCP connection per request (mesh hop and nginx upstream pools reused), %d workers", s.Conns)
+	case kindChurnTCP:
+		what = fmt.Sprintf("opaque TCP, 64 bytes each way, a new app connection per exchange and so a new TLS 1.3 connection (full handshake, client certificate) on the proxy-to-proxy hop, %d workers", s.Conns)
+	case kindIdle:
+		return fmt.Sprintf("%d idle HTTP/1.1 app connections held open through the front proxy (one request each, then idle)", s.Conns)
 	}
-	return fmt.Sprintf("%s at %g rps; %v measured after %v warm-up; %d pass(es)", what, s.Rate, o.duration, o.warmup, o.passes)
+	d, w := s.timing(o)
+	return fmt.Sprintf("%s at %g rps; %v measured after %v warm-up; %d pass(es)", what, s.Rate, d, w, o.passes)
 }
 
 // measured is a process (or a group: nginx master and worker) whose CPU and
@@ -42,60 +96,28 @@ type measured struct {
 
 // env is everything started once for the whole run.
 type env struct {
-	upstream string // address
+	upstream upstreamAddrs
 	mesh     *meshSetup
 	nginx    *nginxPair
 	measured []measured
 	idleRSS  map[string]int64
+	idleMem  []idleMemory
+	// nginxIdle is the nginx instance of the idle scenario, measured there only.
+	nginxIdle *measured
+	bigBody   []byte
 }
 
-func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error {
-	dir, err := os.MkdirTemp("", "meshbench-")
-	if err != nil {
-		return fmt.Errorf("temp dir: %w", err)
-	}
-	if o.keep {
-		log.Info("keeping the temporary directory", "dir", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
-	ps := &procs{dir: dir, log: log}
-	defer ps.Stop()
+// skipError says a cell cannot run on this machine (and why); the run
+// goes on without it and the report says so.
+type skipError struct{ why string }
 
-	e, err := setup(ctx, o, ps, dir, log)
+func (e skipError) Error() string { return e.why }
+
+func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error {
+	rep, err := runBench(ctx, o, log)
 	if err != nil {
 		return err
 	}
-
-	var scenarios []scenario
-	for _, r := range o.rates {
-		scenarios = append(scenarios, scenario{Name: fmt.Sprintf("http-%g", r), Kind: "http", Rate: r})
-	}
-	if o.grpcRate > 0 {
-		scenarios = append(scenarios, scenario{Name: fmt.Sprintf("grpc-%g", o.grpcRate), Kind: "grpc", Rate: o.grpcRate})
-	}
-
-	var cells []*cellResult
-	for pass := 1; pass <= o.passes; pass++ {
-		order := slices.Clone(o.paths)
-		if pass%2 == 0 {
-			slices.Reverse(order) // alternate order so drift favours no path
-		}
-		for _, sc := range scenarios {
-			for _, path := range order {
-				log.Info("cell", "pass", pass, "scenario", sc.Name, "path", path)
-				c, err := runCell(ctx, o, e, sc, path, pass)
-				if err != nil {
-					return fmt.Errorf("%s over %s (pass %d): %w", sc.Name, path, pass, err)
-				}
-				if c.Errors > 0 || c.Unsent > 0 {
-					log.Warn("requests failed", "scenario", sc.Name, "path", path, "errors", c.Errors, "unsent", c.Unsent, "first", c.FirstError)
-				}
-				cells = append(cells, c)
-			}
-		}
-	}
-	rep := summarize(o, scenarios, cells, e)
 	printReport(out, o, rep)
 	if o.jsonOut != "" {
 		b, err := json.MarshalIndent(rep, "", "  ")
@@ -110,35 +132,92 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	return nil
 }
 
+// runBench starts everything, runs every cell and summarizes.
+func runBench(ctx context.Context, o options, log *slog.Logger) (report, error) {
+	dir, err := os.MkdirTemp("", "meshbench-")
+	if err != nil {
+		return report{}, fmt.Errorf("temp dir: %w", err)
+	}
+	if o.keep {
+		log.Info("keeping the temporary directory", "dir", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	ps := &procs{dir: dir, log: log}
+	defer ps.Stop()
+
+	e, err := setup(ctx, o, ps, dir, log)
+	if err != nil {
+		return report{}, err
+	}
+	scs := scenarios(o)
+	var cells []*cellResult
+	var skipped []string
+	for pass := 1; pass <= o.passes; pass++ {
+		order := slices.Clone(o.paths)
+		if pass%2 == 0 {
+			slices.Reverse(order) // alternate order so drift favours no path
+		}
+		for _, sc := range scs {
+			for _, path := range order {
+				log.Info("cell", "pass", pass, "scenario", sc.Name, "path", path)
+				c, err := runAnyCell(ctx, o, e, sc, path, pass)
+				var skip skipError
+				if errors.As(err, &skip) {
+					if pass == 1 {
+						skipped = append(skipped, fmt.Sprintf("%s over %s: %s", sc.Name, path, skip.why))
+					}
+					continue
+				}
+				if err != nil {
+					return report{}, fmt.Errorf("%s over %s (pass %d): %w", sc.Name, path, pass, err)
+				}
+				if c.Errors > 0 || c.Unsent > 0 {
+					log.Warn("requests failed", "scenario", sc.Name, "path", path, "errors", c.Errors, "unsent", c.Unsent, "first", c.FirstError)
+				}
+				cells = append(cells, c)
+			}
+		}
+	}
+	rep := summarize(o, scs, cells, e)
+	rep.Skipped = skipped
+	rep.IdleMemory = e.idleMem
+	if e.nginx != nil && e.nginx.noStream != "" {
+		rep.Notes = append(rep.Notes, "no opaque nginx baseline: "+e.nginx.noStream)
+	}
+	return rep, nil
+}
+
+// runAnyCell runs one cell of any kind.
+func runAnyCell(ctx context.Context, o options, e *env, sc scenario, path string, pass int) (*cellResult, error) {
+	if sc.Kind == kindIdle {
+		if pass > 1 {
+			return nil, skipError{"idle runs in the first pass only"}
+		}
+		return runIdle(ctx, e, sc, path)
+	}
+	return runCell(ctx, o, e, sc, path, pass)
+}
+
 func setup(ctx context.Context, o options, ps *procs, dir string, log *slog.Logger) (*env, error) {
-	e := &env{idleRSS: map[string]int64{}}
-	up, addr, err := startUpstream(ctx, ps)
+	e := &env{idleRSS: map[string]int64{}, bigBody: make([]byte, bigSize)}
+	up, addrs, err := startUpstream(ctx, ps)
 	if err != nil {
 		return nil, err
 	}
-	e.upstream = addr
+	e.upstream = addrs
 	e.measured = append(e.measured, measured{name: "upstream", group: procstat.Group{up.pid()}})
-	log.Info("upstream listening", "addr", addr)
+	log.Info("upstream listening", "http", addrs.http, "opaque", addrs.opaque)
 
 	if slices.Contains(o.paths, pathNginx) {
-		ndir := dirUnder(dir, "nginx")
-		n, err := startNginx(ctx, ps, o.nginxBin, ndir, addr)
-		if err != nil {
+		if err := setupNginx(ctx, o, ps, dir, e); err != nil {
 			return nil, err
 		}
-		e.nginx = n
-		for _, p := range []*proc{n.front, n.back} {
-			kids, err := procstat.Children(p.pid())
-			if err != nil {
-				return nil, err
-			}
-			e.measured = append(e.measured, measured{name: p.name, path: pathNginx, group: append(procstat.Group{p.pid()}, kids...)})
-		}
-		log.Info("nginx yardstick ready", "http", n.httpAddr, "grpc", n.grpcAddr)
+		log.Info("nginx yardstick ready", "http", e.nginx.httpAddr, "grpc", e.nginx.grpcAddr, "tcp", e.nginx.tcpAddr, "idle", e.nginx.idleAddr)
 	}
 	if slices.Contains(o.paths, pathMesh) {
 		mdir := dirUnder(dir, "mesh")
-		m, err := startMesh(ctx, ps, meshOptions{binDir: o.binDir, gomaxprocs: o.proxyGOMAXPROCS, logLevel: o.proxyLogLevel}, mdir, addr)
+		m, err := startMesh(ctx, ps, meshOptions{binDir: o.binDir, gomaxprocs: o.proxyGOMAXPROCS, logLevel: o.proxyLogLevel}, mdir, addrs)
 		if err != nil {
 			return nil, err
 		}
@@ -158,7 +237,46 @@ func setup(ctx context.Context, o options, ps *procs, dir string, log *slog.Logg
 		}
 		e.idleRSS[m.name] = mem.RSS
 	}
+	if e.idleMem, err = readIdleMemory(ctx, e); err != nil {
+		return nil, err
+	}
 	return e, nil
+}
+
+// nginxGroup is an nginx master and its workers.
+func nginxGroup(p *proc) (procstat.Group, error) {
+	kids, err := procstat.Children(p.pid())
+	if err != nil {
+		return nil, err
+	}
+	return append(procstat.Group{p.pid()}, kids...), nil
+}
+
+func setupNginx(ctx context.Context, o options, ps *procs, dir string, e *env) error {
+	nopt := nginxOptions{bin: o.nginxBin, opaque: slices.Contains(o.kinds, kindOpaque) || slices.Contains(o.kinds, kindChurnTCP)}
+	if slices.Contains(o.kinds, kindIdle) {
+		nopt.idleConns = o.idleConns
+	}
+	n, err := startNginx(ctx, ps, nopt, dirUnder(dir, "nginx"), e.upstream)
+	if err != nil {
+		return err
+	}
+	e.nginx = n
+	for _, p := range []*proc{n.front, n.back} {
+		g, err := nginxGroup(p)
+		if err != nil {
+			return err
+		}
+		e.measured = append(e.measured, measured{name: p.name, path: pathNginx, group: g})
+	}
+	if n.idle != nil {
+		g, err := nginxGroup(n.idle)
+		if err != nil {
+			return err
+		}
+		e.nginxIdle = &measured{name: n.idle.name, path: pathNginx, group: g}
+	}
+	return nil
 }
 
 func dirUnder(dir, name string) string {
@@ -185,6 +303,7 @@ type cellResult struct {
 	Corrected   latency    `json:"corrected_us"`
 	Uncorrected latency    `json:"uncorrected_us"`
 	Procs       []procCost `json:"processes"`
+	Held        int64      `json:"held_connections,omitempty"` // idle scenario
 
 	corr, unc *hdrhistogram.Histogram
 }
@@ -214,74 +333,90 @@ type procCost struct {
 	IdleRSS       int64   `json:"idle_rss_bytes"`
 	PeakRSS       int64   `json:"peak_rss_bytes"` // highest VmRSS sampled during the cell
 	HWM           int64   `json:"vm_hwm_bytes"`   // VmHWM after the cell (peak since start)
+	// HeldDelta is the idle scenario's RSS with the connections held minus
+	// RSS just before they were opened.
+	HeldDelta int64 `json:"held_rss_delta_bytes,omitempty"`
+	// HeldGoroutines is, for a trellis-proxy in the idle scenario, its
+	// goroutines with the connections held minus just before (/metrics).
+	HeldGoroutines float64 `json:"held_goroutines_delta,omitempty"`
 }
 
-func runCell(ctx context.Context, o options, e *env, sc scenario, path string, pass int) (*cellResult, error) {
-	var workers []loadgen.Worker
-	var closer io.Closer
+// workersFor builds the load generator's workers for a cell.
+func workersFor(e *env, sc scenario, path string) ([]loadgen.Worker, io.Closer, error) {
 	switch sc.Kind {
-	case "http":
-		t := loadgen.HTTPTarget{Addr: e.upstream, Path: "/"}
-		switch path {
-		case pathMesh:
-			t.Addr, t.Host = e.mesh.outboundAddr, meshAuthority
-		case pathNginx:
-			t.Addr = e.nginx.httpAddr
-		}
-		workers, closer = loadgen.HTTPWorkers(t, o.conns)
-	case "grpc":
-		t := loadgen.GRPCTarget{Addr: e.upstream, Payload: bodySize}
+	case kindGRPC:
+		t := loadgen.GRPCTarget{Addr: e.upstream.http, Payload: bodySize}
 		switch path {
 		case pathMesh:
 			t.Addr, t.Authority = e.mesh.outboundAddr, meshAuthority
 		case pathNginx:
 			t.Addr = e.nginx.grpcAddr
 		}
-		w, cc, err := loadgen.GRPCWorkers(t, o.conns)
-		if err != nil {
-			return nil, err
+		w, cc, err := loadgen.GRPCWorkers(t, sc.Conns)
+		return w, cc, err
+	case kindOpaque, kindChurnTCP:
+		t := loadgen.StreamTarget{Addr: e.upstream.opaque, Size: bigSize, NewConnPerRequest: sc.Kind == kindChurnTCP}
+		if t.NewConnPerRequest {
+			t.Size = bodySize
 		}
-		workers, closer = w, cc
+		switch path {
+		case pathMesh:
+			t.Addr, t.Connect = e.mesh.outboundAddr, meshOpaqueAuthority
+		case pathNginx:
+			if e.nginx.tcpAddr == "" {
+				return nil, nil, skipError{e.nginx.noStream}
+			}
+			t.Addr = e.nginx.tcpAddr
+		}
+		w, c := loadgen.StreamWorkers(t, sc.Conns)
+		return w, c, nil
 	}
-	defer closer.Close()
+	t := loadgen.HTTPTarget{Addr: e.upstream.http, Path: "/", Close: sc.Kind == kindChurnHTTP}
+	if sc.Kind == kindBig {
+		t.Path, t.Body = bigPath, e.bigBody
+	}
+	switch path {
+	case pathMesh:
+		t.Addr, t.Host = e.mesh.outboundAddr, meshAuthority
+	case pathNginx:
+		t.Addr = e.nginx.httpAddr
+	}
+	w, c := loadgen.HTTPWorkers(t, sc.Conns)
+	return w, c, nil
+}
 
-	if o.warmup > 0 {
-		if _, err := loadgen.Run(ctx, loadgen.Config{Rate: sc.Rate, Duration: o.warmup}, workers); err != nil {
-			return nil, fmt.Errorf("warm-up: %w", err)
-		}
-	}
+// cellProcs are the processes a cell over path measures.
+func (e *env) cellProcs(path string) []measured {
 	var procs []measured
 	for _, m := range e.measured {
 		if m.path == "" || m.path == path {
 			procs = append(procs, m)
 		}
 	}
-	cpu0 := make([]time.Duration, len(procs))
-	for i, m := range procs {
-		c, err := m.group.CPU()
-		if err != nil {
-			return nil, fmt.Errorf("%s cpu: %w", m.name, err)
+	return procs
+}
+
+// ourCPU is the CPU of everything this run started plus this process: the
+// rest of the machine's CPU over a cell is someone else's, and spoils the
+// figures.
+func (e *env) ourCPU() time.Duration {
+	var sum time.Duration
+	for _, m := range e.measured {
+		if c, err := m.group.CPU(); err == nil {
+			sum += c
 		}
-		cpu0[i] = c
 	}
-	// Everything this run started plus this process: the rest of the
-	// machine's CPU over the cell is someone else's, and spoils the figures.
-	ours := func() time.Duration {
-		var sum time.Duration
-		for _, m := range e.measured {
-			if c, err := m.group.CPU(); err == nil {
-				sum += c
-			}
-		}
-		if st, err := procstat.ReadStat(os.Getpid()); err == nil {
-			sum += st.CPU
-		}
-		return sum
+	if st, err := procstat.ReadStat(os.Getpid()); err == nil {
+		sum += st.CPU
 	}
-	sys0, sysErr := procstat.ReadSystemCPU()
-	ours0 := ours()
+	return sum
+}
+
+// peakSampler records the highest RSS of each process every 100 ms until
+// stopped.
+func peakSampler(ctx context.Context, procs []measured) (stop func() []int64) {
 	peaks := make([]int64, len(procs))
-	samplerCtx, stopSampler := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -295,23 +430,51 @@ func runCell(ctx context.Context, o options, e *env, sc scenario, path string, p
 				}
 			}
 			select {
-			case <-samplerCtx.Done():
+			case <-ctx.Done():
 				return
 			case <-tick.C:
 			}
 		}
 	}()
+	return func() []int64 {
+		cancel()
+		wg.Wait()
+		return peaks
+	}
+}
+
+func runCell(ctx context.Context, o options, e *env, sc scenario, path string, pass int) (*cellResult, error) {
+	workers, closer, err := workersFor(e, sc, path)
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	duration, warmup := sc.timing(o)
+	if warmup > 0 {
+		if _, err := loadgen.Run(ctx, loadgen.Config{Rate: sc.Rate, Duration: warmup}, workers); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	procs := e.cellProcs(path)
+	cpu0 := make([]time.Duration, len(procs))
+	for i, m := range procs {
+		if cpu0[i], err = m.group.CPU(); err != nil {
+			return nil, fmt.Errorf("%s cpu: %w", m.name, err)
+		}
+	}
+	sys0, sysErr := procstat.ReadSystemCPU()
+	ours0 := e.ourCPU()
+	stopSampler := peakSampler(ctx, procs)
 	start := time.Now()
-	res, err := loadgen.Run(ctx, loadgen.Config{Rate: sc.Rate, Duration: o.duration}, workers)
+	res, err := loadgen.Run(ctx, loadgen.Config{Rate: sc.Rate, Duration: duration}, workers)
 	wall := time.Since(start)
-	stopSampler()
-	wg.Wait()
+	peaks := stopSampler()
 	if err != nil {
 		return nil, err
 	}
 	other := -1.0
 	if sys1, err := procstat.ReadSystemCPU(); err == nil && sysErr == nil {
-		other = max(0, (sys1.Busy-sys0.Busy-(ours()-ours0)).Seconds()/wall.Seconds())
+		other = max(0, (sys1.Busy-sys0.Busy-(e.ourCPU()-ours0)).Seconds()/wall.Seconds())
 	}
 	c := &cellResult{
 		Scenario: sc.Name, Path: path, Pass: pass, Rate: sc.Rate, Wall: wall,

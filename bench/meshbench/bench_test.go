@@ -16,13 +16,13 @@ import (
 )
 
 // startTestUpstream runs the upstream in this process until the test ends.
-func startTestUpstream(t *testing.T) string {
+func startTestUpstream(t *testing.T) upstreamAddrs {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan string, 1)
+	addrc := make(chan upstreamAddrs, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- runUpstream(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { addrc <- a })
+		errc <- runUpstream(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a upstreamAddrs) { addrc <- a })
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -38,7 +38,7 @@ func startTestUpstream(t *testing.T) string {
 	case <-time.After(10 * time.Second):
 		t.Fatal("upstream did not start")
 	}
-	return ""
+	return upstreamAddrs{}
 }
 
 // sendBoth sends 100 HTTP/1.1 and 100 gRPC requests and wants all to pass.
@@ -69,7 +69,7 @@ func sendBoth(t *testing.T, httpAddr, grpcAddr string) {
 }
 
 func TestUpstreamServesHTTPAndGRPCOnOnePort(t *testing.T) {
-	addr := startTestUpstream(t)
+	addr := startTestUpstream(t).http
 	resp, err := http.Get("http://" + addr + "/anything")
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +96,7 @@ func TestNginxYardstick(t *testing.T) {
 	defer ps.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n, err := startNginx(ctx, ps, bin, dir, addr)
+	n, err := startNginx(ctx, ps, nginxOptions{bin: bin}, dir, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestMeshStartErrorsAreClear(t *testing.T) {
 	ps := &procs{dir: dir, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	defer ps.Stop()
 
-	_, err := startMesh(ctx, ps, meshOptions{binDir: filepath.Join(dir, "nothing"), gomaxprocs: 1}, dir, "127.0.0.1:1")
+	_, err := startMesh(ctx, ps, meshOptions{binDir: filepath.Join(dir, "nothing"), gomaxprocs: 1}, dir, upstreamAddrs{http: "127.0.0.1:1", opaque: "127.0.0.1:2"})
 	if err == nil || !strings.Contains(err.Error(), "make build") {
 		t.Fatalf("missing binaries: err = %v, want a hint to run make build", err)
 	}
@@ -135,7 +135,7 @@ func TestMeshStartErrorsAreClear(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, err = startMesh(ctx, ps, meshOptions{binDir: bin, gomaxprocs: 1}, dir, "127.0.0.1:1")
+	_, err = startMesh(ctx, ps, meshOptions{binDir: bin, gomaxprocs: 1}, dir, upstreamAddrs{http: "127.0.0.1:1", opaque: "127.0.0.1:2"})
 	if err == nil {
 		t.Fatal("startMesh succeeded with a controller that exits")
 	}
@@ -148,7 +148,7 @@ func TestMeshStartErrorsAreClear(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"name: echo", "namespace: bench", "targetPort: 1", "protocol: http", "name: client"} {
+	for _, want := range []string{"name: echo", "namespace: bench", "targetPort: 1", "protocol: \"\"", "name: client", "targetPort: 2", "protocol: opaque"} {
 		if !strings.Contains(string(store), want) {
 			t.Errorf("store file lacks %q:\n%s", want, store)
 		}

@@ -75,6 +75,10 @@ func TestParseFlags(t *testing.T) {
 		{"bad path", []string{"-paths", "istio"}, 0, 0, true},
 		{"stray argument", []string{"now"}, 0, 0, true},
 		{"zero gomaxprocs", []string{"-proxy-gomaxprocs", "0"}, 0, 0, true},
+		{"unknown scenario", []string{"-scenarios", "bulk"}, 0, 0, true},
+		{"zero churn rate", []string{"-churn-rate", "0"}, 0, 0, true},
+		{"zero idle conns", []string{"-idle-conns", "0"}, 0, 0, true},
+		{"zero extra duration", []string{"-extra-duration", "0s"}, 0, 0, true},
 	}
 	for _, tt := range tests {
 		o, err := parseFlags(tt.args, io.Discard)
@@ -85,6 +89,23 @@ func TestParseFlags(t *testing.T) {
 		if err == nil && (o.duration != tt.wantDuration || o.warmup != tt.wantWarmup) {
 			t.Errorf("%s: duration %v warmup %v, want %v and %v", tt.name, o.duration, o.warmup, tt.wantDuration, tt.wantWarmup)
 		}
+	}
+}
+
+func TestQuickShortensExtraCells(t *testing.T) {
+	o, err := parseFlags([]string{"-quick", "-scenarios", "churn"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.extraDuration != 2*time.Second || o.extraWarmup != time.Second || !slices.Equal(o.kinds, []string{kindChurnHTTP, kindChurnTCP}) {
+		t.Errorf("-quick -scenarios churn: extra %v/%v, kinds %v; want 2s/1s and both churn kinds", o.extraDuration, o.extraWarmup, o.kinds)
+	}
+	o, err = parseFlags(nil, io.Discard)
+	if err != nil || o.extraDuration != 8*time.Second || !slices.Equal(o.kinds, allKinds) {
+		t.Errorf("defaults: extra %v, kinds %v, err %v; want 8s and every kind", o.extraDuration, o.kinds, err)
+	}
+	if got := len(scenarios(o)); got != 8 {
+		t.Errorf("default run: %d scenarios, want 8 (http x2, grpc, big, opaque, churn x2, idle)", got)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,15 +23,10 @@ import (
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "upstream" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-		ready := func(addr string) { fmt.Fprintf(os.Stdout, "%s%s\n", upstreamReadyPrefix, addr) }
-		if err := runUpstream(ctx, log, ready); err != nil {
-			log.Error("upstream failed", "err", err)
-			os.Exit(1)
-		}
-		return
+		os.Exit(upstreamMain())
+	}
+	if len(os.Args) > 1 && os.Args[1] == "soak" {
+		os.Exit(soakMain(os.Args[2:]))
 	}
 	opts, err := parseFlags(os.Args[1:], os.Stderr)
 	if err != nil {
@@ -54,6 +50,40 @@ func main() {
 	}
 }
 
+// upstreamMain runs `meshbench upstream` (started by meshbench itself, and
+// by its tests' binary) and returns the exit code.
+func upstreamMain() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ready := func(a upstreamAddrs) { fmt.Fprintf(os.Stdout, "%s%s %s\n", upstreamReadyPrefix, a.http, a.opaque) }
+	if err := runUpstream(ctx, log, ready); err != nil {
+		log.Error("upstream failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// soakMain runs `meshbench soak` and returns the exit code.
+func soakMain(args []string) int {
+	o, err := parseSoakFlags(args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshbench soak:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := runSoak(ctx, o, log, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "meshbench:", err)
+		return 1
+	}
+	return 0
+}
+
 // Path names.
 const (
 	pathDirect = "direct"
@@ -61,28 +91,54 @@ const (
 	pathNginx  = "nginx"
 )
 
+// Scenario kinds, selected with -scenarios.
+const (
+	kindHTTP      = "http"       // HTTP/1.1 GET, 64 bytes, at each of -rates
+	kindGRPC      = "grpc"       // gRPC unary at -grpc-rate
+	kindBig       = "big"        // 1 MiB request and response bodies
+	kindOpaque    = "opaque"     // raw TCP through both proxies, 1 MiB each way
+	kindChurnHTTP = "churn-http" // a new app connection per HTTP request
+	kindChurnTCP  = "churn-tcp"  // a new app connection and a new mesh TLS connection per exchange
+	kindIdle      = "idle"       // many idle app connections held: RSS per connection
+)
+
+// allKinds is every scenario kind, in the order a run measures them;
+// "churn" in -scenarios selects both churn kinds.
+var allKinds = []string{kindHTTP, kindGRPC, kindBig, kindOpaque, kindChurnHTTP, kindChurnTCP, kindIdle}
+
 type options struct {
+	kinds            []string // scenario kinds to run, in allKinds order
 	duration, warmup time.Duration
-	rates            []float64 // HTTP/1.1 scenarios
-	grpcRate         float64   // 0: no gRPC scenario
-	paths            []string
-	passes           int
-	conns            int
-	proxyGOMAXPROCS  int
-	binDir           string
-	nginxBin         string
-	jsonOut          string
-	keep             bool
-	verbose          bool
-	proxyLogLevel    string
+	// extraDuration, extraWarmup time the cells of the new scenarios (big,
+	// opaque, churn), shorter by default so a full run stays reasonable.
+	extraDuration, extraWarmup time.Duration
+	bigRate                    float64 // 1 MiB exchanges per second (big and opaque)
+	bigConns                   int
+	churnRate                  float64
+	churnConns                 int
+	idleConns                  int
+	rates                      []float64 // HTTP/1.1 scenarios
+	grpcRate                   float64   // 0: no gRPC scenario
+	paths                      []string
+	passes                     int
+	conns                      int
+	proxyGOMAXPROCS            int
+	binDir                     string
+	nginxBin                   string
+	jsonOut                    string
+	keep                       bool
+	verbose                    bool
+	proxyLogLevel              string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("meshbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	var rates, paths string
+	var rates, paths, kinds string
 	var quick bool
+	fs.StringVar(&kinds, "scenarios", "all", "scenarios to run, comma-separated: http, grpc, big, opaque, churn (churn-http and churn-tcp), idle, or all")
+	o.extraFlags(fs)
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured time per cell")
 	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "warm-up at the target rate before each cell (not measured)")
 	fs.StringVar(&rates, "rates", "1000,4000", "HTTP/1.1 request rates (requests per second), comma-separated")
@@ -113,6 +169,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if !set["warmup"] {
 			o.warmup = time.Second
 		}
+		o.quickExtra(set)
 	}
 	var err error
 	if o.rates, err = parseRates(rates); err != nil {
@@ -120,6 +177,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.paths, err = parsePaths(paths); err != nil {
 		return options{}, fmt.Errorf("-paths: %w", err)
+	}
+	if o.kinds, err = parseKinds(kinds); err != nil {
+		return options{}, fmt.Errorf("-scenarios: %w", err)
+	}
+	if err := o.checkExtra(); err != nil {
+		return options{}, err
 	}
 	switch {
 	case o.duration <= 0:
@@ -179,6 +242,78 @@ func parsePaths(s string) ([]string, error) {
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no path to measure")
+	}
+	return out, nil
+}
+
+// extraFlags defines the flags of the big, opaque, churn and idle scenarios.
+func (o *options) extraFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&o.extraDuration, "extra-duration", 8*time.Second, "measured time per cell of the big, opaque and churn scenarios")
+	fs.DurationVar(&o.extraWarmup, "extra-warmup", 2*time.Second, "warm-up before each cell of the big, opaque and churn scenarios")
+	fs.Float64Var(&o.bigRate, "big-rate", 20, "big and opaque: exchanges per second, each 1 MiB up and 1 MiB down")
+	fs.IntVar(&o.bigConns, "big-conns", 4, "big and opaque: connections")
+	fs.Float64Var(&o.churnRate, "churn-rate", 1000, "churn: requests per second, each on a new connection")
+	fs.IntVar(&o.churnConns, "churn-conns", 500, "churn: workers, so at most this many connections open at once")
+	fs.IntVar(&o.idleConns, "idle-conns", 10000, "idle: app connections held open through the front proxy")
+}
+
+// quickExtra shortens the new scenarios' cells for -quick, unless their
+// flags were given.
+func (o *options) quickExtra(set map[string]bool) {
+	if !set["extra-duration"] {
+		o.extraDuration = 2 * time.Second
+	}
+	if !set["extra-warmup"] {
+		o.extraWarmup = time.Second
+	}
+}
+
+// checkExtra validates the flags of the new scenarios.
+func (o options) checkExtra() error {
+	switch {
+	case o.extraDuration <= 0 || o.extraWarmup < 0:
+		return errors.New("-extra-duration must be positive and -extra-warmup not negative")
+	case !(o.bigRate > 0 && o.bigRate <= 10000):
+		return errors.New("-big-rate must be in (0, 10000]")
+	case o.bigConns < 1 || o.bigConns > 1000:
+		return errors.New("-big-conns must be in [1, 1000]")
+	case !(o.churnRate > 0 && o.churnRate <= 100000):
+		return errors.New("-churn-rate must be in (0, 100000]")
+	case o.churnConns < 1 || o.churnConns > 10000:
+		return errors.New("-churn-conns must be in [1, 10000]")
+	case o.idleConns < 1 || o.idleConns > 100000:
+		return errors.New("-idle-conns must be in [1, 100000]")
+	}
+	return nil
+}
+
+// parseKinds parses "http,churn": scenario kinds in allKinds order.
+func parseKinds(s string) ([]string, error) {
+	want := map[string]bool{}
+	for _, f := range strings.Split(s, ",") {
+		switch f = strings.TrimSpace(f); f {
+		case "":
+		case "all":
+			for _, k := range allKinds {
+				want[k] = true
+			}
+		case "churn":
+			want[kindChurnHTTP], want[kindChurnTCP] = true, true
+		default:
+			if !slices.Contains(allKinds, f) {
+				return nil, fmt.Errorf("unknown scenario %q (want %s, churn or all)", f, strings.Join(allKinds, ", "))
+			}
+			want[f] = true
+		}
+	}
+	var out []string
+	for _, k := range allKinds {
+		if want[k] {
+			out = append(out, k)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no scenario to run")
 	}
 	return out, nil
 }

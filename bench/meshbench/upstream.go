@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,30 +23,46 @@ import (
 // bodySize is the HTTP response body of the upstream.
 const bodySize = 64
 
+// bigPath answers with bigSize bytes after reading the whole request body
+// (the 1 MiB bodies scenario POSTs bigSize bytes to it).
+const (
+	bigPath = "/big"
+	bigSize = 1 << 20
+)
+
 // upstreamReadyPrefix starts the line the upstream prints on stdout once it
 // listens, followed by its address.
 const upstreamReadyPrefix = "meshbench-upstream listening "
 
+// upstreamAddrs are the upstream's two listeners.
+type upstreamAddrs struct {
+	http   string // HTTP/1.1 and gRPC
+	opaque string // loadgen.ServeStream: raw TCP
+}
+
 // runUpstream serves, on one loopback port, HTTP/1.1 GETs answered with 64
-// bytes and the gRPC Echo service (HTTP/2 without TLS). One port for both
-// because the mesh's service has a single target port. It calls ready with
-// its address once it listens and runs until ctx ends.
-func runUpstream(ctx context.Context, log *slog.Logger, ready func(addr string)) error {
+// bytes (bigPath: 1 MiB) and the gRPC Echo service (HTTP/2 without TLS).
+// One port for both because the mesh's service has a single target port
+// per service port. A second port serves the raw TCP exchange of the
+// opaque scenarios. It calls ready with the addresses once it listens and
+// runs until ctx ends.
+func runUpstream(ctx context.Context, log *slog.Logger, ready func(upstreamAddrs)) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("upstream listen: %w", err)
 	}
-	body := make([]byte, bodySize)
-	for i := range body {
-		body[i] = 'a' + byte(i%26)
+	oln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("upstream listen: %w", err)
 	}
-	clen := strconv.Itoa(bodySize)
+	big := make([]byte, bigSize)
+	for i := range big {
+		big[i] = 'a' + byte(i%26)
+	}
+	go serveOpaque(oln, big, log)
 	h1 := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			w.Header()["Content-Length"] = []string{clen}
-			w.Header()["Content-Type"] = []string{"text/plain"}
-			_, _ = w.Write(body)
-		}),
+		Handler:           h1Handler(big),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -60,11 +77,12 @@ func runUpstream(ctx context.Context, log *slog.Logger, ready func(addr string))
 	go func() {
 		<-ctx.Done()
 		_ = ln.Close()
+		_ = oln.Close()
 		_ = h1.Close()
 		gs.Stop()
 	}()
 
-	ready(ln.Addr().String())
+	ready(upstreamAddrs{http: ln.Addr().String(), opaque: oln.Addr().String()})
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -74,6 +92,41 @@ func runUpstream(ctx context.Context, log *slog.Logger, ready func(addr string))
 			return fmt.Errorf("upstream accept: %w", err)
 		}
 		go sniff(c, h1ln, h2ln, log)
+	}
+}
+
+// h1Handler answers every request with bodySize bytes, bigPath with
+// bigSize, after reading the request body whole (so a POST's bytes really
+// cross every hop).
+func h1Handler(big []byte) http.Handler {
+	small, smallLen, bigLen := big[:bodySize], strconv.Itoa(bodySize), strconv.Itoa(bigSize)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		body, clen := small, smallLen
+		if r.URL.Path == bigPath {
+			body, clen = big, bigLen
+		}
+		w.Header()["Content-Length"] = []string{clen}
+		w.Header()["Content-Type"] = []string{"text/plain"}
+		_, _ = w.Write(body)
+	})
+}
+
+// serveOpaque runs loadgen.ServeStream on every connection until ln closes.
+func serveOpaque(ln net.Listener, out []byte, log *slog.Logger) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			if err := loadgen.ServeStream(c, out, 10*time.Minute); err != nil {
+				log.Debug("upstream: opaque connection", "err", err)
+			}
+		}()
 	}
 }
 
@@ -143,21 +196,21 @@ func (l *chanListener) Close() error {
 func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // startUpstream re-executes this program as the upstream and returns its
-// address.
-func startUpstream(ctx context.Context, ps *procs) (*proc, string, error) {
+// addresses.
+func startUpstream(ctx context.Context, ps *procs) (*proc, upstreamAddrs, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, "", fmt.Errorf("find own executable: %w", err)
+		return nil, upstreamAddrs{}, fmt.Errorf("find own executable: %w", err)
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
-		return nil, "", fmt.Errorf("pipe: %w", err)
+		return nil, upstreamAddrs{}, fmt.Errorf("pipe: %w", err)
 	}
 	defer r.Close()
 	pr, err := ps.start("upstream", nil, w, self, "upstream")
 	_ = w.Close()
 	if err != nil {
-		return nil, "", err
+		return nil, upstreamAddrs{}, err
 	}
 	type line struct {
 		s   string
@@ -170,13 +223,15 @@ func startUpstream(ctx context.Context, ps *procs) (*proc, string, error) {
 	}()
 	select {
 	case l := <-got:
-		if l.err != nil || len(l.s) <= len(upstreamReadyPrefix) || l.s[:len(upstreamReadyPrefix)] != upstreamReadyPrefix {
-			return nil, "", pr.failure(fmt.Errorf("did not report its address (read %q: %v)", l.s, l.err))
+		rest, ok := strings.CutPrefix(l.s, upstreamReadyPrefix)
+		h, o, ok2 := strings.Cut(strings.TrimSuffix(rest, "\n"), " ")
+		if l.err != nil || !ok || !ok2 || h == "" || o == "" {
+			return nil, upstreamAddrs{}, pr.failure(fmt.Errorf("did not report its addresses (read %q: %v)", l.s, l.err))
 		}
-		return pr, l.s[len(upstreamReadyPrefix) : len(l.s)-1], nil
+		return pr, upstreamAddrs{http: h, opaque: o}, nil
 	case <-time.After(15 * time.Second):
-		return nil, "", pr.failure(errors.New("did not report its address within 15s"))
+		return nil, upstreamAddrs{}, pr.failure(errors.New("did not report its address within 15s"))
 	case <-ctx.Done():
-		return nil, "", ctx.Err()
+		return nil, upstreamAddrs{}, ctx.Err()
 	}
 }

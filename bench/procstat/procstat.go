@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -64,35 +65,42 @@ type Memory struct {
 
 // ParseStatus parses VmRSS and VmHWM from the contents of /proc/PID/status.
 func ParseStatus(b []byte) (Memory, error) {
-	var m Memory
-	var seenRSS, seenHWM bool
+	v, err := parseKBFields(b, "VmRSS", "VmHWM")
+	if err != nil {
+		return Memory{}, fmt.Errorf("%w (a kernel thread or a zombie?)", err)
+	}
+	return Memory{RSS: v["VmRSS"], HWM: v["VmHWM"]}, nil
+}
+
+// parseKBFields reads the "Key: N kB" lines of a /proc file for the given
+// keys, in bytes; every key must be there.
+func parseKBFields(b []byte, keys ...string) (map[string]int64, error) {
+	out := make(map[string]int64, len(keys))
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		key, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (key != "VmRSS" && key != "VmHWM") {
+		if !ok || !slices.Contains(keys, key) {
 			continue
 		}
 		f := strings.Fields(val)
 		if len(f) != 2 || f[1] != "kB" {
-			return Memory{}, fmt.Errorf("procstat: %s: want \"N kB\", got %q", key, strings.TrimSpace(val))
+			return nil, fmt.Errorf("procstat: %s: want \"N kB\", got %q", key, strings.TrimSpace(val))
 		}
 		kb, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil || kb < 0 || kb > 1<<40 {
-			return Memory{}, fmt.Errorf("procstat: %s: bad size %q", key, f[0])
+			return nil, fmt.Errorf("procstat: %s: bad size %q", key, f[0])
 		}
-		if key == "VmRSS" {
-			m.RSS, seenRSS = kb*1024, true
-		} else {
-			m.HWM, seenHWM = kb*1024, true
-		}
+		out[key] = kb * 1024
 	}
 	if err := sc.Err(); err != nil {
-		return Memory{}, fmt.Errorf("procstat: %w", err)
+		return nil, fmt.Errorf("procstat: %w", err)
 	}
-	if !seenRSS || !seenHWM {
-		return Memory{}, errors.New("procstat: status lacks VmRSS or VmHWM (a kernel thread or a zombie?)")
+	for _, k := range keys {
+		if _, ok := out[k]; !ok {
+			return nil, fmt.Errorf("procstat: no %s line", k)
+		}
 	}
-	return m, nil
+	return out, nil
 }
 
 // ReadStat reads /proc/PID/stat.
@@ -205,4 +213,36 @@ func ReadSystemCPU() (SystemCPU, error) {
 		return SystemCPU{}, fmt.Errorf("procstat: %w", err)
 	}
 	return ParseSystemCPU(b)
+}
+
+// Rollup is what /proc/PID/smaps_rollup says about resident memory, in
+// bytes: RSS split into anonymous pages (heap, stacks, runtime data) and
+// file-backed pages (the binary's code and read-only data actually touched,
+// shared libraries).
+type Rollup struct {
+	RSS, Anonymous, File int64
+}
+
+// ParseSmapsRollup parses the Rss and Anonymous lines of
+// /proc/PID/smaps_rollup; File is their difference.
+func ParseSmapsRollup(b []byte) (Rollup, error) {
+	v, err := parseKBFields(b, "Rss", "Anonymous")
+	if err != nil {
+		return Rollup{}, err
+	}
+	r := Rollup{RSS: v["Rss"], Anonymous: v["Anonymous"]}
+	if r.Anonymous > r.RSS {
+		return Rollup{}, errors.New("procstat: smaps_rollup says Anonymous exceeds Rss")
+	}
+	r.File = r.RSS - r.Anonymous
+	return r, nil
+}
+
+// ReadSmapsRollup reads /proc/PID/smaps_rollup.
+func ReadSmapsRollup(pid int) (Rollup, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "smaps_rollup"))
+	if err != nil {
+		return Rollup{}, fmt.Errorf("procstat: %w", err)
+	}
+	return ParseSmapsRollup(b)
 }

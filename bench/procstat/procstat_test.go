@@ -148,3 +148,42 @@ func FuzzParseSystemCPU(f *testing.F) {
 		}
 	})
 }
+
+func TestParseSmapsRollup(t *testing.T) {
+	const real = `00400000-7ffd5c5f1000 ---p 00000000 00:00 0                      [rollup]
+Rss:               13548 kB
+Pss:               13500 kB
+Pss_Anon:           6100 kB
+Pss_File:           7400 kB
+Anonymous:          6144 kB
+Swap:                  0 kB
+`
+	tests := []struct {
+		name    string
+		in      string
+		want    Rollup
+		wantErr bool
+	}{
+		{"real", real, Rollup{RSS: 13548 << 10, Anonymous: 6144 << 10, File: (13548 - 6144) << 10}, false},
+		{"no anonymous", "Rss: 5 kB\n", Rollup{}, true},
+		{"anonymous over rss", "Rss: 5 kB\nAnonymous: 6 kB\n", Rollup{}, true},
+		{"bad unit", "Rss: 5 MB\nAnonymous: 1 kB\n", Rollup{}, true},
+		{"negative", "Rss: -5 kB\nAnonymous: 1 kB\n", Rollup{}, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseSmapsRollup([]byte(tt.in))
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("%s: got %+v, %v; want %+v, error %v", tt.name, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestReadSmapsRollupSelf(t *testing.T) {
+	r, err := ReadSmapsRollup(os.Getpid())
+	if err != nil {
+		t.Skipf("no smaps_rollup here: %v", err)
+	}
+	if r.RSS <= 0 || r.Anonymous <= 0 || r.File <= 0 {
+		t.Errorf("own rollup %+v: want every part positive", r)
+	}
+}

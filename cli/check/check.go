@@ -12,25 +12,22 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
+
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // Names every part of Trellis on Kubernetes agrees on (notes/k8s-contract.md).
 const (
-	ControlPlaneNamespace = "trellis-system"
-	ControllerName        = "trellis-controller" // Deployment, Service and ServiceAccount
-	IssuerSecret          = "trellis-identity-issuer"
-	AnchorsConfigMap      = "trellis-trust-anchors"
-	AnchorsKey            = "ca-bundle.crt"
-	WebhookConfig         = "trellis-injector"
-	CNINamespace          = "trellis-cni" // namespace and DaemonSet of the CNI installer (--cni)
-	CNIDaemonSet          = "trellis-cni"
-	ProxyContainer        = "trellis-proxy"
-	ProxiedLabel          = "trellis.io/proxied"
-	ProxyVersionAnnot     = "trellis.io/proxy-version"
-	InjectAnnot           = "trellis.io/inject"
-	ManagedByLabel        = "app.kubernetes.io/managed-by"
-	ManagedByValue        = "trellis"
-	ProxyAdminPort        = 4191
+	ControllerName   = "trellis-controller" // Deployment, Service and ServiceAccount
+	IssuerSecret     = "trellis-identity-issuer"
+	AnchorsConfigMap = "trellis-trust-anchors"
+	AnchorsKey       = "ca-bundle.crt"
+	WebhookConfig    = "trellis-injector"
+	CNINamespace     = "trellis-cni" // namespace and DaemonSet of the CNI installer (--cni)
+	CNIDaemonSet     = "trellis-cni"
+	ManagedByLabel   = "app.kubernetes.io/managed-by"
+	ManagedByValue   = "trellis"
+	ProxyAdminPort   = 4191
 )
 
 // DocBase is where the hints point; every check has an anchor on that page.
@@ -103,7 +100,7 @@ type Env struct {
 	// proxy in production) and returns the body.
 	Scrape func(ctx context.Context, namespace, pod string, port int, path string) ([]byte, error)
 	Now    func() time.Time
-	// Namespace is the control plane's namespace (ControlPlaneNamespace).
+	// Namespace is the control plane's namespace (k8slabels.ControlPlaneNamespace).
 	Namespace string
 	// ProxyNamespace limits the data-plane checks to one namespace; empty
 	// means every namespace.
@@ -135,7 +132,7 @@ func (e *Env) ns() string {
 	if e.Namespace != "" {
 		return e.Namespace
 	}
-	return ControlPlaneNamespace
+	return k8slabels.ControlPlaneNamespace
 }
 
 func (e *Env) probeNS() string {

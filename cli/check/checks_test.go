@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 const (
@@ -55,10 +57,10 @@ func TestPreChecks(t *testing.T) {
 		}, Fail, "servers.policy.trellis.io (Helm)"},
 		{"no existing install", ExistingInstallCheck, nil, OK, "does not exist"},
 		{"existing install", ExistingInstallCheck, func(c *cluster) []runtime.Object {
-			return []runtime.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ControlPlaneNamespace, Labels: managed()}}}
+			return []runtime.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: k8slabels.ControlPlaneNamespace, Labels: managed()}}}
 		}, Warn, "managed by Trellis"},
 		{"foreign namespace", ExistingInstallCheck, func(c *cluster) []runtime.Object {
-			return []runtime.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ControlPlaneNamespace}}}
+			return []runtime.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: k8slabels.ControlPlaneNamespace}}}
 		}, Fail, "without label"},
 	}
 	for _, tt := range tests {
@@ -110,7 +112,7 @@ func TestPostChecks(t *testing.T) {
 		want   Status
 		substr string
 	}{
-		{name: "namespace ok", check: NamespaceCheck, want: OK, substr: ControlPlaneNamespace},
+		{name: "namespace ok", check: NamespaceCheck, want: OK, substr: k8slabels.ControlPlaneNamespace},
 		{name: "namespace missing", check: NamespaceCheck, break_: func(s *setup) { s.in.ns = nil }, want: Fail, substr: "does not exist"},
 
 		{name: "deployment ok", check: DeploymentCheck, want: OK, substr: "1/1 replicas ready"},
@@ -239,7 +241,7 @@ func TestPostChecks(t *testing.T) {
 			done.Status.Phase = corev1.PodSucceeded
 			mirror := readyPod(appNS, "static-x", nil)
 			mirror.Annotations = map[string]string{mirrorPodAnnotation: "abc"}
-			s.in.extra = append(s.in.extra, injectNS(appNS, "enabled"), injectNS(ControlPlaneNamespace+"-x", "disabled"), out, host, done, mirror)
+			s.in.extra = append(s.in.extra, injectNS(appNS, "enabled"), injectNS(k8slabels.ControlPlaneNamespace+"-x", "disabled"), out, host, done, mirror)
 		}, want: OK, substr: "3 unmeshed pods"},
 		{name: "unmeshed: -n limits the namespace", check: UnmeshedPodsCheck, break_: func(s *setup) {
 			s.in.extra = append(s.in.extra, injectNS(appNS, "enabled"), injectNS("other", "enabled"), readyPod("other", "legacy-2", nil))
@@ -265,7 +267,7 @@ func TestPostChecks(t *testing.T) {
 
 		{name: "proxy version ok", check: ProxyVersionCheck, want: OK, substr: "2 pods on " + ctrlVersion},
 		{name: "proxy version mismatch", check: ProxyVersionCheck, break_: func(s *setup) {
-			s.in.meshed[0].Annotations[ProxyVersionAnnot] = "v1.1.0"
+			s.in.meshed[0].Annotations[k8slabels.AnnotationProxyVersion] = "v1.1.0"
 		}, want: Fail, substr: "shop/web-1 (v1.1.0)"},
 		{name: "proxy version without controller uses the CLI's", check: ProxyVersionCheck, break_: func(s *setup) { s.in.deploy = nil },
 			want: Fail, substr: "version of this trellis binary"},

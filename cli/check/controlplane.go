@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
 
@@ -369,7 +370,7 @@ var WebhookCallCheck = Check{
 	Run: func(ctx context.Context, e *Env) Outcome {
 		const hint = "see the API server's reason above; kubectl -n trellis-system logs deploy/trellis-controller"
 		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{GenerateName: "trellis-check-inject-", Annotations: map[string]string{InjectAnnot: "enabled"}},
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "trellis-check-inject-", Annotations: map[string]string{k8slabels.AnnotationInject: "enabled"}},
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "trellis-check-probe"}}},
 		}
 		deadline := time.Now().Add(e.WebhookSettle) // wall clock: e.now is for certificate validity
@@ -379,7 +380,7 @@ var WebhookCallCheck = Check{
 				return warn("run trellis check with rights to create pods in "+e.probeNS()+", or ignore: the other webhook checks passed",
 					"cannot create a dry-run pod in %s: %v", e.probeNS(), err)
 			}
-			injected := err == nil && got.Labels[ProxiedLabel] == "true" && hasProxy(&got.Spec)
+			injected := err == nil && got.Labels[k8slabels.LabelProxied] == "true" && hasProxy(&got.Spec)
 			if injected {
 				if attempt > 1 {
 					return ok("a dry-run pod in %s was injected (attempt %d: the webhook was unreachable for a moment)", e.probeNS(), attempt)
@@ -391,7 +392,7 @@ var WebhookCallCheck = Check{
 					return fail(hint, "dry-run pod in %s: %v", e.probeNS(), err)
 				}
 				return fail("the API server could not call the webhook (failurePolicy Ignore hides why): check the caBundle and kubectl -n trellis-system logs deploy/trellis-controller",
-					"a dry-run pod annotated %s=enabled in %s came back without the proxy (%d attempts)", InjectAnnot, e.probeNS(), attempt)
+					"a dry-run pod annotated %s=enabled in %s came back without the proxy (%d attempts)", k8slabels.AnnotationInject, e.probeNS(), attempt)
 			}
 		}
 	},
@@ -411,7 +412,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 func hasProxy(spec *corev1.PodSpec) bool {
 	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
-		if c.Name == ProxyContainer {
+		if c.Name == k8slabels.ProxyContainerName {
 			return true
 		}
 	}

@@ -12,7 +12,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/trellis-mesh/trellis/controller/injector"
+	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // scrapeWorkers bounds concurrent scrapes through the API server.
@@ -21,9 +22,9 @@ const scrapeWorkers = 8
 // meshedPods lists the running (or starting) pods carrying the proxied
 // label; finished pods (Jobs) have no proxy to check.
 func meshedPods(ctx context.Context, e *Env) ([]corev1.Pod, error) {
-	list, err := e.Kube.CoreV1().Pods(e.ProxyNamespace).List(ctx, metav1.ListOptions{LabelSelector: ProxiedLabel + "=true"})
+	list, err := e.Kube.CoreV1().Pods(e.ProxyNamespace).List(ctx, metav1.ListOptions{LabelSelector: k8slabels.LabelProxied + "=true"})
 	if err != nil {
-		return nil, fmt.Errorf("list pods with %s=true: %w", ProxiedLabel, err)
+		return nil, fmt.Errorf("list pods with %s=true: %w", k8slabels.LabelProxied, err)
 	}
 	var out []corev1.Pod
 	for _, p := range list.Items {
@@ -49,7 +50,7 @@ func where(e *Env) string {
 // a native sidecar, a container in classic mode.
 func proxyStatus(p *corev1.Pod) (corev1.ContainerStatus, bool) {
 	for _, s := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
-		if s.Name == ProxyContainer {
+		if s.Name == k8slabels.ProxyContainerName {
 			return s, true
 		}
 	}
@@ -76,7 +77,7 @@ var MeshedPodsCheck = Check{
 		}
 		if len(pods) == 0 {
 			return warn("annotate a namespace trellis.io/inject=enabled and restart its workloads (kubectl rollout restart)",
-				"no running pod with %s=true in %s", ProxiedLabel, where(e))
+				"no running pod with %s=true in %s", k8slabels.LabelProxied, where(e))
 		}
 		return ok("%d meshed pods in %s", len(pods), where(e))
 	},
@@ -89,7 +90,7 @@ const mirrorPodAnnotation = "kubernetes.io/config.mirror"
 // UnmeshedPodsCheck: no running pod that the injector would give a proxy
 // runs without one: created before its namespace was annotated, or while
 // the webhook was unreachable with failurePolicy Ignore. The decision is
-// the injector's own (injector.Wants), so the two cannot disagree.
+// the injector's own (inject.Wants), so the two cannot disagree.
 var UnmeshedPodsCheck = Check{
 	Group: "data plane", Name: "no unmeshed pods where injection is enabled", Anchor: "unmeshed-pods",
 	Run: func(ctx context.Context, e *Env) Outcome {
@@ -122,11 +123,11 @@ var UnmeshedPodsCheck = Check{
 		for i := range pods.Items {
 			p := &pods.Items[i]
 			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || p.DeletionTimestamp != nil ||
-				p.Labels[ProxiedLabel] == "true" || p.Annotations[mirrorPodAnnotation] != "" {
+				p.Labels[k8slabels.LabelProxied] == "true" || p.Annotations[mirrorPodAnnotation] != "" {
 				continue
 			}
 			checked++
-			want, _, err := injector.Wants(p, p.Namespace, nsAnn[p.Namespace])
+			want, _, err := inject.Wants(p, p.Namespace, nsAnn[p.Namespace])
 			switch {
 			case err != nil:
 				bad = append(bad, fmt.Sprintf("%s/%s (%v)", p.Namespace, p.Name, err))
@@ -136,9 +137,9 @@ var UnmeshedPodsCheck = Check{
 		}
 		slices.Sort(bad)
 		if len(bad) > 0 {
-			return fail(hint, "%d pods where %s is enabled run without a proxy: %s", len(bad), injector.AnnotationInject, listOf(bad))
+			return fail(hint, "%d pods where %s is enabled run without a proxy: %s", len(bad), k8slabels.AnnotationInject, listOf(bad))
 		}
-		return ok("every pod where %s is enabled is meshed (%d unmeshed pods in %s, none asking for injection)", injector.AnnotationInject, checked, where(e))
+		return ok("every pod where %s is enabled is meshed (%d unmeshed pods in %s, none asking for injection)", k8slabels.AnnotationInject, checked, where(e))
 	},
 }
 
@@ -156,7 +157,7 @@ var ProxyReadyCheck = Check{
 			s, found := proxyStatus(p)
 			switch {
 			case !found:
-				bad = append(bad, p.Namespace+"/"+p.Name+" (no "+ProxyContainer+" container status)")
+				bad = append(bad, p.Namespace+"/"+p.Name+" (no "+k8slabels.ProxyContainerName+" container status)")
 			case !s.Ready:
 				why := "not ready"
 				if s.State.Waiting != nil {
@@ -201,9 +202,9 @@ var ProxyVersionCheck = Check{
 		}
 		var bad []string
 		for _, p := range pods {
-			if v := p.Annotations[ProxyVersionAnnot]; v != want {
+			if v := p.Annotations[k8slabels.AnnotationProxyVersion]; v != want {
 				if v == "" {
-					v = "no " + ProxyVersionAnnot
+					v = "no " + k8slabels.AnnotationProxyVersion
 				}
 				bad = append(bad, fmt.Sprintf("%s/%s (%s)", p.Namespace, p.Name, v))
 			}

@@ -26,6 +26,7 @@ import (
 	metafake "k8s.io/client-go/metadata/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
 
@@ -95,9 +96,9 @@ func readyPod(ns, name string, labels map[string]string) *corev1.Pod {
 }
 
 func meshedPod(name string) *corev1.Pod {
-	p := readyPod(appNS, name, map[string]string{ProxiedLabel: "true", "app": "web"})
-	p.Annotations = map[string]string{ProxyVersionAnnot: ctrlVersion}
-	p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: ProxyContainer, Ready: true}}
+	p := readyPod(appNS, name, map[string]string{k8slabels.LabelProxied: "true", "app": "web"})
+	p.Annotations = map[string]string{k8slabels.AnnotationProxyVersion: ctrlVersion}
+	p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: k8slabels.ProxyContainerName, Ready: true}}
 	return p
 }
 
@@ -136,9 +137,9 @@ func newInstalled(p pkiSet) *installed {
 	yes := true
 	sel := map[string]string{"app": ControllerName}
 	return &installed{
-		ns: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ControlPlaneNamespace, Labels: managed()}},
+		ns: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: k8slabels.ControlPlaneNamespace, Labels: managed()}},
 		deploy: &appsv1.Deployment{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ControlPlaneNamespace, Name: ControllerName},
+			ObjectMeta: metav1.ObjectMeta{Namespace: k8slabels.ControlPlaneNamespace, Name: ControllerName},
 			Spec: appsv1.DeploymentSpec{
 				Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: sel},
 				Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
@@ -152,25 +153,25 @@ func newInstalled(p pkiSet) *installed {
 			Status: appsv1.DeploymentStatus{ReadyReplicas: 1, UpdatedReplicas: 1, AvailableReplicas: 1,
 				Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue}}},
 		},
-		ctrlPod: readyPod(ControlPlaneNamespace, "trellis-controller-7d9f-abcde", sel),
-		svc:     &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ControlPlaneNamespace, Name: ControllerName}},
+		ctrlPod: readyPod(k8slabels.ControlPlaneNamespace, "trellis-controller-7d9f-abcde", sel),
+		svc:     &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: k8slabels.ControlPlaneNamespace, Name: ControllerName}},
 		eps: &discoveryv1.EndpointSlice{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ControlPlaneNamespace, Name: ControllerName + "-x1",
+			ObjectMeta: metav1.ObjectMeta{Namespace: k8slabels.ControlPlaneNamespace, Name: ControllerName + "-x1",
 				Labels: map[string]string{discoveryv1.LabelServiceName: ControllerName}},
 			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.7"}, Conditions: discoveryv1.EndpointConditions{Ready: &yes}}},
 		},
 		mwc: &admv1.MutatingWebhookConfiguration{
 			ObjectMeta: metav1.ObjectMeta{Name: WebhookConfig},
 			Webhooks: []admv1.MutatingWebhook{{Name: "inject.trellis.io", ClientConfig: admv1.WebhookClientConfig{
-				Service:  &admv1.ServiceReference{Namespace: ControlPlaneNamespace, Name: ControllerName},
+				Service:  &admv1.ServiceReference{Namespace: k8slabels.ControlPlaneNamespace, Name: ControllerName},
 				CABundle: pemOf(p.webhookCA),
 			}}},
 		},
-		webhookSec: &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ControlPlaneNamespace, Name: webhookTLS},
+		webhookSec: &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: k8slabels.ControlPlaneNamespace, Name: webhookTLS},
 			Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: pemOf(p.serving), corev1.TLSPrivateKeyKey: []byte("not read")}},
-		issuerSec: &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ControlPlaneNamespace, Name: IssuerSecret},
+		issuerSec: &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: k8slabels.ControlPlaneNamespace, Name: IssuerSecret},
 			Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: pemOf(p.issuer), "ca.crt": pemOf(p.anchor), corev1.TLSPrivateKeyKey: []byte("not read")}},
-		anchorsCM: &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ControlPlaneNamespace, Name: AnchorsConfigMap},
+		anchorsCM: &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: k8slabels.ControlPlaneNamespace, Name: AnchorsConfigMap},
 			Data: map[string]string{AnchorsKey: string(pemOf(p.anchor))}},
 		meshed: []*corev1.Pod{meshedPod("web-1"), meshedPod("web-2")},
 	}
@@ -276,7 +277,7 @@ func (c *cluster) env(t *testing.T, objs ...runtime.Object) *Env {
 				p.Spec.InitContainers[i].RestartPolicy = nil
 			}
 		}
-		if p.Annotations[InjectAnnot] == "enabled" {
+		if p.Annotations[k8slabels.AnnotationInject] == "enabled" {
 			injector := c.injector
 			if c.ignoredFirst > 0 {
 				c.ignoredFirst--
@@ -285,8 +286,8 @@ func (c *cluster) env(t *testing.T, objs ...runtime.Object) *Env {
 			switch injector {
 			case "inject":
 				always := corev1.ContainerRestartPolicyAlways
-				p.Labels = map[string]string{ProxiedLabel: "true"}
-				p.Spec.InitContainers = append(p.Spec.InitContainers, corev1.Container{Name: ProxyContainer, RestartPolicy: &always})
+				p.Labels = map[string]string{k8slabels.LabelProxied: "true"}
+				p.Spec.InitContainers = append(p.Spec.InitContainers, corev1.Container{Name: k8slabels.ProxyContainerName, RestartPolicy: &always})
 			case "ignore":
 			default:
 				return true, nil, fmt.Errorf("%s", c.injector)

@@ -14,6 +14,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // Kubernetes versions Trellis cares about.
@@ -147,7 +149,7 @@ func probeNativeSidecar(ctx context.Context, e *Env) (bool, error) {
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: "trellis-check-sidecar-",
 			// Keep the injector away: the probe is about the API server.
-			Annotations: map[string]string{InjectAnnot: "disabled"},
+			Annotations: map[string]string{k8slabels.AnnotationInject: "disabled"},
 		},
 		Spec: corev1.PodSpec{
 			InitContainers: []corev1.Container{{Name: "sidecar", Image: "trellis-check-probe", RestartPolicy: &always}},
@@ -184,7 +186,7 @@ func (p Permission) String() string {
 		r += "." + p.Group
 	}
 	if p.Namespaced {
-		return fmt.Sprintf("%s %s in %s", p.Verb, r, ControlPlaneNamespace)
+		return fmt.Sprintf("%s %s in %s", p.Verb, r, k8slabels.ControlPlaneNamespace)
 	}
 	return p.Verb + " " + r
 }

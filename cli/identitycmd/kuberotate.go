@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
 
@@ -34,8 +35,6 @@ const (
 	// someone else's (cert-manager) and is never written.
 	labelPartOf      = "app.kubernetes.io/part-of"
 	labelPartOfValue = "trellis"
-	// labelProxied is the injector's label on meshed pods.
-	labelProxied     = "trellis.io/proxied"
 	proxyAdminPort   = "4191"
 	proxyMetricsPath = "metrics"
 )
@@ -479,9 +478,9 @@ func (p meshedProxy) String() string { return p.namespace + "/" + p.name }
 // listMeshed returns the running meshed pods, sorted, and describes the
 // ones skipped (not running: their proxy learns the bundle at start).
 func listMeshed(ctx context.Context, client kubernetes.Interface) ([]meshedProxy, []string, error) {
-	pods, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: labelProxied + "=true"})
+	pods, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: k8slabels.LabelProxied + "=true"})
 	if err != nil {
-		return nil, nil, fmt.Errorf("list meshed pods (label %s=true): %w", labelProxied, err)
+		return nil, nil, fmt.Errorf("list meshed pods (label %s=true): %w", k8slabels.LabelProxied, err)
 	}
 	var out []meshedProxy
 	var skipped []string

@@ -1,5 +1,5 @@
 // Package injectcmd is `trellis inject`: the proxy injector's mutation
-// (controller/injector) applied offline to Kubernetes manifests, for
+// (package inject) applied offline to Kubernetes manifests, for
 // clusters without the webhook or to review what it would do.
 package injectcmd
 
@@ -18,7 +18,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
-	"github.com/trellis-mesh/trellis/controller/injector"
+	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/version"
 )
 
@@ -29,7 +30,7 @@ const maxInput = 64 << 20
 func New() *cobra.Command {
 	var (
 		opts    Options
-		cfg     injector.Config
+		cfg     inject.Config
 		version = version.Version
 	)
 	cmd := &cobra.Command{
@@ -72,7 +73,7 @@ object is reported on stderr. See docs/injection.md.`,
 				in = f
 			}
 			cfg.Version = version
-			opts.Injector = injector.New(cfg)
+			opts.Injector = inject.New(cfg)
 			var out bytes.Buffer // nothing reaches stdout unless every document is good
 			if err := Run(io.LimitReader(in, maxInput), &out, cmd.ErrOrStderr(), opts); err != nil {
 				return fmt.Errorf("inject %s: %w", args[0], err)
@@ -91,7 +92,7 @@ object is reported on stderr. See docs/injection.md.`,
 
 // Options of Run.
 type Options struct {
-	Injector *injector.Injector
+	Injector *inject.Injector
 	// Force injects templates without a trellis.io/inject annotation by
 	// adding it.
 	Force bool
@@ -107,7 +108,7 @@ type document struct {
 // documents are copied byte for byte.
 func Run(in io.Reader, out, log io.Writer, opts Options) error {
 	if opts.Injector == nil {
-		opts.Injector = injector.New(injector.Config{})
+		opts.Injector = inject.New(inject.Config{})
 	}
 	docs, err := readDocuments(in)
 	if err != nil {
@@ -270,11 +271,11 @@ func injectObject(obj map[string]any, nsAnn map[string]map[string]string, opts O
 			return false, fmt.Errorf("%s: %w", what, err)
 		}
 	}
-	if _, has := pod.Annotations[injector.AnnotationInject]; opts.Force && !has {
+	if _, has := pod.Annotations[k8slabels.AnnotationInject]; opts.Force && !has {
 		if pod.Annotations == nil {
 			pod.Annotations = map[string]string{}
 		}
-		pod.Annotations[injector.AnnotationInject] = injector.InjectEnabled
+		pod.Annotations[k8slabels.AnnotationInject] = k8slabels.InjectEnabled
 	}
 	res, err := opts.Injector.Mutate(pod, namespace, nsAnn[namespace])
 	if err != nil {
@@ -302,7 +303,7 @@ func injectObject(obj map[string]any, nsAnn map[string]map[string]string, opts O
 	} else {
 		from, to = &orig, &corev1.PodTemplateSpec{ObjectMeta: res.Pod.ObjectMeta, Spec: res.Pod.Spec}
 	}
-	_, patched, err := injector.PatchFor(raw, from, to)
+	_, patched, err := inject.PatchFor(raw, from, to)
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", what, err)
 	}

@@ -17,7 +17,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
-	"github.com/trellis-mesh/trellis/controller/injector"
+	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // run executes `trellis inject args...` with stdin and returns stdout and
@@ -88,7 +89,7 @@ func TestInjectFile(t *testing.T) {
 	if got := containerNames(tpl.Spec.Containers); got != "web" {
 		t.Errorf("deployment containers %q", got)
 	}
-	if tpl.Annotations[injector.AnnotationProxyVersion] != "v7" || tpl.Labels[injector.LabelProxied] != "true" || tpl.Labels["app"] != "web" {
+	if tpl.Annotations[k8slabels.AnnotationProxyVersion] != "v7" || tpl.Labels[k8slabels.LabelProxied] != "true" || tpl.Labels["app"] != "web" {
 		t.Errorf("template metadata %v %v", tpl.Annotations, tpl.Labels)
 	}
 	if img := tpl.Spec.InitContainers[1].Image; img != "trellis/proxy:v7" {
@@ -98,14 +99,14 @@ func TestInjectFile(t *testing.T) {
 	// YAML round trip: in-memory, size-limited, mounted into the proxy only.
 	var state *corev1.Volume
 	for i, v := range tpl.Spec.Volumes {
-		if v.Name == injector.StateVolumeName {
+		if v.Name == inject.StateVolumeName {
 			state = &tpl.Spec.Volumes[i]
 		}
 	}
 	if state == nil || state.EmptyDir == nil || state.EmptyDir.Medium != corev1.StorageMediumMemory || state.EmptyDir.SizeLimit == nil || state.EmptyDir.SizeLimit.String() != "1Mi" {
 		t.Errorf("deployment state volume %+v", state)
 	}
-	if m := tpl.Spec.InitContainers[1].VolumeMounts; len(m) != 3 || m[2].Name != injector.StateVolumeName || m[2].ReadOnly {
+	if m := tpl.Spec.InitContainers[1].VolumeMounts; len(m) != 3 || m[2].Name != inject.StateVolumeName || m[2].ReadOnly {
 		t.Errorf("proxy volume mounts %+v", m)
 	}
 	if args := strings.Join(tpl.Spec.InitContainers[0].Args, " "); !strings.HasSuffix(args, "--skip-outbound-ports 5432") {
@@ -172,7 +173,7 @@ func TestInjectForce(t *testing.T) {
 		t.Fatal(err)
 	}
 	tpl := cj.Spec.JobTemplate.Spec.Template
-	if tpl.Annotations[injector.AnnotationInject] != injector.InjectEnabled {
+	if tpl.Annotations[k8slabels.AnnotationInject] != k8slabels.InjectEnabled {
 		t.Errorf("--force did not add the annotation: %v", tpl.Annotations)
 	}
 	if got := containerNames(tpl.Spec.InitContainers); got != "trellis-init,trellis-proxy" {

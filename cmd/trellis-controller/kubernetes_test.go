@@ -25,17 +25,16 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
-	"github.com/trellis-mesh/trellis/controller/injector"
 	"github.com/trellis-mesh/trellis/controller/k8s/serve"
 	"github.com/trellis-mesh/trellis/controller/k8s/serve/apiservertest"
+	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/install"
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
 
@@ -43,51 +42,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	apiservertest.Stop()
 	os.Exit(code)
-}
-
-func TestInjectorConfigFromEnv(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		env     map[string]string
-		want    injector.Config
-		wantErr string
-	}{
-		{"unset keeps defaults", nil, injector.Config{}, ""},
-		{"chart values", map[string]string{
-			"TRELLIS_PROXY_IMAGE": "reg/proxy:1", "TRELLIS_INIT_IMAGE": "reg/init:1", "TRELLIS_PROXY_IMAGE_PULL_POLICY": "Always",
-		}, injector.Config{ProxyImage: "reg/proxy:1", InitImage: "reg/init:1", ImagePullPolicy: corev1.PullAlways}, ""},
-		{"bad pull policy", map[string]string{"TRELLIS_PROXY_IMAGE_PULL_POLICY": "Sometimes"}, injector.Config{}, "TRELLIS_PROXY_IMAGE_PULL_POLICY"},
-		{"proxy resources, log level and cni", map[string]string{
-			"TRELLIS_PROXY_CPU_REQUEST": "20m", "TRELLIS_PROXY_CPU_LIMIT": "", "TRELLIS_PROXY_MEMORY_REQUEST": "30Mi", "TRELLIS_PROXY_MEMORY_LIMIT": "96Mi",
-			"TRELLIS_PROXY_LOG_LEVEL": "debug", "TRELLIS_PROXY_REDIRECT": "cni",
-		}, injector.Config{ProxyLogLevel: "debug", DefaultRedirect: "cni", ProxyResources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m"), corev1.ResourceMemory: resource.MustParse("30Mi")},
-			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("96Mi")},
-		}}, ""},
-		{"bad quantity", map[string]string{"TRELLIS_PROXY_MEMORY_LIMIT": "lots"}, injector.Config{}, "TRELLIS_PROXY_MEMORY_LIMIT"},
-		{"zero limit", map[string]string{"TRELLIS_PROXY_CPU_LIMIT": "0"}, injector.Config{}, "TRELLIS_PROXY_CPU_LIMIT"},
-		{"request above limit", map[string]string{"TRELLIS_PROXY_MEMORY_REQUEST": "1Gi", "TRELLIS_PROXY_MEMORY_LIMIT": "64Mi"}, injector.Config{}, "exceeds its limit"},
-		{"bad log level", map[string]string{"TRELLIS_PROXY_LOG_LEVEL": "loud"}, injector.Config{}, "proxy log level"},
-		{"bad redirect", map[string]string{"TRELLIS_PROXY_REDIRECT": "magic"}, injector.Config{}, "default redirect"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := injectorConfigFromEnv(func(k string) string { return tc.env[k] })
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("got %v, want an error about %s", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.ProxyImage != tc.want.ProxyImage || got.InitImage != tc.want.InitImage || got.ImagePullPolicy != tc.want.ImagePullPolicy ||
-				got.ProxyLogLevel != tc.want.ProxyLogLevel || got.DefaultRedirect != tc.want.DefaultRedirect ||
-				!apiequality.Semantic.DeepEqual(got.ProxyResources, tc.want.ProxyResources) {
-				t.Fatalf("got %+v, want %+v", got, tc.want)
-			}
-		})
-	}
 }
 
 var kubeServingLine = regexp.MustCompile(`msg="controller serving \(kubernetes mode\)" grpc=(\S+) admin=(\S+) webhook=(\S+)`)
@@ -147,7 +101,7 @@ func TestBinaryKubernetes(t *testing.T) {
 	defer cancel()
 	ns := fmt.Sprintf("trellis-bin-%d", rand.Uint32())
 	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name: ns, Annotations: map[string]string{injector.AnnotationInject: injector.InjectEnabled},
+		Name: ns, Annotations: map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled},
 	}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +196,7 @@ func TestBinaryKubernetes(t *testing.T) {
 			Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw},
 		},
 	})
-	wresp, err := hc.Post("https://"+webhookAddr+injector.Path, "application/json", bytes.NewReader(body))
+	wresp, err := hc.Post("https://"+webhookAddr+inject.Path, "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

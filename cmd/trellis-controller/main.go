@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -39,6 +40,21 @@ func newRootCmd() *cobra.Command {
 	return root
 }
 
+// run is what both modes do around their Run: a logger at --log-level
+// (grpc-go's own logs routed into it), and a context cancelled by SIGTERM
+// or SIGINT.
+func run(cmd *cobra.Command, level string, fn func(context.Context, *slog.Logger) error) error {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
+	routeGRPCLog(log)
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return fn(ctx, log)
+}
+
 func newLocalCmd() *cobra.Command {
 	var cfg local.Config
 	var level string
@@ -68,10 +84,6 @@ An expired issuer never signs: Certify fails with FAILED_PRECONDITION and
   trellis-controller local --config mesh.yaml --issuer-dir /var/run/trellis/issuer`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var lvl slog.Level
-			if err := lvl.UnmarshalText([]byte(level)); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-			}
 			if cfg.IssuerDir != "" {
 				if cmd.Flags().Changed("auto-renew-issuer") && autoRenew {
 					return fmt.Errorf("--auto-renew-issuer is for --state-dir only: an issuer from --issuer-dir is managed outside the controller")
@@ -79,11 +91,10 @@ An expired issuer never signs: Certify fails with FAILED_PRECONDITION and
 				autoRenew = false
 			}
 			cfg.AutoRenewIssuer = autoRenew
-			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
-			routeGRPCLog(cfg.Logger)
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
-			defer stop()
-			return local.Run(ctx, cfg)
+			return run(cmd, level, func(ctx context.Context, log *slog.Logger) error {
+				cfg.Logger = log
+				return local.Run(ctx, cfg)
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -1,11 +1,11 @@
 // Package destination serves the Destination API: endpoint streams for
 // service authorities and workload addresses, computed by a Source (the
-// local store, or Kubernetes informers in controller/k8s/endpoints) and
-// re-diffed every time the Source says the answer may have changed.
+// local store in controller/local, or Kubernetes informers in
+// controller/k8s/endpoints; the service knows neither) and re-diffed every
+// time the Source says the answer may have changed.
 package destination
 
 import (
-	"context"
 	"log/slog"
 	"sort"
 
@@ -14,8 +14,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/controller/authority"
 	"github.com/trellis-mesh/trellis/controller/metrics"
-	"github.com/trellis-mesh/trellis/controller/store"
+	"github.com/trellis-mesh/trellis/controller/notify"
 	"github.com/trellis-mesh/trellis/internal/identity"
 )
 
@@ -23,11 +24,8 @@ import (
 type Service struct {
 	apiv1.UnimplementedDestinationServer
 
-	// Source answers what a destination names. When nil, Store is used
-	// (local mode).
-	Source Source
-	// Store is the local-mode store; used only when Source is nil.
-	Store   *store.Store
+	// Source answers what a destination names (required).
+	Source  Source
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
 	// Done, when closed, ends every stream with Unavailable so a graceful
@@ -36,7 +34,7 @@ type Service struct {
 }
 
 // ErrShuttingDown is returned to open streams when the controller stops.
-var ErrShuttingDown = status.Error(codes.Unavailable, "controller shutting down")
+var ErrShuttingDown = notify.ErrShuttingDown
 
 // Endpoints is the computed state of one destination.
 type Endpoints struct {
@@ -44,61 +42,6 @@ type Endpoints struct {
 	// Addrs is keyed by "ip:port".
 	Addrs  map[string]*apiv1.WeightedAddr
 	Labels map[string]string
-}
-
-// Compute returns the endpoints an authority has in cfg.
-func Compute(cfg *store.Config, t store.Target) Endpoints {
-	e := Endpoints{Exists: t.Exists(), Addrs: map[string]*apiv1.WeightedAddr{}, Labels: map[string]string{}}
-	switch {
-	case t.Service != nil:
-		e.Labels["service"] = t.Service.Name
-		e.Labels["namespace"] = t.Service.Namespace
-		hint := protocolHint(t.Service.Ports[t.Port])
-		for _, b := range t.Service.Backends[t.Port] {
-			wa := weightedAddr(b.Workload, b.Weight, hint, b.TargetPort)
-			e.Addrs[b.Workload.ProxyAddr.String()] = wa
-		}
-	case t.Workload != nil:
-		e.Labels["namespace"] = t.Workload.Namespace
-		wa := weightedAddr(t.Workload, 1, apiv1.ProtocolHint_UNKNOWN, 0)
-		e.Addrs[t.Workload.ProxyAddr.String()] = wa
-	}
-	return e
-}
-
-func weightedAddr(w *store.WorkloadInfo, weight uint32, hint apiv1.ProtocolHint_Protocol, targetPort uint32) *apiv1.WeightedAddr {
-	labels := map[string]string{"workload": w.Name, "namespace": w.Namespace}
-	for k, v := range w.Labels {
-		labels[k] = v
-	}
-	return &apiv1.WeightedAddr{
-		Addr:         tcpAddr(w),
-		Weight:       weight,
-		MetricLabels: labels,
-		TlsIdentity:  &apiv1.TlsIdentity{SpiffeId: w.Identity.String(), ServerName: w.Identity.ServerName()},
-		ProtocolHint: &apiv1.ProtocolHint{Protocol: hint},
-		Zone:         w.Zone,
-		TargetPort:   targetPort,
-	}
-}
-
-func tcpAddr(w *store.WorkloadInfo) *apiv1.TcpAddress {
-	return &apiv1.TcpAddress{Ip: w.ProxyAddr.Addr().String(), Port: uint32(w.ProxyAddr.Port())}
-}
-
-// ProtocolHint maps a store protocol to the API's.
-func protocolHint(p string) apiv1.ProtocolHint_Protocol {
-	switch p {
-	case store.ProtocolHTTP:
-		return apiv1.ProtocolHint_HTTP1
-	case store.ProtocolH2C:
-		return apiv1.ProtocolHint_HTTP2
-	case store.ProtocolGRPC:
-		return apiv1.ProtocolHint_GRPC
-	case store.ProtocolOpaque:
-		return apiv1.ProtocolHint_OPAQUE
-	}
-	return apiv1.ProtocolHint_UNKNOWN
 }
 
 // Diff returns the updates that take a client from prev to next. first is
@@ -184,58 +127,32 @@ func callerNamespace(caller string) string {
 
 // Get streams endpoint updates for req.Path until the client goes away.
 func (s *Service) Get(req *apiv1.GetDestination, stream apiv1.Destination_GetServer) error {
-	a, err := store.ParseAuthority(req.GetPath())
+	a, err := authority.Parse(req.GetPath())
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "path: %v", err)
 	}
 	ns := callerNamespace(req.GetCallerIdentity())
-	ctx := stream.Context()
 	s.Metrics.DestinationStreams.Inc()
 	defer s.Metrics.DestinationStreams.Dec()
 	log := s.Log.With("path", req.GetPath(), "caller", req.GetCallerIdentity())
 	log.Debug("destination stream opened")
-
-	src := s.source()
-	var prev Endpoints
-	first := true
-	for {
+	src := s.Source
+	resolve := func() (Endpoints, <-chan struct{}, func()) {
 		r, changed, release := src.Resolve(a, ns)
-		next := r.Endpoints
+		return r.Endpoints, changed, release
+	}
+	send := func(prev, next Endpoints, first bool) error {
 		for _, u := range Diff(prev, next, first) {
 			if err := stream.Send(u); err != nil {
-				release()
 				return err
 			}
 			s.Metrics.DestinationUpdates.WithLabelValues(updateKind(u)).Inc()
 		}
-		prev, first = next, false
-		err := wait(ctx, s.Done, changed)
-		release()
-		if err != nil {
-			log.Debug("destination stream closed", "reason", err)
-			return err
-		}
-	}
-}
-
-// wait blocks until changed is closed (nil), the client leaves (its
-// context error) or the controller stops (ErrShuttingDown).
-func wait(ctx context.Context, done <-chan struct{}, changed <-chan struct{}) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-done:
-		return ErrShuttingDown
-	case <-changed:
 		return nil
 	}
-}
-
-func (s *Service) source() Source {
-	if s.Source != nil {
-		return s.Source
-	}
-	return StoreSource{Store: s.Store}
+	err = notify.Watch(stream.Context(), s.Done, resolve, send)
+	log.Debug("destination stream closed", "reason", err)
+	return err
 }
 
 func updateKind(u *apiv1.Update) string {
@@ -252,33 +169,22 @@ func updateKind(u *apiv1.Update) string {
 // every change of it. Local mode has no routes yet: the list is empty and
 // the proxy uses its defaults.
 func (s *Service) GetRoutes(req *apiv1.GetDestination, stream apiv1.Destination_GetRoutesServer) error {
-	a, err := store.ParseAuthority(req.GetPath())
+	a, err := authority.Parse(req.GetPath())
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "path: %v", err)
 	}
 	ns := callerNamespace(req.GetCallerIdentity())
-	ctx := stream.Context()
 	s.Metrics.RouteStreams.Inc()
 	defer s.Metrics.RouteStreams.Dec()
-	src := s.source()
-	var last *apiv1.RouteConfig
-	for {
+	src := s.Source
+	resolve := func() (*apiv1.RouteConfig, <-chan struct{}, func()) {
 		r, changed, release := src.Resolve(a, ns)
 		rc := &apiv1.RouteConfig{Service: a.String()}
 		if r.Service != "" {
 			rc.Service = r.Service
 		}
-		if last == nil || !proto.Equal(last, rc) {
-			if err := stream.Send(rc); err != nil {
-				release()
-				return err
-			}
-			last = rc
-		}
-		err := wait(ctx, s.Done, changed)
-		release()
-		if err != nil {
-			return err
-		}
+		return rc, changed, release
 	}
+	return notify.Watch(stream.Context(), s.Done, resolve,
+		notify.SendChanged(func(a, b *apiv1.RouteConfig) bool { return proto.Equal(a, b) }, stream.Send))
 }

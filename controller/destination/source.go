@@ -1,9 +1,7 @@
 package destination
 
 import (
-	"strconv"
-
-	"github.com/trellis-mesh/trellis/controller/store"
+	"github.com/trellis-mesh/trellis/controller/authority"
 )
 
 // Resolution is what a destination names, as a Source sees it now.
@@ -29,23 +27,5 @@ type Source interface {
 	// before the answer is computed, so no change between the two is
 	// missed. Resolve must be safe for concurrent use and must not block
 	// on the network: it reads caches.
-	Resolve(a store.Authority, callerNamespace string) (r Resolution, changed <-chan struct{}, release func())
-}
-
-// StoreSource is the local-mode Source: the store file's current Config.
-// Every change of the file wakes every stream, which re-diffs and usually
-// finds nothing to send; the file is small and edited by hand.
-type StoreSource struct {
-	Store *store.Store
-}
-
-// Resolve implements Source.
-func (s StoreSource) Resolve(a store.Authority, callerNamespace string) (Resolution, <-chan struct{}, func()) {
-	cfg, changed := s.Store.Current()
-	t := cfg.Resolve(a, callerNamespace)
-	r := Resolution{Endpoints: Compute(cfg, t)}
-	if t.Service != nil {
-		r.Service = cfg.FQDN(t.Service) + ":" + strconv.FormatUint(uint64(t.Port), 10)
-	}
-	return r, changed, func() {}
+	Resolve(a authority.Authority, callerNamespace string) (r Resolution, changed <-chan struct{}, release func())
 }

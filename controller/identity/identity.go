@@ -1,15 +1,14 @@
 // Package identity serves Identity.Certify: a workload proves who it is
 // with a token and gets a short-lived certificate for its SPIFFE ID signed
-// by the current issuer, with the current trust bundle. In local mode the
-// token is the one the store file gives the workload; in Kubernetes mode an
-// Authenticator (a TokenReview of the pod's projected ServiceAccount token)
-// vouches for it. An issuer that cannot sign (expired) is never used.
+// by the current issuer, with the current trust bundle. An Authenticator
+// vouches for the token: in local mode the store file's workload tokens
+// (controller/local), in Kubernetes mode a TokenReview of the pod's
+// projected ServiceAccount token; the service knows neither. An issuer
+// that cannot sign (expired) is never used.
 package identity
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"time"
@@ -22,7 +21,6 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/ca"
 	"github.com/trellis-mesh/trellis/controller/metrics"
-	"github.com/trellis-mesh/trellis/controller/store"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
@@ -94,17 +92,14 @@ func authRefusal(err error) (string, codes.Code) {
 type Service struct {
 	apiv1.UnimplementedIdentityServer
 
-	// Store holds the workloads and their tokens (local mode). When Auth
-	// is set it is only read for the certificate lifetime, and may be nil.
-	Store *store.Store
-	// Auth, when set, authenticates callers instead of the store file's
-	// tokens (Kubernetes mode).
+	// Auth authenticates callers (required).
 	Auth Authenticator
 	// Events, when set, hears of issuances and refusals.
 	Events EventSink
-	// Lifetime of issued certificates when Store is nil; default
-	// store.DefaultCertificateLifetime.
-	Lifetime time.Duration
+	// Lifetime returns the lifetime of the next certificate (local mode
+	// reads it from the store file, which may change); nil, or a result
+	// of 0 or less, means pki.DefaultWorkloadLifetime.
+	Lifetime func() time.Duration
 	CA       *ca.CA
 	Metrics  *metrics.Metrics
 	Log      *slog.Logger
@@ -143,35 +138,21 @@ func (s *Service) Certify(ctx context.Context, req *apiv1.CertifyRequest) (*apiv
 		return nil, refuse(metrics.ReasonBadRequest, codes.InvalidArgument, "requested identity: %v", err)
 	}
 	parsed = true
-	lifetime := s.Lifetime
-	if lifetime <= 0 {
-		lifetime = store.DefaultCertificateLifetime
+	lifetime := pki.DefaultWorkloadLifetime
+	if s.Lifetime != nil && s.Lifetime() > 0 {
+		lifetime = s.Lifetime()
 	}
-	if s.Store != nil {
-		cfg, _ := s.Store.Current()
-		lifetime = cfg.CertificateLifetime
+	if s.Auth == nil {
+		return nil, refuse(metrics.ReasonInternal, codes.Internal, "no authenticator configured")
 	}
-	if s.Auth != nil {
-		// The CSR is parsed after the token is checked in both modes, so
-		// an unauthenticated caller learns nothing from CSR errors.
-		c, err := s.Auth.Authenticate(ctx, req.GetToken(), id)
-		if err != nil {
-			reason, code := authRefusal(err)
-			return nil, refuse(reason, code, "identity %s: %v", id, err)
-		}
-		caller = c
-		log = log.With("caller", caller.Name)
-	} else {
-		if s.Store == nil {
-			return nil, refuse(metrics.ReasonInternal, codes.Internal, "no authenticator configured")
-		}
-		w, r := s.storeToken(req.GetToken(), id)
-		if r != nil {
-			return nil, refuse(r.reason, r.code, r.msg, r.args...)
-		}
-		caller = Caller{Name: w.Name + "." + w.Namespace}
-		log = log.With("workload", caller.Name)
+	// The CSR is parsed after the token is checked, so an unauthenticated
+	// caller learns nothing from CSR errors.
+	caller, err = s.Auth.Authenticate(ctx, req.GetToken(), id)
+	if err != nil {
+		reason, code := authRefusal(err)
+		return nil, refuse(reason, code, "identity %s: %v", id, err)
 	}
+	log = log.With("caller", caller.Name)
 
 	csr, csrID, err := pki.ParseCSR(req.GetCertificateSigningRequest())
 	if err != nil {
@@ -201,41 +182,4 @@ func (s *Service) Certify(ctx context.Context, req *apiv1.CertifyRequest) (*apiv
 		ValidUntil:   timestamppb.New(leaf.NotAfter),
 		TrustAnchors: st.AnchorsDER,
 	}, nil
-}
-
-// refusal is a store-token check failure, turned into a gRPC error (and a
-// metric) by Certify.
-type refusal struct {
-	reason string
-	code   codes.Code
-	msg    string
-	args   []any
-}
-
-// storeToken finds the store workload with identity id whose token is
-// token (local mode).
-func (s *Service) storeToken(token []byte, id identity.ID) (*store.WorkloadInfo, *refusal) {
-	cfg, _ := s.Store.Current()
-	if len(token) == 0 {
-		return nil, &refusal{metrics.ReasonBadToken, codes.Unauthenticated, "no token: the request must carry the workload's token from the store file", nil}
-	}
-	candidates := cfg.WorkloadsWithIdentity(id)
-	if len(candidates) == 0 {
-		return nil, &refusal{metrics.ReasonUnknownIdentity, codes.Unauthenticated, "identity %s: no workload in the store file runs as it (trust domain %s)", []any{id, cfg.TrustDomain}}
-	}
-	// Hash both sides so the comparison takes the same time whatever the
-	// lengths, and compare against every candidate so timing does not tell
-	// which workload matched.
-	got := sha256.Sum256(token)
-	var workload *store.WorkloadInfo
-	for _, w := range candidates {
-		want := sha256.Sum256([]byte(w.Token))
-		if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
-			workload = w
-		}
-	}
-	if workload == nil {
-		return nil, &refusal{metrics.ReasonBadToken, codes.Unauthenticated, "identity %s: the token is not the one of any workload with this identity", []any{id}}
-	}
-	return workload, nil
 }

@@ -95,7 +95,7 @@ func TestCertifyAuthenticator(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := metrics.New()
 			ev := &eventLog{}
-			s := &Service{Auth: auth, CA: authority, Metrics: m, Log: slog.New(slog.DiscardHandler), Lifetime: time.Hour, Events: ev}
+			s := &Service{Auth: auth, CA: authority, Metrics: m, Log: slog.New(slog.DiscardHandler), Lifetime: func() time.Duration { return time.Hour }, Events: ev}
 			resp, err := s.Certify(context.Background(), &apiv1.CertifyRequest{
 				Identity: tc.id.String(), Token: []byte(tc.token), CertificateSigningRequest: tc.csr,
 			})
@@ -132,7 +132,7 @@ func TestCertifyAuthenticator(t *testing.T) {
 	}
 }
 
-// TestCertifyNoAuthenticator: without Store nor Auth nothing is signed.
+// TestCertifyNoAuthenticator: without an Authenticator nothing is signed.
 func TestCertifyNoAuthenticator(t *testing.T) {
 	authority, err := ca.LoadOrCreate(t.TempDir(), time.Now(), ca.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

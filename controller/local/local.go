@@ -26,6 +26,7 @@ import (
 	identitysvc "github.com/trellis-mesh/trellis/controller/identity"
 	"github.com/trellis-mesh/trellis/controller/metrics"
 	"github.com/trellis-mesh/trellis/controller/policy"
+	"github.com/trellis-mesh/trellis/controller/shutdown"
 	"github.com/trellis-mesh/trellis/controller/store"
 	"github.com/trellis-mesh/trellis/internal/identity"
 )
@@ -161,9 +162,9 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
-	apiv1.RegisterIdentityServer(srv, &identitysvc.Service{Store: st, CA: authority, Metrics: m, Log: log.With("component", "identity")})
-	apiv1.RegisterDestinationServer(srv, &destination.Service{Store: st, Metrics: m, Log: log.With("component", "destination"), Done: streamsDone})
-	apiv1.RegisterPolicyServer(srv, &policy.Service{Store: st, Metrics: m, Log: log.With("component", "policy"), Done: streamsDone})
+	apiv1.RegisterIdentityServer(srv, &identitysvc.Service{Auth: tokenAuth{st}, Lifetime: lifetime(st), CA: authority, Metrics: m, Log: log.With("component", "identity")})
+	apiv1.RegisterDestinationServer(srv, &destination.Service{Source: destinationSource{st}, Metrics: m, Log: log.With("component", "destination"), Done: streamsDone})
+	apiv1.RegisterPolicyServer(srv, &policy.Service{Source: policySource{st}, Metrics: m, Log: log.With("component", "policy"), Done: streamsDone})
 
 	adm := admin.New(m.Registry)
 	var up atomic.Bool
@@ -198,35 +199,18 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	log.Info("controller serving", "grpc", c.grpcAddr, "admin", c.adminAddr, "trust_domain", td,
 		"store", st.Path(), "ca_dir", authority.Dir(), "trust_bundle", authority.BundlePath())
 
+	stop := shutdown.Sequence{
+		Log: log, Grace: cfg.ShutdownGrace,
+		Unready:    func() { adm.SetReady(false); up.Store(false) },
+		Streams:    streamsDone,
+		GRPC:       srv,
+		Admin:      httpSrv,
+		Background: cancelBG,
+		Wait:       wg.Wait,
+	}
 	go func() {
 		defer close(c.done)
-		var runErr error
-		select {
-		case <-ctx.Done():
-			log.Info("shutting down")
-		case runErr = <-errc:
-			log.Error("server failed; shutting down", "err", runErr)
-		}
-		adm.SetReady(false)
-		up.Store(false)
-		close(streamsDone)
-		stopped := make(chan struct{})
-		go func() { srv.GracefulStop(); close(stopped) }()
-		t := time.NewTimer(cfg.ShutdownGrace)
-		select {
-		case <-stopped:
-		case <-t.C:
-			log.Warn("graceful stop timed out; closing connections", "grace", cfg.ShutdownGrace)
-			srv.Stop()
-			<-stopped
-		}
-		t.Stop()
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = httpSrv.Shutdown(sctx)
-		cancel()
-		cancelBG()
-		wg.Wait()
-		c.err = runErr
+		c.err = stop.Run(ctx, errc)
 	}()
 	return c, nil
 }

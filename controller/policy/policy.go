@@ -1,5 +1,7 @@
-// Package policy serves Policy.WatchInbound in local mode. The store file
-// has no authorization policy yet, so every port gets the default policy.
+// Package policy serves Policy.WatchInbound: the inbound policy of a
+// workload's port, computed by a Source (the local store in
+// controller/local, the Kubernetes mode's in controller/k8s/serve; the
+// service knows neither) and sent again whenever it changes.
 package policy
 
 import (
@@ -11,8 +13,7 @@ import (
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/metrics"
-	"github.com/trellis-mesh/trellis/controller/store"
-	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/controller/notify"
 )
 
 // DefaultPolicyName names the policy served when nothing more specific is
@@ -23,7 +24,8 @@ const DefaultPolicyName = "default"
 type Service struct {
 	apiv1.UnimplementedPolicyServer
 
-	Store   *store.Store
+	// Source computes policies (required).
+	Source  Source
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
 	// Done, when closed, ends every stream with Unavailable.
@@ -46,63 +48,30 @@ func Default(protocol apiv1.ProtocolHint_Protocol) *apiv1.ServerPolicy {
 	}
 }
 
-// protocolFor finds the protocol of a workload's port: the protocol of the
-// service port whose endpoint targets it (targetPort, or the service port
-// when no targetPort is set). UNKNOWN (detect) when nothing matches.
-func protocolFor(cfg *store.Config, workload string, port uint32) apiv1.ProtocolHint_Protocol {
-	id, err := identity.Parse(workload)
-	if err != nil {
-		return apiv1.ProtocolHint_UNKNOWN
-	}
-	for _, w := range cfg.WorkloadsWithIdentity(id) {
-		for _, e := range w.Endpoints {
-			tp := e.TargetPort
-			if tp == 0 {
-				tp = e.Port
-			}
-			if tp == port {
-				switch e.Service.Ports[e.Port] {
-				case store.ProtocolHTTP:
-					return apiv1.ProtocolHint_HTTP1
-				case store.ProtocolH2C:
-					return apiv1.ProtocolHint_HTTP2
-				case store.ProtocolGRPC:
-					return apiv1.ProtocolHint_GRPC
-				case store.ProtocolOpaque:
-					return apiv1.ProtocolHint_OPAQUE
-				}
-				return apiv1.ProtocolHint_UNKNOWN
-			}
-		}
-	}
-	return apiv1.ProtocolHint_UNKNOWN
+// Source computes inbound policies.
+type Source interface {
+	// Resolve returns the policy of port on the workload with SPIFFE ID
+	// workload, a channel closed when it may have changed (nil: never) and
+	// a release func called once the caller stops waiting on it; as
+	// notify.ResolveFunc, the channel is taken before the state is read.
+	Resolve(workload string, port uint32) (p *apiv1.ServerPolicy, changed <-chan struct{}, release func())
 }
 
 // WatchInbound sends the policy of a workload port at once, and again when
-// a store change alters it.
+// it changes.
 func (s *Service) WatchInbound(req *apiv1.InboundPolicyRequest, stream apiv1.Policy_WatchInboundServer) error {
 	if req.GetPort() > 65535 {
 		return status.Errorf(codes.InvalidArgument, "port %d is outside 0-65535", req.GetPort())
 	}
-	ctx := stream.Context()
 	s.Metrics.PolicyStreams.Inc()
 	defer s.Metrics.PolicyStreams.Dec()
-	var last *apiv1.ServerPolicy
-	for {
-		cfg, changed := s.Store.Current()
-		p := Default(protocolFor(cfg, req.GetWorkload(), req.GetPort()))
-		if last == nil || !proto.Equal(last, p) {
-			if err := stream.Send(p); err != nil {
-				return err
-			}
-			last = p
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.Done:
-			return status.Error(codes.Unavailable, "controller shutting down")
-		case <-changed:
-		}
+	resolve := func() (*apiv1.ServerPolicy, <-chan struct{}, func()) {
+		return s.Source.Resolve(req.GetWorkload(), req.GetPort())
 	}
+	return notify.Watch(stream.Context(), s.Done, resolve, SendChanged(stream))
+}
+
+// SendChanged sends a policy when it differs from the one the client has.
+func SendChanged(stream apiv1.Policy_WatchInboundServer) notify.SendFunc[*apiv1.ServerPolicy] {
+	return notify.SendChanged(func(a, b *apiv1.ServerPolicy) bool { return proto.Equal(a, b) }, stream.Send)
 }

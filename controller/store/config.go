@@ -5,7 +5,6 @@
 package store
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -13,14 +12,16 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/trellis-mesh/trellis/controller/authority"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
+	"github.com/trellis-mesh/trellis/internal/pki"
 )
 
 // Defaults and limits of the store file.
 const (
-	DefaultClusterDomain       = "cluster.local"
-	DefaultCertificateLifetime = 24 * time.Hour
+	DefaultClusterDomain       = authority.DefaultClusterDomain
+	DefaultCertificateLifetime = pki.DefaultWorkloadLifetime
 	MinCertificateLifetime     = 5 * time.Second
 	MaxCertificateLifetime     = 365 * 24 * time.Hour
 	MinTokenLength             = 16
@@ -308,24 +309,7 @@ func validPort(p int) error {
 
 // validLabel checks a DNS label (RFC 1123): what Kubernetes requires of
 // namespace and service names.
-func validLabel(s string) error {
-	if s == "" {
-		return errors.New("required")
-	}
-	if len(s) > 63 {
-		return fmt.Errorf("%q is longer than 63 characters", s)
-	}
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		switch {
-		case ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9':
-		case ch == '-' && i > 0 && i < len(s)-1:
-		default:
-			return fmt.Errorf("%q is not a DNS label (lower-case letters, digits and inner '-')", s)
-		}
-	}
-	return nil
-}
+func validLabel(s string) error { return authority.ValidLabel(s) }
 
 func validLabelName(s string) bool {
 	for i := 0; i < len(s); i++ {

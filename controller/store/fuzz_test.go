@@ -3,6 +3,8 @@ package store
 import (
 	"strings"
 	"testing"
+
+	"github.com/trellis-mesh/trellis/controller/authority"
 )
 
 func FuzzParse(f *testing.F) {
@@ -57,7 +59,7 @@ func FuzzParseAuthority(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		a, err := ParseAuthority(s)
+		a, err := authority.Parse(s)
 		if err != nil {
 			return
 		}
@@ -71,7 +73,7 @@ func FuzzParseAuthority(f *testing.F) {
 			t.Fatalf("host not lower-cased: %q", a.Host)
 		}
 		// The canonical form parses back to the same authority.
-		b, err := ParseAuthority(a.String())
+		b, err := authority.Parse(a.String())
 		if err != nil || b != a {
 			t.Fatalf("round trip of %q: %+v, %v", a.String(), b, err)
 		}

@@ -2,6 +2,8 @@ package store
 
 import (
 	"testing"
+
+	"github.com/trellis-mesh/trellis/controller/authority"
 )
 
 func TestResolveForms(t *testing.T) {
@@ -34,7 +36,7 @@ func TestResolveForms(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.authority+"/"+tt.callerNS, func(t *testing.T) {
-			a, err := ParseAuthority(tt.authority)
+			a, err := authority.Parse(tt.authority)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -53,33 +55,5 @@ func TestResolveForms(t *testing.T) {
 				t.Fatalf("Exists() = %v", got.Exists())
 			}
 		})
-	}
-}
-
-func TestParseAuthorityErrors(t *testing.T) {
-	for _, s := range []string{
-		"", "books.demo", "books.demo:", "books.demo:0", "books.demo:65536", "books.demo:+80", "books.demo:-1",
-		":80", "bad_host.demo:80", "::1:80", "[::1:80", "[127.0.0.1]:80", "a..b:80", "[fe80::1%eth0]:80",
-	} {
-		if a, err := ParseAuthority(s); err == nil {
-			t.Errorf("ParseAuthority(%q) = %+v, want error", s, a)
-		}
-	}
-}
-
-func TestAuthorityString(t *testing.T) {
-	for in, want := range map[string]string{
-		"Books.Demo.:80":     "books.demo:80",
-		"[::1]:80":           "[::1]:80",
-		"127.0.0.1:4243":     "127.0.0.1:4243",
-		"[::ffff:1.2.3.4]:1": "1.2.3.4:1",
-	} {
-		a, err := ParseAuthority(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := a.String(); got != want {
-			t.Errorf("%q -> %q, want %q", in, got, want)
-		}
 	}
 }

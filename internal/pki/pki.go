@@ -34,6 +34,11 @@ var (
 // whose clocks run a little behind accept it at once.
 const ClockSkew = time.Minute
 
+// DefaultWorkloadLifetime is the lifetime of workload certificates when
+// nothing else is configured (the store file's certificateLifetime, the
+// Kubernetes mode's --certificate-lifetime); proxies renew at 70 % of it.
+const DefaultWorkloadLifetime = 24 * time.Hour
+
 // GenerateKey makes an ECDSA P-256 key, the only key type the mesh uses.
 func GenerateKey() (*ecdsa.PrivateKey, error) {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

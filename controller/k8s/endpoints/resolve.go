@@ -10,19 +10,20 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/controller/authority"
 	"github.com/trellis-mesh/trellis/controller/destination"
 	"github.com/trellis-mesh/trellis/controller/k8s/informers"
-	"github.com/trellis-mesh/trellis/controller/store"
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // Resolve implements destination.Source. The topic is acquired before the
 // cache is read: informers update their store before calling handlers, so
 // any change after the read closes the returned channel.
-func (s *Source) Resolve(a store.Authority, callerNamespace string) (destination.Resolution, <-chan struct{}, func()) {
+func (s *Source) Resolve(a authority.Authority, callerNamespace string) (destination.Resolution, <-chan struct{}, func()) {
 	if a.Host == "" {
 		ip := a.IP.Unmap().String()
-		ch, release := s.n.acquire(ipKey(ip))
+		ch, release := s.n.Acquire(ipKey(ip))
 		return s.resolveIP(ip, a.Port), ch, release
 	}
 	hostname, name, ns, ok := s.splitHost(a.Host, callerNamespace)
@@ -30,10 +31,10 @@ func (s *Source) Resolve(a store.Authority, callerNamespace string) (destination
 		// A name that can never resolve here (a bare name from an unknown
 		// namespace, or another cluster domain): only a broad change wakes
 		// it.
-		ch, release := s.n.acquire("")
+		ch, release := s.n.Acquire("")
 		return unknown(), ch, release
 	}
-	ch, release := s.n.acquire(svcKey(ns, name))
+	ch, release := s.n.Acquire(svcKey(ns, name))
 	return s.resolveService(s.cache.Service(ns, name), hostname, a.Port), ch, release
 }
 
@@ -93,7 +94,7 @@ func (s *Source) resolveService(svc *corev1.Service, hostname string, port uint3
 	e.Exists = true
 	e.Labels["service"] = svc.Name
 	e.Labels["namespace"] = svc.Namespace
-	svcOpaque, _ := ParsePortSet(svc.Annotations[OpaquePortsAnnotation])
+	svcOpaque, _ := ParsePortSet(svc.Annotations[k8slabels.AnnotationOpaquePorts])
 	for _, sl := range s.cache.SlicesOf(svc.Namespace, svc.Name) {
 		if sl.AddressType != discoveryv1.AddressTypeIPv4 && sl.AddressType != discoveryv1.AddressTypeIPv6 {
 			continue
@@ -214,7 +215,7 @@ func (s *Source) hintFromServices(ip string, port uint32) apiv1.ProtocolHint_Pro
 				continue
 			}
 			if svc := s.cache.Service(sl.Namespace, sl.Labels[discoveryv1.LabelServiceName]); svc != nil {
-				opaque, _ := ParsePortSet(svc.Annotations[OpaquePortsAnnotation])
+				opaque, _ := ParsePortSet(svc.Annotations[k8slabels.AnnotationOpaquePorts])
 				for _, sp := range svc.Spec.Ports {
 					if (p.Name == nil && sp.Name == "" || p.Name != nil && *p.Name == sp.Name) && opaque.Contains(uint32(sp.Port)) {
 						return apiv1.ProtocolHint_OPAQUE
@@ -254,7 +255,7 @@ func podOpaque(pod *corev1.Pod, port uint32) bool {
 	if pod == nil {
 		return false
 	}
-	v, ok := pod.Annotations[OpaquePortsAnnotation]
+	v, ok := pod.Annotations[k8slabels.AnnotationOpaquePorts]
 	if !ok {
 		return false
 	}
@@ -272,7 +273,7 @@ func protocolHint(appProtocol string) apiv1.ProtocolHint_Protocol {
 		return apiv1.ProtocolHint_HTTP2
 	case "grpc":
 		return apiv1.ProtocolHint_GRPC
-	case "opaque", "tcp", "trellis.io/opaque":
+	case "opaque", "tcp", k8slabels.AppProtocolOpaque:
 		return apiv1.ProtocolHint_OPAQUE
 	}
 	return apiv1.ProtocolHint_UNKNOWN
@@ -280,12 +281,12 @@ func protocolHint(appProtocol string) apiv1.ProtocolHint_Protocol {
 
 // isMeshed: the injector's annotation or a proxy container.
 func isMeshed(pod *corev1.Pod) bool {
-	if _, ok := pod.Annotations[ProxyVersionAnnotation]; ok {
+	if _, ok := pod.Annotations[k8slabels.AnnotationProxyVersion]; ok {
 		return true
 	}
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range cs {
-			if c.Name == ProxyContainerName {
+			if c.Name == k8slabels.ProxyContainerName {
 				return true
 			}
 		}

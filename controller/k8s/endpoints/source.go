@@ -16,27 +16,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/trellis-mesh/trellis/controller/authority"
 	"github.com/trellis-mesh/trellis/controller/destination"
 	"github.com/trellis-mesh/trellis/controller/k8s/informers"
-	"github.com/trellis-mesh/trellis/controller/store"
+	"github.com/trellis-mesh/trellis/controller/notify"
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
-// Annotations and names the source reads.
-const (
-	// ProxyVersionAnnotation is set on a pod by the injector; its presence
-	// means the pod is meshed.
-	ProxyVersionAnnotation = "trellis.io/proxy-version"
-	// ProxyContainerName is the name of the proxy container (a native
-	// sidecar init container, or a classic sidecar); its presence means
-	// the pod is meshed.
-	ProxyContainerName = "trellis-proxy"
-	// OpaquePortsAnnotation lists ports never to detect: on a Service, its
-	// service ports; on a Pod, its container ports. "3306,8000-8100".
-	OpaquePortsAnnotation = "config.trellis.io/opaque-ports"
-	// ZoneLabel is the node label endpoints get their zone from.
-	ZoneLabel = corev1.LabelTopologyZone
-)
+// ZoneLabel is the node label endpoints get their zone from. The pod
+// annotations the source reads are those of internal/k8slabels.
+const ZoneLabel = corev1.LabelTopologyZone
 
 // Options configure a Source.
 type Options struct {
@@ -55,7 +45,7 @@ type Source struct {
 	trustDomain   string
 	clusterDomain string
 	log           *slog.Logger
-	n             *notifier
+	n             *notify.Topics
 	registrations []cache.ResourceEventHandlerRegistration
 
 	badAnnotations *prometheus.CounterVec
@@ -72,7 +62,7 @@ func New(c *informers.Cache, opts Options) (*Source, error) {
 		trustDomain:   opts.TrustDomain,
 		clusterDomain: strings.ToLower(opts.ClusterDomain),
 		log:           opts.Log,
-		n:             newNotifier(),
+		n:             notify.NewTopics(),
 		badAnnotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_controller_k8s_bad_annotations_total",
 			Help: "Kubernetes objects seen with an annotation Trellis cannot parse (the good part of it is used), by annotation.",
@@ -86,7 +76,7 @@ func New(c *informers.Cache, opts Options) (*Source, error) {
 		s.trustDomain = identity.DefaultTrustDomain
 	}
 	if s.clusterDomain == "" {
-		s.clusterDomain = store.DefaultClusterDomain
+		s.clusterDomain = authority.DefaultClusterDomain
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -95,7 +85,7 @@ func New(c *informers.Cache, opts Options) (*Source, error) {
 		for _, col := range []prometheus.Collector{s.badAnnotations, s.events, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "trellis_controller_k8s_watched_topics",
 			Help: "Services and IPs that open Destination streams are waiting on.",
-		}, func() float64 { return float64(s.n.len()) })} {
+		}, func() float64 { return float64(s.n.Len()) })} {
 			if err := opts.Registerer.Register(col); err != nil {
 				return nil, err
 			}
@@ -138,7 +128,7 @@ func (s *Source) HasSynced() bool {
 
 // Watched is the number of topics open streams wait on (for tests and
 // the metric).
-func (s *Source) Watched() int { return s.n.len() }
+func (s *Source) Watched() int { return s.n.Len() }
 
 func untomb(obj any) any {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
@@ -199,7 +189,7 @@ func (s *Source) onService(old, cur any) {
 	if svc, ok := cur.(*corev1.Service); ok {
 		s.checkAnnotation("service", svc.ObjectMeta)
 	}
-	s.n.notify(keys...)
+	s.n.Notify(keys...)
 }
 
 func (s *Source) onSlice(old, cur any) {
@@ -217,7 +207,7 @@ func (s *Source) onSlice(old, cur any) {
 			keys = append(keys, ipKey(ip))
 		}
 	}
-	s.n.notify(keys...)
+	s.n.Notify(keys...)
 }
 
 func (s *Source) onPod(old, cur any) {
@@ -245,7 +235,7 @@ func (s *Source) onPod(old, cur any) {
 	if cp != nil {
 		s.checkAnnotation("pod", cp.ObjectMeta)
 	}
-	s.n.notify(keys...)
+	s.n.Notify(keys...)
 }
 
 // podChanged reports whether an update touches what a destination reads.
@@ -255,7 +245,7 @@ func podChanged(a, b *corev1.Pod) bool {
 		(a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil) ||
 		strings.Join(informers.PodIPs(a), ",") != strings.Join(informers.PodIPs(b), ",") ||
 		isMeshed(a) != isMeshed(b) ||
-		a.Annotations[OpaquePortsAnnotation] != b.Annotations[OpaquePortsAnnotation] ||
+		a.Annotations[k8slabels.AnnotationOpaquePorts] != b.Annotations[k8slabels.AnnotationOpaquePorts] ||
 		len(a.Labels) != len(b.Labels) {
 		return true
 	}
@@ -278,17 +268,17 @@ func (s *Source) onNode(old, cur any) {
 	s.events.WithLabelValues("node").Inc()
 	// A zone change is rare and touches every endpoint on the node; waking
 	// every stream to re-diff is cheaper than indexing pods by node.
-	s.n.notifyAll()
+	s.n.NotifyAll()
 }
 
 func (s *Source) checkAnnotation(kind string, m metav1.ObjectMeta) {
-	v, ok := m.Annotations[OpaquePortsAnnotation]
+	v, ok := m.Annotations[k8slabels.AnnotationOpaquePorts]
 	if !ok {
 		return
 	}
 	if _, err := ParsePortSet(v); err != nil {
-		s.badAnnotations.WithLabelValues(OpaquePortsAnnotation).Inc()
+		s.badAnnotations.WithLabelValues(k8slabels.AnnotationOpaquePorts).Inc()
 		s.log.Warn("bad annotation; its valid ports are used", "kind", kind, "namespace", m.Namespace, "name", m.Name,
-			"annotation", OpaquePortsAnnotation, "err", err)
+			"annotation", k8slabels.AnnotationOpaquePorts, "err", err)
 	}
 }

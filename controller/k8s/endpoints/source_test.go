@@ -20,9 +20,10 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/controller/authority"
 	"github.com/trellis-mesh/trellis/controller/destination"
 	"github.com/trellis-mesh/trellis/controller/k8s/informers"
-	"github.com/trellis-mesh/trellis/controller/store"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // loadFixture decodes a multi-document YAML file of Kubernetes objects.
@@ -106,7 +107,7 @@ func start(t *testing.T, objs ...runtime.Object) fixture {
 
 func resolve(t *testing.T, src destination.Source, path, callerNS string) destination.Resolution {
 	t.Helper()
-	a, err := store.ParseAuthority(path)
+	a, err := authority.Parse(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +226,7 @@ func TestResolve(t *testing.T) {
 // topic wakes it); what matters is that the awaited one comes.
 func waitFor(t *testing.T, src *Source, path, what string, ok func(destination.Resolution) bool) destination.Resolution {
 	t.Helper()
-	a, err := store.ParseAuthority(path)
+	a, err := authority.Parse(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +297,7 @@ func TestUpdates(t *testing.T) {
 
 	// A pod IP stream sees a pod take the IP.
 	newPod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: "demo", Annotations: map[string]string{ProxyVersionAnnotation: "v1"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: "demo", Annotations: map[string]string{k8slabels.AnnotationProxyVersion: "v1"}},
 		Spec:       corev1.PodSpec{ServiceAccountName: "late", NodeName: "node-a"},
 		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.0.99", PodIPs: []corev1.PodIP{{IP: "10.244.0.99"}}},
 	}
@@ -352,8 +353,8 @@ func TestPodChanged(t *testing.T) {
 		}, false},
 		{"ip", func(p *corev1.Pod) { p.Status.PodIP = "10.0.0.2" }, true},
 		{"phase", func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }, true},
-		{"meshed", func(p *corev1.Pod) { p.Annotations = map[string]string{ProxyVersionAnnotation: "v"} }, true},
-		{"opaque ports", func(p *corev1.Pod) { p.Annotations = map[string]string{OpaquePortsAnnotation: "1"} }, true},
+		{"meshed", func(p *corev1.Pod) { p.Annotations = map[string]string{k8slabels.AnnotationProxyVersion: "v"} }, true},
+		{"opaque ports", func(p *corev1.Pod) { p.Annotations = map[string]string{k8slabels.AnnotationOpaquePorts: "1"} }, true},
 		{"label", func(p *corev1.Pod) { p.Labels = map[string]string{"app": "b"} }, true},
 		{"deleting", func(p *corev1.Pod) { p.DeletionTimestamp = &metav1.Time{} }, true},
 	}

@@ -28,11 +28,12 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/ca"
 	identitysvc "github.com/trellis-mesh/trellis/controller/identity"
-	"github.com/trellis-mesh/trellis/controller/injector"
 	"github.com/trellis-mesh/trellis/controller/k8s/saevents"
 	"github.com/trellis-mesh/trellis/controller/k8s/tokenreview"
 	"github.com/trellis-mesh/trellis/controller/metrics"
+	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
 
@@ -230,7 +231,7 @@ func TestServeClusterWebhook(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	marker := fmt.Sprintf("%d", rand.Uint32())
-	ns := testNamespace(t, client, map[string]string{"trellis-test": marker}, map[string]string{injector.AnnotationInject: injector.InjectEnabled})
+	ns := testNamespace(t, client, map[string]string{"trellis-test": marker}, map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled})
 
 	dir := t.TempDir()
 	certPEM, keyPEM, _ := keyPair(t, "webhook")
@@ -243,7 +244,7 @@ func TestServeClusterWebhook(t *testing.T) {
 		Logger: slog.New(slog.DiscardHandler), SyncTimeout: 30 * time.Second,
 		WebhookAddr: "127.0.0.1:0", WebhookTLSDir: dir,
 		Webhook: func(lookup NamespaceAnnotations) http.Handler {
-			return injector.NewHandler(injector.Config{NamespaceAnnotations: lookup, TrustAnchorsPEM: anchors, Logger: slog.New(slog.DiscardHandler)})
+			return inject.NewHandler(inject.Config{NamespaceAnnotations: lookup, TrustAnchorsPEM: anchors, Logger: slog.New(slog.DiscardHandler)})
 		},
 	})
 	must(t, err)
@@ -254,7 +255,7 @@ func TestServeClusterWebhook(t *testing.T) {
 		}
 	}()
 
-	url := "https://" + c.WebhookAddr() + injector.Path
+	url := "https://" + c.WebhookAddr() + inject.Path
 	fail := admissionregv1.Fail
 	none := admissionregv1.SideEffectClassNone
 	// The API server calls mutating webhooks in the order of their
@@ -299,7 +300,7 @@ func TestServeClusterWebhook(t *testing.T) {
 				Containers:                   []corev1.Container{{Name: "app", Image: "registry.invalid/books:0"}},
 			},
 		}, metav1.CreateOptions{})
-		if err == nil && p.Annotations[injector.AnnotationProxyVersion] != "" {
+		if err == nil && p.Annotations[k8slabels.AnnotationProxyVersion] != "" {
 			pod = p
 			break
 		}
@@ -319,10 +320,10 @@ func TestServeClusterWebhook(t *testing.T) {
 		return out
 	}
 	all := append(names(pod.Spec.InitContainers), names(pod.Spec.Containers)...)
-	if !slices.Contains(all, injector.ProxyContainerName) || !slices.Contains(all, injector.InitContainerName) {
+	if !slices.Contains(all, k8slabels.ProxyContainerName) || !slices.Contains(all, k8slabels.InitContainerName) {
 		t.Fatalf("stored pod has containers %v", all)
 	}
-	if pod.Annotations[injector.AnnotationTrustAnchors] != anchors {
-		t.Fatalf("trust anchors annotation %q", pod.Annotations[injector.AnnotationTrustAnchors])
+	if pod.Annotations[k8slabels.AnnotationTrustAnchors] != anchors {
+		t.Fatalf("trust anchors annotation %q", pod.Annotations[k8slabels.AnnotationTrustAnchors])
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/trellis-mesh/trellis/controller/k8s/endpoints"
 	"github.com/trellis-mesh/trellis/controller/k8s/informers"
 	"github.com/trellis-mesh/trellis/controller/metrics"
+	"github.com/trellis-mesh/trellis/controller/shutdown"
 )
 
 // Defaults of Config.
@@ -41,8 +42,8 @@ const (
 	DefaultShutdownGrace = 5 * time.Second
 	// DefaultDrainDelay covers an EndpointSlice update reaching the API
 	// server and kube-proxy on a busy cluster.
-	DefaultDrainDelay = 3 * time.Second
-	DefaultSyncTimeout   = 2 * time.Minute
+	DefaultDrainDelay  = 3 * time.Second
+	DefaultSyncTimeout = 2 * time.Minute
 	// keepaliveMinTime matches local mode: proxies ping every 10 s.
 	keepaliveMinTime = 5 * time.Second
 )
@@ -294,44 +295,21 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	adm.SetReady(true)
 	log.Info("controller serving (kubernetes mode)", "grpc", c.grpcAddr, "admin", c.adminAddr, "webhook", c.webhookAddr)
 
+	stop := shutdown.Sequence{
+		Log: log, Grace: cfg.ShutdownGrace, DrainDelay: cfg.DrainDelay,
+		Unready:    func() { adm.SetReady(false) },
+		Streams:    streamsDone,
+		GRPC:       srv,
+		Admin:      httpSrv,
+		Background: stopInformers,
+		Wait:       wg.Wait,
+	}
+	if webhookSrv != nil {
+		stop.Webhooks = []*http.Server{webhookSrv}
+	}
 	go func() {
 		defer close(c.done)
-		var runErr error
-		select {
-		case <-ctx.Done():
-			log.Info("shutting down")
-		case runErr = <-errc:
-			log.Error("server failed; shutting down", "err", runErr)
-		}
-		adm.SetReady(false)
-		if runErr == nil && cfg.DrainDelay > 0 {
-			log.Info("not ready; draining before closing listeners", "delay", cfg.DrainDelay)
-			time.Sleep(cfg.DrainDelay)
-		}
-		close(streamsDone)
-		if webhookSrv != nil {
-			// Admission calls are short: give them the grace, then close.
-			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-			if err := webhookSrv.Shutdown(sctx); err != nil {
-				_ = webhookSrv.Close()
-			}
-			cancel()
-		}
-		stopped := make(chan struct{})
-		go func() { srv.GracefulStop(); close(stopped) }()
-		t := time.NewTimer(cfg.ShutdownGrace)
-		select {
-		case <-stopped:
-		case <-t.C:
-			log.Warn("graceful stop timed out; closing connections", "grace", cfg.ShutdownGrace)
-			srv.Stop()
-			<-stopped
-		}
-		t.Stop()
-		wg.Wait()
-		closeAdmin()
-		stopInformers()
-		c.err = runErr
+		c.err = stop.Run(ctx, errc)
 	}()
 	return c, nil
 }

@@ -33,7 +33,9 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
-	"github.com/trellis-mesh/trellis/controller/injector"
+	"github.com/trellis-mesh/trellis/controller/policy"
+	"github.com/trellis-mesh/trellis/inject"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // keyPair makes a self-signed serving certificate for 127.0.0.1.
@@ -91,7 +93,7 @@ func writeSecretDir(t *testing.T, dir string, n int, certPEM, keyPEM []byte) {
 // policy is served on the gRPC server.
 func TestServeWebhook(t *testing.T) {
 	client := fake.NewClientset(
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationInject: injector.InjectEnabled}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled}}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "plain"}},
 	)
 	dir := t.TempDir()
@@ -106,10 +108,10 @@ func TestServeWebhook(t *testing.T) {
 		Logger: slog.New(slog.DiscardHandler), SyncTimeout: 30 * time.Second,
 		WebhookAddr: "127.0.0.1:0", WebhookTLSDir: dir,
 		Webhook: func(ns NamespaceAnnotations) http.Handler {
-			return injector.NewHandler(injector.Config{NamespaceAnnotations: ns, Logger: slog.New(slog.DiscardHandler), TrustAnchorsPEM: "anchors"})
+			return inject.NewHandler(inject.Config{NamespaceAnnotations: ns, Logger: slog.New(slog.DiscardHandler), TrustAnchorsPEM: "anchors"})
 		},
 		Register: func(srv *grpc.Server, env Env) {
-			apiv1.RegisterPolicyServer(srv, &DefaultPolicy{Metrics: env.Metrics, Done: env.Done})
+			apiv1.RegisterPolicyServer(srv, &policy.Service{Source: DefaultPolicy{}, Metrics: env.Metrics, Log: env.Log, Done: env.Done})
 		},
 	})
 	if err != nil {
@@ -150,7 +152,7 @@ func TestServeWebhook(t *testing.T) {
 		}
 		body, err := json.Marshal(review)
 		must(t, err)
-		resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Post("https://"+c.WebhookAddr()+injector.Path, "application/json", bytes.NewReader(body))
+		resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Post("https://"+c.WebhookAddr()+inject.Path, "application/json", bytes.NewReader(body))
 		must(t, err)
 		defer resp.Body.Close()
 		out, err := io.ReadAll(resp.Body)
@@ -167,7 +169,7 @@ func TestServeWebhook(t *testing.T) {
 	}
 
 	resp, _ := post(t, leaf1, "shop")
-	if !resp.Allowed || !strings.Contains(string(resp.Patch), injector.ProxyContainerName) || !strings.Contains(string(resp.Patch), "anchors") {
+	if !resp.Allowed || !strings.Contains(string(resp.Patch), k8slabels.ProxyContainerName) || !strings.Contains(string(resp.Patch), "anchors") {
 		t.Fatalf("pod in an injected namespace: allowed %v patch %s", resp.Allowed, resp.Patch)
 	}
 	if resp, _ := post(t, leaf1, "plain"); !resp.Allowed || len(resp.Patch) != 0 {

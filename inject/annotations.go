@@ -1,4 +1,4 @@
-package injector
+package inject
 
 import (
 	"errors"
@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // Default proxy resources: enough for a sidecar at a few thousand requests
@@ -27,8 +29,8 @@ var (
 // Options are the per-pod settings read from config.trellis.io/*
 // annotations (the namespace's, overridden key by key by the pod's).
 type Options struct {
-	Sidecar   string // SidecarNative or SidecarClassic
-	Redirect  string // RedirectInit or RedirectCNI
+	Sidecar   string // k8slabels.SidecarNative or k8slabels.SidecarClassic
+	Redirect  string // k8slabels.RedirectInit or k8slabels.RedirectCNI
 	Resources corev1.ResourceRequirements
 	// Port lists, sorted and without duplicates; nil when not annotated.
 	SkipInboundPorts, SkipOutboundPorts, OpaquePorts []int
@@ -58,7 +60,7 @@ func (e *AnnotationError) Unwrap() error { return e.Err }
 // install that sets nothing.
 func builtinOptions() Options {
 	return Options{
-		Sidecar: SidecarNative, Redirect: RedirectInit,
+		Sidecar: k8slabels.SidecarNative, Redirect: k8slabels.RedirectInit,
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{
 				corev1.ResourceCPU:    DefaultProxyCPURequest.DeepCopy(),
@@ -87,36 +89,36 @@ func parseOptions(ann map[string]string, def Options) (Options, error) {
 	}
 	o := Options{Sidecar: def.Sidecar, Redirect: def.Redirect, DefaultInboundPolicy: def.DefaultInboundPolicy}
 
-	switch v, ok := ann[AnnotationSidecarMode]; {
+	switch v, ok := ann[k8slabels.AnnotationSidecarMode]; {
 	case !ok:
-	case v == SidecarNative || v == SidecarClassic:
+	case v == k8slabels.SidecarNative || v == k8slabels.SidecarClassic:
 		o.Sidecar = v
 	default:
-		bad(AnnotationSidecarMode, errors.New(`must be "native" or "classic"`))
+		bad(k8slabels.AnnotationSidecarMode, errors.New(`must be "native" or "classic"`))
 	}
-	switch v, ok := ann[AnnotationRedirect]; {
+	switch v, ok := ann[k8slabels.AnnotationRedirect]; {
 	case !ok:
-	case v == RedirectInit || v == RedirectCNI:
+	case v == k8slabels.RedirectInit || v == k8slabels.RedirectCNI:
 		o.Redirect = v
 	default:
-		bad(AnnotationRedirect, errors.New(`must be "init" or "cni"`))
+		bad(k8slabels.AnnotationRedirect, errors.New(`must be "init" or "cni"`))
 	}
 
-	switch v, ok := ann[AnnotationDefaultInboundPolicy]; {
+	switch v, ok := ann[k8slabels.AnnotationDefaultInboundPolicy]; {
 	case !ok:
-	case v == PolicyAllUnauthenticated || v == PolicyAllAuthenticated:
+	case v == k8slabels.PolicyAllUnauthenticated || v == k8slabels.PolicyAllAuthenticated:
 		o.DefaultInboundPolicy = v
 	default:
-		bad(AnnotationDefaultInboundPolicy, errors.New(`must be "all-unauthenticated" or "all-authenticated"`))
+		bad(k8slabels.AnnotationDefaultInboundPolicy, errors.New(`must be "all-unauthenticated" or "all-authenticated"`))
 	}
 
 	for _, p := range []struct {
 		key string
 		dst *[]int
 	}{
-		{AnnotationSkipInboundPorts, &o.SkipInboundPorts},
-		{AnnotationSkipOutboundPorts, &o.SkipOutboundPorts},
-		{AnnotationOpaquePorts, &o.OpaquePorts},
+		{k8slabels.AnnotationSkipInboundPorts, &o.SkipInboundPorts},
+		{k8slabels.AnnotationSkipOutboundPorts, &o.SkipOutboundPorts},
+		{k8slabels.AnnotationOpaquePorts, &o.OpaquePorts},
 	} {
 		v, ok := ann[p.key]
 		if !ok {
@@ -144,10 +146,10 @@ func parseOptions(ann map[string]string, def Options) (Options, error) {
 		name  corev1.ResourceName
 		limit bool
 	}{
-		{AnnotationProxyCPURequest, o.Resources.Requests, corev1.ResourceCPU, false},
-		{AnnotationProxyCPULimit, o.Resources.Limits, corev1.ResourceCPU, true},
-		{AnnotationProxyMemRequest, o.Resources.Requests, corev1.ResourceMemory, false},
-		{AnnotationProxyMemLimit, o.Resources.Limits, corev1.ResourceMemory, true},
+		{k8slabels.AnnotationProxyCPURequest, o.Resources.Requests, corev1.ResourceCPU, false},
+		{k8slabels.AnnotationProxyCPULimit, o.Resources.Limits, corev1.ResourceCPU, true},
+		{k8slabels.AnnotationProxyMemRequest, o.Resources.Requests, corev1.ResourceMemory, false},
+		{k8slabels.AnnotationProxyMemLimit, o.Resources.Limits, corev1.ResourceMemory, true},
 	} {
 		v, ok := ann[r.key]
 		if !ok {
@@ -168,8 +170,8 @@ func parseOptions(ann map[string]string, def Options) (Options, error) {
 			name         corev1.ResourceName
 			reqKey, limK string
 		}{
-			{corev1.ResourceCPU, AnnotationProxyCPURequest, AnnotationProxyCPULimit},
-			{corev1.ResourceMemory, AnnotationProxyMemRequest, AnnotationProxyMemLimit},
+			{corev1.ResourceCPU, k8slabels.AnnotationProxyCPURequest, k8slabels.AnnotationProxyCPULimit},
+			{corev1.ResourceMemory, k8slabels.AnnotationProxyMemRequest, k8slabels.AnnotationProxyMemLimit},
 		} {
 			req, okR := o.Resources.Requests[r.name]
 			lim, okL := o.Resources.Limits[r.name]

@@ -1,4 +1,4 @@
-package injector
+package inject
 
 import (
 	"reflect"
@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 func testPod(ann map[string]string) *corev1.Pod {
@@ -54,8 +56,8 @@ func findContainer(pod *corev1.Pod, name string) (corev1.Container, bool) {
 }
 
 func TestMutateDecision(t *testing.T) {
-	en := map[string]string{AnnotationInject: InjectEnabled}
-	dis := map[string]string{AnnotationInject: InjectDisabled}
+	en := map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled}
+	dis := map[string]string{k8slabels.AnnotationInject: k8slabels.InjectDisabled}
 	tests := []struct {
 		name     string
 		ns       string
@@ -99,7 +101,7 @@ func TestMutateDecision(t *testing.T) {
 			if (len(res.Warnings) > 0) != tt.wantWarn {
 				t.Errorf("Warnings = %q", res.Warnings)
 			}
-			_, has := findContainer(res.Pod, ProxyContainerName)
+			_, has := findContainer(res.Pod, k8slabels.ProxyContainerName)
 			if has != tt.want {
 				t.Errorf("proxy container present = %v, want %v", has, tt.want)
 			}
@@ -116,9 +118,9 @@ func TestMutateDecision(t *testing.T) {
 
 func TestMutateIdempotent(t *testing.T) {
 	inj := New(Config{})
-	for _, mode := range []string{SidecarNative, SidecarClassic} {
-		for _, redirect := range []string{RedirectInit, RedirectCNI} {
-			pod := testPod(map[string]string{AnnotationInject: InjectEnabled, AnnotationSidecarMode: mode, AnnotationRedirect: redirect})
+	for _, mode := range []string{k8slabels.SidecarNative, k8slabels.SidecarClassic} {
+		for _, redirect := range []string{k8slabels.RedirectInit, k8slabels.RedirectCNI} {
+			pod := testPod(map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled, k8slabels.AnnotationSidecarMode: mode, k8slabels.AnnotationRedirect: redirect})
 			first, err := inj.Mutate(pod, "shop", nil)
 			if err != nil || !first.Injected {
 				t.Fatalf("%s/%s first: %v %v", mode, redirect, first.Injected, err)
@@ -139,7 +141,7 @@ func TestMutateIdempotent(t *testing.T) {
 
 func TestMutateNative(t *testing.T) {
 	inj := New(Config{Version: "v1.2.3"})
-	res, err := inj.Mutate(testPod(map[string]string{AnnotationInject: InjectEnabled}), "shop", nil)
+	res, err := inj.Mutate(testPod(map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled}), "shop", nil)
 	if err != nil || !res.Injected {
 		t.Fatalf("Mutate: %v %v", res.Injected, err)
 	}
@@ -228,7 +230,7 @@ func TestMutateNative(t *testing.T) {
 	if _, ok := vols["data"]; !ok || vols[XtablesVolumeName].EmptyDir == nil {
 		t.Errorf("volumes %v", vols)
 	}
-	if pod.Annotations[AnnotationProxyVersion] != "v1.2.3" || pod.Labels[LabelProxied] != "true" {
+	if pod.Annotations[k8slabels.AnnotationProxyVersion] != "v1.2.3" || pod.Labels[k8slabels.LabelProxied] != "true" {
 		t.Errorf("metadata %v %v", pod.Annotations, pod.Labels)
 	}
 	if pod.Spec.AutomountServiceAccountToken != nil {
@@ -238,7 +240,7 @@ func TestMutateNative(t *testing.T) {
 
 func TestMutateClassicAndCNI(t *testing.T) {
 	inj := New(Config{})
-	classic, err := inj.Mutate(testPod(map[string]string{AnnotationInject: InjectEnabled, AnnotationSidecarMode: SidecarClassic}), "shop", nil)
+	classic, err := inj.Mutate(testPod(map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled, k8slabels.AnnotationSidecarMode: k8slabels.SidecarClassic}), "shop", nil)
 	if err != nil || !classic.Injected {
 		t.Fatal(err)
 	}
@@ -257,7 +259,7 @@ func TestMutateClassicAndCNI(t *testing.T) {
 
 	// CNI mode from the namespace: no trellis-init, the settings the
 	// plugin needs recorded on the pod.
-	nsAnn := map[string]string{AnnotationInject: InjectEnabled, AnnotationRedirect: RedirectCNI, AnnotationSkipOutboundPorts: "5432, 3306"}
+	nsAnn := map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled, k8slabels.AnnotationRedirect: k8slabels.RedirectCNI, k8slabels.AnnotationSkipOutboundPorts: "5432, 3306"}
 	cni, err := inj.Mutate(testPod(nil), "shop", nsAnn)
 	if err != nil || !cni.Injected {
 		t.Fatal(err)
@@ -293,7 +295,7 @@ func TestMutateClassicAndCNI(t *testing.T) {
 			t.Error("cni mode has the xtables volume")
 		}
 	}
-	if a := cni.Pod.Annotations; a[AnnotationRedirect] != "cni" || a[AnnotationSkipOutboundPorts] != "3306,5432" {
+	if a := cni.Pod.Annotations; a[k8slabels.AnnotationRedirect] != "cni" || a[k8slabels.AnnotationSkipOutboundPorts] != "3306,5432" {
 		t.Errorf("cni annotations %v", a)
 	}
 }
@@ -301,43 +303,43 @@ func TestMutateClassicAndCNI(t *testing.T) {
 func TestMutateOptions(t *testing.T) {
 	inj := New(Config{TrustAnchorsPEM: "-----BEGIN CERTIFICATE-----\n"})
 	nsAnn := map[string]string{
-		AnnotationInject:           InjectEnabled,
-		AnnotationProxyMemLimit:    "32Mi", // overridden by the pod
-		AnnotationSkipInboundPorts: "9000",
+		k8slabels.AnnotationInject:           k8slabels.InjectEnabled,
+		k8slabels.AnnotationProxyMemLimit:    "32Mi", // overridden by the pod
+		k8slabels.AnnotationSkipInboundPorts: "9000",
 	}
 	podAnn := map[string]string{
-		AnnotationProxyCPURequest:   "100m",
-		AnnotationProxyCPULimit:     "1",
-		AnnotationProxyMemRequest:   "50Mi",
-		AnnotationProxyMemLimit:     "128Mi",
-		AnnotationSkipInboundPorts:  "8081,22, 8081",
-		AnnotationSkipOutboundPorts: "443",
-		AnnotationOpaquePorts:       "5432,6379",
+		k8slabels.AnnotationProxyCPURequest:   "100m",
+		k8slabels.AnnotationProxyCPULimit:     "1",
+		k8slabels.AnnotationProxyMemRequest:   "50Mi",
+		k8slabels.AnnotationProxyMemLimit:     "128Mi",
+		k8slabels.AnnotationSkipInboundPorts:  "8081,22, 8081",
+		k8slabels.AnnotationSkipOutboundPorts: "443",
+		k8slabels.AnnotationOpaquePorts:       "5432,6379",
 	}
-	nsAnn[AnnotationDefaultInboundPolicy] = PolicyAllAuthenticated
+	nsAnn[k8slabels.AnnotationDefaultInboundPolicy] = k8slabels.PolicyAllAuthenticated
 	res, err := inj.Mutate(testPod(podAnn), "shop", nsAnn)
 	if err != nil || !res.Injected {
 		t.Fatal(err)
 	}
-	proxy, _ := findContainer(res.Pod, ProxyContainerName)
+	proxy, _ := findContainer(res.Pod, k8slabels.ProxyContainerName)
 	r := proxy.Resources
 	if r.Requests.Cpu().Cmp(resource.MustParse("100m")) != 0 || r.Limits.Cpu().Cmp(resource.MustParse("1")) != 0 ||
 		r.Requests.Memory().Cmp(resource.MustParse("50Mi")) != 0 || r.Limits.Memory().Cmp(resource.MustParse("128Mi")) != 0 {
 		t.Errorf("resources %v", r)
 	}
-	if got := envOf(proxy)["TRELLIS_PROXY_DEFAULT_INBOUND_POLICY"]; got != PolicyAllAuthenticated {
+	if got := envOf(proxy)["TRELLIS_PROXY_DEFAULT_INBOUND_POLICY"]; got != k8slabels.PolicyAllAuthenticated {
 		t.Errorf("default inbound policy env %q (from the namespace)", got)
 	}
 	if got := envOf(proxy)["TRELLIS_PROXY_OPAQUE_PORTS"]; got != "5432,6379" {
 		t.Errorf("opaque ports env %q", got)
 	}
-	initC, _ := findContainer(res.Pod, InitContainerName)
+	initC, _ := findContainer(res.Pod, k8slabels.InitContainerName)
 	want := []string{"--proxy-uid", "2102", "--inbound-port", "4143", "--outbound-port", "4140",
 		"--skip-inbound-ports", "22,4143,4191,8081", "--skip-outbound-ports", "443"}
 	if !reflect.DeepEqual(initC.Args, want) {
 		t.Errorf("init args %q\nwant %q", initC.Args, want)
 	}
-	if res.Pod.Annotations[AnnotationTrustAnchors] != "-----BEGIN CERTIFICATE-----\n" {
+	if res.Pod.Annotations[k8slabels.AnnotationTrustAnchors] != "-----BEGIN CERTIFICATE-----\n" {
 		t.Error("trust anchors annotation missing")
 	}
 	for _, v := range res.Pod.Spec.Volumes {
@@ -354,28 +356,28 @@ func TestMutateDenied(t *testing.T) {
 		nsAnn  map[string]string
 		want   []string // substrings of the error
 	}{
-		{"bad inject value", map[string]string{AnnotationInject: "yes"}, nil, []string{"trellis.io/inject", `"enabled" or "disabled"`}},
-		{"bad inject value on namespace", nil, map[string]string{AnnotationInject: "true"}, []string{"on the namespace"}},
-		{"unknown sidecar mode", map[string]string{AnnotationSidecarMode: "sidecar"}, nil, []string{AnnotationSidecarMode, `"native" or "classic"`}},
-		{"unknown redirect", map[string]string{AnnotationRedirect: "ebpf"}, nil, []string{AnnotationRedirect}},
-		{"bad port", map[string]string{AnnotationSkipInboundPorts: "80,http"}, nil, []string{AnnotationSkipInboundPorts, `"http" is not a port`}},
-		{"port out of range", map[string]string{AnnotationOpaquePorts: "70000"}, nil, []string{AnnotationOpaquePorts}},
-		{"empty port entry", map[string]string{AnnotationSkipOutboundPorts: "80,,81"}, nil, []string{"empty entry"}},
-		{"bad quantity", map[string]string{AnnotationProxyMemLimit: "lots"}, nil, []string{AnnotationProxyMemLimit, "not a quantity"}},
-		{"negative quantity", map[string]string{AnnotationProxyCPURequest: "-1"}, nil, []string{"negative"}},
-		{"zero limit", map[string]string{AnnotationProxyMemLimit: "0"}, nil, []string{"greater than zero"}},
-		{"request above limit", map[string]string{AnnotationProxyMemRequest: "100Mi"}, nil, []string{"memory request 100Mi exceeds its limit 64Mi"}},
-		{"bad namespace setting", nil, map[string]string{AnnotationSidecarMode: "x"}, []string{AnnotationSidecarMode}},
-		{"bad default inbound policy", map[string]string{AnnotationDefaultInboundPolicy: "deny"}, nil, []string{AnnotationDefaultInboundPolicy, "all-authenticated"}},
-		{"all errors at once", map[string]string{AnnotationSidecarMode: "x", AnnotationOpaquePorts: "0"}, nil, []string{AnnotationSidecarMode, AnnotationOpaquePorts}},
+		{"bad inject value", map[string]string{k8slabels.AnnotationInject: "yes"}, nil, []string{"trellis.io/inject", `"enabled" or "disabled"`}},
+		{"bad inject value on namespace", nil, map[string]string{k8slabels.AnnotationInject: "true"}, []string{"on the namespace"}},
+		{"unknown sidecar mode", map[string]string{k8slabels.AnnotationSidecarMode: "sidecar"}, nil, []string{k8slabels.AnnotationSidecarMode, `"native" or "classic"`}},
+		{"unknown redirect", map[string]string{k8slabels.AnnotationRedirect: "ebpf"}, nil, []string{k8slabels.AnnotationRedirect}},
+		{"bad port", map[string]string{k8slabels.AnnotationSkipInboundPorts: "80,http"}, nil, []string{k8slabels.AnnotationSkipInboundPorts, `"http" is not a port`}},
+		{"port out of range", map[string]string{k8slabels.AnnotationOpaquePorts: "70000"}, nil, []string{k8slabels.AnnotationOpaquePorts}},
+		{"empty port entry", map[string]string{k8slabels.AnnotationSkipOutboundPorts: "80,,81"}, nil, []string{"empty entry"}},
+		{"bad quantity", map[string]string{k8slabels.AnnotationProxyMemLimit: "lots"}, nil, []string{k8slabels.AnnotationProxyMemLimit, "not a quantity"}},
+		{"negative quantity", map[string]string{k8slabels.AnnotationProxyCPURequest: "-1"}, nil, []string{"negative"}},
+		{"zero limit", map[string]string{k8slabels.AnnotationProxyMemLimit: "0"}, nil, []string{"greater than zero"}},
+		{"request above limit", map[string]string{k8slabels.AnnotationProxyMemRequest: "100Mi"}, nil, []string{"memory request 100Mi exceeds its limit 64Mi"}},
+		{"bad namespace setting", nil, map[string]string{k8slabels.AnnotationSidecarMode: "x"}, []string{k8slabels.AnnotationSidecarMode}},
+		{"bad default inbound policy", map[string]string{k8slabels.AnnotationDefaultInboundPolicy: "deny"}, nil, []string{k8slabels.AnnotationDefaultInboundPolicy, "all-authenticated"}},
+		{"all errors at once", map[string]string{k8slabels.AnnotationSidecarMode: "x", k8slabels.AnnotationOpaquePorts: "0"}, nil, []string{k8slabels.AnnotationSidecarMode, k8slabels.AnnotationOpaquePorts}},
 	}
 	inj := New(Config{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ann := map[string]string{}
 			nsAnn := map[string]string{}
-			if _, ok := tt.nsAnn[AnnotationInject]; !ok {
-				ann[AnnotationInject] = InjectEnabled
+			if _, ok := tt.nsAnn[k8slabels.AnnotationInject]; !ok {
+				ann[k8slabels.AnnotationInject] = k8slabels.InjectEnabled
 			}
 			for k, v := range tt.podAnn {
 				ann[k] = v
@@ -396,13 +398,13 @@ func TestMutateDenied(t *testing.T) {
 	}
 
 	// Malformed settings do not matter for pods that are not injected.
-	res, err := inj.Mutate(testPod(map[string]string{AnnotationSidecarMode: "x"}), "shop", nil)
+	res, err := inj.Mutate(testPod(map[string]string{k8slabels.AnnotationSidecarMode: "x"}), "shop", nil)
 	if err != nil || res.Injected {
 		t.Errorf("not opted in: %v %v", res.Injected, err)
 	}
 	// A volume name of ours already taken.
 	for _, name := range []string{TokenVolumeName, AnchorsVolumeName, XtablesVolumeName, StateVolumeName} {
-		pod := testPod(map[string]string{AnnotationInject: InjectEnabled})
+		pod := testPod(map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled})
 		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: name})
 		if _, err := inj.Mutate(pod, "shop", nil); err == nil || !strings.Contains(err.Error(), `"`+name+`"`) {
 			t.Errorf("volume conflict on %s: %v", name, err)
@@ -422,14 +424,14 @@ func TestMutateProxyState(t *testing.T) {
 		ann  map[string]string
 	}{
 		{name: "native, init redirection", ann: map[string]string{}},
-		{name: "classic sidecar", ann: map[string]string{AnnotationSidecarMode: SidecarClassic}},
-		{name: "cni redirection", ann: map[string]string{AnnotationRedirect: RedirectCNI}},
-		{name: "classic and cni", ann: map[string]string{AnnotationSidecarMode: SidecarClassic, AnnotationRedirect: RedirectCNI}},
+		{name: "classic sidecar", ann: map[string]string{k8slabels.AnnotationSidecarMode: k8slabels.SidecarClassic}},
+		{name: "cni redirection", ann: map[string]string{k8slabels.AnnotationRedirect: k8slabels.RedirectCNI}},
+		{name: "classic and cni", ann: map[string]string{k8slabels.AnnotationSidecarMode: k8slabels.SidecarClassic, k8slabels.AnnotationRedirect: k8slabels.RedirectCNI}},
 		{name: "anchors from the annotation", cfg: Config{TrustAnchorsPEM: "-----BEGIN CERTIFICATE-----\n"}, ann: map[string]string{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ann := map[string]string{AnnotationInject: InjectEnabled}
+			ann := map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled}
 			for k, v := range tt.ann {
 				ann[k] = v
 			}
@@ -461,7 +463,7 @@ func TestMutateProxyState(t *testing.T) {
 						mounts = append(mounts, m)
 					}
 				}
-				if c.Name != ProxyContainerName {
+				if c.Name != k8slabels.ProxyContainerName {
 					if len(mounts) > 0 {
 						t.Errorf("container %s mounts the proxy's state volume", c.Name)
 					}
@@ -497,7 +499,7 @@ func TestMutateProxyState(t *testing.T) {
 func TestMutateInstallDefaults(t *testing.T) {
 	q := resource.MustParse
 	install := Config{
-		DefaultRedirect: RedirectCNI,
+		DefaultRedirect: k8slabels.RedirectCNI,
 		ProxyLogLevel:   "debug",
 		ProxyResources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: q("50m"), corev1.ResourceMemory: q("32Mi")},
@@ -530,7 +532,7 @@ func TestMutateInstallDefaults(t *testing.T) {
 		},
 		{
 			name: "pod annotations win", cfg: install,
-			podAnn:       map[string]string{AnnotationRedirect: RedirectInit, AnnotationProxyCPURequest: "5m", AnnotationProxyMemLimit: "48Mi"},
+			podAnn:       map[string]string{k8slabels.AnnotationRedirect: k8slabels.RedirectInit, k8slabels.AnnotationProxyCPURequest: "5m", k8slabels.AnnotationProxyMemLimit: "48Mi"},
 			wantInits:    []string{"trellis-init", "trellis-proxy", "migrate"},
 			wantRes:      map[string]string{"requests.cpu": "5m", "requests.memory": "32Mi", "limits.cpu": "2", "limits.memory": "48Mi"},
 			wantLogLevel: "debug",
@@ -538,7 +540,7 @@ func TestMutateInstallDefaults(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ann := map[string]string{AnnotationInject: InjectEnabled}
+			ann := map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled}
 			for k, v := range tt.podAnn {
 				ann[k] = v
 			}
@@ -549,7 +551,7 @@ func TestMutateInstallDefaults(t *testing.T) {
 			if got := names(res.Pod.Spec.InitContainers); !reflect.DeepEqual(got, tt.wantInits) {
 				t.Errorf("init containers %v, want %v", got, tt.wantInits)
 			}
-			proxy, _ := findContainer(res.Pod, ProxyContainerName)
+			proxy, _ := findContainer(res.Pod, k8slabels.ProxyContainerName)
 			got := map[string]string{}
 			for _, l := range []struct {
 				prefix string
@@ -574,10 +576,10 @@ func TestMutateInstallDefaults(t *testing.T) {
 	}
 	// The Injector never shares its defaults' maps with a pod.
 	inj := New(install)
-	a, _ := inj.Mutate(testPod(map[string]string{AnnotationInject: InjectEnabled, AnnotationProxyMemLimit: "40Mi"}), "shop", nil)
-	b, _ := inj.Mutate(testPod(map[string]string{AnnotationInject: InjectEnabled}), "shop", nil)
-	pa, _ := findContainer(a.Pod, ProxyContainerName)
-	pb, _ := findContainer(b.Pod, ProxyContainerName)
+	a, _ := inj.Mutate(testPod(map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled, k8slabels.AnnotationProxyMemLimit: "40Mi"}), "shop", nil)
+	b, _ := inj.Mutate(testPod(map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled}), "shop", nil)
+	pa, _ := findContainer(a.Pod, k8slabels.ProxyContainerName)
+	pb, _ := findContainer(b.Pod, k8slabels.ProxyContainerName)
 	if pa.Resources.Limits.Memory().String() != "40Mi" || pb.Resources.Limits.Memory().String() != "256Mi" {
 		t.Errorf("pods share resource lists: %v / %v", pa.Resources.Limits, pb.Resources.Limits)
 	}
@@ -591,7 +593,7 @@ func TestConfigValidate(t *testing.T) {
 		wantErr string
 	}{
 		{name: "zero value", cfg: Config{}},
-		{name: "cni and settings", cfg: Config{DefaultRedirect: RedirectCNI, ProxyLogLevel: "warn",
+		{name: "cni and settings", cfg: Config{DefaultRedirect: k8slabels.RedirectCNI, ProxyLogLevel: "warn",
 			ProxyResources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: q("1")}, Limits: corev1.ResourceList{corev1.ResourceCPU: q("1")}}}},
 		{name: "bad redirect", cfg: Config{DefaultRedirect: "ebpf"}, wantErr: `default redirect "ebpf"`},
 		{name: "bad log level", cfg: Config{ProxyLogLevel: "trace"}, wantErr: `proxy log level "trace"`},

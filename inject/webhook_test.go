@@ -1,4 +1,4 @@
-package injector
+package inject
 
 import (
 	"bytes"
@@ -16,6 +16,8 @@ import (
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // webhook is a handler behind a real TLS server on loopback; the client
@@ -167,7 +169,7 @@ func TestWebhookInjects(t *testing.T) {
 	if got := names(pod.Spec.Containers); strings.Join(got, ",") != "app" {
 		t.Errorf("containers %v", got)
 	}
-	if pod.Annotations[AnnotationProxyVersion] != "v0.9.0" || pod.Labels[LabelProxied] != "true" || pod.Labels["app"] != "web" {
+	if pod.Annotations[k8slabels.AnnotationProxyVersion] != "v0.9.0" || pod.Labels[k8slabels.LabelProxied] != "true" || pod.Labels["app"] != "web" {
 		t.Errorf("metadata %v %v", pod.Annotations, pod.Labels)
 	}
 	if len(pod.Spec.Volumes) != 5 || pod.Spec.Volumes[0].Name != "kube-api-access-abcde" {
@@ -208,9 +210,9 @@ func TestWebhookNamespaceAnnotations(t *testing.T) {
 		lookups++
 		switch ns {
 		case "shop":
-			return map[string]string{AnnotationInject: InjectEnabled, AnnotationSidecarMode: SidecarClassic}, nil
+			return map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled, k8slabels.AnnotationSidecarMode: k8slabels.SidecarClassic}, nil
 		case "kube-system":
-			return map[string]string{AnnotationInject: InjectEnabled}, nil
+			return map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled}, nil
 		}
 		return nil, errors.New("namespace not in cache")
 	}})
@@ -261,7 +263,7 @@ func TestWebhookSkipsAndDenies(t *testing.T) {
 			req["kind"] = map[string]any{"group": "apps", "version": "v1", "kind": "Deployment"}
 		}},
 		{"subresource", func(req, _ map[string]any) { req["subResource"] = "ephemeralcontainers" }},
-		{"disabled", func(_, pod map[string]any) { annotations(pod)[AnnotationInject] = InjectDisabled }},
+		{"disabled", func(_, pod map[string]any) { annotations(pod)[k8slabels.AnnotationInject] = k8slabels.InjectDisabled }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp := w.call(t, "application/json", review(t, tc.edit))
@@ -275,14 +277,14 @@ func TestWebhookSkipsAndDenies(t *testing.T) {
 	}
 
 	body := review(t, func(_, pod map[string]any) {
-		annotations(pod)[AnnotationSkipInboundPorts] = "80,eighty"
-		annotations(pod)[AnnotationSidecarMode] = "sidecar"
+		annotations(pod)[k8slabels.AnnotationSkipInboundPorts] = "80,eighty"
+		annotations(pod)[k8slabels.AnnotationSidecarMode] = "sidecar"
 	})
 	resp := w.call(t, "application/json; charset=utf-8", body)
 	if resp.Allowed || resp.Patch != nil || resp.Result == nil || resp.Result.Code != 422 {
 		t.Fatalf("bad annotations: %+v", resp)
 	}
-	for _, want := range []string{AnnotationSkipInboundPorts, `"eighty" is not a port`, AnnotationSidecarMode} {
+	for _, want := range []string{k8slabels.AnnotationSkipInboundPorts, `"eighty" is not a port`, k8slabels.AnnotationSidecarMode} {
 		if !strings.Contains(resp.Result.Message, want) {
 			t.Errorf("denial %q lacks %q", resp.Result.Message, want)
 		}

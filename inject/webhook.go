@@ -1,4 +1,4 @@
-package injector
+package inject
 
 import (
 	"encoding/json"
@@ -13,6 +13,8 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // Path is where NewHandler serves admission requests.
@@ -166,7 +168,7 @@ func (h *handler) review(r *http.Request, req *admissionv1.AdmissionRequest) (*a
 
 	var nsAnn map[string]string
 	// Excluded namespaces are decided without a lookup.
-	if lookup := h.inj.cfg.NamespaceAnnotations; lookup != nil && ns != KubeSystemNamespace && ns != ControlPlaneNamespace {
+	if lookup := h.inj.cfg.NamespaceAnnotations; lookup != nil && ns != KubeSystemNamespace && ns != k8slabels.ControlPlaneNamespace {
 		var err error
 		if nsAnn, err = lookup(r.Context(), ns); err != nil {
 			log.Error("injector: namespace lookup failed", "err", err)

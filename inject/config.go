@@ -1,11 +1,14 @@
-// Package injector adds the Trellis proxy to pods: the pure mutation of a
+// Package inject adds the Trellis proxy to pods: the pure mutation of a
 // pod (Injector.Mutate), the RFC 6902 JSON patch between two objects
 // (Diff), and the admission webhook that serves both to the API server
-// (NewHandler). `trellis inject` applies the same mutation offline.
+// (NewHandler). The controller serves the webhook and `trellis inject`
+// applies the same mutation offline, so it lives beside both (not under
+// controller/ or cli/, which never import each other's packages).
 //
 // The names, ports and environment it writes are the ones in
-// notes/k8s-contract.md and docs/injection.md; change them there first.
-package injector
+// notes/k8s-contract.md and docs/injection.md; the annotations and labels
+// are internal/k8slabels. Change them there first.
+package inject
 
 import (
 	"context"
@@ -16,58 +19,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/version"
 )
 
-// Annotations and labels read or written by the injector.
-const (
-	AnnotationInject       = "trellis.io/inject"
-	AnnotationProxyVersion = "trellis.io/proxy-version"
-	LabelProxied           = "trellis.io/proxied"
-
-	AnnotationSidecarMode       = "config.trellis.io/sidecar-mode"
-	AnnotationRedirect          = "config.trellis.io/redirect"
-	AnnotationProxyCPURequest   = "config.trellis.io/proxy-cpu-request"
-	AnnotationProxyCPULimit     = "config.trellis.io/proxy-cpu-limit"
-	AnnotationProxyMemRequest   = "config.trellis.io/proxy-memory-request"
-	AnnotationProxyMemLimit     = "config.trellis.io/proxy-memory-limit"
-	AnnotationSkipInboundPorts  = "config.trellis.io/skip-inbound-ports"
-	AnnotationSkipOutboundPorts = "config.trellis.io/skip-outbound-ports"
-	AnnotationOpaquePorts       = "config.trellis.io/opaque-ports"
-	// AnnotationDefaultInboundPolicy sets the proxy's
-	// --default-inbound-policy (all-unauthenticated or all-authenticated).
-	AnnotationDefaultInboundPolicy = "config.trellis.io/default-inbound-policy"
-
-	// AnnotationTrustAnchors holds the bootstrap trust bundle when
-	// Config.TrustAnchorsPEM is set (see there).
-	AnnotationTrustAnchors = "trellis.io/trust-anchors"
-)
-
-// Values of the annotations above.
-const (
-	InjectEnabled  = "enabled"
-	InjectDisabled = "disabled"
-
-	SidecarNative  = "native"
-	SidecarClassic = "classic"
-
-	RedirectInit = "init"
-	RedirectCNI  = "cni"
-
-	// Values of AnnotationDefaultInboundPolicy (the proxy's inbound.Policy*).
-	PolicyAllUnauthenticated = "all-unauthenticated"
-	PolicyAllAuthenticated   = "all-authenticated"
-)
+// The annotations, labels and container names the injector writes and
+// reads are the pod contract of internal/k8slabels.
 
 // Names of what the injector adds to a pod.
 const (
-	ProxyContainerName = "trellis-proxy"
-	InitContainerName  = "trellis-init"
-	// ValidateContainerName is the unprivileged check, in CNI mode, that
-	// redirection is in place before the proxy and the app start.
-	ValidateContainerName = "trellis-validate"
-	TokenVolumeName       = "trellis-token"
-	AnchorsVolumeName     = "trellis-trust-anchors"
+	TokenVolumeName   = "trellis-token"
+	AnchorsVolumeName = "trellis-trust-anchors"
 	// XtablesVolumeName is an emptyDir on /run for iptables' lock file,
 	// so trellis-init can keep a read-only root filesystem.
 	XtablesVolumeName = "trellis-xtables-lock"
@@ -104,8 +66,7 @@ const (
 
 // Namespaces never injected, whatever their annotations say.
 const (
-	KubeSystemNamespace   = "kube-system"
-	ControlPlaneNamespace = "trellis-system"
+	KubeSystemNamespace = "kube-system"
 )
 
 // Config is what the injector needs to know about the installation. The
@@ -136,8 +97,8 @@ type Config struct {
 	TrustAnchorsPEM string
 
 	// DefaultRedirect is the redirection of pods that do not annotate
-	// config.trellis.io/redirect: RedirectInit (the default) or
-	// RedirectCNI, when the trellis-cni plugin is installed on every node
+	// config.trellis.io/redirect: k8slabels.RedirectInit (the default) or
+	// k8slabels.RedirectCNI, when the trellis-cni plugin is installed on every node
 	// (`trellis install --cni`), so that no injected pod needs NET_ADMIN.
 	DefaultRedirect string
 	// ProxyResources are the install-time proxy requests and limits
@@ -164,9 +125,9 @@ type Config struct {
 func (c Config) Validate() error {
 	var errs []error
 	switch c.DefaultRedirect {
-	case "", RedirectInit, RedirectCNI:
+	case "", k8slabels.RedirectInit, k8slabels.RedirectCNI:
 	default:
-		errs = append(errs, fmt.Errorf("default redirect %q: want %q or %q", c.DefaultRedirect, RedirectInit, RedirectCNI))
+		errs = append(errs, fmt.Errorf("default redirect %q: want %q or %q", c.DefaultRedirect, k8slabels.RedirectInit, k8slabels.RedirectCNI))
 	}
 	switch c.ProxyLogLevel {
 	case "", "debug", "info", "warn", "error":
@@ -234,10 +195,10 @@ func (c Config) withDefaults() Config {
 		c.TrustDomain = "cluster.local"
 	}
 	if c.ControllerAddr == "" {
-		c.ControllerAddr = "trellis-controller." + ControlPlaneNamespace + ".svc.cluster.local:8086"
+		c.ControllerAddr = "trellis-controller." + k8slabels.ControlPlaneNamespace + ".svc.cluster.local:8086"
 	}
 	if c.ControllerIdentity == "" {
-		c.ControllerIdentity = "spiffe://" + c.TrustDomain + "/ns/" + ControlPlaneNamespace + "/sa/trellis-controller"
+		c.ControllerIdentity = "spiffe://" + c.TrustDomain + "/ns/" + k8slabels.ControlPlaneNamespace + "/sa/trellis-controller"
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

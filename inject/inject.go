@@ -1,4 +1,4 @@
-package injector
+package inject
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // Injector mutates pods. It holds only its configuration and is safe for
@@ -62,22 +64,22 @@ func Wants(pod *corev1.Pod, namespace string, nsAnnotations map[string]string) (
 	if namespace == "" {
 		namespace = pod.Namespace
 	}
-	if namespace == KubeSystemNamespace || namespace == ControlPlaneNamespace {
+	if namespace == KubeSystemNamespace || namespace == k8slabels.ControlPlaneNamespace {
 		return false, "namespace " + namespace + " is never injected", nil
 	}
-	v, from := pod.Annotations[AnnotationInject], "pod"
-	if _, ok := pod.Annotations[AnnotationInject]; !ok {
-		v, from = nsAnnotations[AnnotationInject], "namespace"
-		if _, ok := nsAnnotations[AnnotationInject]; !ok {
-			return false, "no " + AnnotationInject + " annotation on pod or namespace", nil
+	v, from := pod.Annotations[k8slabels.AnnotationInject], "pod"
+	if _, ok := pod.Annotations[k8slabels.AnnotationInject]; !ok {
+		v, from = nsAnnotations[k8slabels.AnnotationInject], "namespace"
+		if _, ok := nsAnnotations[k8slabels.AnnotationInject]; !ok {
+			return false, "no " + k8slabels.AnnotationInject + " annotation on pod or namespace", nil
 		}
 	}
 	switch v {
-	case InjectEnabled:
-	case InjectDisabled:
-		return false, AnnotationInject + " is disabled on the " + from, nil
+	case k8slabels.InjectEnabled:
+	case k8slabels.InjectDisabled:
+		return false, k8slabels.AnnotationInject + " is disabled on the " + from, nil
 	default:
-		return false, "", &AnnotationError{Key: AnnotationInject, Value: v,
+		return false, "", &AnnotationError{Key: k8slabels.AnnotationInject, Value: v,
 			Err: fmt.Errorf(`must be "enabled" or "disabled" (on the %s)`, from)}
 	}
 	if pod.Spec.HostNetwork {
@@ -98,11 +100,11 @@ func (in *Injector) Mutate(pod *corev1.Pod, namespace string, nsAnnotations map[
 	if namespace == "" {
 		namespace = out.Namespace
 	}
-	if namespace == KubeSystemNamespace || namespace == ControlPlaneNamespace {
+	if namespace == KubeSystemNamespace || namespace == k8slabels.ControlPlaneNamespace {
 		res.Reason = "namespace " + namespace + " is never injected"
 		return res, nil
 	}
-	if hasContainer(out, ProxyContainerName) || hasContainer(out, InitContainerName) || hasContainer(out, ValidateContainerName) {
+	if hasContainer(out, k8slabels.ProxyContainerName) || hasContainer(out, k8slabels.InitContainerName) || hasContainer(out, k8slabels.ValidateContainerName) {
 		res.Reason = "already injected"
 		return res, nil
 	}
@@ -123,7 +125,7 @@ func (in *Injector) Mutate(pod *corev1.Pod, namespace string, nsAnnotations map[
 	merged := map[string]string{}
 	for _, src := range []map[string]string{nsAnnotations, out.Annotations} {
 		for k, val := range src {
-			if strings.HasPrefix(k, "config.trellis.io/") {
+			if strings.HasPrefix(k, k8slabels.ConfigPrefix) {
 				merged[k] = val
 			}
 		}
@@ -143,8 +145,8 @@ func (in *Injector) Mutate(pod *corev1.Pod, namespace string, nsAnnotations map[
 	in.apply(out, opts)
 	res.Injected = true
 	res.Reason = fmt.Sprintf("injected (%s sidecar, %s redirection)", opts.Sidecar, opts.Redirect)
-	if opts.Sidecar == SidecarClassic && len(pod.Spec.InitContainers) > 0 && opts.Redirect == RedirectInit {
-		res.Warnings = append(res.Warnings, "trellis: classic sidecar mode: the pod's init containers run before the proxy, so their outbound TCP connections fail unless their ports are in "+AnnotationSkipOutboundPorts)
+	if opts.Sidecar == k8slabels.SidecarClassic && len(pod.Spec.InitContainers) > 0 && opts.Redirect == k8slabels.RedirectInit {
+		res.Warnings = append(res.Warnings, "trellis: classic sidecar mode: the pod's init containers run before the proxy, so their outbound TCP connections fail unless their ports are in "+k8slabels.AnnotationSkipOutboundPorts)
 	}
 	return res, nil
 }
@@ -168,34 +170,34 @@ func (in *Injector) apply(pod *corev1.Pod, opts Options) {
 	if pod.Labels == nil {
 		pod.Labels = map[string]string{}
 	}
-	pod.Annotations[AnnotationProxyVersion] = cfg.Version
-	pod.Labels[LabelProxied] = "true"
+	pod.Annotations[k8slabels.AnnotationProxyVersion] = cfg.Version
+	pod.Labels[k8slabels.LabelProxied] = "true"
 	if cfg.TrustAnchorsPEM != "" {
-		pod.Annotations[AnnotationTrustAnchors] = cfg.TrustAnchorsPEM
+		pod.Annotations[k8slabels.AnnotationTrustAnchors] = cfg.TrustAnchorsPEM
 	}
 
 	skipIn := mergePorts([]int{InboundPort, AdminPort}, opts.SkipInboundPorts)
-	if opts.Redirect == RedirectCNI {
+	if opts.Redirect == k8slabels.RedirectCNI {
 		// The CNI plugin reads only the pod: record the effective
 		// settings there when they came from the namespace or the
 		// install's default.
-		pod.Annotations[AnnotationRedirect] = RedirectCNI
+		pod.Annotations[k8slabels.AnnotationRedirect] = k8slabels.RedirectCNI
 		if opts.SkipInboundPorts != nil {
-			pod.Annotations[AnnotationSkipInboundPorts] = FormatPorts(opts.SkipInboundPorts)
+			pod.Annotations[k8slabels.AnnotationSkipInboundPorts] = FormatPorts(opts.SkipInboundPorts)
 		}
 		if opts.SkipOutboundPorts != nil {
-			pod.Annotations[AnnotationSkipOutboundPorts] = FormatPorts(opts.SkipOutboundPorts)
+			pod.Annotations[k8slabels.AnnotationSkipOutboundPorts] = FormatPorts(opts.SkipOutboundPorts)
 		}
 	}
 
 	proxy := in.proxyContainer(opts)
 	var inits []corev1.Container
-	if opts.Redirect == RedirectInit {
+	if opts.Redirect == k8slabels.RedirectInit {
 		inits = append(inits, in.initContainer(skipIn, opts.SkipOutboundPorts))
 	} else {
 		inits = append(inits, in.validateContainer(skipIn, opts.SkipOutboundPorts))
 	}
-	if opts.Sidecar == SidecarNative {
+	if opts.Sidecar == k8slabels.SidecarNative {
 		always := corev1.ContainerRestartPolicyAlways
 		proxy.RestartPolicy = &always
 		inits = append(inits, proxy)
@@ -259,7 +261,7 @@ func (in *Injector) proxyContainer(opts Options) corev1.Container {
 		}
 	}
 	return corev1.Container{
-		Name:            ProxyContainerName,
+		Name:            k8slabels.ProxyContainerName,
 		Image:           cfg.ProxyImage,
 		ImagePullPolicy: cfg.ImagePullPolicy,
 		Ports: []corev1.ContainerPort{
@@ -316,7 +318,7 @@ func redirectArgs(skipIn, skipOut []int) []string {
 func (in *Injector) validateContainer(skipIn, skipOut []int) corev1.Container {
 	args := append([]string{"--check", "--check-method", "probe"}, redirectArgs(skipIn, skipOut)...)
 	return corev1.Container{
-		Name:            ValidateContainerName,
+		Name:            k8slabels.ValidateContainerName,
 		Image:           in.cfg.InitImage,
 		ImagePullPolicy: in.cfg.ImagePullPolicy,
 		Command:         []string{"/trellis-init"},
@@ -350,7 +352,7 @@ func initResources() corev1.ResourceRequirements {
 func (in *Injector) initContainer(skipIn, skipOut []int) corev1.Container {
 	args := redirectArgs(skipIn, skipOut)
 	return corev1.Container{
-		Name:            InitContainerName,
+		Name:            k8slabels.InitContainerName,
 		Image:           in.cfg.InitImage,
 		ImagePullPolicy: in.cfg.ImagePullPolicy,
 		Command:         []string{"/trellis-init"},
@@ -382,7 +384,7 @@ func (in *Injector) volumes(opts Options) []corev1.Volume {
 		anchors.VolumeSource = corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
 			Items: []corev1.DownwardAPIVolumeFile{{
 				Path:     AnchorsKey,
-				FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.annotations['" + AnnotationTrustAnchors + "']"},
+				FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.annotations['" + k8slabels.AnnotationTrustAnchors + "']"},
 			}}}}
 	}
 	vols := []corev1.Volume{
@@ -395,7 +397,7 @@ func (in *Injector) volumes(opts Options) []corev1.Volume {
 			Medium: corev1.StorageMediumMemory, SizeLimit: ptr(StateSizeLimit.DeepCopy()),
 		}}},
 	}
-	if opts.Redirect == RedirectInit {
+	if opts.Redirect == k8slabels.RedirectInit {
 		vols = append(vols, corev1.Volume{Name: XtablesVolumeName, VolumeSource: corev1.VolumeSource{
 			EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 	}

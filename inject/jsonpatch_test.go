@@ -1,4 +1,4 @@
-package injector
+package inject
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // applyPatch applies ops with an independent RFC 6902 implementation.
@@ -126,7 +128,7 @@ func TestPatchForPartialObject(t *testing.T) {
 	if err := json.Unmarshal(applyPatch(t, raw, decodeOps(t, patch)), &got); err != nil {
 		t.Fatal(err)
 	}
-	if len(got.Spec.InitContainers) != 2 || got.Annotations[AnnotationProxyVersion] == "" {
+	if len(got.Spec.InitContainers) != 2 || got.Annotations[k8slabels.AnnotationProxyVersion] == "" {
 		t.Errorf("patched pod %+v", got)
 	}
 	if !bytes.Contains(patched, []byte(`"spec"`)) {
@@ -139,7 +141,7 @@ func TestPatchForPartialObject(t *testing.T) {
 	if err := json.Unmarshal(raw, &pod); err != nil {
 		t.Fatal(err)
 	}
-	res, err = New(Config{}).Mutate(&pod, "shop", map[string]string{AnnotationInject: InjectEnabled, AnnotationSidecarMode: SidecarClassic})
+	res, err = New(Config{}).Mutate(&pod, "shop", map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled, k8slabels.AnnotationSidecarMode: k8slabels.SidecarClassic})
 	if err != nil || !res.Injected {
 		t.Fatal(err)
 	}

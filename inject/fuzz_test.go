@@ -1,4 +1,4 @@
-package injector
+package inject
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 func FuzzParsePorts(f *testing.F) {
@@ -49,10 +51,10 @@ func FuzzParseOptions(f *testing.F) {
 	f.Fuzz(func(t *testing.T, mode, redirect, cpuReq, cpuLim, memReq, memLim, skipIn, skipOut, opaque string) {
 		ann := map[string]string{}
 		for k, v := range map[string]string{
-			AnnotationSidecarMode: mode, AnnotationRedirect: redirect,
-			AnnotationProxyCPURequest: cpuReq, AnnotationProxyCPULimit: cpuLim,
-			AnnotationProxyMemRequest: memReq, AnnotationProxyMemLimit: memLim,
-			AnnotationSkipInboundPorts: skipIn, AnnotationSkipOutboundPorts: skipOut, AnnotationOpaquePorts: opaque,
+			k8slabels.AnnotationSidecarMode: mode, k8slabels.AnnotationRedirect: redirect,
+			k8slabels.AnnotationProxyCPURequest: cpuReq, k8slabels.AnnotationProxyCPULimit: cpuLim,
+			k8slabels.AnnotationProxyMemRequest: memReq, k8slabels.AnnotationProxyMemLimit: memLim,
+			k8slabels.AnnotationSkipInboundPorts: skipIn, k8slabels.AnnotationSkipOutboundPorts: skipOut, k8slabels.AnnotationOpaquePorts: opaque,
 		} {
 			if v != "" {
 				ann[k] = v
@@ -64,13 +66,13 @@ func FuzzParseOptions(f *testing.F) {
 				t.Fatal("empty error message")
 			}
 			// And the same input through Mutate is a denial, not a crash.
-			ann[AnnotationInject] = InjectEnabled
+			ann[k8slabels.AnnotationInject] = k8slabels.InjectEnabled
 			if _, err := New(Config{}).Mutate(testPod(ann), "shop", nil); err == nil {
 				t.Fatal("Mutate accepted what ParseOptions refused")
 			}
 			return
 		}
-		if opts.Sidecar != SidecarNative && opts.Sidecar != SidecarClassic || opts.Redirect != RedirectInit && opts.Redirect != RedirectCNI {
+		if opts.Sidecar != k8slabels.SidecarNative && opts.Sidecar != k8slabels.SidecarClassic || opts.Redirect != k8slabels.RedirectInit && opts.Redirect != k8slabels.RedirectCNI {
 			t.Fatalf("options %+v", opts)
 		}
 		for _, name := range []string{"cpu", "memory"} {
@@ -80,7 +82,7 @@ func FuzzParseOptions(f *testing.F) {
 				t.Fatalf("%s request %s > limit %s accepted", name, req.String(), lim.String())
 			}
 		}
-		ann[AnnotationInject] = InjectEnabled
+		ann[k8slabels.AnnotationInject] = k8slabels.InjectEnabled
 		res, err := New(Config{}).Mutate(testPod(ann), "shop", nil)
 		if err != nil || !res.Injected {
 			t.Fatalf("Mutate with valid options: %v", err)

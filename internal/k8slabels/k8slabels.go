@@ -1,0 +1,79 @@
+// Package k8slabels is the contract between Trellis and the pods it
+// meshes: the trellis.io/* and config.trellis.io/* annotations and labels,
+// their values, and the names of what the injector adds to a pod. The
+// injector writes them; the CNI plugin, the controller's endpoints and
+// `trellis check` / `trellis identity rotate` read them. Defined here once
+// so a reader and a writer cannot drift (docs/injection.md lists them for
+// users).
+package k8slabels
+
+// What the injector writes on a meshed pod.
+const (
+	// AnnotationProxyVersion carries the injected proxy's version; its
+	// presence means the pod is meshed.
+	AnnotationProxyVersion = "trellis.io/proxy-version"
+	// LabelProxied ("true") selects meshed pods (trellis check, identity
+	// rotation).
+	LabelProxied = "trellis.io/proxied"
+	// AnnotationTrustAnchors holds the bootstrap trust bundle, read by the
+	// proxy through a downward-API file.
+	AnnotationTrustAnchors = "trellis.io/trust-anchors"
+)
+
+// AnnotationInject on a namespace or a pod asks for (InjectEnabled) or
+// refuses (InjectDisabled) injection.
+const (
+	AnnotationInject = "trellis.io/inject"
+	InjectEnabled    = "enabled"
+	InjectDisabled   = "disabled"
+)
+
+// ConfigPrefix starts every per-pod setting of the injected proxy.
+const ConfigPrefix = "config.trellis.io/"
+
+// Per-pod settings (ConfigPrefix), and their values.
+const (
+	AnnotationSidecarMode       = ConfigPrefix + "sidecar-mode"
+	AnnotationRedirect          = ConfigPrefix + "redirect"
+	AnnotationProxyCPURequest   = ConfigPrefix + "proxy-cpu-request"
+	AnnotationProxyCPULimit     = ConfigPrefix + "proxy-cpu-limit"
+	AnnotationProxyMemRequest   = ConfigPrefix + "proxy-memory-request"
+	AnnotationProxyMemLimit     = ConfigPrefix + "proxy-memory-limit"
+	AnnotationSkipInboundPorts  = ConfigPrefix + "skip-inbound-ports"
+	AnnotationSkipOutboundPorts = ConfigPrefix + "skip-outbound-ports"
+	// AnnotationOpaquePorts lists ports never to detect: on a Service,
+	// its service ports; on a Pod, its container ports. "3306,8000-8100".
+	AnnotationOpaquePorts = ConfigPrefix + "opaque-ports"
+	// AnnotationDefaultInboundPolicy sets the proxy's
+	// --default-inbound-policy.
+	AnnotationDefaultInboundPolicy = ConfigPrefix + "default-inbound-policy"
+
+	SidecarNative  = "native"
+	SidecarClassic = "classic"
+
+	RedirectInit = "init"
+	RedirectCNI  = "cni"
+
+	// Values of AnnotationDefaultInboundPolicy (the proxy's inbound.Policy*).
+	PolicyAllUnauthenticated = "all-unauthenticated"
+	PolicyAllAuthenticated   = "all-authenticated"
+)
+
+// AppProtocolOpaque, as a Service port's appProtocol, marks the port
+// opaque (never detected).
+const AppProtocolOpaque = "trellis.io/opaque"
+
+// Names of what the injector adds to a pod, and where the control plane
+// runs.
+const (
+	// ProxyContainerName is the proxy container (a native sidecar init
+	// container, or a classic sidecar); its presence means the pod is
+	// meshed.
+	ProxyContainerName = "trellis-proxy"
+	InitContainerName  = "trellis-init"
+	// ValidateContainerName is the unprivileged check, in CNI mode, that
+	// redirection is in place before the proxy and the app start.
+	ValidateContainerName = "trellis-validate"
+	// ControlPlaneNamespace is where the controller runs; never meshed.
+	ControlPlaneNamespace = "trellis-system"
+)
