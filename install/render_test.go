@@ -468,6 +468,8 @@ func TestRBACLeastPrivilege(t *testing.T) {
 			want = append(want, gr+":"+v)
 		}
 	}
+	// Status writes: the subresource only, so the controller can never change a policy's spec.
+	want = append(want, "policy.trellis.io/servers/status:update", "policy.trellis.io/authorizationpolicies/status:update", "policy.trellis.io/ratelimits/status:update")
 	want = append(want, "authentication.k8s.io/tokenreviews:create", "/events:create", "/events:patch", "events.k8s.io/events:create", "events.k8s.io/events:patch")
 	cr := find[*rbacv1.ClusterRole](t, m, "ClusterRole", "trellis-controller")
 	if got := flatten(cr.Rules); !sameSet(got, want) {
