@@ -14,6 +14,12 @@ const (
 	ReasonAccepted = "Accepted"
 	// ReasonTargetNotFound: targetRef names no Server in the namespace.
 	ReasonTargetNotFound = "TargetNotFound"
+	// ReasonInvalid: a field the schema cannot check is wrong (the message
+	// names it).
+	ReasonInvalid = "Invalid"
+	// ReasonConflict: another, older object already does this job (a
+	// second RateLimit of one Server); the message names it.
+	ReasonConflict = "Conflict"
 )
 
 // Protocol says how a Server's proxies handle inbound connections.
