@@ -22,8 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/policy"
 )
 

@@ -7,8 +7,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 
-	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 )
 
 func TestTranslate(t *testing.T) {
