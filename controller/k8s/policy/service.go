@@ -197,4 +197,3 @@ func (s *Service) sendAndWait(stream apiv1.Policy_WatchInboundServer, id identit
 		return last, nil
 	}
 }
-
