@@ -125,7 +125,7 @@ are synced. See docs/controller-kubernetes.md.`,
 					Auth: auth, CA: authority, Metrics: env.Metrics, Log: log.With("component", "identity"), Lifetime: certLifetime,
 					Events: events,
 				})
-				apiv1.RegisterPolicyServer(srv, &serve.DefaultPolicy{Metrics: env.Metrics, Done: env.Done})
+				apiv1.RegisterPolicyServer(srv, env.Policy)
 			}
 			if cfg.WebhookAddr != "" {
 				icfg, err := injectorConfigFromEnv(os.Getenv)

@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
@@ -114,3 +115,5 @@ func equalStrings(a, b []string) bool {
 	}
 	return true
 }
+
+func intOrName(s string) intstr.IntOrString { return intstr.FromString(s) }
