@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/ca"
@@ -23,6 +24,7 @@ import (
 	"github.com/trellis-mesh/trellis/controller/k8s/serve"
 	"github.com/trellis-mesh/trellis/controller/k8s/tokenreview"
 	"github.com/trellis-mesh/trellis/controller/metrics"
+	"github.com/trellis-mesh/trellis/controller/status"
 	"github.com/trellis-mesh/trellis/controller/store"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/pki"
@@ -42,6 +44,7 @@ func newKubernetesCmd() *cobra.Command {
 	var cfg serve.Config
 	var issuerDir, anchorsFile, level string
 	var certLifetime time.Duration
+	var ha bool
 	cmd := &cobra.Command{
 		Use:   "kubernetes",
 		Short: "Serve the mesh of a Kubernetes cluster from its Services, EndpointSlices, Pods and Nodes",
@@ -85,6 +88,9 @@ are synced. See docs/controller-kubernetes.md.`,
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
 			cfg.Logger = log
 			routeGRPCLog(log)
+			if ha {
+				cfg.Elector = statusElector(log)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 
@@ -161,6 +167,7 @@ are synced. See docs/controller-kubernetes.md.`,
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", serve.DefaultShutdownGrace, "how long a stop waits for calls in flight")
 	f.DurationVar(&cfg.SyncTimeout, "sync-timeout", serve.DefaultSyncTimeout, "how long to wait for the first lists from the API server")
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&ha, "ha", false, "several replicas: elect one (a Lease in the pod's namespace) to write the policy objects' status; every replica serves")
 	f.DurationVar(&certLifetime, "certificate-lifetime", store.DefaultCertificateLifetime, "lifetime of the workload certificates it signs (proxies renew at 70 % of it)")
 	_ = cmd.MarkFlagRequired("issuer-dir")
 	return cmd
@@ -277,4 +284,19 @@ func (a *anchoredHandler) current() http.Handler {
 
 func (a *anchoredHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.current().ServeHTTP(w, r)
+}
+
+// statusElector elects the replica that writes status with a Lease in the
+// pod's namespace, named by the pod (the downward API's TRELLIS_POD_*).
+func statusElector(log *slog.Logger) func(kubernetes.Interface) status.Elector {
+	ns, id := os.Getenv("TRELLIS_POD_NAMESPACE"), os.Getenv("TRELLIS_POD_NAME")
+	if ns == "" {
+		ns = injector.ControlPlaneNamespace
+	}
+	if id == "" {
+		id, _ = os.Hostname()
+	}
+	return func(c kubernetes.Interface) status.Elector {
+		return &status.LeaseElector{Client: c, Namespace: ns, Name: "trellis-controller-status", Identity: id, Log: log.With("component", "leader")}
+	}
 }

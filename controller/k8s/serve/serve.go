@@ -58,7 +58,10 @@ type Config struct {
 	Client kubernetes.Interface
 	// PolicyClient reads policy.trellis.io; made from Kubeconfig when
 	// Client is nil too. Nil with Client set: the default policy (tests).
-	PolicyClient  versioned.Interface
+	PolicyClient versioned.Interface
+	// Elector, when set, gives the elector under which status is written
+	// (HA: one replica leads); nil: this replica always writes.
+	Elector       func(kubernetes.Interface) status.Elector
 	TrustDomain   string
 	ClusterDomain string
 	Listen        string
@@ -250,7 +253,11 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	ic.Start(bg)
 	synced := []cache.InformerSynced{src.HasSynced}
 	if pol.rt != nil {
-		pol.rt.Start(bg, status.Always{}) // HA: the leader's elector (issue 11)
+		var el status.Elector = status.Always{}
+		if cfg.Elector != nil {
+			el = cfg.Elector(client)
+		}
+		pol.rt.Start(bg, el)
 		synced = append(synced, pol.rt.HasSynced)
 	}
 	stopInformers := func() {
