@@ -225,10 +225,6 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	streamsDone := make(chan struct{})
-	pol, err := setupPolicy(client, policyClient, ic, m, log, streamsDone)
-	if err != nil {
-		return nil, err
-	}
 
 	// The admin server comes up first so that /live answers while the
 	// caches fill; /ready stays 503 until everything serves.
@@ -249,6 +245,13 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		cancel()
 	}
 
+	// After the admin server: discovery may wait on the API server, and
+	// /live must answer meanwhile.
+	pol, err := setupPolicy(client, policyClient, ic, m, log, streamsDone)
+	if err != nil {
+		closeAdmin()
+		return nil, err
+	}
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	ic.Start(bg)
 	synced := []cache.InformerSynced{src.HasSynced}
