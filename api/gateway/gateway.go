@@ -10,7 +10,7 @@ import (
 )
 
 // GroupVersion is the Gateway API group and version Trellis reads.
-var GroupVersion = gwv1.SchemeGroupVersion
+var GroupVersion = gwv1.GroupVersion
 
 // AddToScheme adds the Gateway API v1 types to a scheme.
 func AddToScheme(s *runtime.Scheme) error { return gwv1.Install(s) }
