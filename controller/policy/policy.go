@@ -14,6 +14,7 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/metrics"
 	"github.com/trellis-mesh/trellis/controller/notify"
+	"github.com/trellis-mesh/trellis/internal/identity"
 )
 
 // DefaultPolicyName names the policy served when nothing more specific is
@@ -62,6 +63,10 @@ type Source interface {
 func (s *Service) WatchInbound(req *apiv1.InboundPolicyRequest, stream apiv1.Policy_WatchInboundServer) error {
 	if req.GetPort() > 65535 {
 		return status.Errorf(codes.InvalidArgument, "port %d is outside 0-65535", req.GetPort())
+	}
+	// The proxy sends its own SPIFFE ID; anything else names no workload.
+	if _, err := identity.Parse(req.GetWorkload()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "workload: %v", err)
 	}
 	s.Metrics.PolicyStreams.Inc()
 	defer s.Metrics.PolicyStreams.Dec()
