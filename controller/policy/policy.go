@@ -1,7 +1,8 @@
 // Package policy serves Policy.WatchInbound: the inbound policy of a
 // workload's port, computed by a Source (the local store in
-// controller/local, the Kubernetes mode's in controller/k8s/serve; the
-// service knows neither) and sent again whenever it changes.
+// controller/local, the policy.trellis.io objects in controller/k8s/policy
+// or serve.DefaultPolicy in Kubernetes mode; the service knows none) and
+// sent again whenever it changes.
 package policy
 
 import (
