@@ -4,7 +4,7 @@ BIN       := $(CURDIR)/bin
 BINARIES  := trellis trellis-proxy trellis-controller trellis-demo-app trellis-init trellis-cni
 GOFLAGS_BUILD := -tags grpcnotrace -trimpath -ldflags "-s -w -X github.com/trellis-mesh/trellis/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)"
 
-.PHONY: all build demo test test-short conformance conformance-update lint vet staticcheck gen gen-check bench fuzz clean
+.PHONY: all build demo test test-short conformance conformance-update lint vet staticcheck gen gen-proto gen-k8s gen-check bench fuzz clean
 
 all: build
 
@@ -41,9 +41,11 @@ staticcheck:
 lint: vet staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo 'gofmt needed'; exit 1; }
 
-## gen: regenerate the Go code of every .proto (needs protoc: apt-get install protobuf-compiler libprotobuf-dev)
+## gen: regenerate every generated file: the Go code of every .proto (needs protoc: apt-get install protobuf-compiler libprotobuf-dev) and the policy.trellis.io API's (gen-k8s)
 PROTOS := $(shell find api demoapp -name '*.proto' 2>/dev/null)
-gen:
+gen: gen-proto gen-k8s
+
+gen-proto:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	PATH=$(BIN):$$PATH protoc -I . \
@@ -51,10 +53,27 @@ gen:
 	  --go-grpc_out=. --go-grpc_opt=module=github.com/trellis-mesh/trellis \
 	  $(PROTOS)
 
-## gen-check: fail if the committed generated code differs from what the protos generate
+## gen-k8s: from the types in api/policy/v1alpha1: deepcopy, the typed clientset, listers and informers (k8s.io/code-generator) and the CRDs in charts/trellis/crds (controller-gen); tools pinned in go.mod
+K8S_API     := api/policy/v1alpha1
+K8S_CLIENT  := api/policy/client
+K8S_PKG     := github.com/trellis-mesh/trellis/$(K8S_CLIENT)
+K8S_HEADER  := api/policy/header.go.txt
+CRD_DIR     := charts/trellis/crds
+gen-k8s:
+	rm -rf $(addprefix $(K8S_CLIENT)/,clientset listers informers) $(K8S_API)/zz_generated.deepcopy.go $(CRD_DIR)/policy.trellis.io_*.yaml
+	$(GO) tool deepcopy-gen --go-header-file $(K8S_HEADER) --output-file zz_generated.deepcopy.go ./$(K8S_API)
+	$(GO) tool client-gen --go-header-file $(K8S_HEADER) --clientset-name versioned --input-base "" \
+	  --input github.com/trellis-mesh/trellis/$(K8S_API) --output-dir $(K8S_CLIENT)/clientset --output-pkg $(K8S_PKG)/clientset
+	$(GO) tool lister-gen --go-header-file $(K8S_HEADER) --output-dir $(K8S_CLIENT)/listers --output-pkg $(K8S_PKG)/listers ./$(K8S_API)
+	$(GO) tool informer-gen --go-header-file $(K8S_HEADER) --versioned-clientset-package $(K8S_PKG)/clientset/versioned \
+	  --listers-package $(K8S_PKG)/listers --output-dir $(K8S_CLIENT)/informers --output-pkg $(K8S_PKG)/informers ./$(K8S_API)
+	$(GO) tool controller-gen crd:crdVersions=v1 paths=./$(K8S_API)/... output:crd:dir=$(CRD_DIR)
+
+## gen-check: fail if the committed generated code differs from what make gen generates
+GENERATED := '*.pb.go' $(K8S_API) $(K8S_CLIENT) $(CRD_DIR)
 gen-check: gen
-	@git diff --exit-code -- '*.pb.go' || { echo 'generated code is stale: run make gen and commit'; exit 1; }
-	@test -z "$$(git ls-files --others --exclude-standard -- '*.pb.go')" || { echo 'untracked generated code: commit it'; exit 1; }
+	@git diff --exit-code -- $(GENERATED) || { echo 'generated code is stale: run make gen and commit'; exit 1; }
+	@test -z "$$(git ls-files --others --exclude-standard -- $(GENERATED))" || { echo 'untracked generated code: commit it'; exit 1; }
 
 ## bench: the proxy benchmark (see bench/README.md)
 bench: build

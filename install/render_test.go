@@ -2,6 +2,7 @@ package install
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -468,6 +469,8 @@ func TestRBACLeastPrivilege(t *testing.T) {
 			want = append(want, gr+":"+v)
 		}
 	}
+	// Status writes: the subresource only, so the controller can never change a policy's spec.
+	want = append(want, "policy.trellis.io/servers/status:update", "policy.trellis.io/authorizationpolicies/status:update", "policy.trellis.io/ratelimits/status:update")
 	want = append(want, "authentication.k8s.io/tokenreviews:create", "/events:create", "/events:patch", "events.k8s.io/events:create", "events.k8s.io/events:patch")
 	cr := find[*rbacv1.ClusterRole](t, m, "ClusterRole", "trellis-controller")
 	if got := flatten(cr.Rules); !sameSet(got, want) {
@@ -666,5 +669,21 @@ func TestCheckWebhookTLS(t *testing.T) {
 	certs, _ := pki.ParseCertsPEM(wh.CertPEM)
 	if !contains(certs[0].DNSNames, "trellis-controller.trellis-system.svc") {
 		t.Errorf("DNS names %v", certs[0].DNSNames)
+	}
+}
+
+// TestLeaderElectionFlag: an HA install elects the status writer (--ha);
+// a single replica does not need to.
+func TestLeaderElectionFlag(t *testing.T) {
+	id, wh := testMaterial(t)
+	for _, ha := range []bool{false, true} {
+		m, err := Render(Options{HA: ha, Version: "dev", Identity: id, Webhook: wh})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := find[*appsv1.Deployment](t, m, "Deployment", "trellis-controller")
+		if got := slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--ha"); got != ha {
+			t.Errorf("HA %v: --ha in args is %v", ha, got)
+		}
 	}
 }

@@ -68,6 +68,7 @@ are synced. See docs/controller-kubernetes.md.`,
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", serve.DefaultDrainDelay, "how long a stop keeps serving, not ready, before closing its listeners (so the webhook refuses no admission while its endpoint is being removed)")
 	f.DurationVar(&cfg.SyncTimeout, "sync-timeout", serve.DefaultSyncTimeout, "how long to wait for the first lists from the API server")
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&cfg.HA, "ha", false, "several replicas: elect one (a Lease in the pod's namespace) to write the policy objects' status; every replica serves")
 	f.DurationVar(&cfg.CertificateLifetime, "certificate-lifetime", pki.DefaultWorkloadLifetime, "lifetime of the workload certificates it signs (proxies renew at 70 % of it)")
 	_ = cmd.MarkFlagRequired("issuer-dir")
 	return cmd

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/ca"
@@ -26,6 +27,7 @@ import (
 	"github.com/trellis-mesh/trellis/controller/k8s/tokenreview"
 	"github.com/trellis-mesh/trellis/controller/metrics"
 	"github.com/trellis-mesh/trellis/controller/policy"
+	"github.com/trellis-mesh/trellis/controller/status"
 	"github.com/trellis-mesh/trellis/inject"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
@@ -56,8 +58,11 @@ type Config struct {
 	// CertificateLifetime of workload certificates; at least
 	// MinCertificateLifetime.
 	CertificateLifetime time.Duration
-	// Getenv reads the injector's TRELLIS_PROXY_* settings; nil means
-	// os.Getenv.
+	// HA: several replicas; one, elected with a Lease in the pod's
+	// namespace, writes the policy objects' status.
+	HA bool
+	// Getenv reads the injector's TRELLIS_PROXY_* settings and the pod's
+	// TRELLIS_POD_{NAMESPACE,NAME}; nil means os.Getenv.
 	Getenv func(string) string
 }
 
@@ -73,6 +78,9 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger
+	if cfg.HA {
+		cfg.Elector = statusElector(log, cfg.Getenv)
+	}
 	m := metrics.New()
 	cfg.Metrics = m
 	authority, err := ca.OpenIssuerDir(cfg.IssuerDir, time.Now(), ca.Options{
@@ -106,7 +114,24 @@ func Run(ctx context.Context, cfg Config) error {
 	return c.Wait()
 }
 
-// register adds the Identity and Policy services to the gRPC server.
+// statusElector elects the replica that writes status with a Lease in the
+// pod's namespace, named by the pod (the downward API's TRELLIS_POD_*).
+func statusElector(log *slog.Logger, getenv func(string) string) func(kubernetes.Interface) status.Elector {
+	ns, id := getenv("TRELLIS_POD_NAMESPACE"), getenv("TRELLIS_POD_NAME")
+	if ns == "" {
+		ns = k8slabels.ControlPlaneNamespace
+	}
+	if id == "" {
+		id, _ = os.Hostname()
+	}
+	return func(c kubernetes.Interface) status.Elector {
+		return &status.LeaseElector{Client: c, Namespace: ns, Name: "trellis-controller-status", Identity: id, Log: log.With("component", "leader")}
+	}
+}
+
+// register adds the Identity and Policy services to the gRPC server; the
+// policy comes from serve (the policy.trellis.io objects, or the default
+// when their CRDs are not installed).
 func register(ctx context.Context, cfg Config, authority *ca.CA, srv *grpc.Server, env serve.Env) {
 	log := cfg.Logger
 	auth := serve.TokenReviewAuth{Authenticator: &tokenreview.Authenticator{
@@ -125,7 +150,7 @@ func register(ctx context.Context, cfg Config, authority *ca.CA, srv *grpc.Serve
 		Auth: auth, CA: authority, Metrics: env.Metrics, Log: log.With("component", "identity"),
 		Lifetime: func() time.Duration { return lifetime }, Events: events,
 	})
-	apiv1.RegisterPolicyServer(srv, &policy.Service{Source: serve.DefaultPolicy{}, Metrics: env.Metrics, Log: log.With("component", "policy"), Done: env.Done})
+	apiv1.RegisterPolicyServer(srv, &policy.Service{Source: env.Policy, Metrics: env.Metrics, Log: log.With("component", "policy"), Done: env.Done})
 }
 
 // webhook makes the injector's handler factory from the environment.

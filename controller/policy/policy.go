@@ -1,7 +1,8 @@
 // Package policy serves Policy.WatchInbound: the inbound policy of a
 // workload's port, computed by a Source (the local store in
-// controller/local, the Kubernetes mode's in controller/k8s/serve; the
-// service knows neither) and sent again whenever it changes.
+// controller/local, the policy.trellis.io objects in controller/k8s/policy
+// or serve.DefaultPolicy in Kubernetes mode; the service knows none) and
+// sent again whenever it changes.
 package policy
 
 import (
@@ -14,6 +15,7 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/metrics"
 	"github.com/trellis-mesh/trellis/controller/notify"
+	"github.com/trellis-mesh/trellis/internal/identity"
 )
 
 // DefaultPolicyName names the policy served when nothing more specific is
@@ -62,6 +64,10 @@ type Source interface {
 func (s *Service) WatchInbound(req *apiv1.InboundPolicyRequest, stream apiv1.Policy_WatchInboundServer) error {
 	if req.GetPort() > 65535 {
 		return status.Errorf(codes.InvalidArgument, "port %d is outside 0-65535", req.GetPort())
+	}
+	// The proxy sends its own SPIFFE ID; anything else names no workload.
+	if _, err := identity.Parse(req.GetWorkload()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "workload: %v", err)
 	}
 	s.Metrics.PolicyStreams.Inc()
 	defer s.Metrics.PolicyStreams.Dec()

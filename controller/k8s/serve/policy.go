@@ -5,10 +5,10 @@ import (
 	"github.com/trellis-mesh/trellis/controller/policy"
 )
 
-// DefaultPolicy is the Kubernetes mode's policy.Source until policy
-// objects are read from the cluster: every port gets policy.Default with
-// protocol detection, as in local mode, so meshing a workload never breaks
-// its callers.
+// DefaultPolicy is the Kubernetes mode's policy.Source when the API
+// server does not serve the policy.trellis.io CRDs (controller/k8s/policy
+// otherwise): every port gets policy.Default with protocol detection, as
+// in local mode, so meshing a workload never breaks its callers.
 type DefaultPolicy struct{}
 
 var _ policy.Source = DefaultPolicy{}

@@ -26,13 +26,17 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/trellis-mesh/trellis/api/policy/client/clientset/versioned"
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/admin"
 	"github.com/trellis-mesh/trellis/controller/destination"
 	"github.com/trellis-mesh/trellis/controller/k8s/endpoints"
 	"github.com/trellis-mesh/trellis/controller/k8s/informers"
+	k8spolicy "github.com/trellis-mesh/trellis/controller/k8s/policy"
 	"github.com/trellis-mesh/trellis/controller/metrics"
+	"github.com/trellis-mesh/trellis/controller/policy"
 	"github.com/trellis-mesh/trellis/controller/shutdown"
+	"github.com/trellis-mesh/trellis/controller/status"
 )
 
 // Defaults of Config.
@@ -56,7 +60,13 @@ type Config struct {
 	// Kubeconfig is a kubeconfig file; empty means in-cluster config.
 	Kubeconfig string
 	// Client, when set, is used instead of Kubeconfig (tests).
-	Client        kubernetes.Interface
+	Client kubernetes.Interface
+	// PolicyClient reads policy.trellis.io; made from Kubeconfig when
+	// Client is nil too. Nil with Client set: the default policy (tests).
+	PolicyClient versioned.Interface
+	// Elector, when set, gives the elector under which status is written
+	// (HA: one replica leads); nil: this replica always writes.
+	Elector       func(kubernetes.Interface) status.Elector
 	TrustDomain   string
 	ClusterDomain string
 	Listen        string
@@ -98,6 +108,9 @@ type Env struct {
 	Log     *slog.Logger
 	// Done is closed when the controller stops: streams must end then.
 	Done <-chan struct{}
+	// Policy answers Policy.WatchInbound: from the policy.trellis.io
+	// objects when their CRDs are installed, else DefaultPolicy.
+	Policy policy.Source
 }
 
 // NamespaceAnnotations looks up a namespace's annotations.
@@ -115,6 +128,32 @@ type Controller struct {
 // ClientFromKubeconfig makes a clientset from a kubeconfig file, or from
 // the pod's service account when path is empty.
 func ClientFromKubeconfig(path string) (kubernetes.Interface, error) {
+	cfg, err := restConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return c, nil
+}
+
+// PolicyClientFromKubeconfig makes a policy.trellis.io clientset like
+// ClientFromKubeconfig.
+func PolicyClientFromKubeconfig(path string) (versioned.Interface, error) {
+	cfg, err := restConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := versioned.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("policy client: %w", err)
+	}
+	return c, nil
+}
+
+func restConfig(path string) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
 	if path == "" {
@@ -126,11 +165,7 @@ func ClientFromKubeconfig(path string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("kubernetes client config: %w", err)
 	}
 	cfg.UserAgent = "trellis-controller"
-	c, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	return c, nil
+	return cfg, nil
 }
 
 // Start connects to the API server, waits until the informer caches are
@@ -160,10 +195,13 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	if m == nil {
 		m = metrics.New()
 	}
-	client := cfg.Client
+	client, policyClient := cfg.Client, cfg.PolicyClient
 	if client == nil {
 		var err error
 		if client, err = ClientFromKubeconfig(cfg.Kubeconfig); err != nil {
+			return nil, err
+		}
+		if policyClient, err = PolicyClientFromKubeconfig(cfg.Kubeconfig); err != nil {
 			return nil, err
 		}
 	}
@@ -216,12 +254,34 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		cancel()
 	}
 
+	// After the admin server: discovery may wait on the API server, and
+	// /live must answer meanwhile.
+	pol, err := setupPolicy(client, policyClient, ic, log)
+	if err != nil {
+		closeAdmin()
+		return nil, err
+	}
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	ic.Start(bg)
-	stopInformers := func() { cancelBG(); ic.Shutdown() }
+	synced := []cache.InformerSynced{src.HasSynced}
+	if pol.rt != nil {
+		var el status.Elector = status.Always{}
+		if cfg.Elector != nil {
+			el = cfg.Elector(client)
+		}
+		pol.rt.Start(bg, el)
+		synced = append(synced, pol.rt.HasSynced)
+	}
+	stopInformers := func() {
+		cancelBG()
+		ic.Shutdown()
+		if pol.rt != nil {
+			pol.rt.Shutdown()
+		}
+	}
 	sctx, cancel := context.WithTimeout(ctx, cfg.SyncTimeout)
 	err = ic.WaitForSync(sctx)
-	if err == nil && !cache.WaitForCacheSync(sctx.Done(), src.HasSynced) {
+	if err == nil && !cache.WaitForCacheSync(sctx.Done(), synced...) {
 		err = fmt.Errorf("event handlers did not sync: %w", context.Cause(sctx))
 	}
 	cancel()
@@ -268,7 +328,7 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	)
 	apiv1.RegisterDestinationServer(srv, &destination.Service{Source: src, Metrics: m, Log: log.With("component", "destination"), Done: streamsDone})
 	if cfg.Register != nil {
-		cfg.Register(srv, Env{Client: client, Metrics: m, Log: log, Done: streamsDone})
+		cfg.Register(srv, Env{Client: client, Metrics: m, Log: log, Done: streamsDone, Policy: pol.source})
 	}
 
 	c := &Controller{grpcAddr: grpcLn.Addr().String(), adminAddr: adminLn.Addr().String(), Metrics: m, Source: src, done: make(chan struct{})}
@@ -343,4 +403,27 @@ func namespaceLookup(ic *informers.Cache, client kubernetes.Interface) Namespace
 		}
 		return ns.Annotations, nil
 	}
+}
+
+type policySide struct {
+	rt     *k8spolicy.Runtime // nil: the default policy
+	source policy.Source
+}
+
+// setupPolicy serves Policy from the policy.trellis.io objects when the
+// API server has their CRDs, else the default policy (a cluster installed
+// without `trellis install --crds` keeps working; trellis check says so).
+func setupPolicy(client kubernetes.Interface, pc versioned.Interface, ic *informers.Cache, log *slog.Logger) (policySide, error) {
+	def := policySide{source: DefaultPolicy{}}
+	if pc == nil {
+		return def, nil
+	}
+	rt, err := k8spolicy.Setup(client.Discovery(), pc, ic.Pods, 0, log.With("component", "policy"))
+	if err != nil || rt == nil {
+		if err == nil {
+			log.Warn("policy.trellis.io/v1alpha1 is not served (CRDs not installed): every port gets the default policy")
+		}
+		return def, err
+	}
+	return policySide{rt: rt, source: rt.Source}, nil
 }

@@ -1,0 +1,215 @@
+package policy
+
+import (
+	"context"
+	"io/fs"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	kinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/yaml"
+
+	"github.com/trellis-mesh/trellis/api/policy/client/clientset/versioned"
+	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	chart "github.com/trellis-mesh/trellis/charts/trellis"
+	"github.com/trellis-mesh/trellis/controller/k8s/serve/apiservertest"
+	"github.com/trellis-mesh/trellis/controller/metrics"
+	"github.com/trellis-mesh/trellis/controller/policy"
+	"github.com/trellis-mesh/trellis/controller/status"
+)
+
+// applyCRDs applies the generated CRDs of the chart and waits until the
+// API server serves them.
+func applyCRDs(ctx context.Context, t *testing.T, dc dynamic.Interface) {
+	t.Helper()
+	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	names, err := fs.Glob(chart.FS, "crds/*.yaml")
+	if err != nil || len(names) != 3 {
+		t.Fatalf("chart CRDs %v: %v", names, err)
+	}
+	for _, n := range names {
+		data, _ := fs.ReadFile(chart.FS, n)
+		var u unstructured.Unstructured
+		if err := yaml.Unmarshal(data, &u.Object); err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		body, _ := u.MarshalJSON()
+		if _, err := dc.Resource(gvr).Patch(ctx, u.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: "policy-test", Force: new(true)}); err != nil {
+			t.Fatalf("apply %s: %v", n, err)
+		}
+		for {
+			got, err := dc.Resource(gvr).Get(ctx, u.GetName(), metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if established(got) {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("CRD %s not established", u.GetName())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+func established(u *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, _ := c.(map[string]any); m["type"] == "Established" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
+}
+
+// TestAPIServer runs the policy side against a real kube-apiserver with
+// the generated CRDs: the WatchInbound answer follows a Server and an
+// AuthorizationPolicy created through the API, and the policy's Accepted
+// condition is written once, resyncs notwithstanding.
+func TestAPIServer(t *testing.T) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", apiservertest.Kubeconfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := kubernetes.NewForConfigOrDie(cfg)
+	pc := versioned.NewForConfigOrDie(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	applyCRDs(ctx, t, dynamic.NewForConfigOrDie(cfg))
+
+	ns := "policy-test"
+	if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}}
+	if _, err := kc.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: ns, Labels: map[string]string{"app": "web"}},
+		Spec: corev1.PodSpec{ServiceAccountName: "web", AutomountServiceAccountToken: new(false), Containers: []corev1.Container{{
+			Name: "app", Image: "example.invalid/web", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+		}}},
+	}
+	if _, err := kc.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	kf := kinformers.NewSharedInformerFactory(kc, 0)
+	rt, err := Setup(kc.Discovery(), pc, kf.Core().V1().Pods().Informer(), time.Second, nil)
+	if err != nil || rt == nil {
+		t.Fatalf("Setup: %v, %v (the CRDs are applied)", rt, err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	defer func() { stop(); kf.Shutdown(); rt.Shutdown() }()
+	kf.Start(rctx.Done())
+	rt.Start(rctx, status.Always{})
+	if !cache.WaitForCacheSync(ctx.Done(), rt.HasSynced) {
+		t.Fatal("not synced")
+	}
+
+	s := &stream{ctx: rctx, out: make(chan *apiv1.ServerPolicy, 8)}
+	go func() {
+		svc := &policy.Service{Source: rt.Source, Metrics: metrics.New()}
+		_ = svc.WatchInbound(&apiv1.InboundPolicyRequest{Workload: "spiffe://cluster.local/ns/" + ns + "/sa/web", Port: 8080}, s)
+	}()
+	start := time.Now()
+	if p := next(t, s); p.GetName() != "default" {
+		t.Fatalf("before any Server: %v", p)
+	}
+	srv := &policyv1.Server{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+		Spec:       policyv1.ServerSpec{PodSelector: policyv1.PodSelector{MatchLabels: map[string]policyv1.LabelValue{"app": "web"}}, Port: intOrName("http"), Protocol: policyv1.ProtocolHTTP1},
+	}
+	if _, err := pc.PolicyV1alpha1().Servers(ns).Create(ctx, srv, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if p := next(t, s); p.GetName() != "server/web" || p.GetProtocol() != apiv1.ProtocolHint_HTTP1 || len(p.GetAuthorizations()) != 0 {
+		t.Fatalf("after the Server: %v", p)
+	}
+	ap := &policyv1.AuthorizationPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "from-gateway", Namespace: ns},
+		Spec: policyv1.AuthorizationPolicySpec{TargetRef: policyv1.ServerRef{Kind: "Server", Name: "web"},
+			Identities: []string{"spiffe://cluster.local/ns/edge/sa/gateway"}},
+	}
+	if _, err := pc.PolicyV1alpha1().AuthorizationPolicies(ns).Create(ctx, ap, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p := next(t, s)
+	if len(p.GetAuthorizations()) != 1 || p.GetAuthorizations()[0].GetIdentities()[0] != "spiffe://cluster.local/ns/edge/sa/gateway" {
+		t.Fatalf("after the AuthorizationPolicy: %v", p)
+	}
+	t.Logf("WatchInbound followed both creations in %v", time.Since(start))
+
+	// The policy's condition: written once, then resyncs (every second, the least client-go allows)
+	// and the write's own event change nothing.
+	var rv string
+	for {
+		got, err := pc.PolicyV1alpha1().AuthorizationPolicies(ns).Get(ctx, ap.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Status.Conditions) == 1 {
+			if c := got.Status.Conditions[0]; c.Type != policyv1.ConditionAccepted || c.Status != metav1.ConditionTrue || c.ObservedGeneration != got.Generation {
+				t.Fatalf("condition %+v", c)
+			}
+			rv = got.ResourceVersion
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no Accepted condition written")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	base := rt.Status.Synced()
+	for rt.Status.Synced() < base+6 { // both objects, three resyncs over
+		if ctx.Err() != nil {
+			t.Fatal("resyncs did not reach the status writer")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, err := pc.PolicyV1alpha1().AuthorizationPolicies(ns).Get(ctx, ap.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ResourceVersion != rv || rt.Status.Writes() != 2 {
+		t.Errorf("resourceVersion %s -> %s, %d status writes (want 2: the Server and the policy)", rv, got.ResourceVersion, rt.Status.Writes())
+	}
+
+	// A policy naming no Server: Accepted False, the culprit named.
+	bad := ap.DeepCopy()
+	bad.Name, bad.Spec.TargetRef.Name = "to-nowhere", "nowhere"
+	if _, err := pc.PolicyV1alpha1().AuthorizationPolicies(ns).Create(ctx, bad, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		got, err := pc.PolicyV1alpha1().AuthorizationPolicies(ns).Get(ctx, bad.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Status.Conditions) == 1 {
+			if c := got.Status.Conditions[0]; c.Status != metav1.ConditionFalse || c.Reason != policyv1.ReasonTargetNotFound {
+				t.Errorf("condition %+v, want False/TargetNotFound", c)
+			} else {
+				t.Logf("refused: %s", c.Message)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no condition on the broken policy")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
