@@ -298,7 +298,6 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	if tr := httptrace.ContextClientTrace(ctx); tr != nil {
 		cs.got100 = tr.Got100Continue
 	}
-	cs.stream.onEnd = cs.onStreamEnd
 	cs.stream.ext = cs
 
 	cc.mu.Lock()
@@ -403,8 +402,12 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	return cs.res, nil
 }
 
-// onStreamEnd runs when the stream leaves the map.
-func (cs *clientStream) onStreamEnd(err error) {
+// errNoResponse: the stream ended cleanly before response headers (the
+// usual case is that they arrived first, and setResponse ignores this).
+var errNoResponse = errors.New("meshh2: stream ended without a response")
+
+// streamEnded runs when the stream leaves the map.
+func (cs *clientStream) streamEnded(err error) {
 	cc := cs.cc
 	cc.mu.Lock()
 	cc.active--
@@ -424,7 +427,7 @@ func (cs *clientStream) onStreamEnd(err error) {
 		_ = reqBody.Close()
 	}
 	if err == nil {
-		err = errors.New("meshh2: stream ended without a response")
+		err = errNoResponse
 	}
 	cs.setResponse(nil, err)
 }
@@ -663,7 +666,7 @@ func (cc *ClientConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	cs.gotHead = true
 	h := cc.cn.fieldsToHeader(f.RegularFields())
 	res := &http.Response{
-		Status:     strconv.Itoa(status) + " " + http.StatusText(status),
+		Status:     statusLine(status),
 		StatusCode: status,
 		Proto:      "HTTP/2.0",
 		ProtoMajor: 2,
@@ -692,7 +695,7 @@ func (cc *ClientConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		cc.recvEndStream(&cs.stream)
 		return nil
 	}
-	in := newPipe()
+	in := cs.initPipe()
 	cc.mu.Lock()
 	cs.in = in
 	// A reset (e.g. the caller cancelled) may have ended the stream after
@@ -734,7 +737,7 @@ func (cc *ClientConn) onRST(f *http2.RSTStreamFrame) {
 		}
 		cc.mu.Unlock()
 		if !was {
-			cs.onStreamEnd(nil)
+			cs.streamEnded(nil)
 		}
 		return
 	}

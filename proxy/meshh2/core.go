@@ -25,13 +25,26 @@ type stream struct {
 	// DATA bytes received. A mismatch makes the message malformed.
 	wantLen  int64
 	gotLen   int64
-	in       *pipe // incoming body; nil when the message had none
+	in       *pipe // incoming body (&inPipe); nil when the message had none
+	inPipe   pipe
 	trailers http.Header
 	// trailerDst receives trailers when the body reaches EOF.
 	trailerDst *http.Header
-	// onEnd runs (outside locks) when the stream is removed.
-	onEnd func(err error)
-	ext   any // *clientStream or *serverStream
+	// ext is the role's stream; its streamEnded runs (outside locks)
+	// when the stream is removed. An interface call rather than a func
+	// field: a method value or closure would be an allocation per stream.
+	ext streamEnder // *clientStream or *serverStream
+}
+
+// streamEnder is told when its stream leaves the map: err is nil when both
+// halves ended normally.
+type streamEnder interface{ streamEnded(err error) }
+
+// notifyEnded tells st's role that st was removed.
+func (st *stream) notifyEnded(err error) {
+	if st.ext != nil {
+		st.ext.streamEnded(err)
+	}
 }
 
 // core is the connection state shared by client and server: streams,
@@ -175,8 +188,8 @@ func (c *core) sentEndStream(st *stream) {
 		c.removeLocked(st)
 	}
 	c.mu.Unlock()
-	if done && st.onEnd != nil {
-		st.onEnd(nil)
+	if done {
+		st.notifyEnded(nil)
 	}
 }
 
@@ -190,10 +203,10 @@ func (c *core) recvEndStream(st *stream) {
 	}
 	c.mu.Unlock()
 	if st.in != nil {
-		st.in.closeWithError(io.EOF, st.copyTrailers)
+		st.in.closeWithError(io.EOF, st)
 	}
-	if done && st.onEnd != nil {
-		st.onEnd(nil)
+	if done {
+		st.notifyEnded(nil)
 	}
 }
 
@@ -250,9 +263,7 @@ func (c *core) reset(st *stream, code http2.ErrCode, err error, sendRST bool) {
 		}
 		w.wmu.Unlock()
 	}
-	if st.onEnd != nil {
-		st.onEnd(err)
-	}
+	st.notifyEnded(err)
 }
 
 // consumed returns n read bytes to the windows, sending WINDOW_UPDATE in

@@ -41,6 +41,9 @@ type ServerConn struct {
 	remoteAddr string
 	tlsState   *tls.ConnectionState
 	cn         canon // reader goroutine only
+	// respBufs recycles responseWriter body buffers (*[]byte, at most
+	// respBufMax each) across the connection's requests.
+	respBufs sync.Pool
 
 	// Under core.mu.
 	lastID       uint32
@@ -328,11 +331,6 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	ss.ext = ss
 	ctx, cancel := context.WithCancel(sc.opts.BaseContext)
 	ss.cancel = cancel
-	ss.onEnd = func(err error) {
-		if err != nil {
-			cancel()
-		}
-	}
 	r := http.Request{
 		Method:     method,
 		URL:        u,
@@ -357,7 +355,7 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	} else {
 		req.ContentLength = wantLen
 		req.Trailer = declaredTrailers(h)
-		ss.in = newPipe()
+		ss.in = ss.initPipe()
 		ss.trailerDst = &req.Trailer
 		req.Body = &serverBody{ss: ss}
 	}
@@ -376,6 +374,14 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	sc.mu.Unlock()
 	go sc.runHandler(ss, rw, req)
 	return nil
+}
+
+// streamEnded cancels the request's context when the stream failed (a
+// reset, or the connection closed).
+func (ss *serverStream) streamEnded(err error) {
+	if err != nil {
+		ss.cancel()
+	}
 }
 
 // onTrailers handles HEADERS on a live stream: trailers, which must end
@@ -430,8 +436,21 @@ func (sc *ServerConn) runHandler(ss *serverStream, rw *responseWriter, req *http
 		sc.mu.Unlock()
 		sc.handlersDone.Done()
 	}()
+	bp, _ := sc.respBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	rw.buf = (*bp)[:0]
 	sc.opts.Handler.ServeHTTP(rw, req)
-	if err := rw.send(nil, true); err != nil {
+	err := rw.send(nil, true)
+	// Everything written is in the socket or bufio now (send copies); a
+	// handler that keeps rw and writes later gets an error, not this buf.
+	if b := rw.buf; cap(b) <= respBufMax {
+		rw.buf = nil
+		*bp = b[:0]
+		sc.respBufs.Put(bp)
+	}
+	if err != nil {
 		sc.reset(&ss.stream, http2.ErrCodeInternal, err, true)
 		return
 	}
