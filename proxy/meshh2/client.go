@@ -508,6 +508,11 @@ func (cs *clientStream) writeBody(body io.ReadCloser, req *http.Request) {
 		if rerr == io.EOF && req.ContentLength > 0 && sent < req.ContentLength {
 			rerr = fmt.Errorf("%d bytes of %d: %w", sent, req.ContentLength, io.ErrUnexpectedEOF)
 		}
+		if rerr == io.EOF && r.N == 0 && len(req.Trailer) > 0 {
+			// The declared length is sent, but a proxied request's
+			// trailers are filled in only at its body's own EOF.
+			rerr = drainBody(body, buf)
+		}
 		if rerr == io.EOF {
 			break
 		}
@@ -537,6 +542,17 @@ func (cs *clientStream) writeBody(body io.ReadCloser, req *http.Request) {
 	w.wmu.Unlock()
 	if err == nil {
 		cc.sentEndStream(&cs.stream)
+	}
+}
+
+// drainBody reads body to its end past the declared length; bytes beyond
+// it are dropped, as they are without trailers. It returns io.EOF, or the
+// body's failure.
+func drainBody(body io.Reader, buf []byte) error {
+	for {
+		if _, err := body.Read(buf); err != nil {
+			return err
+		}
 	}
 }
 
