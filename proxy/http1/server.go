@@ -151,6 +151,14 @@ type conn struct {
 	idle     bool // guarded by s.mu
 	hijacked bool
 	served   int
+	remote   string // RemoteAddr().String(), once per connection
+}
+
+func (cn *conn) remoteAddr() string {
+	if cn.remote == "" {
+		cn.remote = cn.c.RemoteAddr().String()
+	}
+	return cn.remote
 }
 
 // serveOne reads and handles one request; it reports whether the
@@ -207,7 +215,7 @@ func (cn *conn) refuse(err error) {
 		cn.s.OnError(e.Status, e.Reason)
 	}
 	if cn.s.Logger != nil {
-		cn.s.Logger.Debug("http1: request refused", "remote", cn.c.RemoteAddr().String(), "status", e.Status, "reason", e.Reason, "err", e.Msg)
+		cn.s.Logger.Debug("http1: request refused", "remote", cn.remoteAddr(), "status", e.Status, "reason", e.Reason, "err", e.Msg)
 	}
 	var proxyErr string
 	if cn.s.ProxyError != nil {
@@ -250,7 +258,7 @@ func (cn *conn) handle(ctx context.Context, req *http.Request, f Framing) bool {
 	w := newResponse(cn, req)
 	b := newBody(cn, w, req, f, cancel)
 	req.Body = b
-	req.RemoteAddr = cn.c.RemoteAddr().String()
+	req.RemoteAddr = cn.remoteAddr()
 	req = req.WithContext(ctx)
 	w.req = req
 	if b.done {
