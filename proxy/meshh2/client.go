@@ -181,13 +181,7 @@ func (cc *ClientConn) checkHealth() {
 // checkIdle closes the conn once it has carried no stream for IdleTimeout.
 func (cc *ClientConn) checkIdle() {
 	cc.mu.Lock()
-	if cc.closed {
-		cc.mu.Unlock()
-		return
-	}
-	left := cc.opts.IdleTimeout - time.Since(cc.lastActive)
-	if cc.active > 0 || cc.reserved > 0 || left > 0 {
-		cc.idle.Reset(max(left, time.Second))
+	if cc.closed || stillBusy(cc.idle, cc.opts.IdleTimeout, cc.lastActive, cc.active > 0 || cc.reserved > 0) {
 		cc.mu.Unlock()
 		return
 	}

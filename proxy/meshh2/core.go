@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -497,6 +498,17 @@ func (c *core) closeAll(cause error, errFor func(*stream) error) {
 	for _, st := range streams {
 		c.reset(st, http2.ErrCodeCancel, errFor(st), false)
 	}
+}
+
+// stillBusy re-arms an idle timer and reports true unless the conn has
+// carried no stream (busy false) for timeout since lastActive.
+func stillBusy(t *time.Timer, timeout time.Duration, lastActive time.Time, busy bool) bool {
+	left := timeout - time.Since(lastActive)
+	if busy || left > 0 {
+		t.Reset(max(left, time.Second))
+		return true
+	}
+	return false
 }
 
 // goAway writes GOAWAY and flushes.

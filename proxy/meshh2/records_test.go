@@ -1,7 +1,6 @@
 package meshh2
 
 import (
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -66,50 +65,24 @@ type recordPair struct {
 
 func newRecordPair(t *testing.T, h http.Handler) *recordPair {
 	t.Helper()
-	tt := newTestTLS(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan *recordConn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
+	p := &recordPair{}
+	var mu sync.Mutex // the server side is wrapped in its own goroutine
+	p.cc = leanPair(t, h, ServerOptions{}, func(server bool, c net.Conn) net.Conn {
+		rc := &recordConn{Conn: c}
+		mu.Lock()
+		defer mu.Unlock()
+		if server {
+			p.serverRecs = rc
+		} else {
+			p.clientRecs = rc
 		}
-		accepted <- &recordConn{Conn: c}
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &recordPair{clientRecs: &recordConn{Conn: raw}}
-	p.serverRecs = <-accepted
-	if p.serverRecs == nil {
-		t.Fatal("accept failed")
-	}
-	stc := tls.Server(p.serverRecs, tt.server)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		if stc.Handshake() != nil {
-			return
-		}
-		_ = NewServerConn(stc, ServerOptions{Handler: h}).Serve()
-	}()
-	ctc := tls.Client(p.clientRecs, tt.client)
-	if err := ctc.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if p.cc, err = NewClientConn(ctc, ClientOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = p.cc.Close()
-		<-served
+		return rc
 	})
+	mu.Lock()
+	defer mu.Unlock()
+	if p.serverRecs == nil {
+		t.Fatal("server conn not wrapped")
+	}
 	return p
 }
 

@@ -31,7 +31,11 @@ type ServerOptions struct {
 	BaseContext          context.Context
 	MaxConcurrentStreams uint32        // default 1000
 	PrefaceTimeout       time.Duration // default 10s
-	Logger               *slog.Logger
+	// IdleTimeout closes the connection (GOAWAY) after this long without
+	// a stream, as x/net's server does for the inbound (default 10 min;
+	// negative: never), so a peer cannot hold idle conns for ever.
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 // ServerConn serves HTTP/2 requests on one connection.
@@ -50,6 +54,8 @@ type ServerConn struct {
 	handlers     int
 	shuttingDown bool
 	handlersDone sync.WaitGroup
+	idleTimer    *time.Timer
+	lastActive   time.Time // when the last handler returned
 }
 
 type serverStream struct {
@@ -69,6 +75,9 @@ func NewServerConn(nc net.Conn, opts ServerOptions) *ServerConn {
 	if opts.PrefaceTimeout <= 0 {
 		opts.PrefaceTimeout = 10 * time.Second
 	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 10 * time.Minute
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -84,6 +93,13 @@ func NewServerConn(nc net.Conn, opts ServerOptions) *ServerConn {
 // Serve reads frames until the connection ends, running Handler for each
 // request; it returns after every handler has returned.
 func (sc *ServerConn) Serve() error {
+	if sc.opts.IdleTimeout > 0 {
+		sc.mu.Lock()
+		sc.lastActive = time.Now()
+		sc.idleTimer = time.AfterFunc(sc.opts.IdleTimeout, sc.checkIdle)
+		sc.mu.Unlock()
+		defer sc.idleTimer.Stop()
+	}
 	err := sc.serve()
 	var ce http2.ConnectionError
 	if errors.As(err, &ce) {
@@ -158,6 +174,22 @@ func (sc *ServerConn) serve() error {
 			return err
 		}
 	}
+}
+
+// checkIdle closes the connection once it has carried no stream for
+// IdleTimeout; streams the peer opens meanwhile are above the GOAWAY's
+// last stream ID, so it may retry them elsewhere.
+func (sc *ServerConn) checkIdle() {
+	sc.mu.Lock()
+	if sc.closed || stillBusy(sc.idleTimer, sc.opts.IdleTimeout, sc.lastActive, sc.handlers > 0 || len(sc.streams) > 0) {
+		sc.mu.Unlock()
+		return
+	}
+	sc.shuttingDown = true
+	last := sc.lastID
+	sc.mu.Unlock()
+	sc.writeGoAway(last, http2.ErrCodeNo, "idle")
+	_ = sc.w.nc.Close()
 }
 
 // frameReadError maps a framer error to the connection error to send.
@@ -431,6 +463,7 @@ func (sc *ServerConn) runHandler(ss *serverStream, rw *responseWriter, req *http
 		}
 		ss.cancel()
 		sc.mu.Lock()
+		sc.lastActive = time.Now()
 		sc.handlers--
 		sc.cond.Broadcast()
 		sc.mu.Unlock()
