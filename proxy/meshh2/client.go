@@ -555,6 +555,7 @@ func (cc *ClientConn) readLoop() {
 	var err error
 	for {
 		var f http2.Frame
+		cc.w.flushHeld()
 		f, err = cc.w.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError

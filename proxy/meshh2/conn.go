@@ -18,6 +18,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -91,6 +92,10 @@ type wconn struct {
 	maxFrame  uint32 // peer's SETTINGS_MAX_FRAME_SIZE
 	werr      error  // sticky write error
 	lowerKeys map[string]string
+	// acksHeld: the reader wrote control frames (acks, resets) without
+	// flushing them, as more input was already buffered; set under wmu,
+	// cleared by every flush.
+	acksHeld atomic.Bool
 }
 
 func newWconn(nc net.Conn) *wconn {
@@ -124,8 +129,50 @@ func (w *wconn) flushLocked() error {
 	if err := w.bw.Flush(); err != nil {
 		w.failLocked(err)
 	}
+	w.acksHeld.Store(false)
 	return w.werr
 }
+
+// flushFromReaderLocked flushes what the reader goroutine wrote, unless
+// another whole frame is already buffered on the read side: then the
+// reader handles it first, and its acks go out together (a burst of PINGs
+// or bad frames costs one socket write, not one per frame). Reader only.
+func (w *wconn) flushFromReaderLocked() error {
+	if w.werr == nil && w.frameBuffered() {
+		w.acksHeld.Store(true)
+		return nil
+	}
+	return w.flushLocked()
+}
+
+// flushHeld flushes held acks before the reader may wait for input.
+// Reader only.
+func (w *wconn) flushHeld() {
+	if !w.acksHeld.Load() || w.frameBuffered() {
+		return
+	}
+	w.wmu.Lock()
+	_ = w.flushLocked()
+	w.wmu.Unlock()
+}
+
+// frameBuffered reports whether the next frame is wholly in the read
+// buffer, so reading it cannot block. A HEADERS frame that does not end
+// its header block counts as not buffered (its CONTINUATION may block).
+func (w *wconn) frameBuffered() bool {
+	n := w.br.Buffered()
+	if n < frameHeaderLen {
+		return false
+	}
+	h, _ := w.br.Peek(frameHeaderLen)
+	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+	if http2.FrameType(h[3]) == http2.FrameHeaders && http2.Flags(h[4])&http2.FlagHeadersEndHeaders == 0 {
+		return false
+	}
+	return n >= frameHeaderLen+length
+}
+
+const frameHeaderLen = 9
 
 func (w *wconn) failLocked(err error) {
 	if w.werr == nil {

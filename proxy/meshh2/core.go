@@ -93,7 +93,7 @@ func (c *core) writeRST(id uint32, code http2.ErrCode) {
 	w := c.w
 	w.wmu.Lock()
 	if w.check(w.fr.WriteRSTStream(id, code)) == nil {
-		_ = w.flushLocked()
+		_ = w.flushFromReaderLocked()
 	}
 	w.wmu.Unlock()
 }
@@ -444,7 +444,7 @@ func (c *core) onSettings(f *http2.SettingsFrame, maxStreams func(uint32)) error
 	if err := w.check(w.fr.WriteSettingsAck()); err != nil {
 		return err
 	}
-	return w.flushLocked()
+	return w.flushFromReaderLocked()
 }
 
 // setPeerInitWin applies a new SETTINGS_INITIAL_WINDOW_SIZE to every
@@ -476,7 +476,7 @@ func (c *core) onPing(f *http2.PingFrame) error {
 	if err := w.check(w.fr.WritePing(true, f.Data)); err != nil {
 		return err
 	}
-	return w.flushLocked()
+	return w.flushFromReaderLocked()
 }
 
 // closeAll marks the conn closed and fails every stream with errFor(st).

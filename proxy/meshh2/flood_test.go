@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -187,5 +188,63 @@ func TestServerControlFloodUnread(t *testing.T) {
 			}
 			t.Logf("server stopped reading after %d bytes of %s (%v)", sent, tc.name, time.Since(start).Round(time.Millisecond))
 		})
+	}
+}
+
+// writeCounter counts Write calls on a conn.
+type writeCounter struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *writeCounter) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// TestServerAcksCoalesced: control frames that arrive together are
+// answered together: 100 PINGs in one write get their 100 acks in a few
+// socket writes, not one each (the reader holds its acks while a whole
+// frame is still buffered).
+func TestServerAcksCoalesced(t *testing.T) {
+	var wc *writeCounter
+	rc := newRawClientWrapped(t, http.NotFoundHandler(), ServerOptions{}, func(c net.Conn) net.Conn {
+		wc = &writeCounter{Conn: c}
+		return wc
+	})
+	// The settings exchange first, so its writes are not counted.
+	rc.until(t, "the server's SETTINGS", func(f http2.Frame) bool {
+		sf, ok := f.(*http2.SettingsFrame)
+		return ok && !sf.IsAck()
+	})
+	rc.until(t, "the SETTINGS ack", func(f http2.Frame) bool {
+		sf, ok := f.(*http2.SettingsFrame)
+		return ok && sf.IsAck()
+	})
+	var burst bytes.Buffer
+	fr := http2.NewFramer(&burst, nil)
+	const pings = 100
+	for i := range pings {
+		_ = fr.WritePing(false, [8]byte{byte(i)})
+	}
+	before := wc.writes.Load()
+	if _, err := rc.c.Write(burst.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	acks := 0
+	rc.until(t, "the PING acks", func(f http2.Frame) bool {
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+			if p.Data[0] != byte(acks) {
+				t.Fatalf("ack %d for PING %d", p.Data[0], acks)
+			}
+			acks++
+		}
+		return acks == pings
+	})
+	// TCP may deliver the burst in pieces: a few writes are fine.
+	if n := wc.writes.Load() - before; n > pings/4 {
+		t.Errorf("%d PINGs sent together were acked in %d socket writes", pings, n)
+	} else {
+		t.Logf("%d PINGs acked in %d socket writes", pings, n)
 	}
 }

@@ -154,6 +154,7 @@ func (sc *ServerConn) serve() error {
 	}
 	_ = nc.SetReadDeadline(time.Time{})
 	for {
+		sc.w.flushHeld()
 		f, err := sc.w.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
