@@ -2,6 +2,7 @@ package http1
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -126,5 +127,75 @@ func BenchmarkServerKeepAlive(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		pipelined(b, c, br, 1)
+	}
+}
+
+// countingConn counts Write calls.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// TestServerOneWritePerSmallResponse: a small response (head and body,
+// with a declared length, a held-back length, or chunked with trailers)
+// leaves in one socket write.
+func TestServerOneWritePerSmallResponse(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/length":
+			w.Header().Set("Content-Length", "2")
+		case "/trailers":
+			w.Header().Set("Trailer", "X-T")
+			defer w.Header().Set("X-T", "t")
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s := &Server{Handler: h}
+	defer s.Close()
+	conns := make(chan *countingConn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(conns)
+			return
+		}
+		cc := &countingConn{Conn: c}
+		conns <- cc
+		s.ServeConn(context.Background(), cc)
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc := <-conns
+	br := bufio.NewReader(c)
+	for _, path := range []string{"/length", "/held", "/trailers"} {
+		before := sc.writes.Load()
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if string(b) != "ok" || path == "/trailers" && resp.Trailer.Get("X-T") != "t" {
+			t.Fatalf("%s: %q, trailers %v", path, b, resp.Trailer)
+		}
+		if n := sc.writes.Load() - before; n != 1 {
+			t.Errorf("%s: %d socket writes, want 1", path, n)
+		}
 	}
 }
