@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // leanPair is a lean client on a lean server with opts, over TLS on
@@ -60,7 +62,7 @@ func leanPair(t *testing.T, h http.Handler, opts ServerOptions, wrap func(server
 // closed with GOAWAY (the client stops using it); one whose handler runs
 // longer than that is not.
 func TestServerIdleTimeout(t *testing.T) {
-	const idle = 50 * time.Millisecond
+	const idle = 250 * time.Millisecond
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			time.Sleep(4 * idle) // no stream ends meanwhile: not idle
@@ -88,4 +90,20 @@ func TestServerIdleTimeout(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("closed %v after the last stream (idle timeout %v)", time.Since(start).Round(time.Millisecond), idle)
+}
+
+// TestServerIdleGoAwayRefusesLateStreams: a request that crosses the idle
+// GOAWAY on the wire is refused with REFUSED_STREAM (the client may retry
+// it elsewhere), not lost to a connection closed under it.
+func TestServerIdleGoAwayRefusesLateStreams(t *testing.T) {
+	rc := newRawClient(t, http.NotFoundHandler(), ServerOptions{IdleTimeout: 100 * time.Millisecond})
+	rc.until(t, "the idle GOAWAY", func(f http2.Frame) bool {
+		ga, ok := f.(*http2.GoAwayFrame)
+		return ok && ga.ErrCode == http2.ErrCodeNo
+	})
+	rc.headers(t, 1, true, ":method", "GET", ":scheme", "https", ":authority", "x", ":path", "/")
+	rc.until(t, "REFUSED_STREAM on stream 1", func(f http2.Frame) bool {
+		rst, ok := f.(*http2.RSTStreamFrame)
+		return ok && rst.StreamID == 1 && rst.ErrCode == http2.ErrCodeRefusedStream
+	})
 }

@@ -55,6 +55,7 @@ type ServerConn struct {
 	shuttingDown bool
 	handlersDone sync.WaitGroup
 	idleTimer    *time.Timer
+	idleClosing  bool      // GOAWAY sent for idleness; the timer closes the conn
 	lastActive   time.Time // when the last handler returned
 }
 
@@ -182,16 +183,32 @@ func (sc *ServerConn) serve() error {
 // last stream ID, so it may retry them elsewhere.
 func (sc *ServerConn) checkIdle() {
 	sc.mu.Lock()
-	if sc.closed || stillBusy(sc.idleTimer, sc.opts.IdleTimeout, sc.lastActive, sc.handlers > 0 || len(sc.streams) > 0) {
+	if sc.closed {
 		sc.mu.Unlock()
 		return
 	}
+	if sc.idleClosing {
+		sc.mu.Unlock()
+		_ = sc.w.nc.Close()
+		return
+	}
+	if stillBusy(sc.idleTimer, sc.opts.IdleTimeout, sc.lastActive, sc.handlers > 0 || len(sc.streams) > 0) {
+		sc.mu.Unlock()
+		return
+	}
+	// GOAWAY now, close a little later: a request the peer sent before it
+	// read the GOAWAY is refused (REFUSED_STREAM, safe to retry) instead
+	// of lost to a reset connection.
 	sc.shuttingDown = true
+	sc.idleClosing = true
 	last := sc.lastID
+	sc.idleTimer.Reset(goAwayGrace)
 	sc.mu.Unlock()
 	sc.writeGoAway(last, http2.ErrCodeNo, "idle")
-	_ = sc.w.nc.Close()
 }
+
+// goAwayGrace is how long an idle conn stays open after its GOAWAY.
+const goAwayGrace = time.Second
 
 // frameReadError maps a framer error to the connection error to send.
 func frameReadError(err error) error {
