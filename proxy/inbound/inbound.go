@@ -66,8 +66,8 @@ type Config struct {
 	DialTimeout      time.Duration // default 5s
 	OpaquePorts      map[uint16]bool
 	OrigDst          func(net.Conn) (netip.AddrPort, error)
-	// MeshTransport serves mesh HTTP/2 with x/net ("xnet", default) or
-	// the lean proxy/meshh2 server ("lean").
+	// MeshTransport serves mesh HTTP/2 with the lean proxy/meshh2 server
+	// ("lean", default) or x/net ("xnet").
 	MeshTransport string
 
 	// HeaderTimeout bounds reading an HTTP/1 request head (default 30s).
@@ -138,7 +138,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	switch cfg.MeshTransport {
 	case "":
-		cfg.MeshTransport = MeshTransportXNet
+		cfg.MeshTransport = MeshTransportLean
 	case MeshTransportXNet, MeshTransportLean:
 	default:
 		return nil, errors.New("inbound: mesh transport must be xnet or lean, got " + strconv.Quote(cfg.MeshTransport))

@@ -59,7 +59,7 @@ type Config struct {
 	DialTimeout    time.Duration // default 5s
 	OpaquePorts    map[uint16]bool
 	// MeshTransport is the HTTP/2 client used on mesh connections:
-	// MeshTransportXNet (default) or MeshTransportLean (proxy/meshh2).
+	// MeshTransportLean (proxy/meshh2, default) or MeshTransportXNet.
 	MeshTransport string
 	// OrigDst recovers a connection's original destination (transparent
 	// mode); default origdst.Get.
@@ -111,7 +111,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	switch cfg.MeshTransport {
 	case "":
-		cfg.MeshTransport = MeshTransportXNet
+		cfg.MeshTransport = MeshTransportLean
 	case MeshTransportXNet, MeshTransportLean:
 	default:
 		return nil, errors.New("outbound: mesh transport must be xnet or lean, got " + strconv.Quote(cfg.MeshTransport))
