@@ -10,11 +10,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/ratelog"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -29,6 +29,8 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
+	"github.com/trellis-mesh/trellis/proxy/pipeline"
+	"github.com/trellis-mesh/trellis/proxy/policy"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 	"github.com/trellis-mesh/trellis/proxy/selfconn"
 	"github.com/trellis-mesh/trellis/proxy/transport"
@@ -71,6 +73,9 @@ type Config struct {
 
 	// HeaderTimeout bounds reading an HTTP/1 request head (default 30s).
 	HeaderTimeout time.Duration
+	// Authorizer decides whether a caller may reach the app; default:
+	// DefaultPolicy's (policy.Default).
+	Authorizer policy.Authorizer
 }
 
 // Mesh transports (Config.MeshTransport).
@@ -91,6 +96,8 @@ type Proxy struct {
 	srv     *listen.HTTP      // HTTP/1 and HTTP/2 callers, mesh HTTP/2 over xnet
 	ln      *listen.Listener
 	targets *appTargets
+	// authorizer is the authz stage's policy.
+	authorizer policy.Authorizer
 	// refuseLog rate-limits refusal log lines per caller and reason.
 	refuseLog *ratelog.Limiter
 
@@ -120,12 +127,13 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.OrigDst == nil {
 		cfg.OrigDst = origdst.Get
 	}
-	switch cfg.DefaultPolicy {
-	case "":
-		cfg.DefaultPolicy = PolicyAllUnauthenticated
-	case PolicyAllUnauthenticated, PolicyAllAuthenticated:
-	default:
-		return nil, errors.New("inbound: default policy must be " + PolicyAllUnauthenticated + " or " + PolicyAllAuthenticated + ", got " + strconv.Quote(cfg.DefaultPolicy))
+	def, err := policy.NewDefault(cfg.DefaultPolicy)
+	if err != nil {
+		return nil, fmt.Errorf("inbound: %w", err)
+	}
+	cfg.DefaultPolicy = def.Policy
+	if cfg.Authorizer == nil {
+		cfg.Authorizer = def
 	}
 	targets, err := newAppTargets(cfg)
 	if err != nil {
@@ -140,7 +148,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
-		targets: targets, refuseLog: ratelog.New(cfg.Logger, 0),
+		targets: targets, refuseLog: ratelog.New(cfg.Logger, 0), authorizer: cfg.Authorizer,
 		lean:    make(map[*meshh2.ServerConn]struct{}),
 		tlsConf: cfg.Store.ServerConfig([]string{transport.ALPNHTTP, transport.ALPNOpaque}),
 		dialer:  net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
@@ -166,7 +174,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.srv, err = listen.NewHTTP(listen.HTTPConfig{
 		Direction: metrics.Inbound, Metrics: cfg.Metrics, Logger: cfg.Logger, Limiter: limiter,
-		Errors: p.errs, Handler: http.HandlerFunc(p.serveHTTP), HeaderTimeout: cfg.HeaderTimeout,
+		Errors: p.errs, Handler: p.chain(), HeaderTimeout: cfg.HeaderTimeout,
 		// One connection per peer proxy carries all of its requests.
 		MaxConcurrentStreams: 2000,
 	})
@@ -196,6 +204,11 @@ type connInfo struct {
 	// mesh peer names an allowed port.
 	targetErr error
 	raw       net.Conn
+}
+
+// conn is info as the pipeline knows a connection.
+func (info *connInfo) conn() *pipeline.Conn {
+	return &pipeline.Conn{Raw: info.raw, Peer: info.peer, TLS: info.tls, Target: info.target, TargetErr: info.targetErr}
 }
 
 // Serve accepts connections on ln until it is closed.
@@ -264,7 +277,7 @@ func (p *Proxy) dispatch(lc listen.Conn) {
 	if !isMeshTLS(res, p.cfg.Store.LocalIdentity()) && !isHTTP(res.Protocol) {
 		// HTTP callers get a 403 from serveHTTP; the others are closed.
 		if err := p.plainRefusal(info); err != nil {
-			p.refused(info, metrics.RefusedOpaque, err)
+			p.refused(info.conn(), metrics.RefusedOpaque, err)
 			_ = lc.Raw.Close()
 			return
 		}
@@ -299,7 +312,7 @@ func (p *Proxy) serveH2(c net.Conn, info *connInfo) {
 // write frames directly, without x/net's serve-loop handoffs.
 func (p *Proxy) serveLean(c net.Conn, info *connInfo) {
 	sc := meshh2.NewServerConn(c, meshh2.ServerOptions{
-		Handler: http.HandlerFunc(p.serveHTTP),
+		Handler: p.srv.Handler(),
 		// Not cancelled by Shutdown: in-flight requests finish during a drain.
 		BaseContext:          context.WithValue(context.Background(), connInfoKey{}, info),
 		MaxConcurrentStreams: p.srv.MaxConcurrentStreams(),
@@ -359,13 +372,13 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 		}
 		target := mi.target
 		if h.Port == 0 && mi.targetErr != nil {
-			p.refused(mi, metrics.RefusedOpaque, mi.targetErr)
+			p.refused(mi.conn(), metrics.RefusedOpaque, mi.targetErr)
 			_ = tc.Close()
 			return
 		}
 		if h.Port != 0 {
 			if target, err = p.targets.forPort(h.Port); err != nil {
-				p.refused(mi, metrics.RefusedOpaque, err)
+				p.refused(mi.conn(), metrics.RefusedOpaque, err)
 				_ = tc.Close()
 				return
 			}

@@ -67,6 +67,9 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	return s, nil
 }
 
+// Handler is the handler the servers call.
+func (s *HTTP) Handler() http.Handler { return s.base.Handler }
+
 // MaxConcurrentStreams is the HTTP/2 streams a client may open at once.
 func (s *HTTP) MaxConcurrentStreams() uint32 { return s.h2.MaxConcurrentStreams }
 

@@ -11,45 +11,47 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
+	"github.com/trellis-mesh/trellis/proxy/route"
 )
 
 // openStream opens an opaque stream for a route, retrying endpoints that
 // cannot be connected to. The returned key labels the stream's metrics.
-func (p *Proxy) openStream(ctx context.Context, rt route, defPort uint16) (net.Conn, metrics.Key, *proxyerr.Error) {
+func (p *Proxy) openStream(ctx context.Context, rt pipeline.Dest, defPort uint16) (net.Conn, metrics.Key, *proxyerr.Error) {
 	var skip map[string]bool
 	var last *proxyerr.Error // why the last endpoint tried was skipped
 	for attempt := 0; ; attempt++ {
 		var ep balance.Endpoint
 		var pick *balance.Pick
-		if rt.bal != nil {
+		if rt.Balancer != nil {
 			var err error
-			pick, err = rt.bal.Pick(skip)
+			pick, err = rt.Balancer.Pick(skip)
 			if err != nil {
-				key := metrics.Key{Direction: metrics.Outbound, DstService: rt.dst}
+				key := metrics.Key{Direction: metrics.Outbound, DstService: rt.Dst}
 				if attempt > 0 {
-					return nil, key, proxyerr.GaveUp(rt.dst, last)
+					return nil, key, proxyerr.GaveUp(rt.Dst, last)
 				}
-				return nil, key, proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints for "+rt.dst)
+				return nil, key, proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints for "+rt.Dst)
 			}
 			ep = pick.Endpoint
 		} else {
-			ep = balance.Endpoint{Addr: rt.addr}
+			ep = balance.Endpoint{Addr: rt.Addr}
 		}
-		key := metrics.Key{Direction: metrics.Outbound, DstService: rt.dst, PeerIdentity: p.idString(ep.Identity), TLS: !ep.Identity.IsZero()}
+		key := metrics.Key{Direction: metrics.Outbound, DstService: rt.Dst, PeerIdentity: idString(ep.Identity), TLS: !ep.Identity.IsZero()}
 		port := uint16(ep.TargetPort)
 		if port == 0 {
 			port = addrPort(ep.Addr, defPort)
 		}
 		t0 := time.Now()
-		c, err := p.dialer.opaque(ctx, ep.Addr, ep.Identity, port, rt.dst)
+		c, err := p.dialer.opaque(ctx, ep.Addr, ep.Identity, port, rt.Dst)
 		if pick != nil {
 			pick.Done(time.Since(t0), err != nil)
 		}
 		if err == nil {
 			return c, key, nil
 		}
-		if rt.bal != nil && attempt < maxRetries && ctx.Err() == nil {
+		if rt.Balancer != nil && attempt < maxRetries && ctx.Err() == nil {
 			last = proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr)
 			if skip == nil {
 				skip = make(map[string]bool, 2)
@@ -87,104 +89,118 @@ func (p *Proxy) splice(app, peer net.Conn, key metrics.Key) error {
 
 // opaqueTransparent forwards a raw TCP stream to its original destination,
 // over the mesh when the control plane knows it.
-func (p *Proxy) opaqueTransparent(c net.Conn, info *connInfo) {
+func (p *Proxy) opaqueTransparent(c net.Conn, info *pipeline.Conn) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout+5*time.Second)
-	rt, f := p.resolveOrig(ctx, info)
+	rt, f := p.route.Orig(ctx, info.Orig.String())
 	if f != nil {
 		cancel()
-		p.log.Debug("outbound: opaque stream refused", "dst", info.orig.String(), "err", f.Msg)
+		p.log.Debug("outbound: opaque stream refused", "dst", info.Orig.String(), "err", f.Msg)
 		return
 	}
-	peer, key, f := p.openStream(ctx, rt, info.orig.Port())
+	peer, key, f := p.openStream(ctx, rt, info.Orig.Port())
 	cancel()
 	if f != nil {
-		p.log.Debug("outbound: opaque stream failed", "dst", rt.dst, "err", f.Msg)
+		p.log.Debug("outbound: opaque stream failed", "dst", rt.Dst, "err", f.Msg)
 		return
 	}
-	_ = p.splice(forward.WithCloseWrite(c, info.raw), peer, key)
+	_ = p.splice(forward.WithCloseWrite(c, info.Raw), peer, key)
 }
 
-// serveConnect gives explicit-mode apps opaque TCP: CONNECT host:port, then
-// raw bytes over the mesh transport.
-func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, authority string, info *connInfo, start time.Time) {
-	hj, ok := w.(http.Hijacker)
-	if r.ProtoMajor != 1 || !ok {
-		p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: authority}, proxyerr.New(http.StatusMethodNotAllowed, metrics.ReasonBadRequest, "CONNECT is supported over HTTP/1.1 only"), start)
-		return
-	}
-	if !hasPort(r.Host) {
-		p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: authority}, proxyerr.New(http.StatusBadRequest, metrics.ReasonBadRequest, "CONNECT needs host:port"), start)
-		return
-	}
-	rt, f := p.resolve(r.Context(), authority, info)
-	if f != nil {
-		p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: authority}, f, start)
-		return
-	}
-	peer, key, f := p.openStream(r.Context(), rt, addrPort(authority, 0))
-	if f != nil {
-		p.answer(w, key, f, start)
-		return
-	}
+// connect is the stage that gives explicit-mode apps opaque TCP: CONNECT
+// host:port, then raw bytes over the mesh transport. A CONNECT tunnel is
+// counted as TCP, not as an HTTP request, unless it is refused.
+func (p *Proxy) connect(next pipeline.Handler) pipeline.Handler {
+	return pipeline.HandlerFunc(func(x *pipeline.Exchange) error {
+		r := x.R
+		if r.Method != http.MethodConnect {
+			return next.Serve(x)
+		}
+		x.Authority = p.route.Authority(r, &x.Conn)
+		x.Key.DstService, x.LogVal = x.Authority, x.Authority
+		hj, ok := x.W.(http.Hijacker)
+		if r.ProtoMajor != 1 || !ok {
+			return proxyerr.New(http.StatusMethodNotAllowed, metrics.ReasonBadRequest, "CONNECT is supported over HTTP/1.1 only")
+		}
+		if !route.HasPort(r.Host) {
+			return proxyerr.New(http.StatusBadRequest, metrics.ReasonBadRequest, "CONNECT needs host:port")
+		}
+		if f := p.route.Lookup(x); f != nil {
+			return f
+		}
+		peer, key, f := p.openStream(r.Context(), x.Dest, addrPort(x.Authority, 0))
+		if f != nil {
+			x.Key = key
+			return f
+		}
+		c, brw, err := hj.Hijack()
+		if err != nil {
+			_ = peer.Close()
+			return nil
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+			_ = peer.Close()
+			return nil
+		}
+		if !flushBuffered(brw, peer) {
+			_ = peer.Close()
+			return nil
+		}
+		_ = p.splice(forward.WithCloseWrite(c, x.Conn.Raw), peer, key)
+		return nil
+	})
+}
+
+// upgrade is the stage that carries an HTTP/1 Upgrade (WebSocket) request
+// as an opaque stream: the request is written to the endpoint as is, then
+// bytes flow both ways.
+func (p *Proxy) upgrade(next pipeline.Handler) pipeline.Handler {
+	return pipeline.HandlerFunc(func(x *pipeline.Exchange) error {
+		r := x.R
+		if r.ProtoMajor != 1 || !forward.IsUpgrade(r.Header) {
+			return next.Serve(x)
+		}
+		hj, ok := x.W.(http.Hijacker)
+		if !ok {
+			return proxyerr.New(http.StatusBadRequest, metrics.ReasonBadRequest, "upgrade not possible on this connection")
+		}
+		defPort := uint16(80)
+		if x.Conn.Orig.IsValid() {
+			defPort = x.Conn.Orig.Port()
+		}
+		peer, key, f := p.openStream(r.Context(), x.Dest, defPort)
+		x.Key = key
+		if f != nil {
+			return f
+		}
+		x.Metrics()
+		forward.StripMesh(r.Header)
+		if err := r.Write(peer); err != nil {
+			_ = peer.Close()
+			return proxyerr.Classify(r.Context(), err, proxyerr.ToPeer, x.Dest.Dst)
+		}
+		return p.tunnel(x, hj, peer, key)
+	})
+}
+
+// tunnel hands the client's connection over to a stream to peer.
+func (p *Proxy) tunnel(x *pipeline.Exchange, hj http.Hijacker, peer net.Conn, key metrics.Key) error {
 	c, brw, err := hj.Hijack()
 	if err != nil {
 		_ = peer.Close()
-		return
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
-		_ = peer.Close()
-		return
-	}
-	if !flushBuffered(brw, peer) {
-		_ = peer.Close()
-		return
-	}
-	_ = p.splice(forward.WithCloseWrite(c, info.raw), peer, key)
-}
-
-// serveUpgrade carries an HTTP/1 Upgrade (WebSocket) request as an opaque
-// stream: the request is written to the endpoint as is, then bytes flow both
-// ways.
-func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, rt route, info *connInfo, start time.Time) {
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		p.answer(w, metrics.Key{Direction: metrics.Outbound, DstService: rt.dst}, proxyerr.New(http.StatusBadRequest, metrics.ReasonBadRequest, "upgrade not possible on this connection"), start)
-		return
-	}
-	defPort := uint16(80)
-	if info.orig.IsValid() {
-		defPort = info.orig.Port()
-	}
-	peer, key, f := p.openStream(r.Context(), rt, defPort)
-	if f != nil {
-		p.answer(w, key, f, start)
-		return
-	}
-	hm := p.m.HTTP(key)
-	hm.Requests.Inc()
-	forward.StripMesh(r.Header)
-	if err := r.Write(peer); err != nil {
-		_ = peer.Close()
-		p.errs.Answer(r.Context(), w, hm, proxyerr.Classify(r.Context(), err, proxyerr.ToPeer, rt.dst), start, "dst", rt.dst)
-		return
-	}
-	c, brw, err := hj.Hijack()
-	if err != nil {
-		_ = peer.Close()
-		hm.Response(0, "", true)
-		return
+		x.Tunnelled(0, err)
+		return nil
 	}
 	defer c.Close()
 	if !flushBuffered(brw, peer) {
 		_ = peer.Close()
-		hm.Response(0, "", true)
-		return
+		x.Tunnelled(0, net.ErrClosed)
+		return nil
 	}
-	err = p.splice(forward.WithCloseWrite(c, info.raw), peer, key)
-	hm.Response(http.StatusSwitchingProtocols, "", err != nil)
-	hm.Latency.Observe(time.Since(start).Seconds())
+	err = p.splice(forward.WithCloseWrite(c, x.Conn.Raw), peer, key)
+	x.Tunnelled(http.StatusSwitchingProtocols, err)
+	return nil
 }
 
 // flushBuffered sends bytes the HTTP server already read past the request.

@@ -22,7 +22,9 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
+	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
+	"github.com/trellis-mesh/trellis/proxy/route"
 )
 
 // Modes of the outbound listener.
@@ -61,19 +63,23 @@ type Config struct {
 
 	// HeaderTimeout bounds reading an HTTP/1 request head (default 30s).
 	HeaderTimeout time.Duration
+	// Routes is the route table the route stage consults; nil: none.
+	Routes route.Table
 }
 
 // Proxy is the outbound proxy.
 type Proxy struct {
-	cfg    Config
-	log    *slog.Logger
-	m      *metrics.Metrics
-	dialer *dialer
-	pool   *pool
-	h1     *http.Transport // plain HTTP/1.1 to non-meshed endpoints
-	srv    *listen.HTTP    // the app's HTTP/1 and HTTP/2 requests
-	ln     *listen.Listener
-	errs   *proxyerr.Renderer // the responses this proxy gives itself
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics.Metrics
+	dialer  *dialer
+	pool    *pool
+	h1      *http.Transport // plain HTTP/1.1 to non-meshed endpoints
+	route   *route.Stage
+	handler http.Handler // the request pipeline (chain)
+	srv     *listen.HTTP // the app's HTTP/1 and HTTP/2 requests
+	ln      *listen.Listener
+	errs    *proxyerr.Renderer // the responses this proxy gives itself
 }
 
 // New builds an outbound proxy.
@@ -120,10 +126,12 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	limiter := ratelog.New(cfg.Logger, 0)
 	p.errs = &proxyerr.Renderer{Direction: metrics.Outbound, Identity: cfg.Store.LocalIdentity().String(), Log: limiter}
+	p.route = &route.Stage{Transparent: cfg.Mode == ModeTransparent, Resolve: p.resolveDst, Table: cfg.Routes}
+	p.handler = p.chain()
 	var err error
 	p.srv, err = listen.NewHTTP(listen.HTTPConfig{
 		Direction: metrics.Outbound, Metrics: cfg.Metrics, Logger: cfg.Logger, Limiter: limiter,
-		Errors: p.errs, Handler: p, HeaderTimeout: cfg.HeaderTimeout, MaxConcurrentStreams: 1000,
+		Errors: p.errs, Handler: p.handler, HeaderTimeout: cfg.HeaderTimeout, MaxConcurrentStreams: 1000,
 	})
 	if err != nil {
 		return nil, err
@@ -137,14 +145,6 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.ln = listen.New(lc)
 	return p, nil
-}
-
-type connInfoKey struct{}
-
-// connInfo is what a request needs to know about its connection.
-type connInfo struct {
-	orig netip.AddrPort // transparent mode
-	raw  net.Conn
 }
 
 // Serve accepts connections on ln until it is closed.
@@ -171,17 +171,17 @@ func (p *Proxy) before(c net.Conn, orig netip.AddrPort) bool {
 		return false
 	}
 	p.m.Detect(metrics.Outbound, "opaque", "skipped")
-	p.opaqueTransparent(c, &connInfo{raw: c, orig: orig})
+	p.opaqueTransparent(c, &pipeline.Conn{Raw: c, Orig: orig})
 	return true
 }
 
 func (p *Proxy) dispatch(c listen.Conn) {
-	info := &connInfo{raw: c.Raw, orig: c.Orig}
+	info := &pipeline.Conn{Raw: c.Raw, Orig: c.Orig}
 	switch c.Detected.Protocol {
 	case detect.HTTP1:
-		p.srv.ServeHTTP1(context.WithValue(context.Background(), connInfoKey{}, info), c.Conn)
+		p.srv.ServeHTTP1(pipeline.WithConn(context.Background(), info), c.Conn)
 	case detect.HTTP2:
-		p.srv.ServeHTTP2(context.WithValue(context.Background(), connInfoKey{}, info), c.Conn)
+		p.srv.ServeHTTP2(pipeline.WithConn(context.Background(), info), c.Conn)
 	default:
 		if p.cfg.Mode == ModeTransparent {
 			p.opaqueTransparent(c.Conn, info)
