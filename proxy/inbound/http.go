@@ -139,7 +139,7 @@ func (p *Proxy) app(x *pipeline.Exchange) error {
 		// client's stream aborted.
 		p.countFraming(err)
 	}
-	x.Wrote(resp.StatusCode, grpcStatus(resp), err)
+	x.Wrote(resp.StatusCode, pipeline.GRPCStatus(resp), err)
 	return nil
 }
 
@@ -192,20 +192,6 @@ var unprocessedValue = []string{"app-unreachable"}
 func isDial(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
-}
-
-func grpcStatus(resp *http.Response) string {
-	ct := resp.Header["Content-Type"]
-	if len(ct) == 0 || !forward.IsGRPC(ct[0]) {
-		return ""
-	}
-	if v := resp.Trailer["Grpc-Status"]; len(v) > 0 {
-		return v[0]
-	}
-	if v := resp.Header["Grpc-Status"]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
 }
 
 // serveUpgrade passes an HTTP/1 Upgrade request from a plain caller to the

@@ -14,6 +14,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 	"github.com/trellis-mesh/trellis/proxy/route"
+	"github.com/trellis-mesh/trellis/proxy/upstream"
 )
 
 // openStream opens an opaque stream for a route, retrying endpoints that
@@ -51,7 +52,7 @@ func (p *Proxy) openStream(ctx context.Context, rt pipeline.Dest, defPort uint16
 		if err == nil {
 			return c, key, nil
 		}
-		if rt.Balancer != nil && attempt < maxRetries && ctx.Err() == nil {
+		if rt.Balancer != nil && attempt < upstream.MaxRetries && ctx.Err() == nil {
 			last = proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr)
 			if skip == nil {
 				skip = make(map[string]bool, 2)

@@ -25,6 +25,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 	"github.com/trellis-mesh/trellis/proxy/route"
+	"github.com/trellis-mesh/trellis/proxy/upstream"
 )
 
 // Modes of the outbound listener.
@@ -69,17 +70,18 @@ type Config struct {
 
 // Proxy is the outbound proxy.
 type Proxy struct {
-	cfg     Config
-	log     *slog.Logger
-	m       *metrics.Metrics
-	dialer  *dialer
-	pool    *pool
-	h1      *http.Transport // plain HTTP/1.1 to non-meshed endpoints
-	route   *route.Stage
-	handler http.Handler // the request pipeline (chain)
-	srv     *listen.HTTP // the app's HTTP/1 and HTTP/2 requests
-	ln      *listen.Listener
-	errs    *proxyerr.Renderer // the responses this proxy gives itself
+	cfg      Config
+	log      *slog.Logger
+	m        *metrics.Metrics
+	dialer   *dialer
+	pool     *pool
+	h1       *http.Transport // plain HTTP/1.1 to non-meshed endpoints
+	route    *route.Stage
+	upstream *upstream.Stage
+	handler  http.Handler // the request pipeline (chain)
+	srv      *listen.HTTP // the app's HTTP/1 and HTTP/2 requests
+	ln       *listen.Listener
+	errs     *proxyerr.Renderer // the responses this proxy gives itself
 }
 
 // New builds an outbound proxy.
@@ -127,6 +129,10 @@ func New(cfg Config) (*Proxy, error) {
 	limiter := ratelog.New(cfg.Logger, 0)
 	p.errs = &proxyerr.Renderer{Direction: metrics.Outbound, Identity: cfg.Store.LocalIdentity().String(), Log: limiter}
 	p.route = &route.Stage{Transparent: cfg.Mode == ModeTransparent, Resolve: p.resolveDst, Table: cfg.Routes}
+	p.upstream = &upstream.Stage{
+		Metrics: cfg.Metrics, Errors: p.errs, Log: cfg.Logger,
+		Mesh: p.meshConn, Plain: p.h1, Unprocessed: isUnprocessed,
+	}
 	p.handler = p.chain()
 	var err error
 	p.srv, err = listen.NewHTTP(listen.HTTPConfig{

@@ -163,6 +163,22 @@ func (x *Exchange) Wrote(status int, grpc string, err error) {
 	}
 }
 
+// GRPCStatus is the grpc-status of a gRPC response (trailer, or header
+// for a trailers-only response), "" for any other response.
+func GRPCStatus(resp *http.Response) string {
+	ct := resp.Header["Content-Type"]
+	if len(ct) == 0 || !forward.IsGRPC(ct[0]) {
+		return ""
+	}
+	if v := resp.Trailer["Grpc-Status"]; len(v) > 0 {
+		return v[0]
+	}
+	if v := resp.Header["Grpc-Status"]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // Tunnelled records an exchange that became a byte stream (an HTTP/1
 // Upgrade) with status (101, or 0 when the hand-over failed); err is why it
 // ended badly. The connection is no longer HTTP: nothing is aborted.

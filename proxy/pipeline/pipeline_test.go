@@ -210,3 +210,23 @@ func TestObserve(t *testing.T) {
 		})
 	}
 }
+
+func TestGRPCStatus(t *testing.T) {
+	tests := []struct {
+		name    string
+		header  http.Header
+		trailer http.Header
+		want    string
+	}{
+		{"not gRPC", http.Header{"Grpc-Status": {"3"}}, nil, ""},
+		{"trailer", http.Header{"Content-Type": {"application/grpc"}}, http.Header{"Grpc-Status": {"5"}}, "5"},
+		{"trailers-only", http.Header{"Content-Type": {"application/grpc+proto"}, "Grpc-Status": {"14"}}, nil, "14"},
+		{"trailer wins", http.Header{"Content-Type": {"application/grpc"}, "Grpc-Status": {"0"}}, http.Header{"Grpc-Status": {"2"}}, "2"},
+		{"gRPC without status", http.Header{"Content-Type": {"application/grpc"}}, nil, ""},
+	}
+	for _, tt := range tests {
+		if got := GRPCStatus(&http.Response{Header: tt.header, Trailer: tt.trailer}); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
