@@ -187,19 +187,7 @@ func (u *Stage) attempt(x *pipeline.Exchange, s *sending, attempt int) (*http.Re
 	if meshed {
 		forward.CarryExpect(hdr)
 	}
-	out := r.WithContext(ctx)
-	if s.body != nil {
-		out.Body = io.NopCloser(bytes.NewReader(s.body))
-	} else if s.cb != nil {
-		out.Body = s.cb
-	}
-	target := new(url.URL)
-	*target = *r.URL
-	target.Scheme, target.Host = scheme, urlHost
-	out.URL = target
-	out.RequestURI = ""
-	out.Close = false
-	out, gotHead := gateContinue(out)
+	out, gotHead := gateContinue(s.outgoing(ctx, r, scheme, urlHost))
 	t0 := time.Now()
 	resp, err := rt.RoundTrip(out)
 	gotHead()
@@ -217,6 +205,24 @@ func (u *Stage) attempt(x *pipeline.Exchange, s *sending, attempt int) (*http.Re
 	}
 	x.Metrics()
 	return resp, nil
+}
+
+// outgoing is the request an attempt sends: r under ctx, with the body
+// kept for a retry (or the client's, marked) and the endpoint's URL.
+func (s *sending) outgoing(ctx context.Context, r *http.Request, scheme, host string) *http.Request {
+	out := r.WithContext(ctx)
+	if s.body != nil {
+		out.Body = io.NopCloser(bytes.NewReader(s.body))
+	} else if s.cb != nil {
+		out.Body = s.cb
+	}
+	target := new(url.URL)
+	*target = *r.URL
+	target.Scheme, target.Host = scheme, host
+	out.URL = target
+	out.RequestURI = ""
+	out.Close = false
+	return out
 }
 
 // roundTripper is how an attempt reaches ep: the per-peer mesh connection
