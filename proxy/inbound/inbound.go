@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/trellis-mesh/trellis/proxy/app"
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/listen"
@@ -98,6 +99,7 @@ type Proxy struct {
 	targets *appTargets
 	// authorizer is the authz stage's policy.
 	authorizer policy.Authorizer
+	app        *app.Stage
 	// refuseLog rate-limits refusal log lines per caller and reason.
 	refuseLog *ratelog.Limiter
 
@@ -172,6 +174,7 @@ func New(cfg Config) (*Proxy, error) {
 		// decompression of the app's response.
 		DisableCompression: true,
 	}
+	p.app = &app.Stage{Metrics: cfg.Metrics, H1: p.h1, H2: p.h2c, Dial: p.dialApp}
 	p.srv, err = listen.NewHTTP(listen.HTTPConfig{
 		Direction: metrics.Inbound, Metrics: cfg.Metrics, Logger: cfg.Logger, Limiter: limiter,
 		Errors: p.errs, Handler: p.chain(), HeaderTimeout: cfg.HeaderTimeout,
