@@ -278,7 +278,7 @@ func (p *Proxy) dispatch(lc listen.Conn) {
 	info := p.connInfoOf(lc.Raw, lc.Orig)
 	res, conn := lc.Detected, lc.Conn
 	if !isMeshTLS(res, p.cfg.Store.LocalIdentity()) && !isHTTP(res.Protocol) {
-		// HTTP callers get a 403 from serveHTTP; the others are closed.
+		// HTTP callers get a 403 from the authz stage; the others are closed.
 		if err := p.plainRefusal(info); err != nil {
 			p.refused(info.conn(), metrics.RefusedOpaque, err)
 			_ = lc.Raw.Close()
