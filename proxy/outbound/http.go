@@ -26,9 +26,9 @@ func (p *Proxy) chain() http.Handler {
 		Direction: metrics.Outbound, Metrics: p.m, Errors: p.errs,
 		Begin: func(x *pipeline.Exchange) { x.LogKey = "dst" },
 		Next: pipeline.Chain(p.upstream,
-			p.connect,
+			p.tunnel.Connect,
 			p.route.Layer,
-			p.upgrade,
+			p.tunnel.Upgrade,
 			timeout.Layer(p.cfg.RequestTimeout),
 			pipeline.Identity, // fault injection
 			pipeline.Identity, // mirroring

@@ -1,11 +1,9 @@
 package outbound
 
 import (
-	"bufio"
 	"context"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/trellis-mesh/trellis/proxy/balance"
@@ -13,7 +11,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
-	"github.com/trellis-mesh/trellis/proxy/route"
+	"github.com/trellis-mesh/trellis/proxy/tunnel"
 	"github.com/trellis-mesh/trellis/proxy/upstream"
 )
 
@@ -42,7 +40,7 @@ func (p *Proxy) openStream(ctx context.Context, rt pipeline.Dest, defPort uint16
 		key := metrics.Key{Direction: metrics.Outbound, DstService: rt.Dst, PeerIdentity: idString(ep.Identity), TLS: !ep.Identity.IsZero()}
 		port := uint16(ep.TargetPort)
 		if port == 0 {
-			port = addrPort(ep.Addr, defPort)
+			port = tunnel.AddrPort(ep.Addr, defPort)
 		}
 		t0 := time.Now()
 		c, err := p.dialer.opaque(ctx, ep.Addr, ep.Identity, port, rt.Dst)
@@ -62,18 +60,6 @@ func (p *Proxy) openStream(ctx context.Context, rt pipeline.Dest, defPort uint16
 		}
 		return nil, key, proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr)
 	}
-}
-
-func addrPort(addr string, def uint16) uint16 {
-	_, ps, err := net.SplitHostPort(addr)
-	if err != nil {
-		return def
-	}
-	n, err := strconv.ParseUint(ps, 10, 16)
-	if err != nil || n == 0 {
-		return def
-	}
-	return uint16(n)
 }
 
 // splice carries an opaque stream and records its TCP metrics. app is the
@@ -106,111 +92,4 @@ func (p *Proxy) opaqueTransparent(c net.Conn, info *pipeline.Conn) {
 		return
 	}
 	_ = p.splice(forward.WithCloseWrite(c, info.Raw), peer, key)
-}
-
-// connect is the stage that gives explicit-mode apps opaque TCP: CONNECT
-// host:port, then raw bytes over the mesh transport. A CONNECT tunnel is
-// counted as TCP, not as an HTTP request, unless it is refused.
-func (p *Proxy) connect(next pipeline.Handler) pipeline.Handler {
-	return pipeline.HandlerFunc(func(x *pipeline.Exchange) error {
-		r := x.R
-		if r.Method != http.MethodConnect {
-			return next.Serve(x)
-		}
-		x.Authority = p.route.Authority(r, &x.Conn)
-		x.Key.DstService, x.LogVal = x.Authority, x.Authority
-		hj, ok := x.W.(http.Hijacker)
-		if r.ProtoMajor != 1 || !ok {
-			return proxyerr.New(http.StatusMethodNotAllowed, metrics.ReasonBadRequest, "CONNECT is supported over HTTP/1.1 only")
-		}
-		if !route.HasPort(r.Host) {
-			return proxyerr.New(http.StatusBadRequest, metrics.ReasonBadRequest, "CONNECT needs host:port")
-		}
-		if f := p.route.Lookup(x); f != nil {
-			return f
-		}
-		peer, key, f := p.openStream(r.Context(), x.Dest, addrPort(x.Authority, 0))
-		if f != nil {
-			x.Key = key
-			return f
-		}
-		c, brw, err := hj.Hijack()
-		if err != nil {
-			_ = peer.Close()
-			return nil
-		}
-		defer c.Close()
-		if _, err := c.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
-			_ = peer.Close()
-			return nil
-		}
-		if !flushBuffered(brw, peer) {
-			_ = peer.Close()
-			return nil
-		}
-		_ = p.splice(forward.WithCloseWrite(c, x.Conn.Raw), peer, key)
-		return nil
-	})
-}
-
-// upgrade is the stage that carries an HTTP/1 Upgrade (WebSocket) request
-// as an opaque stream: the request is written to the endpoint as is, then
-// bytes flow both ways.
-func (p *Proxy) upgrade(next pipeline.Handler) pipeline.Handler {
-	return pipeline.HandlerFunc(func(x *pipeline.Exchange) error {
-		r := x.R
-		if r.ProtoMajor != 1 || !forward.IsUpgrade(r.Header) {
-			return next.Serve(x)
-		}
-		hj, ok := x.W.(http.Hijacker)
-		if !ok {
-			return proxyerr.New(http.StatusBadRequest, metrics.ReasonBadRequest, "upgrade not possible on this connection")
-		}
-		defPort := uint16(80)
-		if x.Conn.Orig.IsValid() {
-			defPort = x.Conn.Orig.Port()
-		}
-		peer, key, f := p.openStream(r.Context(), x.Dest, defPort)
-		x.Key = key
-		if f != nil {
-			return f
-		}
-		x.Metrics()
-		forward.StripMesh(r.Header)
-		if err := r.Write(peer); err != nil {
-			_ = peer.Close()
-			return proxyerr.Classify(r.Context(), err, proxyerr.ToPeer, x.Dest.Dst)
-		}
-		return p.tunnel(x, hj, peer, key)
-	})
-}
-
-// tunnel hands the client's connection over to a stream to peer.
-func (p *Proxy) tunnel(x *pipeline.Exchange, hj http.Hijacker, peer net.Conn, key metrics.Key) error {
-	c, brw, err := hj.Hijack()
-	if err != nil {
-		_ = peer.Close()
-		x.Tunnelled(0, err)
-		return nil
-	}
-	defer c.Close()
-	if !flushBuffered(brw, peer) {
-		_ = peer.Close()
-		x.Tunnelled(0, net.ErrClosed)
-		return nil
-	}
-	err = p.splice(forward.WithCloseWrite(c, x.Conn.Raw), peer, key)
-	x.Tunnelled(http.StatusSwitchingProtocols, err)
-	return nil
-}
-
-// flushBuffered sends bytes the HTTP server already read past the request.
-func flushBuffered(brw *bufio.ReadWriter, dst net.Conn) bool {
-	if n := brw.Reader.Buffered(); n > 0 {
-		b, _ := brw.Reader.Peek(n)
-		if _, err := dst.Write(b); err != nil {
-			return false
-		}
-	}
-	return true
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 	"github.com/trellis-mesh/trellis/proxy/route"
+	"github.com/trellis-mesh/trellis/proxy/tunnel"
 	"github.com/trellis-mesh/trellis/proxy/upstream"
 )
 
@@ -78,6 +79,7 @@ type Proxy struct {
 	h1       *http.Transport // plain HTTP/1.1 to non-meshed endpoints
 	route    *route.Stage
 	upstream *upstream.Stage
+	tunnel   *tunnel.Stage
 	handler  http.Handler // the request pipeline (chain)
 	srv      *listen.HTTP // the app's HTTP/1 and HTTP/2 requests
 	ln       *listen.Listener
@@ -133,6 +135,7 @@ func New(cfg Config) (*Proxy, error) {
 		Metrics: cfg.Metrics, Errors: p.errs, Log: cfg.Logger,
 		Mesh: p.meshConn, Plain: p.h1, Unprocessed: isUnprocessed,
 	}
+	p.tunnel = &tunnel.Stage{Route: p.route, Open: p.openStream, Splice: p.splice}
 	p.handler = p.chain()
 	var err error
 	p.srv, err = listen.NewHTTP(listen.HTTPConfig{
