@@ -59,8 +59,8 @@ type Config struct {
 	// TrustAnchors when it holds a usable bundle (certifier.BootstrapAnchors).
 	TrustAnchorsCache string
 	// MeshTransport is the HTTP/2 implementation on mesh connections, both
-	// directions: "xnet" (golang.org/x/net/http2, the default) or "lean"
-	// (proxy/meshh2).
+	// directions: "lean" (proxy/meshh2, the default) or "xnet"
+	// (golang.org/x/net/http2, kept while it is retired).
 	MeshTransport string
 	// CaptureStdLog routes the standard log package (where x/net/http2's
 	// client side prints a peer's protocol errors) through Logger at debug

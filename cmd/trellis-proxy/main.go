@@ -82,7 +82,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.AppIP, "app-ip", "", "transparent mode: the address inbound traffic is forwarded to (the pod IP; the injector sets it from status.podIP), so processes listening only on loopback are not exposed to the mesh (empty: 127.0.0.1)")
 	fs.StringVar(&appPorts, "app-ports", "", "explicit mode: further ports of --app-addr's host that mesh peers may name as target port (--app-addr's own port always may; any other is refused)")
 	fs.StringVar(&cfg.DefaultInboundPolicy, "default-inbound-policy", "all-unauthenticated", "all-unauthenticated (callers without mesh TLS reach the app) or all-authenticated (only mesh mTLS peers; others get 403 or a closed connection)")
-	fs.StringVar(&cfg.MeshTransport, "mesh-transport", "xnet", "HTTP/2 implementation between proxies: xnet (golang.org/x/net/http2) or lean (proxy/meshh2)")
+	fs.StringVar(&cfg.MeshTransport, "mesh-transport", "lean", "HTTP/2 implementation between proxies: lean (proxy/meshh2, the default) or xnet (golang.org/x/net/http2, deprecated)")
 	fs.IntVar(&rc.maxProcs, "gomaxprocs", 1, "Go scheduler threads (GOMAXPROCS); 0: one per CPU. The GOMAXPROCS environment variable wins")
 	fs.StringVar(&rc.memoryLimit, "memory-limit", "12MiB", "soft memory limit of the Go runtime: the GC works harder near it (0: none). GOMEMLIMIT wins")
 	fs.IntVar(&rc.gcPercent, "gc-percent", 0, "GC target: heap growth in percent between collections (0: Go's default of 100; -1: off). GOGC wins")

@@ -99,11 +99,11 @@ func FlushBuffered(brw *bufio.ReadWriter, dst net.Conn) bool {
 }
 
 // RelayDeclined writes an upstream's final answer to an Upgrade request that
-// was not switched, then closes upstream, which carried nothing else. It
-// reports whether the caller went away, and a failure to relay.
-func RelayDeclined(ctx context.Context, w http.ResponseWriter, upstream net.Conn, resp *http.Response) (cancelled bool, err error) {
+// was not switched, then closes upstream, which carried nothing else. The
+// error is WriteResponse's.
+func RelayDeclined(w http.ResponseWriter, upstream net.Conn, resp *http.Response) error {
 	defer upstream.Close()
-	_, err = WriteResponse(w, resp)
+	_, err := WriteResponse(w, resp)
 	_ = resp.Body.Close()
-	return err != nil && ctx.Err() != nil, err
+	return err
 }

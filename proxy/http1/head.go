@@ -133,6 +133,7 @@ func (lr *lineReader) line() ([]byte, error) {
 
 // readFields reads a field section up to its empty line into h.
 func readFields(lr *lineReader, h http.Header, maxFields int, what string) error {
+	var strs []string // backing array of single values, filled in chunks
 	for n := 0; ; n++ {
 		line, err := lr.line()
 		if err != nil {
@@ -152,38 +153,82 @@ func readFields(lr *lineReader, h http.Header, maxFields int, what string) error
 		if err != nil {
 			return err
 		}
-		key := textproto.CanonicalMIMEHeaderKey(name)
-		h[key] = append(h[key], value)
+		key := canonicalKey(name)
+		if vv, ok := h[key]; ok {
+			h[key] = append(vv, value)
+			continue
+		}
+		// Single values share a backing array (as net/textproto does):
+		// one allocation per valuesChunk fields instead of one per field.
+		// Full-capacity slices keep an append to one key off the next.
+		if len(strs) == 0 {
+			strs = make([]string, valuesChunk)
+		}
+		strs[0] = value
+		h[key] = strs[:1:1]
+		strs = strs[1:]
 	}
+}
+
+// valuesChunk is how many single field values share one allocation.
+const valuesChunk = 8
+
+// commonKeys maps common field names, canonical or lower case, to their
+// canonical form: such a line costs no allocation for its key. Built once,
+// only read.
+var commonKeys = func() map[string]string {
+	m := make(map[string]string)
+	for _, k := range []string{
+		"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
+		"Connection", "Content-Encoding", "Content-Length", "Content-Type", "Cookie", "Date",
+		"Etag", "Expect", "Host", "If-Modified-Since", "If-None-Match", "Keep-Alive",
+		"Last-Modified", "Location", "Origin", "Referer", "Server", "Set-Cookie", "Te",
+		"Trailer", "Transfer-Encoding", "Upgrade", "User-Agent", "Vary", "Via",
+		"X-Forwarded-For", "X-Forwarded-Proto", "X-Request-Id", "Traceparent", "Tracestate",
+	} {
+		k = textproto.CanonicalMIMEHeaderKey(k)
+		m[k] = k
+		m[strings.ToLower(k)] = k
+	}
+	return m
+}()
+
+// canonicalKey is textproto.CanonicalMIMEHeaderKey of name, without an
+// allocation for the common names.
+func canonicalKey(name []byte) string {
+	if k, ok := commonKeys[string(name)]; ok {
+		return k
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(name))
 }
 
 // splitField checks one field line: a token, a colon right after it (no
 // whitespace before the colon, RFC 9112 §5.1), and a value of visible
 // characters, spaces and tabs only (RFC 9110 §5.5).
-func splitField(line []byte, what string) (string, string, error) {
+func splitField(line []byte, what string) ([]byte, string, error) {
 	i := bytes.IndexByte(line, ':')
 	if i <= 0 {
 		if i < 0 {
-			return "", "", bad(ReasonFieldName, "%s line without a colon: %q", what, clip(line))
+			return nil, "", bad(ReasonFieldName, "%s line without a colon: %q", what, clip(line))
 		}
-		return "", "", bad(ReasonFieldName, "empty %s field name", what)
+		return nil, "", bad(ReasonFieldName, "empty %s field name", what)
 	}
 	name := line[:i]
 	for _, c := range name {
 		if !httpguts.IsTokenRune(rune(c)) {
 			if c == ' ' || c == '\t' {
-				return "", "", bad(ReasonFieldName, "whitespace between %s field name %q and colon (RFC 9112 §5.1)", what, clip(bytes.TrimRight(name, " \t")))
+				return nil, "", bad(ReasonFieldName, "whitespace between %s field name %q and colon (RFC 9112 §5.1)", what, clip(bytes.TrimRight(name, " \t")))
 			}
-			return "", "", bad(ReasonFieldName, "invalid character %q in %s field name %q", c, what, clip(name))
+			return nil, "", bad(ReasonFieldName, "invalid character %q in %s field name %q", c, what, clip(name))
 		}
 	}
 	v := bytes.Trim(line[i+1:], " \t")
 	for _, c := range v {
 		if (c < ' ' && c != '\t') || c == 0x7f {
-			return "", "", bad(ReasonFieldValue, "control character %q in the value of %s field %s", c, what, clip(name))
+			return nil, "", bad(ReasonFieldValue, "control character %q in the value of %s field %s", c, what, clip(name))
 		}
 	}
-	return string(name), string(v), nil
+	return name, string(v), nil
 }
 
 func clip(b []byte) string {

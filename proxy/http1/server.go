@@ -40,6 +40,11 @@ type Server struct {
 	ProxyError func(status int) string
 	Logger     *slog.Logger
 
+	// watchDelay overrides watchDelayDefault (tests); watchHook, when
+	// set, is called as a watch read starts (tests).
+	watchDelay time.Duration
+	watchHook  func()
+
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	shutdown bool
@@ -48,7 +53,7 @@ type Server struct {
 // ServeConn serves c until it closes, an error, or a shutdown; it closes c
 // unless a handler hijacked it.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
-	cn := &conn{s: s, c: c, cr: &connReader{c: c}}
+	cn := &conn{s: s, c: c, cr: &connReader{c: c, delay: durationOr(s.watchDelay, watchDelayDefault), hook: s.watchHook}}
 	cn.br = bufio.NewReaderSize(cn.cr, 4<<10)
 	cn.bw = bufio.NewWriterSize(c, 4<<10)
 	if !s.track(cn, true) {
@@ -61,6 +66,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	}
 	for cn.serveOne(ctx) {
 	}
+	cn.cr.stopTimer()
 	if !cn.hijacked {
 		_ = c.Close()
 	}
@@ -145,6 +151,14 @@ type conn struct {
 	idle     bool // guarded by s.mu
 	hijacked bool
 	served   int
+	remote   string // RemoteAddr().String(), once per connection
+}
+
+func (cn *conn) remoteAddr() string {
+	if cn.remote == "" {
+		cn.remote = cn.c.RemoteAddr().String()
+	}
+	return cn.remote
 }
 
 // serveOne reads and handles one request; it reports whether the
@@ -201,7 +215,7 @@ func (cn *conn) refuse(err error) {
 		cn.s.OnError(e.Status, e.Reason)
 	}
 	if cn.s.Logger != nil {
-		cn.s.Logger.Debug("http1: request refused", "remote", cn.c.RemoteAddr().String(), "status", e.Status, "reason", e.Reason, "err", e.Msg)
+		cn.s.Logger.Debug("http1: request refused", "remote", cn.remoteAddr(), "status", e.Status, "reason", e.Reason, "err", e.Msg)
 	}
 	var proxyErr string
 	if cn.s.ProxyError != nil {
@@ -244,7 +258,7 @@ func (cn *conn) handle(ctx context.Context, req *http.Request, f Framing) bool {
 	w := newResponse(cn, req)
 	b := newBody(cn, w, req, f, cancel)
 	req.Body = b
-	req.RemoteAddr = cn.c.RemoteAddr().String()
+	req.RemoteAddr = cn.remoteAddr()
 	req = req.WithContext(ctx)
 	w.req = req
 	if b.done {
@@ -283,12 +297,26 @@ func (cn *conn) runHandler(w *response, req *http.Request) (ok bool) {
 	return true
 }
 
-// connReader sits below the bufio.Reader: while a handler runs and the
-// request body is done, one background read watches for the client going
-// away (cancelling the request's context) and keeps the byte it may read.
+// watchDelayDefault is how long a handler runs, its request body done,
+// before a background read starts watching for the client going away. A
+// request answered sooner (most of them) costs no goroutine: the watch is
+// a per-connection timer, armed and stopped per request; the price is
+// that a client's disconnect is seen up to this much later.
+const watchDelayDefault = 5 * time.Millisecond
+
+// connReader sits below the bufio.Reader: while a handler runs past the
+// watch delay and the request body is done, one background read watches
+// for the client going away (cancelling the request's context) and keeps
+// the byte it may read.
 type connReader struct {
-	c       net.Conn
-	mu      sync.Mutex
+	c     net.Conn
+	delay time.Duration
+	hook  func()
+	mu    sync.Mutex
+	// armed: the timer will start the watch read for cancel.
+	armed   bool
+	timer   *time.Timer
+	cancel  context.CancelFunc
 	inRead  bool
 	done    chan struct{}
 	byteBuf [1]byte
@@ -312,33 +340,72 @@ func (cr *connReader) Read(p []byte) (int, error) {
 	return cr.c.Read(p)
 }
 
+// startBackgroundRead arms the watch: if the handler is still running
+// after the delay, the timer's goroutine reads one byte, cancelling the
+// request (cancel) if the client went away.
 func (cr *connReader) startBackgroundRead(cancel context.CancelFunc) {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	if cr.inRead || cr.hasByte || cr.closed {
+	if cr.inRead || cr.armed || cr.hasByte || cr.closed {
 		return
 	}
-	cr.inRead = true
-	cr.done = make(chan struct{})
-	go func() {
-		n, err := cr.c.Read(cr.byteBuf[:])
-		cr.mu.Lock()
-		if n == 1 {
-			cr.hasByte = true
-		}
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			cr.closed = true
-			cancel()
-		}
-		cr.inRead = false
-		close(cr.done)
-		cr.mu.Unlock()
-	}()
+	cr.armed = true
+	cr.cancel = cancel
+	if cr.timer == nil {
+		cr.timer = time.AfterFunc(cr.delay, cr.watch)
+	} else {
+		cr.timer.Reset(cr.delay)
+	}
 }
 
-// abortPendingRead stops the background read and waits for it.
+// watch runs in the timer's goroutine: the background read, unless the
+// watch was disarmed meanwhile.
+func (cr *connReader) watch() {
+	cr.mu.Lock()
+	if !cr.armed {
+		cr.mu.Unlock()
+		return
+	}
+	cancel := cr.cancel
+	cr.armed, cr.cancel = false, nil
+	cr.inRead = true
+	cr.done = make(chan struct{})
+	cr.mu.Unlock()
+	if cr.hook != nil {
+		cr.hook()
+	}
+	n, err := cr.c.Read(cr.byteBuf[:])
+	cr.mu.Lock()
+	if n == 1 {
+		cr.hasByte = true
+	}
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		cr.closed = true
+		cancel()
+	}
+	cr.inRead = false
+	close(cr.done)
+	cr.mu.Unlock()
+}
+
+// stopTimer releases the connection's watch timer.
+func (cr *connReader) stopTimer() {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	cr.armed, cr.cancel = false, nil
+	if cr.timer != nil {
+		cr.timer.Stop()
+	}
+}
+
+// abortPendingRead disarms the watch, or stops its read and waits for it.
 func (cr *connReader) abortPendingRead() {
 	cr.mu.Lock()
+	if cr.armed {
+		// A timer firing now finds the watch disarmed and returns.
+		cr.armed, cr.cancel = false, nil
+		cr.timer.Stop()
+	}
 	if !cr.inRead {
 		cr.mu.Unlock()
 		return

@@ -11,18 +11,20 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/pipeline"
+	"github.com/trellis-mesh/trellis/proxy/policy"
+	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 )
 
 // Default inbound policies (Config.DefaultPolicy, --default-inbound-policy).
 const (
 	// PolicyAllUnauthenticated lets callers without mesh TLS reach the
 	// app (plain HTTP, raw TCP, the app's own TLS): the default.
-	PolicyAllUnauthenticated = "all-unauthenticated"
+	PolicyAllUnauthenticated = policy.AllUnauthenticated
 	// PolicyAllAuthenticated lets only mesh mTLS peers reach the app.
-	PolicyAllAuthenticated = "all-authenticated"
+	PolicyAllAuthenticated = policy.AllAuthenticated
 )
 
 // refusal is why a caller may not reach what it asked for; its message is
@@ -33,6 +35,20 @@ type refusal struct {
 }
 
 func (r *refusal) Error() string { return r.msg }
+
+// RefusalReason is the metric label of the refusal.
+func (r *refusal) RefusalReason() string { return r.reason }
+
+// reasoned is a refusal of this guard or a policy.Denial.
+type reasoned interface{ RefusalReason() string }
+
+func reasonOf(err error) string {
+	var r reasoned
+	if errors.As(err, &r) {
+		return r.RefusalReason()
+	}
+	return "other"
+}
 
 // appTargets decides the app address of a port named by a mesh peer
 // (trellis-target-port, the opaque transport header) or by the original
@@ -100,27 +116,25 @@ func (t *appTargets) forPort(port uint16) (string, error) {
 	return s, nil
 }
 
-var errUnauthenticated = &refusal{reason: metrics.ReasonUnauthenticated,
-	msg: "mesh mTLS required: this proxy's default inbound policy is all-authenticated, and the caller has no mesh identity"}
+// errUnauthenticated is the default policy's refusal of a caller without
+// mesh TLS under all-authenticated.
+var errUnauthenticated error = policy.ErrUnauthenticated
 
 // refused counts a refusal and logs it, at most once a minute per caller
 // and reason: caller is the mesh identity, or the remote IP without one.
-func (p *Proxy) refused(info *connInfo, protocol string, err error) {
-	var r *refusal
-	if !errors.As(err, &r) {
-		r = &refusal{reason: "other", msg: err.Error()}
-	}
-	p.m.Refused(info.peer, info.tls, protocol, r.reason)
-	caller, remote := info.peer, ""
-	if info.raw != nil {
-		remote = info.raw.RemoteAddr().String()
+func (p *Proxy) refused(c *pipeline.Conn, protocol string, err error) {
+	reason := reasonOf(err)
+	p.m.Refused(c.Peer, c.TLS, protocol, reason)
+	caller, remote := c.Peer, ""
+	if c.Raw != nil {
+		remote = c.Raw.RemoteAddr().String()
 	}
 	if caller == "" {
 		caller = "unauthenticated " + hostOf(remote)
 	}
-	p.refuseLog.Log(context.Background(), slog.LevelWarn, caller+"\x00"+r.reason+"\x00"+protocol,
+	p.refuseLog.Log(context.Background(), slog.LevelWarn, caller+"\x00"+reason+"\x00"+protocol,
 		"inbound: refused", "caller", caller, "remote", remote, "protocol", protocol,
-		"reason", r.reason, "detail", r.msg)
+		"reason", reason, "detail", err.Error())
 }
 
 func hostOf(addr string) string {
@@ -131,23 +145,30 @@ func hostOf(addr string) string {
 }
 
 // plainRefusal is why a caller without mesh TLS may not reach the app, or
-// nil: the default inbound policy first, then its original destination.
+// nil: the inbound policy first, then its original destination.
 func (p *Proxy) plainRefusal(info *connInfo) error {
-	if p.requireMTLS() {
-		return errUnauthenticated
-	}
-	return info.targetErr
+	return p.callerRefusal(context.Background(), policy.Caller{}, nil, info.targetErr)
 }
 
-// refusedHTTP answers a refused request with 403 and trellis-error.
-func (p *Proxy) refusedHTTP(w http.ResponseWriter, hm *metrics.HTTP, info *connInfo, err error, start time.Time) {
-	p.refused(info, metrics.RefusedHTTP, err)
-	reason := "other"
-	var r *refusal
-	if errors.As(err, &r) {
-		reason = r.reason
+// callerRefusal is why caller may not send r (nil: a stream that is not
+// HTTP) to a target refused with targetErr, or nil: the Authorizer first,
+// then the target.
+func (p *Proxy) callerRefusal(ctx context.Context, caller policy.Caller, r *http.Request, targetErr error) error {
+	az := p.authorizer
+	if az == nil {
+		// A Proxy not made by New: the configured default policy.
+		az = policy.Default{Policy: p.cfg.DefaultPolicy}
 	}
-	p.fail(w, hm, http.StatusForbidden, reason, err.Error(), start)
+	if err := az.Authorize(ctx, caller, r); err != nil {
+		return err
+	}
+	return targetErr
+}
+
+// refusedHTTP counts a refused request and returns its 403.
+func (p *Proxy) refusedHTTP(x *pipeline.Exchange, err error) error {
+	p.refused(&x.Conn, metrics.RefusedHTTP, err)
+	return proxyerr.New(http.StatusForbidden, reasonOf(err), err.Error())
 }
 
 // requireMTLS reports whether callers without mesh TLS are refused.

@@ -10,12 +10,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/ratelog"
-	"log"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -23,13 +22,16 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/trellis-mesh/trellis/proxy/app"
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
-	"github.com/trellis-mesh/trellis/proxy/http1"
+	"github.com/trellis-mesh/trellis/proxy/listen"
 	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
+	"github.com/trellis-mesh/trellis/proxy/pipeline"
+	"github.com/trellis-mesh/trellis/proxy/policy"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 	"github.com/trellis-mesh/trellis/proxy/selfconn"
 	"github.com/trellis-mesh/trellis/proxy/transport"
@@ -66,12 +68,15 @@ type Config struct {
 	DialTimeout      time.Duration // default 5s
 	OpaquePorts      map[uint16]bool
 	OrigDst          func(net.Conn) (netip.AddrPort, error)
-	// MeshTransport serves mesh HTTP/2 with x/net ("xnet", default) or
-	// the lean proxy/meshh2 server ("lean").
+	// MeshTransport serves mesh HTTP/2 with the lean proxy/meshh2 server
+	// ("lean", default) or x/net ("xnet").
 	MeshTransport string
 
 	// HeaderTimeout bounds reading an HTTP/1 request head (default 30s).
 	HeaderTimeout time.Duration
+	// Authorizer decides whether a caller may reach the app; default:
+	// DefaultPolicy's (policy.Default).
+	Authorizer policy.Authorizer
 }
 
 // Mesh transports (Config.MeshTransport).
@@ -89,18 +94,17 @@ type Proxy struct {
 	dialer  net.Dialer
 	h1      *forward.H1Client // HTTP/1.1 towards the app
 	h2c     *http2.Transport  // prior-knowledge HTTP/2 towards the app
-	h1srv   *http1.Server     // plain-text HTTP/1 callers
-	h2srv   *http2.Server
-	h2base  *http.Server
-	tracker forward.Tracker
+	srv     *listen.HTTP      // HTTP/1 and HTTP/2 callers, mesh HTTP/2 over xnet
+	ln      *listen.Listener
 	targets *appTargets
+	// authorizer is the authz stage's policy.
+	authorizer policy.Authorizer
+	app        *app.Stage
 	// refuseLog rate-limits refusal log lines per caller and reason.
 	refuseLog *ratelog.Limiter
 
-	mu      sync.Mutex
-	lns     []net.Listener
-	closing bool
-	lean    map[*meshh2.ServerConn]struct{} // live lean mesh conns, for drain
+	mu   sync.Mutex
+	lean map[*meshh2.ServerConn]struct{} // live lean mesh conns, for drain
 
 	errs *proxyerr.Renderer // the responses this proxy gives itself
 }
@@ -125,12 +129,13 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.OrigDst == nil {
 		cfg.OrigDst = origdst.Get
 	}
-	switch cfg.DefaultPolicy {
-	case "":
-		cfg.DefaultPolicy = PolicyAllUnauthenticated
-	case PolicyAllUnauthenticated, PolicyAllAuthenticated:
-	default:
-		return nil, errors.New("inbound: default policy must be " + PolicyAllUnauthenticated + " or " + PolicyAllAuthenticated + ", got " + strconv.Quote(cfg.DefaultPolicy))
+	def, err := policy.NewDefault(cfg.DefaultPolicy)
+	if err != nil {
+		return nil, fmt.Errorf("inbound: %w", err)
+	}
+	cfg.DefaultPolicy = def.Policy
+	if cfg.Authorizer == nil {
+		cfg.Authorizer = def
 	}
 	targets, err := newAppTargets(cfg)
 	if err != nil {
@@ -138,22 +143,17 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	switch cfg.MeshTransport {
 	case "":
-		cfg.MeshTransport = MeshTransportXNet
+		cfg.MeshTransport = MeshTransportLean
 	case MeshTransportXNet, MeshTransportLean:
 	default:
 		return nil, errors.New("inbound: mesh transport must be xnet or lean, got " + strconv.Quote(cfg.MeshTransport))
 	}
 	p := &Proxy{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
-		targets: targets, refuseLog: ratelog.New(cfg.Logger, 0),
+		targets: targets, refuseLog: ratelog.New(cfg.Logger, 0), authorizer: cfg.Authorizer,
 		lean:    make(map[*meshh2.ServerConn]struct{}),
 		tlsConf: cfg.Store.ServerConfig([]string{transport.ALPNHTTP, transport.ALPNOpaque}),
 		dialer:  net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
-		h2srv: &http2.Server{
-			// One connection per peer proxy carries all of its requests.
-			MaxConcurrentStreams: 2000,
-			IdleTimeout:          10 * time.Minute,
-		},
 	}
 	limiter := ratelog.New(cfg.Logger, 0)
 	p.errs = &proxyerr.Renderer{Direction: metrics.Inbound, Identity: cfg.Store.LocalIdentity().String(), Log: limiter}
@@ -174,21 +174,24 @@ func New(cfg Config) (*Proxy, error) {
 		// decompression of the app's response.
 		DisableCompression: true,
 	}
-	p.h1srv = &http1.Server{
-		Handler:           http.HandlerFunc(p.serveHTTP),
-		ReadHeaderTimeout: cfg.HeaderTimeout,
-		IdleTimeout:       5 * time.Minute,
-		Logger:            cfg.Logger,
-		OnError: func(status int, reason string) {
-			p.m.HTTP1Error(metrics.Inbound, metrics.SideClient, reason)
-			proxyerr.CountRefusal(p.m, metrics.Inbound, status)
-		},
-		ProxyError: p.errs.HeaderFor,
-	}
-	p.h2base = &http.Server{Handler: http.HandlerFunc(p.serveHTTP), ErrorLog: libLog(limiter, cfg.Metrics)}
-	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
+	p.app = &app.Stage{Metrics: cfg.Metrics, H1: p.h1, H2: p.h2c, Dial: p.dialApp}
+	p.srv, err = listen.NewHTTP(listen.HTTPConfig{
+		Direction: metrics.Inbound, Metrics: cfg.Metrics, Logger: cfg.Logger, Limiter: limiter,
+		Errors: p.errs, Handler: p.chain(), HeaderTimeout: cfg.HeaderTimeout,
+		// One connection per peer proxy carries all of its requests.
+		MaxConcurrentStreams: 2000,
+	})
+	if err != nil {
 		return nil, err
 	}
+	lc := listen.Config{
+		Direction: metrics.Inbound, Metrics: cfg.Metrics, Logger: cfg.Logger,
+		DetectTimeout: cfg.DetectTimeout, Dispatch: p.dispatch,
+	}
+	if cfg.Transparent {
+		lc.OrigDst, lc.Before = cfg.OrigDst, p.before
+	}
+	p.ln = listen.New(lc)
 	return p, nil
 }
 
@@ -206,26 +209,19 @@ type connInfo struct {
 	raw       net.Conn
 }
 
-// Serve accepts connections on ln until it is closed.
-func (p *Proxy) Serve(ln net.Listener) error {
-	p.mu.Lock()
-	p.lns = append(p.lns, ln)
-	p.mu.Unlock()
-	return p.tracker.Serve(ln, func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.closing
-	}, p.handle)
+// conn is info as the pipeline knows a connection.
+func (info *connInfo) conn() *pipeline.Conn {
+	return &pipeline.Conn{Raw: info.raw, Peer: info.peer, TLS: info.tls, Target: info.target, TargetErr: info.targetErr}
 }
+
+// Serve accepts connections on ln until it is closed.
+func (p *Proxy) Serve(ln net.Listener) error { return p.ln.Serve(ln) }
 
 // Shutdown drains: listeners stop accepting, HTTP/2 peers get GOAWAY, idle
 // HTTP/1 connections close, and in-flight work gets until ctx ends.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
-	p.closing = true
-	for _, ln := range p.lns {
-		_ = ln.Close()
-	}
+	p.ln.Close()
 	leanConns := make([]*meshh2.ServerConn, 0, len(p.lean))
 	for sc := range p.lean {
 		leanConns = append(leanConns, sc)
@@ -236,12 +232,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = sc.Shutdown(ctx) }()
 	}
-	p.h1srv.Shutdown()
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = p.h2base.Shutdown(ctx) }()
-	err := p.tracker.Wait(ctx)
+	p.srv.Shutdown(ctx, &wg)
+	err := p.ln.Wait(ctx)
 	wg.Wait()
-	p.h1srv.Close()
+	p.srv.Close()
 	p.h1.CloseIdleConnections(true)
 	p.h2c.CloseIdleConnections()
 	return err
@@ -252,46 +246,42 @@ func (p *Proxy) dialApp(ctx context.Context, network, addr string) (net.Conn, er
 	return p.cfg.SelfConns.Dial(ctx, &p.dialer, network, addr)
 }
 
-func (p *Proxy) handle(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
-	info := &connInfo{target: p.cfg.AppAddr, raw: c}
+// connInfoOf is what the listener knows of a connection: its default
+// target (the original destination's port in transparent mode).
+func (p *Proxy) connInfoOf(raw net.Conn, orig netip.AddrPort) *connInfo {
+	info := &connInfo{target: p.cfg.AppAddr, raw: raw}
 	if p.cfg.Transparent {
-		orig, err := p.cfg.OrigDst(c)
-		if err != nil {
-			p.log.Warn("inbound: no original destination", "remote", c.RemoteAddr().String(), "err", err)
-			_ = c.Close()
-			return
-		}
 		// A caller that dialled one of our own ports on the pod IP is
 		// refused once detection (and mesh TLS) tell who it is.
 		info.target, info.targetErr = p.targets.forPort(orig.Port())
-		// Under all-authenticated, opaque ports are detected all the same:
-		// mesh TLS is served, anything else refused below.
-		if p.cfg.OpaquePorts[orig.Port()] && !p.requireMTLS() && info.targetErr == nil {
-			p.m.Detect(metrics.Inbound, "opaque", "skipped")
-			p.opaqueToApp(c, info, info.target, info.target)
-			return
-		}
 	}
-	res, err := detect.Detect(c, p.cfg.DetectTimeout)
-	if err != nil {
-		p.m.Detect(metrics.Inbound, "opaque", "error")
-		_ = c.Close()
-		return
+	return info
+}
+
+// before serves a transparent connection to an opaque port without
+// detection. Under all-authenticated, opaque ports are detected all the
+// same: mesh TLS is served, anything else refused in dispatch.
+func (p *Proxy) before(c net.Conn, orig netip.AddrPort) bool {
+	if !p.cfg.OpaquePorts[orig.Port()] || p.requireMTLS() {
+		return false
 	}
-	result := "ok"
-	if res.TimedOut {
-		result = "timeout"
+	info := p.connInfoOf(c, orig)
+	if info.targetErr != nil {
+		return false
 	}
-	p.m.Detect(metrics.Inbound, res.Protocol.String(), result)
-	conn := forward.WithCloseWrite(res.Conn, c)
+	p.m.Detect(metrics.Inbound, "opaque", "skipped")
+	p.opaqueToApp(c, info, info.target, info.target)
+	return true
+}
+
+func (p *Proxy) dispatch(lc listen.Conn) {
+	info := p.connInfoOf(lc.Raw, lc.Orig)
+	res, conn := lc.Detected, lc.Conn
 	if !isMeshTLS(res, p.cfg.Store.LocalIdentity()) && !isHTTP(res.Protocol) {
-		// HTTP callers get a 403 from serveHTTP; the others are closed.
+		// HTTP callers get a 403 from the authz stage; the others are closed.
 		if err := p.plainRefusal(info); err != nil {
-			p.refused(info, metrics.RefusedOpaque, err)
-			_ = c.Close()
+			p.refused(info.conn(), metrics.RefusedOpaque, err)
+			_ = lc.Raw.Close()
 			return
 		}
 	}
@@ -308,7 +298,7 @@ func (p *Proxy) handle(c net.Conn) {
 		// The app's own TLS: not ours to terminate.
 		p.opaqueToApp(conn, info, info.target, info.target)
 	case detect.HTTP1:
-		p.h1srv.ServeConn(context.WithValue(context.Background(), connInfoKey{}, info), conn)
+		p.srv.ServeHTTP1(context.WithValue(context.Background(), connInfoKey{}, info), conn)
 	case detect.HTTP2:
 		p.serveH2(conn, info)
 	default:
@@ -317,26 +307,22 @@ func (p *Proxy) handle(c net.Conn) {
 }
 
 func (p *Proxy) serveH2(c net.Conn, info *connInfo) {
-	p.h2srv.ServeConn(c, &http2.ServeConnOpts{
-		// Not cancelled by Shutdown: in-flight requests finish during a drain.
-		Context:    context.WithValue(context.Background(), connInfoKey{}, info),
-		BaseConfig: p.h2base,
-		Handler:    http.HandlerFunc(p.serveHTTP),
-	})
+	// Not cancelled by Shutdown: in-flight requests finish during a drain.
+	p.srv.ServeHTTP2(context.WithValue(context.Background(), connInfoKey{}, info), c)
 }
 
 // serveLean serves a mesh HTTP/2 connection with proxy/meshh2: handlers
 // write frames directly, without x/net's serve-loop handoffs.
 func (p *Proxy) serveLean(c net.Conn, info *connInfo) {
 	sc := meshh2.NewServerConn(c, meshh2.ServerOptions{
-		Handler: http.HandlerFunc(p.serveHTTP),
+		Handler: p.srv.Handler(),
 		// Not cancelled by Shutdown: in-flight requests finish during a drain.
 		BaseContext:          context.WithValue(context.Background(), connInfoKey{}, info),
-		MaxConcurrentStreams: p.h2srv.MaxConcurrentStreams,
+		MaxConcurrentStreams: p.srv.MaxConcurrentStreams(),
 		Logger:               p.log,
 	})
 	p.mu.Lock()
-	if p.closing {
+	if p.ln.Closing() {
 		p.mu.Unlock()
 		_ = c.Close()
 		return
@@ -389,13 +375,13 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 		}
 		target := mi.target
 		if h.Port == 0 && mi.targetErr != nil {
-			p.refused(mi, metrics.RefusedOpaque, mi.targetErr)
+			p.refused(mi.conn(), metrics.RefusedOpaque, mi.targetErr)
 			_ = tc.Close()
 			return
 		}
 		if h.Port != 0 {
 			if target, err = p.targets.forPort(h.Port); err != nil {
-				p.refused(mi, metrics.RefusedOpaque, err)
+				p.refused(mi.conn(), metrics.RefusedOpaque, err)
 				_ = tc.Close()
 				return
 			}
@@ -443,14 +429,4 @@ func isMeshSNI(sni string, local identity.ID) bool {
 	}
 	id, err := identity.ParseServerName(sni)
 	return err == nil && id.TrustDomain == local.TrustDomain
-}
-
-// libLog is the ErrorLog of the HTTP/2 server: x/net/http2 prints a
-// misbehaving peer's protocol errors there, which go to slog at debug,
-// once per cause per interval, and to trellis_protocol_errors_total.
-func libLog(l *ratelog.Limiter, m *metrics.Metrics) *log.Logger {
-	return ratelog.NewLogLogger(&ratelog.LibWriter{
-		Limiter: l, Scope: metrics.Inbound, Args: []any{"direction", metrics.Inbound},
-		Count: func(cause string) { m.ProtocolError(metrics.Inbound, cause) },
-	})
 }

@@ -181,13 +181,7 @@ func (cc *ClientConn) checkHealth() {
 // checkIdle closes the conn once it has carried no stream for IdleTimeout.
 func (cc *ClientConn) checkIdle() {
 	cc.mu.Lock()
-	if cc.closed {
-		cc.mu.Unlock()
-		return
-	}
-	left := cc.opts.IdleTimeout - time.Since(cc.lastActive)
-	if cc.active > 0 || cc.reserved > 0 || left > 0 {
-		cc.idle.Reset(max(left, time.Second))
+	if cc.closed || stillBusy(cc.idle, cc.opts.IdleTimeout, cc.lastActive, cc.active > 0 || cc.reserved > 0) {
 		cc.mu.Unlock()
 		return
 	}
@@ -298,7 +292,6 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	if tr := httptrace.ContextClientTrace(ctx); tr != nil {
 		cs.got100 = tr.Got100Continue
 	}
-	cs.stream.onEnd = cs.onStreamEnd
 	cs.stream.ext = cs
 
 	cc.mu.Lock()
@@ -403,8 +396,12 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	return cs.res, nil
 }
 
-// onStreamEnd runs when the stream leaves the map.
-func (cs *clientStream) onStreamEnd(err error) {
+// errNoResponse: the stream ended cleanly before response headers (the
+// usual case is that they arrived first, and setResponse ignores this).
+var errNoResponse = errors.New("meshh2: stream ended without a response")
+
+// streamEnded runs when the stream leaves the map.
+func (cs *clientStream) streamEnded(err error) {
 	cc := cs.cc
 	cc.mu.Lock()
 	cc.active--
@@ -424,7 +421,7 @@ func (cs *clientStream) onStreamEnd(err error) {
 		_ = reqBody.Close()
 	}
 	if err == nil {
-		err = errors.New("meshh2: stream ended without a response")
+		err = errNoResponse
 	}
 	cs.setResponse(nil, err)
 }
@@ -505,6 +502,11 @@ func (cs *clientStream) writeBody(body io.ReadCloser, req *http.Request) {
 		if rerr == io.EOF && req.ContentLength > 0 && sent < req.ContentLength {
 			rerr = fmt.Errorf("%d bytes of %d: %w", sent, req.ContentLength, io.ErrUnexpectedEOF)
 		}
+		if rerr == io.EOF && r.N == 0 && len(req.Trailer) > 0 {
+			// The declared length is sent, but a proxied request's
+			// trailers are filled in only at its body's own EOF.
+			rerr = drainBody(body, buf)
+		}
 		if rerr == io.EOF {
 			break
 		}
@@ -537,11 +539,23 @@ func (cs *clientStream) writeBody(body io.ReadCloser, req *http.Request) {
 	}
 }
 
+// drainBody reads body to its end past the declared length; bytes beyond
+// it are dropped, as they are without trailers. It returns io.EOF, or the
+// body's failure.
+func drainBody(body io.Reader, buf []byte) error {
+	for {
+		if _, err := body.Read(buf); err != nil {
+			return err
+		}
+	}
+}
+
 func (cc *ClientConn) readLoop() {
 	defer close(cc.readDone)
 	var err error
 	for {
 		var f http2.Frame
+		cc.w.flushHeld()
 		f, err = cc.w.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
@@ -663,7 +677,7 @@ func (cc *ClientConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	cs.gotHead = true
 	h := cc.cn.fieldsToHeader(f.RegularFields())
 	res := &http.Response{
-		Status:     strconv.Itoa(status) + " " + http.StatusText(status),
+		Status:     statusLine(status),
 		StatusCode: status,
 		Proto:      "HTTP/2.0",
 		ProtoMajor: 2,
@@ -692,7 +706,7 @@ func (cc *ClientConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		cc.recvEndStream(&cs.stream)
 		return nil
 	}
-	in := newPipe()
+	in := cs.initPipe()
 	cc.mu.Lock()
 	cs.in = in
 	// A reset (e.g. the caller cancelled) may have ended the stream after
@@ -734,7 +748,7 @@ func (cc *ClientConn) onRST(f *http2.RSTStreamFrame) {
 		}
 		cc.mu.Unlock()
 		if !was {
-			cs.onStreamEnd(nil)
+			cs.streamEnded(nil)
 		}
 		return
 	}

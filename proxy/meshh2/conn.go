@@ -18,6 +18,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -91,6 +92,10 @@ type wconn struct {
 	maxFrame  uint32 // peer's SETTINGS_MAX_FRAME_SIZE
 	werr      error  // sticky write error
 	lowerKeys map[string]string
+	// acksHeld: the reader wrote control frames (acks, resets) without
+	// flushing them, as more input was already buffered; set under wmu,
+	// cleared by every flush.
+	acksHeld atomic.Bool
 }
 
 func newWconn(nc net.Conn) *wconn {
@@ -124,8 +129,50 @@ func (w *wconn) flushLocked() error {
 	if err := w.bw.Flush(); err != nil {
 		w.failLocked(err)
 	}
+	w.acksHeld.Store(false)
 	return w.werr
 }
+
+// flushFromReaderLocked flushes what the reader goroutine wrote, unless
+// another whole frame is already buffered on the read side: then the
+// reader handles it first, and its acks go out together (a burst of PINGs
+// or bad frames costs one socket write, not one per frame). Reader only.
+func (w *wconn) flushFromReaderLocked() error {
+	if w.werr == nil && w.frameBuffered() {
+		w.acksHeld.Store(true)
+		return nil
+	}
+	return w.flushLocked()
+}
+
+// flushHeld flushes held acks before the reader may wait for input.
+// Reader only.
+func (w *wconn) flushHeld() {
+	if !w.acksHeld.Load() || w.frameBuffered() {
+		return
+	}
+	w.wmu.Lock()
+	_ = w.flushLocked()
+	w.wmu.Unlock()
+}
+
+// frameBuffered reports whether the next frame is wholly in the read
+// buffer, so reading it cannot block. A HEADERS frame that does not end
+// its header block counts as not buffered (its CONTINUATION may block).
+func (w *wconn) frameBuffered() bool {
+	n := w.br.Buffered()
+	if n < frameHeaderLen {
+		return false
+	}
+	h, _ := w.br.Peek(frameHeaderLen)
+	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+	if http2.FrameType(h[3]) == http2.FrameHeaders && http2.Flags(h[4])&http2.FlagHeadersEndHeaders == 0 {
+		return false
+	}
+	return n >= frameHeaderLen+length
+}
+
+const frameHeaderLen = 9
 
 func (w *wconn) failLocked(err error) {
 	if w.werr == nil {
@@ -283,17 +330,27 @@ func (c *canon) key(lk string) string {
 }
 
 // fieldsToHeader converts decoded regular fields to an http.Header,
-// joining cookies as HTTP/1 expects.
+// joining cookies as HTTP/1 expects. Single values share one backing
+// array (as net/textproto does), so a header block costs two allocations
+// rather than one per field; full-capacity slices keep an append to one
+// key from overwriting the next.
 func (c *canon) fieldsToHeader(fields []hpack.HeaderField) http.Header {
 	h := make(http.Header, len(fields))
 	var cookies []string
+	strs := make([]string, len(fields))
 	for _, f := range fields {
 		if f.Name == "cookie" {
 			cookies = append(cookies, f.Value)
 			continue
 		}
 		k := c.key(f.Name)
-		h[k] = append(h[k], f.Value)
+		if vv, ok := h[k]; ok {
+			h[k] = append(vv, f.Value)
+			continue
+		}
+		strs[0] = f.Value
+		h[k] = strs[:1:1]
+		strs = strs[1:]
 	}
 	if len(cookies) > 0 {
 		h["Cookie"] = []string{strings.Join(cookies, "; ")}
@@ -332,13 +389,15 @@ type pipe struct {
 	err    error // io.EOF or a failure, returned once buf is drained
 	broken error // returned immediately (reset, local close)
 	closed bool  // reader closed: discard new data
-	// readFn runs in the reader's goroutine when it reaches err (copies
-	// trailers without racing the reader goroutine).
-	readFn func()
+	// atEnd's trailers are copied in the reader's goroutine when it
+	// reaches err (so they do not race the body's reader). A pointer, not
+	// a method value, which would cost an allocation per stream.
+	atEnd *stream
 }
 
-func newPipe() *pipe {
-	p := &pipe{}
+// initPipe readies st's embedded pipe (one allocation less per body).
+func (st *stream) initPipe() *pipe {
+	p := &st.inPipe
 	p.cond.L = &p.mu
 	return p
 }
@@ -356,14 +415,14 @@ func (p *pipe) write(b []byte) bool {
 }
 
 // closeWithError ends the body after buffered data (io.EOF, or a stream
-// failure); fn runs in the reader's goroutine when it reaches the end.
-func (p *pipe) closeWithError(err error, fn func()) {
+// failure); st's trailers are copied when the reader reaches the end.
+func (p *pipe) closeWithError(err error, st *stream) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.err != nil {
 		return
 	}
-	p.readFn = fn
+	p.atEnd = st
 	p.err = err
 	p.cond.Broadcast()
 }
@@ -393,9 +452,9 @@ func (p *pipe) read(b []byte) (int, error) {
 			return p.buf.Read(b)
 		}
 		if p.err != nil {
-			if fn := p.readFn; fn != nil {
-				p.readFn = nil
-				fn()
+			if st := p.atEnd; st != nil {
+				p.atEnd = nil
+				st.copyTrailers()
 			}
 			return 0, p.err
 		}

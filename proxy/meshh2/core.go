@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -25,13 +26,26 @@ type stream struct {
 	// DATA bytes received. A mismatch makes the message malformed.
 	wantLen  int64
 	gotLen   int64
-	in       *pipe // incoming body; nil when the message had none
+	in       *pipe // incoming body (&inPipe); nil when the message had none
+	inPipe   pipe
 	trailers http.Header
 	// trailerDst receives trailers when the body reaches EOF.
 	trailerDst *http.Header
-	// onEnd runs (outside locks) when the stream is removed.
-	onEnd func(err error)
-	ext   any // *clientStream or *serverStream
+	// ext is the role's stream; its streamEnded runs (outside locks)
+	// when the stream is removed. An interface call rather than a func
+	// field: a method value or closure would be an allocation per stream.
+	ext streamEnder // *clientStream or *serverStream
+}
+
+// streamEnder is told when its stream leaves the map: err is nil when both
+// halves ended normally.
+type streamEnder interface{ streamEnded(err error) }
+
+// notifyEnded tells st's role that st was removed.
+func (st *stream) notifyEnded(err error) {
+	if st.ext != nil {
+		st.ext.streamEnded(err)
+	}
 }
 
 // core is the connection state shared by client and server: streams,
@@ -79,7 +93,7 @@ func (c *core) writeRST(id uint32, code http2.ErrCode) {
 	w := c.w
 	w.wmu.Lock()
 	if w.check(w.fr.WriteRSTStream(id, code)) == nil {
-		_ = w.flushLocked()
+		_ = w.flushFromReaderLocked()
 	}
 	w.wmu.Unlock()
 }
@@ -175,8 +189,8 @@ func (c *core) sentEndStream(st *stream) {
 		c.removeLocked(st)
 	}
 	c.mu.Unlock()
-	if done && st.onEnd != nil {
-		st.onEnd(nil)
+	if done {
+		st.notifyEnded(nil)
 	}
 }
 
@@ -190,10 +204,10 @@ func (c *core) recvEndStream(st *stream) {
 	}
 	c.mu.Unlock()
 	if st.in != nil {
-		st.in.closeWithError(io.EOF, st.copyTrailers)
+		st.in.closeWithError(io.EOF, st)
 	}
-	if done && st.onEnd != nil {
-		st.onEnd(nil)
+	if done {
+		st.notifyEnded(nil)
 	}
 }
 
@@ -250,9 +264,7 @@ func (c *core) reset(st *stream, code http2.ErrCode, err error, sendRST bool) {
 		}
 		w.wmu.Unlock()
 	}
-	if st.onEnd != nil {
-		st.onEnd(err)
-	}
+	st.notifyEnded(err)
 }
 
 // consumed returns n read bytes to the windows, sending WINDOW_UPDATE in
@@ -432,7 +444,7 @@ func (c *core) onSettings(f *http2.SettingsFrame, maxStreams func(uint32)) error
 	if err := w.check(w.fr.WriteSettingsAck()); err != nil {
 		return err
 	}
-	return w.flushLocked()
+	return w.flushFromReaderLocked()
 }
 
 // setPeerInitWin applies a new SETTINGS_INITIAL_WINDOW_SIZE to every
@@ -464,7 +476,7 @@ func (c *core) onPing(f *http2.PingFrame) error {
 	if err := w.check(w.fr.WritePing(true, f.Data)); err != nil {
 		return err
 	}
-	return w.flushLocked()
+	return w.flushFromReaderLocked()
 }
 
 // closeAll marks the conn closed and fails every stream with errFor(st).
@@ -486,6 +498,17 @@ func (c *core) closeAll(cause error, errFor func(*stream) error) {
 	for _, st := range streams {
 		c.reset(st, http2.ErrCodeCancel, errFor(st), false)
 	}
+}
+
+// stillBusy re-arms an idle timer and reports true unless the conn has
+// carried no stream (busy false) for timeout since lastActive.
+func stillBusy(t *time.Timer, timeout time.Duration, lastActive time.Time, busy bool) bool {
+	left := timeout - time.Since(lastActive)
+	if busy || left > 0 {
+		t.Reset(max(left, time.Second))
+		return true
+	}
+	return false
 }
 
 // goAway writes GOAWAY and flushes.

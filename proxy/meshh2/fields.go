@@ -31,6 +31,26 @@ func checkRequestFields(fields []hpack.HeaderField) error {
 	return nil
 }
 
+// statusLines holds Response.Status for the codes net/http names, built
+// once and only read, so a response's status costs no allocation.
+var statusLines = func() (t [600]string) {
+	for code := range t {
+		if text := http.StatusText(code); text != "" {
+			t[code] = strconv.Itoa(code) + " " + text
+		}
+	}
+	return t
+}()
+
+// statusLine is "200 OK" for 200, and "799 " for a code without a name
+// (as net/http's transports write it).
+func statusLine(code int) string {
+	if code >= 0 && code < len(statusLines) && statusLines[code] != "" {
+		return statusLines[code]
+	}
+	return strconv.Itoa(code) + " " + http.StatusText(code)
+}
+
 // contentLength returns the declared content-length of h, -1 when there
 // is none; ok is false when it is malformed (not one non-negative
 // decimal), which makes the message malformed (RFC 9110 section 8.6).

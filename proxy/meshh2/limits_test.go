@@ -23,6 +23,12 @@ type rawClient struct {
 
 func newRawClient(t *testing.T, h http.Handler, opts ServerOptions) *rawClient {
 	t.Helper()
+	return newRawClientWrapped(t, h, opts, func(c net.Conn) net.Conn { return c })
+}
+
+// newRawClientWrapped is newRawClient with the server's conn wrapped.
+func newRawClientWrapped(t *testing.T, h http.Handler, opts ServerOptions, wrap func(net.Conn) net.Conn) *rawClient {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +43,7 @@ func newRawClient(t *testing.T, h http.Handler, opts ServerOptions) *rawClient {
 		t.Fatal(err)
 	}
 	opts.Handler = h
-	sc := NewServerConn(sconn, opts)
+	sc := NewServerConn(wrap(sconn), opts)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = sc.Serve() }()
 	t.Cleanup(func() {

@@ -31,7 +31,11 @@ type ServerOptions struct {
 	BaseContext          context.Context
 	MaxConcurrentStreams uint32        // default 1000
 	PrefaceTimeout       time.Duration // default 10s
-	Logger               *slog.Logger
+	// IdleTimeout closes the connection (GOAWAY) after this long without
+	// a stream, as x/net's server does for the inbound (default 10 min;
+	// negative: never), so a peer cannot hold idle conns for ever.
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 // ServerConn serves HTTP/2 requests on one connection.
@@ -41,12 +45,18 @@ type ServerConn struct {
 	remoteAddr string
 	tlsState   *tls.ConnectionState
 	cn         canon // reader goroutine only
+	// respBufs recycles responseWriter body buffers (*[]byte, at most
+	// respBufMax each) across the connection's requests.
+	respBufs sync.Pool
 
 	// Under core.mu.
 	lastID       uint32
 	handlers     int
 	shuttingDown bool
 	handlersDone sync.WaitGroup
+	idleTimer    *time.Timer
+	idleClosing  bool      // GOAWAY sent for idleness; the timer closes the conn
+	lastActive   time.Time // when the last handler returned
 }
 
 type serverStream struct {
@@ -66,6 +76,9 @@ func NewServerConn(nc net.Conn, opts ServerOptions) *ServerConn {
 	if opts.PrefaceTimeout <= 0 {
 		opts.PrefaceTimeout = 10 * time.Second
 	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 10 * time.Minute
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -81,6 +94,13 @@ func NewServerConn(nc net.Conn, opts ServerOptions) *ServerConn {
 // Serve reads frames until the connection ends, running Handler for each
 // request; it returns after every handler has returned.
 func (sc *ServerConn) Serve() error {
+	if sc.opts.IdleTimeout > 0 {
+		sc.mu.Lock()
+		sc.lastActive = time.Now()
+		sc.idleTimer = time.AfterFunc(sc.opts.IdleTimeout, sc.checkIdle)
+		sc.mu.Unlock()
+		defer sc.idleTimer.Stop()
+	}
 	err := sc.serve()
 	var ce http2.ConnectionError
 	if errors.As(err, &ce) {
@@ -135,6 +155,7 @@ func (sc *ServerConn) serve() error {
 	}
 	_ = nc.SetReadDeadline(time.Time{})
 	for {
+		sc.w.flushHeld()
 		f, err := sc.w.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
@@ -156,6 +177,38 @@ func (sc *ServerConn) serve() error {
 		}
 	}
 }
+
+// checkIdle closes the connection once it has carried no stream for
+// IdleTimeout; streams the peer opens meanwhile are above the GOAWAY's
+// last stream ID, so it may retry them elsewhere.
+func (sc *ServerConn) checkIdle() {
+	sc.mu.Lock()
+	if sc.closed {
+		sc.mu.Unlock()
+		return
+	}
+	if sc.idleClosing {
+		sc.mu.Unlock()
+		_ = sc.w.nc.Close()
+		return
+	}
+	if stillBusy(sc.idleTimer, sc.opts.IdleTimeout, sc.lastActive, sc.handlers > 0 || len(sc.streams) > 0) {
+		sc.mu.Unlock()
+		return
+	}
+	// GOAWAY now, close a little later: a request the peer sent before it
+	// read the GOAWAY is refused (REFUSED_STREAM, safe to retry) instead
+	// of lost to a reset connection.
+	sc.shuttingDown = true
+	sc.idleClosing = true
+	last := sc.lastID
+	sc.idleTimer.Reset(goAwayGrace)
+	sc.mu.Unlock()
+	sc.writeGoAway(last, http2.ErrCodeNo, "idle")
+}
+
+// goAwayGrace is how long an idle conn stays open after its GOAWAY.
+const goAwayGrace = time.Second
 
 // frameReadError maps a framer error to the connection error to send.
 func frameReadError(err error) error {
@@ -328,11 +381,6 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	ss.ext = ss
 	ctx, cancel := context.WithCancel(sc.opts.BaseContext)
 	ss.cancel = cancel
-	ss.onEnd = func(err error) {
-		if err != nil {
-			cancel()
-		}
-	}
 	r := http.Request{
 		Method:     method,
 		URL:        u,
@@ -357,7 +405,7 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	} else {
 		req.ContentLength = wantLen
 		req.Trailer = declaredTrailers(h)
-		ss.in = newPipe()
+		ss.in = ss.initPipe()
 		ss.trailerDst = &req.Trailer
 		req.Body = &serverBody{ss: ss}
 	}
@@ -376,6 +424,14 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	sc.mu.Unlock()
 	go sc.runHandler(ss, rw, req)
 	return nil
+}
+
+// streamEnded cancels the request's context when the stream failed (a
+// reset, or the connection closed).
+func (ss *serverStream) streamEnded(err error) {
+	if err != nil {
+		ss.cancel()
+	}
 }
 
 // onTrailers handles HEADERS on a live stream: trailers, which must end
@@ -425,13 +481,27 @@ func (sc *ServerConn) runHandler(ss *serverStream, rw *responseWriter, req *http
 		}
 		ss.cancel()
 		sc.mu.Lock()
+		sc.lastActive = time.Now()
 		sc.handlers--
 		sc.cond.Broadcast()
 		sc.mu.Unlock()
 		sc.handlersDone.Done()
 	}()
+	bp, _ := sc.respBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	rw.buf = (*bp)[:0]
 	sc.opts.Handler.ServeHTTP(rw, req)
-	if err := rw.send(nil, true); err != nil {
+	err := rw.send(nil, true)
+	// Everything written is in the socket or bufio now (send copies); a
+	// handler that keeps rw and writes later gets an error, not this buf.
+	if b := rw.buf; cap(b) <= respBufMax {
+		rw.buf = nil
+		*bp = b[:0]
+		sc.respBufs.Put(bp)
+	}
+	if err != nil {
 		sc.reset(&ss.stream, http2.ErrCodeInternal, err, true)
 		return
 	}

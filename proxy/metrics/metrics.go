@@ -7,8 +7,6 @@
 package metrics
 
 import (
-	"time"
-
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -247,18 +245,6 @@ func (h *HTTP) Response(status int, grpcStatus string, streamErr bool) {
 // is not observed.
 func (h *HTTP) Cancelled(status int) {
 	h.count(respKey{status: status, class: ClassCancelled})
-}
-
-// Relayed records the end of a response relayed from upstream: cancelled
-// when the caller went away (its latency is not the upstream's), else the
-// status, whether the stream failed, and the latency since start.
-func (h *HTTP) Relayed(status int, grpcStatus string, streamErr, cancelled bool, start time.Time) {
-	if cancelled {
-		h.Cancelled(status)
-		return
-	}
-	h.Response(status, grpcStatus, streamErr)
-	h.Latency.Observe(time.Since(start).Seconds())
 }
 
 func (h *HTTP) count(k respKey) {

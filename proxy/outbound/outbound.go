@@ -4,12 +4,9 @@
 // provably never left), and carries opaque TCP over the mesh transport.
 package outbound
 
-//lint:file-ignore SA1019 x/net/http2 ServeConn/NewClientConn give per-connection control (mesh TLS, sniffed conns, one pooled conn per peer) that net/http does not expose yet.
-
 import (
 	"context"
 	"errors"
-	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,17 +15,18 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/trellis-mesh/trellis/internal/ratelog"
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/detect"
-	"github.com/trellis-mesh/trellis/proxy/forward"
-	"github.com/trellis-mesh/trellis/proxy/http1"
+	"github.com/trellis-mesh/trellis/proxy/listen"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
+	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
+	"github.com/trellis-mesh/trellis/proxy/route"
+	"github.com/trellis-mesh/trellis/proxy/tunnel"
+	"github.com/trellis-mesh/trellis/proxy/upstream"
 )
 
 // Modes of the outbound listener.
@@ -59,7 +57,7 @@ type Config struct {
 	DialTimeout    time.Duration // default 5s
 	OpaquePorts    map[uint16]bool
 	// MeshTransport is the HTTP/2 client used on mesh connections:
-	// MeshTransportXNet (default) or MeshTransportLean (proxy/meshh2).
+	// MeshTransportLean (proxy/meshh2, default) or MeshTransportXNet.
 	MeshTransport string
 	// OrigDst recovers a connection's original destination (transparent
 	// mode); default origdst.Get.
@@ -67,26 +65,25 @@ type Config struct {
 
 	// HeaderTimeout bounds reading an HTTP/1 request head (default 30s).
 	HeaderTimeout time.Duration
+	// Routes is the route table the route stage consults; nil: none.
+	Routes route.Table
 }
 
 // Proxy is the outbound proxy.
 type Proxy struct {
-	cfg     Config
-	log     *slog.Logger
-	m       *metrics.Metrics
-	dialer  *dialer
-	pool    *pool
-	h1      *http.Transport // plain HTTP/1.1 to non-meshed endpoints
-	h1srv   *http1.Server   // the app's HTTP/1 requests
-	h2srv   *http2.Server
-	h2base  *http.Server
-	tracker forward.Tracker
-	errs    *proxyerr.Renderer // the responses this proxy gives itself
-
-	ctx    context.Context
-	cancel context.CancelFunc
-	mu     sync.Mutex
-	lns    []net.Listener
+	cfg      Config
+	log      *slog.Logger
+	m        *metrics.Metrics
+	dialer   *dialer
+	pool     *pool
+	h1       *http.Transport // plain HTTP/1.1 to non-meshed endpoints
+	route    *route.Stage
+	upstream *upstream.Stage
+	tunnel   *tunnel.Stage
+	handler  http.Handler // the request pipeline (chain)
+	srv      *listen.HTTP // the app's HTTP/1 and HTTP/2 requests
+	ln       *listen.Listener
+	errs     *proxyerr.Renderer // the responses this proxy gives itself
 }
 
 // New builds an outbound proxy.
@@ -111,7 +108,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	switch cfg.MeshTransport {
 	case "":
-		cfg.MeshTransport = MeshTransportXNet
+		cfg.MeshTransport = MeshTransportLean
 	case MeshTransportXNet, MeshTransportLean:
 	default:
 		return nil, errors.New("outbound: mesh transport must be xnet or lean, got " + strconv.Quote(cfg.MeshTransport))
@@ -130,125 +127,78 @@ func New(cfg Config) (*Proxy, error) {
 			ExpectContinueTimeout: time.Second,
 			DisableCompression:    true,
 		},
-		h2srv: &http2.Server{MaxConcurrentStreams: 1000, IdleTimeout: 10 * time.Minute},
 	}
-	p.ctx, p.cancel = context.WithCancel(context.Background())
 	limiter := ratelog.New(cfg.Logger, 0)
 	p.errs = &proxyerr.Renderer{Direction: metrics.Outbound, Identity: cfg.Store.LocalIdentity().String(), Log: limiter}
-	p.h1srv = &http1.Server{
-		Handler:           p,
-		ReadHeaderTimeout: cfg.HeaderTimeout,
-		IdleTimeout:       5 * time.Minute,
-		Logger:            cfg.Logger,
-		OnError: func(status int, reason string) {
-			p.m.HTTP1Error(metrics.Outbound, metrics.SideClient, reason)
-			proxyerr.CountRefusal(p.m, metrics.Outbound, status)
-		},
-		ProxyError: p.errs.HeaderFor,
+	p.route = &route.Stage{Transparent: cfg.Mode == ModeTransparent, Resolve: p.resolveDst, Table: cfg.Routes}
+	p.upstream = &upstream.Stage{
+		Metrics: cfg.Metrics, Errors: p.errs, Log: cfg.Logger,
+		Mesh: p.meshConn, Plain: p.h1, Unprocessed: isUnprocessed,
 	}
-	// Graceful shutdown of h2base sends GOAWAY on every ServeConn connection.
-	p.h2base = &http.Server{Handler: p, ErrorLog: libLog(limiter, cfg.Metrics)}
-	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
+	p.tunnel = &tunnel.Stage{Route: p.route, Open: p.openStream, Splice: p.splice}
+	p.handler = p.chain()
+	var err error
+	p.srv, err = listen.NewHTTP(listen.HTTPConfig{
+		Direction: metrics.Outbound, Metrics: cfg.Metrics, Logger: cfg.Logger, Limiter: limiter,
+		Errors: p.errs, Handler: p.handler, HeaderTimeout: cfg.HeaderTimeout, MaxConcurrentStreams: 1000,
+	})
+	if err != nil {
 		return nil, err
 	}
+	lc := listen.Config{
+		Direction: metrics.Outbound, Metrics: cfg.Metrics, Logger: cfg.Logger,
+		DetectTimeout: cfg.DetectTimeout, Dispatch: p.dispatch,
+	}
+	if cfg.Mode == ModeTransparent {
+		lc.OrigDst, lc.Before = cfg.OrigDst, p.before
+	}
+	p.ln = listen.New(lc)
 	return p, nil
 }
 
-type connInfoKey struct{}
-
-// connInfo is what a request needs to know about its connection.
-type connInfo struct {
-	orig netip.AddrPort // transparent mode
-	raw  net.Conn
-}
-
 // Serve accepts connections on ln until it is closed.
-func (p *Proxy) Serve(ln net.Listener) error {
-	p.mu.Lock()
-	p.lns = append(p.lns, ln)
-	p.mu.Unlock()
-	return p.tracker.Serve(ln, func() bool { return p.ctx.Err() != nil }, p.handle)
-}
+func (p *Proxy) Serve(ln net.Listener) error { return p.ln.Serve(ln) }
 
 // Shutdown drains: listeners stop accepting, HTTP/2 clients get GOAWAY, idle
 // HTTP/1 connections close, and in-flight work gets until ctx ends.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	p.mu.Lock()
-	for _, ln := range p.lns {
-		_ = ln.Close()
-	}
-	p.mu.Unlock()
-	p.cancel()
+	p.ln.Close()
 	var wg sync.WaitGroup
-	p.h1srv.Shutdown()
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = p.h2base.Shutdown(ctx) }()
-	err := p.tracker.Wait(ctx)
+	p.srv.Shutdown(ctx, &wg)
+	err := p.ln.Wait(ctx)
 	wg.Wait()
-	p.h1srv.Close()
+	p.srv.Close()
 	p.pool.shutdown(ctx)
 	p.h1.CloseIdleConnections()
 	return err
 }
 
-func (p *Proxy) handle(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
+// before serves a transparent connection to an opaque port without
+// detection.
+func (p *Proxy) before(c net.Conn, orig netip.AddrPort) bool {
+	if !p.cfg.OpaquePorts[orig.Port()] {
+		return false
 	}
-	info := &connInfo{raw: c}
-	if p.cfg.Mode == ModeTransparent {
-		orig, err := p.cfg.OrigDst(c)
-		if err != nil {
-			p.log.Warn("outbound: no original destination", "remote", c.RemoteAddr().String(), "err", err)
-			_ = c.Close()
-			return
-		}
-		info.orig = orig
-		if p.cfg.OpaquePorts[orig.Port()] {
-			p.m.Detect(metrics.Outbound, "opaque", "skipped")
-			p.opaqueTransparent(c, info)
-			return
-		}
-	}
-	res, err := detect.Detect(c, p.cfg.DetectTimeout)
-	if err != nil {
-		p.m.Detect(metrics.Outbound, "opaque", "error")
-		_ = c.Close()
-		return
-	}
-	result := "ok"
-	if res.TimedOut {
-		result = "timeout"
-	}
-	p.m.Detect(metrics.Outbound, res.Protocol.String(), result)
-	conn := forward.WithCloseWrite(res.Conn, c)
-	switch res.Protocol {
+	p.m.Detect(metrics.Outbound, "opaque", "skipped")
+	p.opaqueTransparent(c, &pipeline.Conn{Raw: c, Orig: orig})
+	return true
+}
+
+func (p *Proxy) dispatch(c listen.Conn) {
+	info := &pipeline.Conn{Raw: c.Raw, Orig: c.Orig}
+	switch c.Detected.Protocol {
 	case detect.HTTP1:
-		p.h1srv.ServeConn(context.WithValue(context.Background(), connInfoKey{}, info), conn)
+		p.srv.ServeHTTP1(pipeline.WithConn(context.Background(), info), c.Conn)
 	case detect.HTTP2:
-		p.h2srv.ServeConn(conn, &http2.ServeConnOpts{
-			Context:    context.WithValue(context.Background(), connInfoKey{}, info),
-			BaseConfig: p.h2base,
-			Handler:    p,
-		})
+		p.srv.ServeHTTP2(pipeline.WithConn(context.Background(), info), c.Conn)
 	default:
 		if p.cfg.Mode == ModeTransparent {
-			p.opaqueTransparent(conn, info)
+			p.opaqueTransparent(c.Conn, info)
 			return
 		}
 		// Explicit mode has no destination for raw bytes: the app must use
 		// HTTP or CONNECT.
-		p.log.Debug("outbound: opaque connection in explicit mode refused", "remote", c.RemoteAddr().String())
-		_ = c.Close()
+		p.log.Debug("outbound: opaque connection in explicit mode refused", "remote", c.Raw.RemoteAddr().String())
+		_ = c.Raw.Close()
 	}
-}
-
-// libLog is the ErrorLog of the HTTP/2 server: x/net/http2 prints a
-// misbehaving client's protocol errors there, which go to slog at debug,
-// once per cause per interval, and to trellis_protocol_errors_total.
-func libLog(l *ratelog.Limiter, m *metrics.Metrics) *log.Logger {
-	return ratelog.NewLogLogger(&ratelog.LibWriter{
-		Limiter: l, Scope: metrics.Outbound, Args: []any{"direction", metrics.Outbound},
-		Count: func(cause string) { m.ProtocolError(metrics.Outbound, cause) },
-	})
 }

@@ -56,8 +56,8 @@ type h2specTarget struct {
 //     text (h2c prior knowledge) -> app.
 //   - inbound-mtls, inbound-mtls-lean: h2spec -> a relay that speaks mesh
 //     mTLS with a client certificate of the mesh (h2spec cannot) -> the
-//     server proxy's mesh HTTP/2 server, x/net's (the default) or the lean
-//     proxy/meshh2 (--mesh-transport lean) -> app: what a peer proxy, or
+//     server proxy's mesh HTTP/2 server, x/net's (--mesh-transport xnet,
+//     kept while xnet exists) or the lean proxy/meshh2 (the default) -> app: what a peer proxy, or
 //     any workload with a mesh certificate, can send to an inbound port.
 //   - app (reference): h2spec -> the app itself, Go's HTTP/2 server that
 //     the proxies also use by default; a case failing there too is the
@@ -160,7 +160,9 @@ func startH2specMesh(t *testing.T) *h2specMesh {
 	m := harness.NewMesh(t, bins, &ports, store)
 	m.StartController()
 	hm := &h2specMesh{mesh: m, app: a}
-	hm.server = m.StartReadyProxy(harness.ProxySpec{Workload: "h2spec-server", AppAddr: a.Addr})
+	// The server proxy keeps the inbound-mtls target on x/net's server
+	// while xnet exists; inbound-mtls-lean is the default transport.
+	hm.server = m.StartReadyProxy(harness.ProxySpec{Workload: "h2spec-server", AppAddr: a.Addr, Args: []string{"--mesh-transport", "xnet"}})
 	// Not in the store (the client proxy never picks it): only the relay
 	// reaches it.
 	hm.lean = m.StartReadyProxy(harness.ProxySpec{

@@ -95,8 +95,8 @@ func TestSecurityErrorsAppDownOrProxyDown(t *testing.T) {
 	}
 }
 
-// meshTransports are the values of --mesh-transport.
-var meshTransports = []string{"xnet", "lean"}
+// meshTransports are the values of --mesh-transport (lean is the default).
+var meshTransports = []string{"lean", "xnet"}
 
 func testAppDownOrProxyDown(t *testing.T, b *basicMesh) {
 	c := meshClient(b.client.OutboundAddr, 20*time.Second)

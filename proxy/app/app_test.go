@@ -1,0 +1,120 @@
+//lint:file-ignore SA1019 the inbound proxy speaks prior-knowledge HTTP/2 to the app with x/net's Transport (proxy/inbound); the test does the same.
+
+package app
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
+
+	"github.com/trellis-mesh/trellis/internal/ratelog"
+	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/pipeline"
+	"github.com/trellis-mesh/trellis/proxy/proxyerr"
+)
+
+// closer is an app that accepts and closes every connection unanswered.
+func closer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 4096)
+			_, _ = c.Read(buf)
+			_ = c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestStage(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// An app's own words that only a proxy may say.
+		w.Header().Set(forward.HeaderUnprocessed, "lie")
+		w.Header().Set(proxyerr.HeaderProxyError, "timeout; culprit=mesh; proxy=outbound")
+		b, _ := io.ReadAll(r.Body)
+		_, _ = io.WriteString(w, r.Proto+" "+string(b))
+	}))
+	defer app.Close()
+	live := strings.TrimPrefix(app.URL, "http://")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	_ = ln.Close()
+	tests := []struct {
+		name            string
+		addr            string
+		mesh            bool // the caller is a mesh peer
+		grpc            bool
+		appProto        forward.AppProto
+		wantStatus      int
+		wantBody        string
+		wantReason      string
+		wantUnprocessed bool
+	}{
+		{name: "HTTP/1 to the app, proxy-only headers of the app removed", addr: live, wantStatus: 200, wantBody: "HTTP/1.1 hello"},
+		{name: "app not listening, mesh caller: unprocessed", addr: dead, mesh: true, wantStatus: 502, wantReason: proxyerr.ReasonAppUnreachable, wantUnprocessed: true},
+		{name: "app not listening, plain caller", addr: dead, wantStatus: 502, wantReason: proxyerr.ReasonAppUnreachable},
+		{name: "app closes without answering", addr: closer(t), mesh: true, wantStatus: 502, wantReason: proxyerr.ReasonAppError},
+		{name: "gRPC to an HTTP/1.1-only app", addr: live, grpc: true, appProto: forward.AppProtoHTTP1, wantStatus: 502, wantReason: proxyerr.ReasonProtocolMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := metrics.New(prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var d net.Dialer
+			h1 := &forward.H1Client{Dialer: d}
+			defer h1.CloseIdleConnections(true)
+			h2c := &http2.Transport{AllowHTTP: true}
+			defer h2c.CloseIdleConnections()
+			s := &Stage{Metrics: m, H1: h1, H2: h2c, Dial: d.DialContext}
+			errs := &proxyerr.Renderer{Direction: metrics.Inbound, Identity: "spiffe://td/ns/b/sa/b", Log: ratelog.New(nil, 0)}
+			o := &pipeline.Observe{Direction: metrics.Inbound, Metrics: m, Errors: errs, Next: pipeline.HandlerFunc(func(x *pipeline.Exchange) error {
+				x.AppAddr, x.AppProto, x.CallerH1 = tt.addr, tt.appProto, x.R.ProtoMajor == 1
+				x.Conn.TLS = tt.mesh
+				return s.Serve(x)
+			})}
+			r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("hello"))
+			if tt.grpc {
+				r.ProtoMajor, r.ProtoMinor, r.Proto = 2, 0, "HTTP/2.0"
+				r.Header.Set("Content-Type", "application/grpc")
+			}
+			r = r.WithContext(context.Background())
+			w := httptest.NewRecorder()
+			o.ServeHTTP(w, r)
+			if w.Code != tt.wantStatus {
+				t.Fatalf("status %d, want %d (%s)", w.Code, tt.wantStatus, w.Header().Get(proxyerr.HeaderError))
+			}
+			if tt.wantBody != "" && w.Body.String() != tt.wantBody {
+				t.Errorf("body %q, want %q", w.Body.String(), tt.wantBody)
+			}
+			pe := w.Header().Get(proxyerr.HeaderProxyError)
+			if tt.wantReason == "" && pe != "" || tt.wantReason != "" && !strings.HasPrefix(pe, tt.wantReason+"; culprit=") {
+				t.Errorf("trellis-proxy-error %q, want reason %q", pe, tt.wantReason)
+			}
+			if got := w.Header().Get(forward.HeaderUnprocessed) != ""; got != tt.wantUnprocessed {
+				t.Errorf("trellis-unprocessed set %v, want %v", got, tt.wantUnprocessed)
+			}
+		})
+	}
+}

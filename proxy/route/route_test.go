@@ -1,0 +1,92 @@
+package route
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"testing"
+
+	"github.com/trellis-mesh/trellis/proxy/balance"
+	"github.com/trellis-mesh/trellis/proxy/pipeline"
+	"github.com/trellis-mesh/trellis/proxy/proxyerr"
+)
+
+// table sends requests for one authority to another.
+type table map[string]string
+
+func (t table) Route(_ *http.Request, a string) (string, bool) { d, ok := t[a]; return d, ok }
+
+func TestStage(t *testing.T) {
+	bal := new(balance.Balancer)
+	known := map[string]bool{"web.ns:80": true, "web.ns:8080": true, "api.ns:80": true, "10.0.0.9:5432": true}
+	resolve := func(_ context.Context, a string) (bool, *balance.Balancer, error) {
+		if a == "broken.ns:80" {
+			return false, nil, errors.New("control plane down")
+		}
+		if known[a] {
+			return true, bal, nil
+		}
+		return false, nil, nil
+	}
+	orig := netip.MustParseAddrPort("10.0.0.9:8080")
+	tests := []struct {
+		name        string
+		transparent bool
+		target      string // request target
+		host        string // Host header ("" keeps the target's)
+		orig        netip.AddrPort
+		table       Table
+		wantDst     string
+		wantAddr    string // passthrough
+		wantStatus  int    // error answer
+		wantReason  string
+	}{
+		{name: "explicit: known service", target: "http://web.ns/", wantDst: "web.ns:80"},
+		{name: "explicit: port kept", target: "/", host: "web.ns:8080", wantDst: "web.ns:8080"},
+		{name: "explicit: unknown service", target: "/", host: "nope.ns", wantStatus: 502, wantReason: proxyerr.ReasonUnknownService},
+		{name: "explicit: control plane error", target: "/", host: "broken.ns", wantStatus: 503, wantReason: proxyerr.ReasonNoEndpoints},
+		{name: "explicit: no host", target: "/", host: "-", wantStatus: 400, wantReason: proxyerr.ReasonBadRequest},
+		{name: "route table redirects", target: "/", host: "web.ns", table: table{"web.ns:80": "api.ns:80"}, wantDst: "api.ns:80"},
+		{name: "route table: no route keeps the authority", target: "/", host: "web.ns", table: None{}, wantDst: "web.ns:80"},
+		{name: "transparent: Host names a service (original port)", transparent: true, target: "/", host: "web.ns", orig: orig, wantDst: "web.ns:8080"},
+		{name: "transparent: unknown Host, unknown original destination: passthrough", transparent: true, target: "/", host: "x.example", orig: netip.MustParseAddrPort("10.0.0.7:80"), wantDst: "10.0.0.7:80", wantAddr: "10.0.0.7:80"},
+		{name: "transparent: original destination known", transparent: true, target: "/", host: "-", orig: netip.MustParseAddrPort("10.0.0.9:5432"), wantDst: "10.0.0.9:5432"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, tt.target, nil)
+			switch tt.host {
+			case "-":
+				r.Host = ""
+			case "":
+			default:
+				r.Host = tt.host
+			}
+			s := &Stage{Transparent: tt.transparent, Resolve: resolve, Table: tt.table}
+			x := &pipeline.Exchange{R: r, Conn: pipeline.Conn{Orig: tt.orig}}
+			reached := false
+			err := s.Layer(pipeline.HandlerFunc(func(x *pipeline.Exchange) error { reached = true; return nil })).Serve(x)
+			if tt.wantStatus != 0 {
+				var e *proxyerr.Error
+				if !errors.As(err, &e) || e.Status != tt.wantStatus || e.Reason != tt.wantReason {
+					t.Fatalf("err %v, want %d %s", err, tt.wantStatus, tt.wantReason)
+				}
+				if reached {
+					t.Fatal("next stage reached after a refusal")
+				}
+				return
+			}
+			if err != nil || !reached {
+				t.Fatalf("err %v, reached %v", err, reached)
+			}
+			if x.Dest.Dst != tt.wantDst || x.Dest.Addr != tt.wantAddr || x.Key.DstService != tt.wantDst {
+				t.Errorf("dest %+v, dst_service %q; want dst %q addr %q", x.Dest, x.Key.DstService, tt.wantDst, tt.wantAddr)
+			}
+			if (x.Dest.Balancer != nil) == (tt.wantAddr != "") {
+				t.Errorf("balancer %v with passthrough address %q", x.Dest.Balancer, tt.wantAddr)
+			}
+		})
+	}
+}

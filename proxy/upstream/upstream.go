@@ -1,0 +1,334 @@
+// Package upstream is the last outbound stage: it sends a request to an
+// endpoint of its destination (balance pick; the mesh transport behind
+// Stage.Mesh, xnet or lean, or plain HTTP/1.1 to an endpoint outside the
+// mesh), retries requests that never left or that the peer proves it did
+// not process (on another endpoint, at most MaxRetries times), and writes
+// the response. See docs/proxy.md, "Retries and drain".
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/proxy/balance"
+	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/pipeline"
+	"github.com/trellis-mesh/trellis/proxy/proxyerr"
+)
+
+// MaxRetries bounds retries of requests that never left the proxy.
+const MaxRetries = 2
+
+// Stage is the upstream stage.
+type Stage struct {
+	Metrics *metrics.Metrics
+	// Errors logs a peer proxy's own error answers passed on.
+	Errors *proxyerr.Renderer
+	Log    *slog.Logger
+	// Mesh returns the HTTP/2 connection to ep: a meshed endpoint's proxy
+	// (mesh TLS), or a plain endpoint whose app speaks HTTP/2. The mesh
+	// transport is behind it.
+	Mesh func(ctx context.Context, ep balance.Endpoint) (http.RoundTripper, error)
+	// Plain is the HTTP/1.1 client towards endpoints outside the mesh.
+	Plain http.RoundTripper
+	// Unprocessed reports whether a failed round trip proves the peer
+	// never processed the request (RFC 9113 8.7), which the transport
+	// knows.
+	Unprocessed func(error) bool
+}
+
+func idString(id identity.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
+}
+
+// IsDialError reports whether err is a failure to connect.
+func IsDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// sending is one request's state across its attempts.
+type sending struct {
+	h1         bool
+	cb         *proxyerr.Body // the client's body, its read errors marked
+	body       []byte         // kept for a retry; nil: cb as it is
+	replayable bool
+	authority  string
+	skip       map[string]bool
+	last       *proxyerr.Error // why the last endpoint tried was skipped
+}
+
+// Serve is the last stage: it sends the request to an endpoint of
+// x.Dest (balanced, over the per-peer mesh pool or plain HTTP/1), retries
+// requests that never left or that the peer proves it did not process,
+// and writes the response.
+func (u *Stage) Serve(x *pipeline.Exchange) error {
+	r := x.R
+	hdr := r.Header
+	forward.RemoveHopByHop(hdr)
+	forward.StripMesh(hdr)
+	forward.KeepRequestAbsent(hdr)
+	if r.ContentLength == 0 {
+		// Lets the HTTP/2 client end the stream with the headers.
+		r.Body = http.NoBody
+	}
+	s := sending{h1: r.ProtoMajor == 1, authority: x.Authority}
+	// Whoever reads the body, its read errors are the client's fault. Only
+	// the outgoing request gets the wrapper: net/http decides from the type
+	// of its own request's body how to finish the exchange.
+	if r.Body != nil && r.Body != http.NoBody {
+		s.cb = proxyerr.ClientBody(r.Body)
+	}
+	if s.authority == "" {
+		s.authority = x.Dest.Dst
+	}
+	if f := proxyerr.HeaderListTooLarge(r); f != nil {
+		return f
+	}
+	// A request the peer proves it did not process may be sent again, to
+	// another endpoint, if its body can be: none, or a small one of known
+	// length kept here. Bodies of unknown length (streams, gRPC) and those
+	// the app sends only after 100 Continue are never held back.
+	var berr error
+	s.body, s.replayable, berr = replayableBody(r, s.cb)
+	if berr != nil {
+		if _, cancelled := proxyerr.Cause(r.Context(), s.cb, berr); cancelled {
+			// The client went away while sending its body.
+			return pipeline.ErrCancelled
+		}
+		return proxyerr.Classify(x.Ctx, berr, proxyerr.ToPeer, x.Dest.Dst)
+	}
+	for attempt := 0; ; attempt++ {
+		resp, err := u.attempt(x, &s, attempt)
+		if errors.Is(err, errRetry) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		_, err = forward.WriteResponse(x.W, resp)
+		_ = resp.Body.Close()
+		x.Wrote(resp.StatusCode, pipeline.GRPCStatus(resp), err)
+		return nil
+	}
+}
+
+// errRetry: the attempt failed in a way another endpoint may not.
+var errRetry = errors.New("upstream: retry on another endpoint")
+
+// pick chooses the endpoint of an attempt and labels x with it.
+func (u *Stage) pick(x *pipeline.Exchange, s *sending, attempt int) (balance.Endpoint, *balance.Pick, error) {
+	x.Key = metrics.Key{Direction: metrics.Outbound, DstService: x.Dest.Dst}
+	if x.Dest.Balancer == nil {
+		return balance.Endpoint{Addr: x.Dest.Addr}, nil, nil
+	}
+	pick, err := x.Dest.Balancer.Pick(s.skip)
+	if err != nil {
+		if attempt > 0 {
+			return balance.Endpoint{}, nil, proxyerr.GaveUp(x.Dest.Dst, s.last)
+		}
+		return balance.Endpoint{}, nil, proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints for "+x.Dest.Dst)
+	}
+	return pick.Endpoint, pick, nil
+}
+
+// skipped records why ep is left out of the next attempt.
+func (s *sending) skipped(ep balance.Endpoint, why *proxyerr.Error) error {
+	s.last = why
+	if s.skip == nil {
+		s.skip = make(map[string]bool, 2)
+	}
+	s.skip[ep.Addr] = true
+	return errRetry
+}
+
+// attempt sends the request to one endpoint: its response, errRetry, or
+// the error to answer with.
+func (u *Stage) attempt(x *pipeline.Exchange, s *sending, attempt int) (*http.Response, error) {
+	ep, pick, err := u.pick(x, s, attempt)
+	if err != nil {
+		return nil, err
+	}
+	meshed := !ep.Identity.IsZero()
+	x.Key.PeerIdentity, x.Key.TLS = idString(ep.Identity), meshed
+	ctx, r, hdr := x.Ctx, x.R, x.R.Header
+	appH1, f := toApp(hdr, s.h1, meshed, ep)
+	if f != nil {
+		if pick != nil {
+			pick.Done(0, false)
+		}
+		return nil, f
+	}
+	rt, scheme, urlHost, err := u.roundTripper(ctx, ep, meshed, appH1, s.authority)
+	if err != nil {
+		if pick != nil {
+			pick.Done(0, true)
+		}
+		if u.retry(ctx, x, attempt, err) {
+			return nil, s.skipped(ep, proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr))
+		}
+		return nil, proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr)
+	}
+	setMeshHeaders(hdr, meshed, s.h1, r.ProtoMinor, ep)
+	delete(hdr, forward.HeaderExpect)
+	if meshed {
+		forward.CarryExpect(hdr)
+	}
+	out, gotHead := gateContinue(s.outgoing(ctx, r, scheme, urlHost))
+	t0 := time.Now()
+	resp, err := rt.RoundTrip(out)
+	gotHead()
+	if err != nil {
+		if pick != nil {
+			pick.Done(time.Since(t0), true)
+		}
+		return nil, u.failed(x, s, attempt, ep, meshed, err)
+	}
+	if pick != nil {
+		pick.Done(time.Since(t0), resp.StatusCode >= 500)
+	}
+	if meshed {
+		return u.fromPeer(x, s, attempt, ep, resp)
+	}
+	x.Metrics()
+	return resp, nil
+}
+
+// outgoing is the request an attempt sends: r under ctx, with the body
+// kept for a retry (or the client's, marked) and the endpoint's URL.
+func (s *sending) outgoing(ctx context.Context, r *http.Request, scheme, host string) *http.Request {
+	out := r.WithContext(ctx)
+	if s.body != nil {
+		out.Body = io.NopCloser(bytes.NewReader(s.body))
+	} else if s.cb != nil {
+		out.Body = s.cb
+	}
+	target := new(url.URL)
+	*target = *r.URL
+	target.Scheme, target.Host = scheme, host
+	out.URL = target
+	out.RequestURI = ""
+	out.Close = false
+	return out
+}
+
+// roundTripper is how an attempt reaches ep: the per-peer mesh connection
+// (or prior-knowledge HTTP/2 to a plain endpoint), or plain HTTP/1.1; and
+// the URL's scheme and host. An interface, not a method value: that would
+// be allocated per request.
+func (u *Stage) roundTripper(ctx context.Context, ep balance.Endpoint, meshed, appH1 bool, authority string) (http.RoundTripper, string, string, error) {
+	if !meshed && appH1 {
+		return u.Plain, "http", ep.Addr, nil
+	}
+	cc, err := u.Mesh(ctx, ep)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if meshed {
+		return cc, "https", authority, nil
+	}
+	return cc, "http", authority, nil
+}
+
+// failed decides what a failed round trip becomes: errRetry, a
+// cancellation, or the error to answer with.
+func (u *Stage) failed(x *pipeline.Exchange, s *sending, attempt int, ep balance.Endpoint, meshed bool, err error) error {
+	ctx := x.Ctx
+	retry := !meshed && s.h1 && IsDialError(err) && u.retry(ctx, x, attempt, err)
+	if !retry && s.replayable && u.Unprocessed(err) {
+		retry = u.retryUnprocessed(ctx, x, attempt, err.Error())
+	}
+	if retry {
+		return s.skipped(ep, proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr))
+	}
+	if reason, ok := forward.RequestBodyFault(err); ok {
+		// The client's body was malformed: the stream to the peer is
+		// reset; the client is at fault (Classify: 400).
+		u.Metrics.HTTP1Error(metrics.Outbound, metrics.SideClient, reason)
+	}
+	var cancelled bool
+	if err, cancelled = proxyerr.Cause(x.R.Context(), s.cb, err); cancelled {
+		// The client went away: nobody to answer.
+		return pipeline.ErrCancelled
+	}
+	return proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr)
+}
+
+// fromPeer handles a peer proxy's response: one that says the peer's app
+// never saw the request is retried elsewhere when it can be.
+func (u *Stage) fromPeer(x *pipeline.Exchange, s *sending, attempt int, ep balance.Endpoint, resp *http.Response) (*http.Response, error) {
+	if _, ok := resp.Header[forward.HeaderUnprocessed]; ok {
+		if s.replayable && u.retryUnprocessed(x.Ctx, x, attempt, resp.Header.Get(forward.HeaderError)) {
+			_ = resp.Body.Close()
+			return nil, s.skipped(ep, proxyerr.FromUnprocessed(resp))
+		}
+		delete(resp.Header, forward.HeaderUnprocessed)
+	}
+	if pe := proxyerr.FromResponse(resp); pe != nil {
+		// The peer's proxy answered itself: say so here too.
+		u.Errors.Logf(x.Ctx, pe, "peer proxy answered with an error", "dst", x.Dest.Dst)
+	}
+	x.Metrics()
+	return resp, nil
+}
+
+func (u *Stage) retry(ctx context.Context, x *pipeline.Exchange, attempt int, err error) bool {
+	if x.Dest.Balancer == nil || attempt >= MaxRetries || ctx.Err() != nil {
+		return false
+	}
+	if !errors.Is(err, proxyerr.ErrConnect) && !IsDialError(err) {
+		return false
+	}
+	u.Metrics.HTTP(x.Key).Retry(metrics.ReasonConnectError)
+	u.Log.Debug("upstream: retrying on another endpoint", "dst", x.Dest.Dst, "err", err)
+	return true
+}
+
+// retryUnprocessed decides whether a request the peer did not process is
+// sent to another endpoint, and counts it.
+func (u *Stage) retryUnprocessed(ctx context.Context, x *pipeline.Exchange, attempt int, why string) bool {
+	if x.Dest.Balancer == nil || attempt >= MaxRetries || ctx.Err() != nil {
+		return false
+	}
+	u.Metrics.HTTP(x.Key).Retry(metrics.ReasonUnprocessed)
+	u.Log.Debug("upstream: peer did not process the request, retrying on another endpoint", "dst", x.Dest.Dst, "why", why)
+	return true
+}
+
+// maxReplayBody bounds the request body kept for a retry.
+const maxReplayBody = 64 << 10
+
+// replayableBody reads a small request body of known length so that it
+// can be sent more than once. It returns the body (nil: use r.Body as it
+// is) and whether the request can be sent again at all.
+func replayableBody(r *http.Request, cb io.Reader) ([]byte, bool, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, true, nil
+	}
+	if r.ContentLength <= 0 || r.ContentLength > maxReplayBody || len(r.Trailer) > 0 {
+		return nil, false, nil
+	}
+	if _, ok := r.Header["Expect"]; ok {
+		// Reading the body here would send 100 Continue on the app's
+		// behalf, before the server decided.
+		return nil, false, nil
+	}
+	b := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(cb, b); err != nil {
+		return nil, false, fmt.Errorf("reading request body: %w", err)
+	}
+	return b, true, nil
+}
