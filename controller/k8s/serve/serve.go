@@ -165,8 +165,21 @@ func restConfig(path string) (*rest.Config, error) {
 		return nil, fmt.Errorf("kubernetes client config: %w", err)
 	}
 	cfg.UserAgent = "trellis-controller"
+	// client-go's default of 5 requests a second (burst 10) throttles
+	// TokenReviews: 1,000 proxies starting at once got ~5 certificates a
+	// second and most timed out (bench/ctrlscale's Certify storm); at
+	// these rates they all got one, at ~126 a second.
+	cfg.QPS, cfg.Burst = ClientQPS, ClientBurst
 	return cfg, nil
 }
+
+// The controller's API request rates (client-side limits): Certify makes a
+// TokenReview per call, so a node's worth of pods starting at once must
+// not queue behind a per-second budget meant for a kubectl.
+const (
+	ClientQPS   = 200
+	ClientBurst = 400
+)
 
 // Start connects to the API server, waits until the informer caches are
 // synced (a proxy must never get an answer from a half-filled cache: it
