@@ -148,7 +148,7 @@ func (a *Stage) serveUpgrade(x *pipeline.Exchange) error {
 		// connection stays HTTP, parsed request by request.
 		delete(resp.Header, forward.HeaderUnprocessed)
 		delete(resp.Header, proxyerr.HeaderProxyError)
-		err := forward.RelayDeclined(x.W, conn, resp)
+		err := forward.RelayDeclined(r.Context(), x.W, conn, resp)
 		if err != nil {
 			a.countFraming(err)
 		}

@@ -100,8 +100,12 @@ func FlushBuffered(brw *bufio.ReadWriter, dst net.Conn) bool {
 
 // RelayDeclined writes an upstream's final answer to an Upgrade request that
 // was not switched, then closes upstream, which carried nothing else. The
-// error is WriteResponse's.
-func RelayDeclined(w http.ResponseWriter, upstream net.Conn, resp *http.Response) error {
+// error is WriteResponse's. The body is read only while ctx (the caller) is
+// there: an upstream that stops sending mid-body must not hold the
+// connection once the caller has gone.
+func RelayDeclined(ctx context.Context, w http.ResponseWriter, upstream net.Conn, resp *http.Response) error {
+	stop := context.AfterFunc(ctx, func() { _ = upstream.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	defer upstream.Close()
 	_, err := WriteResponse(w, resp)
 	_ = resp.Body.Close()

@@ -157,3 +157,45 @@ func dialDeadline(t *testing.T, addr string) net.Conn {
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	return c
 }
+
+// TestUpgradeDeclinedStalledBody: an upstream that declines an upgrade and
+// then stops sending its body does not hold the connection once the caller
+// has gone.
+func TestUpgradeDeclinedStalledBody(t *testing.T) { forTransports(t, testUpgradeDeclinedStalledBody) }
+
+func testUpgradeDeclinedStalledBody(t *testing.T, transport string) {
+	for _, via := range upgradeVias {
+		t.Run(via.name, func(t *testing.T) {
+			ln := listen(t)
+			t.Cleanup(func() { _ = ln.Close() })
+			answered, closed := make(chan struct{}, 1), make(chan struct{}, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nno")
+				answered <- struct{}{}
+				_, _ = io.Copy(io.Discard, br) // until the proxy closes
+				closed <- struct{}{}
+			}()
+			p := newPair(t, pairOpts{transport: transport, appListener: ln, plainToApp: true})
+			c := dialDeadline(t, via.addr(p))
+			_, _ = io.WriteString(c, upgradeReq)
+			<-answered
+			start := time.Now()
+			_ = c.Close()
+			select {
+			case <-closed:
+				t.Logf("upstream connection closed %s after the caller left", time.Since(start).Round(time.Millisecond))
+			case <-time.After(30 * time.Second):
+				t.Fatal("the proxy still holds the stalled declined connection 30 s after the caller left")
+			}
+		})
+	}
+}

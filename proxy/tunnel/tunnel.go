@@ -123,7 +123,7 @@ func (s *Stage) Upgrade(next pipeline.Handler) pipeline.Handler {
 		if resp.StatusCode != http.StatusSwitchingProtocols {
 			// Declined: an ordinary answer, and the caller's connection
 			// stays HTTP, parsed request by request.
-			x.Wrote(resp.StatusCode, "", forward.RelayDeclined(x.W, peer, resp))
+			x.Wrote(resp.StatusCode, "", forward.RelayDeclined(r.Context(), x.W, peer, resp))
 			return nil
 		}
 		return s.tunnel(x, hj, peer, key, resp, br)
