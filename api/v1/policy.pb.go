@@ -21,11 +21,84 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AccessPolicy is what applies to a call that no Authorization (of the
+// server or of the call's route) allows.
+type AccessPolicy int32
+
+const (
+	// Unset (an old controller): the proxy applies its configured default.
+	AccessPolicy_ACCESS_UNSPECIFIED AccessPolicy = 0
+	// Refused.
+	AccessPolicy_DENY AccessPolicy = 1
+	// Let through, and counted and logged as a would-be denial.
+	AccessPolicy_AUDIT AccessPolicy = 2
+	// Any caller with a verified mesh identity (any trust domain the
+	// anchors accept).
+	AccessPolicy_ALL_AUTHENTICATED AccessPolicy = 3
+	// Callers whose mesh identity is in the proxy's own trust domain.
+	AccessPolicy_CLUSTER_AUTHENTICATED AccessPolicy = 4
+	// Anyone, with or without mesh TLS.
+	AccessPolicy_ALL_UNAUTHENTICATED AccessPolicy = 5
+)
+
+// Enum value maps for AccessPolicy.
+var (
+	AccessPolicy_name = map[int32]string{
+		0: "ACCESS_UNSPECIFIED",
+		1: "DENY",
+		2: "AUDIT",
+		3: "ALL_AUTHENTICATED",
+		4: "CLUSTER_AUTHENTICATED",
+		5: "ALL_UNAUTHENTICATED",
+	}
+	AccessPolicy_value = map[string]int32{
+		"ACCESS_UNSPECIFIED":    0,
+		"DENY":                  1,
+		"AUDIT":                 2,
+		"ALL_AUTHENTICATED":     3,
+		"CLUSTER_AUTHENTICATED": 4,
+		"ALL_UNAUTHENTICATED":   5,
+	}
+)
+
+func (x AccessPolicy) Enum() *AccessPolicy {
+	p := new(AccessPolicy)
+	*p = x
+	return p
+}
+
+func (x AccessPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AccessPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_v1_policy_proto_enumTypes[0].Descriptor()
+}
+
+func (AccessPolicy) Type() protoreflect.EnumType {
+	return &file_api_v1_policy_proto_enumTypes[0]
+}
+
+func (x AccessPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AccessPolicy.Descriptor instead.
+func (AccessPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_api_v1_policy_proto_rawDescGZIP(), []int{0}
+}
+
 type InboundPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The workload's own SPIFFE ID.
-	Workload      string `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
-	Port          uint32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// The workload's own SPIFFE ID. The controller answers only a caller
+	// whose mTLS identity is this one.
+	Workload string `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	Port     uint32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// The pod's name (its namespace is the workload identity's), so that a
+	// Server selecting pods by label applies to exactly the pods it selects.
+	// Empty: the controller answers by identity alone (local mode, old
+	// proxies).
+	Pod           string `protobuf:"bytes,3,opt,name=pod,proto3" json:"pod,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -74,6 +147,13 @@ func (x *InboundPolicyRequest) GetPort() uint32 {
 	return 0
 }
 
+func (x *InboundPolicyRequest) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
 type ServerPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Protocol of the port (UNKNOWN: detect).
@@ -82,8 +162,19 @@ type ServerPolicy struct {
 	// Name of the policy that produced this (for metrics and logs).
 	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	// When true, denials are logged and counted but the request proceeds.
-	Audit         bool    `protobuf:"varint,4,opt,name=audit,proto3" json:"audit,omitempty"`
-	Limits        *Limits `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
+	Audit  bool    `protobuf:"varint,4,opt,name=audit,proto3" json:"audit,omitempty"`
+	Limits *Limits `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
+	// What applies when no authorization allows a call.
+	Access AccessPolicy `protobuf:"varint,6,opt,name=access,proto3,enum=trellis.api.v1.AccessPolicy" json:"access,omitempty"`
+	// Routes of an HTTP/gRPC server (from HTTPRoutes/GRPCRoutes whose parent
+	// is the Server): a request is matched to at most one, the most specific
+	// (Gateway API precedence), and that route's authorizations allow it in
+	// addition to the server's own.
+	Routes []*InboundRoute `protobuf:"bytes,7,rep,name=routes,proto3" json:"routes,omitempty"`
+	// Where the answer came from, for status and explain: "server" (a
+	// Server selected the port) or "default" (no Server: the cluster's,
+	// namespace's or pod's default).
+	Source        string `protobuf:"bytes,8,opt,name=source,proto3" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -153,6 +244,89 @@ func (x *ServerPolicy) GetLimits() *Limits {
 	return nil
 }
 
+func (x *ServerPolicy) GetAccess() AccessPolicy {
+	if x != nil {
+		return x.Access
+	}
+	return AccessPolicy_ACCESS_UNSPECIFIED
+}
+
+func (x *ServerPolicy) GetRoutes() []*InboundRoute {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *ServerPolicy) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type InboundRoute struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "<namespace>/<route name>", the metric label.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Any of these matches the request (empty: every request).
+	Matches        []*RouteMatch    `protobuf:"bytes,2,rep,name=matches,proto3" json:"matches,omitempty"`
+	Authorizations []*Authorization `protobuf:"bytes,3,rep,name=authorizations,proto3" json:"authorizations,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *InboundRoute) Reset() {
+	*x = InboundRoute{}
+	mi := &file_api_v1_policy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboundRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboundRoute) ProtoMessage() {}
+
+func (x *InboundRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_policy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboundRoute.ProtoReflect.Descriptor instead.
+func (*InboundRoute) Descriptor() ([]byte, []int) {
+	return file_api_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *InboundRoute) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *InboundRoute) GetMatches() []*RouteMatch {
+	if x != nil {
+		return x.Matches
+	}
+	return nil
+}
+
+func (x *InboundRoute) GetAuthorizations() []*Authorization {
+	if x != nil {
+		return x.Authorizations
+	}
+	return nil
+}
+
 type Authorization struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -162,15 +336,19 @@ type Authorization struct {
 	Identities []string `protobuf:"bytes,3,rep,name=identities,proto3" json:"identities,omitempty"`
 	// Namespaces whose workloads are allowed.
 	Namespaces []string `protobuf:"bytes,4,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
-	// Client networks (CIDRs) allowed.
-	Networks      []string `protobuf:"bytes,5,rep,name=networks,proto3" json:"networks,omitempty"`
+	// Client networks (CIDRs) allowed. Superseded by nets (which has
+	// exceptions); a proxy checks both.
+	Networks []string `protobuf:"bytes,5,rep,name=networks,proto3" json:"networks,omitempty"`
+	// Client networks the caller's address must be in (empty: any). An
+	// Authorization whose only requirement is networks sets unauthenticated.
+	Nets          []*Network `protobuf:"bytes,6,rep,name=nets,proto3" json:"nets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Authorization) Reset() {
 	*x = Authorization{}
-	mi := &file_api_v1_policy_proto_msgTypes[2]
+	mi := &file_api_v1_policy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +360,7 @@ func (x *Authorization) String() string {
 func (*Authorization) ProtoMessage() {}
 
 func (x *Authorization) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_policy_proto_msgTypes[2]
+	mi := &file_api_v1_policy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +373,7 @@ func (x *Authorization) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Authorization.ProtoReflect.Descriptor instead.
 func (*Authorization) Descriptor() ([]byte, []int) {
-	return file_api_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_api_v1_policy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Authorization) GetName() string {
@@ -233,19 +411,81 @@ func (x *Authorization) GetNetworks() []string {
 	return nil
 }
 
+func (x *Authorization) GetNets() []*Network {
+	if x != nil {
+		return x.Nets
+	}
+	return nil
+}
+
+type Network struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cidr  string                 `protobuf:"bytes,1,opt,name=cidr,proto3" json:"cidr,omitempty"`
+	// Sub-ranges of cidr that are not allowed.
+	Except        []string `protobuf:"bytes,2,rep,name=except,proto3" json:"except,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Network) Reset() {
+	*x = Network{}
+	mi := &file_api_v1_policy_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Network) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Network) ProtoMessage() {}
+
+func (x *Network) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_policy_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Network.ProtoReflect.Descriptor instead.
+func (*Network) Descriptor() ([]byte, []int) {
+	return file_api_v1_policy_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Network) GetCidr() string {
+	if x != nil {
+		return x.Cidr
+	}
+	return ""
+}
+
+func (x *Network) GetExcept() []string {
+	if x != nil {
+		return x.Except
+	}
+	return nil
+}
+
 type Limits struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Requests per second across the port; 0 means no limit.
 	RequestsPerSecond uint32 `protobuf:"varint,1,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`
 	// Requests in flight at once; 0 means no limit.
 	MaxConcurrency uint32 `protobuf:"varint,2,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Requests allowed above the rate in a burst; 0 means the rate.
+	Burst         uint32 `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_api_v1_policy_proto_msgTypes[3]
+	mi := &file_api_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -257,7 +497,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_policy_proto_msgTypes[3]
+	mi := &file_api_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -270,7 +510,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_api_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_api_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Limits) GetRequestsPerSecond() uint32 {
@@ -287,20 +527,35 @@ func (x *Limits) GetMaxConcurrency() uint32 {
 	return 0
 }
 
+func (x *Limits) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 var File_api_v1_policy_proto protoreflect.FileDescriptor
 
 const file_api_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x13api/v1/policy.proto\x12\x0etrellis.api.v1\x1a\x18api/v1/destination.proto\"F\n" +
+	"\x13api/v1/policy.proto\x12\x0etrellis.api.v1\x1a\x18api/v1/destination.proto\"X\n" +
 	"\x14InboundPolicyRequest\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\x12\n" +
-	"\x04port\x18\x02 \x01(\rR\x04port\"\xf2\x01\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x12\x10\n" +
+	"\x03pod\x18\x03 \x01(\tR\x03pod\"\xf6\x02\n" +
 	"\fServerPolicy\x12A\n" +
 	"\bprotocol\x18\x01 \x01(\x0e2%.trellis.api.v1.ProtocolHint.ProtocolR\bprotocol\x12E\n" +
 	"\x0eauthorizations\x18\x02 \x03(\v2\x1d.trellis.api.v1.AuthorizationR\x0eauthorizations\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
 	"\x05audit\x18\x04 \x01(\bR\x05audit\x12.\n" +
-	"\x06limits\x18\x05 \x01(\v2\x16.trellis.api.v1.LimitsR\x06limits\"\xa9\x01\n" +
+	"\x06limits\x18\x05 \x01(\v2\x16.trellis.api.v1.LimitsR\x06limits\x124\n" +
+	"\x06access\x18\x06 \x01(\x0e2\x1c.trellis.api.v1.AccessPolicyR\x06access\x124\n" +
+	"\x06routes\x18\a \x03(\v2\x1c.trellis.api.v1.InboundRouteR\x06routes\x12\x16\n" +
+	"\x06source\x18\b \x01(\tR\x06source\"\x9f\x01\n" +
+	"\fInboundRoute\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\amatches\x18\x02 \x03(\v2\x1a.trellis.api.v1.RouteMatchR\amatches\x12E\n" +
+	"\x0eauthorizations\x18\x03 \x03(\v2\x1d.trellis.api.v1.AuthorizationR\x0eauthorizations\"\xd6\x01\n" +
 	"\rAuthorization\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
 	"\x0funauthenticated\x18\x02 \x01(\bR\x0funauthenticated\x12\x1e\n" +
@@ -310,10 +565,22 @@ const file_api_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"namespaces\x18\x04 \x03(\tR\n" +
 	"namespaces\x12\x1a\n" +
-	"\bnetworks\x18\x05 \x03(\tR\bnetworks\"a\n" +
+	"\bnetworks\x18\x05 \x03(\tR\bnetworks\x12+\n" +
+	"\x04nets\x18\x06 \x03(\v2\x17.trellis.api.v1.NetworkR\x04nets\"5\n" +
+	"\aNetwork\x12\x12\n" +
+	"\x04cidr\x18\x01 \x01(\tR\x04cidr\x12\x16\n" +
+	"\x06except\x18\x02 \x03(\tR\x06except\"w\n" +
 	"\x06Limits\x12.\n" +
 	"\x13requests_per_second\x18\x01 \x01(\rR\x11requestsPerSecond\x12'\n" +
-	"\x0fmax_concurrency\x18\x02 \x01(\rR\x0emaxConcurrency2^\n" +
+	"\x0fmax_concurrency\x18\x02 \x01(\rR\x0emaxConcurrency\x12\x14\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst*\x86\x01\n" +
+	"\fAccessPolicy\x12\x16\n" +
+	"\x12ACCESS_UNSPECIFIED\x10\x00\x12\b\n" +
+	"\x04DENY\x10\x01\x12\t\n" +
+	"\x05AUDIT\x10\x02\x12\x15\n" +
+	"\x11ALL_AUTHENTICATED\x10\x03\x12\x19\n" +
+	"\x15CLUSTER_AUTHENTICATED\x10\x04\x12\x17\n" +
+	"\x13ALL_UNAUTHENTICATED\x10\x052^\n" +
 	"\x06Policy\x12T\n" +
 	"\fWatchInbound\x12$.trellis.api.v1.InboundPolicyRequest\x1a\x1c.trellis.api.v1.ServerPolicy0\x01B.Z,github.com/trellis-mesh/trellis/api/v1;apiv1b\x06proto3"
 
@@ -329,25 +596,35 @@ func file_api_v1_policy_proto_rawDescGZIP() []byte {
 	return file_api_v1_policy_proto_rawDescData
 }
 
-var file_api_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_api_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_api_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_api_v1_policy_proto_goTypes = []any{
-	(*InboundPolicyRequest)(nil), // 0: trellis.api.v1.InboundPolicyRequest
-	(*ServerPolicy)(nil),         // 1: trellis.api.v1.ServerPolicy
-	(*Authorization)(nil),        // 2: trellis.api.v1.Authorization
-	(*Limits)(nil),               // 3: trellis.api.v1.Limits
-	(ProtocolHint_Protocol)(0),   // 4: trellis.api.v1.ProtocolHint.Protocol
+	(AccessPolicy)(0),            // 0: trellis.api.v1.AccessPolicy
+	(*InboundPolicyRequest)(nil), // 1: trellis.api.v1.InboundPolicyRequest
+	(*ServerPolicy)(nil),         // 2: trellis.api.v1.ServerPolicy
+	(*InboundRoute)(nil),         // 3: trellis.api.v1.InboundRoute
+	(*Authorization)(nil),        // 4: trellis.api.v1.Authorization
+	(*Network)(nil),              // 5: trellis.api.v1.Network
+	(*Limits)(nil),               // 6: trellis.api.v1.Limits
+	(ProtocolHint_Protocol)(0),   // 7: trellis.api.v1.ProtocolHint.Protocol
+	(*RouteMatch)(nil),           // 8: trellis.api.v1.RouteMatch
 }
 var file_api_v1_policy_proto_depIdxs = []int32{
-	4, // 0: trellis.api.v1.ServerPolicy.protocol:type_name -> trellis.api.v1.ProtocolHint.Protocol
-	2, // 1: trellis.api.v1.ServerPolicy.authorizations:type_name -> trellis.api.v1.Authorization
-	3, // 2: trellis.api.v1.ServerPolicy.limits:type_name -> trellis.api.v1.Limits
-	0, // 3: trellis.api.v1.Policy.WatchInbound:input_type -> trellis.api.v1.InboundPolicyRequest
-	1, // 4: trellis.api.v1.Policy.WatchInbound:output_type -> trellis.api.v1.ServerPolicy
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	7, // 0: trellis.api.v1.ServerPolicy.protocol:type_name -> trellis.api.v1.ProtocolHint.Protocol
+	4, // 1: trellis.api.v1.ServerPolicy.authorizations:type_name -> trellis.api.v1.Authorization
+	6, // 2: trellis.api.v1.ServerPolicy.limits:type_name -> trellis.api.v1.Limits
+	0, // 3: trellis.api.v1.ServerPolicy.access:type_name -> trellis.api.v1.AccessPolicy
+	3, // 4: trellis.api.v1.ServerPolicy.routes:type_name -> trellis.api.v1.InboundRoute
+	8, // 5: trellis.api.v1.InboundRoute.matches:type_name -> trellis.api.v1.RouteMatch
+	4, // 6: trellis.api.v1.InboundRoute.authorizations:type_name -> trellis.api.v1.Authorization
+	5, // 7: trellis.api.v1.Authorization.nets:type_name -> trellis.api.v1.Network
+	1, // 8: trellis.api.v1.Policy.WatchInbound:input_type -> trellis.api.v1.InboundPolicyRequest
+	2, // 9: trellis.api.v1.Policy.WatchInbound:output_type -> trellis.api.v1.ServerPolicy
+	9, // [9:10] is the sub-list for method output_type
+	8, // [8:9] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_policy_proto_init() }
@@ -361,13 +638,14 @@ func file_api_v1_policy_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_policy_proto_rawDesc), len(file_api_v1_policy_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   4,
+			NumEnums:      1,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_api_v1_policy_proto_goTypes,
 		DependencyIndexes: file_api_v1_policy_proto_depIdxs,
+		EnumInfos:         file_api_v1_policy_proto_enumTypes,
 		MessageInfos:      file_api_v1_policy_proto_msgTypes,
 	}.Build()
 	File_api_v1_policy_proto = out.File
