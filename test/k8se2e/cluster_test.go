@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -45,27 +44,9 @@ func newCluster(t *testing.T) *cluster {
 	if os.Getenv("TRELLIS_E2E_K8S") != "1" {
 		t.Skip(skipHint)
 	}
-	clusterDir := envOr("TRELLIS_CLUSTER_DIR", "/var/tmp/trellis-cluster")
-	c := &cluster{
-		dir:        clusterDir,
-		kubeconfig: envOr("TRELLIS_KUBECONFIG", envOr("KUBECONFIG", filepath.Join(clusterDir, "run", "admin.kubeconfig"))),
-		bin:        envOr("TRELLIS_BIN", filepath.Join(repoRoot(t), "bin")),
-		registry:   envOr("TRELLIS_IMAGE_REPO", "trellis"),
-	}
-	if _, err := os.Stat(c.kubeconfig); err != nil {
-		t.Fatalf("kubeconfig: %v (is the cluster up? make cluster-up)", err)
-	}
-	switch k := os.Getenv("TRELLIS_KUBECTL"); {
-	case k != "":
-		c.kubectl = strings.Fields(k)
-	default:
-		if m, _ := filepath.Glob(filepath.Join(clusterDir, "cache", "k8s-*", "k8s-all")); len(m) > 0 {
-			c.kubectl = []string{m[0], "kubectl"}
-		} else if p, err := exec.LookPath("kubectl"); err == nil {
-			c.kubectl = []string{p}
-		} else {
-			t.Fatalf("no kubectl: set TRELLIS_KUBECTL, or build the harness (make cluster-up)")
-		}
+	c, err := findCluster()
+	if err != nil {
+		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(c.bin, "trellis")); err != nil {
 		t.Fatalf("trellis binary: %v (run make build, or set TRELLIS_BIN)", err)
@@ -93,6 +74,34 @@ func newCluster(t *testing.T) *cluster {
 	return c
 }
 
+// findCluster locates the kubeconfig, kubectl and the binaries (not yet
+// checked: newCluster does that).
+func findCluster() (*cluster, error) {
+	clusterDir := envOr("TRELLIS_CLUSTER_DIR", "/var/tmp/trellis-cluster")
+	c := &cluster{
+		dir:        clusterDir,
+		kubeconfig: envOr("TRELLIS_KUBECONFIG", envOr("KUBECONFIG", filepath.Join(clusterDir, "run", "admin.kubeconfig"))),
+		bin:        envOr("TRELLIS_BIN", filepath.Join(repoRoot(), "bin")),
+		registry:   envOr("TRELLIS_IMAGE_REPO", "trellis"),
+	}
+	if _, err := os.Stat(c.kubeconfig); err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w (is the cluster up? make cluster-up)", err)
+	}
+	switch k := os.Getenv("TRELLIS_KUBECTL"); {
+	case k != "":
+		c.kubectl = strings.Fields(k)
+	default:
+		if m, _ := filepath.Glob(filepath.Join(clusterDir, "cache", "k8s-*", "k8s-all")); len(m) > 0 {
+			c.kubectl = []string{m[0], "kubectl"}
+		} else if p, err := exec.LookPath("kubectl"); err == nil {
+			c.kubectl = []string{p}
+		} else {
+			return nil, errors.New("no kubectl: set TRELLIS_KUBECTL, or build the harness (make cluster-up)")
+		}
+	}
+	return c, nil
+}
+
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
 		return v
@@ -100,14 +109,14 @@ func envOr(k, def string) string {
 	return def
 }
 
-// repoRoot is two levels up from this package's directory.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("cannot locate the test source")
+// repoRoot is two levels up from this package's directory (go test runs
+// in the package's directory).
+func repoRoot() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "../.."
 	}
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	return filepath.Clean(filepath.Join(wd, "..", ".."))
 }
 
 func (c *cluster) image(name string) string { return c.registry + "/" + name + ":" + c.tag }

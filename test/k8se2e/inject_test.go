@@ -34,7 +34,7 @@ func TestInject(t *testing.T) {
 	c := newCluster(t)
 	const ns = "e2e-inject"
 	start := time.Now()
-	c.install(t)
+	c.sharedInstall(t)
 	c.deployDemo(t, ns, 1)
 	// tshark on web's host-side veth from before the first request, so
 	// the capture holds the mesh connections' handshakes too.

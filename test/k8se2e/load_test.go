@@ -17,7 +17,7 @@ import (
 func TestJob(t *testing.T) {
 	c := newCluster(t)
 	const ns = "e2e-job"
-	c.install(t)
+	c.sharedInstall(t)
 	c.deployDemo(t, ns, 1)
 	c.startLoad(t, loadParams{NS: ns, Name: "client", Target: "books." + ns + ".svc.cluster.local:80", RPS: 5, Duration: 5 * time.Second})
 	res := c.jobLoadResult(t, ns, "client", 3*time.Minute)
@@ -53,7 +53,7 @@ func TestJob(t *testing.T) {
 func TestRollout(t *testing.T) {
 	c := newCluster(t)
 	const ns = "e2e-rollout"
-	c.install(t)
+	c.sharedInstall(t)
 	c.deployDemo(t, ns, 3)
 	before := podNames(c.pods(t, ns, "app=books"))
 
@@ -114,7 +114,7 @@ func TestControlPlaneDown(t *testing.T) {
 		outage = d
 	}
 	const ns = "e2e-cpdown"
-	c.install(t)
+	c.sharedInstall(t)
 	c.deployDemo(t, ns, 2)
 	load := outage + 60*time.Second
 	c.startLoad(t, loadParams{NS: ns, Name: "client", Target: "web." + ns + ".svc.cluster.local:80", RPS: 20, Duration: load})

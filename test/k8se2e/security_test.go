@@ -71,7 +71,7 @@ spec:
 func TestSecurity(t *testing.T) {
 	c := newCluster(t)
 	const ns = "e2e-security"
-	c.install(t)
+	c.sharedInstall(t)
 	c.namespace(t, ns)
 	c.waitInjector(t)
 	c.mustRun(t, render(t, victim, map[string]string{"NS": ns, "Image": c.image("demo-app")}), "apply", "--server-side", "-f", "-")
