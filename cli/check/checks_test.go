@@ -266,11 +266,29 @@ func TestPostChecks(t *testing.T) {
 		}, want: OK, substr: "2 proxies ready"},
 
 		{name: "proxy version ok", check: ProxyVersionCheck, want: OK, substr: "2 pods on " + ctrlVersion},
-		{name: "proxy version mismatch", check: ProxyVersionCheck, break_: func(s *setup) {
+		{name: "proxy one minor behind: supported skew", check: ProxyVersionCheck, break_: func(s *setup) {
 			s.in.meshed[0].Annotations[k8slabels.AnnotationProxyVersion] = "v1.1.0"
-		}, want: Fail, substr: "shop/web-1 (v1.1.0)"},
+		}, want: Warn, substr: "1 of 2 pods not yet on v1.2.3 (version of the control plane): shop/web-1 (v1.1.0)"},
+		{name: "proxy older patch: supported skew", check: ProxyVersionCheck, break_: func(s *setup) {
+			s.in.meshed[1].Annotations[k8slabels.AnnotationProxyVersion] = "v1.2.0"
+		}, want: Warn, substr: "shop/web-2 (v1.2.0)"},
+		{name: "proxy from a commit build: skew", check: ProxyVersionCheck, break_: func(s *setup) {
+			s.in.meshed[0].Annotations[k8slabels.AnnotationProxyVersion] = "ff589f7"
+		}, want: Warn, substr: "shop/web-1 (ff589f7)"},
+		{name: "proxy two minors behind", check: ProxyVersionCheck, break_: func(s *setup) {
+			s.in.meshed[0].Annotations[k8slabels.AnnotationProxyVersion] = "v1.0.4"
+		}, want: Fail, substr: "shop/web-1 (v1.0.4: more than one minor version behind)"},
+		{name: "proxy newer than the control plane", check: ProxyVersionCheck, break_: func(s *setup) {
+			s.in.meshed[0].Annotations[k8slabels.AnnotationProxyVersion] = "v1.3.0"
+		}, want: Fail, substr: "upgrade the control plane first"},
+		{name: "proxy of another major", check: ProxyVersionCheck, break_: func(s *setup) {
+			s.in.meshed[0].Annotations[k8slabels.AnnotationProxyVersion] = "v0.9.0"
+		}, want: Fail, substr: "another major version"},
+		{name: "proxy without a version annotation", check: ProxyVersionCheck, break_: func(s *setup) {
+			delete(s.in.meshed[0].Annotations, k8slabels.AnnotationProxyVersion)
+		}, want: Fail, substr: "not injected by Trellis"},
 		{name: "proxy version without controller uses the CLI's", check: ProxyVersionCheck, break_: func(s *setup) { s.in.deploy = nil },
-			want: Fail, substr: "version of this trellis binary"},
+			want: Warn, substr: "version of this trellis binary"},
 
 		{name: "proxy certs ok", check: ProxyCertCheck, want: OK, substr: "2 proxies hold a valid certificate"},
 		{name: "proxy without certificate", check: ProxyCertCheck, break_: func(s *setup) {

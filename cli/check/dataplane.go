@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"golang.org/x/mod/semver"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -188,7 +190,10 @@ func expectedProxyVersion(ctx context.Context, e *Env) (string, string) {
 }
 
 // ProxyVersionCheck: every meshed pod was injected with the control
-// plane's version (annotation trellis.io/proxy-version).
+// plane's version (annotation trellis.io/proxy-version). Proxies of the
+// previous version are the supported skew while an upgrade rolls out (the
+// control plane N serves proxies N-1): a warning until they are restarted.
+// Anything else fails (docs/install.md, "Upgrades and version skew").
 var ProxyVersionCheck = Check{
 	Group: "data plane", Name: "proxies are on the control plane's version", Anchor: "proxy-version",
 	Run: func(ctx context.Context, e *Env) Outcome {
@@ -200,21 +205,60 @@ var ProxyVersionCheck = Check{
 		if want == "" {
 			return Outcome{Status: Skip, Message: "no control-plane version to compare with"}
 		}
-		var bad []string
+		var behind, bad []string
 		for _, p := range pods {
-			if v := p.Annotations[k8slabels.AnnotationProxyVersion]; v != want {
-				if v == "" {
-					v = "no " + k8slabels.AnnotationProxyVersion
-				}
-				bad = append(bad, fmt.Sprintf("%s/%s (%s)", p.Namespace, p.Name, v))
+			v := p.Annotations[k8slabels.AnnotationProxyVersion]
+			if v == want {
+				continue
+			}
+			name := fmt.Sprintf("%s/%s (%s)", p.Namespace, p.Name, v)
+			if why := unsupportedSkew(v, want); why != "" {
+				bad = append(bad, fmt.Sprintf("%s/%s (%s)", p.Namespace, p.Name, why))
+			} else {
+				behind = append(behind, name)
 			}
 		}
-		if len(bad) > 0 {
-			return fail("restart these workloads to re-inject them: kubectl -n NS rollout restart deploy/NAME",
-				"%d of %d pods not on %s (version of %s): %s", len(bad), len(pods), want, from, listOf(bad))
+		const restart = "restart these workloads to re-inject them: kubectl -n NS rollout restart deploy/NAME"
+		switch {
+		case len(bad) > 0:
+			return fail(restart, "%d of %d pods on an unsupported version (control plane %s, version of %s): %s",
+				len(bad), len(pods), want, from, listOf(bad))
+		case len(behind) > 0:
+			return warn(restart+" (until then the control plane serves them: one version of skew is supported)",
+				"%d of %d pods not yet on %s (version of %s): %s", len(behind), len(pods), want, from, listOf(behind))
 		}
 		return ok("%d pods on %s", len(pods), want)
 	},
+}
+
+// unsupportedSkew says why a proxy of version proxy may not run beside a
+// control plane of version ctrl, or "" when it may: the same version or
+// one release behind (release tags vX.Y.Z: the previous minor, or an
+// older patch of the same minor). Builds from a commit (git describe
+// names) cannot be ordered and count as one behind.
+func unsupportedSkew(proxy, ctrl string) string {
+	switch {
+	case proxy == "":
+		return "no " + k8slabels.AnnotationProxyVersion + ": not injected by Trellis"
+	case !semver.IsValid(proxy) || !semver.IsValid(ctrl):
+		return ""
+	case semver.Major(proxy) != semver.Major(ctrl):
+		return proxy + ": another major version"
+	case semver.Compare(proxy, ctrl) > 0:
+		return proxy + ": newer than the control plane; upgrade the control plane first"
+	}
+	pm, cm := minor(proxy), minor(ctrl)
+	if cm-pm > 1 {
+		return proxy + ": more than one minor version behind"
+	}
+	return ""
+}
+
+// minor is the Y of a valid vX.Y.Z.
+func minor(v string) int {
+	mm := strings.TrimPrefix(semver.MajorMinor(v), semver.Major(v)+".")
+	n, _ := strconv.Atoi(mm)
+	return n
 }
 
 // ProxyCertCheck scrapes every ready proxy's /metrics (through the API
