@@ -1,0 +1,148 @@
+package k8se2e
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// upgradePolicy is a Server and an AuthorizationPolicy written with the
+// fields every version since policy.trellis.io/v1alpha1 appeared knows:
+// books' HTTP port, callable by web's identity alone. They are stored by
+// the previous version and must be read (and enforced) by the new one.
+const upgradePolicy = `
+apiVersion: policy.trellis.io/v1alpha1
+kind: Server
+metadata: {name: books-http, namespace: %[1]s}
+spec:
+  podSelector: {matchLabels: {app: books}}
+  port: 8080
+  protocol: HTTP/1
+---
+apiVersion: policy.trellis.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: books-from-web, namespace: %[1]s}
+spec:
+  targetRef: {kind: Server, name: books-http}
+  identities: ["spiffe://cluster.local/ns/%[1]s/sa/web"]
+`
+
+// TestUpgrade is the suite "upgrade" (issue 15 item 8): the previous
+// version (TRELLIS_E2E_UPGRADE_FROM, a commit or tag, built here from the
+// repository's history) is installed and meshes the demo under load with
+// a policy in place; `trellis upgrade` (CRDs, then the control plane)
+// moves it to this version; the workloads are restarted one by one, so
+// old and new proxies serve side by side. The client counts zero failed
+// requests, the stored custom resources are still read as they were
+// written, and `trellis check` warns for the skew while it lasts and is
+// green at the end.
+func TestUpgrade(t *testing.T) {
+	c := newCluster(t)
+	from := os.Getenv("TRELLIS_E2E_UPGRADE_FROM")
+	if from == "" {
+		t.Fatal("TRELLIS_E2E_UPGRADE_FROM is not set: the commit or tag to upgrade from (make e2e sets it: E2E_UPGRADE_FROM in test/k8se2e/e2e.mk)")
+	}
+	prev := c.previousVersion(t, from)
+	const ns = "e2e-upgrade"
+	if _, err := c.run(t.Context(), nil, "get", "namespace", "trellis-system"); err == nil {
+		c.uninstall(t)
+	}
+	t.Cleanup(func() { c.uninstall(t) })
+	for _, args := range [][]string{{"install", "--crds"}, {"install"}} {
+		c.mustRun(t, []byte(prev.mustTrellis(t, nil, args...)), "apply", "--server-side", "-f", "-")
+	}
+	c.mustRun(t, nil, "-n", "trellis-system", "rollout", "status", "deployment/trellis-controller", "--timeout=3m")
+	c.namespace(t, ns)
+	prev.meshWithLoad(t, ns, 20)
+	c.mustRun(t, []byte(fmt.Sprintf(upgradePolicy, ns)), "apply", "--server-side", "-f", "-")
+	stored := c.mustRun(t, nil, "-n", ns, "get", "servers,authorizationpolicies", "-o", "jsonpath={range .items[*]}{.kind}/{.metadata.name} {.spec}{\"\\n\"}{end}")
+	t.Logf("%s meshed the demo; stored:\n%s", prev.tag, stored)
+
+	start := time.Now()
+	for _, args := range [][]string{{"upgrade", "--crds"}, {"upgrade"}} {
+		c.mustRun(t, []byte(c.mustTrellis(t, nil, args...)), "apply", "--server-side", "--force-conflicts", "-f", "-")
+	}
+	c.mustRun(t, nil, "-n", "trellis-system", "rollout", "status", "deployment/trellis-controller", "--timeout=3m")
+	c.waitInjector(t)
+	t.Logf("control plane upgraded to %s in %s", c.tag, time.Since(start).Round(time.Second))
+	c.assertSkewWarned(t, ns, prev.tag)
+
+	for _, d := range []string{"authors", "books", "web"} {
+		c.mustRun(t, nil, "-n", ns, "rollout", "restart", "deployment/"+d)
+		c.rollout(t, ns, d)
+		t.Logf("%s restarted onto %s proxies (%s since the upgrade)", d, c.tag, time.Since(start).Round(time.Second))
+	}
+	if got := c.mustRun(t, nil, "-n", ns, "get", "servers,authorizationpolicies", "-o", "jsonpath={range .items[*]}{.kind}/{.metadata.name} {.spec}{\"\\n\"}{end}"); got != stored {
+		t.Errorf("stored policy objects read differently after the upgrade:\nbefore:\n%s\nafter:\n%s", stored, got)
+	}
+	r := c.finalLoad(t, ns)
+	t.Logf("upgrade %s -> %s under load: sent %d, ok %d, failed %d, dropped %d", prev.tag, c.tag, r.Sent, r.OK, r.Failed, r.Dropped)
+	// The client itself still runs the previous proxy: the skew is still there.
+	c.assertSkewWarned(t, ns, prev.tag)
+	c.mustRun(t, nil, "-n", ns, "rollout", "restart", "deployment/client")
+	c.rollout(t, ns, "client")
+	if rep := c.check(t, "--proxy", "-n", ns); !rep.Success || rep.Summary.Warn != 0 || rep.Summary.Fail != 0 {
+		t.Errorf("trellis check after every workload restarted: %+v, want all ok", rep.Summary)
+	}
+}
+
+// assertSkewWarned: while pods of the previous version run, check passes
+// with the proxy-version check warning (not failing) and naming them.
+func (c *cluster) assertSkewWarned(t *testing.T, ns, prevTag string) {
+	t.Helper()
+	rep := c.check(t, "--proxy", "-n", ns)
+	if !rep.Success {
+		t.Errorf("trellis check fails during a supported skew (%s proxies, %s control plane)", prevTag, c.tag)
+	}
+	for _, ch := range rep.Checks {
+		if ch.Name == "proxies are on the control plane's version" {
+			if ch.Status != "warn" || !strings.Contains(ch.Message, prevTag) {
+				t.Errorf("proxy-version check during the skew: %s %q, want a warning naming %s", ch.Status, ch.Message, prevTag)
+			}
+			return
+		}
+	}
+	t.Error("no proxy-version check in trellis check's report")
+}
+
+// previousVersion builds the trellis binaries and images of commit (or
+// tag) from, once per commit, in the harness's cache (from the
+// repository's history: CI's clone has it), imports the images into the
+// cluster and returns a cluster whose CLI and images are that version.
+func (c *cluster) previousVersion(t *testing.T, from string) *cluster {
+	t.Helper()
+	root := repoRoot()
+	sha, err := exec.Command("git", "-C", root, "rev-parse", "--short", from+"^{commit}").Output()
+	if err != nil {
+		t.Fatalf("git rev-parse %s: %v (the clone needs the history: git fetch --unshallow)", from, err)
+	}
+	version := "prev-" + strings.TrimSpace(string(sha))
+	src := filepath.Join(c.dir, "cache", version, "src")
+	if _, err := os.Stat(filepath.Join(src, "Makefile")); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		sh := fmt.Sprintf("git -C %q archive --format=tar %s | tar -x -C %q", root, from, src)
+		if out, err := exec.Command("sh", "-c", sh).CombinedOutput(); err != nil {
+			_ = os.RemoveAll(src)
+			t.Fatalf("%s: %v\n%s", sh, err, out)
+		}
+	}
+	start := time.Now()
+	// The version is given, not derived: the extracted tree is no git checkout.
+	mk := exec.Command("make", "-C", src, "images",
+		"GOFLAGS_BUILD=-tags grpcnotrace -trimpath -ldflags \"-s -w -X github.com/trellis-mesh/trellis/internal/version.Version="+version+"\"",
+		"TRELLIS_IMAGE_TAG="+version, "TRELLIS_CLUSTER_DIR="+c.dir)
+	if out, err := mk.CombinedOutput(); err != nil {
+		t.Fatalf("building %s (%s): %v\n%s", from, src, err, out)
+	}
+	t.Logf("previous version %s (%s) built and imported in %s", version, from, time.Since(start).Round(time.Second))
+	p := *c
+	p.bin, p.tag = filepath.Join(src, "bin"), version
+	return &p
+}
