@@ -138,6 +138,12 @@ func (c *cluster) previousVersion(t *testing.T, from string) *cluster {
 	mk := exec.Command("make", "-C", src, "images",
 		"GOFLAGS_BUILD=-tags grpcnotrace -trimpath -ldflags \"-s -w -X github.com/trellis-mesh/trellis/internal/version.Version="+version+"\"",
 		"TRELLIS_IMAGE_TAG="+version, "TRELLIS_CLUSTER_DIR="+c.dir)
+	// Not the outer make's variables (SUITE=upgrade means nothing to the old tree).
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" && k != "SUITE" {
+			mk.Env = append(mk.Env, kv)
+		}
+	}
 	if out, err := mk.CombinedOutput(); err != nil {
 		t.Fatalf("building %s (%s): %v\n%s", from, src, err, out)
 	}
