@@ -36,7 +36,7 @@ mesh run on this machine, no cluster needed.`,
 		SilenceUsage:  true, // errors are about the run, not the syntax
 		SilenceErrors: true, // main prints them once
 	}
-	root.AddCommand(newVersionCommand(), newDemoCommand(), newRunCommand())
+	root.AddCommand(newVersionCommand(checkcmd.FromKubeconfig), newDemoCommand(), newRunCommand())
 	root.AddCommand(identitycmd.New())
 	root.AddCommand(injectcmd.New())
 	root.AddCommand(checkcmd.New())

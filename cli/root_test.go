@@ -46,14 +46,14 @@ func TestEveryCommandHasHelpWithExamples(t *testing.T) {
 	}
 }
 
-func TestVersion(t *testing.T) {
-	out, err := run(t, "version")
-	if err != nil || !strings.HasPrefix(out, "trellis "+version.Version+" (") {
-		t.Errorf("version = %q, %v", out, err)
+func TestVersionClient(t *testing.T) {
+	out, err := run(t, "version", "--client")
+	if err != nil || !strings.HasPrefix(out, "Client version: "+version.Version+" (") || strings.Contains(out, "Control plane") {
+		t.Errorf("version --client = %q, %v", out, err)
 	}
-	out, err = run(t, "version", "--short")
+	out, err = run(t, "version", "--client", "--short")
 	if err != nil || out != version.Version+"\n" {
-		t.Errorf("version --short = %q, %v", out, err)
+		t.Errorf("version --client --short = %q, %v", out, err)
 	}
 	if _, err := run(t, "version", "extra"); err == nil {
 		t.Error("version accepted an argument")
@@ -71,4 +71,40 @@ func TestDemoRejectsBadFlags(t *testing.T) {
 			t.Errorf("%v accepted", args)
 		}
 	}
+}
+
+// TestOutputConvention: every command with -o offers text (or its
+// table) and json, and its shell completion lists the values. The
+// commands that print data are listed so one cannot lose its -o.
+func TestOutputConvention(t *testing.T) {
+	mustHave := map[string]bool{"trellis version": true, "trellis check": true, "trellis identity inspect": true, "trellis identity bundle list": true}
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+		f := c.Flags().Lookup("output")
+		if f == nil {
+			if mustHave[c.CommandPath()] {
+				t.Errorf("%s has no -o", c.CommandPath())
+			}
+			return
+		}
+		if f.Shorthand != "o" {
+			t.Errorf("%s: --output has shorthand %q, want o", c.CommandPath(), f.Shorthand)
+		}
+		if c.CommandPath() == "trellis demo" || c.CommandPath() == "trellis identity create-anchor" || c.CommandPath() == "trellis identity create-issuer" {
+			return // -o picks what is written, not a format of printed data
+		}
+		comp, _ := c.GetFlagCompletionFunc("output")
+		if comp == nil {
+			t.Errorf("%s: no completion for -o", c.CommandPath())
+			return
+		}
+		vals, _ := comp(c, nil, "")
+		if got := strings.Join(vals, " "); !strings.Contains(got, "json") || !strings.Contains(got, "yaml") {
+			t.Errorf("%s: -o completes to %q", c.CommandPath(), got)
+		}
+	}
+	walk(NewRootCommand())
 }

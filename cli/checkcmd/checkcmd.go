@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/trellis-mesh/trellis/cli/check"
+	"github.com/trellis-mesh/trellis/cli/complete"
+	kubeconfigpkg "github.com/trellis-mesh/trellis/cli/kubeconfig"
+	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/internal/version"
 )
 
@@ -28,7 +30,7 @@ type options struct {
 	pre            bool
 	proxy          bool
 	namespace      string
-	output         string
+	output         output.Flag
 	probeNamespace string
 	timeout        time.Duration
 	wait           time.Duration
@@ -46,12 +48,9 @@ func New() *cobra.Command {
 // path, else $KUBECONFIG, else ~/.kube/config; context overrides the
 // current context.
 func FromKubeconfig(kubeconfig, context string) (*check.Env, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context})
-	cfg, err := cc.ClientConfig()
+	cfg, err := kubeconfigpkg.Load(kubeconfig, context)
 	if err != nil {
-		return nil, fmt.Errorf("load kubeconfig: %w", err)
+		return nil, err
 	}
 	return check.NewEnv(cfg)
 }
@@ -102,7 +101,8 @@ checks are run again every few seconds until they pass or the time is up
 	f.BoolVar(&o.pre, "pre", false, "run the pre-installation checks")
 	f.BoolVar(&o.proxy, "proxy", false, "run only the data-plane checks")
 	f.StringVarP(&o.namespace, "namespace", "n", "", "limit the data-plane checks to this namespace (default all namespaces)")
-	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
+	o.output.Register(cmd, output.Text, output.JSON, output.YAML)
+	_ = cmd.RegisterFlagCompletionFunc("namespace", complete.Namespaces(complete.FromKubeconfig))
 	f.StringVar(&o.probeNamespace, "probe-namespace", "default", "namespace for the dry-run pods of the native-sidecar and webhook probes (nothing is stored)")
 	f.DurationVar(&o.timeout, "timeout", 20*time.Second, "time limit of each check (checks that visit every proxy get at least 2m)")
 	f.DurationVar(&o.wait, "wait", 0, "run the checks again until none fails or this much time has passed (0: once)")
@@ -111,9 +111,6 @@ checks are run again every few seconds until they pass or the time is up
 }
 
 func run(cmd *cobra.Command, build EnvFunc, o options) error {
-	if o.output != "text" && o.output != "json" {
-		return fmt.Errorf("--output %q: want text or json", o.output)
-	}
 	if o.wait < 0 {
 		return fmt.Errorf("--wait %s: must not be negative", o.wait)
 	}
@@ -140,16 +137,14 @@ func run(cmd *cobra.Command, build EnvFunc, o options) error {
 	}
 	results := runWaiting(cmd, env, checks, o.wait)
 	out := cmd.OutOrStdout()
-	if o.output == "json" {
-		err = check.WriteJSON(out, results)
-	} else {
-		err = check.WriteText(out, results, useColor(out))
-	}
+	err = o.output.Print(out, check.NewReport(results), func(w io.Writer) error {
+		return check.WriteText(w, results, useColor(out))
+	})
 	if err != nil {
 		return err
 	}
 	if check.Summarize(results).Failed() {
-		return ErrChecksFailed
+		return output.Reported{Err: ErrChecksFailed} // the report says which
 	}
 	return nil
 }

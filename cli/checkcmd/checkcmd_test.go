@@ -121,7 +121,7 @@ func TestProxyMode(t *testing.T) {
 func TestFlagErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"--pre", "--proxy"},
-		{"-o", "yaml"},
+		{"-o", "xml"},
 		{"--pre", "-n", "shop"},
 		{"extra"},
 	} {

@@ -4,12 +4,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
 
@@ -122,28 +124,32 @@ their SHA-256 fingerprint (as printed by list; a unique prefix of at least
 }
 
 func newBundleListCommand(now func() time.Time) *cobra.Command {
-	var bundlePath string
+	var (
+		bundlePath string
+		out        output.Flag
+	)
 	cmd := &cobra.Command{
-		Use:     "list --bundle FILE",
-		Short:   "List the anchors of a trust bundle",
-		Example: `  trellis identity bundle list --bundle ./state/bundle.crt`,
-		Args:    cobra.NoArgs,
+		Use:   "list --bundle FILE",
+		Short: "List the anchors of a trust bundle",
+		Example: `  trellis identity bundle list --bundle ./state/bundle.crt
+
+  # With each anchor's serial and key type; or as YAML
+  trellis identity bundle list --bundle ./state/bundle.crt -o wide
+  trellis identity bundle list --bundle ./state/bundle.crt -o yaml`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			bundle, err := loadBundle(bundlePath, false)
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "%s: %d anchor(s), bundle fingerprint %s\n", bundlePath, len(bundle), pki.Fingerprint(bundle))
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "#\tSHA-256\tSUBJECT\tNOT AFTER\tLEFT")
-			for i, in := range pki.Describe(bundle, now()) {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", i+1, in.Fingerprint, in.Subject, in.NotAfter.Format(time.RFC3339), timeLeft(in))
-			}
-			return tw.Flush()
+			doc := bundleDoc{Bundle: bundlePath, Fingerprint: pki.Fingerprint(bundle), Anchors: pki.Describe(bundle, now())}
+			return out.Print(cmd.OutOrStdout(), doc, func(w io.Writer) error {
+				return printBundle(w, doc, out.Format() == output.Wide)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&bundlePath, "bundle", "", "the trust bundle PEM file (required)")
+	out.Register(cmd, output.Text, output.Wide, output.JSON, output.YAML)
 	_ = cmd.MarkFlagRequired("bundle")
 	return cmd
 }
@@ -206,4 +212,30 @@ func isHex(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// bundleDoc is the -o json|yaml document of bundle list.
+type bundleDoc struct {
+	Bundle      string         `json:"bundle"`
+	Fingerprint string         `json:"fingerprint"`
+	Anchors     []pki.CertInfo `json:"anchors"`
+}
+
+// printBundle is the table of bundle list; wide adds the serial and key.
+func printBundle(w io.Writer, doc bundleDoc, wide bool) error {
+	fmt.Fprintf(w, "%s: %d anchor(s), bundle fingerprint %s\n", doc.Bundle, len(doc.Anchors), doc.Fingerprint)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	head := "#\tSHA-256\tSUBJECT\tNOT AFTER\tLEFT"
+	if wide {
+		head += "\tSERIAL\tKEY"
+	}
+	fmt.Fprintln(tw, head)
+	for i, in := range doc.Anchors {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s", i+1, in.Fingerprint, in.Subject, in.NotAfter.Format(time.RFC3339), timeLeft(in))
+		if wide {
+			fmt.Fprintf(tw, "\t%s\t%s", in.Serial, in.KeyType)
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
 }

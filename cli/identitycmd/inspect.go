@@ -2,7 +2,6 @@ package identitycmd
 
 import (
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
 
@@ -20,7 +20,7 @@ type inspectReport struct {
 }
 
 func newInspectCommand(now func() time.Time) *cobra.Command {
-	var output string
+	var out output.Flag
 	cmd := &cobra.Command{
 		Use:   "inspect FILE|- [FILE...]",
 		Short: "Show certificates, bundles and Secrets: identity, chain, expiry",
@@ -43,9 +43,6 @@ which certificate among all the given ones signed it.`,
   trellis identity inspect ./state/bundle.crt ./state/issuer.crt -o json`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "text" && output != "json" {
-				return fmt.Errorf("-o %q: want text or json", output)
-			}
 			var (
 				all     []*x509.Certificate
 				sources []string
@@ -70,15 +67,12 @@ which certificate among all the given ones signed it.`,
 			for i := range infos {
 				infos[i].Source = sources[i]
 			}
-			if output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(inspectReport{Certificates: infos})
-			}
-			return printInfos(cmd.OutOrStdout(), infos)
+			return out.Print(cmd.OutOrStdout(), inspectReport{Certificates: infos}, func(w io.Writer) error {
+				return printInfos(w, infos)
+			})
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	out.Register(cmd, output.Text, output.JSON, output.YAML)
 	return cmd
 }
 

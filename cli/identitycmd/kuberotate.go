@@ -17,8 +17,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/trellis-mesh/trellis/cli/kubeconfig"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
@@ -568,11 +568,9 @@ func runKubeRotate(cmd *cobra.Command, r kubeRun) error {
 	if r.stage != "" && (r.opts.anchorValidity <= 0 || r.opts.issuerValidity <= 0) {
 		return errors.New("--anchor-validity and --issuer-validity must be positive")
 	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = r.kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: r.context}).ClientConfig()
+	cfg, err := kubeconfig.Load(r.kubeconfig, r.context)
 	if err != nil {
-		return fmt.Errorf("kubeconfig: %w", err)
+		return err
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -14,11 +14,10 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/trellis-mesh/trellis/cli/kubeconfig"
 	"github.com/trellis-mesh/trellis/install"
 	"github.com/trellis-mesh/trellis/internal/pki"
-	"github.com/trellis-mesh/trellis/internal/version"
 )
 
 // renderFlags are shared by install and upgrade.
@@ -134,14 +133,7 @@ func (k *kubeFlags) add(f *pflag.FlagSet) {
 }
 
 func (k *kubeFlags) restConfig() (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = k.kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.context}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
-	}
-	cfg.UserAgent = "trellis/" + version.Version
-	return cfg, nil
+	return kubeconfig.Load(k.kubeconfig, k.context)
 }
 
 func (k *kubeFlags) clientset() (kubernetes.Interface, error) {

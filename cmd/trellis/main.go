@@ -3,12 +3,12 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/trellis-mesh/trellis/cli"
+	"github.com/trellis-mesh/trellis/cli/output"
 )
 
 func main() {
@@ -19,10 +19,11 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	err := cli.NewRootCommand().ExecuteContext(ctx)
+	cmd, err := cli.NewRootCommand().ExecuteContextC(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "trellis: %v\n", err)
+		// One line on stderr, and an error document on stdout under -o json|yaml.
+		output.ReportError(cmd, err, os.Stdout, os.Stderr)
 		os.Exit(1)
 	}
 }

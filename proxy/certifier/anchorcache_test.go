@@ -321,8 +321,13 @@ func TestBootstrapAnchors(t *testing.T) {
 // its first Certify and again whenever the control plane sends another;
 // a cache it cannot write costs a warning and a count, never the
 // certificate.
+//
+// Certificates live an hour and are renewed every ~0.4 s (a tiny
+// RenewFraction): with a 1 s lifetime, which x509 truncates to the second,
+// a certificate issued at .99 s arrived expired on a loaded machine and its
+// Certify failed for that reason, not the cache (the old flake).
 func TestCertifierWritesAnchorsCache(t *testing.T) {
-	e := newEnv(t, time.Second)
+	e := newEnv(t, time.Hour)
 	path := filepath.Join(t.TempDir(), "trust-anchors.pem")
 	cache, err := NewAnchorsCache(path, e.reg)
 	if err != nil {
@@ -333,6 +338,7 @@ func TestCertifierWritesAnchorsCache(t *testing.T) {
 	cfg.AnchorsCache = cache
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	cfg.MinRenewPeriod = 50 * time.Millisecond
+	cfg.RenewFraction = 0.0001 // of 1 h: a renewal every ~0.36 s
 	// The first response carries no bundle: the one in use (the
 	// bootstrap's) is written all the same.
 	e.start(t, cfg)
@@ -379,7 +385,7 @@ func TestCertifierWritesAnchorsCache(t *testing.T) {
 		t.Errorf("the bundle was not installed because the cache could not be written")
 	}
 	if v, _ := metricValue(t, e.reg, "trellis_identity_certify_total", map[string]string{"result": "error"}); v != 0 {
-		t.Errorf("a cache write failure counted as %v failed Certify calls", v)
+		t.Errorf("a cache write failure counted as %v failed Certify calls\n%s", v, logs.String())
 	}
 	if !strings.Contains(logs.String(), "level=WARN msg=\"cannot cache the trust anchors") {
 		t.Errorf("no warning for the failed write:\n%s", logs.String())
