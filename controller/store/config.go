@@ -49,6 +49,8 @@ type Config struct {
 	CertificateLifetime time.Duration
 	Services            []*ServiceInfo
 	Workloads           []*WorkloadInfo
+	// Policies are the inbound policy objects (policies.go).
+	Policies Policies
 
 	services map[nsName]*ServiceInfo
 	byAddr   map[netip.AddrPort]*WorkloadInfo
@@ -282,6 +284,11 @@ func build(f *meshconfig.File) (*Config, error) {
 		c.byID[id] = append(c.byID[id], wi)
 		c.Workloads = append(c.Workloads, wi)
 	}
+	p, err := buildPolicies(f.Policies)
+	if err != nil {
+		return nil, err
+	}
+	c.Policies = p
 	return c, nil
 }
 
