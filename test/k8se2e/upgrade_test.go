@@ -68,6 +68,7 @@ func TestUpgrade(t *testing.T) {
 		c.mustRun(t, []byte(c.mustTrellis(t, nil, args...)), "apply", "--server-side", "--force-conflicts", "-f", "-")
 	}
 	c.mustRun(t, nil, "-n", "trellis-system", "rollout", "status", "deployment/trellis-controller", "--timeout=3m")
+	c.waitOldControllersGone(t)
 	c.waitInjector(t)
 	t.Logf("control plane upgraded to %s in %s", c.tag, time.Since(start).Round(time.Second))
 	c.assertSkewWarned(t, ns, prev.tag)
@@ -151,4 +152,28 @@ func (c *cluster) previousVersion(t *testing.T, from string) *cluster {
 	p := *c
 	p.bin, p.tag = filepath.Join(src, "bin"), version
 	return &p
+}
+
+// waitOldControllersGone waits until every controller pod runs this
+// version's image: `rollout status` returns while the old replica still
+// drains (it serves, not ready, for --drain-delay, and the API server may
+// still reach its webhook), and a pod created then is injected with the
+// old proxy (docs/install.md, "Upgrades and version skew").
+func (c *cluster) waitOldControllersGone(t *testing.T) {
+	t.Helper()
+	start := time.Now()
+	eventually(t, 2*time.Minute, "only controller pods of "+c.tag, func() error {
+		for _, p := range c.pods(t, "trellis-system", "") {
+			if !strings.HasPrefix(p.Name, "trellis-controller-") {
+				continue
+			}
+			for _, ct := range p.Spec.Containers {
+				if ct.Image != c.image("controller") {
+					return fmt.Errorf("%s still runs %s", p.Name, ct.Image)
+				}
+			}
+		}
+		return nil
+	})
+	t.Logf("the old controller pods were gone %s after the rollout", time.Since(start).Round(time.Second))
 }
