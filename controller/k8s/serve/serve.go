@@ -334,11 +334,11 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		}
 	}
 	streamsDone := make(chan struct{})
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append(grpcBufferOptions(),
 		grpc.Creds(credentials.NewTLS(cfg.TLS)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
+	)...)
 	apiv1.RegisterDestinationServer(srv, &destination.Service{Source: src, Metrics: m, Log: log.With("component", "destination"), Done: streamsDone})
 	if cfg.Register != nil {
 		cfg.Register(srv, Env{Client: client, Metrics: m, Log: log, Done: streamsDone, Policy: pol.source})
