@@ -282,7 +282,14 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		if cfg.Elector != nil {
 			el = cfg.Elector(client)
 		}
-		pol.rt.Start(bg, el)
+		sm, err := status.NewMetrics(m.Registry)
+		if err != nil {
+			cancelBG()
+			closeAdmin()
+			return nil, err
+		}
+		pol.rt.Status.Metrics = sm
+		pol.rt.Start(bg, sm.Leading(el))
 		synced = append(synced, pol.rt.HasSynced)
 	}
 	stopInformers := func() {
