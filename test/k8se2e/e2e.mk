@@ -2,11 +2,11 @@
 # Included from the top-level Makefile AFTER test/cluster/cluster.mk:
 #   include test/k8se2e/e2e.mk
 # make e2e                  every suite
-# make e2e SUITE=install    one suite: install inject cni job rollout controlplane-down ha-failover security
+# make e2e SUITE=install    one suite: install inject cni job rollout controlplane-down ha-failover ha-leader security
 # E2E_KEEP_CLUSTER=1        leave the cluster up afterwards (default: make cluster-down)
 # TRELLIS_E2E_OUTAGE=30s    shorten the controlplane-down outage (default 2m)
 # See test/k8se2e/README.md.
-E2E_SUITES := install inject cni job rollout controlplane-down ha-failover identity-issuer identity-external identity-anchor identity-external-anchor identity-check security
+E2E_SUITES := install inject cni job rollout controlplane-down ha-failover ha-leader identity-issuer identity-external identity-anchor identity-external-anchor identity-check security
 E2E_TEST_install           := TestInstall
 E2E_TEST_inject            := TestInject
 E2E_TEST_cni               := TestCNI
@@ -14,6 +14,7 @@ E2E_TEST_job               := TestJob
 E2E_TEST_rollout           := TestRollout
 E2E_TEST_controlplane-down := TestControlPlaneDown
 E2E_TEST_ha-failover       := TestHAFailover
+E2E_TEST_ha-leader         := TestHALeader
 E2E_TEST_identity-issuer   := TestIdentityIssuer
 E2E_TEST_identity-external := TestIdentityExternal
 E2E_TEST_identity-anchor   := TestIdentityAnchor
