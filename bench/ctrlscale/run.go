@@ -49,8 +49,8 @@ type result struct {
 	// runtime is the controller's Go runtime memory with every stream
 	// open (go_* metrics): what RSS holds besides the live heap.
 	runtime map[string]float64
-	storm       storm
-	heapTop     string // go tool pprof -top of the controller's heap, with -profile
+	storm   storm
+	heapTop string // go tool pprof -top of the controller's heap, with -profile
 }
 
 func run(ctx context.Context, log *slog.Logger, cfg config) (*result, error) {
