@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
+	"github.com/trellis-mesh/trellis/test/harness"
 )
 
 // haPolicy is applied before the kill: it targets a Server that does not
@@ -38,11 +39,13 @@ spec:
 `
 
 // TestHALeader is the suite "ha-leader": with --ha, the replica writing
-// status (the Lease holder) is SIGKILLed under load and a Server is applied
-// while no replica leads. The change reaches every proxy selected (served
-// by the surviving replicas), the next leader writes each changed status
-// condition exactly once (the controllers' status-write counters and a
-// stable resourceVersion), and the load sees zero failed requests.
+// status (the Lease holder) is SIGKILLed under load and its pod deleted (a
+// lost node), and a Server is applied while no replica leads. The change
+// reaches every proxy selected (served by the surviving replicas), another
+// replica takes the Lease and writes each changed status condition exactly
+// once (the API server's count of status updates, the controllers'
+// status-write counters, a stable resourceVersion), and the load sees zero
+// failed requests.
 func TestHALeader(t *testing.T) {
 	c := newCluster(t)
 	const ns = "e2e-haleader"
@@ -57,9 +60,13 @@ func TestHALeader(t *testing.T) {
 		_, err := c.accepted(t, ns, "authorizationpolicies", "ha-all", metav1.ConditionFalse, "TargetNotFound")
 		return err
 	})
+	writes0 := c.statusPuts(t)
 	leader := c.statusLeader(t)
+	// SIGKILL (no Lease release), then the pod is gone as with a lost
+	// node: another replica must wait out the Lease and take over.
 	c.killContainer(t, "trellis-system", leader, "controller")
 	killed := time.Now()
+	c.mustRun(t, nil, "-n", "trellis-system", "delete", "pod", leader, "--grace-period=0", "--force")
 	c.mustRun(t, []byte(fmt.Sprintf(haServer, ns)), "apply", "--server-side", "-f", "-")
 	t.Logf("killed the leader %s; Server applied %s later", leader, time.Since(killed).Round(time.Millisecond))
 
@@ -93,8 +100,12 @@ func TestHALeader(t *testing.T) {
 		rv[1], err = c.accepted(t, ns, "authorizationpolicies", "ha-all", metav1.ConditionTrue, "Accepted")
 		return err
 	})
-	t.Logf("status written %s after the kill; leader now %s", time.Since(killed).Round(time.Second), c.statusLeader(t))
-	c.checkWrittenOnce(t, ns, rv)
+	next := c.statusLeader(t)
+	t.Logf("status written %s after the kill; leader now %s", time.Since(killed).Round(time.Second), next)
+	if next == leader {
+		t.Errorf("the killed replica %s still holds the Lease", leader)
+	}
+	c.checkWrittenOnce(t, ns, rv, writes0)
 
 	if time.Since(started) > load {
 		t.Fatalf("the takeover outlasted the load (%s): the result would not cover it", load)
@@ -107,16 +118,23 @@ func TestHALeader(t *testing.T) {
 }
 
 // checkWrittenOnce: after a while the objects' resourceVersions have not
-// moved (no replica rewrites or flaps the condition), and the replicas'
-// status-write counters sum to one write per object since the kill (the
-// victim's counters restarted with it; the others never led before).
-func (c *cluster) checkWrittenOnce(t *testing.T, ns string, rv [2]string) {
+// moved (no replica rewrites or flaps the condition); the API server
+// served exactly one successful status update per object since before the
+// kill, whichever replica sent it; and the live replicas' status-write
+// counters say the same (the victim is gone; the others never led).
+func (c *cluster) checkWrittenOnce(t *testing.T, ns string, rv [2]string, puts0 map[string]float64) {
 	t.Helper()
 	time.Sleep(15 * time.Second) // a Lease duration: a second writer would have acted
 	for i, res := range []string{"servers", "authorizationpolicies"} {
 		now := c.mustRun(t, nil, "-n", ns, "get", res+".policy.trellis.io", "ha-all", "-o", "jsonpath={.metadata.resourceVersion}")
 		if now != rv[i] {
 			t.Errorf("%s/ha-all written again: resourceVersion %s -> %s", res, rv[i], now)
+		}
+	}
+	puts := c.statusPuts(t)
+	for _, res := range []string{"servers", "authorizationpolicies"} {
+		if d := puts[res] - puts0[res]; d != 1 {
+			t.Errorf("API server: %g successful %s/status updates since the kill, want 1", d, res)
 		}
 	}
 	written := map[string]float64{}
@@ -164,6 +182,22 @@ func (c *cluster) accepted(t *testing.T, ns, resource, name string, want metav1.
 		return obj.ResourceVersion, nil
 	}
 	return "", fmt.Errorf("%s/%s: no Accepted condition yet", resource, name)
+}
+
+// statusPuts is the API server's count of successful status updates of
+// the policy kinds (apiserver_request_total), by resource.
+func (c *cluster) statusPuts(t *testing.T) map[string]float64 {
+	t.Helper()
+	m, err := harness.ParseMetrics(strings.NewReader(c.mustRun(t, nil, "get", "--raw", "/metrics")))
+	if err != nil {
+		t.Fatalf("API server metrics: %v", err)
+	}
+	out := map[string]float64{}
+	for _, res := range []string{"servers", "authorizationpolicies"} {
+		out[res], _ = m.Sum("apiserver_request_total", map[string]string{
+			"group": "policy.trellis.io", "resource": res, "subresource": "status", "verb": "PUT", "code": "200"})
+	}
+	return out
 }
 
 // statusLeader is the replica holding the status Lease.
