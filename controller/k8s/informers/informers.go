@@ -139,18 +139,30 @@ func trim(obj any) (any, error) {
 // (trellis.io/..., config.trellis.io/...) except the trust anchors, a
 // PEM bundle on every injected pod that only its proxy reads.
 func meshAnnotations(in map[string]string) map[string]string {
-	var out map[string]string
+	keep := 0
+	for k := range in {
+		if meshAnnotation(k) {
+			keep++
+		}
+	}
+	switch keep {
+	case len(in):
+		return in // nothing to drop: no copy
+	case 0:
+		return nil
+	}
+	out := make(map[string]string, keep)
 	for k, v := range in {
-		domain, _, ok := strings.Cut(k, "/")
-		if !ok || (domain != "trellis.io" && !strings.HasSuffix(domain, ".trellis.io")) || k == k8slabels.AnnotationTrustAnchors {
-			continue
+		if meshAnnotation(k) {
+			out[k] = v
 		}
-		if out == nil {
-			out = make(map[string]string, len(in))
-		}
-		out[k] = v
 	}
 	return out
+}
+
+func meshAnnotation(k string) bool {
+	domain, _, ok := strings.Cut(k, "/")
+	return ok && (domain == "trellis.io" || strings.HasSuffix(domain, ".trellis.io")) && k != k8slabels.AnnotationTrustAnchors
 }
 
 // trimPod keeps what destinations and inbound policy read: identity,

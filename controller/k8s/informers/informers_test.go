@@ -143,3 +143,26 @@ func TestTrimNodeAndService(t *testing.T) {
 		t.Errorf("service trimmed wrong: %+v", svc)
 	}
 }
+
+func TestMeshAnnotations(t *testing.T) {
+	for _, tt := range []struct {
+		in   map[string]string
+		want []string
+	}{
+		{nil, nil},
+		{map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{}"}, nil},
+		{map[string]string{k8slabels.AnnotationOpaquePorts: "1", k8slabels.AnnotationInject: "enabled"}, []string{k8slabels.AnnotationOpaquePorts, k8slabels.AnnotationInject}},
+		{map[string]string{k8slabels.AnnotationTrustAnchors: "PEM", k8slabels.AnnotationProxyVersion: "v1", "evil.nottrellis.io/x": "", "trellis.io": ""}, []string{k8slabels.AnnotationProxyVersion}},
+	} {
+		got := meshAnnotations(tt.in)
+		if len(got) != len(tt.want) {
+			t.Errorf("meshAnnotations(%v) = %v, want keys %v", tt.in, got, tt.want)
+			continue
+		}
+		for _, k := range tt.want {
+			if got[k] != tt.in[k] {
+				t.Errorf("meshAnnotations(%v) = %v, want keys %v", tt.in, got, tt.want)
+			}
+		}
+	}
+}
