@@ -64,6 +64,11 @@ func (r *result) print(w io.Writer, cfg config) {
 		fmt.Fprintf(w, ": as many, so its window and grpc-go's per-stream send quota (64 KiB each) were not both full and the controller's sends never blocked (more writes to svc-0 would: -duration, -rate, -hot-every)\n")
 	}
 	fmt.Fprintf(w, "controller peak RSS (VmHWM): %s; Go live heap after the last GC %d MB (largest %d MB; the rest of the heap is garbage GOGC lets accumulate)", mib(r.rssPeak), r.liveLast, r.liveMax)
+	if rt := r.runtime; rt != nil {
+		fmt.Fprintf(w, "\ncontroller Go runtime with every stream open: %.0f goroutines, stacks %s, heap in use %s, heap idle %s (%s of it returned to the OS), obtained from the OS %s",
+			rt["go_goroutines"], mib(int64(rt["go_memstats_stack_inuse_bytes"])), mib(int64(rt["go_memstats_heap_inuse_bytes"])),
+			mib(int64(rt["go_memstats_heap_idle_bytes"])), mib(int64(rt["go_memstats_heap_released_bytes"])), mib(int64(rt["go_memstats_sys_bytes"])))
+	}
 	if len(cfg.ControllerEnv) > 0 {
 		fmt.Fprintf(w, "; controller environment %v", cfg.ControllerEnv)
 	}

@@ -46,8 +46,11 @@ type result struct {
 	stalled     drained
 	liveLast    int64 // MB live heap after the last GC, from gctrace
 	liveMax     int64
-	storm       storm
-	heapTop     string // go tool pprof -top of the controller's heap, with -profile
+	// runtime is the controller's Go runtime memory with every stream
+	// open (go_* metrics): what RSS holds besides the live heap.
+	runtime map[string]float64
+	storm   storm
+	heapTop string // go tool pprof -top of the controller's heap, with -profile
 }
 
 func run(ctx context.Context, log *slog.Logger, cfg config) (*result, error) {
@@ -163,8 +166,11 @@ func measure(ctx context.Context, log *slog.Logger, cfg config, client kubernete
 		return err
 	}
 	res.phases = append(res.phases, p)
+	// While every stream, the stalled one included, is still open.
+	if res.runtime, err = ctl.metrics(ctx, runtimeMetrics...); err != nil {
+		return err
+	}
 	if cfg.Profile != "" {
-		// While every stream, the stalled one included, is still open.
 		if res.heapTop, err = heapProfile(ctx, filepath.Join(cfg.Profile, "pprof.addr"), filepath.Join(cfg.Profile, "heap.pprof")); err != nil {
 			return err
 		}
@@ -225,6 +231,10 @@ func waitFor(ctx context.Context, limit time.Duration, errs <-chan error, cond f
 	}
 	return nil
 }
+
+// runtimeMetrics split the controller's memory beyond the heap.
+var runtimeMetrics = []string{"go_goroutines", "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes",
+	"go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_sys_bytes"}
 
 // memory is the controller's RSS (from /proc) and Go heap in use (from
 // its /metrics).

@@ -78,6 +78,9 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger
+	if limit := applySoftMemoryLimit(cfg.Getenv, os.ReadFile); limit != "" {
+		log.Info("Go soft memory limit from the container's", "limit", limit)
+	}
 	if cfg.HA {
 		cfg.Elector = statusElector(log, cfg.Getenv)
 	}

@@ -6,7 +6,10 @@
 # E2E_KEEP_CLUSTER=1        leave the cluster up afterwards (default: make cluster-down)
 # TRELLIS_E2E_OUTAGE=30s    shorten the controlplane-down outage (default 2m)
 # See test/k8se2e/README.md.
-E2E_SUITES := install inject cni job rollout controlplane-down ha-failover identity-issuer identity-external identity-anchor identity-external-anchor identity-check security upgrade
+E2E_SUITES := install inject cni job rollout controlplane-down ha-failover ha-leader
+E2E_SUITES += identity-issuer identity-external identity-anchor identity-external-anchor identity-check
+E2E_SUITES += security
+E2E_SUITES += upgrade
 E2E_TEST_install           := TestInstall
 E2E_TEST_inject            := TestInject
 E2E_TEST_cni               := TestCNI
@@ -14,6 +17,7 @@ E2E_TEST_job               := TestJob
 E2E_TEST_rollout           := TestRollout
 E2E_TEST_controlplane-down := TestControlPlaneDown
 E2E_TEST_ha-failover       := TestHAFailover
+E2E_TEST_ha-leader         := TestHALeader
 E2E_TEST_identity-issuer   := TestIdentityIssuer
 E2E_TEST_identity-external := TestIdentityExternal
 E2E_TEST_identity-anchor   := TestIdentityAnchor
@@ -25,7 +29,7 @@ E2E_TEST_upgrade           := TestUpgrade
 # commit) before this one; bump it when a release is cut.
 E2E_UPGRADE_FROM ?= ff589f7
 E2E_RUN     = ^($(if $(SUITE),$(E2E_TEST_$(SUITE)),$(subst $(eval) ,|,$(strip $(foreach s,$(E2E_SUITES),$(E2E_TEST_$(s)))))))$$
-E2E_TIMEOUT ?= 40m
+E2E_TIMEOUT ?= 75m
 E2E_KEEP_CLUSTER ?=
 
 ifneq ($(SUITE),)

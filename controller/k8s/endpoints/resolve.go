@@ -19,12 +19,13 @@ import (
 
 // Resolve implements destination.Source. The topic is acquired before the
 // cache is read: informers update their store before calling handlers, so
-// any change after the read closes the returned channel.
+// any change after the read closes the returned channel. The answer is
+// shared by every stream asking the same question (see answers): callers
+// must not modify it.
 func (s *Source) Resolve(a authority.Authority, callerNamespace string) (destination.Resolution, <-chan struct{}, func()) {
 	if a.Host == "" {
 		ip := a.IP.Unmap().String()
-		ch, release := s.n.Acquire(ipKey(ip))
-		return s.resolveIP(ip, a.Port), ch, release
+		return s.answers.get(s.n, ipKey(ip), "", a.Port, func() destination.Resolution { return s.resolveIP(ip, a.Port) })
 	}
 	hostname, name, ns, ok := s.splitHost(a.Host, callerNamespace)
 	if !ok {
@@ -34,8 +35,9 @@ func (s *Source) Resolve(a authority.Authority, callerNamespace string) (destina
 		ch, release := s.n.Acquire("")
 		return unknown(), ch, release
 	}
-	ch, release := s.n.Acquire(svcKey(ns, name))
-	return s.resolveService(s.cache.Service(ns, name), hostname, a.Port), ch, release
+	return s.answers.get(s.n, svcKey(ns, name), hostname, a.Port, func() destination.Resolution {
+		return s.resolveService(s.cache.Service(ns, name), hostname, a.Port)
+	})
 }
 
 func unknown() destination.Resolution {

@@ -46,6 +46,7 @@ type Source struct {
 	clusterDomain string
 	log           *slog.Logger
 	n             *notify.Topics
+	answers       *answers
 	registrations []cache.ResourceEventHandlerRegistration
 
 	badAnnotations *prometheus.CounterVec
@@ -63,6 +64,7 @@ func New(c *informers.Cache, opts Options) (*Source, error) {
 		clusterDomain: strings.ToLower(opts.ClusterDomain),
 		log:           opts.Log,
 		n:             notify.NewTopics(),
+		answers:       newAnswers(),
 		badAnnotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_controller_k8s_bad_annotations_total",
 			Help: "Kubernetes objects seen with an annotation Trellis cannot parse (the good part of it is used), by annotation.",

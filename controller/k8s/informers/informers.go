@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,6 +19,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // Index names.
@@ -105,20 +108,67 @@ func (c *Cache) WaitForSync(ctx context.Context) error {
 func (c *Cache) Shutdown() { c.factory.Shutdown() }
 
 // trim drops what the controller never reads before an object enters the
-// cache: managed fields everywhere, and most of a Pod, the most numerous
-// object. Memory then grows with the number of objects, not their size.
+// cache: managed fields and foreign annotations everywhere, most of a Pod
+// (the most numerous object) and of a Node (large status). Memory then
+// grows with the number of objects, not their size.
 func trim(obj any) (any, error) {
 	if a, err := meta.Accessor(obj); err == nil {
 		a.SetManagedFields(nil)
+		if _, ns := obj.(*corev1.Namespace); !ns {
+			// The injector reads every trellis annotation of a namespace;
+			// other objects need only the mesh's own.
+			a.SetAnnotations(meshAnnotations(a.GetAnnotations()))
+		}
 	}
-	if n, ok := obj.(*corev1.Namespace); ok {
-		// The injector reads a namespace's annotations only.
-		return &corev1.Namespace{TypeMeta: n.TypeMeta, ObjectMeta: n.ObjectMeta}, nil
+	switch o := obj.(type) {
+	case *corev1.Namespace:
+		return &corev1.Namespace{TypeMeta: o.TypeMeta, ObjectMeta: o.ObjectMeta}, nil
+	case *corev1.Node:
+		// Only the zone label is read; status (images, conditions) is the
+		// bulk of a node.
+		return &corev1.Node{TypeMeta: o.TypeMeta, ObjectMeta: o.ObjectMeta}, nil
+	case *corev1.Service:
+		o.Status = corev1.ServiceStatus{}
+	case *corev1.Pod:
+		return trimPod(o), nil
 	}
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
+	return obj, nil
+}
+
+// meshAnnotations keeps the annotations of the mesh's own domains
+// (trellis.io/..., config.trellis.io/...) except the trust anchors, a
+// PEM bundle on every injected pod that only its proxy reads.
+func meshAnnotations(in map[string]string) map[string]string {
+	keep := 0
+	for k := range in {
+		if meshAnnotation(k) {
+			keep++
+		}
 	}
+	switch keep {
+	case len(in):
+		return in // nothing to drop: no copy
+	case 0:
+		return nil
+	}
+	out := make(map[string]string, keep)
+	for k, v := range in {
+		if meshAnnotation(k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func meshAnnotation(k string) bool {
+	domain, _, ok := strings.Cut(k, "/")
+	return ok && (domain == "trellis.io" || strings.HasSuffix(domain, ".trellis.io")) && k != k8slabels.AnnotationTrustAnchors
+}
+
+// trimPod keeps what destinations and inbound policy read: identity,
+// placement, IPs, phase, and of each container its name, ports and probes
+// (the policy's "probes" route allows the kubelet's probe paths).
+func trimPod(p *corev1.Pod) *corev1.Pod {
 	out := &corev1.Pod{
 		TypeMeta:   p.TypeMeta,
 		ObjectMeta: p.ObjectMeta,
@@ -129,15 +179,18 @@ func trim(obj any) (any, error) {
 		},
 		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
 	}
-	// Keep container names and ports only: they say whether the pod is
-	// meshed and name its ports.
 	for _, ct := range p.Spec.InitContainers {
-		out.Spec.InitContainers = append(out.Spec.InitContainers, corev1.Container{Name: ct.Name, Ports: ct.Ports, RestartPolicy: ct.RestartPolicy})
+		out.Spec.InitContainers = append(out.Spec.InitContainers, trimContainer(ct))
 	}
 	for _, ct := range p.Spec.Containers {
-		out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: ct.Name, Ports: ct.Ports})
+		out.Spec.Containers = append(out.Spec.Containers, trimContainer(ct))
 	}
-	return out, nil
+	return out
+}
+
+func trimContainer(ct corev1.Container) corev1.Container {
+	return corev1.Container{Name: ct.Name, Ports: ct.Ports, RestartPolicy: ct.RestartPolicy,
+		LivenessProbe: ct.LivenessProbe, ReadinessProbe: ct.ReadinessProbe, StartupProbe: ct.StartupProbe}
 }
 
 func clusterIPs(obj any) ([]string, error) {

@@ -38,6 +38,8 @@ type StatusWriter struct {
 	queue   *status.Queue
 	writes  atomic.Int64
 	log     *slog.Logger
+	// Metrics, when set before Run, counts the writes.
+	Metrics *status.Metrics
 }
 
 // NewStatusWriter registers its handlers on f's policy informers; start f,
@@ -169,7 +171,9 @@ func update[T any, P object[T]](_ context.Context, w *StatusWriter, obj P, st *p
 	}
 	c := P(obj.DeepCopy())
 	setConditions(c, conds)
-	if err := write(c); err != nil {
+	err := write(c)
+	w.Metrics.Wrote(kindOf(obj), err)
+	if err != nil {
 		return fmt.Errorf("update status of %s/%s: %w", obj.GetNamespace(), obj.GetName(), err)
 	}
 	w.writes.Add(1)

@@ -282,7 +282,14 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		if cfg.Elector != nil {
 			el = cfg.Elector(client)
 		}
-		pol.rt.Start(bg, el)
+		sm, err := status.NewMetrics(m.Registry)
+		if err != nil {
+			cancelBG()
+			closeAdmin()
+			return nil, err
+		}
+		pol.rt.Status.Metrics = sm
+		pol.rt.Start(bg, sm.Leading(el))
 		synced = append(synced, pol.rt.HasSynced)
 	}
 	stopInformers := func() {
@@ -334,11 +341,11 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		}
 	}
 	streamsDone := make(chan struct{})
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append(grpcBufferOptions(),
 		grpc.Creds(credentials.NewTLS(cfg.TLS)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
+	)...)
 	apiv1.RegisterDestinationServer(srv, &destination.Service{Source: src, Metrics: m, Log: log.With("component", "destination"), Done: streamsDone})
 	if cfg.Register != nil {
 		cfg.Register(srv, Env{Client: client, Metrics: m, Log: log, Done: streamsDone, Policy: pol.source})
