@@ -3,6 +3,7 @@ package k8se2e
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -87,8 +88,16 @@ func (c *cluster) identityObjects(t *testing.T) string {
 func (c *cluster) helmTemplate(t *testing.T, helm string) string {
 	t.Helper()
 	chart := filepath.Join(repoRoot(t), "charts", "trellis")
+	// A helm built by go install assumes Kubernetes v1.20 even with
+	// --dry-run=server; the chart requires >= 1.31.
+	var v struct {
+		GitVersion string `json:"gitVersion"`
+	}
+	if err := json.Unmarshal([]byte(c.mustRun(t, nil, "get", "--raw", "/version")), &v); err != nil {
+		t.Fatal(err)
+	}
 	out, err := c.exec(t.Context(), nil, helm, "template", "trellis", chart, "--namespace", "trellis-system",
-		"--dry-run=server", "--kubeconfig", c.kubeconfig,
+		"--dry-run=server", "--kubeconfig", c.kubeconfig, "--kube-version", v.GitVersion,
 		"--set", "image.registry="+c.registry, "--set", "image.tag="+c.tag)
 	if err != nil {
 		t.Fatal(err)
