@@ -28,7 +28,7 @@ func TestReinstall(t *testing.T) {
 	c.deployDemo(t, ns, 2)
 	before := c.identityObjects(t)
 
-	const load = 150 * time.Second
+	const load = 100 * time.Second
 	c.startLoad(t, loadParams{NS: ns, Name: "client", Target: "web." + ns + ".svc.cluster.local:80", RPS: 20, Duration: load})
 	c.waitRunning(t, ns, "app=client")
 	started := time.Now()
@@ -68,6 +68,7 @@ func TestReinstall(t *testing.T) {
 	if res.OK == 0 || res.Failed != 0 || res.Dropped != 0 {
 		t.Errorf("under the re-installs: %d ok, %d failed, %d dropped; want none failed or dropped", res.OK, res.Failed, res.Dropped)
 	}
+	t.Run("check sees what breaks", func(t *testing.T) { c.checkSeesBreakage(t, ns) })
 	t.Logf("suite reinstall took %s", time.Since(suiteStart).Round(time.Second))
 }
 
