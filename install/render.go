@@ -153,6 +153,10 @@ func funcMap(root *template.Template) template.FuncMap {
 			return v, nil
 		},
 		"fail": func(msg string) (string, error) { return "", failError{msg} },
+		// lookup answers nothing, as under "helm template": trellis
+		// install reads the cluster's install itself (DetectExisting)
+		// and passes its material as values.
+		"lookup": func(apiVersion, kind, namespace, name string) map[string]any { return map[string]any{} },
 		"default": func(d any, given ...any) any {
 			if len(given) == 0 || empty(given[0]) {
 				return d

@@ -47,12 +47,16 @@ const (
 
 // Result is one check's outcome as printed and as emitted by -o json.
 type Result struct {
-	Group   string `json:"group"`
-	Name    string `json:"name"`
-	Status  Status `json:"status"`
-	Message string `json:"message"`
-	Hint    string `json:"hint,omitempty"`
-	Doc     string `json:"doc,omitempty"`
+	// ID is stable across releases (the check's docs/check.md anchor):
+	// scripts match on it, not on Name.
+	ID       string `json:"id"`
+	Category string `json:"category"`
+	Group    string `json:"group"` // the same as Category, kept for older readers
+	Name     string `json:"name"`
+	Status   Status `json:"status"`
+	Message  string `json:"message"`
+	Hint     string `json:"hint,omitempty"`
+	Doc      string `json:"doc,omitempty"`
 }
 
 // Outcome is what a check function returns; the runner adds the names.
@@ -152,7 +156,7 @@ func Run(ctx context.Context, e *Env, checks []Check) []Result {
 	out := make([]Result, 0, len(checks))
 	var stoppedBy string
 	for _, c := range checks {
-		r := Result{Group: c.Group, Name: c.Name, Doc: DocBase + "#" + c.Anchor}
+		r := Result{ID: c.Anchor, Category: c.Group, Group: c.Group, Name: c.Name, Doc: DocBase + "#" + c.Anchor}
 		if stoppedBy != "" {
 			r.Status, r.Message = Skip, fmt.Sprintf("not run: %q failed", stoppedBy)
 			out = append(out, r)

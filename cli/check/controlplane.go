@@ -119,6 +119,9 @@ var PodsCheck = Check{
 
 // podNotReady says why a pod is not ready, or "" when it is.
 func podNotReady(p *corev1.Pod) string {
+	if pulls := pullProblems(p); len(pulls) > 0 {
+		return strings.Join(pulls, "; ")
+	}
 	if p.Status.Phase != corev1.PodRunning {
 		return "phase " + string(p.Status.Phase)
 	}

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/mod/semver"
@@ -266,42 +265,19 @@ func minor(v string) int {
 var ProxyCertCheck = Check{
 	Group: "data plane", Name: "proxies hold a valid certificate", Anchor: "proxy-certificate", Timeout: 2 * time.Minute,
 	Run: func(ctx context.Context, e *Env) Outcome {
-		if e.Scrape == nil {
-			return Outcome{Status: Skip, Message: "no way to scrape proxies"}
+		ready, skip := scrapeReady(ctx, e)
+		if skip != nil {
+			return *skip
 		}
-		pods, err := meshedPods(ctx, e)
-		if err != nil {
-			return fail("check that you may list pods", "%v", err)
-		}
-		var ready []*corev1.Pod
-		for i := range pods {
-			if s, found := proxyStatus(&pods[i]); found && s.Ready {
-				ready = append(ready, &pods[i])
-			}
-		}
-		if len(ready) == 0 {
-			return Outcome{Status: Skip, Message: "no ready proxy to scrape"}
-		}
-		problems := make([]string, len(ready))
 		now := e.now()
-		jobs := make(chan int)
-		var wg sync.WaitGroup
-		for range min(scrapeWorkers, len(ready)) {
-			wg.Go(func() {
-				for i := range jobs {
-					problems[i] = certProblem(ctx, e, ready[i], now)
-				}
-			})
+		problems := make([]string, len(ready))
+		for i, sc := range ready {
+			problems[i] = certProblem(sc, now)
 		}
-		for i := range ready {
-			jobs <- i
-		}
-		close(jobs)
-		wg.Wait()
 		var bad []string
 		for i, p := range problems {
 			if p != "" {
-				bad = append(bad, ready[i].Namespace+"/"+ready[i].Name+" ("+p+")")
+				bad = append(bad, podRef(ready[i].pod)+" ("+p+")")
 			}
 		}
 		if len(bad) > 0 {
@@ -313,14 +289,11 @@ var ProxyCertCheck = Check{
 }
 
 // certProblem returns why pod's proxy has no valid certificate, or "".
-func certProblem(ctx context.Context, e *Env, p *corev1.Pod, now time.Time) string {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	body, err := e.Scrape(ctx, p.Namespace, p.Name, ProxyAdminPort, "metrics")
-	if err != nil {
-		return "scrape: " + err.Error()
+func certProblem(sc scraped, now time.Time) string {
+	if sc.err != nil {
+		return "scrape: " + sc.err.Error()
 	}
-	im, err := ParseIdentityMetrics(body)
+	im, err := ParseIdentityMetrics(sc.body)
 	if err != nil {
 		return err.Error()
 	}
@@ -342,7 +315,8 @@ func certProblem(ctx context.Context, e *Env, p *corev1.Pod, now time.Time) stri
 // DataPlaneChecks are the data-plane part of `trellis check` and all of
 // `trellis check --proxy`.
 func DataPlaneChecks() []Check {
-	return []Check{MeshedPodsCheck, UnmeshedPodsCheck, ProxyReadyCheck, ProxyVersionCheck, ProxyCertCheck}
+	return []Check{MeshedPodsCheck, NamespaceInjectCheck, PodAnnotationsCheck, UnmeshedPodsCheck, MeshedImagesCheck, ProxyReadyCheck, ProxyVersionCheck,
+		ProxyCertCheck, ProxyTrustCheck, ProxyIssuerCheck, ProxyControlPlaneCheck}
 }
 
 // PostChecks are `trellis check`: the API, the clock, the control plane

@@ -3,7 +3,6 @@ package check
 import (
 	"bytes"
 	"fmt"
-	"math"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -52,20 +51,5 @@ func single(f *dto.MetricFamily) (float64, bool) {
 	if f == nil || len(f.GetMetric()) == 0 {
 		return 0, false
 	}
-	m := f.GetMetric()[0]
-	var v float64
-	switch {
-	case m.GetGauge() != nil:
-		v = m.GetGauge().GetValue()
-	case m.GetUntyped() != nil:
-		v = m.GetUntyped().GetValue()
-	case m.GetCounter() != nil:
-		v = m.GetCounter().GetValue()
-	default:
-		return 0, false
-	}
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, false
-	}
-	return v, true
+	return value(f.GetMetric()[0])
 }

@@ -109,15 +109,24 @@ func WriteText(w io.Writer, rs []Result, color bool) error {
 	p("\n")
 	switch {
 	case s.Failed():
-		p("%s %d failed, %d warnings, %d passed", paint(red, Mark(Fail)), s.Fail, s.Warn, s.OK)
+		p("%s %d failed, %s, %d passed", paint(red, Mark(Fail)), s.Fail, plural(s.Warn, "warning"), s.OK)
 	case s.Warn > 0:
-		p("%s all checks passed, %d warnings", paint(yellow, Mark(Warn)), s.Warn)
+		// Not "all checks passed": a warning is something to act on.
+		p("%s %d passed, %s", paint(yellow, Mark(Warn)), s.OK, plural(s.Warn, "warning"))
 	default:
-		p("%s all %d checks passed", paint(green, Mark(OK)), s.OK)
+		p("%s all %s passed", paint(green, Mark(OK)), plural(s.OK, "check"))
 	}
 	if s.Skip > 0 {
 		p(", %d skipped", s.Skip)
 	}
 	p("\n")
 	return err
+}
+
+// plural is "1 warning", "2 warnings".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -120,7 +120,7 @@ func TestWriteText(t *testing.T) {
 		"kubernetes\n✔ can reach: v1.36.3\n",
 		"identity\n‼ issuer: expires in 3.0 days\n    hint: do the thing\n    see:  " + DocBase + "#issuer\n",
 		"✘ anchors: expired\n",
-		"✘ 1 failed, 1 warnings, 1 passed\n",
+		"✘ 1 failed, 1 warning, 1 passed\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

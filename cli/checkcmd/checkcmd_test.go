@@ -56,7 +56,7 @@ func TestExitStatus(t *testing.T) {
 		substr  string
 	}{
 		{"all good", fakeEnv("v1.36.3", "36", true), []string{"--pre"}, nil, "✔ all"},
-		{"warnings only", fakeEnv("v1.28.4", "28", true), []string{"--pre"}, nil, "warnings"},
+		{"warnings only", fakeEnv("v1.28.4", "28", true), []string{"--pre"}, nil, "‼ 4 passed, 1 warning, 2 skipped"},
 		{"a failure", fakeEnv("v1.36.3", "36", false), []string{"--pre"}, ErrChecksFailed, "✘ can create what trellis install creates"},
 		{"post-install on a fresh cluster", fakeEnv("v1.36.3", "36", true), nil, ErrChecksFailed, `not run: "control plane namespace exists" failed`},
 		{"cannot build the env", func(string, string) (*check.Env, error) { return nil, errors.New("no kubeconfig") }, []string{"--pre"}, nil, ""},

@@ -5,16 +5,21 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/trellis-mesh/trellis/install"
 	"github.com/trellis-mesh/trellis/internal/version"
 )
 
 // NewInstall returns `trellis install`.
-func NewInstall() *cobra.Command { return newInstall(time.Now) }
+func NewInstall() *cobra.Command {
+	var k kubeFlags
+	return newInstall(time.Now, &k, k.clientset)
+}
 
-func newInstall(now func() time.Time) *cobra.Command {
+func newInstall(now func() time.Time, k *kubeFlags, client func() (kubernetes.Interface, error)) *cobra.Command {
 	var r renderFlags
+	var f identityFlags
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Print the Trellis control plane (or, with --crds, its CRDs) as YAML to apply",
@@ -28,10 +33,16 @@ trellis-cni installer DaemonSet (namespace trellis-cni), and the injector
 redirects pods' traffic with the CNI plugin instead of a NET_ADMIN init
 container.
 
-Unless --identity-* files are given, a new trust anchor and issuer are
-generated on every run, and so is the webhook certificate: two runs print
-different Secrets. Keep the anchor stable across upgrades with "trellis
-upgrade", which reuses what the cluster holds.
+Install first looks at the cluster of the kubeconfig (--kubeconfig,
+--context, else $KUBECONFIG or ~/.kube/config). If it already runs
+Trellis, install keeps its trust anchors, issuer and webhook certificate,
+as "trellis upgrade" does: re-running install (e.g. with --ha) never
+replaces a running mesh's identity. --identity-* files are accepted there
+only if they keep every installed anchor; a deliberate new anchor is
+--new-identity --anchor-dir DIR, which renders the first stage of the
+staged rotation (docs/identity.md). Only with no Trellis in the cluster,
+or no cluster reachable (said on stderr), are a new trust anchor, issuer
+and webhook certificate generated (unless --identity-* files are given).
 
 The same templates are the Helm chart charts/trellis; see docs/install.md.`,
 		Example: `  # Install the CRDs, then the control plane
@@ -51,6 +62,9 @@ The same templates are the Helm chart charts/trellis; see docs/install.md.`,
   # Another image registry and tag, debug logs
   trellis install --set image.registry=registry.example.com/trellis --set image.tag=v0.2.0 --set controller.logLevel=debug
 
+  # Start a new trust anchor on a cluster that runs Trellis (staged rotation)
+  trellis install --new-identity --anchor-dir ./anchor | kubectl apply --server-side -f -
+
   # How many objects an install creates
   trellis install --dry-count`,
 		Args: cobra.NoArgs,
@@ -66,19 +80,11 @@ The same templates are the Helm chart charts/trellis; see docs/install.md.`,
 				return err
 			}
 			td, _ := v.Get("identity.trustDomain")
-			id, supplied, err := r.suppliedIdentity(t, cmd.ErrOrStderr())
+			mat, err := installMaterial(cmd.Context(), &r, &f, client, fmt.Sprint(td), t, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			if !supplied {
-				if id, err = install.GenerateIdentity(fmt.Sprint(td), r.anchorValidity, r.issuerValidity, t); err != nil {
-					return err
-				}
-			}
-			opts.Identity = id
-			if opts.Webhook, err = install.GenerateWebhookTLS(install.Namespace, r.webhookValidity, t); err != nil {
-				return err
-			}
+			opts.Identity, opts.Webhook = mat.id, mat.webhook
 			m, err := install.Render(opts)
 			if err != nil {
 				return err
@@ -87,5 +93,7 @@ The same templates are the Helm chart charts/trellis; see docs/install.md.`,
 		},
 	}
 	r.add(cmd.Flags())
+	f.add(cmd.Flags())
+	k.add(cmd.Flags())
 	return cmd
 }

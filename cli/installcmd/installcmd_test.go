@@ -64,7 +64,7 @@ func TestHelpHasExamples(t *testing.T) {
 		cmd  *cobra.Command
 		want []string
 	}{
-		{newInstall(time.Now), []string{"trellis install --crds", "--ha", "--identity-issuer-cert", "--set", "--dry-count", "generated on every run"}},
+		{newInstall(time.Now, &kubeFlags{}, offline), []string{"trellis install --crds", "--ha", "--identity-issuer-cert", "--set", "--dry-count", "keeps its trust anchors", "--new-identity"}},
 		{newUpgrade(time.Now, &kubeFlags{}, noKube), []string{"trellis upgrade", "--kubeconfig", "reusing the identity material"}},
 		{newUninstall(&kubeFlags{}, noDyn), []string{"trellis uninstall --apply", "kubectl delete -f -", "--kubeconfig"}},
 	} {
@@ -84,7 +84,7 @@ func TestHelpHasExamples(t *testing.T) {
 }
 
 func TestInstall(t *testing.T) {
-	out, err := run(t, newInstall(time.Now))
+	out, err := run(t, newInstall(time.Now, &kubeFlags{}, offline))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestInstall(t *testing.T) {
 	if len(first) != 12 {
 		t.Errorf("default install prints %d objects, want 12", len(first))
 	}
-	out2, err := run(t, newInstall(time.Now))
+	out2, err := run(t, newInstall(time.Now, &kubeFlags{}, offline))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,14 +102,14 @@ func TestInstall(t *testing.T) {
 		t.Error("two installs generated the same issuer key")
 	}
 
-	crds, err := run(t, newInstall(time.Now), "--crds")
+	crds, err := run(t, newInstall(time.Now, &kubeFlags{}, offline), "--crds")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := len(objects(t, crds)); n != 3 {
 		t.Errorf("--crds prints %d objects, want 3", n)
 	}
-	count, err := run(t, newInstall(time.Now), "--dry-count")
+	count, err := run(t, newInstall(time.Now, &kubeFlags{}, offline), "--dry-count")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestInstall(t *testing.T) {
 	if !strings.Contains(count, "total                          12\n") {
 		t.Errorf("--dry-count:\n%s", count)
 	}
-	count, err = run(t, newInstall(time.Now), "--dry-count", "--ha")
+	count, err = run(t, newInstall(time.Now, &kubeFlags{}, offline), "--dry-count", "--ha")
 	if err != nil || !strings.Contains(count, "PodDisruptionBudget            1\n") || !strings.Contains(count, "total                          13\n") {
 		t.Errorf("--dry-count --ha: %v\n%s", err, count)
 	}
@@ -141,7 +141,7 @@ func TestInstallSuppliedIdentity(t *testing.T) {
 	dir := t.TempDir()
 	id := writeMaterial(t, dir)
 	f := func(n string) string { return filepath.Join(dir, n) }
-	out, err := run(t, newInstall(time.Now), "--identity-trust-anchors", f("ca.crt"), "--identity-issuer-cert", f("issuer.crt"), "--identity-issuer-key", f("issuer.key"))
+	out, err := run(t, newInstall(time.Now, &kubeFlags{}, offline), "--identity-trust-anchors", f("ca.crt"), "--identity-issuer-cert", f("issuer.crt"), "--identity-issuer-key", f("issuer.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestInstallSuppliedIdentity(t *testing.T) {
 	if string(s.Data[pki.SecretKeyKey]) != string(id.IssuerKeyPEM) || string(s.Data[pki.SecretCAKey]) != string(id.TrustAnchorsPEM) {
 		t.Error("the supplied issuer is not what was rendered")
 	}
-	out, err = run(t, newInstall(time.Now), "--identity-trust-anchors", f("ca.crt"), "--identity-external-issuer")
+	out, err = run(t, newInstall(time.Now, &kubeFlags{}, offline), "--identity-trust-anchors", f("ca.crt"), "--identity-external-issuer")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestInstallSuppliedIdentity(t *testing.T) {
 		{"bad set", []string{"--set", "controller.replicas=x"}, "want an integer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := run(t, newInstall(time.Now), tc.args...)
+			_, err := run(t, newInstall(time.Now, &kubeFlags{}, offline), tc.args...)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("error %v, want %q", err, tc.wantErr)
 			}
@@ -207,7 +207,7 @@ func clusterFrom(t *testing.T, objs []install.Object) *fake.Clientset {
 }
 
 func TestUpgradeKeepsIdentity(t *testing.T) {
-	out, err := run(t, newInstall(time.Now), "--ha")
+	out, err := run(t, newInstall(time.Now, &kubeFlags{}, offline), "--ha")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestUpgradeKeepsIdentity(t *testing.T) {
 }
 
 func TestUninstall(t *testing.T) {
-	out, err := run(t, newInstall(time.Now))
+	out, err := run(t, newInstall(time.Now, &kubeFlags{}, offline))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ E2E_SUITES := install inject cni job rollout controlplane-down ha-failover ha-le
 E2E_SUITES += identity-issuer identity-external identity-anchor identity-external-anchor identity-check
 E2E_SUITES += security
 E2E_SUITES += upgrade
+E2E_SUITES += reinstall
 E2E_TEST_install           := TestInstall
 E2E_TEST_inject            := TestInject
 E2E_TEST_cni               := TestCNI
@@ -28,6 +29,7 @@ E2E_TEST_upgrade           := TestUpgrade
 # The version the upgrade suite starts from: the last release (or landed
 # commit) before this one; bump it when a release is cut.
 E2E_UPGRADE_FROM ?= ff589f7
+E2E_TEST_reinstall         := TestReinstall
 E2E_RUN     = ^($(if $(SUITE),$(E2E_TEST_$(SUITE)),$(subst $(eval) ,|,$(strip $(foreach s,$(E2E_SUITES),$(E2E_TEST_$(s)))))))$$
 E2E_TIMEOUT ?= 75m
 E2E_KEEP_CLUSTER ?=

@@ -1,8 +1,8 @@
 {{/*
 These templates are rendered by Helm and by `trellis install` (install/
 package), which implements only the functions used here: include,
-required, fail, default, quote, b64enc, toYaml, indent, nindent and
-text/template's own. Keep to that subset.
+required, fail, default, quote, b64enc, toYaml, indent, nindent, dict,
+lookup (which answers nothing there) and text/template's own. Keep to that subset.
 */}}
 
 {{- define "trellis.labels" -}}
