@@ -195,7 +195,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	conn, err := grpc.NewClient(cfg.ControllerAddr,
-		grpc.WithTransportCredentials(credentials.NewTLS(store.ControlPlaneConfig(ctrlID))),
+		grpc.WithTransportCredentials(groupCounting{credentials.NewTLS(store.ControlPlaneConfig(ctrlID)), m}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		// gRPC's default backoff grows to 120 s: after a long controller
 		// outage a proxy could wait past its certificate's expiry before

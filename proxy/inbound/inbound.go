@@ -356,6 +356,7 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 		_ = tc.Close()
 		return
 	}
+	p.m.Handshake(metrics.Inbound, cs.CurveID)
 	mi := &connInfo{peer: id.String(), tls: true, target: info.target, targetErr: info.targetErr, raw: info.raw}
 	switch cs.NegotiatedProtocol {
 	case transport.ALPNHTTP:
