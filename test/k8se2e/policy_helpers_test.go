@@ -273,14 +273,17 @@ type tally struct {
 }
 
 // tallyLoad counts a Job's result. enforce false (audit): everything must
-// be let through. An HTTP refusal is a 403 from the server's proxy; an
-// opaque (TCP) one is the connection closed, which a meshed client's own
-// proxy reports as a 502 or the client sees as no response.
+// be let through. An HTTP refusal is a 403 from the server's proxy. On the
+// opaque (TCP) port the server's proxy closes the connection; what the
+// loadgen sees then depends on its own proxy (which carries the app's
+// HTTP over the mesh: a 403 or a 502) or is no response at all, so any
+// answer but a success counts as refused there; the app's log proves none
+// arrived.
 func tallyLoad(cl caller, res loadResult, enforce bool) tally {
 	tl := tally{caller: cl.Name, sent: res.Sent, allowed: res.OK, wantAllowed: cl.Allowed || !enforce, refusedHTTP: cl.Port == "80", policyDenies: !cl.Allowed}
 	refused := res.Statuses["403"]
 	if !tl.refusedHTTP {
-		refused = res.Statuses["error"] + res.Statuses["502"]
+		refused = res.Sent - res.OK - res.Cancelled
 	}
 	tl.denied = refused
 	if tl.wantAllowed {
