@@ -230,7 +230,7 @@ spec:
       - name: app
         image: {{.Image}}
         imagePullPolicy: IfNotPresent
-        args: [--role=loadgen, --proxy=, --target={{.Target}}, --path={{.Path}}, --rps={{.RPS}}, --duration={{.Duration}}, --timeout=5s]
+        args: [--role=loadgen, --proxy=, "--target={{.Target}}", "--path={{.Path}}", --rps={{.RPS}}, --duration={{.Duration}}, --timeout=5s]
 `[1:]))
 
 // caller is one client of the echo app and the decision it must get.
