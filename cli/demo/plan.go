@@ -158,7 +158,8 @@ func (p Plan) Store() Store {
 		sw := meshconfig.Workload{
 			Name: w.Name, Namespace: Namespace, ServiceAccount: w.ServiceAccount,
 			Token: w.Token, ProxyAddr: addr(w.InboundPort),
-			Labels:    map[string]string{"version": w.Version},
+			Labels:    map[string]string{"app": w.Role, "version": w.Version},
+			AdminAddr: addr(w.AdminPort),
 			Endpoints: []meshconfig.Endpoint{},
 		}
 		if w.Service != "" {
