@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
-	"github.com/trellis-mesh/trellis/controller/policy"
 )
 
 func addrsOf(t *testing.T, u *apiv1.Update) []string {
@@ -259,12 +258,12 @@ func TestRoutesAndPolicyFirstMessage(t *testing.T) {
 		return pol.WatchInbound(ctx, &apiv1.InboundPolicyRequest{Workload: booksID.String(), Port: 9101})
 	})
 	p := inbound.next(t)
-	if !proto.Equal(p, policy.Default(apiv1.ProtocolHint_HTTP1)) {
-		t.Fatalf("policy %v", p)
-	}
-	if p.GetName() != "default" || len(p.GetAuthorizations()) != 1 || !p.GetAuthorizations()[0].GetUnauthenticated() ||
-		p.GetAuthorizations()[0].GetIdentities()[0] != "*" {
-		t.Fatalf("default policy does not allow everyone: %v", p)
+	// No Server selects the port: the default answer leaves the decision
+	// to the proxy's --default-inbound-policy (it used to allow everyone,
+	// whatever the proxy was configured with).
+	want := &apiv1.ServerPolicy{Name: "default", Source: "default", Protocol: apiv1.ProtocolHint_HTTP1}
+	if !proto.Equal(p, want) {
+		t.Fatalf("policy %v, want %v", p, want)
 	}
 	// Streams stay open: a store change that alters the port's protocol is pushed.
 	e.writeAtomic(t, strings.Replace(meshYAML, "        protocol: http\n", "        protocol: opaque\n", 1))

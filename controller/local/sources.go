@@ -95,17 +95,6 @@ func protocolHint(p string) apiv1.ProtocolHint_Protocol {
 	return apiv1.ProtocolHint_UNKNOWN
 }
 
-// policySource answers Policy streams from the store file. It has no
-// authorization policy yet, so every port gets the default policy, with
-// the protocol of the service port that targets it.
-type policySource struct{ st *store.Store }
-
-// Resolve implements policy.Source.
-func (s policySource) Resolve(workload string, port uint32) (*apiv1.ServerPolicy, <-chan struct{}, func()) {
-	cfg, changed := s.st.Current()
-	return policy.Default(protocolFor(cfg, workload, port)), changed, func() {}
-}
-
 // protocolFor finds the protocol of a workload's port: the protocol of the
 // service port whose endpoint targets it (targetPort, or the service port
 // when no targetPort is set). UNKNOWN (detect) when nothing matches.

@@ -6,6 +6,7 @@
 package meshconfig
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"sigs.k8s.io/yaml"
@@ -18,6 +19,29 @@ type File struct {
 	CertificateLifetime string     `json:"certificateLifetime,omitempty"`
 	Services            []Service  `json:"services,omitempty"`
 	Workloads           []Workload `json:"workloads,omitempty"`
+	// Policies are inbound policy objects in the shape `kubectl apply`
+	// takes (docs/policy.md): policy.trellis.io/v1alpha1 Servers and
+	// AuthorizationPolicies, and gateway.networking.k8s.io/v1 HTTPRoutes
+	// whose parent is a Server.
+	Policies []Object `json:"policies,omitempty"`
+}
+
+// Object is one Kubernetes-shaped object of the store file. Spec is kept
+// raw: controller/store decodes it, strictly, into the API type of Kind.
+type Object struct {
+	APIVersion string          `json:"apiVersion"`
+	Kind       string          `json:"kind"`
+	Metadata   ObjectMeta      `json:"metadata"`
+	Spec       json.RawMessage `json:"spec"`
+}
+
+// ObjectMeta is the part of Kubernetes' metadata the store uses; labels
+// and annotations are accepted (so a cluster's YAML pastes in) and ignored.
+type ObjectMeta struct {
+	Name        string            `json:"name"`
+	Namespace   string            `json:"namespace"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // Service is a named set of ports; workloads back it through endpoints.
@@ -35,13 +59,17 @@ type ServicePort struct {
 
 // Workload is one proxied process.
 type Workload struct {
-	Name           string            `json:"name"`
-	Namespace      string            `json:"namespace"`
-	ServiceAccount string            `json:"serviceAccount"`
-	Token          string            `json:"token"`
-	ProxyAddr      string            `json:"proxyAddr"`
-	Zone           string            `json:"zone,omitempty"`
-	Labels         map[string]string `json:"labels,omitempty"`
+	Name           string `json:"name"`
+	Namespace      string `json:"namespace"`
+	ServiceAccount string `json:"serviceAccount"`
+	Token          string `json:"token"`
+	ProxyAddr      string `json:"proxyAddr"`
+	// AdminAddr is the proxy's admin listener (ip:port), optional: where
+	// `trellis authz` and `trellis policy suggest --config` read its
+	// metrics. The controller does not use it.
+	AdminAddr string            `json:"adminAddr,omitempty"`
+	Zone      string            `json:"zone,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
 	// Endpoints is written even when empty (as [] or null, both meaning
 	// none), so a reader sees at a glance that the workload backs nothing.
 	Endpoints []Endpoint `json:"endpoints"`

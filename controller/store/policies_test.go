@@ -1,0 +1,136 @@
+package store
+
+import (
+	"strings"
+	"testing"
+)
+
+const policyBase = `
+services:
+  - {name: books, namespace: demo, ports: [{port: 80, protocol: http}]}
+workloads:
+  - name: books
+    namespace: demo
+    serviceAccount: books
+    token: tok-books-0123456789
+    proxyAddr: 127.0.0.1:4243
+    labels: {app: books}
+    endpoints: [{service: books, port: 80, targetPort: 9101}]
+policies:
+`
+
+const goodServer = `
+  - apiVersion: policy.trellis.io/v1alpha1
+    kind: Server
+    metadata: {name: books-http, namespace: demo}
+    spec: {podSelector: {matchLabels: {app: books}}, port: 9101, protocol: HTTP/1}
+`
+
+func TestPoliciesAccepted(t *testing.T) {
+	c, err := Parse([]byte(policyBase + goodServer + `
+  - apiVersion: policy.trellis.io/v1alpha1
+    kind: AuthorizationPolicy
+    metadata: {name: books-from-web, namespace: demo, labels: {team: x}}
+    spec:
+      targetRef: {kind: Server, name: books-http}
+      identities: ["spiffe://cluster.local/ns/demo/sa/web"]
+      networks: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}]
+  - apiVersion: gateway.networking.k8s.io/v1
+    kind: HTTPRoute
+    metadata: {name: admin, namespace: demo}
+    spec:
+      parentRefs: [{group: policy.trellis.io, kind: Server, name: books-http}]
+      rules: [{matches: [{path: {type: PathPrefix, value: /admin}, method: POST}]}]
+  - apiVersion: policy.trellis.io/v1alpha1
+    kind: AuthorizationPolicy
+    metadata: {name: admin-ops, namespace: demo}
+    spec:
+      targetRef: {group: gateway.networking.k8s.io, kind: HTTPRoute, name: admin}
+      namespaces: [ops]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Policies
+	if len(p.Servers) != 1 || len(p.AuthorizationPolicies) != 2 || len(p.HTTPRoutes) != 1 {
+		t.Fatalf("policies %+v", p)
+	}
+	if s := p.Servers[0]; s.Name != "books-http" || s.Namespace != "demo" || s.Spec.Port.IntVal != 9101 {
+		t.Errorf("server %+v", s)
+	}
+	if a := p.AuthorizationPolicies[0]; a.Spec.Networks[0].Except[0] != "10.1.0.0/16" || a.Spec.Identities[0] != "spiffe://cluster.local/ns/demo/sa/web" {
+		t.Errorf("authorization policy %+v", a.Spec)
+	}
+}
+
+// Every refusal names the object and the field at fault.
+func TestPoliciesRefused(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"unknown kind", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: Gateway, metadata: {name: a, namespace: demo}, spec: {}}`,
+			[]string{"policies[0]", "kind", `"Gateway"`}},
+		{"wrong apiVersion", `
+  - {apiVersion: policy.trellis.io/v1, kind: Server, metadata: {name: a, namespace: demo}, spec: {port: 1}}`,
+			[]string{"policies[0]", "apiVersion", "policy.trellis.io/v1alpha1"}},
+		{"no namespace", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: a}, spec: {port: 1}}`,
+			[]string{"policies[0]", "metadata.namespace"}},
+		{"no spec", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: a, namespace: demo}}`,
+			[]string{"policies[0]", "spec: required"}},
+		{"typo in spec", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: a, namespace: demo}, spec: {port: 1, protocl: HTTP/1}}`,
+			[]string{"Server demo/a", "spec", "protocl"}},
+		{"named port", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: a, namespace: demo}, spec: {port: http}}`,
+			[]string{"Server demo/a", "spec.port", `"http"`}},
+		{"port out of range", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: a, namespace: demo}, spec: {port: 70000}}`,
+			[]string{"Server demo/a", "spec.port"}},
+		{"bad protocol", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: a, namespace: demo}, spec: {port: 1, protocol: http}}`,
+			[]string{"Server demo/a", "spec.protocol", `"http"`}},
+		{"bad operator", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: a, namespace: demo}, spec: {port: 1, podSelector: {matchExpressions: [{key: app, operator: Is}]}}}`,
+			[]string{"Server demo/a", "matchExpressions[0].operator"}},
+		{"duplicate", goodServer + goodServer, []string{"policies[1]", "duplicate Server"}},
+		{"bad identity", goodServer + `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: p, namespace: demo}, spec: {targetRef: {kind: Server, name: books-http}, identities: [web]}}`,
+			[]string{"AuthorizationPolicy demo/p", "spec.identities[0]", `"web"`}},
+		{"bad cidr", goodServer + `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: p, namespace: demo}, spec: {targetRef: {kind: Server, name: books-http}, networks: [{cidr: 10.0.0.0}]}}`,
+			[]string{"AuthorizationPolicy demo/p", "spec.networks[0]", "cidr"}},
+		{"except outside", goodServer + `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: p, namespace: demo}, spec: {targetRef: {kind: Server, name: books-http}, networks: [{cidr: 10.0.0.0/8, except: [192.168.0.0/16]}]}}`,
+			[]string{"AuthorizationPolicy demo/p", "except[0]", "not inside"}},
+		{"allows nobody", goodServer + `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: p, namespace: demo}, spec: {targetRef: {kind: Server, name: books-http}}}`,
+			[]string{"AuthorizationPolicy demo/p", "allows nobody"}},
+		{"missing target", goodServer + `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: p, namespace: demo}, spec: {targetRef: {kind: Server, name: bookz}, unauthenticated: true}}`,
+			[]string{"AuthorizationPolicy demo/p", "targetRef", `"bookz"`}},
+		{"target in another namespace", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: books-http, namespace: other}, spec: {port: 1}}
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: p, namespace: demo}, spec: {targetRef: {kind: Server, name: books-http}, unauthenticated: true}}`,
+			[]string{"AuthorizationPolicy demo/p", "targetRef", "namespace demo"}},
+		{"route parent not a server", `
+  - {apiVersion: gateway.networking.k8s.io/v1, kind: HTTPRoute, metadata: {name: r, namespace: demo}, spec: {parentRefs: [{name: gw}]}}`,
+			[]string{"HTTPRoute demo/r", "parentRefs[0]", "Gateway", `"gw"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(policyBase + tt.yaml))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %q", err, w)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,261 @@
+// Package routematch selects the route a request matches among compiled
+// apiv1.RouteMatch lists, with Gateway API precedence: an exact path beats
+// a prefix, a longer prefix a shorter one, then a method, then more header
+// matches; a tie goes to the earlier route. It is pure (no proxy imports):
+// the inbound authorization (internal/authz) and the outbound routes use
+// it alike. Matching allocates nothing for a clean path.
+package routematch
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/textproto"
+	"path"
+	"regexp"
+	"strings"
+
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+)
+
+// MaxRegex bounds a header regular expression: a control-plane answer is
+// trusted, but not to make every request pay for a huge automaton.
+const MaxRegex = 1024
+
+// Match is one compiled apiv1.RouteMatch: every field set must match.
+type Match struct {
+	exact   string // "" unless an exact path
+	prefix  string // without a trailing slash; "" matches every path
+	method  string
+	headers []header
+}
+
+type header struct {
+	name  string // canonical MIME form, so that lookups do not allocate
+	value string
+	re    *regexp.Regexp // full match of the value when set
+}
+
+// Specificity orders matches by Gateway API precedence.
+type Specificity struct {
+	Exact     bool
+	PrefixLen int
+	Method    bool
+	Headers   int
+}
+
+// Beats reports whether s is strictly more specific than o.
+func (s Specificity) Beats(o Specificity) bool {
+	switch {
+	case s.Exact != o.Exact:
+		return s.Exact
+	case s.PrefixLen != o.PrefixLen:
+		return s.PrefixLen > o.PrefixLen
+	case s.Method != o.Method:
+		return s.Method
+	}
+	return s.Headers > o.Headers
+}
+
+// Compile checks and compiles m; nil matches every request.
+func Compile(m *apiv1.RouteMatch) (Match, error) {
+	var c Match
+	if m == nil {
+		return c, nil
+	}
+	if m.GetPathExact() != "" && m.GetPathPrefix() != "" {
+		return c, fmt.Errorf("both path_exact %q and path_prefix %q set", m.GetPathExact(), m.GetPathPrefix())
+	}
+	if p := m.GetPathExact(); p != "" {
+		if err := checkPath(p); err != nil {
+			return c, fmt.Errorf("path_exact: %w", err)
+		}
+		c.exact = p
+	}
+	if p := m.GetPathPrefix(); p != "" {
+		if err := checkPath(p); err != nil {
+			return c, fmt.Errorf("path_prefix: %w", err)
+		}
+		c.prefix = strings.TrimRight(p, "/")
+	}
+	if meth := m.GetMethod(); meth != "" {
+		if !isToken(meth) {
+			return c, fmt.Errorf("method %q: not an HTTP token", meth)
+		}
+		c.method = meth
+	}
+	for _, h := range m.GetHeaders() {
+		hc, err := compileHeader(h)
+		if err != nil {
+			return c, err
+		}
+		c.headers = append(c.headers, hc)
+	}
+	return c, nil
+}
+
+func compileHeader(h *apiv1.RouteMatch_Header) (header, error) {
+	if !isToken(h.GetName()) {
+		return header{}, fmt.Errorf("header name %q: not an HTTP token", h.GetName())
+	}
+	hc := header{name: textproto.CanonicalMIMEHeaderKey(h.GetName()), value: h.GetValue()}
+	if h.GetRegex() {
+		if len(h.GetValue()) > MaxRegex {
+			return header{}, fmt.Errorf("header %q: regex longer than %d bytes", h.GetName(), MaxRegex)
+		}
+		re, err := regexp.Compile("^(?:" + h.GetValue() + ")$")
+		if err != nil {
+			return header{}, fmt.Errorf("header %q: %w", h.GetName(), err)
+		}
+		hc.re = re
+	}
+	return hc, nil
+}
+
+func checkPath(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("%q does not start with /", p)
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] < 0x21 || p[i] == 0x7f {
+			return fmt.Errorf("%q has a space or control character", p)
+		}
+	}
+	return nil
+}
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Specificity is m's precedence.
+func (m *Match) Specificity() Specificity {
+	s := Specificity{Exact: m.exact != "", Method: m.method != "", Headers: len(m.headers)}
+	if !s.Exact {
+		// "/" and "" both match everything; "/a" beats them.
+		s.PrefixLen = len(m.prefix)
+	}
+	return s
+}
+
+// Matches reports whether a request matches m. path must be clean (see
+// CleanPath).
+func (m *Match) Matches(method, path string, h http.Header) bool {
+	if m.exact != "" && path != m.exact {
+		return false
+	}
+	if m.prefix != "" && !(strings.HasPrefix(path, m.prefix) &&
+		(len(path) == len(m.prefix) || path[len(m.prefix)] == '/')) {
+		return false
+	}
+	if m.method != "" && method != m.method {
+		return false
+	}
+	for i := range m.headers {
+		hm := &m.headers[i]
+		v := h[hm.name]
+		if len(v) == 0 {
+			return false
+		}
+		if hm.re != nil {
+			if !hm.re.MatchString(v[0]) {
+				return false
+			}
+		} else if v[0] != hm.value {
+			return false
+		}
+	}
+	return true
+}
+
+// Table is a list of routes, each a list of matches (none: the route
+// matches every request).
+type Table struct {
+	routes [][]Match
+}
+
+// ErrTooMany refuses a table beyond what a request should pay to scan.
+var ErrTooMany = errors.New("too many route matches")
+
+// MaxMatches bounds the matches of a Table.
+const MaxMatches = 10000
+
+// NewTable compiles routes; the error names the route and match at fault.
+func NewTable(routes [][]*apiv1.RouteMatch) (*Table, error) {
+	t := &Table{routes: make([][]Match, len(routes))}
+	n := 0
+	for i, ms := range routes {
+		n += len(ms)
+		if n > MaxMatches {
+			return nil, fmt.Errorf("%w: more than %d", ErrTooMany, MaxMatches)
+		}
+		for j, m := range ms {
+			c, err := Compile(m)
+			if err != nil {
+				return nil, fmt.Errorf("route %d, match %d: %w", i, j, err)
+			}
+			t.routes[i] = append(t.routes[i], c)
+		}
+		if len(ms) == 0 {
+			t.routes[i] = []Match{{}}
+		}
+	}
+	return t, nil
+}
+
+// Len is the number of routes.
+func (t *Table) Len() int { return len(t.routes) }
+
+// Select returns the index of the most specific route matching the
+// request, or -1. path is cleaned first (CleanPath).
+func (t *Table) Select(method, rawPath string, h http.Header) int {
+	p := CleanPath(rawPath)
+	best, bestSpec := -1, Specificity{}
+	for i, ms := range t.routes {
+		for j := range ms {
+			m := &ms[j]
+			if !m.Matches(method, p, h) {
+				continue
+			}
+			if s := m.Specificity(); best < 0 || s.Beats(bestSpec) {
+				best, bestSpec = i, s
+			}
+		}
+	}
+	return best
+}
+
+// CleanPath is the path a request is matched on: dot segments resolved and
+// slashes merged, as many apps do before routing, so that
+// "/public/../admin" is matched as "/admin". It allocates only when the
+// path is not clean already.
+func CleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		return p // "*" (OPTIONS) or an authority form: no route path.
+	}
+	if !needsClean(p) {
+		return p
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+func needsClean(p string) bool {
+	return strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")
+}
