@@ -119,6 +119,31 @@ func (c *cluster) gatewayRouteCRDs(t *testing.T) {
 	c.mustRun(t, nil, "wait", "--for=condition=Established", "crd/httproutes.gateway.networking.k8s.io", "crd/grpcroutes.gateway.networking.k8s.io", "--timeout=1m")
 }
 
+// namespaces is cluster.namespace for several namespaces deleted together
+// at the end (one kubectl delete waits for all: the suites' budget).
+func (c *cluster) namespaces(t *testing.T, names ...string) {
+	t.Helper()
+	for _, ns := range names {
+		if _, err := c.run(t.Context(), nil, "get", "namespace", ns); err == nil {
+			t.Logf("namespace %s left by a previous run: deleting it", ns)
+			c.deleteNamespace(t, ns)
+		}
+	}
+	t.Cleanup(func() {
+		args := append([]string{"delete", "namespace", "--ignore-not-found", "--wait=true", "--timeout=3m"}, names...)
+		if _, err := c.run(context.WithoutCancel(t.Context()), nil, args...); err != nil {
+			t.Errorf("deleting namespaces %v: %v", names, err)
+		}
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, ns := range names {
+				c.dump(t, ns)
+			}
+		}
+	})
+}
+
 // suiteTimer logs the suite's duration at its end (the policy suites'
 // budget in make e2e is ~6 minutes together).
 func suiteTimer(t *testing.T, suite string) {

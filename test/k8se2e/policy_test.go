@@ -77,9 +77,7 @@ func matrix(ns string) []caller {
 func (c *cluster) deployMatrix(t *testing.T, ns, access string) (pod, ip string) {
 	t.Helper()
 	c.policyInstall(t)
-	for _, n := range []string{ns, ns + "-other", ns + "-plain"} {
-		c.namespace(t, n)
-	}
+	c.namespaces(t, ns, ns+"-other", ns+"-plain")
 	c.waitInjector(t)
 	c.mustRun(t, render(t, policyApp, policyAppParams{
 		NS: ns, Other: ns + "-other", Plain: ns + "-plain", Image: c.image("demo-app"), Default: access,
@@ -339,9 +337,7 @@ func TestPolicyRoute(t *testing.T) {
 	suiteTimer(t, "policy-route")
 	const ns = "e2e-pol-route"
 	c.policyInstall(t)
-	for _, n := range []string{ns, ns + "-plain"} {
-		c.namespace(t, n)
-	}
+	c.namespaces(t, ns, ns+"-plain")
 	c.waitInjector(t)
 	c.mustRun(t, render(t, policyApp, policyAppParams{
 		NS: ns, Plain: ns + "-plain", Image: c.image("demo-app"), Default: "deny", HTTPProbe: true,
