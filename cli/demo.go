@@ -44,6 +44,9 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
   # Run for 30 seconds at 100 requests per second and print a JSON summary
   trellis demo --rps 100 --duration 30s -o json > summary.json
 
+  # Default-deny authorization: a denied edge (intruder -> books) shows in the tables
+  trellis demo --policy deny --keep
+
   # Keep the work directory (store file, certificates, logs) for a look
   trellis demo --keep --bin-dir ./bin`,
 		Args: cobra.NoArgs,
@@ -72,6 +75,7 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 	f.StringArrayVar(&fails, "fail", nil, "SERVICE=RATE: make every workload of SERVICE (web, books, authors) fail this share of requests, e.g. books=0.3 (repeatable)")
 	f.BoolVar(&opts.Keep, "keep", false, "keep the work directory (store file, certificates, tokens, logs) at the end")
 	f.StringVar(&opts.BinDir, "bin-dir", "", "directory holding trellis-controller, trellis-proxy and trellis-demo-app (default: beside trellis, then $PATH)")
+	f.StringVar(&opts.Policy, "policy", "", "authorization policy: deny (Servers default-deny, only loadgen -> web -> books -> authors allowed, and an intruder calling books that is refused)")
 	f.IntVar(&opts.BasePort, "base-port", 0, "use the loopback ports from this one upwards instead of free ones the kernel picks")
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/trellis-mesh/trellis/cli/identitycmd"
 	"github.com/trellis-mesh/trellis/cli/injectcmd"
 	"github.com/trellis-mesh/trellis/cli/installcmd"
+	"github.com/trellis-mesh/trellis/cli/policycmd"
 )
 
 // NewRootCommand returns the `trellis` command with every subcommand.
@@ -41,5 +42,6 @@ mesh run on this machine, no cluster needed.`,
 	root.AddCommand(injectcmd.New())
 	root.AddCommand(checkcmd.New())
 	root.AddCommand(installcmd.NewInstall(), installcmd.NewUpgrade(), installcmd.NewUninstall())
+	root.AddCommand(policycmd.NewAuthz(), policycmd.NewPolicy())
 	return root
 }

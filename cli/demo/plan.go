@@ -59,6 +59,8 @@ type Workload struct {
 
 	Token    string
 	FailRate float64
+	// Target is the service a load generator calls ("": web).
+	Target string
 }
 
 // Identity is the workload's SPIFFE ID.
@@ -84,6 +86,8 @@ type Plan struct {
 	ControllerPort      int
 	ControllerAdminPort int
 	Workloads           []Workload
+	// Policy is the demo's authorization policy ("": none; PolicyDeny).
+	Policy string
 }
 
 // Paths inside the work directory.
@@ -158,7 +162,8 @@ func (p Plan) Store() Store {
 		sw := meshconfig.Workload{
 			Name: w.Name, Namespace: Namespace, ServiceAccount: w.ServiceAccount,
 			Token: w.Token, ProxyAddr: addr(w.InboundPort),
-			Labels:    map[string]string{"version": w.Version},
+			Labels:    map[string]string{"app": w.Role, "version": w.Version},
+			AdminAddr: addr(w.AdminPort),
 			Endpoints: []meshconfig.Endpoint{},
 		}
 		if w.Service != "" {
@@ -168,6 +173,7 @@ func (p Plan) Store() Store {
 		}
 		s.Workloads = append(s.Workloads, sw)
 	}
+	s.Policies = p.Policies()
 	return s
 }
 

@@ -27,6 +27,8 @@ type Options struct {
 	Fail     map[string]float64
 	Keep     bool
 	BasePort int
+	// Policy is "" or PolicyDeny (policy.go).
+	Policy string
 
 	// ReadyTimeout bounds each readiness wait; Warmup is left out of the
 	// final summary; StopGrace is the SIGTERM-to-SIGKILL delay.
@@ -98,7 +100,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	ports, err := AllocatePorts(PortsNeeded(), opts.BasePort)
+	need := PortsNeeded()
+	if opts.Policy != "" {
+		need += IntruderPorts
+	}
+	ports, err := AllocatePorts(need, opts.BasePort)
 	if err != nil {
 		return err
 	}
@@ -115,8 +121,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 			err = fmt.Errorf("remove work dir: %w", rerr)
 		}
 	}()
-	plan, err := NewPlan(dir, ports, opts.Fail)
+	plan, err := NewPlan(dir, ports[:PortsNeeded()], opts.Fail)
 	if err != nil {
+		return err
+	}
+	if plan, err = plan.WithPolicy(opts.Policy, ports[PortsNeeded():]); err != nil {
 		return err
 	}
 	if err := plan.Write(); err != nil {
@@ -210,12 +219,12 @@ func (d *demo) run(ctx context.Context) error {
 	d.status("%d proxies ready", len(proxies))
 
 	// Servers first, the load generator once they listen.
-	var loadgen Workload
+	var loadgens []Workload
 	var servers []*procs.Proc
 	var serverWorkloads []Workload
 	for _, w := range p.Workloads {
 		if w.Role == "loadgen" {
-			loadgen = w
+			loadgens = append(loadgens, w)
 			continue
 		}
 		proc, err := d.startApp(w)
@@ -230,8 +239,13 @@ func (d *demo) run(ctx context.Context) error {
 			return err
 		}
 	}
-	if _, err := d.startApp(loadgen); err != nil {
-		return err
+	for _, w := range loadgens {
+		if _, err := d.startApp(w); err != nil {
+			return err
+		}
+	}
+	if d.plan.Policy != "" {
+		d.status("policy %s: only loadgen -> web -> books -> authors is allowed; intruder -> books.demo:80 is refused (edit %s to change it live)", d.plan.Policy, d.plan.ConfigPath())
 	}
 	d.status("demo application running: loadgen -> web.demo:80 -> books.demo:80 (v1, v2) -> authors.demo:80 at %d rps", d.opts.RPS)
 	if d.opts.Duration > 0 {
@@ -272,7 +286,14 @@ func appArgs(w Workload, rps int) []string {
 		args = append(args, "--fail-rate", strconv.FormatFloat(w.FailRate, 'f', -1, 64))
 	}
 	if w.Role == "loadgen" {
-		args = append(args, "--rps", strconv.Itoa(rps), "--target", serviceByName("web").Authority())
+		target := w.Target
+		if target == "" {
+			target = "web"
+		}
+		if w.Target != "" {
+			rps = max(1, rps/10) // a trickle: enough to show in the tables
+		}
+		args = append(args, "--rps", strconv.Itoa(rps), "--target", serviceByName(target).Authority())
 	}
 	return args
 }

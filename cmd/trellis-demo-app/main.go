@@ -38,6 +38,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.FailRate, "fail-rate", 0, "share of requests (0.0..1.0) answered with HTTP 500 / gRPC UNAVAILABLE")
 	fs.StringVar(&cfg.Name, "name", "", "name reported in responses (default: the role)")
 	fs.StringVar(&cfg.Version, "version", "v1", "version reported by books")
+	fs.BoolVar(&cfg.AccessLog, "access-log", false, "echo: log every request received (method, URI, protocol, remote address, User-Agent)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.Books, "books", "books.demo:80", "web: authority of the books service")
 	fs.StringVar(&cfg.Authors, "authors", "authors.demo:80", "books: authority of the authors service")

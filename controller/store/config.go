@@ -229,6 +229,11 @@ func build(f *meshconfig.File) (*Config, error) {
 		if other, dup := c.byAddr[ap]; dup {
 			return nil, fmt.Errorf("%s.proxyAddr: %s is already the address of workload %s.%s", where, ap, other.Name, other.Namespace)
 		}
+		if w.AdminAddr != "" {
+			if _, err := netip.ParseAddrPort(w.AdminAddr); err != nil {
+				return nil, fmt.Errorf("%s.adminAddr: %q is not ip:port: %w", where, w.AdminAddr, err)
+			}
+		}
 		if len(w.Zone) > 253 {
 			return nil, fmt.Errorf("%s.zone: longer than 253 characters", where)
 		}

@@ -44,6 +44,9 @@ type Config struct {
 
 	Load loadgen.Config // loadgen: Target, RPS, Path, Duration, MaxInFlight...
 
+	// AccessLog: echo logs every request it receives.
+	AccessLog bool
+
 	// Stdout receives loadgen's final JSON line (nil: discarded).
 	Stdout io.Writer
 	Log    *slog.Logger
@@ -146,7 +149,7 @@ func Run(ctx context.Context, cfg Config) error {
 			services.RegisterAuthors(s, services.AuthorsConfig{Name: cfg.Name, Faults: inj, Log: log})
 		})
 	case "echo":
-		return echo.Serve(ctx, ln, echo.Config{Name: cfg.Name, Faults: inj, Log: log})
+		return echo.Serve(ctx, ln, echo.Config{Name: cfg.Name, Faults: inj, Log: log, AccessLog: cfg.AccessLog})
 	case "loadgen":
 		return runLoadgen(ctx, cfg, ln, log)
 	}

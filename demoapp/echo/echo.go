@@ -12,6 +12,13 @@
 //	/slow?ms=N      answers after N ms
 //	/stream?chunks=N&ms=M  N chunks, each flushed, M ms apart
 //	/healthz        "ok"
+//	/admin          "admin ok" (a stand-in privileged endpoint for
+//	                per-route authorization tests)
+//
+// With Config.AccessLog every request (gRPC calls too) is logged at info
+// as "access" with its method, URI, protocol, remote address and
+// User-Agent: the end-to-end suites read it to prove which calls reached
+// the app and which never did.
 //
 // Requests with content-type application/grpc over HTTP/2 go to the Echo
 // gRPC service (see demoapp/pb/demo.proto). Every response carries
@@ -45,6 +52,8 @@ type Config struct {
 	Name   string           // sent as Echo-Served-By / echo-served-by
 	Faults *faults.Injector // nil: never fail
 	Log    *slog.Logger
+	// AccessLog logs every request the app receives.
+	AccessLog bool
 }
 
 // Handler serves HTTP/1.1, h2c and gRPC requests.
@@ -67,6 +76,9 @@ func NewHandler(cfg Config) *Handler {
 	h.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
+	h.mux.HandleFunc("/admin", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "admin ok\n")
+	})
 	h.mux.HandleFunc("/{$}", h.root)
 	h.mux.HandleFunc("/echo", h.echo)
 	h.mux.HandleFunc("/status/{code}", h.status)
@@ -78,6 +90,10 @@ func NewHandler(cfg Config) *Handler {
 // ServeHTTP dispatches gRPC requests to the gRPC server and the rest to the
 // HTTP endpoints.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.AccessLog {
+		h.cfg.Log.Info("access", "method", r.Method, "uri", r.RequestURI, "proto", r.Proto,
+			"remote", r.RemoteAddr, "ua", r.UserAgent())
+	}
 	if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 		h.grpc.ServeHTTP(w, r)
 		return

@@ -59,13 +59,17 @@ type ServicePort struct {
 
 // Workload is one proxied process.
 type Workload struct {
-	Name           string            `json:"name"`
-	Namespace      string            `json:"namespace"`
-	ServiceAccount string            `json:"serviceAccount"`
-	Token          string            `json:"token"`
-	ProxyAddr      string            `json:"proxyAddr"`
-	Zone           string            `json:"zone,omitempty"`
-	Labels         map[string]string `json:"labels,omitempty"`
+	Name           string `json:"name"`
+	Namespace      string `json:"namespace"`
+	ServiceAccount string `json:"serviceAccount"`
+	Token          string `json:"token"`
+	ProxyAddr      string `json:"proxyAddr"`
+	// AdminAddr is the proxy's admin listener (ip:port), optional: where
+	// `trellis authz` and `trellis policy suggest --config` read its
+	// metrics. The controller does not use it.
+	AdminAddr string            `json:"adminAddr,omitempty"`
+	Zone      string            `json:"zone,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
 	// Endpoints is written even when empty (as [] or null, both meaning
 	// none), so a reader sees at a glance that the workload backs nothing.
 	Endpoints []Endpoint `json:"endpoints"`

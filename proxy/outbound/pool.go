@@ -230,6 +230,7 @@ func (d *dialer) mesh(ctx context.Context, addr string, id identity.ID, alpn str
 		d.metrics.HandshakeError(metrics.Outbound, meshtls.ReasonProtocol)
 		return nil, &connectError{addr: addr, err: fmt.Errorf("peer %s negotiated ALPN %q, want %q", id, got, alpn)}
 	}
+	d.metrics.Handshake(metrics.Outbound, tc.ConnectionState().CurveID)
 	return tc, nil
 }
 

@@ -185,6 +185,13 @@ func (c *cluster) install(t *testing.T, flags ...string) int {
 		c.uninstall(t)
 	}
 	t.Cleanup(func() { c.uninstall(t) })
+	return c.applyInstall(t, flags...)
+}
+
+// applyInstall applies the CRDs and the control plane and waits for the
+// controller; it returns the number of objects applied.
+func (c *cluster) applyInstall(t *testing.T, flags ...string) int {
+	t.Helper()
 	applied := 0
 	for _, args := range [][]string{{"install", "--crds"}, append([]string{"install"}, flags...)} {
 		manifest := c.mustTrellis(t, nil, args...)
@@ -347,6 +354,8 @@ type loadResult struct {
 	Failed    uint64 `json:"failed"`
 	Cancelled uint64 `json:"cancelled"`
 	Dropped   uint64 `json:"dropped"`
+	// Statuses counts responses by HTTP status code; "error": no response.
+	Statuses map[string]uint64 `json:"statuses"`
 }
 
 // jobLoadResult waits for a loadgen Job to complete and decodes the

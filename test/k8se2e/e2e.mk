@@ -4,13 +4,14 @@
 # make e2e                  every suite
 # make e2e SUITE=install    one suite (make e2e-list names them)
 # E2E_KEEP_CLUSTER=1        leave the cluster up afterwards (default: make cluster-down)
-# TRELLIS_E2E_OUTAGE=30s    shorten the controlplane-down outage (default 2m)
+# TRELLIS_E2E_OUTAGE=30s    shorten the controlplane-down (default 2m) and policy-cp-down (default 60s) outages
 # See test/k8se2e/README.md.
 E2E_SUITES := install inject cni job rollout controlplane-down ha-failover ha-leader
 E2E_SUITES += identity-issuer identity-external identity-anchor identity-external-anchor identity-check
 E2E_SUITES += security
 E2E_SUITES += upgrade
 E2E_SUITES += reinstall
+E2E_SUITES += policy-deny policy-route policy-audit policy-live policy-suggest policy-cp-down
 E2E_TEST_install           := TestInstall
 E2E_TEST_inject            := TestInject
 E2E_TEST_cni               := TestCNI
@@ -30,6 +31,12 @@ E2E_TEST_upgrade           := TestUpgrade
 # commit) before this one; bump it when a release is cut.
 E2E_UPGRADE_FROM ?= ff589f7
 E2E_TEST_reinstall         := TestReinstall
+E2E_TEST_policy-deny       := TestPolicyDeny
+E2E_TEST_policy-route      := TestPolicyRoute
+E2E_TEST_policy-audit      := TestPolicyAudit
+E2E_TEST_policy-live       := TestPolicyLive
+E2E_TEST_policy-suggest    := TestPolicySuggest
+E2E_TEST_policy-cp-down    := TestPolicyCPDown
 E2E_RUN     = ^($(if $(SUITE),$(E2E_TEST_$(SUITE)),$(subst $(eval) ,|,$(strip $(foreach s,$(E2E_SUITES),$(E2E_TEST_$(s)))))))$$
 E2E_TIMEOUT ?= 75m
 E2E_KEEP_CLUSTER ?=

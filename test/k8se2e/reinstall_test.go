@@ -88,7 +88,7 @@ func (c *cluster) identityObjects(t *testing.T) string {
 // the images of this build (trellis install's defaults).
 func (c *cluster) helmTemplate(t *testing.T, helm string) string {
 	t.Helper()
-	chart := filepath.Join(repoRoot(t), "charts", "trellis")
+	chart := filepath.Join(repoRoot(), "charts", "trellis")
 	// A helm built by go install assumes Kubernetes v1.20 even with
 	// --dry-run=server; the chart requires >= 1.31.
 	var v struct {

@@ -39,10 +39,7 @@ func (c *cluster) sharedInstall(t *testing.T) {
 		c.uninstall(t)
 	}
 	start := time.Now()
-	for _, args := range [][]string{{"install", "--crds"}, {"install"}} {
-		c.mustRun(t, []byte(c.mustTrellis(t, nil, args...)), "apply", "--server-side", "-f", "-")
-	}
-	c.mustRun(t, nil, "-n", "trellis-system", "rollout", "status", "deployment/trellis-controller", "--timeout=3m")
+	c.applyInstall(t)
 	c.mustRun(t, nil, "annotate", "--overwrite", "namespace", "trellis-system", sharedAnnotation+"="+c.tag)
 	t.Logf("shared default install made in %s", time.Since(start).Round(time.Second))
 }

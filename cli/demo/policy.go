@@ -1,0 +1,86 @@
+package demo
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/trellis-mesh/trellis/internal/meshconfig"
+)
+
+// PolicyDeny is `trellis demo --policy deny`: every server of the demo is
+// default-deny, AuthorizationPolicies allow exactly loadgen -> web ->
+// books -> authors, and one more caller, intruder, calls books directly
+// and is refused (docs/policy.md#walkthrough).
+const PolicyDeny = "deny"
+
+// IntruderPorts is how many more ports a plan with a policy needs.
+const IntruderPorts = 4
+
+// intruder is the caller no policy allows: a load generator of its own
+// service account that calls books directly.
+var intruder = Workload{Name: "intruder", Role: "loadgen", ServiceAccount: "intruder", Version: "v1", Target: "books"}
+
+// allowedCallers: who may call each service under PolicyDeny.
+var allowedCallers = map[string]string{"web": "loadgen", "books": "web", "authors": "books"}
+
+// WithPolicy returns the plan with policy ("" leaves it as it is): the
+// intruder workload on ports (IntruderPorts of them) and the policies the
+// store file will carry.
+func (p Plan) WithPolicy(policy string, ports []int) (Plan, error) {
+	switch policy {
+	case "":
+		return p, nil
+	case PolicyDeny:
+	default:
+		return Plan{}, fmt.Errorf("--policy %q: the demo knows %q", policy, PolicyDeny)
+	}
+	if len(ports) < IntruderPorts {
+		return Plan{}, fmt.Errorf("--policy needs %d more ports, got %d", IntruderPorts, len(ports))
+	}
+	w := intruder
+	w.AppPort, w.InboundPort, w.OutboundPort, w.AdminPort = ports[0], ports[1], ports[2], ports[3]
+	tok, err := newToken()
+	if err != nil {
+		return Plan{}, err
+	}
+	w.Token = tok
+	p.Workloads = append(append([]Workload(nil), p.Workloads...), w)
+	p.Policy = policy
+	return p, nil
+}
+
+// Policies are the store file's policy objects of the plan: per serving
+// workload a Server on its app port (no accessPolicy: deny) and one
+// AuthorizationPolicy allowing the one caller of its service.
+func (p Plan) Policies() []meshconfig.Object {
+	if p.Policy == "" {
+		return nil
+	}
+	var out []meshconfig.Object
+	for _, w := range p.Workloads {
+		caller, ok := allowedCallers[w.Service]
+		if !ok {
+			continue
+		}
+		out = append(out,
+			object("Server", w.Name, map[string]any{
+				"podSelector": map[string]any{"matchLabels": map[string]string{"app": w.Role, "version": w.Version}},
+				"port":        w.AppPort,
+				"protocol":    "HTTP/1",
+			}),
+			object("AuthorizationPolicy", w.Name+"-from-"+caller, map[string]any{
+				"targetRef":  map[string]string{"group": "policy.trellis.io", "kind": "Server", "name": w.Name},
+				"identities": []string{fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", TrustDomain, Namespace, caller)},
+			}))
+	}
+	return out
+}
+
+func object(kind, name string, spec map[string]any) meshconfig.Object {
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		panic("demo: policy spec: " + err.Error()) // static shapes: cannot fail
+	}
+	return meshconfig.Object{APIVersion: "policy.trellis.io/v1alpha1", Kind: kind,
+		Metadata: meshconfig.ObjectMeta{Name: name, Namespace: Namespace}, Spec: raw}
+}
