@@ -274,6 +274,11 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		closeAdmin()
 		return nil, err
 	}
+	sm, err := status.NewMetrics(m.Registry)
+	if err != nil {
+		closeAdmin()
+		return nil, err
+	}
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	ic.Start(bg)
 	synced := []cache.InformerSynced{src.HasSynced}
@@ -281,12 +286,6 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		var el status.Elector = status.Always{}
 		if cfg.Elector != nil {
 			el = cfg.Elector(client)
-		}
-		sm, err := status.NewMetrics(m.Registry)
-		if err != nil {
-			cancelBG()
-			closeAdmin()
-			return nil, err
 		}
 		pol.rt.Status.Metrics = sm
 		pol.rt.Start(bg, sm.Leading(el))
