@@ -116,8 +116,13 @@ func Run(in io.Reader, out, log io.Writer, opts Options) error {
 	}
 	// Namespace objects in the input stand in for the cluster's.
 	nsAnn := map[string]map[string]string{}
-	for _, d := range docs {
+	for i, d := range docs {
 		if d.obj != nil && d.obj["kind"] == "Namespace" {
+			md, _ := d.obj["metadata"].(map[string]any)
+			if err := checkStringMaps(md); err != nil {
+				name, _ := md["name"].(string)
+				return fmt.Errorf("document %d: namespace %q: %w", i+1, name, err)
+			}
 			if name, ann := metaOf(d.obj); name != "" {
 				nsAnn[name] = ann
 			}
@@ -256,6 +261,10 @@ func injectObject(obj map[string]any, nsAnn map[string]map[string]string, opts O
 			return false, nil
 		}
 		parent, key, tpl = tpl, p, next
+	}
+	tplMeta, _ := tpl["metadata"].(map[string]any)
+	if err := checkStringMaps(tplMeta); err != nil {
+		return false, fmt.Errorf("%s: pod template: %w", what, err)
 	}
 	raw, err := json.Marshal(tpl)
 	if err != nil {
