@@ -2,11 +2,11 @@
 # Included from the top-level Makefile AFTER test/cluster/cluster.mk:
 #   include test/k8se2e/e2e.mk
 # make e2e                  every suite
-# make e2e SUITE=install    one suite: install inject cni job rollout controlplane-down ha-failover security
+# make e2e SUITE=install    one suite: install inject cni job rollout controlplane-down ha-failover security demo-k8s
 # E2E_KEEP_CLUSTER=1        leave the cluster up afterwards (default: make cluster-down)
 # TRELLIS_E2E_OUTAGE=30s    shorten the controlplane-down outage (default 2m)
 # See test/k8se2e/README.md.
-E2E_SUITES := install inject cni job rollout controlplane-down ha-failover identity-issuer identity-external identity-anchor identity-external-anchor identity-check security
+E2E_SUITES := install inject cni job rollout controlplane-down ha-failover identity-issuer identity-external identity-anchor identity-external-anchor identity-check security demo-k8s
 E2E_TEST_install           := TestInstall
 E2E_TEST_inject            := TestInject
 E2E_TEST_cni               := TestCNI
@@ -20,6 +20,7 @@ E2E_TEST_identity-anchor   := TestIdentityAnchor
 E2E_TEST_identity-external-anchor := TestIdentityExternalAnchor
 E2E_TEST_identity-check    := TestIdentityCheck
 E2E_TEST_security          := TestSecurity
+E2E_TEST_demo-k8s          := TestDemoK8s
 E2E_RUN     = ^($(if $(SUITE),$(E2E_TEST_$(SUITE)),$(subst $(eval) ,|,$(strip $(foreach s,$(E2E_SUITES),$(E2E_TEST_$(s)))))))$$
 E2E_TIMEOUT ?= 40m
 E2E_KEEP_CLUSTER ?=
