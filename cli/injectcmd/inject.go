@@ -54,13 +54,13 @@ resources, skipped and opaque ports) are read as the webhook reads them; a
 malformed one is an error and nothing is written. What was done to each
 object is reported on stderr. See docs/injection.md.`,
 		Example: `  # Inject and apply
-  trellis inject deploy.yaml | kubectl apply -f -
+  trellis inject deploy.yaml | kubectl apply --server-side -f -
 
   # Inject every workload of a file, annotated or not
   trellis inject --force app.yaml > app-injected.yaml
 
   # Inject what is running now
-  kubectl get deploy -n shop -o yaml | trellis inject --force - | kubectl apply -f -`,
+  kubectl get deploy -n shop -o yaml | trellis inject --force - | kubectl apply --server-side -f -`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in := cmd.InOrStdin()
