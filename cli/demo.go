@@ -9,12 +9,16 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellis-mesh/trellis/cli/demo"
+	"github.com/trellis-mesh/trellis/install/demok8s"
+	"github.com/trellis-mesh/trellis/internal/version"
 )
 
 func newDemoCommand() *cobra.Command {
 	var (
 		opts  demo.Options
 		fails []string
+		kube  demok8s.Options
+		k8s   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -48,9 +52,18 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
   trellis demo --policy deny --keep
 
   # Keep the work directory (store file, certificates, logs) for a look
-  trellis demo --keep --bin-dir ./bin`,
+  trellis demo --keep --bin-dir ./bin
+
+  # The same application, meshed, on the cluster where Trellis is installed;
+  # then every edge's identity and mTLS status
+  trellis demo --kubernetes | kubectl apply --server-side -f -
+  trellis edges -n trellis-demo`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if k8s {
+				kube.RPS = opts.RPS
+				return printKubernetesDemo(cmd, kube)
+			}
 			if opts.RPS < 1 {
 				return fmt.Errorf("--rps %d: must be at least 1", opts.RPS)
 			}
@@ -77,5 +90,23 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 	f.StringVar(&opts.BinDir, "bin-dir", "", "directory holding trellis-controller, trellis-proxy and trellis-demo-app (default: beside trellis, then $PATH)")
 	f.StringVar(&opts.Policy, "policy", "", "authorization policy: deny (Servers default-deny, only loadgen -> web -> books -> authors allowed, and an intruder calling books that is refused)")
 	f.IntVar(&opts.BasePort, "base-port", 0, "use the loopback ports from this one upwards instead of free ones the kernel picks")
+	f.BoolVar(&k8s, "kubernetes", false, "print the demo as Kubernetes manifests (a namespace annotated for injection) instead of running it here")
+	f.StringVarP(&kube.Namespace, "namespace", "n", demok8s.DefaultNamespace, "with --kubernetes: the namespace of the demo")
+	f.StringVar(&kube.Image, "image", "trellis/demo-app:"+version.Version, "with --kubernetes: the trellis-demo-app image")
 	return cmd
+}
+
+// printKubernetesDemo writes the demo's manifests to stdout and what to
+// do with them to stderr.
+func printKubernetesDemo(cmd *cobra.Command, o demok8s.Options) error {
+	out, err := demok8s.Render(o)
+	if err != nil {
+		return err
+	}
+	if _, err := cmd.OutOrStdout().Write(out); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "# apply: trellis demo --kubernetes | kubectl apply --server-side -f -\n"+
+		"# then:  kubectl -n %[1]s rollout status deploy; trellis edges -n %[1]s\n", o.Namespace)
+	return nil
 }

@@ -40,7 +40,7 @@ mesh run on this machine, no cluster needed.`,
 	root.AddCommand(newVersionCommand(checkcmd.FromKubeconfig), newDemoCommand(), newRunCommand())
 	root.AddCommand(identitycmd.New())
 	root.AddCommand(injectcmd.New())
-	root.AddCommand(checkcmd.New())
+	root.AddCommand(checkcmd.New(), newEdgesCommand(checkcmd.FromKubeconfig))
 	root.AddCommand(installcmd.NewInstall(), installcmd.NewUpgrade(), installcmd.NewUninstall())
 	root.AddCommand(policycmd.NewAuthz(), policycmd.NewPolicy())
 	return root

@@ -192,7 +192,7 @@ func checkUnique(objs []Object) error {
 }
 
 // YAML returns the manifest as one multi-document stream for
-// `kubectl apply -f -`.
+// `kubectl apply --server-side -f -`.
 func (m *Manifest) YAML() []byte {
 	var buf bytes.Buffer
 	buf.WriteString(m.Header)

@@ -31,7 +31,7 @@ var NamespaceCheck = Check{
 	Run: func(ctx context.Context, e *Env) Outcome {
 		_, err := e.Kube.CoreV1().Namespaces().Get(ctx, e.ns(), metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return fail("install Trellis: trellis install --crds | kubectl apply -f - && trellis install | kubectl apply -f -",
+			return fail("install Trellis: trellis install --crds | kubectl apply --server-side -f - && trellis install | kubectl apply --server-side -f -",
 				"namespace %s does not exist", e.ns())
 		}
 		if err != nil {
@@ -218,7 +218,7 @@ var WebhookConfigCheck = Check{
 	Run: func(ctx context.Context, e *Env) Outcome {
 		_, cas, err := webhookCABundle(ctx, e)
 		if err != nil {
-			return fail("re-apply the control plane: trellis install | kubectl apply -f -", "%v", err)
+			return fail("re-apply the control plane: trellis install | kubectl apply --server-side -f -", "%v", err)
 		}
 		return ok("%s points at service %s/%s with %d CA certificates", WebhookConfig, e.ns(), webhookService(), len(cas))
 	},
@@ -266,7 +266,7 @@ var WebhookEndpointsCheck = Check{
 	Run: func(ctx context.Context, e *Env) Outcome {
 		const hint = "the controller pods are not ready: kubectl -n trellis-system get pods,endpointslices"
 		if _, err := e.Kube.CoreV1().Services(e.ns()).Get(ctx, webhookService(), metav1.GetOptions{}); err != nil {
-			return fail("re-apply the control plane: trellis install | kubectl apply -f -", "get service %s/%s: %v", e.ns(), webhookService(), err)
+			return fail("re-apply the control plane: trellis install | kubectl apply --server-side -f -", "get service %s/%s: %v", e.ns(), webhookService(), err)
 		}
 		eps, err := e.Kube.DiscoveryV1().EndpointSlices(e.ns()).List(ctx, metav1.ListOptions{
 			LabelSelector: discoveryv1.LabelServiceName + "=" + webhookService(),
@@ -456,7 +456,7 @@ var AnchorsCheck = Check{
 	Run: func(ctx context.Context, e *Env) Outcome {
 		anchors, err := readAnchors(ctx, e)
 		if err != nil {
-			return fail("restore the trust anchors: trellis identity bundle, then kubectl apply the ConfigMap", "%v", err)
+			return fail("restore the trust anchors: trellis identity bundle, then kubectl apply --server-side the ConfigMap", "%v", err)
 		}
 		now := e.now()
 		var expired, soon []string

@@ -117,7 +117,7 @@ kubectl, do not paste it around); --out-dir is then optional.`,
   # Straight into the cluster as the Secret the identity service loads
   trellis identity create-issuer --anchor-cert ./ca/anchor.crt --anchor-key ./ca/anchor.key \
     --trust-domain cluster.local -o secret --namespace trellis-system --name trellis-identity-issuer \
-    | kubectl apply -f -`,
+    | kubectl apply --server-side -f -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if validity <= 0 {

@@ -54,13 +54,13 @@ resources, skipped and opaque ports) are read as the webhook reads them; a
 malformed one is an error and nothing is written. What was done to each
 object is reported on stderr. See docs/injection.md.`,
 		Example: `  # Inject and apply
-  trellis inject deploy.yaml | kubectl apply -f -
+  trellis inject deploy.yaml | kubectl apply --server-side -f -
 
   # Inject every workload of a file, annotated or not
   trellis inject --force app.yaml > app-injected.yaml
 
   # Inject what is running now
-  kubectl get deploy -n shop -o yaml | trellis inject --force - | kubectl apply -f -`,
+  kubectl get deploy -n shop -o yaml | trellis inject --force - | kubectl apply --server-side -f -`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in := cmd.InOrStdin()
@@ -116,8 +116,13 @@ func Run(in io.Reader, out, log io.Writer, opts Options) error {
 	}
 	// Namespace objects in the input stand in for the cluster's.
 	nsAnn := map[string]map[string]string{}
-	for _, d := range docs {
+	for i, d := range docs {
 		if d.obj != nil && d.obj["kind"] == "Namespace" {
+			md, _ := d.obj["metadata"].(map[string]any)
+			if err := checkStringMaps(md); err != nil {
+				name, _ := md["name"].(string)
+				return fmt.Errorf("document %d: namespace %q: %w", i+1, name, err)
+			}
 			if name, ann := metaOf(d.obj); name != "" {
 				nsAnn[name] = ann
 			}
@@ -256,6 +261,10 @@ func injectObject(obj map[string]any, nsAnn map[string]map[string]string, opts O
 			return false, nil
 		}
 		parent, key, tpl = tpl, p, next
+	}
+	tplMeta, _ := tpl["metadata"].(map[string]any)
+	if err := checkStringMaps(tplMeta); err != nil {
+		return false, fmt.Errorf("%s: pod template: %w", what, err)
 	}
 	raw, err := json.Marshal(tpl)
 	if err != nil {

@@ -260,6 +260,12 @@ spec:
 	}{
 		{"bad annotation", bad, []string{"-"}, `document 2: deployment "web": annotation config.trellis.io/proxy-memory-limit="plenty": not a quantity`},
 		{"bad yaml", "kind: Pod\n  metadata: [\n", []string{"-"}, "document 1"},
+		{"unquoted yes on a template", strings.Replace(bad, "inject: enabled", "inject: yes", 1), []string{"-"},
+			`document 2: deployment "web": pod template: annotation trellis.io/inject: the unquoted YAML value was read as the boolean true (an unquoted yes`},
+		{"unquoted on and a number, both named", strings.Replace(bad, "inject: enabled", "inject: on\n        config.trellis.io/skip-inbound-ports: 8080", 1), []string{"-"},
+			"annotation config.trellis.io/skip-inbound-ports: the unquoted YAML value was read as the number 8080; annotation trellis.io/inject: the unquoted YAML value was read as the boolean true"},
+		{"unquoted yes on a namespace", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  annotations: {trellis.io/inject: yes}\n", []string{"-"},
+			`document 1: namespace "shop": annotation trellis.io/inject: the unquoted YAML value was read as the boolean true`},
 		{"missing file", "", []string{"testdata/nope.yaml"}, "no such file"},
 		{"no argument", "", []string{}, "accepts 1 arg"},
 	} {

@@ -163,7 +163,7 @@ type AuthorizationPolicySpec struct {
 	// Mesh identities allowed, as SPIFFE IDs (spiffe://cluster.local/ns/NS/sa/SA), or "*" for any authenticated client.
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MaxLength=2048
-	// +kubebuilder:validation:items:Pattern=`^(\*|spiffe://[a-z0-9._-]+(/[^/\s]+)+)$`
+	// +kubebuilder:validation:XValidation:rule="self.all(i, i == '*' || i.matches('^spiffe://[a-z0-9._-]+(/[^/[:space:]]+)+$'))",message="each identity must be \"*\" or a SPIFFE ID such as spiffe://cluster.local/ns/NAMESPACE/sa/SERVICEACCOUNT (a URI starting spiffe://, not a service account or namespace name)"
 	// +listType=set
 	// +optional
 	Identities []string `json:"identities,omitempty"`

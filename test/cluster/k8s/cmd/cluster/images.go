@@ -38,6 +38,11 @@ var productImages = []productImage{
 // images builds bin/images/<name>.tar for every Trellis image and imports
 // them into the cluster's containerd when it is up.
 func (h *harness) images(ctx context.Context) error {
+	// The init image copies the host's iptables: install the node's
+	// packages now, not at cluster-up (the quick start runs images first).
+	if err := ensurePackages(ctx, h); err != nil {
+		return err
+	}
 	outDir := filepath.Join(h.repoBin, "images")
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return err

@@ -395,7 +395,8 @@ func ensurePackages(ctx context.Context, h *harness) error {
 	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("apt-get install %s: %w: %s", strings.Join(pkgs, " "), err, lastLines(string(out), 10))
+		return fmt.Errorf("the cluster harness needs the Debian packages %s (as root: apt-get install %s); installing them failed: %w: %s",
+			strings.Join(pkgs, ", "), strings.Join(pkgs, " "), err, lastLines(string(out), 10))
 	}
 	return nil
 }
