@@ -53,12 +53,10 @@ func newCluster(t *testing.T) *cluster {
 	}
 	// trellis install asks for images tagged with the CLI's version, so the
 	// images in the cluster must carry exactly that tag.
-	out := c.mustTrellis(t, nil, "version")
-	f := strings.Fields(out)
-	if len(f) < 2 {
-		t.Fatalf("trellis version printed %q", out)
+	c.tag = strings.TrimSpace(c.mustTrellis(t, nil, "version", "--client", "--short"))
+	if c.tag == "" || strings.ContainsAny(c.tag, " \n") {
+		t.Fatalf("trellis version --client --short printed %q", c.tag)
 	}
-	c.tag = f[1]
 	images, err := os.ReadFile(filepath.Join(c.bin, "images", "images.txt"))
 	if err != nil {
 		t.Fatalf("images: %v (run make images)", err)
