@@ -290,16 +290,20 @@ func first(b []entry, method, p string, h http.Header) int {
 	return -1
 }
 
-// CleanPath is the path a request is matched on: dot segments resolved and
-// slashes merged, as many apps do before routing, so that
-// "/public/../admin" is matched as "/admin". It allocates only when the
-// path is not clean already.
+// CleanPath is the path a request is matched on: path parameters
+// (";jsessionid=...") dropped, dot segments resolved and slashes merged, as
+// many apps do before routing, so that "/public/../admin" and "/admin;x"
+// are matched as "/admin". It allocates only when the path is not clean
+// already.
 func CleanPath(p string) string {
 	if p == "" {
 		return "/"
 	}
 	if p[0] != '/' {
 		return p // "*" (OPTIONS) or an authority form: no route path.
+	}
+	if strings.IndexByte(p, ';') >= 0 {
+		p = dropParams(p)
 	}
 	if !needsClean(p) {
 		return p
@@ -309,6 +313,23 @@ func CleanPath(p string) string {
 		c += "/"
 	}
 	return c
+}
+
+// dropParams removes each segment's ";params".
+func dropParams(p string) string {
+	var b strings.Builder
+	for len(p) > 0 {
+		seg, rest, more := strings.Cut(p, "/")
+		if i := strings.IndexByte(seg, ';'); i >= 0 {
+			seg = seg[:i]
+		}
+		b.WriteString(seg)
+		if more {
+			b.WriteByte('/')
+		}
+		p = rest
+	}
+	return b.String()
 }
 
 func needsClean(p string) bool {

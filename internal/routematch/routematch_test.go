@@ -11,6 +11,7 @@ func TestCleanPath(t *testing.T) {
 	for in, want := range map[string]string{
 		"": "/", "/": "/", "/a/b": "/a/b", "/a/b/": "/a/b/", "/a/../b": "/b", "/a/./b": "/a/b",
 		"//a//b": "/a/b", "/a/..": "/", "/../../etc": "/etc", "/a/b/.": "/a/b", "*": "*", "/a/b/../": "/a/",
+		"/admin;x": "/admin", "/a;p=1/b;q": "/a/b", "/public;x/../admin": "/admin", "/;/": "/", "/a/;": "/a/",
 	} {
 		if got := CleanPath(in); got != want {
 			t.Errorf("CleanPath(%q) = %q, want %q", in, got, want)
