@@ -1,7 +1,6 @@
 package outbound_test
 
 import (
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,28 +14,14 @@ import (
 	"google.golang.org/grpc"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/authz/authztest"
 	"github.com/trellis-mesh/trellis/proxy/inboundpolicy"
 	"github.com/trellis-mesh/trellis/proxy/internal/grpctest"
 	"github.com/trellis-mesh/trellis/proxy/policy"
 )
 
-// benchServerPolicy is a Server with n authorizations (one client identity
-// each, in a network with an exception; the caller is allowed by the
-// last) and n routes besides the one the request matches, access deny.
 func benchServerPolicy(n int) *apiv1.ServerPolicy {
-	sp := &apiv1.ServerPolicy{Name: "server/books", Source: "server", Access: apiv1.AccessPolicy_DENY}
-	for i := range n {
-		id := fmt.Sprintf("spiffe://cluster.local/ns/ns%d/sa/client", i)
-		if i == n-1 {
-			id = clientID.String()
-		}
-		sp.Authorizations = append(sp.Authorizations, &apiv1.Authorization{Name: fmt.Sprint("a", i), Identities: []string{id},
-			Nets: []*apiv1.Network{{Cidr: "127.0.0.0/8", Except: []string{"127.255.0.0/16"}}}})
-		sp.Routes = append(sp.Routes, &apiv1.InboundRoute{Name: fmt.Sprint("r", i),
-			Matches: []*apiv1.RouteMatch{{PathPrefix: fmt.Sprintf("/r%d", i), Method: "GET"}}})
-	}
-	sp.Routes = append(sp.Routes, &apiv1.InboundRoute{Name: "books", Matches: []*apiv1.RouteMatch{{PathPrefix: "/books"}}})
-	return sp
+	return authztest.ServerPolicy(n, clientID.String(), "127.0.0.0/8", "127.255.0.0/16")
 }
 
 // enforcingPair is a pair whose inbound enforces sp (nil: no policy, the

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/authz/authztest"
 	"github.com/trellis-mesh/trellis/proxy/inboundpolicy"
 	"github.com/trellis-mesh/trellis/proxy/internal/grpctest"
 )
@@ -29,22 +30,6 @@ func (s onePolicy) WatchInbound(_ *apiv1.InboundPolicyRequest, st grpc.ServerStr
 	}
 	<-st.Context().Done()
 	return nil
-}
-
-func benchServerPolicy(n int) *apiv1.ServerPolicy {
-	sp := &apiv1.ServerPolicy{Name: "server/books", Source: "server", Access: apiv1.AccessPolicy_DENY}
-	for i := range n {
-		id := fmt.Sprintf("spiffe://cluster.local/ns/ns%d/sa/client", i)
-		if i == n-1 {
-			id = benchClient
-		}
-		sp.Authorizations = append(sp.Authorizations, &apiv1.Authorization{Name: fmt.Sprint("a", i), Identities: []string{id},
-			Nets: []*apiv1.Network{{Cidr: "10.0.0.0/8", Except: []string{"10.255.0.0/16"}}}})
-		sp.Routes = append(sp.Routes, &apiv1.InboundRoute{Name: fmt.Sprint("r", i),
-			Matches: []*apiv1.RouteMatch{{PathPrefix: fmt.Sprintf("/r%d", i), Method: "GET"}}})
-	}
-	sp.Routes = append(sp.Routes, &apiv1.InboundRoute{Name: "books", Matches: []*apiv1.RouteMatch{{PathPrefix: "/books"}}})
-	return sp
 }
 
 // BenchmarkAuthorize: the authz stage alone per request: the port's
@@ -69,7 +54,7 @@ func BenchmarkAuthorize(b *testing.B) {
 	for _, n := range []int{1, 10, 100} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			addr, _ := grpctest.Serve(b, "127.0.0.1:0", func(gs *grpc.Server) {
-				apiv1.RegisterPolicyServer(gs, onePolicy{sp: benchServerPolicy(n)})
+				apiv1.RegisterPolicyServer(gs, onePolicy{sp: authztest.ServerPolicy(n, benchClient, "10.0.0.0/8", "10.255.0.0/16")})
 			})
 			w, err := inboundpolicy.New(apiv1.NewPolicyClient(grpctest.Dial(b, addr)), inboundpolicy.Options{
 				Workload: "spiffe://cluster.local/ns/books/sa/books", Ports: []uint16{8080}})
