@@ -5,23 +5,15 @@ import (
 	"net/http"
 	"testing"
 
-	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/authz/authztest"
 )
 
 func benchIdentity(i int) string { return fmt.Sprintf("spiffe://cluster.local/ns/ns%d/sa/client", i) }
 
-// benchPolicy is a server with n authorizations (one identity each, in a
-// network) and n routes, access deny.
+// benchPolicy is authztest.ServerPolicy compiled: n authorizations and
+// routes, the caller allowed by the last.
 func benchPolicy(n int) *Policy {
-	sp := &apiv1.ServerPolicy{Name: "books", Access: apiv1.AccessPolicy_DENY}
-	for i := range n {
-		sp.Authorizations = append(sp.Authorizations, &apiv1.Authorization{Name: fmt.Sprint("a", i),
-			Identities: []string{benchIdentity(i)}, Nets: []*apiv1.Network{{Cidr: "10.0.0.0/8", Except: []string{"10.9.0.0/16"}}}})
-		sp.Routes = append(sp.Routes, &apiv1.InboundRoute{Name: fmt.Sprint("r", i),
-			Matches: []*apiv1.RouteMatch{{PathPrefix: fmt.Sprintf("/r%d", i), Method: "GET"}}})
-	}
-	sp.Routes = append(sp.Routes, &apiv1.InboundRoute{Name: "books", Matches: []*apiv1.RouteMatch{{PathPrefix: "/books"}}})
-	p, err := Compile(sp, Defaults{TrustDomain: "cluster.local"})
+	p, err := Compile(authztest.ServerPolicy(n, benchIdentity(n-1), "10.0.0.0/8", "10.9.0.0/16"), Defaults{TrustDomain: "cluster.local"})
 	if err != nil {
 		panic(err)
 	}

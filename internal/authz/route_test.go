@@ -64,6 +64,7 @@ func TestRoutes(t *testing.T) {
 		{"exact beats a longer prefix", call{id: web, ip: "192.168.0.1", path: "/admin/web"}, want{allowed: true, authz: "web", route: "admin-exact"}},
 		{"dot segments resolved", call{path: "/admin/public/../users"}, want{route: "admin", reason: ReasonUnauthorized}},
 		{"dot segments resolved, allowed", call{id: admin, path: "/admin/public/../users"}, want{allowed: true, authz: "admin", route: "admin"}},
+		{"path parameter does not escape the route", call{path: "/admin;jsessionid=1/users"}, want{route: "admin", reason: ReasonUnauthorized}},
 		{"double slash merged", call{path: "//admin//users"}, want{route: "admin", reason: ReasonUnauthorized}},
 		{"method beats no method", call{method: "POST", path: "/api/books", id: web, ip: "1.1.1.1"}, want{route: "post-api", reason: ReasonUnauthorized}},
 		{"without the method", call{path: "/api/books", id: web, ip: "1.1.1.1"}, want{allowed: true, authz: "web", route: "api"}},

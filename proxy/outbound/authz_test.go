@@ -1,6 +1,7 @@
 package outbound_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -310,4 +311,54 @@ func TestEnforcementNeverAnswered(t *testing.T) {
 	if n := r.requests.Load(); n != 0 {
 		t.Fatalf("the app served %d", n)
 	}
+}
+
+// connect opens a CONNECT tunnel to the service through the client proxy
+// and sends one HTTP request in it: the status of the CONNECT, and the
+// first line the app answered in the tunnel ("" if none).
+func (r *authzRig) connect(t *testing.T) (int, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", r.outAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", service, service)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		t.Fatalf("CONNECT: %v", err)
+	}
+	if resp.StatusCode != 200 {
+		return resp.StatusCode, ""
+	}
+	fmt.Fprintf(c, "GET /tunnel HTTP/1.1\r\nHost: app\r\n\r\n")
+	line, _ := br.ReadString('\n')
+	return resp.StatusCode, line
+}
+
+// TestEnforcementMeshTunnel: a mesh opaque stream (CONNECT through the
+// client proxy) is decided per connection with the caller's identity:
+// allowed, it reaches the app; revoked, the app accepts no connection.
+func TestEnforcementMeshTunnel(t *testing.T) {
+	r := newAuthzRig(t, policy.AllUnauthenticated, webOnly)
+	if _, line := r.connect(t); !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("allowed tunnel: app answered %q", line)
+	}
+	accepted := r.accepted.Load()
+	r.policies.set(r.appPort, &apiv1.ServerPolicy{Name: "server/books", Access: apiv1.AccessPolicy_DENY, Source: "server"})
+	eventually(t, "the revocation", func() bool { code, _ := r.get(t, "/x"); return code == http.StatusForbidden })
+	before := r.accepted.Load()
+	code, line := r.connect(t)
+	if line != "" {
+		t.Fatalf("denied tunnel: CONNECT %d, the app answered %q", code, line)
+	}
+	if n := r.accepted.Load() - before; n != 0 {
+		t.Fatalf("the app accepted %d connections of a denied tunnel", n)
+	}
+	if v := r.metric(t, "trellis_inbound_authz_deny_total", map[string]string{"client_id": clientID.String(), "route": ""}); v < 2 {
+		t.Fatalf("denials %v, want the request and the tunnel", v)
+	}
+	t.Logf("allowed tunnel: app accepted %d; denied tunnel: CONNECT status %d", accepted, code)
 }
