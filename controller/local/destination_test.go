@@ -252,19 +252,25 @@ func TestRoutesAndPolicyFirstMessage(t *testing.T) {
 		t.Fatalf("route config %v", rc)
 	}
 
-	pol := apiv1.NewPolicyClient(conn)
+	// Only books itself may watch its policy: its certificate first.
+	csr, cert := csrFor(t, booksID)
+	resp, err := apiv1.NewIdentityClient(conn).Certify(context.Background(), &apiv1.CertifyRequest{
+		Identity: booksID.String(), Token: []byte(tokenV2), CertificateSigningRequest: csr,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert.Certificate = resp.Chain
+	pol := apiv1.NewPolicyClient(e.dial(t, cert))
 	inbound := openStream[*apiv1.ServerPolicy](t, func(ctx context.Context) (interface {
 		Recv() (*apiv1.ServerPolicy, error)
 	}, error) {
 		return pol.WatchInbound(ctx, &apiv1.InboundPolicyRequest{Workload: booksID.String(), Port: 9101})
 	})
 	p := inbound.next(t)
-	if !proto.Equal(p, policy.Default(apiv1.ProtocolHint_HTTP1)) {
+	// The default answer: the proxy's configured default applies.
+	if !proto.Equal(p, policy.Default(apiv1.ProtocolHint_HTTP1)) || p.GetSource() != "default" || p.GetAccess() != apiv1.AccessPolicy_ACCESS_UNSPECIFIED {
 		t.Fatalf("policy %v", p)
-	}
-	if p.GetName() != "default" || len(p.GetAuthorizations()) != 1 || !p.GetAuthorizations()[0].GetUnauthenticated() ||
-		p.GetAuthorizations()[0].GetIdentities()[0] != "*" {
-		t.Fatalf("default policy does not allow everyone: %v", p)
 	}
 	// Streams stay open: a store change that alters the port's protocol is pushed.
 	e.writeAtomic(t, strings.Replace(meshYAML, "        protocol: http\n", "        protocol: opaque\n", 1))
