@@ -196,7 +196,7 @@ const (
 )
 
 // PolicyTargetRef names what an AuthorizationPolicy applies to, in the policy's namespace: a Server (group policy.trellis.io), the Namespace itself (group "", every Server in it), or an HTTPRoute or GRPCRoute (group gateway.networking.k8s.io) whose parentRef is a Server.
-// +kubebuilder:validation:XValidation:rule="self.kind == 'Server' ? (!has(self.group) || self.group == 'policy.trellis.io') : self.kind == 'Namespace' ? (!has(self.group) || self.group == '') : (has(self.group) && self.group == 'gateway.networking.k8s.io')",message="targetRef: a Server has group policy.trellis.io (or none), a Namespace group \"\" (or none), an HTTPRoute or GRPCRoute group gateway.networking.k8s.io"
+// +kubebuilder:validation:XValidation:rule="self.kind == 'Server' ? (!has(self.group) || self.group == 'policy.trellis.io') : self.kind == 'Namespace' ? (!has(self.group) || self.group.size() == 0) : (has(self.group) && self.group == 'gateway.networking.k8s.io')",message="targetRef: a Server has group policy.trellis.io (or none), a Namespace group \"\" (or none), an HTTPRoute or GRPCRoute group gateway.networking.k8s.io"
 type PolicyTargetRef struct {
 	// +kubebuilder:validation:Enum="";policy.trellis.io;gateway.networking.k8s.io
 	// +optional
