@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -109,6 +110,12 @@ type Config struct {
 	// ProxyLogLevel, when set, is the proxy's TRELLIS_PROXY_LOG_LEVEL
 	// (debug, info, warn or error).
 	ProxyLogLevel string
+	// DefaultInboundPolicy is the cluster's default inbound policy
+	// (`trellis install --default-inbound-policy`, one of
+	// k8slabels.DefaultInboundPolicies; "" the proxy's own default), which
+	// the namespace's and the pod's config.trellis.io/default-inbound-policy
+	// override.
+	DefaultInboundPolicy string
 
 	// NamespaceAnnotations looks up a namespace's annotations for the
 	// webhook (nil: pods' own annotations only). An error fails the
@@ -128,6 +135,9 @@ func (c Config) Validate() error {
 	case "", k8slabels.RedirectInit, k8slabels.RedirectCNI:
 	default:
 		errs = append(errs, fmt.Errorf("default redirect %q: want %q or %q", c.DefaultRedirect, k8slabels.RedirectInit, k8slabels.RedirectCNI))
+	}
+	if c.DefaultInboundPolicy != "" && !k8slabels.ValidDefaultInboundPolicy(c.DefaultInboundPolicy) {
+		errs = append(errs, fmt.Errorf("default inbound policy %q: want one of %s", c.DefaultInboundPolicy, strings.Join(k8slabels.DefaultInboundPolicies(), ", ")))
 	}
 	switch c.ProxyLogLevel {
 	case "", "debug", "info", "warn", "error":
@@ -168,6 +178,9 @@ func (c Config) defaultOptions() Options {
 	o := builtinOptions()
 	if c.DefaultRedirect != "" {
 		o.Redirect = c.DefaultRedirect
+	}
+	if c.DefaultInboundPolicy != "" {
+		o.DefaultInboundPolicy = c.DefaultInboundPolicy
 	}
 	for name, q := range c.ProxyResources.Requests {
 		o.Resources.Requests[name] = q.DeepCopy()

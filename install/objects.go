@@ -47,8 +47,11 @@ var Kinds = []Kind{
 	// its way before pods are injected for it.
 	{"apps/v1", "DaemonSet", "daemonsets", true, 11},
 	{"policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", true, 12},
+	// The API server's own check of namespaces' default inbound policy.
+	{"admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", false, 13},
+	{"admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", false, 14},
 	// Last: the injector is called only once the controller can exist.
-	{"admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false, 13},
+	{"admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false, 15},
 }
 
 // KindOf returns the entry of Kinds for apiVersion and kind.

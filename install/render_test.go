@@ -66,6 +66,10 @@ func typed(t *testing.T, o Object) any {
 		into = &rbacv1.RoleBinding{}
 	case "MutatingWebhookConfiguration":
 		into = &admissionv1.MutatingWebhookConfiguration{}
+	case "ValidatingAdmissionPolicy":
+		into = &admissionv1.ValidatingAdmissionPolicy{}
+	case "ValidatingAdmissionPolicyBinding":
+		into = &admissionv1.ValidatingAdmissionPolicyBinding{}
 	default:
 		t.Fatalf("%s: no typed check for kind %s", o.Ref(), o.Kind.Kind)
 	}
@@ -109,40 +113,40 @@ func TestRenderProfiles(t *testing.T) {
 		wantCNI       bool
 	}{
 		{
-			name: "default", wantObjects: 12, wantReplicas: 1, wantFailure: admissionv1.Ignore,
+			name: "default", wantObjects: 14, wantReplicas: 1, wantFailure: admissionv1.Ignore,
 			wantImage:    "trellis/controller:v1.2.3",
 			wantProxyEnv: map[string]string{"TRELLIS_PROXY_IMAGE": "trellis/proxy:v1.2.3", "TRELLIS_INIT_IMAGE": "trellis/init:v1.2.3", "TRELLIS_PROXY_MEMORY_LIMIT": "64Mi", "TRELLIS_PROXY_CPU_LIMIT": ""},
 			wantLogArg:   "--log-level=info", wantNamespace: true,
 		},
 		{
-			name: "ha", ha: true, wantObjects: 13, wantReplicas: 3, wantPDB: true, wantFailure: admissionv1.Fail,
+			name: "ha", ha: true, wantObjects: 15, wantReplicas: 3, wantPDB: true, wantFailure: admissionv1.Fail,
 			wantImage: "trellis/controller:v1.2.3", wantLogArg: "--log-level=info", wantAntiAff: "preferred", wantNamespace: true,
 		},
 		{
 			name: "set",
 			set: []string{"image.registry=registry.example.com/mesh,image.tag=v9", "controller.logLevel=debug",
 				"proxy.resources.limits.memory=1Gi", "proxy.resources.requests.cpu=50m", "installNamespace=false"},
-			wantObjects: 11, wantReplicas: 1, wantFailure: admissionv1.Ignore,
+			wantObjects: 13, wantReplicas: 1, wantFailure: admissionv1.Ignore,
 			wantImage:    "registry.example.com/mesh/controller:v9",
 			wantProxyEnv: map[string]string{"TRELLIS_PROXY_IMAGE": "registry.example.com/mesh/proxy:v9", "TRELLIS_PROXY_MEMORY_LIMIT": "1Gi", "TRELLIS_PROXY_CPU_REQUEST": "50m"},
 			wantLogArg:   "--log-level=debug",
 		},
 		{
 			name: "cni", set: []string{"cni.enabled=true", "cni.binDir=/usr/lib/cni"},
-			wantObjects: 14, wantReplicas: 1, wantFailure: admissionv1.Ignore,
+			wantObjects: 16, wantReplicas: 1, wantFailure: admissionv1.Ignore,
 			wantImage:    "trellis/controller:v1.2.3",
 			wantProxyEnv: map[string]string{"TRELLIS_PROXY_REDIRECT": "cni"},
 			wantLogArg:   "--log-level=info", wantNamespace: true, wantCNI: true,
 		},
 		{
 			name: "ha cni", ha: true, set: []string{"cni.enabled=true"},
-			wantObjects: 15, wantReplicas: 3, wantPDB: true, wantFailure: admissionv1.Fail,
+			wantObjects: 17, wantReplicas: 3, wantPDB: true, wantFailure: admissionv1.Fail,
 			wantImage: "trellis/controller:v1.2.3", wantLogArg: "--log-level=info", wantAntiAff: "preferred", wantNamespace: true, wantCNI: true,
 		},
 		{
 			name: "ha with required anti-affinity and set replicas", ha: true,
 			set:         []string{"controller.podAntiAffinity=required", "controller.replicas=5"},
-			wantObjects: 13, wantReplicas: 5, wantPDB: true, wantFailure: admissionv1.Fail,
+			wantObjects: 15, wantReplicas: 5, wantPDB: true, wantFailure: admissionv1.Fail,
 			wantImage: "trellis/controller:v1.2.3", wantLogArg: "--log-level=info", wantAntiAff: "required", wantNamespace: true,
 		},
 	}
@@ -579,8 +583,8 @@ func TestExternalIssuerOmitsSecret(t *testing.T) {
 			t.Fatal("an external issuer's Secret was rendered")
 		}
 	}
-	if len(m.Objects) != 11 {
-		t.Errorf("%d objects, want 11", len(m.Objects))
+	if len(m.Objects) != 13 {
+		t.Errorf("%d objects, want 13", len(m.Objects))
 	}
 	// The Deployment still mounts the (external) Secret.
 	d := find[*appsv1.Deployment](t, m, "Deployment", "trellis-controller")

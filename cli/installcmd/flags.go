@@ -25,6 +25,7 @@ type renderFlags struct {
 	crds            bool
 	ha              bool
 	cni             bool
+	defaultInbound  string
 	set             []string
 	dryCount        bool
 	anchorsFile     string
@@ -40,6 +41,7 @@ func (r *renderFlags) add(f *pflag.FlagSet) {
 	f.BoolVar(&r.crds, "crds", false, "print only the policy.trellis.io CRDs (apply them first)")
 	f.BoolVar(&r.ha, "ha", false, "high availability: 3 controller replicas spread over nodes, a PodDisruptionBudget, the injector failing closed")
 	f.BoolVar(&r.cni, "cni", false, "CNI redirection: a DaemonSet installs the trellis-cni plugin on every node and injected pods get no NET_ADMIN/NET_RAW (set cni.binDir and cni.confDir if the node's CNI directories are not /opt/cni/bin and /etc/cni/net.d)")
+	f.StringVar(&r.defaultInbound, "default-inbound-policy", "", "what applies to a port no Server selects, cluster-wide (chart proxy.defaultInboundPolicy; namespaces and pods override it with config.trellis.io/default-inbound-policy): deny, audit, all-authenticated, cluster-authenticated or all-unauthenticated (default)")
 	f.StringArrayVar(&r.set, "set", nil, "set a chart value, KEY=VALUE[,KEY=VALUE] (repeatable; keys as in charts/trellis/values.yaml, e.g. image.tag, image.registry, controller.logLevel, proxy.resources.limits.memory)")
 	f.BoolVar(&r.dryCount, "dry-count", false, "print how many objects of each kind would be applied instead of the manifests")
 	f.StringVar(&r.anchorsFile, "identity-trust-anchors", "", "PEM file of the trust anchors proxies trust (with --identity-issuer-cert/-key, or --identity-external-issuer)")
@@ -54,10 +56,14 @@ func (r *renderFlags) add(f *pflag.FlagSet) {
 // sets is the --set list with the profile flags first, so an explicit
 // --set still wins.
 func (r *renderFlags) sets() []string {
+	var profile []string
 	if r.cni {
-		return append([]string{"cni.enabled=true"}, r.set...)
+		profile = append(profile, "cni.enabled=true")
 	}
-	return r.set
+	if r.defaultInbound != "" {
+		profile = append(profile, "proxy.defaultInboundPolicy="+r.defaultInbound)
+	}
+	return append(profile, r.set...)
 }
 
 // suppliedIdentity reads --identity-* files. ok is false when none is set.

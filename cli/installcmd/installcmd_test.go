@@ -89,8 +89,8 @@ func TestInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := objects(t, out)
-	if len(first) != 12 {
-		t.Errorf("default install prints %d objects, want 12", len(first))
+	if len(first) != 14 {
+		t.Errorf("default install prints %d objects, want 14", len(first))
 	}
 	out2, err := run(t, newInstall(time.Now, &kubeFlags{}, offline))
 	if err != nil {
@@ -114,12 +114,29 @@ func TestInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("trellis install --dry-count:\n%s", count)
-	if !strings.Contains(count, "total                          12\n") {
+	if !strings.Contains(count, "total                          14\n") {
 		t.Errorf("--dry-count:\n%s", count)
 	}
 	count, err = run(t, newInstall(time.Now, &kubeFlags{}, offline), "--dry-count", "--ha")
-	if err != nil || !strings.Contains(count, "PodDisruptionBudget            1\n") || !strings.Contains(count, "total                          13\n") {
+	if err != nil || !strings.Contains(count, "PodDisruptionBudget            1\n") || !strings.Contains(count, "total                          15\n") {
 		t.Errorf("--dry-count --ha: %v\n%s", err, count)
+	}
+}
+
+// TestInstallDefaultInboundPolicy: --default-inbound-policy reaches the
+// injector's environment; a value that is not one of the five is refused
+// naming them.
+func TestInstallDefaultInboundPolicy(t *testing.T) {
+	out, err := run(t, newInstall(time.Now, &kubeFlags{}, offline), "--default-inbound-policy", "deny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "- name: TRELLIS_PROXY_DEFAULT_INBOUND_POLICY\n          value: \"deny\"\n") {
+		t.Errorf("the controller's environment does not carry the default:\n%s", out)
+	}
+	_, err = run(t, newInstall(time.Now, &kubeFlags{}, offline), "--default-inbound-policy", "yes")
+	if err == nil || !strings.Contains(err.Error(), "deny, audit, all-authenticated, cluster-authenticated or all-unauthenticated") {
+		t.Errorf("--default-inbound-policy yes: %v, want the allowed values named", err)
 	}
 }
 
@@ -289,14 +306,14 @@ func TestUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(printed, "app-config") || strings.Count(printed, "\nkind: ") != 12 {
+	if strings.Contains(printed, "app-config") || strings.Count(printed, "\nkind: ") != 14 {
 		t.Errorf("uninstall lists:\n%s", printed)
 	}
 	applied, err := run(t, newUninstall(&kubeFlags{}, client), "--apply")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(applied, "12 objects deleted") {
+	if !strings.Contains(applied, "14 objects deleted") {
 		t.Errorf("uninstall --apply:\n%s", applied)
 	}
 	left, err := run(t, newUninstall(&kubeFlags{}, client))

@@ -25,8 +25,8 @@ func TestInjectorConfigFromEnv(t *testing.T) {
 		{"bad pull policy", map[string]string{"TRELLIS_PROXY_IMAGE_PULL_POLICY": "Sometimes"}, inject.Config{}, "TRELLIS_PROXY_IMAGE_PULL_POLICY"},
 		{"proxy resources, log level and cni", map[string]string{
 			"TRELLIS_PROXY_CPU_REQUEST": "20m", "TRELLIS_PROXY_CPU_LIMIT": "", "TRELLIS_PROXY_MEMORY_REQUEST": "30Mi", "TRELLIS_PROXY_MEMORY_LIMIT": "96Mi",
-			"TRELLIS_PROXY_LOG_LEVEL": "debug", "TRELLIS_PROXY_REDIRECT": "cni",
-		}, inject.Config{ProxyLogLevel: "debug", DefaultRedirect: "cni", ProxyResources: corev1.ResourceRequirements{
+			"TRELLIS_PROXY_LOG_LEVEL": "debug", "TRELLIS_PROXY_REDIRECT": "cni", "TRELLIS_PROXY_DEFAULT_INBOUND_POLICY": "deny",
+		}, inject.Config{ProxyLogLevel: "debug", DefaultRedirect: "cni", DefaultInboundPolicy: "deny", ProxyResources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m"), corev1.ResourceMemory: resource.MustParse("30Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("96Mi")},
 		}}, ""},
@@ -34,6 +34,7 @@ func TestInjectorConfigFromEnv(t *testing.T) {
 		{"zero limit", map[string]string{"TRELLIS_PROXY_CPU_LIMIT": "0"}, inject.Config{}, "TRELLIS_PROXY_CPU_LIMIT"},
 		{"request above limit", map[string]string{"TRELLIS_PROXY_MEMORY_REQUEST": "1Gi", "TRELLIS_PROXY_MEMORY_LIMIT": "64Mi"}, inject.Config{}, "exceeds its limit"},
 		{"bad log level", map[string]string{"TRELLIS_PROXY_LOG_LEVEL": "loud"}, inject.Config{}, "proxy log level"},
+		{"bad default inbound policy", map[string]string{"TRELLIS_PROXY_DEFAULT_INBOUND_POLICY": "yes"}, inject.Config{}, "default inbound policy \"yes\": want one of deny, audit"},
 		{"bad redirect", map[string]string{"TRELLIS_PROXY_REDIRECT": "magic"}, inject.Config{}, "default redirect"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -48,7 +49,7 @@ func TestInjectorConfigFromEnv(t *testing.T) {
 				t.Fatal(err)
 			}
 			if got.ProxyImage != tc.want.ProxyImage || got.InitImage != tc.want.InitImage || got.ImagePullPolicy != tc.want.ImagePullPolicy ||
-				got.ProxyLogLevel != tc.want.ProxyLogLevel || got.DefaultRedirect != tc.want.DefaultRedirect ||
+				got.ProxyLogLevel != tc.want.ProxyLogLevel || got.DefaultRedirect != tc.want.DefaultRedirect || got.DefaultInboundPolicy != tc.want.DefaultInboundPolicy ||
 				!apiequality.Semantic.DeepEqual(got.ProxyResources, tc.want.ProxyResources) {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}

@@ -7,6 +7,8 @@
 // users).
 package k8slabels
 
+import "slices"
+
 // What the injector writes on a meshed pod.
 const (
 	// AnnotationProxyVersion carries the injected proxy's version; its
@@ -54,10 +56,25 @@ const (
 	RedirectInit = "init"
 	RedirectCNI  = "cni"
 
-	// Values of AnnotationDefaultInboundPolicy (the proxy's inbound.Policy*).
-	PolicyAllUnauthenticated = "all-unauthenticated"
-	PolicyAllAuthenticated   = "all-authenticated"
+	// Values of AnnotationDefaultInboundPolicy (the proxy's
+	// --default-inbound-policy, `trellis install --default-inbound-policy`):
+	// what applies to a port no Server selects.
+	PolicyAllUnauthenticated   = "all-unauthenticated"
+	PolicyAllAuthenticated     = "all-authenticated"
+	PolicyClusterAuthenticated = "cluster-authenticated"
+	PolicyAudit                = "audit"
+	PolicyDeny                 = "deny"
 )
+
+// DefaultInboundPolicies are the values of AnnotationDefaultInboundPolicy,
+// in the order messages list them.
+func DefaultInboundPolicies() []string {
+	return []string{PolicyDeny, PolicyAudit, PolicyAllAuthenticated, PolicyClusterAuthenticated, PolicyAllUnauthenticated}
+}
+
+// ValidDefaultInboundPolicy reports whether v is one of
+// DefaultInboundPolicies.
+func ValidDefaultInboundPolicy(v string) bool { return slices.Contains(DefaultInboundPolicies(), v) }
 
 // AppProtocolOpaque, as a Service port's appProtocol, marks the port
 // opaque (never detected).

@@ -166,10 +166,10 @@ func waitLog(t *testing.T, p *harness.Process, parts ...string) {
 	}
 }
 
-// controlPlaneConn dials the mesh's controller as a proxy does before its
-// first certificate: TLS verifying the controller's identity, no client
-// certificate.
-func controlPlaneConn(t *testing.T, m *harness.Mesh, local string) *grpc.ClientConn {
+// controlPlaneConn dials the mesh's controller as a proxy does once it is a
+// certified workload: TLS verifying the controller's identity, the
+// workload's certificate (Certify with its token first).
+func controlPlaneConn(t *testing.T, m *harness.Mesh, local, token string) *grpc.ClientConn {
 	t.Helper()
 	pem, err := os.ReadFile(m.AnchorPath())
 	if err != nil {
@@ -187,12 +187,34 @@ func controlPlaneConn(t *testing.T, m *harness.Mesh, local string) *grpc.ClientC
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := grpc.NewClient(m.ControllerAddr, grpc.WithTransportCredentials(credentials.NewTLS(store.ControlPlaneConfig(identity.Controller(id.TrustDomain)))))
+	dial := func() *grpc.ClientConn {
+		cc, err := grpc.NewClient(m.ControllerAddr, grpc.WithTransportCredentials(credentials.NewTLS(store.ControlPlaneConfig(identity.Controller(id.TrustDomain)))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	// The controller answers policy watches only to the workload's own
+	// certificate: certify first, then a connection that presents it.
+	key, err := pki.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
+	csr, err := pki.NewCSR(key, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	resp, err := apiv1.NewIdentityClient(dial()).Certify(ctx, &apiv1.CertifyRequest{Identity: local, Token: []byte(token), CertificateSigningRequest: csr}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetCertificate(resp.GetChain(), key); err != nil {
+		t.Fatal(err)
+	}
+	return dial()
 }
 
 // The policy and routes clients against the real controller over TLS:
@@ -209,7 +231,7 @@ func TestWatchClientsAgainstController(t *testing.T) {
 	}
 	m := harness.NewMesh(t, bins, &ports, store)
 	m.StartController()
-	cc := controlPlaneConn(t, m, identityOf("books"))
+	cc := controlPlaneConn(t, m, identityOf("books"), store.Workloads[0].Token)
 	const idle = 3 * time.Second
 	policies, err := inboundpolicy.New(apiv1.NewPolicyClient(cc), inboundpolicy.Options{
 		Workload: identityOf("books"), Ports: []uint16{8080}, IdleTimeout: idle,
