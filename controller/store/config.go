@@ -15,8 +15,8 @@ import (
 	"github.com/trellis-mesh/trellis/controller/authority"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
-	"github.com/trellis-mesh/trellis/internal/storepolicy"
 	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/internal/storepolicy"
 )
 
 // Defaults and limits of the store file.
