@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/authz"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/proxy/admin"
 	"github.com/trellis-mesh/trellis/proxy/certifier"
@@ -33,6 +34,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/outbound"
+	"github.com/trellis-mesh/trellis/proxy/policy"
 	"github.com/trellis-mesh/trellis/proxy/selfconn"
 )
 
@@ -73,8 +75,9 @@ type Config struct {
 	// AppPorts are further ports of --app-addr's host that mesh peers may
 	// name in explicit mode (--app-ports).
 	AppPorts []uint16
-	// DefaultInboundPolicy is inbound.PolicyAllUnauthenticated (default)
-	// or inbound.PolicyAllAuthenticated (--default-inbound-policy).
+	// DefaultInboundPolicy is the access of a port no Server selects
+	// (--default-inbound-policy): one of authz.Values, default
+	// all-unauthenticated.
 	DefaultInboundPolicy string
 	Logger               *slog.Logger
 
@@ -128,11 +131,8 @@ func (c *Config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--mesh-transport must be xnet or lean, got %q", c.MeshTransport))
 	}
-	switch c.DefaultInboundPolicy {
-	case "", inbound.PolicyAllUnauthenticated, inbound.PolicyAllAuthenticated:
-	default:
-		errs = append(errs, fmt.Errorf("--default-inbound-policy must be %s or %s, got %q",
-			inbound.PolicyAllUnauthenticated, inbound.PolicyAllAuthenticated, c.DefaultInboundPolicy))
+	if _, err := authz.ParseAccess(c.DefaultInboundPolicy); err != nil {
+		errs = append(errs, fmt.Errorf("--default-inbound-policy: %w", err))
 	}
 	if c.AppIP != "" && net.ParseIP(c.AppIP) == nil {
 		errs = append(errs, fmt.Errorf("--app-ip: %q is not an IP address", c.AppIP))
@@ -250,6 +250,17 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer policies.Close()
 	defer routeTable.Close()
+	authzMetrics, err := metrics.NewAuthz(reg)
+	if err != nil {
+		return err
+	}
+	enforcer, err := policy.NewEnforcer(policy.EnforcerConfig{
+		Source: policies, Default: cfg.DefaultInboundPolicy, TrustDomain: local.TrustDomain,
+		Metrics: authzMetrics, Logger: log.With("component", "authz"),
+	})
+	if err != nil {
+		return err
+	}
 
 	opaque := make(map[uint16]bool, len(cfg.OpaquePorts))
 	for _, p := range cfg.OpaquePorts {
@@ -286,7 +297,8 @@ func Run(ctx context.Context, cfg Config) error {
 		MeshTransport: cfg.MeshTransport,
 		AppIP:         cfg.AppIP, AppPorts: cfg.AppPorts, DefaultPolicy: cfg.DefaultInboundPolicy,
 		OwnPorts: func() []uint16 { return ownPorts }, SelfConns: self, HeaderTimeout: cfg.HeaderTimeout,
-		OrigDst: observingOrigDst(policies, func() []uint16 { return ownPorts }),
+		OrigDst:    observingOrigDst(policies, func() []uint16 { return ownPorts }),
+		Authorizer: enforcer,
 	})
 	if err != nil {
 		return err

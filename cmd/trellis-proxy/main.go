@@ -81,7 +81,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "drain time on SIGTERM or POST /shutdown")
 	fs.StringVar(&cfg.AppIP, "app-ip", "", "transparent mode: the address inbound traffic is forwarded to (the pod IP; the injector sets it from status.podIP), so processes listening only on loopback are not exposed to the mesh (empty: 127.0.0.1)")
 	fs.StringVar(&appPorts, "app-ports", "", "explicit mode: further ports of --app-addr's host that mesh peers may name as target port (--app-addr's own port always may; any other is refused)")
-	fs.StringVar(&cfg.DefaultInboundPolicy, "default-inbound-policy", "all-unauthenticated", "all-unauthenticated (callers without mesh TLS reach the app) or all-authenticated (only mesh mTLS peers; others get 403 or a closed connection)")
+	fs.StringVar(&cfg.DefaultInboundPolicy, "default-inbound-policy", "all-unauthenticated", "what applies to a port no Server selects, and to a Server that leaves it unset: deny, audit (allow, count would-be denials), all-authenticated (only mesh mTLS peers), cluster-authenticated (only mesh peers of this trust domain) or all-unauthenticated; a refused caller gets 403, gRPC PERMISSION_DENIED or a closed connection")
 	fs.StringVar(&cfg.MeshTransport, "mesh-transport", "lean", "HTTP/2 implementation between proxies: lean (proxy/meshh2, the default) or xnet (golang.org/x/net/http2, deprecated)")
 	fs.IntVar(&rc.maxProcs, "gomaxprocs", 1, "Go scheduler threads (GOMAXPROCS); 0: one per CPU. The GOMAXPROCS environment variable wins")
 	fs.StringVar(&rc.memoryLimit, "memory-limit", "12MiB", "soft memory limit of the Go runtime: the GC works harder near it (0: none). GOMEMLIMIT wins")

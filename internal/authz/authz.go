@@ -22,6 +22,18 @@ import (
 // SourceDefault is ServerPolicy.source when no Server selects the port.
 const SourceDefault = "default"
 
+// legacyDefaultName is the name a controller from before the access
+// field gave its default answer (with an allow-all authorization and no
+// source); Servers are named "server/<name>".
+const legacyDefaultName = "default"
+
+// IsDefault reports whether sp is the default's answer (no Server selects
+// the port): source "default", or a legacy controller's default.
+func IsDefault(sp *apiv1.ServerPolicy) bool {
+	return sp.GetSource() == SourceDefault || (sp.GetSource() == "" && sp.GetName() == legacyDefaultName &&
+		sp.GetAccess() == apiv1.AccessPolicy_ACCESS_UNSPECIFIED && len(sp.GetRoutes()) == 0)
+}
+
 // MaxAuthorizations bounds the authorizations of a policy (server and
 // routes together): a hostile or broken answer must not make every request
 // scan without end.
@@ -80,8 +92,13 @@ func Compile(sp *apiv1.ServerPolicy, def Defaults) (*Policy, error) {
 	}
 	p := &Policy{access: access, accessAuthz: "access:" + AccessName(access), server: sp.GetName(),
 		trustPrefix: "spiffe://" + def.TrustDomain + "/"}
-	if sp.GetSource() == SourceDefault {
+	serverAuthzs := sp.GetAuthorizations()
+	if IsDefault(sp) {
+		// No Server: the proxy's default decides, with the answer's
+		// routes (the probes); a default answer's own authorizations
+		// (a legacy controller's allow-all) would defeat it.
 		p.server = "default:" + AccessName(access)
+		serverAuthzs = nil
 	}
 	n := len(sp.GetAuthorizations())
 	for _, r := range sp.GetRoutes() {
@@ -90,7 +107,10 @@ func Compile(sp *apiv1.ServerPolicy, def Defaults) (*Policy, error) {
 	if n > MaxAuthorizations {
 		return nil, fmt.Errorf("policy %q: %d authorizations, more than %d", sp.GetName(), n, MaxAuthorizations)
 	}
-	if p.authzs, err = compileAuthorizations(sp.GetAuthorizations()); err != nil {
+	if _, err = compileAuthorizations(sp.GetAuthorizations()); err != nil {
+		return nil, fmt.Errorf("policy %q: %w", sp.GetName(), err)
+	}
+	if p.authzs, err = compileAuthorizations(serverAuthzs); err != nil {
 		return nil, fmt.Errorf("policy %q: %w", sp.GetName(), err)
 	}
 	if err := p.compileRoutes(sp.GetRoutes()); err != nil {
@@ -114,7 +134,7 @@ func effectiveAccess(sp *apiv1.ServerPolicy, def Defaults) (apiv1.AccessPolicy, 
 		fallback = apiv1.AccessPolicy_ALL_UNAUTHENTICATED
 	}
 	switch {
-	case sp.GetSource() == SourceDefault:
+	case IsDefault(sp):
 		return fallback, nil
 	case sp.GetAccess() != apiv1.AccessPolicy_ACCESS_UNSPECIFIED:
 		return sp.GetAccess(), nil
@@ -201,17 +221,9 @@ func compileAuthorization(a *apiv1.Authorization) (authorization, error) {
 	return c, nil
 }
 
-// parsePrefix parses a CIDR (a bare address is its /32 or /128), masked
-// and unmapped so that IPv4 callers match IPv4 networks.
+// parsePrefix parses a CIDR, masked and unmapped so that IPv4 callers
+// match IPv4 networks. A bare address is refused: /32 or /128 says it.
 func parsePrefix(s string) (netip.Prefix, error) {
-	if !strings.Contains(s, "/") {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR: %w", s, err)
-		}
-		a = a.Unmap()
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR: %w", s, err)

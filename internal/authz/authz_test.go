@@ -120,6 +120,7 @@ func TestAccess(t *testing.T) {
 // labelled default:<access>; its probes route still lets kubelet in.
 func TestSourceDefault(t *testing.T) {
 	sp := &apiv1.ServerPolicy{Name: "default", Source: SourceDefault, Access: apiv1.AccessPolicy_ALL_UNAUTHENTICATED,
+		Authorizations: []*apiv1.Authorization{{Name: "all", Unauthenticated: true}},
 		Routes: []*apiv1.InboundRoute{{Name: "probes",
 			Matches:        []*apiv1.RouteMatch{{PathExact: "/healthz", Method: "GET"}, {PathExact: "/ready", Method: "GET"}},
 			Authorizations: []*apiv1.Authorization{{Name: "probes", Unauthenticated: true}}}}}
@@ -134,6 +135,23 @@ func TestSourceDefault(t *testing.T) {
 	check(t, p, call{id: web, path: "/api"}, want{reason: ReasonUnauthorized})
 	// A connection matches no route: the probes route does not open TCP.
 	check(t, p, call{conn: true}, want{reason: ReasonUnauthorized})
+}
+
+// TestLegacyDefault: the default answer of a controller from before the
+// access field (named "default", an allow-all authorization) is the
+// default: the proxy's configured default decides, not the allow-all.
+func TestLegacyDefault(t *testing.T) {
+	sp := &apiv1.ServerPolicy{Name: "default", Authorizations: []*apiv1.Authorization{
+		{Name: "all-unauthenticated", Unauthenticated: true, Identities: []string{"*"}}}}
+	p := mustCompile(t, sp, Defaults{Access: apiv1.AccessPolicy_ALL_AUTHENTICATED})
+	if p.Server() != "default:all-authenticated" {
+		t.Errorf("server %q", p.Server())
+	}
+	check(t, p, call{}, want{reason: ReasonUnauthenticated})
+	check(t, p, call{id: web}, want{allowed: true, authz: "access:all-authenticated"})
+	// A Server's answer is not a default, whatever its authorizations.
+	sp = &apiv1.ServerPolicy{Name: "server/default", Authorizations: sp.Authorizations}
+	check(t, mustCompile(t, sp, Defaults{Access: apiv1.AccessPolicy_DENY}), call{}, want{allowed: true, authz: "all-unauthenticated"})
 }
 
 // TestAuthorization: identities, "*", namespaces, unauthenticated, and
@@ -169,7 +187,8 @@ func TestAuthorization(t *testing.T) {
 		{"net only, no unauthenticated", &apiv1.Authorization{Nets: []*apiv1.Network{{Cidr: "10.0.0.0/8"}}}, call{ip: "10.0.0.1"}, false},
 		{"old networks", &apiv1.Authorization{Unauthenticated: true, Networks: []string{"10.0.0.0/8"}}, call{ip: "10.0.0.1"}, true},
 		{"old networks out", &apiv1.Authorization{Unauthenticated: true, Networks: []string{"10.0.0.0/8"}}, call{ip: "12.0.0.1"}, false},
-		{"bare address", &apiv1.Authorization{Unauthenticated: true, Networks: []string{"10.0.0.1"}}, call{ip: "10.0.0.1"}, true},
+		{"host network", &apiv1.Authorization{Unauthenticated: true, Networks: []string{"10.0.0.1/32"}}, call{ip: "10.0.0.1"}, true},
+		{"mapped network", &apiv1.Authorization{Unauthenticated: true, Networks: []string{"::ffff:10.0.0.0/104"}}, call{ip: "10.0.0.1"}, true},
 		{"mapped caller, v4 net", &apiv1.Authorization{Unauthenticated: true, Networks: []string{"10.0.0.0/8"}}, call{ip: "::ffff:10.0.0.1"}, true},
 		{"v6 net", &apiv1.Authorization{Unauthenticated: true, Nets: []*apiv1.Network{{Cidr: "fd00::/8"}}}, call{ip: "fd00::1"}, true},
 		{"v6 net, v4 caller", &apiv1.Authorization{Unauthenticated: true, Nets: []*apiv1.Network{{Cidr: "::/0"}}}, call{ip: "10.0.0.1"}, false},

@@ -108,7 +108,7 @@ func (p *Policy) message(d Decision, id string) string {
 	b.WriteString(": ")
 	switch d.Reason {
 	case ReasonUnauthenticated:
-		b.WriteString("the caller has no mesh identity and access is " + AccessName(p.access))
+		b.WriteString("mesh mTLS required: the caller has no mesh identity, and access is " + AccessName(p.access))
 	case ReasonForeignTrustDomain:
 		b.WriteString("no authorization allows " + id + ", and access is cluster-authenticated (only " + strings.TrimSuffix(p.trustPrefix, "/") + ")")
 	default:

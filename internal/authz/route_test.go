@@ -99,6 +99,7 @@ func TestCompileRefuses(t *testing.T) {
 		{"nil", nil, "no policy"},
 		{"bad cidr", &apiv1.ServerPolicy{Name: "s", Authorizations: []*apiv1.Authorization{{Name: "a", Nets: []*apiv1.Network{{Cidr: "10.0.0.0/33"}}}}}, `authorization "a": network: "10.0.0.0/33"`},
 		{"bad except", &apiv1.ServerPolicy{Name: "s", Authorizations: []*apiv1.Authorization{{Name: "a", Nets: []*apiv1.Network{{Cidr: "10.0.0.0/8", Except: []string{"x"}}}}}}, "except"},
+		{"bare address", &apiv1.ServerPolicy{Name: "s", Authorizations: []*apiv1.Authorization{{Name: "a", Networks: []string{"10.0.0.1"}}}}, "not a CIDR"},
 		{"bad old network", &apiv1.ServerPolicy{Name: "s", Authorizations: []*apiv1.Authorization{{Name: "a", Networks: []string{""}}}}, "network"},
 		{"bad identity", &apiv1.ServerPolicy{Name: "s", Authorizations: []*apiv1.Authorization{{Name: "a", Identities: []string{"web"}}}}, "identity"},
 		{"empty namespace", &apiv1.ServerPolicy{Name: "s", Authorizations: []*apiv1.Authorization{{Name: "a", Namespaces: []string{""}}}}, "namespace"},

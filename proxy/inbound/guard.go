@@ -10,8 +10,10 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
+	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/policy"
@@ -122,9 +124,13 @@ var errUnauthenticated error = policy.ErrUnauthenticated
 
 // refused counts a refusal and logs it, at most once a minute per caller
 // and reason: caller is the mesh identity, or the remote IP without one.
+// An Authorizer's denial it logged itself is not logged twice.
 func (p *Proxy) refused(c *pipeline.Conn, protocol string, err error) {
 	reason := reasonOf(err)
 	p.m.Refused(c.Peer, c.TLS, protocol, reason)
+	if d, ok := errors.AsType[*policy.Denial](err); ok && d.Logged {
+		return
+	}
 	caller, remote := c.Peer, ""
 	if c.Raw != nil {
 		remote = c.Raw.RemoteAddr().String()
@@ -147,7 +153,36 @@ func hostOf(addr string) string {
 // plainRefusal is why a caller without mesh TLS may not reach the app, or
 // nil: the inbound policy first, then its original destination.
 func (p *Proxy) plainRefusal(info *connInfo) error {
-	return p.callerRefusal(context.Background(), policy.Caller{}, nil, info.targetErr)
+	c := policy.Caller{ClientIP: clientIP(info.raw), Port: portOf(info.target)}
+	return p.callerRefusal(context.Background(), c, nil, info.targetErr)
+}
+
+// clientIP is the remote address of a connection (invalid: unknown).
+func clientIP(c net.Conn) netip.Addr {
+	if c == nil {
+		return netip.Addr{}
+	}
+	switch a := c.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case nil:
+		return netip.Addr{}
+	}
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	return ap.Addr().Unmap()
+}
+
+// portOf is the port of a host:port target, 0 when there is none.
+func portOf(addr string) uint16 {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return 0
+	}
+	n, err := strconv.ParseUint(addr[i+1:], 10, 16)
+	if err != nil {
+		return 0
+	}
+	return uint16(n)
 }
 
 // callerRefusal is why caller may not send r (nil: a stream that is not
@@ -165,11 +200,22 @@ func (p *Proxy) callerRefusal(ctx context.Context, caller policy.Caller, r *http
 	return targetErr
 }
 
-// refusedHTTP counts a refused request and returns its 403.
+// refusedHTTP counts a refused request and returns its 403 (a gRPC call's
+// PERMISSION_DENIED).
 func (p *Proxy) refusedHTTP(x *pipeline.Exchange, err error) error {
 	p.refused(&x.Conn, metrics.RefusedHTTP, err)
-	return proxyerr.New(http.StatusForbidden, reasonOf(err), err.Error())
+	e := proxyerr.New(http.StatusForbidden, reasonOf(err), err.Error())
+	if ct := x.R.Header["Content-Type"]; len(ct) > 0 && forward.IsGRPC(ct[0]) {
+		e.GRPC = true
+	}
+	return e
 }
 
-// requireMTLS reports whether callers without mesh TLS are refused.
-func (p *Proxy) requireMTLS() bool { return p.cfg.DefaultPolicy == PolicyAllAuthenticated }
+// wouldAllowPlain reports whether a caller without mesh TLS from c may
+// reach port, asking the Authorizer without counting (policy.Checker)
+// where it can; an Authorizer that cannot tell is asked nothing and the
+// connection is detected (mesh TLS served, the rest decided in dispatch).
+func (p *Proxy) wouldAllowPlain(c net.Conn, port uint16) bool {
+	ck, ok := p.authorizer.(policy.Checker)
+	return ok && ck.Check(context.Background(), policy.Caller{ClientIP: clientIP(c), Port: port}, nil)
+}

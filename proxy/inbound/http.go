@@ -72,9 +72,10 @@ func (p *Proxy) mesh(next pipeline.Handler) pipeline.Handler {
 func (p *Proxy) authz(next pipeline.Handler) pipeline.Handler {
 	return pipeline.HandlerFunc(func(x *pipeline.Exchange) error {
 		x.AppAddr = x.Conn.Target
+		ip := clientIP(x.Conn.Raw)
 		var err error
 		if !x.Conn.TLS {
-			err = p.callerRefusal(x.R.Context(), policy.Caller{}, x.R, x.Conn.TargetErr)
+			err = p.callerRefusal(x.R.Context(), policy.Caller{ClientIP: ip, Port: portOf(x.AppAddr)}, x.R, x.Conn.TargetErr)
 		} else if v := x.R.Header[forward.HeaderTargetPort]; len(v) > 0 {
 			port, perr := forward.ParseTargetPort(v[0])
 			if perr != nil {
@@ -85,7 +86,8 @@ func (p *Proxy) authz(next pipeline.Handler) pipeline.Handler {
 			err = x.Conn.TargetErr
 		}
 		if err == nil && x.Conn.TLS {
-			err = p.callerRefusal(x.R.Context(), policy.Caller{Identity: x.Conn.Peer, TLS: true}, x.R, nil)
+			c := policy.Caller{Identity: x.Conn.Peer, TLS: true, ClientIP: ip, Port: portOf(x.AppAddr)}
+			err = p.callerRefusal(x.R.Context(), c, x.R, nil)
 		}
 		if err != nil {
 			return p.refusedHTTP(x, err)

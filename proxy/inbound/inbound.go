@@ -129,7 +129,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.OrigDst == nil {
 		cfg.OrigDst = origdst.Get
 	}
-	def, err := policy.NewDefault(cfg.DefaultPolicy)
+	def, err := policy.NewDefaultIn(cfg.DefaultPolicy, cfg.Store.LocalIdentity().TrustDomain)
 	if err != nil {
 		return nil, fmt.Errorf("inbound: %w", err)
 	}
@@ -259,10 +259,11 @@ func (p *Proxy) connInfoOf(raw net.Conn, orig netip.AddrPort) *connInfo {
 }
 
 // before serves a transparent connection to an opaque port without
-// detection. Under all-authenticated, opaque ports are detected all the
-// same: mesh TLS is served, anything else refused in dispatch.
+// detection when the policy lets callers without mesh TLS in. Otherwise
+// (all-authenticated, deny, a Server's policy) opaque ports are detected
+// all the same: mesh TLS is served, anything else decided in dispatch.
 func (p *Proxy) before(c net.Conn, orig netip.AddrPort) bool {
-	if !p.cfg.OpaquePorts[orig.Port()] || p.requireMTLS() {
+	if !p.cfg.OpaquePorts[orig.Port()] || !p.wouldAllowPlain(c, orig.Port()) {
 		return false
 	}
 	info := p.connInfoOf(c, orig)
@@ -270,6 +271,12 @@ func (p *Proxy) before(c net.Conn, orig netip.AddrPort) bool {
 		return false
 	}
 	p.m.Detect(metrics.Inbound, "opaque", "skipped")
+	if err := p.plainRefusal(info); err != nil {
+		// The policy changed since wouldAllowPlain.
+		p.refused(info.conn(), metrics.RefusedOpaque, err)
+		_ = c.Close()
+		return true
+	}
 	p.opaqueToApp(c, info, info.target, info.target)
 	return true
 }
@@ -385,6 +392,12 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 				_ = tc.Close()
 				return
 			}
+		}
+		c := policy.Caller{Identity: mi.peer, TLS: true, ClientIP: clientIP(mi.raw), Port: portOf(target)}
+		if err := p.authorizer.Authorize(context.Background(), c, nil); err != nil {
+			p.refused(mi.conn(), metrics.RefusedOpaque, err)
+			_ = tc.Close()
+			return
 		}
 		dst := h.Authority
 		if dst == "" {

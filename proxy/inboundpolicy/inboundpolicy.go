@@ -19,15 +19,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/authz"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/watchcache"
 )
 
-// The values of --default-inbound-policy.
+// Some values of --default-inbound-policy (authz.Values lists them all).
 const (
-	AllUnauthenticated = "all-unauthenticated"
-	AllAuthenticated   = "all-authenticated"
+	AllUnauthenticated = authz.AllUnauthenticated
+	AllAuthenticated   = authz.AllAuthenticated
 )
 
 // DefaultName names the default policy, as the controller names its own.
@@ -38,24 +39,20 @@ const DefaultName = "default"
 const DefaultMaxLearnedPorts = 64
 
 // Default returns the policy a port has before the controller answered:
-// every caller (all-unauthenticated), or only mesh mTLS peers
-// (all-authenticated). "" is all-unauthenticated.
+// the default's answer (source "default"), whose access is the
+// --default-inbound-policy value ("" is all-unauthenticated).
 func Default(policy string) (*apiv1.ServerPolicy, error) {
-	authz := &apiv1.Authorization{Name: AllUnauthenticated, Unauthenticated: true, Identities: []string{"*"}}
-	switch policy {
-	case "", AllUnauthenticated:
-	case AllAuthenticated:
-		authz = &apiv1.Authorization{Name: AllAuthenticated, Identities: []string{"*"}}
-	default:
-		return nil, fmt.Errorf("default inbound policy must be %s or %s, got %q", AllUnauthenticated, AllAuthenticated, policy)
+	acc, err := authz.ParseAccess(policy)
+	if err != nil {
+		return nil, err
 	}
-	return &apiv1.ServerPolicy{Name: DefaultName, Authorizations: []*apiv1.Authorization{authz}}, nil
+	return &apiv1.ServerPolicy{Name: DefaultName, Source: authz.SourceDefault, Access: acc}, nil
 }
 
 // Options configures a Watcher. Workload is required.
 type Options struct {
 	Workload      string   // this workload's SPIFFE ID, sent in every request
-	DefaultPolicy string   // AllUnauthenticated ("") or AllAuthenticated
+	DefaultPolicy string   // a --default-inbound-policy value ("": all-unauthenticated)
 	Ports         []uint16 // watched from the start, never swept
 	// MaxLearnedPorts bounds the other ports watched at once (default
 	// DefaultMaxLearnedPorts); beyond it a new port has the default.
@@ -82,6 +79,9 @@ type Snapshot struct {
 	// the controller unreachable since the port's watch started, or the
 	// port not watched (port 0, over MaxLearnedPorts, after Close).
 	FromController bool
+	// Unwatched: the port has no watch (port 0, over MaxLearnedPorts,
+	// after Close), so no answer will come.
+	Unwatched bool
 }
 
 // New starts the watches of opts.Ports. Call Close to stop them.
@@ -140,7 +140,7 @@ func (w *Watcher) Get(ctx context.Context, port uint16) Snapshot {
 			return Snapshot{Port: port, Policy: p, FromController: true}
 		}
 	}
-	return Snapshot{Port: port, Policy: w.def}
+	return Snapshot{Port: port, Policy: w.def, Unwatched: port == 0 || !w.c.Watched(port)}
 }
 
 // Observe starts watching port (if it is not watched) without waiting, and
@@ -186,6 +186,10 @@ func Check(p *apiv1.ServerPolicy) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("policy %q: %w", p.GetName(), err)
 	}
+	// What the authz stage compiles (networks with exceptions, routes).
+	if _, err := authz.Compile(p, authz.Defaults{}); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -195,5 +199,6 @@ func describe(p *apiv1.ServerPolicy) []any {
 		names = append(names, a.GetName())
 	}
 	return []any{"policy", p.GetName(), "protocol", p.GetProtocol().String(),
-		"authorizations", names, "audit", p.GetAudit()}
+		"authorizations", names, "routes", len(p.GetRoutes()), "access", p.GetAccess().String(),
+		"source", p.GetSource(), "audit", p.GetAudit()}
 }

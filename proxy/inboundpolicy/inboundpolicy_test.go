@@ -15,14 +15,17 @@ import (
 
 func TestDefault(t *testing.T) {
 	for _, tc := range []struct {
-		flag            string
-		unauthenticated bool
-		err             bool
+		flag   string
+		access apiv1.AccessPolicy
+		err    bool
 	}{
-		{"", true, false},
-		{AllUnauthenticated, true, false},
-		{AllAuthenticated, false, false},
-		{"deny", false, true},
+		{"", apiv1.AccessPolicy_ALL_UNAUTHENTICATED, false},
+		{AllUnauthenticated, apiv1.AccessPolicy_ALL_UNAUTHENTICATED, false},
+		{AllAuthenticated, apiv1.AccessPolicy_ALL_AUTHENTICATED, false},
+		{"cluster-authenticated", apiv1.AccessPolicy_CLUSTER_AUTHENTICATED, false},
+		{"deny", apiv1.AccessPolicy_DENY, false},
+		{"audit", apiv1.AccessPolicy_AUDIT, false},
+		{"deny-all", 0, true},
 	} {
 		p, err := Default(tc.flag)
 		if (err != nil) != tc.err {
@@ -31,12 +34,8 @@ func TestDefault(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		if p.GetName() != DefaultName || len(p.GetAuthorizations()) != 1 {
+		if p.GetName() != DefaultName || p.GetSource() != "default" || p.GetAccess() != tc.access || len(p.GetAuthorizations()) != 0 {
 			t.Fatalf("Default(%q) = %v", tc.flag, p)
-		}
-		a := p.GetAuthorizations()[0]
-		if a.GetUnauthenticated() != tc.unauthenticated || len(a.GetIdentities()) != 1 || a.GetIdentities()[0] != "*" {
-			t.Fatalf("Default(%q) authorization = %v", tc.flag, a)
 		}
 		if err := Check(p); err != nil {
 			t.Fatalf("Default(%q) fails Check: %v", tc.flag, err)
@@ -62,6 +61,9 @@ func TestCheck(t *testing.T) {
 		{"bad identity", authz(&apiv1.Authorization{Identities: []string{"spiffe://cluster.local/x"}}), "identity"},
 		{"bare address is not a network", authz(&apiv1.Authorization{Networks: []string{"10.0.0.1"}}), "network"},
 		{"empty namespace", authz(&apiv1.Authorization{Namespaces: []string{""}}), "namespace"},
+		{"bad except", authz(&apiv1.Authorization{Nets: []*apiv1.Network{{Cidr: "10.0.0.0/8", Except: []string{"10.0.0.0/77"}}}}), "except"},
+		{"bad route", &apiv1.ServerPolicy{Routes: []*apiv1.InboundRoute{{Name: "r", Matches: []*apiv1.RouteMatch{{PathPrefix: "x"}}}}}, "path_prefix"},
+		{"unknown access", &apiv1.ServerPolicy{Access: 77}, "unknown access"},
 	} {
 		err := Check(tc.p)
 		switch {
@@ -75,7 +77,7 @@ func TestCheck(t *testing.T) {
 
 func TestNewRefusesBadOptions(t *testing.T) {
 	for _, opts := range []Options{
-		{Workload: "spiffe://cluster.local/ns/a/sa/b", DefaultPolicy: "deny"},
+		{Workload: "spiffe://cluster.local/ns/a/sa/b", DefaultPolicy: "deny-all"},
 		{Workload: "not-an-id"},
 	} {
 		if _, err := New(nil, opts); err == nil {
@@ -133,5 +135,30 @@ func TestWatcherOverGRPC(t *testing.T) {
 	w.Close()
 	if s := w.Get(ctx, 8080); s.FromController || !proto.Equal(s.Policy, def) {
 		t.Fatalf("Get after Close = %+v, want the default", s)
+	}
+}
+
+// TestWatcherCap: past MaxLearnedPorts a new port is reported Unwatched
+// (the Enforcer denies it), while the configured ports stay watched
+// whatever strangers dial.
+func TestWatcherCap(t *testing.T) {
+	srv := &recordingPolicy{reqs: make(chan *apiv1.InboundPolicyRequest, 16)}
+	addr, _ := grpctest.Serve(t, "127.0.0.1:0", func(gs *grpc.Server) { apiv1.RegisterPolicyServer(gs, srv) })
+	w, err := New(apiv1.NewPolicyClient(grpctest.Dial(t, addr)), Options{
+		Workload: "spiffe://cluster.local/ns/a/sa/b", Ports: []uint16{8080}, MaxLearnedPorts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if s := w.Get(ctx, 9001); !s.FromController || s.Unwatched {
+		t.Fatalf("first learned port: %+v", s)
+	}
+	if s := w.Get(ctx, 9002); s.FromController || !s.Unwatched {
+		t.Fatalf("port past the cap: %+v, want Unwatched", s)
+	}
+	if s := w.Get(ctx, 8080); !s.FromController || s.Unwatched {
+		t.Fatalf("configured port: %+v", s)
 	}
 }

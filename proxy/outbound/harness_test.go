@@ -22,6 +22,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/outbound"
+	"github.com/trellis-mesh/trellis/proxy/policy"
 )
 
 var (
@@ -96,6 +97,7 @@ type pairOpts struct {
 	extraEndpoints []balance.Endpoint // tried too (e.g. refused)
 	appPorts       []uint16           // further ports the inbound may forward to
 	plainToApp     bool               // the inbound's --app-addr is the app (plain callers reach it)
+	authorizer     policy.Authorizer  // the inbound's authz stage (default: all-unauthenticated)
 }
 
 func listen(t testing.TB) net.Listener {
@@ -137,7 +139,8 @@ func newPair(t testing.TB, o pairOpts) *pair {
 	p.in, err = inbound.New(inbound.Config{Store: c.store(t, serverID), Metrics: inM, AppAddr: inApp,
 		// The app is a further port of the (unused) app address's host,
 		// named by the endpoint's target port.
-		AppPorts: append([]uint16{uint16(port)}, o.appPorts...), DetectTimeout: time.Second, MeshTransport: o.transport})
+		AppPorts: append([]uint16{uint16(port)}, o.appPorts...), DetectTimeout: time.Second, MeshTransport: o.transport,
+		Authorizer: o.authorizer})
 	if err != nil {
 		t.Fatal(err)
 	}

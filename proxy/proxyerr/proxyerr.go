@@ -81,6 +81,9 @@ type Error struct {
 	By string
 	// Err is the cause, for logs.
 	Err error
+	// GRPC: the request is a gRPC call, answered trailers-only with the
+	// grpc-status of Status (403: PERMISSION_DENIED) and grpc-message.
+	GRPC bool
 }
 
 func (e *Error) Error() string {

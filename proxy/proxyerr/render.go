@@ -72,6 +72,14 @@ func (r *Renderer) Write(w http.ResponseWriter, e *Error) {
 	h := w.Header()
 	h[HeaderError] = []string{msg}
 	h[HeaderProxyError] = []string{oneLine(e.headerValue(r.by()))}
+	if e.GRPC {
+		// Trailers-only: the status in the headers, no body.
+		h["Content-Type"] = []string{"application/grpc"}
+		h["Grpc-Status"] = []string{GRPCCode(e.Status)}
+		h["Grpc-Message"] = []string{grpcMessage(msg)}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
 	h["Content-Length"] = []string{strconv.Itoa(len(msg) + 1)}
 	w.WriteHeader(e.Status)
@@ -83,7 +91,11 @@ func (r *Renderer) Write(w http.ResponseWriter, e *Error) {
 func (r *Renderer) Answer(ctx context.Context, w http.ResponseWriter, hm *metrics.HTTP, e *Error, start time.Time, args ...any) {
 	hm.RequestError(e.Reason)
 	r.Write(w, e)
-	hm.Response(e.Status, "", false)
+	if e.GRPC {
+		hm.Response(http.StatusOK, GRPCCode(e.Status), false)
+	} else {
+		hm.Response(e.Status, "", false)
+	}
 	hm.Latency.Observe(time.Since(start).Seconds())
 	r.Logf(ctx, e, "proxy answered with an error", args...)
 }
@@ -116,4 +128,41 @@ func oneLine(s string) string {
 		s = strings.ToValidUTF8(s[:maxMsg], "")
 	}
 	return s
+}
+
+// GRPCCode is the grpc-status of a proxy answer's HTTP status, as gRPC
+// maps HTTP statuses (the gRPC HTTP/2 protocol spec), with 403 as
+// PERMISSION_DENIED.
+func GRPCCode(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "13" // INTERNAL
+	case http.StatusUnauthorized:
+		return "16" // UNAUTHENTICATED
+	case http.StatusForbidden:
+		return "7" // PERMISSION_DENIED
+	case http.StatusNotFound:
+		return "12" // UNIMPLEMENTED
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return "14" // UNAVAILABLE
+	}
+	return "2" // UNKNOWN
+}
+
+// grpcMessage percent-encodes msg as grpc-message requires: every byte
+// outside printable ASCII, and '%'.
+func grpcMessage(msg string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }

@@ -165,6 +165,14 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (v V, ok bool) {
 // without waiting: for paths (accepting a connection) that must not block.
 func (c *Cache[K, V]) Observe(key K) { c.use(key) }
 
+// Watched reports whether key has a watch now (Get on a key without one,
+// over MaxWatches or after Close, never gets an answer).
+func (c *Cache[K, V]) Watched(key K) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return !c.closed && c.entries[key] != nil
+}
+
 // Len returns the number of keys watched.
 func (c *Cache[K, V]) Len() int {
 	c.mu.RLock()
