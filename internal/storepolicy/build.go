@@ -20,6 +20,8 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/authz"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
 )
@@ -43,6 +45,17 @@ type Policies struct {
 	Servers               []*policyv1.Server
 	AuthorizationPolicies []*policyv1.AuthorizationPolicy
 	HTTPRoutes            []*gwv1.HTTPRoute
+	// Access is each Server's accessPolicy, keyed "namespace/name" (absent:
+	// deny). Kept beside the Server until its Go type has the field.
+	Access map[string]apiv1.AccessPolicy
+}
+
+// serverSpec is a Server's spec with accessPolicy. When the API type
+// gains the field, the outer one still wins (encoding/json prefers the
+// shallower field), so this keeps decoding the same YAML.
+type serverSpec struct {
+	policyv1.ServerSpec `json:",inline"`
+	AccessPolicy        string `json:"accessPolicy,omitempty"`
 }
 
 // Len is the number of objects.
@@ -116,12 +129,26 @@ func (p *Policies) add(o meshconfig.Object) error {
 	case KindServer:
 		s := &policyv1.Server{}
 		meta(s)
-		if err := decodeSpec(o.Spec, &s.Spec); err != nil {
+		var spec serverSpec
+		if err := decodeSpec(o.Spec, &spec); err != nil {
 			return err
 		}
+		s.Spec = spec.ServerSpec
 		if err := checkServer(s); err != nil {
 			return err
 		}
+		access := apiv1.AccessPolicy_DENY
+		if spec.AccessPolicy != "" {
+			a, err := authz.ParseAccess(spec.AccessPolicy)
+			if err != nil {
+				return fmt.Errorf("spec.accessPolicy: %w", err)
+			}
+			access = a
+		}
+		if p.Access == nil {
+			p.Access = map[string]apiv1.AccessPolicy{}
+		}
+		p.Access[s.Namespace+"/"+s.Name] = access
 		p.Servers = append(p.Servers, s)
 	case KindAuthzPolicy:
 		a := &policyv1.AuthorizationPolicy{}

@@ -6,6 +6,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
 )
 
@@ -36,7 +37,7 @@ const goodServer = `
   - apiVersion: policy.trellis.io/v1alpha1
     kind: Server
     metadata: {name: books-http, namespace: demo}
-    spec: {podSelector: {matchLabels: {app: books}}, port: 9101, protocol: HTTP/1}
+    spec: {podSelector: {matchLabels: {app: books}}, port: 9101, protocol: HTTP/1, accessPolicy: audit}
 `
 
 func TestPoliciesAccepted(t *testing.T) {
@@ -63,6 +64,9 @@ func TestPoliciesAccepted(t *testing.T) {
 `))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if p.Access["demo/books-http"] != apiv1.AccessPolicy_AUDIT {
+		t.Errorf("accessPolicy %v", p.Access)
 	}
 	if len(p.Servers) != 1 || len(p.AuthorizationPolicies) != 2 || len(p.HTTPRoutes) != 1 {
 		t.Fatalf("policies %+v", p)
@@ -102,6 +106,9 @@ func TestPoliciesRefused(t *testing.T) {
 		{"port out of range", `
   - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: a, namespace: demo}, spec: {port: 70000}}`,
 			[]string{"Server demo/a", "spec.port"}},
+		{"bad accessPolicy", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: a, namespace: demo}, spec: {port: 1, accessPolicy: allow}}`,
+			[]string{"Server demo/a", "spec.accessPolicy", `"allow"`, "audit"}},
 		{"bad protocol", `
   - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: a, namespace: demo}, spec: {port: 1, protocol: http}}`,
 			[]string{"Server demo/a", "spec.protocol", `"http"`}},

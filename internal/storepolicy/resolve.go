@@ -70,7 +70,7 @@ func serverPolicy(srv *policyv1.Server, p Policies) *apiv1.ServerPolicy {
 		Name:     "server/" + srv.Name,
 		Source:   SourceServer,
 		Protocol: serverProtocols[srv.Spec.Protocol],
-		Access:   apiv1.AccessPolicy_DENY,
+		Access:   accessOf(srv, p),
 	}
 	for _, ap := range p.AuthorizationPolicies {
 		if ap.Namespace != srv.Namespace {
@@ -163,4 +163,13 @@ func authorization(ap *policyv1.AuthorizationPolicy) *apiv1.Authorization {
 		a.Unauthenticated = true
 	}
 	return a
+}
+
+// accessOf is a Server's accessPolicy: deny unless it says otherwise
+// (Servers read from a cluster carry none yet: deny).
+func accessOf(srv *policyv1.Server, p Policies) apiv1.AccessPolicy {
+	if a, ok := p.Access[srv.Namespace+"/"+srv.Name]; ok {
+		return a
+	}
+	return apiv1.AccessPolicy_DENY
 }
