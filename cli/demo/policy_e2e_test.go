@@ -100,6 +100,7 @@ func TestDemoPolicySuggest(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("suggested policy in force after %s", time.Since(start).Round(time.Millisecond))
+	checkAuthzCommand(ctx, t, bin, store)
 
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("trellis demo: %v\n%s", err, stderr.String())
@@ -171,4 +172,30 @@ func deniedBySuggested(t *testing.T, workloads []meshconfig.Workload) bool {
 		}
 	}
 	return false
+}
+
+// checkAuthzCommand runs `trellis authz` on the running demo: the books
+// rows count the intruder's denials, and nothing else is denied.
+func checkAuthzCommand(ctx context.Context, t *testing.T, bin, store string) {
+	t.Helper()
+	out, err := exec.CommandContext(ctx, filepath.Join(bin, "trellis"), "authz", "-n", "demo", "--config", store, "--window", "3s", "-o", "json").Output()
+	if err != nil {
+		t.Fatalf("trellis authz: %v", err)
+	}
+	var rows []policycmd.Row
+	if err := json.Unmarshal(out, &rows); err != nil {
+		t.Fatalf("trellis authz -o json: %v\n%s", err, out)
+	}
+	var booksDenied, otherDenied, allowed float64
+	for _, r := range rows {
+		allowed += r.Allowed
+		if r.Workload == "books" {
+			booksDenied += r.Denied
+		} else {
+			otherDenied += r.Denied
+		}
+	}
+	if booksDenied == 0 || otherDenied != 0 || allowed == 0 {
+		t.Errorf("trellis authz: books denied %v, others denied %v, allowed %v; want books > 0, others 0, allowed > 0\n%s", booksDenied, otherDenied, allowed, out)
+	}
 }

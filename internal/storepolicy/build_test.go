@@ -153,3 +153,29 @@ func TestPoliciesRefused(t *testing.T) {
 		})
 	}
 }
+
+func TestResolveAccess(t *testing.T) {
+	p, err := parse([]byte(policyBase + goodServer + `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: plain, namespace: demo}, spec: {port: 7000}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	books := []map[string]string{{"app": "books"}}
+	for _, tt := range []struct {
+		port uint32
+		want apiv1.AccessPolicy
+		name string
+	}{
+		{9101, apiv1.AccessPolicy_AUDIT, "server/books-http"},
+		{7000, apiv1.AccessPolicy_DENY, "server/plain"}, // no accessPolicy: deny
+	} {
+		sp := Resolve(p, "demo", books, tt.port)
+		if sp.GetAccess() != tt.want || sp.GetName() != tt.name || sp.GetSource() != SourceServer {
+			t.Errorf("port %d: %v, want %s access %v", tt.port, sp, tt.name, tt.want)
+		}
+	}
+	if sp := Resolve(p, "other", books, 9101); sp != nil {
+		t.Errorf("another namespace got %v", sp)
+	}
+}
