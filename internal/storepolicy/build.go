@@ -156,7 +156,13 @@ func (p *Policies) add(o meshconfig.Object) error {
 		if err := decodeSpec(o.Spec, &a.Spec); err != nil {
 			return err
 		}
-		if err := checkAuthz(a); err != nil {
+		// serviceAccounts is read raw so this check holds whether or not
+		// the API type has the field yet (decodeSpec refuses it if not).
+		var sas struct {
+			ServiceAccounts []json.RawMessage `json:"serviceAccounts"`
+		}
+		_ = json.Unmarshal(o.Spec, &sas)
+		if err := checkAuthz(a, len(sas.ServiceAccounts) > 0); err != nil {
 			return err
 		}
 		p.AuthorizationPolicies = append(p.AuthorizationPolicies, a)
@@ -211,7 +217,7 @@ func checkServer(s *policyv1.Server) error {
 	return nil
 }
 
-func checkAuthz(a *policyv1.AuthorizationPolicy) error {
+func checkAuthz(a *policyv1.AuthorizationPolicy, serviceAccounts bool) error {
 	sp := a.Spec
 	if sp.TargetRef.Name == "" {
 		return errors.New("spec.targetRef.name: required")
@@ -220,7 +226,7 @@ func checkAuthz(a *policyv1.AuthorizationPolicy) error {
 		if id == "*" {
 			continue
 		}
-		if _, err := identity.Parse(id); err != nil {
+		if _, err := identity.Parse(string(id)); err != nil {
 			return fmt.Errorf("spec.identities[%d]: %q: %w (or \"*\" for any mesh identity)", i, id, err)
 		}
 	}
@@ -237,8 +243,8 @@ func checkAuthz(a *policyv1.AuthorizationPolicy) error {
 			return fmt.Errorf("spec.networks[%d]: %w", i, err)
 		}
 	}
-	if len(sp.Identities) == 0 && len(sp.Namespaces) == 0 && len(sp.Networks) == 0 && !sp.Unauthenticated {
-		return errors.New("spec: the policy allows nobody: set identities, namespaces, networks or unauthenticated: true")
+	if len(sp.Identities) == 0 && !serviceAccounts && len(sp.Namespaces) == 0 && len(sp.Networks) == 0 && !sp.Unauthenticated {
+		return errors.New("spec: the policy allows nobody: set identities, serviceAccounts, namespaces, networks or unauthenticated: true")
 	}
 	return nil
 }
