@@ -105,7 +105,17 @@ func TestResolvePolicy(t *testing.T) {
 // proxy watches is pushed to the open stream.
 func TestPolicyEditPushed(t *testing.T) {
 	e := startController(t, meshYAML)
-	pol := apiv1.NewPolicyClient(e.dial(t, nil))
+	// Books watches its own policy, with its own certificate (the
+	// controller may answer only the workload's identity).
+	csr, cert := csrFor(t, booksID)
+	resp, err := apiv1.NewIdentityClient(e.dial(t, nil)).Certify(context.Background(), &apiv1.CertifyRequest{
+		Identity: booksID.String(), Token: []byte(tokenV2), CertificateSigningRequest: csr,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert.Certificate = resp.Chain
+	pol := apiv1.NewPolicyClient(e.dial(t, cert))
 	s := openStream[*apiv1.ServerPolicy](t, func(ctx context.Context) (interface {
 		Recv() (*apiv1.ServerPolicy, error)
 	}, error) {

@@ -1,9 +1,23 @@
-package store
+package storepolicy
 
 import (
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/meshconfig"
 )
+
+// parse decodes a store file and builds its policies.
+func parse(data []byte) (Policies, error) {
+	var f meshconfig.File
+	if err := yaml.UnmarshalStrict(data, &f); err != nil {
+		return Policies{}, err
+	}
+	return Build(f.Policies)
+}
 
 const policyBase = `
 services:
@@ -23,11 +37,11 @@ const goodServer = `
   - apiVersion: policy.trellis.io/v1alpha1
     kind: Server
     metadata: {name: books-http, namespace: demo}
-    spec: {podSelector: {matchLabels: {app: books}}, port: 9101, protocol: HTTP/1}
+    spec: {podSelector: {matchLabels: {app: books}}, port: 9101, protocol: HTTP/1, accessPolicy: audit}
 `
 
 func TestPoliciesAccepted(t *testing.T) {
-	c, err := Parse([]byte(policyBase + goodServer + `
+	p, err := parse([]byte(policyBase + goodServer + `
   - apiVersion: policy.trellis.io/v1alpha1
     kind: AuthorizationPolicy
     metadata: {name: books-from-web, namespace: demo, labels: {team: x}}
@@ -51,7 +65,9 @@ func TestPoliciesAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := c.Policies
+	if p.Access["demo/books-http"] != apiv1.AccessPolicy_AUDIT {
+		t.Errorf("accessPolicy %v", p.Access)
+	}
 	if len(p.Servers) != 1 || len(p.AuthorizationPolicies) != 2 || len(p.HTTPRoutes) != 1 {
 		t.Fatalf("policies %+v", p)
 	}
@@ -90,6 +106,9 @@ func TestPoliciesRefused(t *testing.T) {
 		{"port out of range", `
   - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: a, namespace: demo}, spec: {port: 70000}}`,
 			[]string{"Server demo/a", "spec.port"}},
+		{"bad accessPolicy", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: a, namespace: demo}, spec: {port: 1, accessPolicy: allow}}`,
+			[]string{"Server demo/a", "spec.accessPolicy", `"allow"`, "audit"}},
 		{"bad protocol", `
   - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: a, namespace: demo}, spec: {port: 1, protocol: http}}`,
 			[]string{"Server demo/a", "spec.protocol", `"http"`}},
@@ -122,7 +141,7 @@ func TestPoliciesRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse([]byte(policyBase + tt.yaml))
+			_, err := parse([]byte(policyBase + tt.yaml))
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -132,5 +151,31 @@ func TestPoliciesRefused(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestResolveAccess(t *testing.T) {
+	p, err := parse([]byte(policyBase + goodServer + `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: plain, namespace: demo}, spec: {port: 7000}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	books := []map[string]string{{"app": "books"}}
+	for _, tt := range []struct {
+		port uint32
+		want apiv1.AccessPolicy
+		name string
+	}{
+		{9101, apiv1.AccessPolicy_AUDIT, "server/books-http"},
+		{7000, apiv1.AccessPolicy_DENY, "server/plain"}, // no accessPolicy: deny
+	} {
+		sp := Resolve(p, "demo", books, tt.port)
+		if sp.GetAccess() != tt.want || sp.GetName() != tt.name || sp.GetSource() != SourceServer {
+			t.Errorf("port %d: %v, want %s access %v", tt.port, sp, tt.name, tt.want)
+		}
+	}
+	if sp := Resolve(p, "other", books, 9101); sp != nil {
+		t.Errorf("another namespace got %v", sp)
 	}
 }

@@ -1,4 +1,4 @@
-package local
+package storepolicy
 
 import (
 	"slices"
@@ -7,8 +7,6 @@ import (
 
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
-	"github.com/trellis-mesh/trellis/controller/store"
-	"github.com/trellis-mesh/trellis/internal/identity"
 )
 
 // Sources of a ServerPolicy (api/v1/policy.proto).
@@ -17,41 +15,20 @@ const (
 	SourceDefault = "default"
 )
 
-// policySource answers Policy streams from the store file's policies.
-// Every edit of the file closes the Current channel, so open streams
-// resolve again and push the new answer when it differs.
-type policySource struct{ st *store.Store }
-
-// Resolve implements policy.Source.
-func (s policySource) Resolve(workload string, port uint32) (*apiv1.ServerPolicy, <-chan struct{}, func()) {
-	cfg, changed := s.st.Current()
-	return resolvePolicy(cfg, workload, port), changed, func() {}
-}
-
-// resolvePolicy is the answer for a workload's port: the Server of the
-// file that selects one of the identity's workloads on that port (the
-// first in file order, as the oldest on Kubernetes), else the default:
-// source "default", access unspecified, so the proxy applies its own
-// --default-inbound-policy (local mode has no namespace annotations).
-func resolvePolicy(cfg *store.Config, workload string, port uint32) *apiv1.ServerPolicy {
-	id, err := identity.Parse(workload)
-	if err == nil {
-		if srv := serverFor(cfg, id, port); srv != nil {
-			return serverPolicy(srv, cfg.Policies)
-		}
-	}
-	return &apiv1.ServerPolicy{Name: SourceDefault, Source: SourceDefault, Protocol: protocolFor(cfg, workload, port)}
-}
-
-func serverFor(cfg *store.Config, id identity.ID, port uint32) *policyv1.Server {
-	ws := cfg.WorkloadsWithIdentity(id)
-	for _, s := range cfg.Policies.Servers {
-		if s.Namespace != id.Namespace || uint32(s.Spec.Port.IntVal) != port {
+// Resolve is the answer for a port of the workloads of one identity in
+// namespace ns, given their labels (one map per workload or pod): the
+// first Server of p (file order, as the oldest on Kubernetes) that
+// selects one of them on that port, else nil (the caller answers its
+// default: source "default", access unspecified, so the proxy applies its
+// own --default-inbound-policy).
+func Resolve(p Policies, ns string, labels []map[string]string, port uint32) *apiv1.ServerPolicy {
+	for _, s := range p.Servers {
+		if s.Namespace != ns || uint32(s.Spec.Port.IntVal) != port {
 			continue
 		}
-		for _, w := range ws {
-			if selects(s.Spec.PodSelector, w.Labels) {
-				return s
+		for _, l := range labels {
+			if selects(s.Spec.PodSelector, l) {
+				return serverPolicy(s, p)
 			}
 		}
 	}
@@ -88,19 +65,19 @@ var serverProtocols = map[policyv1.Protocol]apiv1.ProtocolHint_Protocol{
 // serverPolicy translates a Server with the policies and routes that
 // target it. A Server without accessPolicy denies what no authorization
 // allows ("no policy: nobody", docs/policy.md).
-func serverPolicy(srv *policyv1.Server, p store.Policies) *apiv1.ServerPolicy {
+func serverPolicy(srv *policyv1.Server, p Policies) *apiv1.ServerPolicy {
 	sp := &apiv1.ServerPolicy{
 		Name:     "server/" + srv.Name,
 		Source:   SourceServer,
 		Protocol: serverProtocols[srv.Spec.Protocol],
-		Access:   apiv1.AccessPolicy_DENY,
+		Access:   accessOf(srv, p),
 	}
 	for _, ap := range p.AuthorizationPolicies {
 		if ap.Namespace != srv.Namespace {
 			continue
 		}
 		ref := ap.Spec.TargetRef
-		if (ref.Kind == store.KindServer && ref.Name == srv.Name) || ref.Kind == "Namespace" {
+		if (ref.Kind == KindServer && ref.Name == srv.Name) || ref.Kind == "Namespace" {
 			sp.Authorizations = append(sp.Authorizations, authorization(ap))
 		}
 	}
@@ -114,7 +91,7 @@ func serverPolicy(srv *policyv1.Server, p store.Policies) *apiv1.ServerPolicy {
 
 func hasParent(r *gwv1.HTTPRoute, server string) bool {
 	for _, ref := range r.Spec.ParentRefs {
-		if ref.Kind != nil && string(*ref.Kind) == store.KindServer && string(ref.Name) == server {
+		if ref.Kind != nil && string(*ref.Kind) == KindServer && string(ref.Name) == server {
 			return true
 		}
 	}
@@ -132,7 +109,7 @@ func inboundRoute(r *gwv1.HTTPRoute, authz []*policyv1.AuthorizationPolicy) *api
 	}
 	for _, ap := range authz {
 		ref := ap.Spec.TargetRef
-		if ap.Namespace == r.Namespace && ref.Kind == store.KindHTTPRoute && ref.Name == r.Name {
+		if ap.Namespace == r.Namespace && ref.Kind == KindHTTPRoute && ref.Name == r.Name {
 			ir.Authorizations = append(ir.Authorizations, authorization(ap))
 		}
 	}
@@ -188,4 +165,13 @@ func authorization(ap *policyv1.AuthorizationPolicy) *apiv1.Authorization {
 		a.Unauthenticated = true
 	}
 	return a
+}
+
+// accessOf is a Server's accessPolicy: deny unless it says otherwise
+// (Servers read from a cluster carry none yet: deny).
+func accessOf(srv *policyv1.Server, p Policies) apiv1.AccessPolicy {
+	if a, ok := p.Access[srv.Namespace+"/"+srv.Name]; ok {
+		return a
+	}
+	return apiv1.AccessPolicy_DENY
 }

@@ -1,4 +1,11 @@
-package store
+// Package storepolicy is the local store file's inbound policy: its
+// objects (Servers, AuthorizationPolicies, HTTPRoutes in the CRD shape)
+// decoded and validated (Build), and the Policy API's answer for a
+// workload's port computed from them (Resolve). controller/store and
+// controller/local serve it; `trellis policy explain` computes the same
+// answer. It is the local side's adapter until internal/policymodel (the
+// one translation of the objects, issue 12) replaces Resolve's body.
+package storepolicy
 
 import (
 	"bytes"
@@ -13,6 +20,8 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/authz"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
 )
@@ -36,6 +45,17 @@ type Policies struct {
 	Servers               []*policyv1.Server
 	AuthorizationPolicies []*policyv1.AuthorizationPolicy
 	HTTPRoutes            []*gwv1.HTTPRoute
+	// Access is each Server's accessPolicy, keyed "namespace/name" (absent:
+	// deny). Kept beside the Server until its Go type has the field.
+	Access map[string]apiv1.AccessPolicy
+}
+
+// serverSpec is a Server's spec with accessPolicy. When the API type
+// gains the field, the outer one still wins (encoding/json prefers the
+// shallower field), so this keeps decoding the same YAML.
+type serverSpec struct {
+	policyv1.ServerSpec `json:",inline"`
+	AccessPolicy        string `json:"accessPolicy,omitempty"`
 }
 
 // Len is the number of objects.
@@ -45,9 +65,9 @@ func (p Policies) Len() int {
 
 type kindKey struct{ kind, ns, name string }
 
-// buildPolicies decodes and validates the policies of a file. An error
+// Build decodes and validates the policies of a file. An error
 // names the object (index, kind, namespace/name) and the field.
-func buildPolicies(objs []meshconfig.Object) (Policies, error) {
+func Build(objs []meshconfig.Object) (Policies, error) {
 	var p Policies
 	if len(objs) > MaxPolicies {
 		return p, fmt.Errorf("policies: %d objects, more than the %d allowed", len(objs), MaxPolicies)
@@ -86,8 +106,8 @@ func checkMeta(o meshconfig.Object) error {
 	if errs := validation.IsDNS1123Subdomain(o.Metadata.Name); len(errs) > 0 {
 		return fmt.Errorf("metadata.name: %q: %s", o.Metadata.Name, strings.Join(errs, "; "))
 	}
-	if err := validLabel(o.Metadata.Namespace); err != nil {
-		return fmt.Errorf("metadata.namespace: %w", err)
+	if errs := validation.IsDNS1123Label(o.Metadata.Namespace); len(errs) > 0 {
+		return fmt.Errorf("metadata.namespace: %q: %s", o.Metadata.Namespace, strings.Join(errs, "; "))
 	}
 	if len(bytes.TrimSpace(o.Spec)) == 0 || bytes.Equal(bytes.TrimSpace(o.Spec), []byte("null")) {
 		return errors.New("spec: required")
@@ -109,12 +129,26 @@ func (p *Policies) add(o meshconfig.Object) error {
 	case KindServer:
 		s := &policyv1.Server{}
 		meta(s)
-		if err := decodeSpec(o.Spec, &s.Spec); err != nil {
+		var spec serverSpec
+		if err := decodeSpec(o.Spec, &spec); err != nil {
 			return err
 		}
+		s.Spec = spec.ServerSpec
 		if err := checkServer(s); err != nil {
 			return err
 		}
+		access := apiv1.AccessPolicy_DENY
+		if spec.AccessPolicy != "" {
+			a, err := authz.ParseAccess(spec.AccessPolicy)
+			if err != nil {
+				return fmt.Errorf("spec.accessPolicy: %w", err)
+			}
+			access = a
+		}
+		if p.Access == nil {
+			p.Access = map[string]apiv1.AccessPolicy{}
+		}
+		p.Access[s.Namespace+"/"+s.Name] = access
 		p.Servers = append(p.Servers, s)
 	case KindAuthzPolicy:
 		a := &policyv1.AuthorizationPolicy{}
@@ -122,7 +156,13 @@ func (p *Policies) add(o meshconfig.Object) error {
 		if err := decodeSpec(o.Spec, &a.Spec); err != nil {
 			return err
 		}
-		if err := checkAuthz(a); err != nil {
+		// serviceAccounts is read raw so this check holds whether or not
+		// the API type has the field yet (decodeSpec refuses it if not).
+		var sas struct {
+			ServiceAccounts []json.RawMessage `json:"serviceAccounts"`
+		}
+		_ = json.Unmarshal(o.Spec, &sas)
+		if err := checkAuthz(a, len(sas.ServiceAccounts) > 0); err != nil {
 			return err
 		}
 		p.AuthorizationPolicies = append(p.AuthorizationPolicies, a)
@@ -177,7 +217,7 @@ func checkServer(s *policyv1.Server) error {
 	return nil
 }
 
-func checkAuthz(a *policyv1.AuthorizationPolicy) error {
+func checkAuthz(a *policyv1.AuthorizationPolicy, serviceAccounts bool) error {
 	sp := a.Spec
 	if sp.TargetRef.Name == "" {
 		return errors.New("spec.targetRef.name: required")
@@ -194,8 +234,8 @@ func checkAuthz(a *policyv1.AuthorizationPolicy) error {
 		if ns == "*" {
 			continue
 		}
-		if err := validLabel(ns); err != nil {
-			return fmt.Errorf("spec.namespaces[%d]: %w", i, err)
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return fmt.Errorf("spec.namespaces[%d]: %q: %s", i, ns, strings.Join(errs, "; "))
 		}
 	}
 	for i, n := range sp.Networks {
@@ -203,8 +243,8 @@ func checkAuthz(a *policyv1.AuthorizationPolicy) error {
 			return fmt.Errorf("spec.networks[%d]: %w", i, err)
 		}
 	}
-	if len(sp.Identities) == 0 && len(sp.Namespaces) == 0 && len(sp.Networks) == 0 && !sp.Unauthenticated {
-		return errors.New("spec: the policy allows nobody: set identities, namespaces, networks or unauthenticated: true")
+	if len(sp.Identities) == 0 && !serviceAccounts && len(sp.Namespaces) == 0 && len(sp.Networks) == 0 && !sp.Unauthenticated {
+		return errors.New("spec: the policy allows nobody: set identities, serviceAccounts, namespaces, networks or unauthenticated: true")
 	}
 	return nil
 }
