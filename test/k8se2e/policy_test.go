@@ -237,8 +237,10 @@ func TestPolicyCPDown(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if v := m.Value("trellis_control_plane_connected", map[string]string{"service": "destination"}); v != 0 {
-				return fmt.Errorf("trellis_control_plane_connected{service=destination} = %g", v)
+			// The policy stream is the one that matters here; it must
+			// exist (a missing series would pass vacuously).
+			if v, found := m.Sum("trellis_control_plane_connected", map[string]string{"service": "policy"}); !found || v != 0 {
+				return fmt.Errorf("trellis_control_plane_connected{service=policy} = %g (found %v)", v, found)
 			}
 			t.Logf("echo proxy's control-plane streams with the controller down:\n%s", m.Series("trellis_control_plane_connected"))
 			return nil
