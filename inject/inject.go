@@ -240,6 +240,8 @@ func (in *Injector) proxyContainer(opts Options) corev1.Container {
 		{Name: "TRELLIS_PROXY_TRUST_ANCHORS", Value: AnchorsPath},
 		{Name: "TRELLIS_PROXY_TRUST_ANCHORS_CACHE", Value: AnchorsCachePath},
 		{Name: "TRELLIS_PROXY_WORKLOAD", Value: "$(TRELLIS_POD_NAME)"},
+		// Policy watches name the pod, so Servers apply per pod.
+		{Name: "TRELLIS_PROXY_POD_NAME", Value: "$(TRELLIS_POD_NAME)"},
 		// The inbound side forwards to the pod IP, not 127.0.0.1: a
 		// process listening only on loopback is not exposed to the mesh.
 		fieldEnv("TRELLIS_PROXY_APP_IP", "status.podIP"),

@@ -185,6 +185,7 @@ func TestMutateNative(t *testing.T) {
 		"TRELLIS_PROXY_TRUST_ANCHORS":       "/var/run/trellis/anchors/ca-bundle.crt",
 		"TRELLIS_PROXY_TRUST_ANCHORS_CACHE": "/var/run/trellis/state/trust-anchors.pem",
 		"TRELLIS_PROXY_WORKLOAD":            "$(TRELLIS_POD_NAME)",
+		"TRELLIS_PROXY_POD_NAME":            "$(TRELLIS_POD_NAME)",
 		"TRELLIS_PROXY_APP_IP":              "field:status.podIP",
 	}
 	if !reflect.DeepEqual(env, wantEnv) {
@@ -195,7 +196,7 @@ func TestMutateNative(t *testing.T) {
 	for i, e := range proxy.Env {
 		pos[e.Name] = i
 	}
-	if pos["TRELLIS_PROXY_IDENTITY"] < pos["TRELLIS_POD_SA"] || pos["TRELLIS_PROXY_WORKLOAD"] < pos["TRELLIS_POD_NAME"] {
+	if pos["TRELLIS_PROXY_IDENTITY"] < pos["TRELLIS_POD_SA"] || pos["TRELLIS_PROXY_WORKLOAD"] < pos["TRELLIS_POD_NAME"] || pos["TRELLIS_PROXY_POD_NAME"] < pos["TRELLIS_POD_NAME"] {
 		t.Error("dependent env vars come before their sources")
 	}
 	res1 := proxy.Resources

@@ -1,18 +1,26 @@
 package proxy
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/proxy/inboundpolicy"
+	"github.com/trellis-mesh/trellis/proxy/meshtls"
+	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
 	"github.com/trellis-mesh/trellis/proxy/outbound"
 	"github.com/trellis-mesh/trellis/proxy/routes"
@@ -21,9 +29,9 @@ import (
 // newWatchers starts the policy watches of the configured app ports and
 // the routes client. They are watched for real even while the data path
 // does not enforce them yet (docs/proxy.md, "What the proxy watches").
-func newWatchers(conn *grpc.ClientConn, cfg Config, local identity.ID, reg prometheus.Registerer, log *slog.Logger) (*inboundpolicy.Watcher, *routes.Watcher, error) {
-	policies, err := inboundpolicy.New(apiv1.NewPolicyClient(conn), inboundpolicy.Options{
-		Workload: local.String(), DefaultPolicy: cfg.DefaultInboundPolicy, Ports: configuredAppPorts(cfg),
+func newWatchers(conn, policyConn *grpc.ClientConn, cfg Config, local identity.ID, reg prometheus.Registerer, log *slog.Logger) (*inboundpolicy.Watcher, *routes.Watcher, error) {
+	policies, err := inboundpolicy.New(apiv1.NewPolicyClient(policyConn), inboundpolicy.Options{
+		Workload: local.String(), Pod: cfg.PodName, DefaultPolicy: cfg.DefaultInboundPolicy, Ports: configuredAppPorts(cfg),
 		Registerer: reg, Logger: log.With("component", "policy"),
 	})
 	if err != nil {
@@ -33,6 +41,49 @@ func newWatchers(conn *grpc.ClientConn, cfg Config, local identity.ID, reg prome
 		CallerIdentity: local.String(), Registerer: reg, Logger: log.With("component", "routes"),
 	})
 	return policies, rt, nil
+}
+
+// dialPolicy makes the connection of the policy watches. The controller
+// answers a policy watch only to the workload's own mTLS identity, and a
+// connection's identity is fixed at its handshake: the shared connection
+// shakes hands before the first certificate (Certify runs on it), so this
+// one dials only once the store holds a certificate.
+func dialPolicy(addr string, store *meshtls.Store, ctrlID identity.ID, m *metrics.Metrics) (*grpc.ClientConn, error) {
+	dial := func(ctx context.Context, target string) (net.Conn, error) {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for !store.Ready() {
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("no certificate yet: %w", ctx.Err())
+			case <-t.C:
+			}
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", target)
+	}
+	conn, err := grpc.NewClient(addr, append(controlPlaneOptions(store, ctrlID, m), grpc.WithContextDialer(dial))...)
+	if err != nil {
+		return nil, fmt.Errorf("controller %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// controlPlaneOptions are the options of every connection to the
+// controller.
+func controlPlaneOptions(store *meshtls.Store, ctrlID identity.ID, m *metrics.Metrics) []grpc.DialOption {
+	return []grpc.DialOption{
+		// groupCounting: trellis_tls_handshakes_total{direction=control_plane}.
+		grpc.WithTransportCredentials(groupCounting{credentials.NewTLS(store.ControlPlaneConfig(ctrlID)), m}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// gRPC's default backoff grows to 120 s: after a long controller
+		// outage a proxy could wait past its certificate's expiry before
+		// trying again. Cap it so renewal resumes within seconds.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+	}
 }
 
 // configuredAppPorts are the inbound ports the configuration names, whose

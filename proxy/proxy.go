@@ -19,10 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/authz"
@@ -60,6 +57,9 @@ type Config struct {
 	// from the control plane is kept; at start it is used instead of
 	// TrustAnchors when it holds a usable bundle (certifier.BootstrapAnchors).
 	TrustAnchorsCache string
+	// PodName is the pod's name (Kubernetes), sent with policy watches so
+	// the controller answers for exactly this pod's Servers.
+	PodName string
 	// MeshTransport is the HTTP/2 implementation on mesh connections, both
 	// directions: "lean" (proxy/meshh2, the default) or "xnet"
 	// (golang.org/x/net/http2, kept while it is retired).
@@ -194,17 +194,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("trust anchors %s: %w", anchorsFile, err)
 	}
 
-	conn, err := grpc.NewClient(cfg.ControllerAddr,
-		grpc.WithTransportCredentials(groupCounting{credentials.NewTLS(store.ControlPlaneConfig(ctrlID)), m}),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		// gRPC's default backoff grows to 120 s: after a long controller
-		// outage a proxy could wait past its certificate's expiry before
-		// trying again. Cap it so renewal resumes within seconds.
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
-			MinConnectTimeout: 5 * time.Second,
-		}),
-	)
+	conn, err := grpc.NewClient(cfg.ControllerAddr, controlPlaneOptions(store, ctrlID, m)...)
 	if err != nil {
 		return fmt.Errorf("controller %s: %w", cfg.ControllerAddr, err)
 	}
@@ -244,7 +234,12 @@ func Run(ctx context.Context, cfg Config) error {
 		Registerer: reg, Logger: log.With("component", "discovery"), CallerIdentity: local.String(),
 	})
 	defer resolver.Close()
-	policies, routeTable, err := newWatchers(conn, cfg, local, reg, log)
+	policyConn, err := dialPolicy(cfg.ControllerAddr, store, ctrlID, m)
+	if err != nil {
+		return err
+	}
+	defer policyConn.Close()
+	policies, routeTable, err := newWatchers(conn, policyConn, cfg, local, reg, log)
 	if err != nil {
 		return err
 	}

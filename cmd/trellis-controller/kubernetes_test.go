@@ -21,7 +21,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 	admissionv1 "k8s.io/api/admission/v1"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -258,8 +260,23 @@ func TestBinaryKubernetes(t *testing.T) {
 	if len(cr.TrustAnchors) != 2 || !bytes.Equal(cr.TrustAnchors[1], next.Raw) {
 		t.Fatalf("CertifyResponse.trust_anchors has %d anchors, want the 2 of --trust-anchors-file", len(cr.TrustAnchors))
 	}
-	// Policy answers too.
-	ps, err := apiv1.NewPolicyClient(conn).WatchInbound(ctx, &apiv1.InboundPolicyRequest{Workload: books.String(), Port: 8080})
+	// Policy answers too, only to the workload's own mTLS identity.
+	req := &apiv1.InboundPolicyRequest{Workload: books.String(), Port: 8080}
+	if ps, err := apiv1.NewPolicyClient(conn).WatchInbound(ctx, req); err == nil {
+		if _, err := ps.Recv(); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("policy watch without a client certificate: %v, want PermissionDenied", err)
+		}
+	}
+	certCfg := tlsCfg.Clone()
+	certCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		return &tls.Certificate{Certificate: cr.Chain, PrivateKey: key}, nil
+	}
+	certConn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(certCfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer certConn.Close()
+	ps, err := apiv1.NewPolicyClient(certConn).WatchInbound(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}

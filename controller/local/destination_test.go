@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/controller/policy"
 )
 
 func addrsOf(t *testing.T, u *apiv1.Update) []string {
@@ -251,19 +252,25 @@ func TestRoutesAndPolicyFirstMessage(t *testing.T) {
 		t.Fatalf("route config %v", rc)
 	}
 
-	pol := apiv1.NewPolicyClient(conn)
+	// Only books itself may watch its policy: its certificate first.
+	csr, cert := csrFor(t, booksID)
+	resp, err := apiv1.NewIdentityClient(conn).Certify(context.Background(), &apiv1.CertifyRequest{
+		Identity: booksID.String(), Token: []byte(tokenV2), CertificateSigningRequest: csr,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert.Certificate = resp.Chain
+	pol := apiv1.NewPolicyClient(e.dial(t, cert))
 	inbound := openStream[*apiv1.ServerPolicy](t, func(ctx context.Context) (interface {
 		Recv() (*apiv1.ServerPolicy, error)
 	}, error) {
 		return pol.WatchInbound(ctx, &apiv1.InboundPolicyRequest{Workload: booksID.String(), Port: 9101})
 	})
 	p := inbound.next(t)
-	// No Server selects the port: the default answer leaves the decision
-	// to the proxy's --default-inbound-policy (it used to allow everyone,
-	// whatever the proxy was configured with).
-	want := &apiv1.ServerPolicy{Name: "default", Source: "default", Protocol: apiv1.ProtocolHint_HTTP1}
-	if !proto.Equal(p, want) {
-		t.Fatalf("policy %v, want %v", p, want)
+	// The default answer: the proxy's configured default applies.
+	if !proto.Equal(p, policy.Default(apiv1.ProtocolHint_HTTP1)) || p.GetSource() != "default" || p.GetAccess() != apiv1.AccessPolicy_ACCESS_UNSPECIFIED {
+		t.Fatalf("policy %v", p)
 	}
 	// Streams stay open: a store change that alters the port's protocol is pushed.
 	e.writeAtomic(t, strings.Replace(meshYAML, "        protocol: http\n", "        protocol: opaque\n", 1))

@@ -164,7 +164,9 @@ func authorization(ap *policyv1.AuthorizationPolicy) *apiv1.Authorization {
 	a := &apiv1.Authorization{
 		Name:            ap.Name,
 		Unauthenticated: ap.Spec.Unauthenticated,
-		Identities:      slices.Clone(ap.Spec.Identities),
+	}
+	for _, id := range ap.Spec.Identities {
+		a.Identities = append(a.Identities, string(id))
 	}
 	for _, ns := range ap.Spec.Namespaces {
 		if ns == "*" { // every namespace: any mesh identity

@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"crypto/tls"
 	"strings"
 	"testing"
 
@@ -9,6 +10,7 @@ import (
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/store"
+	"github.com/trellis-mesh/trellis/internal/identity"
 )
 
 // policiesYAML: books v1 (labels version: v1) has a Server on 9101 with
@@ -105,7 +107,7 @@ func TestResolvePolicy(t *testing.T) {
 // proxy watches is pushed to the open stream.
 func TestPolicyEditPushed(t *testing.T) {
 	e := startController(t, meshYAML)
-	pol := apiv1.NewPolicyClient(e.dial(t, nil))
+	pol := apiv1.NewPolicyClient(e.dial(t, certified(t, e, booksID, tokenV2)))
 	s := openStream[*apiv1.ServerPolicy](t, func(ctx context.Context) (interface {
 		Recv() (*apiv1.ServerPolicy, error)
 	}, error) {
@@ -132,4 +134,19 @@ func TestPolicyEditPushed(t *testing.T) {
 	if p := s.next(t); p.GetSource() != "default" {
 		t.Fatalf("after removing the policies: %v", p)
 	}
+}
+
+// certified is a certificate for id from the controller: only a workload's
+// own mTLS identity may watch its policy.
+func certified(t *testing.T, e *env, id identity.ID, token string) *tls.Certificate {
+	t.Helper()
+	csr, cert := csrFor(t, id)
+	resp, err := apiv1.NewIdentityClient(e.dial(t, nil)).Certify(context.Background(), &apiv1.CertifyRequest{
+		Identity: id.String(), Token: []byte(token), CertificateSigningRequest: csr,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert.Certificate = resp.Chain
+	return cert
 }

@@ -37,6 +37,9 @@ type Metrics struct {
 	DestinationUpdates *prometheus.CounterVec
 	RouteStreams       prometheus.Gauge
 	PolicyStreams      prometheus.Gauge
+	// PolicyStreamsRefused counts refused Policy.WatchInbound calls by
+	// reason (identity, limit, bad_request).
+	PolicyStreamsRefused *prometheus.CounterVec
 }
 
 // New makes the metrics on a new registry, with Go runtime and process
@@ -78,6 +81,9 @@ func New() *Metrics {
 			"Open Destination.GetRoutes streams."),
 		PolicyStreams: r.gauge("trellis_controller_policy_streams",
 			"Open Policy.WatchInbound streams."),
+		PolicyStreamsRefused: r.counterVec("trellis_controller_policy_streams_refused_total",
+			"Policy.WatchInbound calls refused, by reason (identity: the caller is not the workload; limit: too many streams of one identity; bad_request).",
+			"reason", "identity", "limit", "bad_request"),
 	}
 	m.ConfigLastValid.Set(1)
 	return m

@@ -186,7 +186,7 @@ func checkAuthz(a *policyv1.AuthorizationPolicy) error {
 		if id == "*" {
 			continue
 		}
-		if _, err := identity.Parse(id); err != nil {
+		if _, err := identity.Parse(string(id)); err != nil {
 			return fmt.Errorf("spec.identities[%d]: %q: %w (or \"*\" for any mesh identity)", i, id, err)
 		}
 	}

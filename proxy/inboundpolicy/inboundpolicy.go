@@ -52,6 +52,7 @@ func Default(policy string) (*apiv1.ServerPolicy, error) {
 // Options configures a Watcher. Workload is required.
 type Options struct {
 	Workload      string   // this workload's SPIFFE ID, sent in every request
+	Pod           string   // this pod's name, sent in every request ("": none)
 	DefaultPolicy string   // a --default-inbound-policy value ("": all-unauthenticated)
 	Ports         []uint16 // watched from the start, never swept
 	// MaxLearnedPorts bounds the other ports watched at once (default
@@ -113,7 +114,7 @@ func New(client apiv1.PolicyClient, opts Options) (*Watcher, error) {
 	c := watchcache.New(watchcache.Config[uint16, *apiv1.ServerPolicy]{
 		Service: "policy",
 		Open: func(ctx context.Context, port uint16) (watchcache.Recv[*apiv1.ServerPolicy], error) {
-			st, err := client.WatchInbound(ctx, &apiv1.InboundPolicyRequest{Workload: opts.Workload, Port: uint32(port)})
+			st, err := client.WatchInbound(ctx, &apiv1.InboundPolicyRequest{Workload: opts.Workload, Port: uint32(port), Pod: opts.Pod})
 			if err != nil {
 				return nil, err
 			}

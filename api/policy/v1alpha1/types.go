@@ -7,18 +7,27 @@ import (
 
 // Condition types and reasons written to the status of every kind here.
 const (
-	// ConditionAccepted says whether the controller uses the object. False
-	// names the culprit in its reason and message.
+	// ConditionAccepted says whether the controller translates the object
+	// into the policy it sends to proxies. False names the culprit in its
+	// reason and message.
 	ConditionAccepted = "Accepted"
-	// ReasonAccepted: the object is valid and in use.
+	// ConditionResolvedRefs says whether every object the object refers to
+	// (an AuthorizationPolicy's targetRef) exists.
+	ConditionResolvedRefs = "ResolvedRefs"
+	// ReasonAccepted: the object is valid and sent to the proxies it
+	// applies to.
 	ReasonAccepted = "Accepted"
-	// ReasonTargetNotFound: targetRef names no Server in the namespace.
+	// ReasonResolvedRefs: every reference resolves.
+	ReasonResolvedRefs = "ResolvedRefs"
+	// ReasonTargetNotFound: targetRef names no object in the namespace (the
+	// message names it).
 	ReasonTargetNotFound = "TargetNotFound"
 	// ReasonInvalid: a field the schema cannot check is wrong (the message
 	// names it).
 	ReasonInvalid = "Invalid"
 	// ReasonConflict: another, older object already does this job (a
-	// second RateLimit of one Server); the message names it.
+	// second RateLimit of one Server, a second Server selecting the same
+	// pod and port); the message names it.
 	ReasonConflict = "Conflict"
 )
 
@@ -36,6 +45,20 @@ const (
 	ProtocolTLS     Protocol = "TLS"
 )
 
+// AccessPolicy is what applies to a call to a Server's port that no
+// AuthorizationPolicy allows.
+// +kubebuilder:validation:Enum=deny;audit;all-authenticated;cluster-authenticated;all-unauthenticated
+type AccessPolicy string
+
+// Access policies of a Server, and values of the default inbound policy.
+const (
+	AccessDeny                 AccessPolicy = "deny"
+	AccessAudit                AccessPolicy = "audit"
+	AccessAllAuthenticated     AccessPolicy = "all-authenticated"
+	AccessClusterAuthenticated AccessPolicy = "cluster-authenticated"
+	AccessAllUnauthenticated   AccessPolicy = "all-unauthenticated"
+)
+
 // A Server is a port on a set of pods that Trellis proxies serve inbound traffic for. AuthorizationPolicies and RateLimits attach to it.
 //
 // +genclient
@@ -47,7 +70,9 @@ const (
 // +kubebuilder:metadata:labels="app.kubernetes.io/managed-by=trellis"
 // +kubebuilder:printcolumn:name="Port",type=string,JSONPath=`.spec.port`
 // +kubebuilder:printcolumn:name="Protocol",type=string,JSONPath=`.spec.protocol`
+// +kubebuilder:printcolumn:name="Access",type=string,JSONPath=`.spec.accessPolicy`
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Server struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -69,6 +94,10 @@ type ServerSpec struct {
 	// +kubebuilder:default=unknown
 	// +optional
 	Protocol Protocol `json:"protocol,omitempty"`
+	// What applies to a call no AuthorizationPolicy allows: deny (refused), audit (let through, counted and logged as a would-be denial), all-authenticated (any caller with a verified mesh identity), cluster-authenticated (mesh identities of the cluster's trust domain), all-unauthenticated (anyone).
+	// +kubebuilder:default=deny
+	// +optional
+	AccessPolicy AccessPolicy `json:"accessPolicy,omitempty"`
 }
 
 // PodSelector is a label selector with the sizes bounded (metav1.LabelSelector has no limits the API server could enforce).
@@ -134,7 +163,7 @@ type ServerRef struct {
 	Name string `json:"name"`
 }
 
-// An AuthorizationPolicy allows clients to reach a Server. Clients match if their mesh identity, their namespace or their network matches, or, with unauthenticated, without mesh TLS at all.
+// An AuthorizationPolicy allows clients to reach a Server, every Server of a namespace, or one route (HTTPRoute or GRPCRoute) of a Server. A client is allowed when it comes from one of networks (when set) and it is unauthenticated-allowed or proves one of the listed mesh identities.
 //
 // +genclient
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
@@ -143,9 +172,11 @@ type ServerRef struct {
 // +kubebuilder:resource:shortName=authz,categories={trellis,policy}
 // +kubebuilder:metadata:labels="app.kubernetes.io/part-of=trellis"
 // +kubebuilder:metadata:labels="app.kubernetes.io/managed-by=trellis"
-// +kubebuilder:printcolumn:name="Server",type=string,JSONPath=`.spec.targetRef.name`
+// +kubebuilder:printcolumn:name="Target-Kind",type=string,JSONPath=`.spec.targetRef.kind`
+// +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.spec.targetRef.name`
 // +kubebuilder:printcolumn:name="Unauthenticated",type=boolean,JSONPath=`.spec.unauthenticated`
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type AuthorizationPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -155,27 +186,74 @@ type AuthorizationPolicy struct {
 	Status Status                  `json:"status,omitempty"`
 }
 
-// AuthorizationPolicySpec says who may reach the target Server.
-// +kubebuilder:validation:XValidation:rule="has(self.identities) || has(self.namespaces) || has(self.networks) || (has(self.unauthenticated) && self.unauthenticated)",message="the policy allows nobody: set identities, namespaces, networks or unauthenticated: true"
+// Target kinds of an AuthorizationPolicy, and the Gateway API group.
+const (
+	KindServer    = "Server"
+	KindNamespace = "Namespace"
+	KindHTTPRoute = "HTTPRoute"
+	KindGRPCRoute = "GRPCRoute"
+	GatewayGroup  = "gateway.networking.k8s.io"
+)
+
+// PolicyTargetRef names what an AuthorizationPolicy applies to, in the policy's namespace: a Server (group policy.trellis.io), the Namespace itself (group "", every Server in it), or an HTTPRoute or GRPCRoute (group gateway.networking.k8s.io) whose parentRef is a Server.
+// +kubebuilder:validation:XValidation:rule="self.kind == 'Server' ? (!has(self.group) || self.group == 'policy.trellis.io') : self.kind == 'Namespace' ? (!has(self.group) || self.group == '') : (has(self.group) && self.group == 'gateway.networking.k8s.io')",message="targetRef: a Server has group policy.trellis.io (or none), a Namespace group \"\" (or none), an HTTPRoute or GRPCRoute group gateway.networking.k8s.io"
+type PolicyTargetRef struct {
+	// +kubebuilder:validation:Enum="";policy.trellis.io;gateway.networking.k8s.io
+	// +optional
+	Group string `json:"group,omitempty"`
+	// +kubebuilder:validation:Enum=Server;Namespace;HTTPRoute;GRPCRoute
+	Kind string `json:"kind"`
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+}
+
+// IdentityPattern is what an exact SPIFFE ID in identities must look like: exactly what the proxy accepts (internal/identity.Parse): spiffe://<trust domain>/ns/<namespace>/sa/<service account>, lower-case DNS labels of at most 63 characters, a trust domain of at most 253. The CRD's CEL rule uses it too (TestIdentityPatternAgreesWithParse).
+const IdentityPattern = `^spiffe://[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/ns/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/sa/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`
+
+// Identity is an exact SPIFFE ID, or "*" for any authenticated client.
+// +kubebuilder:validation:MaxLength=400
+// +kubebuilder:validation:XValidation:rule="self == '*' || (self.matches('^spiffe://[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/ns/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/sa/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$') && self.substring(9).indexOf('/') <= 253)",message="identities: each entry must be \"*\" or a SPIFFE ID spiffe://<trust domain>/ns/<namespace>/sa/<service account> in lower-case letters, digits and '-' (for example spiffe://cluster.local/ns/shop/sa/web)"
+type Identity string
+
+// ServiceAccountRef names a ServiceAccount whose workloads are allowed.
+type ServiceAccountRef struct {
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+	// The ServiceAccount's namespace; the policy's own when empty.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// AuthorizationPolicySpec says who may reach the target.
+// +kubebuilder:validation:XValidation:rule="has(self.identities) || has(self.serviceAccounts) || has(self.namespaces) || has(self.networks) || (has(self.unauthenticated) && self.unauthenticated)",message="the policy allows nobody: set identities, serviceAccounts, namespaces, networks or unauthenticated: true"
 type AuthorizationPolicySpec struct {
-	// The Server in this namespace the policy applies to.
-	TargetRef ServerRef `json:"targetRef"`
-	// Mesh identities allowed, as SPIFFE IDs (spiffe://cluster.local/ns/NS/sa/SA), or "*" for any authenticated client.
+	// What the policy applies to, in this namespace: a Server, the Namespace (every Server in it), or an HTTPRoute/GRPCRoute whose parent is a Server.
+	TargetRef PolicyTargetRef `json:"targetRef"`
+	// Mesh identities allowed, as exact SPIFFE IDs (spiffe://cluster.local/ns/NS/sa/SA), or "*" for any authenticated client.
 	// +kubebuilder:validation:MaxItems=64
-	// +kubebuilder:validation:items:MaxLength=2048
-	// +kubebuilder:validation:items:Pattern=`^(\*|spiffe://[a-z0-9._-]+(/[^/\s]+)+)$`
 	// +listType=set
 	// +optional
-	Identities []string `json:"identities,omitempty"`
-	// Namespaces whose authenticated workloads are allowed, or "*" for all.
+	Identities []Identity `json:"identities,omitempty"`
+	// ServiceAccounts whose workloads are allowed (their SPIFFE IDs in the cluster's trust domain).
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	// +optional
+	ServiceAccounts []ServiceAccountRef `json:"serviceAccounts,omitempty"`
+	// Namespaces whose authenticated workloads (any ServiceAccount) are allowed, or "*" for every authenticated client.
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MaxLength=63
 	// +kubebuilder:validation:items:Pattern=`^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$`
 	// +listType=set
 	// +optional
 	Namespaces []string `json:"namespaces,omitempty"`
-	// Client networks allowed (with or without mesh TLS when unauthenticated is true; with mesh TLS otherwise).
-	// +kubebuilder:validation:MaxItems=64
+	// Client networks the caller must come from (with mesh TLS as identities, serviceAccounts and namespaces require; with or without when unauthenticated is true, or when they are all empty).
+	// +kubebuilder:validation:MaxItems=16
 	// +listType=atomic
 	// +optional
 	Networks []Network `json:"networks,omitempty"`
@@ -190,7 +268,7 @@ type Network struct {
 	// +kubebuilder:validation:MaxLength=43
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="cidr must be an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or fd00::/8"
 	CIDR string `json:"cidr"`
-	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:MaxItems=16
 	// +listType=atomic
 	// +optional
 	Except []ExceptCIDR `json:"except,omitempty"`

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	kinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -26,6 +27,7 @@ import (
 	"github.com/trellis-mesh/trellis/controller/k8s/serve/apiservertest"
 	"github.com/trellis-mesh/trellis/controller/metrics"
 	"github.com/trellis-mesh/trellis/controller/policy"
+	"github.com/trellis-mesh/trellis/controller/policy/policytest"
 	"github.com/trellis-mesh/trellis/controller/status"
 )
 
@@ -108,7 +110,7 @@ func TestAPIServer(t *testing.T) {
 	}
 
 	kf := kinformers.NewSharedInformerFactory(kc, 0)
-	rt, err := Setup(kc.Discovery(), pc, kf.Core().V1().Pods().Informer(), time.Second, nil)
+	rt, err := Setup(Config{Discovery: kc.Discovery(), Client: pc, Pods: kf.Core().V1().Pods().Informer(), Resync: time.Second, TrustDomain: "cluster.local"})
 	if err != nil || rt == nil {
 		t.Fatalf("Setup: %v, %v (the CRDs are applied)", rt, err)
 	}
@@ -120,10 +122,11 @@ func TestAPIServer(t *testing.T) {
 		t.Fatal("not synced")
 	}
 
-	s := &stream{ctx: rctx, out: make(chan *apiv1.ServerPolicy, 8)}
+	web := "spiffe://cluster.local/ns/" + ns + "/sa/web"
+	s := &stream{Ctx: policytest.CallerContext(t, rctx, web), Out: make(chan *apiv1.ServerPolicy, 8)}
 	go func() {
 		svc := &policy.Service{Source: rt.Source, Metrics: metrics.New()}
-		_ = svc.WatchInbound(&apiv1.InboundPolicyRequest{Workload: "spiffe://cluster.local/ns/" + ns + "/sa/web", Port: 8080}, s)
+		_ = svc.WatchInbound(&apiv1.InboundPolicyRequest{Workload: web, Port: 8080, Pod: "web-1"}, s)
 	}()
 	start := time.Now()
 	if p := next(t, s); p.GetName() != "default" {
@@ -131,7 +134,7 @@ func TestAPIServer(t *testing.T) {
 	}
 	srv := &policyv1.Server{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
-		Spec:       policyv1.ServerSpec{PodSelector: policyv1.PodSelector{MatchLabels: map[string]policyv1.LabelValue{"app": "web"}}, Port: intOrName("http"), Protocol: policyv1.ProtocolHTTP1},
+		Spec:       policyv1.ServerSpec{PodSelector: policyv1.PodSelector{MatchLabels: map[string]policyv1.LabelValue{"app": "web"}}, Port: intstr.FromString("http"), Protocol: policyv1.ProtocolHTTP1},
 	}
 	if _, err := pc.PolicyV1alpha1().Servers(ns).Create(ctx, srv, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -141,8 +144,8 @@ func TestAPIServer(t *testing.T) {
 	}
 	ap := &policyv1.AuthorizationPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "from-gateway", Namespace: ns},
-		Spec: policyv1.AuthorizationPolicySpec{TargetRef: policyv1.ServerRef{Kind: "Server", Name: "web"},
-			Identities: []string{"spiffe://cluster.local/ns/edge/sa/gateway"}},
+		Spec: policyv1.AuthorizationPolicySpec{TargetRef: policyv1.PolicyTargetRef{Kind: "Server", Name: "web"},
+			Identities: []policyv1.Identity{"spiffe://cluster.local/ns/edge/sa/gateway"}},
 	}
 	if _, err := pc.PolicyV1alpha1().AuthorizationPolicies(ns).Create(ctx, ap, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -161,7 +164,7 @@ func TestAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got.Status.Conditions) == 1 {
+		if len(got.Status.Conditions) == 2 {
 			if c := got.Status.Conditions[0]; c.Type != policyv1.ConditionAccepted || c.Status != metav1.ConditionTrue || c.ObservedGeneration != got.Generation {
 				t.Fatalf("condition %+v", c)
 			}
@@ -199,7 +202,7 @@ func TestAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got.Status.Conditions) == 1 {
+		if len(got.Status.Conditions) == 2 {
 			if c := got.Status.Conditions[0]; c.Status != metav1.ConditionFalse || c.Reason != policyv1.ReasonTargetNotFound {
 				t.Errorf("condition %+v, want False/TargetNotFound", c)
 			} else {

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -41,28 +40,4 @@ func loadFixture(t *testing.T, path string) []runtime.Object {
 		objs = append(objs, obj)
 	}
 	return objs
-}
-
-// split sorts fixture objects into pods and the policy objects of one
-// namespace.
-func split(objs []runtime.Object, ns string) (pods []*corev1.Pod, o Objects) {
-	for _, obj := range objs {
-		switch v := obj.(type) {
-		case *corev1.Pod:
-			pods = append(pods, v)
-		case *policyv1.Server:
-			if v.Namespace == ns {
-				o.Servers = append(o.Servers, v)
-			}
-		case *policyv1.AuthorizationPolicy:
-			if v.Namespace == ns {
-				o.Authz = append(o.Authz, v)
-			}
-		case *policyv1.RateLimit:
-			if v.Namespace == ns {
-				o.RateLimits = append(o.RateLimits, v)
-			}
-		}
-	}
-	return pods, o
 }

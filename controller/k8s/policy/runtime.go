@@ -10,6 +10,10 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/tools/cache"
 
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwversioned "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+
 	"github.com/trellis-mesh/trellis/api/policy/client/clientset/versioned"
 	policyinformers "github.com/trellis-mesh/trellis/api/policy/client/informers/externalversions"
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
@@ -24,39 +28,87 @@ const statusWorkers = 2
 // Source that answers Policy.WatchInbound and the status writer.
 type Runtime struct {
 	factory policyinformers.SharedInformerFactory
+	gateway gwinformers.SharedInformerFactory // nil: no routes
 	Source  *Source
 	Status  *StatusWriter
+}
+
+// Config is what Setup needs.
+type Config struct {
+	Discovery discovery.DiscoveryInterface
+	Client    versioned.Interface
+	// Gateway reads HTTPRoutes and GRPCRoutes (nil, or the Gateway API
+	// not served: no inbound routes).
+	Gateway     gwversioned.Interface
+	Pods        cache.SharedIndexInformer
+	Resync      time.Duration
+	TrustDomain string
+	Log         *slog.Logger
 }
 
 // Setup makes the Runtime when the API server serves
 // policy.trellis.io/v1alpha1, or returns nil (and no error) when the CRDs
 // are not installed: the caller then serves the default policy, as before
 // the CRDs existed. Nothing runs until Start.
-func Setup(disc discovery.DiscoveryInterface, client versioned.Interface, pods cache.SharedIndexInformer, resync time.Duration, log *slog.Logger) (*Runtime, error) {
-	if _, err := disc.ServerResourcesForGroupVersion(policyv1.SchemeGroupVersion.String()); apierrors.IsNotFound(err) {
-		return nil, nil
-	} else if err != nil {
-		return nil, fmt.Errorf("discover %s: %w", policyv1.SchemeGroupVersion, err)
-	}
-	f := policyinformers.NewSharedInformerFactory(client, resync)
-	src, err := New(pods, f)
-	if err != nil {
-		return nil, err
-	}
+func Setup(cfg Config) (*Runtime, error) {
+	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	sw, err := NewStatusWriter(client, f, log.With("component", "policy-status"))
+	if ok, err := served(cfg.Discovery, policyv1.SchemeGroupVersion.String(), "servers"); err != nil || !ok {
+		return nil, err
+	}
+	rt := &Runtime{factory: policyinformers.NewSharedInformerFactory(cfg.Client, cfg.Resync)}
+	if cfg.Gateway != nil {
+		h, err := served(cfg.Discovery, gwv1.GroupVersion.String(), "httproutes")
+		if err != nil {
+			return nil, err
+		}
+		g, err := served(cfg.Discovery, gwv1.GroupVersion.String(), "grpcroutes")
+		if err != nil {
+			return nil, err
+		}
+		if h && g {
+			rt.gateway = gwinformers.NewSharedInformerFactory(cfg.Gateway, cfg.Resync)
+		} else {
+			log.Info("the Gateway API's HTTPRoute and GRPCRoute are not served: no inbound routes")
+		}
+	}
+	src, err := New(cfg.Pods, rt.factory, Options{TrustDomain: cfg.TrustDomain, Gateway: rt.gateway})
 	if err != nil {
 		return nil, err
 	}
-	return &Runtime{factory: f, Source: src, Status: sw}, nil
+	sw, err := NewStatusWriter(cfg.Client, rt.factory, src, cfg.Pods, rt.gateway, log.With("component", "policy-status"))
+	if err != nil {
+		return nil, err
+	}
+	rt.Source, rt.Status = src, sw
+	return rt, nil
+}
+
+// served reports whether the API server serves resource in groupVersion.
+func served(disc discovery.DiscoveryInterface, groupVersion, resource string) (bool, error) {
+	list, err := disc.ServerResourcesForGroupVersion(groupVersion)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("discover %s: %w", groupVersion, err)
+	}
+	for _, r := range list.APIResources {
+		if r.Name == resource {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Start runs the informers until ctx is done, and the status writer
 // whenever the elector says this replica leads.
 func (r *Runtime) Start(ctx context.Context, elector status.Elector) {
 	r.factory.Start(ctx.Done())
+	if r.gateway != nil {
+		r.gateway.Start(ctx.Done())
+	}
 	go elector.Run(ctx, func(ctx context.Context) {
 		// Write only from a full cache: a half-filled one would mark
 		// policies whose Server it has not listed yet as TargetNotFound.
@@ -70,4 +122,9 @@ func (r *Runtime) Start(ctx context.Context, elector status.Elector) {
 func (r *Runtime) HasSynced() bool { return r.Source.HasSynced() }
 
 // Shutdown waits for the informers to stop; cancel Start's ctx first.
-func (r *Runtime) Shutdown() { r.factory.Shutdown() }
+func (r *Runtime) Shutdown() {
+	r.factory.Shutdown()
+	if r.gateway != nil {
+		r.gateway.Shutdown()
+	}
+}

@@ -8,12 +8,17 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/cache"
 
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+	gwlisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
+
 	policyinformers "github.com/trellis-mesh/trellis/api/policy/client/informers/externalversions"
 	listers "github.com/trellis-mesh/trellis/api/policy/client/listers/policy/v1alpha1"
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/notify"
 	"github.com/trellis-mesh/trellis/controller/policy"
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/policymodel"
 )
 
 // Source computes the inbound policy of a workload's port from the shared
@@ -25,28 +30,42 @@ type Source struct {
 	servers listers.ServerLister
 	authz   listers.AuthorizationPolicyLister
 	limits  listers.RateLimitLister
+	routes  *routeListers // nil: the Gateway API is not served
 	topics  *notify.Topics
 	synced  []cache.InformerSynced
+	// trustDomain turns AuthorizationPolicy serviceAccounts into SPIFFE IDs.
+	trustDomain string
 }
 
-var _ policy.Source = (*Source)(nil)
+var _ policy.PodSource = (*Source)(nil)
+
+// Options are the optional parts of a Source.
+type Options struct {
+	// TrustDomain turns AuthorizationPolicy serviceAccounts into SPIFFE
+	// IDs (empty: serviceAccounts allow nobody).
+	TrustDomain string
+	// Gateway, when set, gives the HTTPRoutes and GRPCRoutes whose parent
+	// is a Server (nil: the Gateway API is not served, no inbound routes).
+	Gateway gwinformers.SharedInformerFactory
+}
 
 // New makes the source over the Pod informer (with the namespace index
 // every client-go informer has) and the policy informers of f; start f
-// and wait for HasSynced before serving.
-func New(pods cache.SharedIndexInformer, f policyinformers.SharedInformerFactory) (*Source, error) {
+// (and opts.Gateway) and wait for HasSynced before serving.
+func New(pods cache.SharedIndexInformer, f policyinformers.SharedInformerFactory, opts Options) (*Source, error) {
 	p := f.Policy().V1alpha1()
 	s := &Source{
 		pods: pods.GetIndexer(), servers: p.Servers().Lister(), authz: p.AuthorizationPolicies().Lister(), limits: p.RateLimits().Lister(),
-		topics: notify.NewTopics(),
+		topics: notify.NewTopics(), trustDomain: opts.TrustDomain,
 	}
-	wake := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { s.notifyNamespaceOf(obj) },
-		UpdateFunc: func(_, obj any) { s.notifyNamespaceOf(obj) },
-		DeleteFunc: func(obj any) { s.notifyNamespaceOf(obj) },
+	infs := []cache.SharedIndexInformer{p.Servers().Informer(), p.AuthorizationPolicies().Informer(), p.RateLimits().Informer()}
+	if opts.Gateway != nil {
+		g := opts.Gateway.Gateway().V1()
+		s.routes = &routeListers{http: g.HTTPRoutes().Lister(), grpc: g.GRPCRoutes().Lister()}
+		infs = append(infs, g.HTTPRoutes().Informer(), g.GRPCRoutes().Informer())
 	}
-	for _, inf := range []cache.SharedIndexInformer{p.Servers().Informer(), p.AuthorizationPolicies().Informer(), p.RateLimits().Informer()} {
-		reg, err := inf.AddEventHandler(wake)
+	for _, inf := range infs {
+		reg, err := inf.AddEventHandler(wakeHandler(s.notifyNamespaceOf))
 		if err != nil {
 			return nil, fmt.Errorf("policy informer handler: %w", err)
 		}
@@ -66,6 +85,22 @@ func New(pods cache.SharedIndexInformer, f policyinformers.SharedInformerFactory
 	}
 	s.synced = append(s.synced, reg.HasSynced)
 	return s, nil
+}
+
+func wakeHandler(f func(any)) cache.ResourceEventHandlerFuncs {
+	return cache.ResourceEventHandlerFuncs{AddFunc: f, UpdateFunc: func(_, obj any) { f(obj) }, DeleteFunc: f}
+}
+
+// routeListers list the Gateway API routes a Server may parent.
+type routeListers struct {
+	http gwlisters.HTTPRouteLister
+	grpc gwlisters.GRPCRouteLister
+}
+
+func (r *routeListers) list(ns string) ([]*gwv1.HTTPRoute, []*gwv1.GRPCRoute) {
+	h, _ := r.http.HTTPRoutes(ns).List(labels.Everything())
+	g, _ := r.grpc.GRPCRoutes(ns).List(labels.Everything())
+	return h, g
 }
 
 // HasSynced reports whether every handler has seen its informer's first
@@ -106,46 +141,77 @@ func finished(p *corev1.Pod) bool {
 	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
 }
 
-// Resolve implements policy.Source: the policy of a workload's port now,
-// and the channel of its namespace's topic, taken before the caches are
-// read. A workload that is no SPIFFE ID names no pod: the default, which
-// nothing changes (policy.Service refuses such requests before this).
+// Resolve implements policy.Source: the policy of a workload's port now
+// (over every running pod of its service account), and the channel of
+// its namespace's topic, taken before the caches are read. A workload
+// that is no SPIFFE ID names no pod: the default, which nothing changes
+// (policy.Service refuses such requests before this).
 func (s *Source) Resolve(workload string, port uint32) (*apiv1.ServerPolicy, <-chan struct{}, func()) {
+	return s.ResolvePod(workload, "", port)
+}
+
+// ResolvePod implements policy.PodSource: the policy of one pod's port,
+// so a Server applies to exactly the pods it selects. A pod the cache
+// does not have yet (just created), or of another service account, is
+// answered as Resolve answers; the pod's arrival wakes the stream.
+func (s *Source) ResolvePod(workload, pod string, port uint32) (*apiv1.ServerPolicy, <-chan struct{}, func()) {
 	id, err := identity.Parse(workload)
 	if err != nil {
-		return policy.Default(apiv1.ProtocolHint_UNKNOWN), nil, func() {}
+		return policymodel.Default(apiv1.ProtocolHint_UNKNOWN, nil), nil, func() {}
 	}
 	changed, release := s.topics.Acquire(namespaceTopic(id.Namespace))
-	return s.resolve(id, port), changed, release
+	return s.resolve(id, pod, port), changed, release
 }
 
 func namespaceTopic(ns string) string { return "ns/" + ns }
 
 // resolve computes the policy of a workload's port from the caches.
-func (s *Source) resolve(id identity.ID, port uint32) *apiv1.ServerPolicy {
+func (s *Source) resolve(id identity.ID, podName string, port uint32) *apiv1.ServerPolicy {
 	objs, _ := s.pods.ByIndex(cache.NamespaceIndex, id.Namespace)
-	var pods []*corev1.Pod
+	var pods, exact []*corev1.Pod
 	for _, o := range objs {
 		p, ok := o.(*corev1.Pod)
-		if !ok || finished(p) {
+		if !ok || finished(p) || serviceAccount(p) != id.ServiceAccount {
 			continue
 		}
-		sa := p.Spec.ServiceAccountName
-		if sa == "" {
-			sa = "default"
-		}
-		if sa == id.ServiceAccount {
-			pods = append(pods, p)
+		pods = append(pods, p)
+		if p.Name == podName {
+			exact = []*corev1.Pod{p}
 		}
 	}
-	return Translate(pods, port, s.objects(id.Namespace))
+	if exact != nil {
+		pods = exact
+	}
+	return policymodel.Translate(policymodel.Input{Pods: pods, Port: port, TrustDomain: s.trustDomain, Objects: s.objects(id.Namespace)})
+}
+
+// namespacePods returns the running pods of a namespace from the cache.
+func (s *Source) namespacePods(ns string) []*corev1.Pod {
+	objs, _ := s.pods.ByIndex(cache.NamespaceIndex, ns)
+	var out []*corev1.Pod
+	for _, o := range objs {
+		if p, ok := o.(*corev1.Pod); ok && !finished(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func serviceAccount(p *corev1.Pod) string {
+	if p.Spec.ServiceAccountName == "" {
+		return "default"
+	}
+	return p.Spec.ServiceAccountName
 }
 
 // objects lists a namespace's policy objects from the cache (read-only).
-func (s *Source) objects(ns string) Objects {
-	var o Objects
+func (s *Source) objects(ns string) policymodel.Objects {
+	var o policymodel.Objects
 	o.Servers, _ = s.servers.Servers(ns).List(labels.Everything())
 	o.Authz, _ = s.authz.AuthorizationPolicies(ns).List(labels.Everything())
 	o.RateLimits, _ = s.limits.RateLimits(ns).List(labels.Everything())
+	if s.routes != nil {
+		o.HTTPRoutes, o.GRPCRoutes = s.routes.list(ns)
+	}
 	return o
 }

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	kinformers "k8s.io/client-go/informers"
@@ -21,6 +21,7 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/metrics"
 	"github.com/trellis-mesh/trellis/controller/policy"
+	"github.com/trellis-mesh/trellis/controller/policy/policytest"
 )
 
 type fakeCluster struct {
@@ -63,11 +64,12 @@ func startFake(t *testing.T, resync time.Duration) fakeCluster {
 	countWatches(pc, watching)
 	kf := kinformers.NewSharedInformerFactory(kc, 0)
 	pf := policyinformers.NewSharedInformerFactory(pc, resync)
-	src, err := New(kf.Core().V1().Pods().Informer(), pf)
+	pods := kf.Core().V1().Pods().Informer()
+	src, err := New(pods, pf, Options{TrustDomain: "cluster.local"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sw, err := NewStatusWriter(pc, pf, nil)
+	sw, err := NewStatusWriter(pc, pf, src, pods, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,22 +93,12 @@ func startFake(t *testing.T, resync time.Duration) fakeCluster {
 }
 
 // stream is a Policy_WatchInboundServer that hands answers to the test.
-type stream struct {
-	grpc.ServerStream
-	ctx context.Context
-	out chan *apiv1.ServerPolicy
-}
-
-func (s *stream) Context() context.Context { return s.ctx }
-func (s *stream) Send(p *apiv1.ServerPolicy) error {
-	s.out <- p
-	return nil
-}
+type stream = policytest.Stream
 
 func next(t *testing.T, s *stream) *apiv1.ServerPolicy {
 	t.Helper()
 	select {
-	case p := <-s.out:
+	case p := <-s.Out:
 		return p
 	case <-time.After(time.Minute):
 		t.Fatal("no policy update")
@@ -121,17 +113,18 @@ func TestWatchInboundFollowsChanges(t *testing.T) {
 	fc := startFake(t, 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := &stream{ctx: ctx, out: make(chan *apiv1.ServerPolicy, 8)}
+	const web = "spiffe://cluster.local/ns/shop/sa/web"
+	s := &stream{Ctx: policytest.CallerContext(t, ctx, web), Out: make(chan *apiv1.ServerPolicy, 8)}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- fc.svc.WatchInbound(&apiv1.InboundPolicyRequest{Workload: "spiffe://cluster.local/ns/shop/sa/web", Port: 9090}, s)
+		errc <- fc.svc.WatchInbound(&apiv1.InboundPolicyRequest{Workload: web, Port: 9090, Pod: "web-1"}, s)
 	}()
 	if p := next(t, s); p.GetName() != "server/web-admin" || len(p.GetAuthorizations()) != 0 {
 		t.Fatalf("first answer %v, want server/web-admin allowing nobody", p)
 	}
 	ap := &policyv1.AuthorizationPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "admin-ops", Namespace: "shop"},
-		Spec:       policyv1.AuthorizationPolicySpec{TargetRef: policyv1.ServerRef{Kind: "Server", Name: "web-admin"}, Namespaces: []string{"ops"}},
+		Spec:       policyv1.AuthorizationPolicySpec{TargetRef: policyv1.PolicyTargetRef{Kind: "Server", Name: "web-admin"}, Namespaces: []string{"ops"}},
 	}
 	if _, err := fc.policy.PolicyV1alpha1().AuthorizationPolicies("shop").Create(ctx, ap, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -157,7 +150,7 @@ func TestWatchInboundRefusesBadRequests(t *testing.T) {
 		{Workload: "spiffe://cluster.local/ns/shop/sa/web", Port: 70000},
 		{Workload: "web", Port: 80},
 	} {
-		s := &stream{ctx: context.Background(), out: make(chan *apiv1.ServerPolicy, 1)}
+		s := &stream{Ctx: context.Background(), Out: make(chan *apiv1.ServerPolicy, 1)}
 		if err := fc.svc.WatchInbound(req, s); err == nil {
 			t.Errorf("%v accepted", req)
 		}
@@ -216,7 +209,7 @@ func TestStatusWrittenOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(st.Conditions) != 1 || st.Conditions[0].Type != policyv1.ConditionAccepted || st.Conditions[0].Reason != tc.reason {
+		if c := meta.FindStatusCondition(st.Conditions, policyv1.ConditionAccepted); c == nil || c.Reason != tc.reason {
 			t.Errorf("conditions %+v, want Accepted with reason %s", st.Conditions, tc.reason)
 		}
 	}

@@ -10,14 +10,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/cache"
+	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
 	"github.com/trellis-mesh/trellis/api/policy/client/clientset/versioned"
 	policyinformers "github.com/trellis-mesh/trellis/api/policy/client/informers/externalversions"
-	listers "github.com/trellis-mesh/trellis/api/policy/client/listers/policy/v1alpha1"
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
 	"github.com/trellis-mesh/trellis/controller/status"
+	"github.com/trellis-mesh/trellis/internal/policymodel"
 )
 
 // Kinds in status keys ("Kind/namespace/name").
@@ -27,43 +27,66 @@ const (
 	kindRateLimit = "RateLimit"
 )
 
-// StatusWriter keeps the Accepted condition of every policy object true
-// to what Translate does with it. It writes only when the condition
-// differs from the one stored, so resyncs and restarts write nothing.
+// StatusWriter keeps the Accepted and ResolvedRefs conditions of every
+// policy object true to what policymodel does with it. It writes only
+// when a condition differs from the one stored, so resyncs and restarts
+// write nothing.
 type StatusWriter struct {
-	client  versioned.Interface
-	servers listers.ServerLister
-	authz   listers.AuthorizationPolicyLister
-	limits  listers.RateLimitLister
-	queue   *status.Queue
-	writes  atomic.Int64
-	log     *slog.Logger
+	client versioned.Interface
+	src    *Source // the caches, read only
+	queue  *status.Queue
+	writes atomic.Int64
+	log    *slog.Logger
 }
 
-// NewStatusWriter registers its handlers on f's policy informers; start f,
-// then Run the writer (on the leader only).
-func NewStatusWriter(client versioned.Interface, f policyinformers.SharedInformerFactory, log *slog.Logger) (*StatusWriter, error) {
+// NewStatusWriter registers its handlers on the informers of src (the
+// policy kinds of f, the pods, the routes); start them, then Run the
+// writer (on the leader only).
+func NewStatusWriter(client versioned.Interface, f policyinformers.SharedInformerFactory, src *Source, pods cache.SharedIndexInformer, gw gwinformers.SharedInformerFactory, log *slog.Logger) (*StatusWriter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := f.Policy().V1alpha1()
-	w := &StatusWriter{client: client, servers: p.Servers().Lister(), authz: p.AuthorizationPolicies().Lister(), limits: p.RateLimits().Lister(), log: log}
+	w := &StatusWriter{client: client, src: src, log: log}
 	w.queue = status.NewQueue("policy-status", w.sync, log)
-	for _, h := range []struct {
-		inf     cache.SharedIndexInformer
-		enqueue func(ns, name string)
-	}{
-		// A Server's arrival or removal changes its policies' and limits' verdicts.
-		{p.Servers().Informer(), func(ns, name string) { w.queue.Add(key(kindServer, ns, name)); w.enqueueNamespace(ns, true, true) }},
+	handlers := []handler{
+		// A Server's arrival or removal changes the other Servers'
+		// conflicts and its policies' and limits' verdicts.
+		{p.Servers().Informer(), func(ns, _ string) { w.enqueueNamespace(ns, true, true, true) }},
 		{p.AuthorizationPolicies().Informer(), func(ns, name string) { w.queue.Add(key(kindAuthz, ns, name)) }},
 		// One RateLimit's arrival can make another one a conflict.
-		{p.RateLimits().Informer(), func(ns, _ string) { w.enqueueNamespace(ns, false, true) }},
-	} {
+		{p.RateLimits().Informer(), func(ns, _ string) { w.enqueueNamespace(ns, false, false, true) }},
+	}
+	if gw != nil {
+		// A route's parents decide whether a policy targeting it resolves.
+		routes := func(ns, _ string) { w.enqueueNamespace(ns, false, true, false) }
+		handlers = append(handlers, handler{gw.Gateway().V1().HTTPRoutes().Informer(), routes},
+			handler{gw.Gateway().V1().GRPCRoutes().Informer(), routes})
+	}
+	for _, h := range handlers {
 		if _, err := h.inf.AddEventHandler(enqueueHandler(h.enqueue)); err != nil {
 			return nil, fmt.Errorf("status handler: %w", err)
 		}
 	}
+	// Pods decide Server conflicts (two Servers on one pod and port).
+	servers := enqueueHandler(func(ns, _ string) { w.enqueueNamespace(ns, true, false, false) })
+	_, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: servers.AddFunc, DeleteFunc: servers.DeleteFunc,
+		UpdateFunc: func(old, obj any) {
+			if podPolicyChanged(old, obj) {
+				servers.OnUpdate(old, obj)
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("status pod handler: %w", err)
+	}
 	return w, nil
+}
+
+type handler struct {
+	inf     cache.SharedIndexInformer
+	enqueue func(ns, name string)
 }
 
 func key(kind, ns, name string) string { return kind + "/" + ns + "/" + name }
@@ -80,16 +103,20 @@ func enqueueHandler(enqueue func(ns, name string)) cache.ResourceEventHandlerFun
 	return cache.ResourceEventHandlerFuncs{AddFunc: f, UpdateFunc: func(_, obj any) { f(obj) }, DeleteFunc: f}
 }
 
-func (w *StatusWriter) enqueueNamespace(ns string, authz, limits bool) {
+func (w *StatusWriter) enqueueNamespace(ns string, servers, authz, limits bool) {
+	o := w.src.objects(ns)
+	if servers {
+		for _, s := range o.Servers {
+			w.queue.Add(key(kindServer, ns, s.Name))
+		}
+	}
 	if authz {
-		aps, _ := w.authz.AuthorizationPolicies(ns).List(labels.Everything())
-		for _, ap := range aps {
+		for _, ap := range o.Authz {
 			w.queue.Add(key(kindAuthz, ns, ap.Name))
 		}
 	}
 	if limits {
-		rls, _ := w.limits.RateLimits(ns).List(labels.Everything())
-		for _, rl := range rls {
+		for _, rl := range o.RateLimits {
 			w.queue.Add(key(kindRateLimit, ns, rl.Name))
 		}
 	}
@@ -104,47 +131,44 @@ func (w *StatusWriter) Writes() int64 { return w.writes.Load() }
 // Synced is how many keys were synced (written or not).
 func (w *StatusWriter) Synced() int64 { return w.queue.Synced() }
 
-// sync brings one object's Accepted condition up to date.
+// sync brings one object's conditions up to date.
 func (w *StatusWriter) sync(ctx context.Context, k string) error {
 	parts := strings.SplitN(k, "/", 3)
 	if len(parts) != 3 {
 		return nil // not a key of ours: nothing to retry
 	}
 	kind, ns, name := parts[0], parts[1], parts[2]
-	servers, err := w.servers.Servers(ns).List(labels.Everything())
-	if err != nil {
-		return err
-	}
+	o := w.src.objects(ns)
+	pc := w.client.PolicyV1alpha1()
 	switch kind {
 	case kindServer:
-		s, err := w.servers.Servers(ns).Get(name)
+		s, err := w.src.servers.Servers(ns).Get(name)
 		if err != nil {
 			return ignoreNotFound(err)
 		}
-		return update(ctx, w, s, &s.Status, AcceptServer(s), func(c *policyv1.Server) error {
-			_, err := w.client.PolicyV1alpha1().Servers(ns).UpdateStatus(ctx, c, metav1.UpdateOptions{})
+		v := policymodel.AcceptServer(s, o.Servers, w.src.namespacePods(ns))
+		return update(w, s, &s.Status, v, func(c *policyv1.Server) error {
+			_, err := pc.Servers(ns).UpdateStatus(ctx, c, metav1.UpdateOptions{})
 			return err
 		})
 	case kindAuthz:
-		ap, err := w.authz.AuthorizationPolicies(ns).Get(name)
+		ap, err := w.src.authz.AuthorizationPolicies(ns).Get(name)
 		if err != nil {
 			return ignoreNotFound(err)
 		}
-		return update(ctx, w, ap, &ap.Status, AcceptAuthorizationPolicy(ap, servers), func(c *policyv1.AuthorizationPolicy) error {
-			_, err := w.client.PolicyV1alpha1().AuthorizationPolicies(ns).UpdateStatus(ctx, c, metav1.UpdateOptions{})
+		v := policymodel.AcceptAuthorizationPolicy(ap, o, w.src.trustDomain)
+		return update(w, ap, &ap.Status, v, func(c *policyv1.AuthorizationPolicy) error {
+			_, err := pc.AuthorizationPolicies(ns).UpdateStatus(ctx, c, metav1.UpdateOptions{})
 			return err
 		})
 	case kindRateLimit:
-		rl, err := w.limits.RateLimits(ns).Get(name)
+		rl, err := w.src.limits.RateLimits(ns).Get(name)
 		if err != nil {
 			return ignoreNotFound(err)
 		}
-		limits, err := w.limits.RateLimits(ns).List(labels.Everything())
-		if err != nil {
-			return err
-		}
-		return update(ctx, w, rl, &rl.Status, AcceptRateLimit(rl, servers, limits), func(c *policyv1.RateLimit) error {
-			_, err := w.client.PolicyV1alpha1().RateLimits(ns).UpdateStatus(ctx, c, metav1.UpdateOptions{})
+		v := policymodel.AcceptRateLimit(rl, o.Servers, o.RateLimits)
+		return update(w, rl, &rl.Status, v, func(c *policyv1.RateLimit) error {
+			_, err := pc.RateLimits(ns).UpdateStatus(ctx, c, metav1.UpdateOptions{})
 			return err
 		})
 	}
@@ -162,9 +186,13 @@ type object[T any] interface {
 // (SetStatusCondition keeps the transition time when only the message or
 // generation changes, and reports whether anything changed). The cached
 // object is never modified: the write goes through a deep copy.
-func update[T any, P object[T]](_ context.Context, w *StatusWriter, obj P, st *policyv1.Status, a Accepted, write func(P) error) error {
+func update[T any, P object[T]](w *StatusWriter, obj P, st *policyv1.Status, v policymodel.Verdict, write func(P) error) error {
 	conds := append([]metav1.Condition(nil), st.Conditions...)
-	if !meta.SetStatusCondition(&conds, a.Condition(obj.GetGeneration())) {
+	changed := false
+	for _, c := range conditions(v, obj.GetGeneration()) {
+		changed = meta.SetStatusCondition(&conds, c) || changed
+	}
+	if !changed {
 		return nil
 	}
 	c := P(obj.DeepCopy())
@@ -173,7 +201,7 @@ func update[T any, P object[T]](_ context.Context, w *StatusWriter, obj P, st *p
 		return fmt.Errorf("update status of %s/%s: %w", obj.GetNamespace(), obj.GetName(), err)
 	}
 	w.writes.Add(1)
-	w.log.Info("status written", "kind", fmt.Sprintf("%T", obj), "namespace", obj.GetNamespace(), "name", obj.GetName(), "accepted", a.OK, "reason", a.Reason)
+	w.log.Info("status written", "kind", fmt.Sprintf("%T", obj), "namespace", obj.GetNamespace(), "name", obj.GetName(), "accepted", v.Accepted.OK, "reason", v.Accepted.Reason)
 	return nil
 }
 

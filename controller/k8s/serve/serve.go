@@ -26,6 +26,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	gwversioned "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
 	"github.com/trellis-mesh/trellis/api/policy/client/clientset/versioned"
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/admin"
@@ -64,6 +66,9 @@ type Config struct {
 	// PolicyClient reads policy.trellis.io; made from Kubeconfig when
 	// Client is nil too. Nil with Client set: the default policy (tests).
 	PolicyClient versioned.Interface
+	// GatewayClient reads the Gateway API's HTTPRoutes and GRPCRoutes
+	// (inbound routes of Servers); made like PolicyClient, nil: no routes.
+	GatewayClient gwversioned.Interface
 	// Elector, when set, gives the elector under which status is written
 	// (HA: one replica leads); nil: this replica always writes.
 	Elector       func(kubernetes.Interface) status.Elector
@@ -153,6 +158,18 @@ func PolicyClientFromKubeconfig(path string) (versioned.Interface, error) {
 	return c, nil
 }
 
+func gatewayClientFromKubeconfig(path string) (gwversioned.Interface, error) {
+	cfg, err := restConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := gwversioned.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("gateway API client: %w", err)
+	}
+	return c, nil
+}
+
 func restConfig(path string) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
@@ -217,6 +234,9 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		if policyClient, err = PolicyClientFromKubeconfig(cfg.Kubeconfig); err != nil {
 			return nil, err
 		}
+		if cfg.GatewayClient, err = gatewayClientFromKubeconfig(cfg.Kubeconfig); err != nil {
+			return nil, err
+		}
 	}
 	ic, err := informers.New(client, 0)
 	if err != nil {
@@ -269,7 +289,7 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 
 	// After the admin server: discovery may wait on the API server, and
 	// /live must answer meanwhile.
-	pol, err := setupPolicy(client, policyClient, ic, log)
+	pol, err := setupPolicy(client, policyClient, cfg, ic, log)
 	if err != nil {
 		closeAdmin()
 		return nil, err
@@ -426,12 +446,13 @@ type policySide struct {
 // setupPolicy serves Policy from the policy.trellis.io objects when the
 // API server has their CRDs, else the default policy (a cluster installed
 // without `trellis install --crds` keeps working; trellis check says so).
-func setupPolicy(client kubernetes.Interface, pc versioned.Interface, ic *informers.Cache, log *slog.Logger) (policySide, error) {
+func setupPolicy(client kubernetes.Interface, pc versioned.Interface, cfg Config, ic *informers.Cache, log *slog.Logger) (policySide, error) {
 	def := policySide{source: DefaultPolicy{}}
 	if pc == nil {
 		return def, nil
 	}
-	rt, err := k8spolicy.Setup(client.Discovery(), pc, ic.Pods, 0, log.With("component", "policy"))
+	rt, err := k8spolicy.Setup(k8spolicy.Config{Discovery: client.Discovery(), Client: pc, Gateway: cfg.GatewayClient,
+		Pods: ic.Pods, TrustDomain: cfg.TrustDomain, Log: log.With("component", "policy")})
 	if err != nil || rt == nil {
 		if err == nil {
 			log.Warn("policy.trellis.io/v1alpha1 is not served (CRDs not installed): every port gets the default policy")

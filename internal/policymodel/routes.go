@@ -1,0 +1,193 @@
+package policymodel
+
+import (
+	"slices"
+
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+)
+
+// IsServerParent reports whether a route's parentRef names the Server (a
+// route of namespace ns; parentRefs default to a Gateway, so group and
+// kind must be given).
+func IsServerParent(ns string, ref gwv1.ParentReference, srv *policyv1.Server) bool {
+	return ref.Group != nil && string(*ref.Group) == policyv1.GroupName &&
+		ref.Kind != nil && string(*ref.Kind) == policyv1.KindServer &&
+		string(ref.Name) == srv.Name && ns == srv.Namespace &&
+		(ref.Namespace == nil || string(*ref.Namespace) == srv.Namespace)
+}
+
+// HasServerParent reports whether any of a route's parentRefs is the
+// Server.
+func HasServerParent(ns string, refs []gwv1.ParentReference, srv *policyv1.Server) bool {
+	return slices.ContainsFunc(refs, func(r gwv1.ParentReference) bool { return IsServerParent(ns, r, srv) })
+}
+
+// routes builds the inbound routes of a Server: its HTTPRoutes and
+// GRPCRoutes by name, each with the authorizations that target it. A
+// route none of whose matches can be expressed is left out: sent with no
+// matches it would match every request.
+func routes(srv *policyv1.Server, in Input) []*apiv1.InboundRoute {
+	var out []*apiv1.InboundRoute
+	add := func(kind, name string, matches []*apiv1.RouteMatch, ok bool) {
+		if !ok {
+			return
+		}
+		r := &apiv1.InboundRoute{Name: srv.Namespace + "/" + name, Matches: matches}
+		for _, ap := range byName(in.Authz) {
+			ref := ap.Spec.TargetRef
+			if ap.Namespace == srv.Namespace && ref.Kind == kind && ref.Name == name && ref.Group == policyv1.GatewayGroup {
+				if a, err := Authorization(ap, in.TrustDomain); err == nil {
+					r.Authorizations = append(r.Authorizations, a)
+				}
+			}
+		}
+		out = append(out, r)
+	}
+	for _, hr := range byName(in.HTTPRoutes) {
+		if HasServerParent(hr.Namespace, hr.Spec.ParentRefs, srv) {
+			m, ok := httpMatches(hr)
+			add(policyv1.KindHTTPRoute, hr.Name, m, ok)
+		}
+	}
+	for _, gr := range byName(in.GRPCRoutes) {
+		if HasServerParent(gr.Namespace, gr.Spec.ParentRefs, srv) {
+			m, ok := grpcMatches(gr)
+			add(policyv1.KindGRPCRoute, gr.Name, m, ok)
+		}
+	}
+	return out
+}
+
+// httpMatches converts an HTTPRoute's matches. A rule without matches
+// matches every request (Gateway API's default of path prefix "/"), so
+// the route's are then none (every request). A match the proxy cannot
+// evaluate (regular-expression paths, query parameters) is left out: the
+// route then matches less, and its authorizations allow less. ok is false
+// when nothing is left of matches that were there.
+func httpMatches(hr *gwv1.HTTPRoute) (out []*apiv1.RouteMatch, ok bool) {
+	rules := make([][]gwv1.HTTPRouteMatch, len(hr.Spec.Rules))
+	for i, r := range hr.Spec.Rules {
+		rules[i] = r.Matches
+	}
+	return convertMatches(rules, httpMatch)
+}
+
+// convertMatches converts the matches of a route's rules (see httpMatches).
+func convertMatches[M any](rules [][]M, convert func(M) (*apiv1.RouteMatch, bool)) (out []*apiv1.RouteMatch, ok bool) {
+	had := false
+	for _, matches := range rules {
+		if len(matches) == 0 {
+			return nil, true
+		}
+		for _, m := range matches {
+			had = true
+			if rm, ok := convert(m); ok {
+				out = append(out, rm)
+			}
+		}
+	}
+	return out, !had || len(out) > 0
+}
+
+func httpMatch(m gwv1.HTTPRouteMatch) (*apiv1.RouteMatch, bool) {
+	rm := &apiv1.RouteMatch{PathPrefix: "/"}
+	if m.Path != nil && m.Path.Value != nil {
+		switch deref2(m.Path.Type, gwv1.PathMatchPathPrefix) {
+		case gwv1.PathMatchExact:
+			rm.PathPrefix, rm.PathExact = "", *m.Path.Value
+		case gwv1.PathMatchPathPrefix:
+			rm.PathPrefix = *m.Path.Value
+		default:
+			return nil, false
+		}
+	}
+	if len(m.QueryParams) > 0 {
+		return nil, false
+	}
+	if m.Method != nil {
+		rm.Method = string(*m.Method)
+	}
+	for _, h := range m.Headers {
+		t := deref2(h.Type, gwv1.HeaderMatchExact)
+		if t != gwv1.HeaderMatchExact && t != gwv1.HeaderMatchRegularExpression {
+			return nil, false
+		}
+		rm.Headers = append(rm.Headers, &apiv1.RouteMatch_Header{Name: string(h.Name), Value: h.Value, Regex: t == gwv1.HeaderMatchRegularExpression})
+	}
+	return rm, true
+}
+
+// grpcMatches converts a GRPCRoute's matches as httpMatches does: a
+// service and method are the exact path /service/method, a service alone
+// the prefix /service/; a method alone (any service) or a regular
+// expression cannot be expressed.
+func grpcMatches(gr *gwv1.GRPCRoute) (out []*apiv1.RouteMatch, ok bool) {
+	rules := make([][]gwv1.GRPCRouteMatch, len(gr.Spec.Rules))
+	for i, r := range gr.Spec.Rules {
+		rules[i] = r.Matches
+	}
+	return convertMatches(rules, grpcMatch)
+}
+
+func grpcMatch(m gwv1.GRPCRouteMatch) (*apiv1.RouteMatch, bool) {
+	rm := &apiv1.RouteMatch{PathPrefix: "/"}
+	if mm := m.Method; mm != nil {
+		if deref2(mm.Type, gwv1.GRPCMethodMatchExact) != gwv1.GRPCMethodMatchExact {
+			return nil, false
+		}
+		svc, meth := deref2(mm.Service, ""), deref2(mm.Method, "")
+		switch {
+		case svc != "" && meth != "":
+			rm.PathPrefix, rm.PathExact = "", "/"+svc+"/"+meth
+		case svc != "":
+			rm.PathPrefix = "/" + svc + "/"
+		case meth != "":
+			return nil, false
+		}
+	}
+	for _, h := range m.Headers {
+		t := deref2(h.Type, gwv1.GRPCHeaderMatchExact)
+		if t != gwv1.GRPCHeaderMatchExact && t != gwv1.GRPCHeaderMatchRegularExpression {
+			return nil, false
+		}
+		rm.Headers = append(rm.Headers, &apiv1.RouteMatch_Header{Name: string(h.Name), Value: h.Value, Regex: t == gwv1.GRPCHeaderMatchRegularExpression})
+	}
+	return rm, true
+}
+
+func deref2[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// routeParents returns the parentRefs of the route of kind and name in ns.
+func routeParents(objs Objects, ns, kind, name string) ([]gwv1.ParentReference, bool) {
+	if kind == policyv1.KindHTTPRoute {
+		for _, r := range objs.HTTPRoutes {
+			if r.Namespace == ns && r.Name == name {
+				return r.Spec.ParentRefs, true
+			}
+		}
+		return nil, false
+	}
+	for _, r := range objs.GRPCRoutes {
+		if r.Namespace == ns && r.Name == name {
+			return r.Spec.ParentRefs, true
+		}
+	}
+	return nil, false
+}
+
+func hasExistingServer(servers []*policyv1.Server, ns string, refs []gwv1.ParentReference) bool {
+	for _, s := range servers {
+		if s.Namespace == ns && HasServerParent(ns, refs, s) {
+			return true
+		}
+	}
+	return false
+}
