@@ -54,7 +54,7 @@ type Policy struct {
 	server      string // metric label: the name, or "default:<access>"
 	access      apiv1.AccessPolicy
 	accessAuthz string // Decision.Authz when access lets a caller in
-	authzs      []authorization
+	authzs      authzSet
 	routes      []route
 	table       *routematch.Table // nil without routes
 	trustPrefix string            // "spiffe://<trust domain>/"
@@ -62,7 +62,7 @@ type Policy struct {
 
 type route struct {
 	name   string
-	authzs []authorization
+	authzs authzSet
 }
 
 type authorization struct {
@@ -110,9 +110,11 @@ func Compile(sp *apiv1.ServerPolicy, def Defaults) (*Policy, error) {
 	if _, err = compileAuthorizations(sp.GetAuthorizations()); err != nil {
 		return nil, fmt.Errorf("policy %q: %w", sp.GetName(), err)
 	}
-	if p.authzs, err = compileAuthorizations(serverAuthzs); err != nil {
+	server, err := compileAuthorizations(serverAuthzs)
+	if err != nil {
 		return nil, fmt.Errorf("policy %q: %w", sp.GetName(), err)
 	}
+	p.authzs = newAuthzSet(server)
 	if err := p.compileRoutes(sp.GetRoutes()); err != nil {
 		return nil, fmt.Errorf("policy %q: %w", sp.GetName(), err)
 	}
@@ -156,7 +158,7 @@ func (p *Policy) compileRoutes(rs []*apiv1.InboundRoute) error {
 		if err != nil {
 			return fmt.Errorf("route %q: %w", r.GetName(), err)
 		}
-		p.routes[i] = route{name: r.GetName(), authzs: az}
+		p.routes[i] = route{name: r.GetName(), authzs: newAuthzSet(az)}
 	}
 	t, err := routematch.NewTable(matches)
 	if err != nil {

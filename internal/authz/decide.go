@@ -51,12 +51,12 @@ func (p *Policy) Decide(in Input) Decision {
 			d.Route = rt.name
 		}
 	}
-	if a := allowing(p.authzs, id, ip); a != nil {
+	if a := p.authzs.allowing(id, ip); a != nil {
 		d.Allowed, d.Authz = true, a.name
 		return d
 	}
 	if rt != nil {
-		if a := allowing(rt.authzs, id, ip); a != nil {
+		if a := rt.authzs.allowing(id, ip); a != nil {
 			d.Allowed, d.Authz = true, a.name
 			return d
 		}
@@ -122,16 +122,6 @@ func (p *Policy) message(d Decision, id string) string {
 }
 
 func quote(s string) string { return `"` + s + `"` }
-
-// allowing returns the first authorization that allows the caller, or nil.
-func allowing(as []authorization, id string, ip netip.Addr) *authorization {
-	for i := range as {
-		if as[i].allows(id, ip) {
-			return &as[i]
-		}
-	}
-	return nil
-}
 
 // allows is the contract: (no networks, or ip in one network and in none
 // of its exceptions) and (unauthenticated, or a verified identity that is

@@ -13,6 +13,7 @@ import (
 	"net/textproto"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
@@ -178,9 +179,21 @@ func (m *Match) Matches(method, path string, h http.Header) bool {
 }
 
 // Table is a list of routes, each a list of matches (none: the route
-// matches every request).
+// matches every request), indexed so that Select looks only at the
+// matches that can apply: exact paths by path, prefixes by their first
+// path segment (a prefix matches whole segments), and the catch-alls.
+// Each bucket is sorted by precedence, so the first match found wins.
 type Table struct {
-	routes [][]Match
+	n        int
+	exact    map[string][]entry
+	bySeg    map[string][]entry
+	catchAll []entry
+}
+
+type entry struct {
+	m     Match
+	spec  Specificity
+	route int
 }
 
 // ErrTooMany refuses a table beyond what a request should pay to scan.
@@ -191,47 +204,90 @@ const MaxMatches = 10000
 
 // NewTable compiles routes; the error names the route and match at fault.
 func NewTable(routes [][]*apiv1.RouteMatch) (*Table, error) {
-	t := &Table{routes: make([][]Match, len(routes))}
+	t := &Table{n: len(routes), exact: map[string][]entry{}, bySeg: map[string][]entry{}}
 	n := 0
 	for i, ms := range routes {
 		n += len(ms)
 		if n > MaxMatches {
 			return nil, fmt.Errorf("%w: more than %d", ErrTooMany, MaxMatches)
 		}
+		if len(ms) == 0 {
+			t.catchAll = append(t.catchAll, entry{route: i})
+		}
 		for j, m := range ms {
 			c, err := Compile(m)
 			if err != nil {
 				return nil, fmt.Errorf("route %d, match %d: %w", i, j, err)
 			}
-			t.routes[i] = append(t.routes[i], c)
-		}
-		if len(ms) == 0 {
-			t.routes[i] = []Match{{}}
+			e := entry{m: c, spec: c.Specificity(), route: i}
+			switch {
+			case c.exact != "":
+				t.exact[c.exact] = append(t.exact[c.exact], e)
+			case c.prefix != "":
+				seg := firstSegment(c.prefix)
+				t.bySeg[seg] = append(t.bySeg[seg], e)
+			default:
+				t.catchAll = append(t.catchAll, e)
+			}
 		}
 	}
+	for _, b := range t.exact {
+		sortBucket(b)
+	}
+	for _, b := range t.bySeg {
+		sortBucket(b)
+	}
+	sortBucket(t.catchAll)
 	return t, nil
 }
 
+// sortBucket orders by precedence, the earlier route first on a tie.
+func sortBucket(b []entry) {
+	slices.SortStableFunc(b, func(x, y entry) int {
+		switch {
+		case x.spec.Beats(y.spec):
+			return -1
+		case y.spec.Beats(x.spec):
+			return 1
+		}
+		return x.route - y.route
+	})
+}
+
+// firstSegment is the first segment of a path ("/a/b" -> "a").
+func firstSegment(p string) string {
+	p = strings.TrimPrefix(p, "/")
+	if i := strings.IndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
 // Len is the number of routes.
-func (t *Table) Len() int { return len(t.routes) }
+func (t *Table) Len() int { return t.n }
 
 // Select returns the index of the most specific route matching the
 // request, or -1. path is cleaned first (CleanPath).
 func (t *Table) Select(method, rawPath string, h http.Header) int {
 	p := CleanPath(rawPath)
-	best, bestSpec := -1, Specificity{}
-	for i, ms := range t.routes {
-		for j := range ms {
-			m := &ms[j]
-			if !m.Matches(method, p, h) {
-				continue
-			}
-			if s := m.Specificity(); best < 0 || s.Beats(bestSpec) {
-				best, bestSpec = i, s
-			}
+	if i := first(t.exact[p], method, p, h); i >= 0 {
+		return i
+	}
+	if strings.HasPrefix(p, "/") {
+		if i := first(t.bySeg[firstSegment(p)], method, p, h); i >= 0 {
+			return i
 		}
 	}
-	return best
+	return first(t.catchAll, method, p, h)
+}
+
+func first(b []entry, method, p string, h http.Header) int {
+	for i := range b {
+		if b[i].m.Matches(method, p, h) {
+			return b[i].route
+		}
+	}
+	return -1
 }
 
 // CleanPath is the path a request is matched on: dot segments resolved and

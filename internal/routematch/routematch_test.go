@@ -67,3 +67,46 @@ func FuzzCleanPath(f *testing.F) {
 		}
 	})
 }
+
+// naiveSelect is the definition Select's index must agree with: every
+// match of every route, the most specific, the earlier on a tie.
+func naiveSelect(routes [][]*apiv1.RouteMatch, method, path string, h http.Header) int {
+	p := CleanPath(path)
+	best, bestSpec := -1, Specificity{}
+	for i, ms := range routes {
+		if len(ms) == 0 {
+			ms = []*apiv1.RouteMatch{nil}
+		}
+		for _, rm := range ms {
+			m, _ := Compile(rm)
+			if m.Matches(method, p, h) && (best < 0 || m.Specificity().Beats(bestSpec)) {
+				best, bestSpec = i, m.Specificity()
+			}
+		}
+	}
+	return best
+}
+
+// FuzzSelectIndex: the indexed Select picks what the naive scan picks.
+func FuzzSelectIndex(f *testing.F) {
+	f.Add("/a", "/a/b", "GET", "/a/b/c", "GET", true)
+	f.Add("/", "/x", "", "/x", "PUT", false)
+	f.Fuzz(func(t *testing.T, p1, p2, m2, path, method string, exact bool) {
+		routes := [][]*apiv1.RouteMatch{
+			{{PathPrefix: p1}},
+			{{PathPrefix: p2, Method: m2}, {PathExact: p1}},
+			nil,
+			{{PathPrefix: p1, Method: method}},
+		}
+		if exact {
+			routes = append(routes, []*apiv1.RouteMatch{{PathExact: p2, Method: m2}})
+		}
+		tbl, err := NewTable(routes)
+		if err != nil {
+			return
+		}
+		if got, want := tbl.Select(method, path, nil), naiveSelect(routes, method, path, nil); got != want {
+			t.Fatalf("Select(%q %q) = %d, naive %d", method, path, got, want)
+		}
+	})
+}

@@ -116,6 +116,9 @@ func (e *Enforcer) Authorize(ctx context.Context, c Caller, r *http.Request) err
 		d.Reason = ReasonUnwatched
 		d.Msg = fmt.Sprintf("denied: port %d has no policy watch (this proxy watches at most %d learned ports; list the app's ports in --app-ports)",
 			c.Port, inboundpolicy.DefaultMaxLearnedPorts)
+		if c.Port == 0 {
+			d.Msg = "denied: the target port is unknown, so is its policy"
+		}
 	}
 	l.Reason = d.Reason
 	e.m.Deny(l)

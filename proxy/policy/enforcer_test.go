@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 
@@ -131,4 +133,49 @@ func TestAuthzClientIDBound(t *testing.T) {
 	if v, _ := grpctest.Metric(t, reg, "trellis_inbound_authz_allow_total", map[string]string{"client_id": metrics.OtherClient}); v != 50 {
 		t.Errorf("(other) counted %v, want 50", v)
 	}
+}
+
+// TestEnforcerLogsOncePerClientAndServer: a flood of denials of one
+// client by one server is one log line; another client, or the same
+// client denied by another server, is another line.
+func TestEnforcerLogsOncePerClientAndServer(t *testing.T) {
+	var buf syncBuffer
+	dp, _ := inboundpolicy.Default(Deny)
+	src := &fixedSource{snaps: map[uint16]inboundpolicy.Snapshot{}, def: dp}
+	src.set(8080, &apiv1.ServerPolicy{Name: "server/a", Access: apiv1.AccessPolicy_DENY})
+	src.set(9090, &apiv1.ServerPolicy{Name: "server/b", Access: apiv1.AccessPolicy_DENY})
+	e, err := NewEnforcer(EnforcerConfig{Source: src, Default: Deny, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := netip.MustParseAddr("10.0.0.1")
+	for range 100 {
+		_ = e.Authorize(context.Background(), Caller{Identity: meshID, TLS: true, ClientIP: ip, Port: 8080}, nil)
+	}
+	_ = e.Authorize(context.Background(), Caller{ClientIP: ip, Port: 8080}, nil)
+	_ = e.Authorize(context.Background(), Caller{Identity: meshID, TLS: true, ClientIP: ip, Port: 9090}, nil)
+	lines := strings.Count(buf.String(), "authorization denied")
+	if lines != 3 {
+		t.Fatalf("%d denial lines, want 3:\n%s", lines, buf.String())
+	}
+	if !strings.Contains(buf.String(), "server=server/b") || !strings.Contains(buf.String(), `client="unauthenticated 10.0.0.1"`) {
+		t.Errorf("the lines do not name the server and client:\n%s", buf.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
