@@ -1,9 +1,15 @@
 package demo
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"text/tabwriter"
 
+	"github.com/trellis-mesh/trellis/cli/policycmd"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
 )
 
@@ -83,4 +89,71 @@ func object(kind, name string, spec map[string]any) meshconfig.Object {
 	}
 	return meshconfig.Object{APIVersion: "policy.trellis.io/v1alpha1", Kind: kind,
 		Metadata: meshconfig.ObjectMeta{Name: name, Namespace: Namespace}, Spec: raw}
+}
+
+// denials reads the proxies' authorization denials for the live tables:
+// a refused call is an HTTP 403, which the golden signals count as a
+// success of the server (a 4xx is the client's fault), so the denied edge
+// and its reason get their own table.
+type denials struct {
+	client *http.Client
+	plan   Plan
+	prev   map[string][]policycmd.Sample
+}
+
+// write scrapes every proxy and writes the denials since the last call.
+func (d *denials) write(ctx context.Context, w io.Writer) error {
+	cur := map[string][]policycmd.Sample{}
+	for _, wl := range d.plan.Workloads {
+		body, err := get(ctx, d.client, "http://"+addr(wl.AdminPort)+"/metrics")
+		if err != nil {
+			continue // the golden-signal scrape logs it
+		}
+		if s, err := policycmd.ParseMetrics(bytes.NewReader(body)); err == nil {
+			cur[wl.Name] = s
+		}
+	}
+	first := d.prev == nil
+	prev := d.prev
+	d.prev = cur
+	if first {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "DENIED (inbound authorization)\nCALLER\tDST\tSERVER\tREASON\tCALLS\n")
+	n := 0
+	for _, wl := range d.plan.Workloads {
+		for _, s := range policycmd.Delta(prev[wl.Name], cur[wl.Name]) {
+			if s.Decision != policycmd.Deny {
+				continue
+			}
+			caller := s.ClientID
+			if caller == "" {
+				caller = "(no mesh TLS)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f\n", caller, wl.Name, s.Server, s.Reason, s.Count)
+			n++
+		}
+	}
+	if n == 0 {
+		fmt.Fprintln(tw, "(none)")
+	}
+	fmt.Fprintln(tw)
+	return tw.Flush()
+}
+
+func get(ctx context.Context, c *http.Client, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, policycmd.MaxMetricsBody))
 }

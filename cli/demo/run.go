@@ -349,6 +349,11 @@ func (d *demo) watch(ctx context.Context) error {
 	// Until the warm-up ends the baseline is "nothing yet" at start.
 	base, baseAt := map[string]stats.Snapshot{}, start
 	prev, prevAt := scraper.scrape(ctx, d.opts.Logger), time.Now()
+	var denied *denials
+	if d.plan.Policy != "" {
+		denied = &denials{client: scraper.client, plan: d.plan}
+		_ = denied.write(ctx, io.Discard) // the baseline
+	}
 
 	for {
 		select {
@@ -370,6 +375,11 @@ func (d *demo) watch(ctx context.Context) error {
 				now.Sub(prevAt).Round(time.Second), now.Sub(start).Round(time.Second))
 			if err := WriteTables(live, r, title); err != nil {
 				return err
+			}
+			if denied != nil {
+				if err := denied.write(ctx, live); err != nil {
+					return err
+				}
 			}
 			prev, prevAt = cur, now
 		}

@@ -64,10 +64,15 @@ func (c *common) source() (Source, error) {
 // observe lists the pods of the namespace and scrapes each proxy once.
 // A pod that cannot be scraped is an error: a suggestion without its
 // traffic would deny it.
-func observe(ctx context.Context, src Source, ns string) ([]Pod, error) {
+func observe(ctx context.Context, src Source, ns, workload string) ([]Pod, error) {
 	pods, err := src.Pods(ctx, ns)
 	if err != nil {
 		return nil, err
+	}
+	if workload != "" {
+		if pods, err = only(pods, workload, ns); err != nil {
+			return nil, err
+		}
 	}
 	for i := range pods {
 		body, err := src.Scrape(ctx, pods[i])
@@ -128,14 +133,13 @@ adminAddr in the store file.`,
 }
 
 func authzRows(ctx context.Context, src Source, ns string, args []string, window time.Duration) ([]Row, error) {
-	before, err := observe(ctx, src, ns)
+	workload := ""
+	if len(args) == 1 {
+		workload = args[0]
+	}
+	before, err := observe(ctx, src, ns, workload)
 	if err != nil {
 		return nil, err
-	}
-	if len(args) == 1 {
-		if before, err = only(before, args[0], ns); err != nil {
-			return nil, err
-		}
 	}
 	select {
 	case <-ctx.Done():
@@ -225,7 +229,7 @@ saw; explain says which policy allows or denies a call, and why.`,
 		Example: `  # The least-privilege policy of a namespace, in audit mode first
   trellis policy suggest -n shop --audit | kubectl apply -f -`,
 	}
-	cmd.AddCommand(newSuggest())
+	cmd.AddCommand(newSuggest(), newExplain())
 	return cmd
 }
 
@@ -266,7 +270,7 @@ accessPolicy to deny) and apply again to enforce.`,
 			if err != nil {
 				return err
 			}
-			pods, err := observe(cmd.Context(), src, c.namespace)
+			pods, err := observe(cmd.Context(), src, c.namespace, "")
 			if err != nil {
 				return err
 			}

@@ -51,7 +51,7 @@ func (k KubeSource) Pods(ctx context.Context, namespace string) ([]Pod, error) {
 			continue
 		}
 		pods = append(pods, Pod{Name: p.Name, Namespace: p.Namespace, ServiceAccount: p.Spec.ServiceAccountName,
-			Labels: p.Labels, Ports: appPorts(&p.Spec)})
+			Labels: p.Labels, Annotations: p.Annotations, Ports: appPorts(&p.Spec)})
 	}
 	return pods, nil
 }

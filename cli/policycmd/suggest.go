@@ -27,6 +27,7 @@ type Pod struct {
 	Namespace      string
 	ServiceAccount string
 	Labels         map[string]string
+	Annotations    map[string]string
 	// Ports are the app's ports (container ports; a local workload's
 	// endpoint target ports): the port of a sample without a port label
 	// when there is exactly one.

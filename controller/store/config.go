@@ -16,6 +16,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
 	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/internal/storepolicy"
 )
 
 // Defaults and limits of the store file.
@@ -49,8 +50,8 @@ type Config struct {
 	CertificateLifetime time.Duration
 	Services            []*ServiceInfo
 	Workloads           []*WorkloadInfo
-	// Policies are the inbound policy objects (policies.go).
-	Policies Policies
+	// Policies are the inbound policy objects (internal/storepolicy).
+	Policies storepolicy.Policies
 
 	services map[nsName]*ServiceInfo
 	byAddr   map[netip.AddrPort]*WorkloadInfo
@@ -289,7 +290,7 @@ func build(f *meshconfig.File) (*Config, error) {
 		c.byID[id] = append(c.byID[id], wi)
 		c.Workloads = append(c.Workloads, wi)
 	}
-	p, err := buildPolicies(f.Policies)
+	p, err := storepolicy.Build(f.Policies)
 	if err != nil {
 		return nil, err
 	}

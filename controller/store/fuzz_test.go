@@ -14,7 +14,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("workloads: [{name: a, namespace: b, serviceAccount: c, token: 0123456789abcdef, proxyAddr: '[::1]:1'}]"))
 	f.Add([]byte("trustDomain: 42\ncertificateLifetime: -1h\n"))
 	f.Add([]byte("&a [*a, *a]"))
-	f.Add([]byte(policyBase + goodServer + "  - {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: p, namespace: demo}, spec: {targetRef: {kind: Server, name: books-http}, networks: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}]}}\n"))
+	f.Add([]byte("policies: [{apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: s, namespace: demo}, spec: {port: 80}}, {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: p, namespace: demo}, spec: {targetRef: {kind: Server, name: s}, networks: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}]}}]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
 		if err != nil {

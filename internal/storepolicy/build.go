@@ -1,4 +1,11 @@
-package store
+// Package storepolicy is the local store file's inbound policy: its
+// objects (Servers, AuthorizationPolicies, HTTPRoutes in the CRD shape)
+// decoded and validated (Build), and the Policy API's answer for a
+// workload's port computed from them (Resolve). controller/store and
+// controller/local serve it; `trellis policy explain` computes the same
+// answer. It is the local side's adapter until internal/policymodel (the
+// one translation of the objects, issue 12) replaces Resolve's body.
+package storepolicy
 
 import (
 	"bytes"
@@ -45,9 +52,9 @@ func (p Policies) Len() int {
 
 type kindKey struct{ kind, ns, name string }
 
-// buildPolicies decodes and validates the policies of a file. An error
+// Build decodes and validates the policies of a file. An error
 // names the object (index, kind, namespace/name) and the field.
-func buildPolicies(objs []meshconfig.Object) (Policies, error) {
+func Build(objs []meshconfig.Object) (Policies, error) {
 	var p Policies
 	if len(objs) > MaxPolicies {
 		return p, fmt.Errorf("policies: %d objects, more than the %d allowed", len(objs), MaxPolicies)
@@ -86,8 +93,8 @@ func checkMeta(o meshconfig.Object) error {
 	if errs := validation.IsDNS1123Subdomain(o.Metadata.Name); len(errs) > 0 {
 		return fmt.Errorf("metadata.name: %q: %s", o.Metadata.Name, strings.Join(errs, "; "))
 	}
-	if err := validLabel(o.Metadata.Namespace); err != nil {
-		return fmt.Errorf("metadata.namespace: %w", err)
+	if errs := validation.IsDNS1123Label(o.Metadata.Namespace); len(errs) > 0 {
+		return fmt.Errorf("metadata.namespace: %q: %s", o.Metadata.Namespace, strings.Join(errs, "; "))
 	}
 	if len(bytes.TrimSpace(o.Spec)) == 0 || bytes.Equal(bytes.TrimSpace(o.Spec), []byte("null")) {
 		return errors.New("spec: required")
@@ -194,8 +201,8 @@ func checkAuthz(a *policyv1.AuthorizationPolicy) error {
 		if ns == "*" {
 			continue
 		}
-		if err := validLabel(ns); err != nil {
-			return fmt.Errorf("spec.namespaces[%d]: %w", i, err)
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return fmt.Errorf("spec.namespaces[%d]: %q: %s", i, ns, strings.Join(errs, "; "))
 		}
 	}
 	for i, n := range sp.Networks {

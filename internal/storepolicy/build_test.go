@@ -1,9 +1,22 @@
-package store
+package storepolicy
 
 import (
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/trellis-mesh/trellis/internal/meshconfig"
 )
+
+// parse decodes a store file and builds its policies.
+func parse(data []byte) (Policies, error) {
+	var f meshconfig.File
+	if err := yaml.UnmarshalStrict(data, &f); err != nil {
+		return Policies{}, err
+	}
+	return Build(f.Policies)
+}
 
 const policyBase = `
 services:
@@ -27,7 +40,7 @@ const goodServer = `
 `
 
 func TestPoliciesAccepted(t *testing.T) {
-	c, err := Parse([]byte(policyBase + goodServer + `
+	p, err := parse([]byte(policyBase + goodServer + `
   - apiVersion: policy.trellis.io/v1alpha1
     kind: AuthorizationPolicy
     metadata: {name: books-from-web, namespace: demo, labels: {team: x}}
@@ -51,7 +64,6 @@ func TestPoliciesAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := c.Policies
 	if len(p.Servers) != 1 || len(p.AuthorizationPolicies) != 2 || len(p.HTTPRoutes) != 1 {
 		t.Fatalf("policies %+v", p)
 	}
@@ -122,7 +134,7 @@ func TestPoliciesRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse([]byte(policyBase + tt.yaml))
+			_, err := parse([]byte(policyBase + tt.yaml))
 			if err == nil {
 				t.Fatal("accepted")
 			}
