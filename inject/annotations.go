@@ -106,10 +106,10 @@ func parseOptions(ann map[string]string, def Options) (Options, error) {
 
 	switch v, ok := ann[k8slabels.AnnotationDefaultInboundPolicy]; {
 	case !ok:
-	case v == k8slabels.PolicyAllUnauthenticated || v == k8slabels.PolicyAllAuthenticated:
+	case slices.Contains(k8slabels.DefaultInboundPolicies(), v):
 		o.DefaultInboundPolicy = v
 	default:
-		bad(k8slabels.AnnotationDefaultInboundPolicy, errors.New(`must be "all-unauthenticated" or "all-authenticated"`))
+		bad(k8slabels.AnnotationDefaultInboundPolicy, fmt.Errorf("must be one of %s", strings.Join(k8slabels.DefaultInboundPolicies(), ", ")))
 	}
 
 	for _, p := range []struct {

@@ -369,7 +369,7 @@ func TestMutateDenied(t *testing.T) {
 		{"zero limit", map[string]string{k8slabels.AnnotationProxyMemLimit: "0"}, nil, []string{"greater than zero"}},
 		{"request above limit", map[string]string{k8slabels.AnnotationProxyMemRequest: "100Mi"}, nil, []string{"memory request 100Mi exceeds its limit 64Mi"}},
 		{"bad namespace setting", nil, map[string]string{k8slabels.AnnotationSidecarMode: "x"}, []string{k8slabels.AnnotationSidecarMode}},
-		{"bad default inbound policy", map[string]string{k8slabels.AnnotationDefaultInboundPolicy: "deny"}, nil, []string{k8slabels.AnnotationDefaultInboundPolicy, "all-authenticated"}},
+		{"bad default inbound policy", map[string]string{k8slabels.AnnotationDefaultInboundPolicy: "deny-all"}, nil, []string{k8slabels.AnnotationDefaultInboundPolicy, "deny, audit, all-authenticated, cluster-authenticated, all-unauthenticated"}},
 		{"all errors at once", map[string]string{k8slabels.AnnotationSidecarMode: "x", k8slabels.AnnotationOpaquePorts: "0"}, nil, []string{k8slabels.AnnotationSidecarMode, k8slabels.AnnotationOpaquePorts}},
 	}
 	inj := New(Config{})

@@ -54,10 +54,19 @@ const (
 	RedirectInit = "init"
 	RedirectCNI  = "cni"
 
-	// Values of AnnotationDefaultInboundPolicy (the proxy's inbound.Policy*).
-	PolicyAllUnauthenticated = "all-unauthenticated"
-	PolicyAllAuthenticated   = "all-authenticated"
+	// Values of AnnotationDefaultInboundPolicy (the proxy's
+	// --default-inbound-policy, docs/policy.md).
+	PolicyAllUnauthenticated   = "all-unauthenticated"
+	PolicyAllAuthenticated     = "all-authenticated"
+	PolicyClusterAuthenticated = "cluster-authenticated"
+	PolicyDeny                 = "deny"
+	PolicyAudit                = "audit"
 )
+
+// DefaultInboundPolicies lists the values of AnnotationDefaultInboundPolicy.
+func DefaultInboundPolicies() []string {
+	return []string{PolicyDeny, PolicyAudit, PolicyAllAuthenticated, PolicyClusterAuthenticated, PolicyAllUnauthenticated}
+}
 
 // AppProtocolOpaque, as a Service port's appProtocol, marks the port
 // opaque (never detected).
