@@ -101,7 +101,7 @@ func (c *cluster) waitServerPolicy(t *testing.T, ns, pod, ip string, n int) {
 		if resp, err := client.Get("http://" + net.JoinHostPort(ip, "8080") + "/echo?caller=host-warmup"); err == nil {
 			resp.Body.Close()
 		}
-		_, _ = tcpExchange(t.Context(), net.JoinHostPort(ip, "8081"))
+		_, _ = tcpExchange(t.Context(), net.JoinHostPort(ip, "8081"), opaqueProbe)
 		m, err := c.metrics(t.Context(), ns, pod, 4191)
 		if err != nil {
 			return err
@@ -146,7 +146,6 @@ func (c *cluster) runMatrix(t *testing.T, ns, pod, ip string, enforce bool, load
 		rows[i].arrived = arrivals(logLines, callerTag(cl))
 	}
 	grpcRow.arrived = arrivals(logLines, hostGRPCAgent)
-	tcpRow.arrived = arrivals(logLines, hostTCPTag)
 	return append(rows, grpcRow, tcpRow)
 }
 
@@ -501,7 +500,7 @@ func TestPolicySuggest(t *testing.T) {
 	}
 	eventually(t, time.Minute, "the suggested policy in force", func() error {
 		for _, app := range sortedKeys(pods) {
-			got, err := tcpExchange(t.Context(), net.JoinHostPort(pods[app], "8080"))
+			got, err := tcpExchange(t.Context(), net.JoinHostPort(pods[app], "8080"), httpProbe)
 			if err != nil {
 				return err
 			}
