@@ -1,6 +1,7 @@
 package k8se2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -223,8 +224,18 @@ func TestPolicyCPDown(t *testing.T) {
 	}
 	const ns = "e2e-pol-cpdown"
 	pod, ip := c.deployMatrix(t, ns, "deny")
-	// The controller comes back even if the test fails half way.
-	t.Cleanup(func() { c.scaleController(t, 1) })
+	// The controller comes back even if the test fails half way (the
+	// test's context is cancelled by then).
+	t.Cleanup(func() {
+		ctx := context.WithoutCancel(t.Context())
+		out, _ := c.run(ctx, nil, "-n", "trellis-system", "get", "deployment/trellis-controller", "-o", "jsonpath={.spec.replicas}")
+		if out != "0" {
+			return
+		}
+		if _, err := c.run(ctx, nil, "-n", "trellis-system", "scale", "deployment/trellis-controller", "--replicas=1"); err != nil {
+			t.Errorf("scaling the controller back: %v", err)
+		}
+	})
 	load := outage + 40*time.Second
 	var down time.Duration
 	rows := c.runMatrix(t, ns, pod, ip, true, load, func() {
