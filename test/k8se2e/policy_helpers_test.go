@@ -340,7 +340,6 @@ func (c *cluster) echoPod(t *testing.T, ns string) (name, ip string) {
 // closed before a byte is answered.
 const (
 	hostGRPCAgent = "e2e-host-grpc"
-	hostTCPTag    = `uri="/echo?caller=host-tcp"`
 	hostProbes    = 10
 )
 
@@ -382,23 +381,30 @@ func hostGRPC(t *testing.T, ip string, n int, enforce bool) tally {
 	return tl
 }
 
-// hostTCP opens n connections to ip:8081 (the opaque Server) and writes an
-// HTTP request on each: refused means the connection closed with no byte
-// answered; allowed means an HTTP answer came back.
+// opaqueProbe is what the node's TCP probe writes: bytes no detector takes
+// for HTTP or TLS, as a client of a raw TCP protocol sends.
+const opaqueProbe = "\x00\x01trellis-e2e-opaque-probe\n"
+
+// hostTCP opens n connections to ip:8081 (the opaque Server) and writes
+// opaqueProbe on each. Refused: closed with no byte answered. Allowed: the
+// app answered (its HTTP server's own 400 for bytes that are not HTTP, not
+// a proxy error, which carries Trellis-Proxy-Error), so it also arrived;
+// the access log cannot show it, it logs only requests.
 func hostTCP(t *testing.T, ip string, n int, enforce bool) tally {
 	t.Helper()
 	tl := tally{caller: "host-tcp", wantAllowed: !enforce, policyDenies: true}
 	for i := 0; i < n; i++ {
 		tl.sent++
-		got, err := tcpExchange(t.Context(), net.JoinHostPort(ip, "8081"))
+		got, err := tcpExchange(t.Context(), net.JoinHostPort(ip, "8081"), opaqueProbe)
 		switch {
 		case err != nil:
 			tl.other++
 			t.Logf("host TCP %d: %v", i, err)
-		case strings.HasPrefix(got, "HTTP/1.1 200"):
-			tl.allowed++
 		case got == "":
 			tl.denied++
+		case strings.HasPrefix(got, "HTTP/1.1 400 Bad Request") && !strings.Contains(got, "Trellis-Proxy-Error"):
+			tl.allowed++
+			tl.arrived++
 		default:
 			tl.other++
 			t.Logf("host TCP %d: unexpected answer %q", i, got)
@@ -412,9 +418,9 @@ func hostTCP(t *testing.T, ip string, n int, enforce bool) tally {
 	return tl
 }
 
-// tcpExchange writes one request and returns what came back before the
-// peer closed (or 5 s passed); an error only when it could not connect.
-func tcpExchange(ctx context.Context, addr string) (string, error) {
+// tcpExchange writes payload and returns what came back before the peer
+// closed (or 5 s passed); an error only when it could not connect.
+func tcpExchange(ctx context.Context, addr, payload string) (string, error) {
 	d := net.Dialer{Timeout: 5 * time.Second}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -423,7 +429,7 @@ func tcpExchange(ctx context.Context, addr string) (string, error) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	// The write may fail once the proxy has closed: that is a refusal too.
-	_, _ = io.WriteString(conn, "GET /echo?caller=host-tcp HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n")
+	_, _ = io.WriteString(conn, payload)
 	b, err := io.ReadAll(conn)
 	var ne net.Error
 	if err != nil && errors.As(err, &ne) && ne.Timeout() {
@@ -431,6 +437,9 @@ func tcpExchange(ctx context.Context, addr string) (string, error) {
 	}
 	return string(b), nil
 }
+
+// httpProbe is a plain HTTP request for tcpExchange.
+const httpProbe = "GET /echo?caller=host-http HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n"
 
 // authzCounts logs and returns the echo proxy's authorization counters:
 // allowed, denied and audited (would-be denials let through), all labels.

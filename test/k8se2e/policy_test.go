@@ -1,6 +1,7 @@
 package k8se2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -101,7 +102,7 @@ func (c *cluster) waitServerPolicy(t *testing.T, ns, pod, ip string, n int) {
 		if resp, err := client.Get("http://" + net.JoinHostPort(ip, "8080") + "/echo?caller=host-warmup"); err == nil {
 			resp.Body.Close()
 		}
-		_, _ = tcpExchange(t.Context(), net.JoinHostPort(ip, "8081"))
+		_, _ = tcpExchange(t.Context(), net.JoinHostPort(ip, "8081"), opaqueProbe)
 		m, err := c.metrics(t.Context(), ns, pod, 4191)
 		if err != nil {
 			return err
@@ -146,7 +147,6 @@ func (c *cluster) runMatrix(t *testing.T, ns, pod, ip string, enforce bool, load
 		rows[i].arrived = arrivals(logLines, callerTag(cl))
 	}
 	grpcRow.arrived = arrivals(logLines, hostGRPCAgent)
-	tcpRow.arrived = arrivals(logLines, hostTCPTag)
 	return append(rows, grpcRow, tcpRow)
 }
 
@@ -224,8 +224,18 @@ func TestPolicyCPDown(t *testing.T) {
 	}
 	const ns = "e2e-pol-cpdown"
 	pod, ip := c.deployMatrix(t, ns, "deny")
-	// The controller comes back even if the test fails half way.
-	t.Cleanup(func() { c.scaleController(t, 1) })
+	// The controller comes back even if the test fails half way (the
+	// test's context is cancelled by then).
+	t.Cleanup(func() {
+		ctx := context.WithoutCancel(t.Context())
+		out, _ := c.run(ctx, nil, "-n", "trellis-system", "get", "deployment/trellis-controller", "-o", "jsonpath={.spec.replicas}")
+		if out != "0" {
+			return
+		}
+		if _, err := c.run(ctx, nil, "-n", "trellis-system", "scale", "deployment/trellis-controller", "--replicas=1"); err != nil {
+			t.Errorf("scaling the controller back: %v", err)
+		}
+	})
 	load := outage + 40*time.Second
 	var down time.Duration
 	rows := c.runMatrix(t, ns, pod, ip, true, load, func() {
@@ -237,8 +247,10 @@ func TestPolicyCPDown(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if v := m.Value("trellis_control_plane_connected", map[string]string{"service": "destination"}); v != 0 {
-				return fmt.Errorf("trellis_control_plane_connected{service=destination} = %g", v)
+			// The policy stream is the one that matters here; it must
+			// exist (a missing series would pass vacuously).
+			if v, found := m.Sum("trellis_control_plane_connected", map[string]string{"service": "policy"}); !found || v != 0 {
+				return fmt.Errorf("trellis_control_plane_connected{service=policy} = %g (found %v)", v, found)
 			}
 			t.Logf("echo proxy's control-plane streams with the controller down:\n%s", m.Series("trellis_control_plane_connected"))
 			return nil
@@ -499,7 +511,7 @@ func TestPolicySuggest(t *testing.T) {
 	}
 	eventually(t, time.Minute, "the suggested policy in force", func() error {
 		for _, app := range sortedKeys(pods) {
-			got, err := tcpExchange(t.Context(), net.JoinHostPort(pods[app], "8080"))
+			got, err := tcpExchange(t.Context(), net.JoinHostPort(pods[app], "8080"), httpProbe)
 			if err != nil {
 				return err
 			}
