@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/trellis-mesh/trellis/cli/checkcmd"
+	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
 )
 
@@ -25,7 +26,8 @@ type common struct {
 	kubeconfig string
 	context    string
 	config     string
-	output     string
+	out        output.Flag
+	output     string // the chosen -o, set by check
 }
 
 func (c *common) flags(cmd *cobra.Command, outputs string) {
@@ -34,19 +36,20 @@ func (c *common) flags(cmd *cobra.Command, outputs string) {
 	f.StringVar(&c.kubeconfig, "kubeconfig", "", "path to the kubeconfig (default $KUBECONFIG, else ~/.kube/config)")
 	f.StringVar(&c.context, "context", "", "kubeconfig context to use (default the current context)")
 	f.StringVar(&c.config, "config", "", "local mode: the store file (as `trellis demo` writes it) instead of a cluster")
-	f.StringVarP(&c.output, "output", "o", strings.Split(outputs, "|")[0], "output format: "+outputs)
+	var formats []output.Format
+	for _, o := range strings.Split(outputs, "|") {
+		formats = append(formats, output.Format(o))
+	}
+	// The one -o convention (cli/output): its completion, its check.
+	c.out.Register(cmd, formats...)
 }
 
 func (c *common) check(outputs string) error {
 	if c.namespace == "" {
 		return errors.New("--namespace (-n) is required")
 	}
-	for _, o := range strings.Split(outputs, "|") {
-		if c.output == o {
-			return nil
-		}
-	}
-	return fmt.Errorf("--output %q: want one of %s", c.output, strings.ReplaceAll(outputs, "|", ", "))
+	c.output = string(c.out.Format())
+	return c.out.Validate()
 }
 
 // source is the cluster of the kubeconfig, or the store file of --config.
