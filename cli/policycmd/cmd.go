@@ -239,11 +239,12 @@ saw; explain says which policy allows or denies a call, and why.`,
 func newSuggest() *cobra.Command {
 	var c common
 	var audit, apply bool
+	var since time.Duration
 	cmd := &cobra.Command{
 		Use:   "suggest -n NAMESPACE",
 		Short: "Write the Servers and AuthorizationPolicies that allow exactly the traffic the proxies saw",
 		Long: `Read what the namespace's proxies allowed (their authorization counters,
-since each proxy started) and write, for every workload port that was
+since each proxy started, or only the clients seen in the last --since) and write, for every workload port that was
 called, a Server with accessPolicy deny and one AuthorizationPolicy that
 allows exactly the client identities seen, and unauthenticated clients only
 where calls without mesh TLS were seen. Kubelet probes are left out: the
@@ -256,8 +257,8 @@ accessPolicy to deny) and apply again to enforce.`,
 		Example: `  # Kubernetes: roll out in audit mode first
   trellis policy suggest -n shop --audit | kubectl apply -f -
 
-  # then enforce
-  trellis policy suggest -n shop | kubectl apply -f -
+  # then enforce, allowing only the clients seen in the last hour
+  trellis policy suggest -n shop --since 1h | kubectl apply -f -
 
   # Local mode: write the suggestion into the demo's store file (applied live)
   trellis policy suggest -n demo --config /tmp/trellis-demo/mesh.yaml --audit --apply`,
@@ -277,6 +278,13 @@ accessPolicy to deny) and apply again to enforce.`,
 			if err != nil {
 				return err
 			}
+			if since > 0 {
+				// This machine's clock against the proxies' timestamps: clocks are
+				// assumed in sync (trellis check warns on skew with the API server).
+				if pods, err = Recent(pods, time.Now().Add(-since)); err != nil {
+					return err
+				}
+			}
 			sug, err := Suggest(pods, audit)
 			if err != nil {
 				return err
@@ -295,6 +303,7 @@ accessPolicy to deny) and apply again to enforce.`,
 	}
 	c.flags(cmd, "yaml|json|text")
 	cmd.Flags().BoolVar(&audit, "audit", false, "Servers with accessPolicy audit: would-be denials are counted, not refused")
+	cmd.Flags().DurationVar(&since, "since", 0, "only the clients seen in this last while (e.g. 1h; default: since each proxy started)")
 	cmd.Flags().BoolVar(&apply, "apply", false, "local mode: replace the namespace's policies in the --config store file with the suggestion")
 	return cmd
 }

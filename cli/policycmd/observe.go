@@ -13,6 +13,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -24,6 +25,9 @@ const (
 	AllowMetric = "trellis_inbound_authz_allow_total"
 	DenyMetric  = "trellis_inbound_authz_deny_total"
 	AuditMetric = "trellis_inbound_authz_audit_total"
+	// LastSeenMetric says when each decision was last made for a server,
+	// route and client (Unix seconds): what --since filters on.
+	LastSeenMetric = "trellis_inbound_authz_last_seen_timestamp_seconds"
 )
 
 // Decisions, as Sample.Decision.
@@ -52,10 +56,19 @@ type Sample struct {
 	// Port is the inbound port, when the proxy labels it; 0 otherwise.
 	Port  uint32
 	Count float64
+	// LastSeen is when the proxy last made this decision for this server,
+	// route and client (zero: the proxy does not say).
+	LastSeen time.Time
 }
 
-// key is a Sample without its count.
-func (s Sample) key() Sample { s.Count = 0; return s }
+// key is a Sample without its count and time.
+func (s Sample) key() Sample { s.Count, s.LastSeen = 0, time.Time{}; return s }
+
+// seenKey is what the last-seen gauge is labelled with.
+type seenKey struct {
+	decision, server, route, client string
+	tls                             bool
+}
 
 // ParseMetrics reads a proxy's Prometheus text exposition and returns its
 // authorization samples, in a stable order. Other families are ignored.
@@ -65,6 +78,7 @@ func ParseMetrics(r io.Reader) ([]Sample, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse metrics: %w", err)
 	}
+	seen := lastSeen(fams[LastSeenMetric])
 	var out []Sample
 	for name, decision := range map[string]string{AllowMetric: Allow, DenyMetric: Deny, AuditMetric: Audit} {
 		for _, m := range fams[name].GetMetric() {
@@ -76,10 +90,54 @@ func ParseMetrics(r io.Reader) ([]Sample, error) {
 			for _, l := range m.GetLabel() {
 				setLabel(&s, l)
 			}
+			s.LastSeen = seen[seenKey{decision, s.Server, s.Route, s.ClientID, s.TLS}]
 			out = append(out, s)
 		}
 	}
 	sortSamples(out)
+	return out, nil
+}
+
+// lastSeen reads the last-seen gauge; a value that is not a plausible
+// Unix time is ignored (the sample then has no time).
+func lastSeen(fam *dto.MetricFamily) map[seenKey]time.Time {
+	out := map[seenKey]time.Time{}
+	for _, m := range fam.GetMetric() {
+		v := m.GetGauge().GetValue() + m.GetUntyped().GetValue()
+		if math.IsNaN(v) || v <= 0 || v > 1e11 {
+			continue
+		}
+		var s Sample
+		d := ""
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "decision" {
+				d = l.GetValue()
+			}
+			setLabel(&s, l)
+		}
+		out[seenKey{d, s.Server, s.Route, s.ClientID, s.TLS}] = time.Unix(int64(v), 0)
+	}
+	return out
+}
+
+// Recent keeps the samples of decisions made since cutoff. A proxy that
+// does not say when it last decided (an older version) is an error naming
+// its pod: its counters cover its whole life, which --since cannot narrow.
+func Recent(pods []Pod, cutoff time.Time) ([]Pod, error) {
+	out := make([]Pod, 0, len(pods))
+	for _, p := range pods {
+		q := p
+		q.Samples = nil
+		for _, s := range p.Samples {
+			if s.LastSeen.IsZero() {
+				return nil, fmt.Errorf("pod %s/%s: its proxy does not export %s (an older version): drop --since, or restart it onto this version", p.Namespace, p.Name, LastSeenMetric)
+			}
+			if !s.LastSeen.Before(cutoff) {
+				q.Samples = append(q.Samples, s)
+			}
+		}
+		out = append(out, q)
+	}
 	return out, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 const scrape = `# TYPE trellis_inbound_authz_allow_total counter
@@ -198,5 +199,56 @@ func TestSuggestRefuses(t *testing.T) {
 				t.Errorf("error %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestSuggestSince: --since keeps the clients the proxy decided for since
+// the cutoff (from trellis_inbound_authz_last_seen_timestamp_seconds), and
+// refuses a proxy that does not say when.
+func TestSuggestSince(t *testing.T) {
+	const seen = scrape + `# TYPE trellis_inbound_authz_last_seen_timestamp_seconds gauge
+trellis_inbound_authz_last_seen_timestamp_seconds{decision="allow",server="server/books-9101",route="",client_id="spiffe://cluster.local/ns/demo/sa/web",tls="true"} 1800000000
+trellis_inbound_authz_last_seen_timestamp_seconds{decision="audit",server="server/books-9101",route="",client_id="spiffe://cluster.local/ns/other/sa/x",tls="true"} 1799990000
+trellis_inbound_authz_last_seen_timestamp_seconds{decision="allow",server="default:all-unauthenticated",route="probes",client_id="",tls="false"} 1800000000
+trellis_inbound_authz_last_seen_timestamp_seconds{decision="allow",server="default:all-unauthenticated",route="",client_id="",tls="false"} 1800000000
+trellis_inbound_authz_last_seen_timestamp_seconds{decision="deny",server="server/books-9101",route="",client_id="spiffe://cluster.local/ns/demo/sa/loadgen",tls="true"} 1800000000
+`
+	samples, err := ParseMetrics(strings.NewReader(seen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods := []Pod{{Name: "books-1", Namespace: "demo", ServiceAccount: "books", Labels: map[string]string{"app": "books"}, Ports: []uint32{9101}, Samples: samples}}
+	recent, err := Recent(pods, time.Unix(1_800_000_000-3600, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, s := range recent[0].Samples {
+		ids = append(ids, s.Decision+" "+s.ClientID)
+	}
+	// The audited client x was last seen ~2.8 h before: left out.
+	want := []string{"allow ", "allow ", "allow spiffe://cluster.local/ns/demo/sa/web", "deny spiffe://cluster.local/ns/demo/sa/loadgen"}
+	if !reflect.DeepEqual(ids, want) {
+		t.Errorf("since the cutoff: %q, want %q", ids, want)
+	}
+	sug, err := Suggest(recent, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := writeSuggestion(&out, "yaml", sug); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "ns/other/sa/x") || !strings.Contains(out.String(), "ns/demo/sa/web") {
+		t.Errorf("the suggestion allows what was not seen lately, or not what was:\n%s", out.String())
+	}
+
+	old, err := ParseMetrics(strings.NewReader(scrape))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods[0].Samples = old
+	if _, err := Recent(pods, time.Unix(1_800_000_000, 0)); err == nil || !strings.Contains(err.Error(), "demo/books-1") {
+		t.Errorf("a proxy without last-seen times: %v, want an error naming its pod", err)
 	}
 }
