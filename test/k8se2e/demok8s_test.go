@@ -15,7 +15,7 @@ import (
 func TestDemoK8s(t *testing.T) {
 	c := newCluster(t)
 	const ns = "e2e-demo-k8s"
-	c.install(t)
+	c.sharedInstall(t)
 	c.namespace(t, ns)
 	c.waitInjector(t)
 	manifest := c.mustTrellis(t, nil, "demo", "--kubernetes", "-n", ns, "--image", c.image("demo-app"), "--rps", "10")
