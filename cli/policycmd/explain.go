@@ -12,7 +12,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
@@ -210,9 +209,7 @@ func (o *explainOpts) policy(ctx context.Context) (*apiv1.ServerPolicy, string, 
 	return p.Answer(o.namespace, ws, o.port, cmp.Or(f.TrustDomain, o.trustDomain)), o.def, nil
 }
 
-// kubePolicy reads the pods and the namespace's Servers,
-// AuthorizationPolicies, HTTPRoutes and GRPCRoutes and translates them; the
-// default is the flag, else the pod's annotation, else the namespace's.
+// kubePolicy connects to the cluster and computes the answer (kubeAnswer).
 func (o *explainOpts) kubePolicy(ctx context.Context, pods []Pod) (*apiv1.ServerPolicy, string, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = o.kubeconfig
@@ -220,23 +217,43 @@ func (o *explainOpts) kubePolicy(ctx context.Context, pods []Pod) (*apiv1.Server
 	if err != nil {
 		return nil, "", fmt.Errorf("load kubeconfig: %w", err)
 	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
+	var c kubeClients
+	if c.kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, "", err
 	}
+	if c.policy, err = policyclient.NewForConfig(cfg); err != nil {
+		return nil, "", err
+	}
+	if c.gateway, err = gwclient.NewForConfig(cfg); err != nil {
+		return nil, "", err
+	}
+	return o.kubeAnswer(ctx, c, pods)
+}
+
+// kubeClients are the cluster's APIs explain reads.
+type kubeClients struct {
+	kube    kubernetes.Interface
+	policy  policyclient.Interface
+	gateway gwclient.Interface
+}
+
+// kubeAnswer reads the pods and the namespace's Servers,
+// AuthorizationPolicies, HTTPRoutes and GRPCRoutes and translates them; the
+// default is the flag, else the pod's annotation, else the namespace's.
+func (o *explainOpts) kubeAnswer(ctx context.Context, c kubeClients, pods []Pod) (*apiv1.ServerPolicy, string, error) {
 	in := policymodel.Input{Port: o.port, TrustDomain: o.trustDomain}
 	for _, p := range pods {
-		pod, err := kube.CoreV1().Pods(o.namespace).Get(ctx, p.Name, metav1.GetOptions{})
+		pod, err := c.kube.CoreV1().Pods(o.namespace).Get(ctx, p.Name, metav1.GetOptions{})
 		if err != nil {
 			return nil, "", fmt.Errorf("get pod %s/%s: %w", o.namespace, p.Name, err)
 		}
 		in.Pods = append(in.Pods, pod)
 	}
-	ns, err := kube.CoreV1().Namespaces().Get(ctx, o.namespace, metav1.GetOptions{})
+	ns, err := c.kube.CoreV1().Namespaces().Get(ctx, o.namespace, metav1.GetOptions{})
 	if err != nil {
 		return nil, "", fmt.Errorf("get namespace %s: %w", o.namespace, err)
 	}
-	if in.Objects, err = kubeObjects(ctx, cfg, o.namespace); err != nil {
+	if in.Objects, err = kubeObjects(ctx, c, o.namespace); err != nil {
 		return nil, "", err
 	}
 	def := cmp.Or(o.def, in.Pods[0].Annotations[k8slabels.AnnotationDefaultInboundPolicy], ns.Annotations[k8slabels.AnnotationDefaultInboundPolicy])
@@ -245,29 +262,21 @@ func (o *explainOpts) kubePolicy(ctx context.Context, pods []Pod) (*apiv1.Server
 
 // kubeObjects lists a namespace's policy objects. A cluster without the
 // Gateway API's CRDs has no routes.
-func kubeObjects(ctx context.Context, cfg *rest.Config, ns string) (policymodel.Objects, error) {
+func kubeObjects(ctx context.Context, c kubeClients, ns string) (policymodel.Objects, error) {
 	var o policymodel.Objects
-	c, err := policyclient.NewForConfig(cfg)
-	if err != nil {
-		return o, err
-	}
-	gw, err := gwclient.NewForConfig(cfg)
-	if err != nil {
-		return o, err
-	}
-	servers, err := c.PolicyV1alpha1().Servers(ns).List(ctx, metav1.ListOptions{})
+	servers, err := c.policy.PolicyV1alpha1().Servers(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return o, fmt.Errorf("list Servers of %s: %w", ns, err)
 	}
-	aps, err := c.PolicyV1alpha1().AuthorizationPolicies(ns).List(ctx, metav1.ListOptions{})
+	aps, err := c.policy.PolicyV1alpha1().AuthorizationPolicies(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return o, fmt.Errorf("list AuthorizationPolicies of %s: %w", ns, err)
 	}
-	hrs, err := gw.GatewayV1().HTTPRoutes(ns).List(ctx, metav1.ListOptions{})
+	hrs, err := c.gateway.GatewayV1().HTTPRoutes(ns).List(ctx, metav1.ListOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return o, fmt.Errorf("list HTTPRoutes of %s: %w", ns, err)
 	}
-	grs, err := gw.GatewayV1().GRPCRoutes(ns).List(ctx, metav1.ListOptions{})
+	grs, err := c.gateway.GatewayV1().GRPCRoutes(ns).List(ctx, metav1.ListOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return o, fmt.Errorf("list GRPCRoutes of %s: %w", ns, err)
 	}
