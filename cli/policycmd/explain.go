@@ -1,6 +1,7 @@
 package policycmd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -8,14 +9,18 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	policyclient "github.com/trellis-mesh/trellis/api/policy/client/clientset/versioned"
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/authz"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
+	"github.com/trellis-mesh/trellis/internal/policymodel"
 	"github.com/trellis-mesh/trellis/internal/storepolicy"
 )
 
@@ -98,8 +103,9 @@ func newExplain() *cobra.Command {
 		Use:   "explain --from IDENTITY --to WORKLOAD --port PORT -n NAMESPACE",
 		Short: "Say which policy would allow or deny a call, and why",
 		Long: `Compute the policy of the target workload's port from the Servers,
-AuthorizationPolicies and HTTPRoutes (of the cluster, or of the local store
-file with --config), and decide the call with the code the proxy runs
+AuthorizationPolicies, HTTPRoutes and GRPCRoutes (of the cluster, or of the
+local store file with --config) with the controller's translation
+(internal/policymodel), and decide the call with the code the proxy runs
 (internal/authz).
 
 --from is a SPIFFE ID, NAMESPACE/SERVICEACCOUNT, or "unauthenticated" (no
@@ -108,7 +114,7 @@ namespace, or a pod (local: workload) name. Without --method and --path the
 call is a connection (TCP): no route is matched. When no Server selects the
 port, the proxy's default decides: --default-inbound-policy, else (on
 Kubernetes) the pod's config.trellis.io/default-inbound-policy annotation,
-else all-unauthenticated.`,
+else its namespace's, else all-unauthenticated.`,
 		Example: `  # May web call books' port 9101 in the demo (local mode)?
   trellis policy explain -n demo --config /tmp/trellis-demo/mesh.yaml \
       --from demo/web --to books --port 9101 --method GET --path /books
@@ -170,7 +176,8 @@ func (o *explainOpts) run(ctx context.Context) (Explanation, error) {
 	return e, err
 }
 
-// policy computes the ServerPolicy of --to's port and the default that
+// policy computes the ServerPolicy of --to's port with
+// internal/policymodel, as the controller does, and the default that
 // applies to it.
 func (o *explainOpts) policy(ctx context.Context) (*apiv1.ServerPolicy, string, error) {
 	src, err := o.source()
@@ -184,63 +191,112 @@ func (o *explainOpts) policy(ctx context.Context) (*apiv1.ServerPolicy, string, 
 	if pods, err = only(pods, o.to, o.namespace); err != nil {
 		return nil, "", err
 	}
-	var p storepolicy.Policies
-	def := o.def
-	if o.config != "" {
-		f, err := ReadStore(o.config)
-		if err != nil {
-			return nil, "", err
-		}
-		if p, err = storepolicy.Build(f.Policies); err != nil {
-			return nil, "", fmt.Errorf("store file %s: %w", o.config, err)
-		}
-	} else if p, def, err = o.kubePolicies(ctx, pods); err != nil {
+	if o.config == "" {
+		return o.kubePolicy(ctx, pods)
+	}
+	f, err := ReadStore(o.config)
+	if err != nil {
 		return nil, "", err
 	}
-	labels := make([]map[string]string, len(pods))
+	p, err := storepolicy.Build(f.Policies)
+	if err != nil {
+		return nil, "", fmt.Errorf("store file %s: %w", o.config, err)
+	}
+	ws := make([]storepolicy.Workload, len(pods))
 	for i, pod := range pods {
-		labels[i] = pod.Labels
+		ws[i] = storepolicy.Workload{Name: pod.Name, Labels: pod.Labels}
 	}
-	if sp := storepolicy.Resolve(p, o.namespace, labels, o.port); sp != nil {
-		return sp, def, nil
-	}
-	return &apiv1.ServerPolicy{Name: storepolicy.SourceDefault, Source: storepolicy.SourceDefault}, def, nil
+	return p.Answer(o.namespace, ws, o.port, cmp.Or(f.TrustDomain, o.trustDomain)), o.def, nil
 }
 
-// kubePolicies reads the namespace's Servers and AuthorizationPolicies,
-// and the default: the pod's annotation, else the namespace's, else the
-// flag.
-func (o *explainOpts) kubePolicies(ctx context.Context, pods []Pod) (storepolicy.Policies, string, error) {
-	var p storepolicy.Policies
+// kubePolicy connects to the cluster and computes the answer (kubeAnswer).
+func (o *explainOpts) kubePolicy(ctx context.Context, pods []Pod) (*apiv1.ServerPolicy, string, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = o.kubeconfig
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: o.context}).ClientConfig()
 	if err != nil {
-		return p, "", fmt.Errorf("load kubeconfig: %w", err)
+		return nil, "", fmt.Errorf("load kubeconfig: %w", err)
 	}
-	c, err := policyclient.NewForConfig(cfg)
+	var c kubeClients
+	if c.kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, "", err
+	}
+	if c.policy, err = policyclient.NewForConfig(cfg); err != nil {
+		return nil, "", err
+	}
+	if c.gateway, err = gwclient.NewForConfig(cfg); err != nil {
+		return nil, "", err
+	}
+	return o.kubeAnswer(ctx, c, pods)
+}
+
+// kubeClients are the cluster's APIs explain reads.
+type kubeClients struct {
+	kube    kubernetes.Interface
+	policy  policyclient.Interface
+	gateway gwclient.Interface
+}
+
+// kubeAnswer reads the pods and the namespace's Servers,
+// AuthorizationPolicies, HTTPRoutes and GRPCRoutes and translates them; the
+// default is the flag, else the pod's annotation, else the namespace's.
+func (o *explainOpts) kubeAnswer(ctx context.Context, c kubeClients, pods []Pod) (*apiv1.ServerPolicy, string, error) {
+	in := policymodel.Input{Port: o.port, TrustDomain: o.trustDomain}
+	for _, p := range pods {
+		pod, err := c.kube.CoreV1().Pods(o.namespace).Get(ctx, p.Name, metav1.GetOptions{})
+		if err != nil {
+			return nil, "", fmt.Errorf("get pod %s/%s: %w", o.namespace, p.Name, err)
+		}
+		in.Pods = append(in.Pods, pod)
+	}
+	ns, err := c.kube.CoreV1().Namespaces().Get(ctx, o.namespace, metav1.GetOptions{})
 	if err != nil {
-		return p, "", err
+		return nil, "", fmt.Errorf("get namespace %s: %w", o.namespace, err)
 	}
-	servers, err := c.PolicyV1alpha1().Servers(o.namespace).List(ctx, metav1.ListOptions{})
+	if in.Objects, err = kubeObjects(ctx, c, o.namespace); err != nil {
+		return nil, "", err
+	}
+	def := cmp.Or(o.def, in.Pods[0].Annotations[k8slabels.AnnotationDefaultInboundPolicy], ns.Annotations[k8slabels.AnnotationDefaultInboundPolicy])
+	return policymodel.Translate(in), def, nil
+}
+
+// kubeObjects lists a namespace's policy objects. A cluster without the
+// Gateway API's CRDs has no routes.
+func kubeObjects(ctx context.Context, c kubeClients, ns string) (policymodel.Objects, error) {
+	var o policymodel.Objects
+	servers, err := c.policy.PolicyV1alpha1().Servers(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return p, "", fmt.Errorf("list Servers of %s: %w", o.namespace, err)
+		return o, fmt.Errorf("list Servers of %s: %w", ns, err)
 	}
-	for i := range servers.Items {
-		p.Servers = append(p.Servers, &servers.Items[i])
-	}
-	aps, err := c.PolicyV1alpha1().AuthorizationPolicies(o.namespace).List(ctx, metav1.ListOptions{})
+	aps, err := c.policy.PolicyV1alpha1().AuthorizationPolicies(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return p, "", fmt.Errorf("list AuthorizationPolicies of %s: %w", o.namespace, err)
+		return o, fmt.Errorf("list AuthorizationPolicies of %s: %w", ns, err)
 	}
-	for i := range aps.Items {
-		p.AuthorizationPolicies = append(p.AuthorizationPolicies, &aps.Items[i])
+	hrs, err := c.gateway.GatewayV1().HTTPRoutes(ns).List(ctx, metav1.ListOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return o, fmt.Errorf("list HTTPRoutes of %s: %w", ns, err)
 	}
-	def := o.def
-	if v := pods[0].Annotations[k8slabels.AnnotationDefaultInboundPolicy]; v != "" && def == "" {
-		def = v
+	grs, err := c.gateway.GatewayV1().GRPCRoutes(ns).List(ctx, metav1.ListOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return o, fmt.Errorf("list GRPCRoutes of %s: %w", ns, err)
 	}
-	return p, def, nil
+	o.Servers = ptrs(servers.Items)
+	o.Authz = ptrs(aps.Items)
+	if hrs != nil {
+		o.HTTPRoutes = ptrs(hrs.Items)
+	}
+	if grs != nil {
+		o.GRPCRoutes = ptrs(grs.Items)
+	}
+	return o, nil
+}
+
+func ptrs[T any](items []T) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	return out
 }
 
 func writeExplanation(w io.Writer, e Explanation) error {

@@ -19,6 +19,7 @@ policies:
   - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: books, namespace: demo}, spec: {podSelector: {matchLabels: {app: books}}, port: 9101}}
   - {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: from-web, namespace: demo}, spec: {targetRef: {kind: Server, name: books}, identities: ["spiffe://cluster.local/ns/demo/sa/web"]}}
   - {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: from-lan, namespace: demo}, spec: {targetRef: {kind: Server, name: books}, networks: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}]}}
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: from-admin-sa, namespace: demo}, spec: {targetRef: {kind: Server, name: books}, serviceAccounts: [{name: admin}]}}
 `
 
 func TestExplainLocal(t *testing.T) {
@@ -35,6 +36,8 @@ func TestExplainLocal(t *testing.T) {
 		{"demo/web", "books", "", "", 9101, "allowed", "from-web", ""},
 		{"spiffe://cluster.local/ns/demo/sa/web", "books-v1", "", "", 9101, "allowed", "from-web", ""},
 		{"demo/loadgen", "books", "", "", 9101, "denied", "", "unauthorized"},
+		// serviceAccounts: translated by internal/policymodel, as on Kubernetes.
+		{"demo/admin", "books", "", "", 9101, "allowed", "from-admin-sa", ""},
 		{"unauthenticated", "books", "10.2.3.4", "", 9101, "allowed", "from-lan", ""},
 		{"unauthenticated", "books", "10.1.3.4", "", 9101, "denied", "", "unauthorized"},
 		// No Server on authors: the proxy's default decides.

@@ -4,6 +4,7 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/store"
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/policymodel/answer"
 	"github.com/trellis-mesh/trellis/internal/storepolicy"
 )
 
@@ -18,20 +19,24 @@ func (s policySource) Resolve(workload string, port uint32) (*apiv1.ServerPolicy
 	return resolvePolicy(cfg, workload, port), changed, func() {}
 }
 
-// resolvePolicy is the answer for a workload's port: the Server of the
-// file that selects one of the identity's workloads on that port, else
-// the default: source "default", access unspecified, so the proxy applies
-// its own --default-inbound-policy (local mode has no namespace
-// annotations).
+// resolvePolicy is the answer for a workload's port, translated by
+// internal/policymodel from the file's policies and the identity's
+// workloads. The default (no Server selects the port) keeps the protocol
+// of the service port targeting it; its access stays unspecified, so the
+// proxy applies its own --default-inbound-policy (local mode has no
+// namespace annotations).
 func resolvePolicy(cfg *store.Config, workload string, port uint32) *apiv1.ServerPolicy {
-	if id, err := identity.Parse(workload); err == nil {
-		var labels []map[string]string
-		for _, w := range cfg.WorkloadsWithIdentity(id) {
-			labels = append(labels, w.Labels)
-		}
-		if sp := storepolicy.Resolve(cfg.Policies, id.Namespace, labels, port); sp != nil {
-			return sp
-		}
+	id, err := identity.Parse(workload)
+	if err != nil {
+		return answer.Default(protocolFor(cfg, workload, port), nil)
 	}
-	return &apiv1.ServerPolicy{Name: storepolicy.SourceDefault, Source: storepolicy.SourceDefault, Protocol: protocolFor(cfg, workload, port)}
+	var ws []storepolicy.Workload
+	for _, w := range cfg.WorkloadsWithIdentity(id) {
+		ws = append(ws, storepolicy.Workload{Name: w.Name, Labels: w.Labels})
+	}
+	sp := cfg.Policies.Answer(id.Namespace, ws, port, cfg.TrustDomain)
+	if sp.GetSource() == answer.SourceDefault {
+		sp.Protocol = protocolFor(cfg, workload, port)
+	}
+	return sp
 }

@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -9,6 +10,7 @@ import (
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/store"
+	"github.com/trellis-mesh/trellis/internal/authz"
 )
 
 // policiesYAML: books v1 (labels version: v1) has a Server on 9101 with
@@ -64,9 +66,10 @@ func TestResolvePolicy(t *testing.T) {
 	books := booksID.String()
 	serverBooks := &apiv1.ServerPolicy{
 		Name: "server/books-v1", Source: "server", Protocol: apiv1.ProtocolHint_HTTP1, Access: apiv1.AccessPolicy_DENY,
+		// By name, as internal/policymodel orders them on Kubernetes.
 		Authorizations: []*apiv1.Authorization{
-			{Name: "from-web", Identities: []string{"spiffe://cluster.local/ns/demo/sa/web"}},
 			{Name: "from-lan", Identities: []string{"*"}, Nets: []*apiv1.Network{{Cidr: "10.0.0.0/8", Except: []string{"10.1.0.0/16"}}}},
+			{Name: "from-web", Identities: []string{"spiffe://cluster.local/ns/demo/sa/web"}},
 		},
 		Routes: []*apiv1.InboundRoute{{
 			Name: "demo/admin",
@@ -132,7 +135,9 @@ func TestPolicyEditPushed(t *testing.T) {
 	// Revoke web: the answer keeps only the network policy.
 	e.writeAtomic(t, meshYAML+strings.Replace(policiesYAML, `      identities: ["spiffe://cluster.local/ns/demo/sa/web"]`, `      identities: ["spiffe://cluster.local/ns/demo/sa/other"]`, 1))
 	p = s.next(t)
-	if got := p.GetAuthorizations()[0].GetIdentities(); len(got) != 1 || got[0] != "spiffe://cluster.local/ns/demo/sa/other" {
+	// Authorizations come by name (policymodel), from-web after from-lan.
+	i := slices.IndexFunc(p.GetAuthorizations(), func(a *apiv1.Authorization) bool { return a.GetName() == "from-web" })
+	if got := p.GetAuthorizations()[max(i, 0)].GetIdentities(); i < 0 || len(got) != 1 || got[0] != "spiffe://cluster.local/ns/demo/sa/other" {
 		t.Fatalf("after the edit: %v", p)
 	}
 	// A bad edit is refused; the last good policy stays (nothing pushed),
@@ -141,5 +146,76 @@ func TestPolicyEditPushed(t *testing.T) {
 	e.writeAtomic(t, meshYAML)
 	if p := s.next(t); p.GetSource() != "default" {
 		t.Fatalf("after removing the policies: %v", p)
+	}
+}
+
+// translatedYAML uses what only internal/policymodel translated before
+// local mode called it: serviceAccounts (SPIFFE IDs in the file's trust
+// domain) and a GRPCRoute with its own policy.
+const translatedYAML = `
+policies:
+  - apiVersion: policy.trellis.io/v1alpha1
+    kind: Server
+    metadata: {name: books-grpc, namespace: demo}
+    spec: {podSelector: {}, port: 9101, protocol: gRPC}
+  - apiVersion: policy.trellis.io/v1alpha1
+    kind: AuthorizationPolicy
+    metadata: {name: from-web-sa, namespace: demo}
+    spec:
+      targetRef: {kind: Server, name: books-grpc}
+      serviceAccounts: [{name: web}, {name: bot, namespace: ops}]
+  - apiVersion: gateway.networking.k8s.io/v1
+    kind: GRPCRoute
+    metadata: {name: lookup, namespace: demo}
+    spec:
+      parentRefs: [{kind: Server, name: books-grpc}]
+      rules: [{matches: [{method: {service: books.v1.Books, method: Lookup}}]}]
+  - apiVersion: policy.trellis.io/v1alpha1
+    kind: AuthorizationPolicy
+    metadata: {name: lookup-ops, namespace: demo}
+    spec:
+      targetRef: {kind: GRPCRoute, name: lookup}
+      namespaces: [ops]
+`
+
+func TestResolvePolicyServiceAccountsAndGRPCRoute(t *testing.T) {
+	cfg, err := store.Parse([]byte("trustDomain: example.org\n" + meshYAML + translatedYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	td := func(ns, sa string) string { return "spiffe://example.org/ns/" + ns + "/sa/" + sa }
+	want := &apiv1.ServerPolicy{
+		Name: "server/books-grpc", Source: "server", Protocol: apiv1.ProtocolHint_GRPC, Access: apiv1.AccessPolicy_DENY,
+		Authorizations: []*apiv1.Authorization{{Name: "from-web-sa", Identities: []string{td("demo", "web"), td("ops", "bot")}}},
+		Routes: []*apiv1.InboundRoute{{
+			Name:           "demo/lookup",
+			Matches:        []*apiv1.RouteMatch{{PathExact: "/books.v1.Books/Lookup"}},
+			Authorizations: []*apiv1.Authorization{{Name: "lookup-ops", Namespaces: []string{"ops"}}},
+		}},
+	}
+	got := resolvePolicy(cfg, td("demo", "books"), 9101)
+	if !proto.Equal(got, want) {
+		t.Fatalf("got  %v\nwant %v", got, want)
+	}
+	// The proxy's evaluator agrees: web is in, another identity only on
+	// the route its namespace is allowed.
+	p, err := authz.Compile(got, authz.Defaults{TrustDomain: "example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		id, path string
+		allowed  bool
+	}{
+		{td("demo", "web"), "/books.v1.Books/List", true},
+		{td("ops", "bot"), "/books.v1.Books/List", true},
+		{td("demo", "loadgen"), "/books.v1.Books/List", false},
+		{td("ops", "other"), "/books.v1.Books/Lookup", true},
+		{td("ops", "other"), "/books.v1.Books/List", false},
+	} {
+		d := p.Decide(authz.Input{Identity: tt.id, TLS: true, Method: "POST", Path: tt.path})
+		if d.Allowed != tt.allowed {
+			t.Errorf("%s %s: %+v, want allowed=%v", tt.id, tt.path, d, tt.allowed)
+		}
 	}
 }

@@ -1,29 +1,31 @@
 // Package storepolicy is the local store file's inbound policy: its
-// objects (Servers, AuthorizationPolicies, HTTPRoutes in the CRD shape)
-// decoded and validated (Build), and the Policy API's answer for a
-// workload's port computed from them (Resolve). controller/store and
-// controller/local serve it; `trellis policy explain` computes the same
-// answer. It is the local side's adapter until internal/policymodel (the
-// one translation of the objects, issue 12) replaces Resolve's body.
+// objects (Servers, AuthorizationPolicies, HTTPRoutes, GRPCRoutes in the
+// CRD shape) decoded and validated (Build), and the Policy API's answer for
+// a workload's port (Policies.Answer), which internal/policymodel computes:
+// the one translation of the objects, also the Kubernetes controller's.
+// controller/store and controller/local serve it; `trellis policy explain`
+// computes the same answer.
 package storepolicy
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"strings"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
-	apiv1 "github.com/trellis-mesh/trellis/api/v1"
-	"github.com/trellis-mesh/trellis/internal/authz"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
+	"github.com/trellis-mesh/trellis/internal/policymodel"
 )
 
 // API versions and kinds the store file's policies may have.
@@ -33,34 +35,26 @@ const (
 	KindServer        = "Server"
 	KindAuthzPolicy   = "AuthorizationPolicy"
 	KindHTTPRoute     = "HTTPRoute"
+	KindGRPCRoute     = "GRPCRoute"
 	// MaxPolicies bounds the objects of one file.
 	MaxPolicies = 10_000
 )
 
 // Policies are the validated policy objects of a store file, in file
-// order (the order decides between two Servers of one port, as age does
-// on Kubernetes). They are the same Go types the controller reads from the
-// API server, so one translation (internal/policymodel) serves both.
+// order. They are the same Go types the controller reads from the API
+// server, so one translation (internal/policymodel) serves both. Build
+// gives each object a creation time from its place in the file, so the
+// first of two Servers of one port wins, as the oldest does on Kubernetes.
 type Policies struct {
 	Servers               []*policyv1.Server
 	AuthorizationPolicies []*policyv1.AuthorizationPolicy
 	HTTPRoutes            []*gwv1.HTTPRoute
-	// Access is each Server's accessPolicy, keyed "namespace/name" (absent:
-	// deny). Kept beside the Server until its Go type has the field.
-	Access map[string]apiv1.AccessPolicy
-}
-
-// serverSpec is a Server's spec with accessPolicy. When the API type
-// gains the field, the outer one still wins (encoding/json prefers the
-// shallower field), so this keeps decoding the same YAML.
-type serverSpec struct {
-	policyv1.ServerSpec `json:",inline"`
-	AccessPolicy        string `json:"accessPolicy,omitempty"`
+	GRPCRoutes            []*gwv1.GRPCRoute
 }
 
 // Len is the number of objects.
 func (p Policies) Len() int {
-	return len(p.Servers) + len(p.AuthorizationPolicies) + len(p.HTTPRoutes)
+	return len(p.Servers) + len(p.AuthorizationPolicies) + len(p.HTTPRoutes) + len(p.GRPCRoutes)
 }
 
 type kindKey struct{ kind, ns, name string }
@@ -84,7 +78,7 @@ func Build(objs []meshconfig.Object) (Policies, error) {
 			return p, fmt.Errorf("%s: duplicate %s", where, o.Kind)
 		}
 		seen[k] = true
-		if err := p.add(o); err != nil {
+		if err := p.add(o, metav1.NewTime(time.Unix(int64(i), 0).UTC())); err != nil {
 			return p, fmt.Errorf("%s.%w", where, err)
 		}
 	}
@@ -95,10 +89,10 @@ func Build(objs []meshconfig.Object) (Policies, error) {
 }
 
 func checkMeta(o meshconfig.Object) error {
-	want := map[string]string{KindServer: PolicyAPIVersion, KindAuthzPolicy: PolicyAPIVersion, KindHTTPRoute: GatewayAPIVersion}
+	want := map[string]string{KindServer: PolicyAPIVersion, KindAuthzPolicy: PolicyAPIVersion, KindHTTPRoute: GatewayAPIVersion, KindGRPCRoute: GatewayAPIVersion}
 	v, ok := want[o.Kind]
 	if !ok {
-		return fmt.Errorf("kind: %q is not one of Server, AuthorizationPolicy, HTTPRoute", o.Kind)
+		return fmt.Errorf("kind: %q is not one of Server, AuthorizationPolicy, HTTPRoute, GRPCRoute", o.Kind)
 	}
 	if o.APIVersion != v {
 		return fmt.Errorf("apiVersion: %q, want %s for a %s", o.APIVersion, v, o.Kind)
@@ -116,63 +110,41 @@ func checkMeta(o meshconfig.Object) error {
 }
 
 // add decodes o's spec strictly into its API type and checks what the
-// CRD schema would check on a cluster.
-func (p *Policies) add(o meshconfig.Object) error {
-	meta := func(m interface {
-		SetName(string)
-		SetNamespace(string)
-	}) {
-		m.SetName(o.Metadata.Name)
-		m.SetNamespace(o.Metadata.Namespace)
-	}
+// CRD schema would check on a cluster. created orders the object (see
+// Policies).
+func (p *Policies) add(o meshconfig.Object, created metav1.Time) error {
+	meta := metav1.ObjectMeta{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, CreationTimestamp: created}
 	switch o.Kind {
 	case KindServer:
-		s := &policyv1.Server{}
-		meta(s)
-		var spec serverSpec
-		if err := decodeSpec(o.Spec, &spec); err != nil {
+		s := &policyv1.Server{ObjectMeta: meta}
+		if err := decodeSpec(o.Spec, &s.Spec); err != nil {
 			return err
 		}
-		s.Spec = spec.ServerSpec
 		if err := checkServer(s); err != nil {
 			return err
 		}
-		access := apiv1.AccessPolicy_DENY
-		if spec.AccessPolicy != "" {
-			a, err := authz.ParseAccess(spec.AccessPolicy)
-			if err != nil {
-				return fmt.Errorf("spec.accessPolicy: %w", err)
-			}
-			access = a
-		}
-		if p.Access == nil {
-			p.Access = map[string]apiv1.AccessPolicy{}
-		}
-		p.Access[s.Namespace+"/"+s.Name] = access
 		p.Servers = append(p.Servers, s)
 	case KindAuthzPolicy:
-		a := &policyv1.AuthorizationPolicy{}
-		meta(a)
+		a := &policyv1.AuthorizationPolicy{ObjectMeta: meta}
 		if err := decodeSpec(o.Spec, &a.Spec); err != nil {
 			return err
 		}
-		// serviceAccounts is read raw so this check holds whether or not
-		// the API type has the field yet (decodeSpec refuses it if not).
-		var sas struct {
-			ServiceAccounts []json.RawMessage `json:"serviceAccounts"`
-		}
-		_ = json.Unmarshal(o.Spec, &sas)
-		if err := checkAuthz(a, len(sas.ServiceAccounts) > 0); err != nil {
+		if err := checkAuthz(a); err != nil {
 			return err
 		}
 		p.AuthorizationPolicies = append(p.AuthorizationPolicies, a)
 	case KindHTTPRoute:
-		r := &gwv1.HTTPRoute{}
-		meta(r)
+		r := &gwv1.HTTPRoute{ObjectMeta: meta}
 		if err := decodeSpec(o.Spec, &r.Spec); err != nil {
 			return err
 		}
 		p.HTTPRoutes = append(p.HTTPRoutes, r)
+	case KindGRPCRoute:
+		r := &gwv1.GRPCRoute{ObjectMeta: meta}
+		if err := decodeSpec(o.Spec, &r.Spec); err != nil {
+			return err
+		}
+		p.GRPCRoutes = append(p.GRPCRoutes, r)
 	}
 	return nil
 }
@@ -200,6 +172,9 @@ func checkServer(s *policyv1.Server) error {
 	default:
 		return fmt.Errorf("spec.protocol: %q is not one of unknown, HTTP/1, HTTP/2, gRPC, opaque, TLS", s.Spec.Protocol)
 	}
+	if _, ok := policymodel.Access(s.Spec.AccessPolicy); !ok && s.Spec.AccessPolicy != "" {
+		return fmt.Errorf("spec.accessPolicy: %q is not one of %s", s.Spec.AccessPolicy, strings.Join(policymodel.AccessValues(), ", "))
+	}
 	for i, e := range s.Spec.PodSelector.MatchExpressions {
 		switch e.Operator {
 		case "In", "NotIn":
@@ -217,7 +192,7 @@ func checkServer(s *policyv1.Server) error {
 	return nil
 }
 
-func checkAuthz(a *policyv1.AuthorizationPolicy, serviceAccounts bool) error {
+func checkAuthz(a *policyv1.AuthorizationPolicy) error {
 	sp := a.Spec
 	if sp.TargetRef.Name == "" {
 		return errors.New("spec.targetRef.name: required")
@@ -243,7 +218,14 @@ func checkAuthz(a *policyv1.AuthorizationPolicy, serviceAccounts bool) error {
 			return fmt.Errorf("spec.networks[%d]: %w", i, err)
 		}
 	}
-	if len(sp.Identities) == 0 && !serviceAccounts && len(sp.Namespaces) == 0 && len(sp.Networks) == 0 && !sp.Unauthenticated {
+	for i, sa := range sp.ServiceAccounts {
+		ns := cmp.Or(sa.Namespace, a.Namespace)
+		// Any valid trust domain: the file's is checked on its own.
+		if err := (identity.ID{TrustDomain: identity.DefaultTrustDomain, Namespace: ns, ServiceAccount: sa.Name}).Validate(); err != nil {
+			return fmt.Errorf("spec.serviceAccounts[%d]: %s/%s: %w", i, ns, sa.Name, err)
+		}
+	}
+	if len(sp.Identities) == 0 && len(sp.ServiceAccounts) == 0 && len(sp.Namespaces) == 0 && len(sp.Networks) == 0 && !sp.Unauthenticated {
 		return errors.New("spec: the policy allows nobody: set identities, serviceAccounts, namespaces, networks or unauthenticated: true")
 	}
 	return nil
@@ -268,36 +250,73 @@ func checkNetwork(n policyv1.Network) error {
 
 // checkRefs checks that every AuthorizationPolicy targets an object of the
 // file (on a cluster that is status TargetNotFound; a file can be refused
-// outright, naming the culprit, so nothing is silently denied).
+// outright, naming the culprit, so nothing is silently denied), and that
+// every route's parent is a Server of the file. It fills in the groups a
+// file may leave out (a reference in local mode can only name these), as
+// policymodel matches references exactly.
 func (p Policies) checkRefs() error {
-	servers := map[kindKey]bool{}
+	known := map[kindKey]bool{}
 	for _, s := range p.Servers {
-		servers[kindKey{KindServer, s.Namespace, s.Name}] = true
+		known[kindKey{KindServer, s.Namespace, s.Name}] = true
 	}
 	for _, r := range p.HTTPRoutes {
-		servers[kindKey{KindHTTPRoute, r.Namespace, r.Name}] = true
+		known[kindKey{KindHTTPRoute, r.Namespace, r.Name}] = true
+	}
+	for _, r := range p.GRPCRoutes {
+		known[kindKey{KindGRPCRoute, r.Namespace, r.Name}] = true
 	}
 	for _, a := range p.AuthorizationPolicies {
-		kind := a.Spec.TargetRef.Kind
-		if kind == "Namespace" {
-			if a.Spec.TargetRef.Name != a.Namespace {
-				return fmt.Errorf("AuthorizationPolicy %s/%s: spec.targetRef: a policy can target only its own namespace (%s), not %s", a.Namespace, a.Name, a.Namespace, a.Spec.TargetRef.Name)
-			}
-			continue
-		}
-		if kind != KindServer && kind != KindHTTPRoute {
-			return fmt.Errorf("AuthorizationPolicy %s/%s: spec.targetRef.kind: %q is not one of Server, HTTPRoute, Namespace", a.Namespace, a.Name, kind)
-		}
-		if !servers[kindKey{kind, a.Namespace, a.Spec.TargetRef.Name}] {
-			return fmt.Errorf("AuthorizationPolicy %s/%s: spec.targetRef: no %s %q in namespace %s of the store file", a.Namespace, a.Name, kind, a.Spec.TargetRef.Name, a.Namespace)
+		if err := checkTarget(a, known); err != nil {
+			return fmt.Errorf("AuthorizationPolicy %s/%s: spec.targetRef: %w", a.Namespace, a.Name, err)
 		}
 	}
 	for _, r := range p.HTTPRoutes {
-		for i, ref := range r.Spec.ParentRefs {
-			if kindOf(ref.Kind) != KindServer || !servers[kindKey{KindServer, r.Namespace, string(ref.Name)}] {
-				return fmt.Errorf("HTTPRoute %s/%s: spec.parentRefs[%d]: in local mode a parent is a Server of the file (kind: Server), not %s %q", r.Namespace, r.Name, i, kindOf(ref.Kind), ref.Name)
-			}
+		if err := checkParents(r.Spec.ParentRefs, r.Namespace, known); err != nil {
+			return fmt.Errorf("HTTPRoute %s/%s: %w", r.Namespace, r.Name, err)
 		}
+	}
+	for _, r := range p.GRPCRoutes {
+		if err := checkParents(r.Spec.ParentRefs, r.Namespace, known); err != nil {
+			return fmt.Errorf("GRPCRoute %s/%s: %w", r.Namespace, r.Name, err)
+		}
+	}
+	return nil
+}
+
+// checkTarget checks an AuthorizationPolicy's targetRef against the
+// file's objects and sets the group its kind implies.
+func checkTarget(a *policyv1.AuthorizationPolicy, known map[kindKey]bool) error {
+	ref := &a.Spec.TargetRef
+	switch ref.Kind {
+	case policyv1.KindNamespace:
+		if ref.Name != a.Namespace {
+			return fmt.Errorf("a policy can target only its own namespace (%s), not %s", a.Namespace, ref.Name)
+		}
+		ref.Group = ""
+		return nil
+	case KindServer:
+		ref.Group = policyv1.GroupName
+	case KindHTTPRoute, KindGRPCRoute:
+		ref.Group = policyv1.GatewayGroup
+	default:
+		return fmt.Errorf("kind: %q is not one of Server, HTTPRoute, GRPCRoute, Namespace", ref.Kind)
+	}
+	if !known[kindKey{ref.Kind, a.Namespace, ref.Name}] {
+		return fmt.Errorf("no %s %q in namespace %s of the store file", ref.Kind, ref.Name, a.Namespace)
+	}
+	return nil
+}
+
+// checkParents checks a route's parentRefs and sets their group.
+func checkParents(refs []gwv1.ParentReference, ns string, known map[kindKey]bool) error {
+	for i := range refs {
+		ref := &refs[i]
+		if kindOf(ref.Kind) != KindServer || !known[kindKey{KindServer, ns, string(ref.Name)}] ||
+			(ref.Namespace != nil && string(*ref.Namespace) != ns) {
+			return fmt.Errorf("spec.parentRefs[%d]: in local mode a parent is a Server of the file (kind: Server) in the route's namespace, not %s %q", i, kindOf(ref.Kind), ref.Name)
+		}
+		g := gwv1.Group(policyv1.GroupName)
+		ref.Group = &g
 	}
 	return nil
 }

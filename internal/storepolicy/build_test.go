@@ -6,8 +6,10 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
+	"github.com/trellis-mesh/trellis/internal/policymodel"
 )
 
 // parse decodes a store file and builds its policies.
@@ -65,13 +67,10 @@ func TestPoliciesAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Access["demo/books-http"] != apiv1.AccessPolicy_AUDIT {
-		t.Errorf("accessPolicy %v", p.Access)
-	}
 	if len(p.Servers) != 1 || len(p.AuthorizationPolicies) != 2 || len(p.HTTPRoutes) != 1 {
 		t.Fatalf("policies %+v", p)
 	}
-	if s := p.Servers[0]; s.Name != "books-http" || s.Namespace != "demo" || s.Spec.Port.IntVal != 9101 {
+	if s := p.Servers[0]; s.Name != "books-http" || s.Namespace != "demo" || s.Spec.Port.IntVal != 9101 || s.Spec.AccessPolicy != policyv1.AccessAudit {
 		t.Errorf("server %+v", s)
 	}
 	if a := p.AuthorizationPolicies[0]; a.Spec.Networks[0].Except[0] != "10.1.0.0/16" || a.Spec.Identities[0] != "spiffe://cluster.local/ns/demo/sa/web" {
@@ -135,6 +134,15 @@ func TestPoliciesRefused(t *testing.T) {
   - {apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: books-http, namespace: other}, spec: {port: 1}}
   - {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: p, namespace: demo}, spec: {targetRef: {kind: Server, name: books-http}, unauthenticated: true}}`,
 			[]string{"AuthorizationPolicy demo/p", "targetRef", "namespace demo"}},
+		{"bad service account", goodServer + `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: p, namespace: demo}, spec: {targetRef: {kind: Server, name: books-http}, serviceAccounts: [{name: Web_1}]}}`,
+			[]string{"AuthorizationPolicy demo/p", "spec.serviceAccounts[0]", "Web_1"}},
+		{"grpc route parent not a server", `
+  - {apiVersion: gateway.networking.k8s.io/v1, kind: GRPCRoute, metadata: {name: r, namespace: demo}, spec: {parentRefs: [{kind: Server, name: nope}]}}`,
+			[]string{"GRPCRoute demo/r", "parentRefs[0]", `"nope"`}},
+		{"route parent in another namespace", goodServer + `
+  - {apiVersion: gateway.networking.k8s.io/v1, kind: HTTPRoute, metadata: {name: r, namespace: demo}, spec: {parentRefs: [{kind: Server, name: books-http, namespace: other}]}}`,
+			[]string{"HTTPRoute demo/r", "parentRefs[0]", "route's namespace"}},
 		{"route parent not a server", `
   - {apiVersion: gateway.networking.k8s.io/v1, kind: HTTPRoute, metadata: {name: r, namespace: demo}, spec: {parentRefs: [{name: gw}]}}`,
 			[]string{"HTTPRoute demo/r", "parentRefs[0]", "Gateway", `"gw"`}},
@@ -161,7 +169,7 @@ func TestResolveAccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	books := []map[string]string{{"app": "books"}}
+	books := []Workload{{Name: "books", Labels: map[string]string{"app": "books"}}}
 	for _, tt := range []struct {
 		port uint32
 		want apiv1.AccessPolicy
@@ -170,12 +178,12 @@ func TestResolveAccess(t *testing.T) {
 		{9101, apiv1.AccessPolicy_AUDIT, "server/books-http"},
 		{7000, apiv1.AccessPolicy_DENY, "server/plain"}, // no accessPolicy: deny
 	} {
-		sp := Resolve(p, "demo", books, tt.port)
-		if sp.GetAccess() != tt.want || sp.GetName() != tt.name || sp.GetSource() != SourceServer {
+		sp := p.Answer("demo", books, tt.port, "cluster.local")
+		if sp.GetAccess() != tt.want || sp.GetName() != tt.name || sp.GetSource() != policymodel.SourceServer {
 			t.Errorf("port %d: %v, want %s access %v", tt.port, sp, tt.name, tt.want)
 		}
 	}
-	if sp := Resolve(p, "other", books, 9101); sp != nil {
+	if sp := p.Answer("other", books, 9101, "cluster.local"); sp.GetSource() != policymodel.SourceDefault {
 		t.Errorf("another namespace got %v", sp)
 	}
 }
