@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellis-mesh/trellis/cli/complete"
 	"github.com/trellis-mesh/trellis/cli/demo"
 	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/install/demok8s"
@@ -100,6 +101,7 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 	f.IntVar(&opts.BasePort, "base-port", 0, "use the loopback ports from this one upwards instead of free ones the kernel picks")
 	f.BoolVar(&k8s, "kubernetes", false, "print the demo as Kubernetes manifests (a namespace annotated for injection) instead of running it here")
 	f.StringVarP(&kube.Namespace, "namespace", "n", demok8s.DefaultNamespace, "with --kubernetes: the namespace of the demo")
+	_ = cmd.RegisterFlagCompletionFunc("namespace", complete.Namespaces(complete.FromKubeconfig))
 	f.StringVar(&kube.Image, "image", "trellis/demo-app:"+version.Version, "with --kubernetes: the trellis-demo-app image")
 	// text: live tables, then the summary's; json, yaml: the live tables
 	// on stderr, one summary document on stdout at the end. "table" was

@@ -109,3 +109,35 @@ func TestOutputConvention(t *testing.T) {
 	}
 	walk(NewRootCommand())
 }
+
+// TestClusterNameCompletion: every command taking -n completes namespaces
+// (create-issuer's --namespace names a Secret it prints, and run's a local
+// mesh's: no cluster to ask), and the commands taking a workload complete it.
+func TestClusterNameCompletion(t *testing.T) {
+	offline := map[string]bool{"trellis identity create-issuer": true, "trellis run": true}
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+		if c.Flags().Lookup("namespace") == nil || offline[c.CommandPath()] {
+			return
+		}
+		if comp, _ := c.GetFlagCompletionFunc("namespace"); comp == nil {
+			t.Errorf("%s: no completion for --namespace", c.CommandPath())
+		}
+	}
+	root := NewRootCommand()
+	walk(root)
+	authz, _, err := root.Find([]string{"authz"})
+	if err != nil || authz.ValidArgsFunction == nil {
+		t.Errorf("trellis authz: no completion of WORKLOAD (%v)", err)
+	}
+	explain, _, err := root.Find([]string{"policy", "explain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if comp, _ := explain.GetFlagCompletionFunc("to"); comp == nil {
+		t.Error("trellis policy explain: no completion of --to")
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellis-mesh/trellis/cli/complete"
 	"github.com/trellis-mesh/trellis/cli/output"
 )
 
@@ -147,6 +148,7 @@ whether the proxies are ready for it.`,
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (--kubernetes; default $KUBECONFIG, then ~/.kube/config)")
 	f.StringVar(&kubeContext, "context", "", "kubeconfig context (--kubernetes; default the current one)")
 	f.StringVar(&namespace, "namespace", "trellis-system", "namespace of the control plane (--kubernetes)")
+	_ = cmd.RegisterFlagCompletionFunc("namespace", complete.Namespaces(complete.FromKubeconfig))
 	f.StringVar(&anchorDir, "anchor-dir", "", "local directory for the new anchor and its key (--kubernetes; required with --stage)")
 	f.StringVar(&trustDomain, "trust-domain", "cluster.local", "trust domain the new issuer may sign in (--kubernetes)")
 	f.StringVar(&stage, "stage", "", "stage to run: add-anchor, switch-issuer or remove-old")

@@ -12,12 +12,12 @@ import (
 // statusDoc is what rotate --status shows, for a state dir or a cluster:
 // the text below, or the document itself under -o json|yaml.
 type statusDoc struct {
-	Target string    `json:"target"` // "state dir DIR" or "Secret NS/NAME"
-	Phase  string    `json:"phase"`
-	Notes  []string  `json:"notes"`
-	Anchor certDoc   `json:"anchor"`
-	Next   *certDoc  `json:"next,omitempty"` // the pending anchor, between add-anchor and switch-issuer
-	Issuer certDoc   `json:"issuer"`
+	Target string       `json:"target"` // "state dir DIR" or "Secret NS/NAME"
+	Phase  string       `json:"phase"`
+	Notes  []string     `json:"notes"`
+	Anchor certDoc      `json:"anchor"`
+	Next   *certDoc     `json:"next,omitempty"` // the pending anchor, between add-anchor and switch-issuer
+	Issuer certDoc      `json:"issuer"`
 	Bundle statusBundle `json:"bundle"`
 }
 

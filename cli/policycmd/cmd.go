@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/trellis-mesh/trellis/cli/checkcmd"
+	"github.com/trellis-mesh/trellis/cli/complete"
 	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
 )
@@ -42,6 +43,7 @@ func (c *common) flags(cmd *cobra.Command, outputs string) {
 	}
 	// The one -o convention (cli/output): its completion, its check.
 	c.out.Register(cmd, formats...)
+	_ = cmd.RegisterFlagCompletionFunc("namespace", complete.Namespaces(complete.FromKubeconfig))
 }
 
 func (c *common) check(outputs string) error {
@@ -131,6 +133,7 @@ adminAddr in the store file.`,
 		},
 	}
 	c.flags(cmd, "text|json|yaml")
+	cmd.ValidArgsFunction = c.completeWorkloadArg
 	cmd.Flags().DurationVar(&window, "window", time.Minute, "how long to count decisions for")
 	return cmd
 }
