@@ -231,11 +231,15 @@ func NewPolicy() *cobra.Command {
 		Short: "Explain authorization decisions and suggest least-privilege policies",
 		Long: `Work with inbound authorization policy (docs/policy.md): suggest writes the
 Servers and AuthorizationPolicies that allow exactly the traffic the proxies
-saw; explain says which policy allows or denies a call, and why.`,
+saw; explain says which policy allows or denies a call, and why; validate
+checks manifests offline and reports every problem at once.`,
 		Example: `  # The least-privilege policy of a namespace, in audit mode first
-  trellis policy suggest -n shop --audit | kubectl apply -f -`,
+  trellis policy suggest -n shop --audit | kubectl apply -f -
+
+  # Every problem of a manifest at once (the API server names only the first unknown field)
+  trellis policy validate -f policies.yaml`,
 	}
-	cmd.AddCommand(newSuggest(), newExplain())
+	cmd.AddCommand(newSuggest(), newExplain(), newValidate())
 	return cmd
 }
 

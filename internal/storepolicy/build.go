@@ -134,8 +134,8 @@ func (p *Policies) add(o meshconfig.Object) error {
 			return err
 		}
 		s.Spec = spec.ServerSpec
-		if err := checkServer(s); err != nil {
-			return err
+		if errs := checkServer(s, true); len(errs) > 0 {
+			return errors.Join(errs...)
 		}
 		access := apiv1.AccessPolicy_DENY
 		if spec.AccessPolicy != "" {
@@ -162,8 +162,8 @@ func (p *Policies) add(o meshconfig.Object) error {
 			ServiceAccounts []json.RawMessage `json:"serviceAccounts"`
 		}
 		_ = json.Unmarshal(o.Spec, &sas)
-		if err := checkAuthz(a, len(sas.ServiceAccounts) > 0); err != nil {
-			return err
+		if errs := checkAuthz(a, len(sas.ServiceAccounts) > 0); len(errs) > 0 {
+			return errors.Join(errs...)
 		}
 		p.AuthorizationPolicies = append(p.AuthorizationPolicies, a)
 	case KindHTTPRoute:
@@ -191,62 +191,75 @@ func decodeSpec(raw json.RawMessage, into any) error {
 	return nil
 }
 
-func checkServer(s *policyv1.Server) error {
-	if s.Spec.Port.Type != 0 || s.Spec.Port.IntVal < 1 || s.Spec.Port.IntVal > 65535 {
-		return fmt.Errorf("spec.port: %q: local mode needs a number 1-65535 (its workloads have no named container ports)", s.Spec.Port.String())
+// checkServer returns every problem of s. local: the store file's rule
+// that a port is a number (its workloads have no named container ports).
+func checkServer(s *policyv1.Server, local bool) []error {
+	var errs []error
+	port := s.Spec.Port
+	switch {
+	case port.Type == 0 && (port.IntVal < 1 || port.IntVal > 65535):
+		errs = append(errs, fmt.Errorf("spec.port: %d is not a port 1-65535", port.IntVal))
+	case port.Type != 0 && local:
+		errs = append(errs, fmt.Errorf("spec.port: %q: local mode needs a number 1-65535 (its workloads have no named container ports)", port.String()))
+	case port.Type != 0:
+		if msgs := validation.IsValidPortName(port.StrVal); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("spec.port: %q is neither a number 1-65535 nor a container port name: %s", port.StrVal, strings.Join(msgs, "; ")))
+		}
 	}
 	switch s.Spec.Protocol {
 	case "", policyv1.ProtocolUnknown, policyv1.ProtocolHTTP1, policyv1.ProtocolHTTP2, policyv1.ProtocolGRPC, policyv1.ProtocolOpaque, policyv1.ProtocolTLS:
 	default:
-		return fmt.Errorf("spec.protocol: %q is not one of unknown, HTTP/1, HTTP/2, gRPC, opaque, TLS", s.Spec.Protocol)
+		errs = append(errs, fmt.Errorf("spec.protocol: %q is not one of unknown, HTTP/1, HTTP/2, gRPC, opaque, TLS", s.Spec.Protocol))
 	}
 	for i, e := range s.Spec.PodSelector.MatchExpressions {
 		switch e.Operator {
 		case "In", "NotIn":
 			if len(e.Values) == 0 {
-				return fmt.Errorf("spec.podSelector.matchExpressions[%d]: operator %s needs values", i, e.Operator)
+				errs = append(errs, fmt.Errorf("spec.podSelector.matchExpressions[%d]: operator %s needs values", i, e.Operator))
 			}
 		case "Exists", "DoesNotExist":
 			if len(e.Values) > 0 {
-				return fmt.Errorf("spec.podSelector.matchExpressions[%d]: operator %s takes no values", i, e.Operator)
+				errs = append(errs, fmt.Errorf("spec.podSelector.matchExpressions[%d]: operator %s takes no values", i, e.Operator))
 			}
 		default:
-			return fmt.Errorf("spec.podSelector.matchExpressions[%d].operator: %q is not one of In, NotIn, Exists, DoesNotExist", i, e.Operator)
+			errs = append(errs, fmt.Errorf("spec.podSelector.matchExpressions[%d].operator: %q is not one of In, NotIn, Exists, DoesNotExist", i, e.Operator))
 		}
 	}
-	return nil
+	return errs
 }
 
-func checkAuthz(a *policyv1.AuthorizationPolicy, serviceAccounts bool) error {
+// checkAuthz returns every problem of a.
+func checkAuthz(a *policyv1.AuthorizationPolicy, serviceAccounts bool) []error {
+	var errs []error
 	sp := a.Spec
 	if sp.TargetRef.Name == "" {
-		return errors.New("spec.targetRef.name: required")
+		errs = append(errs, errors.New("spec.targetRef.name: required"))
 	}
 	for i, id := range sp.Identities {
 		if id == "*" {
 			continue
 		}
 		if _, err := identity.Parse(string(id)); err != nil {
-			return fmt.Errorf("spec.identities[%d]: %q: %w (or \"*\" for any mesh identity)", i, id, err)
+			errs = append(errs, fmt.Errorf("spec.identities[%d]: %q: %w (or \"*\" for any mesh identity)", i, id, err))
 		}
 	}
 	for i, ns := range sp.Namespaces {
 		if ns == "*" {
 			continue
 		}
-		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
-			return fmt.Errorf("spec.namespaces[%d]: %q: %s", i, ns, strings.Join(errs, "; "))
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("spec.namespaces[%d]: %q: %s", i, ns, strings.Join(msgs, "; ")))
 		}
 	}
 	for i, n := range sp.Networks {
 		if err := checkNetwork(n); err != nil {
-			return fmt.Errorf("spec.networks[%d]: %w", i, err)
+			errs = append(errs, fmt.Errorf("spec.networks[%d]: %w", i, err))
 		}
 	}
 	if len(sp.Identities) == 0 && !serviceAccounts && len(sp.Namespaces) == 0 && len(sp.Networks) == 0 && !sp.Unauthenticated {
-		return errors.New("spec: the policy allows nobody: set identities, serviceAccounts, namespaces, networks or unauthenticated: true")
+		errs = append(errs, errors.New("spec: the policy allows nobody: set identities, serviceAccounts, namespaces, networks or unauthenticated: true"))
 	}
-	return nil
+	return errs
 }
 
 func checkNetwork(n policyv1.Network) error {
@@ -278,15 +291,12 @@ func (p Policies) checkRefs() error {
 		servers[kindKey{KindHTTPRoute, r.Namespace, r.Name}] = true
 	}
 	for _, a := range p.AuthorizationPolicies {
+		if err := checkTarget(a); err != nil {
+			return fmt.Errorf("AuthorizationPolicy %s/%s: %w", a.Namespace, a.Name, err)
+		}
 		kind := a.Spec.TargetRef.Kind
 		if kind == "Namespace" {
-			if a.Spec.TargetRef.Name != a.Namespace {
-				return fmt.Errorf("AuthorizationPolicy %s/%s: spec.targetRef: a policy can target only its own namespace (%s), not %s", a.Namespace, a.Name, a.Namespace, a.Spec.TargetRef.Name)
-			}
 			continue
-		}
-		if kind != KindServer && kind != KindHTTPRoute {
-			return fmt.Errorf("AuthorizationPolicy %s/%s: spec.targetRef.kind: %q is not one of Server, HTTPRoute, Namespace", a.Namespace, a.Name, kind)
 		}
 		if !servers[kindKey{kind, a.Namespace, a.Spec.TargetRef.Name}] {
 			return fmt.Errorf("AuthorizationPolicy %s/%s: spec.targetRef: no %s %q in namespace %s of the store file", a.Namespace, a.Name, kind, a.Spec.TargetRef.Name, a.Namespace)
@@ -298,6 +308,21 @@ func (p Policies) checkRefs() error {
 				return fmt.Errorf("HTTPRoute %s/%s: spec.parentRefs[%d]: in local mode a parent is a Server of the file (kind: Server), not %s %q", r.Namespace, r.Name, i, kindOf(ref.Kind), ref.Name)
 			}
 		}
+	}
+	return nil
+}
+
+// checkTarget checks the kind of a's target and that a Namespace target
+// is a's own namespace; whether the target exists is the caller's check.
+func checkTarget(a *policyv1.AuthorizationPolicy) error {
+	switch kind := a.Spec.TargetRef.Kind; kind {
+	case KindServer, KindHTTPRoute:
+	case "Namespace":
+		if a.Spec.TargetRef.Name != a.Namespace {
+			return fmt.Errorf("spec.targetRef: a policy can target only its own namespace (%s), not %s", a.Namespace, a.Spec.TargetRef.Name)
+		}
+	default:
+		return fmt.Errorf("spec.targetRef.kind: %q is not one of Server, HTTPRoute, Namespace", kind)
 	}
 	return nil
 }
