@@ -8,7 +8,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellis-mesh/trellis/cli/complete"
 	"github.com/trellis-mesh/trellis/cli/demo"
+	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/install/demok8s"
 	"github.com/trellis-mesh/trellis/internal/version"
 )
@@ -19,6 +21,7 @@ func newDemoCommand() *cobra.Command {
 		fails []string
 		kube  demok8s.Options
 		k8s   bool
+		out   output.Flag
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -48,6 +51,9 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
   # Run for 30 seconds at 100 requests per second and print a JSON summary
   trellis demo --rps 100 --duration 30s -o json > summary.json
 
+  # The same summary as YAML (-o text, the default, prints tables)
+  trellis demo --duration 30s -o yaml
+
   # Default-deny authorization: a denied edge (intruder -> books) shows in the tables
   trellis demo --policy deny --keep
 
@@ -61,6 +67,9 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if k8s {
+				if out.Format() != output.Text {
+					return fmt.Errorf("-o %s: --kubernetes prints manifests (YAML), -o applies to the local run's summary", out.Format())
+				}
 				kube.RPS = opts.RPS
 				return printKubernetesDemo(cmd, kube)
 			}
@@ -74,6 +83,7 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 			if self, err := os.Executable(); err == nil {
 				opts.Self = self
 			}
+			opts.Output = out.Format()
 			opts.Stdout = cmd.OutOrStdout()
 			opts.Stderr = cmd.ErrOrStderr()
 			opts.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -84,7 +94,6 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 	f.IntVar(&opts.RPS, "rps", 50, "requests per second sent by the load generator")
 	f.DurationVar(&opts.Duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
 	f.DurationVar(&opts.Interval, "interval", 5*time.Second, "how often to print the tables")
-	f.StringVarP(&opts.Output, "output", "o", "table", "output format: table, or json (one summary on stdout at the end; tables go to stderr)")
 	f.StringArrayVar(&fails, "fail", nil, "SERVICE=RATE: make every workload of SERVICE (web, books, authors) fail this share of requests, e.g. books=0.3 (repeatable)")
 	f.BoolVar(&opts.Keep, "keep", false, "keep the work directory (store file, certificates, tokens, logs) at the end")
 	f.StringVar(&opts.BinDir, "bin-dir", "", "directory holding trellis-controller, trellis-proxy and trellis-demo-app (default: beside trellis, then $PATH)")
@@ -92,7 +101,13 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 	f.IntVar(&opts.BasePort, "base-port", 0, "use the loopback ports from this one upwards instead of free ones the kernel picks")
 	f.BoolVar(&k8s, "kubernetes", false, "print the demo as Kubernetes manifests (a namespace annotated for injection) instead of running it here")
 	f.StringVarP(&kube.Namespace, "namespace", "n", demok8s.DefaultNamespace, "with --kubernetes: the namespace of the demo")
+	_ = cmd.RegisterFlagCompletionFunc("namespace", complete.Namespaces(complete.FromKubeconfig))
 	f.StringVar(&kube.Image, "image", "trellis/demo-app:"+version.Version, "with --kubernetes: the trellis-demo-app image")
+	// text: live tables, then the summary's; json, yaml: the live tables
+	// on stderr, one summary document on stdout at the end. "table" was
+	// text's name before the one -o convention.
+	out.Register(cmd, output.Text, output.JSON, output.YAML)
+	out.Alias("table", output.Text)
 	return cmd
 }
 

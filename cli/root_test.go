@@ -77,7 +77,8 @@ func TestDemoRejectsBadFlags(t *testing.T) {
 // table) and json, and its shell completion lists the values. The
 // commands that print data are listed so one cannot lose its -o.
 func TestOutputConvention(t *testing.T) {
-	mustHave := map[string]bool{"trellis version": true, "trellis check": true, "trellis identity inspect": true, "trellis identity bundle list": true}
+	mustHave := map[string]bool{"trellis version": true, "trellis check": true, "trellis identity inspect": true, "trellis identity bundle list": true,
+		"trellis demo": true, "trellis identity verify": true, "trellis identity rotate": true, "trellis edges": true}
 	var walk func(*cobra.Command)
 	walk = func(c *cobra.Command) {
 		for _, sub := range c.Commands() {
@@ -93,7 +94,7 @@ func TestOutputConvention(t *testing.T) {
 		if f.Shorthand != "o" {
 			t.Errorf("%s: --output has shorthand %q, want o", c.CommandPath(), f.Shorthand)
 		}
-		if c.CommandPath() == "trellis demo" || c.CommandPath() == "trellis identity create-anchor" || c.CommandPath() == "trellis identity create-issuer" {
+		if c.CommandPath() == "trellis identity create-anchor" || c.CommandPath() == "trellis identity create-issuer" {
 			return // -o picks what is written, not a format of printed data
 		}
 		comp, _ := c.GetFlagCompletionFunc("output")
@@ -107,4 +108,36 @@ func TestOutputConvention(t *testing.T) {
 		}
 	}
 	walk(NewRootCommand())
+}
+
+// TestClusterNameCompletion: every command taking -n completes namespaces
+// (create-issuer's --namespace names a Secret it prints, and run's a local
+// mesh's: no cluster to ask), and the commands taking a workload complete it.
+func TestClusterNameCompletion(t *testing.T) {
+	offline := map[string]bool{"trellis identity create-issuer": true, "trellis run": true}
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+		if c.Flags().Lookup("namespace") == nil || offline[c.CommandPath()] {
+			return
+		}
+		if comp, _ := c.GetFlagCompletionFunc("namespace"); comp == nil {
+			t.Errorf("%s: no completion for --namespace", c.CommandPath())
+		}
+	}
+	root := NewRootCommand()
+	walk(root)
+	authz, _, err := root.Find([]string{"authz"})
+	if err != nil || authz.ValidArgsFunction == nil {
+		t.Errorf("trellis authz: no completion of WORKLOAD (%v)", err)
+	}
+	explain, _, err := root.Find([]string{"policy", "explain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if comp, _ := explain.GetFlagCompletionFunc("to"); comp == nil {
+		t.Error("trellis policy explain: no completion of --to")
+	}
 }

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/yaml"
 
 	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/controller/k8s/serve/apiservertest"
@@ -78,24 +79,38 @@ func TestVersionReadsTheControlPlane(t *testing.T) {
 	}
 }
 
-// TestJSONErrorOnStdout: a command that fails under -o json prints an
-// error document on stdout, naming the command and the culprit.
+// TestJSONErrorOnStdout: a command that fails under -o json or yaml
+// prints an error document on stdout, naming the command and the culprit.
 func TestJSONErrorOnStdout(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope")
-	root := NewRootCommand()
-	root.SetArgs([]string{"check", "-o", "json", "--kubeconfig", missing})
-	root.SetOut(new(bytes.Buffer))
-	cmd, err := root.ExecuteC()
-	if err == nil {
-		t.Fatal("check with a missing kubeconfig succeeded")
-	}
-	var stdout, stderr bytes.Buffer
-	output.ReportError(cmd, err, &stdout, &stderr)
-	var doc output.ErrorDoc
-	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
-		t.Fatalf("stdout %q: %v", stdout.String(), err)
-	}
-	if doc.Error.Command != "trellis check" || !strings.Contains(doc.Error.Message, missing) {
-		t.Errorf("error doc = %+v", doc)
+	for _, tt := range []struct {
+		args    []string
+		command string
+	}{
+		{[]string{"check", "-o", "json", "--kubeconfig", missing}, "trellis check"},
+		{[]string{"demo", "-o", "json", "--fail", "nosuch=" + missing}, "trellis demo"},
+		{[]string{"identity", "verify", "--issuer", missing, "-o", "json"}, "trellis identity verify"},
+		{[]string{"identity", "rotate", "--state-dir", missing, "--status", "-o", "yaml"}, "trellis identity rotate"},
+		{[]string{"policy", "validate", "-f", missing, "-o", "yaml"}, "trellis policy validate"},
+	} {
+		root := NewRootCommand()
+		root.SetArgs(tt.args)
+		root.SetOut(new(bytes.Buffer))
+		root.SetErr(new(bytes.Buffer))
+		cmd, err := root.ExecuteC()
+		if err == nil {
+			t.Errorf("%v succeeded", tt.args)
+			continue
+		}
+		var stdout, stderr bytes.Buffer
+		output.ReportError(cmd, err, &stdout, &stderr)
+		var doc output.ErrorDoc
+		if err := yaml.UnmarshalStrict(stdout.Bytes(), &doc); err != nil { // JSON is YAML
+			t.Errorf("%v: stdout %q: %v", tt.args, stdout.String(), err)
+			continue
+		}
+		if doc.Error.Command != tt.command || !strings.Contains(doc.Error.Message, missing) {
+			t.Errorf("%v: error doc = %+v", tt.args, doc)
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/trellis-mesh/trellis/cli/kubeconfig"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 // Client builds the clientset for the command's --kubeconfig and --context.
@@ -61,16 +62,7 @@ func Namespaces(client Client) Func {
 // Workloads completes the Deployments, StatefulSets and DaemonSets of the
 // command's -n namespace (default "default") as kind/name.
 func Workloads(client Client) Func {
-	return func(cmd *cobra.Command, _ []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		kube, ctx, cancel, ok := connect(cmd, client)
-		if !ok {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		defer cancel()
-		ns := flag(cmd, "namespace")
-		if ns == "" {
-			ns = metav1.NamespaceDefault
-		}
+	return inNamespace(client, func(ctx context.Context, kube kubernetes.Interface, ns string) []string {
 		var names []string
 		if l, err := kube.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{}); err == nil {
 			for _, o := range l.Items {
@@ -87,6 +79,44 @@ func Workloads(client Client) Func {
 				names = append(names, "daemonset/"+o.Name)
 			}
 		}
+		return names
+	})
+}
+
+// MeshedWorkloads completes the service accounts of the meshed pods (label
+// trellis.io/proxied=true) of the command's -n namespace: the workload
+// names of `trellis authz` and `policy explain --to`, which count per
+// service account.
+func MeshedWorkloads(client Client) Func {
+	return inNamespace(client, func(ctx context.Context, kube kubernetes.Interface, ns string) []string {
+		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: k8slabels.LabelProxied + "=true"})
+		if err != nil {
+			return nil
+		}
+		var names []string
+		for _, p := range pods.Items {
+			if sa := p.Spec.ServiceAccountName; sa != "" && !slices.Contains(names, sa) {
+				names = append(names, sa)
+			}
+		}
+		return names
+	})
+}
+
+// inNamespace completes the sorted names list returns for the command's
+// -n namespace (default "default").
+func inNamespace(client Client, list func(context.Context, kubernetes.Interface, string) []string) Func {
+	return func(cmd *cobra.Command, _ []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		kube, ctx, cancel, ok := connect(cmd, client)
+		if !ok {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		defer cancel()
+		ns := flag(cmd, "namespace")
+		if ns == "" {
+			ns = metav1.NamespaceDefault
+		}
+		names := list(ctx, kube, ns)
 		slices.Sort(names)
 		return names, cobra.ShellCompDirectiveNoFileComp
 	}

@@ -65,4 +65,28 @@ func TestCompletion(t *testing.T) {
 	}
 }
 
+// TestMeshedWorkloads: the service accounts of the namespace's meshed
+// pods, once each; unmeshed pods and other namespaces are left out.
+func TestMeshedWorkloads(t *testing.T) {
+	pod := func(ns, name, sa string, meshed bool) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.PodSpec{ServiceAccountName: sa}}
+		if meshed {
+			p.Labels = map[string]string{"trellis.io/proxied": "true"}
+		}
+		return p
+	}
+	kube := fake.NewClientset(pod("shop", "web-1", "web", true), pod("shop", "web-2", "web", true), pod("shop", "books-1", "books", true),
+		pod("shop", "legacy-1", "legacy", false), pod("other", "x-1", "x", true))
+	client := func(string, string) (kubernetes.Interface, error) { return kube, nil }
+	cmd := &cobra.Command{Use: "thing"}
+	cmd.Flags().StringP("namespace", "n", "", "")
+	if err := cmd.Flags().Set("namespace", "shop"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := MeshedWorkloads(client)(cmd, nil, "")
+	if strings.Join(got, " ") != "books web" {
+		t.Errorf("meshed workloads of shop = %q", got)
+	}
+}
+
 var errNoCluster = errors.New("no cluster")

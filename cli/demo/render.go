@@ -1,7 +1,6 @@
 package demo
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -158,16 +157,6 @@ func (r Report) Summary() Summary {
 		})
 	}
 	return s
-}
-
-// WriteJSON prints the summary as one indented JSON document.
-func WriteJSON(w io.Writer, r Report) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(r.Summary()); err != nil {
-		return fmt.Errorf("write summary: %w", err)
-	}
-	return nil
 }
 
 func ratio(v float64) *float64 {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/cli/stats"
 )
 
@@ -53,9 +54,9 @@ func TestWriteTables(t *testing.T) {
 	}
 }
 
-func TestWriteJSON(t *testing.T) {
+func TestSummaryJSON(t *testing.T) {
 	var b bytes.Buffer
-	if err := WriteJSON(&b, report(t)); err != nil {
+	if err := output.Write(&b, output.JSON, report(t).Summary(), nil); err != nil {
 		t.Fatal(err)
 	}
 	var got struct {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/cli/procs"
 	"github.com/trellis-mesh/trellis/cli/stats"
 )
@@ -23,7 +24,7 @@ type Options struct {
 	RPS      int
 	Duration time.Duration // 0: until ctx ends
 	Interval time.Duration
-	Output   string // table | json
+	Output   output.Format // text (the default), json or yaml
 	Fail     map[string]float64
 	Keep     bool
 	BasePort int
@@ -52,7 +53,7 @@ func (o *Options) defaults() error {
 		o.Interval = 5 * time.Second
 	}
 	if o.Output == "" {
-		o.Output = "table"
+		o.Output = output.Text
 	}
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 30 * time.Second
@@ -79,8 +80,8 @@ func (o *Options) defaults() error {
 		return fmt.Errorf("--duration %s: must not be negative", o.Duration)
 	case o.Interval < 100*time.Millisecond:
 		return fmt.Errorf("--interval %s: must be at least 100ms", o.Interval)
-	case o.Output != "table" && o.Output != "json":
-		return fmt.Errorf("-o %q: want table or json", o.Output)
+	case o.Output != output.Text && !output.IsStructured(o.Output):
+		return fmt.Errorf("-o %q: want text, json or yaml", o.Output)
 	}
 	for svc, r := range o.Fail {
 		if !knownService(svc) || r < 0 || r > 1 {
@@ -320,8 +321,8 @@ func tcpReady(address string) func(context.Context) error {
 // ends, then the summary over the run after the warm-up.
 func (d *demo) watch(ctx context.Context) error {
 	live := d.opts.Stdout
-	if d.opts.Output == "json" {
-		live = d.opts.Stderr // stdout carries only the JSON document
+	if output.IsStructured(d.opts.Output) {
+		live = d.opts.Stderr // stdout carries only the summary document
 	}
 	names := make([]string, len(d.plan.Workloads))
 	for i, w := range d.plan.Workloads {
@@ -389,10 +390,8 @@ func (d *demo) watch(ctx context.Context) error {
 func (d *demo) finish(ctx context.Context, s *scraper, names []string, base map[string]stats.Snapshot, baseAt time.Time) error {
 	cur, now := s.scrape(ctx, d.opts.Logger), time.Now()
 	r := BuildReport(names, deltas(cur, base), now.Sub(baseAt).Seconds())
-	if d.opts.Output == "json" {
-		return WriteJSON(d.opts.Stdout, r)
-	}
-	return WriteTables(d.opts.Stdout, r, fmt.Sprintf("Summary over %s (after a %s warm-up)", now.Sub(baseAt).Round(time.Second), d.opts.Warmup))
+	title := fmt.Sprintf("Summary over %s (after a %s warm-up)", now.Sub(baseAt).Round(time.Second), d.opts.Warmup)
+	return output.Write(d.opts.Stdout, d.opts.Output, r.Summary(), func(w io.Writer) error { return WriteTables(w, r, title) })
 }
 
 func deltas(cur, prev map[string]stats.Snapshot) map[string]stats.Snapshot {

@@ -118,7 +118,7 @@ func TestRunKeep(t *testing.T) {
 
 func TestRunBadOptions(t *testing.T) {
 	for _, opts := range []Options{
-		{Output: "yaml"},
+		{Output: "wide"},
 		{Interval: time.Millisecond},
 		{Duration: -time.Second},
 		{Fail: map[string]float64{"db": 0.5}},

@@ -425,49 +425,33 @@ func (k *kubeRotation) removeOld(ctx context.Context, s *kubeState, o kubeOption
 	return nil
 }
 
-func printKubeStatus(s *kubeState, w io.Writer, now time.Time) {
-	fmt.Fprintf(w, "Secret %s/%s: %s\n", s.namespace, kubeIssuerSecret, s.phase)
+// kubeStatus is the --status document of a cluster.
+func kubeStatus(s *kubeState, now time.Time) statusDoc {
+	var notes []string
 	if s.external {
-		fmt.Fprintf(w, "  the Secret is not Trellis-labelled: an external CA (cert-manager) owns it and switches the issuer; add-anchor and remove-old update only %s\n", kubeAnchorsCM)
+		notes = append(notes, fmt.Sprintf("the Secret is not Trellis-labelled: an external CA (cert-manager) owns it and switches the issuer; add-anchor and remove-old update only %s", kubeAnchorsCM))
 	}
 	if s.anchorDir == "" && s.phase == phaseSwitched {
-		fmt.Fprintln(w, "  (no --anchor-dir: a pending add-anchor cannot be told from a finished switch-issuer)")
+		notes = append(notes, "(no --anchor-dir: a pending add-anchor cannot be told from a finished switch-issuer)")
 	}
 	if s.addPartial {
-		fmt.Fprintln(w, "  add-anchor was interrupted: run --stage add-anchor again to finish it")
+		notes = append(notes, "add-anchor was interrupted: run --stage add-anchor again to finish it")
 	}
 	if s.switchPartial {
-		fmt.Fprintln(w, "  switch-issuer was interrupted: run --stage switch-issuer again to finish it")
+		notes = append(notes, "switch-issuer was interrupted: run --stage switch-issuer again to finish it")
 	}
 	if s.externalSwitched {
-		fmt.Fprintln(w, "  the external CA switched to the new anchor's issuer: run --stage remove-old once every proxy has renewed its certificate")
+		notes = append(notes, "the external CA switched to the new anchor's issuer: run --stage remove-old once every proxy has renewed its certificate")
 	}
 	if s.cmStale {
-		fmt.Fprintf(w, "  ConfigMap %s differs from the Secret's %s (fingerprint %s): running the current stage again makes them equal\n",
-			kubeAnchorsCM, kubeSecretCA, pki.Fingerprint(s.cmBundle))
+		notes = append(notes, fmt.Sprintf("ConfigMap %s differs from the Secret's %s (fingerprint %s): running the current stage again makes them equal",
+			kubeAnchorsCM, kubeSecretCA, pki.Fingerprint(s.cmBundle)))
 	}
-	line := func(role string, c *x509.Certificate) {
-		left := c.NotAfter.Sub(now)
-		state := human(left) + " left"
-		if left < 0 {
-			state = "EXPIRED"
-		}
-		fmt.Fprintf(w, "  %-9s %-34q SHA-256 %s  until %s (%s)\n", role, c.Subject.CommonName, shortFP(pki.CertFingerprint(c)),
-			c.NotAfter.UTC().Format(time.RFC3339), state)
-	}
-	line("anchor", s.anchor)
-	if s.next != nil {
-		line("next", s.next)
-	}
-	line("issuer", s.issuer)
 	src := kubeSecretCA
 	if s.external {
 		src = kubeAnchorsCM
 	}
-	fmt.Fprintf(w, "  bundle   %d anchor(s) in %s, fingerprint %s\n", len(s.bundle), src, pki.Fingerprint(s.bundle))
-	for _, c := range s.bundle {
-		line("in bundle", c)
-	}
+	return newStatusDoc(fmt.Sprintf("Secret %s/%s", s.namespace, kubeIssuerSecret), s.phase, notes, s.anchor, s.next, s.issuer, src, s.bundle, now)
 }
 
 // meshedProxy is one proxy to check: a running meshed pod.
@@ -557,6 +541,7 @@ type kubeRun struct {
 	kubeconfig, context, namespace, anchorDir string
 	stage                                     string
 	status, skipProxies                       bool
+	printStatus                               func(statusDoc) error
 	proxyTimeout                              time.Duration
 	opts                                      kubeOptions
 }
@@ -582,13 +567,11 @@ func runKubeRotate(cmd *cobra.Command, r kubeRun) error {
 	if err != nil {
 		return err
 	}
-	out := cmd.OutOrStdout()
 	if r.status {
-		printKubeStatus(s, out, r.opts.now)
-		return nil
+		return r.printStatus(kubeStatus(s, r.opts.now))
 	}
 	r.opts.checkProxies = kubeProxyChecker(ctx, client, r.skipProxies, r.proxyTimeout, cmd.ErrOrStderr())
-	err = k.runStage(ctx, s, r.stage, r.opts, out)
+	err = k.runStage(ctx, s, r.stage, r.opts, cmd.OutOrStdout())
 	if errors.Is(err, errAlreadyDone) {
 		return nil
 	}

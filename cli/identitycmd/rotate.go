@@ -292,36 +292,20 @@ func removeOld(s *rotationState, o rotateOptions, w io.Writer) error {
 	return nil
 }
 
-func printStatus(s *rotationState, w io.Writer, now time.Time) {
-	fmt.Fprintf(w, "state dir %s: %s\n", s.dir, s.phase)
+// localStatus is the --status document of a state dir.
+func localStatus(s *rotationState, now time.Time) statusDoc {
+	var notes []string
 	if s.addPartial {
-		fmt.Fprintln(w, "  add-anchor was interrupted: run --stage add-anchor again to finish it")
+		notes = append(notes, "add-anchor was interrupted: run --stage add-anchor again to finish it")
 	}
 	if s.switchPartial {
-		fmt.Fprintln(w, "  switch-issuer was interrupted: run --stage switch-issuer again to finish it")
+		notes = append(notes, "switch-issuer was interrupted: run --stage switch-issuer again to finish it")
 	}
-	line := func(role string, c *x509.Certificate) {
-		left := c.NotAfter.Sub(now)
-		state := human(left) + " left"
-		if left < 0 {
-			state = "EXPIRED"
-		}
-		fmt.Fprintf(w, "  %-9s %-34q SHA-256 %s  until %s (%s)\n", role, c.Subject.CommonName, shortFP(pki.CertFingerprint(c)),
-			c.NotAfter.UTC().Format(time.RFC3339), state)
-	}
-	line("anchor", s.anchor)
-	if s.next != nil {
-		line("next", s.next)
-	}
-	line("issuer", s.issuer)
 	src := bundleFile
 	if !s.hasBundle {
 		src = anchorCertFile + " (no " + bundleFile + ")"
 	}
-	fmt.Fprintf(w, "  bundle   %d anchor(s) from %s, fingerprint %s\n", len(s.bundle), src, pki.Fingerprint(s.bundle))
-	for _, c := range s.bundle {
-		line("in bundle", c)
-	}
+	return newStatusDoc("state dir "+s.dir, s.phase, notes, s.anchor, s.next, s.issuer, src, s.bundle, now)
 }
 
 // createNextAnchor makes the pending anchor of a rotation and writes its

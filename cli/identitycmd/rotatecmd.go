@@ -3,9 +3,13 @@ package identitycmd
 import (
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/trellis-mesh/trellis/cli/complete"
+	"github.com/trellis-mesh/trellis/cli/output"
 )
 
 func newRotateCommand(now func() time.Time) *cobra.Command {
@@ -25,6 +29,7 @@ func newRotateCommand(now func() time.Time) *cobra.Command {
 		namespace      string
 		anchorDir      string
 		trustDomain    string
+		out            output.Flag
 	)
 	cmd := &cobra.Command{
 		Use:   "rotate (--state-dir DIR | --kubernetes --anchor-dir DIR) (--stage STAGE | --status)",
@@ -48,7 +53,7 @@ interrupted run) and refuses to run before the previous one is done.
 Proxies are checked through their admin /metrics (--proxy-admin, once per
 proxy): trellis_identity_trust_bundle_info{fingerprint} and
 trellis_identity_cert_issuer_info{fingerprint,anchor_fingerprint}.
---status shows the stage the state dir is in.
+--status shows the stage the state dir is in (-o json|yaml: as a document).
 
 With --kubernetes the same stages work on the cluster of the kubeconfig
 (--kubeconfig, --context, else $KUBECONFIG), in namespace trellis-system:
@@ -81,6 +86,7 @@ whether the proxies are ready for it.`,
 
   # The same on a cluster; the new anchor's key stays in ./anchor
   trellis identity rotate --kubernetes --status
+  trellis identity rotate --kubernetes --status -o json
   trellis identity rotate --kubernetes --anchor-dir ./anchor --stage add-anchor
   trellis identity rotate --kubernetes --anchor-dir ./anchor --stage switch-issuer
   trellis identity rotate --kubernetes --anchor-dir ./anchor --stage remove-old`,
@@ -89,13 +95,19 @@ whether the proxies are ready for it.`,
 			if status == (stage != "") {
 				return errors.New("give exactly one of --stage or --status")
 			}
+			if !status && out.Format() != output.Text {
+				return fmt.Errorf("-o %s: only --status prints a document; a stage prints what it does", out.Format())
+			}
+			printStatus := func(d statusDoc) error {
+				return out.Print(cmd.OutOrStdout(), d, func(w io.Writer) error { return printStatusDoc(w, d) })
+			}
 			if kube == (stateDir != "") {
 				return errors.New("give exactly one of --state-dir (local controller) or --kubernetes (cluster)")
 			}
 			if kube {
 				return runKubeRotate(cmd, kubeRun{
 					kubeconfig: kubeconfig, context: kubeContext, namespace: namespace, anchorDir: anchorDir,
-					stage: stage, status: status, skipProxies: skipProxies, proxyTimeout: proxyTimeout,
+					stage: stage, status: status, printStatus: printStatus, skipProxies: skipProxies, proxyTimeout: proxyTimeout,
 					opts: kubeOptions{rotateOptions: rotateOptions{
 						anchorValidity: anchorValidity, issuerValidity: issuerValidity,
 						anchorName: anchorName, issuerName: defaultIssuerName, now: now(),
@@ -106,10 +118,8 @@ whether the proxies are ready for it.`,
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
 			if status {
-				printStatus(s, out, now())
-				return nil
+				return printStatus(localStatus(s, now()))
 			}
 			if anchorValidity <= 0 || issuerValidity <= 0 {
 				return errors.New("--anchor-validity and --issuer-validity must be positive")
@@ -122,7 +132,7 @@ whether the proxies are ready for it.`,
 				now:            now(),
 				checkProxies:   proxyChecker(cmd.Context(), proxies, skipProxies, proxyTimeout, cmd.ErrOrStderr()),
 			}
-			err = runStage(s, stage, o, out)
+			err = runStage(s, stage, o, cmd.OutOrStdout())
 			if errors.Is(err, errAlreadyDone) {
 				return nil
 			}
@@ -138,6 +148,7 @@ whether the proxies are ready for it.`,
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (--kubernetes; default $KUBECONFIG, then ~/.kube/config)")
 	f.StringVar(&kubeContext, "context", "", "kubeconfig context (--kubernetes; default the current one)")
 	f.StringVar(&namespace, "namespace", "trellis-system", "namespace of the control plane (--kubernetes)")
+	_ = cmd.RegisterFlagCompletionFunc("namespace", complete.Namespaces(complete.FromKubeconfig))
 	f.StringVar(&anchorDir, "anchor-dir", "", "local directory for the new anchor and its key (--kubernetes; required with --stage)")
 	f.StringVar(&trustDomain, "trust-domain", "cluster.local", "trust domain the new issuer may sign in (--kubernetes)")
 	f.StringVar(&stage, "stage", "", "stage to run: add-anchor, switch-issuer or remove-old")
@@ -148,5 +159,6 @@ whether the proxies are ready for it.`,
 	f.DurationVar(&anchorValidity, "anchor-validity", defaultAnchorValidity, "validity of the new anchor (add-anchor)")
 	f.DurationVar(&issuerValidity, "issuer-validity", defaultIssuerValidity, "validity of the new issuer (switch-issuer)")
 	f.StringVar(&anchorName, "anchor-name", "", "common name of the new anchor (default trellis-anchor-<UTC time>)")
+	out.Register(cmd, output.Text, output.JSON, output.YAML)
 	return cmd
 }

@@ -6,15 +6,20 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
 
 func newVerifyCommand(now func() time.Time) *cobra.Command {
-	var bundlePath, issuerPath, keyPath string
+	var (
+		bundlePath, issuerPath, keyPath string
+		out                             output.Flag
+	)
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Check that an issuer chains to the trust bundle and can sign now",
@@ -22,7 +27,7 @@ func newVerifyCommand(now func() time.Time) *cobra.Command {
 certificates, chain to one of the anchors of the bundle proxies trust, be
 valid now, and (with --issuer-key) its private key must match it.
 
-It warns (exit 0) when the issuer expires within 7 days or its anchor
+It warns (exit 0, on stderr; under -o json|yaml in "warnings") when the issuer expires within 7 days or its anchor
 within 30 days, and fails (exit 1, with the reason) otherwise.
 
 --issuer may also be a kubernetes.io/tls Secret manifest: its tls.crt is the
@@ -35,7 +40,10 @@ issuer, its tls.key the key and its ca.crt the bundle, unless --bundle or
   trellis identity verify --bundle ./state/bundle.crt --issuer ./state/issuer.crt --issuer-key ./state/issuer.key
 
   # The issuer Secret of a cluster (a cert-manager Certificate, for example)
-  kubectl -n trellis-system get secret trellis-identity-issuer -o yaml | trellis identity verify --issuer -`,
+  kubectl -n trellis-system get secret trellis-identity-issuer -o yaml | trellis identity verify --issuer -
+
+  # For a script: a JSON document (on failure {"error": {...}} and exit 1)
+  trellis identity verify --bundle ./ca/ca.crt --issuer ./ca/issuer.crt -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			data, err := readInput(issuerPath, cmd.InOrStdin())
@@ -63,23 +71,22 @@ issuer, its tls.key the key and its ca.crt the bundle, unless --bundle or
 			if err != nil {
 				return fmt.Errorf("verify failed: %w", err)
 			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "OK: issuer %q (SHA-256 %s)\n", issuer.Subject.String(), shortFP(pki.CertFingerprint(issuer)))
-			fmt.Fprintf(out, "  chains to anchor %q (SHA-256 %s), one of %d in the bundle\n",
-				res.Anchor.Subject.String(), shortFP(pki.CertFingerprint(res.Anchor)), len(anchors))
-			fmt.Fprintf(out, "  issuer valid until %s (%s left)\n", issuer.NotAfter.UTC().Format(time.RFC3339), human(res.IssuerTimeLeft))
-			fmt.Fprintf(out, "  anchor valid until %s (%s left)\n", res.Anchor.NotAfter.UTC().Format(time.RFC3339), human(res.AnchorTimeLeft))
-			if key != nil {
-				fmt.Fprintln(out, "  private key matches the issuer certificate")
-			} else {
-				fmt.Fprintln(out, "  private key not checked (no --issuer-key)")
+			doc := verifyDoc{OK: true, KeyChecked: key != nil, BundleAnchors: len(anchors), Warnings: res.Warnings}
+			if doc.Warnings == nil {
+				doc.Warnings = []string{}
 			}
-			for _, w := range res.Warnings {
-				fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: %s\n", w)
-			}
-			return nil
+			infos := pki.Describe([]*x509.Certificate{issuer, res.Anchor}, now())
+			doc.Issuer, doc.Anchor = infos[0], infos[1]
+			return out.Print(cmd.OutOrStdout(), doc, func(w io.Writer) error {
+				printVerify(w, doc)
+				for _, msg := range res.Warnings {
+					fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: %s\n", msg)
+				}
+				return nil
+			})
 		},
 	}
+	out.Register(cmd, output.Text, output.JSON, output.YAML)
 	f := cmd.Flags()
 	f.StringVar(&bundlePath, "bundle", "", "PEM file of the trust anchors proxies use")
 	f.StringVar(&issuerPath, "issuer", "", "PEM file of the issuer certificate (first certificate), or a Secret manifest; - for stdin (required)")
@@ -122,4 +129,31 @@ func issuerInput(data []byte) (*x509.Certificate, crypto.Signer, []*x509.Certifi
 		}
 	}
 	return certs[0], key, anchors, nil
+}
+
+// verifyDoc is the -o json|yaml document of verify (a failure is the
+// error document instead).
+type verifyDoc struct {
+	OK            bool         `json:"ok"`
+	Issuer        pki.CertInfo `json:"issuer"`
+	Anchor        pki.CertInfo `json:"anchor"`
+	BundleAnchors int          `json:"bundleAnchors"`
+	KeyChecked    bool         `json:"keyChecked"`
+	Warnings      []string     `json:"warnings"`
+}
+
+func printVerify(w io.Writer, d verifyDoc) {
+	fmt.Fprintf(w, "OK: issuer %q (SHA-256 %s)\n", d.Issuer.Subject, shortFP(d.Issuer.Fingerprint))
+	fmt.Fprintf(w, "  chains to anchor %q (SHA-256 %s), one of %d in the bundle\n", d.Anchor.Subject, shortFP(d.Anchor.Fingerprint), d.BundleAnchors)
+	for _, c := range []struct {
+		role string
+		info pki.CertInfo
+	}{{"issuer", d.Issuer}, {"anchor", d.Anchor}} {
+		fmt.Fprintf(w, "  %s valid until %s (%s left)\n", c.role, c.info.NotAfter.UTC().Format(time.RFC3339), human(time.Duration(c.info.SecondsLeft)*time.Second))
+	}
+	if d.KeyChecked {
+		fmt.Fprintln(w, "  private key matches the issuer certificate")
+	} else {
+		fmt.Fprintln(w, "  private key not checked (no --issuer-key)")
+	}
 }

@@ -45,6 +45,16 @@ const FlagName = "output"
 type Flag struct {
 	value   string
 	formats []Format
+	aliases map[string]Format
+}
+
+// Alias accepts old as another name of format to (an earlier spelling
+// scripts may use); it is not offered by completion.
+func (f *Flag) Alias(old string, to Format) {
+	if f.aliases == nil {
+		f.aliases = map[string]Format{}
+	}
+	f.aliases[old] = to
 }
 
 // Register adds -o/--output to cmd with the given formats (the first is
@@ -74,6 +84,9 @@ func (f *Flag) Register(cmd *cobra.Command, formats ...Format) {
 
 // Validate says which values are allowed when -o is not one of them.
 func (f *Flag) Validate() error {
+	if to, ok := f.aliases[f.value]; ok {
+		f.value = string(to)
+	}
 	if slices.Contains(f.formats, Format(f.value)) {
 		return nil
 	}

@@ -140,3 +140,19 @@ func TestReportError(t *testing.T) {
 		})
 	}
 }
+
+func TestAliasIsTheFormatItNames(t *testing.T) {
+	var out Flag
+	var got Format
+	cmd := &cobra.Command{Use: "thing", RunE: func(*cobra.Command, []string) error { got = out.Format(); return nil }}
+	out.Register(cmd, Text, JSON)
+	out.Alias("table", Text)
+	cmd.SetArgs([]string{"-o", "table"})
+	if err := cmd.Execute(); err != nil || got != Text {
+		t.Fatalf("-o table: %v, format %q, want text", err, got)
+	}
+	comp, _ := cmd.GetFlagCompletionFunc(FlagName)
+	if vals, _ := comp(cmd, nil, ""); strings.Contains(strings.Join(vals, " "), "table") {
+		t.Errorf("the alias is offered: %q", vals)
+	}
+}

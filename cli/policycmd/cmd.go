@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/trellis-mesh/trellis/cli/checkcmd"
+	"github.com/trellis-mesh/trellis/cli/complete"
 	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
 )
@@ -42,6 +43,7 @@ func (c *common) flags(cmd *cobra.Command, outputs string) {
 	}
 	// The one -o convention (cli/output): its completion, its check.
 	c.out.Register(cmd, formats...)
+	_ = cmd.RegisterFlagCompletionFunc("namespace", complete.Namespaces(complete.FromKubeconfig))
 }
 
 func (c *common) check(outputs string) error {
@@ -131,6 +133,7 @@ adminAddr in the store file.`,
 		},
 	}
 	c.flags(cmd, "text|json|yaml")
+	cmd.ValidArgsFunction = c.completeWorkloadArg
 	cmd.Flags().DurationVar(&window, "window", time.Minute, "how long to count decisions for")
 	return cmd
 }
@@ -228,11 +231,15 @@ func NewPolicy() *cobra.Command {
 		Short: "Explain authorization decisions and suggest least-privilege policies",
 		Long: `Work with inbound authorization policy (docs/policy.md): suggest writes the
 Servers and AuthorizationPolicies that allow exactly the traffic the proxies
-saw; explain says which policy allows or denies a call, and why.`,
+saw; explain says which policy allows or denies a call, and why; validate
+checks manifests offline and reports every problem at once.`,
 		Example: `  # The least-privilege policy of a namespace, in audit mode first
-  trellis policy suggest -n shop --audit | kubectl apply -f -`,
+  trellis policy suggest -n shop --audit | kubectl apply -f -
+
+  # Every problem of a manifest at once (the API server names only the first unknown field)
+  trellis policy validate -f policies.yaml`,
 	}
-	cmd.AddCommand(newSuggest(), newExplain())
+	cmd.AddCommand(newSuggest(), newExplain(), newValidate())
 	return cmd
 }
 

@@ -137,6 +137,7 @@ else its namespace's, else all-unauthenticated.`,
 	f := cmd.Flags()
 	f.StringVar(&o.from, "from", "", "the caller: SPIFFE ID, NAMESPACE/SERVICEACCOUNT or unauthenticated (required)")
 	f.StringVar(&o.to, "to", "", "the called workload: service account or pod name in --namespace (required)")
+	_ = cmd.RegisterFlagCompletionFunc("to", o.completeWorkloads)
 	f.Uint32Var(&o.port, "port", 0, "the called port, as the app listens on it (required)")
 	f.StringVar(&o.method, "method", "", "HTTP method of the request")
 	f.StringVar(&o.path, "path", "", "HTTP path of the request")

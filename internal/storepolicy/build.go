@@ -120,8 +120,8 @@ func (p *Policies) add(o meshconfig.Object, created metav1.Time) error {
 		if err := decodeSpec(o.Spec, &s.Spec); err != nil {
 			return err
 		}
-		if err := checkServer(s); err != nil {
-			return err
+		if errs := checkServer(s, true); len(errs) > 0 {
+			return errors.Join(errs...)
 		}
 		p.Servers = append(p.Servers, s)
 	case KindAuthzPolicy:
@@ -129,8 +129,8 @@ func (p *Policies) add(o meshconfig.Object, created metav1.Time) error {
 		if err := decodeSpec(o.Spec, &a.Spec); err != nil {
 			return err
 		}
-		if err := checkAuthz(a); err != nil {
-			return err
+		if errs := checkAuthz(a); len(errs) > 0 {
+			return errors.Join(errs...)
 		}
 		p.AuthorizationPolicies = append(p.AuthorizationPolicies, a)
 	case KindHTTPRoute:
@@ -163,72 +163,85 @@ func decodeSpec(raw json.RawMessage, into any) error {
 	return nil
 }
 
-func checkServer(s *policyv1.Server) error {
-	if s.Spec.Port.Type != 0 || s.Spec.Port.IntVal < 1 || s.Spec.Port.IntVal > 65535 {
-		return fmt.Errorf("spec.port: %q: local mode needs a number 1-65535 (its workloads have no named container ports)", s.Spec.Port.String())
+// checkServer returns every problem of s. local: the store file's rule
+// that a port is a number (its workloads have no named container ports).
+func checkServer(s *policyv1.Server, local bool) []error {
+	var errs []error
+	port := s.Spec.Port
+	switch {
+	case port.Type == 0 && (port.IntVal < 1 || port.IntVal > 65535):
+		errs = append(errs, fmt.Errorf("spec.port: %d is not a port 1-65535", port.IntVal))
+	case port.Type != 0 && local:
+		errs = append(errs, fmt.Errorf("spec.port: %q: local mode needs a number 1-65535 (its workloads have no named container ports)", port.String()))
+	case port.Type != 0:
+		if msgs := validation.IsValidPortName(port.StrVal); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("spec.port: %q is neither a number 1-65535 nor a container port name: %s", port.StrVal, strings.Join(msgs, "; ")))
+		}
 	}
 	switch s.Spec.Protocol {
 	case "", policyv1.ProtocolUnknown, policyv1.ProtocolHTTP1, policyv1.ProtocolHTTP2, policyv1.ProtocolGRPC, policyv1.ProtocolOpaque, policyv1.ProtocolTLS:
 	default:
-		return fmt.Errorf("spec.protocol: %q is not one of unknown, HTTP/1, HTTP/2, gRPC, opaque, TLS", s.Spec.Protocol)
+		errs = append(errs, fmt.Errorf("spec.protocol: %q is not one of unknown, HTTP/1, HTTP/2, gRPC, opaque, TLS", s.Spec.Protocol))
 	}
 	if _, ok := policymodel.Access(s.Spec.AccessPolicy); !ok && s.Spec.AccessPolicy != "" {
-		return fmt.Errorf("spec.accessPolicy: %q is not one of %s", s.Spec.AccessPolicy, strings.Join(policymodel.AccessValues(), ", "))
+		errs = append(errs, fmt.Errorf("spec.accessPolicy: %q is not one of %s", s.Spec.AccessPolicy, strings.Join(policymodel.AccessValues(), ", ")))
 	}
 	for i, e := range s.Spec.PodSelector.MatchExpressions {
 		switch e.Operator {
 		case "In", "NotIn":
 			if len(e.Values) == 0 {
-				return fmt.Errorf("spec.podSelector.matchExpressions[%d]: operator %s needs values", i, e.Operator)
+				errs = append(errs, fmt.Errorf("spec.podSelector.matchExpressions[%d]: operator %s needs values", i, e.Operator))
 			}
 		case "Exists", "DoesNotExist":
 			if len(e.Values) > 0 {
-				return fmt.Errorf("spec.podSelector.matchExpressions[%d]: operator %s takes no values", i, e.Operator)
+				errs = append(errs, fmt.Errorf("spec.podSelector.matchExpressions[%d]: operator %s takes no values", i, e.Operator))
 			}
 		default:
-			return fmt.Errorf("spec.podSelector.matchExpressions[%d].operator: %q is not one of In, NotIn, Exists, DoesNotExist", i, e.Operator)
+			errs = append(errs, fmt.Errorf("spec.podSelector.matchExpressions[%d].operator: %q is not one of In, NotIn, Exists, DoesNotExist", i, e.Operator))
 		}
 	}
-	return nil
+	return errs
 }
 
-func checkAuthz(a *policyv1.AuthorizationPolicy) error {
+// checkAuthz returns every problem of a.
+func checkAuthz(a *policyv1.AuthorizationPolicy) []error {
+	var errs []error
 	sp := a.Spec
 	if sp.TargetRef.Name == "" {
-		return errors.New("spec.targetRef.name: required")
+		errs = append(errs, errors.New("spec.targetRef.name: required"))
 	}
 	for i, id := range sp.Identities {
 		if id == "*" {
 			continue
 		}
 		if _, err := identity.Parse(string(id)); err != nil {
-			return fmt.Errorf("spec.identities[%d]: %q: %w (or \"*\" for any mesh identity)", i, id, err)
+			errs = append(errs, fmt.Errorf("spec.identities[%d]: %q: %w (or \"*\" for any mesh identity)", i, id, err))
 		}
 	}
 	for i, ns := range sp.Namespaces {
 		if ns == "*" {
 			continue
 		}
-		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
-			return fmt.Errorf("spec.namespaces[%d]: %q: %s", i, ns, strings.Join(errs, "; "))
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("spec.namespaces[%d]: %q: %s", i, ns, strings.Join(msgs, "; ")))
 		}
 	}
 	for i, n := range sp.Networks {
 		if err := checkNetwork(n); err != nil {
-			return fmt.Errorf("spec.networks[%d]: %w", i, err)
+			errs = append(errs, fmt.Errorf("spec.networks[%d]: %w", i, err))
 		}
 	}
 	for i, sa := range sp.ServiceAccounts {
 		ns := cmp.Or(sa.Namespace, a.Namespace)
 		// Any valid trust domain: the file's is checked on its own.
 		if err := (identity.ID{TrustDomain: identity.DefaultTrustDomain, Namespace: ns, ServiceAccount: sa.Name}).Validate(); err != nil {
-			return fmt.Errorf("spec.serviceAccounts[%d]: %s/%s: %w", i, ns, sa.Name, err)
+			errs = append(errs, fmt.Errorf("spec.serviceAccounts[%d]: %s/%s: %w", i, ns, sa.Name, err))
 		}
 	}
 	if len(sp.Identities) == 0 && len(sp.ServiceAccounts) == 0 && len(sp.Namespaces) == 0 && len(sp.Networks) == 0 && !sp.Unauthenticated {
-		return errors.New("spec: the policy allows nobody: set identities, serviceAccounts, namespaces, networks or unauthenticated: true")
+		errs = append(errs, errors.New("spec: the policy allows nobody: set identities, serviceAccounts, namespaces, networks or unauthenticated: true"))
 	}
-	return nil
+	return errs
 }
 
 func checkNetwork(n policyv1.Network) error {
@@ -317,6 +330,22 @@ func checkParents(refs []gwv1.ParentReference, ns string, known map[kindKey]bool
 		}
 		g := gwv1.Group(policyv1.GroupName)
 		ref.Group = &g
+	}
+	return nil
+}
+
+// checkTargetKind checks the kind of a's target and that a Namespace
+// target is a's own namespace, for files checked without the objects the
+// target names (policy validate); checkTarget also requires the target.
+func checkTargetKind(a *policyv1.AuthorizationPolicy) error {
+	switch kind := a.Spec.TargetRef.Kind; kind {
+	case KindServer, KindHTTPRoute, KindGRPCRoute:
+	case policyv1.KindNamespace:
+		if a.Spec.TargetRef.Name != a.Namespace {
+			return fmt.Errorf("spec.targetRef: a policy can target only its own namespace (%s), not %s", a.Namespace, a.Spec.TargetRef.Name)
+		}
+	default:
+		return fmt.Errorf("spec.targetRef.kind: %q is not one of Server, HTTPRoute, GRPCRoute, Namespace", kind)
 	}
 	return nil
 }
