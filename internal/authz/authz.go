@@ -249,8 +249,12 @@ type Input struct {
 	Method string
 	// Path is the request's decoded URL path; dot segments are resolved
 	// before matching.
-	Path   string
-	Header http.Header
+	Path string
+	// RawPath is the path as the app receives it (the escaped path); ""
+	// when unknown. A path the app may read as another route than Path
+	// matches no route (routematch.Table.SelectStrict).
+	RawPath string
+	Header  http.Header
 }
 
 // Server is the policy's metric label: its name, or "default:<access>".

@@ -46,7 +46,7 @@ func (p *Policy) Decide(in Input) Decision {
 	ip := in.ClientIP.Unmap()
 	var rt *route
 	if !in.Conn && p.table != nil {
-		if i := p.table.Select(in.Method, in.Path, in.Header); i >= 0 {
+		if i := p.table.SelectStrict(in.Method, in.Path, in.RawPath, in.Header); i >= 0 {
 			rt = &p.routes[i]
 			d.Route = rt.name
 		}

@@ -269,16 +269,7 @@ func (t *Table) Len() int { return t.n }
 // Select returns the index of the most specific route matching the
 // request, or -1. path is cleaned first (CleanPath).
 func (t *Table) Select(method, rawPath string, h http.Header) int {
-	p := CleanPath(rawPath)
-	if i := first(t.exact[p], method, p, h); i >= 0 {
-		return i
-	}
-	if strings.HasPrefix(p, "/") {
-		if i := first(t.bySeg[firstSegment(p)], method, p, h); i >= 0 {
-			return i
-		}
-	}
-	return first(t.catchAll, method, p, h)
+	return t.selectClean(method, CleanPath(rawPath), h)
 }
 
 func first(b []entry, method, p string, h http.Header) int {
