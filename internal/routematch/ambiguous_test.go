@@ -1,6 +1,7 @@
 package routematch
 
 import (
+	"net/http"
 	"net/url"
 	"testing"
 
@@ -78,4 +79,32 @@ func FuzzSelectStrict(f *testing.F) {
 			t.Fatalf("SelectStrict(%q) = %d, neither -1 nor Select's", escaped, got)
 		}
 	})
+}
+
+// TestRepeatedHeader: a repeated field matches only if every value does:
+// the app may read the last one ("X-Tenant: public" then "X-Tenant:
+// admin" must not get the public route).
+func TestRepeatedHeader(t *testing.T) {
+	tbl, err := NewTable([][]*apiv1.RouteMatch{
+		{{PathPrefix: "/api", Headers: []*apiv1.RouteMatch_Header{{Name: "x-tenant", Value: "public"}}}},
+		{{PathPrefix: "/api", Headers: []*apiv1.RouteMatch_Header{{Name: "x-canary", Value: "c[0-9]+", Regex: true}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		h    http.Header
+		want int
+	}{
+		{http.Header{"X-Tenant": {"public"}}, 0},
+		{http.Header{"X-Tenant": {"public", "public"}}, 0},
+		{http.Header{"X-Tenant": {"public", "admin"}}, -1},
+		{http.Header{"X-Tenant": {"admin", "public"}}, -1},
+		{http.Header{"X-Canary": {"c1", "c2"}}, 1},
+		{http.Header{"X-Canary": {"c1", "prod"}}, -1},
+	} {
+		if got := tbl.Select("GET", "/api/x", tt.h); got != tt.want {
+			t.Errorf("Select(%v) = %d, want %d", tt.h, got, tt.want)
+		}
+	}
 }

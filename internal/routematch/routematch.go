@@ -167,15 +167,23 @@ func (m *Match) Matches(method, path string, h http.Header) bool {
 		if len(v) == 0 {
 			return false
 		}
-		if hm.re != nil {
-			if !hm.re.MatchString(v[0]) {
+		// Every value: apps differ on which of repeated fields they
+		// read (first, last, joined), and a route only adds
+		// authorizations.
+		for _, x := range v {
+			if !hm.matches(x) {
 				return false
 			}
-		} else if v[0] != hm.value {
-			return false
 		}
 	}
 	return true
+}
+
+func (hm *header) matches(v string) bool {
+	if hm.re != nil {
+		return hm.re.MatchString(v)
+	}
+	return v == hm.value
 }
 
 // Table is a list of routes, each a list of matches (none: the route
