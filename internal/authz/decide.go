@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"net/http"
 	"net/netip"
 	"strings"
 
@@ -45,7 +46,8 @@ func (p *Policy) Decide(in Input) Decision {
 	}
 	ip := in.ClientIP.Unmap()
 	var rt *route
-	if !in.Conn && p.table != nil {
+	// CONNECT names an authority, not a path: no route is its.
+	if !in.Conn && p.table != nil && in.Method != http.MethodConnect {
 		if i := p.table.SelectStrict(in.Method, in.Path, in.RawPath, in.Header); i >= 0 {
 			rt = &p.routes[i]
 			d.Route = rt.name

@@ -143,7 +143,8 @@ func TestAmbiguousPath(t *testing.T) {
 	open := &apiv1.Authorization{Name: "open", Unauthenticated: true}
 	sp := &apiv1.ServerPolicy{Name: "books", Access: apiv1.AccessPolicy_DENY,
 		Authorizations: []*apiv1.Authorization{{Name: "web", Identities: []string{web}}},
-		Routes:         []*apiv1.InboundRoute{rt("public", open, &apiv1.RouteMatch{PathPrefix: "/public"})}}
+		Routes: []*apiv1.InboundRoute{rt("public", open, &apiv1.RouteMatch{PathPrefix: "/public"}),
+			rt("root", open, &apiv1.RouteMatch{PathExact: "/"})}}
 	p := mustCompile(t, sp, defs)
 	for _, tt := range []struct {
 		path, raw string
@@ -156,8 +157,13 @@ func TestAmbiguousPath(t *testing.T) {
 		{"/admin/x/../../public", "/admin/x%2F..%2F..%2Fpublic", "", want{reason: ReasonUnauthorized}},
 		{"/admin/x/../../public", "/admin/x/%2e%2e/%2e%2e/public", "", want{reason: ReasonUnauthorized}},
 		{"/admin/..;/public", "/admin/..;/public", web, want{allowed: true, authz: "web"}},
+		// CONNECT's authority form has no path; "" must not read as "/".
+		{"", "", "", want{reason: ReasonUnauthorized}},
 	} {
 		in := call{id: tt.id, path: tt.path}.input()
+		if tt.path == "" {
+			in.Method, in.Path = http.MethodConnect, ""
+		}
 		in.RawPath = tt.raw
 		d := p.Decide(in)
 		if d.Allowed != tt.w.allowed || d.Authz != tt.w.authz || d.Route != tt.w.route || d.Reason != tt.w.reason {
