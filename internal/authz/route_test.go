@@ -136,9 +136,10 @@ func TestDecideAllocs(t *testing.T) {
 	}
 }
 
-// TestAmbiguousPath: a route's authorizations do not apply to a path the
-// app may read as another route (params before dot segments, encoded
-// slashes or dots); the server's and the access policy still decide.
+// TestAmbiguousPath: a route's authorizations apply to a path the app may
+// read as another route (params before dot segments, encoded slashes or
+// dots, dot segments) only if that route's allow the caller too; the
+// server's and the access policy still decide.
 func TestAmbiguousPath(t *testing.T) {
 	open := &apiv1.Authorization{Name: "open", Unauthenticated: true}
 	sp := &apiv1.ServerPolicy{Name: "books", Access: apiv1.AccessPolicy_DENY,
@@ -153,10 +154,13 @@ func TestAmbiguousPath(t *testing.T) {
 	}{
 		{"/public/a", "/public/a", "", want{allowed: true, authz: "open", route: "public"}},
 		{"/public;jsessionid=1/a", "/public;jsessionid=1/a", "", want{allowed: true, authz: "open", route: "public"}},
-		{"/admin/..;/public", "/admin/..;/public", "", want{reason: ReasonUnauthorized}},
-		{"/admin/x/../../public", "/admin/x%2F..%2F..%2Fpublic", "", want{reason: ReasonUnauthorized}},
-		{"/admin/x/../../public", "/admin/x/%2e%2e/%2e%2e/public", "", want{reason: ReasonUnauthorized}},
-		{"/admin/..;/public", "/admin/..;/public", web, want{allowed: true, authz: "web"}},
+		{"/admin/..;/public", "/admin/..;/public", "", want{route: "public", reason: ReasonUnauthorized}},
+		{"/admin/x/../../public", "/admin/x%2F..%2F..%2Fpublic", "", want{route: "public", reason: ReasonUnauthorized}},
+		{"/admin/x/../../public", "/admin/x/%2e%2e/%2e%2e/public", "", want{route: "public", reason: ReasonUnauthorized}},
+		{"/admin/../public", "/admin/../public", "", want{route: "public", reason: ReasonUnauthorized}},
+		{"/admin/..;/public", "/admin/..;/public", web, want{allowed: true, authz: "web", route: "public"}},
+		// Both readings open: allowed.
+		{"/public/x/../a", "/public/x/../a", "", want{allowed: true, authz: "open", route: "public"}},
 		// CONNECT's authority form has no path; "" must not read as "/".
 		{"", "", "", want{reason: ReasonUnauthorized}},
 	} {

@@ -41,7 +41,8 @@ func rawRequest(t *testing.T, addr, head string) (*http.Response, net.Conn, *buf
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
+	method, _, _ := strings.Cut(head, " ")
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
 	if err != nil {
 		t.Fatalf("%q: %v", head, err)
 	}
@@ -165,5 +166,59 @@ func h2Get(t *testing.T, c net.Conn, br *bufio.Reader, path string) string {
 		} else if h, ok := f.(*http2.HeadersFrame); ok {
 			_, _ = dec.DecodeFull(h.HeaderBlockFragment())
 		}
+	}
+}
+
+// TestRequestFormsDecided: request forms that could read as an open route
+// are decided on what the app gets; none reaches the app past a deny.
+func TestRequestFormsDecided(t *testing.T) {
+	r := newAuthzRig(t, policy.AllUnauthenticated, publicOnly)
+	for _, tt := range []struct {
+		name, head string
+		want       int
+	}{
+		{"absolute form", "GET http://books/public/../secret HTTP/1.1\r\nHost: books\r\n\r\n", 403},
+		{"absolute form, open", "GET http://books/public/a HTTP/1.1\r\nHost: books\r\n\r\n", 200},
+		{"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: books\r\n\r\n", 403},
+		{"CONNECT", "CONNECT books:80 HTTP/1.1\r\nHost: books:80\r\n\r\n", 403},
+		{"lower-case method on a GET route", "get /healthz HTTP/1.1\r\nHost: books\r\n\r\n", 0},
+		{"HEAD on a GET route", "HEAD /healthz HTTP/1.1\r\nHost: books\r\n\r\n", 403},
+		{"websocket upgrade, denied path", "GET /secret HTTP/1.1\r\nHost: books\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", 403},
+		{"trellis-target-port from a plain caller", "GET /public/a HTTP/1.1\r\nHost: books\r\nTrellis-Target-Port: 1\r\n\r\n", 200},
+		{"fragment-like %23", "GET /secret%23/../../public HTTP/1.1\r\nHost: books\r\n\r\n", 403},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := r.requests.Load()
+			resp, _, _ := rawRequest(t, r.inAddr, tt.head)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			saw := r.requests.Load() - before
+			switch {
+			case tt.want == 0: // any refusal, never the app
+				if saw != 0 || resp.StatusCode < 400 {
+					t.Fatalf("%d %q, app saw %d; want a refusal", resp.StatusCode, body, saw)
+				}
+			case resp.StatusCode != tt.want || (tt.want >= 400) != (saw == 0):
+				t.Fatalf("%d %q, app saw %d; want %d", resp.StatusCode, body, saw, tt.want)
+			}
+		})
+	}
+}
+
+// TestH2PriorKnowledgeStreams: a plain HTTP/2 caller's streams are
+// decided one by one: an open first stream opens nothing else.
+func TestH2PriorKnowledgeStreams(t *testing.T) {
+	r := newAuthzRig(t, policy.AllUnauthenticated, publicOnly)
+	c, err := net.DialTimeout("tcp", r.inAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	before := r.requests.Load()
+	if st := h2Get(t, c, br, "/secret"); st != "403" || r.requests.Load() != before {
+		t.Fatalf("HTTP/2 stream for /secret: %q, app saw %d; want 403 and none", st, r.requests.Load()-before)
 	}
 }
