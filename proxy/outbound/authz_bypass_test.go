@@ -222,3 +222,21 @@ func TestH2PriorKnowledgeStreams(t *testing.T) {
 		t.Fatalf("HTTP/2 stream for /secret: %q, app saw %d; want 403 and none", st, r.requests.Load()-before)
 	}
 }
+
+// TestPipelinedDecided: a request pipelined behind an allowed one, in the
+// same write, is decided on its own.
+func TestPipelinedDecided(t *testing.T) {
+	r := newAuthzRig(t, policy.AllUnauthenticated, publicOnly)
+	before := r.requests.Load()
+	resp, _, br := rawRequest(t, r.inAddr, "GET /healthz HTTP/1.1\r\nHost: books\r\n\r\nGET /secret HTTP/1.1\r\nHost: books\r\n\r\n")
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	second, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Body.Close()
+	if resp.StatusCode != 200 || second.StatusCode != http.StatusForbidden || r.requests.Load()-before != 1 {
+		t.Fatalf("pipelined: %d then %d, app saw %d; want 200, 403 and 1", resp.StatusCode, second.StatusCode, r.requests.Load()-before)
+	}
+}
