@@ -50,3 +50,48 @@ func TestRouteMatchesCompile(t *testing.T) {
 		})
 	}
 }
+
+// TestBoundCounts: an answer with more route matches or authorizations
+// than the proxy compiles is trimmed (routes first, from the last), so
+// the proxy does not refuse it and keep its default for the port. Small
+// objects reach the counts long before MaxAnswerBytes.
+func TestBoundCounts(t *testing.T) {
+	route := func(name string, n int) *apiv1.InboundRoute {
+		r := &apiv1.InboundRoute{Name: name, Authorizations: []*apiv1.Authorization{{Name: "open", Unauthenticated: true}}}
+		for i := range n {
+			r.Matches = append(r.Matches, &apiv1.RouteMatch{PathExact: "/p" + strings.Repeat("x", i%7)})
+		}
+		return r
+	}
+	manyAuthz := func(n int) []*apiv1.Authorization {
+		out := make([]*apiv1.Authorization, n)
+		for i := range out {
+			out[i] = &apiv1.Authorization{Name: "a", Identities: []string{"*"}}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name           string
+		sp             *apiv1.ServerPolicy
+		routes, authzs int // left
+	}{
+		{"matches", &apiv1.ServerPolicy{Routes: []*apiv1.InboundRoute{route("a", 6000), route("b", 3000), route("c", 2000)}}, 2, 0},
+		{"route authorizations", &apiv1.ServerPolicy{Authorizations: manyAuthz(9000), Routes: []*apiv1.InboundRoute{
+			{Name: "a", Authorizations: manyAuthz(900)}, {Name: "b", Authorizations: manyAuthz(900)}}}, 1, 9000},
+		{"server authorizations", &apiv1.ServerPolicy{Authorizations: manyAuthz(authz.MaxAuthorizations + 5)}, 0, authz.MaxAuthorizations},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.sp.Name, tc.sp.Access, tc.sp.Source = "server/web", apiv1.AccessPolicy_DENY, "server"
+			if _, err := authz.Compile(tc.sp, authz.Defaults{}); err == nil {
+				t.Fatal("the untrimmed answer compiles: the case tests nothing")
+			}
+			bound(tc.sp)
+			if len(tc.sp.Routes) != tc.routes || len(tc.sp.Authorizations) != tc.authzs {
+				t.Errorf("%d routes, %d authorizations left; want %d, %d", len(tc.sp.Routes), len(tc.sp.Authorizations), tc.routes, tc.authzs)
+			}
+			if _, err := authz.Compile(tc.sp, authz.Defaults{}); err != nil {
+				t.Fatalf("the proxy refuses the trimmed answer: %v", err)
+			}
+		})
+	}
+}
