@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -161,6 +162,10 @@ func (o *explainOpts) run(ctx context.Context) (Explanation, error) {
 		}
 	}
 	in.Method, in.Path, in.Conn = o.method, o.path, o.method == "" && o.path == ""
+	if u, err := url.ParseRequestURI(o.path); err == nil {
+		// --path as sent: decoded for matching, escaped as the app gets it.
+		in.Path, in.RawPath = u.Path, u.EscapedPath()
+	}
 	if !in.Conn && in.Path == "" {
 		in.Path = "/"
 	}

@@ -34,6 +34,9 @@ func IsDefault(sp *apiv1.ServerPolicy) bool {
 		sp.GetAccess() == apiv1.AccessPolicy_ACCESS_UNSPECIFIED && len(sp.GetRoutes()) == 0)
 }
 
+// Unnamed is Decision.Authz for an authorization without a name.
+const Unnamed = "(unnamed)"
+
 // MaxAuthorizations bounds the authorizations of a policy (server and
 // routes together): a hostile or broken answer must not make every request
 // scan without end.
@@ -182,6 +185,10 @@ func compileAuthorizations(as []*apiv1.Authorization) ([]authorization, error) {
 
 func compileAuthorization(a *apiv1.Authorization) (authorization, error) {
 	c := authorization{name: a.GetName(), unauth: a.GetUnauthenticated()}
+	if c.name == "" {
+		// Decision.Authz (the authz label) must name what allowed a call.
+		c.name = Unnamed
+	}
 	for _, id := range a.GetIdentities() {
 		if id == "*" {
 			c.anyID = true
@@ -249,8 +256,12 @@ type Input struct {
 	Method string
 	// Path is the request's decoded URL path; dot segments are resolved
 	// before matching.
-	Path   string
-	Header http.Header
+	Path string
+	// RawPath is the path as the app receives it (the escaped path); ""
+	// when unknown. A path the app may read as another route than Path
+	// matches no route (routematch.Table.SelectStrict).
+	RawPath string
+	Header  http.Header
 }
 
 // Server is the policy's metric label: its name, or "default:<access>".

@@ -1,10 +1,12 @@
 package authz
 
 import (
+	"net/http"
 	"net/netip"
 	"strings"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/routematch"
 )
 
 // Reasons a call is denied (Decision.Reason, the reason label of
@@ -44,24 +46,43 @@ func (p *Policy) Decide(in Input) Decision {
 		id = in.Identity
 	}
 	ip := in.ClientIP.Unmap()
-	var rt *route
-	if !in.Conn && p.table != nil {
-		if i := p.table.Select(in.Method, in.Path, in.Header); i >= 0 {
-			rt = &p.routes[i]
-			d.Route = rt.name
+	var rs routematch.Readings
+	// CONNECT names an authority, not a path: no route is its.
+	if !in.Conn && p.table != nil && in.Method != http.MethodConnect {
+		rs = p.table.SelectStrict(in.Method, in.Path, in.RawPath, in.Header)
+		if rs.Routes[0] >= 0 {
+			d.Route = p.routes[rs.Routes[0]].name
 		}
 	}
 	if a := p.authzs.allowing(id, ip); a != nil {
 		d.Allowed, d.Authz = true, a.name
 		return d
 	}
-	if rt != nil {
-		if a := rt.authzs.allowing(id, ip); a != nil {
-			d.Allowed, d.Authz = true, a.name
-			return d
-		}
+	if a := p.routesAllowing(rs, id, ip); a != nil {
+		d.Allowed, d.Authz = true, a.name
+		return d
 	}
 	return p.byAccess(d, id)
+}
+
+// routesAllowing returns the authorization of the request's route that
+// allows the caller, provided the route of every other reading of the
+// path allows it too (see routematch.Table.SelectStrict); else nil.
+func (p *Policy) routesAllowing(rs routematch.Readings, id string, ip netip.Addr) *authorization {
+	var first *authorization
+	for _, i := range rs.Routes[:rs.N] {
+		if i < 0 {
+			return nil
+		}
+		a := p.routes[i].authzs.allowing(id, ip)
+		if a == nil {
+			return nil
+		}
+		if first == nil {
+			first = a
+		}
+	}
+	return first
 }
 
 // byAccess is the decision when no authorization allows the caller.

@@ -135,3 +135,43 @@ func TestDecideAllocs(t *testing.T) {
 		t.Errorf("Decide allocates %v times per call", n)
 	}
 }
+
+// TestAmbiguousPath: a route's authorizations apply to a path the app may
+// read as another route (params before dot segments, encoded slashes or
+// dots, dot segments) only if that route's allow the caller too; the
+// server's and the access policy still decide.
+func TestAmbiguousPath(t *testing.T) {
+	open := &apiv1.Authorization{Name: "open", Unauthenticated: true}
+	sp := &apiv1.ServerPolicy{Name: "books", Access: apiv1.AccessPolicy_DENY,
+		Authorizations: []*apiv1.Authorization{{Name: "web", Identities: []string{web}}},
+		Routes: []*apiv1.InboundRoute{rt("public", open, &apiv1.RouteMatch{PathPrefix: "/public"}),
+			rt("root", open, &apiv1.RouteMatch{PathExact: "/"})}}
+	p := mustCompile(t, sp, defs)
+	for _, tt := range []struct {
+		path, raw string
+		id        string
+		w         want
+	}{
+		{"/public/a", "/public/a", "", want{allowed: true, authz: "open", route: "public"}},
+		{"/public;jsessionid=1/a", "/public;jsessionid=1/a", "", want{allowed: true, authz: "open", route: "public"}},
+		{"/admin/..;/public", "/admin/..;/public", "", want{route: "public", reason: ReasonUnauthorized}},
+		{"/admin/x/../../public", "/admin/x%2F..%2F..%2Fpublic", "", want{route: "public", reason: ReasonUnauthorized}},
+		{"/admin/x/../../public", "/admin/x/%2e%2e/%2e%2e/public", "", want{route: "public", reason: ReasonUnauthorized}},
+		{"/admin/../public", "/admin/../public", "", want{route: "public", reason: ReasonUnauthorized}},
+		{"/admin/..;/public", "/admin/..;/public", web, want{allowed: true, authz: "web", route: "public"}},
+		// Both readings open: allowed.
+		{"/public/x/../a", "/public/x/../a", "", want{allowed: true, authz: "open", route: "public"}},
+		// CONNECT's authority form has no path; "" must not read as "/".
+		{"", "", "", want{reason: ReasonUnauthorized}},
+	} {
+		in := call{id: tt.id, path: tt.path}.input()
+		if tt.path == "" {
+			in.Method, in.Path = http.MethodConnect, ""
+		}
+		in.RawPath = tt.raw
+		d := p.Decide(in)
+		if d.Allowed != tt.w.allowed || d.Authz != tt.w.authz || d.Route != tt.w.route || d.Reason != tt.w.reason {
+			t.Errorf("Decide(%q as %q) = %+v, want %+v", tt.path, tt.raw, d, tt.w)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/routematch"
 )
 
 // IsServerParent reports whether a route's parentRef names the Server (a
@@ -84,7 +85,10 @@ func convertMatches[M any](rules [][]M, convert func(M) (*apiv1.RouteMatch, bool
 		}
 		for _, m := range matches {
 			had = true
-			if rm, ok := convert(m); ok {
+			// One the proxy's evaluator refuses (a regex RE2 does not
+			// have) would make the proxy refuse the whole answer and keep
+			// its default for the port: left out instead, as above.
+			if rm, ok := convert(m); ok && compiles(rm) {
 				out = append(out, rm)
 			}
 		}
@@ -156,6 +160,11 @@ func grpcMatch(m gwv1.GRPCRouteMatch) (*apiv1.RouteMatch, bool) {
 		rm.Headers = append(rm.Headers, &apiv1.RouteMatch_Header{Name: string(h.Name), Value: h.Value, Regex: t == gwv1.GRPCHeaderMatchRegularExpression})
 	}
 	return rm, true
+}
+
+func compiles(rm *apiv1.RouteMatch) bool {
+	_, err := routematch.Compile(rm)
+	return err == nil
 }
 
 func deref2[T any](p *T, def T) T {

@@ -167,15 +167,23 @@ func (m *Match) Matches(method, path string, h http.Header) bool {
 		if len(v) == 0 {
 			return false
 		}
-		if hm.re != nil {
-			if !hm.re.MatchString(v[0]) {
+		// Every value: apps differ on which of repeated fields they
+		// read (first, last, joined), and a route only adds
+		// authorizations.
+		for _, x := range v {
+			if !hm.matches(x) {
 				return false
 			}
-		} else if v[0] != hm.value {
-			return false
 		}
 	}
 	return true
+}
+
+func (hm *header) matches(v string) bool {
+	if hm.re != nil {
+		return hm.re.MatchString(v)
+	}
+	return v == hm.value
 }
 
 // Table is a list of routes, each a list of matches (none: the route
@@ -269,16 +277,7 @@ func (t *Table) Len() int { return t.n }
 // Select returns the index of the most specific route matching the
 // request, or -1. path is cleaned first (CleanPath).
 func (t *Table) Select(method, rawPath string, h http.Header) int {
-	p := CleanPath(rawPath)
-	if i := first(t.exact[p], method, p, h); i >= 0 {
-		return i
-	}
-	if strings.HasPrefix(p, "/") {
-		if i := first(t.bySeg[firstSegment(p)], method, p, h); i >= 0 {
-			return i
-		}
-	}
-	return first(t.catchAll, method, p, h)
+	return t.selectClean(method, CleanPath(rawPath), h)
 }
 
 func first(b []entry, method, p string, h http.Header) int {

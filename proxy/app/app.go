@@ -35,7 +35,7 @@ type Stage struct {
 func (a *Stage) Serve(x *pipeline.Exchange) error {
 	r, hdr := x.R, x.R.Header
 	forward.StripMesh(hdr)
-	if r.ProtoMajor == 1 && forward.IsUpgrade(hdr) {
+	if r.ProtoMajor == 1 && forward.IsUpgrade(hdr) && dropH2CUpgrade(hdr) {
 		return a.serveUpgrade(x)
 	}
 	forward.RemoveHopByHop(hdr)

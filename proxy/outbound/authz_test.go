@@ -88,20 +88,30 @@ func (l countingListener) Accept() (net.Conn, error) {
 
 func newAuthzRig(t *testing.T, def string, initial *apiv1.ServerPolicy) *authzRig {
 	t.Helper()
+	return newAuthzRigApp(t, def, initial, nil)
+}
+
+// newAuthzRigApp is newAuthzRig with the app's handler wrapped (nil: as is).
+func newAuthzRigApp(t *testing.T, def string, initial *apiv1.ServerPolicy, wrap func(http.Handler) http.Handler) *authzRig {
+	t.Helper()
 	r := &authzRig{policies: newPolicyServer(), reg: prometheus.NewRegistry(), hold: make(chan struct{})}
 	ln := listen(t)
 	r.appPort = ln.Addr().(*net.TCPAddr).AddrPort().Port()
 	if initial != nil {
 		r.policies.set(r.appPort, initial)
 	}
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.requests.Add(1)
 		if req.URL.Path == "/hold" {
 			r.held.Add(1)
 			<-r.hold
 		}
 		_, _ = io.WriteString(w, "app:"+req.URL.Path)
-	})}
+	})
+	if wrap != nil {
+		h = wrap(h)
+	}
+	app := &http.Server{Handler: h}
 	go func() { _ = app.Serve(countingListener{ln, &r.accepted}) }()
 	t.Cleanup(func() { _ = app.Close() })
 

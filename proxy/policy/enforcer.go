@@ -63,6 +63,7 @@ type Enforcer struct {
 type compiled struct {
 	src *apiv1.ServerPolicy
 	pol *authz.Policy
+	ctl bool // src is the controller's answer, not the default
 }
 
 // NewEnforcer returns the Enforcer of cfg.
@@ -165,13 +166,21 @@ func (e *Enforcer) policy(ctx context.Context, port uint16) (*authz.Policy, bool
 	if s.Unwatched && !s.FromController {
 		return e.unwatched, true
 	}
-	return e.compiled(port, s.Policy), false
+	if !s.FromController {
+		// No answer now, but one before: the watch of a learned port
+		// was swept while idle, and the controller is unreachable. Its
+		// last answer stays, as a watched port's does.
+		if v, ok := e.ports.Load(port); ok && v.(*compiled).ctl {
+			return v.(*compiled).pol, false
+		}
+	}
+	return e.compiled(port, s.Policy, s.FromController), false
 }
 
 // compiled returns p compiled, once per answer of a port. An answer that
 // does not compile (the watcher's Check refuses those first) keeps the
 // port's previous policy, or the default's without one.
-func (e *Enforcer) compiled(port uint16, p *apiv1.ServerPolicy) *authz.Policy {
+func (e *Enforcer) compiled(port uint16, p *apiv1.ServerPolicy, ctl bool) *authz.Policy {
 	if v, ok := e.ports.Load(port); ok && v.(*compiled).src == p {
 		return v.(*compiled).pol
 	}
@@ -185,6 +194,6 @@ func (e *Enforcer) compiled(port uint16, p *apiv1.ServerPolicy) *authz.Policy {
 		pol, _ = compileDefault(e.defaults.Access, e.defaults.TrustDomain)
 		return pol
 	}
-	e.ports.Store(port, &compiled{src: p, pol: pol})
+	e.ports.Store(port, &compiled{src: p, pol: pol, ctl: ctl})
 	return pol
 }

@@ -157,7 +157,7 @@ func (d Default) RequiresMTLS() bool {
 func Input(c Caller, r *http.Request) authz.Input {
 	in := authz.Input{Identity: c.Identity, TLS: c.TLS, ClientIP: c.ClientIP, Conn: r == nil}
 	if r != nil {
-		in.Method, in.Path, in.Header = r.Method, r.URL.Path, r.Header
+		in.Method, in.Path, in.RawPath, in.Header = r.Method, r.URL.Path, r.URL.EscapedPath(), r.Header
 	}
 	return in
 }
