@@ -64,10 +64,17 @@ func TestWatchBurstMissesNothing(t *testing.T) {
 				t.Errorf("burst %d: version went back from %d to %d", burst, last.Load(), v)
 			}
 			last.Store(int64(v))
+			// Keep only the newest: drop what the reader has not taken yet.
+			// The drop must not block: the reader may take it first (a
+			// blocking <-got then waited forever, and the test timed out
+			// under load, as if the update were lost).
 			select {
 			case got <- v:
 			default:
-				<-got
+				select {
+				case <-got:
+				default:
+				}
 				got <- v
 			}
 			return nil
