@@ -235,3 +235,42 @@ func (c *cluster) killContainer(t *testing.T, ns, pod, container string) {
 	}
 	t.Fatalf("pod %s has no container %s", pod, container)
 }
+
+// TestHAFailover is the suite "ha-failover": with --ha (injector failing
+// closed), one controller replica is killed; pods created right after are
+// still injected by the two others, and the Deployment heals to 3.
+func TestHAFailover(t *testing.T) {
+	c := newCluster(t)
+	const ns = "e2e-ha"
+	c.install(t, "--ha")
+	c.waitInjector(t)
+	victim := c.controllerPod(t)
+	c.mustRun(t, nil, "-n", "trellis-system", "delete", "pod", victim, "--grace-period=0", "--force")
+	killed := time.Now()
+
+	// Pods created one after the other from the moment of the kill: with
+	// failurePolicy Fail a refused webhook call is an error the user sees.
+	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"e2e-probe-","namespace":"default",` +
+		`"annotations":{"trellis.io/inject":"enabled"}},"spec":{"containers":[{"name":"app","image":"` + c.image("demo-app") + `"}]}}`
+	var refused []string
+	for i := 0; i < 20; i++ {
+		out, err := c.run(t.Context(), []byte(pod), "create", "--dry-run=server", "-o", "jsonpath={.spec.initContainers[*].name}", "-f", "-")
+		switch {
+		case err != nil:
+			refused = append(refused, fmt.Sprintf("+%s: %v", time.Since(killed).Round(10*time.Millisecond), err))
+		case !strings.Contains(out, "trellis-proxy"):
+			refused = append(refused, fmt.Sprintf("+%s: not injected", time.Since(killed).Round(10*time.Millisecond)))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if len(refused) > 0 {
+		t.Errorf("%d of 20 pods created in the 5 s after killing %s were refused or not injected:\n%s", len(refused), victim, strings.Join(refused, "\n"))
+	}
+	// Real workloads created now are all meshed (deployDemo asserts it).
+	c.deployDemo(t, ns, 1)
+	c.rollout(t, "trellis-system", "trellis-controller")
+	ready := c.mustRun(t, nil, "-n", "trellis-system", "get", "deployment/trellis-controller", "-o", "jsonpath={.status.readyReplicas}")
+	if ready != "3" {
+		t.Errorf("controller ready replicas after the kill = %q, want 3", ready)
+	}
+}
