@@ -28,6 +28,8 @@ func TestImportBoundaries(t *testing.T) {
 		// The injector is shared by the controller's webhook and `trellis
 		// inject`: neither side's packages.
 		{[]string{"./inject", "./cli/..."}, []string{module + "controller/", module + "proxy/"}},
+		// The observability views sit under the CLI: api and internal only.
+		{[]string{"./viz/..."}, []string{module + "controller/", module + "proxy/", module + "cli/"}},
 	} {
 		t.Run(strings.Join(tc.pkgs, ","), func(t *testing.T) {
 			cmd := exec.Command(gobin, append([]string{"list", "-deps"}, tc.pkgs...)...)

@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -26,9 +27,17 @@ type ObserveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stop after this many requests (0: no limit, until cancelled).
 	Limit uint32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
-	// Events per second the proxy may send before it drops (0: default).
-	MaxRps        uint32    `protobuf:"varint,2,opt,name=max_rps,json=maxRps,proto3" json:"max_rps,omitempty"`
-	Match         *TapMatch `protobuf:"bytes,3,opt,name=match,proto3" json:"match,omitempty"`
+	// Events per second the proxy may send before it drops (0: default 100;
+	// the proxy caps it at 1000). Dropped requests are counted, never queued.
+	MaxRps uint32    `protobuf:"varint,2,opt,name=max_rps,json=maxRps,proto3" json:"max_rps,omitempty"`
+	Match  *TapMatch `protobuf:"bytes,3,opt,name=match,proto3" json:"match,omitempty"`
+	// Fraction of matching requests to report, in (0, 1]; 0 means 1 (all).
+	Sample float64 `protobuf:"fixed64,4,opt,name=sample,proto3" json:"sample,omitempty"`
+	// Send the names (never the values) of request and response headers.
+	HeaderNames bool `protobuf:"varint,5,opt,name=header_names,json=headerNames,proto3" json:"header_names,omitempty"`
+	// Capture at most this many bytes of each request and response body
+	// (0: none; the proxy caps it at 65536).
+	BodyBytes     uint32 `protobuf:"varint,6,opt,name=body_bytes,json=bodyBytes,proto3" json:"body_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -84,14 +93,43 @@ func (x *ObserveRequest) GetMatch() *TapMatch {
 	return nil
 }
 
+func (x *ObserveRequest) GetSample() float64 {
+	if x != nil {
+		return x.Sample
+	}
+	return 0
+}
+
+func (x *ObserveRequest) GetHeaderNames() bool {
+	if x != nil {
+		return x.HeaderNames
+	}
+	return false
+}
+
+func (x *ObserveRequest) GetBodyBytes() uint32 {
+	if x != nil {
+		return x.BodyBytes
+	}
+	return 0
+}
+
 type TapMatch struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	Authority    string                 `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"`
-	PathPrefix   string                 `protobuf:"bytes,2,opt,name=path_prefix,json=pathPrefix,proto3" json:"path_prefix,omitempty"`
-	Method       string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
-	PeerIdentity string                 `protobuf:"bytes,4,opt,name=peer_identity,json=peerIdentity,proto3" json:"peer_identity,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exact authority (host:port as the request named it).
+	Authority  string `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"`
+	PathPrefix string `protobuf:"bytes,2,opt,name=path_prefix,json=pathPrefix,proto3" json:"path_prefix,omitempty"`
+	Method     string `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	// Deprecated: matches either side's identity; use from/to_identity.
+	PeerIdentity string `protobuf:"bytes,4,opt,name=peer_identity,json=peerIdentity,proto3" json:"peer_identity,omitempty"`
 	// "inbound" or "outbound"; empty for both.
-	Direction     string `protobuf:"bytes,5,opt,name=direction,proto3" json:"direction,omitempty"`
+	Direction string `protobuf:"bytes,5,opt,name=direction,proto3" json:"direction,omitempty"`
+	// The client's identity (outbound: this proxy's own; inbound: the
+	// verified peer's). Exact SPIFFE ID.
+	FromIdentity string `protobuf:"bytes,6,opt,name=from_identity,json=fromIdentity,proto3" json:"from_identity,omitempty"`
+	// The server's identity (inbound: this proxy's own; outbound: the
+	// endpoint's verified identity). Exact SPIFFE ID.
+	ToIdentity    string `protobuf:"bytes,7,opt,name=to_identity,json=toIdentity,proto3" json:"to_identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -161,6 +199,20 @@ func (x *TapMatch) GetDirection() string {
 	return ""
 }
 
+func (x *TapMatch) GetFromIdentity() string {
+	if x != nil {
+		return x.FromIdentity
+	}
+	return ""
+}
+
+func (x *TapMatch) GetToIdentity() string {
+	if x != nil {
+		return x.ToIdentity
+	}
+	return ""
+}
+
 type TapEvent struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	Direction           string                 `protobuf:"bytes,1,opt,name=direction,proto3" json:"direction,omitempty"`
@@ -170,6 +222,18 @@ type TapEvent struct {
 	DestinationIdentity string                 `protobuf:"bytes,5,opt,name=destination_identity,json=destinationIdentity,proto3" json:"destination_identity,omitempty"`
 	// Identifies the request within this stream.
 	Id uint64 `protobuf:"varint,6,opt,name=id,proto3" json:"id,omitempty"`
+	// Whether the hop was mesh mTLS (inbound: the peer proved an identity;
+	// outbound: the endpoint's identity was verified).
+	Tls bool `protobuf:"varint,7,opt,name=tls,proto3" json:"tls,omitempty"`
+	// The route the request matched ("" when none): the inbound policy
+	// route, or the outbound route.
+	Route string `protobuf:"bytes,8,opt,name=route,proto3" json:"route,omitempty"`
+	// When the proxy saw this event.
+	Time *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=time,proto3" json:"time,omitempty"`
+	// The tapped pod and its namespace: filled in by the controller (the
+	// proxy leaves them empty).
+	Pod       string `protobuf:"bytes,13,opt,name=pod,proto3" json:"pod,omitempty"`
+	Namespace string `protobuf:"bytes,14,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// Types that are valid to be assigned to Event:
 	//
 	//	*TapEvent_RequestInit_
@@ -252,6 +316,41 @@ func (x *TapEvent) GetId() uint64 {
 	return 0
 }
 
+func (x *TapEvent) GetTls() bool {
+	if x != nil {
+		return x.Tls
+	}
+	return false
+}
+
+func (x *TapEvent) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *TapEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *TapEvent) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *TapEvent) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
 func (x *TapEvent) GetEvent() isTapEvent_Event {
 	if x != nil {
 		return x.Event
@@ -309,12 +408,15 @@ func (*TapEvent_ResponseInit_) isTapEvent_Event() {}
 func (*TapEvent_ResponseEnd_) isTapEvent_Event() {}
 
 type TapEvent_RequestInit struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Method        string                 `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
-	Scheme        string                 `protobuf:"bytes,2,opt,name=scheme,proto3" json:"scheme,omitempty"`
-	Authority     string                 `protobuf:"bytes,3,opt,name=authority,proto3" json:"authority,omitempty"`
-	Path          string                 `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
-	Headers       map[string]string      `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Method    string                 `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	Scheme    string                 `protobuf:"bytes,2,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	Authority string                 `protobuf:"bytes,3,opt,name=authority,proto3" json:"authority,omitempty"`
+	Path      string                 `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	// Deprecated and never filled: header values are not sent.
+	Headers map[string]string `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Header names (lower case), when ObserveRequest.header_names.
+	HeaderNames   []string `protobuf:"bytes,6,rep,name=header_names,json=headerNames,proto3" json:"header_names,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -384,10 +486,18 @@ func (x *TapEvent_RequestInit) GetHeaders() map[string]string {
 	return nil
 }
 
+func (x *TapEvent_RequestInit) GetHeaderNames() []string {
+	if x != nil {
+		return x.HeaderNames
+	}
+	return nil
+}
+
 type TapEvent_ResponseInit struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	SinceRequestInit *durationpb.Duration   `protobuf:"bytes,1,opt,name=since_request_init,json=sinceRequestInit,proto3" json:"since_request_init,omitempty"`
 	HttpStatus       uint32                 `protobuf:"varint,2,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	HeaderNames      []string               `protobuf:"bytes,3,rep,name=header_names,json=headerNames,proto3" json:"header_names,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -436,6 +546,13 @@ func (x *TapEvent_ResponseInit) GetHttpStatus() uint32 {
 	return 0
 }
 
+func (x *TapEvent_ResponseInit) GetHeaderNames() []string {
+	if x != nil {
+		return x.HeaderNames
+	}
+	return nil
+}
+
 type TapEvent_ResponseEnd struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	SinceRequestInit  *durationpb.Duration   `protobuf:"bytes,1,opt,name=since_request_init,json=sinceRequestInit,proto3" json:"since_request_init,omitempty"`
@@ -444,9 +561,16 @@ type TapEvent_ResponseEnd struct {
 	GrpcStatus    int32  `protobuf:"varint,3,opt,name=grpc_status,json=grpcStatus,proto3" json:"grpc_status,omitempty"`
 	ResponseBytes uint64 `protobuf:"varint,4,opt,name=response_bytes,json=responseBytes,proto3" json:"response_bytes,omitempty"`
 	// Why the stream ended abnormally ("reset", "timeout"...); empty if ok.
-	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Error        string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	RequestBytes uint64 `protobuf:"varint,6,opt,name=request_bytes,json=requestBytes,proto3" json:"request_bytes,omitempty"`
+	// Captured bodies (ObserveRequest.body_bytes), and whether each was
+	// cut at that limit.
+	RequestBody           []byte `protobuf:"bytes,7,opt,name=request_body,json=requestBody,proto3" json:"request_body,omitempty"`
+	ResponseBody          []byte `protobuf:"bytes,8,opt,name=response_body,json=responseBody,proto3" json:"response_body,omitempty"`
+	RequestBodyTruncated  bool   `protobuf:"varint,9,opt,name=request_body_truncated,json=requestBodyTruncated,proto3" json:"request_body_truncated,omitempty"`
+	ResponseBodyTruncated bool   `protobuf:"varint,10,opt,name=response_body_truncated,json=responseBodyTruncated,proto3" json:"response_body_truncated,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *TapEvent_ResponseEnd) Reset() {
@@ -514,53 +638,108 @@ func (x *TapEvent_ResponseEnd) GetError() string {
 	return ""
 }
 
+func (x *TapEvent_ResponseEnd) GetRequestBytes() uint64 {
+	if x != nil {
+		return x.RequestBytes
+	}
+	return 0
+}
+
+func (x *TapEvent_ResponseEnd) GetRequestBody() []byte {
+	if x != nil {
+		return x.RequestBody
+	}
+	return nil
+}
+
+func (x *TapEvent_ResponseEnd) GetResponseBody() []byte {
+	if x != nil {
+		return x.ResponseBody
+	}
+	return nil
+}
+
+func (x *TapEvent_ResponseEnd) GetRequestBodyTruncated() bool {
+	if x != nil {
+		return x.RequestBodyTruncated
+	}
+	return false
+}
+
+func (x *TapEvent_ResponseEnd) GetResponseBodyTruncated() bool {
+	if x != nil {
+		return x.ResponseBodyTruncated
+	}
+	return false
+}
+
 var File_api_v1_tap_proto protoreflect.FileDescriptor
 
 const file_api_v1_tap_proto_rawDesc = "" +
 	"\n" +
-	"\x10api/v1/tap.proto\x12\x0etrellis.api.v1\x1a\x1egoogle/protobuf/duration.proto\"o\n" +
+	"\x10api/v1/tap.proto\x12\x0etrellis.api.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x01\n" +
 	"\x0eObserveRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x17\n" +
 	"\amax_rps\x18\x02 \x01(\rR\x06maxRps\x12.\n" +
-	"\x05match\x18\x03 \x01(\v2\x18.trellis.api.v1.TapMatchR\x05match\"\xa4\x01\n" +
+	"\x05match\x18\x03 \x01(\v2\x18.trellis.api.v1.TapMatchR\x05match\x12\x16\n" +
+	"\x06sample\x18\x04 \x01(\x01R\x06sample\x12!\n" +
+	"\fheader_names\x18\x05 \x01(\bR\vheaderNames\x12\x1d\n" +
+	"\n" +
+	"body_bytes\x18\x06 \x01(\rR\tbodyBytes\"\xea\x01\n" +
 	"\bTapMatch\x12\x1c\n" +
 	"\tauthority\x18\x01 \x01(\tR\tauthority\x12\x1f\n" +
 	"\vpath_prefix\x18\x02 \x01(\tR\n" +
 	"pathPrefix\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06method\x12#\n" +
 	"\rpeer_identity\x18\x04 \x01(\tR\fpeerIdentity\x12\x1c\n" +
-	"\tdirection\x18\x05 \x01(\tR\tdirection\"\xb2\b\n" +
+	"\tdirection\x18\x05 \x01(\tR\tdirection\x12#\n" +
+	"\rfrom_identity\x18\x06 \x01(\tR\ffromIdentity\x12\x1f\n" +
+	"\vto_identity\x18\a \x01(\tR\n" +
+	"toIdentity\"\xdc\v\n" +
 	"\bTapEvent\x12\x1c\n" +
 	"\tdirection\x18\x01 \x01(\tR\tdirection\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12 \n" +
 	"\vdestination\x18\x03 \x01(\tR\vdestination\x12'\n" +
 	"\x0fsource_identity\x18\x04 \x01(\tR\x0esourceIdentity\x121\n" +
 	"\x14destination_identity\x18\x05 \x01(\tR\x13destinationIdentity\x12\x0e\n" +
-	"\x02id\x18\x06 \x01(\x04R\x02id\x12I\n" +
+	"\x02id\x18\x06 \x01(\x04R\x02id\x12\x10\n" +
+	"\x03tls\x18\a \x01(\bR\x03tls\x12\x14\n" +
+	"\x05route\x18\b \x01(\tR\x05route\x12.\n" +
+	"\x04time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x10\n" +
+	"\x03pod\x18\r \x01(\tR\x03pod\x12\x1c\n" +
+	"\tnamespace\x18\x0e \x01(\tR\tnamespace\x12I\n" +
 	"\frequest_init\x18\n" +
 	" \x01(\v2$.trellis.api.v1.TapEvent.RequestInitH\x00R\vrequestInit\x12L\n" +
 	"\rresponse_init\x18\v \x01(\v2%.trellis.api.v1.TapEvent.ResponseInitH\x00R\fresponseInit\x12I\n" +
-	"\fresponse_end\x18\f \x01(\v2$.trellis.api.v1.TapEvent.ResponseEndH\x00R\vresponseEnd\x1a\xf8\x01\n" +
+	"\fresponse_end\x18\f \x01(\v2$.trellis.api.v1.TapEvent.ResponseEndH\x00R\vresponseEnd\x1a\x9b\x02\n" +
 	"\vRequestInit\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x16\n" +
 	"\x06scheme\x18\x02 \x01(\tR\x06scheme\x12\x1c\n" +
 	"\tauthority\x18\x03 \x01(\tR\tauthority\x12\x12\n" +
 	"\x04path\x18\x04 \x01(\tR\x04path\x12K\n" +
-	"\aheaders\x18\x05 \x03(\v21.trellis.api.v1.TapEvent.RequestInit.HeadersEntryR\aheaders\x1a:\n" +
+	"\aheaders\x18\x05 \x03(\v21.trellis.api.v1.TapEvent.RequestInit.HeadersEntryR\aheaders\x12!\n" +
+	"\fheader_names\x18\x06 \x03(\tR\vheaderNames\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1ax\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a\x9b\x01\n" +
 	"\fResponseInit\x12G\n" +
 	"\x12since_request_init\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x10sinceRequestInit\x12\x1f\n" +
 	"\vhttp_status\x18\x02 \x01(\rR\n" +
-	"httpStatus\x1a\xff\x01\n" +
+	"httpStatus\x12!\n" +
+	"\fheader_names\x18\x03 \x03(\tR\vheaderNames\x1a\xda\x03\n" +
 	"\vResponseEnd\x12G\n" +
 	"\x12since_request_init\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x10sinceRequestInit\x12I\n" +
 	"\x13since_response_init\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11sinceResponseInit\x12\x1f\n" +
 	"\vgrpc_status\x18\x03 \x01(\x05R\n" +
 	"grpcStatus\x12%\n" +
 	"\x0eresponse_bytes\x18\x04 \x01(\x04R\rresponseBytes\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05errorB\a\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12#\n" +
+	"\rrequest_bytes\x18\x06 \x01(\x04R\frequestBytes\x12!\n" +
+	"\frequest_body\x18\a \x01(\fR\vrequestBody\x12#\n" +
+	"\rresponse_body\x18\b \x01(\fR\fresponseBody\x124\n" +
+	"\x16request_body_truncated\x18\t \x01(\bR\x14requestBodyTruncated\x126\n" +
+	"\x17response_body_truncated\x18\n" +
+	" \x01(\bR\x15responseBodyTruncatedB\a\n" +
 	"\x05event2L\n" +
 	"\x03Tap\x12E\n" +
 	"\aObserve\x12\x1e.trellis.api.v1.ObserveRequest\x1a\x18.trellis.api.v1.TapEvent0\x01B.Z,github.com/trellis-mesh/trellis/api/v1;apiv1b\x06proto3"
@@ -586,24 +765,26 @@ var file_api_v1_tap_proto_goTypes = []any{
 	(*TapEvent_ResponseInit)(nil), // 4: trellis.api.v1.TapEvent.ResponseInit
 	(*TapEvent_ResponseEnd)(nil),  // 5: trellis.api.v1.TapEvent.ResponseEnd
 	nil,                           // 6: trellis.api.v1.TapEvent.RequestInit.HeadersEntry
-	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 8: google.protobuf.Duration
 }
 var file_api_v1_tap_proto_depIdxs = []int32{
-	1, // 0: trellis.api.v1.ObserveRequest.match:type_name -> trellis.api.v1.TapMatch
-	3, // 1: trellis.api.v1.TapEvent.request_init:type_name -> trellis.api.v1.TapEvent.RequestInit
-	4, // 2: trellis.api.v1.TapEvent.response_init:type_name -> trellis.api.v1.TapEvent.ResponseInit
-	5, // 3: trellis.api.v1.TapEvent.response_end:type_name -> trellis.api.v1.TapEvent.ResponseEnd
-	6, // 4: trellis.api.v1.TapEvent.RequestInit.headers:type_name -> trellis.api.v1.TapEvent.RequestInit.HeadersEntry
-	7, // 5: trellis.api.v1.TapEvent.ResponseInit.since_request_init:type_name -> google.protobuf.Duration
-	7, // 6: trellis.api.v1.TapEvent.ResponseEnd.since_request_init:type_name -> google.protobuf.Duration
-	7, // 7: trellis.api.v1.TapEvent.ResponseEnd.since_response_init:type_name -> google.protobuf.Duration
-	0, // 8: trellis.api.v1.Tap.Observe:input_type -> trellis.api.v1.ObserveRequest
-	2, // 9: trellis.api.v1.Tap.Observe:output_type -> trellis.api.v1.TapEvent
-	9, // [9:10] is the sub-list for method output_type
-	8, // [8:9] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	1,  // 0: trellis.api.v1.ObserveRequest.match:type_name -> trellis.api.v1.TapMatch
+	7,  // 1: trellis.api.v1.TapEvent.time:type_name -> google.protobuf.Timestamp
+	3,  // 2: trellis.api.v1.TapEvent.request_init:type_name -> trellis.api.v1.TapEvent.RequestInit
+	4,  // 3: trellis.api.v1.TapEvent.response_init:type_name -> trellis.api.v1.TapEvent.ResponseInit
+	5,  // 4: trellis.api.v1.TapEvent.response_end:type_name -> trellis.api.v1.TapEvent.ResponseEnd
+	6,  // 5: trellis.api.v1.TapEvent.RequestInit.headers:type_name -> trellis.api.v1.TapEvent.RequestInit.HeadersEntry
+	8,  // 6: trellis.api.v1.TapEvent.ResponseInit.since_request_init:type_name -> google.protobuf.Duration
+	8,  // 7: trellis.api.v1.TapEvent.ResponseEnd.since_request_init:type_name -> google.protobuf.Duration
+	8,  // 8: trellis.api.v1.TapEvent.ResponseEnd.since_response_init:type_name -> google.protobuf.Duration
+	0,  // 9: trellis.api.v1.Tap.Observe:input_type -> trellis.api.v1.ObserveRequest
+	2,  // 10: trellis.api.v1.Tap.Observe:output_type -> trellis.api.v1.TapEvent
+	10, // [10:11] is the sub-list for method output_type
+	9,  // [9:10] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_tap_proto_init() }

@@ -26,8 +26,21 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Tap is served by each proxy and reachable only by the controller's
-// identity: it streams live request metadata (never bodies).
+// Tap is served by each proxy on its tap port (--tap-addr, default :4190)
+// over mesh mTLS, and only a client proving the controller's identity may
+// call it: it streams live request metadata. Header values are never sent;
+// header names only when asked (header_names); bodies only when asked
+// (body_bytes > 0), which the controller allows only to callers with the
+// tap "capture" RBAC verb. Authorization and Cookie/Set-Cookie values are
+// never captured in any form.
+//
+// The controller serves the same stream to people through the Kubernetes
+// API server (aggregated API tap.trellis.io/v1alpha1): POST
+// /apis/tap.trellis.io/v1alpha1/watch/namespaces/NS/RESOURCE/NAME/tap
+// (RESOURCE: pods, deployments, statefulsets, daemonsets, replicasets, jobs;
+// or /watch/namespaces/NS/tap for a whole namespace) with an ObserveRequest
+// as the JSON body (protojson); the answer is newline-delimited protojson
+// TapEvents with pod and namespace filled in.
 type TapClient interface {
 	Observe(ctx context.Context, in *ObserveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TapEvent], error)
 }
@@ -63,8 +76,21 @@ type Tap_ObserveClient = grpc.ServerStreamingClient[TapEvent]
 // All implementations must embed UnimplementedTapServer
 // for forward compatibility.
 //
-// Tap is served by each proxy and reachable only by the controller's
-// identity: it streams live request metadata (never bodies).
+// Tap is served by each proxy on its tap port (--tap-addr, default :4190)
+// over mesh mTLS, and only a client proving the controller's identity may
+// call it: it streams live request metadata. Header values are never sent;
+// header names only when asked (header_names); bodies only when asked
+// (body_bytes > 0), which the controller allows only to callers with the
+// tap "capture" RBAC verb. Authorization and Cookie/Set-Cookie values are
+// never captured in any form.
+//
+// The controller serves the same stream to people through the Kubernetes
+// API server (aggregated API tap.trellis.io/v1alpha1): POST
+// /apis/tap.trellis.io/v1alpha1/watch/namespaces/NS/RESOURCE/NAME/tap
+// (RESOURCE: pods, deployments, statefulsets, daemonsets, replicasets, jobs;
+// or /watch/namespaces/NS/tap for a whole namespace) with an ObserveRequest
+// as the JSON body (protojson); the answer is newline-delimited protojson
+// TapEvents with pod and namespace filled in.
 type TapServer interface {
 	Observe(*ObserveRequest, grpc.ServerStreamingServer[TapEvent]) error
 	mustEmbedUnimplementedTapServer()
