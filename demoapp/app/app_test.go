@@ -1,19 +1,18 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/trellis-mesh/trellis/demoapp/loadgen"
 	"github.com/trellis-mesh/trellis/demoapp/services"
+	"github.com/trellis-mesh/trellis/internal/syncbuf"
 )
 
 func listen(t *testing.T) net.Listener {
@@ -23,24 +22,6 @@ func listen(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	return ln
-}
-
-// syncBuffer is an io.Writer safe to read after the writer goroutine ended.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // runRole runs cfg in the background until ctx ends; the channel gets
@@ -80,7 +61,7 @@ func TestChainAndLoadgen(t *testing.T) {
 		t.Errorf("page %+v: want names defaulting to roles and version v2", page)
 	}
 
-	var out syncBuffer
+	var out syncbuf.Buffer
 	err = Run(ctx, Config{
 		Role: "loadgen", Stdout: &out,
 		Load: loadgen.Config{Target: webLn.Addr().String(), RPS: 100, Path: "/books/", Duration: 300 * time.Millisecond},

@@ -1,42 +1,24 @@
 package echo
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/trellis-mesh/trellis/internal/syncbuf"
 )
-
-// syncBuffer is a log sink the server goroutines and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestAccessLog: with AccessLog every request received is logged with its
 // URI and User-Agent (the end-to-end policy suites count these lines);
 // without it nothing is; /admin answers.
 func TestAccessLog(t *testing.T) {
 	for _, on := range []bool{true, false} {
-		var sink syncBuffer
+		var sink syncbuf.Buffer
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)

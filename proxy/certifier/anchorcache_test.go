@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/internal/syncbuf"
 )
 
 // testAnchors are two roots and a workload certificate (not a CA).
@@ -280,7 +281,7 @@ func TestBootstrapAnchors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, nil))
 			reg := prometheus.NewRegistry()
 			var cache *AnchorsCache
@@ -333,7 +334,7 @@ func TestCertifierWritesAnchorsCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	cfg := e.config()
 	cfg.AnchorsCache = cache
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))

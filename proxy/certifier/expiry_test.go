@@ -1,10 +1,8 @@
 package certifier
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,32 +11,15 @@ import (
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/internal/syncbuf"
 )
-
-// syncBuffer is a log sink safe for the certifier's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestExpiredCertificateReported lets the certificate expire while the
 // control plane refuses to renew it: the validity gauge turns 0, the issuer
 // series disappears, one clear log line says why; renewal restores both.
 func TestExpiredCertificateReported(t *testing.T) {
 	e := newEnv(t, 2*time.Second)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	cfg := e.config()
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	e.start(t, cfg)

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/syncbuf"
 	"github.com/trellis-mesh/trellis/proxy/inboundpolicy"
 	"github.com/trellis-mesh/trellis/proxy/internal/grpctest"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
@@ -139,7 +140,7 @@ func TestAuthzClientIDBound(t *testing.T) {
 // client by one server is one log line; another client, or the same
 // client denied by another server, is another line.
 func TestEnforcerLogsOncePerClientAndServer(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	dp, _ := inboundpolicy.Default(Deny)
 	src := &fixedSource{snaps: map[uint16]inboundpolicy.Snapshot{}, def: dp}
 	src.set(8080, &apiv1.ServerPolicy{Name: "server/a", Access: apiv1.AccessPolicy_DENY})
@@ -161,21 +162,4 @@ func TestEnforcerLogsOncePerClientAndServer(t *testing.T) {
 	if !strings.Contains(buf.String(), "server=server/b") || !strings.Contains(buf.String(), `client="unauthenticated 10.0.0.1"`) {
 		t.Errorf("the lines do not name the server and client:\n%s", buf.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

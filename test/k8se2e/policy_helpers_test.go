@@ -229,6 +229,17 @@ type tally struct {
 	policyDenies             bool // the enforcing policy refuses this caller
 }
 
+// settle names the host probes' wrong outcomes: while the policy is
+// enforced every allowed probe was wrongly allowed (the Servers deny the
+// node), while it is audited every refused one was wrongly denied.
+func (tl *tally) settle(enforce bool) {
+	if enforce {
+		tl.wronglyAllowed = tl.allowed
+	} else {
+		tl.wronglyDenied = tl.denied
+	}
+}
+
 // tallyLoad counts a Job's result. enforce false (audit): everything must
 // be let through. An HTTP refusal is a 403 from the server's proxy. On the
 // opaque (TCP) port the server's proxy closes the connection; what the
@@ -373,11 +384,7 @@ func hostGRPC(t *testing.T, ip string, n int, enforce bool) tally {
 			t.Logf("host gRPC call %d: %v", i, err)
 		}
 	}
-	if enforce {
-		tl.wronglyAllowed = tl.allowed
-	} else {
-		tl.wronglyDenied = tl.denied
-	}
+	tl.settle(enforce)
 	return tl
 }
 
@@ -410,11 +417,7 @@ func hostTCP(t *testing.T, ip string, n int, enforce bool) tally {
 			t.Logf("host TCP %d: unexpected answer %q", i, got)
 		}
 	}
-	if enforce {
-		tl.wronglyAllowed = tl.allowed
-	} else {
-		tl.wronglyDenied = tl.denied
-	}
+	tl.settle(enforce)
 	return tl
 }
 

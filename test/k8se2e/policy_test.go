@@ -127,15 +127,29 @@ func (c *cluster) waitServerPolicy(t *testing.T, ns, pod, ip string, n int) {
 // the count rows, the app's access log checked against them.
 func (c *cluster) runMatrix(t *testing.T, ns, pod, ip string, enforce bool, load time.Duration, during func()) []tally {
 	t.Helper()
-	callers := matrix(ns)
+	var grpcRow, tcpRow tally
+	rows, logLines := c.runCallers(t, ns, pod, matrix(ns), enforce, load, func() {
+		if during != nil {
+			during()
+		}
+		grpcRow = hostGRPC(t, ip, hostProbes, enforce)
+		tcpRow = hostTCP(t, ip, hostProbes, enforce)
+	})
+	grpcRow.arrived = arrivals(logLines, hostGRPCAgent)
+	return append(rows, grpcRow, tcpRow)
+}
+
+// runCallers starts a loadgen Job per caller, runs during (may be nil)
+// while they send, and returns each caller's count row with what the
+// app's access log shows arrived, and that log.
+func (c *cluster) runCallers(t *testing.T, ns, pod string, callers []caller, enforce bool, load time.Duration, during func()) ([]tally, []string) {
+	t.Helper()
 	for _, cl := range callers {
 		cl.start(t, c, ns, 10, load)
 	}
 	if during != nil {
 		during()
 	}
-	grpcRow := hostGRPC(t, ip, hostProbes, enforce)
-	tcpRow := hostTCP(t, ip, hostProbes, enforce)
 	var rows []tally
 	for _, cl := range callers {
 		res := c.jobLoadResult(t, cl.NS, cl.Name, load+3*time.Minute)
@@ -146,8 +160,7 @@ func (c *cluster) runMatrix(t *testing.T, ns, pod, ip string, enforce bool, load
 	for i, cl := range callers {
 		rows[i].arrived = arrivals(logLines, callerTag(cl))
 	}
-	grpcRow.arrived = arrivals(logLines, hostGRPCAgent)
-	return append(rows, grpcRow, tcpRow)
+	return rows, logLines
 }
 
 // TestPolicyDeny is the suite "policy-deny": a namespace at deny; only
@@ -366,20 +379,7 @@ func TestPolicyRoute(t *testing.T) {
 		{Name: "client-echo", NS: ns, SA: "client", Port: "80", Path: "/echo"},
 		{Name: "admin-admin", NS: ns, SA: "admin", Port: "80", Path: "/admin", Allowed: true},
 	}
-	const load = 10 * time.Second
-	for _, cl := range callers {
-		cl.start(t, c, ns, 10, load)
-	}
-	var rows []tally
-	for _, cl := range callers {
-		res := c.jobLoadResult(t, cl.NS, cl.Name, load+3*time.Minute)
-		t.Logf("%s: %+v", cl.Name, res)
-		rows = append(rows, tallyLoad(cl, res, true))
-	}
-	logLines := c.accessLog(t, ns, pod)
-	for i, cl := range callers {
-		rows[i].arrived = arrivals(logLines, callerTag(cl))
-	}
+	rows, logLines := c.runCallers(t, ns, pod, callers, true, 10*time.Second, nil)
 	probes := arrivals(logLines, "ua=kube-probe/")
 	t.Logf("kubelet readiness probes that reached the app: %d", probes)
 	if probes == 0 {

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/trellis-mesh/trellis/internal/syncbuf"
 )
 
 // requirePrivileges skips the test unless it can create namespaces and
@@ -134,28 +136,10 @@ func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn
 	return c, err
 }
 
-// syncBuffer collects a process's output while it runs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // Proc is a child process started inside a namespace.
 type Proc struct {
 	Name   string
-	Output *syncBuffer
+	Output *syncbuf.Buffer
 	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error
@@ -176,7 +160,7 @@ func (p *Proc) Exited() (bool, error) {
 // its output.
 func (n *Netns) Start(t *testing.T, name string, cred *syscall.Credential, bin string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Name: name, Output: &syncBuffer{}, done: make(chan struct{})}
+	p := &Proc{Name: name, Output: &syncbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout = p.Output
 	p.cmd.Stderr = p.Output
