@@ -28,7 +28,7 @@ const (
 )
 
 // testHub is a hub whose clock the test moves.
-func testHub(t *testing.T) (*Hub, *Metrics, *time.Time) {
+func testHub(t testing.TB) (*Hub, *Metrics, *time.Time) {
 	t.Helper()
 	m, err := NewMetrics(prometheus.NewRegistry())
 	if err != nil {

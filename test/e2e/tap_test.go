@@ -29,7 +29,7 @@ import (
 
 // controllerID is the identity the proxies accept as tap client: the
 // default controller identity of the test trust domain.
-func controllerID(t *testing.T, m *harness.Mesh) identity.ID {
+func controllerID(t testing.TB, m *harness.Mesh) identity.ID {
 	t.Helper()
 	return identity.Controller(m.TrustDomain())
 }
@@ -37,7 +37,7 @@ func controllerID(t *testing.T, m *harness.Mesh) identity.ID {
 // tapTLS is the client side of the tap listener of px for clientID, with
 // a certificate the mesh's issuer (the controller's state directory)
 // signs here, as the controller's own would be.
-func tapTLS(t *testing.T, m *harness.Mesh, clientID identity.ID, px *harness.Proxy) *tls.Config {
+func tapTLS(t testing.TB, m *harness.Mesh, clientID identity.ID, px *harness.Proxy) *tls.Config {
 	t.Helper()
 	chain, key := issueChain(t, m.StateDir, clientID, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
 	anchors, err := pki.ParseCertsPEM(mustRead(t, m.AnchorPath()))
@@ -58,7 +58,7 @@ func tapTLS(t *testing.T, m *harness.Mesh, clientID identity.ID, px *harness.Pro
 	return store.ClientConfig(sid, []string{"h2"})
 }
 
-func mustRead(t *testing.T, path string) []byte {
+func mustRead(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -97,12 +97,19 @@ type tapStream struct {
 	err    error
 	done   chan struct{}
 	more   chan struct{}
+	cancel context.CancelFunc
+}
+
+// stop closes the tap and waits for its reader.
+func (ts *tapStream) stop() {
+	ts.cancel()
+	<-ts.done
 }
 
 // openTap opens a tap on px with cfg and collects its events until the
 // test ends. The first Recv error (the refusal, for a refused client) is
 // kept.
-func openTap(t *testing.T, px *harness.Proxy, cfg *tls.Config, req *apiv1.ObserveRequest, opts ...grpc.DialOption) *tapStream {
+func openTap(t testing.TB, px *harness.Proxy, cfg *tls.Config, req *apiv1.ObserveRequest, opts ...grpc.DialOption) *tapStream {
 	t.Helper()
 	creds := grpc.WithTransportCredentials(insecureCreds())
 	if cfg != nil {
@@ -113,8 +120,8 @@ func openTap(t *testing.T, px *harness.Proxy, cfg *tls.Config, req *apiv1.Observ
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ts := &tapStream{done: make(chan struct{}), more: make(chan struct{}, 1)}
-	t.Cleanup(func() { cancel(); <-ts.done; _ = conn.Close() })
+	ts := &tapStream{done: make(chan struct{}), more: make(chan struct{}, 1), cancel: cancel}
+	t.Cleanup(func() { ts.stop(); _ = conn.Close() })
 	stream, err := apiv1.NewTapClient(conn).Observe(ctx, req, grpc.ForceCodec(&ts.codec))
 	go func() {
 		defer close(ts.done)
@@ -414,7 +421,7 @@ func TestTapRefusals(t *testing.T) {
 	})
 }
 
-func tapMetric(t *testing.T, px *harness.Proxy, name string) float64 {
+func tapMetric(t testing.TB, px *harness.Proxy, name string) float64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -474,12 +481,13 @@ func TestTapBlockedClient(t *testing.T) {
 	t.Logf("events queued %v, dropped for the blocked client %v", sent, queue)
 }
 
-// waitOpen waits until px serves n taps (trellis_tap_streams).
-func waitOpen(t *testing.T, px *harness.Proxy, n float64) {
+// waitOpen waits until px serves n taps (trellis_tap_streams; n = 0:
+// none).
+func waitOpen(t testing.TB, px *harness.Proxy, n float64) {
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < 30*time.Second {
-		if tapMetric(t, px, "trellis_tap_streams") >= n {
+		if v := tapMetric(t, px, "trellis_tap_streams"); v >= n && (n > 0 || v == 0) {
 			t.Logf("%s: %v taps open after %s", px.Name, n, time.Since(start).Round(time.Millisecond))
 			return
 		}
