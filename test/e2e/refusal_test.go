@@ -123,7 +123,7 @@ func expiredChain(t *testing.T, stateDir string, id identity.ID) ([][]byte, cryp
 
 // issueChain issues a certificate for id with the mesh's issuer (from
 // stateDir), valid from notBefore to notAfter, and returns the chain and key.
-func issueChain(t *testing.T, stateDir string, id identity.ID, notBefore, notAfter time.Time) ([][]byte, crypto.Signer) {
+func issueChain(t testing.TB, stateDir string, id identity.ID, notBefore, notAfter time.Time) ([][]byte, crypto.Signer) {
 	t.Helper()
 	certPEM, err := os.ReadFile(filepath.Join(stateDir, "issuer.crt"))
 	if err != nil {

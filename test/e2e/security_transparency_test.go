@@ -253,10 +253,15 @@ func TestSecurityTransparency(t *testing.T) {
 			"Date":         nil,
 		}, body: grpcFrame([]byte("reply")), trailer: http.Header{"Grpc-Status": {"0"}, "Grpc-Message": {"ok"}, "X-Trl": {"1", "2"}}, flush: true},
 	}
-	for _, transport := range []string{"xnet", "lean"} {
+	// lean+tap: the same with taps capturing bodies open on both proxies.
+	for _, transport := range []string{"xnet", "lean", "lean+tap"} {
 		t.Run(transport, func(t *testing.T) {
 			rec := startRecorder(t, script)
-			client := startProtoMesh(t, transport, []protoApp{{Service: "rec", Addr: rec.Addr}}).client
+			pm := startProtoMesh(t, strings.TrimSuffix(transport, "+tap"), []protoApp{{Service: "rec", Addr: rec.Addr}})
+			client := pm.client
+			if strings.HasSuffix(transport, "+tap") {
+				tapEverything(t, pm)
+			}
 			clients := map[string]*http.Client{
 				"http1": meshClient(client.OutboundAddr, 30*time.Second),
 				"h2c":   h2cClient(client.OutboundAddr, 30*time.Second),
