@@ -20,7 +20,7 @@ func TestTapAPICheck(t *testing.T) {
 		{"available", `{"status":{"conditions":[{"type":"Available","status":"True"}]}}`, 200, OK, "is Available"},
 		{"unreachable", `{"status":{"conditions":[{"type":"Available","status":"False","reason":"FailedDiscoveryCheck","message":"no route"}]}}`, 200, Fail, "FailedDiscoveryCheck: no route"},
 		{"no condition", `{"status":{}}`, 200, Fail, "no Available condition"},
-		{"missing", `{"kind":"Status","status":"Failure","reason":"NotFound","code":404,"message":"apiservices not found"}`, 404, Fail, "not found"},
+		{"missing", `{"kind":"Status","status":"Failure","reason":"NotFound","code":404,"message":"apiservices not found"}`, 404, Fail, "could not find"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
