@@ -345,4 +345,3 @@ func checksum(pre, data []byte) uint16 {
 	}
 	return ^uint16(sum)
 }
-

@@ -65,9 +65,9 @@ func TestAuthenticate(t *testing.T) {
 	anyName := *rh
 	anyName.AllowedNames = nil
 	headers := http.Header{
-		"X-Remote-User":                 {"alice"},
-		"X-Remote-Group":                {"dev", "system:authenticated"},
-		"X-Remote-Extra-Scopes":         {"a", "b"},
+		"X-Remote-User":                  {"alice"},
+		"X-Remote-Group":                 {"dev", "system:authenticated"},
+		"X-Remote-Extra-Scopes":          {"a", "b"},
 		"X-Remote-Extra-Example.com%2fk": {"v"},
 	}
 	good := front.issue(t, "front-proxy-client", x509.ExtKeyUsageClientAuth)

@@ -39,8 +39,10 @@ const (
 
 // Server is the aggregated API's HTTP handler.
 type Server struct {
-	Client      kubernetes.Interface
-	Auth        interface{ Get(context.Context) (*RequestHeader, error) }
+	Client kubernetes.Interface
+	Auth   interface {
+		Get(context.Context) (*RequestHeader, error)
+	}
 	Dialer      *Dialer
 	TrustDomain string
 	Log         *slog.Logger
