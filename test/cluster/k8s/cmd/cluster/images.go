@@ -78,6 +78,15 @@ func (h *harness) images(ctx context.Context) error {
 		built = append(built, out)
 		sums = append(sums, fmt.Sprintf("%s %s %s", d, ref, filepath.Base(out)))
 	}
+	// The Prometheus of trellis viz install (prometheus.go), cached.
+	prom, err := h.prometheusTar(ctx)
+	if err != nil {
+		return fmt.Errorf("prometheus image: %w", err)
+	}
+	if err := copyFile(prom, filepath.Join(outDir, "prometheus.tar")); err != nil {
+		return err
+	}
+	built = append(built, filepath.Join(outDir, "prometheus.tar"))
 	if err := os.WriteFile(filepath.Join(outDir, "images.txt"), []byte(strings.Join(sums, "\n")+"\n"), 0o644); err != nil {
 		return err
 	}
