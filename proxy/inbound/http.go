@@ -22,6 +22,7 @@ func (p *Proxy) chain() http.Handler {
 	return &pipeline.Observe{
 		Direction: metrics.Inbound, Metrics: p.m, Errors: p.errs, Begin: p.begin,
 		Next: pipeline.Chain(p.app,
+			pipeline.Optional(p.cfg.Trace), // tracing (proxy/trace)
 			p.mesh,
 			p.authz,
 			pipeline.Identity, // rate limits

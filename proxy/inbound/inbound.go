@@ -77,6 +77,8 @@ type Config struct {
 	// Authorizer decides whether a caller may reach the app; default:
 	// DefaultPolicy's (policy.Default).
 	Authorizer policy.Authorizer
+	// Trace is the tracing stage (proxy/trace); nil: none.
+	Trace pipeline.Layer
 }
 
 // Mesh transports (Config.MeshTransport).

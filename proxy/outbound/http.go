@@ -26,6 +26,7 @@ func (p *Proxy) chain() http.Handler {
 		Direction: metrics.Outbound, Metrics: p.m, Errors: p.errs,
 		Begin: func(x *pipeline.Exchange) { x.LogKey = "dst" },
 		Next: pipeline.Chain(p.upstream,
+			pipeline.Optional(p.cfg.Trace), // tracing (proxy/trace)
 			p.tunnel.Connect,
 			p.route.Layer,
 			p.tunnel.Upgrade,

@@ -67,6 +67,8 @@ type Config struct {
 	HeaderTimeout time.Duration
 	// Routes is the route table the route stage consults; nil: none.
 	Routes route.Table
+	// Trace is the tracing stage (proxy/trace); nil: none.
+	Trace pipeline.Layer
 }
 
 // Proxy is the outbound proxy.
