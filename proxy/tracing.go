@@ -14,7 +14,7 @@ import (
 func (c *Config) traceConfig(reg prometheus.Registerer, log *slog.Logger) trace.Config {
 	return trace.Config{
 		Collector: c.TraceCollector, CAFile: c.TraceCollectorCA, SampleRatio: c.TraceSampleRatio,
-		Service: c.Workload, Identity: c.Identity, Pod: c.PodName, Registerer: reg, Logger: log,
+		Workload: c.Workload, Identity: c.Identity, Pod: c.PodName, Registerer: reg, Logger: log,
 	}
 }
 

@@ -215,7 +215,6 @@ func TestAttributes(t *testing.T) {
 	}
 }
 
-
 // blocked is an exporter that holds every export until released.
 type blocked struct {
 	release chan struct{}

@@ -38,9 +38,10 @@ type Config struct {
 	// caller's decision (traceparent's sampled flag, B3's state) is always
 	// honoured.
 	SampleRatio float64
-	// Service is the service.name spans are reported under (the workload);
-	// Identity is this proxy's SPIFFE ID; Pod its pod, when known.
-	Service, Identity, Pod string
+	// Identity is this proxy's SPIFFE ID: its service account names the
+	// service spans are reported under (service.name), so a workload's
+	// pods share one. Workload and Pod are recorded too, when known.
+	Identity, Workload, Pod string
 	// QueueSize bounds the spans waiting for export (default 2048): when
 	// it is full, spans are dropped and counted, never waited for.
 	QueueSize  int
@@ -109,15 +110,14 @@ func withExporter(cfg Config, exp sdktrace.SpanExporter) (*Tracer, error) {
 // resourceAttrs describe the proxy: the workload as service.name (what
 // Jaeger lists), its identity and pod.
 func resourceAttrs(cfg Config) []attribute.KeyValue {
-	svc := cfg.Service
-	if svc == "" {
-		// The identity's last segment: the service account.
-		svc = cfg.Identity[strings.LastIndexByte(cfg.Identity, '/')+1:]
-	}
+	svc := cfg.Identity[strings.LastIndexByte(cfg.Identity, '/')+1:]
 	if svc == "" {
 		svc = "trellis-proxy"
 	}
 	attrs := []attribute.KeyValue{attribute.String("service.name", svc), attribute.String("trellis.identity", cfg.Identity)}
+	if cfg.Workload != "" {
+		attrs = append(attrs, attribute.String("trellis.workload", cfg.Workload))
+	}
 	if cfg.Pod != "" {
 		attrs = append(attrs, attribute.String("k8s.pod.name", cfg.Pod))
 	}
