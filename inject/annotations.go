@@ -37,6 +37,9 @@ type Options struct {
 	// DefaultInboundPolicy is the proxy's --default-inbound-policy; "" when
 	// not annotated (the proxy's default, all-unauthenticated).
 	DefaultInboundPolicy string
+	// TraceCollector and TraceSampleRatio are the proxy's
+	// --trace-collector and --trace-sample-ratio; "" when not set.
+	TraceCollector, TraceSampleRatio string
 }
 
 // AnnotationError is a malformed annotation: the admission request is
@@ -87,7 +90,8 @@ func parseOptions(ann map[string]string, def Options) (Options, error) {
 	bad := func(key string, err error) {
 		errs = append(errs, &AnnotationError{Key: key, Value: ann[key], Err: err})
 	}
-	o := Options{Sidecar: def.Sidecar, Redirect: def.Redirect, DefaultInboundPolicy: def.DefaultInboundPolicy}
+	o := Options{Sidecar: def.Sidecar, Redirect: def.Redirect, DefaultInboundPolicy: def.DefaultInboundPolicy,
+		TraceCollector: def.TraceCollector, TraceSampleRatio: def.TraceSampleRatio}
 
 	switch v, ok := ann[k8slabels.AnnotationSidecarMode]; {
 	case !ok:
@@ -110,6 +114,19 @@ func parseOptions(ann map[string]string, def Options) (Options, error) {
 		o.DefaultInboundPolicy = v
 	default:
 		bad(k8slabels.AnnotationDefaultInboundPolicy, fmt.Errorf("must be one of %s", strings.Join(k8slabels.DefaultInboundPolicies(), ", ")))
+	}
+
+	if v, ok := ann[k8slabels.AnnotationTraceCollector]; ok {
+		if err := k8slabels.CheckTraceCollector(v); err != nil {
+			bad(k8slabels.AnnotationTraceCollector, err)
+		}
+		o.TraceCollector = v
+	}
+	if v, ok := ann[k8slabels.AnnotationTraceSampleRatio]; ok {
+		if _, err := k8slabels.ParseTraceSampleRatio(v); err != nil {
+			bad(k8slabels.AnnotationTraceSampleRatio, err)
+		}
+		o.TraceSampleRatio = v
 	}
 
 	for _, p := range []struct {

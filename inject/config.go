@@ -119,6 +119,11 @@ type Config struct {
 	// the namespace's and the pod's config.trellis.io/default-inbound-policy
 	// override.
 	DefaultInboundPolicy string
+	// TraceCollector and TraceSampleRatio are the cluster's tracing
+	// defaults (`trellis install --trace-collector`, chart
+	// proxy.tracing.*; "" none), which the namespace's and the pod's
+	// config.trellis.io/trace-* annotations override.
+	TraceCollector, TraceSampleRatio string
 
 	// NamespaceAnnotations looks up a namespace's annotations for the
 	// webhook (nil: pods' own annotations only). An error fails the
@@ -141,6 +146,16 @@ func (c Config) Validate() error {
 	}
 	if c.DefaultInboundPolicy != "" && !k8slabels.ValidDefaultInboundPolicy(c.DefaultInboundPolicy) {
 		errs = append(errs, fmt.Errorf("default inbound policy %q: want one of %s", c.DefaultInboundPolicy, strings.Join(k8slabels.DefaultInboundPolicies(), ", ")))
+	}
+	if c.TraceCollector != "" {
+		if err := k8slabels.CheckTraceCollector(c.TraceCollector); err != nil {
+			errs = append(errs, fmt.Errorf("trace collector %q: %w", c.TraceCollector, err))
+		}
+	}
+	if c.TraceSampleRatio != "" {
+		if _, err := k8slabels.ParseTraceSampleRatio(c.TraceSampleRatio); err != nil {
+			errs = append(errs, fmt.Errorf("trace sample ratio %q: %w", c.TraceSampleRatio, err))
+		}
 	}
 	switch c.ProxyLogLevel {
 	case "", "debug", "info", "warn", "error":
@@ -185,6 +200,7 @@ func (c Config) defaultOptions() Options {
 	if c.DefaultInboundPolicy != "" {
 		o.DefaultInboundPolicy = c.DefaultInboundPolicy
 	}
+	o.TraceCollector, o.TraceSampleRatio = c.TraceCollector, c.TraceSampleRatio
 	for name, q := range c.ProxyResources.Requests {
 		o.Resources.Requests[name] = q.DeepCopy()
 	}

@@ -263,6 +263,12 @@ func (in *Injector) proxyContainer(opts Options) corev1.Container {
 	if opts.DefaultInboundPolicy != "" {
 		env = append(env, corev1.EnvVar{Name: "TRELLIS_PROXY_DEFAULT_INBOUND_POLICY", Value: opts.DefaultInboundPolicy})
 	}
+	if opts.TraceCollector != "" {
+		env = append(env, corev1.EnvVar{Name: "TRELLIS_PROXY_TRACE_COLLECTOR", Value: opts.TraceCollector})
+		if opts.TraceSampleRatio != "" {
+			env = append(env, corev1.EnvVar{Name: "TRELLIS_PROXY_TRACE_SAMPLE_RATIO", Value: opts.TraceSampleRatio})
+		}
+	}
 	if opts.OpaquePorts != nil {
 		env = append(env, corev1.EnvVar{Name: "TRELLIS_PROXY_OPAQUE_PORTS", Value: FormatPorts(opts.OpaquePorts)})
 	}

@@ -374,6 +374,8 @@ func TestMutateDenied(t *testing.T) {
 		{"request above limit", map[string]string{k8slabels.AnnotationProxyMemRequest: "100Mi"}, nil, []string{"memory request 100Mi exceeds its limit 64Mi"}},
 		{"bad namespace setting", nil, map[string]string{k8slabels.AnnotationSidecarMode: "x"}, []string{k8slabels.AnnotationSidecarMode}},
 		{"bad default inbound policy", map[string]string{k8slabels.AnnotationDefaultInboundPolicy: "yes"}, nil, []string{k8slabels.AnnotationDefaultInboundPolicy, "deny, audit, all-authenticated, cluster-authenticated, all-unauthenticated"}},
+		{"bad trace collector", map[string]string{k8slabels.AnnotationTraceCollector: "jaeger"}, nil, []string{k8slabels.AnnotationTraceCollector, "host:port"}},
+		{"bad trace sample ratio", map[string]string{k8slabels.AnnotationTraceSampleRatio: "2"}, nil, []string{k8slabels.AnnotationTraceSampleRatio, "from 0 to 1"}},
 		{"all errors at once", map[string]string{k8slabels.AnnotationSidecarMode: "x", k8slabels.AnnotationOpaquePorts: "0"}, nil, []string{k8slabels.AnnotationSidecarMode, k8slabels.AnnotationOpaquePorts}},
 	}
 	inj := New(Config{})

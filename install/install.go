@@ -42,6 +42,9 @@ func BuildValues(opts Options) (Values, error) {
 	if _, err := trustDomainOf(v); err != nil {
 		return nil, err
 	}
+	if err := checkTracing(v); err != nil {
+		return nil, err
+	}
 	v.Merge(MaterialValues(opts.Identity, opts.Webhook))
 	return v, nil
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/outbound"
 	"github.com/trellis-mesh/trellis/proxy/policy"
 	"github.com/trellis-mesh/trellis/proxy/selfconn"
+	"github.com/trellis-mesh/trellis/proxy/trace"
 )
 
 // Config is the proxy's configuration (see docs/proxy.md for each field's flag).
@@ -82,7 +83,14 @@ type Config struct {
 	// (--default-inbound-policy): one of authz.Values, default
 	// all-unauthenticated.
 	DefaultInboundPolicy string
-	Logger               *slog.Logger
+	// TraceCollector is the OTLP/gRPC collector spans go to
+	// (--trace-collector; "" is tracing off), TraceCollectorCA its CA
+	// bundle (TLS; "" is plain text), TraceSampleRatio the fraction of new
+	// traces sampled (see proxy/trace).
+	TraceCollector   string
+	TraceCollectorCA string
+	TraceSampleRatio float64
+	Logger           *slog.Logger
 
 	// Ready, when set, receives the bound listener addresses once serving
 	// (useful with ":0" addresses in tests).
@@ -140,6 +148,9 @@ func (c *Config) validate() error {
 	if c.AppIP != "" && net.ParseIP(c.AppIP) == nil {
 		errs = append(errs, fmt.Errorf("--app-ip: %q is not an IP address", c.AppIP))
 	}
+	if err := c.traceConfig(nil, nil).Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Mode == outbound.ModeExplicit && c.AppAddr == "" {
 		errs = append(errs, errors.New("--app-addr is required in explicit mode"))
 	}
@@ -181,6 +192,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.CaptureStdLog {
 		defer captureStdLog(log, m)()
 	}
+	tracer, err := trace.New(ctx, cfg.traceConfig(reg, log.With("component", "trace")))
+	if err != nil {
+		return err
+	}
+	defer shutdownTracer(tracer, log)
 
 	var cache *certifier.AnchorsCache
 	if cfg.TrustAnchorsCache != "" {
@@ -284,7 +300,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Metrics: m, Logger: log.With("component", "outbound"),
 		DetectTimeout: cfg.DetectTimeout, RequestTimeout: cfg.RequestTimeout, OpaquePorts: opaque,
 		MeshTransport: cfg.MeshTransport, HeaderTimeout: cfg.HeaderTimeout,
-		Tap: tapHub.Layer(metrics.Outbound),
+		Tap:   tapHub.Layer(metrics.Outbound),
+		Trace: tracer.Outbound(),
 	})
 	if err != nil {
 		return err
@@ -303,6 +320,7 @@ func Run(ctx context.Context, cfg Config) error {
 		OrigDst:    observingOrigDst(policies, func() []uint16 { return ownPorts }),
 		Authorizer: enforcer,
 		Tap:        tapHub.Layer(metrics.Inbound),
+		Trace:      tracer.Inbound(),
 	})
 	if err != nil {
 		return err

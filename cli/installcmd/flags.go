@@ -26,6 +26,7 @@ type renderFlags struct {
 	ha              bool
 	cni             bool
 	defaultInbound  string
+	traceCollector  string
 	set             []string
 	dryCount        bool
 	anchorsFile     string
@@ -42,6 +43,7 @@ func (r *renderFlags) add(f *pflag.FlagSet) {
 	f.BoolVar(&r.ha, "ha", false, "high availability: 3 controller replicas spread over nodes, a PodDisruptionBudget, the injector failing closed")
 	f.BoolVar(&r.cni, "cni", false, "CNI redirection: a DaemonSet installs the trellis-cni plugin on every node and injected pods get no NET_ADMIN/NET_RAW (set cni.binDir and cni.confDir if the node's CNI directories are not /opt/cni/bin and /etc/cni/net.d)")
 	f.StringVar(&r.defaultInbound, "default-inbound-policy", "", "what applies to a port no Server selects, cluster-wide (chart proxy.defaultInboundPolicy; namespaces and pods override it with config.trellis.io/default-inbound-policy): deny, audit, all-authenticated, cluster-authenticated or all-unauthenticated (default)")
+	f.StringVar(&r.traceCollector, "trace-collector", "", "host:port of an OTLP/gRPC collector every proxy sends its spans to, cluster-wide (chart proxy.tracing.collector; namespaces and pods override it with config.trellis.io/trace-collector; default none: tracing off)")
 	f.StringArrayVar(&r.set, "set", nil, "set a chart value, KEY=VALUE[,KEY=VALUE] (repeatable; keys as in charts/trellis/values.yaml, e.g. image.tag, image.registry, controller.logLevel, proxy.resources.limits.memory)")
 	f.BoolVar(&r.dryCount, "dry-count", false, "print how many objects of each kind would be applied instead of the manifests")
 	f.StringVar(&r.anchorsFile, "identity-trust-anchors", "", "PEM file of the trust anchors proxies trust (with --identity-issuer-cert/-key, or --identity-external-issuer)")
@@ -62,6 +64,9 @@ func (r *renderFlags) sets() []string {
 	}
 	if r.defaultInbound != "" {
 		profile = append(profile, "proxy.defaultInboundPolicy="+r.defaultInbound)
+	}
+	if r.traceCollector != "" {
+		profile = append(profile, "proxy.tracing.collector="+r.traceCollector)
 	}
 	return append(profile, r.set...)
 }

@@ -210,6 +210,7 @@ func registerIssuerMetrics(m *metrics.Metrics) func(error) {
 //	TRELLIS_PROXY_LOG_LEVEL                     debug, info, warn, error (chart proxy.logLevel)
 //	TRELLIS_PROXY_REDIRECT                      init or cni: the default redirection (chart cni.enabled)
 //	TRELLIS_PROXY_DEFAULT_INBOUND_POLICY        the cluster's default inbound policy (chart proxy.defaultInboundPolicy)
+//	TRELLIS_PROXY_TRACE_COLLECTOR, TRELLIS_PROXY_TRACE_SAMPLE_RATIO  tracing defaults (chart proxy.tracing.*)
 func injectorConfigFromEnv(getenv func(string) string) (inject.Config, error) {
 	c := inject.Config{
 		ProxyImage:      getenv("TRELLIS_PROXY_IMAGE"),
@@ -218,6 +219,7 @@ func injectorConfigFromEnv(getenv func(string) string) (inject.Config, error) {
 		DefaultRedirect: getenv("TRELLIS_PROXY_REDIRECT"),
 	}
 	c.DefaultInboundPolicy = getenv("TRELLIS_PROXY_DEFAULT_INBOUND_POLICY")
+	c.TraceCollector, c.TraceSampleRatio = getenv("TRELLIS_PROXY_TRACE_COLLECTOR"), getenv("TRELLIS_PROXY_TRACE_SAMPLE_RATIO")
 	switch p := corev1.PullPolicy(getenv("TRELLIS_PROXY_IMAGE_PULL_POLICY")); p {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 		c.ImagePullPolicy = p

@@ -9,6 +9,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/demoapp/faults"
 	demopb "github.com/trellis-mesh/trellis/demoapp/pb"
+	"github.com/trellis-mesh/trellis/demoapp/upstream"
 )
 
 // BooksConfig configures the books HTTP service.
@@ -65,7 +66,7 @@ func NewBooksHandler(cfg BooksConfig) http.Handler {
 			writeJSON(w, http.StatusBadRequest, ErrorJSON{Error: err.Error(), ServedBy: cfg.Name})
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), cfg.AuthorsTimeout)
+		ctx, cancel := context.WithTimeout(upstream.TraceContext(r.Context(), r.Header), cfg.AuthorsTimeout)
 		defer cancel()
 		au, err := cfg.Authors.GetAuthor(ctx, &demopb.GetAuthorRequest{BookId: bookIDString(id)})
 		if err != nil {

@@ -75,6 +75,7 @@ func fetchBook(r *http.Request, cfg WebConfig, id int) (int, BookJSON, error) {
 	if err != nil {
 		return http.StatusInternalServerError, BookJSON{}, err
 	}
+	upstream.CopyTrace(req.Header, r.Header)
 	resp, err := cfg.Client.Do(req)
 	if err != nil {
 		return http.StatusBadGateway, BookJSON{}, fmt.Errorf("books: %w", err)

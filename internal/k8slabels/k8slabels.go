@@ -7,7 +7,12 @@
 // users).
 package k8slabels
 
-import "slices"
+import (
+	"errors"
+	"net"
+	"slices"
+	"strconv"
+)
 
 // What the injector writes on a meshed pod.
 const (
@@ -98,3 +103,33 @@ const (
 	// ControlPlaneNamespace is where the controller runs; never meshed.
 	ControlPlaneNamespace = "trellis-system"
 )
+
+// Tracing (docs/observability.md, "Tracing"): the proxy's
+// --trace-collector (host:port of an OTLP/gRPC collector) and
+// --trace-sample-ratio (0 to 1), per pod or namespace; `trellis install
+// --trace-collector` sets the cluster's default.
+const (
+	AnnotationTraceCollector   = ConfigPrefix + "trace-collector"
+	AnnotationTraceSampleRatio = ConfigPrefix + "trace-sample-ratio"
+)
+
+// CheckTraceCollector reports why v is not a collector address (host:port).
+func CheckTraceCollector(v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return errors.New("must be host:port")
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 || host == "" {
+		return errors.New("must be host:port, with a port 1-65535")
+	}
+	return nil
+}
+
+// ParseTraceSampleRatio parses a sample ratio: a number from 0 to 1.
+func ParseTraceSampleRatio(v string) (float64, error) {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || !(f >= 0 && f <= 1) {
+		return 0, errors.New("must be a number from 0 to 1")
+	}
+	return f, nil
+}

@@ -24,6 +24,7 @@ func (p *Proxy) chain() http.Handler {
 		Direction: metrics.Inbound, Metrics: p.m, Errors: p.errs, Begin: p.begin,
 		Next: pipeline.Chain(p.app,
 			p.cfg.Tap,
+			pipeline.Optional(p.cfg.Trace), // tracing (proxy/trace)
 			p.mesh,
 			p.authz,
 			pipeline.Identity, // rate limits

@@ -79,6 +79,8 @@ type Config struct {
 	Authorizer policy.Authorizer
 	// Tap is the tap stage (proxy/tap); nil: none.
 	Tap pipeline.Layer
+	// Trace is the tracing stage (proxy/trace); nil: none.
+	Trace pipeline.Layer
 }
 
 // Mesh transports (Config.MeshTransport).

@@ -29,6 +29,7 @@ func (p *Proxy) chain() http.Handler {
 		Begin: func(x *pipeline.Exchange) { x.LogKey = "dst" },
 		Next: pipeline.Chain(p.upstream,
 			p.cfg.Tap,
+			pipeline.Optional(p.cfg.Trace), // tracing (proxy/trace)
 			p.tunnel.Connect,
 			p.route.Layer,
 			p.tunnel.Upgrade,

@@ -69,6 +69,8 @@ type Config struct {
 	Routes route.Table
 	// Tap is the tap stage (proxy/tap); nil: none.
 	Tap pipeline.Layer
+	// Trace is the tracing stage (proxy/trace); nil: none.
+	Trace pipeline.Layer
 }
 
 // Proxy is the outbound proxy.

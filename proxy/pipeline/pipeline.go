@@ -128,6 +128,9 @@ type Exchange struct {
 	// LogKey names the request in the log line of an error answer
 	// ("dst" outbound, "peer" inbound), with LogVal.
 	LogKey, LogVal string
+	// Attempts is how many endpoints the upstream stage tried (outbound):
+	// 1 + its retries.
+	Attempts int
 
 	// The outcome, set by the stage that wrote the response.
 	status    int

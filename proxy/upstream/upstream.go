@@ -112,6 +112,7 @@ func (u *Stage) Serve(x *pipeline.Exchange) error {
 		return proxyerr.Classify(x.Ctx, berr, proxyerr.ToPeer, x.Dest.Dst)
 	}
 	for attempt := 0; ; attempt++ {
+		x.Attempts = attempt + 1
 		resp, err := u.attempt(x, &s, attempt)
 		if errors.Is(err, errRetry) {
 			continue
