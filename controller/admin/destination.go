@@ -2,7 +2,6 @@ package admin
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 
@@ -14,8 +13,8 @@ import (
 	"github.com/trellis-mesh/trellis/internal/destdebug"
 )
 
-// ServeDestination adds GET /debug/destination?path=AUTHORITY
-// [&caller-namespace=NS]: the answer Destination.Get would send first for
+// ServeDestination adds GET /debug/destination/AUTHORITY
+// [?caller-namespace=NS]: the answer Destination.Get would send first for
 // that authority, as JSON (`trellis diagnostics endpoints`). Read-only,
 // one named authority per request (no listing), and nothing Destination.Get
 // does not already give any TLS client of the gRPC port (it asks no client
@@ -29,7 +28,7 @@ func (h *Handler) ServeDestination(reg prometheus.Registerer, src destination.So
 	if err := reg.Register(reqs); err != nil {
 		return fmt.Errorf("debug metrics: %w", err)
 	}
-	h.mux.HandleFunc("GET "+destdebug.Path, func(w http.ResponseWriter, r *http.Request) {
+	h.mux.HandleFunc("GET "+destdebug.Path+"/{authority}", func(w http.ResponseWriter, r *http.Request) {
 		ans, err := destinationAnswer(src, r)
 		if err != nil {
 			reqs.WithLabelValues("destination", "bad_request").Inc()
@@ -49,14 +48,10 @@ func destinationAnswer(src destination.Source, r *http.Request) (destdebug.Answe
 	if len(r.URL.RawQuery) > destdebug.MaxQuery {
 		return destdebug.Answer{}, fmt.Errorf("query longer than %d bytes", destdebug.MaxQuery)
 	}
-	q := r.URL.Query()
-	path, ns := q.Get("path"), q.Get("caller-namespace")
-	if path == "" {
-		return destdebug.Answer{}, errors.New("path= is required: the authority a proxy would ask for (name.namespace.svc.cluster.local:port)")
-	}
+	path, ns := r.PathValue("authority"), r.URL.Query().Get("caller-namespace")
 	a, err := authority.Parse(path)
 	if err != nil {
-		return destdebug.Answer{}, fmt.Errorf("path %.256q: %w", path, err)
+		return destdebug.Answer{}, fmt.Errorf("authority %.256q (want name.namespace.svc.cluster.local:port): %w", path, err)
 	}
 	if ns != "" {
 		if err := authority.ValidLabel(ns); err != nil {

@@ -52,16 +52,17 @@ func TestServeDestination(t *testing.T) {
 		want        string // substring of the body
 		endpoints   int
 	}{
-		{"fqdn", "path=books.demo.svc.cluster.local:80", 200, `"identity":"spiffe://cluster.local/ns/demo/sa/books"`, 2},
-		{"bare name in the caller's namespace", "path=books:80&caller-namespace=demo", 200, `"zone":"b"`, 2},
-		{"bare name without a namespace names nothing", "path=books:80", 200, `"exists":false`, 0},
-		{"no path", "", 400, "path= is required", 0},
-		{"bad authority", "path=" + url.QueryEscape("books demo:80"), 400, "path", 0},
-		{"bad namespace", "path=books:80&caller-namespace=Not_A_Label", 400, "caller-namespace", 0},
-		{"query too long", "path=" + strings.Repeat("a", destdebug.MaxQuery), 400, "query longer", 0},
+		{"fqdn", "/books.demo.svc.cluster.local:80", 200, `"identity":"spiffe://cluster.local/ns/demo/sa/books"`, 2},
+		{"bare name in the caller's namespace", "/books:80?caller-namespace=demo", 200, `"zone":"b"`, 2},
+		{"bare name without a namespace names nothing", "/books:80", 200, `"exists":false`, 0},
+		{"no authority", "/", 404, "not found", 0},
+		{"bad authority", "/" + url.PathEscape("books demo:80"), 400, "authority", 0},
+		{"no port", "/books.demo.svc.cluster.local", 400, "authority", 0},
+		{"bad namespace", "/books:80?caller-namespace=Not_A_Label", 400, "caller-namespace", 0},
+		{"query too long", "/books:80?caller-namespace=" + strings.Repeat("a", destdebug.MaxQuery), 400, "query longer", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, err := http.Get(srv.URL + destdebug.Path + "?" + tc.query)
+			resp, err := http.Get(srv.URL + destdebug.Path + tc.query)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -13,13 +13,15 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 )
 
-// Path is the endpoint's path on the controller's admin port; its query
-// is path= (the authority, as a proxy asks) and optionally
-// caller-namespace= (how a bare "name:port" resolves).
+// Path is the endpoint's path on the controller's admin port, followed by
+// "/" and the authority as a proxy asks for it (name.ns.svc.cluster.local:
+// port); an optional query caller-namespace= says how a bare "name:port"
+// resolves. The authority is in the path, not the query, so the API
+// server's pod proxy (which takes a path) reaches it.
 const Path = "/debug/destination"
 
 // MaxQuery bounds the query string the endpoint accepts.
-const MaxQuery = 2048
+const MaxQuery = 256
 
 // Answer is what the controller's Destination service would send first on
 // a new Get stream for Path, as one document.
