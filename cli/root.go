@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellis-mesh/trellis/cli/checkcmd"
+	"github.com/trellis-mesh/trellis/cli/diagcmd"
 	"github.com/trellis-mesh/trellis/cli/identitycmd"
 	"github.com/trellis-mesh/trellis/cli/injectcmd"
 	"github.com/trellis-mesh/trellis/cli/installcmd"
@@ -43,5 +44,6 @@ mesh run on this machine, no cluster needed.`,
 	root.AddCommand(checkcmd.New(), newEdgesCommand(checkcmd.FromKubeconfig))
 	root.AddCommand(installcmd.NewInstall(), installcmd.NewUpgrade(), installcmd.NewUninstall())
 	root.AddCommand(policycmd.NewAuthz(), policycmd.NewPolicy())
+	root.AddCommand(diagcmd.New())
 	return root
 }
