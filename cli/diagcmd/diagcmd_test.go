@@ -63,10 +63,10 @@ func TestParseMetrics(t *testing.T) {
 		}
 	}
 	for k, v := range map[string]string{
-		"trellis_requests_total" + fmt.Sprint(map[string]string{"direction": "inbound"}): "7",
+		"trellis_requests_total" + fmt.Sprint(map[string]string{"direction": "inbound"}):        "7",
 		"trellis_response_latency_seconds_bucket" + fmt.Sprint(map[string]string{"le": "0.1"}):  "0",
 		"trellis_response_latency_seconds_bucket" + fmt.Sprint(map[string]string{"le": "+Inf"}): "1",
-		"trellis_response_latency_seconds_sum" + fmt.Sprint(map[string]string{}):                 "0.5",
+		"trellis_response_latency_seconds_sum" + fmt.Sprint(map[string]string{}):                "0.5",
 	} {
 		if got[k] != v {
 			t.Errorf("%s = %q, want %q (all: %v)", k, got[k], v, got)
