@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -221,4 +222,18 @@ func TestControllerMetrics(t *testing.T) {
 	if _, err := run(t, cluster(t, false), "controller-metrics", "--controller-admin", "127.0.0.1:1", "--context", "x"); !errors.Is(err, errLocalAndCluster) {
 		t.Errorf("local and cluster flags together: %v", err)
 	}
+}
+
+func FuzzAuthority(f *testing.F) {
+	f.Add("books:8080", "demo")
+	f.Add("[::1]:80", "")
+	f.Fuzz(func(t *testing.T, arg, ns string) {
+		a, err := Authority(arg, ns, "cluster.local")
+		if err != nil {
+			return
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			t.Fatalf("Authority(%q) = %q: not host:port: %v", arg, a, err)
+		}
+	})
 }

@@ -95,6 +95,9 @@ func TestLiveViewInTmux(t *testing.T) {
 		t.Run(quit, func(t *testing.T) {
 			x.t = t
 			x.send("clear", "Enter")
+			// Typed before the screen is clear, the command's echo would be
+			// wiped and its output land after the prompt.
+			x.waitFor("a clear screen", func(s string) bool { return len(strings.TrimSpace(s)) <= 2 })
 			cmd := fmt.Sprintf("echo SHELL-SCREEN; S1=$(stty -g); %s=1 %s deploy/web -n demo --file %s --refresh 100ms; echo EXIT=$?; [ \"$S1\" = \"$(stty -g)\" ] && echo STTY-RESTORED",
 				asTopEnv, self, session)
 			x.send(cmd, "Enter")

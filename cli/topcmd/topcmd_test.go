@@ -154,3 +154,38 @@ func TestFileErrors(t *testing.T) {
 		t.Fatalf("bad direction: %v", err)
 	}
 }
+
+func FuzzParseResource(f *testing.F) {
+	f.Add("deploy/web", "", "demo")
+	f.Add("ns", "", "")
+	f.Add("pod", "x/y", "n")
+	f.Fuzz(func(t *testing.T, a, b, ns string) {
+		args := []string{a}
+		if b != "" {
+			args = append(args, b)
+		}
+		r, err := ParseResource(args, ns)
+		if err == nil && (r.Kind == "" || r.Name == "" && r.Kind != "namespaces") {
+			t.Fatalf("%q: accepted as %+v", args, r)
+		}
+	})
+}
+
+// FuzzFileTapper: a hostile session file never panics; every line is an
+// event or an error naming its line.
+func FuzzFileTapper(f *testing.F) {
+	f.Add([]byte(`{"id":"1","requestInit":{"method":"GET","path":"/"}}` + "\n"))
+	f.Add([]byte("\n\n{}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(t.TempDir(), "s.ndjson")
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var a top.Aggregator
+		err := fileTapper{path: p}.Tap(t.Context(), model.TapRequest{}, func(ev *apiv1.TapEvent) error { a.Add(ev); return nil })
+		if err != nil && !strings.Contains(err.Error(), p) {
+			t.Fatalf("error without the file name: %v", err)
+		}
+		_ = a.Rows()
+	})
+}
