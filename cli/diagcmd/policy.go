@@ -104,6 +104,10 @@ func writePolicy(w io.Writer, d PodPolicy) error {
 	if l := sp.GetLimits(); l != nil {
 		fmt.Fprintf(w, "  limits: %d rps (burst %d), %d concurrent\n", l.GetRequestsPerSecond(), l.GetBurst(), l.GetMaxConcurrency())
 	}
+	if sp.GetAccess() == apiv1.AccessPolicy_ACCESS_UNSPECIFIED && len(sp.GetAuthorizations()) == 0 && len(sp.GetRoutes()) == 0 {
+		fmt.Fprintf(w, "  no Server selects this port: %s decides every call\n", d.Default)
+		return nil
+	}
 	writeAuthz(w, "  ", sp.GetAuthorizations())
 	for _, r := range sp.GetRoutes() {
 		var ms []string
