@@ -17,8 +17,8 @@ import (
 type emptySource struct{}
 
 func (emptySource) Stat(context.Context, model.Query) ([]model.WorkloadStat, error) { return nil, nil }
-func (emptySource) Edges(context.Context, model.Query) ([]model.Edge, error)         { return nil, nil }
-func (emptySource) Routes(context.Context, model.Query) ([]model.RouteStat, error)   { return nil, nil }
+func (emptySource) Edges(context.Context, model.Query) ([]model.Edge, error)        { return nil, nil }
+func (emptySource) Routes(context.Context, model.Query) ([]model.RouteStat, error)  { return nil, nil }
 
 func TestServe(t *testing.T) {
 	for _, tc := range []struct {
