@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -334,7 +335,7 @@ func TestParseTapFilter(t *testing.T) {
 		{"target=", true, model.Resource{}, "choose a workload"},
 		{"ns=demo&target=deploy/web", false, model.Resource{Kind: "deployments", Namespace: "demo", Name: "web"}, ""},
 		{"ns=demo&target=po/web-1.x", false, model.Resource{Kind: "pods", Namespace: "demo", Name: "web-1.x"}, ""},
-		{"ns=demo", false, model.Resource{Kind: "namespaces", Name: "demo"}, ""},
+		{"ns=demo", false, model.Resource{Kind: "namespaces", Namespace: "demo", Name: "demo"}, ""},
 		{"target=deploy/web", false, model.Resource{}, "choose a namespace"},
 		{"ns=demo&target=secrets/x", false, model.Resource{}, "want KIND/NAME"},
 		{"ns=demo&target=web", false, model.Resource{}, "want KIND/NAME"},
@@ -510,3 +511,41 @@ func TestExpiresString(t *testing.T) {
 }
 
 func urlParse(raw string) (map[string][]string, error) { return url.ParseQuery(raw) }
+
+// TestDocLinksResolve: every doc an empty or error state links to is a
+// heading of the docs (GitHub's anchor: lower case, spaces to dashes,
+// punctuation dropped).
+func TestDocLinksResolve(t *testing.T) {
+	anchors := map[string]map[string]bool{}
+	for _, link := range []string{docDashboard, docNoTraffic, docNoSource, docNoEdges, docNoRoutes, docTap, docNoIdentity, docNoDecisions, docNotMeshed} {
+		file, anchor, _ := strings.Cut(link, "#")
+		if anchors[file] == nil {
+			b, err := os.ReadFile("../../docs/" + file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			anchors[file] = map[string]bool{}
+			for l := range strings.SplitSeq(string(b), "\n") {
+				if h, ok := strings.CutPrefix(strings.TrimLeft(l, "#"), " "); ok && strings.HasPrefix(l, "#") {
+					anchors[file][githubAnchor(h)] = true
+				}
+			}
+		}
+		if !anchors[file][anchor] {
+			t.Errorf("%s: no heading with anchor %q", file, anchor)
+		}
+	}
+}
+
+func githubAnchor(h string) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(strings.TrimSpace(h)) {
+		switch {
+		case c == ' ':
+			b.WriteByte('-')
+		case c == '-' || c == '_' || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'):
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
+}

@@ -81,7 +81,7 @@ func parseTarget(s, ns string, local bool) (model.Resource, error) {
 		return model.Resource{}, fmt.Errorf("namespace %q: choose a namespace", ns)
 	}
 	if s == "" {
-		return model.Resource{Kind: "namespaces", Name: ns}, nil
+		return model.Resource{Kind: "namespaces", Namespace: ns, Name: ns}, nil
 	}
 	kind, name, ok := strings.Cut(s, "/")
 	plural := kinds[strings.ToLower(kind)]
