@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
@@ -151,6 +152,15 @@ func (in *Injector) Mutate(pod *corev1.Pod, namespace string, nsAnnotations map[
 	return res, nil
 }
 
+// serviceAccountOf is the pod's service account ("default" when the pod
+// names none, as the API server's admission does).
+func serviceAccountOf(pod *corev1.Pod) string {
+	if pod.Spec.ServiceAccountName != "" {
+		return pod.Spec.ServiceAccountName
+	}
+	return "default"
+}
+
 func hasContainer(pod *corev1.Pod, name string) bool {
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range cs {
@@ -172,6 +182,9 @@ func (in *Injector) apply(pod *corev1.Pod, opts Options) {
 	}
 	pod.Annotations[k8slabels.AnnotationProxyVersion] = cfg.Version
 	pod.Labels[k8slabels.LabelProxied] = "true"
+	if sa := serviceAccountOf(pod); len(validation.IsValidLabelValue(sa)) == 0 {
+		pod.Labels[k8slabels.LabelServiceAccount] = sa
+	}
 	if cfg.TrustAnchorsPEM != "" {
 		pod.Annotations[k8slabels.AnnotationTrustAnchors] = cfg.TrustAnchorsPEM
 	}

@@ -234,6 +234,9 @@ func TestMutateNative(t *testing.T) {
 	if pod.Annotations[k8slabels.AnnotationProxyVersion] != "v1.2.3" || pod.Labels[k8slabels.LabelProxied] != "true" {
 		t.Errorf("metadata %v %v", pod.Annotations, pod.Labels)
 	}
+	if want := serviceAccountOf(pod); pod.Labels[k8slabels.LabelServiceAccount] != want || want == "" {
+		t.Errorf("service account label %q, want %q", pod.Labels[k8slabels.LabelServiceAccount], want)
+	}
 	if pod.Spec.AutomountServiceAccountToken != nil {
 		t.Error("automountServiceAccountToken touched")
 	}

@@ -6,7 +6,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/trellis-mesh/trellis/cli/stats"
+	"github.com/trellis-mesh/trellis/viz/stats"
 )
 
 // PodEdge is the traffic one meshed pod sent to one destination, as its

@@ -6,7 +6,7 @@ import (
 	"math"
 	"text/tabwriter"
 
-	"github.com/trellis-mesh/trellis/cli/stats"
+	"github.com/trellis-mesh/trellis/viz/stats"
 )
 
 // Report is the golden signals of every workload and edge over one span.

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/trellis-mesh/trellis/cli/output"
-	"github.com/trellis-mesh/trellis/cli/stats"
+	"github.com/trellis-mesh/trellis/viz/stats"
 )
 
 const booksProxy = `# TYPE trellis_responses_total counter

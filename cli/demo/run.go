@@ -15,7 +15,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/cli/procs"
-	"github.com/trellis-mesh/trellis/cli/stats"
+	"github.com/trellis-mesh/trellis/viz/stats"
 )
 
 // Options configure Run. The zero value of a field means its default.

@@ -17,6 +17,10 @@ const (
 	// LabelProxied ("true") selects meshed pods (trellis check, identity
 	// rotation).
 	LabelProxied = "trellis.io/proxied"
+	// LabelServiceAccount is the pod's service account (the name part of
+	// its identity), so a Prometheus can put the identity on the proxy's
+	// series (kubernetes_sd has no meta label for it; trellis viz install).
+	LabelServiceAccount = "trellis.io/service-account"
 	// AnnotationTrustAnchors holds the bootstrap trust bundle, read by the
 	// proxy through a downward-API file.
 	AnnotationTrustAnchors = "trellis.io/trust-anchors"

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/trellis-mesh/trellis/test/cluster/k8s/internal/ociimage"
@@ -78,6 +77,15 @@ func (h *harness) images(ctx context.Context) error {
 		built = append(built, out)
 		sums = append(sums, fmt.Sprintf("%s %s %s", d, ref, filepath.Base(out)))
 	}
+	// The Prometheus of trellis viz install (prometheus.go), cached.
+	prom, err := h.prometheusTar(ctx)
+	if err != nil {
+		return fmt.Errorf("prometheus image: %w", err)
+	}
+	if err := copyFile(prom, filepath.Join(outDir, "prometheus.tar")); err != nil {
+		return err
+	}
+	built = append(built, filepath.Join(outDir, "prometheus.tar"))
 	if err := os.WriteFile(filepath.Join(outDir, "images.txt"), []byte(strings.Join(sums, "\n")+"\n"), 0o644); err != nil {
 		return err
 	}
@@ -109,30 +117,14 @@ func iptablesFiles(ctx context.Context) ([]ociimage.File, error) {
 	if len(mods) == 0 {
 		return nil, errors.New("no xtables modules in /usr/lib/x86_64-linux-gnu/xtables (apt-get install iptables)")
 	}
-	libs := map[string]bool{}
-	for _, f := range append([]string{multi}, mods...) {
-		out, err := run(ctx, "ldd", f)
-		if err != nil {
-			return nil, err
-		}
-		for _, l := range strings.Split(out, "\n") {
-			fields := strings.Fields(l)
-			for _, fl := range fields {
-				if strings.HasPrefix(fl, "/") {
-					libs[fl] = true
-				}
-			}
-		}
+	names, err := lddLibs(ctx, append([]string{multi}, mods...)...)
+	if err != nil {
+		return nil, err
 	}
 	files := []ociimage.File{{Path: multi, Source: multi}}
 	for _, m := range mods {
 		files = append(files, ociimage.File{Path: m, Source: m, Mode: 0o644})
 	}
-	var names []string
-	for l := range libs {
-		names = append(names, l)
-	}
-	sort.Strings(names)
 	for _, l := range names {
 		// Content through the symlink, stored at the path the loader looks up.
 		files = append(files, ociimage.File{Path: l, Source: l, Mode: 0o755})
