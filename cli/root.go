@@ -10,6 +10,7 @@ import (
 	"github.com/trellis-mesh/trellis/cli/injectcmd"
 	"github.com/trellis-mesh/trellis/cli/installcmd"
 	"github.com/trellis-mesh/trellis/cli/policycmd"
+	"github.com/trellis-mesh/trellis/cli/tapcmd"
 )
 
 // NewRootCommand returns the `trellis` command with every subcommand.
@@ -43,5 +44,6 @@ mesh run on this machine, no cluster needed.`,
 	root.AddCommand(checkcmd.New(), newEdgesCommand(checkcmd.FromKubeconfig))
 	root.AddCommand(installcmd.NewInstall(), installcmd.NewUpgrade(), installcmd.NewUninstall())
 	root.AddCommand(policycmd.NewAuthz(), policycmd.NewPolicy())
+	root.AddCommand(tapcmd.New(tapcmd.FromKubeconfig))
 	return root
 }
