@@ -13,17 +13,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	prommodel "github.com/prometheus/common/model"
 
-	"github.com/trellis-mesh/trellis/viz/model"
+	"github.com/trellis-mesh/trellis/viz/scrape"
 )
-
-// Target is one proxy whose admin /metrics the dashboard reads directly
-// (local mode: the demo's proxies).
-type Target struct {
-	Resource model.Resource
-	// Identity is the workload's SPIFFE ID (the proxy's --identity).
-	Identity   string
-	MetricsURL string
-}
 
 // Scraped answers Identities and Decisions from the proxies' own
 // /metrics: the certificate's expiry
@@ -31,7 +22,7 @@ type Target struct {
 // authorization counters (trellis_inbound_authz_*_total). Counters are
 // since each proxy started: there is no Prometheus to take rates.
 type Scraped struct {
-	Targets []Target
+	Targets []scrape.Target
 	Client  *http.Client
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/trellis-mesh/trellis/viz/model"
+	"github.com/trellis-mesh/trellis/viz/scrape"
 )
 
 // exposition is a proxy's /metrics as the proxy writes it (the names and
@@ -27,7 +28,7 @@ func TestScraped(t *testing.T) {
 	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "no", http.StatusServiceUnavailable) }))
 	defer broken.Close()
 	books := model.Resource{Kind: "workloads", Name: "books"}
-	s := &Scraped{Targets: []Target{
+	s := &Scraped{Targets: []scrape.Target{
 		{Resource: books, Identity: "spiffe://cluster.local/ns/demo/sa/books", MetricsURL: proxy.URL},
 		{Resource: model.Resource{Kind: "workloads", Name: "web"}, Identity: "spiffe://cluster.local/ns/demo/sa/web", MetricsURL: broken.URL},
 	}}
