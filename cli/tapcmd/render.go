@@ -39,7 +39,7 @@ func writeEvent(w io.Writer, format string, ev *apiv1.TapEvent) error {
 // with the pod and (wide) both identities and the route.
 func eventLine(ev *apiv1.TapEvent, wide bool) string {
 	var b strings.Builder
-	tls := "no"
+	tls := "false"
 	if ev.GetTls() {
 		tls = "true"
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -171,10 +172,13 @@ func run(ctx context.Context, stdout, stderr io.Writer, t model.Tapper, req mode
 	if o.export == "" {
 		return nil
 	}
-	if err := writeExport(o.export, o.file, append(done, asm.Pending()...)); err != nil {
+	xs := append(done, asm.Pending()...)
+	// Completion order is not start order: files read best in time order.
+	slices.SortStableFunc(xs, func(a, b *tapexport.Exchange) int { return a.Start.Compare(b.Start) })
+	if err := writeExport(o.export, o.file, xs); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "wrote %d requests to %s (%s)\n", len(done)+len(asm.Pending()), o.file, o.export)
+	fmt.Fprintf(stderr, "wrote %d requests to %s (%s)\n", len(xs), o.file, o.export)
 	return nil
 }
 

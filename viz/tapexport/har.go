@@ -107,16 +107,21 @@ func HAREntryOf(x *Exchange) HAREntry {
 	if scheme == "" {
 		scheme = "http"
 	}
+	// Tap does not say which HTTP version a request used; gRPC is HTTP/2.
+	httpVersion := "HTTP/1.1"
+	if x.GRPCStatus >= 0 {
+		httpVersion = "HTTP/2"
+	}
 	e := HAREntry{
 		StartedDateTime: x.Start.UTC().Format(time.RFC3339Nano),
 		Time:            ms(x.Duration),
 		Request: HARRequest{
-			Method: x.Method, URL: scheme + "://" + x.Authority + x.Path, HTTPVersion: "HTTP/1.1",
+			Method: x.Method, URL: scheme + "://" + x.Authority + x.Path, HTTPVersion: httpVersion,
 			Cookies: []HARNameValue{}, Headers: []HARNameValue{}, QueryString: []HARNameValue{},
 			HeadersSize: -1, BodySize: int64(x.RequestBytes), HeaderNames: x.RequestHeaderNames,
 		},
 		Response: HARResponse{
-			Status: int(x.Status), StatusText: http.StatusText(int(x.Status)), HTTPVersion: "HTTP/1.1",
+			Status: int(x.Status), StatusText: http.StatusText(int(x.Status)), HTTPVersion: httpVersion,
 			Cookies: []HARNameValue{}, Headers: []HARNameValue{}, RedirectURL: "",
 			HeadersSize: -1, BodySize: int64(x.ResponseBytes), HeaderNames: x.ResponseHeaderNames,
 			Content: HARContent{Size: int64(x.ResponseBytes), MimeType: unknownMime},

@@ -41,6 +41,7 @@ const (
 type PcapWriter struct {
 	w   *bufio.Writer
 	err error
+	n   uint32 // exchanges written: each connection's initial sequence numbers
 }
 
 // NewPcapWriter writes the section and interface headers.
@@ -236,7 +237,12 @@ func (p *PcapWriter) Write(x *Exchange) error {
 	if start.IsZero() {
 		start = time.Now()
 	}
-	c := &tcpConn{p: p, a: src, b: dst, seqA: 1000, seqB: 5000}
+	// Mesh connections are long-lived: many exchanges share one address
+	// pair. Distinct initial sequence numbers make each a new connection
+	// to Wireshark ("port numbers reused"), not a retransmission.
+	p.n++
+	isn := p.n * 0x01000193
+	c := &tcpConn{p: p, a: src, b: dst, seqA: isn, seqB: ^isn}
 	c.send(start, true, tcpSYN, nil)
 	c.send(start, false, tcpSYN|tcpACK, nil)
 	c.send(start, true, tcpACK, nil)
