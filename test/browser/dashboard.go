@@ -65,12 +65,17 @@ func CheckDashboard(t *testing.T, b *Browser, base string, want DashboardExpect)
 
 	tapURL := "/tap?" + want.TapQuery
 	start := time.Now()
-	err := b.Do(want.Ceiling, chromedp.Navigate(base+tapURL), chromedp.WaitVisible("#tap-table"),
-		chromedp.Poll[chromedp.Void](`document.querySelectorAll('#tap-rows tr td.latency').length >= 3 && Array.from(document.querySelectorAll('#tap-rows tr td.latency')).filter(td => td.textContent !== "").length >= 3`,
+	err := b.Do(want.Ceiling, chromedp.Navigate(base+tapURL), chromedp.WaitVisible("main h1"),
+		chromedp.Poll[chromedp.Void](`document.getElementById("problem") !== null || !document.getElementById("tap-problem").classList.contains("hidden") || Array.from(document.querySelectorAll('#tap-rows tr td.latency')).filter(td => td.textContent !== "").length >= 3`,
 			chromedp.WithPollingInterval(250*time.Millisecond), chromedp.WithPollingTimeout(want.Ceiling)))
-	if err != nil {
-		text, _ := Eval[string](b, `document.body.innerText`)
-		t.Fatalf("tap %s: no live events within %s: %v\n%s", tapURL, want.Ceiling, err, text)
+	problem, _ := Eval[string](b, `(function () {
+		var p = document.getElementById("problem"), tp = document.getElementById("tap-problem");
+		if (p) { return p.textContent; }
+		if (tp && !tp.classList.contains("hidden")) { return tp.textContent; }
+		return "";
+	})()`)
+	if err != nil || problem != "" {
+		t.Fatalf("tap %s: no live events within %s (%v): %s", tapURL, want.Ceiling, err, problem)
 	}
 	t.Logf("tap: 3 complete requests after %s", time.Since(start).Round(time.Millisecond))
 	if state, _ := Eval[string](b, `document.getElementById("tap-state").textContent`); state != "live" {

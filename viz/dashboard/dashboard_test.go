@@ -187,7 +187,7 @@ func TestOverviewShowsWorkloadsEscaped(t *testing.T) {
 		Resource: model.Resource{Kind: "workloads", Name: hostile}, MeshedPods: 1, Golden: model.Golden{RPS: 1}})
 	h := newTest(t, Config{Source: src, Local: true, Window: 30 * time.Second})
 	body := get(t, h, "/").Body.String()
-	for _, want := range []string{`data-name="web" data-rps="10.00"`, "99.00%", "2 ms", "9 ms", `data-name="books" data-rps="0.00"`, "&lt;script&gt;alert(1)&lt;/script&gt;"} {
+	for _, want := range []string{`data-name="web" data-rps="10.00"`, "99.00%", "2.0 ms", "9.0 ms", `data-name="books" data-rps="0.00"`, "&lt;script&gt;alert(1)&lt;/script&gt;"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("overview lacks %q", want)
 		}
@@ -289,6 +289,29 @@ func TestEdgesPageDrawsGraph(t *testing.T) {
 	}
 }
 
+func TestLayoutServiceBackends(t *testing.T) {
+	w := func(n string) model.Resource { return model.Resource{Kind: "workloads", Name: n} }
+	books := model.Resource{Kind: "services", Name: "books"}
+	g := layout([]model.Edge{{Src: w("web"), Dst: books, MTLS: true}, {Src: w("books-v1"), Dst: w("authors")}, {Src: w("books-v2"), Dst: w("authors")}},
+		map[model.Resource][]model.Resource{books: {w("books-v1"), w("books-v2"), w("not-in-graph")}})
+	x := map[string]int{}
+	for _, n := range g.Nodes {
+		x[n.Label] = n.X
+	}
+	if len(x) != 5 || !(x["web"] < x["services/books"] && x["services/books"] < x["books-v1"] && x["books-v1"] == x["books-v2"] && x["books-v2"] < x["authors"]) {
+		t.Errorf("columns %v: want web, services/books, books-v1/v2, authors", x)
+	}
+	serves := 0
+	for _, l := range g.Links {
+		if l.Serves {
+			serves++
+		}
+	}
+	if serves != 2 || len(g.Links) != 5 {
+		t.Errorf("%d serve links of %d, want 2 of 5", serves, len(g.Links))
+	}
+}
+
 func TestLayoutCallersLeftOfCallees(t *testing.T) {
 	w := func(n string) model.Resource { return model.Resource{Kind: "workloads", Name: n} }
 	for _, tc := range []struct {
@@ -301,7 +324,7 @@ func TestLayoutCallersLeftOfCallees(t *testing.T) {
 		{"self", []model.Edge{{Src: w("a"), Dst: w("a")}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := layout(tc.edges)
+			g := layout(tc.edges, nil)
 			x := map[string]node{}
 			for _, n := range g.Nodes {
 				if n.X < 0 || n.Y < 0 || n.X+n.W > g.Width || n.Y+n.H > g.Height {

@@ -35,24 +35,41 @@ type link struct {
 	// Path is the SVG path (numbers only).
 	Path string
 	MTLS bool
+	// Serves: a service to a workload behind it (not traffic measured).
+	Serves bool
 	// LX, LY: the label's anchor.
 	LX, LY int
 	Label  string
 	Title  string
 }
 
-// layout places every resource of edges: depth is the longest chain of
-// callers before a node (bounded, so a cycle ends), rows sorted by name.
-func layout(edges []model.Edge) graph {
+// layout places every resource of edges, and the workloads behind the
+// services edges end at (backends): depth is the longest chain of callers
+// before a node (bounded, so a cycle ends), rows sorted by name.
+func layout(edges []model.Edge, backends map[model.Resource][]model.Resource) graph {
 	names := map[string]bool{}
 	for _, e := range edges {
 		names[resourceString(e.Src)] = true
 		names[resourceString(e.Dst)] = true
 	}
+	// A service's link to each workload behind it, drawn apart.
+	var serves []model.Edge
+	for _, e := range edges {
+		if e.Dst.Kind != "services" {
+			continue
+		}
+		for _, b := range backends[e.Dst] {
+			se := model.Edge{Src: e.Dst, Dst: b}
+			if names[resourceString(b)] && !slices.ContainsFunc(serves, func(x model.Edge) bool { return x.Src == se.Src && x.Dst == se.Dst }) {
+				serves = append(serves, se)
+			}
+		}
+	}
+	all := append(slices.Clip(edges), serves...)
 	depth := map[string]int{}
 	for range len(names) {
 		changed := false
-		for _, e := range edges {
+		for _, e := range all {
 			s, d := resourceString(e.Src), resourceString(e.Dst)
 			if s != d && depth[d] < depth[s]+1 && depth[s]+1 < len(names) {
 				depth[d] = depth[s] + 1
@@ -87,6 +104,11 @@ func layout(edges []model.Edge) graph {
 			continue // a workload calling itself: in the table only
 		}
 		g.Links = append(g.Links, edgeLink(e, s, d))
+	}
+	for _, e := range serves {
+		l := edgeLink(e, pos[resourceString(e.Src)], pos[resourceString(e.Dst)])
+		l.Serves, l.Label, l.Title = true, "", resourceString(e.Src)+" is served by "+resourceString(e.Dst)
+		g.Links = append(g.Links, l)
 	}
 	g.Width = 2*margin + (maxCol+1)*nodeW + maxCol*colGap
 	g.Height = 2*margin + maxRow*nodeH + max(0, maxRow-1)*rowGap

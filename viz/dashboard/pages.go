@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/trellis-mesh/trellis/viz/model"
+	"github.com/trellis-mesh/trellis/viz/prom"
 )
 
 // Docs the empty and error states link to: each anchor is a subsection of
@@ -225,17 +226,49 @@ func loadList[T any](ctx context.Context, ns string, l list[T]) (any, *problem) 
 }
 
 func (h *Handler) edges(w http.ResponseWriter, r *http.Request) {
+	var backends map[model.Resource][]model.Resource
 	serveList(h, w, r, list[model.Edge]{
 		page: "edges", heading: "Edges", what: "the edges", errDoc: docNoSource, emptyDoc: docNoEdges,
 		empty: "no workload called another in the last " + h.cfg.Window.String(),
 		load: func(ctx context.Context, ns string) ([]model.Edge, error) {
-			return h.cfg.Source.Edges(ctx, h.query(h.workloadKind(), ns))
+			edges, err := h.cfg.Source.Edges(ctx, h.query(h.workloadKind(), ns))
+			if err == nil {
+				backends = h.backends(ctx, ns, edges)
+			}
+			return edges, err
 		},
 		cmp: func(a, b model.Edge) int {
 			return strings.Compare(resourceString(a.Src)+" "+resourceString(a.Dst), resourceString(b.Src)+" "+resourceString(b.Dst))
 		},
-		data: func(edges []model.Edge) any { return edgesData{Edges: edges, Graph: layout(edges)} },
+		data: func(edges []model.Edge) any { return edgesData{Edges: edges, Graph: layout(edges, backends)} },
 	})
+}
+
+// backends are the workloads behind each service an edge ends at (a
+// service with several workloads: the demo's books), from the routes they
+// serve; best effort: without them the graph ends at the service.
+func (h *Handler) backends(ctx context.Context, ns string, edges []model.Edge) map[model.Resource][]model.Resource {
+	if !slices.ContainsFunc(edges, func(e model.Edge) bool { return e.Dst.Kind == "services" }) {
+		return nil
+	}
+	routes, err := h.cfg.Source.Routes(ctx, h.query(h.workloadKind(), ns))
+	if err != nil {
+		return nil
+	}
+	out := map[model.Resource][]model.Resource{}
+	for _, rt := range routes {
+		if rt.Authority == "" {
+			continue
+		}
+		svc := prom.ServiceOf(rt.Authority, rt.Resource.Namespace)
+		if h.cfg.Local {
+			svc.Namespace = "" // local mode's service resources have none
+		}
+		if !slices.Contains(out[svc], rt.Resource) {
+			out[svc] = append(out[svc], rt.Resource)
+		}
+	}
+	return out
 }
 
 func (h *Handler) routes(w http.ResponseWriter, r *http.Request) {
@@ -294,7 +327,11 @@ func fmtMs(v *float64) string {
 	if v == nil {
 		return "-"
 	}
-	return strconv.FormatFloat(*v, 'f', 0, 64) + " ms"
+	prec := 0
+	if *v < 10 {
+		prec = 1 // sub-millisecond latencies are common on loopback
+	}
+	return strconv.FormatFloat(*v, 'f', prec, 64) + " ms"
 }
 
 func resourceString(r model.Resource) string {
