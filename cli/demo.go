@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellis-mesh/trellis/cli/complete"
+	"github.com/trellis-mesh/trellis/cli/dashboardcmd"
 	"github.com/trellis-mesh/trellis/cli/demo"
 	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/install/demok8s"
@@ -22,6 +25,8 @@ func newDemoCommand() *cobra.Command {
 		kube  demok8s.Options
 		k8s   bool
 		out   output.Flag
+		dash  bool
+		serve dashboardcmd.ServeOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -57,6 +62,9 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
   # Default-deny authorization: a denied edge (intruder -> books) shows in the tables
   trellis demo --policy deny --keep
 
+  # The same mesh in the web dashboard (opens the browser; the URL is printed)
+  trellis demo --dashboard
+
   # Keep the work directory (store file, certificates, logs) for a look
   trellis demo --keep --bin-dir ./bin
 
@@ -87,6 +95,9 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 			opts.Stdout = cmd.OutOrStdout()
 			opts.Stderr = cmd.ErrOrStderr()
 			opts.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+			if dash {
+				opts.Dashboard = demoDashboard(serve, cmd.ErrOrStderr(), opts.Logger)
+			}
 			return demo.Run(cmd.Context(), opts)
 		},
 	}
@@ -99,6 +110,8 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 	f.StringVar(&opts.BinDir, "bin-dir", "", "directory holding trellis-controller, trellis-proxy and trellis-demo-app (default: beside trellis, then $PATH)")
 	f.StringVar(&opts.Policy, "policy", "", "authorization policy: deny (Servers default-deny, only loadgen -> web -> books -> authors allowed, and an intruder calling books that is refused)")
 	f.IntVar(&opts.BasePort, "base-port", 0, "use the loopback ports from this one upwards instead of free ones the kernel picks")
+	f.BoolVar(&dash, "dashboard", false, "serve the web dashboard over the demo (docs/observability.md#dashboard)")
+	dashboardcmd.AddServeFlags(cmd, &serve, "dashboard-")
 	f.BoolVar(&k8s, "kubernetes", false, "print the demo as Kubernetes manifests (a namespace annotated for injection) instead of running it here")
 	f.StringVarP(&kube.Namespace, "namespace", "n", demok8s.DefaultNamespace, "with --kubernetes: the namespace of the demo")
 	_ = cmd.RegisterFlagCompletionFunc("namespace", complete.Namespaces(complete.FromKubeconfig))
@@ -124,4 +137,14 @@ func printKubernetesDemo(cmd *cobra.Command, o demok8s.Options) error {
 	fmt.Fprintf(cmd.ErrOrStderr(), "# apply: trellis demo --kubernetes | kubectl apply --server-side -f -\n"+
 		"# then:  kubectl -n %[1]s rollout status deploy; trellis edges -n %[1]s\n", o.Namespace)
 	return nil
+}
+
+// demoDashboard serves the dashboard over the demo's proxies; its URL goes
+// to stderr with the demo's status lines (stdout is the tables, or the
+// -o json summary).
+func demoDashboard(serve dashboardcmd.ServeOptions, stderr io.Writer, log *slog.Logger) func(context.Context, demo.Plan) error {
+	return func(ctx context.Context, p demo.Plan) error {
+		serve.Output, serve.Stdout, serve.Stderr, serve.Logger = output.Text, stderr, stderr, log
+		return dashboardcmd.Serve(ctx, serve, dashboardcmd.LocalConfig(p, nil))
+	}
 }

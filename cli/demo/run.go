@@ -30,6 +30,9 @@ type Options struct {
 	BasePort int
 	// Policy is "" or PolicyDeny (policy.go).
 	Policy string
+	// Dashboard, when set, serves the dashboard over the running demo
+	// until ctx ends (dashboard.go).
+	Dashboard func(ctx context.Context, p Plan) error
 
 	// ReadyTimeout bounds each readiness wait; Warmup is left out of the
 	// final summary; StopGrace is the SIGTERM-to-SIGKILL delay.
@@ -254,7 +257,7 @@ func (d *demo) run(ctx context.Context) error {
 	} else {
 		d.status("press Ctrl-C to stop")
 	}
-	return d.watch(ctx)
+	return d.watchAndServe(ctx)
 }
 
 func (d *demo) proxyArgs(w Workload) []string {

@@ -1,0 +1,153 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/trellis-mesh/trellis/bench/procstat"
+	"github.com/trellis-mesh/trellis/test/browser"
+)
+
+// TestDashboardLocalDemo runs the real `trellis demo --dashboard` (the
+// controller, a proxy per workload, the demo application and its load)
+// and drives the dashboard in a real headless Chromium: every workload
+// with live figures, the edges graph, a live tap, the identities; no
+// console error. Screenshots go to docs/images with
+// TRELLIS_UPDATE_SCREENSHOTS=1. It also logs the trellis process's RSS
+// with the dashboard serving (the figure in docs/observability.md).
+func TestDashboardLocalDemo(t *testing.T) {
+	requireBinaries(t)
+	b := browser.Start(t) // skips here (fails in CI) without chromium
+	bin := buildDemoApp(t)
+	// TEMPORARY until viz/scrape and the local tapper are merged (issue 14):
+	// trellis demo has no --dashboard before that.
+	if help, _ := exec.Command(filepath.Join(bin, "trellis"), "demo", "--help").Output(); !strings.Contains(string(help), "--dashboard ") {
+		t.Skip("trellis demo has no --dashboard yet")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "trellis"), "demo", "--dashboard", "--no-browser",
+		"--dashboard-port", "0", "--rps", "20", "--interval", "5s")
+	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// The tables go to stdout (discarded); status lines and the
+	// dashboard's URL to stderr, read as they come.
+	stderr, stderrW := io.Pipe()
+	defer stderrW.Close()
+	cmd.Stderr = stderrW
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+		}
+	}()
+	url, logTail := dashboardURL(t, stderr)
+	t.Logf("dashboard %s after %s", url, time.Since(start).Round(time.Millisecond))
+	rssBefore := rss(cmd.Process.Pid)
+
+	browser.CheckDashboard(t, b, strings.TrimSuffix(url, "/"), browser.DashboardExpect{
+		Workloads:  []string{"loadgen", "web", "books-v1", "books-v2", "authors"},
+		Serving:    []string{"web", "books-v1", "books-v2", "authors"},
+		Edges:      4, // loadgen -> web -> books (v1, v2) -> authors, every hop mTLS
+		TapQuery:   "target=web",
+		ShotPrefix: "dashboard-local-",
+	})
+	t.Logf("trellis process (demo supervisor, tables and dashboard): %s before the browser; %s after it used every page and a tap",
+		rssBefore, rss(cmd.Process.Pid))
+
+	// Ctrl-C: a clean stop.
+	_ = syscall.Kill(cmd.Process.Pid, syscall.SIGINT)
+	err := cmd.Wait()
+	stopped = true
+	if err != nil {
+		t.Errorf("trellis demo after SIGINT: %v\n%s", err, logTail())
+	}
+}
+
+// dashboardURL reads the demo's stderr until the dashboard's line, and
+// keeps its last lines (returned by tail) for failures.
+func dashboardURL(t *testing.T, r io.Reader) (string, func() string) {
+	t.Helper()
+	var mu sync.Mutex
+	var seen []string
+	tail := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(seen, "\n")
+	}
+	found, exited := make(chan string, 1), make(chan struct{})
+	go func() {
+		defer close(exited)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			mu.Lock()
+			seen = append(seen, sc.Text())
+			if len(seen) > 200 {
+				seen = seen[1:]
+			}
+			mu.Unlock()
+			if _, u, ok := strings.Cut(sc.Text(), "Trellis dashboard: "); ok {
+				select {
+				case found <- strings.Fields(u)[0]:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case u := <-found:
+		return u, tail
+	case <-exited:
+		t.Fatalf("trellis demo exited before serving the dashboard:\n%s", tail())
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("no dashboard URL within 2m:\n%s", tail())
+	}
+	return "", tail
+}
+
+// buildDemoApp builds trellis-demo-app beside the harness's binaries
+// (trellis demo looks for it there).
+func buildDemoApp(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Dir(bins.CLI)
+	if _, err := os.Stat(filepath.Join(dir, "trellis-demo-app")); err == nil {
+		return dir
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	out, err := exec.CommandContext(ctx, "go", append(args, "github.com/trellis-mesh/trellis/cmd/trellis-demo-app")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build trellis-demo-app: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// rss is a process's resident set and its peak (VmRSS, VmHWM) in MiB.
+func rss(pid int) string {
+	m, err := procstat.ReadMemory(pid)
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("RSS %.1f MiB (peak %.1f MiB)", float64(m.RSS)/(1<<20), float64(m.HWM)/(1<<20))
+}
