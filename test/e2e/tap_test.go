@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
@@ -307,6 +308,7 @@ func TestTap(t *testing.T) {
 		})
 		ri, rs, re := exchangeOf(t, evs, "/books/1")
 		for _, ev := range []*apiv1.TapEvent{ri, rs, re} {
+			t.Logf("%s event: %s", tc.dir, protojson.Format(ev))
 			if ev.Direction != tc.dir || ev.SourceIdentity != clientID || ev.DestinationIdentity != serverID || !ev.Tls ||
 				ev.Destination != tc.dest || ev.Time == nil || ev.Pod != "" {
 				t.Errorf("%s: common fields %v", tc.dir, ev)
