@@ -406,7 +406,13 @@ func TestTapRefusals(t *testing.T) {
 			if code := status.Code(err); code != codes.Unavailable && code != codes.PermissionDenied {
 				t.Errorf("refused with %v, want Unavailable (handshake) or PermissionDenied", err)
 			}
-			if after := tapMetric(t, px, "trellis_tap_refused_total"); after <= before {
+			// The client may see the alert before the proxy counts.
+			after := tapMetric(t, px, "trellis_tap_refused_total")
+			for start := time.Now(); after <= before && time.Since(start) < 10*time.Second; {
+				time.Sleep(20 * time.Millisecond)
+				after = tapMetric(t, px, "trellis_tap_refused_total")
+			}
+			if after <= before {
 				t.Errorf("trellis_tap_refused_total %v -> %v: the refusal was not counted", before, after)
 			}
 			t.Logf("refused: %v", err)
