@@ -192,6 +192,13 @@ func TestMutateNative(t *testing.T) {
 	if !reflect.DeepEqual(env, wantEnv) {
 		t.Errorf("proxy env\n got %v\nwant %v", env, wantEnv)
 	}
+	ports := map[string]int32{}
+	for _, p := range proxy.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	if want := map[string]int32{"trellis-proxy": 4143, "trellis-admin": 4191, "trellis-tap": 4190}; !reflect.DeepEqual(ports, want) {
+		t.Errorf("proxy ports %v, want %v", ports, want)
+	}
 	// $(VAR) only expands variables defined earlier.
 	pos := map[string]int{}
 	for i, e := range proxy.Env {

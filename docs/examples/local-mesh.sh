@@ -24,9 +24,11 @@ CTRL_ADMIN=${CTRL_ADMIN:-127.0.0.1:9996}   # controller /ready, /metrics
 CLIENT_OUT=${CLIENT_OUT:-127.0.0.1:4140}   # client proxy: your curl talks to it
 CLIENT_IN=${CLIENT_IN:-127.0.0.1:4243}     # client proxy: inbound (unused here)
 CLIENT_ADMIN=${CLIENT_ADMIN:-127.0.0.1:4191}
+CLIENT_TAP=${CLIENT_TAP:-127.0.0.1:4190}   # client proxy: Tap.Observe (the controller's identity only)
 SERVER_OUT=${SERVER_OUT:-127.0.0.1:4150}   # server proxy: your app's own calls
 SERVER_IN=${SERVER_IN:-127.0.0.1:4143}     # server proxy: mesh peers come here
 SERVER_ADMIN=${SERVER_ADMIN:-127.0.0.1:4192}
+SERVER_TAP=${SERVER_TAP:-127.0.0.1:4194}
 KEEP_RUNNING=${KEEP_RUNNING:-1}
 
 PIDS=""
@@ -71,6 +73,7 @@ workloads:
     serviceAccount: myapp       # identity spiffe://cluster.local/ns/local/sa/myapp
     token: $(cat "$WORK/myapp.token")
     proxyAddr: $SERVER_IN
+    tapAddr: $SERVER_TAP
     endpoints:
       - service: myapp
         port: 80                # no targetPort: the server proxy's --app-addr
@@ -79,6 +82,7 @@ workloads:
     serviceAccount: client      # identity spiffe://cluster.local/ns/local/sa/client
     token: $(cat "$WORK/client.token")
     proxyAddr: $CLIENT_IN
+    tapAddr: $CLIENT_TAP
 EOF
 
 # --- 3. the controller: creates the CA in $WORK/state (anchor.crt is the trust anchor) ---
@@ -92,7 +96,7 @@ wait_ready controller "$CTRL_ADMIN"
   --identity spiffe://cluster.local/ns/local/sa/myapp --token-file "$WORK/myapp.token" \
   --controller-addr "$CTRL" --trust-anchors "$WORK/state/anchor.crt" \
   --inbound-addr "$SERVER_IN" --outbound-addr "$SERVER_OUT" --admin-addr "$SERVER_ADMIN" \
-  --app-addr "$APP_ADDR" > "$WORK/server-proxy.log" 2>&1 &
+  --tap-addr "$SERVER_TAP" --app-addr "$APP_ADDR" > "$WORK/server-proxy.log" 2>&1 &
 PIDS="$PIDS $!"
 
 # --- 5. the client proxy, which your curl or grpcurl talks to ---
@@ -100,7 +104,7 @@ PIDS="$PIDS $!"
   --identity spiffe://cluster.local/ns/local/sa/client --token-file "$WORK/client.token" \
   --controller-addr "$CTRL" --trust-anchors "$WORK/state/anchor.crt" \
   --inbound-addr "$CLIENT_IN" --outbound-addr "$CLIENT_OUT" --admin-addr "$CLIENT_ADMIN" \
-  > "$WORK/client-proxy.log" 2>&1 &
+  --tap-addr "$CLIENT_TAP" > "$WORK/client-proxy.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_ready server-proxy "$SERVER_ADMIN"
 wait_ready client-proxy "$CLIENT_ADMIN"

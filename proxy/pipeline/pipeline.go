@@ -168,6 +168,10 @@ func (x *Exchange) Wrote(status int, grpc string, err error) {
 	}
 }
 
+// Broken reports whether the response written broke mid-way (Wrote with
+// an error: the app's or the peer's body failed, or the client's write).
+func (x *Exchange) Broken() bool { return x.broken }
+
 // GRPCStatus is the grpc-status of a gRPC response (trailer, or header
 // for a trailers-only response), "" for any other response.
 func GRPCStatus(resp *http.Response) string {

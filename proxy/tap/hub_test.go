@@ -60,6 +60,8 @@ type app struct {
 	trailer  http.Header
 	err      error
 	readBody bool
+	// broken: the response's source fails after the body (Wrote's error).
+	broken error
 }
 
 func (a app) Serve(x *pipeline.Exchange) error {
@@ -80,6 +82,9 @@ func (a app) Serve(x *pipeline.Exchange) error {
 	_, _ = io.WriteString(x.W, a.body)
 	for k, v := range a.trailer {
 		x.W.Header()[http.TrailerPrefix+k] = v
+	}
+	if a.broken != nil {
+		x.Wrote(a.status, "", a.broken)
 	}
 	return nil
 }
@@ -248,12 +253,17 @@ func TestErrorAnswers(t *testing.T) {
 	}{
 		{"proxy answer", proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "none"), 503, metrics.ReasonNoEndpoints, 3},
 		{"client gone", pipeline.ErrCancelled, 0, "cancelled", 2},
+		{"broken mid-body", nil, 200, "reset", 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h, _, _ := testHub(t)
 			s := subscribe(t, h, &apiv1.ObserveRequest{}, 0)
-			if _, err := serve(h, metrics.Outbound, get("/"), app{err: tt.err}); err != tt.err {
+			a := app{err: tt.err, status: 200}
+			if tt.err == nil {
+				a.broken = io.ErrUnexpectedEOF
+			}
+			if _, err := serve(h, metrics.Outbound, get("/"), a); err != tt.err {
 				t.Fatalf("the stage changed the error: %v", err)
 			}
 			evs := queued(s)

@@ -161,6 +161,15 @@ func (t *tapped) finish(err error) {
 	if errText == "" {
 		errText = t.w.err
 	}
+	if errText == "" && t.x.R.Context().Err() != nil {
+		// The client reset or abandoned the stream mid-response.
+		errText = "cancelled"
+	}
+	if errText == "" && t.x.Broken() {
+		// The response's source broke mid-body: the client's stream is
+		// aborted.
+		errText = "reset"
+	}
 	e := endInfo{at: end, errText: errText, grpc: grpcStatus(t.w.Header()), respBytes: t.w.n}
 	if t.body != nil {
 		e.reqBytes, e.reqBody, e.reqTrunc = t.body.snapshot()

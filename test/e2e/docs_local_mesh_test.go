@@ -37,7 +37,7 @@ func TestDocsLocalMeshExample(t *testing.T) {
 		"WORK=" + work,
 		"KEEP_RUNNING=0",
 	}
-	for _, name := range []string{"CTRL", "CTRL_ADMIN", "CLIENT_OUT", "CLIENT_IN", "CLIENT_ADMIN", "SERVER_OUT", "SERVER_IN", "SERVER_ADMIN"} {
+	for _, name := range []string{"CTRL", "CTRL_ADMIN", "CLIENT_OUT", "CLIENT_IN", "CLIENT_ADMIN", "SERVER_OUT", "SERVER_IN", "SERVER_ADMIN", "CLIENT_TAP", "SERVER_TAP"} {
 		env = append(env, name+"="+ports.Addr(t))
 	}
 	logDir := t.TempDir()

@@ -77,6 +77,7 @@ const (
 	svcAdminTCP    = "admin-tcp"  // the admin port, as an opaque stream
 	svcSecretTCP   = "secret-tcp" // the secret server, as an opaque stream
 	svcOutboundTCP = "outbound-tcp"
+	svcTap         = "tap" // the server proxy's tap listener
 )
 
 // lmOptions change the server proxy of a loopback mesh.
@@ -90,7 +91,7 @@ func newLoopbackMesh(t *testing.T, o lmOptions) *loopbackMesh {
 	t.Helper()
 	requireBinaries(t)
 	lm := &loopbackMesh{app: startApp(t, "server"), secret: startSecret(t)}
-	serverIn, serverAdmin, serverOut := ports.Addr(t), ports.Addr(t), ports.Addr(t)
+	serverIn, serverAdmin, serverOut, serverTap := ports.Addr(t), ports.Addr(t), ports.Addr(t), ports.Addr(t)
 	store := harness.Store{Workloads: []harness.Workload{
 		{Name: "client", Namespace: ns, ServiceAccount: "client"},
 		{Name: "server", Namespace: ns, ServiceAccount: "server", ProxyAddr: serverIn},
@@ -100,6 +101,7 @@ func newLoopbackMesh(t *testing.T, o lmOptions) *loopbackMesh {
 		svcApp: port(t, lm.app.Addr), svcAdmin: port(t, serverAdmin), svcOutbound: port(t, serverOut),
 		svcInbound: port(t, serverIn), svcSecret: port(t, lm.secret.Addr), svcCtrlAdmin: port(t, lm.mesh.ControllerAdminAddr),
 		svcAdminTCP: port(t, serverAdmin), svcSecretTCP: port(t, lm.secret.Addr), svcOutboundTCP: port(t, serverOut),
+		svcTap: port(t, serverTap),
 	}
 	store = lm.mesh.Store()
 	for name, p := range lm.targets {
@@ -112,7 +114,7 @@ func newLoopbackMesh(t *testing.T, o lmOptions) *loopbackMesh {
 	}
 	lm.mesh.WriteStore(store)
 	lm.mesh.StartController()
-	args := append([]string{"--admin-addr", serverAdmin, "--outbound-addr", serverOut}, o.args...)
+	args := append([]string{"--admin-addr", serverAdmin, "--outbound-addr", serverOut, "--tap-addr", serverTap}, o.args...)
 	if len(o.appPorts) > 0 {
 		var ps []string
 		for _, svc := range o.appPorts {
@@ -121,7 +123,7 @@ func newLoopbackMesh(t *testing.T, o lmOptions) *loopbackMesh {
 		args = append(args, "--app-ports", strings.Join(ps, ","))
 	}
 	lm.server = lm.mesh.StartProxy(harness.ProxySpec{Workload: "server", AppAddr: lm.app.Addr, Args: args})
-	lm.server.AdminAddr, lm.server.OutboundAddr = serverAdmin, serverOut
+	lm.server.AdminAddr, lm.server.OutboundAddr, lm.server.TapAddr = serverAdmin, serverOut, serverTap
 	lm.client = lm.mesh.StartProxy(harness.ProxySpec{Workload: "client"})
 	for _, px := range []*harness.Proxy{lm.server, lm.client} {
 		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
@@ -237,6 +239,7 @@ func TestSecurityLoopbackHTTP(t *testing.T) {
 		{svcInbound, http.MethodGet, "/echo"},
 		{svcSecret, http.MethodGet, "/"},
 		{svcCtrlAdmin, http.MethodGet, "/metrics"},
+		{svcTap, http.MethodPost, "/trellis.api.v1.Tap/Observe"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.svc+tc.path, func(t *testing.T) {
@@ -301,7 +304,7 @@ func TestSecurityLoopbackOpaque(t *testing.T) {
 // host is reachable once listed in --app-ports; the proxy's own ports stay
 // refused even when listed there.
 func TestSecurityLoopbackAppPorts(t *testing.T) {
-	lm := newLoopbackMesh(t, lmOptions{appPorts: []string{svcSecret, svcAdmin}})
+	lm := newLoopbackMesh(t, lmOptions{appPorts: []string{svcSecret, svcAdmin, svcTap}})
 	if resp, body := lm.do(t, http.MethodGet, svcSecret, "/"); resp.StatusCode != http.StatusOK || body != "secret\n" {
 		t.Fatalf("port listed in --app-ports: %s %q, want 200 \"secret\"", resp.Status, body)
 	}
@@ -309,6 +312,9 @@ func TestSecurityLoopbackAppPorts(t *testing.T) {
 		t.Fatalf("admin port listed in --app-ports: %s %q, want 403", resp.Status, body)
 	}
 	lm.requireRefusalLogged(t, lm.targets[svcAdmin])
+	if resp, body := lm.do(t, http.MethodPost, svcTap, "/trellis.api.v1.Tap/Observe"); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("tap port listed in --app-ports: %s %q, want 403", resp.Status, body)
+	}
 }
 
 // TestSecurityAllAuthenticated: with --default-inbound-policy

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
@@ -307,6 +308,7 @@ func TestTap(t *testing.T) {
 		})
 		ri, rs, re := exchangeOf(t, evs, "/books/1")
 		for _, ev := range []*apiv1.TapEvent{ri, rs, re} {
+			t.Logf("%s event: %s", tc.dir, protojson.Format(ev))
 			if ev.Direction != tc.dir || ev.SourceIdentity != clientID || ev.DestinationIdentity != serverID || !ev.Tls ||
 				ev.Destination != tc.dest || ev.Time == nil || ev.Pod != "" {
 				t.Errorf("%s: common fields %v", tc.dir, ev)
@@ -404,7 +406,13 @@ func TestTapRefusals(t *testing.T) {
 			if code := status.Code(err); code != codes.Unavailable && code != codes.PermissionDenied {
 				t.Errorf("refused with %v, want Unavailable (handshake) or PermissionDenied", err)
 			}
-			if after := tapMetric(t, px, "trellis_tap_refused_total"); after <= before {
+			// The client may see the alert before the proxy counts.
+			after := tapMetric(t, px, "trellis_tap_refused_total")
+			for start := time.Now(); after <= before && time.Since(start) < 10*time.Second; {
+				time.Sleep(20 * time.Millisecond)
+				after = tapMetric(t, px, "trellis_tap_refused_total")
+			}
+			if after <= before {
 				t.Errorf("trellis_tap_refused_total %v -> %v: the refusal was not counted", before, after)
 			}
 			t.Logf("refused: %v", err)
