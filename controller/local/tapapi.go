@@ -154,5 +154,6 @@ func parseLocalPath(p string) (ns, name string, ok bool) {
 func localStatus(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]any{"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": msg, "code": code})
+	_ = json.NewEncoder(w).Encode(map[string]any{"kind": "Status", "apiVersion": "v1", "status": "Failure",
+		"reason": strings.ReplaceAll(http.StatusText(code), " ", ""), "message": msg, "code": code})
 }
