@@ -122,6 +122,8 @@ type Env struct {
 	// after a controller rollout the API server can miss the webhook for a
 	// second or two while kube-proxy catches up, and failurePolicy Ignore
 	// hides that; a retry tells a transient gap from a broken webhook.
+	// The tap-api check waits as long for the APIService to turn
+	// Available (the API server's availability check has the same gap).
 	WebhookSettle time.Duration
 }
 

@@ -3,6 +3,7 @@ package check
 import (
 	"context"
 	"encoding/json"
+	"time"
 )
 
 // TapAPIService is the APIService of the tap API (issue 14).
@@ -26,28 +27,40 @@ type apiServiceStatus struct {
 var TapAPICheck = Check{
 	Group: "control plane", Name: "tap API is available", Anchor: "tap-api",
 	Run: func(ctx context.Context, e *Env) Outcome {
-		rc := e.Kube.Discovery().RESTClient()
-		if rc == nil {
-			return fail("check the kubeconfig", "cannot read APIService %s: no REST client", TapAPIService)
-		}
-		raw, err := rc.Get().AbsPath("/apis/apiregistration.k8s.io/v1/apiservices/" + TapAPIService).DoRaw(ctx)
-		if err != nil {
-			return fail("re-apply the control plane: trellis install | kubectl apply --server-side -f -", "APIService %s: %v", TapAPIService, err)
-		}
-		var as apiServiceStatus
-		if err := json.Unmarshal(raw, &as); err != nil {
-			return fail("re-apply the control plane: trellis install | kubectl apply --server-side -f -", "APIService %s: %v", TapAPIService, err)
-		}
-		for _, c := range as.Status.Conditions {
-			if c.Type != "Available" {
-				continue
+		deadline := time.Now().Add(e.WebhookSettle) // wall clock, as webhook-call's
+		for {
+			o, settled := tapAPIOnce(ctx, e)
+			if settled || !time.Now().Before(deadline) || !sleepCtx(ctx, time.Second) {
+				return o
 			}
-			if c.Status == "True" {
-				return ok("APIService %s is Available", TapAPIService)
-			}
-			return fail("see docs/check.md#tap-api: the API server needs the aggregation-layer flags and must reach the controller's tap-api port",
-				"APIService %s is not Available: %s: %s", TapAPIService, c.Reason, c.Message)
 		}
-		return fail("wait for the controller to be ready", "APIService %s has no Available condition yet", TapAPIService)
 	},
+}
+
+// tapAPIOnce reads the APIService once; settled is false for an outcome a
+// retry may change (not Available yet).
+func tapAPIOnce(ctx context.Context, e *Env) (o Outcome, settled bool) {
+	rc := e.Kube.Discovery().RESTClient()
+	if rc == nil {
+		return fail("check the kubeconfig", "cannot read APIService %s: no REST client", TapAPIService), true
+	}
+	raw, err := rc.Get().AbsPath("/apis/apiregistration.k8s.io/v1/apiservices/" + TapAPIService).DoRaw(ctx)
+	if err != nil {
+		return fail("re-apply the control plane: trellis install | kubectl apply --server-side -f -", "APIService %s: %v", TapAPIService, err), true
+	}
+	var as apiServiceStatus
+	if err := json.Unmarshal(raw, &as); err != nil {
+		return fail("re-apply the control plane: trellis install | kubectl apply --server-side -f -", "APIService %s: %v", TapAPIService, err), true
+	}
+	for _, c := range as.Status.Conditions {
+		if c.Type != "Available" {
+			continue
+		}
+		if c.Status == "True" {
+			return ok("APIService %s is Available", TapAPIService), true
+		}
+		return fail("see docs/check.md#tap-api: the API server needs the aggregation-layer flags and must reach the controller's tap-api port",
+			"APIService %s is not Available: %s: %s", TapAPIService, c.Reason, c.Message), false
+	}
+	return fail("wait for the controller to be ready", "APIService %s has no Available condition yet", TapAPIService), false
 }

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -42,5 +43,28 @@ func TestTapAPICheck(t *testing.T) {
 				t.Errorf("%+v; want %v containing %q", o, tc.want, tc.contains)
 			}
 		})
+	}
+}
+
+// TestTapAPICheckSettles: right after a rollout the APIService turns
+// Available within the settle time; the check waits for it.
+func TestTapAPICheckSettles(t *testing.T) {
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		status := "False"
+		if calls >= 2 {
+			status = "True"
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":{"conditions":[{"type":"Available","status":"` + status + `","reason":"MissingEndpoints"}]}}`))
+	}))
+	defer srv.Close()
+	kc, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := TapAPICheck.Run(t.Context(), &Env{Kube: kc, WebhookSettle: 10 * time.Second}); o.Status != OK || calls != 2 {
+		t.Errorf("%+v after %d reads; want OK after 2", o, calls)
 	}
 }

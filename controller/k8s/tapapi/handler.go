@@ -56,6 +56,9 @@ func (s *Server) Register(reg prometheus.Registerer) error {
 		Name: "trellis_controller_tap_requests_total",
 		Help: "Requests to the tap.trellis.io API by result (ok, unauthenticated, forbidden, bad_request, not_found, too_many, error).",
 	}, []string{"result"})
+	for _, r := range []string{"ok", "unauthenticated", "forbidden", "bad_request", "not_found", "too_many", "error"} {
+		s.requests.WithLabelValues(r)
+	}
 	return reg.Register(s.requests)
 }
 

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -175,6 +177,7 @@ type fixture struct {
 	proxies  []*fakeProxy
 	sar      *atomic.Value
 	pool     *x509.CertPool
+	srv      *Server
 }
 
 func newFixture(t *testing.T, maxPerUser int) *fixture {
@@ -209,6 +212,9 @@ func newFixture(t *testing.T, maxPerUser int) *fixture {
 			UserHeaders: []string{"X-Remote-User"}, GroupHeaders: []string{"X-Remote-Group"}}},
 		Dialer: &tapfan.Dialer{ClientCertificate: func() (*tls.Certificate, error) { return ctrlCert, nil }, Roots: func() *x509.CertPool { return m.pool }},
 	}
+	if err := srv.Register(prometheus.NewRegistry()); err != nil {
+		t.Fatal(err)
+	}
 	hs := httptest.NewUnstartedServer(srv)
 	hs.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 	hs.StartTLS()
@@ -218,7 +224,7 @@ func newFixture(t *testing.T, maxPerUser int) *fixture {
 	return &fixture{
 		url: hs.URL, front: ptr(front.issue(t, "front-proxy-client", x509.ExtKeyUsageClientAuth)),
 		stranger: ptr(newTestCA(t, "cluster-ca").issue(t, "front-proxy-client", x509.ExtKeyUsageClientAuth)),
-		proxies:  []*fakeProxy{good1, good2, impostor}, sar: seen, pool: pool,
+		proxies:  []*fakeProxy{good1, good2, impostor}, sar: seen, pool: pool, srv: srv,
 	}
 }
 
@@ -286,6 +292,11 @@ func TestRefusals(t *testing.T) {
 	}
 	if n := f.proxies[0].opened.Load() + f.proxies[1].opened.Load(); n != 0 {
 		t.Errorf("refused taps opened %d proxy streams", n)
+	}
+	for result, want := range map[string]float64{"unauthenticated": 2, "forbidden": 2, "bad_request": 2, "not_found": 2, "ok": 0} {
+		if got := testutil.ToFloat64(f.srv.requests.WithLabelValues(result)); got != want {
+			t.Errorf("trellis_controller_tap_requests_total{result=%q} = %g, want %g", result, got, want)
+		}
 	}
 }
 
