@@ -344,15 +344,36 @@ func logPrometheusMemory(t *testing.T) {
 				t.Logf("prometheus (pid %s) %s", filepath.Base(dir), strings.Join(strings.Fields(l), " "))
 			}
 		}
-		cg, _ := os.ReadFile(filepath.Join(dir, "cgroup"))
-		if _, path, ok := strings.Cut(strings.TrimSpace(string(cg)), "::"); ok {
-			for _, f := range []string{"memory.current", "memory.peak"} {
-				if v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", path, f)); err == nil {
-					t.Logf("prometheus container cgroup %s: %s bytes", f, strings.TrimSpace(string(v)))
-				}
-			}
-		}
+		logCgroupMemory(t, filepath.Join(dir, "cgroup"))
 		return
 	}
 	t.Log("prometheus process not found in /proc: memory not measured")
+}
+
+// logCgroupMemory logs the memory of the process's cgroup: cgroup v2
+// (memory.current, memory.peak) or v1 (the memory controller's
+// usage_in_bytes, max_usage_in_bytes).
+func logCgroupMemory(t *testing.T, cgroupFile string) {
+	b, _ := os.ReadFile(cgroupFile)
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		var dir string
+		var files []string
+		switch {
+		case parts[1] == "":
+			dir, files = filepath.Join("/sys/fs/cgroup", parts[2]), []string{"memory.current", "memory.peak"}
+		case strings.Contains(","+parts[1]+",", ",memory,"):
+			dir, files = filepath.Join("/sys/fs/cgroup/memory", parts[2]), []string{"memory.usage_in_bytes", "memory.max_usage_in_bytes"}
+		default:
+			continue
+		}
+		for _, f := range files {
+			if v, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+				t.Logf("prometheus container cgroup %s: %s bytes", f, strings.TrimSpace(string(v)))
+			}
+		}
+	}
 }
