@@ -78,7 +78,9 @@ func TestDemoRejectsBadFlags(t *testing.T) {
 // commands that print data are listed so one cannot lose its -o.
 func TestOutputConvention(t *testing.T) {
 	mustHave := map[string]bool{"trellis version": true, "trellis check": true, "trellis identity inspect": true, "trellis identity bundle list": true,
-		"trellis demo": true, "trellis identity verify": true, "trellis identity rotate": true, "trellis edges": true}
+		"trellis demo": true, "trellis identity verify": true, "trellis identity rotate": true, "trellis edges": true,
+		"trellis top": true, "trellis diagnostics proxy-metrics": true, "trellis diagnostics controller-metrics": true,
+		"trellis diagnostics endpoints": true, "trellis diagnostics policy": true}
 	var walk func(*cobra.Command)
 	walk = func(c *cobra.Command) {
 		for _, sub := range c.Commands() {

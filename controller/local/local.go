@@ -167,6 +167,11 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	apiv1.RegisterPolicyServer(srv, &policy.Service{Source: policySource{st}, Metrics: m, Log: log.With("component", "policy"), Done: streamsDone})
 
 	adm := admin.New(m.Registry)
+	if err := adm.ServeDestination(m.Registry, destinationSource{st}); err != nil {
+		adminLn.Close()
+		grpcLn.Close()
+		return nil, err
+	}
 	var up atomic.Bool
 	httpSrv := &http.Server{Handler: readiness(adm, &up, authority, serving), ReadHeaderTimeout: 5 * time.Second}
 

@@ -276,6 +276,10 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
 	adm := admin.New(m.Registry)
+	if err := adm.ServeDestination(m.Registry, src); err != nil {
+		adminLn.Close()
+		return nil, err
+	}
 	if cfg.ReadyCheck != nil {
 		adm.SetCheck(cfg.ReadyCheck)
 	}
