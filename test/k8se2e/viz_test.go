@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"github.com/trellis-mesh/trellis/cli/vizcmd"
 	"github.com/trellis-mesh/trellis/install/vizk8s"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
+	"github.com/trellis-mesh/trellis/viz/grafana"
 	"github.com/trellis-mesh/trellis/viz/model"
 	"github.com/trellis-mesh/trellis/viz/prom"
 )
@@ -57,6 +59,7 @@ func TestViz(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPromQL(t, pc, vizExpressions(ns))
+	checkGrafana(t, url)
 	logPrometheusMemory(t)
 }
 
@@ -110,6 +113,35 @@ func checkPromQL(t *testing.T, c *prom.Client, exprs map[string]string) {
 		}
 	}
 	t.Logf("%d PromQL expressions ran on the real Prometheus", len(exprs))
+}
+
+// checkGrafana runs every panel's PromQL of the shipped Grafana
+// dashboards (viz/grafana) on the suite's Prometheus: none may fail, and
+// with the demo running the mesh dashboard has data.
+func checkGrafana(t *testing.T, url string) {
+	t.Helper()
+	res, err := grafana.Check(t.Context(), http.DefaultClient, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withData := map[string]int{}
+	for _, r := range res {
+		if r.Err != nil {
+			t.Errorf("dashboard %s, panel %q (%s): %s: %v", r.Dashboard, r.Panel, r.RefID, r.Expr, r.Err)
+		}
+		if r.Series > 0 {
+			withData[r.Dashboard]++
+		}
+	}
+	t.Logf("%d Grafana panel queries ran on the real Prometheus; with data, per dashboard: %v", len(res), withData)
+	if len(res) == 0 {
+		t.Error("no Grafana query to check")
+	}
+	for _, d := range []string{"trellis-mesh", "trellis-workload"} {
+		if withData[d] == 0 {
+			t.Errorf("dashboard %s: no panel has data with the demo running", d)
+		}
+	}
 }
 
 // vizExpressions are viz/prom's columns as the views fill them.
