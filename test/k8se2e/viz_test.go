@@ -372,7 +372,7 @@ func logPrometheusMemory(t *testing.T) {
 		dir := filepath.Dir(p)
 		status, _ := os.ReadFile(filepath.Join(dir, "status"))
 		for _, l := range strings.Split(string(status), "\n") {
-			if strings.HasPrefix(l, "VmRSS:") || strings.HasPrefix(l, "VmHWM:") {
+			if strings.HasPrefix(l, "VmRSS:") || strings.HasPrefix(l, "VmHWM:") || strings.HasPrefix(l, "RssAnon:") || strings.HasPrefix(l, "RssFile:") {
 				t.Logf("prometheus (pid %s) %s", filepath.Base(dir), strings.Join(strings.Fields(l), " "))
 			}
 		}
