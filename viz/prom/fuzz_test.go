@@ -4,8 +4,10 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 type answer string
@@ -29,5 +31,34 @@ func FuzzQueryAnswer(f *testing.F) {
 		}
 		// Any answer is a vector or an error; the fuzzer finds panics.
 		_, _ = c.Query(context.Background(), "up")
+	})
+}
+
+// A resource name can never escape its PromQL string: what quote writes
+// reads back (PromQL unquotes as Go does) as exactly the name.
+func FuzzQuote(f *testing.F) {
+	for _, s := range []string{"web", `a"b`, `\`, "x\ny", "\x00", `"}) or vector(1) or ({a="`, "é\u2028"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !utf8.ValidString(s) {
+			return // label values are UTF-8
+		}
+		got, err := strconv.Unquote(quote(s))
+		if err != nil || got != s {
+			t.Fatalf("quote(%q) = %s reads back as %q, %v", s, quote(s), got, err)
+		}
+	})
+}
+
+// ServiceOf takes any authority (it comes from a caller's Host header).
+func FuzzServiceOf(f *testing.F) {
+	for _, s := range []string{"books.demo.svc.cluster.local:80", "books:80", "[::1]:80", "10.0.0.1:80", ":", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, authority string) {
+		if r := ServiceOf(authority, "ns"); r.Kind != "services" {
+			t.Fatalf("kind %q", r.Kind)
+		}
 	})
 }
