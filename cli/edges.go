@@ -70,7 +70,7 @@ identity could not be verified): it is not protected by the mesh.`,
 	f.StringVar(&kubeContext, "context", "", "kubeconfig context to use (default the current context)")
 	f.StringVarP(&namespace, "namespace", "n", "", "only the pods of this namespace (default all namespaces)")
 	f.StringVar(&viz.PrometheusURL, "prometheus-url", "", "read the edges from this Prometheus (relabelled as docs/observability.md says)")
-	f.BoolVar(&viz.Local, "local", false, "local mode: the proxies of a running `trellis demo`")
+	f.BoolVar(&viz.Local, "local", false, "local mode: the proxies of a running trellis demo")
 	f.StringVar(&viz.Config, "config", "", "local mode: the local store file whose proxies to read (implies --local)")
 	f.DurationVarP(&viz.Window, "time-window", "t", time.Minute, "Prometheus and local modes: the window the requests are counted over")
 	_ = cmd.RegisterFlagCompletionFunc("namespace", complete.Namespaces(complete.FromKubeconfig))

@@ -319,10 +319,10 @@ func DataPlaneChecks() []Check {
 		ProxyCertCheck, ProxyTrustCheck, ProxyIssuerCheck, ProxyControlPlaneCheck}
 }
 
-// PostChecks are `trellis check`: the API, the clock, the control plane
-// and the data plane.
+// PostChecks are `trellis check`: the API, the clock, the control plane,
+// the data plane and the optional viz Prometheus.
 func PostChecks() []Check {
-	return slices.Concat([]Check{APICheck, ClockSkewCheck}, ControlPlaneChecks(), DataPlaneChecks())
+	return slices.Concat([]Check{APICheck, ClockSkewCheck}, ControlPlaneChecks(), DataPlaneChecks(), []Check{VizCheck})
 }
 
 // ProxyChecks are `trellis check --proxy`.

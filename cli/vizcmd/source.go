@@ -43,7 +43,7 @@ func (f *SourceFlags) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Kubeconfig, "kubeconfig", "", "path to the kubeconfig (default $KUBECONFIG, else ~/.kube/config)")
 	fs.StringVar(&f.Context, "context", "", "kubeconfig context to use (default the current context)")
 	fs.StringVar(&f.PrometheusURL, "prometheus-url", "", "query this Prometheus (scraping with the relabelling of docs/observability.md) instead of the cluster's trellis-viz one")
-	fs.BoolVar(&f.Local, "local", false, "local mode: scrape the proxies of a running `trellis demo` (or of --config) directly")
+	fs.BoolVar(&f.Local, "local", false, "local mode: scrape the proxies of a running trellis demo (or of --config) directly")
 	fs.StringVar(&f.Config, "config", "", "local mode: the local store file whose workloads' adminAddr to scrape (implies --local)")
 }
 

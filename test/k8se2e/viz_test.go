@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"github.com/trellis-mesh/trellis/cli/vizcmd"
 	"github.com/trellis-mesh/trellis/install/vizk8s"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
+	"github.com/trellis-mesh/trellis/viz/grafana"
 	"github.com/trellis-mesh/trellis/viz/model"
 	"github.com/trellis-mesh/trellis/viz/prom"
 )
@@ -57,6 +59,7 @@ func TestViz(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPromQL(t, pc, vizExpressions(ns))
+	checkGrafana(t, url)
 	logPrometheusMemory(t)
 }
 
@@ -110,6 +113,35 @@ func checkPromQL(t *testing.T, c *prom.Client, exprs map[string]string) {
 		}
 	}
 	t.Logf("%d PromQL expressions ran on the real Prometheus", len(exprs))
+}
+
+// checkGrafana runs every panel's PromQL of the shipped Grafana
+// dashboards (viz/grafana) on the suite's Prometheus: none may fail, and
+// with the demo running the mesh dashboard has data.
+func checkGrafana(t *testing.T, url string) {
+	t.Helper()
+	res, err := grafana.Check(t.Context(), http.DefaultClient, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withData := map[string]int{}
+	for _, r := range res {
+		if r.Err != nil {
+			t.Errorf("dashboard %s, panel %q (%s): %s: %v", r.Dashboard, r.Panel, r.RefID, r.Expr, r.Err)
+		}
+		if r.Series > 0 {
+			withData[r.Dashboard]++
+		}
+	}
+	t.Logf("%d Grafana panel queries ran on the real Prometheus; with data, per dashboard: %v", len(res), withData)
+	if len(res) == 0 {
+		t.Error("no Grafana query to check")
+	}
+	for _, d := range []string{"trellis-mesh", "trellis-workload"} {
+		if withData[d] == 0 {
+			t.Errorf("dashboard %s: no panel has data with the demo running", d)
+		}
+	}
 }
 
 // vizExpressions are viz/prom's columns as the views fill them.
@@ -340,19 +372,40 @@ func logPrometheusMemory(t *testing.T) {
 		dir := filepath.Dir(p)
 		status, _ := os.ReadFile(filepath.Join(dir, "status"))
 		for _, l := range strings.Split(string(status), "\n") {
-			if strings.HasPrefix(l, "VmRSS:") || strings.HasPrefix(l, "VmHWM:") {
+			if strings.HasPrefix(l, "VmRSS:") || strings.HasPrefix(l, "VmHWM:") || strings.HasPrefix(l, "RssAnon:") || strings.HasPrefix(l, "RssFile:") {
 				t.Logf("prometheus (pid %s) %s", filepath.Base(dir), strings.Join(strings.Fields(l), " "))
 			}
 		}
-		cg, _ := os.ReadFile(filepath.Join(dir, "cgroup"))
-		if _, path, ok := strings.Cut(strings.TrimSpace(string(cg)), "::"); ok {
-			for _, f := range []string{"memory.current", "memory.peak"} {
-				if v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", path, f)); err == nil {
-					t.Logf("prometheus container cgroup %s: %s bytes", f, strings.TrimSpace(string(v)))
-				}
-			}
-		}
+		logCgroupMemory(t, filepath.Join(dir, "cgroup"))
 		return
 	}
 	t.Log("prometheus process not found in /proc: memory not measured")
+}
+
+// logCgroupMemory logs the memory of the process's cgroup: cgroup v2
+// (memory.current, memory.peak) or v1 (the memory controller's
+// usage_in_bytes, max_usage_in_bytes).
+func logCgroupMemory(t *testing.T, cgroupFile string) {
+	b, _ := os.ReadFile(cgroupFile)
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		var dir string
+		var files []string
+		switch {
+		case parts[1] == "":
+			dir, files = filepath.Join("/sys/fs/cgroup", parts[2]), []string{"memory.current", "memory.peak"}
+		case strings.Contains(","+parts[1]+",", ",memory,"):
+			dir, files = filepath.Join("/sys/fs/cgroup/memory", parts[2]), []string{"memory.usage_in_bytes", "memory.max_usage_in_bytes"}
+		default:
+			continue
+		}
+		for _, f := range files {
+			if v, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+				t.Logf("prometheus container cgroup %s: %s bytes", f, strings.TrimSpace(string(v)))
+			}
+		}
+	}
 }
