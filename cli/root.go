@@ -11,6 +11,7 @@ import (
 	"github.com/trellis-mesh/trellis/cli/installcmd"
 	"github.com/trellis-mesh/trellis/cli/policycmd"
 	"github.com/trellis-mesh/trellis/cli/tapcmd"
+	"github.com/trellis-mesh/trellis/cli/vizcmd"
 )
 
 // NewRootCommand returns the `trellis` command with every subcommand.
@@ -45,5 +46,6 @@ mesh run on this machine, no cluster needed.`,
 	root.AddCommand(installcmd.NewInstall(), installcmd.NewUpgrade(), installcmd.NewUninstall())
 	root.AddCommand(policycmd.NewAuthz(), policycmd.NewPolicy())
 	root.AddCommand(tapcmd.New(tapcmd.FromKubeconfig))
+	root.AddCommand(vizcmd.New(), vizcmd.NewStat(), vizcmd.NewRoutes())
 	return root
 }

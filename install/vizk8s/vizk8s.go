@@ -42,8 +42,9 @@ const (
 	Selector = install.LabelPartOf + "=" + install.LabelValue + "," + install.LabelManagedBy + "=" + install.LabelValue + ",app.kubernetes.io/component=viz"
 )
 
-// PrometheusVersion is the pinned Prometheus (the harness builds it from
-// github.com/prometheus/prometheus v0.316.0, which is Prometheus 3.16.0).
+// PrometheusVersion is the pinned Prometheus (the cluster harness builds
+// it from github.com/prometheus/prometheus v0.316.0, Prometheus 3.16.0, and
+// imports it under DefaultImage).
 const PrometheusVersion = "v3.16.0"
 
 // DefaultImage is the image as a user pulls it.

@@ -1,6 +1,12 @@
 package vizk8s
 
 import (
+	"bytes"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -91,4 +97,58 @@ func TestRenderRefuses(t *testing.T) {
 			t.Errorf("%s: rendered", name)
 		}
 	}
+}
+
+// The real Prometheus loads the configuration: it exits at start on a
+// configuration it refuses, and answers ready once it loaded one.
+func TestPrometheusLoadsConfig(t *testing.T) {
+	bin := os.Getenv("TRELLIS_PROMETHEUS_BIN")
+	if bin == "" {
+		m, _ := filepath.Glob("/var/tmp/trellis-cluster/cache/prometheus-*/prometheus")
+		if len(m) == 0 {
+			t.Skip("no Prometheus: set TRELLIS_PROMETHEUS_BIN (make images builds and caches one under /var/tmp/trellis-cluster/cache)")
+		}
+		bin = m[len(m)-1]
+	}
+	cfg, err := Config(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	var log bytes.Buffer
+	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() { _ = cmd.Process.Kill(); <-exited }()
+	start := time.Now()
+	for time.Since(start) < 60*time.Second {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("prometheus exited (%v):\n%s", err, log.String())
+		default:
+		}
+		if resp, err := http.Get("http://" + addr + "/-/ready"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				t.Logf("ready after %s", time.Since(start).Round(time.Millisecond))
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("not ready after 60 s:\n%s", log.String())
 }

@@ -28,13 +28,13 @@ func prometheusBinary(t *testing.T) string {
 	if p := os.Getenv("TRELLIS_PROMETHEUS_BIN"); p != "" {
 		return p
 	}
-	if m, _ := filepath.Glob("/var/tmp/trellis-cluster/cache/prometheus-*/usr/bin/prometheus"); len(m) > 0 {
+	if m, _ := filepath.Glob("/var/tmp/trellis-cluster/cache/prometheus-*/prometheus"); len(m) > 0 {
 		return m[len(m)-1]
 	}
 	if p, err := exec.LookPath("prometheus"); err == nil {
 		return p
 	}
-	t.Skip("no Prometheus: set TRELLIS_PROMETHEUS_BIN (make images caches Debian's under /var/tmp/trellis-cluster/cache)")
+	t.Skip("no Prometheus: set TRELLIS_PROMETHEUS_BIN (make images builds and caches one under /var/tmp/trellis-cluster/cache)")
 	return ""
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/trellis-mesh/trellis/test/cluster/k8s/internal/ociimage"
@@ -117,14 +118,30 @@ func iptablesFiles(ctx context.Context) ([]ociimage.File, error) {
 	if len(mods) == 0 {
 		return nil, errors.New("no xtables modules in /usr/lib/x86_64-linux-gnu/xtables (apt-get install iptables)")
 	}
-	names, err := lddLibs(ctx, append([]string{multi}, mods...)...)
-	if err != nil {
-		return nil, err
+	libs := map[string]bool{}
+	for _, f := range append([]string{multi}, mods...) {
+		out, err := run(ctx, "ldd", f)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range strings.Split(out, "\n") {
+			fields := strings.Fields(l)
+			for _, fl := range fields {
+				if strings.HasPrefix(fl, "/") {
+					libs[fl] = true
+				}
+			}
+		}
 	}
 	files := []ociimage.File{{Path: multi, Source: multi}}
 	for _, m := range mods {
 		files = append(files, ociimage.File{Path: m, Source: m, Mode: 0o644})
 	}
+	var names []string
+	for l := range libs {
+		names = append(names, l)
+	}
+	sort.Strings(names)
 	for _, l := range names {
 		// Content through the symlink, stored at the path the loader looks up.
 		files = append(files, ociimage.File{Path: l, Source: l, Mode: 0o755})
