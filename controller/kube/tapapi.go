@@ -16,6 +16,7 @@ import (
 	"github.com/trellis-mesh/trellis/controller/ca"
 	"github.com/trellis-mesh/trellis/controller/k8s/serve"
 	"github.com/trellis-mesh/trellis/controller/k8s/tapapi"
+	"github.com/trellis-mesh/trellis/controller/tapfan"
 )
 
 // DefaultTapAPIAddr is where the tap.trellis.io aggregated API listens
@@ -41,7 +42,7 @@ func startTapAPI(ctx context.Context, cfg Config, authority *ca.CA, serving *ca.
 	srv := &tapapi.Server{
 		Client: env.Client, Auth: &tapapi.RequestHeaderSource{Client: env.Client, Refresh: time.Minute},
 		TrustDomain: cfg.TrustDomain, Log: log,
-		Dialer: &tapapi.Dialer{
+		Dialer: &tapfan.Dialer{
 			ClientCertificate: func() (*tls.Certificate, error) { return serving.GetCertificate(nil) },
 			Roots:             func() *x509.CertPool { return authority.State().Pool },
 		},

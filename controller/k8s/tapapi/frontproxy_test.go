@@ -13,6 +13,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/trellis-mesh/trellis/controller/tapfan"
 )
 
 // testCA is a plain x509 CA, as the kube-apiserver's front-proxy CA is.
@@ -179,8 +181,8 @@ func FuzzReadObserveRequest(f *testing.F) {
 	f.Add([]byte(`{"limit":3,"match":{"pathPrefix":"/books"},"bodyBytes":10}`))
 	f.Add([]byte(`{"sample":2}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		req, err := readObserveRequest(bytesReader(data))
-		if err == nil && (req.GetBodyBytes() > MaxBodyBytes || req.GetSample() < 0 || req.GetSample() > 1) {
+		req, err := tapfan.ReadObserveRequest(bytesReader(data))
+		if err == nil && (req.GetBodyBytes() > tapfan.MaxBodyBytes || req.GetSample() < 0 || req.GetSample() > 1) {
 			t.Fatalf("accepted %+v", req)
 		}
 	})

@@ -11,7 +11,6 @@ package tapapi
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -19,22 +18,18 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/encoding/protojson"
 	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/controller/tapfan"
 )
 
 // Defaults of Server.
 const (
 	DefaultMaxPerUser = 5
 	DefaultMaxTotal   = 50
-	// maxBody bounds an ObserveRequest body.
-	maxBody = 64 << 10
-	// MaxBodyBytes is the proxies' cap on captured body bytes.
-	MaxBodyBytes = 65536
 )
 
 // Server is the aggregated API's HTTP handler.
@@ -43,7 +38,7 @@ type Server struct {
 	Auth   interface {
 		Get(context.Context) (*RequestHeader, error)
 	}
-	Dialer      *Dialer
+	Dialer      *tapfan.Dialer
 	TrustDomain string
 	Log         *slog.Logger
 	// MaxPerUser and MaxTotal cap concurrent taps (0: the defaults).
@@ -92,7 +87,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	req, err := readObserveRequest(r.Body)
+	req, err := tapfan.ReadObserveRequest(r.Body)
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, "bad_request", "the ObserveRequest body: "+err.Error())
 		return
@@ -237,31 +232,6 @@ func parseTapPath(p string) (Target, bool) {
 	return Target{}, false
 }
 
-// readObserveRequest decodes the body (empty: every default).
-func readObserveRequest(body io.Reader) (*apiv1.ObserveRequest, error) {
-	data, err := io.ReadAll(io.LimitReader(body, maxBody+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxBody {
-		return nil, fmt.Errorf("larger than %d bytes", maxBody)
-	}
-	req := &apiv1.ObserveRequest{}
-	if len(strings.TrimSpace(string(data))) == 0 {
-		return req, nil
-	}
-	if err := protojson.Unmarshal(data, req); err != nil {
-		return nil, err
-	}
-	if req.GetBodyBytes() > MaxBodyBytes {
-		return nil, fmt.Errorf("bodyBytes %d: at most %d", req.GetBodyBytes(), MaxBodyBytes)
-	}
-	if s := req.GetSample(); !(s >= 0 && s <= 1) {
-		return nil, fmt.Errorf("sample %g: want a fraction in (0, 1]", s)
-	}
-	return req, nil
-}
-
 // stream taps the target's pods and writes each event as one line.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, u User, t Target, req *apiv1.ObserveRequest) {
 	ctx := r.Context()
@@ -280,21 +250,6 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, u User, t Target
 	}
 	s.count("ok")
 	s.Log.Info("tap", "user", u.Name, "target", t.String(), "pods", len(pods), "bodyBytes", req.GetBodyBytes())
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	_ = rc.Flush()
-	start := time.Now()
-	failed, err := s.Dialer.FanIn(ctx, s.Log, pods, req, func(ev *apiv1.TapEvent) error {
-		line, err := protojson.Marshal(ev)
-		if err != nil {
-			return err
-		}
-		if _, err := w.Write(append(line, '\n')); err != nil {
-			return err
-		}
-		return rc.Flush()
-	})
-	s.Log.Info("tap ended", "user", u.Name, "target", t.String(), "after", time.Since(start).Round(time.Millisecond), "failedPods", failed, "err", err)
+	failed, err := s.Dialer.Stream(ctx, w, s.Log, pods, req)
+	s.Log.Info("tap ended", "user", u.Name, "target", t.String(), "failedPods", failed, "err", err)
 }

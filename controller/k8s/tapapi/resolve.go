@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/trellis-mesh/trellis/controller/tapfan"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
@@ -43,13 +44,7 @@ const DefaultTapPort = 4190
 const TapPortName = "trellis-tap"
 
 // PodTap is one meshed pod to tap.
-type PodTap struct {
-	Namespace, Name string
-	// Addr is the proxy's tap address (pod IP and tap port).
-	Addr string
-	// Identity the proxy must prove: the pod's service account's.
-	Identity identity.ID
-}
+type PodTap = tapfan.Target
 
 // errNotFound is a target that does not exist (404).
 type errNotFound struct{ msg string }

@@ -31,6 +31,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/controller/tapfan"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/pki"
@@ -206,7 +207,7 @@ func newFixture(t *testing.T, maxPerUser int) *fixture {
 		Client: client, TrustDomain: td, Log: slog.New(slog.DiscardHandler), MaxPerUser: maxPerUser,
 		Auth: staticAuth{&RequestHeader{CAs: front.pool, AllowedNames: []string{"front-proxy-client"},
 			UserHeaders: []string{"X-Remote-User"}, GroupHeaders: []string{"X-Remote-Group"}}},
-		Dialer: &Dialer{ClientCertificate: func() (*tls.Certificate, error) { return ctrlCert, nil }, Roots: func() *x509.CertPool { return m.pool }},
+		Dialer: &tapfan.Dialer{ClientCertificate: func() (*tls.Certificate, error) { return ctrlCert, nil }, Roots: func() *x509.CertPool { return m.pool }},
 	}
 	hs := httptest.NewUnstartedServer(srv)
 	hs.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
