@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellis-mesh/trellis/cli/checkcmd"
+	"github.com/trellis-mesh/trellis/cli/dashboardcmd"
 	"github.com/trellis-mesh/trellis/cli/identitycmd"
 	"github.com/trellis-mesh/trellis/cli/injectcmd"
 	"github.com/trellis-mesh/trellis/cli/installcmd"
@@ -46,6 +47,7 @@ mesh run on this machine, no cluster needed.`,
 	root.AddCommand(installcmd.NewInstall(), installcmd.NewUpgrade(), installcmd.NewUninstall())
 	root.AddCommand(policycmd.NewAuthz(), policycmd.NewPolicy())
 	root.AddCommand(tapcmd.New(tapcmd.FromKubeconfig))
+	root.AddCommand(dashboardcmd.New(dashboardcmd.FromFlags))
 	root.AddCommand(vizcmd.New(), vizcmd.NewStat(), vizcmd.NewRoutes())
 	return root
 }

@@ -29,11 +29,6 @@ func TestDashboardLocalDemo(t *testing.T) {
 	requireBinaries(t)
 	b := browser.Start(t) // skips here (fails in CI) without chromium
 	bin := buildDemoApp(t)
-	// TEMPORARY until viz/scrape and the local tapper are merged (issue 14):
-	// trellis demo has no --dashboard before that.
-	if help, _ := exec.Command(filepath.Join(bin, "trellis"), "demo", "--help").Output(); !strings.Contains(string(help), "--dashboard ") {
-		t.Skip("trellis demo has no --dashboard yet")
-	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
