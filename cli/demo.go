@@ -145,6 +145,6 @@ func printKubernetesDemo(cmd *cobra.Command, o demok8s.Options) error {
 func demoDashboard(serve dashboardcmd.ServeOptions, stderr io.Writer, log *slog.Logger) func(context.Context, demo.Plan) error {
 	return func(ctx context.Context, p demo.Plan) error {
 		serve.Output, serve.Stdout, serve.Stderr, serve.Logger = output.Text, stderr, stderr, log
-		return dashboardcmd.Serve(ctx, serve, dashboardcmd.LocalConfig(p, nil))
+		return dashboardcmd.Serve(ctx, serve, dashboardcmd.LocalConfig(p))
 	}
 }

@@ -6,14 +6,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellis-mesh/trellis/cli/checkcmd"
+	"github.com/trellis-mesh/trellis/cli/dashboardcmd"
 	"github.com/trellis-mesh/trellis/cli/diagcmd"
 	"github.com/trellis-mesh/trellis/cli/identitycmd"
 	"github.com/trellis-mesh/trellis/cli/injectcmd"
 	"github.com/trellis-mesh/trellis/cli/installcmd"
 	"github.com/trellis-mesh/trellis/cli/policycmd"
 	"github.com/trellis-mesh/trellis/cli/tapcmd"
-	"github.com/trellis-mesh/trellis/cli/vizcmd"
 	"github.com/trellis-mesh/trellis/cli/topcmd"
+	"github.com/trellis-mesh/trellis/cli/vizcmd"
 )
 
 // NewRootCommand returns the `trellis` command with every subcommand.
@@ -48,6 +49,7 @@ mesh run on this machine, no cluster needed.`,
 	root.AddCommand(installcmd.NewInstall(), installcmd.NewUpgrade(), installcmd.NewUninstall())
 	root.AddCommand(policycmd.NewAuthz(), policycmd.NewPolicy())
 	root.AddCommand(tapcmd.New(tapcmd.FromKubeconfig))
+	root.AddCommand(dashboardcmd.New(dashboardcmd.FromFlags))
 	root.AddCommand(vizcmd.New(), vizcmd.NewStat(), vizcmd.NewRoutes())
 	root.AddCommand(diagcmd.New(), topcmd.New(nil))
 	return root

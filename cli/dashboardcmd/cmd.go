@@ -1,28 +1,13 @@
 package dashboardcmd
 
 import (
-	"context"
 	"log/slog"
 
 	"github.com/spf13/cobra"
 
 	"github.com/trellis-mesh/trellis/cli/output"
-	"github.com/trellis-mesh/trellis/viz/dashboard"
+	"github.com/trellis-mesh/trellis/cli/vizcmd"
 )
-
-// KubeOptions are the flags that say where the dashboard's figures and
-// taps come from on Kubernetes.
-type KubeOptions struct {
-	Kubeconfig, Context string
-	// PrometheusURL: a Prometheus of the user's ("": port-forward to the
-	// one of `trellis viz install`).
-	PrometheusURL string
-	Logger        *slog.Logger
-}
-
-// ViewsFunc builds the dashboard's sources from the user's kubeconfig;
-// stop releases them (the port-forward).
-type ViewsFunc func(ctx context.Context, o KubeOptions) (cfg dashboard.Config, stop func(), err error)
 
 // AddServeFlags registers --PREFIXport, --PREFIXaddress and --no-browser
 // (prefix "dashboard-" for `trellis demo`, whose --port would be unclear).
@@ -37,7 +22,7 @@ func AddServeFlags(cmd *cobra.Command, o *ServeOptions, prefix string) {
 func New(views ViewsFunc) *cobra.Command {
 	var (
 		serve ServeOptions
-		kube  KubeOptions
+		src   vizcmd.SourceFlags
 		out   output.Flag
 	)
 	cmd := &cobra.Command{
@@ -52,7 +37,10 @@ aggregated tap API with YOUR kubeconfig credentials, so the dashboard shows
 exactly what your RBAC allows. Nothing privileged runs in the cluster.
 
 The dashboard listens on 127.0.0.1 and answers only requests for its own
-address; it has no login, so keep it there. Ctrl-C stops it.
+address; it has no login, so keep it there. Ctrl-C stops it. In local mode
+(--local, or no cluster configured and a "trellis demo" running) it shows
+the demo's proxies, scraped directly, and taps through the demo's
+controller.
 See docs/observability.md#dashboard.`,
 		Example: `  # Open the dashboard of the current kubeconfig context
   trellis dashboard
@@ -66,15 +54,17 @@ See docs/observability.md#dashboard.`,
   # Print the URL as JSON for a script
   trellis dashboard --no-browser -o json
 
-  # The same dashboard over the local demo, no cluster
+  # The dashboard of a trellis demo already running on this machine
+  trellis dashboard --local
+
+  # Or start the demo with its dashboard
   trellis demo --dashboard`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			serve.Output, serve.Stdout, serve.Stderr = out.Format(), cmd.OutOrStdout(), cmd.ErrOrStderr()
 			serve.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-			kube.Logger = serve.Logger
-			cfg, stop, err := views(ctx, kube)
+			cfg, stop, err := views(ctx, &src)
 			if err != nil {
 				return err
 			}
@@ -83,10 +73,7 @@ See docs/observability.md#dashboard.`,
 		},
 	}
 	AddServeFlags(cmd, &serve, "")
-	f := cmd.Flags()
-	f.StringVar(&kube.Kubeconfig, "kubeconfig", "", "path to the kubeconfig (default $KUBECONFIG, else ~/.kube/config)")
-	f.StringVar(&kube.Context, "context", "", "kubeconfig context to use (default the current context)")
-	f.StringVar(&kube.PrometheusURL, "prometheus-url", "", "Prometheus to query (default: port-forward to the one of trellis viz install)")
+	src.Register(cmd.Flags())
 	out.Register(cmd, output.Text, output.JSON, output.YAML)
 	return cmd
 }

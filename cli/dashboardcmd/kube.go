@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	prommodel "github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,9 +17,9 @@ import (
 	"github.com/trellis-mesh/trellis/viz/model"
 )
 
-// querier is the part of Prometheus's API the dashboard uses (promv1.API).
+// querier runs instant PromQL queries (viz/prom's Client).
 type querier interface {
-	Query(ctx context.Context, query string, ts time.Time, opts ...promv1.Option) (prommodel.Value, promv1.Warnings, error)
+	Query(ctx context.Context, expr string) (prommodel.Vector, error)
 }
 
 // kubeViews answers the identity and policy pages on Kubernetes: the
@@ -120,15 +119,7 @@ func (k *kubeViews) Decisions(ctx context.Context, ns string, window time.Durati
 }
 
 func (k *kubeViews) query(ctx context.Context, q string) (prommodel.Vector, error) {
-	v, _, err := k.prom.Query(ctx, q, time.Now())
-	if err != nil {
-		return nil, fmt.Errorf("prometheus: %s: %w", q, err)
-	}
-	vec, ok := v.(prommodel.Vector)
-	if !ok {
-		return nil, fmt.Errorf("prometheus: %s: answered a %s, want a vector", q, v.Type())
-	}
-	return vec, nil
+	return k.prom.Query(ctx, q)
 }
 
 // nsSelector is the label selector of a namespace ("" = every one); the

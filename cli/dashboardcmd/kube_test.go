@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	prommodel "github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,13 +18,13 @@ import (
 // answers maps a query's metric name to the vector Prometheus returns.
 type answers map[string]prommodel.Vector
 
-func (a answers) Query(_ context.Context, q string, _ time.Time, _ ...promv1.Option) (prommodel.Value, promv1.Warnings, error) {
+func (a answers) Query(_ context.Context, q string) (prommodel.Vector, error) {
 	for name, v := range a {
 		if strings.Contains(q, name) {
-			return v, nil, nil
+			return v, nil
 		}
 	}
-	return prommodel.Vector{}, nil, nil
+	return prommodel.Vector{}, nil
 }
 
 func pod(name, sa string, proxy bool, owner *metav1.OwnerReference, hash string) *corev1.Pod {

@@ -1,16 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,40 +25,16 @@ func TestDashboardLocalDemo(t *testing.T) {
 	requireBinaries(t)
 	b := browser.Start(t) // skips here (fails in CI) without chromium
 	bin := buildDemoApp(t)
-	// TEMPORARY until viz/scrape and the local tapper are merged (issue 14):
-	// trellis demo has no --dashboard before that.
-	if help, _ := exec.Command(filepath.Join(bin, "trellis"), "demo", "--help").Output(); !strings.Contains(string(help), "--dashboard ") {
-		t.Skip("trellis demo has no --dashboard yet")
-	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "trellis"), "demo", "--dashboard", "--no-browser",
 		"--dashboard-port", "0", "--rps", "20", "--interval", "5s")
 	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	// The tables go to stdout (discarded); status lines and the
-	// dashboard's URL to stderr, read as they come.
-	stderr, stderrW := io.Pipe()
-	defer stderrW.Close()
-	cmd.Stderr = stderrW
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			_ = cmd.Wait()
-		}
-	}()
-	url, logTail := dashboardURL(t, stderr)
-	t.Logf("dashboard %s after %s", url, time.Since(start).Round(time.Millisecond))
-	rssBefore := rss(cmd.Process.Pid)
+	d := browser.RunDashboard(t, cmd, 2*time.Minute)
+	rssBefore := rss(d.Pid)
 
-	browser.CheckDashboard(t, b, strings.TrimSuffix(url, "/"), browser.DashboardExpect{
+	browser.CheckDashboard(t, b, strings.TrimSuffix(d.URL, "/"), browser.DashboardExpect{
 		Workloads:  []string{"loadgen", "web", "books-v1", "books-v2", "authors"},
 		Serving:    []string{"web", "books-v1", "books-v2", "authors"},
 		Edges:      4, // loadgen -> web -> books (v1, v2) -> authors, every hop mTLS
@@ -70,56 +42,10 @@ func TestDashboardLocalDemo(t *testing.T) {
 		ShotPrefix: "dashboard-local-",
 	})
 	t.Logf("trellis process (demo supervisor, tables and dashboard): %s before the browser; %s after it used every page and a tap",
-		rssBefore, rss(cmd.Process.Pid))
-
-	// Ctrl-C: a clean stop.
-	_ = syscall.Kill(cmd.Process.Pid, syscall.SIGINT)
-	err := cmd.Wait()
-	stopped = true
-	if err != nil {
-		t.Errorf("trellis demo after SIGINT: %v\n%s", err, logTail())
+		rssBefore, rss(d.Pid))
+	if err := d.Stop(30 * time.Second); err != nil {
+		t.Errorf("trellis demo after Ctrl-C: %v", err)
 	}
-}
-
-// dashboardURL reads the demo's stderr until the dashboard's line, and
-// keeps its last lines (returned by tail) for failures.
-func dashboardURL(t *testing.T, r io.Reader) (string, func() string) {
-	t.Helper()
-	var mu sync.Mutex
-	var seen []string
-	tail := func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		return strings.Join(seen, "\n")
-	}
-	found, exited := make(chan string, 1), make(chan struct{})
-	go func() {
-		defer close(exited)
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			mu.Lock()
-			seen = append(seen, sc.Text())
-			if len(seen) > 200 {
-				seen = seen[1:]
-			}
-			mu.Unlock()
-			if _, u, ok := strings.Cut(sc.Text(), "Trellis dashboard: "); ok {
-				select {
-				case found <- strings.Fields(u)[0]:
-				default:
-				}
-			}
-		}
-	}()
-	select {
-	case u := <-found:
-		return u, tail
-	case <-exited:
-		t.Fatalf("trellis demo exited before serving the dashboard:\n%s", tail())
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("no dashboard URL within 2m:\n%s", tail())
-	}
-	return "", tail
 }
 
 // buildDemoApp builds trellis-demo-app beside the harness's binaries
