@@ -30,6 +30,10 @@ type Options struct {
 	BasePort int
 	// Policy is "" or PolicyDeny (policy.go).
 	Policy string
+	// TraceCollector, when set, is every proxy's --trace-collector (an
+	// OTLP/gRPC host:port), with TraceSampleRatio as --trace-sample-ratio.
+	TraceCollector   string
+	TraceSampleRatio float64
 
 	// ReadyTimeout bounds each readiness wait; Warmup is left out of the
 	// final summary; StopGrace is the SIGTERM-to-SIGKILL delay.
@@ -258,7 +262,7 @@ func (d *demo) run(ctx context.Context) error {
 }
 
 func (d *demo) proxyArgs(w Workload) []string {
-	return []string{
+	args := []string{
 		"--mode", "explicit",
 		"--outbound-addr", addr(w.OutboundPort),
 		"--inbound-addr", addr(w.InboundPort),
@@ -273,6 +277,11 @@ func (d *demo) proxyArgs(w Workload) []string {
 		// drain would only delay Ctrl-C.
 		"--shutdown-grace", "1s",
 	}
+	if d.opts.TraceCollector != "" {
+		args = append(args, "--trace-collector", d.opts.TraceCollector,
+			"--trace-sample-ratio", strconv.FormatFloat(d.opts.TraceSampleRatio, 'f', -1, 64))
+	}
+	return args
 }
 
 func appArgs(w Workload, rps int) []string {
