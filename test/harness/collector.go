@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -32,11 +33,13 @@ func collectorDir() string {
 // makes the next ones quick.
 func BuildCollector(ctx context.Context, dir string) (string, error) {
 	bin := filepath.Join(dir, "jaeger")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, collectorPkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, collectorPkg)
 	cmd.Dir = collectorDir()
-	// The collector's module is its own: no workspace, no GOFLAGS of the
-	// caller's module.
-	cmd.Env = append(os.Environ(), "GOWORK=off")
+	// The collector's module is its own (no workspace); static, with the
+	// flags the cluster harness builds its image with
+	// (test/cluster/k8s/cmd/cluster/collector.go): one build cache serves
+	// both.
+	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -138,7 +141,7 @@ func (c *Collector) Traces(ctx context.Context, service string, limit int) ([]Tr
 
 // QueryTraces asks the Jaeger query API at base for the traces of service.
 func QueryTraces(ctx context.Context, client *http.Client, base, service string, limit int) ([]Trace, error) {
-	u := fmt.Sprintf("%s/api/traces?service=%s&limit=%d&lookback=1h", strings.TrimSuffix(base, "/"), url.QueryEscape(service), limit)
+	u := strings.TrimSuffix(base, "/") + TracesPath(service, limit)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
@@ -151,13 +154,27 @@ func QueryTraces(ctx context.Context, client *http.Client, base, service string,
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", u, err)
+	}
+	return ParseTraces(b)
+}
+
+// ParseTraces decodes an answer of Jaeger's /api/traces.
+func ParseTraces(b []byte) ([]Trace, error) {
 	var body struct {
 		Data []Trace `json:"data"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("GET %s: %w", u, err)
+	if err := json.Unmarshal(b, &body); err != nil {
+		return nil, fmt.Errorf("jaeger's traces: %w", err)
 	}
 	return body.Data, nil
+}
+
+// TracesPath is the query API's path of the traces of service.
+func TracesPath(service string, limit int) string {
+	return fmt.Sprintf("/api/traces?service=%s&limit=%d&lookback=1h", url.QueryEscape(service), limit)
 }
 
 // Hop is one call of a trace: from the client's service (its proxy's
