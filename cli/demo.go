@@ -64,6 +64,8 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 
   # The same mesh in the web dashboard (opens the browser; the URL is printed)
   trellis demo --dashboard
+  # Send every request's spans to a local Jaeger (OTLP/gRPC on 4317)
+  trellis demo --trace-collector 127.0.0.1:4317
 
   # Keep the work directory (store file, certificates, logs) for a look
   trellis demo --keep --bin-dir ./bin
@@ -83,6 +85,9 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 			}
 			if opts.RPS < 1 {
 				return fmt.Errorf("--rps %d: must be at least 1", opts.RPS)
+			}
+			if err := checkTraceFlags(opts.TraceCollector, opts.TraceSampleRatio); err != nil {
+				return err
 			}
 			var err error
 			if opts.Fail, err = demo.ParseFails(fails); err != nil {
@@ -109,6 +114,8 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 	f.BoolVar(&opts.Keep, "keep", false, "keep the work directory (store file, certificates, tokens, logs) at the end")
 	f.StringVar(&opts.BinDir, "bin-dir", "", "directory holding trellis-controller, trellis-proxy and trellis-demo-app (default: beside trellis, then $PATH)")
 	f.StringVar(&opts.Policy, "policy", "", "authorization policy: deny (Servers default-deny, only loadgen -> web -> books -> authors allowed, and an intruder calling books that is refused)")
+	f.StringVar(&opts.TraceCollector, "trace-collector", "", "host:port of an OTLP/gRPC collector (Jaeger, the OpenTelemetry Collector): every proxy sends its spans there; the demo app passes the trace headers on, so one request is one trace across web, books and authors")
+	f.Float64Var(&opts.TraceSampleRatio, "trace-sample-ratio", 1, "with --trace-collector: the fraction of new traces sampled (0 to 1)")
 	f.IntVar(&opts.BasePort, "base-port", 0, "use the loopback ports from this one upwards instead of free ones the kernel picks")
 	f.BoolVar(&dash, "dashboard", false, "serve the web dashboard over the demo (docs/observability.md#dashboard)")
 	dashboardcmd.AddServeFlags(cmd, &serve, "dashboard-")

@@ -33,6 +33,10 @@ type Options struct {
 	// Dashboard, when set, serves the dashboard over the running demo
 	// until ctx ends (dashboard.go).
 	Dashboard func(ctx context.Context, p Plan) error
+	// TraceCollector, when set, is every proxy's --trace-collector (an
+	// OTLP/gRPC host:port), with TraceSampleRatio as --trace-sample-ratio.
+	TraceCollector   string
+	TraceSampleRatio float64
 
 	// ReadyTimeout bounds each readiness wait; Warmup is left out of the
 	// final summary; StopGrace is the SIGTERM-to-SIGKILL delay.
@@ -262,7 +266,7 @@ func (d *demo) run(ctx context.Context) error {
 }
 
 func (d *demo) proxyArgs(w Workload) []string {
-	return []string{
+	args := []string{
 		"--mode", "explicit",
 		"--outbound-addr", addr(w.OutboundPort),
 		"--inbound-addr", addr(w.InboundPort),
@@ -278,6 +282,11 @@ func (d *demo) proxyArgs(w Workload) []string {
 		// drain would only delay Ctrl-C.
 		"--shutdown-grace", "1s",
 	}
+	if d.opts.TraceCollector != "" {
+		args = append(args, "--trace-collector", d.opts.TraceCollector,
+			"--trace-sample-ratio", strconv.FormatFloat(d.opts.TraceSampleRatio, 'f', -1, 64))
+	}
+	return args
 }
 
 func appArgs(w Workload, rps int) []string {

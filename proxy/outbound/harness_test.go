@@ -22,6 +22,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/outbound"
+	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/policy"
 )
 
@@ -98,6 +99,8 @@ type pairOpts struct {
 	appPorts       []uint16           // further ports the inbound may forward to
 	plainToApp     bool               // the inbound's --app-addr is the app (plain callers reach it)
 	authorizer     policy.Authorizer  // the inbound's authz stage (default: all-unauthenticated)
+	inTrace        pipeline.Layer     // the tracing stages (default: none)
+	outTrace       pipeline.Layer
 }
 
 func listen(t testing.TB) net.Listener {
@@ -140,7 +143,7 @@ func newPair(t testing.TB, o pairOpts) *pair {
 		// The app is a further port of the (unused) app address's host,
 		// named by the endpoint's target port.
 		AppPorts: append([]uint16{uint16(port)}, o.appPorts...), DetectTimeout: time.Second, MeshTransport: o.transport,
-		Authorizer: o.authorizer})
+		Authorizer: o.authorizer, Trace: o.inTrace})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,6 +177,7 @@ func newPair(t testing.TB, o pairOpts) *pair {
 		DetectTimeout:  time.Second,
 		RequestTimeout: o.requestTimeout,
 		MeshTransport:  o.transport,
+		Trace:          o.outTrace,
 	})
 	if err != nil {
 		t.Fatal(err)

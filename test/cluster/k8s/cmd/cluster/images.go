@@ -94,7 +94,13 @@ func (h *harness) images(ctx context.Context) error {
 		fmt.Println(s)
 	}
 	if ok, _ := h.isUp(ctx); ok {
-		if err := h.importImages(ctx, built); err != nil {
+		// The tracing suite's collector (a cluster that was up before it
+		// existed gets it here).
+		jaeger, err := h.collectorImageTar(ctx)
+		if err != nil {
+			return err
+		}
+		if err := h.importImages(ctx, append(built, jaeger)); err != nil {
 			return err
 		}
 		h.log.Info("imported into the cluster's containerd", "images", len(built))

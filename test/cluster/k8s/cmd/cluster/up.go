@@ -245,6 +245,11 @@ func (h *harness) start(ctx context.Context, bins binaries) error {
 		return err
 	}
 	imports := []string{bins.pauseTar, bins.corednsTar, bins.smokeTar}
+	jaeger, err := h.collectorImageTar(ctx)
+	if err != nil {
+		return err
+	}
+	imports = append(imports, jaeger)
 	product, _ := filepath.Glob(filepath.Join(h.repoBin, "images", "*.tar"))
 	imports = append(imports, product...)
 	if err := h.importImages(ctx, imports); err != nil {
