@@ -11,6 +11,7 @@ import (
 	"github.com/trellis-mesh/trellis/cli/injectcmd"
 	"github.com/trellis-mesh/trellis/cli/installcmd"
 	"github.com/trellis-mesh/trellis/cli/policycmd"
+	"github.com/trellis-mesh/trellis/cli/tapcmd"
 	"github.com/trellis-mesh/trellis/cli/topcmd"
 )
 
@@ -45,6 +46,7 @@ mesh run on this machine, no cluster needed.`,
 	root.AddCommand(checkcmd.New(), newEdgesCommand(checkcmd.FromKubeconfig))
 	root.AddCommand(installcmd.NewInstall(), installcmd.NewUpgrade(), installcmd.NewUninstall())
 	root.AddCommand(policycmd.NewAuthz(), policycmd.NewPolicy())
-	root.AddCommand(diagcmd.New(), topcmd.New(nil))
+	root.AddCommand(tapcmd.New(tapcmd.FromKubeconfig))
+	root.AddCommand(diagcmd.New(), topcmd.New(tapcmd.FromKubeconfig))
 	return root
 }

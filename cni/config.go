@@ -78,8 +78,8 @@ func ParseConfig(data []byte) (*Config, error) {
 		c.OutboundPort = redirect.DefaultOutboundPort
 	}
 	if c.SkipInboundPorts == "" {
-		// The proxy's own inbound and admin ports, as trellis-init gets them.
-		c.SkipInboundPorts = "4143,4191"
+		// The proxy's own inbound, tap and admin ports, as trellis-init gets them.
+		c.SkipInboundPorts = "4143,4190,4191"
 	}
 	if c.ExcludeNamespaces == nil {
 		c.ExcludeNamespaces = DefaultExcludeNamespaces

@@ -22,7 +22,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := redirect.Config{ProxyUID: 2102, InboundPort: 4143, OutboundPort: 4140,
-		SkipInbound: []redirect.PortRange{{Lo: 4143, Hi: 4143}, {Lo: 4191, Hi: 4191}}}
+		SkipInbound: []redirect.PortRange{{Lo: 4143, Hi: 4143}, {Lo: 4190, Hi: 4191}}}
 	if redirect.Render(c.Redirect, redirect.IPv4, nil) != redirect.Render(want, redirect.IPv4, nil) {
 		t.Errorf("defaults render differently:\n%s\nwant:\n%s", redirect.Render(c.Redirect, redirect.IPv4, nil), redirect.Render(want, redirect.IPv4, nil))
 	}
@@ -66,7 +66,7 @@ func TestDecide(t *testing.T) {
 		wantErrSub string
 	}{
 		{name: "meshed", conf: meshedConf, args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=web-1", want: true,
-			reason: "meshed", wantOut: "25,8000-8100", wantIn: "4143,4191,9000"},
+			reason: "meshed", wantOut: "25,8000-8100", wantIn: "4143,4190-4191,9000"},
 		{name: "kube-system", conf: meshedConf, args: "K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=x", reason: "excluded"},
 		{name: "trellis-system", conf: meshedConf, args: "K8S_POD_NAMESPACE=trellis-system;K8S_POD_NAME=x", reason: "excluded"},
 		{name: "no namespace", conf: meshedConf, args: "", reason: "not a Kubernetes pod"},

@@ -63,6 +63,9 @@ const (
 	InboundPort  = 4143
 	OutboundPort = 4140
 	AdminPort    = 4191
+	// TapPort is the proxy's Tap.Observe listener (container port
+	// trellis-tap): only the controller's identity may call it.
+	TapPort = 4190
 )
 
 // Namespaces never injected, whatever their annotations say.

@@ -176,7 +176,7 @@ func (in *Injector) apply(pod *corev1.Pod, opts Options) {
 		pod.Annotations[k8slabels.AnnotationTrustAnchors] = cfg.TrustAnchorsPEM
 	}
 
-	skipIn := mergePorts([]int{InboundPort, AdminPort}, opts.SkipInboundPorts)
+	skipIn := mergePorts([]int{InboundPort, AdminPort, TapPort}, opts.SkipInboundPorts)
 	if opts.Redirect == k8slabels.RedirectCNI {
 		// The CNI plugin reads only the pod: record the effective
 		// settings there when they came from the namespace or the
@@ -233,6 +233,7 @@ func (in *Injector) proxyContainer(opts Options) corev1.Container {
 		{Name: "TRELLIS_PROXY_OUTBOUND_ADDR", Value: fmt.Sprintf("127.0.0.1:%d", OutboundPort)},
 		{Name: "TRELLIS_PROXY_INBOUND_ADDR", Value: fmt.Sprintf("0.0.0.0:%d", InboundPort)},
 		{Name: "TRELLIS_PROXY_ADMIN_ADDR", Value: fmt.Sprintf("0.0.0.0:%d", AdminPort)},
+		{Name: "TRELLIS_PROXY_TAP_ADDR", Value: fmt.Sprintf("0.0.0.0:%d", TapPort)},
 		{Name: "TRELLIS_PROXY_CONTROLLER_ADDR", Value: cfg.ControllerAddr},
 		{Name: "TRELLIS_PROXY_CONTROLLER_IDENTITY", Value: cfg.ControllerIdentity},
 		{Name: "TRELLIS_PROXY_IDENTITY", Value: "spiffe://" + cfg.TrustDomain + "/ns/$(TRELLIS_POD_NAMESPACE)/sa/$(TRELLIS_POD_SA)"},
@@ -269,6 +270,7 @@ func (in *Injector) proxyContainer(opts Options) corev1.Container {
 		Ports: []corev1.ContainerPort{
 			{Name: "trellis-proxy", ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP},
 			{Name: "trellis-admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+			{Name: "trellis-tap", ContainerPort: TapPort, Protocol: corev1.ProtocolTCP},
 		},
 		Env:       env,
 		Resources: opts.Resources,

@@ -178,6 +178,7 @@ func TestMutateNative(t *testing.T) {
 		"TRELLIS_PROXY_OUTBOUND_ADDR":       "127.0.0.1:4140",
 		"TRELLIS_PROXY_INBOUND_ADDR":        "0.0.0.0:4143",
 		"TRELLIS_PROXY_ADMIN_ADDR":          "0.0.0.0:4191",
+		"TRELLIS_PROXY_TAP_ADDR":            "0.0.0.0:4190",
 		"TRELLIS_PROXY_CONTROLLER_ADDR":     "trellis-controller.trellis-system.svc.cluster.local:8086",
 		"TRELLIS_PROXY_CONTROLLER_IDENTITY": "spiffe://cluster.local/ns/trellis-system/sa/trellis-controller",
 		"TRELLIS_PROXY_IDENTITY":            "spiffe://cluster.local/ns/$(TRELLIS_POD_NAMESPACE)/sa/$(TRELLIS_POD_SA)",
@@ -208,7 +209,7 @@ func TestMutateNative(t *testing.T) {
 	}
 
 	initC := pod.Spec.InitContainers[0]
-	wantArgs := []string{"--proxy-uid", "2102", "--inbound-port", "4143", "--outbound-port", "4140", "--skip-inbound-ports", "4143,4191"}
+	wantArgs := []string{"--proxy-uid", "2102", "--inbound-port", "4143", "--outbound-port", "4140", "--skip-inbound-ports", "4143,4190,4191"}
 	if !reflect.DeepEqual(initC.Args, wantArgs) {
 		t.Errorf("init args %q, want %q", initC.Args, wantArgs)
 	}
@@ -278,7 +279,7 @@ func TestMutateClassicAndCNI(t *testing.T) {
 		t.Errorf("trellis-validate security context %+v", sc)
 	}
 	wantArgs := []string{"--check", "--check-method", "probe", "--proxy-uid", "2102", "--inbound-port", "4143", "--outbound-port", "4140",
-		"--skip-inbound-ports", "4143,4191", "--skip-outbound-ports", "3306,5432"}
+		"--skip-inbound-ports", "4143,4190,4191", "--skip-outbound-ports", "3306,5432"}
 	if !reflect.DeepEqual(v.Args, wantArgs) || v.Image != "trellis/init:"+inj.Config().Version {
 		t.Errorf("trellis-validate %s %q\nwant args %q", v.Image, v.Args, wantArgs)
 	}
@@ -336,7 +337,7 @@ func TestMutateOptions(t *testing.T) {
 	}
 	initC, _ := findContainer(res.Pod, k8slabels.InitContainerName)
 	want := []string{"--proxy-uid", "2102", "--inbound-port", "4143", "--outbound-port", "4140",
-		"--skip-inbound-ports", "22,4143,4191,8081", "--skip-outbound-ports", "443"}
+		"--skip-inbound-ports", "22,4143,4190,4191,8081", "--skip-outbound-ports", "443"}
 	if !reflect.DeepEqual(initC.Args, want) {
 		t.Errorf("init args %q\nwant %q", initC.Args, want)
 	}

@@ -73,7 +73,7 @@ func FuzzSetStringValues(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(m.Objects) != 14 {
+		if len(m.Objects) != 18 {
 			t.Fatalf("value %q changed the object count to %d", value, len(m.Objects))
 		}
 		for _, o := range m.Objects {

@@ -52,6 +52,8 @@ var Kinds = []Kind{
 	{"admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", false, 14},
 	// Last: the injector is called only once the controller can exist.
 	{"admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false, 15},
+	// The tap API (tap.trellis.io), once the controller serves it.
+	{"apiregistration.k8s.io/v1", "APIService", "apiservices", false, 16},
 }
 
 // KindOf returns the entry of Kinds for apiVersion and kind.

@@ -70,6 +70,8 @@ func typed(t *testing.T, o Object) any {
 		into = &admissionv1.ValidatingAdmissionPolicy{}
 	case "ValidatingAdmissionPolicyBinding":
 		into = &admissionv1.ValidatingAdmissionPolicyBinding{}
+	case "APIService":
+		into = &apiService{}
 	default:
 		t.Fatalf("%s: no typed check for kind %s", o.Ref(), o.Kind.Kind)
 	}
@@ -113,40 +115,40 @@ func TestRenderProfiles(t *testing.T) {
 		wantCNI       bool
 	}{
 		{
-			name: "default", wantObjects: 14, wantReplicas: 1, wantFailure: admissionv1.Ignore,
+			name: "default", wantObjects: 18, wantReplicas: 1, wantFailure: admissionv1.Ignore,
 			wantImage:    "trellis/controller:v1.2.3",
 			wantProxyEnv: map[string]string{"TRELLIS_PROXY_IMAGE": "trellis/proxy:v1.2.3", "TRELLIS_INIT_IMAGE": "trellis/init:v1.2.3", "TRELLIS_PROXY_MEMORY_LIMIT": "64Mi", "TRELLIS_PROXY_CPU_LIMIT": ""},
 			wantLogArg:   "--log-level=info", wantNamespace: true,
 		},
 		{
-			name: "ha", ha: true, wantObjects: 15, wantReplicas: 3, wantPDB: true, wantFailure: admissionv1.Fail,
+			name: "ha", ha: true, wantObjects: 19, wantReplicas: 3, wantPDB: true, wantFailure: admissionv1.Fail,
 			wantImage: "trellis/controller:v1.2.3", wantLogArg: "--log-level=info", wantAntiAff: "preferred", wantNamespace: true,
 		},
 		{
 			name: "set",
 			set: []string{"image.registry=registry.example.com/mesh,image.tag=v9", "controller.logLevel=debug",
 				"proxy.resources.limits.memory=1Gi", "proxy.resources.requests.cpu=50m", "installNamespace=false"},
-			wantObjects: 13, wantReplicas: 1, wantFailure: admissionv1.Ignore,
+			wantObjects: 17, wantReplicas: 1, wantFailure: admissionv1.Ignore,
 			wantImage:    "registry.example.com/mesh/controller:v9",
 			wantProxyEnv: map[string]string{"TRELLIS_PROXY_IMAGE": "registry.example.com/mesh/proxy:v9", "TRELLIS_PROXY_MEMORY_LIMIT": "1Gi", "TRELLIS_PROXY_CPU_REQUEST": "50m"},
 			wantLogArg:   "--log-level=debug",
 		},
 		{
 			name: "cni", set: []string{"cni.enabled=true", "cni.binDir=/usr/lib/cni"},
-			wantObjects: 16, wantReplicas: 1, wantFailure: admissionv1.Ignore,
+			wantObjects: 20, wantReplicas: 1, wantFailure: admissionv1.Ignore,
 			wantImage:    "trellis/controller:v1.2.3",
 			wantProxyEnv: map[string]string{"TRELLIS_PROXY_REDIRECT": "cni"},
 			wantLogArg:   "--log-level=info", wantNamespace: true, wantCNI: true,
 		},
 		{
 			name: "ha cni", ha: true, set: []string{"cni.enabled=true"},
-			wantObjects: 17, wantReplicas: 3, wantPDB: true, wantFailure: admissionv1.Fail,
+			wantObjects: 21, wantReplicas: 3, wantPDB: true, wantFailure: admissionv1.Fail,
 			wantImage: "trellis/controller:v1.2.3", wantLogArg: "--log-level=info", wantAntiAff: "preferred", wantNamespace: true, wantCNI: true,
 		},
 		{
 			name: "ha with required anti-affinity and set replicas", ha: true,
 			set:         []string{"controller.podAntiAffinity=required", "controller.replicas=5"},
-			wantObjects: 15, wantReplicas: 5, wantPDB: true, wantFailure: admissionv1.Fail,
+			wantObjects: 19, wantReplicas: 5, wantPDB: true, wantFailure: admissionv1.Fail,
 			wantImage: "trellis/controller:v1.2.3", wantLogArg: "--log-level=info", wantAntiAff: "required", wantNamespace: true,
 		},
 	}
@@ -476,6 +478,10 @@ func TestRBACLeastPrivilege(t *testing.T) {
 	// Status writes: the subresource only, so the controller can never change a policy's spec.
 	want = append(want, "policy.trellis.io/servers/status:update", "policy.trellis.io/authorizationpolicies/status:update", "policy.trellis.io/ratelimits/status:update")
 	want = append(want, "authentication.k8s.io/tokenreviews:create", "/events:create", "/events:patch", "events.k8s.io/events:create", "events.k8s.io/events:patch")
+	// The tap API: workloads to pods, and the tapping user's rights.
+	want = append(want, "apps/deployments:get", "apps/deployments:list", "apps/replicasets:get", "apps/replicasets:list",
+		"apps/statefulsets:get", "apps/statefulsets:list", "apps/daemonsets:get", "apps/daemonsets:list", "batch/jobs:get",
+		"authorization.k8s.io/subjectaccessreviews:create")
 	cr := find[*rbacv1.ClusterRole](t, m, "ClusterRole", "trellis-controller")
 	if got := flatten(cr.Rules); !sameSet(got, want) {
 		t.Errorf("ClusterRole grants\n  %v\nwant\n  %v", got, want)
@@ -505,6 +511,12 @@ func TestRBACLeastPrivilege(t *testing.T) {
 			}
 			if len(subjects) != 1 || subjects[0].Kind != "ServiceAccount" || subjects[0].Name != "trellis-controller" || subjects[0].Namespace != Namespace {
 				t.Errorf("%s binds %+v", o.Ref(), subjects)
+			}
+			// The one exception: reading the front proxy's settings
+			// (kube-system's extension-apiserver-authentication ConfigMap)
+			// through the Role Kubernetes ships for extension API servers.
+			if o.Name == "trellis-controller-auth-reader" && o.Namespace == "kube-system" && ref.Kind == "Role" && ref.Name == "extension-apiserver-authentication-reader" {
+				continue
 			}
 			if ref.Name != "trellis-controller" || (kind == "RoleBinding") != (ref.Kind == "Role") {
 				t.Errorf("%s refers to %+v", o.Ref(), ref)
@@ -583,8 +595,8 @@ func TestExternalIssuerOmitsSecret(t *testing.T) {
 			t.Fatal("an external issuer's Secret was rendered")
 		}
 	}
-	if len(m.Objects) != 13 {
-		t.Errorf("%d objects, want 13", len(m.Objects))
+	if len(m.Objects) != 17 {
+		t.Errorf("%d objects, want 17", len(m.Objects))
 	}
 	// The Deployment still mounts the (external) Secret.
 	d := find[*appsv1.Deployment](t, m, "Deployment", "trellis-controller")

@@ -37,9 +37,12 @@ import (
 
 // Config is the proxy's configuration (see docs/proxy.md for each field's flag).
 type Config struct {
-	OutboundAddr       string
-	InboundAddr        string
-	AdminAddr          string
+	OutboundAddr string
+	InboundAddr  string
+	AdminAddr    string
+	// TapAddr is the Tap.Observe listener (--tap-addr; "" disables it):
+	// mesh mTLS, only the controller's identity may call it.
+	TapAddr            string
 	Mode               string // explicit | transparent
 	AppAddr            string
 	ControllerAddr     string
@@ -87,7 +90,7 @@ type Config struct {
 }
 
 // Addrs are the addresses the proxy listens on.
-type Addrs struct{ Outbound, Inbound, Admin string }
+type Addrs struct{ Outbound, Inbound, Admin, Tap string }
 
 // DefaultOpaquePorts are never protocol-detected (server-speaks-first protocols).
 var DefaultOpaquePorts = []uint16{25, 587, 3306, 4222, 5432, 6379, 11211, 27017}
@@ -257,6 +260,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	tapHub, err := newTapHub(local, reg)
+	if err != nil {
+		return err
+	}
 	opaque := make(map[uint16]bool, len(cfg.OpaquePorts))
 	for _, p := range cfg.OpaquePorts {
 		opaque[p] = true
@@ -277,6 +284,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Metrics: m, Logger: log.With("component", "outbound"),
 		DetectTimeout: cfg.DetectTimeout, RequestTimeout: cfg.RequestTimeout, OpaquePorts: opaque,
 		MeshTransport: cfg.MeshTransport, HeaderTimeout: cfg.HeaderTimeout,
+		Tap: tapHub.Layer(metrics.Outbound),
 	})
 	if err != nil {
 		return err
@@ -294,6 +302,7 @@ func Run(ctx context.Context, cfg Config) error {
 		OwnPorts: func() []uint16 { return ownPorts }, SelfConns: self, HeaderTimeout: cfg.HeaderTimeout,
 		OrigDst:    observingOrigDst(policies, func() []uint16 { return ownPorts }),
 		Authorizer: enforcer,
+		Tap:        tapHub.Layer(metrics.Inbound),
 	})
 	if err != nil {
 		return err
@@ -315,7 +324,17 @@ func Run(ctx context.Context, cfg Config) error {
 		_ = inLn.Close()
 		return fmt.Errorf("--admin-addr: %w", err)
 	}
+	tapLn, err := listenTap(ctx, cfg.TapAddr)
+	if err != nil {
+		_ = outLn.Close()
+		_ = inLn.Close()
+		_ = adminLn.Close()
+		return err
+	}
 	ownPorts = listenerPorts(outLn, inLn, adminLn)
+	if tapLn != nil {
+		ownPorts = append(ownPorts, listenerPorts(tapLn)...)
+	}
 
 	var draining atomic.Bool
 	shutdown := make(chan struct{})
@@ -346,10 +365,12 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() { _ = adminSrv.Serve(adminLn) }()
 	go func() { _ = out.Serve(outLn) }()
 	go func() { _ = in.Serve(inLn) }()
+	stopTap := serveTap(tapLn, tapHub, store, ctrlID, log)
+	defer stopTap()
 	log.Info("trellis-proxy serving", "identity", local.String(), "mode", cfg.Mode,
 		"outbound", outLn.Addr().String(), "inbound", inLn.Addr().String(), "admin", adminLn.Addr().String())
 	if cfg.Ready != nil {
-		cfg.Ready(Addrs{Outbound: outLn.Addr().String(), Inbound: inLn.Addr().String(), Admin: adminLn.Addr().String()})
+		cfg.Ready(Addrs{Outbound: outLn.Addr().String(), Inbound: inLn.Addr().String(), Admin: adminLn.Addr().String(), Tap: addrOf(tapLn)})
 	}
 
 	select {

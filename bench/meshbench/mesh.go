@@ -130,17 +130,17 @@ func startMesh(ctx context.Context, ps *procs, opt meshOptions, dir string, up u
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
-	// controller gRPC, controller admin, then per proxy: outbound, inbound, admin.
-	ports, err := reservePorts(8)
+	// controller gRPC, controller admin, then per proxy: outbound, inbound, admin, tap.
+	ports, err := reservePorts(10)
 	if err != nil {
 		return nil, err
 	}
 	ctrlAddr, ctrlAdmin := ports[0], ports[1]
 	type proxySpec struct {
-		name, out, in, admin, token, tokenFile string
+		name, out, in, admin, tap, token, tokenFile string
 	}
-	client := proxySpec{name: "client", out: ports[2], in: ports[3], admin: ports[4]}
-	server := proxySpec{name: "server", out: ports[5], in: ports[6], admin: ports[7]}
+	client := proxySpec{name: "client", out: ports[2], in: ports[3], admin: ports[4], tap: ports[8]}
+	server := proxySpec{name: "server", out: ports[5], in: ports[6], admin: ports[7], tap: ports[9]}
 	for _, p := range []*proxySpec{&client, &server} {
 		if p.token, err = randomToken(); err != nil {
 			return nil, err
@@ -184,6 +184,7 @@ func startMesh(ctx context.Context, ps *procs, opt meshOptions, dir string, up u
 			"--outbound-addr", p.out,
 			"--inbound-addr", p.in,
 			"--admin-addr", p.admin,
+			"--tap-addr", p.tap,
 			"--controller-addr", ctrlAddr,
 			"--trust-anchors", anchor,
 			"--identity", fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, meshNamespace, p.name),

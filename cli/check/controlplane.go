@@ -568,6 +568,6 @@ func ControlPlaneChecks() []Check {
 	return []Check{
 		NamespaceCheck, DeploymentCheck, PodsCheck, CNICheck,
 		WebhookConfigCheck, WebhookEndpointsCheck, WebhookCertCheck, WebhookCallCheck,
-		AnchorsCheck, IssuerCheck,
+		AnchorsCheck, IssuerCheck, TapAPICheck,
 	}
 }

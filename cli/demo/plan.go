@@ -56,6 +56,8 @@ type Workload struct {
 	InboundPort  int
 	OutboundPort int
 	AdminPort    int
+	// TapPort is the proxy's --tap-addr (recorded as the store's tapAddr).
+	TapPort int
 
 	Token    string
 	FailRate float64
@@ -77,8 +79,16 @@ var demoWorkloads = []Workload{
 }
 
 // PortsNeeded is how many loopback ports a plan uses: two for the
-// controller, four per workload.
-func PortsNeeded() int { return 2 + 4*len(demoWorkloads) }
+// controller, five per workload.
+func PortsNeeded() int { return 2 + portsPerWorkload*len(demoWorkloads) }
+
+// portsPerWorkload: app, inbound, outbound, admin, tap.
+const portsPerWorkload = 5
+
+// setPorts gives w its ports from ports (portsPerWorkload of them).
+func (w *Workload) setPorts(ports []int) {
+	w.AppPort, w.InboundPort, w.OutboundPort, w.AdminPort, w.TapPort = ports[0], ports[1], ports[2], ports[3], ports[4]
+}
 
 // Plan is everything the demo needs to start its processes.
 type Plan struct {
@@ -111,8 +121,8 @@ func NewPlan(dir string, ports []int, fail map[string]float64) (Plan, error) {
 	p := Plan{Dir: dir, ControllerPort: ports[0], ControllerAdminPort: ports[1]}
 	next := ports[2:]
 	for _, w := range demoWorkloads {
-		w.AppPort, w.InboundPort, w.OutboundPort, w.AdminPort = next[0], next[1], next[2], next[3]
-		next = next[4:]
+		w.setPorts(next)
+		next = next[portsPerWorkload:]
 		tok, err := newToken()
 		if err != nil {
 			return Plan{}, err
@@ -164,6 +174,7 @@ func (p Plan) Store() Store {
 			Token: w.Token, ProxyAddr: addr(w.InboundPort),
 			Labels:    map[string]string{"app": w.Role, "version": w.Version},
 			AdminAddr: addr(w.AdminPort),
+			TapAddr:   addr(w.TapPort),
 			Endpoints: []meshconfig.Endpoint{},
 		}
 		if w.Service != "" {

@@ -20,7 +20,7 @@ import (
 const PolicyDeny = "deny"
 
 // IntruderPorts is how many more ports a plan with a policy needs.
-const IntruderPorts = 4
+const IntruderPorts = portsPerWorkload
 
 // intruder is the caller no policy allows: a load generator of its own
 // service account that calls books directly.
@@ -44,7 +44,7 @@ func (p Plan) WithPolicy(policy string, ports []int) (Plan, error) {
 		return Plan{}, fmt.Errorf("--policy needs %d more ports, got %d", IntruderPorts, len(ports))
 	}
 	w := intruder
-	w.AppPort, w.InboundPort, w.OutboundPort, w.AdminPort = ports[0], ports[1], ports[2], ports[3]
+	w.setPorts(ports)
 	tok, err := newToken()
 	if err != nil {
 		return Plan{}, err

@@ -263,6 +263,7 @@ func (d *demo) proxyArgs(w Workload) []string {
 		"--outbound-addr", addr(w.OutboundPort),
 		"--inbound-addr", addr(w.InboundPort),
 		"--admin-addr", addr(w.AdminPort),
+		"--tap-addr", addr(w.TapPort),
 		"--app-addr", addr(w.AppPort),
 		"--controller-addr", addr(d.plan.ControllerPort),
 		"--trust-anchors", d.plan.AnchorPath(),

@@ -73,6 +73,7 @@ type Proxy struct {
 	Outbound string
 	Inbound  string
 	Admin    string
+	Tap      string // --tap-addr, recorded as the store's tapAddr
 	Token    string
 }
 
@@ -87,7 +88,7 @@ type Plan struct {
 }
 
 // NewPlan lays out a run in dir: ports[0:2] for the controller, then
-// three per proxy (outbound, inbound, admin), the client proxy first.
+// four per proxy (outbound, inbound, admin, tap), the client proxy first.
 func NewPlan(dir, namespace string, services []Service, ports []int) (Plan, error) {
 	if len(ports) < PortsNeeded(len(services)) {
 		return Plan{}, fmt.Errorf("need %d ports, got %d", PortsNeeded(len(services)), len(ports))
@@ -97,8 +98,8 @@ func NewPlan(dir, namespace string, services []Service, ports []int) (Plan, erro
 	next := 2
 	newProxy := func(workload string, svc *Service) (Proxy, error) {
 		tok, err := newToken()
-		px := Proxy{Workload: workload, Service: svc, Outbound: addr(next), Inbound: addr(next + 1), Admin: addr(next + 2), Token: tok}
-		next += 3
+		px := Proxy{Workload: workload, Service: svc, Outbound: addr(next), Inbound: addr(next + 1), Admin: addr(next + 2), Tap: addr(next + 3), Token: tok}
+		next += 4
 		return px, err
 	}
 	var err error
@@ -116,7 +117,7 @@ func NewPlan(dir, namespace string, services []Service, ports []int) (Plan, erro
 }
 
 // PortsNeeded is how many loopback ports a run with n services uses.
-func PortsNeeded(n int) int { return 2 + 3*(n+1) }
+func PortsNeeded(n int) int { return 2 + 4*(n+1) }
 
 // Paths of the run's files.
 func (p Plan) ConfigPath() string         { return filepath.Join(p.Dir, "mesh.yaml") }
@@ -139,7 +140,7 @@ func (p Plan) Store() meshconfig.File {
 	for _, px := range append([]Proxy{p.Client}, p.Servers...) {
 		w := meshconfig.Workload{
 			Name: px.Workload, Namespace: p.Namespace, ServiceAccount: px.Workload,
-			Token: px.Token, ProxyAddr: px.Inbound,
+			Token: px.Token, ProxyAddr: px.Inbound, AdminAddr: px.Admin, TapAddr: px.Tap,
 		}
 		if px.Service != nil {
 			f.Services = append(f.Services, meshconfig.Service{

@@ -72,11 +72,14 @@ func TestPlanStoreIsValid(t *testing.T) {
 	if len(cfg.Services) != 2 || len(cfg.Workloads) != 3 {
 		t.Fatalf("parsed %d services, %d workloads; want 2, 3\n%s", len(cfg.Services), len(cfg.Workloads), data)
 	}
-	if p.Client.Outbound != "127.0.0.1:20002" || p.Servers[1].Admin != "127.0.0.1:20010" {
-		t.Errorf("ports laid out as client outbound %s, authors admin %s", p.Client.Outbound, p.Servers[1].Admin)
+	if p.Client.Outbound != "127.0.0.1:20002" || p.Servers[1].Admin != "127.0.0.1:20012" || p.Servers[1].Tap != "127.0.0.1:20013" {
+		t.Errorf("ports laid out as client outbound %s, authors admin %s, tap %s", p.Client.Outbound, p.Servers[1].Admin, p.Servers[1].Tap)
+	}
+	if w := p.Store().Workloads; w[2].TapAddr != p.Servers[1].Tap {
+		t.Errorf("store tapAddr of %s = %q, want %s", w[2].Name, w[2].TapAddr, p.Servers[1].Tap)
 	}
 	args := strings.Join(proxyArgs(p, p.Servers[0]), " ")
-	for _, want := range []string{"--app-addr 127.0.0.1:9101", "--identity spiffe://cluster.local/ns/local/sa/books", "--inbound-addr " + p.Servers[0].Inbound} {
+	for _, want := range []string{"--app-addr 127.0.0.1:9101", "--identity spiffe://cluster.local/ns/local/sa/books", "--inbound-addr " + p.Servers[0].Inbound, "--tap-addr " + p.Servers[0].Tap} {
 		if !strings.Contains(args, want) {
 			t.Errorf("books proxy args %q lack %q", args, want)
 		}

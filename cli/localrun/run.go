@@ -147,6 +147,7 @@ func proxyArgs(p Plan, px Proxy) []string {
 		"--outbound-addr", px.Outbound,
 		"--inbound-addr", px.Inbound,
 		"--admin-addr", px.Admin,
+		"--tap-addr", px.Tap,
 		"--controller-addr", p.Controller,
 		"--trust-anchors", p.AnchorPath(),
 		"--identity", p.Identity(px.Workload),

@@ -21,23 +21,24 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/cli/complete"
 	"github.com/trellis-mesh/trellis/cli/output"
+	"github.com/trellis-mesh/trellis/cli/tapcmd"
 	"github.com/trellis-mesh/trellis/viz/model"
 	"github.com/trellis-mesh/trellis/viz/top"
 )
 
-// TapperFunc builds the Tapper of the cluster of a kubeconfig.
-type TapperFunc func(kubeconfig, context string) (model.Tapper, error)
-
 type options struct {
 	namespace, kubeconfig, context, file string
+	as                                   string
+	asGroups                             []string
 	path, method, authority, direction   string
 	maxRPS                               uint32
 	refresh                              time.Duration
 	out                                  output.Flag
 }
 
-// New returns `trellis top`; kube builds the cluster's Tapper.
-func New(kube TapperFunc) *cobra.Command {
+// New returns `trellis top`; kube builds the cluster's Tapper (as
+// `trellis tap` does: tapcmd.FromKubeconfig).
+func New(kube tapcmd.TapperFunc) *cobra.Command {
 	var o options
 	cmd := &cobra.Command{
 		Use:   "top RESOURCE [NAME]",
@@ -71,7 +72,7 @@ protojson TapEvents, as the tap API streams them).`,
   trellis top deploy/web --file session.ndjson`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			target, err := ParseResource(args, o.namespace)
+			target, err := tapcmd.ParseTarget(args, o.namespace)
 			if err != nil {
 				return err
 			}
@@ -90,10 +91,12 @@ protojson TapEvents, as the tap API streams them).`,
 
 func (o *options) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVarP(&o.namespace, "namespace", "n", "default", "namespace of the resource")
+	f.StringVarP(&o.namespace, "namespace", "n", "", "namespace of the resource (default \"default\"; ns/NAME taps a whole namespace)")
 	_ = cmd.RegisterFlagCompletionFunc("namespace", complete.Namespaces(complete.FromKubeconfig))
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "path to the kubeconfig (default $KUBECONFIG, else ~/.kube/config)")
 	f.StringVar(&o.context, "context", "", "kubeconfig context to use (default the current context)")
+	f.StringVar(&o.as, "as", "", "tap as this user (impersonation, as kubectl --as)")
+	f.StringSliceVar(&o.asGroups, "as-group", nil, "tap as this group (impersonation, repeatable)")
 	f.StringVar(&o.file, "file", "", "replay a saved tap session (newline-delimited protojson TapEvents) instead of tapping")
 	f.StringVar(&o.path, "path", "", "only requests whose path starts with this")
 	f.StringVar(&o.method, "method", "", "only requests with this method")
@@ -109,7 +112,7 @@ func (o *options) observe() *apiv1.ObserveRequest {
 		PathPrefix: o.path, Method: o.method, Authority: o.authority, Direction: o.direction}}
 }
 
-func (o *options) tapper(kube TapperFunc) (model.Tapper, error) {
+func (o *options) tapper(kube tapcmd.TapperFunc) (model.Tapper, error) {
 	switch {
 	case o.refresh <= 0:
 		return nil, errors.New("--refresh must be positive")
@@ -120,7 +123,7 @@ func (o *options) tapper(kube TapperFunc) (model.Tapper, error) {
 	case kube == nil:
 		return nil, errors.New("this build has no tap client; use --file")
 	}
-	return kube(o.kubeconfig, o.context)
+	return kube(o.kubeconfig, o.context, o.as, o.asGroups)
 }
 
 // session is one tap being aggregated.

@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.UintVar(&proxyUID, "proxy-uid", redirect.DefaultProxyUID, "uid the proxy runs as")
 	fs.UintVar(&inPort, "inbound-port", redirect.DefaultInboundPort, "proxy inbound port")
 	fs.UintVar(&outPort, "outbound-port", redirect.DefaultOutboundPort, "proxy outbound port")
-	fs.StringVar(&skipIn, "skip-inbound-ports", "4143,4191", "inbound ports never redirected, in every pod (pods add theirs by annotation)")
+	fs.StringVar(&skipIn, "skip-inbound-ports", "4143,4190,4191", "inbound ports never redirected, in every pod (pods add theirs by annotation)")
 	fs.StringVar(&skipOut, "skip-outbound-ports", "", "outbound ports never redirected, in every pod")
 	fs.StringVar(&ipv6, "ipv6", "auto", "program ip6tables too: auto, true or false")
 	fs.BoolVar(&watch, "watch", false, "install: keep running and reinstall whenever the conf dir changes")

@@ -63,6 +63,7 @@ are synced. See docs/controller-kubernetes.md.`,
 	f.StringVar(&cfg.Listen, "listen", serve.DefaultListen, "address of the gRPC (mTLS) server proxies connect to")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", serve.DefaultAdminAddr, "address of the admin HTTP server (/metrics, /ready, /live)")
 	f.StringVar(&cfg.WebhookAddr, "webhook-addr", kube.DefaultWebhookAddr, "address of the proxy injector's admission webhook (HTTPS, path /inject); empty disables it")
+	f.StringVar(&cfg.TapAPIAddr, "tap-api-addr", "", "address of the tap.trellis.io aggregated API (HTTPS, the webhook's key pair; the chart sets "+kube.DefaultTapAPIAddr+"); empty disables it")
 	f.StringVar(&cfg.WebhookTLSDir, "webhook-tls-dir", kube.DefaultWebhookTLSDir, "directory of the webhook's mounted kubernetes.io/tls Secret (tls.crt, tls.key; reloaded when it changes)")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", serve.DefaultShutdownGrace, "how long a stop waits for calls in flight")
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", serve.DefaultDrainDelay, "how long a stop keeps serving, not ready, before closing its listeners (so the webhook refuses no admission while its endpoint is being removed)")

@@ -64,6 +64,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.OutboundAddr, "outbound-addr", "127.0.0.1:4140", "outbound listener (the app's traffic)")
 	fs.StringVar(&cfg.InboundAddr, "inbound-addr", "0.0.0.0:4143", "inbound listener (mesh peers and plain callers)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", "0.0.0.0:4191", "admin listener: /metrics, /ready, /live, /shutdown")
+	fs.StringVar(&cfg.TapAddr, "tap-addr", ":4190", "Tap.Observe listener (gRPC over mesh mTLS; only the controller's identity may call it): live request metadata for trellis tap (empty: disabled)")
 	fs.StringVar(&cfg.Mode, "mode", "explicit", "transparent (SO_ORIGINAL_DST) or explicit (destination from Host/:authority)")
 	fs.StringVar(&cfg.AppAddr, "app-addr", "127.0.0.1:8080", "where inbound traffic goes when no target port is known")
 	fs.StringVar(&cfg.ControllerAddr, "controller-addr", "", "host:port of the controller's gRPC server (required)")

@@ -61,6 +61,9 @@ type Config struct {
 	// HA: several replicas; one, elected with a Lease in the pod's
 	// namespace, writes the policy objects' status.
 	HA bool
+	// TapAPIAddr serves the tap.trellis.io aggregated API with the
+	// webhook's key pair (WebhookTLSDir); empty: off.
+	TapAPIAddr string
 	// Getenv reads the injector's TRELLIS_PROXY_* settings and the pod's
 	// TRELLIS_POD_{NAMESPACE,NAME}; nil means os.Getenv.
 	Getenv func(string) string
@@ -104,7 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 	go authority.Run(ctx)
 	go serving.Run(ctx)
 	cfg.TLS = authority.ServerTLSConfig(serving, cfg.TrustDomain)
-	cfg.Register = func(srv *grpc.Server, env serve.Env) { register(ctx, cfg, authority, srv, env) }
+	cfg.Register = func(srv *grpc.Server, env serve.Env) { register(ctx, cfg, authority, serving, srv, env) }
 	if cfg.WebhookAddr != "" {
 		if cfg.Webhook, err = webhook(cfg, authority); err != nil {
 			return err
@@ -135,7 +138,7 @@ func statusElector(log *slog.Logger, getenv func(string) string) func(kubernetes
 // register adds the Identity and Policy services to the gRPC server; the
 // policy comes from serve (the policy.trellis.io objects, or the default
 // when their CRDs are not installed).
-func register(ctx context.Context, cfg Config, authority *ca.CA, srv *grpc.Server, env serve.Env) {
+func register(ctx context.Context, cfg Config, authority *ca.CA, serving *ca.ServingCert, srv *grpc.Server, env serve.Env) {
 	log := cfg.Logger
 	auth := serve.TokenReviewAuth{Authenticator: &tokenreview.Authenticator{
 		Client: env.Client.AuthenticationV1(), Audience: tokenreview.Audience, TrustDomain: cfg.TrustDomain,
@@ -154,6 +157,11 @@ func register(ctx context.Context, cfg Config, authority *ca.CA, srv *grpc.Serve
 		Lifetime: func() time.Duration { return lifetime }, Events: events,
 	})
 	apiv1.RegisterPolicyServer(srv, &policy.Service{Source: env.Policy, Metrics: env.Metrics, Log: log.With("component", "policy"), Done: env.Done})
+	if cfg.TapAPIAddr != "" && cfg.WebhookTLSDir != "" {
+		if err := startTapAPI(ctx, cfg, authority, serving, env); err != nil {
+			log.Error("no tap API", "err", err)
+		}
+	}
 }
 
 // webhook makes the injector's handler factory from the environment.

@@ -235,6 +235,11 @@ func build(f *meshconfig.File) (*Config, error) {
 				return nil, fmt.Errorf("%s.adminAddr: %q is not ip:port: %w", where, w.AdminAddr, err)
 			}
 		}
+		if w.TapAddr != "" {
+			if _, err := netip.ParseAddrPort(w.TapAddr); err != nil {
+				return nil, fmt.Errorf("%s.tapAddr: %q is not ip:port: %w", where, w.TapAddr, err)
+			}
+		}
 		if len(w.Zone) > 253 {
 			return nil, fmt.Errorf("%s.zone: longer than 253 characters", where)
 		}

@@ -67,9 +67,13 @@ type Workload struct {
 	// AdminAddr is the proxy's admin listener (ip:port), optional: where
 	// `trellis authz` and `trellis policy suggest --config` read its
 	// metrics. The controller does not use it.
-	AdminAddr string            `json:"adminAddr,omitempty"`
-	Zone      string            `json:"zone,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
+	AdminAddr string `json:"adminAddr,omitempty"`
+	// TapAddr is the proxy's tap listener (ip:port, --tap-addr), optional:
+	// where local mode's tap (trellis tap, the dashboard) reaches it, as
+	// the controller's identity.
+	TapAddr string            `json:"tapAddr,omitempty"`
+	Zone    string            `json:"zone,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
 	// Endpoints is written even when empty (as [] or null, both meaning
 	// none), so a reader sees at a glance that the workload backs nothing.
 	Endpoints []Endpoint `json:"endpoints"`

@@ -13,7 +13,8 @@ import (
 
 // chain is the inbound request pipeline, in the order a request meets its
 // stages (see docs/architecture.md, "Request pipeline"): observe counts
-// and answers once; mesh reads what the peer proxy said (the caller's
+// and answers once; tap reports requests to open taps (refusals
+// included); mesh reads what the peer proxy said (the caller's
 // protocol, the app's); authz decides the target (only the app's ports)
 // and whether the caller may reach it (policy.Authorizer); rate limiting
 // has its place (Identity until it exists); app sends the request to the
@@ -22,6 +23,7 @@ func (p *Proxy) chain() http.Handler {
 	return &pipeline.Observe{
 		Direction: metrics.Inbound, Metrics: p.m, Errors: p.errs, Begin: p.begin,
 		Next: pipeline.Chain(p.app,
+			p.cfg.Tap,
 			p.mesh,
 			p.authz,
 			pipeline.Identity, // rate limits

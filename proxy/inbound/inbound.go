@@ -77,6 +77,8 @@ type Config struct {
 	// Authorizer decides whether a caller may reach the app; default:
 	// DefaultPolicy's (policy.Default).
 	Authorizer policy.Authorizer
+	// Tap is the tap stage (proxy/tap); nil: none.
+	Tap pipeline.Layer
 }
 
 // Mesh transports (Config.MeshTransport).
@@ -136,6 +138,9 @@ func New(cfg Config) (*Proxy, error) {
 	cfg.DefaultPolicy = def.Policy
 	if cfg.Authorizer == nil {
 		cfg.Authorizer = def
+	}
+	if cfg.Tap == nil {
+		cfg.Tap = pipeline.Identity
 	}
 	targets, err := newAppTargets(cfg)
 	if err != nil {

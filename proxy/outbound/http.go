@@ -17,7 +17,9 @@ import (
 
 // chain is the outbound request pipeline, in the order a request meets
 // its stages (see docs/architecture.md, "Request pipeline"): observe
-// counts and answers once; CONNECT leaves HTTP before routing; route
+// counts and answers once; tap reports requests to open taps (it skips
+// CONNECT and Upgrade, and learns the route and endpoint from the stages
+// after it); CONNECT leaves HTTP before routing; route
 // names the destination; an Upgrade leaves HTTP once routed; the timeout
 // bounds what follows; fault injection and mirroring have their places
 // (Identity until they exist); upstream picks, sends and retries.
@@ -26,6 +28,7 @@ func (p *Proxy) chain() http.Handler {
 		Direction: metrics.Outbound, Metrics: p.m, Errors: p.errs,
 		Begin: func(x *pipeline.Exchange) { x.LogKey = "dst" },
 		Next: pipeline.Chain(p.upstream,
+			p.cfg.Tap,
 			p.tunnel.Connect,
 			p.route.Layer,
 			p.tunnel.Upgrade,

@@ -67,6 +67,8 @@ type Config struct {
 	HeaderTimeout time.Duration
 	// Routes is the route table the route stage consults; nil: none.
 	Routes route.Table
+	// Tap is the tap stage (proxy/tap); nil: none.
+	Tap pipeline.Layer
 }
 
 // Proxy is the outbound proxy.
@@ -99,6 +101,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Tap == nil {
+		cfg.Tap = pipeline.Identity
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second

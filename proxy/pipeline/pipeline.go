@@ -116,6 +116,8 @@ type Exchange struct {
 	Authority string
 	// Dest is where the request goes (outbound).
 	Dest Dest
+	// Endpoint is the address of the endpoint picked last (outbound).
+	Endpoint string
 	// AppAddr is the app address the request goes to (inbound).
 	AppAddr string
 	// CallerH1: the caller speaks HTTP/1 (its own request, or a mesh

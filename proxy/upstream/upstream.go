@@ -164,6 +164,7 @@ func (u *Stage) attempt(x *pipeline.Exchange, s *sending, attempt int) (*http.Re
 	}
 	meshed := !ep.Identity.IsZero()
 	x.Key.PeerIdentity, x.Key.TLS = idString(ep.Identity), meshed
+	x.Endpoint = ep.Addr
 	ctx, r, hdr := x.Ctx, x.R, x.R.Header
 	appH1, f := toApp(hdr, s.h1, meshed, ep)
 	if f != nil {

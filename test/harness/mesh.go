@@ -169,6 +169,7 @@ type Proxy struct {
 	OutboundAddr      string
 	InboundAddr       string
 	AdminAddr         string
+	TapAddr           string // --tap-addr
 	TokenFile         string
 	TrustAnchors      string // --trust-anchors
 	TrustAnchorsCache string // --trust-anchors-cache, "" if none
@@ -195,6 +196,7 @@ func (m *Mesh) StartProxy(spec ProxySpec) *Proxy {
 		OutboundAddr:      m.Ports.Addr(m.T),
 		InboundAddr:       cmp.Or(spec.InboundAddr, w.ProxyAddr),
 		AdminAddr:         m.Ports.Addr(m.T),
+		TapAddr:           m.Ports.Addr(m.T),
 		TokenFile:         filepath.Join(m.Dir, cmp.Or(spec.Name, spec.Workload)+".token"),
 		TrustAnchors:      cmp.Or(spec.TrustAnchors, m.AnchorPath()),
 		TrustAnchorsCache: spec.TrustAnchorsCache,
@@ -210,6 +212,7 @@ func (m *Mesh) StartProxy(spec ProxySpec) *Proxy {
 		"--outbound-addr", px.OutboundAddr,
 		"--inbound-addr", px.InboundAddr,
 		"--admin-addr", px.AdminAddr,
+		"--tap-addr", px.TapAddr,
 		"--mode", "explicit",
 		"--app-addr", appAddr,
 		"--controller-addr", m.ControllerAddr,

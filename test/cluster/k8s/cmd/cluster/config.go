@@ -45,6 +45,9 @@ func (h *harness) writeConfigs(st *state) error {
 	if err := p.serviceAccountKey(); err != nil {
 		return err
 	}
+	if err := writeFrontProxyPKI(h.runDir("pki")); err != nil {
+		return err
+	}
 	local := "https://127.0.0.1:" + apiPort
 	for _, k := range []struct{ file, server, cert string }{
 		{"admin.kubeconfig", local, "admin"},

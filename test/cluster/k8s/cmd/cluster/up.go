@@ -187,7 +187,7 @@ func (h *harness) start(ctx context.Context, bins binaries) error {
 		"--listen-client-url", etcdClientURL, "--listen-peer-url", etcdPeerURL}); err != nil {
 		return err
 	}
-	if err := h.spawn("kube-apiserver", k8s, []string{"kube-apiserver",
+	if err := h.spawn("kube-apiserver", k8s, append([]string{"kube-apiserver",
 		"--etcd-servers=" + etcdClientURL,
 		"--bind-address=0.0.0.0", "--secure-port=" + apiPort, "--advertise-address=" + st.NodeIP,
 		"--tls-cert-file=" + p("apiserver", "crt"), "--tls-private-key-file=" + p("apiserver", "key"),
@@ -200,7 +200,7 @@ func (h *harness) start(ctx context.Context, bins binaries) error {
 		"--kubelet-client-key=" + p("apiserver-kubelet-client", "key"),
 		"--kubelet-preferred-address-types=InternalIP,Hostname",
 		"--profiling=false", "--v=1",
-	}); err != nil {
+	}, aggregationFlags(pki)...)); err != nil {
 		return err
 	}
 	if err := poll(ctx, 60*time.Second, 200*time.Millisecond, "kube-apiserver", func() (bool, error) {

@@ -1,0 +1,220 @@
+// Package tapcmd is `trellis tap`: live requests of a workload, pod or
+// namespace through the tap.trellis.io API (docs/observability.md#tap),
+// printed as they happen and optionally exported as HAR or pcapng.
+package tapcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/cli/complete"
+	"github.com/trellis-mesh/trellis/cli/kubeconfig"
+	"github.com/trellis-mesh/trellis/cli/output"
+	"github.com/trellis-mesh/trellis/internal/version"
+	"github.com/trellis-mesh/trellis/viz/k8stap"
+	"github.com/trellis-mesh/trellis/viz/model"
+	"github.com/trellis-mesh/trellis/viz/tapexport"
+)
+
+// TapperFunc makes the Tapper of a kubeconfig, context and impersonation.
+type TapperFunc func(kubeconfigPath, kubeContext, as string, asGroups []string) (model.Tapper, error)
+
+// FromKubeconfig taps through the API server with the user's credentials.
+func FromKubeconfig(path, kubeContext, as string, asGroups []string) (model.Tapper, error) {
+	cfg, err := kubeconfig.Load(path, kubeContext)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Impersonate.UserName, cfg.Impersonate.Groups = as, asGroups
+	return &k8stap.Tapper{Config: cfg}, nil
+}
+
+type options struct {
+	kubeconfig, kubeContext, namespace, as string
+	asGroups                               []string
+	path, method, authority, from, to, dir string
+	maxRPS, limit, captureBodies           uint32
+	sample                                 float64
+	headerNames                            bool
+	export, file                           string
+}
+
+// New returns `trellis tap`.
+func New(tapper TapperFunc) *cobra.Command {
+	var o options
+	var out output.Flag
+	cmd := &cobra.Command{
+		Use:   "tap RESOURCE[/NAME] [NAME]",
+		Short: "Watch live requests of a workload, pod or namespace",
+		Long: `Stream the requests a workload's proxies see, as they happen: method,
+authority, path, status or gRPC status, latency, bytes, direction, both
+identities and whether the hop was mutual TLS. Through the Kubernetes API
+server (the tap.trellis.io API), so it shows exactly what your RBAC allows:
+verb watch on RESOURCE/tap (ClusterRole trellis-tap), and capture as well
+for --capture-bodies (trellis-tap-capture).
+
+Header values are never shown; --header-names shows their names.
+Authorization and cookie values are never captured in any form.
+
+Each proxy sends at most --max-rps events a second (excess is dropped,
+never queued) and --sample of the matching requests, so a tap cannot hurt
+the data plane.
+
+--export writes the session, when it ends (--limit, or Ctrl-C), to --file:
+har for a browser's or a HAR viewer's network panel, pcapng for Wireshark
+(each request as an HTTP/1.1 exchange in its own TCP connection between the
+real addresses; bodies only with --capture-bodies).`,
+		Example: `  # Every request of the demo's web deployment
+  trellis tap deploy/web -n trellis-demo
+
+  # Only GETs under /books, with identities, as JSON lines
+  trellis tap deploy/web -n trellis-demo --path /books --method GET -o json
+
+  # A whole namespace, 100 requests, into Wireshark
+  trellis tap ns/trellis-demo --limit 100 --export pcapng --file demo.pcapng
+
+  # With the first KiB of each body, into a HAR file
+  trellis tap deploy/books -n trellis-demo --capture-bodies 1024 --limit 20 --export har --file books.har`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target, err := ParseTarget(args, o.namespace)
+			if err != nil {
+				return err
+			}
+			req, err := o.request()
+			if err != nil {
+				return err
+			}
+			t, err := tapper(o.kubeconfig, o.kubeContext, o.as, o.asGroups)
+			if err != nil {
+				return err
+			}
+			return run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), t, model.TapRequest{Target: target, Observe: req}, string(out.Format()), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "path to the kubeconfig (default $KUBECONFIG, else ~/.kube/config)")
+	f.StringVar(&o.kubeContext, "context", "", "kubeconfig context to use (default the current context)")
+	f.StringVarP(&o.namespace, "namespace", "n", "", "namespace of the resource (default \"default\")")
+	f.StringVar(&o.as, "as", "", "tap as this user (impersonation, as kubectl --as)")
+	f.StringSliceVar(&o.asGroups, "as-group", nil, "tap as this group (impersonation; repeatable)")
+	f.StringVar(&o.path, "path", "", "only requests whose path starts with this")
+	f.StringVar(&o.method, "method", "", "only requests with this method (GET, POST, ...)")
+	f.StringVar(&o.authority, "authority", "", "only requests to this authority (host:port, exactly as sent)")
+	f.StringVar(&o.from, "from", "", "only requests from this identity (SPIFFE ID)")
+	f.StringVar(&o.to, "to", "", "only requests to this identity (SPIFFE ID)")
+	f.StringVar(&o.dir, "direction", "", "inbound or outbound (default both)")
+	f.Uint32Var(&o.maxRPS, "max-rps", 0, "events per second each proxy may send (default 100, at most 1000)")
+	f.Float64Var(&o.sample, "sample", 0, "fraction of matching requests to show, in (0, 1] (default all)")
+	f.Uint32Var(&o.limit, "limit", 0, "stop after this many requests (default: until Ctrl-C)")
+	f.BoolVar(&o.headerNames, "header-names", false, "show the names (never the values) of request and response headers")
+	f.Uint32Var(&o.captureBodies, "capture-bodies", 0, "capture up to this many bytes of each body (needs the RBAC verb capture; at most 65536)")
+	f.StringVar(&o.export, "export", "", "also write the session to --file: har or pcapng")
+	f.StringVar(&o.file, "file", "", "file --export writes")
+	_ = cmd.RegisterFlagCompletionFunc("namespace", complete.Namespaces(complete.FromKubeconfig))
+	_ = cmd.RegisterFlagCompletionFunc("export", cobra.FixedCompletions([]string{"har", "pcapng"}, cobra.ShellCompDirectiveNoFileComp))
+	out.Register(cmd, output.Text, output.Wide, output.JSON, output.YAML)
+	return cmd
+}
+
+func (o *options) request() (*apiv1.ObserveRequest, error) {
+	if !(o.sample >= 0 && o.sample <= 1) {
+		return nil, fmt.Errorf("--sample %g: want a fraction in (0, 1]", o.sample)
+	}
+	if o.captureBodies > 65536 {
+		return nil, fmt.Errorf("--capture-bodies %d: at most 65536", o.captureBodies)
+	}
+	if o.maxRPS > 1000 {
+		return nil, fmt.Errorf("--max-rps %d: at most 1000", o.maxRPS)
+	}
+	switch o.dir {
+	case "", "inbound", "outbound":
+	default:
+		return nil, fmt.Errorf("--direction %q: want inbound or outbound", o.dir)
+	}
+	switch {
+	case o.export != "" && o.export != "har" && o.export != "pcapng":
+		return nil, fmt.Errorf("--export %q: want har or pcapng", o.export)
+	case o.export != "" && o.file == "":
+		return nil, fmt.Errorf("--export %s needs --file", o.export)
+	case o.export == "" && o.file != "":
+		return nil, errors.New("--file needs --export har or pcapng")
+	}
+	m := &apiv1.TapMatch{PathPrefix: o.path, Method: o.method, Authority: o.authority, FromIdentity: o.from, ToIdentity: o.to, Direction: o.dir}
+	return &apiv1.ObserveRequest{Limit: o.limit, MaxRps: o.maxRPS, Match: m, Sample: o.sample, HeaderNames: o.headerNames, BodyBytes: o.captureBodies}, nil
+}
+
+// run taps until the limit, Ctrl-C or an error, then writes the export.
+func run(ctx context.Context, stdout, stderr io.Writer, t model.Tapper, req model.TapRequest, format string, o options) error {
+	var (
+		asm  tapexport.Assembler
+		done []*tapexport.Exchange
+	)
+	err := t.Tap(ctx, req, func(ev *apiv1.TapEvent) error {
+		if o.export != "" {
+			if x, ok := asm.Add(ev); ok {
+				done = append(done, x)
+			}
+		}
+		return writeEvent(stdout, format, ev)
+	})
+	if err != nil && ctx.Err() == nil {
+		return tapError(err)
+	}
+	if o.export == "" {
+		return nil
+	}
+	xs := append(done, asm.Pending()...)
+	// Completion order is not start order: files read best in time order.
+	slices.SortStableFunc(xs, func(a, b *tapexport.Exchange) int { return a.Start.Compare(b.Start) })
+	if err := writeExport(o.export, o.file, xs); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %d requests to %s (%s)\n", len(xs), o.file, o.export)
+	return nil
+}
+
+// tapError adds what to do to a refusal.
+func tapError(err error) error {
+	var te *k8stap.Error
+	if !errors.As(err, &te) || te.Code != 403 {
+		return err
+	}
+	if strings.Contains(te.Message, "cannot capture") {
+		return err
+	}
+	return fmt.Errorf("%w (tapping needs the RBAC verb watch on RESOURCE/tap in tap.trellis.io: bind the ClusterRole trellis-tap)", err)
+}
+
+func writeExport(kind, path string, xs []*tapexport.Exchange) (err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("--file: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("--file %s: %w", path, cerr)
+		}
+	}()
+	if kind == "har" {
+		return tapexport.WriteHAR(f, version.Version, xs)
+	}
+	pw, err := tapexport.NewPcapWriter(f)
+	if err != nil {
+		return err
+	}
+	for _, x := range xs {
+		if err := pw.Write(x); err != nil {
+			return err
+		}
+	}
+	return pw.Flush()
+}
