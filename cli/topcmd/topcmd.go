@@ -31,7 +31,7 @@ type options struct {
 	as                                   string
 	asGroups                             []string
 	path, method, authority, direction   string
-	maxRPS                               uint32
+	maxRPS, limit                        uint32
 	refresh                              time.Duration
 	out                                  output.Flag
 }
@@ -68,6 +68,9 @@ protojson TapEvents, as the tap API streams them).`,
   # Snapshots every 5 s for a script
   trellis top deploy/web -n trellis-demo -o json --refresh 5s | jq -c '.rows[0]'
 
+  # The busiest path of the next 200 requests
+  trellis top deploy/web -n trellis-demo -o json --limit 200 | tail -1 | jq '.rows[0]'
+
   # A saved session
   trellis top deploy/web --file session.ndjson`,
 		Args: cobra.RangeArgs(1, 2),
@@ -103,12 +106,13 @@ func (o *options) flags(cmd *cobra.Command) {
 	f.StringVar(&o.authority, "authority", "", "only requests to this authority (exact)")
 	f.StringVar(&o.direction, "direction", "", "only inbound or outbound requests (default both)")
 	f.Uint32Var(&o.maxRPS, "max-rps", 100, "most events per second each proxy sends (the excess is dropped, never queued; at most 1000)")
+	f.Uint32Var(&o.limit, "limit", 0, "end after this many requests (0: until q or Ctrl-C); the last snapshot is then printed")
 	f.DurationVar(&o.refresh, "refresh", time.Second, "how often the view (or a snapshot) is refreshed")
 	o.out.Register(cmd, output.Text, output.JSON, output.YAML)
 }
 
 func (o *options) observe() *apiv1.ObserveRequest {
-	return &apiv1.ObserveRequest{MaxRps: o.maxRPS, Match: &apiv1.TapMatch{
+	return &apiv1.ObserveRequest{MaxRps: o.maxRPS, Limit: o.limit, Match: &apiv1.TapMatch{
 		PathPrefix: o.path, Method: o.method, Authority: o.authority, Direction: o.direction}}
 }
 
