@@ -16,6 +16,7 @@ import (
 	"strconv"
 
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
+	"github.com/trellis-mesh/trellis/viz/localtap"
 )
 
 // Namespace and trust domain of every demo workload.
@@ -78,9 +79,9 @@ var demoWorkloads = []Workload{
 	{Name: "authors", Role: "authors", Service: "authors", ServiceAccount: "authors", Version: "v1"},
 }
 
-// PortsNeeded is how many loopback ports a plan uses: two for the
-// controller, five per workload.
-func PortsNeeded() int { return 2 + portsPerWorkload*len(demoWorkloads) }
+// PortsNeeded is how many loopback ports a plan uses: three for the
+// controller (gRPC, admin, the local tap API), five per workload.
+func PortsNeeded() int { return 3 + portsPerWorkload*len(demoWorkloads) }
 
 // portsPerWorkload: app, inbound, outbound, admin, tap.
 const portsPerWorkload = 5
@@ -95,7 +96,11 @@ type Plan struct {
 	Dir                 string
 	ControllerPort      int
 	ControllerAdminPort int
-	Workloads           []Workload
+	// ControllerTapPort serves the local tap API to holders of TapToken
+	// (`trellis tap --local`, the dashboard).
+	ControllerTapPort int
+	TapToken          string
+	Workloads         []Workload
 	// Policy is the demo's authorization policy ("": none; PolicyDeny).
 	Policy string
 }
@@ -106,6 +111,9 @@ func (p Plan) StateDir() string            { return filepath.Join(p.Dir, "state"
 func (p Plan) AnchorPath() string          { return filepath.Join(p.StateDir(), "anchor.crt") }
 func (p Plan) LogPath(name string) string  { return filepath.Join(p.Dir, "logs", name+".log") }
 func (p Plan) TokenPath(w Workload) string { return filepath.Join(p.Dir, "tokens", w.Name+".token") }
+
+// TapTokenPath holds the local tap API's token.
+func (p Plan) TapTokenPath() string { return filepath.Join(p.Dir, "tokens", "tap-api.token") }
 
 // NewPlan lays out the demo on the given ports (PortsNeeded of them) with
 // fresh tokens, applying the fail rates keyed by service name.
@@ -118,8 +126,12 @@ func NewPlan(dir string, ports []int, fail map[string]float64) (Plan, error) {
 			return Plan{}, fmt.Errorf("--fail: unknown service %q (the demo has web, books, authors)", svc)
 		}
 	}
-	p := Plan{Dir: dir, ControllerPort: ports[0], ControllerAdminPort: ports[1]}
-	next := ports[2:]
+	tapToken, err := newToken()
+	if err != nil {
+		return Plan{}, err
+	}
+	p := Plan{Dir: dir, ControllerPort: ports[0], ControllerAdminPort: ports[1], ControllerTapPort: ports[2], TapToken: tapToken}
+	next := ports[3:]
 	for _, w := range demoWorkloads {
 		w.setPorts(next)
 		next = next[portsPerWorkload:]
@@ -273,7 +285,10 @@ func (p Plan) Write() error {
 			return fmt.Errorf("token file: %w", err)
 		}
 	}
-	return nil
+	if err := os.WriteFile(p.TapTokenPath(), []byte(p.TapToken), 0o600); err != nil {
+		return fmt.Errorf("tap token file: %w", err)
+	}
+	return localtap.WriteInfo(p.Dir, localtap.Info{Addr: addr(p.ControllerTapPort), TokenFile: p.TapTokenPath()})
 }
 
 // AllocatePorts returns n distinct free loopback ports. With base 0 the

@@ -182,7 +182,8 @@ func (d *demo) run(ctx context.Context) error {
 	ctl, err := d.sup.Start(procs.Spec{
 		Name: "trellis-controller", Path: d.bins[ControllerBinary], LogPath: p.LogPath("controller"),
 		Args: []string{"local", "--config", p.ConfigPath(), "--state-dir", p.StateDir(),
-			"--listen", addr(p.ControllerPort), "--admin-addr", addr(p.ControllerAdminPort)},
+			"--listen", addr(p.ControllerPort), "--admin-addr", addr(p.ControllerAdminPort),
+			"--tap-api-addr", addr(p.ControllerTapPort), "--tap-token-file", p.TapTokenPath()},
 	})
 	if err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/internal/version"
 	"github.com/trellis-mesh/trellis/viz/k8stap"
+	"github.com/trellis-mesh/trellis/viz/localtap"
 	"github.com/trellis-mesh/trellis/viz/model"
 	"github.com/trellis-mesh/trellis/viz/tapexport"
 )
@@ -45,6 +46,8 @@ type options struct {
 	sample                                 float64
 	headerNames                            bool
 	export, file                           string
+	local                                  bool
+	localDir                               string
 }
 
 // New returns `trellis tap`.
@@ -81,19 +84,28 @@ real addresses; bodies only with --capture-bodies).`,
   # A whole namespace, 100 requests, into Wireshark
   trellis tap ns/trellis-demo --limit 100 --export pcapng --file demo.pcapng
 
+  # Local mode: the workload web of a running trellis demo
+  trellis tap workload/web --local
+
   # With the first KiB of each body, into a HAR file
   trellis tap deploy/books -n trellis-demo --capture-bodies 1024 --limit 20 --export har --file books.har`,
-		Args: cobra.RangeArgs(1, 2),
+		Args: cobra.RangeArgs(0, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			target, err := ParseTarget(args, o.namespace)
-			if err != nil {
-				return err
-			}
 			req, err := o.request()
 			if err != nil {
 				return err
 			}
-			t, err := tapper(o.kubeconfig, o.kubeContext, o.as, o.asGroups)
+			var (
+				target model.Resource
+				t      model.Tapper
+			)
+			if o.local || o.localDir != "" {
+				if target, err = LocalTarget(args, o.namespace); err == nil {
+					t, err = openLocal(o.localDir)
+				}
+			} else if target, err = ParseTarget(args, o.namespace); err == nil {
+				t, err = tapper(o.kubeconfig, o.kubeContext, o.as, o.asGroups)
+			}
 			if err != nil {
 				return err
 			}
@@ -119,6 +131,8 @@ real addresses; bodies only with --capture-bodies).`,
 	f.Uint32Var(&o.captureBodies, "capture-bodies", 0, "capture up to this many bytes of each body (needs the RBAC verb capture; at most 65536)")
 	f.StringVar(&o.export, "export", "", "also write the session to --file: har or pcapng")
 	f.StringVar(&o.file, "file", "", "file --export writes")
+	f.BoolVar(&o.local, "local", false, "local mode: tap the proxies of a running `trellis demo` through its controller")
+	f.StringVar(&o.localDir, "local-dir", "", "local mode: the work directory of the run to tap (default the newest running `trellis demo`'s)")
 	_ = cmd.RegisterFlagCompletionFunc("namespace", complete.Namespaces(complete.FromKubeconfig))
 	_ = cmd.RegisterFlagCompletionFunc("export", cobra.FixedCompletions([]string{"har", "pcapng"}, cobra.ShellCompDirectiveNoFileComp))
 	out.Register(cmd, output.Text, output.Wide, output.JSON, output.YAML)
@@ -217,4 +231,13 @@ func writeExport(kind, path string, xs []*tapexport.Exchange) (err error) {
 		}
 	}
 	return pw.Flush()
+}
+
+// openLocal is the local controller's Tapper: dir's, or the running demo's.
+func openLocal(dir string) (model.Tapper, error) {
+	if dir != "" {
+		return localtap.Open(dir)
+	}
+	t, _, err := localtap.FindRunning()
+	return t, err
 }

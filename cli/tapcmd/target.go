@@ -16,6 +16,25 @@ var kinds = map[string]string{
 	"rs": "replicasets", "replicaset": "replicasets", "replicasets": "replicasets",
 	"job": "jobs", "jobs": "jobs",
 	"ns": "namespaces", "namespace": "namespaces", "namespaces": "namespaces",
+	// Local mode's processes (trellis demo, trellis run).
+	"wl": "workloads", "workload": "workloads", "workloads": "workloads",
+}
+
+// LocalTarget is ParseTarget for local mode: every workload kind names a
+// workload of the store (deploy/web is the demo's workload web), and no
+// namespace means any.
+func LocalTarget(args []string, namespace string) (model.Resource, error) {
+	if len(args) == 0 {
+		return model.Resource{Namespace: namespace}, nil
+	}
+	r, err := ParseTarget(args, namespace)
+	if err != nil {
+		return r, err
+	}
+	if r.Kind != "namespaces" {
+		r.Kind, r.Namespace = "workloads", namespace
+	}
+	return r, nil
 }
 
 // ParseTarget reads `RESOURCE/NAME`, `RESOURCE NAME` or `ns/NAME` (a whole
@@ -49,6 +68,9 @@ func ParseTarget(args []string, namespace string) (model.Resource, error) {
 	}
 	if name == "" || strings.Contains(name, "/") {
 		return model.Resource{}, fmt.Errorf("%s: a name is needed (%s/NAME)", kind, kind)
+	}
+	if plural == "workloads" {
+		return model.Resource{Kind: plural, Namespace: namespace, Name: name}, nil
 	}
 	if namespace == "" {
 		namespace = "default"

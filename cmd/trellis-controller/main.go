@@ -104,6 +104,8 @@ An expired issuer never signs: Certify fails with FAILED_PRECONDITION and
 	f.BoolVar(&autoRenew, "auto-renew-issuer", true, "--state-dir only: at start and hourly while running, replace an issuer that expired or expires within 7 days with one signed by anchor.key (when present)")
 	f.StringVar(&cfg.Listen, "listen", local.DefaultListen, "address of the gRPC (mTLS) server proxies connect to")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", local.DefaultAdminAddr, "address of the admin HTTP server (/metrics, /ready, /live)")
+	f.StringVar(&cfg.TapAPIAddr, "tap-api-addr", "", "loopback address of the local tap API (trellis tap --local); empty disables it")
+	f.StringVar(&cfg.TapTokenFile, "tap-token-file", "", "file holding the bearer token the local tap API requires (with --tap-api-addr)")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", local.DefaultShutdownGrace, "how long a stop waits for calls in flight")
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	_ = cmd.MarkFlagRequired("config")

@@ -61,6 +61,9 @@ type Config struct {
 	Logger          *slog.Logger
 	// ShutdownGrace bounds how long a graceful stop waits for calls in flight.
 	ShutdownGrace time.Duration
+	// TapAPIAddr (loopback) serves the local tap API to holders of the
+	// token in TapTokenFile (tapapi.go); empty: off.
+	TapAPIAddr, TapTokenFile string
 }
 
 // Controller is a running local-mode controller.
@@ -166,6 +169,15 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	apiv1.RegisterDestinationServer(srv, &destination.Service{Source: destinationSource{st}, Metrics: m, Log: log.With("component", "destination"), Done: streamsDone})
 	apiv1.RegisterPolicyServer(srv, &policy.Service{Source: policySource{st}, Metrics: m, Log: log.With("component", "policy"), Done: streamsDone})
 
+	if cfg.TapAPIAddr != "" {
+		addr, err := startTapAPI(ctx, cfg.TapAPIAddr, cfg.TapTokenFile, st, authority, serving, log.With("component", "tapapi"))
+		if err != nil {
+			grpcLn.Close()
+			adminLn.Close()
+			return nil, err
+		}
+		log.Info("tap API serving", "addr", addr)
+	}
 	adm := admin.New(m.Registry)
 	if err := adm.ServeDestination(m.Registry, destinationSource{st}); err != nil {
 		adminLn.Close()

@@ -86,6 +86,8 @@ type WorkloadInfo struct {
 	ProxyAddr netip.AddrPort
 	Zone      string
 	Labels    map[string]string
+	// TapAddr is the proxy's tap listener (invalid: none recorded).
+	TapAddr netip.AddrPort
 	// Endpoints as declared, resolved to their service.
 	Endpoints []WorkloadEndpoint
 }
@@ -257,6 +259,7 @@ func build(f *meshconfig.File) (*Config, error) {
 			labels[k] = v
 		}
 		wi := &WorkloadInfo{Name: w.Name, Namespace: w.Namespace, Identity: id, Token: w.Token, ProxyAddr: ap, Zone: w.Zone, Labels: labels}
+		wi.TapAddr, _ = netip.ParseAddrPort(w.TapAddr) // validated above
 		seen := map[nsName]bool{}
 		for j, e := range w.Endpoints {
 			ew := fmt.Sprintf("%s.endpoints[%d]", where, j)

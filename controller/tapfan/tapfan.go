@@ -169,7 +169,6 @@ func ReadObserveRequest(body io.Reader) (*apiv1.ObserveRequest, error) {
 	return req, nil
 }
 
-
 // Limits of ReadObserveRequest.
 const (
 	// maxRequestBody bounds an ObserveRequest body.

@@ -85,6 +85,12 @@ func (t *Tapper) Tap(ctx context.Context, req model.TapRequest, fn func(*apiv1.T
 	if err != nil {
 		return fmt.Errorf("tap %s: %w", path, err)
 	}
+	return ReadStream(resp, fn)
+}
+
+// ReadStream reads a tap answer: the events of a 200, else the refusal's
+// Status as an *Error. It closes the body.
+func ReadStream(resp *http.Response, fn func(*apiv1.TapEvent) error) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return statusError(resp)
