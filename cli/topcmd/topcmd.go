@@ -22,14 +22,16 @@ import (
 	"github.com/trellis-mesh/trellis/cli/complete"
 	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/cli/tapcmd"
+	"github.com/trellis-mesh/trellis/viz/localtap"
 	"github.com/trellis-mesh/trellis/viz/model"
 	"github.com/trellis-mesh/trellis/viz/top"
 )
 
 type options struct {
 	namespace, kubeconfig, context, file string
-	as                                   string
+	as, localDir                         string
 	asGroups                             []string
+	local                                bool
 	path, method, authority, direction   string
 	maxRPS, limit                        uint32
 	refresh                              time.Duration
@@ -58,7 +60,9 @@ most --max-rps events per second per proxy: tap can never slow the mesh.
 With -o json or yaml, or when stdout is not a terminal, a snapshot is
 printed at each --refresh instead (json: one object per line) until the tap
 ends or Ctrl-C. --file replays a saved tap session (newline-delimited
-protojson TapEvents, as the tap API streams them).`,
+protojson TapEvents, as the tap API streams them). --local taps the
+proxies of a running "trellis demo" through its controller (RESOURCE is
+then workload/NAME, or nothing for every workload).`,
 		Example: `  # The demo's web deployment, live
   trellis top deploy/web -n trellis-demo
 
@@ -72,14 +76,13 @@ protojson TapEvents, as the tap API streams them).`,
   trellis top deploy/web -n trellis-demo -o json --limit 200 | tail -1 | jq '.rows[0]'
 
   # A saved session
-  trellis top deploy/web --file session.ndjson`,
-		Args: cobra.RangeArgs(1, 2),
+  trellis top deploy/web --file session.ndjson
+
+  # Local mode: every workload of the running trellis demo
+  trellis top --local`,
+		Args: cobra.RangeArgs(0, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			target, err := tapcmd.ParseTarget(args, o.namespace)
-			if err != nil {
-				return err
-			}
-			tapper, err := o.tapper(kube)
+			target, tapper, err := o.target(args, kube)
 			if err != nil {
 				return err
 			}
@@ -100,6 +103,8 @@ func (o *options) flags(cmd *cobra.Command) {
 	f.StringVar(&o.context, "context", "", "kubeconfig context to use (default the current context)")
 	f.StringVar(&o.as, "as", "", "tap as this user (impersonation, as kubectl --as)")
 	f.StringSliceVar(&o.asGroups, "as-group", nil, "tap as this group (impersonation, repeatable)")
+	f.BoolVar(&o.local, "local", false, "local mode: tap the proxies of a running `trellis demo` through its controller")
+	f.StringVar(&o.localDir, "local-dir", "", "local mode: the work directory of the run to tap (default the newest running `trellis demo`'s)")
 	f.StringVar(&o.file, "file", "", "replay a saved tap session (newline-delimited protojson TapEvents) instead of tapping")
 	f.StringVar(&o.path, "path", "", "only requests whose path starts with this")
 	f.StringVar(&o.method, "method", "", "only requests with this method")
@@ -116,18 +121,43 @@ func (o *options) observe() *apiv1.ObserveRequest {
 		PathPrefix: o.path, Method: o.method, Authority: o.authority, Direction: o.direction}}
 }
 
-func (o *options) tapper(kube tapcmd.TapperFunc) (model.Tapper, error) {
+// target parses the resource and opens the Tapper: a saved session, the
+// local demo's controller, or the cluster's tap API.
+func (o *options) target(args []string, kube tapcmd.TapperFunc) (model.Resource, model.Tapper, error) {
 	switch {
 	case o.refresh <= 0:
-		return nil, errors.New("--refresh must be positive")
+		return model.Resource{}, nil, errors.New("--refresh must be positive")
 	case o.direction != "" && o.direction != "inbound" && o.direction != "outbound":
-		return nil, fmt.Errorf("--direction %q: want inbound or outbound", o.direction)
-	case o.file != "":
-		return fileTapper{path: o.file}, nil
-	case kube == nil:
-		return nil, errors.New("this build has no tap client; use --file")
+		return model.Resource{}, nil, fmt.Errorf("--direction %q: want inbound or outbound", o.direction)
+	case o.local || o.localDir != "":
+		r, err := tapcmd.LocalTarget(args, o.namespace)
+		if err != nil {
+			return r, nil, err
+		}
+		t, err := openLocal(o.localDir)
+		return r, t, err
 	}
-	return kube(o.kubeconfig, o.context, o.as, o.asGroups)
+	r, err := tapcmd.ParseTarget(args, o.namespace)
+	switch {
+	case err != nil:
+		return r, nil, err
+	case o.file != "":
+		return r, fileTapper{path: o.file}, nil
+	case kube == nil:
+		return r, nil, errors.New("this build has no tap client; use --file")
+	}
+	t, err := kube(o.kubeconfig, o.context, o.as, o.asGroups)
+	return r, t, err
+}
+
+// openLocal is the local controller's Tapper: dir's, or the newest running
+// demo's (as `trellis tap --local`).
+func openLocal(dir string) (model.Tapper, error) {
+	if dir != "" {
+		return localtap.Open(dir)
+	}
+	t, _, err := localtap.FindRunning()
+	return t, err
 }
 
 // session is one tap being aggregated.
