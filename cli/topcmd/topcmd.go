@@ -186,10 +186,7 @@ func (s *session) end(err error) {
 func run(ctx context.Context, o options, t model.Tapper, req model.TapRequest, stdin, stdout *os.File, w io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s := &session{target: strings.TrimPrefix(req.Target.Kind+"/"+req.Target.Name, "/")}
-	if req.Target.Namespace != "" {
-		s.target += " -n " + req.Target.Namespace
-	}
+	s := &session{target: targetName(req.Target)}
 	done := make(chan error, 1)
 	go func() {
 		done <- t.Tap(ctx, req, func(ev *apiv1.TapEvent) error {
@@ -203,6 +200,19 @@ func run(ctx context.Context, o options, t model.Tapper, req model.TapRequest, s
 		return live(ctx, o.refresh, s, done, stdin, stdout)
 	}
 	return snapshots(ctx, o.refresh, o.out.Format(), s, done, w)
+}
+
+// targetName is how the title names the target: kind/name -n ns, or
+// "every workload" of a local mesh.
+func targetName(r model.Resource) string {
+	name := strings.TrimPrefix(r.Kind+"/"+r.Name, "/")
+	if name == "" {
+		name = "every workload"
+	}
+	if r.Namespace != "" {
+		name += " -n " + r.Namespace
+	}
+	return name
 }
 
 // live is the terminal view, until q or Ctrl-C (also after the tap ended:
