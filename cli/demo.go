@@ -64,6 +64,7 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 
   # The same mesh in the web dashboard (opens the browser; the URL is printed)
   trellis demo --dashboard
+
   # Send every request's spans to a local Jaeger (OTLP/gRPC on 4317)
   trellis demo --trace-collector 127.0.0.1:4317
 

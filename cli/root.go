@@ -51,6 +51,6 @@ mesh run on this machine, no cluster needed.`,
 	root.AddCommand(tapcmd.New(tapcmd.FromKubeconfig))
 	root.AddCommand(dashboardcmd.New(dashboardcmd.FromFlags))
 	root.AddCommand(vizcmd.New(), vizcmd.NewStat(), vizcmd.NewRoutes())
-	root.AddCommand(diagcmd.New(), topcmd.New(nil))
+	root.AddCommand(diagcmd.New(), topcmd.New(tapcmd.FromKubeconfig))
 	return root
 }

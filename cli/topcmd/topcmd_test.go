@@ -18,28 +18,6 @@ import (
 	"github.com/trellis-mesh/trellis/viz/top"
 )
 
-func TestParseResource(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want model.Resource
-		err  string
-	}{
-		{[]string{"deploy/web"}, model.Resource{Kind: "deployments", Namespace: "demo", Name: "web"}, ""},
-		{[]string{"pod", "web-1"}, model.Resource{Kind: "pods", Namespace: "demo", Name: "web-1"}, ""},
-		{[]string{"ns"}, model.Resource{Kind: "namespaces", Namespace: "demo", Name: "demo"}, ""},
-		{[]string{"ns/other"}, model.Resource{Kind: "namespaces", Namespace: "other", Name: "other"}, ""},
-		{[]string{"STS/db"}, model.Resource{Kind: "statefulsets", Namespace: "demo", Name: "db"}, ""},
-		{[]string{"svc/web"}, model.Resource{}, "resource kind"},
-		{[]string{"deploy"}, model.Resource{}, "which one"},
-		{[]string{"deploy/web", "x"}, model.Resource{}, "unexpected"},
-	} {
-		got, err := ParseResource(tc.args, "demo")
-		if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
-			t.Errorf("ParseResource(%q) = %+v, %v; want %+v, %q", tc.args, got, err, tc.want, tc.err)
-		}
-	}
-}
-
 func TestFrameFitsTheTerminal(t *testing.T) {
 	var rows []top.Row
 	for i := range 30 {
@@ -153,22 +131,6 @@ func TestFileErrors(t *testing.T) {
 	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--direction") {
 		t.Fatalf("bad direction: %v", err)
 	}
-}
-
-func FuzzParseResource(f *testing.F) {
-	f.Add("deploy/web", "", "demo")
-	f.Add("ns", "", "")
-	f.Add("pod", "x/y", "n")
-	f.Fuzz(func(t *testing.T, a, b, ns string) {
-		args := []string{a}
-		if b != "" {
-			args = append(args, b)
-		}
-		r, err := ParseResource(args, ns)
-		if err == nil && (r.Kind == "" || r.Name == "" && r.Kind != "namespaces") {
-			t.Fatalf("%q: accepted as %+v", args, r)
-		}
-	})
 }
 
 // FuzzFileTapper: a hostile session file never panics; every line is an

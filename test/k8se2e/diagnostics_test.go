@@ -1,10 +1,12 @@
 package k8se2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -75,6 +77,46 @@ func TestDiagnostics(t *testing.T) {
 	}
 	if pol.Policy.Name != "default" || pol.Default == "" {
 		t.Errorf("books:8080 without a Server: policy %+v, want the default answer", pol)
+	}
+	topWeb(t, c, ns)
+}
+
+// topWeb: `trellis top deploy/web -o json --limit` under load ends by
+// itself, its last snapshot holding web's inbound requests from the load
+// generator's identity and its outbound ones to books.
+func topWeb(t *testing.T, c *cluster, ns string) {
+	c.startLoad(t, loadParams{NS: ns, Name: "loadgen", Target: "web." + ns + ".svc.cluster.local:80", RPS: 20})
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	out, err := c.trellis(ctx, nil, "top", "deploy/web", "-n", ns, "-o", "json", "--limit", "60", "--refresh", "1s")
+	if err != nil {
+		t.Fatalf("trellis top: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var last struct {
+		Ended string
+		Rows  []struct {
+			Direction, Source, Destination, Path string
+			Count                                int
+			SuccessRate                          float64
+		}
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatalf("last snapshot: %v\n%s", err, out)
+	}
+	t.Logf("trellis top --limit 60 ended after %s, %d snapshots", time.Since(start).Round(100*time.Millisecond), len(lines))
+	seen := map[string]bool{}
+	for _, r := range last.Rows {
+		switch {
+		case r.Direction == "inbound" && r.Source == "loadgen."+ns && strings.HasPrefix(r.Destination, ns+"/web-") && r.Count > 0 && r.SuccessRate > 0:
+			seen["inbound"] = true
+		case r.Direction == "outbound" && strings.HasPrefix(r.Source, ns+"/web-") && strings.HasPrefix(r.Destination, "books.") && r.Count > 0:
+			seen["outbound"] = true
+		}
+	}
+	if last.Ended != "ok" || !seen["inbound"] || !seen["outbound"] {
+		t.Errorf("want the tap ended ok with web's inbound rows from loadgen and outbound rows to books, got:\n%s", lines[len(lines)-1])
 	}
 }
 
