@@ -15,7 +15,7 @@ CLUSTER_TOOL := $(TRELLIS_CLUSTER_DIR)/cache/cluster-harness
 # it is never stale; it builds and caches Kubernetes itself.
 CLUSTER = cd $(CLUSTER_MOD) && CGO_ENABLED=0 $(GO) build -o $(CLUSTER_TOOL) ./cmd/cluster && $(CLUSTER_TOOL) -bin $(BIN)
 
-.PHONY: cluster-up cluster-down cluster-status cluster-build cluster-smoke cluster-test images
+.PHONY: cluster-up cluster-down cluster-status cluster-build cluster-smoke cluster-test images cluster-extras cluster-extras-bg
 
 ## cluster-up: start the cluster (idempotent); prints the kubeconfig path
 cluster-up:
@@ -36,6 +36,20 @@ cluster-build:
 ## images: reproducible image tarballs in bin/images (imported into the cluster if it is up)
 images: build
 	@$(CLUSTER) images
+
+## cluster-extras: build Prometheus and Jaeger's images (cached; 10-20 min cold) and import them once the cluster is up
+cluster-extras:
+	@$(CLUSTER) extras
+
+# cluster-extras-bg: the same in the background (make e2e starts it first);
+# its own copy of the harness so that it never runs the binary the next
+# $(CLUSTER) rebuilds. Log: $(TRELLIS_CLUSTER_DIR)/extras.log; outcome:
+# $(TRELLIS_CLUSTER_DIR)/extras.status.
+cluster-extras-bg:
+	@mkdir -p $(TRELLIS_CLUSTER_DIR)/cache && rm -f $(TRELLIS_CLUSTER_DIR)/extras.status
+	@cd $(CLUSTER_MOD) && CGO_ENABLED=0 $(GO) build -o $(CLUSTER_TOOL)-extras ./cmd/cluster
+	@nohup $(CLUSTER_TOOL)-extras -bin $(BIN) extras >$(TRELLIS_CLUSTER_DIR)/extras.log 2>&1 </dev/null &
+	@echo "cluster: building the extra images in the background (log: $(TRELLIS_CLUSTER_DIR)/extras.log)"
 
 ## cluster-smoke: up, a 2-replica demo Deployment + Service answered from the host and from a pod, down
 cluster-smoke: images

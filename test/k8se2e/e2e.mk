@@ -62,9 +62,9 @@ endif
 .PHONY: e2e e2e-list
 
 ## e2e: build, images, cluster up, the Kubernetes suites (SUITE=name for one), cluster down
-e2e: images
+e2e: cluster-extras-bg images
 	@$(CLUSTER) up
-	@rc=0; KUBECONFIG=$(TRELLIS_CLUSTER_DIR)/run/admin.kubeconfig TRELLIS_E2E_K8S=1 TRELLIS_BIN=$(BIN) TRELLIS_E2E_UPGRADE_FROM=$(E2E_UPGRADE_FROM) \
+	@rc=0; KUBECONFIG=$(TRELLIS_CLUSTER_DIR)/run/admin.kubeconfig TRELLIS_E2E_K8S=1 TRELLIS_E2E_EXTRAS=$(TRELLIS_CLUSTER_DIR)/extras.status TRELLIS_BIN=$(BIN) TRELLIS_E2E_UPGRADE_FROM=$(E2E_UPGRADE_FROM) \
 	  $(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' ./test/k8se2e || rc=$$?; \
 	  if [ -z "$(E2E_KEEP_CLUSTER)" ]; then $(CLUSTER) down || rc=1; fi; exit $$rc
 

@@ -67,6 +67,7 @@ func TestViz(t *testing.T) {
 // test's end removes it with `trellis viz uninstall --apply`.
 func (c *cluster) vizInstall(t *testing.T) {
 	t.Helper()
+	needExtraImages(t)
 	start := time.Now()
 	c.mustTrellis(t, nil, "viz", "install", "--apply")
 	t.Cleanup(func() {

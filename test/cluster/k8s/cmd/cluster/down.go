@@ -22,6 +22,7 @@ import (
 // state (iptables, mounts, netns, cgroups, the bridge, sysctls).
 func (h *harness) down(ctx context.Context) error {
 	t0 := time.Now()
+	h.stopExtras()
 	st, err := h.loadState()
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {

@@ -78,15 +78,6 @@ func (h *harness) images(ctx context.Context) error {
 		built = append(built, out)
 		sums = append(sums, fmt.Sprintf("%s %s %s", d, ref, filepath.Base(out)))
 	}
-	// The Prometheus of trellis viz install (prometheus.go), cached.
-	prom, err := h.prometheusTar(ctx)
-	if err != nil {
-		return fmt.Errorf("prometheus image: %w", err)
-	}
-	if err := copyFile(prom, filepath.Join(outDir, "prometheus.tar")); err != nil {
-		return err
-	}
-	built = append(built, filepath.Join(outDir, "prometheus.tar"))
 	if err := os.WriteFile(filepath.Join(outDir, "images.txt"), []byte(strings.Join(sums, "\n")+"\n"), 0o644); err != nil {
 		return err
 	}
@@ -94,13 +85,13 @@ func (h *harness) images(ctx context.Context) error {
 		fmt.Println(s)
 	}
 	if ok, _ := h.isUp(ctx); ok {
-		// The tracing suite's collector (a cluster that was up before it
-		// existed gets it here).
-		jaeger, err := h.collectorImageTar(ctx)
+		// The extra images too, when extras has built them (a cluster
+		// that was up before they existed gets them here).
+		extra, err := h.extraTars(ctx, false)
 		if err != nil {
 			return err
 		}
-		if err := h.importImages(ctx, append(built, jaeger)); err != nil {
+		if err := h.importImages(ctx, append(built, extra...)); err != nil {
 			return err
 		}
 		h.log.Info("imported into the cluster's containerd", "images", len(built))

@@ -31,7 +31,7 @@ import (
 	"time"
 )
 
-const usageText = `usage: cluster [flags] up|down|status|images|smoke|build
+const usageText = `usage: cluster [flags] up|down|status|images|extras|smoke|build
 
 Environment:
   TRELLIS_CLUSTER_DIR   harness directory (default /var/tmp/trellis-cluster)
@@ -75,6 +75,8 @@ func main() {
 		err = h.status(ctx)
 	case "images":
 		err = h.images(ctx)
+	case "extras":
+		err = h.extras(ctx)
 	case "smoke":
 		err = h.smoke(ctx)
 	case "build":

@@ -244,12 +244,13 @@ func (h *harness) start(ctx context.Context, bins binaries) error {
 	}); err != nil {
 		return err
 	}
-	imports := []string{bins.pauseTar, bins.corednsTar, bins.smokeTar}
-	jaeger, err := h.collectorImageTar(ctx)
+	// The extra images (extras.go) only if already built: building them
+	// is extras' job, off the critical path.
+	extra, err := h.extraTars(ctx, false)
 	if err != nil {
 		return err
 	}
-	imports = append(imports, jaeger)
+	imports := append([]string{bins.pauseTar, bins.corednsTar, bins.smokeTar}, extra...)
 	product, _ := filepath.Glob(filepath.Join(h.repoBin, "images", "*.tar"))
 	imports = append(imports, product...)
 	if err := h.importImages(ctx, imports); err != nil {

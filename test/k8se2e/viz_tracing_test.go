@@ -53,6 +53,7 @@ spec:
 // hop, each naming both identities, over mTLS.
 func TestTracing(t *testing.T) {
 	c := newCluster(t)
+	needExtraImages(t)
 	c.sharedInstall(t)
 	const ns = "e2e-tracing"
 	c.namespace(t, ns)
