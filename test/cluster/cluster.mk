@@ -45,11 +45,14 @@ cluster-extras:
 # its own copy of the harness so that it never runs the binary the next
 # $(CLUSTER) rebuilds. Log: $(TRELLIS_CLUSTER_DIR)/extras.log; outcome:
 # $(TRELLIS_CLUSTER_DIR)/extras.status.
+# A run already going on (.ci/run starts one early) is left to finish.
 cluster-extras-bg:
-	@mkdir -p $(TRELLIS_CLUSTER_DIR)/cache && rm -f $(TRELLIS_CLUSTER_DIR)/extras.status
-	@cd $(CLUSTER_MOD) && CGO_ENABLED=0 $(GO) build -o $(CLUSTER_TOOL)-extras ./cmd/cluster
-	@nohup $(CLUSTER_TOOL)-extras -bin $(BIN) extras >$(TRELLIS_CLUSTER_DIR)/extras.log 2>&1 </dev/null &
-	@echo "cluster: building the extra images in the background (log: $(TRELLIS_CLUSTER_DIR)/extras.log)"
+	@if [ -f $(TRELLIS_CLUSTER_DIR)/extras.pid ] && kill -0 "$$(cat $(TRELLIS_CLUSTER_DIR)/extras.pid)" 2>/dev/null; then \
+	  echo "cluster: the extra images are already being built (log: $(TRELLIS_CLUSTER_DIR)/extras.log)"; else \
+	  mkdir -p $(TRELLIS_CLUSTER_DIR)/cache && rm -f $(TRELLIS_CLUSTER_DIR)/extras.status && \
+	  cd $(CLUSTER_MOD) && CGO_ENABLED=0 $(GO) build -o $(CLUSTER_TOOL)-extras ./cmd/cluster && \
+	  { nohup $(CLUSTER_TOOL)-extras -bin $(BIN) extras >$(TRELLIS_CLUSTER_DIR)/extras.log 2>&1 </dev/null & } && \
+	  echo "cluster: building the extra images in the background (log: $(TRELLIS_CLUSTER_DIR)/extras.log)"; fi
 
 ## cluster-smoke: up, a 2-replica demo Deployment + Service answered from the host and from a pod, down
 cluster-smoke: images

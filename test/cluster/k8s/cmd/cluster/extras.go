@@ -25,10 +25,11 @@ func (h *harness) extrasStatus() string { return filepath.Join(h.dir, "extras.st
 func (h *harness) extrasPID() string    { return filepath.Join(h.dir, "extras.pid") }
 
 // extraTars returns the extra images' tarballs, building what is missing
-// (build false: only those already built).
+// (build false: only those already built). Jaeger first: make test's
+// TestTracingDemo builds the same binary, a cache hit once this is done.
 func (h *harness) extraTars(ctx context.Context, build bool) ([]string, error) {
 	var out []string
-	for _, f := range []func(context.Context, bool) (string, error){h.prometheusTar, h.collectorImageTar} {
+	for _, f := range []func(context.Context, bool) (string, error){h.collectorImageTar, h.prometheusTar} {
 		tar, err := f(ctx, build)
 		if err != nil {
 			return nil, err
