@@ -7,19 +7,6 @@ import (
 	"github.com/trellis-mesh/trellis/viz/model"
 )
 
-// kinds maps what kubectl accepts (singular, plural, short) to the plural.
-var kinds = map[string]string{
-	"po": "pods", "pod": "pods", "pods": "pods",
-	"deploy": "deployments", "deployment": "deployments", "deployments": "deployments",
-	"sts": "statefulsets", "statefulset": "statefulsets", "statefulsets": "statefulsets",
-	"ds": "daemonsets", "daemonset": "daemonsets", "daemonsets": "daemonsets",
-	"rs": "replicasets", "replicaset": "replicasets", "replicasets": "replicasets",
-	"job": "jobs", "jobs": "jobs",
-	"ns": "namespaces", "namespace": "namespaces", "namespaces": "namespaces",
-	// Local mode's processes (trellis demo, trellis run).
-	"wl": "workloads", "workload": "workloads", "workloads": "workloads",
-}
-
 // LocalTarget is ParseTarget for local mode: every workload kind names a
 // workload of the store (deploy/web is the demo's workload web), and no
 // namespace means any.
@@ -51,8 +38,8 @@ func ParseTarget(args []string, namespace string) (model.Resource, error) {
 	default:
 		return model.Resource{}, fmt.Errorf("want RESOURCE/NAME or RESOURCE NAME (e.g. deploy/web, pod web-1, ns/demo), got %q", strings.Join(args, " "))
 	}
-	plural, ok := kinds[strings.ToLower(kind)]
-	if !ok {
+	plural, ok := model.KindOf(kind)
+	if !ok || plural == "services" { // a Service has no proxies of its own to tap
 		return model.Resource{}, fmt.Errorf("%q cannot be tapped: want one of pods, deployments, statefulsets, daemonsets, replicasets, jobs or namespaces (kubectl's short names work: deploy, po, sts, ds, rs, ns)", kind)
 	}
 	if plural == "namespaces" {

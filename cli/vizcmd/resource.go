@@ -8,23 +8,9 @@ import (
 	"github.com/trellis-mesh/trellis/viz/model"
 )
 
-// kindAliases maps what a user types (kubectl's names and short names) to
-// model.Resource's Kind.
-var kindAliases = map[string]string{
-	"deploy": "deployments", "deployment": "deployments", "deployments": "deployments",
-	"po": "pods", "pod": "pods", "pods": "pods",
-	"ns": "namespaces", "namespace": "namespaces", "namespaces": "namespaces",
-	"svc": "services", "service": "services", "services": "services",
-	"sts": "statefulsets", "statefulset": "statefulsets", "statefulsets": "statefulsets",
-	"ds": "daemonsets", "daemonset": "daemonsets", "daemonsets": "daemonsets",
-	"job": "jobs", "jobs": "jobs",
-	"rs": "replicasets", "replicaset": "replicasets", "replicasets": "replicasets",
-	"wl": "workloads", "workload": "workloads", "workloads": "workloads",
-}
-
 // KindOf resolves a typed kind.
 func KindOf(s string) (string, error) {
-	k, ok := kindAliases[strings.ToLower(s)]
+	k, ok := model.KindOf(s)
 	if !ok {
 		return "", fmt.Errorf("resource kind %q: want deploy, pod, ns, svc, sts, ds, job, rs (or workload in local mode)", s)
 	}
