@@ -34,6 +34,11 @@ const (
 	// maxMatchLen bounds each match string: longer ones match nothing a
 	// request can carry and only cost comparisons.
 	maxMatchLen = 4096
+	// maxFieldLen bounds each string an event copies from a request
+	// (method, authority, path, route): a path may be about 1 MiB, and
+	// events wait in queues. Longer than maxMatchLen, so that cutting
+	// changes no filter's verdict.
+	maxFieldLen = 8192
 	// BodyBudget bounds the body bytes that all the requests being tapped
 	// hold at once, whatever their number: beyond it, bodies are cut
 	// (*_truncated).

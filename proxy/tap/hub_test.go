@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -541,6 +542,58 @@ func TestBodyBudget(t *testing.T) {
 		string(re.ResponseBody) != "w" || !re.ResponseBodyTruncated {
 		t.Errorf("alone with a budget of 6: request %q (cut %v), response %q (cut %v)",
 			re.RequestBody, re.RequestBodyTruncated, re.ResponseBody, re.ResponseBodyTruncated)
+	}
+}
+
+// TestEventFieldsBounded: an event copies at most maxFieldLen bytes of
+// each string the request chose, in its own memory (a queued event must
+// not keep a 1 MiB path alive).
+func TestEventFieldsBounded(t *testing.T) {
+	long := "/" + strings.Repeat("p", 1<<20)
+	host := strings.Repeat("h", 100<<10)
+	tests := []struct {
+		name               string
+		dir                string
+		method, path, host string
+		authority          string // x.Authority (outbound, set by the route stage)
+	}{
+		{"inbound path and host", metrics.Inbound, "GET", long, host, ""},
+		{"inbound method", metrics.Inbound, strings.Repeat("M", 100<<10), "/", "books.demo:80", ""},
+		{"outbound authority", metrics.Outbound, "GET", "/", "books.demo:80", host},
+		{"short ones unchanged", metrics.Inbound, "GET", "/books/1", "books.demo:80", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, _, _ := testHub(t)
+			s := subscribe(t, h, &apiv1.ObserveRequest{}, 0)
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Method, r.URL.Path, r.Host = tt.method, tt.path, tt.host
+			x := &pipeline.Exchange{W: httptest.NewRecorder(), R: r, Authority: tt.authority}
+			end := pipeline.HandlerFunc(func(x *pipeline.Exchange) error { x.W.WriteHeader(http.StatusOK); return nil })
+			if err := h.Layer(tt.dir)(end).Serve(x); err != nil {
+				t.Fatal(err)
+			}
+			evs := queued(s)
+			if len(evs) != 3 {
+				t.Fatalf("%d events", len(evs))
+			}
+			ri := evs[0].GetRequestInit()
+			wantAuth := tt.host
+			if tt.authority != "" {
+				wantAuth = tt.authority
+			}
+			for _, f := range []struct{ name, got, sent string }{
+				{"method", ri.Method, tt.method}, {"path", ri.Path, tt.path}, {"authority", ri.Authority, wantAuth},
+			} {
+				want := f.sent[:min(len(f.sent), maxFieldLen)]
+				if f.got != want {
+					t.Errorf("%s: %d bytes, want the first %d of the request's", f.name, len(f.got), len(want))
+				}
+				if len(f.sent) > maxFieldLen && unsafe.StringData(f.got) == unsafe.StringData(f.sent) {
+					t.Errorf("%s: the event points into the request's %d-byte string", f.name, len(f.sent))
+				}
+			}
+		})
 	}
 }
 

@@ -225,7 +225,7 @@ type Request struct {
 // describe is what x tells of its request, once the chain went through.
 func (h *Hub) describe(dir string, x *pipeline.Exchange) Request {
 	r := x.R
-	q := Request{Direction: dir, Method: r.Method, Scheme: "http", Authority: r.Host, Path: r.URL.Path}
+	q := Request{Direction: dir, Method: field(r.Method), Scheme: "http", Authority: field(r.Host), Path: field(r.URL.Path)}
 	if x.Conn.Raw != nil {
 		q.Source = x.Conn.Raw.RemoteAddr().String()
 	}
@@ -235,14 +235,25 @@ func (h *Hub) describe(dir string, x *pipeline.Exchange) Request {
 		return q
 	}
 	if x.Authority != "" {
-		q.Authority = x.Authority
+		q.Authority = field(x.Authority)
 	}
 	q.SourceIdentity, q.DestinationIdentity, q.TLS = h.self, x.Key.PeerIdentity, x.Key.TLS
-	q.Destination, q.Route = x.Endpoint, x.Dest.Dst
+	q.Destination, q.Route = x.Endpoint, field(x.Dest.Dst)
 	if q.Destination == "" {
 		q.Destination = x.Dest.Addr
 	}
 	return q
+}
+
+// field is s, a string of the request's, as an event keeps it: at most
+// maxFieldLen bytes, copied when cut so that the queued event does not
+// keep the request's whole string alive (valid, at send time, mends a
+// rune the cut split).
+func field(s string) string {
+	if len(s) <= maxFieldLen {
+		return s
+	}
+	return strings.Clone(s[:maxFieldLen])
 }
 
 // matches is the whole filter.
