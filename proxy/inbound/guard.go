@@ -104,7 +104,7 @@ func newAppTargets(cfg Config) (*appTargets, error) {
 func (t *appTargets) forPort(port uint16) (string, error) {
 	if slices.Contains(t.own(), port) {
 		return "", &refusal{reason: metrics.ReasonForbiddenPort, msg: fmt.Sprintf(
-			"target port %d refused: it is one of this proxy's own listeners (inbound, outbound or admin); the mesh reaches only the application", port)}
+			"target port %d refused: it is one of this proxy's own listeners (inbound, outbound, admin or tap); the mesh reaches only the application", port)}
 	}
 	if !t.transparent && !t.appPorts[port] {
 		return "", &refusal{reason: metrics.ReasonForbiddenPort, msg: fmt.Sprintf(

@@ -55,7 +55,7 @@ type Config struct {
 	// name in explicit mode; AppAddr's own port always may.
 	AppPorts []uint16
 	// OwnPorts returns the ports of every listener of this proxy (inbound,
-	// outbound, admin): never a target, whatever a peer names.
+	// outbound, admin, tap): never a target, whatever a peer names.
 	OwnPorts func() []uint16
 	// DefaultPolicy is PolicyAllUnauthenticated (default) or
 	// PolicyAllAuthenticated.

@@ -232,6 +232,18 @@ func TestServerConformance(t *testing.T) {
 			rc.headers(t, 1, true, ":method", "GET", ":authority", "x", ":path", "/")
 			return rstStream(1, http2.ErrCodeProtocol)
 		}},
+		{"8.3.1 :method with a space", func(t *testing.T, rc *rawClient) outcome {
+			rc.headers(t, 1, true, req("GET /admin", "/")...)
+			return rstStream(1, http2.ErrCodeProtocol)
+		}},
+		{"8.3.1 :method with a separator", func(t *testing.T, rc *rawClient) outcome {
+			rc.headers(t, 1, true, req("G(ET)", "/")...)
+			return rstStream(1, http2.ErrCodeProtocol)
+		}},
+		{"8.3.1 :method not ASCII", func(t *testing.T, rc *rawClient) outcome {
+			rc.headers(t, 1, true, req("GÉT", "/")...)
+			return rstStream(1, http2.ErrCodeProtocol)
+		}},
 		{"8.1.2.2 connection header", func(t *testing.T, rc *rawClient) outcome {
 			rc.headers(t, 1, true, req("GET", "/", "connection", "keep-alive")...)
 			return rstStream(1, http2.ErrCodeProtocol)
@@ -264,6 +276,10 @@ func TestServerConformance(t *testing.T) {
 		{"valid: TE trailers and matching content-length", func(t *testing.T, rc *rawClient) outcome {
 			rc.headers(t, 1, false, req("POST", "/echo", "te", "trailers", "content-length", "3")...)
 			_ = rc.fr.WriteData(1, true, []byte("abc"))
+			return respond(1, "200")
+		}},
+		{"valid: an extension method (any token)", func(t *testing.T, rc *rawClient) outcome {
+			rc.headers(t, 1, true, req("M-SEARCH", "/")...)
 			return respond(1, "200")
 		}},
 		{"valid: PRIORITY on an idle stream", func(t *testing.T, rc *rawClient) outcome {

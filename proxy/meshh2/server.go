@@ -356,8 +356,11 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	method, path := f.PseudoValue("method"), f.PseudoValue("path")
 	authority, scheme := f.PseudoValue("authority"), f.PseudoValue("scheme")
 	// RFC 9113 section 8.3.1: every request but CONNECT (which the mesh
-	// hop does not carry) has :method, :scheme and :path.
-	if method == "" || path == "" || scheme == "" || method == http.MethodConnect || f.PseudoValue("status") != "" {
+	// hop does not carry) has :method, :scheme and :path. :method is a
+	// token (RFC 9110 section 9.1): anything else is malformed, not a
+	// method to forward, tap or name a span after.
+	if method == "" || path == "" || scheme == "" || method == http.MethodConnect || f.PseudoValue("status") != "" ||
+		!httpguts.ValidHeaderFieldName(method) {
 		sc.writeRST(id, http2.ErrCodeProtocol)
 		return nil
 	}

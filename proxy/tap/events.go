@@ -47,7 +47,7 @@ func (w *recorder) Write(p []byte) (int, error) {
 	n, err := w.ResponseWriter.Write(p)
 	w.n += uint64(n)
 	if max := w.t.bodyMax; max > 0 && n > 0 {
-		w.buf, w.trunc = tee(w.buf, p[:n], max, w.trunc)
+		w.buf, w.trunc = w.t.hub.tee(w.buf, p[:n], max, w.trunc)
 	}
 	if err != nil && w.err == "" {
 		w.err = "reset"
@@ -72,13 +72,29 @@ func (w *recorder) FlushError() error {
 // Unwrap lets http.ResponseController reach the writer underneath.
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// tee appends to buf what fits of p under max, and whether some did not.
-func tee(buf, p []byte, max int, trunc bool) ([]byte, bool) {
-	room := max - len(buf)
-	if room > 0 {
-		buf = append(buf, p[:min(room, len(p))]...)
+// tee appends to buf what fits of p under max and under the hub's body
+// budget, and whether some did not.
+func (h *Hub) tee(buf, p []byte, max int, trunc bool) ([]byte, bool) {
+	got := 0
+	if room := max - len(buf); room > 0 && len(p) > 0 {
+		got = h.reserve(min(room, len(p)))
+		buf = append(buf, p[:got]...)
 	}
-	return buf, trunc || len(p) > room
+	return buf, trunc || len(p) > got
+}
+
+// shrink bounds buf to max bytes (0: none kept), giving what it drops
+// back to the hub's body budget.
+func (h *Hub) shrink(buf []byte, max int, trunc bool) ([]byte, bool) {
+	if len(buf) <= max {
+		return buf, trunc
+	}
+	h.release(len(buf) - max)
+	if max == 0 {
+		return nil, true
+	}
+	// A copy: the larger array would stay alive under a shorter slice.
+	return slices.Clone(buf[:max]), true
 }
 
 // teeBody is the request body while a request is tapped: counted, its
@@ -86,8 +102,9 @@ func tee(buf, p []byte, max int, trunc bool) ([]byte, bool) {
 // goroutine, which may outlive the request's stage: hence the lock.
 type teeBody struct {
 	rc    io.ReadCloser
-	max   int
+	hub   *Hub
 	mu    sync.Mutex
+	max   int
 	n     uint64
 	buf   []byte
 	trunc bool
@@ -99,7 +116,7 @@ func (b *teeBody) Read(p []byte) (int, error) {
 		b.mu.Lock()
 		b.n += uint64(n)
 		if b.max > 0 {
-			b.buf, b.trunc = tee(b.buf, p[:n], b.max, b.trunc)
+			b.buf, b.trunc = b.hub.tee(b.buf, p[:n], b.max, b.trunc)
 		}
 		b.mu.Unlock()
 	}
@@ -108,10 +125,24 @@ func (b *teeBody) Read(p []byte) (int, error) {
 
 func (b *teeBody) Close() error { return b.rc.Close() }
 
-func (b *teeBody) snapshot() (uint64, []byte, bool) {
+// limit keeps at most max bytes from now on (0: none, and no more
+// copying), once the taps that report the request are known.
+func (b *teeBody) limit(max int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.n, slices.Clone(b.buf), b.trunc
+	b.max = max
+	b.buf, b.trunc = b.hub.shrink(b.buf, max, b.trunc)
+}
+
+// take ends the copying and hands what was kept over to the events: the
+// bytes leave the budget of requests in flight.
+func (b *teeBody) take() (uint64, []byte, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	buf := b.buf
+	b.hub.release(len(buf))
+	b.buf, b.max = nil, 0
+	return b.n, buf, b.trunc
 }
 
 // endInfo is what response_end reports, the same for every tap.

@@ -34,6 +34,15 @@ const (
 	// maxMatchLen bounds each match string: longer ones match nothing a
 	// request can carry and only cost comparisons.
 	maxMatchLen = 4096
+	// maxFieldLen bounds each string an event copies from a request
+	// (method, authority, path, route): a path may be about 1 MiB, and
+	// events wait in queues. Longer than maxMatchLen, so that cutting
+	// changes no filter's verdict.
+	maxFieldLen = 8192
+	// BodyBudget bounds the body bytes that all the requests being tapped
+	// hold at once, whatever their number: beyond it, bodies are cut
+	// (*_truncated).
+	BodyBudget = 16 << 20
 )
 
 // Reasons of trellis_tap_events_dropped_total.
@@ -90,11 +99,37 @@ type Hub struct {
 	self string     // this proxy's identity
 	m    *Metrics
 	now  func() time.Time
+
+	// bodyHeld counts the body bytes copied by requests in flight, at
+	// most bodyBudget.
+	bodyHeld   atomic.Int64
+	bodyBudget int64
 }
 
 // NewHub returns a hub for the proxy whose identity is self.
 func NewHub(self string, m *Metrics) *Hub {
-	return &Hub{self: self, m: m, now: time.Now}
+	return &Hub{self: self, m: m, now: time.Now, bodyBudget: BodyBudget}
+}
+
+// reserve takes up to n bytes of the body budget and returns how many.
+func (h *Hub) reserve(n int) int {
+	for {
+		held := h.bodyHeld.Load()
+		got := min(int64(n), h.bodyBudget-held)
+		if got <= 0 {
+			return 0
+		}
+		if h.bodyHeld.CompareAndSwap(held, held+got) {
+			return int(got)
+		}
+	}
+}
+
+// release gives n bytes back to the body budget.
+func (h *Hub) release(n int) {
+	if n > 0 {
+		h.bodyHeld.Add(-int64(n))
+	}
 }
 
 // Open reports how many taps are open.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -374,6 +375,225 @@ func TestBodiesPerTap(t *testing.T) {
 	}
 	if re := queued(none)[2].GetResponseEnd(); re.ResponseBody != nil {
 		t.Errorf("a tap without body_bytes got %q", re.ResponseBody)
+	}
+}
+
+// held is what a tapped request's exchange holds of body copies, seen
+// from the rest of the chain: the tap stage's request body and response
+// writer.
+func held(x *pipeline.Exchange) (req, resp []byte) {
+	if b, ok := x.R.Body.(*teeBody); ok {
+		b.mu.Lock()
+		req = b.buf
+		b.mu.Unlock()
+	}
+	if w, ok := x.W.(*recorder); ok {
+		resp = w.buf
+	}
+	return req, resp
+}
+
+// TestBodyCopiesOnlyForChosenTaps: while a body-capturing tap is open,
+// a request it may match is copied until the taps are chosen (the
+// response's head); one that no body-capturing tap reports then holds no
+// copy, copies no more, and gives its bytes back to the hub's budget.
+func TestBodyCopiesOnlyForChosenTaps(t *testing.T) {
+	tests := []struct {
+		name string
+		subs []*apiv1.ObserveRequest
+		// rnd is the sampling draw (1: never sampled at 0.5).
+		rnd                  float64
+		wantReq, wantResp    string // held after the head, once all is written
+		wantEvents           []int  // events per tap
+		wantBodies           []string
+		wantHeldBeforeDecide int
+	}{
+		{"filter matches", []*apiv1.ObserveRequest{
+			{BodyBytes: 64, Match: &apiv1.TapMatch{ToIdentity: peerID}},
+		}, 0, "hello world", "answer", []int{3}, []string{"hello world|answer"}, 5},
+		{"filter does not match", []*apiv1.ObserveRequest{
+			{BodyBytes: 64, Match: &apiv1.TapMatch{ToIdentity: self}},
+		}, 0, "", "", []int{0}, nil, 5},
+		{"not sampled", []*apiv1.ObserveRequest{
+			{BodyBytes: 64, Sample: 0.5},
+		}, 1, "", "", []int{0}, nil, 5},
+		{"chosen tap asks no body", []*apiv1.ObserveRequest{
+			{BodyBytes: 64, Match: &apiv1.TapMatch{ToIdentity: self}},
+			{Match: &apiv1.TapMatch{ToIdentity: peerID}},
+		}, 0, "", "", []int{0, 3}, []string{"", "|"}, 5},
+		{"chosen tap asks fewer bytes", []*apiv1.ObserveRequest{
+			{BodyBytes: 64, Match: &apiv1.TapMatch{ToIdentity: self}},
+			{BodyBytes: 3, Match: &apiv1.TapMatch{ToIdentity: peerID}},
+		}, 0, "hel", "ans", []int{0, 3}, []string{"", "hel|ans"}, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, _, _ := testHub(t)
+			var subs []*Sub
+			for _, req := range tt.subs {
+				s := subscribe(t, h, req, 0)
+				s.rnd = func() float64 { return tt.rnd }
+				subs = append(subs, s)
+			}
+			var gotReq, gotResp []byte
+			var heldBefore, heldAfter int64
+			r := httptest.NewRequest(http.MethodPost, "http://books.demo:80/books", strings.NewReader("hello world"))
+			end := pipeline.HandlerFunc(func(x *pipeline.Exchange) error {
+				x.Authority, x.Dest, x.Endpoint = "books.demo:80", pipeline.Dest{Dst: "books.demo:80"}, "10.0.0.7:4143"
+				x.Key = metrics.Key{Direction: metrics.Outbound, DstService: "books.demo:80", PeerIdentity: peerID, TLS: true}
+				// Half the body before the head (taps not chosen yet),
+				// the rest after, then the response body.
+				if _, err := io.ReadFull(x.R.Body, make([]byte, 5)); err != nil {
+					return err
+				}
+				heldBefore = h.bodyHeld.Load()
+				x.W.WriteHeader(http.StatusOK)
+				if _, err := io.Copy(io.Discard, x.R.Body); err != nil {
+					return err
+				}
+				_, _ = io.WriteString(x.W, "answer")
+				gotReq, gotResp = held(x)
+				heldAfter = h.bodyHeld.Load()
+				return nil
+			})
+			w := httptest.NewRecorder()
+			if err := h.Layer(metrics.Outbound)(end).Serve(&pipeline.Exchange{W: w, R: r}); err != nil {
+				t.Fatal(err)
+			}
+			if w.Body.String() != "answer" {
+				t.Fatalf("forwarded %q", w.Body.String())
+			}
+			if heldBefore != int64(tt.wantHeldBeforeDecide) {
+				t.Errorf("before the taps were chosen the hub held %d body bytes, want %d", heldBefore, tt.wantHeldBeforeDecide)
+			}
+			if string(gotReq) != tt.wantReq || string(gotResp) != tt.wantResp {
+				t.Errorf("the exchange held request %q and response %q, want %q and %q", gotReq, gotResp, tt.wantReq, tt.wantResp)
+			}
+			if tt.wantReq == "" && gotReq != nil || tt.wantResp == "" && gotResp != nil {
+				t.Errorf("empty copies still allocated: request cap %d, response cap %d", cap(gotReq), cap(gotResp))
+			}
+			if want := int64(len(tt.wantReq) + len(tt.wantResp)); heldAfter != want {
+				t.Errorf("the hub's budget counts %d bytes held, want %d", heldAfter, want)
+			}
+			if n := h.bodyHeld.Load(); n != 0 {
+				t.Errorf("%d body bytes still counted once the request ended", n)
+			}
+			for i, s := range subs {
+				evs := queued(s)
+				if len(evs) != tt.wantEvents[i] {
+					t.Fatalf("tap %d: %d events, want %d", i, len(evs), tt.wantEvents[i])
+				}
+				if len(evs) == 0 {
+					continue
+				}
+				re := evs[len(evs)-1].GetResponseEnd()
+				if got := string(re.RequestBody) + "|" + string(re.ResponseBody); tt.wantBodies[i] != "" && got != tt.wantBodies[i] {
+					t.Errorf("tap %d: bodies %q, want %q", i, got, tt.wantBodies[i])
+				}
+				if re.RequestBytes != 11 || re.ResponseBytes != 6 {
+					t.Errorf("tap %d: bytes %d %d, want 11 6", i, re.RequestBytes, re.ResponseBytes)
+				}
+			}
+		})
+	}
+}
+
+// TestBodyBudget: the body bytes all tapped requests in flight hold are
+// bounded by the hub's budget; what does not fit is cut and said so, and
+// a finished request gives its bytes back.
+func TestBodyBudget(t *testing.T) {
+	h, _, _ := testHub(t)
+	h.bodyBudget = 6
+	s := subscribe(t, h, &apiv1.ObserveRequest{BodyBytes: 64, MaxRps: 1000}, 0)
+	post := func(body string) *http.Request {
+		return httptest.NewRequest(http.MethodPost, "http://books.demo:80/", strings.NewReader(body))
+	}
+	var inner *apiv1.TapEvent_ResponseEnd
+	// The outer request holds 4 bytes of the budget while the inner one
+	// is served.
+	outer := pipeline.HandlerFunc(func(x *pipeline.Exchange) error {
+		if _, err := io.Copy(io.Discard, x.R.Body); err != nil {
+			return err
+		}
+		if _, err := serve(h, metrics.Outbound, post("hello"), app{status: 200, body: "world", readBody: true}); err != nil {
+			return err
+		}
+		evs := queued(s)
+		inner = evs[len(evs)-1].GetResponseEnd()
+		x.W.WriteHeader(http.StatusOK)
+		return nil
+	})
+	if err := h.Layer(metrics.Outbound)(outer).Serve(&pipeline.Exchange{W: httptest.NewRecorder(), R: post("abcd")}); err != nil {
+		t.Fatal(err)
+	}
+	if string(inner.RequestBody) != "he" || !inner.RequestBodyTruncated || len(inner.ResponseBody) != 0 || !inner.ResponseBodyTruncated {
+		t.Errorf("with 2 bytes of budget left: request %q (cut %v), response %q (cut %v)",
+			inner.RequestBody, inner.RequestBodyTruncated, inner.ResponseBody, inner.ResponseBodyTruncated)
+	}
+	if n := h.bodyHeld.Load(); n != 0 {
+		t.Fatalf("%d bytes still counted", n)
+	}
+	// All of it is back: a request alone gets the whole budget.
+	if _, err := serve(h, metrics.Outbound, post("hello"), app{status: 200, body: "world", readBody: true}); err != nil {
+		t.Fatal(err)
+	}
+	evs := queued(s)
+	if re := evs[len(evs)-1].GetResponseEnd(); string(re.RequestBody) != "hello" || re.RequestBodyTruncated ||
+		string(re.ResponseBody) != "w" || !re.ResponseBodyTruncated {
+		t.Errorf("alone with a budget of 6: request %q (cut %v), response %q (cut %v)",
+			re.RequestBody, re.RequestBodyTruncated, re.ResponseBody, re.ResponseBodyTruncated)
+	}
+}
+
+// TestEventFieldsBounded: an event copies at most maxFieldLen bytes of
+// each string the request chose, in its own memory (a queued event must
+// not keep a 1 MiB path alive).
+func TestEventFieldsBounded(t *testing.T) {
+	long := "/" + strings.Repeat("p", 1<<20)
+	host := strings.Repeat("h", 100<<10)
+	tests := []struct {
+		name               string
+		dir                string
+		method, path, host string
+		authority          string // x.Authority (outbound, set by the route stage)
+	}{
+		{"inbound path and host", metrics.Inbound, "GET", long, host, ""},
+		{"inbound method", metrics.Inbound, strings.Repeat("M", 100<<10), "/", "books.demo:80", ""},
+		{"outbound authority", metrics.Outbound, "GET", "/", "books.demo:80", host},
+		{"short ones unchanged", metrics.Inbound, "GET", "/books/1", "books.demo:80", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, _, _ := testHub(t)
+			s := subscribe(t, h, &apiv1.ObserveRequest{}, 0)
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Method, r.URL.Path, r.Host = tt.method, tt.path, tt.host
+			x := &pipeline.Exchange{W: httptest.NewRecorder(), R: r, Authority: tt.authority}
+			end := pipeline.HandlerFunc(func(x *pipeline.Exchange) error { x.W.WriteHeader(http.StatusOK); return nil })
+			if err := h.Layer(tt.dir)(end).Serve(x); err != nil {
+				t.Fatal(err)
+			}
+			evs := queued(s)
+			if len(evs) != 3 {
+				t.Fatalf("%d events", len(evs))
+			}
+			ri := evs[0].GetRequestInit()
+			wantAuth := tt.host
+			if tt.authority != "" {
+				wantAuth = tt.authority
+			}
+			for _, f := range []struct{ name, got, sent string }{
+				{"method", ri.Method, tt.method}, {"path", ri.Path, tt.path}, {"authority", ri.Authority, wantAuth},
+			} {
+				want := f.sent[:min(len(f.sent), maxFieldLen)]
+				if f.got != want {
+					t.Errorf("%s: %d bytes, want the first %d of the request's", f.name, len(f.got), len(want))
+				}
+				if len(f.sent) > maxFieldLen && unsafe.StringData(f.got) == unsafe.StringData(f.sent) {
+					t.Errorf("%s: the event points into the request's %d-byte string", f.name, len(f.sent))
+				}
+			}
+		})
 	}
 }
 

@@ -40,6 +40,9 @@ func (h *Hub) serve(dir string, next pipeline.Handler, x *pipeline.Exchange) err
 		return next.Serve(x)
 	}
 	t := &tapped{hub: h, dir: dir, x: x, cands: cands, start: h.now()}
+	// The request body is mostly read before the taps are chosen (at the
+	// response's head): until then, copy for the candidates; decide
+	// lowers the limit to the chosen taps'.
 	for _, s := range cands {
 		t.names = t.names || s.headerNames
 		t.bodyMax = max(t.bodyMax, s.bodyBytes)
@@ -51,7 +54,7 @@ func (h *Hub) serve(dir string, next pipeline.Handler, x *pipeline.Exchange) err
 	t.w = recorder{ResponseWriter: w, t: t}
 	x.W = &t.w
 	if body != nil && body != http.NoBody {
-		t.body = &teeBody{rc: body, max: t.bodyMax}
+		t.body = &teeBody{rc: body, hub: h, max: t.bodyMax}
 		r.Body = t.body
 	}
 	err := next.Serve(x)
@@ -114,10 +117,20 @@ func (t *tapped) decide(now time.Time) {
 	}
 	t.decided = true
 	t.req = t.hub.describe(t.dir, t.x)
+	bodyMax := 0
 	for _, s := range t.cands {
 		if s.admit(&t.req, now) {
 			t.chosen = append(t.chosen, chosen{s: s, id: s.ids.Add(1)})
+			bodyMax = max(bodyMax, s.bodyBytes)
 		}
+	}
+	// The request body copied for taps that do not report the request is
+	// dropped; with no chosen tap capturing bodies, copying stops (the
+	// response's body is written after decide: it is only ever copied for
+	// the chosen taps).
+	t.bodyMax = bodyMax
+	if t.body != nil {
+		t.body.limit(bodyMax)
 	}
 }
 
@@ -172,9 +185,12 @@ func (t *tapped) finish(err error) {
 	}
 	e := endInfo{at: end, errText: errText, grpc: grpcStatus(t.w.Header()), respBytes: t.w.n}
 	if t.body != nil {
-		e.reqBytes, e.reqBody, e.reqTrunc = t.body.snapshot()
+		e.reqBytes, e.reqBody, e.reqTrunc = t.body.take()
 	}
+	// The bodies now belong to the events (bounded by the taps' queues).
 	e.respBody, e.respTrunc = t.w.buf, t.w.trunc
+	t.hub.release(len(t.w.buf))
+	t.w.buf, t.bodyMax = nil, 0
 	for _, c := range t.chosen {
 		t.sendEnd(c, &e)
 	}
@@ -209,7 +225,7 @@ type Request struct {
 // describe is what x tells of its request, once the chain went through.
 func (h *Hub) describe(dir string, x *pipeline.Exchange) Request {
 	r := x.R
-	q := Request{Direction: dir, Method: r.Method, Scheme: "http", Authority: r.Host, Path: r.URL.Path}
+	q := Request{Direction: dir, Method: field(r.Method), Scheme: "http", Authority: field(r.Host), Path: field(r.URL.Path)}
 	if x.Conn.Raw != nil {
 		q.Source = x.Conn.Raw.RemoteAddr().String()
 	}
@@ -219,14 +235,25 @@ func (h *Hub) describe(dir string, x *pipeline.Exchange) Request {
 		return q
 	}
 	if x.Authority != "" {
-		q.Authority = x.Authority
+		q.Authority = field(x.Authority)
 	}
 	q.SourceIdentity, q.DestinationIdentity, q.TLS = h.self, x.Key.PeerIdentity, x.Key.TLS
-	q.Destination, q.Route = x.Endpoint, x.Dest.Dst
+	q.Destination, q.Route = x.Endpoint, field(x.Dest.Dst)
 	if q.Destination == "" {
 		q.Destination = x.Dest.Addr
 	}
 	return q
+}
+
+// field is s, a string of the request's, as an event keeps it: at most
+// maxFieldLen bytes, copied when cut so that the queued event does not
+// keep the request's whole string alive (valid, at send time, mends a
+// rune the cut split).
+func field(s string) string {
+	if len(s) <= maxFieldLen {
+		return s
+	}
+	return strings.Clone(s[:maxFieldLen])
 }
 
 // matches is the whole filter.

@@ -2,7 +2,10 @@ package trace
 
 import (
 	"errors"
+	"net/http"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -30,6 +33,50 @@ const (
 	AttrRetries        = "trellis.retries"
 )
 
+// maxAttrLen bounds, in bytes, each attribute taken from the request
+// (method, path, host, destination): a path may be about 1 MiB, and the
+// export queue counts spans, not bytes. The provider's own limit
+// (AttributeValueLengthLimit, in characters) covers the rest.
+const maxAttrLen = 1024
+
+// reqString is s, a string of the caller's, as an attribute value: valid
+// UTF-8 (protobuf refuses anything else, failing the whole export batch)
+// and at most maxAttrLen bytes, copied when cut so that the span does not
+// keep the request's whole string alive.
+func reqString(s string) string {
+	if len(s) > maxAttrLen {
+		s = strings.Clone(s[:runeCut(s, maxAttrLen)])
+	}
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) > maxAttrLen {
+		// The replacement characters made it longer: this copy is ours.
+		s = s[:runeCut(s, maxAttrLen)]
+	}
+	return s
+}
+
+// runeCut is where to cut s, longer than max, near max without splitting
+// a rune (an invalid sequence is left to ToValidUTF8).
+func runeCut(s string, max int) int {
+	n := max
+	for i := 1; i < utf8.UTFMax && n > 0 && !utf8.RuneStart(s[n]); i++ {
+		n--
+	}
+	return n
+}
+
+// spanName is the method when it is one of HTTP's (RFC 9110, and PATCH),
+// "HTTP" otherwise, as the semantic conventions say: a caller's made-up
+// method is neither a name to index nor trusted text.
+func spanName(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return "HTTP"
+}
+
 // outcome is the request's status (the response's, or the error answer's)
 // and the error reason when the proxy answered ("" otherwise).
 func outcome(x *pipeline.Exchange, err error) (int, string) {
@@ -53,9 +100,9 @@ func attributes(kind oteltrace.SpanKind, local string, x *pipeline.Exchange, sta
 	r := x.R
 	a := make([]attribute.KeyValue, 0, 14)
 	a = append(a,
-		attribute.String(AttrMethod, r.Method),
-		attribute.String(AttrPath, r.URL.Path),
-		attribute.String(AttrServerAddress, r.Host),
+		attribute.String(AttrMethod, reqString(r.Method)),
+		attribute.String(AttrPath, reqString(r.URL.Path)),
+		attribute.String(AttrServerAddress, reqString(r.Host)),
 		attribute.String(AttrProtocol, protoVersion(r.ProtoMajor, r.ProtoMinor)),
 	)
 	if status != 0 {
@@ -74,7 +121,7 @@ func attributes(kind oteltrace.SpanKind, local string, x *pipeline.Exchange, sta
 		client, server, tls = x.Conn.Peer, local, x.Conn.TLS
 		a = append(a, attribute.String(AttrDirection, "inbound"))
 	} else {
-		a = append(a, attribute.String(AttrDirection, "outbound"), attribute.String(AttrDstService, x.Key.DstService))
+		a = append(a, attribute.String(AttrDirection, "outbound"), attribute.String(AttrDstService, reqString(x.Key.DstService)))
 		if x.Attempts > 0 {
 			a = append(a, attribute.Int(AttrRetries, x.Attempts-1))
 		}

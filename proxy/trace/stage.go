@@ -34,7 +34,7 @@ func (s *stage) Serve(x *pipeline.Exchange) error {
 	if !p.Deferred {
 		ctx = context.WithValue(ctx, decidedKey{}, p.Sampled)
 	}
-	_, span := s.t.tracer.Start(ctx, x.R.Method, oteltrace.WithSpanKind(s.kind), oteltrace.WithTimestamp(x.Start))
+	_, span := s.t.tracer.Start(ctx, spanName(x.R.Method), oteltrace.WithSpanKind(s.kind), oteltrace.WithTimestamp(x.Start))
 	sc := span.SpanContext()
 	hdr[HeaderTraceparent] = []string{FormatTraceparent(sc.TraceID(), sc.SpanID(), sc.IsSampled())}
 	if p.From != W3C {

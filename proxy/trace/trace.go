@@ -99,7 +99,14 @@ func withExporter(cfg Config, exp sdktrace.SpanExporter) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Attributes are bounded (the request's own ones in attributes, these
+	// for the rest): a sampled span is a few KiB at most, so the queue's
+	// memory and a batch's size (under the collector's 4 MiB gRPC limit)
+	// stay bounded whatever callers send.
+	limits := sdktrace.NewSpanLimits()
+	limits.AttributeValueLengthLimit = maxAttrLen
 	tp := sdktrace.NewTracerProvider(
+		sdktrace.WithRawSpanLimits(limits),
 		sdktrace.WithSampler(sampler{ratio: sdktrace.TraceIDRatioBased(cfg.SampleRatio)}),
 		sdktrace.WithSpanProcessor(q),
 		sdktrace.WithResource(resource.NewSchemaless(resourceAttrs(cfg)...)),
