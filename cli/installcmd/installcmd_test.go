@@ -89,8 +89,8 @@ func TestInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := objects(t, out)
-	if len(first) != 14 {
-		t.Errorf("default install prints %d objects, want 14", len(first))
+	if len(first) != 18 {
+		t.Errorf("default install prints %d objects, want 18", len(first))
 	}
 	out2, err := run(t, newInstall(time.Now, &kubeFlags{}, offline))
 	if err != nil {
@@ -114,11 +114,11 @@ func TestInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("trellis install --dry-count:\n%s", count)
-	if !strings.Contains(count, "total                          14\n") {
+	if !strings.Contains(count, "total                          18\n") {
 		t.Errorf("--dry-count:\n%s", count)
 	}
 	count, err = run(t, newInstall(time.Now, &kubeFlags{}, offline), "--dry-count", "--ha")
-	if err != nil || !strings.Contains(count, "PodDisruptionBudget            1\n") || !strings.Contains(count, "total                          15\n") {
+	if err != nil || !strings.Contains(count, "PodDisruptionBudget            1\n") || !strings.Contains(count, "total                          19\n") {
 		t.Errorf("--dry-count --ha: %v\n%s", err, count)
 	}
 }
@@ -306,14 +306,14 @@ func TestUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(printed, "app-config") || strings.Count(printed, "\nkind: ") != 14 {
+	if strings.Contains(printed, "app-config") || strings.Count(printed, "\nkind: ") != 18 {
 		t.Errorf("uninstall lists:\n%s", printed)
 	}
 	applied, err := run(t, newUninstall(&kubeFlags{}, client), "--apply")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(applied, "14 objects deleted") {
+	if !strings.Contains(applied, "18 objects deleted") {
 		t.Errorf("uninstall --apply:\n%s", applied)
 	}
 	left, err := run(t, newUninstall(&kubeFlags{}, client))
