@@ -209,7 +209,7 @@ func tapError(err error) error {
 }
 
 func writeExport(kind, path string, xs []*tapexport.Exchange) (err error) {
-	f, err := os.Create(path)
+	f, err := createPrivate(path)
 	if err != nil {
 		return fmt.Errorf("--file: %w", err)
 	}
@@ -231,6 +231,25 @@ func writeExport(kind, path string, xs []*tapexport.Exchange) (err error) {
 		}
 	}
 	return pw.Flush()
+}
+
+// createPrivate creates (or truncates) path readable by the user only:
+// an export may hold captured bodies. An existing regular file with a
+// wider mode is narrowed to 0600 too (devices and pipes are left alone).
+func createPrivate(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
+		err = f.Chmod(0o600)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
 }
 
 // openLocal is the local controller's Tapper: dir's, or the running demo's.

@@ -124,3 +124,47 @@ func TestRunExports(t *testing.T) {
 		t.Errorf("pcapng file of %d bytes", len(data))
 	}
 }
+
+// TestExportIsPrivate: an export may hold captured bodies, so it is 0600
+// whether it is new or replaces a wider file.
+func TestExportIsPrivate(t *testing.T) {
+	evs := replay{{Id: 1, Pod: "web-1", Event: &apiv1.TapEvent_ResponseEnd_{ResponseEnd: &apiv1.TapEvent_ResponseEnd{ResponseBody: []byte("secret")}}}}
+	for _, tc := range []struct {
+		name     string
+		existing os.FileMode // 0: no file yet
+	}{
+		{"new har", 0},
+		{"new pcapng", 0},
+		{"replacing a 0644 file", 0o644},
+		{"replacing a 0666 file", 0o666},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			format := "har"
+			if strings.Contains(tc.name, "pcapng") {
+				format = "pcapng"
+			}
+			file := filepath.Join(t.TempDir(), "export")
+			if tc.existing != 0 {
+				if err := os.WriteFile(file, []byte("old"), tc.existing); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(file, tc.existing); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := run(t.Context(), &bytes.Buffer{}, &bytes.Buffer{}, evs, model.TapRequest{}, "text", options{export: format, file: file}); err != nil {
+				t.Fatal(err)
+			}
+			st, err := os.Stat(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if perm := st.Mode().Perm(); perm != 0o600 {
+				t.Errorf("%s written with mode %04o, want 0600", file, perm)
+			}
+			if st.Size() <= 3 {
+				t.Errorf("%s not rewritten (%d bytes)", file, st.Size())
+			}
+		})
+	}
+}
