@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -166,5 +168,64 @@ func TestExportIsPrivate(t *testing.T) {
 				t.Errorf("%s not rewritten (%d bytes)", file, st.Size())
 			}
 		})
+	}
+}
+
+func TestExportBufMaxima(t *testing.T) {
+	body := func(n int) *tapexport.Exchange { return &tapexport.Exchange{ResponseBody: make([]byte, n)} }
+	for _, tc := range []struct {
+		name          string
+		maxN, maxBody int
+		xs            []*tapexport.Exchange
+		kept, left    int
+	}{
+		{"under both", 3, 100, []*tapexport.Exchange{body(10), body(10)}, 2, 0},
+		{"count reached", 2, 100, []*tapexport.Exchange{body(0), body(0), body(0), body(0)}, 2, 2},
+		{"bodies reached", 10, 100, []*tapexport.Exchange{body(60), body(40), body(1)}, 2, 1},
+		// The first ones are kept: a later small one is not let in after a
+		// big one was left out (the file is the session's beginning).
+		{"no gap after a refusal", 10, 100, []*tapexport.Exchange{body(90), body(20), body(5)}, 1, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := exportBuf{maxN: tc.maxN, maxBody: tc.maxBody}
+			for _, x := range tc.xs {
+				b.add(x)
+			}
+			if len(b.xs) != tc.kept || b.left != tc.left {
+				t.Errorf("kept %d, left out %d; want %d, %d", len(b.xs), b.left, tc.kept, tc.left)
+			}
+		})
+	}
+}
+
+// TestRunExportBounded: a tap without --limit keeps at most MaxExport
+// requests for its export, and says how many it left out.
+func TestRunExportBounded(t *testing.T) {
+	const extra, pending = 5, 3
+	var evs replay
+	for id := range uint64(MaxExport + extra) {
+		evs = append(evs, &apiv1.TapEvent{Id: id, Pod: "web-1", Event: &apiv1.TapEvent_ResponseEnd_{ResponseEnd: &apiv1.TapEvent_ResponseEnd{}}})
+	}
+	for id := range uint64(pending) {
+		evs = append(evs, &apiv1.TapEvent{Id: 1e6 + id, Pod: "web-1", Event: &apiv1.TapEvent_RequestInit_{RequestInit: &apiv1.TapEvent_RequestInit{Path: "/"}}})
+	}
+	file := filepath.Join(t.TempDir(), "big.har")
+	var errw bytes.Buffer
+	if err := run(t.Context(), io.Discard, &errw, evs, model.TapRequest{}, "json", options{export: "har", file: file}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var har tapexport.HAR
+	if err := json.Unmarshal(data, &har); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(har.Log.Entries); n != MaxExport {
+		t.Errorf("%d entries exported, want %d", n, MaxExport)
+	}
+	if want := fmt.Sprintf("warning: %d more requests were not exported", extra+pending); !strings.Contains(errw.String(), want) {
+		t.Errorf("stderr %q lacks %q", errw.String(), want)
 	}
 }
