@@ -1,6 +1,8 @@
 package local
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,5 +72,30 @@ func TestReadTapToken(t *testing.T) {
 	}
 	if _, err := readTapToken(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Error("a missing file was read")
+	}
+}
+
+// TestLocalTapRefusesWhatProxiesWould: a request every proxy would refuse
+// is a 400 naming why, before any proxy is looked up.
+func TestLocalTapRefusesWhatProxiesWould(t *testing.T) {
+	const token = "0123456789abcdef-token"
+	lt := &localTap{token: []byte(token), slots: make(chan struct{}, 1)}
+	for _, tc := range []struct {
+		name, body string
+		contains   string
+	}{
+		{"bad direction", `{"match":{"direction":"sideways"}}`, "match.direction"},
+		{"long match", `{"match":{"method":"` + strings.Repeat("G", 4097) + `"}}`, "match.method"},
+		{"sample", `{"sample":1.5}`, "sample"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, tapPrefix+"workloads/web/tap", strings.NewReader(tc.body))
+			req.Header.Set("Authorization", "Bearer "+token)
+			rec := httptest.NewRecorder()
+			lt.ServeHTTP(rec, req)
+			if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), tc.contains) {
+				t.Errorf("%d %s; want 400 naming %q", rec.Code, rec.Body.String(), tc.contains)
+			}
+		})
 	}
 }
