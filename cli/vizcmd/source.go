@@ -180,7 +180,7 @@ func runningDemo() (string, []byte, error) {
 // readDemoStore reads dir's store when dir and the store are the user's
 // own and private (0700 and 0600, as the demo makes them).
 func readDemoStore(dir string) ([]byte, error) {
-	root, err := privfile.OpenDir(dir)
+	root, err := privfile.OpenDir(dir, privfile.Private)
 	if err != nil {
 		return nil, err
 	}

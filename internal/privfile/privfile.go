@@ -1,10 +1,11 @@
 // Package privfile reads files the CLI finds in a shared place (the
-// temporary directory: another `trellis demo`'s work directory) only when
-// they are the user's own and private. Anything another local user could
-// have written there (a directory of theirs, a symbolic link, a file that
-// points outside the directory) is refused with an error naming the path
-// and the fix: such a file could name the attacker's listener and one of
-// the user's secrets to send it.
+// temporary directory: a `trellis demo`'s work directory) only when they
+// and their directory are the user's own and private. Anything another
+// local user could have written there (a directory of theirs or one they
+// may write in, a symbolic link, a file that points outside the
+// directory) is refused with an error naming the path and the fix: such a
+// file could name the attacker's listener and one of the user's secrets
+// to send it.
 package privfile
 
 import (
@@ -23,11 +24,23 @@ var getuid = os.Getuid
 // and an endless one must not hang the CLI.
 const maxRead = 4 << 20
 
-// OpenDir opens dir after checking it is the user's private directory:
-// not a symbolic link, a directory owned by the user, with no access for
-// group or other (mode 0700, what os.MkdirTemp creates). Only the user
-// (and root) can then have put files in it. The caller closes the Root.
-func OpenDir(dir string) (*os.Root, error) {
+// What OpenDir accepts of group and other.
+type Access int
+
+const (
+	// Private: no access at all (mode 0700, what os.MkdirTemp creates):
+	// for a directory the CLI finds by itself.
+	Private Access = iota
+	// ReadOnly: reading and listing, never writing (0755 is fine): for a
+	// directory the user named.
+	ReadOnly
+)
+
+// OpenDir opens dir after checking it is the user's own directory: not a
+// symbolic link, a directory owned by the user, and none of group and
+// other's access beyond what access allows. Only the user (and root) can
+// then have put files in it. The caller closes the Root.
+func OpenDir(dir string, access Access) (*os.Root, error) {
 	lst, err := os.Lstat(dir)
 	if err != nil {
 		return nil, err
@@ -48,7 +61,11 @@ func OpenDir(dir string) (*os.Root, error) {
 		err = fmt.Errorf("%s: replaced while being opened", dir)
 	}
 	if err == nil {
-		err = checkOwn(dir, st, 0o077, "700")
+		if access == ReadOnly {
+			err = checkOwn(dir, st, 0o022, "go-w")
+		} else {
+			err = checkOwn(dir, st, 0o077, "700")
+		}
 	}
 	if err != nil {
 		root.Close()
@@ -133,8 +150,8 @@ func fullPath(err error, full string) error {
 func inside(rel string) bool { return rel != "." && filepath.IsLocal(rel) }
 
 // checkOwn refuses st unless the user owns it and mode has none of the
-// bits of deny; want is the mode to suggest.
-func checkOwn(path string, st os.FileInfo, deny os.FileMode, want string) error {
+// bits of deny; fix is the chmod mode to suggest.
+func checkOwn(path string, st os.FileInfo, deny os.FileMode, fix string) error {
 	uid, ok := owner(st)
 	if !ok {
 		return fmt.Errorf("%s: cannot tell who owns it on this system, refused", path)
@@ -143,7 +160,7 @@ func checkOwn(path string, st os.FileInfo, deny os.FileMode, want string) error 
 		return fmt.Errorf("%s: owned by uid %d, not by you (uid %d), refused", path, uid, me)
 	}
 	if perm := st.Mode().Perm(); perm&deny != 0 {
-		return fmt.Errorf("%s: mode %04o gives other users access, refused (want %s: chmod %s %s)", path, perm, want, want, path)
+		return fmt.Errorf("%s: mode %04o gives other users access, refused (chmod %s %s)", path, perm, fix, path)
 	}
 	return nil
 }

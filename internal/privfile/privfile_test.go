@@ -30,23 +30,28 @@ func TestOpenDir(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// setup returns the directory to open.
-		setup func(t *testing.T, dir string) string
-		uid   int // 0: the real one
-		err   string
+		setup  func(t *testing.T, dir string) string
+		access Access
+		uid    int // 0: the real one
+		err    string
 	}{
-		{"private", func(t *testing.T, dir string) string { return dir }, 0, ""},
-		{"readable by others", func(t *testing.T, dir string) string { chmod(t, dir, 0o755); return dir }, 0, "mode 0755"},
-		{"writable by group", func(t *testing.T, dir string) string { chmod(t, dir, 0o770); return dir }, 0, "mode 0770"},
+		{"private", func(t *testing.T, dir string) string { return dir }, Private, 0, ""},
+		{"private, read-only asked", func(t *testing.T, dir string) string { return dir }, ReadOnly, 0, ""},
+		{"readable by others", func(t *testing.T, dir string) string { chmod(t, dir, 0o755); return dir }, Private, 0, "mode 0755"},
+		{"readable by others, read-only asked", func(t *testing.T, dir string) string { chmod(t, dir, 0o755); return dir }, ReadOnly, 0, ""},
+		{"writable by group", func(t *testing.T, dir string) string { chmod(t, dir, 0o770); return dir }, ReadOnly, 0, "mode 0770"},
+		{"writable by others", func(t *testing.T, dir string) string { chmod(t, dir, 0o757); return dir }, ReadOnly, 0, "chmod go-w"},
+		{"sticky and writable by all", func(t *testing.T, dir string) string { chmod(t, dir, 0o777|os.ModeSticky); return dir }, ReadOnly, 0, "mode 0777"},
 		{"symbolic link", func(t *testing.T, dir string) string {
 			link := dir + "-link"
 			if err := os.Symlink(dir, link); err != nil {
 				t.Fatal(err)
 			}
 			return link
-		}, 0, "symbolic link"},
-		{"a file", func(t *testing.T, dir string) string { return filepath.Join(dir, "secret") }, 0, "not a directory"},
-		{"missing", func(t *testing.T, dir string) string { return dir + "-gone" }, 0, "no such file"},
-		{"another user's", func(t *testing.T, dir string) string { return dir }, os.Getuid() + 1, "owned by uid"},
+		}, ReadOnly, 0, "symbolic link"},
+		{"a file", func(t *testing.T, dir string) string { return filepath.Join(dir, "secret") }, ReadOnly, 0, "not a directory"},
+		{"missing", func(t *testing.T, dir string) string { return dir + "-gone" }, ReadOnly, 0, "no such file"},
+		{"another user's", func(t *testing.T, dir string) string { return dir }, ReadOnly, os.Getuid() + 1, "owned by uid"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := tc.setup(t, privateDir(t))
@@ -54,7 +59,7 @@ func TestOpenDir(t *testing.T) {
 				getuid = func() int { return tc.uid }
 				defer func() { getuid = os.Getuid }()
 			}
-			root, err := OpenDir(dir)
+			root, err := OpenDir(dir, tc.access)
 			if tc.err == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -110,7 +115,7 @@ func TestRead(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(t, dir)
 			}
-			root, err := OpenDir(dir)
+			root, err := OpenDir(dir, Private)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -131,7 +136,7 @@ func TestRead(t *testing.T) {
 
 func TestReadOfAnotherUser(t *testing.T) {
 	dir := privateDir(t)
-	root, err := OpenDir(dir)
+	root, err := OpenDir(dir, Private)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,13 +54,19 @@ type Tapper struct {
 	Token string
 }
 
-// Open reads dir's Info and the token it names. dir must be the user's
-// private directory (0700, theirs, not a symbolic link) and the token a
-// private file inside it (0600): a directory another local user could
-// write might name their listener and any file of the user's as the
-// token, and the token would be sent to them.
+// Open reads dir's Info and the token it names (--local-dir DIR). dir
+// must be the user's own directory that no one else may write (and not a
+// symbolic link), the Info and the token private files inside it (0600):
+// a directory another local user could write might name their listener
+// and any file of the user's as the token, and the token would be sent
+// to them.
 func Open(dir string) (*Tapper, error) {
-	root, err := privfile.OpenDir(dir)
+	return open(dir, privfile.ReadOnly)
+}
+
+// open is Open with what dir may allow group and other.
+func open(dir string, access privfile.Access) (*Tapper, error) {
+	root, err := privfile.OpenDir(dir, access)
 	if err != nil {
 		return nil, fmt.Errorf("local tap API: %w", err)
 	}
@@ -85,15 +91,16 @@ func Open(dir string) (*Tapper, error) {
 }
 
 // FindRunning opens the newest running `trellis demo` (its work directory
-// in the temporary directory) whose tap API answers. Directories Open
-// refuses (another user's, say) are skipped, and named in the error when
-// none is left.
+// in the temporary directory) whose tap API answers. It takes only the
+// user's private (0700) directories, as the demo makes them: others (of
+// another user, say) are skipped, and named in the error when none is
+// left.
 func FindRunning() (*Tapper, string, error) {
 	infos, _ := filepath.Glob(filepath.Join(os.TempDir(), "trellis-demo-*", InfoFile))
 	sort.Slice(infos, func(i, j int) bool { return modTime(infos[i]).After(modTime(infos[j])) })
 	var refused []error
 	for _, f := range infos {
-		t, err := Open(filepath.Dir(f))
+		t, err := open(filepath.Dir(f), privfile.Private)
 		if err != nil {
 			refused = append(refused, err)
 			continue

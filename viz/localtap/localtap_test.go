@@ -67,10 +67,16 @@ func TestOpen(t *testing.T) {
 		err   string
 	}{
 		{"the demo's", func(t *testing.T, dir string) (string, string) { return dir, "" }, ""},
-		{"directory open to others", func(t *testing.T, dir string) (string, string) {
+		// Named with --local-dir: others may read it (t.TempDir's are 0755),
+		// never write in it.
+		{"directory others may read", func(t *testing.T, dir string) (string, string) {
 			chmod(t, dir, 0o755)
+			return dir, ""
+		}, ""},
+		{"directory writable by group", func(t *testing.T, dir string) (string, string) {
+			chmod(t, dir, 0o775)
 			return dir, dir
-		}, "mode 0755"},
+		}, "mode 0775"},
 		{"directory writable by others", func(t *testing.T, dir string) (string, string) {
 			chmod(t, dir, 0o777)
 			return dir, dir
@@ -134,9 +140,9 @@ func TestOpen(t *testing.T) {
 	}
 }
 
-// TestFindRunningSkipsPlanted: a newer directory another user could have
-// planted (here: open to others) is never used, its listener never
-// dialled, and the error names it when nothing else is left.
+// TestFindRunningSkipsPlanted: a newer directory that is not private as
+// the demo makes it (here: open to others) is never used, its listener
+// never dialled, and the error names it when nothing else is left.
 func TestFindRunningSkipsPlanted(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
