@@ -4,6 +4,7 @@
 package tapcmd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,7 +58,7 @@ func New(tapper TapperFunc) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tap RESOURCE[/NAME] [NAME]",
 		Short: "Watch live requests of a workload, pod or namespace",
-		Long: `Stream the requests a workload's proxies see, as they happen: method,
+		Long: fmt.Sprintf(`Stream the requests a workload's proxies see, as they happen: method,
 authority, path, status or gRPC status, latency, bytes, direction, both
 identities and whether the hop was mutual TLS. Through the Kubernetes API
 server (the tap.trellis.io API), so it shows exactly what your RBAC allows:
@@ -71,10 +72,12 @@ Each proxy sends at most --max-rps events a second (excess is dropped,
 never queued) and --sample of the matching requests, so a tap cannot hurt
 the data plane.
 
---export writes the session, when it ends (--limit, or Ctrl-C), to --file:
-har for a browser's or a HAR viewer's network panel, pcapng for Wireshark
-(each request as an HTTP/1.1 exchange in its own TCP connection between the
-real addresses; bodies only with --capture-bodies).`,
+--export writes the session, when it ends (--limit, or Ctrl-C), to --file
+(mode 0600): har for a browser's or a HAR viewer's network panel, pcapng
+for Wireshark (each request as an HTTP/1.1 exchange in its own TCP
+connection between the real addresses; bodies only with --capture-bodies).
+It is kept in memory until then, so it holds the first %d requests and
+%d MiB of captured bodies at most; how many more were seen is printed.`, MaxExport, MaxExportBodyBytes>>20),
 		Example: `  # Every request of the demo's web deployment
   trellis tap deploy/web -n trellis-demo
 
@@ -129,7 +132,7 @@ real addresses; bodies only with --capture-bodies).`,
 	f.Uint32Var(&o.limit, "limit", 0, "stop after this many requests (default: until Ctrl-C)")
 	f.BoolVar(&o.headerNames, "header-names", false, "show the names (never the values) of request and response headers")
 	f.Uint32Var(&o.captureBodies, "capture-bodies", 0, "capture up to this many bytes of each body (needs the RBAC verb capture; at most 65536)")
-	f.StringVar(&o.export, "export", "", "also write the session to --file: har or pcapng")
+	f.StringVar(&o.export, "export", "", fmt.Sprintf("also write the session to --file: har or pcapng (its first %d requests, %d MiB of bodies at most)", MaxExport, MaxExportBodyBytes>>20))
 	f.StringVar(&o.file, "file", "", "file --export writes")
 	f.BoolVar(&o.local, "local", false, "local mode: tap the proxies of a running `trellis demo` through its controller")
 	f.StringVar(&o.localDir, "local-dir", "", "local mode: the work directory of the run to tap (default the newest running `trellis demo`'s)")
@@ -166,16 +169,47 @@ func (o *options) request() (*apiv1.ObserveRequest, error) {
 	return &apiv1.ObserveRequest{Limit: o.limit, MaxRps: o.maxRPS, Match: m, Sample: o.sample, HeaderNames: o.headerNames, BodyBytes: o.captureBodies}, nil
 }
 
+// An export is held in memory until the tap ends, so it keeps at most
+// MaxExport requests and MaxExportBodyBytes of captured bodies (the first
+// ones); what comes after is counted and said when the file is written.
+const (
+	MaxExport          = 10000
+	MaxExportBodyBytes = 256 << 20
+)
+
+// exportBuf holds the exchanges of an export within its maxima.
+type exportBuf struct {
+	// maxN and maxBody: 0 is MaxExport and MaxExportBodyBytes.
+	maxN, maxBody int
+	xs            []*tapexport.Exchange
+	bodyBytes     int
+	// left out: exchanges past a maximum. Once one is, every later one
+	// is too: the file is the session's beginning, without gaps.
+	left int
+}
+
+// add keeps x unless a maximum is reached; it reports whether it did.
+func (b *exportBuf) add(x *tapexport.Exchange) bool {
+	maxN, maxBody := cmp.Or(b.maxN, MaxExport), cmp.Or(b.maxBody, MaxExportBodyBytes)
+	n := len(x.RequestBody) + len(x.ResponseBody)
+	if b.left > 0 || len(b.xs) >= maxN || b.bodyBytes+n > maxBody {
+		b.left++
+		return false
+	}
+	b.xs, b.bodyBytes = append(b.xs, x), b.bodyBytes+n
+	return true
+}
+
 // run taps until the limit, Ctrl-C or an error, then writes the export.
 func run(ctx context.Context, stdout, stderr io.Writer, t model.Tapper, req model.TapRequest, format string, o options) error {
 	var (
-		asm  tapexport.Assembler
-		done []*tapexport.Exchange
+		asm tapexport.Assembler
+		buf exportBuf
 	)
 	err := t.Tap(ctx, req, func(ev *apiv1.TapEvent) error {
 		if o.export != "" {
 			if x, ok := asm.Add(ev); ok {
-				done = append(done, x)
+				buf.add(x)
 			}
 		}
 		return writeEvent(stdout, format, ev)
@@ -186,13 +220,20 @@ func run(ctx context.Context, stdout, stderr io.Writer, t model.Tapper, req mode
 	if o.export == "" {
 		return nil
 	}
-	xs := append(done, asm.Pending()...)
+	for _, x := range asm.Pending() {
+		buf.add(x)
+	}
+	xs := buf.xs
 	// Completion order is not start order: files read best in time order.
 	slices.SortStableFunc(xs, func(a, b *tapexport.Exchange) int { return a.Start.Compare(b.Start) })
 	if err := writeExport(o.export, o.file, xs); err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "wrote %d requests to %s (%s)\n", len(xs), o.file, o.export)
+	if buf.left > 0 {
+		fmt.Fprintf(stderr, "warning: %d more requests were not exported: an export holds at most %d requests and %d MiB of bodies (narrow the tap with --limit or filters)\n",
+			buf.left, MaxExport, MaxExportBodyBytes>>20)
+	}
 	return nil
 }
 
@@ -209,7 +250,7 @@ func tapError(err error) error {
 }
 
 func writeExport(kind, path string, xs []*tapexport.Exchange) (err error) {
-	f, err := os.Create(path)
+	f, err := createPrivate(path)
 	if err != nil {
 		return fmt.Errorf("--file: %w", err)
 	}
@@ -231,6 +272,25 @@ func writeExport(kind, path string, xs []*tapexport.Exchange) (err error) {
 		}
 	}
 	return pw.Flush()
+}
+
+// createPrivate creates (or truncates) path readable by the user only:
+// an export may hold captured bodies. An existing regular file with a
+// wider mode is narrowed to 0600 too (devices and pipes are left alone).
+func createPrivate(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
+		err = f.Chmod(0o600)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
 }
 
 // openLocal is the local controller's Tapper: dir's, or the running demo's.

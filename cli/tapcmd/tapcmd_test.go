@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,5 +124,108 @@ func TestRunExports(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(file); len(data) < 100 || !bytes.HasPrefix(data, []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
 		t.Errorf("pcapng file of %d bytes", len(data))
+	}
+}
+
+// TestExportIsPrivate: an export may hold captured bodies, so it is 0600
+// whether it is new or replaces a wider file.
+func TestExportIsPrivate(t *testing.T) {
+	evs := replay{{Id: 1, Pod: "web-1", Event: &apiv1.TapEvent_ResponseEnd_{ResponseEnd: &apiv1.TapEvent_ResponseEnd{ResponseBody: []byte("secret")}}}}
+	for _, tc := range []struct {
+		name     string
+		existing os.FileMode // 0: no file yet
+	}{
+		{"new har", 0},
+		{"new pcapng", 0},
+		{"replacing a 0644 file", 0o644},
+		{"replacing a 0666 file", 0o666},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			format := "har"
+			if strings.Contains(tc.name, "pcapng") {
+				format = "pcapng"
+			}
+			file := filepath.Join(t.TempDir(), "export")
+			if tc.existing != 0 {
+				if err := os.WriteFile(file, []byte("old"), tc.existing); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(file, tc.existing); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := run(t.Context(), &bytes.Buffer{}, &bytes.Buffer{}, evs, model.TapRequest{}, "text", options{export: format, file: file}); err != nil {
+				t.Fatal(err)
+			}
+			st, err := os.Stat(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if perm := st.Mode().Perm(); perm != 0o600 {
+				t.Errorf("%s written with mode %04o, want 0600", file, perm)
+			}
+			if st.Size() <= 3 {
+				t.Errorf("%s not rewritten (%d bytes)", file, st.Size())
+			}
+		})
+	}
+}
+
+func TestExportBufMaxima(t *testing.T) {
+	body := func(n int) *tapexport.Exchange { return &tapexport.Exchange{ResponseBody: make([]byte, n)} }
+	for _, tc := range []struct {
+		name          string
+		maxN, maxBody int
+		xs            []*tapexport.Exchange
+		kept, left    int
+	}{
+		{"under both", 3, 100, []*tapexport.Exchange{body(10), body(10)}, 2, 0},
+		{"count reached", 2, 100, []*tapexport.Exchange{body(0), body(0), body(0), body(0)}, 2, 2},
+		{"bodies reached", 10, 100, []*tapexport.Exchange{body(60), body(40), body(1)}, 2, 1},
+		// The first ones are kept: a later small one is not let in after a
+		// big one was left out (the file is the session's beginning).
+		{"no gap after a refusal", 10, 100, []*tapexport.Exchange{body(90), body(20), body(5)}, 1, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := exportBuf{maxN: tc.maxN, maxBody: tc.maxBody}
+			for _, x := range tc.xs {
+				b.add(x)
+			}
+			if len(b.xs) != tc.kept || b.left != tc.left {
+				t.Errorf("kept %d, left out %d; want %d, %d", len(b.xs), b.left, tc.kept, tc.left)
+			}
+		})
+	}
+}
+
+// TestRunExportBounded: a tap without --limit keeps at most MaxExport
+// requests for its export, and says how many it left out.
+func TestRunExportBounded(t *testing.T) {
+	const extra, pending = 5, 3
+	var evs replay
+	for id := range uint64(MaxExport + extra) {
+		evs = append(evs, &apiv1.TapEvent{Id: id, Pod: "web-1", Event: &apiv1.TapEvent_ResponseEnd_{ResponseEnd: &apiv1.TapEvent_ResponseEnd{}}})
+	}
+	for id := range uint64(pending) {
+		evs = append(evs, &apiv1.TapEvent{Id: 1e6 + id, Pod: "web-1", Event: &apiv1.TapEvent_RequestInit_{RequestInit: &apiv1.TapEvent_RequestInit{Path: "/"}}})
+	}
+	file := filepath.Join(t.TempDir(), "big.har")
+	var errw bytes.Buffer
+	if err := run(t.Context(), io.Discard, &errw, evs, model.TapRequest{}, "json", options{export: "har", file: file}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var har tapexport.HAR
+	if err := json.Unmarshal(data, &har); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(har.Log.Entries); n != MaxExport {
+		t.Errorf("%d entries exported, want %d", n, MaxExport)
+	}
+	if want := fmt.Sprintf("warning: %d more requests were not exported", extra+pending); !strings.Contains(errw.String(), want) {
+		t.Errorf("stderr %q lacks %q", errw.String(), want)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/cli/kubeconfig"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
+	"github.com/trellis-mesh/trellis/internal/privfile"
 	"github.com/trellis-mesh/trellis/viz/model"
 	"github.com/trellis-mesh/trellis/viz/prom"
 	"github.com/trellis-mesh/trellis/viz/scrape"
@@ -108,13 +109,15 @@ func openCluster(ctx context.Context, cfg *rest.Config) (*Opened, error) {
 // openLocal scrapes the workloads of a store file (the running demo's
 // when file is "").
 func openLocal(file string) (*Opened, error) {
+	var (
+		b   []byte
+		err error
+	)
 	if file == "" {
-		var err error
-		if file, err = RunningDemo(); err != nil {
-			return nil, err
-		}
+		file, b, err = runningDemo()
+	} else {
+		b, err = os.ReadFile(file)
 	}
-	b, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("local store: %w", err)
 	}
@@ -129,38 +132,66 @@ func openLocal(file string) (*Opened, error) {
 	return &Opened{Source: &scrape.Source{Targets: targets}, Mode: "local", Where: file}, nil
 }
 
+// demoStore is the name of the store file in a demo's work directory.
+const demoStore = "mesh.yaml"
+
 // RunningDemo is the store file of the newest `trellis demo` of this
 // machine whose proxies answer (the demo writes it as mesh.yaml in its
 // work directory, trellis-demo-* under the temporary directory).
 func RunningDemo() (string, error) {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "trellis-demo-*", "mesh.yaml"))
+	file, _, err := runningDemo()
+	return file, err
+}
+
+// runningDemo is RunningDemo and the store it read. Only the user's own
+// private work directories count (privfile): a store another local user
+// planted there would show their figures as the demo's.
+func runningDemo() (string, []byte, error) {
+	files, _ := filepath.Glob(filepath.Join(os.TempDir(), "trellis-demo-*", demoStore))
 	type cand struct {
 		path string
 		mod  time.Time
 	}
 	var cands []cand
-	for _, d := range dirs {
-		if st, err := os.Stat(d); err == nil {
-			cands = append(cands, cand{d, st.ModTime()})
+	for _, f := range files {
+		if st, err := os.Lstat(f); err == nil {
+			cands = append(cands, cand{f, st.ModTime()})
 		}
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].mod.After(cands[j].mod) })
+	var refused []error
 	for _, c := range cands {
-		if answers(c.path) {
-			return c.path, nil
+		b, err := readDemoStore(filepath.Dir(c.path))
+		if err != nil {
+			refused = append(refused, err)
+			continue
+		}
+		if answers(b) {
+			return c.path, b, nil
 		}
 	}
-	return "", errors.New("no running `trellis demo` found (start one, or give --config FILE)")
+	err := errors.New("no running `trellis demo` found (start one, or give --config FILE)")
+	if len(refused) > 0 {
+		err = fmt.Errorf("%w; refused: %w", err, errors.Join(refused...))
+	}
+	return "", nil, err
+}
+
+// readDemoStore reads dir's store when dir and the store are the user's
+// own and private (0700 and 0600, as the demo makes them).
+func readDemoStore(dir string) ([]byte, error) {
+	root, err := privfile.OpenDir(dir, privfile.Private)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	return privfile.Read(root, demoStore)
 }
 
 // answers is true when the store's first proxy serves /ready.
-func answers(file string) bool {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return false
-	}
+func answers(store []byte) bool {
 	var f meshconfig.File
-	if yaml.Unmarshal(b, &f) != nil {
+	if yaml.Unmarshal(store, &f) != nil {
 		return false
 	}
 	hc := &http.Client{Timeout: time.Second}

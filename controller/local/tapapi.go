@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -47,13 +48,9 @@ func startTapAPI(ctx context.Context, addr, tokenFile string, st *store.Store, a
 	if err != nil || !ap.Addr().IsLoopback() {
 		return "", fmt.Errorf("--tap-api-addr %q: want a loopback ip:port (the local tap API has no other protection than its token)", addr)
 	}
-	token, err := os.ReadFile(tokenFile)
+	token, err := readTapToken(tokenFile)
 	if err != nil {
-		return "", fmt.Errorf("--tap-token-file: %w", err)
-	}
-	token = []byte(strings.TrimSpace(string(token)))
-	if len(token) < 16 {
-		return "", fmt.Errorf("--tap-token-file %s: the token is shorter than 16 characters", tokenFile)
+		return "", err
 	}
 	lt := &localTap{
 		store: st, token: token, log: log, slots: make(chan struct{}, maxLocalTaps),
@@ -79,6 +76,39 @@ func startTapAPI(ctx context.Context, addr, tokenFile string, st *store.Store, a
 	}()
 	return ln.Addr().String(), nil
 }
+
+// readTapToken reads the token of --tap-token-file. The token is the
+// API's only protection, so a file other users can read (or write) is
+// refused rather than served with.
+func readTapToken(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--tap-token-file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("--tap-token-file: %w", err)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("--tap-token-file %s: mode %04o lets other users read or change the token; make it private: chmod 600 %s", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("--tap-token-file %s: %w", path, err)
+	}
+	if len(b) > maxTokenFile {
+		return nil, fmt.Errorf("--tap-token-file %s: larger than %d bytes, not a token", path, maxTokenFile)
+	}
+	token := []byte(strings.TrimSpace(string(b)))
+	if len(token) < 16 {
+		return nil, fmt.Errorf("--tap-token-file %s: the token is shorter than 16 characters", path)
+	}
+	return token, nil
+}
+
+// maxTokenFile bounds what readTapToken reads.
+const maxTokenFile = 4096
 
 func (lt *localTap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

@@ -26,6 +26,7 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/internal/tapreq"
 )
 
 // Target is one proxy to tap.
@@ -144,7 +145,11 @@ func (d *Dialer) FanIn(ctx context.Context, log *slog.Logger, pods []Target, req
 	return failed, nil
 }
 
-// ReadObserveRequest decodes the body (empty: every default).
+// ReadObserveRequest decodes the body (empty: every default) and refuses
+// what every proxy would refuse (tapreq.Check: size, sample, direction,
+// match lengths) or what the caller may not ask (more body bytes than a
+// proxy captures). Both tap APIs answer its errors with 400, where a
+// request the proxies refused would have been a 200 without events.
 func ReadObserveRequest(body io.Reader) (*apiv1.ObserveRequest, error) {
 	data, err := io.ReadAll(io.LimitReader(body, maxRequestBody+1))
 	if err != nil {
@@ -163,18 +168,20 @@ func ReadObserveRequest(body io.Reader) (*apiv1.ObserveRequest, error) {
 	if req.GetBodyBytes() > MaxBodyBytes {
 		return nil, fmt.Errorf("bodyBytes %d: at most %d", req.GetBodyBytes(), MaxBodyBytes)
 	}
-	if s := req.GetSample(); !(s >= 0 && s <= 1) {
-		return nil, fmt.Errorf("sample %g: want a fraction in (0, 1]", s)
+	if err := tapreq.Check(req); err != nil {
+		return nil, err
 	}
 	return req, nil
 }
 
 // Limits of ReadObserveRequest.
 const (
-	// maxRequestBody bounds an ObserveRequest body.
+	// maxRequestBody bounds an ObserveRequest's JSON body. JSON escapes can
+	// make a request several times its encoded size, which tapreq.Check
+	// bounds to what a proxy accepts.
 	maxRequestBody = 64 << 10
 	// MaxBodyBytes is the proxies' cap on captured body bytes.
-	MaxBodyBytes = 65536
+	MaxBodyBytes = tapreq.MaxBodyBytes
 )
 
 // Stream answers an HTTP tap: 200, then each event of the targets as one

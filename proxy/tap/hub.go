@@ -11,7 +11,6 @@ package tap
 import (
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -20,23 +19,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
-	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/internal/tapreq"
 )
 
 // Limits of an ObserveRequest, as tap.proto states them.
 const (
 	DefaultMaxRPS = 100
 	MaxMaxRPS     = 1000
-	MaxBodyBytes  = 65536
+	MaxBodyBytes  = tapreq.MaxBodyBytes
 	// QueueLen is each tap's queue of events: a client slower than this
 	// loses events (counted), the requests never wait for it.
 	QueueLen = 512
-	// maxMatchLen bounds each match string: longer ones match nothing a
-	// request can carry and only cost comparisons.
-	maxMatchLen = 4096
 	// maxFieldLen bounds each string an event copies from a request
 	// (method, authority, path, route): a path may be about 1 MiB, and
-	// events wait in queues. Longer than maxMatchLen, so that cutting
+	// events wait in queues. Longer than tapreq.MaxMatchLen, so that cutting
 	// changes no filter's verdict.
 	maxFieldLen = 8192
 	// BodyBudget bounds the body bytes that all the requests being tapped
@@ -199,31 +195,20 @@ func newSub(req *apiv1.ObserveRequest, queueLen int, now time.Time) (*Sub, error
 	if req == nil {
 		req = &apiv1.ObserveRequest{}
 	}
-	sample := req.GetSample()
-	if math.IsNaN(sample) || sample < 0 || sample > 1 {
-		return nil, fmt.Errorf("%w: sample must be in [0, 1], got %v", ErrInvalid, sample)
+	// The controller checks the same (internal/tapreq) before any proxy
+	// is asked.
+	if err := tapreq.Check(req); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	sample := req.GetSample()
 	if sample == 0 {
 		sample = 1
 	}
 	m := req.GetMatch()
-	if m == nil {
-		m = &apiv1.TapMatch{}
-	}
-	switch m.GetDirection() {
-	case "", metrics.Inbound, metrics.Outbound:
-	default:
-		return nil, fmt.Errorf("%w: match.direction must be inbound, outbound or empty, got %q", ErrInvalid, m.GetDirection())
-	}
 	f := filter{
 		Authority: m.GetAuthority(), PathPrefix: m.GetPathPrefix(), Method: m.GetMethod(),
 		PeerIdentity: m.GetPeerIdentity(), Direction: m.GetDirection(),
 		FromIdentity: m.GetFromIdentity(), ToIdentity: m.GetToIdentity(),
-	}
-	for _, v := range []string{f.Authority, f.PathPrefix, f.Method, f.PeerIdentity, f.FromIdentity, f.ToIdentity} {
-		if len(v) > maxMatchLen {
-			return nil, fmt.Errorf("%w: a match field is longer than %d bytes", ErrInvalid, maxMatchLen)
-		}
 	}
 	rps := int(req.GetMaxRps())
 	if rps == 0 {

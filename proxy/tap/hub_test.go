@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/tapreq"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
@@ -154,6 +155,14 @@ func TestMatches(t *testing.T) {
 	}
 }
 
+// TestDirectionsAgree: the shared check accepts exactly the directions
+// the proxy labels its chains with.
+func TestDirectionsAgree(t *testing.T) {
+	if tapreq.Inbound != metrics.Inbound || tapreq.Outbound != metrics.Outbound {
+		t.Errorf("tapreq directions %q, %q; the proxy's %q, %q", tapreq.Inbound, tapreq.Outbound, metrics.Inbound, metrics.Outbound)
+	}
+}
+
 func TestSubscribeLimits(t *testing.T) {
 	tests := []struct {
 		name              string
@@ -171,7 +180,9 @@ func TestSubscribeLimits(t *testing.T) {
 		{"sample negative", &apiv1.ObserveRequest{Sample: -0.1}, true, 0, 0},
 		{"sample above 1", &apiv1.ObserveRequest{Sample: 1.5}, true, 0, 0},
 		{"bad direction", &apiv1.ObserveRequest{Match: &apiv1.TapMatch{Direction: "sideways"}}, true, 0, 0},
-		{"huge match", &apiv1.ObserveRequest{Match: &apiv1.TapMatch{PathPrefix: strings.Repeat("/", maxMatchLen+1)}}, true, 0, 0},
+		{"huge match", &apiv1.ObserveRequest{Match: &apiv1.TapMatch{PathPrefix: strings.Repeat("/", tapreq.MaxMatchLen+1)}}, true, 0, 0},
+		{"longest match", &apiv1.ObserveRequest{Match: &apiv1.TapMatch{PathPrefix: strings.Repeat("/", tapreq.MaxMatchLen)}}, false, DefaultMaxRPS, 0},
+		{"a direction", &apiv1.ObserveRequest{Match: &apiv1.TapMatch{Direction: metrics.Inbound}}, false, DefaultMaxRPS, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/internal/tapreq"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 )
 
@@ -55,7 +56,7 @@ func NewServer(cfg ServerConfig) *grpc.Server {
 		grpc.Creds(creds),
 		grpc.ConnectionTimeout(10*time.Second),
 		// An ObserveRequest is small; anything large is not one.
-		grpc.MaxRecvMsgSize(16<<10),
+		grpc.MaxRecvMsgSize(tapreq.MaxMessageSize),
 		grpc.MaxConcurrentStreams(MaxStreams+1),
 	)
 	apiv1.RegisterTapServer(srv, &service{

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -166,6 +167,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("host %q is not this dashboard's address", r.Host), http.StatusMisdirectedRequest)
 		return
 	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		// Another site's page made the browser ask (an <img> of /api/tap
+		// opens a tap with the user's credentials): only the dashboard's
+		// own pages and the address bar ("none") may.
+		h.cfg.Logger.Warn("dashboard: refused a request another site made", "sec_fetch_site", site, "path", r.URL.Path)
+		http.Error(w, "refused: this request came from another site (open the dashboard from the address bar)", http.StatusForbidden)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		http.Error(w, "the dashboard is read-only: "+r.Method+" is not allowed", http.StatusMethodNotAllowed)
 		return
@@ -187,14 +196,47 @@ func (h *Handler) hostAllowed(host string) bool {
 
 // AllowedHosts are the Host headers a browser sends to a dashboard served
 // on addr (host:port): the address itself and, on loopback, localhost.
+// On an unspecified address (0.0.0.0, ::) the dashboard is reached by
+// any address of the host: localhost, the loopback addresses and those
+// of its interfaces, each with the port.
 func AllowedHosts(addr string) []string {
+	return allowedHosts(addr, net.InterfaceAddrs)
+}
+
+func allowedHosts(addr string, interfaceAddrs func() ([]net.Addr, error)) []string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return []string{addr}
 	}
 	out := []string{addr}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+	ip := net.ParseIP(host)
+	switch {
+	case ip == nil:
+	case ip.IsLoopback():
 		out = append(out, net.JoinHostPort("localhost", port))
+	case ip.IsUnspecified():
+		out = append(out, net.JoinHostPort("localhost", port), net.JoinHostPort("127.0.0.1", port), net.JoinHostPort("::1", port))
+		addrs, err := interfaceAddrs()
+		if err != nil {
+			break // loopback still works
+		}
+		for _, a := range addrs {
+			var ifip net.IP
+			switch a := a.(type) {
+			case *net.IPNet:
+				ifip = a.IP
+			case *net.IPAddr:
+				ifip = a.IP
+			}
+			// IPv6 link-local addresses need a zone in the URL; browsers do
+			// not send a Host that would match.
+			if ifip == nil || ifip.To4() == nil && ifip.IsLinkLocalUnicast() {
+				continue
+			}
+			if h := net.JoinHostPort(ifip.String(), port); !slices.Contains(out, h) {
+				out = append(out, h)
+			}
+		}
 	}
 	return out
 }

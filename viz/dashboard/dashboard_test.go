@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -167,17 +168,97 @@ func TestHostAndMethodRefused(t *testing.T) {
 }
 
 func TestAllowedHosts(t *testing.T) {
+	ifaces := func() ([]net.Addr, error) {
+		return []net.Addr{
+			&net.IPNet{IP: net.ParseIP("127.0.0.1"), Mask: net.CIDRMask(8, 32)},
+			&net.IPNet{IP: net.ParseIP("10.1.2.3"), Mask: net.CIDRMask(24, 32)},
+			&net.IPNet{IP: net.ParseIP("2001:db8::5"), Mask: net.CIDRMask(64, 128)},
+			&net.IPNet{IP: net.ParseIP("fe80::1"), Mask: net.CIDRMask(64, 128)},
+		}, nil
+	}
+	broken := func() ([]net.Addr, error) { return nil, errors.New("no interfaces") }
+	unspecified := []string{"localhost:8084", "127.0.0.1:8084", "[::1]:8084", "10.1.2.3:8084", "[2001:db8::5]:8084"}
 	for _, tc := range []struct {
-		addr string
-		want []string
+		addr   string
+		ifaces func() ([]net.Addr, error)
+		want   []string
 	}{
-		{"127.0.0.1:8084", []string{"127.0.0.1:8084", "localhost:8084"}},
-		{"[::1]:80", []string{"[::1]:80", "localhost:80"}},
-		{"10.0.0.5:8084", []string{"10.0.0.5:8084"}},
+		{"127.0.0.1:8084", ifaces, []string{"127.0.0.1:8084", "localhost:8084"}},
+		{"[::1]:80", ifaces, []string{"[::1]:80", "localhost:80"}},
+		{"10.0.0.5:8084", ifaces, []string{"10.0.0.5:8084"}},
+		{"0.0.0.0:8084", ifaces, append([]string{"0.0.0.0:8084"}, unspecified...)},
+		{"[::]:8084", ifaces, append([]string{"[::]:8084"}, unspecified...)},
+		{"0.0.0.0:8084", broken, []string{"0.0.0.0:8084", "localhost:8084", "127.0.0.1:8084", "[::1]:8084"}},
 	} {
-		if got := AllowedHosts(tc.addr); strings.Join(got, ",") != strings.Join(tc.want, ",") {
-			t.Errorf("AllowedHosts(%s) = %v, want %v", tc.addr, got, tc.want)
+		if got := allowedHosts(tc.addr, tc.ifaces); strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("allowedHosts(%s) = %v, want %v", tc.addr, got, tc.want)
 		}
+	}
+}
+
+// TestUnspecifiedAddressAnswers: served on 0.0.0.0 (--address 0.0.0.0),
+// the dashboard answers the names a browser uses for this host, and still
+// no other (DNS rebinding).
+func TestUnspecifiedAddressAnswers(t *testing.T) {
+	h := newTest(t, Config{Source: demoSource(), Local: true, AllowedHosts: AllowedHosts("0.0.0.0:8084")})
+	hosts := map[string]int{
+		"localhost:8084": http.StatusOK, "127.0.0.1:8084": http.StatusOK, "[::1]:8084": http.StatusOK,
+		"evil.example:8084": http.StatusMisdirectedRequest, "127.0.0.1:9999": http.StatusMisdirectedRequest,
+	}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+				hosts[net.JoinHostPort(n.IP.String(), "8084")] = http.StatusOK
+			}
+		}
+	}
+	for host, want := range hosts {
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.Host = host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("Host %s: %d, want %d", host, rec.Code, want)
+		}
+	}
+}
+
+// TestCrossSiteRefused: a page of another site cannot make the browser
+// open a tap or read a page (<img src="http://127.0.0.1:PORT/api/tap?...">
+// has the right Host); the address bar and the dashboard's own pages can.
+func TestCrossSiteRefused(t *testing.T) {
+	tapper := &fakeTapper{got: make(chan model.TapRequest, 16)}
+	h := newTest(t, Config{Source: demoSource(), Tapper: tapper, Local: true, AllowedHosts: AllowedHosts("127.0.0.1:8084")})
+	for _, path := range []string{"/", "/tap?target=web", "/api/tap?target=web", "/static/app.js", "/nope"} {
+		for _, tc := range []struct {
+			site    string // "": no header (not a browser, or an old one)
+			refused bool
+		}{
+			{"", false},
+			{"none", false},
+			{"same-origin", false},
+			{"same-site", true},
+			{"cross-site", true},
+			{"CROSS-SITE", true},
+		} {
+			req := httptest.NewRequest(http.MethodGet, path, nil)
+			req.Host = "127.0.0.1:8084"
+			if tc.site != "" {
+				req.Header.Set("Sec-Fetch-Site", tc.site)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if refused := rec.Code == http.StatusForbidden; refused != tc.refused {
+				t.Errorf("%s with Sec-Fetch-Site %q: %d; want refused %v", path, tc.site, rec.Code, tc.refused)
+			}
+			if tc.refused && !strings.Contains(rec.Body.String(), "another site") {
+				t.Errorf("%s: refusal %q does not say why", path, rec.Body.String())
+			}
+		}
+	}
+	// Only the three allowed requests of /api/tap reached the Tapper.
+	if n := len(tapper.got); n != 3 {
+		t.Errorf("the Tapper was asked %d times, want 3", n)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/privfile"
 	"github.com/trellis-mesh/trellis/viz/k8stap"
 	"github.com/trellis-mesh/trellis/viz/model"
 )
@@ -53,9 +54,24 @@ type Tapper struct {
 	Token string
 }
 
-// Open reads dir's Info and the token it names.
+// Open reads dir's Info and the token it names (--local-dir DIR). dir
+// must be the user's own directory that no one else may write (and not a
+// symbolic link), the Info and the token private files inside it (0600):
+// a directory another local user could write might name their listener
+// and any file of the user's as the token, and the token would be sent
+// to them.
 func Open(dir string) (*Tapper, error) {
-	b, err := os.ReadFile(filepath.Join(dir, InfoFile))
+	return open(dir, privfile.ReadOnly)
+}
+
+// open is Open with what dir may allow group and other.
+func open(dir string, access privfile.Access) (*Tapper, error) {
+	root, err := privfile.OpenDir(dir, access)
+	if err != nil {
+		return nil, fmt.Errorf("local tap API: %w", err)
+	}
+	defer root.Close()
+	b, err := privfile.Read(root, InfoFile)
 	if err != nil {
 		return nil, fmt.Errorf("local tap API: %w", err)
 	}
@@ -63,7 +79,11 @@ func Open(dir string) (*Tapper, error) {
 	if err := json.Unmarshal(b, &in); err != nil {
 		return nil, fmt.Errorf("local tap API %s: %w", filepath.Join(dir, InfoFile), err)
 	}
-	tok, err := os.ReadFile(in.TokenFile)
+	rel, err := privfile.Within(dir, in.TokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("local tap API %s: tokenFile: %w", filepath.Join(dir, InfoFile), err)
+	}
+	tok, err := privfile.Read(root, rel)
 	if err != nil {
 		return nil, fmt.Errorf("local tap API token: %w", err)
 	}
@@ -71,13 +91,18 @@ func Open(dir string) (*Tapper, error) {
 }
 
 // FindRunning opens the newest running `trellis demo` (its work directory
-// in the temporary directory) whose tap API answers.
+// in the temporary directory) whose tap API answers. It takes only the
+// user's private (0700) directories, as the demo makes them: others (of
+// another user, say) are skipped, and named in the error when none is
+// left.
 func FindRunning() (*Tapper, string, error) {
 	infos, _ := filepath.Glob(filepath.Join(os.TempDir(), "trellis-demo-*", InfoFile))
 	sort.Slice(infos, func(i, j int) bool { return modTime(infos[i]).After(modTime(infos[j])) })
+	var refused []error
 	for _, f := range infos {
-		t, err := Open(filepath.Dir(f))
+		t, err := open(filepath.Dir(f), privfile.Private)
 		if err != nil {
+			refused = append(refused, err)
 			continue
 		}
 		if c, err := net.DialTimeout("tcp", t.Addr, time.Second); err == nil {
@@ -85,7 +110,11 @@ func FindRunning() (*Tapper, string, error) {
 			return t, filepath.Dir(f), nil
 		}
 	}
-	return nil, "", errors.New("no running `trellis demo` found (start one, or give --local-dir DIR)")
+	err := errors.New("no running `trellis demo` found (start one, or give --local-dir DIR)")
+	if len(refused) > 0 {
+		err = fmt.Errorf("%w; refused: %w", err, errors.Join(refused...))
+	}
+	return nil, "", err
 }
 
 func modTime(p string) time.Time {

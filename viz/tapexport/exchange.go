@@ -6,7 +6,9 @@
 package tapexport
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"time"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
@@ -38,9 +40,17 @@ type Exchange struct {
 }
 
 // Assembler groups events by request (pod and the proxy's request id).
+// It holds only the requests not ended yet (at most maxOpen), so a tap of
+// any length costs bounded memory here.
 type Assembler struct {
-	open  map[string]*Exchange
-	order []string
+	open map[string]*openExchange
+	// seq numbers requests as they begin: Pending's order.
+	seq uint64
+}
+
+type openExchange struct {
+	*Exchange
+	seq uint64
 }
 
 func key(ev *apiv1.TapEvent) string {
@@ -53,18 +63,19 @@ const maxOpen = 10000
 // Add takes one event; it returns the exchange when ev ended it.
 func (a *Assembler) Add(ev *apiv1.TapEvent) (*Exchange, bool) {
 	if a.open == nil {
-		a.open = map[string]*Exchange{}
+		a.open = map[string]*openExchange{}
 	}
 	k := key(ev)
-	x := a.open[k]
-	if x == nil {
+	o := a.open[k]
+	if o == nil {
 		if len(a.open) >= maxOpen {
 			return nil, false
 		}
-		x = &Exchange{Pod: ev.GetPod(), Namespace: ev.GetNamespace(), Direction: ev.GetDirection(), GRPCStatus: -1}
-		a.open[k] = x
-		a.order = append(a.order, k)
+		a.seq++
+		o = &openExchange{Exchange: &Exchange{Pod: ev.GetPod(), Namespace: ev.GetNamespace(), Direction: ev.GetDirection(), GRPCStatus: -1}, seq: a.seq}
+		a.open[k] = o
 	}
+	x := o.Exchange
 	x.Source, x.Destination = orStr(ev.GetSource(), x.Source), orStr(ev.GetDestination(), x.Destination)
 	x.SourceIdentity, x.DestinationIdentity = orStr(ev.GetSourceIdentity(), x.SourceIdentity), orStr(ev.GetDestinationIdentity(), x.DestinationIdentity)
 	x.Route, x.TLS = orStr(ev.GetRoute(), x.Route), x.TLS || ev.GetTls()
@@ -96,11 +107,14 @@ func (a *Assembler) Add(ev *apiv1.TapEvent) (*Exchange, bool) {
 
 // Pending returns the exchanges not ended, in the order they began.
 func (a *Assembler) Pending() []*Exchange {
-	var out []*Exchange
-	for _, k := range a.order {
-		if x := a.open[k]; x != nil {
-			out = append(out, x)
-		}
+	open := make([]*openExchange, 0, len(a.open))
+	for _, o := range a.open {
+		open = append(open, o)
+	}
+	slices.SortFunc(open, func(p, q *openExchange) int { return cmp.Compare(p.seq, q.seq) })
+	out := make([]*Exchange, len(open))
+	for i, o := range open {
+		out[i] = o.Exchange
 	}
 	return out
 }

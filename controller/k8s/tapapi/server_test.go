@@ -261,6 +261,13 @@ func statusMessage(t *testing.T, resp *http.Response) string {
 	return st.Message
 }
 
+// oversized is an ObserveRequest whose every match field is as long as
+// allowed: together past the proxies' message size.
+func oversized() string {
+	v := strings.Repeat("a", 4096)
+	return `{"match":{"authority":"` + v + `","pathPrefix":"/` + v[1:] + `","method":"` + v + `","fromIdentity":"` + v + `","toIdentity":"` + v + `"}}`
+}
+
 func TestRefusals(t *testing.T) {
 	f := newFixture(t, 0)
 	ctx := t.Context()
@@ -279,6 +286,10 @@ func TestRefusals(t *testing.T) {
 		{"watch but no capture", f.front, "watcher", deployTap, `{"bodyBytes":1024}`, 403, "cannot capture"},
 		{"body cap", f.front, "capturer", deployTap, `{"bodyBytes":70000}`, 400, "bodyBytes"},
 		{"not JSON", f.front, "capturer", deployTap, `limit=3`, 400, "ObserveRequest"},
+		// What every proxy would refuse: a 400 here, not a 200 without events.
+		{"bad direction", f.front, "capturer", deployTap, `{"match":{"direction":"sideways"}}`, 400, "match.direction"},
+		{"long match", f.front, "capturer", deployTap, `{"match":{"pathPrefix":"/` + strings.Repeat("a", 4096) + `"}}`, 400, "match.pathPrefix"},
+		{"too large", f.front, "capturer", deployTap, oversized(), 400, "bytes encoded"},
 		{"unknown resource", f.front, "capturer", "/apis/tap.trellis.io/v1alpha1/watch/namespaces/demo/services/web/tap", "{}", 404, "no such path"},
 		{"missing deployment", f.front, "capturer", "/apis/tap.trellis.io/v1alpha1/watch/namespaces/demo/deployments/nope/tap", "{}", 404, "deployments/nope in namespace demo not found"},
 	} {
@@ -293,7 +304,7 @@ func TestRefusals(t *testing.T) {
 	if n := f.proxies[0].opened.Load() + f.proxies[1].opened.Load(); n != 0 {
 		t.Errorf("refused taps opened %d proxy streams", n)
 	}
-	for result, want := range map[string]float64{"unauthenticated": 2, "forbidden": 2, "bad_request": 2, "not_found": 2, "ok": 0} {
+	for result, want := range map[string]float64{"unauthenticated": 2, "forbidden": 2, "bad_request": 5, "not_found": 2, "ok": 0} {
 		if got := testutil.ToFloat64(f.srv.requests.WithLabelValues(result)); got != want {
 			t.Errorf("trellis_controller_tap_requests_total{result=%q} = %g, want %g", result, got, want)
 		}
