@@ -98,6 +98,11 @@ func (h *harness) down(ctx context.Context) error {
 		problems = append(problems, err.Error())
 	}
 	h.removeNetns(st)
+	if st.NetnsShared {
+		if err := unshareNetnsDir(); err != nil {
+			h.log.Warn("netns directory", "err", err)
+		}
+	}
 	if _, err := net.InterfaceByName(bridgeName); err == nil && !st.BridgeExist {
 		if _, err := run(ctx, "ip", "link", "del", bridgeName); err != nil {
 			problems = append(problems, err.Error())

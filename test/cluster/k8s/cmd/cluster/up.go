@@ -61,10 +61,11 @@ type state struct {
 	NodeName    string            `json:"nodeName"`
 	NodeIP      string            `json:"nodeIP"`
 	K8sBinary   string            `json:"k8sBinary"`
-	HostPaths   map[string]bool   `json:"hostPaths"` // existed before up
-	Sysctls     map[string]string `json:"sysctls"`   // values before up
-	Netns       []string          `json:"netns"`     // /var/run/netns entries before up
-	NftTables   []string          `json:"nftTables"` // nft tables before up
+	HostPaths   map[string]bool   `json:"hostPaths"`   // existed before up
+	Sysctls     map[string]string `json:"sysctls"`     // values before up
+	Netns       []string          `json:"netns"`       // /var/run/netns entries before up
+	NftTables   []string          `json:"nftTables"`   // nft tables before up
+	NetnsShared bool              `json:"netnsShared"` // up made /run/netns a shared mount (netnsdir.go)
 	BridgeExist bool              `json:"bridgeExisted"`
 }
 
@@ -232,6 +233,12 @@ func (h *harness) start(ctx context.Context, bins binaries) error {
 		return err
 	}
 
+	if st.NetnsShared, err = shareNetnsDir(); err != nil {
+		return err
+	}
+	if err := h.saveState(st); err != nil {
+		return err
+	}
 	if err := h.spawn("containerd", "/usr/bin/containerd", []string{"--config", h.runDir("containerd", "config.toml")}); err != nil {
 		return err
 	}
