@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"text/tabwriter"
 
+	"github.com/trellis-mesh/trellis/internal/httpget"
+
 	"github.com/trellis-mesh/trellis/cli/policycmd"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
 )
@@ -143,17 +145,5 @@ func (d *denials) write(ctx context.Context, w io.Writer) error {
 }
 
 func get(ctx context.Context, c *http.Client, url string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return io.ReadAll(io.LimitReader(resp.Body, policycmd.MaxMetricsBody))
+	return httpget.Body(ctx, c, url, policycmd.MaxMetricsBody)
 }

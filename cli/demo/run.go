@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/trellis-mesh/trellis/internal/httpget"
 
 	"github.com/trellis-mesh/trellis/cli/output"
 	"github.com/trellis-mesh/trellis/cli/procs"
@@ -445,18 +448,10 @@ func (s *scraper) scrape(ctx context.Context, log *slog.Logger) map[string]stats
 }
 
 func (s *scraper) one(ctx context.Context, url string) (stats.Snapshot, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
 	// Bounded: a proxy's exposition is a few hundred KiB at most.
-	return stats.Parse(io.LimitReader(resp.Body, 16<<20))
+	body, err := httpget.Body(ctx, s.client, url, 16<<20)
+	if err != nil {
+		return nil, err
+	}
+	return stats.Parse(bytes.NewReader(body))
 }

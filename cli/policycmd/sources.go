@@ -3,12 +3,12 @@ package policycmd
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"time"
+
+	"github.com/trellis-mesh/trellis/internal/httpget"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -151,24 +151,5 @@ func httpGet(ctx context.Context, c *http.Client, url string) ([]byte, error) {
 	if c == nil {
 		c = &http.Client{Timeout: 10 * time.Second}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, strconv.Itoa(resp.StatusCode))
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxMetricsBody+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", url, err)
-	}
-	if len(body) > MaxMetricsBody {
-		return nil, fmt.Errorf("%s: body larger than %d bytes", url, MaxMetricsBody)
-	}
-	return body, nil
+	return httpget.Body(ctx, c, url, MaxMetricsBody)
 }

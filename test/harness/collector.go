@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/trellis-mesh/trellis/internal/httpget"
 )
 
 // The trace collector of the tests: Jaeger v2, built from the test-only
@@ -142,21 +143,10 @@ func (c *Collector) Traces(ctx context.Context, service string, limit int) ([]Tr
 // QueryTraces asks the Jaeger query API at base for the traces of service.
 func QueryTraces(ctx context.Context, client *http.Client, base, service string, limit int) ([]Trace, error) {
 	u := strings.TrimSuffix(base, "/") + TracesPath(service, limit)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	// Bounded: the test asks for a few traces of a few spans each.
+	b, err := httpget.Body(ctx, client, u, 64<<20)
 	if err != nil {
 		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
-	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", u, err)
 	}
 	return ParseTraces(b)
 }

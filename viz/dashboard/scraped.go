@@ -1,13 +1,15 @@
 package dashboard
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/trellis-mesh/trellis/internal/httpget"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -98,20 +100,12 @@ func (s *Scraped) scrape(ctx context.Context, url string) (map[string]*dto.Metri
 	if client == nil {
 		client = &http.Client{Timeout: 5 * time.Second}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	body, err := httpget.Body(ctx, client, url, maxExposition)
 	if err != nil {
 		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	p := expfmt.NewTextParser(prommodel.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(io.LimitReader(resp.Body, maxExposition))
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
