@@ -187,8 +187,24 @@ func (c *cluster) finalLoad(t *testing.T, ns string) loadResult {
 	t.Logf("client load: sent %d, ok %d, failed %d, dropped %d", r.Sent, r.OK, r.Failed, r.Dropped)
 	if r.OK == 0 || r.Failed != 0 || r.Dropped != 0 {
 		t.Errorf("client: %d sent, %d ok, %d failed, %d dropped; want none failed or dropped", r.Sent, r.OK, r.Failed, r.Dropped)
+		// Now, while the client pod still runs (a suite may restart it
+		// before its failure dump): what its proxy said of the failures.
+		if logs, err := c.run(t.Context(), nil, "-n", ns, "logs", "deployment/client", "-c", "trellis-proxy"); err == nil {
+			t.Logf("the client's proxy, warnings and errors:\n%s", grepLevels(logs, 40))
+		}
 	}
 	return r
+}
+
+// grepLevels keeps the last n lines of logs at level WARN or ERROR.
+func grepLevels(logs string, n int) string {
+	var keep []string
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep[max(0, len(keep)-n):], "\n")
 }
 
 // containerStarts records every container's restart count and start time
