@@ -74,7 +74,9 @@ func (t *H1Client) RoundTrip(req *http.Request, addr string) (*http.Response, er
 		return nil, fmt.Errorf("invalid request line: method %q is not a token", req.Method)
 	}
 	for attempt := 0; ; attempt++ {
-		cn, reused, err := t.get(req.Context(), addr)
+		// A retry always dials: the pool's other connections to an app
+		// that just closed one are likely closed too.
+		cn, reused, err := t.get(req.Context(), addr, attempt > 0)
 		if err != nil {
 			closeBody(req)
 			return nil, err
@@ -83,10 +85,14 @@ func (t *H1Client) RoundTrip(req *http.Request, addr string) (*http.Response, er
 		if err == nil {
 			return resp, nil
 		}
-		// A keep-alive connection the app closed while it was idle: the
-		// request never reached the app. Retry once on a fresh connection
-		// when the request can be sent again.
-		if reused && attempt == 0 && errors.Is(err, errStaleConn) && replayable(req) && req.Context().Err() == nil {
+		// The app closed the connection before a byte of its answer: a
+		// keep-alive connection it closed while idle, or one it never
+		// accepted because it is shutting down (its listener closed with
+		// the connection still queued). Retry once on a new connection
+		// when the request may be sent again (idempotent, no body, RFC
+		// 9110 section 9.2.2); an app no longer listening then refuses the
+		// dial, which a mesh peer is told is unprocessed.
+		if attempt == 0 && errors.Is(err, errStaleConn) && replayable(req) && req.Context().Err() == nil {
 			continue
 		}
 		return nil, err
@@ -112,16 +118,19 @@ func replayable(req *http.Request) bool {
 	return k1 || k2
 }
 
-// errStaleConn: the app closed a reused connection before sending a byte.
+// errStaleConn: the app closed the connection before sending a byte of
+// its answer to a request without a body.
 var errStaleConn = errors.New("connection closed by the app before a response")
 
-func (t *H1Client) get(ctx context.Context, addr string) (*h1Conn, bool, error) {
+// get returns an idle connection to addr, or with fresh set (or none idle)
+// a new one; reused says which.
+func (t *H1Client) get(ctx context.Context, addr string, fresh bool) (*h1Conn, bool, error) {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
 		return nil, false, errH1Closed
 	}
-	for {
+	for !fresh {
 		list := t.idle[addr]
 		if len(list) == 0 {
 			break
@@ -330,9 +339,11 @@ func (t *H1Client) exchange(cn *h1Conn, req *http.Request, reused bool) (*http.R
 
 	var resp *http.Response
 	for n1xx := 0; ; n1xx++ {
-		if n1xx == 0 && reused && wrote == nil {
-			// Nothing of the response yet: an EOF here means the app had
-			// closed the idle connection, and did not see this request.
+		if n1xx == 0 && wrote == nil {
+			// Nothing of the response yet, and no body sent: an EOF or a
+			// reset here means the app closed the connection, an idle
+			// one or one it never accepted (RoundTrip decides whether
+			// the request may be sent again).
 			if _, err := cn.br.Peek(1); err != nil {
 				if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 					err = fmt.Errorf("%w: %w", errStaleConn, err)

@@ -310,3 +310,105 @@ func BenchmarkAlive(b *testing.B) {
 		}
 	}
 }
+
+// An app shutting down closes connections it never answered: idle ones
+// in the pool (all of them at once) and new ones still queued on its
+// closing listener. A request without a body is sent once more on a newly
+// dialled connection (never a second pooled one); a request with a body
+// is not sent again.
+func TestH1ClientClosedBeforeAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		method    string
+		body      string
+		pooled    int  // idle connections in the pool, all closed by the app
+		dropFresh int  // new connections the app closes unanswered
+		wantOK    bool // the request answered
+		wantDials int  // connections dialled for it
+	}{
+		{name: "fresh conn dropped, GET retried on a new one", method: "GET", dropFresh: 1, wantOK: true, wantDials: 2},
+		{name: "two pooled conns closed, the retry dials", method: "GET", pooled: 2, wantOK: true, wantDials: 1},
+		{name: "dropped twice, GET fails after one retry", method: "GET", dropFresh: 2, wantDials: 2},
+		{name: "POST with a body is never sent again", method: "POST", body: "x", dropFresh: 1, wantDials: 1},
+		{name: "HEAD retried", method: "HEAD", dropFresh: 1, wantOK: true, wantDials: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			// Connections accepted before armed (the pool's) are closed
+			// unanswered at their next request once armed; of those after,
+			// the first dropFresh are.
+			var dials, armed, dropFresh atomic.Int32
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					dials.Add(1)
+					pooled := armed.Load() == 0
+					go func() {
+						defer c.Close()
+						br := bufio.NewReader(c)
+						for {
+							req, err := http.ReadRequest(br)
+							if err != nil {
+								return
+							}
+							_, _ = io.Copy(io.Discard, req.Body)
+							if armed.Load() == 1 && (pooled || dropFresh.Add(-1) >= 0) {
+								return // closed before a byte of the answer
+							}
+							_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+						}
+					}()
+				}
+			}()
+			c := &H1Client{}
+			defer c.CloseIdleConnections(true)
+			do := func(method, body string) (*http.Response, error) {
+				var r io.Reader
+				if body != "" {
+					r = strings.NewReader(body)
+				}
+				return c.RoundTrip(newReq(t, context.Background(), method, "http://x/", r), ln.Addr().String())
+			}
+			// Fill the pool with tc.pooled connections, then have the app
+			// close each of them unanswered at the next request.
+			var held []*http.Response
+			for range tc.pooled {
+				resp, err := do("GET", "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, resp)
+			}
+			for _, resp := range held {
+				_, _ = io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+			}
+			dials.Store(0)
+			dropFresh.Store(int32(tc.dropFresh))
+			armed.Store(1)
+			resp, err := do(tc.method, tc.body)
+			if tc.wantOK {
+				if err != nil {
+					t.Fatalf("%s: %v", tc.method, err)
+				}
+				_, _ = io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+			} else if err == nil {
+				t.Fatalf("%s answered %d, want an error", tc.method, resp.StatusCode)
+			}
+			if got := int(dials.Load()); got != tc.wantDials {
+				t.Errorf("%d connections dialled, want %d", got, tc.wantDials)
+			}
+		})
+	}
+}
