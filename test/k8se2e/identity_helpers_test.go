@@ -192,8 +192,32 @@ func (c *cluster) finalLoad(t *testing.T, ns string) loadResult {
 		if logs, err := c.run(t.Context(), nil, "-n", ns, "logs", "deployment/client", "-c", "trellis-proxy"); err == nil {
 			t.Logf("the client's proxy, warnings and errors:\n%s", grepLevels(logs, 40))
 		}
+		c.logProxyErrors(t, ns)
 	}
 	return r
+}
+
+// failureSeries: the series that say which hop failed a request and why.
+var failureSeries = regexp.MustCompile(`^trellis_(request_errors|retries)_total\{|^trellis_responses_total\{.*status_code="[45]`)
+
+// logProxyErrors logs, for every pod of ns still running, its proxy's
+// error, retry and 4xx/5xx response series: which hop failed a request.
+func (c *cluster) logProxyErrors(t *testing.T, ns string) {
+	t.Helper()
+	for _, p := range c.pods(t, ns, "") {
+		out, err := c.run(t.Context(), nil, "get", "--raw", fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:4191/proxy/metrics", ns, p.Name))
+		if err != nil {
+			t.Logf("%s: metrics: %v", p.Name, err)
+			continue
+		}
+		var keep []string
+		for _, l := range strings.Split(out, "\n") {
+			if failureSeries.MatchString(l) {
+				keep = append(keep, l)
+			}
+		}
+		t.Logf("%s's proxy, errors, retries and 4xx/5xx responses:\n%s", p.Name, strings.Join(keep, "\n"))
+	}
 }
 
 // grepLevels keeps the last n lines of logs at level WARN or ERROR.
