@@ -1,11 +1,13 @@
 package k8se2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -197,6 +199,35 @@ func (c *cluster) finalLoad(t *testing.T, ns string) loadResult {
 	return r
 }
 
+// followLogs follows the logs of every container of the pods that match
+// selector in ns now, until stop, which returns them: a rollout deletes
+// the pods it replaces, and their logs with them.
+func (c *cluster) followLogs(t *testing.T, ns, selector string) (stop func() string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	argv := append(append([]string{}, c.kubectl...), "--kubeconfig", c.kubeconfig, "-n", ns, "logs", "-f",
+		"--all-containers", "--prefix", "--max-log-requests", "20", "-l", selector)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Logf("following the logs of %s: %v", selector, err)
+		return func() string { return "" }
+	}
+	return func() string {
+		cancel()
+		_ = cmd.Wait()
+		return out.String()
+	}
+}
+
+// grepFailures keeps the last n lines that say something failed: a
+// warning, an error, or an answer a proxy made itself.
+func grepFailures(logs string, n int) string {
+	return grepLines(logs, n, "level=WARN", "level=ERROR", "proxy answered with an error")
+}
+
 // failureSeries: the series that say which hop failed a request and why.
 var failureSeries = regexp.MustCompile(`^trellis_(request_errors|retries)_total\{|^trellis_responses_total\{.*status_code="[45]`)
 
@@ -222,10 +253,18 @@ func (c *cluster) logProxyErrors(t *testing.T, ns string) {
 
 // grepLevels keeps the last n lines of logs at level WARN or ERROR.
 func grepLevels(logs string, n int) string {
+	return grepLines(logs, n, "level=WARN", "level=ERROR")
+}
+
+// grepLines keeps the last n lines of logs that contain any of subs.
+func grepLines(logs string, n int, subs ...string) string {
 	var keep []string
 	for _, l := range strings.Split(logs, "\n") {
-		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
-			keep = append(keep, l)
+		for _, s := range subs {
+			if strings.Contains(l, s) {
+				keep = append(keep, l)
+				break
+			}
 		}
 	}
 	return strings.Join(keep[max(0, len(keep)-n):], "\n")

@@ -75,7 +75,10 @@ func TestUpgrade(t *testing.T) {
 	t.Logf("control plane upgraded to %s in %s", c.tag, time.Since(start).Round(time.Second))
 	c.assertSkewWarned(t, ns, prev.tag)
 
+	var follows []func() string
 	for _, d := range []string{"authors", "books", "web"} {
+		// The replaced pods are deleted with their logs: keep them.
+		follows = append(follows, c.followLogs(t, ns, "app="+d))
 		c.mustRun(t, nil, "-n", ns, "rollout", "restart", "deployment/"+d)
 		c.rollout(t, ns, d)
 		t.Logf("%s restarted onto %s proxies (%s since the upgrade)", d, c.tag, time.Since(start).Round(time.Second))
@@ -86,6 +89,11 @@ func TestUpgrade(t *testing.T) {
 	}
 	t.Logf("stored policy objects as this version reads them (new fields defaulted by the new schema):\n%s", got)
 	r := c.finalLoad(t, ns)
+	for _, stop := range follows {
+		if logs := stop(); r.Failed != 0 || r.Dropped != 0 {
+			t.Logf("the replaced pods' warnings, errors and error answers:\n%s", grepFailures(logs, 60))
+		}
+	}
 	t.Logf("upgrade %s -> %s under load: sent %d, ok %d, failed %d, dropped %d", prev.tag, c.tag, r.Sent, r.OK, r.Failed, r.Dropped)
 	// The client itself still runs the previous proxy: the skew is still there.
 	c.assertSkewWarned(t, ns, prev.tag)
