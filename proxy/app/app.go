@@ -9,6 +9,7 @@ package app
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -96,9 +97,20 @@ func (a *Stage) roundTrip(r *http.Request, cb *proxyerr.Body, h1 bool, target st
 	out.Close = false
 	if cb != nil {
 		out.Body = cb
+		// x/net's Transport asks for the body again only when the app
+		// refused the stream unprocessed (GOAWAY below it, or
+		// REFUSED_STREAM: a gRPC server's graceful stop). The body is
+		// the caller's stream, read once: say so, and failed tells a
+		// mesh peer, which holds the body, to send it elsewhere.
+		out.GetBody = refusedBody
 	}
 	return a.H2.RoundTrip(out)
 }
+
+// errAppRefused: the app refused an HTTP/2 stream it provably did not process.
+var errAppRefused = errors.New("the app refused the stream unprocessed (it is shutting down)")
+
+func refusedBody() (io.ReadCloser, error) { return nil, errAppRefused }
 
 // appFailed is the answer to a request the app did not answer.
 func (a *Stage) failed(x *pipeline.Exchange, cb *proxyerr.Body, err error) error {
@@ -108,11 +120,18 @@ func (a *Stage) failed(x *pipeline.Exchange, cb *proxyerr.Body, err error) error
 		return pipeline.ErrCancelled
 	}
 	a.countFraming(err)
-	e := proxyerr.Classify(x.R.Context(), err, proxyerr.ToApp, x.AppAddr)
-	if e.Reason == proxyerr.ReasonAppUnreachable && isDial(err) && x.Conn.TLS {
-		// Nothing was sent: the app is not listening (it is exiting,
-		// or not started yet). Tell a mesh peer so, and it sends the
-		// request to another endpoint instead of failing it.
+	refused := errors.Is(err, errAppRefused)
+	var e *proxyerr.Error
+	if refused {
+		e = proxyerr.New(http.StatusServiceUnavailable, proxyerr.ReasonAppUnreachable, "app "+x.AppAddr+": "+err.Error())
+	} else {
+		e = proxyerr.Classify(x.R.Context(), err, proxyerr.ToApp, x.AppAddr)
+	}
+	if x.Conn.TLS && (refused || e.Reason == proxyerr.ReasonAppUnreachable && isDial(err)) {
+		// The app did not get the request: it is not listening (it is
+		// exiting, or not started yet) or refused the stream. Tell a
+		// mesh peer so, and it sends the request to another endpoint
+		// instead of failing it.
 		x.W.Header()[forward.HeaderUnprocessed] = unprocessedValue
 	}
 	return e

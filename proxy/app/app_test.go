@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -43,6 +44,55 @@ func closer(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// refuser is a prior-knowledge HTTP/2 app that refuses every stream it
+// is sent, unprocessed: with RST_STREAM REFUSED_STREAM, or with a GOAWAY
+// below it (goAway), as a gRPC server that stops gracefully does.
+func refuser(t *testing.T, goAway bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil {
+					return
+				}
+				fr := http2.NewFramer(c, c)
+				if fr.WriteSettings() != nil {
+					return
+				}
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() {
+							_ = fr.WriteSettingsAck()
+						}
+					case *http2.HeadersFrame:
+						if goAway {
+							_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+						} else {
+							_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
 func TestStage(t *testing.T) {
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// An app's own words that only a proxy may say.
@@ -74,6 +124,9 @@ func TestStage(t *testing.T) {
 		{name: "app not listening, mesh caller: unprocessed", addr: dead, mesh: true, wantStatus: 502, wantReason: proxyerr.ReasonAppUnreachable, wantUnprocessed: true},
 		{name: "app not listening, plain caller", addr: dead, wantStatus: 502, wantReason: proxyerr.ReasonAppUnreachable},
 		{name: "app closes without answering", addr: closer(t), mesh: true, wantStatus: 502, wantReason: proxyerr.ReasonAppError},
+		{name: "HTTP/2 app refuses the stream, mesh caller: unprocessed", addr: refuser(t, false), appProto: forward.AppProtoHTTP2, mesh: true, wantStatus: 503, wantReason: proxyerr.ReasonAppUnreachable, wantUnprocessed: true},
+		{name: "gRPC app stops gracefully (GOAWAY), mesh caller: unprocessed", addr: refuser(t, true), grpc: true, appProto: forward.AppProtoGRPC, mesh: true, wantStatus: 503, wantReason: proxyerr.ReasonAppUnreachable, wantUnprocessed: true},
+		{name: "HTTP/2 app refuses the stream, plain caller", addr: refuser(t, false), appProto: forward.AppProtoHTTP2, wantStatus: 503, wantReason: proxyerr.ReasonAppUnreachable},
 		{name: "gRPC to an HTTP/1.1-only app", addr: live, grpc: true, appProto: forward.AppProtoHTTP1, wantStatus: 502, wantReason: proxyerr.ReasonProtocolMismatch},
 	}
 	for _, tt := range tests {
@@ -85,7 +138,9 @@ func TestStage(t *testing.T) {
 			var d net.Dialer
 			h1 := &forward.H1Client{Dialer: d}
 			defer h1.CloseIdleConnections(true)
-			h2c := &http2.Transport{AllowHTTP: true}
+			h2c := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				return d.DialContext(ctx, network, addr)
+			}}
 			defer h2c.CloseIdleConnections()
 			s := &Stage{Metrics: m, H1: h1, H2: h2c, Dial: d.DialContext}
 			errs := &proxyerr.Renderer{Direction: metrics.Inbound, Identity: "spiffe://td/ns/b/sa/b", Log: ratelog.New(nil, 0)}
