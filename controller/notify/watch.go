@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -33,6 +34,15 @@ type SendFunc[A any] func(prev, next A, first bool) error
 // stream. Watch returns the send error, ctx's error when the client
 // leaves, or ErrShuttingDown once done is closed.
 func Watch[A any](ctx context.Context, done <-chan struct{}, resolve ResolveFunc[A], send SendFunc[A]) error {
+	return WatchSettled(ctx, done, 0, resolve, send)
+}
+
+// WatchSettled is Watch that, after each change, waits settle before it
+// resolves again, so that objects written together (a Server and the
+// AuthorizationPolicy that allows its callers, applied in one kubectl
+// apply but seen by two informers one after the other) reach the client
+// in one answer, not as a deny and then an allow.
+func WatchSettled[A any](ctx context.Context, done <-chan struct{}, settle time.Duration, resolve ResolveFunc[A], send SendFunc[A]) error {
 	var prev A
 	first := true
 	for {
@@ -42,6 +52,9 @@ func Watch[A any](ctx context.Context, done <-chan struct{}, resolve ResolveFunc
 			err = wait(ctx, done, changed)
 		}
 		release()
+		if err == nil && settle > 0 {
+			err = pause(ctx, done, settle)
+		}
 		if err != nil {
 			return err
 		}
@@ -58,6 +71,20 @@ func wait(ctx context.Context, done, changed <-chan struct{}) error {
 	case <-done:
 		return ErrShuttingDown
 	case <-changed:
+		return nil
+	}
+}
+
+// pause waits d, or less if the client leaves or the controller stops.
+func pause(ctx context.Context, done <-chan struct{}, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-done:
+		return ErrShuttingDown
+	case <-t.C:
 		return nil
 	}
 }

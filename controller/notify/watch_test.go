@@ -223,3 +223,64 @@ func TestSendChanged(t *testing.T) {
 		t.Errorf("sent %v, want %v (the first answer always, then only changes)", sent, want)
 	}
 }
+
+// Changes made within the settle time of each other reach the client as
+// one answer: a Server and the policy allowing its callers, applied
+// together, are never sent as a deny followed by an allow.
+func TestWatchSettledCoalesces(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		settle time.Duration
+		want   []int // the answers after the first
+	}{
+		{name: "settled: one answer with both changes", settle: time.Second, want: []int{2}},
+		{name: "not settled: the first change alone is sent", settle: 0, want: []int{1, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &state{n: NewTopics()}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			got := make(chan int, 10)
+			errc := make(chan error, 1)
+			go func() {
+				errc <- WatchSettled(ctx, nil, tc.settle, s.resolve, func(prev, next int, first bool) error {
+					if !first {
+						got <- next
+					}
+					return nil
+				})
+			}()
+			// The first answer is resolved once the channel is taken.
+			for s.acquired.Load() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			s.set(1)
+			if tc.settle == 0 {
+				// Without settling, the first change is answered on
+				// its own before the second is made.
+				if v := <-got; v != 1 {
+					t.Fatalf("first change answered as %d", v)
+				}
+				tc.want = tc.want[1:]
+			}
+			s.set(2)
+			for _, w := range tc.want {
+				select {
+				case v := <-got:
+					if v != w {
+						t.Fatalf("answer %d, want %d", v, w)
+					}
+				case <-time.After(ceiling):
+					t.Fatal("no answer")
+				}
+			}
+			cancel()
+			<-errc
+			select {
+			case v := <-got:
+				t.Errorf("one answer more: %d", v)
+			default:
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"regexp"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -61,6 +62,10 @@ type Service struct {
 	// MaxStreamsPerCaller bounds the open streams of one caller identity
 	// (0: DefaultMaxStreamsPerCaller).
 	MaxStreamsPerCaller int
+	// Settle is how long a stream waits after a change before it answers
+	// again, so that policy objects written together take effect
+	// together (0: DefaultSettle; negative: no wait).
+	Settle time.Duration
 
 	mu   sync.Mutex
 	open map[string]int // open streams by caller identity
@@ -113,8 +118,18 @@ func (s *Service) WatchInbound(req *apiv1.InboundPolicyRequest, stream apiv1.Pol
 			return ps.ResolvePod(req.GetWorkload(), req.GetPod(), req.GetPort())
 		}
 	}
-	return notify.Watch(stream.Context(), s.Done, resolve, SendChanged(stream))
+	settle := s.Settle
+	if settle == 0 {
+		settle = DefaultSettle
+	}
+	return notify.WatchSettled(stream.Context(), s.Done, settle, resolve, SendChanged(stream))
 }
+
+// DefaultSettle: a Server and the AuthorizationPolicy allowing its callers,
+// applied together, reach the controller through two informers a few
+// milliseconds apart (more on a loaded API server); answering at once
+// would deny those callers in between.
+const DefaultSettle = 250 * time.Millisecond
 
 // check refuses a request that names no workload port (InvalidArgument).
 func (s *Service) check(req *apiv1.InboundPolicyRequest) error {

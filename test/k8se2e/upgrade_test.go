@@ -17,7 +17,18 @@ import (
 // fields every version since policy.trellis.io/v1alpha1 appeared knows:
 // books' HTTP port, callable by web's identity alone. They are stored by
 // the previous version and must be read (and enforced) by the new one.
+//
+// The AuthorizationPolicy comes first, as docs/policy.md advises for a
+// port that already serves traffic: the Server's default deny never
+// applies without it.
 const upgradePolicy = `
+apiVersion: policy.trellis.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: books-from-web, namespace: %[1]s}
+spec:
+  targetRef: {kind: Server, name: books-http}
+  identities: ["spiffe://cluster.local/ns/%[1]s/sa/web"]
+---
 apiVersion: policy.trellis.io/v1alpha1
 kind: Server
 metadata: {name: books-http, namespace: %[1]s}
@@ -25,13 +36,6 @@ spec:
   podSelector: {matchLabels: {app: books}}
   port: 8080
   protocol: HTTP/1
----
-apiVersion: policy.trellis.io/v1alpha1
-kind: AuthorizationPolicy
-metadata: {name: books-from-web, namespace: %[1]s}
-spec:
-  targetRef: {kind: Server, name: books-http}
-  identities: ["spiffe://cluster.local/ns/%[1]s/sa/web"]
 `
 
 // TestUpgrade is the suite "upgrade" (issue 15 item 8): the previous
