@@ -34,11 +34,11 @@ E2E_TEST_identity-check    := TestIdentityCheck
 E2E_TEST_security          := TestSecurity
 E2E_TEST_upgrade           := TestUpgrade
 # The version the upgrade suite starts from: the last release (or landed
-# commit) before this one; bump it when a release is cut. 6ca7a5d, not
+# commit) before this one; bump it when a release is cut. 567d762, not
 # the landed ff589f7: that version's proxies could answer 502 to a request
-# their app closed the connection on while shutting down (docs/install.md,
-# "Upgrades and version skew"); two CI runs lost a request to it.
-E2E_UPGRADE_FROM ?= 6ca7a5d
+# their app closed the connection on, or refused a stream on, while
+# shutting down (docs/install.md, "Upgrades and version skew").
+E2E_UPGRADE_FROM ?= 567d762
 E2E_TEST_reinstall         := TestReinstall
 E2E_TEST_policy-deny       := TestPolicyDeny
 E2E_TEST_policy-route      := TestPolicyRoute
