@@ -17,6 +17,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/internal/ratelog"
 	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/internal/h2fake"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
@@ -48,49 +49,13 @@ func closer(t *testing.T) string {
 // is sent, unprocessed: with RST_STREAM REFUSED_STREAM, or with a GOAWAY
 // below it (goAway), as a gRPC server that stops gracefully does.
 func refuser(t *testing.T, goAway bool) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil {
-					return
-				}
-				fr := http2.NewFramer(c, c)
-				if fr.WriteSettings() != nil {
-					return
-				}
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					switch f := f.(type) {
-					case *http2.SettingsFrame:
-						if !f.IsAck() {
-							_ = fr.WriteSettingsAck()
-						}
-					case *http2.HeadersFrame:
-						if goAway {
-							_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
-						} else {
-							_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
-						}
-					}
-				}
-			}()
+	return h2fake.Serve(t, func(fr *http2.Framer, id uint32) {
+		if goAway {
+			_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+		} else {
+			_ = fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 func TestStage(t *testing.T) {
