@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/trellis-mesh/trellis/internal/identity"
@@ -66,6 +67,7 @@ type sending struct {
 	cb         *proxyerr.Body // the client's body, its read errors marked
 	body       []byte         // kept for a retry; nil: cb as it is
 	replayable bool
+	kept       *keptBody // a body of unknown length, kept as it is sent
 	authority  string
 	skip       map[string]bool
 	last       *proxyerr.Error // why the last endpoint tried was skipped
@@ -101,7 +103,8 @@ func (u *Stage) Serve(x *pipeline.Exchange) error {
 	// A request the peer proves it did not process may be sent again, to
 	// another endpoint, if its body can be: none, or a small one of known
 	// length kept here. Bodies of unknown length (streams, gRPC) and those
-	// the app sends only after 100 Continue are never held back.
+	// the app sends only after 100 Continue are never held back; the
+	// former are kept as they are sent (keptBody).
 	var berr error
 	s.body, s.replayable, berr = replayableBody(r, s.cb)
 	if berr != nil {
@@ -110,6 +113,9 @@ func (u *Stage) Serve(x *pipeline.Exchange) error {
 			return pipeline.ErrCancelled
 		}
 		return proxyerr.Classify(x.Ctx, berr, proxyerr.ToPeer, x.Dest.Dst)
+	}
+	if !s.replayable && s.cb != nil && r.ContentLength < 0 && !hasExpect(r) {
+		s.kept = &keptBody{src: s.cb}
 	}
 	for attempt := 0; ; attempt++ {
 		x.Attempts = attempt + 1
@@ -213,9 +219,12 @@ func (u *Stage) attempt(x *pipeline.Exchange, s *sending, attempt int) (*http.Re
 // kept for a retry (or the client's, marked) and the endpoint's URL.
 func (s *sending) outgoing(ctx context.Context, r *http.Request, scheme, host string) *http.Request {
 	out := r.WithContext(ctx)
-	if s.body != nil {
+	switch {
+	case s.body != nil:
 		out.Body = io.NopCloser(bytes.NewReader(s.body))
-	} else if s.cb != nil {
+	case s.kept != nil:
+		out.Body = s.kept
+	case s.cb != nil:
 		out.Body = s.cb
 	}
 	target := new(url.URL)
@@ -250,7 +259,7 @@ func (u *Stage) roundTripper(ctx context.Context, ep balance.Endpoint, meshed, a
 func (u *Stage) failed(x *pipeline.Exchange, s *sending, attempt int, ep balance.Endpoint, meshed bool, err error) error {
 	ctx := x.Ctx
 	retry := !meshed && s.h1 && IsDialError(err) && u.retry(ctx, x, attempt, err)
-	if !retry && s.replayable && u.Unprocessed(err) {
+	if !retry && u.Unprocessed(err) && s.canReplay(x.R) {
 		retry = u.retryUnprocessed(ctx, x, attempt, err.Error())
 	}
 	if retry {
@@ -273,7 +282,7 @@ func (u *Stage) failed(x *pipeline.Exchange, s *sending, attempt int, ep balance
 // never saw the request is retried elsewhere when it can be.
 func (u *Stage) fromPeer(x *pipeline.Exchange, s *sending, attempt int, ep balance.Endpoint, resp *http.Response) (*http.Response, error) {
 	if _, ok := resp.Header[forward.HeaderUnprocessed]; ok {
-		if s.replayable && u.retryUnprocessed(x.Ctx, x, attempt, resp.Header.Get(forward.HeaderError)) {
+		if s.canReplay(x.R) && u.retryUnprocessed(x.Ctx, x, attempt, resp.Header.Get(forward.HeaderError)) {
 			_ = resp.Body.Close()
 			return nil, s.skipped(ep, proxyerr.FromUnprocessed(resp))
 		}
@@ -310,6 +319,78 @@ func (u *Stage) retryUnprocessed(ctx context.Context, x *pipeline.Exchange, atte
 	return true
 }
 
+// canReplay reports whether the request can be sent again: its body
+// was kept before it was sent, or it was kept as it was sent and ended
+// (without trailers) within maxReplayBody.
+func (s *sending) canReplay(r *http.Request) bool {
+	if s.replayable {
+		return true
+	}
+	if s.kept == nil || len(r.Trailer) > 0 {
+		return false
+	}
+	b, ok := s.kept.whole()
+	if !ok {
+		return false
+	}
+	s.body, s.replayable, s.kept = b, true, nil
+	return true
+}
+
+// keptBody is a request body of unknown length (a gRPC message, a
+// chunked upload) passed on as it is read, with a copy of up to
+// maxReplayBody bytes: a small body that has ended by the time the peer
+// proves it did not process the request (the mesh transport reads a small
+// body whole to send it with the headers) can then be sent elsewhere, as
+// one of known length is. A larger one is passed on and not kept.
+type keptBody struct {
+	src io.ReadCloser
+
+	mu   sync.Mutex
+	buf  []byte
+	over bool // more than maxReplayBody: not kept
+	eof  bool
+}
+
+func (k *keptBody) Read(p []byte) (int, error) {
+	n, err := k.src.Read(p)
+	k.mu.Lock()
+	if n > 0 && !k.over {
+		if len(k.buf)+n > maxReplayBody {
+			k.over, k.buf = true, nil
+		} else {
+			k.buf = append(k.buf, p[:n]...)
+		}
+	}
+	if err == io.EOF {
+		k.eof = true
+	}
+	k.mu.Unlock()
+	return n, err
+}
+
+func (k *keptBody) Close() error { return k.src.Close() }
+
+// whole returns the body if it has ended and was kept whole.
+func (k *keptBody) whole() ([]byte, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.eof || k.over {
+		return nil, false
+	}
+	if k.buf == nil {
+		return []byte{}, true // non-nil: sent as an empty body
+	}
+	return k.buf, true // no more reads append to it after EOF
+}
+
+// hasExpect: the client waits for 100 Continue before sending its body,
+// so the body must not be read ahead of the upstream's decision.
+func hasExpect(r *http.Request) bool {
+	_, ok := r.Header["Expect"]
+	return ok
+}
+
 // maxReplayBody bounds the request body kept for a retry.
 const maxReplayBody = 64 << 10
 
@@ -323,7 +404,7 @@ func replayableBody(r *http.Request, cb io.Reader) ([]byte, bool, error) {
 	if r.ContentLength <= 0 || r.ContentLength > maxReplayBody || len(r.Trailer) > 0 {
 		return nil, false, nil
 	}
-	if _, ok := r.Header["Expect"]; ok {
+	if hasExpect(r) {
 		// Reading the body here would send 100 Continue on the app's
 		// behalf, before the server decided.
 		return nil, false, nil

@@ -30,6 +30,9 @@ type peers struct {
 	calls        []string // endpoint of each round trip
 	unprocessed  int      // round trips answered "not processed"
 	unprocessedN int
+	// readRefused: a refused round trip reads the request body first, as
+	// the mesh transport does with a small one (sent with the headers).
+	readRefused bool
 }
 
 func (p *peers) conn(_ context.Context, ep balance.Endpoint) (http.RoundTripper, error) {
@@ -42,6 +45,9 @@ func (p *peers) conn(_ context.Context, ep balance.Endpoint) (http.RoundTripper,
 		}
 		p.mu.Unlock()
 		if refuse {
+			if p.readRefused && r.Body != nil {
+				_, _ = io.Copy(io.Discard, r.Body)
+			}
 			h := http.Header{}
 			h.Set(forward.HeaderUnprocessed, "app-unreachable")
 			h.Set(proxyerr.HeaderProxyError, "app_unreachable; culprit=app; proxy=inbound; identity=spiffe://td/ns/b/sa/b")
@@ -89,8 +95,9 @@ func TestStage(t *testing.T) {
 		endpoints    []balance.Endpoint // nil with passthrough
 		passthrough  string
 		body         string
-		unknownLen   bool // body of unknown length: never replayed
+		unknownLen   bool // body of unknown length: replayed only when kept whole
 		unprocessedN int
+		readRefused  bool
 		wantStatus   int
 		wantBody     string
 		wantReason   string // trellis-proxy-error reason
@@ -105,8 +112,12 @@ func TestStage(t *testing.T) {
 			body: "payload", unprocessedN: 1, wantStatus: 200, wantBody: "echo:payload", wantRetries: map[string]float64{metrics.ReasonUnprocessed: 1}},
 		{name: "not processed anywhere: the peer's reason carried back", endpoints: []balance.Endpoint{meshed("10.0.0.1:4143"), meshed("10.0.0.2:4143")},
 			unprocessedN: 2, wantStatus: 502, wantReason: proxyerr.ReasonAppUnreachable, wantRetries: map[string]float64{metrics.ReasonUnprocessed: 2}},
-		{name: "body of unknown length is never replayed: the peer's answer passes", endpoints: []balance.Endpoint{meshed("10.0.0.1:4143"), meshed("10.0.0.2:4143")},
+		{name: "body of unknown length not read before the refusal is not replayed: the peer's answer passes", endpoints: []balance.Endpoint{meshed("10.0.0.1:4143"), meshed("10.0.0.2:4143")},
 			body: "stream", unknownLen: true, unprocessedN: 1, wantStatus: 502, wantReason: proxyerr.ReasonAppUnreachable},
+		{name: "body of unknown length sent whole (a gRPC message) is replayed", endpoints: []balance.Endpoint{meshed("10.0.0.1:4143"), meshed("10.0.0.2:4143")},
+			body: "grpc-message", unknownLen: true, readRefused: true, unprocessedN: 1, wantStatus: 200, wantBody: "echo:grpc-message", wantRetries: map[string]float64{metrics.ReasonUnprocessed: 1}},
+		{name: "body of unknown length over 64 KiB is not kept: the peer's answer passes", endpoints: []balance.Endpoint{meshed("10.0.0.1:4143"), meshed("10.0.0.2:4143")},
+			body: strings.Repeat("x", 64<<10+1), unknownLen: true, readRefused: true, unprocessedN: 1, wantStatus: 502, wantReason: proxyerr.ReasonAppUnreachable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,7 +127,7 @@ func TestStage(t *testing.T) {
 				t.Fatal(err)
 			}
 			errs := &proxyerr.Renderer{Direction: metrics.Outbound, Identity: "spiffe://td/ns/a/sa/a", Log: ratelog.New(nil, 0)}
-			pp := &peers{unprocessedN: tt.unprocessedN}
+			pp := &peers{unprocessedN: tt.unprocessedN, readRefused: tt.readRefused}
 			plain := &http.Transport{}
 			defer plain.CloseIdleConnections()
 			stage := &Stage{Metrics: m, Errors: errs, Log: slog.New(slog.DiscardHandler), Mesh: pp.conn, Plain: plain, Unprocessed: func(error) bool { return false }}
