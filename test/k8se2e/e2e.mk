@@ -34,11 +34,11 @@ E2E_TEST_identity-check    := TestIdentityCheck
 E2E_TEST_security          := TestSecurity
 E2E_TEST_upgrade           := TestUpgrade
 # The version the upgrade suite starts from: the last release (or landed
-# commit) before this one; bump it when a release is cut. 567d762, not
-# the landed ff589f7: that version's proxies could answer 502 to a request
-# their app closed the connection on, or refused a stream on, while
-# shutting down (docs/install.md, "Upgrades and version skew").
-E2E_UPGRADE_FROM ?= 567d762
+# commit) before this one; bump it when a release is cut. 018f46e, not
+# the landed ff589f7: that version's proxies could fail a request while a
+# pod's app shut down during a rolling restart (docs/install.md,
+# "Upgrades and version skew").
+E2E_UPGRADE_FROM ?= 018f46e
 E2E_TEST_reinstall         := TestReinstall
 E2E_TEST_policy-deny       := TestPolicyDeny
 E2E_TEST_policy-route      := TestPolicyRoute
