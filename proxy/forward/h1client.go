@@ -76,7 +76,7 @@ func (t *H1Client) RoundTrip(req *http.Request, addr string) (*http.Response, er
 	for attempt := 0; ; attempt++ {
 		// A retry always dials: the pool's other connections to an app
 		// that just closed one are likely closed too.
-		cn, reused, err := t.get(req.Context(), addr, attempt > 0)
+		cn, reused, err := t.get(req.Context(), addr, attempt > 0, !replayable(req))
 		if err != nil {
 			closeBody(req)
 			return nil, err
@@ -123,8 +123,9 @@ func replayable(req *http.Request) bool {
 var errStaleConn = errors.New("connection closed by the app before a response")
 
 // get returns an idle connection to addr, or with fresh set (or none idle)
-// a new one; reused says which.
-func (t *H1Client) get(ctx context.Context, addr string, fresh bool) (*h1Conn, bool, error) {
+// a new one; reused says which. With check set, an idle connection is
+// first checked for a close the app already sent.
+func (t *H1Client) get(ctx context.Context, addr string, fresh, check bool) (*h1Conn, bool, error) {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -140,11 +141,13 @@ func (t *H1Client) get(ctx context.Context, addr string, fresh bool) (*h1Conn, b
 		t.idle[addr] = list[:len(list)-1]
 		t.nidle--
 		t.mu.Unlock()
-		// Every reuse is checked for a pending EOF (one non-blocking
-		// peek): an app that shuts down closes its idle keep-alive
-		// connections at once, and a request with a body written on one of
-		// them could not be retried, as the app might have read it.
-		if cn.br.Buffered() == 0 && alive(cn.c) {
+		// A request that cannot be sent again is written only on a
+		// connection with no EOF pending (one non-blocking peek): an app
+		// that shuts down closes its idle keep-alive connections at once,
+		// and a body written on one of them could have been read. One
+		// that can be sent again skips the syscall: if the app closed
+		// the connection, RoundTrip sends it again on a new one.
+		if cn.br.Buffered() == 0 && (!check || alive(cn.c)) {
 			return cn, true, nil
 		}
 		_ = cn.c.Close()
