@@ -35,10 +35,10 @@ type storm struct {
 // certifyStorm gives each of n proxies its own ServiceAccount token (from
 // the TokenRequest API, before the clock starts), then has all of them
 // dial the controller and call Certify at once, as a fleet restarting.
-func certifyStorm(ctx context.Context, c kubernetes.Interface, ctl *controller, n, workers int) (storm, error) {
+func certifyStorm(ctx context.Context, c kubernetes.Interface, ctl *controller, n, services, workers int) (storm, error) {
 	tokens := make([]string, n)
 	err := parallel(ctx, n, workers, func(ctx context.Context, i int) error {
-		tr, err := c.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, serviceAcct, &authnv1.TokenRequest{
+		tr, err := c.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, proxyID(i, services).ServiceAccount, &authnv1.TokenRequest{
 			Spec: authnv1.TokenRequestSpec{Audiences: []string{"identity.trellis.io"}, ExpirationSeconds: new(int64(3600))},
 		}, metav1.CreateOptions{})
 		if err != nil {
@@ -54,14 +54,13 @@ func certifyStorm(ctx context.Context, c kubernetes.Interface, ctl *controller, 
 	if err != nil {
 		return storm{}, err
 	}
-	id := identity.ID{TrustDomain: trustDomain, Namespace: namespace, ServiceAccount: serviceAcct}
 	s := storm{n: n, lat: make([]time.Duration, 0, n)}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	start := time.Now()
-	for _, tok := range tokens {
+	for i, tok := range tokens {
 		wg.Go(func() {
-			d, err := certifyOnce(ctx, ctl, id, tok)
+			d, err := certifyOnce(ctx, ctl, proxyID(i, services), tok)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

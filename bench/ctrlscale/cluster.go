@@ -11,12 +11,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
 const (
-	namespace   = "scale"
-	serviceAcct = "app"
-	svcPort     = 8080
+	namespace = "scale"
+	svcPort   = 8080
 )
 
 // newClient is an admin client allowed to write fast: the default 5 QPS
@@ -33,7 +35,17 @@ func newClient(kubeconfig string) (kubernetes.Interface, error) {
 
 func svcName(i int) string    { return fmt.Sprintf("svc-%d", i) }
 func podName(i, j int) string { return fmt.Sprintf("svc-%d-%d", i, j) }
-func sliceName(i int) string  { return svcName(i) + "-1" }
+
+// serviceAcct is the ServiceAccount of Service i's pods: one identity per
+// workload, as in a real cluster, so each proxy's policy answer is
+// computed over its own workload's pods.
+func serviceAcct(i int) string { return fmt.Sprintf("app-%d", i) }
+
+// proxyID is simulated proxy p's identity: a pod of Service p mod services.
+func proxyID(p, services int) identity.ID {
+	return identity.ID{TrustDomain: trustDomain, Namespace: namespace, ServiceAccount: serviceAcct(p % services)}
+}
+func sliceName(i int) string { return svcName(i) + "-1" }
 func authority(i int) string {
 	return fmt.Sprintf("%s.%s.svc.cluster.local:%d", svcName(i), namespace, svcPort)
 }
@@ -53,10 +65,10 @@ func populate(ctx context.Context, c kubernetes.Interface, services, endpoints, 
 	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("namespace: %w", err)
 	}
-	if _, err := c.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: serviceAcct}}, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("serviceaccount: %w", err)
-	}
 	return parallel(ctx, services, workers, func(ctx context.Context, i int) error {
+		if _, err := c.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: serviceAcct(i)}}, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("serviceaccount %s: %w", serviceAcct(i), err)
+		}
 		for j := range endpoints {
 			if _, err := c.CoreV1().Pods(namespace).Create(ctx, pod(i, j), metav1.CreateOptions{}); err != nil {
 				return fmt.Errorf("pod %s: %w", podName(i, j), err)
@@ -80,10 +92,10 @@ func pod(i, j int) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: podName(i, j), Namespace: namespace,
 			// Meshed, so endpoints carry an identity as in a real mesh.
-			Annotations: map[string]string{"trellis.io/proxy-version": "bench"},
+			Annotations: map[string]string{k8slabels.AnnotationProxyVersion: "bench"},
 			Labels:      map[string]string{"app": svcName(i)}},
 		Spec: corev1.PodSpec{
-			ServiceAccountName: serviceAcct, AutomountServiceAccountToken: new(false),
+			ServiceAccountName: serviceAcct(i), AutomountServiceAccountToken: new(false),
 			Containers: []corev1.Container{{Name: "app", Image: "registry.invalid/app:0", Ports: []corev1.ContainerPort{{ContainerPort: svcPort}}}},
 		},
 	}

@@ -103,7 +103,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) (*result, error) {
 	}
 	if cfg.Certify {
 		log.Info("certify storm", "proxies", cfg.Proxies)
-		if res.storm, err = certifyStorm(ctx, client, ctl, cfg.Proxies, cfg.Workers); err != nil {
+		if res.storm, err = certifyStorm(ctx, client, ctl, cfg.Proxies, cfg.Services, cfg.Workers); err != nil {
 			return nil, err
 		}
 		if m, err := procstat.ReadMemory(ctl.pid()); err == nil {
@@ -254,9 +254,9 @@ func (c *controller) memory(ctx context.Context) (rss int64, heap float64, err e
 // their Destination.Get streams, measuring the controller's memory after
 // each step: the first is the cost of a connection, the second of a watch.
 func connect(ctx context.Context, log *slog.Logger, cfg config, ctl *controller, t *tracker, want []int, errs chan error, res *result) error {
-	id := identity.ID{TrustDomain: trustDomain, Namespace: namespace, ServiceAccount: serviceAcct}
 	proxies := make([]*proxy, cfg.Proxies)
 	for p := range proxies {
+		id := proxyID(p, cfg.Services)
 		px, err := dialProxy(ctl, id, false)
 		if err != nil {
 			return err
@@ -279,7 +279,7 @@ func connect(ctx context.Context, log *slog.Logger, cfg config, ctl *controller,
 	for p, px := range proxies {
 		for a := range cfg.Authorities {
 			svc := (p*cfg.Authorities + a) % cfg.Services
-			if err := px.watch(ctx, t, id, svc, errs); err != nil {
+			if err := px.watch(ctx, t, proxyID(p, cfg.Services), svc, errs); err != nil {
 				return err
 			}
 			want[svc]++

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"text/tabwriter"
 
+	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
 	"github.com/trellis-mesh/trellis/internal/httpget"
 
 	"github.com/trellis-mesh/trellis/cli/policycmd"
@@ -89,7 +90,7 @@ func object(kind, name string, spec map[string]any) meshconfig.Object {
 	if err != nil {
 		panic("demo: policy spec: " + err.Error()) // static shapes: cannot fail
 	}
-	return meshconfig.Object{APIVersion: "policy.trellis.io/v1alpha1", Kind: kind,
+	return meshconfig.Object{APIVersion: policyv1.SchemeGroupVersion.String(), Kind: kind,
 		Metadata: meshconfig.ObjectMeta{Name: name, Namespace: Namespace}, Spec: raw}
 }
 

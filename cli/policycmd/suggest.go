@@ -6,13 +6,17 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
 )
 
-// API versions and kinds of the objects suggest writes.
+// PolicyAPIVersion is the apiVersion of the objects suggest writes.
+var PolicyAPIVersion = policyv1.SchemeGroupVersion.String()
+
+// Kinds of the objects suggest writes.
 const (
-	PolicyAPIVersion = "policy.trellis.io/v1alpha1"
-	KindServer       = "Server"
-	KindAuthz        = "AuthorizationPolicy"
+	KindServer = "Server"
+	KindAuthz  = "AuthorizationPolicy"
 )
 
 // Access policies a suggested Server carries.

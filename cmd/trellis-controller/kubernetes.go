@@ -71,6 +71,7 @@ are synced. See docs/controller-kubernetes.md.`,
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&cfg.HA, "ha", false, "several replicas: elect one (a Lease in the pod's namespace) to write the policy objects' status; every replica serves")
 	f.DurationVar(&cfg.CertificateLifetime, "certificate-lifetime", pki.DefaultWorkloadLifetime, "lifetime of the workload certificates it signs (proxies renew at 70 % of it)")
+	f.StringVar(&cfg.SoftMemoryLimit, "soft-memory-limit", kube.SoftMemoryLimitAuto, "the Go runtime's soft memory limit: auto (90 % of the container's cgroup memory limit, none without one), off, or a size such as 200MiB; GOMEMLIMIT, when set, wins")
 	_ = cmd.MarkFlagRequired("issuer-dir")
 	return cmd
 }

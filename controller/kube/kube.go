@@ -64,6 +64,10 @@ type Config struct {
 	// TapAPIAddr serves the tap.trellis.io aggregated API with the
 	// webhook's key pair (WebhookTLSDir); empty: off.
 	TapAPIAddr string
+	// SoftMemoryLimit is --soft-memory-limit: "auto" or "" (90 % of the
+	// container's cgroup memory limit), "off", or a size; GOMEMLIMIT, when
+	// set, wins over it.
+	SoftMemoryLimit string
 	// Getenv reads the injector's TRELLIS_PROXY_* settings and the pod's
 	// TRELLIS_POD_{NAMESPACE,NAME}; nil means os.Getenv.
 	Getenv func(string) string
@@ -81,8 +85,12 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger
-	if limit := applySoftMemoryLimit(cfg.Getenv, os.ReadFile); limit != "" {
-		log.Info("Go soft memory limit from the container's", "limit", limit)
+	limit, err := applySoftMemoryLimit(cfg.SoftMemoryLimit, cfg.Getenv, os.ReadFile)
+	if err != nil {
+		return err
+	}
+	if limit != "" {
+		log.Info("Go soft memory limit set", "limit", limit)
 	}
 	if cfg.HA {
 		cfg.Elector = statusElector(log, cfg.Getenv)

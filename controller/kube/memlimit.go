@@ -17,39 +17,78 @@ const memoryLimitShare = 0.9
 // noLimit: cgroup v1 reports "unlimited" as a page-rounded maximum int64.
 const noLimit = 1 << 62
 
-// softMemoryLimit returns the Go soft memory limit for a container whose
-// cgroup limits its memory: 90 % of that limit, or 0 when GOMEMLIMIT is set
-// (the operator decides) or no limit is found. Without it the GC lets the
-// heap grow to twice the live heap whatever the container allows, so a
-// controller with a large cluster in its caches is OOM-killed where
-// collecting more often would have kept it running (bench/ctrlscale: peak
-// RSS 281 MiB for 98 MB live, under the chart's 256 MiB limit).
-func softMemoryLimit(getenv func(string) string, readFile func(string) ([]byte, error)) (int64, string) {
+// Values of --soft-memory-limit besides a size.
+const (
+	SoftMemoryLimitAuto = "auto"
+	SoftMemoryLimitOff  = "off"
+)
+
+// softMemoryLimit returns the Go soft memory limit to set and where it
+// comes from. flag is --soft-memory-limit: "auto" (or "") is 90 % of the
+// container's cgroup memory limit, "off" none, else a size (bytes, KiB,
+// MiB, GiB). 0 means leave the runtime alone: GOMEMLIMIT set (the
+// operator decides, "off" included), "off", or no cgroup limit. Without a
+// soft limit the GC lets the heap grow to twice the live heap whatever
+// the container allows, so a controller with a large cluster in its
+// caches is OOM-killed where collecting more often would have kept it
+// running (bench/ctrlscale: peak RSS 281 MiB for 98 MB live, under the
+// chart's 256 MiB limit).
+func softMemoryLimit(flag string, getenv func(string) string, readFile func(string) ([]byte, error)) (int64, string, error) {
 	if getenv("GOMEMLIMIT") != "" {
-		return 0, ""
+		return 0, "", nil
+	}
+	switch flag = strings.TrimSpace(flag); flag {
+	case SoftMemoryLimitOff:
+		return 0, "", nil
+	case "", SoftMemoryLimitAuto:
+	default:
+		n, err := parseSize(flag)
+		if err != nil {
+			return 0, "", fmt.Errorf("--soft-memory-limit: %w", err)
+		}
+		return n, "--soft-memory-limit", nil
 	}
 	for _, f := range cgroupMemoryLimitFiles {
 		b, err := readFile(f)
 		if err != nil {
 			continue
 		}
-		v := strings.TrimSpace(string(b))
-		n, err := strconv.ParseInt(v, 10, 64)
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 		if err != nil || n <= 0 || n >= noLimit {
-			return 0, "" // "max": no limit
+			return 0, "", nil // "max": no limit
 		}
-		return int64(float64(n) * memoryLimitShare), f
+		return int64(float64(n) * memoryLimitShare), fmt.Sprintf("90 %% of %s (%d MiB)", f, n>>20), nil
 	}
-	return 0, ""
+	return 0, "", nil
 }
 
-// applySoftMemoryLimit sets the runtime's soft limit from the cgroup and
-// describes what it did (for the start log).
-func applySoftMemoryLimit(getenv func(string) string, readFile func(string) ([]byte, error)) string {
-	limit, from := softMemoryLimit(getenv, readFile)
-	if limit == 0 {
-		return ""
+// parseSize parses a plain number of bytes or one with a B, KiB, MiB or
+// GiB suffix (GOMEMLIMIT's units); it must be positive.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > noLimit/mult {
+		return 0, fmt.Errorf("invalid size %q (want auto, off or a size such as 200MiB)", s)
+	}
+	return n * mult, nil
+}
+
+// applySoftMemoryLimit sets the runtime's soft limit (softMemoryLimit)
+// and describes what it did for the start log ("" when nothing).
+func applySoftMemoryLimit(flag string, getenv func(string) string, readFile func(string) ([]byte, error)) (string, error) {
+	limit, from, err := softMemoryLimit(flag, getenv, readFile)
+	if err != nil || limit == 0 {
+		return "", err
 	}
 	debug.SetMemoryLimit(limit)
-	return fmt.Sprintf("%d MiB (90 %% of %s)", limit>>20, from)
+	return fmt.Sprintf("%d MiB from %s", limit>>20, from), nil
 }

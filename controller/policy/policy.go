@@ -31,10 +31,13 @@ import (
 // configured.
 const DefaultPolicyName = answer.DefaultName
 
-// DefaultMaxStreamsPerCaller bounds the streams one caller identity holds
-// open at once: a proxy holds one per inbound port it serves (at most
-// 64 learned plus its configured ports), so 256 is far above a real one
-// and far below what would exhaust the controller.
+// DefaultMaxStreamsPerCaller bounds the streams one proxy (a caller
+// identity's connection) holds open at once: a proxy holds one per inbound
+// port it serves (at most 64 learned plus its configured ports), so 256 is
+// far above a real one and far below what would exhaust the controller.
+// It is per connection, not per identity: every replica of a Deployment
+// shares its ServiceAccount's identity, and a large one has more than 256
+// proxies (bench/ctrlscale's 1,000 proxies of one identity were refused).
 const DefaultMaxStreamsPerCaller = 256
 
 // Refusal reasons, the values of trellis_controller_policy_streams_refused_total's reason.
@@ -60,7 +63,7 @@ type Service struct {
 	// Done, when closed, ends every stream with Unavailable.
 	Done <-chan struct{}
 	// MaxStreamsPerCaller bounds the open streams of one caller identity
-	// (0: DefaultMaxStreamsPerCaller).
+	// on one connection (0: DefaultMaxStreamsPerCaller).
 	MaxStreamsPerCaller int
 	// Settle is how long a stream waits after a change before it answers
 	// again, so that policy objects written together take effect
@@ -68,7 +71,7 @@ type Service struct {
 	Settle time.Duration
 
 	mu   sync.Mutex
-	open map[string]int // open streams by caller identity
+	open map[string]int // open streams by caller identity and connection
 }
 
 // Default returns the answer of a port nothing configures: the proxy's
@@ -103,11 +106,12 @@ func (s *Service) WatchInbound(req *apiv1.InboundPolicyRequest, stream apiv1.Pol
 		return s.refuse(RefusedIdentity, status.Errorf(codes.PermissionDenied,
 			"caller %s may not watch the policy of %s: a proxy watches only its own workload's", caller, req.GetWorkload()))
 	}
-	if !s.acquire(caller) {
+	conn := callerConn(stream.Context(), caller)
+	if !s.acquire(conn) {
 		return s.refuse(RefusedLimit, status.Errorf(codes.ResourceExhausted,
-			"caller %s already holds %d policy streams, the most one identity may", caller, s.limit()))
+			"caller %s already holds %d policy streams on this connection, the most one proxy may", caller, s.limit()))
 	}
-	defer s.release(caller)
+	defer s.release(conn)
 	s.Metrics.PolicyStreams.Inc()
 	defer s.Metrics.PolicyStreams.Dec()
 	resolve := func() (*apiv1.ServerPolicy, <-chan struct{}, func()) {
@@ -181,6 +185,15 @@ func (s *Service) limit() int {
 		return s.MaxStreamsPerCaller
 	}
 	return DefaultMaxStreamsPerCaller
+}
+
+// callerConn keys a caller's streams by its connection (remote address):
+// one proxy.
+func callerConn(ctx context.Context, caller string) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return caller + " " + p.Addr.String()
+	}
+	return caller
 }
 
 // acquire counts a stream of caller, or reports false at the limit.

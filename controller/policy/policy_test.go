@@ -2,12 +2,14 @@ package policy_test
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
@@ -87,14 +89,22 @@ func TestWatchInboundStreamsPerCallerCapped(t *testing.T) {
 	m := metrics.New()
 	svc := &policy.Service{Source: podSource{}, Metrics: m, MaxStreamsPerCaller: 3}
 	ctx, cancel := context.WithCancel(context.Background())
+	conn := func(ip byte) context.Context {
+		return peer.NewContext(ctx, &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, ip), Port: 40000}})
+	}
 	req := &apiv1.InboundPolicyRequest{Workload: web, Port: 80}
 	for i := range 3 {
-		if _, err := watch(t, svc, ctx, web, req); err != nil {
+		if _, err := watch(t, svc, conn(1), web, req); err != nil {
 			t.Fatalf("stream %d: %v", i, err)
 		}
 	}
-	if _, err := watch(t, svc, ctx, web, req); status.Code(err) != codes.ResourceExhausted {
+	if _, err := watch(t, svc, conn(1), web, req); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("stream over the cap: %v, want ResourceExhausted", err)
+	}
+	// Another proxy of the same identity (a replica: another connection)
+	// is not held back by the first one's streams.
+	if _, err := watch(t, svc, conn(2), web, req); err != nil {
+		t.Fatalf("another connection of the same identity: %v", err)
 	}
 	// Another identity is not held back by web's streams.
 	other := "spiffe://cluster.local/ns/shop/sa/books"
@@ -113,7 +123,7 @@ func TestWatchInboundStreamsPerCallerCapped(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, err := watch(t, svc, context.Background(), web, req); err != nil {
+	if _, err := watch(t, svc, peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 40000}}), web, req); err != nil {
 		t.Fatalf("after the others closed: %v", err)
 	}
 }

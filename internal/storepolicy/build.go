@@ -28,9 +28,11 @@ import (
 	"github.com/trellis-mesh/trellis/internal/policymodel"
 )
 
+// PolicyAPIVersion is the apiVersion of the store file's Trellis policies.
+var PolicyAPIVersion = policyv1.SchemeGroupVersion.String()
+
 // API versions and kinds the store file's policies may have.
 const (
-	PolicyAPIVersion  = "policy.trellis.io/v1alpha1"
 	GatewayAPIVersion = "gateway.networking.k8s.io/v1"
 	KindServer        = "Server"
 	KindAuthzPolicy   = "AuthorizationPolicy"

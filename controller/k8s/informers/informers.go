@@ -11,10 +11,12 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unique"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
@@ -165,32 +167,95 @@ func meshAnnotation(k string) bool {
 	return ok && (domain == "trellis.io" || strings.HasSuffix(domain, ".trellis.io")) && k != k8slabels.AnnotationTrustAnchors
 }
 
-// trimPod keeps what destinations and inbound policy read: identity,
-// placement, IPs, phase, and of each container its name, ports and probes
-// (the policy's "probes" route allows the kubelet's probe paths).
+// trimPod keeps exactly what the cache's readers use (the Pod is the most
+// numerous object, 10,000 in bench/ctrlscale):
+//   - endpoints: name, namespace, labels, the mesh's annotations, the
+//     controlling owner's kind and name, creation and deletion times,
+//     service account, node, host network, phase, IPs, and whether a
+//     container is the proxy;
+//   - inbound policy: labels, service account, phase, and of each container
+//     its port names and numbers and its HTTP probes' path and port.
+//
+// Containers with none of those are dropped, and the strings many pods
+// share (namespace, service account, node, label and annotation keys and
+// values, container and port names, owners) are interned.
 func trimPod(p *corev1.Pod) *corev1.Pod {
 	out := &corev1.Pod{
-		TypeMeta:   p.TypeMeta,
-		ObjectMeta: p.ObjectMeta,
+		TypeMeta: p.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: p.Name, Namespace: intern(p.Namespace), ResourceVersion: p.ResourceVersion,
+			CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp,
+			Labels: internMap(p.Labels), Annotations: internMap(p.Annotations),
+		},
 		Spec: corev1.PodSpec{
-			ServiceAccountName: p.Spec.ServiceAccountName,
-			NodeName:           p.Spec.NodeName,
+			ServiceAccountName: intern(p.Spec.ServiceAccountName),
+			NodeName:           intern(p.Spec.NodeName),
 			HostNetwork:        p.Spec.HostNetwork,
+			InitContainers:     trimContainers(p.Spec.InitContainers),
+			Containers:         trimContainers(p.Spec.Containers),
 		},
 		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
 	}
-	for _, ct := range p.Spec.InitContainers {
-		out.Spec.InitContainers = append(out.Spec.InitContainers, trimContainer(ct))
+	if len(out.Status.PodIPs) > 0 && out.Status.PodIPs[0].IP == out.Status.PodIP {
+		out.Status.PodIP = out.Status.PodIPs[0].IP // one string, not two equal ones
 	}
-	for _, ct := range p.Spec.Containers {
-		out.Spec.Containers = append(out.Spec.Containers, trimContainer(ct))
+	// Only the controlling owner names the pod's workload (metric labels).
+	for _, o := range p.OwnerReferences {
+		if o.Controller != nil && *o.Controller {
+			out.OwnerReferences = []metav1.OwnerReference{{Kind: intern(o.Kind), Name: intern(o.Name), Controller: o.Controller}}
+			break
+		}
 	}
 	return out
 }
 
-func trimContainer(ct corev1.Container) corev1.Container {
-	return corev1.Container{Name: ct.Name, Ports: ct.Ports, RestartPolicy: ct.RestartPolicy,
-		LivenessProbe: ct.LivenessProbe, ReadinessProbe: ct.ReadinessProbe, StartupProbe: ct.StartupProbe}
+// trimContainers keeps the containers the mesh reads something of: the
+// proxy (a meshed pod), and those with ports or HTTP probes.
+func trimContainers(cts []corev1.Container) []corev1.Container {
+	var out []corev1.Container
+	for _, ct := range cts {
+		t := corev1.Container{Name: intern(ct.Name),
+			LivenessProbe: httpProbe(ct.LivenessProbe), ReadinessProbe: httpProbe(ct.ReadinessProbe), StartupProbe: httpProbe(ct.StartupProbe)}
+		for _, cp := range ct.Ports {
+			t.Ports = append(t.Ports, corev1.ContainerPort{Name: intern(cp.Name), ContainerPort: cp.ContainerPort})
+		}
+		if ct.Name == k8slabels.ProxyContainerName || t.Ports != nil || t.LivenessProbe != nil || t.ReadinessProbe != nil || t.StartupProbe != nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// httpProbe keeps an HTTP probe's path and port (the policy lets the
+// kubelet's probe paths in); other probes do not reach the proxy as HTTP.
+func httpProbe(p *corev1.Probe) *corev1.Probe {
+	if p == nil || p.HTTPGet == nil {
+		return nil
+	}
+	port := p.HTTPGet.Port
+	port.StrVal = intern(port.StrVal)
+	return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: intern(p.HTTPGet.Path), Port: port}}}
+}
+
+// intern returns the one shared copy of s: thousands of cached pods
+// repeat the same few namespaces, service accounts, labels and names.
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
+}
+
+// internMap copies m with interned keys and values; nil when empty.
+func internMap(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[intern(k)] = intern(v)
+	}
+	return out
 }
 
 func clusterIPs(obj any) ([]string, error) {

@@ -38,7 +38,8 @@ func (s *Stream) Send(p *apiv1.ServerPolicy) error {
 }
 
 // CallerContext returns ctx carrying a peer whose verified client
-// certificate holds the SPIFFE ID id.
+// certificate holds the SPIFFE ID id (and the address of ctx's peer, if
+// any: one connection).
 func CallerContext(t testing.TB, ctx context.Context, id string) context.Context {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -61,5 +62,9 @@ func CallerContext(t testing.TB, ctx context.Context, id string) context.Context
 	}
 	state := tls.ConnectionState{HandshakeComplete: true, PeerCertificates: []*x509.Certificate{cert},
 		VerifiedChains: [][]*x509.Certificate{{cert}}}
-	return peer.NewContext(ctx, &peer.Peer{AuthInfo: credentials.TLSInfo{State: state}})
+	p := &peer.Peer{AuthInfo: credentials.TLSInfo{State: state}}
+	if old, ok := peer.FromContext(ctx); ok {
+		p.Addr = old.Addr
+	}
+	return peer.NewContext(ctx, p)
 }
