@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -204,6 +205,9 @@ func (in *Injector) apply(pod *corev1.Pod, opts Options) {
 	}
 
 	proxy := in.proxyContainer(opts)
+	if ports := rewriteTCPProbes(pod.Spec.Containers, skipIn); len(ports) > 0 {
+		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: "TRELLIS_PROXY_TCP_PROBE_PORTS", Value: FormatPorts(ports)})
+	}
 	var inits []corev1.Container
 	if opts.Redirect == k8slabels.RedirectInit {
 		inits = append(inits, in.initContainer(skipIn, opts.SkipOutboundPorts))
@@ -222,6 +226,51 @@ func (in *Injector) apply(pod *corev1.Pod, opts Options) {
 	}
 
 	pod.Spec.Volumes = append(pod.Spec.Volumes, in.volumes(opts)...)
+}
+
+// rewriteTCPProbes turns the tcpSocket probes of the app's containers on
+// redirected ports into HTTP probes of the proxy's /tcp-probe/PORT and
+// returns those ports. The kubelet's connection to a redirected port
+// reaches the proxy, which accepts it whether or not the app listens: the
+// probe would pass before the app is up (and traffic reach a pod whose app
+// refuses it) or after it died. The proxy's endpoint connects to the app
+// instead. Probes naming another host, or a port the container does not
+// declare by that name, are left as they are.
+func rewriteTCPProbes(containers []corev1.Container, skipIn []int) []int {
+	var ports []int
+	for i := range containers {
+		c := &containers[i]
+		for _, pr := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe, c.StartupProbe} {
+			if pr == nil || pr.TCPSocket == nil || pr.TCPSocket.Host != "" {
+				continue
+			}
+			port := containerPort(c, pr.TCPSocket.Port)
+			if port == 0 || slices.Contains(skipIn, port) {
+				continue
+			}
+			pr.TCPSocket = nil
+			pr.HTTPGet = &corev1.HTTPGetAction{Path: fmt.Sprintf("/tcp-probe/%d", port), Port: intstr.FromInt32(AdminPort)}
+			ports = append(ports, port)
+		}
+	}
+	return mergePorts(nil, ports)
+}
+
+// containerPort resolves a probe's port: a number, or the name of one of
+// the container's ports; 0 when it names none.
+func containerPort(c *corev1.Container, p intstr.IntOrString) int {
+	if p.Type == intstr.Int {
+		if p.IntVal < 1 || p.IntVal > 65535 {
+			return 0
+		}
+		return int(p.IntVal)
+	}
+	for _, cp := range c.Ports {
+		if cp.Name == p.StrVal && (cp.Protocol == "" || cp.Protocol == corev1.ProtocolTCP) {
+			return int(cp.ContainerPort)
+		}
+	}
+	return 0
 }
 
 func mergePorts(base, extra []int) []int {

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
@@ -627,6 +628,64 @@ func TestConfigValidate(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("got %v, want an error with %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// The app's tcpSocket probes on redirected ports become HTTP probes of the
+// proxy's /tcp-probe/PORT (the proxy would otherwise accept the kubelet's
+// connection itself); other probes are left alone.
+func TestMutateTCPProbes(t *testing.T) {
+	tcp := func(port intstr.IntOrString, host string) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: port, Host: host}}, PeriodSeconds: 2, TimeoutSeconds: 3}
+	}
+	httpGet := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080)}}}
+	for _, tc := range []struct {
+		name      string
+		ann       map[string]string
+		probe     *corev1.Probe
+		wantPath  string // "" : the probe is left as it was
+		wantPorts string
+	}{
+		{name: "port number", probe: tcp(intstr.FromInt32(8080), ""), wantPath: "/tcp-probe/8080", wantPorts: "8080"},
+		{name: "port name", probe: tcp(intstr.FromString("grpc"), ""), wantPath: "/tcp-probe/9090", wantPorts: "9090"},
+		{name: "unknown port name", probe: tcp(intstr.FromString("nope"), "")},
+		{name: "another host", probe: tcp(intstr.FromInt32(8080), "db.example")},
+		{name: "port not redirected", ann: map[string]string{k8slabels.AnnotationSkipInboundPorts: "8080"}, probe: tcp(intstr.FromInt32(8080), "")},
+		{name: "HTTP probe", probe: httpGet},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ann := map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled}
+			for k, v := range tc.ann {
+				ann[k] = v
+			}
+			pod := testPod(ann)
+			pod.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {Name: "grpc", ContainerPort: 9090}}
+			pod.Spec.Containers[0].ReadinessProbe = tc.probe.DeepCopy()
+			pod.Spec.Containers[0].LivenessProbe = tc.probe.DeepCopy()
+			res, err := New(Config{Version: "v1"}).Mutate(pod, "shop", nil)
+			if err != nil || !res.Injected {
+				t.Fatalf("Mutate: %v %v", res.Injected, err)
+			}
+			app, _ := findContainer(res.Pod, "app")
+			proxy, _ := findContainer(res.Pod, k8slabels.ProxyContainerName)
+			for _, got := range []*corev1.Probe{app.ReadinessProbe, app.LivenessProbe} {
+				if tc.wantPath == "" {
+					if !reflect.DeepEqual(got, tc.probe) {
+						t.Errorf("probe changed: %+v, want %+v", got, tc.probe)
+					}
+					continue
+				}
+				if got.TCPSocket != nil || got.HTTPGet == nil || got.HTTPGet.Path != tc.wantPath || got.HTTPGet.Port.IntValue() != AdminPort {
+					t.Errorf("probe %+v, want GET %s on %d", got.ProbeHandler, tc.wantPath, AdminPort)
+				}
+				if got.PeriodSeconds != 2 || got.TimeoutSeconds != 3 {
+					t.Errorf("probe timing changed: %+v", got)
+				}
+			}
+			if got := envOf(proxy)["TRELLIS_PROXY_TCP_PROBE_PORTS"]; got != tc.wantPorts {
+				t.Errorf("TRELLIS_PROXY_TCP_PROBE_PORTS %q, want %q", got, tc.wantPorts)
 			}
 		})
 	}

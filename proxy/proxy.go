@@ -76,6 +76,9 @@ type Config struct {
 	// AppIP is the address the inbound side dials in transparent mode
 	// (the pod IP, --app-ip); default 127.0.0.1.
 	AppIP string
+	// TCPProbePorts are the app ports the admin's /tcp-probe/PORT checks
+	// (--tcp-probe-ports), at AppIP.
+	TCPProbePorts []uint16
 	// AppPorts are further ports of --app-addr's host that mesh peers may
 	// name in explicit mode (--app-ports).
 	AppPorts []uint16
@@ -359,7 +362,9 @@ func Run(ctx context.Context, cfg Config) error {
 	var shutdownOnce sync.Once
 	adminSrv := &http.Server{
 		Handler: admin.Handler(admin.Options{
-			Gatherer: reg,
+			Gatherer:   reg,
+			ProbePorts: probePorts(cfg.TCPProbePorts),
+			ProbeTCP:   probeTCP(cfg.AppIP),
 			Ready: func() (bool, string) {
 				switch {
 				case draining.Load():
@@ -409,4 +414,30 @@ func Run(ctx context.Context, cfg Config) error {
 	bg.Wait()
 	log.Info("stopped")
 	return nil
+}
+
+func probePorts(ports []uint16) map[int]bool {
+	m := make(map[int]bool, len(ports))
+	for _, p := range ports {
+		m[int(p)] = true
+	}
+	return m
+}
+
+// probeTCP connects to the app's port where the inbound side reaches the
+// app (the pod IP, else loopback), as the kubelet's tcpSocket probe would
+// if the proxy did not stand in front of the port.
+func probeTCP(appIP string) func(ctx context.Context, port int) error {
+	host := appIP
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return func(ctx context.Context, port int) error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
 }

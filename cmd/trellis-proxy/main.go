@@ -58,6 +58,7 @@ func run(args []string, stderr io.Writer) int {
 		cfg                   proxy.Config
 		opaquePorts, logLevel string
 		appPorts              string
+		probePorts            string
 		showVersion           bool
 		rc                    runtimeConfig
 	)
@@ -82,6 +83,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "drain time on SIGTERM or POST /shutdown")
 	fs.StringVar(&cfg.AppIP, "app-ip", "", "transparent mode: the address inbound traffic is forwarded to (the pod IP; the injector sets it from status.podIP), so processes listening only on loopback are not exposed to the mesh (empty: 127.0.0.1)")
+	fs.StringVar(&probePorts, "tcp-probe-ports", "", "app ports GET /tcp-probe/PORT on the admin address checks by connecting to the app (the injector turns the app's tcpSocket probes into these: a kubelet connection to a redirected port reaches the proxy, which accepts it whether or not the app listens)")
 	fs.StringVar(&appPorts, "app-ports", "", "explicit mode: further ports of --app-addr's host that mesh peers may name as target port (--app-addr's own port always may; any other is refused)")
 	fs.StringVar(&cfg.DefaultInboundPolicy, "default-inbound-policy", "all-unauthenticated", "what applies to a port no Server selects, and to a Server that leaves it unset: deny, audit (allow, count would-be denials), all-authenticated (only mesh mTLS peers), cluster-authenticated (only mesh peers of this trust domain) or all-unauthenticated; a refused caller gets 403, gRPC PERMISSION_DENIED or a closed connection")
 	fs.StringVar(&cfg.MeshTransport, "mesh-transport", "lean", "HTTP/2 implementation between proxies: lean (proxy/meshh2, the default) or xnet (golang.org/x/net/http2, deprecated)")
@@ -113,6 +115,10 @@ func run(args []string, stderr io.Writer) int {
 	var err error
 	if cfg.OpaquePorts, err = proxy.ParsePorts(opaquePorts); err != nil {
 		fmt.Fprintln(stderr, "trellis-proxy: --opaque-ports:", err)
+		return 2
+	}
+	if cfg.TCPProbePorts, err = proxy.ParsePorts(probePorts); err != nil {
+		fmt.Fprintln(stderr, "trellis-proxy: --tcp-probe-ports:", err)
 		return 2
 	}
 	if cfg.AppPorts, err = proxy.ParsePorts(appPorts); err != nil {

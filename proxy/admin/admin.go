@@ -1,13 +1,18 @@
-// Package admin serves the proxy's admin endpoints: /metrics, /ready, /live
-// and /shutdown.
+// Package admin serves the proxy's admin endpoints: /metrics, /ready, /live,
+// /shutdown and /tcp-probe/PORT.
 package admin
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -27,6 +32,13 @@ type Options struct {
 	ThroughProxy func(netip.AddrPort) bool
 	// Logger records who asked for a shutdown, and refusals.
 	Logger *slog.Logger
+	// ProbePorts are the app ports GET /tcp-probe/PORT checks, with
+	// ProbeTCP: the injector turns the app's tcpSocket probes into these,
+	// since a kubelet connection to the app's port is redirected to the
+	// proxy, which accepts it whether or not the app listens.
+	ProbePorts map[int]bool
+	// ProbeTCP connects to the app's port and closes the connection.
+	ProbeTCP func(ctx context.Context, port int) error
 }
 
 // Handler returns the admin HTTP handler.
@@ -70,7 +82,45 @@ func Handler(o Options) http.Handler {
 		io.WriteString(w, "live\n")
 	})
 	mux.Handle("/shutdown", shutdownHandler(o))
+	if o.ProbeTCP != nil && len(o.ProbePorts) > 0 {
+		mux.Handle("/tcp-probe/", tcpProbeHandler(o))
+	}
 	return mux
+}
+
+// probeTimeout bounds one tcp-probe's connect; the kubelet's own timeout
+// (the probe's timeoutSeconds, 1 s by default) usually ends it first.
+const probeTimeout = 5 * time.Second
+
+// tcpProbeHandler serves GET /tcp-probe/PORT: 200 when the app accepts a
+// connection on PORT, 503 when it does not. Only the ports the injector
+// listed are probed, so the admin port (reachable from the network) is no
+// port scanner.
+func tcpProbeHandler(o Options) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allow(w, r, http.MethodGet, http.MethodHead) {
+			return
+		}
+		arg := strings.TrimPrefix(r.URL.Path, "/tcp-probe/")
+		port, err := strconv.Atoi(arg)
+		if err != nil || port < 1 || port > 65535 || strconv.Itoa(port) != arg {
+			http.Error(w, fmt.Sprintf("tcp-probe: %q is not a port number", arg), http.StatusBadRequest)
+			return
+		}
+		if !o.ProbePorts[port] {
+			http.Error(w, fmt.Sprintf("tcp-probe: port %d is not one of the app's probed ports", port), http.StatusNotFound)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), probeTimeout)
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := o.ProbeTCP(ctx, port); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, fmt.Sprintf("app port %d: %v\n", port, err))
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
 }
 
 // shutdownHandler serves POST /shutdown. Only a process of the pod may stop

@@ -1,9 +1,13 @@
 package admin
 
 import (
+	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -151,5 +155,74 @@ func TestNilOptions(t *testing.T) {
 	h.ServeHTTP(rec, req)
 	if rec.Code != http.StatusAccepted {
 		t.Errorf("POST /shutdown with nil Shutdown = %d, want 202", rec.Code)
+	}
+}
+
+// GET /tcp-probe/PORT connects to a real app port: 200 while the app
+// listens, 503 once it does not, 404 for a port the injector did not
+// list, 400 for anything but a port number.
+func TestTCPProbe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	live := ln.Addr().(*net.TCPAddr).Port
+	gone, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := gone.Addr().(*net.TCPAddr).Port
+	_ = gone.Close()
+	var d net.Dialer
+	srv := httptest.NewServer(Handler(Options{
+		ProbePorts: map[int]bool{live: true, dead: true},
+		ProbeTCP: func(ctx context.Context, port int) error {
+			c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if err == nil {
+				_ = c.Close()
+			}
+			return err
+		},
+	}))
+	defer srv.Close()
+	f := &fixture{srv: srv}
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", fmt.Sprintf("/tcp-probe/%d", live), 200},
+		{"HEAD", fmt.Sprintf("/tcp-probe/%d", live), 200},
+		{"GET", fmt.Sprintf("/tcp-probe/%d", dead), 503},
+		{"GET", "/tcp-probe/1", 404},
+		{"GET", "/tcp-probe/0", 400},
+		{"GET", "/tcp-probe/65536", 400},
+		{"GET", fmt.Sprintf("/tcp-probe/0%d", live), 400},
+		{"GET", "/tcp-probe/x", 400},
+		{"GET", "/tcp-probe/", 400},
+		{"POST", fmt.Sprintf("/tcp-probe/%d", live), 405},
+	} {
+		if got, body := f.do(t, tc.method, tc.path); got != tc.want {
+			t.Errorf("%s %s: %d %q, want %d", tc.method, tc.path, got, body, tc.want)
+		}
+	}
+	_ = ln.Close()
+	if got, body := f.do(t, "GET", fmt.Sprintf("/tcp-probe/%d", live)); got != 503 {
+		t.Errorf("after the app closed its listener: %d %q, want 503", got, body)
+	}
+}
+
+func TestTCPProbeOffWithoutPorts(t *testing.T) {
+	f := newFixture(t)
+	if got, _ := f.do(t, "GET", "/tcp-probe/80"); got != 404 {
+		t.Errorf("tcp-probe without probed ports: %d, want 404", got)
 	}
 }
