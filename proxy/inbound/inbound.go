@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
@@ -68,9 +67,6 @@ type Config struct {
 	DialTimeout      time.Duration // default 5s
 	OpaquePorts      map[uint16]bool
 	OrigDst          func(net.Conn) (netip.AddrPort, error)
-	// MeshTransport serves mesh HTTP/2 with the lean proxy/meshh2 server
-	// ("lean", default) or x/net ("xnet").
-	MeshTransport string
 
 	// HeaderTimeout bounds reading an HTTP/1 request head (default 30s).
 	HeaderTimeout time.Duration
@@ -83,12 +79,6 @@ type Config struct {
 	Trace pipeline.Layer
 }
 
-// Mesh transports (Config.MeshTransport).
-const (
-	MeshTransportXNet = "xnet"
-	MeshTransportLean = "lean"
-)
-
 // Proxy is the inbound proxy.
 type Proxy struct {
 	cfg     Config
@@ -98,7 +88,7 @@ type Proxy struct {
 	dialer  net.Dialer
 	h1      *forward.H1Client // HTTP/1.1 towards the app
 	h2c     *http2.Transport  // prior-knowledge HTTP/2 towards the app
-	srv     *listen.HTTP      // HTTP/1 and HTTP/2 callers, mesh HTTP/2 over xnet
+	srv     *listen.HTTP      // plain HTTP/1 and HTTP/2 (h2c) callers
 	ln      *listen.Listener
 	targets *appTargets
 	// authorizer is the authz stage's policy.
@@ -147,13 +137,6 @@ func New(cfg Config) (*Proxy, error) {
 	targets, err := newAppTargets(cfg)
 	if err != nil {
 		return nil, err
-	}
-	switch cfg.MeshTransport {
-	case "":
-		cfg.MeshTransport = MeshTransportLean
-	case MeshTransportXNet, MeshTransportLean:
-	default:
-		return nil, errors.New("inbound: mesh transport must be xnet or lean, got " + strconv.Quote(cfg.MeshTransport))
 	}
 	p := &Proxy{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
@@ -374,11 +357,7 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 	mi := &connInfo{peer: id.String(), tls: true, target: info.target, targetErr: info.targetErr, raw: info.raw}
 	switch cs.NegotiatedProtocol {
 	case transport.ALPNHTTP:
-		if p.cfg.MeshTransport == MeshTransportLean {
-			p.serveLean(tc, mi)
-			return
-		}
-		p.serveH2(tc, mi)
+		p.serveLean(tc, mi)
 	case transport.ALPNOpaque:
 		_ = tc.SetReadDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
 		h, err := transport.ReadHeader(tc)

@@ -41,20 +41,15 @@ type poolKey struct {
 	id   identity.ID // zero: plain h2c
 }
 
-// meshConn is a multiplexed HTTP/2 client connection: x/net's
-// *http2.ClientConn or the lean *meshh2.ClientConn.
+// meshConn is a multiplexed HTTP/2 client connection: the lean
+// *meshh2.ClientConn to a peer proxy, x/net's *http2.ClientConn to a plain
+// h2c endpoint.
 type meshConn interface {
 	ReserveNewRequest() bool
 	RoundTrip(*http.Request) (*http.Response, error)
 	Shutdown(context.Context) error
 	Close() error
 }
-
-// Mesh transports (Config.MeshTransport).
-const (
-	MeshTransportXNet = "xnet"
-	MeshTransportLean = "lean"
-)
 
 type dialCall struct {
 	done chan struct{}
@@ -64,8 +59,7 @@ type dialCall struct {
 // pool holds one multiplexed HTTP/2 connection per (peer address, identity),
 // dialed once (singleflight) and redialed when it can take no new request.
 type pool struct {
-	t2      *http2.Transport
-	lean    bool // meshh2 for mesh (mTLS) connections; h2c stays on x/net
+	t2      *http2.Transport // plain h2c endpoints; mesh (mTLS) peers use meshh2
 	dialer  *dialer
 	mu      sync.Mutex
 	conns   map[poolKey]meshConn
@@ -73,9 +67,8 @@ type pool struct {
 	closed  bool
 }
 
-func newPool(d *dialer, transport string) *pool {
+func newPool(d *dialer) *pool {
 	return &pool{
-		lean: transport == MeshTransportLean,
 		t2: &http2.Transport{
 			// Idle peer connections are closed so conns replaced in the pool
 			// (full or going away) do not linger.
@@ -160,7 +153,7 @@ func (p *pool) dial(k poolKey) (meshConn, error) {
 		return nil, err
 	}
 	var cc meshConn
-	if p.lean && !k.id.IsZero() {
+	if !k.id.IsZero() {
 		cc, err = meshh2.NewClientConn(c, meshh2.ClientOptions{
 			ReadIdleTimeout: p.t2.ReadIdleTimeout,
 			PingTimeout:     p.t2.PingTimeout,
