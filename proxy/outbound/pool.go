@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 x/net/http2 ServeConn/NewClientConn give per-connection control (mesh TLS, sniffed conns, one pooled conn per peer) that net/http does not expose yet.
-
 package outbound
 
 import (
@@ -11,8 +9,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/proxy/meshh2"
@@ -41,15 +37,24 @@ type poolKey struct {
 	id   identity.ID // zero: plain h2c
 }
 
-// meshConn is a multiplexed HTTP/2 client connection: the lean
-// *meshh2.ClientConn to a peer proxy, x/net's *http2.ClientConn to a plain
-// h2c endpoint.
+// meshConn is a multiplexed HTTP/2 client connection (*meshh2.ClientConn),
+// to a peer proxy over mesh TLS or to a plain h2c endpoint.
 type meshConn interface {
 	ReserveNewRequest() bool
 	RoundTrip(*http.Request) (*http.Response, error)
 	Shutdown(context.Context) error
 	Close() error
 }
+
+// The pool's connection timeouts, as x/net's Transport had them: a peer
+// silent for readIdleTimeout is pinged and dropped pingTimeout later, and
+// a conn without streams for idleConnTimeout is closed, so conns replaced
+// in the pool (full or going away) do not linger.
+const (
+	readIdleTimeout = 30 * time.Second
+	pingTimeout     = 10 * time.Second
+	idleConnTimeout = 5 * time.Minute
+)
 
 type dialCall struct {
 	done chan struct{}
@@ -59,7 +64,6 @@ type dialCall struct {
 // pool holds one multiplexed HTTP/2 connection per (peer address, identity),
 // dialed once (singleflight) and redialed when it can take no new request.
 type pool struct {
-	t2      *http2.Transport // plain h2c endpoints; mesh (mTLS) peers use meshh2
 	dialer  *dialer
 	mu      sync.Mutex
 	conns   map[poolKey]meshConn
@@ -69,18 +73,6 @@ type pool struct {
 
 func newPool(d *dialer) *pool {
 	return &pool{
-		t2: &http2.Transport{
-			// Idle peer connections are closed so conns replaced in the pool
-			// (full or going away) do not linger.
-			IdleConnTimeout:            5 * time.Minute,
-			ReadIdleTimeout:            30 * time.Second,
-			PingTimeout:                10 * time.Second,
-			AllowHTTP:                  true,
-			StrictMaxConcurrentStreams: false,
-			// No Accept-Encoding of our own, and so no transparent
-			// decompression of the app's response.
-			DisableCompression: true,
-		},
 		dialer:  d,
 		conns:   make(map[poolKey]meshConn),
 		dialing: make(map[poolKey]*dialCall),
@@ -152,16 +144,14 @@ func (p *pool) dial(k poolKey) (meshConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	var cc meshConn
-	if !k.id.IsZero() {
-		cc, err = meshh2.NewClientConn(c, meshh2.ClientOptions{
-			ReadIdleTimeout: p.t2.ReadIdleTimeout,
-			PingTimeout:     p.t2.PingTimeout,
-			IdleTimeout:     p.t2.IdleConnTimeout,
-		})
-	} else {
-		cc, err = p.t2.NewClientConn(c)
-	}
+	// The same client for both: meshh2 speaks prior-knowledge h2c on a
+	// plain conn as it speaks h2 over mesh TLS. It sends no Accept-Encoding
+	// of its own, and so never decompresses the app's response.
+	cc, err := meshh2.NewClientConn(c, meshh2.ClientOptions{
+		ReadIdleTimeout: readIdleTimeout,
+		PingTimeout:     pingTimeout,
+		IdleTimeout:     idleConnTimeout,
+	})
 	if err != nil {
 		_ = c.Close()
 		return nil, &connectError{addr: k.addr, err: err}
