@@ -4,7 +4,7 @@
 // plain-text callers and the app's own TLS through.
 package inbound
 
-//lint:file-ignore SA1019 x/net/http2 ServeConn/NewClientConn give per-connection control (mesh TLS, sniffed conns, one pooled conn per peer) that net/http does not expose yet.
+//lint:file-ignore SA1019 the h2c client towards the app is still x/net's http2.Transport (see the h2c field).
 
 import (
 	"context"
@@ -25,7 +25,6 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/listen"
-	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
@@ -97,9 +96,6 @@ type Proxy struct {
 	// refuseLog rate-limits refusal log lines per caller and reason.
 	refuseLog *ratelog.Limiter
 
-	mu   sync.Mutex
-	lean map[*meshh2.ServerConn]struct{} // live lean mesh conns, for drain
-
 	errs *proxyerr.Renderer // the responses this proxy gives itself
 }
 
@@ -141,7 +137,6 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
 		targets: targets, refuseLog: ratelog.New(cfg.Logger, 0), authorizer: cfg.Authorizer,
-		lean:    make(map[*meshh2.ServerConn]struct{}),
 		tlsConf: cfg.Store.ServerConfig([]string{transport.ALPNHTTP, transport.ALPNOpaque}),
 		dialer:  net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
 	}
@@ -210,18 +205,8 @@ func (p *Proxy) Serve(ln net.Listener) error { return p.ln.Serve(ln) }
 // Shutdown drains: listeners stop accepting, HTTP/2 peers get GOAWAY, idle
 // HTTP/1 connections close, and in-flight work gets until ctx ends.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	p.mu.Lock()
 	p.ln.Close()
-	leanConns := make([]*meshh2.ServerConn, 0, len(p.lean))
-	for sc := range p.lean {
-		leanConns = append(leanConns, sc)
-	}
-	p.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, sc := range leanConns {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = sc.Shutdown(ctx) }()
-	}
 	p.srv.Shutdown(ctx, &wg)
 	err := p.ln.Wait(ctx)
 	wg.Wait()
@@ -308,30 +293,10 @@ func (p *Proxy) serveH2(c net.Conn, info *connInfo) {
 	p.srv.ServeHTTP2(context.WithValue(context.Background(), connInfoKey{}, info), c)
 }
 
-// serveLean serves a mesh HTTP/2 connection with proxy/meshh2: handlers
-// write frames directly, without x/net's serve-loop handoffs.
-func (p *Proxy) serveLean(c net.Conn, info *connInfo) {
-	sc := meshh2.NewServerConn(c, meshh2.ServerOptions{
-		Handler: p.srv.Handler(),
-		// Not cancelled by Shutdown: in-flight requests finish during a drain.
-		BaseContext:          context.WithValue(context.Background(), connInfoKey{}, info),
-		MaxConcurrentStreams: p.srv.MaxConcurrentStreams(),
-		Logger:               p.log,
-	})
-	p.mu.Lock()
-	if p.ln.Closing() {
-		p.mu.Unlock()
-		_ = c.Close()
-		return
-	}
-	p.lean[sc] = struct{}{}
-	p.mu.Unlock()
-	if err := sc.Serve(); err != nil {
-		p.log.Debug("inbound: mesh connection ended", "peer", info.peer, "err", err)
-	}
-	p.mu.Lock()
-	delete(p.lean, sc)
-	p.mu.Unlock()
+// serveMeshH2 serves a mesh peer's HTTP/2 connection (proxy/meshh2).
+func (p *Proxy) serveMeshH2(c net.Conn, info *connInfo) {
+	// Not cancelled by Shutdown: in-flight requests finish during a drain.
+	p.srv.ServeMesh(context.WithValue(context.Background(), connInfoKey{}, info), c)
 }
 
 // serveMesh terminates mesh TLS and dispatches on ALPN.
@@ -357,7 +322,7 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 	mi := &connInfo{peer: id.String(), tls: true, target: info.target, targetErr: info.targetErr, raw: info.raw}
 	switch cs.NegotiatedProtocol {
 	case transport.ALPNHTTP:
-		p.serveLean(tc, mi)
+		p.serveMeshH2(tc, mi)
 	case transport.ALPNOpaque:
 		_ = tc.SetReadDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
 		h, err := transport.ReadHeader(tc)
