@@ -64,8 +64,9 @@ type Config struct {
 	// PodName is the pod's name (Kubernetes), sent with policy watches so
 	// the controller answers for exactly this pod's Servers.
 	PodName string
-	// CaptureStdLog routes the standard log package (where x/net/http2's
-	// client side prints a peer's protocol errors) through Logger at debug
+	// CaptureStdLog routes the standard log package (where net/http's
+	// HTTP/2 client, the inbound's h2c towards the app, prints a peer's
+	// protocol errors) through Logger at debug
 	// and trellis_protocol_errors_total{direction="process"}. It is
 	// process-wide: only a main that runs one proxy sets it.
 	CaptureStdLog bool

@@ -4,8 +4,6 @@
 // plain-text callers and the app's own TLS through.
 package inbound
 
-//lint:file-ignore SA1019 the h2c client towards the app is still x/net's http2.Transport (see the h2c field).
-
 import (
 	"context"
 	"crypto/tls"
@@ -15,11 +13,10 @@ import (
 	"github.com/trellis-mesh/trellis/internal/ratelog"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/trellis-mesh/trellis/proxy/app"
 	"github.com/trellis-mesh/trellis/proxy/detect"
@@ -86,7 +83,7 @@ type Proxy struct {
 	tlsConf *tls.Config
 	dialer  net.Dialer
 	h1      *forward.H1Client // HTTP/1.1 towards the app
-	h2c     *http2.Transport  // prior-knowledge HTTP/2 towards the app
+	h2c     *http.Transport   // prior-knowledge HTTP/2 towards the app
 	srv     *listen.HTTP      // plain HTTP/1 and HTTP/2 (h2c) callers
 	ln      *listen.Listener
 	targets *appTargets
@@ -149,11 +146,13 @@ func New(cfg Config) (*Proxy, error) {
 		IdleTimeout:           90 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
-	p.h2c = &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return p.dialApp(ctx, network, addr)
-		},
+	// net/http's own h2c (the HTTP/2 code x/net's deprecated Transport
+	// shares): only unencrypted HTTP/2, with prior knowledge.
+	var h2cOnly http.Protocols
+	h2cOnly.SetUnencryptedHTTP2(true)
+	p.h2c = &http.Transport{
+		DialContext:     p.dialApp,
+		Protocols:       &h2cOnly,
 		IdleConnTimeout: 5 * time.Minute,
 		// No Accept-Encoding of our own, and so no transparent
 		// decompression of the app's response.
