@@ -64,12 +64,9 @@ type Config struct {
 	// PodName is the pod's name (Kubernetes), sent with policy watches so
 	// the controller answers for exactly this pod's Servers.
 	PodName string
-	// MeshTransport is the HTTP/2 implementation on mesh connections, both
-	// directions: "lean" (proxy/meshh2, the default) or "xnet"
-	// (golang.org/x/net/http2, kept while it is retired).
-	MeshTransport string
-	// CaptureStdLog routes the standard log package (where x/net/http2's
-	// client side prints a peer's protocol errors) through Logger at debug
+	// CaptureStdLog routes the standard log package (where net/http's
+	// HTTP/2 client, the inbound's h2c towards the app, prints a peer's
+	// protocol errors) through Logger at debug
 	// and trellis_protocol_errors_total{direction="process"}. It is
 	// process-wide: only a main that runs one proxy sets it.
 	CaptureStdLog bool
@@ -139,11 +136,6 @@ func (c *Config) validate() error {
 	need(c.AdminAddr, "--admin-addr")
 	if c.Mode != outbound.ModeExplicit && c.Mode != outbound.ModeTransparent {
 		errs = append(errs, fmt.Errorf("--mode must be explicit or transparent, got %q", c.Mode))
-	}
-	switch c.MeshTransport {
-	case "", outbound.MeshTransportXNet, outbound.MeshTransportLean:
-	default:
-		errs = append(errs, fmt.Errorf("--mesh-transport must be xnet or lean, got %q", c.MeshTransport))
 	}
 	if _, err := authz.ParseAccess(c.DefaultInboundPolicy); err != nil {
 		errs = append(errs, fmt.Errorf("--default-inbound-policy: %w", err))
@@ -302,9 +294,9 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		Metrics: m, Logger: log.With("component", "outbound"),
 		DetectTimeout: cfg.DetectTimeout, RequestTimeout: cfg.RequestTimeout, OpaquePorts: opaque,
-		MeshTransport: cfg.MeshTransport, HeaderTimeout: cfg.HeaderTimeout,
-		Tap:   tapHub.Layer(metrics.Outbound),
-		Trace: tracer.Outbound(),
+		HeaderTimeout: cfg.HeaderTimeout,
+		Tap:           tapHub.Layer(metrics.Outbound),
+		Trace:         tracer.Outbound(),
 	})
 	if err != nil {
 		return err
@@ -317,8 +309,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Store: store, Metrics: m, Logger: log.With("component", "inbound"),
 		AppAddr: cfg.AppAddr, Transparent: cfg.Mode == outbound.ModeTransparent,
 		DetectTimeout: cfg.DetectTimeout, OpaquePorts: opaque,
-		MeshTransport: cfg.MeshTransport,
-		AppIP:         cfg.AppIP, AppPorts: cfg.AppPorts, DefaultPolicy: cfg.DefaultInboundPolicy,
+		AppIP: cfg.AppIP, AppPorts: cfg.AppPorts, DefaultPolicy: cfg.DefaultInboundPolicy,
 		OwnPorts: func() []uint16 { return ownPorts }, SelfConns: self, HeaderTimeout: cfg.HeaderTimeout,
 		OrigDst:    observingOrigDst(policies, func() []uint16 { return ownPorts }),
 		Authorizer: enforcer,

@@ -4,8 +4,6 @@
 // plain-text callers and the app's own TLS through.
 package inbound
 
-//lint:file-ignore SA1019 x/net/http2 ServeConn/NewClientConn give per-connection control (mesh TLS, sniffed conns, one pooled conn per peer) that net/http does not expose yet.
-
 import (
 	"context"
 	"crypto/tls"
@@ -15,18 +13,15 @@ import (
 	"github.com/trellis-mesh/trellis/internal/ratelog"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/trellis-mesh/trellis/proxy/app"
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/listen"
-	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
@@ -68,9 +63,6 @@ type Config struct {
 	DialTimeout      time.Duration // default 5s
 	OpaquePorts      map[uint16]bool
 	OrigDst          func(net.Conn) (netip.AddrPort, error)
-	// MeshTransport serves mesh HTTP/2 with the lean proxy/meshh2 server
-	// ("lean", default) or x/net ("xnet").
-	MeshTransport string
 
 	// HeaderTimeout bounds reading an HTTP/1 request head (default 30s).
 	HeaderTimeout time.Duration
@@ -83,12 +75,6 @@ type Config struct {
 	Trace pipeline.Layer
 }
 
-// Mesh transports (Config.MeshTransport).
-const (
-	MeshTransportXNet = "xnet"
-	MeshTransportLean = "lean"
-)
-
 // Proxy is the inbound proxy.
 type Proxy struct {
 	cfg     Config
@@ -97,8 +83,8 @@ type Proxy struct {
 	tlsConf *tls.Config
 	dialer  net.Dialer
 	h1      *forward.H1Client // HTTP/1.1 towards the app
-	h2c     *http2.Transport  // prior-knowledge HTTP/2 towards the app
-	srv     *listen.HTTP      // HTTP/1 and HTTP/2 callers, mesh HTTP/2 over xnet
+	h2c     *http.Transport   // prior-knowledge HTTP/2 towards the app
+	srv     *listen.HTTP      // plain HTTP/1 and HTTP/2 (h2c) callers
 	ln      *listen.Listener
 	targets *appTargets
 	// authorizer is the authz stage's policy.
@@ -106,9 +92,6 @@ type Proxy struct {
 	app        *app.Stage
 	// refuseLog rate-limits refusal log lines per caller and reason.
 	refuseLog *ratelog.Limiter
-
-	mu   sync.Mutex
-	lean map[*meshh2.ServerConn]struct{} // live lean mesh conns, for drain
 
 	errs *proxyerr.Renderer // the responses this proxy gives itself
 }
@@ -148,17 +131,9 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch cfg.MeshTransport {
-	case "":
-		cfg.MeshTransport = MeshTransportLean
-	case MeshTransportXNet, MeshTransportLean:
-	default:
-		return nil, errors.New("inbound: mesh transport must be xnet or lean, got " + strconv.Quote(cfg.MeshTransport))
-	}
 	p := &Proxy{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
 		targets: targets, refuseLog: ratelog.New(cfg.Logger, 0), authorizer: cfg.Authorizer,
-		lean:    make(map[*meshh2.ServerConn]struct{}),
 		tlsConf: cfg.Store.ServerConfig([]string{transport.ALPNHTTP, transport.ALPNOpaque}),
 		dialer:  net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
 	}
@@ -171,11 +146,13 @@ func New(cfg Config) (*Proxy, error) {
 		IdleTimeout:           90 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
-	p.h2c = &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return p.dialApp(ctx, network, addr)
-		},
+	// net/http's own h2c (the HTTP/2 code x/net's deprecated Transport
+	// shares): only unencrypted HTTP/2, with prior knowledge.
+	var h2cOnly http.Protocols
+	h2cOnly.SetUnencryptedHTTP2(true)
+	p.h2c = &http.Transport{
+		DialContext:     p.dialApp,
+		Protocols:       &h2cOnly,
 		IdleConnTimeout: 5 * time.Minute,
 		// No Accept-Encoding of our own, and so no transparent
 		// decompression of the app's response.
@@ -227,18 +204,8 @@ func (p *Proxy) Serve(ln net.Listener) error { return p.ln.Serve(ln) }
 // Shutdown drains: listeners stop accepting, HTTP/2 peers get GOAWAY, idle
 // HTTP/1 connections close, and in-flight work gets until ctx ends.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	p.mu.Lock()
 	p.ln.Close()
-	leanConns := make([]*meshh2.ServerConn, 0, len(p.lean))
-	for sc := range p.lean {
-		leanConns = append(leanConns, sc)
-	}
-	p.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, sc := range leanConns {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = sc.Shutdown(ctx) }()
-	}
 	p.srv.Shutdown(ctx, &wg)
 	err := p.ln.Wait(ctx)
 	wg.Wait()
@@ -325,30 +292,10 @@ func (p *Proxy) serveH2(c net.Conn, info *connInfo) {
 	p.srv.ServeHTTP2(context.WithValue(context.Background(), connInfoKey{}, info), c)
 }
 
-// serveLean serves a mesh HTTP/2 connection with proxy/meshh2: handlers
-// write frames directly, without x/net's serve-loop handoffs.
-func (p *Proxy) serveLean(c net.Conn, info *connInfo) {
-	sc := meshh2.NewServerConn(c, meshh2.ServerOptions{
-		Handler: p.srv.Handler(),
-		// Not cancelled by Shutdown: in-flight requests finish during a drain.
-		BaseContext:          context.WithValue(context.Background(), connInfoKey{}, info),
-		MaxConcurrentStreams: p.srv.MaxConcurrentStreams(),
-		Logger:               p.log,
-	})
-	p.mu.Lock()
-	if p.ln.Closing() {
-		p.mu.Unlock()
-		_ = c.Close()
-		return
-	}
-	p.lean[sc] = struct{}{}
-	p.mu.Unlock()
-	if err := sc.Serve(); err != nil {
-		p.log.Debug("inbound: mesh connection ended", "peer", info.peer, "err", err)
-	}
-	p.mu.Lock()
-	delete(p.lean, sc)
-	p.mu.Unlock()
+// serveMeshH2 serves a mesh peer's HTTP/2 connection (proxy/meshh2).
+func (p *Proxy) serveMeshH2(c net.Conn, info *connInfo) {
+	// Not cancelled by Shutdown: in-flight requests finish during a drain.
+	p.srv.ServeMesh(context.WithValue(context.Background(), connInfoKey{}, info), c)
 }
 
 // serveMesh terminates mesh TLS and dispatches on ALPN.
@@ -374,11 +321,7 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 	mi := &connInfo{peer: id.String(), tls: true, target: info.target, targetErr: info.targetErr, raw: info.raw}
 	switch cs.NegotiatedProtocol {
 	case transport.ALPNHTTP:
-		if p.cfg.MeshTransport == MeshTransportLean {
-			p.serveLean(tc, mi)
-			return
-		}
-		p.serveH2(tc, mi)
+		p.serveMeshH2(tc, mi)
 	case transport.ALPNOpaque:
 		_ = tc.SetReadDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
 		h, err := transport.ReadHeader(tc)

@@ -152,23 +152,5 @@ func TestServeAfterClose(t *testing.T) {
 // detected is trellis_protocol_detect_total{direction=outbound,protocol,result=ok}.
 func detected(t *testing.T, reg *prometheus.Registry, protocol string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "trellis_protocol_detect_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			l := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				l[lp.GetName()] = lp.GetValue()
-			}
-			if l["direction"] == metrics.Outbound && l["protocol"] == protocol && l["result"] == "ok" {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return counter(t, reg, "trellis_protocol_detect_total", map[string]string{"direction": metrics.Outbound, "protocol": protocol, "result": "ok"})
 }

@@ -36,6 +36,16 @@ type ServerOptions struct {
 	// negative: never), so a peer cannot hold idle conns for ever.
 	IdleTimeout time.Duration
 	Logger      *slog.Logger
+	// AcceptConnect passes CONNECT requests (RFC 9113 section 8.5:
+	// :authority only) to Handler, as x/net's server does, for an
+	// app-facing server whose handler answers them; the mesh hop never
+	// carries CONNECT, so it refuses them (PROTOCOL_ERROR) by default.
+	AcceptConnect bool
+	// ProtocolError, when set, is told why the peer's connection ended
+	// in an error of the peer's making (a connection error answered with
+	// GOAWAY, a bad client preface): what x/net's server printed to its
+	// ErrorLog, so that it can be logged and counted.
+	ProtocolError func(err error)
 }
 
 // ServerConn serves HTTP/2 requests on one connection.
@@ -109,6 +119,9 @@ func (sc *ServerConn) Serve() error {
 		sc.mu.Unlock()
 		sc.writeGoAway(last, http2.ErrCode(ce), "")
 	}
+	if sc.opts.ProtocolError != nil && (errors.As(err, &ce) || errors.Is(err, errBadPreface)) {
+		sc.opts.ProtocolError(err)
+	}
 	cause := err
 	if errors.Is(cause, io.EOF) {
 		cause = ErrClosed
@@ -131,7 +144,7 @@ func (sc *ServerConn) serve() error {
 		return fmt.Errorf("meshh2: reading client preface: %w", err)
 	}
 	if string(pre[:]) != http2.ClientPreface {
-		return errors.New("meshh2: bad client preface")
+		return errBadPreface
 	}
 	err := sc.writePreamble(false,
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.opts.MaxConcurrentStreams},
@@ -206,6 +219,8 @@ func (sc *ServerConn) checkIdle() {
 	sc.mu.Unlock()
 	sc.writeGoAway(last, http2.ErrCodeNo, "idle")
 }
+
+var errBadPreface = errors.New("meshh2: bad client preface")
 
 // goAwayGrace is how long an idle conn stays open after its GOAWAY.
 const goAwayGrace = time.Second
@@ -356,11 +371,18 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	method, path := f.PseudoValue("method"), f.PseudoValue("path")
 	authority, scheme := f.PseudoValue("authority"), f.PseudoValue("scheme")
 	// RFC 9113 section 8.3.1: every request but CONNECT (which the mesh
-	// hop does not carry) has :method, :scheme and :path. :method is a
+	// hop does not carry) has :method, :scheme and :path; a CONNECT has
+	// :authority and neither of the others (section 8.5). :method is a
 	// token (RFC 9110 section 9.1): anything else is malformed, not a
 	// method to forward, tap or name a span after.
-	if method == "" || path == "" || scheme == "" || method == http.MethodConnect || f.PseudoValue("status") != "" ||
-		!httpguts.ValidHeaderFieldName(method) {
+	connect := method == http.MethodConnect && sc.opts.AcceptConnect
+	var malformed bool
+	if connect {
+		malformed = authority == "" || path != "" || scheme != ""
+	} else {
+		malformed = method == "" || path == "" || scheme == "" || method == http.MethodConnect
+	}
+	if malformed || f.PseudoValue("status") != "" || !httpguts.ValidHeaderFieldName(method) {
 		sc.writeRST(id, http2.ErrCodeProtocol)
 		return nil
 	}
@@ -368,8 +390,11 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		sc.writeRST(id, http2.ErrCodeProtocol)
 		return nil
 	}
-	u, err := url.ParseRequestURI(path)
-	if err != nil {
+	var u *url.URL
+	var err error
+	if connect {
+		u, path = &url.URL{Host: authority}, authority
+	} else if u, err = url.ParseRequestURI(path); err != nil {
 		sc.writeRST(id, http2.ErrCodeProtocol)
 		return nil
 	}

@@ -15,16 +15,14 @@ import (
 // TestUnmeshedEndpointProtocol: an endpoint outside the mesh is spoken to
 // by the client proxy itself, in the protocol its hint names, and receives
 // no trellis-* header and no User-Agent of the proxy's own.
-func TestUnmeshedEndpointProtocol(t *testing.T) { forTransports(t, testUnmeshedEndpointProtocol) }
-
-func testUnmeshedEndpointProtocol(t *testing.T, transport string) {
+func TestUnmeshedEndpointProtocol(t *testing.T) {
 	type seen struct {
 		proto  string
 		header http.Header
 	}
 	got := make(chan seen, 4)
 	// net/http without TLS and without Protocols: HTTP/1.1 only.
-	p := newPair(t, pairOpts{transport: transport, app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p := newPair(t, pairOpts{app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		got <- seen{proto: r.Proto, header: r.Header.Clone()}
 		_, _ = io.WriteString(w, "ok")

@@ -40,7 +40,7 @@ func enforcingPair(b *testing.B, sp *apiv1.ServerPolicy) (*pair, policy.Authoriz
 		if err != nil {
 			b.Fatal(err)
 		}
-		return newPair(b, pairOpts{transport: "lean", appListener: ln}), def, port
+		return newPair(b, pairOpts{appListener: ln}), def, port
 	}
 	ps := newPolicyServer()
 	ps.set(port, sp)
@@ -55,7 +55,7 @@ func enforcingPair(b *testing.B, sp *apiv1.ServerPolicy) (*pair, policy.Authoriz
 	if err != nil {
 		b.Fatal(err)
 	}
-	return newPair(b, pairOpts{transport: "lean", appListener: ln, authorizer: enf}), enf, port
+	return newPair(b, pairOpts{appListener: ln, authorizer: enf}), enf, port
 }
 
 // stageCPU is the CPU of one Authorize call of the inbound's Authorizer

@@ -131,7 +131,7 @@ func newAuthzRigApp(t *testing.T, def string, initial *apiv1.ServerPolicy, wrap 
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.pair = newPair(t, pairOpts{transport: "lean", appListener: ln, plainToApp: true, authorizer: enf})
+	r.pair = newPair(t, pairOpts{appListener: ln, plainToApp: true, authorizer: enf})
 	return r
 }
 

@@ -58,18 +58,14 @@ func BenchmarkDirectHTTP1(b *testing.B) {
 
 // BenchmarkOutboundInboundHTTP1: HTTP/1.1 app -> outbound -> mTLS HTTP/2 ->
 // inbound -> HTTP/1.1 app, all in process over loopback.
-func BenchmarkOutboundInboundHTTP1(b *testing.B) { benchTransports(b, benchOutboundInboundHTTP1) }
-
-func benchOutboundInboundHTTP1(b *testing.B, transport string) {
-	p := newPair(b, pairOpts{transport: transport, app: benchApp()})
+func BenchmarkOutboundInboundHTTP1(b *testing.B) {
+	p := newPair(b, pairOpts{app: benchApp()})
 	runBench(b, p.client, url("/books/1"))
 }
 
 // BenchmarkOutboundInboundH2C: an h2c (prior knowledge) app client through the
 // pair to an h2c app.
-func BenchmarkOutboundInboundH2C(b *testing.B) { benchTransports(b, benchOutboundInboundH2C) }
-
-func benchOutboundInboundH2C(b *testing.B, transport string) {
+func BenchmarkOutboundInboundH2C(b *testing.B) {
 	appLn := listen(b)
 	h2s := &http2.Server{}
 	go func() {
@@ -82,7 +78,7 @@ func benchOutboundInboundH2C(b *testing.B, transport string) {
 		}
 	}()
 	defer appLn.Close()
-	p := newPair(b, pairOpts{transport: transport, appListener: appLn})
+	p := newPair(b, pairOpts{appListener: appLn})
 	runBench(b, &http.Client{Transport: h2cClient(p.outAddr)}, url("/books/1"))
 }
 
@@ -126,10 +122,6 @@ func BenchmarkDirectHTTP1Serial(b *testing.B) {
 }
 
 func BenchmarkOutboundInboundHTTP1Serial(b *testing.B) {
-	benchTransports(b, benchOutboundInboundHTTP1Serial)
-}
-
-func benchOutboundInboundHTTP1Serial(b *testing.B, transport string) {
-	p := newPair(b, pairOpts{transport: transport, app: benchApp()})
+	p := newPair(b, pairOpts{app: benchApp()})
 	runSerial(b, p.client, url("/books/1"))
 }

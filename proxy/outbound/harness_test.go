@@ -90,7 +90,6 @@ type pair struct {
 }
 
 type pairOpts struct {
-	transport      string       // mesh HTTP/2: outbound.MeshTransportXNet or Lean
 	app            http.Handler // served as HTTP/1.1 (and h2c when h2c is true)
 	appListener    net.Listener // instead of app
 	expectID       identity.ID  // identity the outbound expects; default serverID
@@ -142,7 +141,7 @@ func newPair(t testing.TB, o pairOpts) *pair {
 	p.in, err = inbound.New(inbound.Config{Store: c.store(t, serverID), Metrics: inM, AppAddr: inApp,
 		// The app is a further port of the (unused) app address's host,
 		// named by the endpoint's target port.
-		AppPorts: append([]uint16{uint16(port)}, o.appPorts...), DetectTimeout: time.Second, MeshTransport: o.transport,
+		AppPorts: append([]uint16{uint16(port)}, o.appPorts...), DetectTimeout: time.Second,
 		Authorizer: o.authorizer, Trace: o.inTrace})
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +175,6 @@ func newPair(t testing.TB, o pairOpts) *pair {
 		Metrics:        p.outMetrics,
 		DetectTimeout:  time.Second,
 		RequestTimeout: o.requestTimeout,
-		MeshTransport:  o.transport,
 		Trace:          o.outTrace,
 	})
 	if err != nil {
@@ -268,21 +266,6 @@ func readAll(t testing.TB, r io.Reader) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-// transports are the mesh HTTP/2 implementations every pair test runs with.
-var transports = []string{outbound.MeshTransportXNet, outbound.MeshTransportLean}
-
-func forTransports(t *testing.T, fn func(t *testing.T, transport string)) {
-	for _, tr := range transports {
-		t.Run(tr, func(t *testing.T) { fn(t, tr) })
-	}
-}
-
-func benchTransports(b *testing.B, fn func(b *testing.B, transport string)) {
-	for _, tr := range transports {
-		b.Run(tr, func(b *testing.B) { fn(b, tr) })
-	}
 }
 
 func url(path string) string { return "http://" + strings.TrimSuffix(service, ":80") + path }

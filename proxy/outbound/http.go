@@ -5,8 +5,6 @@ import (
 	"errors"
 	"net/http"
 
-	"golang.org/x/net/http2"
-
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/meshh2"
@@ -66,25 +64,5 @@ func (p *Proxy) meshConn(ctx context.Context, ep balance.Endpoint) (http.RoundTr
 // the peer never processed the request (RFC 9113 8.7): a stream refused
 // with REFUSED_STREAM, a stream above the last stream ID of the peer's
 // GOAWAY, or a connection that became unusable before the request went
-// out.
-func isUnprocessed(err error) bool {
-	if errors.Is(err, meshh2.ErrUnprocessed) {
-		return true
-	}
-	var se http2.StreamError
-	if errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream {
-		return true
-	}
-	// x/net does not export these errors (its Transport retries them
-	// itself, but the pool drives ClientConns directly): match their text.
-	switch err.Error() {
-	case xnetGotGoAway, xnetConnUnusable:
-		return true
-	}
-	return false
-}
-
-const (
-	xnetGotGoAway    = "http2: Transport received Server's graceful shutdown GOAWAY"
-	xnetConnUnusable = "http2: client conn not usable"
-)
+// out. The pool's meshh2 conns mark all of them ErrUnprocessed.
+func isUnprocessed(err error) bool { return errors.Is(err, meshh2.ErrUnprocessed) }

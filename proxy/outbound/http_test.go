@@ -19,16 +19,14 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/balance"
 )
 
-func TestHTTP1RoundTrip(t *testing.T) { forTransports(t, testHTTP1RoundTrip) }
-
-func testHTTP1RoundTrip(t *testing.T, transport string) {
+func TestHTTP1RoundTrip(t *testing.T) {
 	type seen struct {
 		host, body, conn, keepAlive, mesh, te, custom, trailer string
 		proto                                                  string
 		chunked                                                bool
 	}
 	got := make(chan seen, 1)
-	p := newPair(t, pairOpts{transport: transport, app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p := newPair(t, pairOpts{app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		got <- seen{
 			host: r.Host, body: string(b), conn: r.Header.Get("X-Hop"), keepAlive: r.Header.Get("Keep-Alive"),
@@ -86,10 +84,8 @@ func testHTTP1RoundTrip(t *testing.T, transport string) {
 	eventually(t, "inbound response metric", func() bool { return counter(t, p.inReg, "trellis_responses_total", inLabels) == 1 })
 }
 
-func TestExpectContinue(t *testing.T) { forTransports(t, testExpectContinue) }
-
-func testExpectContinue(t *testing.T, transport string) {
-	p := newPair(t, pairOpts{transport: transport, app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func TestExpectContinue(t *testing.T) {
+	p := newPair(t, pairOpts{app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		_, _ = w.Write(b)
 	})})
@@ -119,10 +115,8 @@ func testExpectContinue(t *testing.T, transport string) {
 	}
 }
 
-func TestLargeAndSlowBodies(t *testing.T) { forTransports(t, testLargeAndSlowBodies) }
-
-func testLargeAndSlowBodies(t *testing.T, transport string) {
-	p := newPair(t, pairOpts{transport: transport, app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func TestLargeAndSlowBodies(t *testing.T) {
+	p := newPair(t, pairOpts{app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := sha256.New()
 		n, _ := io.Copy(h, r.Body)
 		w.Header().Set("X-Sum", fmt.Sprintf("%x", h.Sum(nil)))
@@ -145,7 +139,7 @@ func testLargeAndSlowBodies(t *testing.T, transport string) {
 	// A slow body: the app must get the first chunk before the client sends
 	// the last (streaming, not buffering).
 	first := make(chan struct{})
-	p2 := newPair(t, pairOpts{transport: transport, app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p2 := newPair(t, pairOpts{app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		buf := make([]byte, 5)
 		if _, err := io.ReadFull(r.Body, buf); err == nil {
 			close(first)
@@ -178,13 +172,9 @@ type zeroReader struct{}
 func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 func TestClientCancellationReachesServer(t *testing.T) {
-	forTransports(t, testClientCancellationReachesServer)
-}
-
-func testClientCancellationReachesServer(t *testing.T, transport string) {
 	cancelled := make(chan struct{})
 	started := make(chan struct{})
-	p := newPair(t, pairOpts{transport: transport, app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p := newPair(t, pairOpts{app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started)
 		select {
 		case <-r.Context().Done():
@@ -214,10 +204,8 @@ func testClientCancellationReachesServer(t *testing.T, transport string) {
 	}
 }
 
-func TestUnknownServiceAndTimeout(t *testing.T) { forTransports(t, testUnknownServiceAndTimeout) }
-
-func testUnknownServiceAndTimeout(t *testing.T, transport string) {
-	p := newPair(t, pairOpts{transport: transport, requestTimeout: 200 * time.Millisecond, app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func TestUnknownServiceAndTimeout(t *testing.T) {
+	p := newPair(t, pairOpts{requestTimeout: 200 * time.Millisecond, app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 		case <-time.After(10 * time.Second):
@@ -247,12 +235,10 @@ func testUnknownServiceAndTimeout(t *testing.T, transport string) {
 	})
 }
 
-func TestWrongIdentityRefused(t *testing.T) { forTransports(t, testWrongIdentityRefused) }
-
-func testWrongIdentityRefused(t *testing.T, transport string) {
+func TestWrongIdentityRefused(t *testing.T) {
 	other := identity.ID{TrustDomain: "cluster.local", Namespace: "demo", ServiceAccount: "impostor"}
 	served := make(chan struct{}, 1)
-	p := newPair(t, pairOpts{transport: transport, expectID: other, app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p := newPair(t, pairOpts{expectID: other, app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		served <- struct{}{}
 	})})
 	get := func() {
@@ -307,14 +293,12 @@ func testWrongIdentityRefused(t *testing.T, transport string) {
 	}
 }
 
-func TestRetryOnRefusedEndpoint(t *testing.T) { forTransports(t, testRetryOnRefusedEndpoint) }
-
-func testRetryOnRefusedEndpoint(t *testing.T, transport string) {
+func TestRetryOnRefusedEndpoint(t *testing.T) {
 	// An address nothing listens on.
 	ln := listen(t)
 	refused := ln.Addr().String()
 	_ = ln.Close()
-	p := newPair(t, pairOpts{transport: transport,
+	p := newPair(t, pairOpts{
 		extraEndpoints: []balance.Endpoint{{Addr: refused, Weight: 1000, Identity: serverID}},
 		app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, "ok")
@@ -340,10 +324,8 @@ func testRetryOnRefusedEndpoint(t *testing.T, transport string) {
 	}
 }
 
-func TestStatusCountsExact(t *testing.T) { forTransports(t, testStatusCountsExact) }
-
-func testStatusCountsExact(t *testing.T, transport string) {
-	p := newPair(t, pairOpts{transport: transport, app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func TestStatusCountsExact(t *testing.T) {
+	p := newPair(t, pairOpts{app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/fail" {
 			w.WriteHeader(http.StatusInternalServerError)
 			return

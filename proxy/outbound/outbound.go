@@ -56,9 +56,6 @@ type Config struct {
 	RequestTimeout time.Duration // 0: none
 	DialTimeout    time.Duration // default 5s
 	OpaquePorts    map[uint16]bool
-	// MeshTransport is the HTTP/2 client used on mesh connections:
-	// MeshTransportLean (proxy/meshh2, default) or MeshTransportXNet.
-	MeshTransport string
 	// OrigDst recovers a connection's original destination (transparent
 	// mode); default origdst.Get.
 	OrigDst func(net.Conn) (netip.AddrPort, error)
@@ -113,19 +110,12 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.OrigDst == nil {
 		cfg.OrigDst = origdst.Get
 	}
-	switch cfg.MeshTransport {
-	case "":
-		cfg.MeshTransport = MeshTransportLean
-	case MeshTransportXNet, MeshTransportLean:
-	default:
-		return nil, errors.New("outbound: mesh transport must be xnet or lean, got " + strconv.Quote(cfg.MeshTransport))
-	}
 	d := &dialer{
 		store: cfg.Store, metrics: cfg.Metrics, timeout: cfg.DialTimeout,
 		net: net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
 	}
 	p := &Proxy{
-		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, dialer: d, pool: newPool(d, cfg.MeshTransport),
+		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, dialer: d, pool: newPool(d),
 		h1: &http.Transport{
 			DialContext:           d.net.DialContext,
 			MaxIdleConns:          1024,

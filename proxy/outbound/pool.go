@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 x/net/http2 ServeConn/NewClientConn give per-connection control (mesh TLS, sniffed conns, one pooled conn per peer) that net/http does not expose yet.
-
 package outbound
 
 import (
@@ -11,8 +9,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/proxy/meshh2"
@@ -41,8 +37,8 @@ type poolKey struct {
 	id   identity.ID // zero: plain h2c
 }
 
-// meshConn is a multiplexed HTTP/2 client connection: x/net's
-// *http2.ClientConn or the lean *meshh2.ClientConn.
+// meshConn is a multiplexed HTTP/2 client connection (*meshh2.ClientConn),
+// to a peer proxy over mesh TLS or to a plain h2c endpoint.
 type meshConn interface {
 	ReserveNewRequest() bool
 	RoundTrip(*http.Request) (*http.Response, error)
@@ -50,10 +46,14 @@ type meshConn interface {
 	Close() error
 }
 
-// Mesh transports (Config.MeshTransport).
+// The pool's connection timeouts, as x/net's Transport had them: a peer
+// silent for readIdleTimeout is pinged and dropped pingTimeout later, and
+// a conn without streams for idleConnTimeout is closed, so conns replaced
+// in the pool (full or going away) do not linger.
 const (
-	MeshTransportXNet = "xnet"
-	MeshTransportLean = "lean"
+	readIdleTimeout = 30 * time.Second
+	pingTimeout     = 10 * time.Second
+	idleConnTimeout = 5 * time.Minute
 )
 
 type dialCall struct {
@@ -64,8 +64,6 @@ type dialCall struct {
 // pool holds one multiplexed HTTP/2 connection per (peer address, identity),
 // dialed once (singleflight) and redialed when it can take no new request.
 type pool struct {
-	t2      *http2.Transport
-	lean    bool // meshh2 for mesh (mTLS) connections; h2c stays on x/net
 	dialer  *dialer
 	mu      sync.Mutex
 	conns   map[poolKey]meshConn
@@ -73,21 +71,8 @@ type pool struct {
 	closed  bool
 }
 
-func newPool(d *dialer, transport string) *pool {
+func newPool(d *dialer) *pool {
 	return &pool{
-		lean: transport == MeshTransportLean,
-		t2: &http2.Transport{
-			// Idle peer connections are closed so conns replaced in the pool
-			// (full or going away) do not linger.
-			IdleConnTimeout:            5 * time.Minute,
-			ReadIdleTimeout:            30 * time.Second,
-			PingTimeout:                10 * time.Second,
-			AllowHTTP:                  true,
-			StrictMaxConcurrentStreams: false,
-			// No Accept-Encoding of our own, and so no transparent
-			// decompression of the app's response.
-			DisableCompression: true,
-		},
 		dialer:  d,
 		conns:   make(map[poolKey]meshConn),
 		dialing: make(map[poolKey]*dialCall),
@@ -159,16 +144,14 @@ func (p *pool) dial(k poolKey) (meshConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	var cc meshConn
-	if p.lean && !k.id.IsZero() {
-		cc, err = meshh2.NewClientConn(c, meshh2.ClientOptions{
-			ReadIdleTimeout: p.t2.ReadIdleTimeout,
-			PingTimeout:     p.t2.PingTimeout,
-			IdleTimeout:     p.t2.IdleConnTimeout,
-		})
-	} else {
-		cc, err = p.t2.NewClientConn(c)
-	}
+	// The same client for both: meshh2 speaks prior-knowledge h2c on a
+	// plain conn as it speaks h2 over mesh TLS. It sends no Accept-Encoding
+	// of its own, and so never decompresses the app's response.
+	cc, err := meshh2.NewClientConn(c, meshh2.ClientOptions{
+		ReadIdleTimeout: readIdleTimeout,
+		PingTimeout:     pingTimeout,
+		IdleTimeout:     idleConnTimeout,
+	})
 	if err != nil {
 		_ = c.Close()
 		return nil, &connectError{addr: k.addr, err: err}

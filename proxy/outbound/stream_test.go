@@ -48,15 +48,13 @@ func (grpcServer) FullDuplexCall(stream testpb.TestService_FullDuplexCallServer)
 	}
 }
 
-func TestGRPCUnaryAndBidi(t *testing.T) { forTransports(t, testGRPCUnaryAndBidi) }
-
-func testGRPCUnaryAndBidi(t *testing.T, transport string) {
+func TestGRPCUnaryAndBidi(t *testing.T) {
 	appLn := listen(t)
 	gs := grpc.NewServer()
 	testpb.RegisterTestServiceServer(gs, grpcServer{})
 	go func() { _ = gs.Serve(appLn) }()
 	t.Cleanup(gs.Stop)
-	p := newPair(t, pairOpts{transport: transport, appListener: appLn})
+	p := newPair(t, pairOpts{appListener: appLn})
 
 	cc, err := grpc.NewClient("passthrough:///"+service,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -132,10 +130,8 @@ func echoServer(t *testing.T) net.Listener {
 	return ln
 }
 
-func TestConnectOpaque(t *testing.T) { forTransports(t, testConnectOpaque) }
-
-func testConnectOpaque(t *testing.T, transport string) {
-	p := newPair(t, pairOpts{transport: transport, appListener: echoServer(t)})
+func TestConnectOpaque(t *testing.T) {
+	p := newPair(t, pairOpts{appListener: echoServer(t)})
 	c, err := net.Dial("tcp", p.outAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -165,9 +161,7 @@ func testConnectOpaque(t *testing.T, transport string) {
 	})
 }
 
-func TestWebSocketStyleUpgrade(t *testing.T) { forTransports(t, testWebSocketStyleUpgrade) }
-
-func testWebSocketStyleUpgrade(t *testing.T, transport string) {
+func TestWebSocketStyleUpgrade(t *testing.T) {
 	// The app answers 101 and then echoes raw bytes.
 	ln := listen(t)
 	t.Cleanup(func() { _ = ln.Close() })
@@ -190,7 +184,7 @@ func testWebSocketStyleUpgrade(t *testing.T, transport string) {
 			}()
 		}
 	}()
-	p := newPair(t, pairOpts{transport: transport, appListener: ln})
+	p := newPair(t, pairOpts{appListener: ln})
 	c, err := net.Dial("tcp", p.outAddr)
 	if err != nil {
 		t.Fatal(err)

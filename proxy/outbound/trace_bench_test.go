@@ -34,7 +34,7 @@ func (s *otlpSink) Export(_ context.Context, req *coltrace.ExportTraceServiceReq
 // addr (ratio < 0: tracing off).
 func tracingPair(b *testing.B, addr string, ratio float64) *pair {
 	if ratio < 0 {
-		return newPair(b, pairOpts{transport: "lean", app: benchApp()})
+		return newPair(b, pairOpts{app: benchApp()})
 	}
 	tracer := func(id string) *trace.Tracer {
 		t, err := trace.New(context.Background(), trace.Config{Collector: addr, SampleRatio: ratio, Identity: id, QueueSize: 1 << 16})
@@ -45,7 +45,7 @@ func tracingPair(b *testing.B, addr string, ratio float64) *pair {
 		return t
 	}
 	in, out := tracer(serverID.String()), tracer(clientID.String())
-	return newPair(b, pairOpts{transport: "lean", app: benchApp(), inTrace: in.Inbound(), outTrace: out.Outbound()})
+	return newPair(b, pairOpts{app: benchApp(), inTrace: in.Inbound(), outTrace: out.Outbound()})
 }
 
 // BenchmarkTracingCost: the CPU per request of a mesh round trip (client,

@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 the pool drives x/net ClientConns directly (see pool.go): the test pins that client's errors.
-
 package outbound
 
 import (
@@ -60,9 +58,10 @@ func fakeH2Server(t *testing.T, act func(fr *http2.Framer, id uint32)) string {
 	return ln.Addr().String()
 }
 
-// TestIsUnprocessedXNet pins what isUnprocessed recognises in errors of the
-// real x/net client, whose retryable errors are not exported.
-func TestIsUnprocessedXNet(t *testing.T) {
+// TestIsUnprocessedClient pins what isUnprocessed recognises in errors of
+// the pool's client (meshh2, on a plain conn as to an h2c endpoint) when a
+// peer refuses a stream or goes away below it.
+func TestIsUnprocessedClient(t *testing.T) {
 	cases := []struct {
 		name   string
 		act    func(fr *http2.Framer, id uint32)
@@ -81,7 +80,7 @@ func TestIsUnprocessedXNet(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(c)
+			cc, err := meshh2.NewClientConn(c, meshh2.ClientOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,8 +111,7 @@ func TestIsUnprocessedOthers(t *testing.T) {
 	}{
 		{meshh2.ErrUnprocessed, true},
 		{errors.Join(errors.New("x"), meshh2.ErrUnprocessed), true},
-		{http2.StreamError{StreamID: 1, Code: http2.ErrCodeRefusedStream}, true},
-		{http2.StreamError{StreamID: 1, Code: http2.ErrCodeProtocol}, false},
+		{&meshh2.StreamError{StreamID: 1, Code: http2.ErrCodeProtocol, Remote: true}, false},
 		{meshh2.ErrClosed, false},
 		{io.ErrUnexpectedEOF, false},
 	} {

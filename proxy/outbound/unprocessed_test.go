@@ -17,16 +17,14 @@ import (
 // (a terminating pod) answers that it did not process the request; the
 // outbound sends replayable requests to another endpoint and passes the
 // answer through for the others. An app cannot fake that answer.
-func TestRetryUnprocessed(t *testing.T) { forTransports(t, testRetryUnprocessed) }
-
-func testRetryUnprocessed(t *testing.T, transport string) {
+func TestRetryUnprocessed(t *testing.T) {
 	var served atomic.Int64
 	// A port of the pod's app that is closed: an app that has exited.
 	dead := listen(t)
 	_, deadPort, _ := net.SplitHostPort(dead.Addr().String())
 	_ = dead.Close()
 	dp, _ := strconv.Atoi(deadPort)
-	p := newPair(t, pairOpts{transport: transport, appPorts: []uint16{uint16(dp)},
+	p := newPair(t, pairOpts{appPorts: []uint16{uint16(dp)},
 		app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			served.Add(1)
 			if r.URL.Path == "/fake" {

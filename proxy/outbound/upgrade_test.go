@@ -75,15 +75,13 @@ var upgradeVias = []struct {
 	{"inbound-plain", func(p *pair) string { return p.inAddr }},
 }
 
-func TestUpgradeAddsNothing(t *testing.T) { forTransports(t, testUpgradeAddsNothing) }
-
-func testUpgradeAddsNothing(t *testing.T, transport string) {
+func TestUpgradeAddsNothing(t *testing.T) {
 	for _, via := range upgradeVias {
 		t.Run(via.name, func(t *testing.T) {
 			ln := listen(t)
 			t.Cleanup(func() { _ = ln.Close() })
 			app := startUpgradeApp(t, ln, false)
-			p := newPair(t, pairOpts{transport: transport, appListener: ln, plainToApp: true})
+			p := newPair(t, pairOpts{appListener: ln, plainToApp: true})
 			c := dialDeadline(t, via.addr(p))
 			_, _ = io.WriteString(c, upgradeReq)
 			br := bufio.NewReader(c)
@@ -112,15 +110,13 @@ func testUpgradeAddsNothing(t *testing.T, transport string) {
 // response has not switched protocols, so the caller's next request is an
 // HTTP request like any other: parsed by the proxy and answered, never
 // passed as raw bytes down the declined connection.
-func TestUpgradeDeclined(t *testing.T) { forTransports(t, testUpgradeDeclined) }
-
-func testUpgradeDeclined(t *testing.T, transport string) {
+func TestUpgradeDeclined(t *testing.T) {
 	for _, via := range upgradeVias {
 		t.Run(via.name, func(t *testing.T) {
 			ln := listen(t)
 			t.Cleanup(func() { _ = ln.Close() })
 			app := startUpgradeApp(t, ln, true)
-			p := newPair(t, pairOpts{transport: transport, appListener: ln, plainToApp: true})
+			p := newPair(t, pairOpts{appListener: ln, plainToApp: true})
 			c := dialDeadline(t, via.addr(p))
 			_, _ = io.WriteString(c, upgradeReq+"GET /second HTTP/1.1\r\nHost: books.demo\r\n\r\n")
 			br := bufio.NewReader(c)
@@ -161,9 +157,7 @@ func dialDeadline(t *testing.T, addr string) net.Conn {
 // TestUpgradeDeclinedStalledBody: an upstream that declines an upgrade and
 // then stops sending its body does not hold the connection once the caller
 // has gone.
-func TestUpgradeDeclinedStalledBody(t *testing.T) { forTransports(t, testUpgradeDeclinedStalledBody) }
-
-func testUpgradeDeclinedStalledBody(t *testing.T, transport string) {
+func TestUpgradeDeclinedStalledBody(t *testing.T) {
 	for _, via := range upgradeVias {
 		t.Run(via.name, func(t *testing.T) {
 			ln := listen(t)
@@ -184,7 +178,7 @@ func testUpgradeDeclinedStalledBody(t *testing.T, transport string) {
 				_, _ = io.Copy(io.Discard, br) // until the proxy closes
 				closed <- struct{}{}
 			}()
-			p := newPair(t, pairOpts{transport: transport, appListener: ln, plainToApp: true})
+			p := newPair(t, pairOpts{appListener: ln, plainToApp: true})
 			c := dialDeadline(t, via.addr(p))
 			_, _ = io.WriteString(c, upgradeReq)
 			<-answered

@@ -17,6 +17,8 @@ import (
 	"syscall"
 
 	"golang.org/x/net/http2"
+
+	"github.com/trellis-mesh/trellis/proxy/meshh2"
 )
 
 // Culprit says whose fault an error is.
@@ -247,11 +249,16 @@ func BodyErr(body io.ReadCloser) error {
 // malformed or truncated body: nobody is left to answer.
 func ClientGone(err error) bool {
 	var se http2.StreamError
+	var me *meshh2.StreamError
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, net.ErrClosed),
 		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
-		errors.As(err, &se):
+		errors.As(err, &se), errors.Is(err, meshh2.ErrClosed):
 		return true
+	case errors.As(err, &me):
+		// meshh2's server (an app's h2c, a mesh peer): the client reset
+		// the stream. A reset of our own is for the client's fault.
+		return me.Remote
 	}
 	msg := err.Error()
 	// x/net/http2's server: the peer reset the stream or closed the

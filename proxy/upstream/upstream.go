@@ -1,9 +1,9 @@
 // Package upstream is the last outbound stage: it sends a request to an
-// endpoint of its destination (balance pick; the mesh transport behind
-// Stage.Mesh, xnet or lean, or plain HTTP/1.1 to an endpoint outside the
-// mesh), retries requests that never left or that the peer proves it did
-// not process (on another endpoint, at most MaxRetries times), and writes
-// the response. See docs/proxy.md, "Retries and drain".
+// endpoint of its destination (balance pick; HTTP/2 behind Stage.Mesh,
+// or plain HTTP/1.1 to an endpoint outside the mesh), retries requests
+// that never left or that the peer proves it did not process (on another
+// endpoint, at most MaxRetries times), and writes the response.
+// See docs/proxy.md, "Retries and drain".
 package upstream
 
 import (

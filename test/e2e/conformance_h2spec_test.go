@@ -54,14 +54,12 @@ type h2specTarget struct {
 //     service and every request reaches the app through the mesh.
 //   - inbound-plain: h2spec -> server proxy's inbound listener in plain
 //     text (h2c prior knowledge) -> app.
-//   - inbound-mtls, inbound-mtls-lean: h2spec -> a relay that speaks mesh
-//     mTLS with a client certificate of the mesh (h2spec cannot) -> the
-//     server proxy's mesh HTTP/2 server, x/net's (--mesh-transport xnet,
-//     kept while xnet exists) or the lean proxy/meshh2 (the default) -> app: what a peer proxy, or
-//     any workload with a mesh certificate, can send to an inbound port.
-//   - app (reference): h2spec -> the app itself, Go's HTTP/2 server that
-//     the proxies also use by default; a case failing there too is the
-//     library's, not the proxy's.
+//   - inbound-mtls: h2spec -> a relay that speaks mesh mTLS with a client
+//     certificate of the mesh (h2spec cannot) -> the server proxy's mesh
+//     HTTP/2 server (proxy/meshh2) -> app: what a peer proxy, or any
+//     workload with a mesh certificate, can send to an inbound port.
+//   - app (reference): h2spec -> the app itself, Go's HTTP/2 server; a
+//     case failing there too is the library's, not the proxy's.
 //
 // The runs are concurrent (each is sequential inside), so the whole takes
 // about as long as the slowest one.
@@ -78,18 +76,15 @@ func TestConformanceH2spec(t *testing.T) {
 	checkH2specRoute(t, hm, hm.client.OutboundAddr, outAuthority, hm.server, hm.client.Identity)
 	mtls := startMeshShim(t, hm.mesh, hm.client.Identity, hm.server.Identity, hm.server.InboundAddr)
 	checkH2specRoute(t, hm, mtls, outAuthority, hm.server, hm.client.Identity)
-	mtlsLean := startMeshShim(t, hm.mesh, hm.client.Identity, hm.lean.Identity, hm.lean.InboundAddr)
-	checkH2specRoute(t, hm, mtlsLean, outAuthority, hm.lean, hm.client.Identity)
 
 	targets := []h2specTarget{
 		{name: "outbound", host: "localhost", port: port(t, hm.client.OutboundAddr)},
 		{name: "inbound-plain", host: "127.0.0.1", port: port(t, hm.server.InboundAddr)},
 		{name: "inbound-mtls", host: "127.0.0.1", port: port(t, mtls)},
-		{name: "inbound-mtls-lean", host: "127.0.0.1", port: port(t, mtlsLean)},
 		{name: "app", host: "127.0.0.1", port: port(t, hm.app.Addr), reference: true},
 	}
 	runs := runH2specTargets(t, bin, targets)
-	for _, px := range []*harness.Proxy{hm.client, hm.server, hm.lean} {
+	for _, px := range []*harness.Proxy{hm.client, hm.server} {
 		// Informational: x/net/http2 logs protocol errors with the standard
 		// log package, outside slog and --log-level (issue 9, finding 11).
 		t.Logf("%s: %d log lines not from slog after the runs", px.Name, nonSlogLines(t, px.Process.LogPath))
@@ -131,14 +126,13 @@ func runH2specTargets(t *testing.T, bin string, targets []h2specTarget) map[stri
 	return out
 }
 
-// h2specMesh is a controller, two server proxies of one workload in front
-// of an echo app (HTTP/1.1, h2c, gRPC), one with each mesh transport, and
-// a client proxy whose outbound port is also the port of the service
+// h2specMesh is a controller, a server proxy in front of an echo app
+// (HTTP/1.1, h2c, gRPC), and a client proxy whose outbound port is also the port of the service
 // "localhost" that the app backs.
 type h2specMesh struct {
-	mesh                 *harness.Mesh
-	app                  *app
-	client, server, lean *harness.Proxy
+	mesh           *harness.Mesh
+	app            *app
+	client, server *harness.Proxy
 }
 
 func startH2specMesh(t *testing.T) *h2specMesh {
@@ -160,15 +154,7 @@ func startH2specMesh(t *testing.T) *h2specMesh {
 	m := harness.NewMesh(t, bins, &ports, store)
 	m.StartController()
 	hm := &h2specMesh{mesh: m, app: a}
-	// The server proxy keeps the inbound-mtls target on x/net's server
-	// while xnet exists; inbound-mtls-lean is the default transport.
-	hm.server = m.StartReadyProxy(harness.ProxySpec{Workload: "h2spec-server", AppAddr: a.Addr, Args: []string{"--mesh-transport", "xnet"}})
-	// Not in the store (the client proxy never picks it): only the relay
-	// reaches it.
-	hm.lean = m.StartReadyProxy(harness.ProxySpec{
-		Workload: "h2spec-server", Name: "h2spec-server-lean", AppAddr: a.Addr,
-		InboundAddr: ports.Addr(t), Args: []string{"--mesh-transport", "lean"},
-	})
+	hm.server = m.StartReadyProxy(harness.ProxySpec{Workload: "h2spec-server", AppAddr: a.Addr})
 	// The last --outbound-addr wins over the one StartProxy allocates.
 	hm.client = m.StartReadyProxy(harness.ProxySpec{Workload: "h2spec-client", Args: []string{"--outbound-addr", outbound}})
 	hm.client.OutboundAddr = outbound

@@ -25,13 +25,7 @@ import (
 
 // TestRoundTrips sends every kind of traffic through client proxy -> mTLS ->
 // server proxy -> app and checks that it arrives intact.
-// TestRoundTrips runs on both mesh transports while xnet exists (lean is
-// the default; the other suites run on it).
-func TestRoundTrips(t *testing.T) {
-	for _, mt := range meshTransports {
-		t.Run(mt, func(t *testing.T) { testRoundTrips(t, newBasicMesh(t, "--mesh-transport", mt)) })
-	}
-}
+func TestRoundTrips(t *testing.T) { testRoundTrips(t, newBasicMesh(t)) }
 
 func testRoundTrips(t *testing.T, b *basicMesh) {
 	c := meshClient(b.client.OutboundAddr, 30*time.Second)

@@ -90,13 +90,8 @@ func TestSecurityErrorsTruncatedBody(t *testing.T) {
 // server proxy being down (the client proxy says so), and both proxies log
 // the cause once, however many requests fail.
 func TestSecurityErrorsAppDownOrProxyDown(t *testing.T) {
-	for _, mt := range meshTransports {
-		t.Run(mt, func(t *testing.T) { testAppDownOrProxyDown(t, newBasicMesh(t, "--mesh-transport", mt)) })
-	}
+	testAppDownOrProxyDown(t, newBasicMesh(t))
 }
-
-// meshTransports are the values of --mesh-transport (lean is the default).
-var meshTransports = []string{"lean", "xnet"}
 
 func testAppDownOrProxyDown(t *testing.T, b *basicMesh) {
 	c := meshClient(b.client.OutboundAddr, 20*time.Second)
@@ -246,9 +241,7 @@ func sendBrokenH2(t *testing.T, addr string, write func(*http2.Framer) error) {
 // in flight (HTTP/1.1 and gRPC) are counted as cancelled on both proxies,
 // never as failures.
 func TestSecurityErrorsClientCancellations(t *testing.T) {
-	for _, mt := range meshTransports {
-		t.Run(mt, func(t *testing.T) { testClientCancellations(t, newBasicMesh(t, "--mesh-transport", mt)) })
-	}
+	testClientCancellations(t, newBasicMesh(t))
 }
 
 func testClientCancellations(t *testing.T, b *basicMesh) {

@@ -20,7 +20,7 @@ import (
 // (smuggling), or be answered on the app's behalf. Every form is sent as
 // raw bytes to both HTTP/1 listeners of real proxies: the inbound port
 // (plain-text callers) and the outbound port (the app's own requests, then
-// over the mesh with either HTTP/2 transport).
+// over the mesh's HTTP/2).
 
 // framingApp is an HTTP/1.1 app that records what reached it.
 type framingApp struct {
@@ -95,7 +95,7 @@ type framingMesh struct {
 	server *harness.Proxy
 }
 
-func newFramingMesh(t *testing.T, transport string, extra ...string) *framingMesh {
+func newFramingMesh(t *testing.T, args ...string) *framingMesh {
 	t.Helper()
 	requireBinaries(t)
 	a := startFramingApp(t)
@@ -109,7 +109,6 @@ func newFramingMesh(t *testing.T, transport string, extra ...string) *framingMes
 	}
 	m := harness.NewMesh(t, bins, &ports, store)
 	m.StartController()
-	args := append([]string{"--mesh-transport", transport}, extra...)
 	fm := &framingMesh{app: a}
 	fm.server = m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: a.addr, Args: args})
 	fm.client = m.StartProxy(harness.ProxySpec{Workload: "client", Args: args})
@@ -183,25 +182,21 @@ var framingHeadVectors = []struct {
 const smuggledTail = "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: H\r\n\r\n"
 
 func TestSecurityFramingRefusesAmbiguousHeads(t *testing.T) {
-	for _, transport := range []string{"xnet", "lean"} {
-		t.Run(transport, func(t *testing.T) {
-			fm := newFramingMesh(t, transport)
-			for _, dir := range []struct{ name, addr string }{{"inbound", fm.server.InboundAddr}, {"outbound", fm.client.OutboundAddr}} {
-				for _, v := range framingHeadVectors {
-					raw := strings.ReplaceAll(v.head, "Host: H", "Host: "+echoAuthority) + smuggledTail
-					out, closed := rawExchange(t, dir.addr, raw, false)
-					if !strings.HasPrefix(out, "HTTP/1.1 "+v.status+" ") || !strings.Contains(out, "Connection: close\r\n") || !closed {
-						t.Errorf("%s %s: want %s and a close, got closed=%v %q", dir.name, v.name, v.status, closed, clipStr(out))
-					}
-				}
+	fm := newFramingMesh(t)
+	for _, dir := range []struct{ name, addr string }{{"inbound", fm.server.InboundAddr}, {"outbound", fm.client.OutboundAddr}} {
+		for _, v := range framingHeadVectors {
+			raw := strings.ReplaceAll(v.head, "Host: H", "Host: "+echoAuthority) + smuggledTail
+			out, closed := rawExchange(t, dir.addr, raw, false)
+			if !strings.HasPrefix(out, "HTTP/1.1 "+v.status+" ") || !strings.Contains(out, "Connection: close\r\n") || !closed {
+				t.Errorf("%s %s: want %s and a close, got closed=%v %q", dir.name, v.name, v.status, closed, clipStr(out))
 			}
-			if got := fm.app.drainPaths(); len(got) > 0 {
-				t.Errorf("requests reached the app: %v", got)
-			}
-			metricAtLeast(t, fm.server, "trellis_http1_protocol_errors_total", map[string]string{"direction": "inbound", "side": "client"}, float64(len(framingHeadVectors)), 10*time.Second)
-			metricAtLeast(t, fm.client, "trellis_http1_protocol_errors_total", map[string]string{"direction": "outbound", "side": "client"}, float64(len(framingHeadVectors)), 10*time.Second)
-		})
+		}
 	}
+	if got := fm.app.drainPaths(); len(got) > 0 {
+		t.Errorf("requests reached the app: %v", got)
+	}
+	metricAtLeast(t, fm.server, "trellis_http1_protocol_errors_total", map[string]string{"direction": "inbound", "side": "client"}, float64(len(framingHeadVectors)), 10*time.Second)
+	metricAtLeast(t, fm.client, "trellis_http1_protocol_errors_total", map[string]string{"direction": "outbound", "side": "client"}, float64(len(framingHeadVectors)), 10*time.Second)
 }
 
 // Chunked bodies with framing errors after a valid head: the head may reach
@@ -220,43 +215,39 @@ var framingBodyVectors = []struct {
 }
 
 func TestSecurityFramingMalformedBodyFreesBothSides(t *testing.T) {
-	for _, transport := range []string{"xnet", "lean"} {
-		t.Run(transport, func(t *testing.T) {
-			fm := newFramingMesh(t, transport)
-			for _, dir := range []struct{ name, addr string }{{"inbound", fm.server.InboundAddr}, {"outbound", fm.client.OutboundAddr}} {
-				for _, v := range framingBodyVectors {
-					raw := "POST /body HTTP/1.1\r\nHost: " + echoAuthority + "\r\nTransfer-Encoding: chunked\r\n\r\n" + v.body
-					out, closed := rawExchange(t, dir.addr, raw, v.closeWrite)
-					if !strings.HasPrefix(out, "HTTP/1.1 400 ") || !closed {
-						t.Errorf("%s %s: want 400 and a close, got closed=%v %q", dir.name, v.name, closed, clipStr(out))
-					}
-					start := time.Now()
-					if err := eventually(10*time.Second, func() error {
-						if n := fm.app.active(); n > 0 {
-							return fmt.Errorf("%d app connections still in a request", n)
-						}
-						return nil
-					}); err != nil {
-						t.Errorf("%s %s: %v", dir.name, v.name, err)
-					}
-					t.Logf("%s %s: app connection freed after %v", dir.name, v.name, time.Since(start).Round(time.Millisecond))
+	fm := newFramingMesh(t)
+	for _, dir := range []struct{ name, addr string }{{"inbound", fm.server.InboundAddr}, {"outbound", fm.client.OutboundAddr}} {
+		for _, v := range framingBodyVectors {
+			raw := "POST /body HTTP/1.1\r\nHost: " + echoAuthority + "\r\nTransfer-Encoding: chunked\r\n\r\n" + v.body
+			out, closed := rawExchange(t, dir.addr, raw, v.closeWrite)
+			if !strings.HasPrefix(out, "HTTP/1.1 400 ") || !closed {
+				t.Errorf("%s %s: want 400 and a close, got closed=%v %q", dir.name, v.name, closed, clipStr(out))
+			}
+			start := time.Now()
+			if err := eventually(10*time.Second, func() error {
+				if n := fm.app.active(); n > 0 {
+					return fmt.Errorf("%d app connections still in a request", n)
 				}
+				return nil
+			}); err != nil {
+				t.Errorf("%s %s: %v", dir.name, v.name, err)
 			}
-			if n := fm.app.bodies.Load(); n > 2 { // the two sanity requests
-				t.Errorf("the app read %d bodies in full, want only the 2 valid ones", n)
-			}
-			for _, p := range fm.app.drainPaths() {
-				if p != "/body" {
-					t.Errorf("unexpected request at the app: %s", p)
-				}
-			}
-		})
+			t.Logf("%s %s: app connection freed after %v", dir.name, v.name, time.Since(start).Round(time.Millisecond))
+		}
+	}
+	if n := fm.app.bodies.Load(); n > 2 { // the two sanity requests
+		t.Errorf("the app read %d bodies in full, want only the 2 valid ones", n)
+	}
+	for _, p := range fm.app.drainPaths() {
+		if p != "/body" {
+			t.Errorf("unexpected request at the app: %s", p)
+		}
 	}
 }
 
 // A request head that never ends gets 408, not a silent close.
 func TestSecurityFramingHeaderTimeout408(t *testing.T) {
-	fm := newFramingMesh(t, "xnet", "--http1-header-timeout", "1s")
+	fm := newFramingMesh(t, "--http1-header-timeout", "1s")
 	for _, addr := range []string{fm.server.InboundAddr, fm.client.OutboundAddr} {
 		out, closed := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: "+echoAuthority+"\r\nX-Slow: 1\r\n", false)
 		if !strings.HasPrefix(out, "HTTP/1.1 408 ") || !closed {
@@ -309,61 +300,56 @@ func startExpectApp(t *testing.T) (string, chan string) {
 // Expect: 100-continue reaches the app, which refuses the upload: the
 // client gets 413 without a 100 Continue, so it never sends the body.
 func TestSecurityFramingExpectContinueFromApp(t *testing.T) {
-	for _, transport := range []string{"xnet", "lean"} {
-		t.Run(transport, func(t *testing.T) {
-			requireBinaries(t)
-			appAddr, seen := startExpectApp(t)
-			store := harness.Store{
-				Services: []harness.Service{{Name: "echo", Namespace: ns, Ports: []harness.ServicePort{{Port: 80}}}},
-				Workloads: []harness.Workload{
-					{Name: "client", Namespace: ns, ServiceAccount: "client"},
-					{Name: "echo-1", Namespace: ns, ServiceAccount: "echo", Endpoints: []harness.Endpoint{
-						{Service: "echo", Port: 80, TargetPort: port(t, appAddr)}}},
-				},
+	requireBinaries(t)
+	appAddr, seen := startExpectApp(t)
+	store := harness.Store{
+		Services: []harness.Service{{Name: "echo", Namespace: ns, Ports: []harness.ServicePort{{Port: 80}}}},
+		Workloads: []harness.Workload{
+			{Name: "client", Namespace: ns, ServiceAccount: "client"},
+			{Name: "echo-1", Namespace: ns, ServiceAccount: "echo", Endpoints: []harness.Endpoint{
+				{Service: "echo", Port: 80, TargetPort: port(t, appAddr)}}},
+		},
+	}
+	m := harness.NewMesh(t, bins, &ports, store)
+	m.StartController()
+	server := m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: appAddr})
+	client := m.StartProxy(harness.ProxySpec{Workload: "client"})
+	for _, px := range []*harness.Proxy{server, client} {
+		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
+			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
+		}
+	}
+	for _, addr := range []string{server.InboundAddr, client.OutboundAddr} {
+		head := "PUT /upload HTTP/1.1\r\nHost: " + echoAuthority + "\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n"
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(c, head)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		start := time.Now()
+		line, err := bufio.NewReader(c).ReadString('\n')
+		t.Logf("%s: first response line after %v: %q", addr, time.Since(start).Round(time.Millisecond), line)
+		_ = c.Close()
+		if err != nil || !strings.HasPrefix(line, "HTTP/1.1 413 ") {
+			t.Errorf("%s: want 413 first (the app's answer, no 100 Continue), got %q %v", addr, line, err)
+		}
+		select {
+		case got := <-seen:
+			if got != "expect=100-continue" {
+				t.Errorf("%s: the app saw %q, want the Expect header", addr, got)
 			}
-			m := harness.NewMesh(t, bins, &ports, store)
-			m.StartController()
-			args := []string{"--mesh-transport", transport}
-			server := m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: appAddr, Args: args})
-			client := m.StartProxy(harness.ProxySpec{Workload: "client", Args: args})
-			for _, px := range []*harness.Proxy{server, client} {
-				if err := px.WaitReady(harness.ReadyTimeout); err != nil {
-					t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
-				}
-			}
-			for _, addr := range []string{server.InboundAddr, client.OutboundAddr} {
-				head := "PUT /upload HTTP/1.1\r\nHost: " + echoAuthority + "\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n"
-				c, err := net.Dial("tcp", addr)
-				if err != nil {
-					t.Fatal(err)
-				}
-				_, _ = io.WriteString(c, head)
-				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-				start := time.Now()
-				line, err := bufio.NewReader(c).ReadString('\n')
-				t.Logf("%s: first response line after %v: %q", addr, time.Since(start).Round(time.Millisecond), line)
-				_ = c.Close()
-				if err != nil || !strings.HasPrefix(line, "HTTP/1.1 413 ") {
-					t.Errorf("%s: want 413 first (the app's answer, no 100 Continue), got %q %v", addr, line, err)
-				}
-				select {
-				case got := <-seen:
-					if got != "expect=100-continue" {
-						t.Errorf("%s: the app saw %q, want the Expect header", addr, got)
-					}
-				case <-time.After(10 * time.Second):
-					t.Errorf("%s: the request never reached the app", addr)
-				}
-			}
-			select {
-			case got := <-seen:
-				t.Errorf("the app received more: %s", got)
-			default:
-			}
-			for _, addr := range []string{server.InboundAddr, client.OutboundAddr} {
-				expectAccepted(t, addr, seen)
-			}
-		})
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s: the request never reached the app", addr)
+		}
+	}
+	select {
+	case got := <-seen:
+		t.Errorf("the app received more: %s", got)
+	default:
+	}
+	for _, addr := range []string{server.InboundAddr, client.OutboundAddr} {
+		expectAccepted(t, addr, seen)
 	}
 }
 

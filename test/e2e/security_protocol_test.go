@@ -24,8 +24,8 @@ import (
 
 // Finding 10 of issue 9: the service port's protocol decides the protocol
 // towards the app. Each client (HTTP/1.1, h2c, gRPC) calls each app (one
-// that speaks only HTTP/1.1, one only h2c, one both) through real proxies,
-// on both mesh transports. Only gRPC to an HTTP/1.1-only app cannot work;
+// that speaks only HTTP/1.1, one only h2c, one both) through real proxies.
+// Only gRPC to an HTTP/1.1-only app cannot work;
 // it gets a 502 that says why.
 
 // startEchoProto serves the echo handler (HTTP and gRPC) speaking only
@@ -60,44 +60,40 @@ func TestSecurityProtocolHint(t *testing.T) {
 		{"only-h2c", "h2c", "h2c"},
 		{"both", "both", ""}, // no hint: the caller's protocol
 	}
-	for _, transport := range []string{"xnet", "lean"} {
-		t.Run(transport, func(t *testing.T) {
-			var pa []protoApp
-			for _, a := range apps {
-				pa = append(pa, protoApp{Service: a.service, Protocol: a.protocol, Addr: startEchoProto(t, a.service, a.speaks)})
-			}
-			pm := startProtoMesh(t, transport, pa)
-			client := pm.client
-			h1c := meshClient(client.OutboundAddr, 20*time.Second)
-			h2c := h2cClient(client.OutboundAddr, 20*time.Second)
-			for _, a := range apps {
-				authority := a.service + ".e2e:80"
-				wantProto := map[string]string{"http1": "HTTP/1.1", "h2c": "HTTP/2.0"}
-				for _, c := range []struct {
-					name string
-					c    *http.Client
-				}{{"http1", h1c}, {"h2c", h2c}} {
-					t.Run(c.name+"-to-"+a.service, func(t *testing.T) {
-						proto := wantProto[a.speaks]
-						if a.speaks == "both" {
-							proto = wantProto[c.name]
-						}
-						checkEchoHTTP(t, c.c, authority, proto)
-					})
+	var pa []protoApp
+	for _, a := range apps {
+		pa = append(pa, protoApp{Service: a.service, Protocol: a.protocol, Addr: startEchoProto(t, a.service, a.speaks)})
+	}
+	pm := startProtoMesh(t, pa)
+	client := pm.client
+	h1c := meshClient(client.OutboundAddr, 20*time.Second)
+	h2c := h2cClient(client.OutboundAddr, 20*time.Second)
+	for _, a := range apps {
+		authority := a.service + ".e2e:80"
+		wantProto := map[string]string{"http1": "HTTP/1.1", "h2c": "HTTP/2.0"}
+		for _, c := range []struct {
+			name string
+			c    *http.Client
+		}{{"http1", h1c}, {"h2c", h2c}} {
+			t.Run(c.name+"-to-"+a.service, func(t *testing.T) {
+				proto := wantProto[a.speaks]
+				if a.speaks == "both" {
+					proto = wantProto[c.name]
 				}
-				t.Run("grpc-to-"+a.service, func(t *testing.T) {
-					if a.speaks == "http1" {
-						checkGRPCRefused(t, client.OutboundAddr, h2c, authority)
-						return
-					}
-					checkEchoGRPC(t, client.OutboundAddr, authority, a.service)
-				})
-			}
-			t.Run("hint-is-hostile-input", func(t *testing.T) {
-				checkHintHandling(t, pm, "only-h2c")
+				checkEchoHTTP(t, c.c, authority, proto)
 			})
+		}
+		t.Run("grpc-to-"+a.service, func(t *testing.T) {
+			if a.speaks == "http1" {
+				checkGRPCRefused(t, client.OutboundAddr, h2c, authority)
+				return
+			}
+			checkEchoGRPC(t, client.OutboundAddr, authority, a.service)
 		})
 	}
+	t.Run("hint-is-hostile-input", func(t *testing.T) {
+		checkHintHandling(t, pm, "only-h2c")
+	})
 }
 
 // checkEchoHTTP posts a streamed body with a trailer and checks the echo

@@ -177,9 +177,8 @@ type protoMesh struct {
 }
 
 // startProtoMesh starts a controller, one server workload and proxy per
-// app (service <name>.e2e:80) and a client proxy, all with the given
-// --mesh-transport.
-func startProtoMesh(t *testing.T, transport string, apps []protoApp) *protoMesh {
+// app (service <name>.e2e:80) and a client proxy.
+func startProtoMesh(t *testing.T, apps []protoApp) *protoMesh {
 	t.Helper()
 	requireBinaries(t)
 	store := harness.Store{Workloads: []harness.Workload{{Name: "client", Namespace: ns, ServiceAccount: "client"}}}
@@ -191,11 +190,10 @@ func startProtoMesh(t *testing.T, transport string, apps []protoApp) *protoMesh 
 	}
 	pm := &protoMesh{mesh: harness.NewMesh(t, bins, &ports, store), servers: map[string]*harness.Proxy{}}
 	pm.mesh.StartController()
-	args := []string{"--mesh-transport", transport}
 	for _, a := range apps {
-		pm.servers[a.Service] = pm.mesh.StartProxy(harness.ProxySpec{Workload: a.Service + "-w", AppAddr: a.Addr, Args: args})
+		pm.servers[a.Service] = pm.mesh.StartProxy(harness.ProxySpec{Workload: a.Service + "-w", AppAddr: a.Addr})
 	}
-	pm.client = pm.mesh.StartProxy(harness.ProxySpec{Workload: "client", Args: args})
+	pm.client = pm.mesh.StartProxy(harness.ProxySpec{Workload: "client"})
 	for _, px := range append(slices.Collect(maps.Values(pm.servers)), pm.client) {
 		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
 			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
@@ -253,13 +251,13 @@ func TestSecurityTransparency(t *testing.T) {
 			"Date":         nil,
 		}, body: grpcFrame([]byte("reply")), trailer: http.Header{"Grpc-Status": {"0"}, "Grpc-Message": {"ok"}, "X-Trl": {"1", "2"}}, flush: true},
 	}
-	// lean+tap: the same with taps capturing bodies open on both proxies.
-	for _, transport := range []string{"xnet", "lean", "lean+tap"} {
-		t.Run(transport, func(t *testing.T) {
+	// tap: the same with taps capturing bodies open on both proxies.
+	for _, run := range []string{"plain", "tap"} {
+		t.Run(run, func(t *testing.T) {
 			rec := startRecorder(t, script)
-			pm := startProtoMesh(t, strings.TrimSuffix(transport, "+tap"), []protoApp{{Service: "rec", Addr: rec.Addr}})
+			pm := startProtoMesh(t, []protoApp{{Service: "rec", Addr: rec.Addr}})
 			client := pm.client
-			if strings.HasSuffix(transport, "+tap") {
+			if run == "tap" {
 				tapEverything(t, pm)
 			}
 			clients := map[string]*http.Client{

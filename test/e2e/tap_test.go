@@ -272,7 +272,7 @@ func do(t *testing.T, c *http.Client, req *http.Request) {
 // header value; bodies only when asked, bounded.
 func TestTap(t *testing.T) {
 	rec := startRecorder(t, tapScript())
-	pm := startProtoMesh(t, "lean", []protoApp{{Service: "rec", Addr: rec.Addr}})
+	pm := startProtoMesh(t, []protoApp{{Service: "rec", Addr: rec.Addr}})
 	client, server := pm.client, pm.servers["rec"]
 	ctrl := controllerID(t, pm.mesh)
 	all := &apiv1.ObserveRequest{HeaderNames: true}
@@ -446,7 +446,7 @@ func tapMetric(t testing.TB, px *harness.Proxy, name string) float64 {
 // the events it cannot queue.
 func TestTapBlockedClient(t *testing.T) {
 	rec := startRecorder(t, tapScript())
-	pm := startProtoMesh(t, "lean", []protoApp{{Service: "rec", Addr: rec.Addr}})
+	pm := startProtoMesh(t, []protoApp{{Service: "rec", Addr: rec.Addr}})
 	client := pm.client
 	c := meshClient(client.OutboundAddr, 30*time.Second)
 	run := func(n int) time.Duration {

@@ -212,24 +212,19 @@ var terminationOrders = []terminationOrder{
 }
 
 // TestEndpointTerminatedUnderLoad terminates one of three endpoints under a
-// steady mixed load, in each of the orders Kubernetes may produce, with each
-// mesh transport: no request may fail, and none may be served twice (the
+// steady mixed load, in each of the orders Kubernetes may produce: no request may fail, and none may be served twice (the
 // POST bodies are checked end to end).
 func TestEndpointTerminatedUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test")
 	}
 	requireBinaries(t)
-	for _, transport := range []string{"xnet", "lean"} {
-		for _, order := range terminationOrders {
-			t.Run(transport+"/"+order.name, func(t *testing.T) {
-				testEndpointTerminated(t, transport, order)
-			})
-		}
+	for _, order := range terminationOrders {
+		t.Run(order.name, func(t *testing.T) { testEndpointTerminated(t, order) })
 	}
 }
 
-func testEndpointTerminated(t *testing.T, transport string, order terminationOrder) {
+func testEndpointTerminated(t *testing.T, order terminationOrder) {
 	names := []string{"echo-1", "echo-2", "echo-3"}
 	apps := make([]*termApp, len(names))
 	store := harness.Store{
@@ -243,12 +238,11 @@ func testEndpointTerminated(t *testing.T, transport string, order terminationOrd
 	}
 	m := harness.NewMesh(t, bins, &ports, store)
 	m.StartController()
-	args := []string{"--mesh-transport", transport}
 	servers := make([]*harness.Proxy, len(names))
 	for i, name := range names {
-		servers[i] = m.StartProxy(harness.ProxySpec{Workload: name, AppAddr: apps[i].Addr, Args: args})
+		servers[i] = m.StartProxy(harness.ProxySpec{Workload: name, AppAddr: apps[i].Addr})
 	}
-	client := m.StartProxy(harness.ProxySpec{Workload: "client", Args: args})
+	client := m.StartProxy(harness.ProxySpec{Workload: "client"})
 	for _, px := range append(servers, client) {
 		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
 			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
@@ -282,7 +276,7 @@ func testEndpointTerminated(t *testing.T, transport string, order terminationOrd
 		m.WriteStore(st)
 		waitGauge(t, client, "trellis_endpoints", endpointsOf, 2, 10*time.Second)
 	}
-	t.Logf("terminating %s (%s, %s transport)", names[0], order.name, transport)
+	t.Logf("terminating %s (%s)", names[0], order.name)
 	order.run(t, victim, remove)
 	time.Sleep(time.Second)
 	stopLoad()
