@@ -6,57 +6,13 @@ import (
 	"net"
 	"net/http"
 	"testing"
-	"time"
 
 	"golang.org/x/net/http2"
 
+	"github.com/trellis-mesh/trellis/proxy/internal/h2fake"
 	"github.com/trellis-mesh/trellis/proxy/meshh2"
 )
 
-// fakeH2Server answers the first request stream of each connection with
-// the given action and then ignores the connection.
-func fakeH2Server(t *testing.T, act func(fr *http2.Framer, id uint32)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil {
-					return
-				}
-				fr := http2.NewFramer(c, c)
-				if fr.WriteSettings() != nil {
-					return
-				}
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					switch f := f.(type) {
-					case *http2.SettingsFrame:
-						if !f.IsAck() {
-							_ = fr.WriteSettingsAck()
-						}
-					case *http2.HeadersFrame:
-						act(fr, f.StreamID)
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
 
 // TestIsUnprocessedClient pins what isUnprocessed recognises in errors of
 // the pool's client (meshh2, on a plain conn as to an h2c endpoint) when a
@@ -75,7 +31,7 @@ func TestIsUnprocessedClient(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := fakeH2Server(t, tc.act)
+			addr := h2fake.Serve(t, tc.act)
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
