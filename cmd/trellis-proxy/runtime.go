@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
+
+	"github.com/trellis-mesh/trellis/internal/memsize"
 )
 
 // runtimeConfig is how the Go runtime is sized for a sidecar.
@@ -28,7 +28,7 @@ func (rc runtimeConfig) apply(lookup func(string) (string, bool)) error {
 		runtime.GOMAXPROCS(rc.maxProcs)
 	}
 	if _, set := lookup("GOMEMLIMIT"); !set {
-		n, err := parseBytes(rc.memoryLimit)
+		n, err := memsize.Parse(rc.memoryLimit)
 		if err != nil {
 			return fmt.Errorf("--memory-limit: %w", err)
 		}
@@ -40,28 +40,4 @@ func (rc runtimeConfig) apply(lookup func(string) (string, bool)) error {
 		debug.SetGCPercent(rc.gcPercent)
 	}
 	return nil
-}
-
-// parseBytes parses a size: a plain number of bytes or one with a B, KiB,
-// MiB or GiB suffix (as GOMEMLIMIT); "0" or "" means none.
-func parseBytes(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, nil
-	}
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}} {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("invalid size %q (want e.g. 12MiB)", s)
-	}
-	return n * mult, nil
 }

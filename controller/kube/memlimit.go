@@ -5,6 +5,8 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+
+	"github.com/trellis-mesh/trellis/internal/memsize"
 )
 
 // Cgroup files holding the container's memory limit (v2, then v1).
@@ -42,7 +44,10 @@ func softMemoryLimit(flag string, getenv func(string) string, readFile func(stri
 		return 0, "", nil
 	case "", SoftMemoryLimitAuto:
 	default:
-		n, err := parseSize(flag)
+		n, err := memsize.Parse(flag)
+		if err == nil && n == 0 {
+			err = fmt.Errorf("invalid size %q (want auto, off or a size such as 200MiB)", flag)
+		}
 		if err != nil {
 			return 0, "", fmt.Errorf("--soft-memory-limit: %w", err)
 		}
@@ -60,26 +65,6 @@ func softMemoryLimit(flag string, getenv func(string) string, readFile func(stri
 		return int64(float64(n) * memoryLimitShare), fmt.Sprintf("90 %% of %s (%d MiB)", f, n>>20), nil
 	}
 	return 0, "", nil
-}
-
-// parseSize parses a plain number of bytes or one with a B, KiB, MiB or
-// GiB suffix (GOMEMLIMIT's units); it must be positive.
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}} {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 || n > noLimit/mult {
-		return 0, fmt.Errorf("invalid size %q (want auto, off or a size such as 200MiB)", s)
-	}
-	return n * mult, nil
 }
 
 // applySoftMemoryLimit sets the runtime's soft limit (softMemoryLimit)
