@@ -90,7 +90,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.TraceCollectorCA, "trace-collector-ca", "", "PEM file of CA certificates: reach --trace-collector over TLS, verifying its certificate for its host (empty: plain text)")
 	fs.Float64Var(&cfg.TraceSampleRatio, "trace-sample-ratio", 1, "fraction of new traces sampled, 0 to 1; a caller's decision (traceparent's sampled flag, B3's) is always honoured")
 	fs.IntVar(&rc.maxProcs, "gomaxprocs", 1, "Go scheduler threads (GOMAXPROCS); 0: one per CPU. The GOMAXPROCS environment variable wins")
-	fs.StringVar(&rc.memoryLimit, "memory-limit", "12MiB", "soft memory limit of the Go runtime: the GC works harder near it (0: none). GOMEMLIMIT wins")
+	fs.StringVar(&rc.memoryLimit, "memory-limit", "auto", "soft memory limit of the Go runtime, a safety net below the container's limit: auto (90 % of the cgroup memory limit, none without one), off (or 0), or a size such as 48MiB. GOMEMLIMIT wins")
 	fs.IntVar(&rc.gcPercent, "gc-percent", 0, "GC target: heap growth in percent between collections (0: Go's default of 100; -1: off). GOGC wins")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	fs.Usage = func() {

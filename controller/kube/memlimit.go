@@ -3,21 +3,14 @@ package kube
 import (
 	"fmt"
 	"runtime/debug"
-	"strconv"
 	"strings"
 
 	"github.com/trellis-mesh/trellis/internal/memsize"
 )
 
-// Cgroup files holding the container's memory limit (v2, then v1).
-var cgroupMemoryLimitFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
-
 // memoryLimitShare is the part of the container's limit the Go runtime
 // aims to stay under; the rest is for memory it does not manage.
 const memoryLimitShare = 0.9
-
-// noLimit: cgroup v1 reports "unlimited" as a page-rounded maximum int64.
-const noLimit = 1 << 62
 
 // Values of --soft-memory-limit besides a size.
 const (
@@ -53,15 +46,7 @@ func softMemoryLimit(flag string, getenv func(string) string, readFile func(stri
 		}
 		return n, "--soft-memory-limit", nil
 	}
-	for _, f := range cgroupMemoryLimitFiles {
-		b, err := readFile(f)
-		if err != nil {
-			continue
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-		if err != nil || n <= 0 || n >= noLimit {
-			return 0, "", nil // "max": no limit
-		}
+	if n, f := memsize.CgroupLimit(readFile); n > 0 {
 		return int64(float64(n) * memoryLimitShare), fmt.Sprintf("90 %% of %s (%d MiB)", f, n>>20), nil
 	}
 	return 0, "", nil

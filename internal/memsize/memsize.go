@@ -31,3 +31,27 @@ func Parse(s string) (int64, error) {
 	}
 	return n * mult, nil
 }
+
+// CgroupFiles hold the container's memory limit (cgroup v2, then v1).
+var CgroupFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+
+// noLimit: cgroup v1 reports "unlimited" as a page-rounded maximum int64.
+const noLimit = 1 << 62
+
+// CgroupLimit returns the container's memory limit read with readFile
+// (os.ReadFile) and the file it came from; 0 when there is none ("max",
+// unlimited, or no cgroup file).
+func CgroupLimit(readFile func(string) ([]byte, error)) (int64, string) {
+	for _, f := range CgroupFiles {
+		b, err := readFile(f)
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || n <= 0 || n >= noLimit {
+			return 0, ""
+		}
+		return n, f
+	}
+	return 0, ""
+}
