@@ -13,7 +13,6 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/meshh2"
 )
 
-
 // TestIsUnprocessedClient pins what isUnprocessed recognises in errors of
 // the pool's client (meshh2, on a plain conn as to an h2c endpoint) when a
 // peer refuses a stream or goes away below it.
