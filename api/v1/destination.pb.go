@@ -628,7 +628,12 @@ func (x *ProtocolHint) GetProtocol() ProtocolHint_Protocol {
 type RouteConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The service this configuration is for.
-	Service       string   `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// The routes of the service (outbound: Gateway API HTTPRoute and
+	// GRPCRoute rules whose parent is the Service), one per rule, in
+	// Gateway API precedence order for ties: the proxy picks the most
+	// specific match (internal/routematch) and, among equals, the earlier.
+	// A request no route matches goes to the service itself.
 	Routes        []*Route `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -678,14 +683,34 @@ func (x *RouteConfig) GetRoutes() []*Route {
 	return nil
 }
 
+// Route is one rule of an HTTPRoute or GRPCRoute.
 type Route struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Matches  []*RouteMatch          `protobuf:"bytes,2,rep,name=matches,proto3" json:"matches,omitempty"`
-	Backends []*WeightedBackend     `protobuf:"bytes,3,rep,name=backends,proto3" json:"backends,omitempty"`
-	// Whole-request timeout; unset means the proxy's default.
-	Timeout       *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	Retry         *RetryPolicy         `protobuf:"bytes,5,opt,name=retry,proto3" json:"retry,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "namespace/route-name" (the trellis_route_* metrics' route label);
+	// rules of one route share it.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Any match selects the route; none: every request.
+	Matches []*RouteMatch `protobuf:"bytes,2,rep,name=matches,proto3" json:"matches,omitempty"`
+	// Weighted backends (the canary split). None: the service itself.
+	// Every backend's weight 0: the rule has no usable backend and the
+	// proxy answers 500, as the Gateway API says.
+	Backends []*WeightedBackend `protobuf:"bytes,3,rep,name=backends,proto3" json:"backends,omitempty"`
+	// timeouts.request: the whole request, retries included; unset: the
+	// proxy's default.
+	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Retry   *RetryPolicy         `protobuf:"bytes,5,opt,name=retry,proto3" json:"retry,omitempty"`
+	// timeouts.backendRequest: one attempt to a backend.
+	BackendTimeout  *durationpb.Duration `protobuf:"bytes,6,opt,name=backend_timeout,json=backendTimeout,proto3" json:"backend_timeout,omitempty"`
+	RequestHeaders  *HeaderModifier      `protobuf:"bytes,7,opt,name=request_headers,json=requestHeaders,proto3" json:"request_headers,omitempty"`
+	ResponseHeaders *HeaderModifier      `protobuf:"bytes,8,opt,name=response_headers,json=responseHeaders,proto3" json:"response_headers,omitempty"`
+	// A redirect answers the request itself: backends are not used.
+	Redirect *Redirect   `protobuf:"bytes,9,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	Rewrite  *URLRewrite `protobuf:"bytes,10,opt,name=rewrite,proto3" json:"rewrite,omitempty"`
+	Mirrors  []*Mirror   `protobuf:"bytes,11,rep,name=mirrors,proto3" json:"mirrors,omitempty"`
+	Fault    *Fault      `protobuf:"bytes,12,opt,name=fault,proto3" json:"fault,omitempty"`
+	// "http" or "grpc": what the route came from (a gRPC route's faults
+	// and refusals are answered with grpc-status).
+	Kind          string `protobuf:"bytes,13,opt,name=kind,proto3" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -755,13 +780,73 @@ func (x *Route) GetRetry() *RetryPolicy {
 	return nil
 }
 
+func (x *Route) GetBackendTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.BackendTimeout
+	}
+	return nil
+}
+
+func (x *Route) GetRequestHeaders() *HeaderModifier {
+	if x != nil {
+		return x.RequestHeaders
+	}
+	return nil
+}
+
+func (x *Route) GetResponseHeaders() *HeaderModifier {
+	if x != nil {
+		return x.ResponseHeaders
+	}
+	return nil
+}
+
+func (x *Route) GetRedirect() *Redirect {
+	if x != nil {
+		return x.Redirect
+	}
+	return nil
+}
+
+func (x *Route) GetRewrite() *URLRewrite {
+	if x != nil {
+		return x.Rewrite
+	}
+	return nil
+}
+
+func (x *Route) GetMirrors() []*Mirror {
+	if x != nil {
+		return x.Mirrors
+	}
+	return nil
+}
+
+func (x *Route) GetFault() *Fault {
+	if x != nil {
+		return x.Fault
+	}
+	return nil
+}
+
+func (x *Route) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
 type RouteMatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Path prefix ("/" matches everything) or exact path.
-	PathPrefix    string               `protobuf:"bytes,1,opt,name=path_prefix,json=pathPrefix,proto3" json:"path_prefix,omitempty"`
-	PathExact     string               `protobuf:"bytes,2,opt,name=path_exact,json=pathExact,proto3" json:"path_exact,omitempty"`
-	Method        string               `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
-	Headers       []*RouteMatch_Header `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty"`
+	PathPrefix string               `protobuf:"bytes,1,opt,name=path_prefix,json=pathPrefix,proto3" json:"path_prefix,omitempty"`
+	PathExact  string               `protobuf:"bytes,2,opt,name=path_exact,json=pathExact,proto3" json:"path_exact,omitempty"`
+	Method     string               `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	Headers    []*RouteMatch_Header `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty"`
+	// RE2 regular expression the whole path must match.
+	PathRegex string `protobuf:"bytes,5,opt,name=path_regex,json=pathRegex,proto3" json:"path_regex,omitempty"`
+	// Query parameters (name matched exactly, case-sensitive; first value).
+	QueryParams   []*RouteMatch_Header `protobuf:"bytes,6,rep,name=query_params,json=queryParams,proto3" json:"query_params,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -824,13 +909,30 @@ func (x *RouteMatch) GetHeaders() []*RouteMatch_Header {
 	return nil
 }
 
+func (x *RouteMatch) GetPathRegex() string {
+	if x != nil {
+		return x.PathRegex
+	}
+	return ""
+}
+
+func (x *RouteMatch) GetQueryParams() []*RouteMatch_Header {
+	if x != nil {
+		return x.QueryParams
+	}
+	return nil
+}
+
 type WeightedBackend struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Authority of the backend service.
-	Authority     string `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"`
-	Weight        uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Authority of the backend service ("name.ns.svc.<domain>:port").
+	Authority string `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"`
+	Weight    uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	// Backend-level filters (applied after the route's).
+	RequestHeaders  *HeaderModifier `protobuf:"bytes,3,opt,name=request_headers,json=requestHeaders,proto3" json:"request_headers,omitempty"`
+	ResponseHeaders *HeaderModifier `protobuf:"bytes,4,opt,name=response_headers,json=responseHeaders,proto3" json:"response_headers,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WeightedBackend) Reset() {
@@ -877,21 +979,383 @@ func (x *WeightedBackend) GetWeight() uint32 {
 	return 0
 }
 
-type RetryPolicy struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	MaxRetries uint32                 `protobuf:"varint,1,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
-	// HTTP statuses to retry; empty means 5xx for idempotent requests.
-	RetryOnStatus []uint32             `protobuf:"varint,2,rep,packed,name=retry_on_status,json=retryOnStatus,proto3" json:"retry_on_status,omitempty"`
-	PerTryTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=per_try_timeout,json=perTryTimeout,proto3" json:"per_try_timeout,omitempty"`
-	// Extra load retries may add, as a fraction of requests (0.2 = 20 %).
-	BudgetRatio   float32 `protobuf:"fixed32,4,opt,name=budget_ratio,json=budgetRatio,proto3" json:"budget_ratio,omitempty"`
+func (x *WeightedBackend) GetRequestHeaders() *HeaderModifier {
+	if x != nil {
+		return x.RequestHeaders
+	}
+	return nil
+}
+
+func (x *WeightedBackend) GetResponseHeaders() *HeaderModifier {
+	if x != nil {
+		return x.ResponseHeaders
+	}
+	return nil
+}
+
+type HeaderModifier struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Set           []*HeaderModifier_Header `protobuf:"bytes,1,rep,name=set,proto3" json:"set,omitempty"`
+	Add           []*HeaderModifier_Header `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
+	Remove        []string                 `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *HeaderModifier) Reset() {
+	*x = HeaderModifier{}
+	mi := &file_api_v1_destination_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderModifier) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderModifier) ProtoMessage() {}
+
+func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_destination_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
+func (*HeaderModifier) Descriptor() ([]byte, []int) {
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *HeaderModifier) GetSet() []*HeaderModifier_Header {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *HeaderModifier) GetAdd() []*HeaderModifier_Header {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *HeaderModifier) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+type Redirect struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Scheme   string                 `protobuf:"bytes,1,opt,name=scheme,proto3" json:"scheme,omitempty"`     // "" keeps the request's
+	Hostname string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"` // "" keeps the request's
+	Port     uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`        // 0: the scheme's default (or the request's)
+	// Exactly one of full_path / prefix_match may be set.
+	FullPath      string `protobuf:"bytes,4,opt,name=full_path,json=fullPath,proto3" json:"full_path,omitempty"`
+	PrefixMatch   string `protobuf:"bytes,5,opt,name=prefix_match,json=prefixMatch,proto3" json:"prefix_match,omitempty"` // replaces the matched prefix
+	StatusCode    uint32 `protobuf:"varint,6,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`   // 301 or 302 (default 302)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Redirect) Reset() {
+	*x = Redirect{}
+	mi := &file_api_v1_destination_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Redirect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Redirect) ProtoMessage() {}
+
+func (x *Redirect) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_destination_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
+func (*Redirect) Descriptor() ([]byte, []int) {
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Redirect) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+func (x *Redirect) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *Redirect) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *Redirect) GetFullPath() string {
+	if x != nil {
+		return x.FullPath
+	}
+	return ""
+}
+
+func (x *Redirect) GetPrefixMatch() string {
+	if x != nil {
+		return x.PrefixMatch
+	}
+	return ""
+}
+
+func (x *Redirect) GetStatusCode() uint32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+type URLRewrite struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hostname      string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	FullPath      string                 `protobuf:"bytes,2,opt,name=full_path,json=fullPath,proto3" json:"full_path,omitempty"`
+	PrefixMatch   string                 `protobuf:"bytes,3,opt,name=prefix_match,json=prefixMatch,proto3" json:"prefix_match,omitempty"` // replaces the matched prefix
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *URLRewrite) Reset() {
+	*x = URLRewrite{}
+	mi := &file_api_v1_destination_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *URLRewrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*URLRewrite) ProtoMessage() {}
+
+func (x *URLRewrite) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_destination_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use URLRewrite.ProtoReflect.Descriptor instead.
+func (*URLRewrite) Descriptor() ([]byte, []int) {
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *URLRewrite) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *URLRewrite) GetFullPath() string {
+	if x != nil {
+		return x.FullPath
+	}
+	return ""
+}
+
+func (x *URLRewrite) GetPrefixMatch() string {
+	if x != nil {
+		return x.PrefixMatch
+	}
+	return ""
+}
+
+type Mirror struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Authority of the service a copy goes to.
+	Authority string `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"`
+	// Share of requests mirrored, in millionths (0: all; Gateway API's
+	// percent or fraction, converted).
+	Millionths    uint32 `protobuf:"varint,2,opt,name=millionths,proto3" json:"millionths,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mirror) Reset() {
+	*x = Mirror{}
+	mi := &file_api_v1_destination_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mirror) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mirror) ProtoMessage() {}
+
+func (x *Mirror) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_destination_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
+func (*Mirror) Descriptor() ([]byte, []int) {
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Mirror) GetAuthority() string {
+	if x != nil {
+		return x.Authority
+	}
+	return ""
+}
+
+func (x *Mirror) GetMillionths() uint32 {
+	if x != nil {
+		return x.Millionths
+	}
+	return 0
+}
+
+type Fault struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Abort: answer http_status (or grpc_status for gRPC routes) to this
+	// share of requests, in millionths.
+	AbortMillionths uint32 `protobuf:"varint,1,opt,name=abort_millionths,json=abortMillionths,proto3" json:"abort_millionths,omitempty"`
+	AbortHttpStatus uint32 `protobuf:"varint,2,opt,name=abort_http_status,json=abortHttpStatus,proto3" json:"abort_http_status,omitempty"`
+	AbortGrpcStatus uint32 `protobuf:"varint,3,opt,name=abort_grpc_status,json=abortGrpcStatus,proto3" json:"abort_grpc_status,omitempty"`
+	// Delay this share of requests by delay.
+	DelayMillionths uint32               `protobuf:"varint,4,opt,name=delay_millionths,json=delayMillionths,proto3" json:"delay_millionths,omitempty"`
+	Delay           *durationpb.Duration `protobuf:"bytes,5,opt,name=delay,proto3" json:"delay,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Fault) Reset() {
+	*x = Fault{}
+	mi := &file_api_v1_destination_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fault) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fault) ProtoMessage() {}
+
+func (x *Fault) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_destination_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fault.ProtoReflect.Descriptor instead.
+func (*Fault) Descriptor() ([]byte, []int) {
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Fault) GetAbortMillionths() uint32 {
+	if x != nil {
+		return x.AbortMillionths
+	}
+	return 0
+}
+
+func (x *Fault) GetAbortHttpStatus() uint32 {
+	if x != nil {
+		return x.AbortHttpStatus
+	}
+	return 0
+}
+
+func (x *Fault) GetAbortGrpcStatus() uint32 {
+	if x != nil {
+		return x.AbortGrpcStatus
+	}
+	return 0
+}
+
+func (x *Fault) GetDelayMillionths() uint32 {
+	if x != nil {
+		return x.DelayMillionths
+	}
+	return 0
+}
+
+func (x *Fault) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+type RetryPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Retries after the first attempt (attempts = 1 + max_retries).
+	MaxRetries uint32 `protobuf:"varint,1,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
+	// HTTP statuses to retry; empty means 5xx for idempotent requests.
+	RetryOnStatus []uint32             `protobuf:"varint,2,rep,packed,name=retry_on_status,json=retryOnStatus,proto3" json:"retry_on_status,omitempty"`
+	PerTryTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=per_try_timeout,json=perTryTimeout,proto3" json:"per_try_timeout,omitempty"`
+	// Extra load retries may add, as a fraction of requests (0.2 = 20 %);
+	// 0: the proxy's default budget.
+	BudgetRatio float32 `protobuf:"fixed32,4,opt,name=budget_ratio,json=budgetRatio,proto3" json:"budget_ratio,omitempty"`
+	// gRPC status codes to retry (e.g. 14 UNAVAILABLE).
+	RetryOnGrpc []uint32 `protobuf:"varint,5,rep,packed,name=retry_on_grpc,json=retryOnGrpc,proto3" json:"retry_on_grpc,omitempty"`
+	// Backoff between attempts: exponential from base to max, full jitter.
+	BackoffBase *durationpb.Duration `protobuf:"bytes,6,opt,name=backoff_base,json=backoffBase,proto3" json:"backoff_base,omitempty"`
+	BackoffMax  *durationpb.Duration `protobuf:"bytes,7,opt,name=backoff_max,json=backoffMax,proto3" json:"backoff_max,omitempty"`
+	// Retries always allowed per second whatever the ratio (the floor).
+	BudgetMinPerSecond uint32 `protobuf:"varint,8,opt,name=budget_min_per_second,json=budgetMinPerSecond,proto3" json:"budget_min_per_second,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
 func (x *RetryPolicy) Reset() {
 	*x = RetryPolicy{}
-	mi := &file_api_v1_destination_proto_msgTypes[13]
+	mi := &file_api_v1_destination_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1367,7 @@ func (x *RetryPolicy) String() string {
 func (*RetryPolicy) ProtoMessage() {}
 
 func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[13]
+	mi := &file_api_v1_destination_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1380,7 @@ func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
 func (*RetryPolicy) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{13}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RetryPolicy) GetMaxRetries() uint32 {
@@ -947,6 +1411,34 @@ func (x *RetryPolicy) GetBudgetRatio() float32 {
 	return 0
 }
 
+func (x *RetryPolicy) GetRetryOnGrpc() []uint32 {
+	if x != nil {
+		return x.RetryOnGrpc
+	}
+	return nil
+}
+
+func (x *RetryPolicy) GetBackoffBase() *durationpb.Duration {
+	if x != nil {
+		return x.BackoffBase
+	}
+	return nil
+}
+
+func (x *RetryPolicy) GetBackoffMax() *durationpb.Duration {
+	if x != nil {
+		return x.BackoffMax
+	}
+	return nil
+}
+
+func (x *RetryPolicy) GetBudgetMinPerSecond() uint32 {
+	if x != nil {
+		return x.BudgetMinPerSecond
+	}
+	return 0
+}
+
 type RouteMatch_Header struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -958,7 +1450,7 @@ type RouteMatch_Header struct {
 
 func (x *RouteMatch_Header) Reset() {
 	*x = RouteMatch_Header{}
-	mi := &file_api_v1_destination_proto_msgTypes[16]
+	mi := &file_api_v1_destination_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1462,7 @@ func (x *RouteMatch_Header) String() string {
 func (*RouteMatch_Header) ProtoMessage() {}
 
 func (x *RouteMatch_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[16]
+	mi := &file_api_v1_destination_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,6 +1497,58 @@ func (x *RouteMatch_Header) GetRegex() bool {
 		return x.Regex
 	}
 	return false
+}
+
+type HeaderModifier_Header struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderModifier_Header) Reset() {
+	*x = HeaderModifier_Header{}
+	mi := &file_api_v1_destination_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderModifier_Header) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderModifier_Header) ProtoMessage() {}
+
+func (x *HeaderModifier_Header) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_destination_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderModifier_Header.ProtoReflect.Descriptor instead.
+func (*HeaderModifier_Header) Descriptor() ([]byte, []int) {
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{13, 0}
+}
+
+func (x *HeaderModifier_Header) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HeaderModifier_Header) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
 }
 
 var File_api_v1_destination_proto protoreflect.FileDescriptor
@@ -1061,13 +1605,22 @@ const file_api_v1_destination_proto_rawDesc = "" +
 	"\x06OPAQUE\x10\x04\"V\n" +
 	"\vRouteConfig\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12-\n" +
-	"\x06routes\x18\x02 \x03(\v2\x15.trellis.api.v1.RouteR\x06routes\"\xf6\x01\n" +
+	"\x06routes\x18\x02 \x03(\v2\x15.trellis.api.v1.RouteR\x06routes\"\xad\x05\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\amatches\x18\x02 \x03(\v2\x1a.trellis.api.v1.RouteMatchR\amatches\x12;\n" +
 	"\bbackends\x18\x03 \x03(\v2\x1f.trellis.api.v1.WeightedBackendR\bbackends\x123\n" +
 	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x121\n" +
-	"\x05retry\x18\x05 \x01(\v2\x1b.trellis.api.v1.RetryPolicyR\x05retry\"\xeb\x01\n" +
+	"\x05retry\x18\x05 \x01(\v2\x1b.trellis.api.v1.RetryPolicyR\x05retry\x12B\n" +
+	"\x0fbackend_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0ebackendTimeout\x12G\n" +
+	"\x0frequest_headers\x18\a \x01(\v2\x1e.trellis.api.v1.HeaderModifierR\x0erequestHeaders\x12I\n" +
+	"\x10response_headers\x18\b \x01(\v2\x1e.trellis.api.v1.HeaderModifierR\x0fresponseHeaders\x124\n" +
+	"\bredirect\x18\t \x01(\v2\x18.trellis.api.v1.RedirectR\bredirect\x124\n" +
+	"\arewrite\x18\n" +
+	" \x01(\v2\x1a.trellis.api.v1.URLRewriteR\arewrite\x120\n" +
+	"\amirrors\x18\v \x03(\v2\x16.trellis.api.v1.MirrorR\amirrors\x12+\n" +
+	"\x05fault\x18\f \x01(\v2\x15.trellis.api.v1.FaultR\x05fault\x12\x12\n" +
+	"\x04kind\x18\r \x01(\tR\x04kind\"\xd0\x02\n" +
 	"\n" +
 	"RouteMatch\x12\x1f\n" +
 	"\vpath_prefix\x18\x01 \x01(\tR\n" +
@@ -1075,20 +1628,61 @@ const file_api_v1_destination_proto_rawDesc = "" +
 	"\n" +
 	"path_exact\x18\x02 \x01(\tR\tpathExact\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06method\x12;\n" +
-	"\aheaders\x18\x04 \x03(\v2!.trellis.api.v1.RouteMatch.HeaderR\aheaders\x1aH\n" +
+	"\aheaders\x18\x04 \x03(\v2!.trellis.api.v1.RouteMatch.HeaderR\aheaders\x12\x1d\n" +
+	"\n" +
+	"path_regex\x18\x05 \x01(\tR\tpathRegex\x12D\n" +
+	"\fquery_params\x18\x06 \x03(\v2!.trellis.api.v1.RouteMatch.HeaderR\vqueryParams\x1aH\n" +
 	"\x06Header\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12\x14\n" +
-	"\x05regex\x18\x03 \x01(\bR\x05regex\"G\n" +
+	"\x05regex\x18\x03 \x01(\bR\x05regex\"\xdb\x01\n" +
 	"\x0fWeightedBackend\x12\x1c\n" +
 	"\tauthority\x18\x01 \x01(\tR\tauthority\x12\x16\n" +
-	"\x06weight\x18\x02 \x01(\rR\x06weight\"\xbc\x01\n" +
+	"\x06weight\x18\x02 \x01(\rR\x06weight\x12G\n" +
+	"\x0frequest_headers\x18\x03 \x01(\v2\x1e.trellis.api.v1.HeaderModifierR\x0erequestHeaders\x12I\n" +
+	"\x10response_headers\x18\x04 \x01(\v2\x1e.trellis.api.v1.HeaderModifierR\x0fresponseHeaders\"\xce\x01\n" +
+	"\x0eHeaderModifier\x127\n" +
+	"\x03set\x18\x01 \x03(\v2%.trellis.api.v1.HeaderModifier.HeaderR\x03set\x127\n" +
+	"\x03add\x18\x02 \x03(\v2%.trellis.api.v1.HeaderModifier.HeaderR\x03add\x12\x16\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\x1a2\n" +
+	"\x06Header\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xb3\x01\n" +
+	"\bRedirect\x12\x16\n" +
+	"\x06scheme\x18\x01 \x01(\tR\x06scheme\x12\x1a\n" +
+	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\x12\x1b\n" +
+	"\tfull_path\x18\x04 \x01(\tR\bfullPath\x12!\n" +
+	"\fprefix_match\x18\x05 \x01(\tR\vprefixMatch\x12\x1f\n" +
+	"\vstatus_code\x18\x06 \x01(\rR\n" +
+	"statusCode\"h\n" +
+	"\n" +
+	"URLRewrite\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x1b\n" +
+	"\tfull_path\x18\x02 \x01(\tR\bfullPath\x12!\n" +
+	"\fprefix_match\x18\x03 \x01(\tR\vprefixMatch\"F\n" +
+	"\x06Mirror\x12\x1c\n" +
+	"\tauthority\x18\x01 \x01(\tR\tauthority\x12\x1e\n" +
+	"\n" +
+	"millionths\x18\x02 \x01(\rR\n" +
+	"millionths\"\xe6\x01\n" +
+	"\x05Fault\x12)\n" +
+	"\x10abort_millionths\x18\x01 \x01(\rR\x0fabortMillionths\x12*\n" +
+	"\x11abort_http_status\x18\x02 \x01(\rR\x0fabortHttpStatus\x12*\n" +
+	"\x11abort_grpc_status\x18\x03 \x01(\rR\x0fabortGrpcStatus\x12)\n" +
+	"\x10delay_millionths\x18\x04 \x01(\rR\x0fdelayMillionths\x12/\n" +
+	"\x05delay\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"\x8d\x03\n" +
 	"\vRetryPolicy\x12\x1f\n" +
 	"\vmax_retries\x18\x01 \x01(\rR\n" +
 	"maxRetries\x12&\n" +
 	"\x0fretry_on_status\x18\x02 \x03(\rR\rretryOnStatus\x12A\n" +
 	"\x0fper_try_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\rperTryTimeout\x12!\n" +
-	"\fbudget_ratio\x18\x04 \x01(\x02R\vbudgetRatio2\x9a\x01\n" +
+	"\fbudget_ratio\x18\x04 \x01(\x02R\vbudgetRatio\x12\"\n" +
+	"\rretry_on_grpc\x18\x05 \x03(\rR\vretryOnGrpc\x12<\n" +
+	"\fbackoff_base\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\vbackoffBase\x12:\n" +
+	"\vbackoff_max\x18\a \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"backoffMax\x121\n" +
+	"\x15budget_min_per_second\x18\b \x01(\rR\x12budgetMinPerSecond2\x9a\x01\n" +
 	"\vDestination\x12?\n" +
 	"\x03Get\x12\x1e.trellis.api.v1.GetDestination\x1a\x16.trellis.api.v1.Update0\x01\x12J\n" +
 	"\tGetRoutes\x12\x1e.trellis.api.v1.GetDestination\x1a\x1b.trellis.api.v1.RouteConfig0\x01B.Z,github.com/trellis-mesh/trellis/api/v1;apiv1b\x06proto3"
@@ -1106,56 +1700,77 @@ func file_api_v1_destination_proto_rawDescGZIP() []byte {
 }
 
 var file_api_v1_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_api_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_api_v1_destination_proto_goTypes = []any{
-	(ProtocolHint_Protocol)(0),  // 0: trellis.api.v1.ProtocolHint.Protocol
-	(*GetDestination)(nil),      // 1: trellis.api.v1.GetDestination
-	(*Update)(nil),              // 2: trellis.api.v1.Update
-	(*AddSet)(nil),              // 3: trellis.api.v1.AddSet
-	(*RemoveSet)(nil),           // 4: trellis.api.v1.RemoveSet
-	(*NoEndpoints)(nil),         // 5: trellis.api.v1.NoEndpoints
-	(*TcpAddress)(nil),          // 6: trellis.api.v1.TcpAddress
-	(*WeightedAddr)(nil),        // 7: trellis.api.v1.WeightedAddr
-	(*TlsIdentity)(nil),         // 8: trellis.api.v1.TlsIdentity
-	(*ProtocolHint)(nil),        // 9: trellis.api.v1.ProtocolHint
-	(*RouteConfig)(nil),         // 10: trellis.api.v1.RouteConfig
-	(*Route)(nil),               // 11: trellis.api.v1.Route
-	(*RouteMatch)(nil),          // 12: trellis.api.v1.RouteMatch
-	(*WeightedBackend)(nil),     // 13: trellis.api.v1.WeightedBackend
-	(*RetryPolicy)(nil),         // 14: trellis.api.v1.RetryPolicy
-	nil,                         // 15: trellis.api.v1.AddSet.MetricLabelsEntry
-	nil,                         // 16: trellis.api.v1.WeightedAddr.MetricLabelsEntry
-	(*RouteMatch_Header)(nil),   // 17: trellis.api.v1.RouteMatch.Header
-	(*durationpb.Duration)(nil), // 18: google.protobuf.Duration
+	(ProtocolHint_Protocol)(0),    // 0: trellis.api.v1.ProtocolHint.Protocol
+	(*GetDestination)(nil),        // 1: trellis.api.v1.GetDestination
+	(*Update)(nil),                // 2: trellis.api.v1.Update
+	(*AddSet)(nil),                // 3: trellis.api.v1.AddSet
+	(*RemoveSet)(nil),             // 4: trellis.api.v1.RemoveSet
+	(*NoEndpoints)(nil),           // 5: trellis.api.v1.NoEndpoints
+	(*TcpAddress)(nil),            // 6: trellis.api.v1.TcpAddress
+	(*WeightedAddr)(nil),          // 7: trellis.api.v1.WeightedAddr
+	(*TlsIdentity)(nil),           // 8: trellis.api.v1.TlsIdentity
+	(*ProtocolHint)(nil),          // 9: trellis.api.v1.ProtocolHint
+	(*RouteConfig)(nil),           // 10: trellis.api.v1.RouteConfig
+	(*Route)(nil),                 // 11: trellis.api.v1.Route
+	(*RouteMatch)(nil),            // 12: trellis.api.v1.RouteMatch
+	(*WeightedBackend)(nil),       // 13: trellis.api.v1.WeightedBackend
+	(*HeaderModifier)(nil),        // 14: trellis.api.v1.HeaderModifier
+	(*Redirect)(nil),              // 15: trellis.api.v1.Redirect
+	(*URLRewrite)(nil),            // 16: trellis.api.v1.URLRewrite
+	(*Mirror)(nil),                // 17: trellis.api.v1.Mirror
+	(*Fault)(nil),                 // 18: trellis.api.v1.Fault
+	(*RetryPolicy)(nil),           // 19: trellis.api.v1.RetryPolicy
+	nil,                           // 20: trellis.api.v1.AddSet.MetricLabelsEntry
+	nil,                           // 21: trellis.api.v1.WeightedAddr.MetricLabelsEntry
+	(*RouteMatch_Header)(nil),     // 22: trellis.api.v1.RouteMatch.Header
+	(*HeaderModifier_Header)(nil), // 23: trellis.api.v1.HeaderModifier.Header
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
 }
 var file_api_v1_destination_proto_depIdxs = []int32{
 	3,  // 0: trellis.api.v1.Update.add:type_name -> trellis.api.v1.AddSet
 	4,  // 1: trellis.api.v1.Update.remove:type_name -> trellis.api.v1.RemoveSet
 	5,  // 2: trellis.api.v1.Update.no_endpoints:type_name -> trellis.api.v1.NoEndpoints
 	7,  // 3: trellis.api.v1.AddSet.addrs:type_name -> trellis.api.v1.WeightedAddr
-	15, // 4: trellis.api.v1.AddSet.metric_labels:type_name -> trellis.api.v1.AddSet.MetricLabelsEntry
+	20, // 4: trellis.api.v1.AddSet.metric_labels:type_name -> trellis.api.v1.AddSet.MetricLabelsEntry
 	6,  // 5: trellis.api.v1.RemoveSet.addrs:type_name -> trellis.api.v1.TcpAddress
 	6,  // 6: trellis.api.v1.WeightedAddr.addr:type_name -> trellis.api.v1.TcpAddress
-	16, // 7: trellis.api.v1.WeightedAddr.metric_labels:type_name -> trellis.api.v1.WeightedAddr.MetricLabelsEntry
+	21, // 7: trellis.api.v1.WeightedAddr.metric_labels:type_name -> trellis.api.v1.WeightedAddr.MetricLabelsEntry
 	8,  // 8: trellis.api.v1.WeightedAddr.tls_identity:type_name -> trellis.api.v1.TlsIdentity
 	9,  // 9: trellis.api.v1.WeightedAddr.protocol_hint:type_name -> trellis.api.v1.ProtocolHint
 	0,  // 10: trellis.api.v1.ProtocolHint.protocol:type_name -> trellis.api.v1.ProtocolHint.Protocol
 	11, // 11: trellis.api.v1.RouteConfig.routes:type_name -> trellis.api.v1.Route
 	12, // 12: trellis.api.v1.Route.matches:type_name -> trellis.api.v1.RouteMatch
 	13, // 13: trellis.api.v1.Route.backends:type_name -> trellis.api.v1.WeightedBackend
-	18, // 14: trellis.api.v1.Route.timeout:type_name -> google.protobuf.Duration
-	14, // 15: trellis.api.v1.Route.retry:type_name -> trellis.api.v1.RetryPolicy
-	17, // 16: trellis.api.v1.RouteMatch.headers:type_name -> trellis.api.v1.RouteMatch.Header
-	18, // 17: trellis.api.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	1,  // 18: trellis.api.v1.Destination.Get:input_type -> trellis.api.v1.GetDestination
-	1,  // 19: trellis.api.v1.Destination.GetRoutes:input_type -> trellis.api.v1.GetDestination
-	2,  // 20: trellis.api.v1.Destination.Get:output_type -> trellis.api.v1.Update
-	10, // 21: trellis.api.v1.Destination.GetRoutes:output_type -> trellis.api.v1.RouteConfig
-	20, // [20:22] is the sub-list for method output_type
-	18, // [18:20] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	24, // 14: trellis.api.v1.Route.timeout:type_name -> google.protobuf.Duration
+	19, // 15: trellis.api.v1.Route.retry:type_name -> trellis.api.v1.RetryPolicy
+	24, // 16: trellis.api.v1.Route.backend_timeout:type_name -> google.protobuf.Duration
+	14, // 17: trellis.api.v1.Route.request_headers:type_name -> trellis.api.v1.HeaderModifier
+	14, // 18: trellis.api.v1.Route.response_headers:type_name -> trellis.api.v1.HeaderModifier
+	15, // 19: trellis.api.v1.Route.redirect:type_name -> trellis.api.v1.Redirect
+	16, // 20: trellis.api.v1.Route.rewrite:type_name -> trellis.api.v1.URLRewrite
+	17, // 21: trellis.api.v1.Route.mirrors:type_name -> trellis.api.v1.Mirror
+	18, // 22: trellis.api.v1.Route.fault:type_name -> trellis.api.v1.Fault
+	22, // 23: trellis.api.v1.RouteMatch.headers:type_name -> trellis.api.v1.RouteMatch.Header
+	22, // 24: trellis.api.v1.RouteMatch.query_params:type_name -> trellis.api.v1.RouteMatch.Header
+	14, // 25: trellis.api.v1.WeightedBackend.request_headers:type_name -> trellis.api.v1.HeaderModifier
+	14, // 26: trellis.api.v1.WeightedBackend.response_headers:type_name -> trellis.api.v1.HeaderModifier
+	23, // 27: trellis.api.v1.HeaderModifier.set:type_name -> trellis.api.v1.HeaderModifier.Header
+	23, // 28: trellis.api.v1.HeaderModifier.add:type_name -> trellis.api.v1.HeaderModifier.Header
+	24, // 29: trellis.api.v1.Fault.delay:type_name -> google.protobuf.Duration
+	24, // 30: trellis.api.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	24, // 31: trellis.api.v1.RetryPolicy.backoff_base:type_name -> google.protobuf.Duration
+	24, // 32: trellis.api.v1.RetryPolicy.backoff_max:type_name -> google.protobuf.Duration
+	1,  // 33: trellis.api.v1.Destination.Get:input_type -> trellis.api.v1.GetDestination
+	1,  // 34: trellis.api.v1.Destination.GetRoutes:input_type -> trellis.api.v1.GetDestination
+	2,  // 35: trellis.api.v1.Destination.Get:output_type -> trellis.api.v1.Update
+	10, // 36: trellis.api.v1.Destination.GetRoutes:output_type -> trellis.api.v1.RouteConfig
+	35, // [35:37] is the sub-list for method output_type
+	33, // [33:35] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_destination_proto_init() }
@@ -1174,7 +1789,7 @@ func file_api_v1_destination_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_destination_proto_rawDesc), len(file_api_v1_destination_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
