@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"time"
 
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
@@ -116,6 +117,11 @@ type Exchange struct {
 	Authority string
 	// Dest is where the request goes (outbound).
 	Dest Dest
+	// Route is the outbound route rule the request matched (nil: none,
+	// the service's defaults apply). The route stage sets it; the
+	// timeout, fault, mirror and upstream (retry) stages read it. Shared
+	// with every request on the route: never modify it.
+	Route *apiv1.Route
 	// Endpoint is the address of the endpoint picked last (outbound).
 	Endpoint string
 	// AppAddr is the app address the request goes to (inbound).
