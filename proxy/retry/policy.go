@@ -124,7 +124,7 @@ func Backoff(p *apiv1.RetryPolicy, n int, r uint64) time.Duration {
 		ceil = base
 	}
 	hi := ceil
-	if n < 30 && base<<(n+1) > 0 && base<<(n+1) < ceil {
+	if n < 62 && base <= ceil>>(n+1) { // base × 2^(n+1) <= ceil: no overflow
 		hi = base << (n + 1)
 	}
 	return base + time.Duration(r%uint64(hi-base+1))
