@@ -77,16 +77,19 @@ func Decide(p *apiv1.RetryPolicy, method string, status int, grpcStatus string) 
 }
 
 // DecideTimeout says whether an attempt that exceeded its per-try timeout
-// is retried: as a 504 would be, or, for gRPC, DEADLINE_EXCEEDED.
+// is retried. An idempotent request always is when a policy exists (the
+// Gateway API: a retry stanza retries timeouts); another only when the
+// policy lists 504 or, for gRPC, DEADLINE_EXCEEDED, as it may have been
+// processed.
 func DecideTimeout(p *apiv1.RetryPolicy, method string, grpc bool) (reason, skip string) {
-	g := ""
-	if grpc {
-		g = strconv.Itoa(grpcDeadlineExceeded)
+	if p == nil {
+		return "", ""
 	}
-	if r, s := Decide(p, method, http.StatusGatewayTimeout, g); r == "" {
-		return r, s
+	if Idempotent(method) || contains(p.RetryOnStatus, http.StatusGatewayTimeout) ||
+		grpc && contains(p.RetryOnGrpc, grpcDeadlineExceeded) {
+		return ReasonTimeout, ""
 	}
-	return ReasonTimeout, ""
+	return "", SkipMethod
 }
 
 func contains(list []uint32, v uint32) bool {

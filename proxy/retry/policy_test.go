@@ -62,9 +62,12 @@ func TestDecideTimeout(t *testing.T) {
 		{name: "default list, GET", p: &apiv1.RetryPolicy{}, method: "GET", wantReason: ReasonTimeout},
 		{name: "default list, POST", p: &apiv1.RetryPolicy{}, method: "POST", wantSkip: SkipMethod},
 		{name: "504 listed, POST", p: &apiv1.RetryPolicy{RetryOnStatus: []uint32{503, 504}}, method: "POST", wantReason: ReasonTimeout},
-		{name: "only 503 listed", p: &apiv1.RetryPolicy{RetryOnStatus: []uint32{503}}, method: "GET"},
+		{name: "only 503 listed, GET: a timeout of an idempotent request is retried", p: &apiv1.RetryPolicy{RetryOnStatus: []uint32{503}}, method: "GET", wantReason: ReasonTimeout},
+		{name: "only 503 listed, POST", p: &apiv1.RetryPolicy{RetryOnStatus: []uint32{503}}, method: "POST", wantSkip: SkipMethod},
+		{name: "no policy", p: nil, method: "GET"},
 		{name: "gRPC DEADLINE_EXCEEDED listed", p: &apiv1.RetryPolicy{RetryOnStatus: []uint32{503}, RetryOnGrpc: []uint32{4}}, method: "POST", grpc: true, wantReason: ReasonTimeout},
-		{name: "gRPC, only UNAVAILABLE listed", p: &apiv1.RetryPolicy{RetryOnStatus: []uint32{503}, RetryOnGrpc: []uint32{14}}, method: "POST", grpc: true},
+		{name: "gRPC, only UNAVAILABLE listed", p: &apiv1.RetryPolicy{RetryOnStatus: []uint32{503}, RetryOnGrpc: []uint32{14}}, method: "POST", grpc: true, wantSkip: SkipMethod},
+		{name: "DEADLINE_EXCEEDED listed but not gRPC", p: &apiv1.RetryPolicy{RetryOnGrpc: []uint32{4}}, method: "POST", wantSkip: SkipMethod},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
