@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/retry"
 )
 
@@ -48,9 +49,9 @@ func (s *sending) release(bound *retry.Bytes) {
 // one of known length is. A larger one is passed on and not kept, and so
 // is one that would take the proxy over its bound on bytes kept (bound).
 type keptBody struct {
-	src     io.ReadCloser
-	bound   *retry.Bytes
-	refused func() // counts a body not kept for the bound
+	src   io.ReadCloser
+	bound *retry.Bytes
+	m     *metrics.Metrics // counts a body not kept for the bound
 
 	mu   sync.Mutex
 	buf  []byte
@@ -84,7 +85,7 @@ func (k *keptBody) keep(b []byte) {
 		c := min(max(2*cap(k.buf), need, 512), maxReplayBody)
 		if !k.bound.Acquire(int64(c - cap(k.buf))) {
 			k.bound.Release(k.dropLocked())
-			k.refused()
+			k.m.ReplayRefused()
 			return
 		}
 		k.held += int64(c - cap(k.buf))
