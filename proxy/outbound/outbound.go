@@ -24,6 +24,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/origdst"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
+	"github.com/trellis-mesh/trellis/proxy/retry"
 	"github.com/trellis-mesh/trellis/proxy/route"
 	"github.com/trellis-mesh/trellis/proxy/tunnel"
 	"github.com/trellis-mesh/trellis/proxy/upstream"
@@ -131,6 +132,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.upstream = &upstream.Stage{
 		Metrics: cfg.Metrics, Errors: p.errs, Log: cfg.Logger,
 		Mesh: p.meshConn, Plain: p.h1, Unprocessed: isUnprocessed,
+		Budgets: retry.NewBudgets(0), Replay: retry.NewBytes(retry.DefaultReplayBytes),
 	}
 	p.tunnel = &tunnel.Stage{Route: p.route, Open: p.openStream, Splice: p.splice}
 	p.handler = p.chain()
