@@ -126,6 +126,7 @@ func (u *Stage) Serve(x *pipeline.Exchange) error {
 		if err != nil {
 			return err
 		}
+		x.EditResponse(resp.Header) // routes' response header modifiers
 		_, err = forward.WriteResponse(x.W, resp)
 		_ = resp.Body.Close()
 		x.Wrote(resp.StatusCode, pipeline.GRPCStatus(resp), err)
