@@ -20,8 +20,8 @@ import (
 // after it); CONNECT leaves HTTP before routing; route
 // names the destination; an Upgrade leaves HTTP once routed; the timeout
 // bounds what follows (the route's timeout, else the default); fault
-// injection delays or aborts what a route says; mirroring has its place
-// (Identity until it exists); upstream picks, sends and retries.
+// injection delays or aborts what a route says; mirroring sends a route's
+// copies aside; upstream picks, sends and retries.
 func (p *Proxy) chain() http.Handler {
 	return &pipeline.Observe{
 		Direction: metrics.Outbound, Metrics: p.m, Errors: p.errs,
@@ -34,7 +34,7 @@ func (p *Proxy) chain() http.Handler {
 			p.tunnel.Upgrade,
 			timeout.Layer(p.cfg.RequestTimeout),
 			p.fault.Layer,
-			pipeline.Identity, // mirroring
+			p.mirror.Layer,
 		),
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/listen"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/mirror"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
@@ -84,6 +85,8 @@ type Proxy struct {
 	h1       *http.Transport // plain HTTP/1.1 to non-meshed endpoints
 	route    *route.Stage
 	fault    *fault.Stage
+	mirror   *mirror.Stage
+	mirrors  *pipeline.Observe // the chain of mirrored copies
 	upstream *upstream.Stage
 	tunnel   *tunnel.Stage
 	handler  http.Handler // the request pipeline (chain)
@@ -136,12 +139,14 @@ func New(cfg Config) (*Proxy, error) {
 		Transparent: cfg.Mode == ModeTransparent, Resolve: p.resolveDst, Table: cfg.Routes, Metrics: cfg.RouteMetrics,
 	}
 	p.fault = &fault.Stage{Metrics: cfg.RouteMetrics}
+	p.mirror = mirror.New(mirror.Config{Send: p.sendMirror, Metrics: cfg.RouteMetrics})
 	p.upstream = &upstream.Stage{
 		Metrics: cfg.Metrics, Errors: p.errs, Log: cfg.Logger,
 		Mesh: p.meshConn, Plain: p.h1, Unprocessed: isUnprocessed,
 	}
 	p.tunnel = &tunnel.Stage{Route: p.route, Open: p.openStream, Splice: p.splice}
 	p.handler = p.chain()
+	p.mirrors = p.mirrorChain()
 	var err error
 	p.srv, err = listen.NewHTTP(listen.HTTPConfig{
 		Direction: metrics.Outbound, Metrics: cfg.Metrics, Logger: cfg.Logger, Limiter: limiter,
