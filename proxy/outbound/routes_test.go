@@ -86,7 +86,7 @@ type mesh struct {
 	client *http.Client
 }
 
-func newMesh(t *testing.T) *mesh {
+func newMesh(t testing.TB) *mesh {
 	t.Helper()
 	c := newCA(t)
 	m := &mesh{src: &routeSource{cfg: map[string]*apiv1.RouteConfig{}}, apps: map[string]*app{}, reg: prometheus.NewRegistry()}
