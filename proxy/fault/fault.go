@@ -94,7 +94,7 @@ func (s *Stage) delay(x *pipeline.Exchange, d time.Duration) error {
 
 // abort answers x itself: a gRPC route's callers get a trailers-only
 // response with the grpc-status (UNAVAILABLE by default), the others the
-// HTTP status (503 by default).
+// HTTP status (500 by default, as the controller's annotation).
 func (s *Stage) abort(x *pipeline.Exchange, grpc bool, status int, code uint32) {
 	h := x.W.Header()
 	h[Header] = []string{"injected"}
@@ -111,7 +111,7 @@ func (s *Stage) abort(x *pipeline.Exchange, grpc bool, status int, code uint32) 
 		return
 	}
 	if status < 200 || status > 599 {
-		status = http.StatusServiceUnavailable
+		status = http.StatusInternalServerError
 	}
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
 	x.W.WriteHeader(status)

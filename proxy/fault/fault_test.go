@@ -37,8 +37,8 @@ func TestLayer(t *testing.T) {
 			rand: 499_999, wantStatus: 418, wantMark: true, wantAbort: 1},
 		{name: "abort missed", route: &apiv1.Route{Fault: &apiv1.Fault{AbortMillionths: 500_000, AbortHttpStatus: 418}},
 			rand: 500_000, wantNext: true},
-		{name: "abort all, status defaults to 503", route: &apiv1.Route{Fault: &apiv1.Fault{AbortMillionths: Million}},
-			rand: 3*Million - 1, wantStatus: 503, wantMark: true, wantAbort: 1},
+		{name: "abort all, status defaults to 500", route: &apiv1.Route{Fault: &apiv1.Fault{AbortMillionths: Million}},
+			rand: 3*Million - 1, wantStatus: 500, wantMark: true, wantAbort: 1},
 		{name: "abort grpc", route: &apiv1.Route{Kind: "grpc", Fault: &apiv1.Fault{AbortMillionths: Million, AbortGrpcStatus: 8}},
 			wantStatus: 200, wantGRPC: "8", wantMark: true, wantAbort: 1},
 		{name: "abort grpc default", route: &apiv1.Route{Kind: "grpc", Fault: &apiv1.Fault{AbortMillionths: Million, AbortGrpcStatus: 99}},
@@ -48,7 +48,7 @@ func TestLayer(t *testing.T) {
 		{name: "delay past the timeout", route: &apiv1.Route{Fault: &apiv1.Fault{DelayMillionths: Million, Delay: durationpb.New(time.Hour)}},
 			timeout: time.Millisecond, wantErr: http.StatusGatewayTimeout, wantDelay: 1},
 		{name: "delay and abort", route: &apiv1.Route{Fault: &apiv1.Fault{DelayMillionths: Million, Delay: durationpb.New(time.Millisecond), AbortMillionths: Million}},
-			wantStatus: 503, wantMark: true, wantAbort: 1, wantDelay: 1},
+			wantStatus: 500, wantMark: true, wantAbort: 1, wantDelay: 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			reg := prometheus.NewRegistry()

@@ -43,9 +43,6 @@ const (
 	// all-authenticated. Both are also counted in trellis_inbound_refused_total.
 	ReasonForbiddenPort   = "forbidden_port"
 	ReasonUnauthenticated = "unauthenticated"
-	// ReasonNoBackend: the route a request matched has backends, all of
-	// weight 0 (the Gateway API's 500).
-	ReasonNoBackend = "no_backend"
 )
 
 // LatencyBuckets spans sub-millisecond proxy hops to slow 10 s requests.

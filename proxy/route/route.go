@@ -112,7 +112,7 @@ func (s *Stage) apply(x *pipeline.Exchange, rule *Rule, next pipeline.Handler) e
 	}
 	b, ok := rule.Pick(s.rand())
 	if !ok {
-		return proxyerr.New(http.StatusInternalServerError, metrics.ReasonNoBackend, "route "+rule.Route.GetName()+" has no backend with a weight")
+		return proxyerr.New(http.StatusInternalServerError, proxyerr.ReasonNoBackend, "route "+rule.Route.GetName()+" has no backend with a weight")
 	}
 	rule.req.Apply(x.R.Header)
 	if rule.resp != nil {

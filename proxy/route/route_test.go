@@ -10,7 +10,6 @@ import (
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/proxy/balance"
-	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 )
@@ -71,7 +70,7 @@ func TestStage(t *testing.T) {
 		})}, wantStatus: 503, wantReason: proxyerr.ReasonNoEndpoints},
 		{name: "every weight 0", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
 			Name: "ns/r", Backends: []*apiv1.WeightedBackend{{Authority: "api.ns:80"}, {Authority: "web.ns:80"}},
-		})}, wantStatus: 500, wantReason: metrics.ReasonNoBackend},
+		})}, wantStatus: 500, wantReason: proxyerr.ReasonNoBackend},
 		{name: "transparent: Host names a service (original port)", transparent: true, target: "/", host: "web.ns", orig: orig, wantDst: "web.ns:8080"},
 		{name: "transparent: unknown Host, unknown original destination: passthrough", transparent: true, target: "/", host: "x.example", orig: netip.MustParseAddrPort("10.0.0.7:80"), wantDst: "10.0.0.7:80", wantAddr: "10.0.0.7:80"},
 		{name: "transparent: original destination known", transparent: true, target: "/", host: "-", orig: netip.MustParseAddrPort("10.0.0.9:5432"), wantDst: "10.0.0.9:5432"},
