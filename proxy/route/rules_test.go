@@ -186,6 +186,13 @@ func TestWatched(t *testing.T) {
 	if rs := w.Rules(context.Background(), "a:80"); rs == first || rs.Len() != 2 {
 		t.Fatalf("new answer not compiled: %v", rs)
 	}
+	second := w.Rules(context.Background(), "a:80")
+	src.cfg.Store(nil) // the client's watch swept and started again
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if rs := w.Rules(ctx, "a:80"); rs != second {
+		t.Fatalf("the last answer's rules dropped while the client has none: %v", rs)
+	}
 	src.cfg.Store(&apiv1.RouteConfig{Routes: []*apiv1.Route{{Name: "ns/bad", Matches: []*apiv1.RouteMatch{{PathRegex: "(["}}}}})
 	if rs := w.Rules(context.Background(), "a:80"); rs != nil {
 		t.Fatalf("an answer that does not compile applied: %v", rs)

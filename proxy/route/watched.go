@@ -65,22 +65,27 @@ func NewWatched(src Source, wait time.Duration, log *slog.Logger) *Watched {
 
 // Rules returns service's compiled routes. The first lookup of a service
 // waits up to the table's wait (and ctx) for the controller's answer;
-// once one lookup has waited, the others take what there is at once, so
-// a controller that never answers costs one short wait, not one per
-// request.
+// once one lookup has waited in vain, the others take what there is at
+// once, so a controller that never answers costs one short wait, not one
+// per request.
 func (w *Watched) Rules(ctx context.Context, service string) *Rules {
 	w.mu.RLock()
 	c := w.cache[service]
 	w.mu.RUnlock()
 	var snap routes.Snapshot
-	if c != nil && c.waited.Load() {
+	if c != nil && c.cfg == nil && c.waited.Load() {
 		snap = w.src.Get(w.done, service)
 	} else {
 		wctx, cancel := context.WithTimeout(ctx, w.wait)
 		snap = w.src.Get(wctx, service)
 		cancel()
 	}
-	if c != nil && c.cfg == snap.Config {
+	switch {
+	case c != nil && c.cfg == snap.Config:
+		return c.rules
+	case c != nil && snap.Config == nil:
+		// The client lost the answer (its watch was swept while idle and
+		// starts again): the last one still holds until the next.
 		return c.rules
 	}
 	return w.store(service, snap)
