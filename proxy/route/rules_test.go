@@ -194,7 +194,10 @@ func TestWatched(t *testing.T) {
 		t.Fatalf("the last answer's rules dropped while the client has none: %v", rs)
 	}
 	src.cfg.Store(&apiv1.RouteConfig{Routes: []*apiv1.Route{{Name: "ns/bad", Matches: []*apiv1.RouteMatch{{PathRegex: "(["}}}}})
-	if rs := w.Rules(context.Background(), "a:80"); rs != nil {
-		t.Fatalf("an answer that does not compile applied: %v", rs)
+	if rs := w.Rules(context.Background(), "a:80"); rs != second {
+		t.Fatalf("an answer that does not compile: rules %v, want the last ones kept", rs)
+	}
+	if rs := w.Rules(context.Background(), "b:80"); rs != nil {
+		t.Fatalf("a first answer that does not compile applied: %v", rs)
 	}
 }

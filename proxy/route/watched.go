@@ -95,17 +95,23 @@ func (w *Watched) Rules(ctx context.Context, service string) *Rules {
 func (w *Watched) store(service string, snap routes.Snapshot) *Rules {
 	c := &compiled{cfg: snap.Config}
 	c.waited.Store(true)
+	var err error
 	if snap.Config != nil {
-		rules, err := Compile(snap.Routes)
-		if err != nil {
-			w.log.Warn("routes not applied: they do not compile", "dst_service", service, "err", err)
-		}
-		c.rules = rules
+		c.rules, err = Compile(snap.Routes)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if old := w.cache[service]; old != nil && old.cfg == snap.Config {
+	old := w.cache[service]
+	if old != nil && old.cfg == snap.Config {
 		return old.rules // compiled meanwhile by another request
+	}
+	if err != nil {
+		// The last answer that compiled holds, as the routes client
+		// keeps its last valid answer.
+		w.log.Warn("new routes not applied: they do not compile; the last ones hold", "dst_service", service, "err", err)
+		if old != nil {
+			c.rules = old.rules
+		}
 	}
 	if len(w.cache) >= maxCached {
 		clear(w.cache)
