@@ -80,10 +80,11 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // the apps of the services books (the parent), books-v2 (the canary) and
 // mirror; "gone.demo:80" is a service without a live endpoint.
 type mesh struct {
-	src    *routeSource
-	apps   map[string]*app // by authority
-	reg    *prometheus.Registry
-	client *http.Client
+	src     *routeSource
+	apps    map[string]*app // by authority
+	reg     *prometheus.Registry
+	client  *http.Client
+	outAddr string
 }
 
 func newMesh(t testing.TB) *mesh {
@@ -143,6 +144,7 @@ func newMesh(t testing.TB) *mesh {
 		t.Fatal(err)
 	}
 	outLn := listen(t)
+	m.outAddr = outLn.Addr().String()
 	go func() { _ = out.Serve(outLn) }()
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -370,5 +372,33 @@ func TestRouteMirror(t *testing.T) {
 	eventually(t, "mirror metrics", func() bool {
 		return counter(t, m.reg, "trellis_mirror_requests_total", map[string]string{"route": "demo/mirror", "result": "sent"}) == 1 &&
 			counter(t, m.reg, "trellis_mirror_requests_total", map[string]string{"route": "demo/mirror-gone", "result": "failed"}) == 2
+	})
+}
+
+// TestRouteFaultGRPC: a gRPC route's abort is a trailers-only answer
+// over the app's HTTP/2 connection, counted with its grpc-status.
+func TestRouteFaultGRPC(t *testing.T) {
+	m := newMesh(t)
+	m.src.set("books.demo:80", &apiv1.Route{Name: "demo/grpc-chaos", Kind: "grpc",
+		Fault: &apiv1.Fault{AbortMillionths: 1_000_000, AbortHttpStatus: 500, AbortGrpcStatus: 14}})
+	c := &http.Client{Transport: h2cClient(m.outAddr)}
+	req, _ := http.NewRequest(http.MethodPost, "http://books.demo/books.v1.Books/Get", strings.NewReader("\x00\x00\x00\x00\x00"))
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readAll(t, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "14" || resp.Header.Get("Trellis-Fault") != "injected" || body != "" {
+		t.Fatalf("answer %d %v %q", resp.StatusCode, resp.Header, body)
+	}
+	if hits := m.apps["books.demo:80"].hits.Load(); hits != 0 {
+		t.Fatalf("the app saw %d requests", hits)
+	}
+	eventually(t, "the response counted with its grpc-status", func() bool {
+		return counter(t, m.reg, "trellis_responses_total", map[string]string{"grpc_status": "14", "classification": "failure"}) == 1 &&
+			counter(t, m.reg, "trellis_request_errors_total", nil) == 0
 	})
 }
