@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -79,12 +78,14 @@ func NewRoutes(reg prometheus.Registerer) (*Routes, error) {
 	return r, nil
 }
 
+var statusClasses = [...]string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
 // StatusClass is the status_class of a status ("0xx": no response).
 func StatusClass(status int) string {
 	if status < 100 || status > 599 {
-		return "0xx"
+		return statusClasses[0]
 	}
-	return strconv.Itoa(status/100) + "xx"
+	return statusClasses[status/100]
 }
 
 // Request counts a request a route matched and observes its latency.

@@ -7,13 +7,16 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/proxy/balance"
+	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 )
 
 // BenchmarkSelect: the route stage's work per request with 0, 10 and 100
-// routes on the service (the outbound BenchmarkRoutesCost puts it
+// routes on the service, route metrics included (the outbound BenchmarkRoutesCost puts it
 // against a whole mesh round trip).
 func BenchmarkSelect(b *testing.B) {
 	for _, n := range []int{0, 10, 100} {
@@ -25,9 +28,13 @@ func BenchmarkSelect(b *testing.B) {
 					Backends: []*apiv1.WeightedBackend{{Authority: "web.ns:80", Weight: 1}}})
 			}
 			bal := balance.New()
-			s := &Stage{Table: table{"web.ns:80": mustCompile(b, rs...)},
+			rm, err := metrics.NewRoutes(prometheus.NewRegistry())
+			if err != nil {
+				b.Fatal(err)
+			}
+			s := &Stage{Table: table{"web.ns:80": mustCompile(b, rs...)}, Metrics: rm,
 				Resolve: func(context.Context, string) (bool, *balance.Balancer, error) { return true, bal, nil }}
-			h := s.Layer(pipeline.HandlerFunc(func(*pipeline.Exchange) error { return nil }))
+			h := s.Layer(pipeline.HandlerFunc(func(x *pipeline.Exchange) error { x.Wrote(200, "", nil); return nil }))
 			r := httptest.NewRequest(http.MethodGet, fmt.Sprintf("http://web.ns/r%d/x", n/2), nil)
 			x := &pipeline.Exchange{}
 			b.ReportAllocs()
