@@ -59,7 +59,7 @@ func routeStageCPU(b *testing.B, n int) time.Duration {
 	}
 	s := &route.Stage{Table: route.NewWatched(src, time.Millisecond, nil), Metrics: rm,
 		Resolve: func(context.Context, string) (bool, *balance.Balancer, error) { return true, bal, nil }}
-	h := s.Layer(pipeline.HandlerFunc(func(*pipeline.Exchange) error { return nil }))
+	h := s.Layer(pipeline.HandlerFunc(func(x *pipeline.Exchange) error { x.Wrote(http.StatusOK, "", nil); return nil }))
 	r := httptest.NewRequest(http.MethodGet, benchTarget(n), nil)
 	x := &pipeline.Exchange{R: r, Ctx: r.Context(), W: httptest.NewRecorder()}
 	const calls = 200000

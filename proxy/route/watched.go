@@ -72,10 +72,10 @@ func (w *Watched) Rules(ctx context.Context, service string) *Rules {
 	w.mu.RLock()
 	c := w.cache[service]
 	w.mu.RUnlock()
-	var snap routes.Snapshot
-	if c != nil && c.cfg == nil && c.waited.Load() {
-		snap = w.src.Get(w.done, service)
-	} else {
+	// What there is, without a timer per request; a wait only while
+	// there is no answer yet, and not again once a wait was in vain.
+	snap := w.src.Get(w.done, service)
+	if snap.Config == nil && (c == nil || c.cfg != nil || !c.waited.Load()) {
 		wctx, cancel := context.WithTimeout(ctx, w.wait)
 		snap = w.src.Get(wctx, service)
 		cancel()
