@@ -69,7 +69,8 @@ func HasPort(host string) bool {
 }
 
 // Layer returns the stage as a pipeline layer: it sets x.Authority, Dst,
-// Balancer or Addr, and the dst_service label.
+// Balancer or Addr, the dst_service label, and x.Route when a route of
+// the service matches (then applied by apply, and counted).
 func (s *Stage) Layer(next pipeline.Handler) pipeline.Handler {
 	return pipeline.HandlerFunc(func(x *pipeline.Exchange) error {
 		if x.Authority == "" {
