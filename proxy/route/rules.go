@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
-
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/routematch"
 	"github.com/trellis-mesh/trellis/proxy/headermod"
@@ -133,8 +131,8 @@ func checkRewrite(rw *apiv1.URLRewrite) error {
 // checkTarget refuses a hostname or path that could not be sent as is:
 // no control characters, spaces, or authority tricks.
 func checkTarget(what, host, full, prefix string) error {
-	if host != "" && (!httpguts.ValidHostHeader(host) || strings.ContainsAny(host, "/@?#")) {
-		return fmt.Errorf("%s hostname %q is not a host", what, host)
+	if host != "" && !isHostname(host) {
+		return fmt.Errorf("%s hostname %q is not a DNS name", what, host)
 	}
 	if full != "" && prefix != "" {
 		return fmt.Errorf("%s sets both full_path and prefix_match", what)
@@ -148,6 +146,21 @@ func checkTarget(what, host, full, prefix string) error {
 		}
 	}
 	return nil
+}
+
+// isHostname: the Gateway API's PreciseHostname, a DNS name without a
+// port (letters, digits, '-' and '.').
+func isHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func validPath(p string) bool {

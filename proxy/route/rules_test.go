@@ -58,6 +58,8 @@ func TestCompileRefuses(t *testing.T) {
 		"redirect path CRLF":        {Redirect: &apiv1.Redirect{FullPath: "/a\r\nSet-Cookie: x"}},
 		"rewrite both paths":        {Rewrite: &apiv1.URLRewrite{FullPath: "/a", PrefixMatch: "/b"}},
 		"rewrite host":              {Rewrite: &apiv1.URLRewrite{Hostname: "a b"}},
+		"redirect host with port":   {Redirect: &apiv1.Redirect{Hostname: "h:1"}},
+		"rewrite host IPv6":         {Rewrite: &apiv1.URLRewrite{Hostname: "[::1]"}},
 		"negative timeout":          {Timeout: durationpb.New(-1)},
 		"bad match":                 {Matches: []*apiv1.RouteMatch{{PathRegex: "(["}}},
 	} {
