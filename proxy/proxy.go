@@ -32,6 +32,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/outbound"
 	"github.com/trellis-mesh/trellis/proxy/policy"
+	"github.com/trellis-mesh/trellis/proxy/route"
 	"github.com/trellis-mesh/trellis/proxy/selfconn"
 	"github.com/trellis-mesh/trellis/proxy/trace"
 )
@@ -271,6 +272,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	routeMetrics, err := metrics.NewRoutes(reg)
+	if err != nil {
+		return err
+	}
 	tapHub, err := newTapHub(local, reg)
 	if err != nil {
 		return err
@@ -295,6 +300,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Metrics: m, Logger: log.With("component", "outbound"),
 		DetectTimeout: cfg.DetectTimeout, RequestTimeout: cfg.RequestTimeout, OpaquePorts: opaque,
 		HeaderTimeout: cfg.HeaderTimeout,
+		Routes:        route.NewWatched(routeTable, 0, log.With("component", "routes")),
+		RouteMetrics:  routeMetrics,
 		Tap:           tapHub.Layer(metrics.Outbound),
 		Trace:         tracer.Outbound(),
 	})

@@ -149,6 +149,7 @@ func (u *Stage) Serve(x *pipeline.Exchange) error {
 			continue
 		}
 		x.Metrics()
+		x.EditResponse(resp.Header) // routes' response header modifiers
 		_, err = forward.WriteResponse(x.W, resp)
 		_ = resp.Body.Close()
 		x.Wrote(resp.StatusCode, pipeline.GRPCStatus(resp), err)
