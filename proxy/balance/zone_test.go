@@ -91,4 +91,3 @@ func TestZoneSpillsWhenMostlyEjected(t *testing.T) {
 		t.Fatalf("half the zone ejected: only %d of 300 picks left it", got)
 	}
 }
-
