@@ -85,6 +85,7 @@ type node struct {
 // balancer's zone.
 type snapshot struct {
 	all, local []*node
+	zoned      bool // the client's zone is known
 }
 
 // Balancer is safe for concurrent use. Pick and Done take no balancer-wide
@@ -94,7 +95,7 @@ type Balancer struct {
 	nodes atomic.Pointer[snapshot]
 	cfg   atomic.Pointer[Config]
 	rng   *rand.Rand // over an atomic splitmix64 source: lock-free and race-free
-	zone  string     // the client's zone; "" turns zone preference off
+	zone  string     // under updateMu: the client's zone; "" turns zone preference off
 
 	updateMu sync.Mutex // serialises Update
 	seeded   bool       // under updateMu: a non-empty set was applied
@@ -181,7 +182,7 @@ func (b *Balancer) Update(eps []Endpoint) {
 			st = &stats{rttNs: float64(DefaultRTT), stamp: now, added: now, ramp: b.seeded}
 			byAddr[ep.Addr] = st
 		}
-		n := &node{ep: ep, weight: float64(ep.Weight), local: b.zone != "" && ep.Zone == b.zone, st: st}
+		n := &node{ep: ep, weight: float64(ep.Weight), st: st}
 		if i, dup := index[ep.Addr]; dup {
 			nodes[i] = n
 			continue
@@ -189,14 +190,35 @@ func (b *Balancer) Update(eps []Endpoint) {
 		index[ep.Addr] = len(nodes)
 		nodes = append(nodes, n)
 	}
-	snap := &snapshot{all: nodes}
+	b.store(nodes)
+	b.seeded = b.seeded || len(nodes) > 0
+}
+
+// SetZone sets the client's zone ("": no zone preference); see WithZone.
+func (b *Balancer) SetZone(zone string) {
+	b.updateMu.Lock()
+	defer b.updateMu.Unlock()
+	b.zone = zone
+	old := b.nodes.Load().all
+	nodes := make([]*node, len(old))
+	for i, n := range old {
+		c := *n
+		nodes[i] = &c
+	}
+	b.store(nodes)
+}
+
+// store publishes fresh nodes as the endpoint set, marking those of the
+// zone. Called with updateMu held.
+func (b *Balancer) store(nodes []*node) {
+	snap := &snapshot{all: nodes, zoned: b.zone != ""}
 	for _, n := range nodes {
+		n.local = snap.zoned && n.ep.Zone == b.zone
 		if n.local {
 			snap.local = append(snap.local, n)
 		}
 	}
 	b.nodes.Store(snap)
-	b.seeded = b.seeded || len(nodes) > 0
 	b.ejectMu.Lock()
 	b.recount()
 	b.ejectMu.Unlock()
@@ -237,20 +259,20 @@ func (b *Balancer) Pick(skip map[string]bool) (*Pick, error) {
 	now := b.now()
 	if b.outs.Load() > 0 {
 		if n := b.probe(snap.all, skip, now); n != nil {
-			return b.take(n, now, true), nil
+			return b.take(snap, n, now, true), nil
 		}
 	}
 	n := b.choose(snap, skip, now)
 	if n == nil {
 		return nil, ErrNoEndpoints
 	}
-	return b.take(n, now, false), nil
+	return b.take(snap, n, now, false), nil
 }
 
-func (b *Balancer) take(n *node, now int64, probe bool) *Pick {
+func (b *Balancer) take(snap *snapshot, n *node, now int64, probe bool) *Pick {
 	n.st.pending.Add(1)
 	b.picks.Add(1)
-	if b.zone != "" && !n.local && n.ep.Zone != "" {
+	if snap.zoned && !n.local && n.ep.Zone != "" {
 		b.crossZone.Add(1)
 	}
 	return &Pick{Endpoint: n.ep, st: n.st, b: b, start: now, probe: probe}

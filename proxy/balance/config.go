@@ -154,3 +154,13 @@ func ParseSlowStart(s string) (SlowStart, error) {
 	ss.Window = d
 	return ss, nil
 }
+
+// FailedStatus reports whether a response counts against its endpoint
+// (latency penalty and failure accrual): an HTTP 5xx, or a gRPC
+// UNAVAILABLE (14) or INTERNAL (13) known with the response headers (a
+// trailers-only answer, as servers and proxies give when they fail before
+// any message). Other gRPC codes are the application's answers, and
+// DEADLINE_EXCEEDED is the caller's deadline, not the endpoint's health.
+func FailedStatus(httpStatus int, grpcStatus string) bool {
+	return httpStatus >= 500 || grpcStatus == "14" || grpcStatus == "13"
+}

@@ -84,3 +84,20 @@ func FuzzParseAnnotations(f *testing.F) {
 		}
 	})
 }
+
+func TestFailedStatus(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		grpc   string
+		want   bool
+	}{
+		{200, "", false}, {404, "", false}, {429, "", false}, {499, "", false},
+		{500, "", true}, {502, "", true}, {503, "", true}, {504, "", true},
+		{200, "0", false}, {200, "5", false}, {200, "4", false}, {200, "8", false},
+		{200, "13", true}, {200, "14", true},
+	} {
+		if got := FailedStatus(tc.status, tc.grpc); got != tc.want {
+			t.Errorf("FailedStatus(%d, %q) = %v, want %v", tc.status, tc.grpc, got, tc.want)
+		}
+	}
+}

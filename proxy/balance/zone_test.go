@@ -91,3 +91,17 @@ func TestZoneSpillsWhenMostlyEjected(t *testing.T) {
 		t.Fatalf("half the zone ejected: only %d of 300 picks left it", got)
 	}
 }
+
+func TestSetZoneLater(t *testing.T) {
+	b, c := newWith(DefaultConfig())
+	b.Update(zoned(map[string]string{"a:1": "z1", "b:1": "z1", "c:1": "z2", "d:1": "z2"}))
+	lat := map[string]time.Duration{"z1": time.Millisecond, "z2": time.Millisecond}
+	runZoned(t, b, c, 500, lat)
+	if st := b.Status(); st.CrossZone != 0 {
+		t.Fatalf("cross-zone picks counted without a zone: %+v", st)
+	}
+	b.SetZone("z2")
+	if got := runZoned(t, b, c, 500, lat); got != 0 {
+		t.Fatalf("%d of 500 picks left the zone learnt late", got)
+	}
+}
