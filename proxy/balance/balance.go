@@ -55,6 +55,7 @@ type Endpoint struct {
 type stats struct {
 	pending atomic.Int64
 	out     atomic.Bool // ejected or being probed: not in ordinary picks
+	refused atomic.Bool // the floor refused to eject it; cleared by a success
 
 	// added and ramp never change: when the address joined, and whether
 	// it joined a live set (slow start) rather than the first one.
@@ -423,11 +424,11 @@ func expNeg(x float64) float64 {
 
 // Done releases the pick and feeds its latency to the estimate and its
 // outcome to the circuit breaker. rtt <= 0 means "measure it": the time
-// since Pick. A failure counts as a latency sample of at least twice the
-// current estimate, so an endpoint that keeps failing fast does not
-// attract traffic; the penalty decays like any peak. failed is what the
-// caller counts as the endpoint's fault (docs/traffic.md, "Circuit
-// breaking").
+// since Pick. A failure never lowers the estimate; where no breaker can
+// eject the endpoint it counts as a sample of at least twice the estimate,
+// so an endpoint that keeps failing fast does not attract traffic (the
+// penalty decays like any peak). failed is what the caller counts as the
+// endpoint's fault (docs/traffic.md, "Circuit breaking").
 func (p *Pick) Done(rtt time.Duration, failed bool) {
 	if p == nil || !p.done.CompareAndSwap(false, true) {
 		return
@@ -436,17 +437,39 @@ func (p *Pick) Done(rtt time.Duration, failed bool) {
 	if rtt <= 0 {
 		rtt = time.Duration(now - p.start)
 	}
-	p.st.observe(float64(rtt), failed, now)
+	penalty := noPenalty
+	if failed {
+		// While the breaker can act on failures it owns them: a failure
+		// only never lowers the estimate, so an endpoint failing fast
+		// keeps its share until it is ejected, in a few requests. Without
+		// a breaker (accrual off, or the floor refused to eject it) the
+		// latency penalty is what keeps traffic away from it.
+		penalty = keepEstimate
+		if p.b.cfg.Load().Accrual.Off() || p.st.refused.Load() {
+			penalty = doubleEstimate
+		}
+	}
+	p.st.observe(float64(rtt), penalty, now)
 	p.st.pending.Add(-1)
 	p.b.settle(p, failed, rtt, now)
 }
 
-func (st *stats) observe(sample float64, failed bool, now int64) {
+// What a failure does to the latency estimate.
+const (
+	noPenalty      = iota
+	keepEstimate   // the sample is at least the estimate
+	doubleEstimate // the sample is at least twice the estimate (and DefaultRTT)
+)
+
+func (st *stats) observe(sample float64, penalty int, now int64) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	elapsed := max(now-st.stamp, 0)
 	cur := st.rttNs
-	if failed {
+	switch penalty {
+	case keepEstimate:
+		sample = math.Max(sample, cur)
+	case doubleEstimate:
 		sample = math.Max(sample, 2*math.Max(cur, float64(DefaultRTT)))
 	}
 	if sample >= cur {

@@ -269,7 +269,7 @@ func TestPeakEWMA(t *testing.T) {
 			var now int64
 			for _, s := range tt.samples {
 				now += int64(time.Second)
-				st.observe(float64(s), false, now)
+				st.observe(float64(s), noPenalty, now)
 			}
 			if !tt.check(st.rttNs) {
 				t.Fatalf("estimate = %v, want %s", time.Duration(st.rttNs), tt.want)

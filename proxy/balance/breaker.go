@@ -72,6 +72,7 @@ func (st *stats) record(a *Accrual, failed bool, now int64) bool {
 		st.consecutive++
 	} else {
 		st.consecutive = 0
+		st.refused.Store(false)
 	}
 	if a.Consecutive > 0 && st.consecutive >= a.Consecutive {
 		return true
@@ -159,6 +160,7 @@ func (b *Balancer) eject(st *stats, now int64) {
 	st.resetAccrual()
 	if float64(outs+1) > maxEjectFraction*float64(len(snap.all)) {
 		b.floorHits.Add(1)
+		st.refused.Store(true)
 		return
 	}
 	st.ejections++

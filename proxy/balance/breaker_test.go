@@ -294,3 +294,31 @@ func TestBreakerConcurrent(t *testing.T) {
 	close(done)
 	wg.Wait()
 }
+
+// Failures' latency penalty: none while the breaker can eject (a
+// fast-failing endpoint keeps its share until ejected), doubled once the
+// floor refused to eject it, or with accrual off.
+func TestFailurePenalty(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		accrual Accrual
+		refused bool
+		want    time.Duration // estimate after a 1ms failure on a 1ms estimate
+	}{
+		{"breaker on", Accrual{Consecutive: 7}, false, time.Millisecond},
+		{"floor refused", Accrual{Consecutive: 7}, true, 2 * DefaultRTT},
+		{"accrual off", Accrual{}, false, 2 * DefaultRTT},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, _ := newWith(Config{Accrual: tc.accrual})
+			b.Update(eps("a:1", "b:1"))
+			p := pickOnly(t, b, "a:1")
+			p.st.rttNs = float64(time.Millisecond)
+			p.st.refused.Store(tc.refused)
+			p.Done(time.Millisecond, true)
+			if got := time.Duration(p.st.rttNs); got != tc.want {
+				t.Fatalf("estimate %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
