@@ -47,6 +47,7 @@ func TestLearnZone(t *testing.T) {
 		t.Fatal(err)
 	}
 	learnZone(ctx, r, "10.1.0.7:"+inboundPort("0.0.0.0:4143"), slog.New(slog.DiscardHandler))
+	cross := 0
 	for range 50 {
 		p, err := svc.Balancer().Pick(nil)
 		if err != nil {
@@ -54,7 +55,11 @@ func TestLearnZone(t *testing.T) {
 		}
 		p.Done(time.Millisecond, false)
 		if p.Endpoint.Zone != "zone-b" {
-			t.Fatalf("picked %s in %s, want zone-b (learnt)", p.Endpoint.Addr, p.Endpoint.Zone)
+			cross++
 		}
+	}
+	// One pick explores the other zone.
+	if cross > 1 {
+		t.Fatalf("%d of 50 picks left zone-b (learnt)", cross)
 	}
 }

@@ -62,9 +62,11 @@ type stats struct {
 	added int64
 	ramp  bool
 
-	mu    sync.Mutex
-	rttNs float64 // peak-EWMA estimate, nanoseconds
-	stamp int64   // when rttNs was last written, nanoseconds on the balancer clock
+	mu      sync.Mutex
+	rttNs   float64 // peak-EWMA estimate, nanoseconds
+	stamp   int64   // when rttNs was last written, nanoseconds on the balancer clock
+	sampled bool    // rttNs was measured, not DefaultRTT
+	meanNs  float64 // plain EWMA of the samples (zone.go), once sampled
 
 	// Circuit breaker (breaker.go), under mu.
 	consecutive int
@@ -85,8 +87,8 @@ type node struct {
 // snapshot is an immutable endpoint set: every node, and those of the
 // balancer's zone.
 type snapshot struct {
-	all, local []*node
-	zoned      bool // the client's zone is known
+	all, local, remote []*node // remote: not local, with the zone known or not
+	zoned              bool    // the client's zone is known
 }
 
 // Balancer is safe for concurrent use. Pick and Done take no balancer-wide
@@ -106,6 +108,7 @@ type Balancer struct {
 	nextProbe atomic.Int64 // earliest end of an ejection; MaxInt64: none
 
 	zoneNext atomic.Int64 // when the zone verdict is next evaluated
+	explored atomic.Int64 // when a pick last went over every zone to explore
 	spilling atomic.Bool  // the local zone is degraded: pick over all zones
 
 	ejectionsTotal, floorHits, picks, crossZone atomic.Uint64
@@ -133,6 +136,7 @@ func New(opts ...Option) *Balancer {
 	b.rng = rand.New(src)
 	b.nodes.Store(&snapshot{})
 	b.nextProbe.Store(math.MaxInt64)
+	b.explored.Store(-int64(exploreEvery)) // the first zoned pick explores
 	cfg := DefaultConfig()
 	b.cfg.Store(&cfg)
 	for _, o := range opts {
@@ -217,6 +221,8 @@ func (b *Balancer) store(nodes []*node) {
 		n.local = snap.zoned && n.ep.Zone == b.zone
 		if n.local {
 			snap.local = append(snap.local, n)
+		} else {
+			snap.remote = append(snap.remote, n)
 		}
 	}
 	b.nodes.Store(snap)
@@ -284,8 +290,8 @@ func (b *Balancer) take(snap *snapshot, n *node, now int64, probe bool) *Pick {
 func (b *Balancer) choose(snap *snapshot, skip map[string]bool, now int64) *node {
 	ss := &b.cfg.Load().SlowStart
 	set := snap.all
-	if len(snap.local) > 0 && len(snap.local) < len(snap.all) && len(skip) == 0 && !b.spill(snap, now) {
-		set = snap.local
+	if len(snap.local) > 0 && len(snap.local) < len(snap.all) && len(skip) == 0 {
+		set = b.zoneSet(snap, now)
 	}
 	if len(skip) == 0 && b.outs.Load() == 0 {
 		return b.pickFrom(set, ss, now)
@@ -481,7 +487,12 @@ func (st *stats) observe(sample float64, penalty int, now int64) {
 		cur = cur*w + sample*(1-w)
 	}
 	st.rttNs = math.Min(cur, float64(maxRTT))
-	st.stamp = now
+	if w := expNeg(float64(elapsed) / float64(meanDecay)); st.sampled {
+		st.meanNs = st.meanNs*w + math.Min(sample, float64(maxRTT))*(1-w)
+	} else {
+		st.meanNs = math.Min(sample, float64(maxRTT))
+	}
+	st.stamp, st.sampled = now, true
 }
 
 // Status is a Balancer's state for metrics and `trellis check`.

@@ -4,22 +4,44 @@ import "time"
 
 // Zone preference: while the client's zone is healthy, picks stay among
 // its endpoints; when it degrades they spill over every zone's. The
-// verdict is taken at most every zoneEvalEvery, by one pick, from:
-//   - ejections: half the zone's endpoints or more out;
-//   - load and latency: the zone's mean of rtt*(pending+1)/weight above
-//     spillAbove times the other zones' (failures count as slow samples,
-//     and in-flight requests as load, so this covers both). A spilled
-//     zone comes back below returnBelow times.
+// verdict is taken at most every zoneEvalEvery, by one pick. The zone
+// spills when:
+//   - half its endpoints or more are out (ejected);
+//   - its mean latency estimate is above spillAbove times the other zones'
+//     (failures count as slow samples); it comes back below returnBelow;
+//   - its endpoints are too few for the load: more than maxLocalPending
+//     requests in flight per endpoint (back below half that).
 //
-// The estimate compared is the last one written, not decayed for idleness:
-// the other zones get no traffic while the local one is preferred, and a
-// decaying estimate would make them look ever faster.
+// Latency is compared with what was measured: other zones' endpoints that
+// have never answered do not count (their estimate is a guess), and while
+// the zone is preferred one pick every exploreEvery goes to another zone,
+// so their estimates stay current at the cost of a trickle of cross-zone
+// requests. The latency compared is a plain EWMA of the samples (time
+// constant meanDecay), not P2C's peak-sensitive estimate, whose single
+// slow outliers would make a zone look degraded; and it is not decayed
+// for idleness, which would make idle zones look ever faster.
 
 const (
-	zoneEvalEvery = 100 * time.Millisecond
-	spillAbove    = 2.0
-	returnBelow   = 1.5
+	zoneEvalEvery   = 100 * time.Millisecond
+	exploreEvery    = 10 * time.Second
+	spillAbove      = 2.0
+	returnBelow     = 1.5
+	maxLocalPending = 16
+	meanDecay       = time.Second
 )
+
+// zoneSet is the set a pick chooses from: the zone's endpoints, every
+// endpoint when the zone is degraded, the other zones' when this pick
+// explores.
+func (b *Balancer) zoneSet(snap *snapshot, now int64) []*node {
+	if b.spill(snap, now) {
+		return snap.all
+	}
+	if last := b.explored.Load(); now-last >= int64(exploreEvery) && b.explored.CompareAndSwap(last, now) {
+		return snap.remote
+	}
+	return snap.local
+}
 
 // spill reports whether picks should leave the local zone.
 func (b *Balancer) spill(snap *snapshot, now int64) bool {
@@ -33,36 +55,48 @@ func (b *Balancer) spill(snap *snapshot, now int64) bool {
 }
 
 func zoneVerdict(snap *snapshot, spilling bool) bool {
-	var lc, rc float64
-	var lh, rh int
+	var local, remote zoneLoad
 	for _, n := range snap.all {
 		if n.st.out.Load() {
 			continue
 		}
-		c := n.load()
 		if n.local {
-			lh, lc = lh+1, lc+c
+			local.add(n)
 		} else {
-			rh, rc = rh+1, rc+c
+			remote.add(n)
 		}
 	}
-	switch {
-	case rh == 0:
+	if remote.healthy == 0 {
 		return false // nowhere to spill to
-	case lh*2 <= len(snap.local):
+	}
+	if local.healthy*2 <= len(snap.local) {
 		return true
 	}
-	ratio := (lc / float64(lh)) / (rc / float64(rh))
+	ratio, pendingMax := spillAbove, float64(maxLocalPending)
 	if spilling {
-		return ratio > returnBelow
+		ratio, pendingMax = returnBelow, maxLocalPending/2
 	}
-	return ratio > spillAbove
+	if local.pending/float64(local.healthy) > pendingMax {
+		return true
+	}
+	return local.sampled > 0 && remote.sampled > 0 &&
+		local.rtt/float64(local.sampled) > ratio*remote.rtt/float64(remote.sampled)
 }
 
-// load is the endpoint's undecayed cost.
-func (n *node) load() float64 {
+// zoneLoad sums a zone's endpoints not out.
+type zoneLoad struct {
+	healthy, sampled int
+	rtt, pending     float64 // rtt: of the sampled endpoints
+}
+
+func (z *zoneLoad) add(n *node) {
+	z.healthy++
+	z.pending += float64(n.st.pending.Load())
 	n.st.mu.Lock()
-	rtt := n.st.rttNs
+	rtt, sampled := n.st.meanNs, n.st.sampled
 	n.st.mu.Unlock()
-	return rtt * float64(n.st.pending.Load()+1) / n.weight
+	if sampled {
+		z.sampled++
+		z.rtt += rtt
+	}
 }

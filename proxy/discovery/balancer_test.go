@@ -71,6 +71,7 @@ func TestSetZone(t *testing.T) {
 	u.GetAdd().Addrs[0].Zone, u.GetAdd().Addrs[1].Zone = "z1", "z2"
 	r, svc, _, reg := resolveFirst(t, u, Options{})
 	r.SetZone("z1")
+	cross := 0
 	for range 100 {
 		p, err := svc.Balancer().Pick(nil)
 		if err != nil {
@@ -78,8 +79,12 @@ func TestSetZone(t *testing.T) {
 		}
 		p.Done(time.Millisecond, false)
 		if p.Endpoint.Zone != "z1" {
-			t.Fatalf("picked %s in %s", p.Endpoint.Addr, p.Endpoint.Zone)
+			cross++
 		}
+	}
+	// One pick explores the other zone.
+	if cross > 1 {
+		t.Fatalf("%d of 100 picks left the zone", cross)
 	}
 	if got := metricValue(t, reg, "trellis_balancer_picks_total", map[string]string{"dst_service": books}); got != 100 {
 		t.Fatalf("trellis_balancer_picks_total = %v, want 100", got)
