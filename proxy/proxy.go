@@ -74,6 +74,10 @@ type Config struct {
 	// AppIP is the address the inbound side dials in transparent mode
 	// (the pod IP, --app-ip); default 127.0.0.1.
 	AppIP string
+	// Zone is this workload's topology zone, whose endpoints the outbound
+	// balancers prefer (--zone). Empty: learnt from the Destination
+	// service's answer for AppIP (learnZone), when AppIP is set.
+	Zone string
 	// TCPProbePorts are the app ports the admin's /tcp-probe/PORT checks
 	// (--tcp-probe-ports), at AppIP.
 	TCPProbePorts []uint16
@@ -247,8 +251,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	resolver := discovery.NewResolver(apiv1.NewDestinationClient(conn), discovery.Options{
 		Registerer: reg, Logger: log.With("component", "discovery"), CallerIdentity: local.String(),
+		Zone: cfg.Zone,
 	})
 	defer resolver.Close()
+	if cfg.Zone == "" && cfg.AppIP != "" {
+		go learnZone(ctx, resolver, net.JoinHostPort(cfg.AppIP, inboundPort(cfg.InboundAddr)), log)
+	}
 	policyConn, err := dialPolicy(cfg.ControllerAddr, store, ctrlID, m)
 	if err != nil {
 		return err
