@@ -1,0 +1,180 @@
+package ratelimit_test
+
+import (
+	"context"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/proxy/inbound"
+	"github.com/trellis-mesh/trellis/proxy/inboundpolicy"
+	"github.com/trellis-mesh/trellis/proxy/meshtls"
+	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/ratelimit"
+)
+
+// answer is a Source with one answer for every port, swapped by the test.
+type answer struct {
+	p atomic.Pointer[apiv1.ServerPolicy]
+}
+
+func (a *answer) Get(_ context.Context, port uint16) inboundpolicy.Snapshot {
+	return inboundpolicy.Snapshot{Port: port, Policy: a.p.Load(), FromController: true}
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+func store(t *testing.T) *meshtls.Store {
+	t.Helper()
+	id := identity.ID{TrustDomain: "cluster.local", Namespace: "demo", ServiceAccount: "books"}
+	root, _, err := pki.NewRoot("test root", time.Hour, time.Now().Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := meshtls.NewStore(id, []*x509.Certificate{root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// inboundWithLimit starts an app that counts the requests it gets and an
+// inbound proxy in front of it with src's limits, over loopback TCP.
+func inboundWithLimit(t *testing.T, src ratelimit.Source) (inAddr string, atApp *atomic.Int64) {
+	t.Helper()
+	atApp = &atomic.Int64{}
+	appLn := listen(t)
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		atApp.Add(1)
+		_, _ = io.WriteString(w, "ok")
+	})}
+	go func() { _ = app.Serve(appLn) }()
+	t.Cleanup(func() { _ = app.Close() })
+	m, err := metrics.New(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, err := ratelimit.New(ratelimit.Config{Source: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := inbound.New(inbound.Config{Store: store(t), Metrics: m, AppAddr: appLn.Addr().String(),
+		DetectTimeout: time.Second, RateLimit: lim.Layer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := listen(t)
+	go func() { _ = in.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = in.Shutdown(ctx)
+	})
+	return ln.Addr().String(), atApp
+}
+
+// TestInboundRateLimitTCP: a client sending 300 requests a second meets
+// an inbound limit of 100 a second (burst 10): the app, counting what it
+// gets, sees no more than the bucket allows (burst + rate x time) and
+// about the rate; every other request is a 429 with Retry-After and
+// trellis-proxy-error rate_limited. Then a gRPC client over the limit gets
+// RESOURCE_EXHAUSTED, not a bare 429.
+func TestInboundRateLimitTCP(t *testing.T) {
+	src := &answer{}
+	src.p.Store(&apiv1.ServerPolicy{Name: "server/books", Limits: &apiv1.Limits{RequestsPerSecond: 100, Burst: 10}})
+	inAddr, atApp := inboundWithLimit(t, src)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 20 * time.Second}
+	defer client.CloseIdleConnections()
+
+	const rps, seconds = 300, 3
+	var ok, limited, other atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	start := time.Now()
+	for i := range rps * seconds {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / rps)))
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			switch code, retry, reason := get(client, "http://"+inAddr+"/"); {
+			case code == 200:
+				ok.Add(1)
+			case code == 429 && retry >= 1 && reason == "rate_limited":
+				limited.Add(1)
+			default:
+				other.Add(1)
+				t.Errorf("status %d, Retry-After %d, reason %q", code, retry, reason)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	got := atApp.Load()
+	t.Logf("%d requests in %.2fs (%.0f/s sent): %d reached the app (%.0f/s), %d refused with 429",
+		rps*seconds, elapsed, rps*seconds/elapsed, got, float64(got)/elapsed, limited.Load())
+	if got != ok.Load() {
+		t.Errorf("the app counted %d requests, the client %d answers 200", got, ok.Load())
+	}
+	if limit := 10 + 100*elapsed; float64(got) > limit+1 {
+		t.Errorf("the app got %d requests in %.2fs: more than the bucket allows (%.0f)", got, elapsed, limit)
+	}
+	if got < 100*seconds/2 {
+		t.Errorf("the app got only %d requests in %.2fs under a limit of 100/s", got, elapsed)
+	}
+
+	// A fresh bucket of one token: one HTTP request takes it, the gRPC
+	// call after it is refused.
+	src.p.Store(&apiv1.ServerPolicy{Name: "server/books", Limits: &apiv1.Limits{RequestsPerSecond: 1}})
+	if code, _, _ := get(client, "http://"+inAddr+"/"); code != 200 {
+		t.Fatalf("the first request under the new limit: %d", code)
+	}
+	cc, err := grpc.NewClient("passthrough:///"+inAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = cc.Invoke(ctx, "/demo.Echo/Unary", &emptypb.Empty{}, &emptypb.Empty{})
+	if s, _ := status.FromError(err); s.Code() != codes.ResourceExhausted {
+		t.Fatalf("gRPC over the limit: %v, want RESOURCE_EXHAUSTED", err)
+	}
+}
+
+// get returns the status, Retry-After (seconds, 0 if none) and the reason
+// of trellis-proxy-error.
+func get(c *http.Client, url string) (int, int, string) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, 0, err.Error()
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	retry, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+	reason, _, _ := strings.Cut(resp.Header.Get("Trellis-Proxy-Error"), ";")
+	return resp.StatusCode, retry, reason
+}
