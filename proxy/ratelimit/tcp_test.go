@@ -2,6 +2,7 @@ package ratelimit_test
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"net"
@@ -23,6 +24,7 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/inbound"
 	"github.com/trellis-mesh/trellis/proxy/inboundpolicy"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
@@ -48,23 +50,75 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
-func store(t *testing.T) *meshtls.Store {
+var serverID = identity.ID{TrustDomain: "cluster.local", Namespace: "demo", ServiceAccount: "books"}
+
+// mesh is a CA issuing the stores of the inbound proxy and its callers.
+type mesh struct {
+	root   *x509.Certificate
+	issuer *pki.Issuer
+}
+
+func newMesh(t *testing.T) *mesh {
 	t.Helper()
-	id := identity.ID{TrustDomain: "cluster.local", Namespace: "demo", ServiceAccount: "books"}
-	root, _, err := pki.NewRoot("test root", time.Hour, time.Now().Add(-time.Minute))
+	now := time.Now().Add(-time.Minute)
+	root, key, err := pki.NewRoot("test root", time.Hour, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := meshtls.NewStore(id, []*x509.Certificate{root})
+	is, err := pki.NewIssuer(root, key, "test issuer", time.Hour, now)
 	if err != nil {
+		t.Fatal(err)
+	}
+	return &mesh{root: root, issuer: is}
+}
+
+func (m *mesh) store(t *testing.T, id identity.ID) *meshtls.Store {
+	t.Helper()
+	s, err := meshtls.NewStore(id, []*x509.Certificate{m.root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := m.issuer.Sign(key.Public(), id, time.Hour, time.Now().Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetCertificate(m.issuer.ChainDER(leaf), key); err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
+// client is an HTTP/2 client over mesh TLS proving id, as a peer proxy.
+func (m *mesh) client(t *testing.T, id identity.ID, inAddr string) *http.Client {
+	t.Helper()
+	conf := m.store(t, id).ClientConfig(serverID, []string{"h2"})
+	var h2 http.Protocols
+	h2.SetHTTP2(true)
+	tr := &http.Transport{Protocols: &h2, ForceAttemptHTTP2: true, DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		d := tls.Dialer{Config: conf}
+		return d.DialContext(ctx, "tcp", inAddr)
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: h1Caller{tr}, Timeout: 20 * time.Second}
+}
+
+// h1Caller says what a peer proxy says of an HTTP/1.1 caller, so that the
+// inbound proxy speaks HTTP/1.1 to the app.
+type h1Caller struct{ rt http.RoundTripper }
+
+func (c h1Caller) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(forward.HeaderOrigProto, "HTTP/1.1")
+	return c.rt.RoundTrip(r)
+}
+
 // inboundWithLimit starts an app that counts the requests it gets and an
 // inbound proxy in front of it with src's limits, over loopback TCP.
-func inboundWithLimit(t *testing.T, src ratelimit.Source) (inAddr string, atApp *atomic.Int64) {
+func inboundWithLimit(t *testing.T, m *mesh, src ratelimit.Source) (inAddr string, atApp *atomic.Int64) {
 	t.Helper()
 	atApp = &atomic.Int64{}
 	appLn := listen(t)
@@ -74,7 +128,7 @@ func inboundWithLimit(t *testing.T, src ratelimit.Source) (inAddr string, atApp 
 	})}
 	go func() { _ = app.Serve(appLn) }()
 	t.Cleanup(func() { _ = app.Close() })
-	m, err := metrics.New(prometheus.NewRegistry())
+	pm, err := metrics.New(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +136,7 @@ func inboundWithLimit(t *testing.T, src ratelimit.Source) (inAddr string, atApp 
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := inbound.New(inbound.Config{Store: store(t), Metrics: m, AppAddr: appLn.Addr().String(),
+	in, err := inbound.New(inbound.Config{Store: m.store(t, serverID), Metrics: pm, AppAddr: appLn.Addr().String(),
 		DetectTimeout: time.Second, RateLimit: lim.Layer})
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +160,7 @@ func inboundWithLimit(t *testing.T, src ratelimit.Source) (inAddr string, atApp 
 func TestInboundRateLimitTCP(t *testing.T) {
 	src := &answer{}
 	src.p.Store(&apiv1.ServerPolicy{Name: "server/books", Limits: &apiv1.Limits{RequestsPerSecond: 100, Burst: 10}})
-	inAddr, atApp := inboundWithLimit(t, src)
+	inAddr, atApp := inboundWithLimit(t, newMesh(t), src)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 20 * time.Second}
 	defer client.CloseIdleConnections()
 
@@ -177,4 +231,55 @@ func get(c *http.Client, url string) (int, int, string) {
 	retry, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
 	reason, _, _ := strings.Cut(resp.Header.Get("Trellis-Proxy-Error"), ";")
 	return resp.StatusCode, retry, reason
+}
+
+// TestInboundPerClientTCP: over mesh TLS, each caller's proven identity has
+// its own bucket: alice using hers up is refused (429, Retry-After) while
+// bob and the callers without mesh TLS (one shared bucket) still get
+// through; an override gives batch a bucket of its own size.
+func TestInboundPerClientTCP(t *testing.T) {
+	m := newMesh(t)
+	id := func(sa string) identity.ID {
+		return identity.ID{TrustDomain: "cluster.local", Namespace: "demo", ServiceAccount: sa}
+	}
+	src := &answer{}
+	src.p.Store(&apiv1.ServerPolicy{Name: "server/books", Limits: &apiv1.Limits{RequestsPerSecond: 1000,
+		ClientRequestsPerSecond: 1, ClientBurst: 5,
+		Overrides: []*apiv1.ClientLimit{{Identities: []string{id("batch").String()}, RequestsPerSecond: 1, Burst: 8}}}})
+	inAddr, atApp := inboundWithLimit(t, m, src)
+	plain := &http.Client{Timeout: 20 * time.Second}
+	start := time.Now()
+	count := func(name string, c *http.Client) int {
+		ok := 0
+		for range 12 {
+			switch code, retry, reason := get(c, "https://books.demo/"); {
+			case code == 200:
+				ok++
+			case code != 429 || retry < 1 || reason != "rate_limited":
+				t.Errorf("%s: status %d, Retry-After %d, reason %q", name, code, retry, reason)
+			}
+		}
+		return ok
+	}
+	got := map[string]int{}
+	for _, name := range []string{"alice", "bob", "batch"} {
+		got[name] = count(name, m.client(t, id(name), inAddr))
+	}
+	plainOK := 0
+	for range 12 {
+		if code, _, _ := get(plain, "http://"+inAddr+"/"); code == 200 {
+			plainOK++
+		}
+	}
+	got["plain"] = plainOK
+	// One token a second refills each bucket: a slow run may add some.
+	extra := int(time.Since(start).Seconds()) + 1
+	for name, burst := range map[string]int{"alice": 5, "bob": 5, "batch": 8, "plain": 5} {
+		if got[name] < burst || got[name] > burst+extra {
+			t.Errorf("%s: %d of 12 requests admitted, want its burst %d (+%d refilled at most)", name, got[name], burst, extra)
+		}
+	}
+	if sum := got["alice"] + got["bob"] + got["batch"] + got["plain"]; int64(sum) != atApp.Load() {
+		t.Errorf("the app counted %d requests, the clients %d answers 200", atApp.Load(), sum)
+	}
 }
