@@ -121,11 +121,18 @@ func (c h1Caller) RoundTrip(r *http.Request) (*http.Response, error) {
 func inboundWithLimit(t *testing.T, m *mesh, src ratelimit.Source) (inAddr string, atApp *atomic.Int64) {
 	t.Helper()
 	atApp = &atomic.Int64{}
-	appLn := listen(t)
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return inboundWithApp(t, m, src, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		atApp.Add(1)
 		_, _ = io.WriteString(w, "ok")
-	})}
+	})), atApp
+}
+
+// inboundWithApp starts app and an inbound proxy in front of it with
+// src's limits, over loopback TCP.
+func inboundWithApp(t *testing.T, m *mesh, src ratelimit.Source, handler http.Handler) string {
+	t.Helper()
+	appLn := listen(t)
+	app := &http.Server{Handler: handler}
 	go func() { _ = app.Serve(appLn) }()
 	t.Cleanup(func() { _ = app.Close() })
 	pm, err := metrics.New(prometheus.NewRegistry())
@@ -148,7 +155,7 @@ func inboundWithLimit(t *testing.T, m *mesh, src ratelimit.Source) (inAddr strin
 		defer cancel()
 		_ = in.Shutdown(ctx)
 	})
-	return ln.Addr().String(), atApp
+	return ln.Addr().String()
 }
 
 // TestInboundRateLimitTCP: a client sending 300 requests a second meets
@@ -281,5 +288,55 @@ func TestInboundPerClientTCP(t *testing.T) {
 	}
 	if sum := got["alice"] + got["bob"] + got["batch"] + got["plain"]; int64(sum) != atApp.Load() {
 		t.Errorf("the app counted %d requests, the clients %d answers 200", atApp.Load(), sum)
+	}
+}
+
+// TestInboundConcurrencyTCP: 40 callers at once against a slow app behind
+// a concurrency limit of 5: the app, counting what it has in flight, never
+// has more than 5; the others are refused at once with 503 overloaded,
+// and every request is one or the other.
+func TestInboundConcurrencyTCP(t *testing.T) {
+	src := &answer{}
+	src.p.Store(&apiv1.ServerPolicy{Name: "server/books", Limits: &apiv1.Limits{MaxConcurrency: 5}})
+	var inFlight, most, served atomic.Int64
+	release := make(chan struct{})
+	inAddr := inboundWithApp(t, newMesh(t), src, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		<-release
+		inFlight.Add(-1)
+		served.Add(1)
+	}))
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 100}, Timeout: 20 * time.Second}
+	defer client.CloseIdleConnections()
+	var wg sync.WaitGroup
+	var overloaded, other atomic.Int64
+	const callers = 40
+	for range callers {
+		wg.Go(func() {
+			switch code, _, reason := get(client, "http://"+inAddr+"/"); {
+			case code == 200:
+			case code == 503 && reason == "overloaded":
+				overloaded.Add(1)
+			default:
+				other.Add(1)
+				t.Errorf("status %d reason %q", code, reason)
+			}
+		})
+	}
+	// The app holds what it got until the others were answered.
+	deadline := time.Now().Add(15 * time.Second)
+	for overloaded.Load()+other.Load()+inFlight.Load() < callers && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	t.Logf("%d served, at most %d in flight at the app, %d refused overloaded", served.Load(), most.Load(), overloaded.Load())
+	if most.Load() > 5 || most.Load() == 0 {
+		t.Errorf("the app had %d requests in flight at once, limit 5", most.Load())
+	}
+	if served.Load()+overloaded.Load() != callers {
+		t.Errorf("%d served + %d overloaded, want %d", served.Load(), overloaded.Load(), callers)
 	}
 }
