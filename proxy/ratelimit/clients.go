@@ -2,10 +2,10 @@ package ratelimit
 
 import "time"
 
-// DefaultMaxClients bounds the per-client buckets of one server: a caller
-// cannot prove more identities than the mesh issues, but the bound holds
-// whatever the trust domain does.
-const DefaultMaxClients = 10000
+// DefaultMaxClients bounds the per-client buckets of one server (about
+// 150 bytes each): a caller cannot prove more identities than the mesh
+// issues, but the bound holds whatever the trust domain does.
+const DefaultMaxClients = 4096
 
 // clients is the perClient buckets of one server, one per mesh identity
 // (callers without mesh TLS share the one of ""), at most max of them.

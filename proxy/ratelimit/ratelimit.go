@@ -114,12 +114,19 @@ func (l *Limiter) refuse(s *server, x *pipeline.Exchange, r *refusal, status int
 	return e
 }
 
+// unlimited is the server of every port without limits: nothing is kept
+// per such port, so a caller naming many ports grows no map.
+var unlimited = &server{}
+
 // server returns the limits of port for its answer now.
 func (l *Limiter) server(port uint16) *server {
 	p := l.cfg.Source.Get(l.done, port).Policy
 	v, ok := l.ports.Load(port)
 	if ok && v.(*server).src == p {
 		return v.(*server)
+	}
+	if !ok && !limited(p.GetLimits()) {
+		return unlimited
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -130,8 +137,18 @@ func (l *Limiter) server(port uint16) *server {
 		}
 	}
 	s := l.build(p, old)
+	if s.rate == nil && s.conc == nil {
+		l.ports.Delete(port)
+		return unlimited
+	}
 	l.ports.Store(port, s)
 	return s
+}
+
+// limited reports whether an answer's limits limit anything.
+func limited(lim *apiv1.Limits) bool {
+	return lim.GetRequestsPerSecond() > 0 || lim.GetClientRequestsPerSecond() > 0 || len(lim.GetOverrides()) > 0 ||
+		lim.GetMaxConcurrency() > 0 || lim.GetAdaptiveConcurrency() != nil
 }
 
 // build makes a port's limits from answer p, keeping what old (the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -175,6 +176,16 @@ func TestRateLimitGRPCAndOtherPorts(t *testing.T) {
 			t.Fatalf("call %d to a port with the default policy: %v", i, e)
 		}
 	}
+	// Ports without limits keep nothing: a caller naming many ports
+	// grows no map.
+	for port := range 2000 {
+		f.call(strconv.Itoa(10000+port), "", false)
+	}
+	n := 0
+	f.l.ports.Range(func(any, any) bool { n++; return true })
+	if n != 1 {
+		t.Fatalf("%d ports kept, want the one with limits", n)
+	}
 }
 
 // TestRateLimitAnswerChanges: an answer with the same limits (an
@@ -201,6 +212,25 @@ func TestRateLimitAnswerChanges(t *testing.T) {
 		if e := f.call("8080", "", false); e != nil {
 			t.Fatalf("limits removed: %v", e)
 		}
+	}
+	if _, kept := f.l.ports.Load(uint16(8080)); kept {
+		t.Fatal("a port whose limits were removed is still kept")
+	}
+}
+
+// TestConcurrencyGaugesForgotten: a Server's concurrency gauges go when
+// its concurrency limit does.
+func TestConcurrencyGaugesForgotten(t *testing.T) {
+	f := newFixture(t)
+	f.src.set(8080, &apiv1.ServerPolicy{Name: "server/api", Limits: &apiv1.Limits{MaxConcurrency: 3}})
+	f.call("8080", "", false)
+	if n := testutil.CollectAndCount(f.reg, "trellis_concurrency_limit"); n != 1 {
+		t.Fatalf("%d limit series, want 1", n)
+	}
+	f.src.set(8080, &apiv1.ServerPolicy{Name: "server/api", Limits: &apiv1.Limits{RequestsPerSecond: 5}})
+	f.call("8080", "", false)
+	if n := testutil.CollectAndCount(f.reg, "trellis_concurrency_limit"); n != 0 {
+		t.Fatalf("%d limit series after the concurrency limit went, want 0", n)
 	}
 }
 

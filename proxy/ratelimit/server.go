@@ -42,7 +42,7 @@ type rateState struct {
 
 func newRateState(lim *apiv1.Limits, maxClients int, now time.Time) *rateState {
 	if lim.GetRequestsPerSecond() == 0 && lim.GetClientRequestsPerSecond() == 0 && len(lim.GetOverrides()) == 0 {
-		return nil
+		return nil // concurrency only
 	}
 	r := &rateState{lim: lim, server: NewBucket(lim.GetRequestsPerSecond(), lim.GetBurst(), now), overrides: map[string]*Bucket{}}
 	if lim.GetClientRequestsPerSecond() > 0 {
