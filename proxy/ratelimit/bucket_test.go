@@ -74,3 +74,36 @@ func TestClientsBounded(t *testing.T) {
 		t.Fatalf("after the buckets filled up: overflow %v, %d buckets, want the swept map with d alone", b == &c.overflow, len(c.m))
 	}
 }
+
+// FuzzBucket: whatever the rate, burst and the times requests come at,
+// a bucket never admits more than burst + rate x elapsed, and a request
+// refused is told to wait no longer than one token's time.
+func FuzzBucket(f *testing.F) {
+	f.Add(uint32(100), uint32(10), []byte{0, 0, 0, 5, 200, 1, 1, 1})
+	f.Add(uint32(1), uint32(0), []byte{255, 0, 7})
+	f.Fuzz(func(t *testing.T, rps, burst uint32, gaps []byte) {
+		rps, burst = rps%100000+1, burst%100000
+		b := NewBucket(rps, burst, t0)
+		now, admitted := t0, 0
+		for _, g := range gaps {
+			now = now.Add(time.Duration(g) * time.Millisecond)
+			w := b.Wait(now)
+			if w == 0 {
+				b.Take()
+				admitted++
+				continue
+			}
+			if w > time.Second/time.Duration(rps)+time.Microsecond {
+				t.Fatalf("wait %v at %d rps: longer than one token", w, rps)
+			}
+		}
+		size := burst
+		if size == 0 {
+			size = rps
+		}
+		limit := float64(size) + float64(rps)*now.Sub(t0).Seconds()
+		if float64(admitted) > limit+1e-6 {
+			t.Fatalf("admitted %d, at most %.3f (rps %d burst %d over %v)", admitted, limit, rps, burst, now.Sub(t0))
+		}
+	})
+}

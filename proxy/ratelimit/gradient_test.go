@@ -77,3 +77,46 @@ func TestGradientBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestGradientProtectsApp simulates an app that serves 40 requests at once
+// in 10 ms and queues the rest (latency 10 ms x in flight / 40), called
+// by 20 clients, then by 200 for 100 windows (closed loop): the limit,
+// learning nothing but latency, stays between the app's capacity and 2.5
+// times it, keeping latency under 2.5 times the unloaded one, where no
+// limit would let it reach 50 ms. (Over many more windows the long-term
+// average follows the loaded latency, as Gradient2's does: the bound holds
+// for a burst of overload, not for ever.)
+func TestGradientProtectsApp(t *testing.T) {
+	const capacity, base = 40, 10 * time.Millisecond
+	latency := func(inFlight int) time.Duration {
+		if inFlight <= capacity {
+			return base
+		}
+		return base * time.Duration(inFlight) / capacity
+	}
+	window := 100 * time.Millisecond
+	g := NewGradient(0, 0, window, t0)
+	now := t0
+	run := func(clients, windows int) (inFlight int) {
+		for range windows {
+			inFlight = min(clients, g.Limit())
+			rtt := latency(inFlight)
+			n := int(time.Duration(inFlight) * window / rtt) // completions in the window
+			for i := range n {
+				g.Sample(now.Add(time.Duration(i)*window/time.Duration(n+1)), rtt, inFlight)
+			}
+			now = now.Add(window)
+			g.Sample(now, rtt, inFlight)
+		}
+		return inFlight
+	}
+	run(20, 30)
+	if g.Limit() != DefaultInitialLimit {
+		t.Fatalf("light load moved the limit to %d", g.Limit())
+	}
+	inFlight := run(200, 100)
+	t.Logf("limit %d, in flight %d, latency %v (without a limit: %v)", g.Limit(), inFlight, latency(inFlight), latency(200))
+	if g.Limit() < capacity || g.Limit() > capacity*5/2 || latency(inFlight) > base*5/2 {
+		t.Errorf("limit %d, latency %v: want the limit within [%d, %d] and latency under %v", g.Limit(), latency(inFlight), capacity, capacity*5/2, base*5/2)
+	}
+}
