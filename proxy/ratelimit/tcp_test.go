@@ -144,7 +144,10 @@ func inboundWithApp(t *testing.T, m *mesh, src ratelimit.Source, handler http.Ha
 		t.Fatal(err)
 	}
 	in, err := inbound.New(inbound.Config{Store: m.store(t, serverID), Metrics: pm, AppAddr: appLn.Addr().String(),
-		DetectTimeout: time.Second, RateLimit: lim.Layer})
+		// Longer than the test: a connection the client dialled but left
+		// idle past it would be spliced to the app as opaque TCP, unlimited
+		// (docs/traffic.md).
+		DetectTimeout: time.Minute, RateLimit: lim.Layer})
 	if err != nil {
 		t.Fatal(err)
 	}
