@@ -101,26 +101,35 @@ func backendRefs(r *Route) []gwv1.BackendObjectReference {
 // nothing.
 func MergeParents(have, want []gwv1.RouteParentStatus) ([]gwv1.RouteParentStatus, bool) {
 	var out []gwv1.RouteParentStatus
+	used := make([]bool, len(want))
 	for _, p := range have {
 		if p.ControllerName != ControllerName {
 			out = append(out, p)
+			continue
 		}
-	}
-	for _, w := range want {
-		if len(out) == maxParents {
-			break
-		}
-		var conds []metav1.Condition
-		for _, p := range have {
-			if p.ControllerName == ControllerName && equality.Semantic.DeepEqual(p.ParentRef, w.ParentRef) {
-				conds = append(conds, p.Conditions...)
+		// Ours stays where it is (order is part of what is compared).
+		for i, w := range want {
+			if !used[i] && equality.Semantic.DeepEqual(p.ParentRef, w.ParentRef) {
+				used[i] = true
+				out = append(out, mergeConditions(p, w))
+				break
 			}
 		}
-		for _, c := range w.Conditions {
-			meta.SetStatusCondition(&conds, c)
+	}
+	for i, w := range want {
+		if !used[i] && len(out) < maxParents {
+			out = append(out, mergeConditions(gwv1.RouteParentStatus{}, w))
 		}
-		w.Conditions = conds
-		out = append(out, w)
 	}
 	return out, !equality.Semantic.DeepEqual(have, out)
+}
+
+// mergeConditions returns w with have's conditions updated by w's.
+func mergeConditions(have, w gwv1.RouteParentStatus) gwv1.RouteParentStatus {
+	conds := append([]metav1.Condition(nil), have.Conditions...)
+	for _, c := range w.Conditions {
+		meta.SetStatusCondition(&conds, c)
+	}
+	w.Conditions = conds
+	return w
 }

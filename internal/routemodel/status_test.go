@@ -98,3 +98,16 @@ func findCond(cs []metav1.Condition, typ string) *metav1.Condition {
 	}
 	return nil
 }
+
+// Our entry keeps its place among the others: a status another
+// controller appended after ours is not rewritten.
+func TestMergeParentsKeepsOrder(t *testing.T) {
+	f := loadFixture(t, "mesh.yaml")
+	r := f.route(t, "reviews", "ratings")
+	ours, _ := MergeParents(nil, ParentStatuses(r, f.Static, "cluster.local"))
+	gateway := gwv1.RouteParentStatus{ParentRef: r.Parents[0], ControllerName: "example.com/gateway"}
+	have := append(ours, gateway)
+	if _, changed := MergeParents(have, ParentStatuses(r, f.Static, "cluster.local")); changed {
+		t.Error("an unchanged status would be written again because of its order")
+	}
+}
