@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
@@ -35,13 +36,28 @@ type Input struct {
 	Lookup        Lookup
 }
 
+// MaxConfigBytes bounds the encoded size of one answer, well under gRPC's
+// 4 MiB message limit: an answer over it could never reach the proxy. The
+// CRDs bound each route (16 rules); this bounds how many a Service
+// gathers.
+const MaxConfigBytes = 1 << 20
+
 // Config returns the route configuration of in's port for its caller,
-// service set to authority. A route not accepted (see Status) is left out.
+// service set to authority. A route not accepted (see Status) is left out;
+// past MaxConfigBytes, the rules of the newest routes are (the last in
+// precedence order, so an older route is never displaced by a newer).
 func Config(in Input, authority string) *apiv1.RouteConfig {
 	rc := &apiv1.RouteConfig{Service: authority}
+	size := proto.Size(rc)
 	for _, r := range Select(in) {
 		for _, rule := range r.Rules {
-			rc.Routes = append(rc.Routes, in.rule(r, rule))
+			route := in.rule(r, rule)
+			n := proto.Size(route) + 8 // field tag and length
+			if size+n > MaxConfigBytes {
+				return rc
+			}
+			size += n
+			rc.Routes = append(rc.Routes, route)
 		}
 	}
 	return rc

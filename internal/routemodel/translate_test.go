@@ -1,8 +1,12 @@
 package routemodel
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
@@ -100,4 +104,38 @@ routes { name: "reviews/ratings" kind: "grpc"
 			}
 		})
 	}
+}
+
+// Many large routes on one Service: the answer stays under the bound,
+// keeping the oldest routes' rules.
+func TestConfigBounded(t *testing.T) {
+	f := loadFixture(t, "mesh.yaml")
+	base := f.route(t, "shop", "books-split")
+	long := strings.Repeat("x", 4000)
+	var routes []Route
+	for i := range 400 {
+		r := *base
+		meta := *base.Meta
+		meta.Name = fmt.Sprintf("r%03d", i)
+		meta.CreationTimestamp = metav1.NewTime(time.Unix(int64(i), 0))
+		r.Meta = &meta
+		r.Rules = []Rule{{Matches: []*apiv1.RouteMatch{{PathExact: "/" + long}}}}
+		routes = append(routes, r)
+	}
+	in := Input{Service: f.Service("shop", "books"), Port: 8080, Routes: routes, ClusterDomain: "cluster.local", Lookup: f.Static}
+	rc := Config(in, books)
+	if n := proto.Size(rc); n > MaxConfigBytes {
+		t.Fatalf("answer of %d bytes, over %d", n, MaxConfigBytes)
+	}
+	if rs := rc.GetRoutes(); len(rs) == 0 || len(rs) == 400 || rs[0].GetName() != "shop/r000" {
+		t.Fatalf("%d routes kept (%v...): want the oldest, not all", len(rs), names(rs[:min(len(rs), 1)]))
+	}
+}
+
+func names(rs []*apiv1.Route) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.GetName())
+	}
+	return out
 }
