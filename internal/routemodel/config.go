@@ -50,8 +50,9 @@ func Config(in Input, authority string) *apiv1.RouteConfig {
 	rc := &apiv1.RouteConfig{Service: authority}
 	size := proto.Size(rc)
 	for _, r := range Select(in) {
+		ann := Annotations(r.Meta.Annotations) // once per route, not per rule
 		for _, rule := range r.Rules {
-			route := in.rule(r, rule)
+			route := in.rule(r, rule, ann)
 			n := proto.Size(route) + 8 // field tag and length
 			if size+n > MaxConfigBytes {
 				return rc

@@ -14,7 +14,7 @@ import (
 )
 
 // rule converts one rule of an accepted route.
-func (in Input) rule(r *Route, rule Rule) *apiv1.Route {
+func (in Input) rule(r *Route, rule Rule, ann Annotated) *apiv1.Route {
 	out := &apiv1.Route{Name: r.Meta.Namespace + "/" + r.Meta.Name, Matches: rule.Matches, Kind: "http"}
 	if r.Kind == KindGRPCRoute {
 		out.Kind = "grpc"
@@ -37,9 +37,8 @@ func (in Input) rule(r *Route, rule Rule) *apiv1.Route {
 		out.Timeout = duration(t.Request)
 		out.BackendTimeout = duration(t.BackendRequest)
 	}
-	ann := Annotations(r.Meta.Annotations)
 	out.Retry = retryPolicy(rule.Retry, ann.Retry)
-	out.Fault = ann.Fault
+	out.Fault = ann.Fault // shared by the route's rules: answers are read-only
 	return out
 }
 
