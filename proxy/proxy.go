@@ -32,8 +32,8 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/outbound"
 	"github.com/trellis-mesh/trellis/proxy/policy"
-	"github.com/trellis-mesh/trellis/proxy/route"
 	"github.com/trellis-mesh/trellis/proxy/ratelimit"
+	"github.com/trellis-mesh/trellis/proxy/route"
 	"github.com/trellis-mesh/trellis/proxy/selfconn"
 	"github.com/trellis-mesh/trellis/proxy/trace"
 )
