@@ -102,6 +102,7 @@ type Balancer struct {
 
 	updateMu sync.Mutex // serialises Update
 	seeded   bool       // under updateMu: a non-empty set was applied
+	seededAt int64      // under updateMu: when (b.now)
 
 	ejectMu   sync.Mutex   // serialises breaker transitions that count
 	outs      atomic.Int64 // endpoints out (ejected or probing)
@@ -164,9 +165,11 @@ func (s *splitmix) Uint64() uint64 {
 // Update replaces the endpoint set. Addresses that stay keep their latency
 // estimate, in-flight count, breaker and age; metadata (weight,
 // identity...) is taken from eps. Picks in flight are unaffected.
-// Duplicate addresses: the last one wins. Addresses new to a set that was
-// already non-empty ramp up (slow start); those of the first set do not,
-// so a proxy's restart does not ramp a whole service.
+// Duplicate addresses: the last one wins. Addresses new to a set that has
+// been non-empty for a slow-start window ramp up (slow start); those of
+// the first set, and those that join within a window of it, do not: a
+// proxy's restart, or a service starting with its endpoints ready one by
+// one, must not leave all but the first starved for a window.
 func (b *Balancer) Update(eps []Endpoint) {
 	b.updateMu.Lock()
 	defer b.updateMu.Unlock()
@@ -178,13 +181,14 @@ func (b *Balancer) Update(eps []Endpoint) {
 	index := make(map[string]int, len(eps))
 	nodes := make([]*node, 0, len(eps))
 	now := b.now()
+	ramp := b.seeded && now-b.seededAt >= int64(b.cfg.Load().SlowStart.Window)
 	for _, ep := range eps {
 		if ep.Weight == 0 {
 			ep.Weight = 1
 		}
 		st, ok := byAddr[ep.Addr]
 		if !ok {
-			st = &stats{rttNs: float64(DefaultRTT), stamp: now, added: now, ramp: b.seeded}
+			st = &stats{rttNs: float64(DefaultRTT), stamp: now, added: now, ramp: ramp}
 			byAddr[ep.Addr] = st
 		}
 		n := &node{ep: ep, weight: float64(ep.Weight), st: st}
@@ -196,7 +200,9 @@ func (b *Balancer) Update(eps []Endpoint) {
 		nodes = append(nodes, n)
 	}
 	b.store(nodes)
-	b.seeded = b.seeded || len(nodes) > 0
+	if !b.seeded && len(nodes) > 0 {
+		b.seeded, b.seededAt = true, now
+	}
 }
 
 // SetZone sets the client's zone ("": no zone preference); see WithZone.

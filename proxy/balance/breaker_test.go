@@ -212,12 +212,14 @@ func TestSlowStartRampsOnlyNewEndpoints(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		window   time.Duration
-		initial  bool // c:1 is in the first set
-		min, max int  // c's picks of 3000 in its first 3 s
+		initial  bool          // c:1 is in the first set
+		after    time.Duration // how long the first set has served when c:1 joins (+3 s)
+		min, max int           // c's picks of 3000 in its first 3 s
 	}{
-		{"new endpoint ramps", 30 * time.Second, false, 1, 300},
-		{"first set not ramped", 30 * time.Second, true, 700, 1300},
-		{"slow start off", 0, false, 700, 1300},
+		{"new endpoint ramps", 30 * time.Second, false, 30 * time.Second, 1, 300},
+		{"joining within the first window: not ramped", 30 * time.Second, false, 0, 700, 1300},
+		{"first set not ramped", 30 * time.Second, true, 30 * time.Second, 700, 1300},
+		{"slow start off", 0, false, 30 * time.Second, 700, 1300},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
@@ -243,6 +245,7 @@ func TestSlowStartRampsOnlyNewEndpoints(t *testing.T) {
 				return n
 			}
 			run()
+			c.advance(tc.after)
 			b.Update(eps("a:1", "b:1", "c:1"))
 			if got := run(); got < tc.min || got > tc.max {
 				t.Fatalf("c:1 got %d of 3000 picks in its first 3s, want %d-%d", got, tc.min, tc.max)
