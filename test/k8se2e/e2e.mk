@@ -19,6 +19,10 @@ E2E_SUITES += diagnostics
 E2E_SUITES += dashboard
 E2E_SUITES += tracing
 E2E_SUITES += traffic-split
+# Last: the Gateway API conformance suite's mesh profiles, its own Go
+# module (test/conformance), reusing the shared install the suites above
+# leave it.
+E2E_SUITES += gateway-conformance
 E2E_TEST_install           := TestInstall
 E2E_TEST_inject            := TestInject
 E2E_TEST_cni               := TestCNI
@@ -54,7 +58,12 @@ E2E_TEST_diagnostics       := TestDiagnostics
 E2E_TEST_dashboard         := TestDashboard
 E2E_TEST_tracing           := TestTracing
 E2E_TEST_traffic-split     := TestTrafficSplit
-E2E_RUN     = ^($(if $(SUITE),$(E2E_TEST_$(SUITE)),$(subst $(eval) ,|,$(strip $(foreach s,$(E2E_SUITES),$(E2E_TEST_$(s)))))))$$
+E2E_TEST_gateway-conformance := TestGatewayConformanceMesh
+# The suites of ./test/k8se2e, and the conformance run (test/conformance) if selected.
+E2E_K8S_SUITES   = $(filter-out gateway-conformance,$(or $(SUITE),$(E2E_SUITES)))
+E2E_CONFORMANCE  = $(filter gateway-conformance,$(or $(SUITE),$(E2E_SUITES)))
+E2E_RUN     = ^($(subst $(eval) ,|,$(strip $(foreach s,$(E2E_K8S_SUITES),$(E2E_TEST_$(s))))))$$
+E2E_CONFORMANCE_REPORT ?= $(BIN)/conformance/trellis-mesh-report.yaml
 E2E_TIMEOUT ?= 75m
 E2E_KEEP_CLUSTER ?=
 
@@ -69,8 +78,14 @@ endif
 ## e2e: build, images, cluster up, the Kubernetes suites (SUITE=name for one), cluster down
 e2e: cluster-extras-bg images
 	@$(CLUSTER) up
-	@rc=0; KUBECONFIG=$(TRELLIS_CLUSTER_DIR)/run/admin.kubeconfig TRELLIS_E2E_K8S=1 TRELLIS_E2E_EXTRAS=$(TRELLIS_CLUSTER_DIR)/extras.status TRELLIS_BIN=$(BIN) TRELLIS_E2E_UPGRADE_FROM=$(E2E_UPGRADE_FROM) \
-	  $(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' ./test/k8se2e || rc=$$?; \
+	@rc=0; export KUBECONFIG=$(TRELLIS_CLUSTER_DIR)/run/admin.kubeconfig TRELLIS_E2E_K8S=1 TRELLIS_BIN=$(BIN); \
+	  if [ -n "$(E2E_K8S_SUITES)" ]; then \
+	  E2E_KEEP_INSTALL=$(if $(E2E_CONFORMANCE),1,$(E2E_KEEP_INSTALL)) TRELLIS_E2E_EXTRAS=$(TRELLIS_CLUSTER_DIR)/extras.status TRELLIS_E2E_UPGRADE_FROM=$(E2E_UPGRADE_FROM) \
+	  $(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' ./test/k8se2e || rc=$$?; fi; \
+	  if [ -n "$(E2E_CONFORMANCE)" ]; then \
+	  ( $(CLUSTER) conformance-images ) && \
+	  ( cd test/conformance && E2E_KEEP_INSTALL=$(E2E_KEEP_INSTALL) TRELLIS_CONFORMANCE_REPORT=$(E2E_CONFORMANCE_REPORT) GOWORK=off \
+	    $(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '^$(E2E_TEST_gateway-conformance)$$' . ) || rc=1; fi; \
 	  if [ -z "$(E2E_KEEP_CLUSTER)" ]; then $(CLUSTER) down || rc=1; fi; exit $$rc
 
 ## e2e-list: the suite names
