@@ -32,6 +32,8 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/outbound"
 	"github.com/trellis-mesh/trellis/proxy/policy"
+	"github.com/trellis-mesh/trellis/proxy/ratelimit"
+	"github.com/trellis-mesh/trellis/proxy/route"
 	"github.com/trellis-mesh/trellis/proxy/selfconn"
 	"github.com/trellis-mesh/trellis/proxy/trace"
 )
@@ -73,6 +75,10 @@ type Config struct {
 	// AppIP is the address the inbound side dials in transparent mode
 	// (the pod IP, --app-ip); default 127.0.0.1.
 	AppIP string
+	// Zone is this workload's topology zone, whose endpoints the outbound
+	// balancers prefer (--zone). Empty: learnt from the Destination
+	// service's answer for AppIP (learnZone), when AppIP is set.
+	Zone string
 	// TCPProbePorts are the app ports the admin's /tcp-probe/PORT checks
 	// (--tcp-probe-ports), at AppIP.
 	TCPProbePorts []uint16
@@ -246,8 +252,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	resolver := discovery.NewResolver(apiv1.NewDestinationClient(conn), discovery.Options{
 		Registerer: reg, Logger: log.With("component", "discovery"), CallerIdentity: local.String(),
+		Zone: cfg.Zone,
 	})
 	defer resolver.Close()
+	if cfg.Zone == "" && cfg.AppIP != "" {
+		go learnZone(ctx, resolver, net.JoinHostPort(cfg.AppIP, inboundPort(cfg.InboundAddr)), log)
+	}
 	policyConn, err := dialPolicy(cfg.ControllerAddr, store, ctrlID, m)
 	if err != nil {
 		return err
@@ -267,6 +277,19 @@ func Run(ctx context.Context, cfg Config) error {
 		Source: policies, Default: cfg.DefaultInboundPolicy, TrustDomain: local.TrustDomain,
 		Metrics: authzMetrics, Logger: log.With("component", "authz"),
 	})
+	if err != nil {
+		return err
+	}
+
+	routeMetrics, err := metrics.NewRoutes(reg)
+	if err != nil {
+		return err
+	}
+	limitMetrics, err := metrics.NewRateLimit(reg)
+	if err != nil {
+		return err
+	}
+	limiter, err := ratelimit.New(ratelimit.Config{Source: policies, Metrics: limitMetrics})
 	if err != nil {
 		return err
 	}
@@ -295,6 +318,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Metrics: m, Logger: log.With("component", "outbound"),
 		DetectTimeout: cfg.DetectTimeout, RequestTimeout: cfg.RequestTimeout, OpaquePorts: opaque,
 		HeaderTimeout: cfg.HeaderTimeout,
+		Routes:        route.NewWatched(routeTable, 0, log.With("component", "routes")),
+		RouteMetrics:  routeMetrics,
 		Tap:           tapHub.Layer(metrics.Outbound),
 		Trace:         tracer.Outbound(),
 	})
@@ -313,6 +338,7 @@ func Run(ctx context.Context, cfg Config) error {
 		OwnPorts: func() []uint16 { return ownPorts }, SelfConns: self, HeaderTimeout: cfg.HeaderTimeout,
 		OrigDst:    observingOrigDst(policies, func() []uint16 { return ownPorts }),
 		Authorizer: enforcer,
+		RateLimit:  limiter.Layer,
 		Tap:        tapHub.Layer(metrics.Inbound),
 		Trace:      tracer.Inbound(),
 	})

@@ -74,6 +74,7 @@ type Metrics struct {
 	protocol   *prometheus.CounterVec
 	refused    *prometheus.CounterVec
 	protoErrs  *prometheus.CounterVec
+	retry      retryMetrics
 
 	// routes counts the label sets in http and tcp (capped at MaxRoutes).
 	routes atomic.Int64
@@ -99,7 +100,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: latencyBuckets,
 		}, routeLabels),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trellis_retries_total", Help: "Requests retried because they provably never reached the app.",
+			Name: "trellis_retries_total", Help: "Requests sent again: provably never processed, or retried under the route's retry policy.",
 		}, with("reason")),
 		reqErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_request_errors_total", Help: "Requests the proxy answered itself.",
@@ -136,12 +137,13 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		protoErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_http1_protocol_errors_total", Help: "Malformed or ambiguous HTTP/1 messages refused.",
 		}, []string{"direction", "side", "reason"}),
+		retry: newRetryMetrics(),
 	}
-	for _, c := range []prometheus.Collector{
+	for _, c := range append([]prometheus.Collector{
 		m.requests, m.responses, m.latency, m.retries, m.reqErrors,
 		m.tcpOpen, m.tcpClose, m.tcpConns, m.tcpRead, m.tcpWrite,
 		m.detect, m.handshakes, m.tlsGroups, m.protocol, m.refused, m.protoErrs,
-	} {
+	}, m.retry.collectors()...) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -171,6 +173,8 @@ type HTTP struct {
 	responses sync.Map // respKey -> prometheus.Counter
 	errors    sync.Map // reason -> prometheus.Counter
 	retries   sync.Map // reason -> prometheus.Counter
+	skipped   sync.Map // reason -> prometheus.Counter
+	exhausted sync.Map // dst_service -> prometheus.Counter
 }
 
 type respKey struct {

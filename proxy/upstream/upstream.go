@@ -2,21 +2,21 @@
 // endpoint of its destination (balance pick; HTTP/2 behind Stage.Mesh,
 // or plain HTTP/1.1 to an endpoint outside the mesh), retries requests
 // that never left or that the peer proves it did not process (on another
-// endpoint, at most MaxRetries times), and writes the response.
-// See docs/proxy.md, "Retries and drain".
+// endpoint, at most MaxRetries times), retries what the route's policy
+// asks for within the destination's budget (proxy/retry), and writes the
+// response. See docs/proxy.md, "Retries and drain", and docs/traffic.md,
+// "Retries and budgets".
 package upstream
 
 import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/trellis-mesh/trellis/internal/identity"
@@ -25,6 +25,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
+	"github.com/trellis-mesh/trellis/proxy/retry"
 )
 
 // MaxRetries bounds retries of requests that never left the proxy.
@@ -46,6 +47,12 @@ type Stage struct {
 	// never processed the request (RFC 9113 8.7), which the transport
 	// knows.
 	Unprocessed func(error) bool
+	// Budgets bounds the retries of routes' policies per destination;
+	// nil: no policy retries.
+	Budgets *retry.Budgets
+	// Replay bounds the request bytes kept for replay, process-wide; nil:
+	// no bound.
+	Replay *retry.Bytes
 }
 
 func idString(id identity.ID) string {
@@ -69,8 +76,11 @@ type sending struct {
 	replayable bool
 	kept       *keptBody // a body of unknown length, kept as it is sent
 	authority  string
-	skip       map[string]bool
+	held       int64           // bytes of Stage.Replay held
+	skip       map[string]bool // endpoints that proved unable to take it
 	last       *proxyerr.Error // why the last endpoint tried was skipped
+	proven     int             // retries of requests proven unprocessed
+	routePolicy
 }
 
 // Serve is the last stage: it sends the request to an endpoint of
@@ -106,7 +116,8 @@ func (u *Stage) Serve(x *pipeline.Exchange) error {
 	// the app sends only after 100 Continue are never held back; the
 	// former are kept as they are sent (keptBody).
 	var berr error
-	s.body, s.replayable, berr = replayableBody(r, s.cb)
+	s.body, s.replayable, s.held, berr = u.replayableBody(r, s.cb)
+	defer s.release(u.Replay)
 	if berr != nil {
 		if _, cancelled := proxyerr.Cause(r.Context(), s.cb, berr); cancelled {
 			// The client went away while sending its body.
@@ -115,17 +126,30 @@ func (u *Stage) Serve(x *pipeline.Exchange) error {
 		return proxyerr.Classify(x.Ctx, berr, proxyerr.ToPeer, x.Dest.Dst)
 	}
 	if !s.replayable && s.cb != nil && r.ContentLength < 0 && !hasExpect(r) {
-		s.kept = &keptBody{src: s.cb}
+		s.kept = &keptBody{src: s.cb, bound: u.Replay, m: u.Metrics}
 	}
+	u.policyOf(x, &s)
+	defer s.endTry()
 	for attempt := 0; ; attempt++ {
 		x.Attempts = attempt + 1
 		resp, err := u.attempt(x, &s, attempt)
 		if errors.Is(err, errRetry) {
+			if err := s.wait(x); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {
 			return err
 		}
+		if u.retryResponse(x, &s, resp) {
+			if err := s.wait(x); err != nil {
+				return err
+			}
+			continue
+		}
+		x.Metrics()
+		x.EditResponse(resp.Header) // routes' response header modifiers
 		_, err = forward.WriteResponse(x.W, resp)
 		_ = resp.Body.Close()
 		x.Wrote(resp.StatusCode, pipeline.GRPCStatus(resp), err)
@@ -142,7 +166,12 @@ func (u *Stage) pick(x *pipeline.Exchange, s *sending, attempt int) (balance.End
 	if x.Dest.Balancer == nil {
 		return balance.Endpoint{Addr: x.Dest.Addr}, nil, nil
 	}
-	pick, err := x.Dest.Balancer.Pick(s.skip)
+	pick, err := x.Dest.Balancer.Pick(s.excluded())
+	if err != nil && len(s.avoided) > 0 {
+		// Only the endpoints a policy retry avoids are left: one of them.
+		s.avoided = nil
+		pick, err = x.Dest.Balancer.Pick(s.skip)
+	}
 	if err != nil {
 		if attempt > 0 {
 			return balance.Endpoint{}, nil, proxyerr.GaveUp(x.Dest.Dst, s.last)
@@ -172,7 +201,7 @@ func (u *Stage) attempt(x *pipeline.Exchange, s *sending, attempt int) (*http.Re
 	meshed := !ep.Identity.IsZero()
 	x.Key.PeerIdentity, x.Key.TLS = idString(ep.Identity), meshed
 	x.Endpoint = ep.Addr
-	ctx, r, hdr := x.Ctx, x.R, x.R.Header
+	ctx, r, hdr := s.tryContext(x), x.R, x.R.Header
 	appH1, f := toApp(hdr, s.h1, meshed, ep)
 	if f != nil {
 		if pick != nil {
@@ -185,7 +214,7 @@ func (u *Stage) attempt(x *pipeline.Exchange, s *sending, attempt int) (*http.Re
 		if pick != nil {
 			pick.Done(0, true)
 		}
-		if u.retry(ctx, x, attempt, err) {
+		if u.retry(ctx, x, s, err) {
 			return nil, s.skipped(ep, proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr))
 		}
 		return nil, proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr)
@@ -201,17 +230,16 @@ func (u *Stage) attempt(x *pipeline.Exchange, s *sending, attempt int) (*http.Re
 	gotHead()
 	if err != nil {
 		if pick != nil {
-			pick.Done(time.Since(t0), true)
+			pick.Done(time.Since(t0), x.R.Context().Err() == nil) // the client leaving is no fault of the endpoint's
 		}
-		return nil, u.failed(x, s, attempt, ep, meshed, err)
+		return nil, u.failed(x, s, ep, meshed, err)
 	}
 	if pick != nil {
-		pick.Done(time.Since(t0), resp.StatusCode >= 500)
+		pick.Done(time.Since(t0), balance.FailedStatus(resp.StatusCode, pipeline.GRPCStatus(resp)))
 	}
 	if meshed {
-		return u.fromPeer(x, s, attempt, ep, resp)
+		return u.fromPeer(x, s, ep, resp)
 	}
-	x.Metrics()
 	return resp, nil
 }
 
@@ -256,14 +284,17 @@ func (u *Stage) roundTripper(ctx context.Context, ep balance.Endpoint, meshed, a
 
 // failed decides what a failed round trip becomes: errRetry, a
 // cancellation, or the error to answer with.
-func (u *Stage) failed(x *pipeline.Exchange, s *sending, attempt int, ep balance.Endpoint, meshed bool, err error) error {
-	ctx := x.Ctx
-	retry := !meshed && s.h1 && IsDialError(err) && u.retry(ctx, x, attempt, err)
-	if !retry && u.Unprocessed(err) && s.canReplay(x.R) {
-		retry = u.retryUnprocessed(ctx, x, attempt, err.Error())
+func (u *Stage) failed(x *pipeline.Exchange, s *sending, ep balance.Endpoint, meshed bool, err error) error {
+	ctx := s.ctx
+	again := !meshed && s.h1 && IsDialError(err) && u.retry(ctx, x, s, err)
+	if !again && u.Unprocessed(err) && s.canReplay(x.R) {
+		again = u.retryUnprocessed(ctx, x, s, err.Error())
 	}
-	if retry {
+	if again {
 		return s.skipped(ep, proxyerr.Classify(ctx, err, proxyerr.ToPeer, ep.Addr))
+	}
+	if u.retryTimeout(x, s, ep.Addr) {
+		return errRetry
 	}
 	if reason, ok := forward.RequestBodyFault(err); ok {
 		// The client's body was malformed: the stream to the peer is
@@ -280,9 +311,9 @@ func (u *Stage) failed(x *pipeline.Exchange, s *sending, attempt int, ep balance
 
 // fromPeer handles a peer proxy's response: one that says the peer's app
 // never saw the request is retried elsewhere when it can be.
-func (u *Stage) fromPeer(x *pipeline.Exchange, s *sending, attempt int, ep balance.Endpoint, resp *http.Response) (*http.Response, error) {
+func (u *Stage) fromPeer(x *pipeline.Exchange, s *sending, ep balance.Endpoint, resp *http.Response) (*http.Response, error) {
 	if _, ok := resp.Header[forward.HeaderUnprocessed]; ok {
-		if s.canReplay(x.R) && u.retryUnprocessed(x.Ctx, x, attempt, resp.Header.Get(forward.HeaderError)) {
+		if s.canReplay(x.R) && u.retryUnprocessed(s.ctx, x, s, resp.Header.Get(forward.HeaderError)) {
 			_ = resp.Body.Close()
 			return nil, s.skipped(ep, proxyerr.FromUnprocessed(resp))
 		}
@@ -292,14 +323,14 @@ func (u *Stage) fromPeer(x *pipeline.Exchange, s *sending, attempt int, ep balan
 		// The peer's proxy answered itself: say so here too.
 		u.Errors.Logf(x.Ctx, pe, "peer proxy answered with an error", "dst", x.Dest.Dst)
 	}
-	x.Metrics()
 	return resp, nil
 }
 
-func (u *Stage) retry(ctx context.Context, x *pipeline.Exchange, attempt int, err error) bool {
-	if x.Dest.Balancer == nil || attempt >= MaxRetries || ctx.Err() != nil {
+func (u *Stage) retry(ctx context.Context, x *pipeline.Exchange, s *sending, err error) bool {
+	if x.Dest.Balancer == nil || s.proven >= MaxRetries || ctx.Err() != nil {
 		return false
 	}
+	s.proven++
 	if !errors.Is(err, proxyerr.ErrConnect) && !IsDialError(err) {
 		return false
 	}
@@ -310,108 +341,12 @@ func (u *Stage) retry(ctx context.Context, x *pipeline.Exchange, attempt int, er
 
 // retryUnprocessed decides whether a request the peer did not process is
 // sent to another endpoint, and counts it.
-func (u *Stage) retryUnprocessed(ctx context.Context, x *pipeline.Exchange, attempt int, why string) bool {
-	if x.Dest.Balancer == nil || attempt >= MaxRetries || ctx.Err() != nil {
+func (u *Stage) retryUnprocessed(ctx context.Context, x *pipeline.Exchange, s *sending, why string) bool {
+	if x.Dest.Balancer == nil || s.proven >= MaxRetries || ctx.Err() != nil {
 		return false
 	}
+	s.proven++
 	u.Metrics.HTTP(x.Key).Retry(metrics.ReasonUnprocessed)
 	u.Log.Debug("upstream: peer did not process the request, retrying on another endpoint", "dst", x.Dest.Dst, "why", why)
 	return true
-}
-
-// canReplay reports whether the request can be sent again: its body
-// was kept before it was sent, or it was kept as it was sent and ended
-// (without trailers) within maxReplayBody.
-func (s *sending) canReplay(r *http.Request) bool {
-	if s.replayable {
-		return true
-	}
-	if s.kept == nil || len(r.Trailer) > 0 {
-		return false
-	}
-	b, ok := s.kept.whole()
-	if !ok {
-		return false
-	}
-	s.body, s.replayable, s.kept = b, true, nil
-	return true
-}
-
-// keptBody is a request body of unknown length (a gRPC message, a
-// chunked upload) passed on as it is read, with a copy of up to
-// maxReplayBody bytes: a small body that has ended by the time the peer
-// proves it did not process the request (the mesh transport reads a small
-// body whole to send it with the headers) can then be sent elsewhere, as
-// one of known length is. A larger one is passed on and not kept.
-type keptBody struct {
-	src io.ReadCloser
-
-	mu   sync.Mutex
-	buf  []byte
-	over bool // more than maxReplayBody: not kept
-	eof  bool
-}
-
-func (k *keptBody) Read(p []byte) (int, error) {
-	n, err := k.src.Read(p)
-	k.mu.Lock()
-	if n > 0 && !k.over {
-		if len(k.buf)+n > maxReplayBody {
-			k.over, k.buf = true, nil
-		} else {
-			k.buf = append(k.buf, p[:n]...)
-		}
-	}
-	if err == io.EOF {
-		k.eof = true
-	}
-	k.mu.Unlock()
-	return n, err
-}
-
-func (k *keptBody) Close() error { return k.src.Close() }
-
-// whole returns the body if it has ended and was kept whole.
-func (k *keptBody) whole() ([]byte, bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if !k.eof || k.over {
-		return nil, false
-	}
-	if k.buf == nil {
-		return []byte{}, true // non-nil: sent as an empty body
-	}
-	return k.buf, true // no more reads append to it after EOF
-}
-
-// hasExpect: the client waits for 100 Continue before sending its body,
-// so the body must not be read ahead of the upstream's decision.
-func hasExpect(r *http.Request) bool {
-	_, ok := r.Header["Expect"]
-	return ok
-}
-
-// maxReplayBody bounds the request body kept for a retry.
-const maxReplayBody = 64 << 10
-
-// replayableBody reads a small request body of known length so that it
-// can be sent more than once. It returns the body (nil: use r.Body as it
-// is) and whether the request can be sent again at all.
-func replayableBody(r *http.Request, cb io.Reader) ([]byte, bool, error) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, true, nil
-	}
-	if r.ContentLength <= 0 || r.ContentLength > maxReplayBody || len(r.Trailer) > 0 {
-		return nil, false, nil
-	}
-	if hasExpect(r) {
-		// Reading the body here would send 100 Continue on the app's
-		// behalf, before the server decided.
-		return nil, false, nil
-	}
-	b := make([]byte, r.ContentLength)
-	if _, err := io.ReadFull(cb, b); err != nil {
-		return nil, false, fmt.Errorf("reading request body: %w", err)
-	}
-	return b, true, nil
 }
