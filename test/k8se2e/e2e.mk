@@ -19,6 +19,11 @@ E2E_SUITES += diagnostics
 E2E_SUITES += dashboard
 E2E_SUITES += tracing
 E2E_SUITES += traffic-split
+# The Gateway API conformance suite's mesh profiles, its own Go module
+# (test/conformance): SUITE=gateway-conformance only, until the GAMMA routes
+# land and it passes; then `E2E_SUITES += gateway-conformance` here makes it
+# run last in make e2e, reusing the shared install the suites above leave.
+E2E_OPTIONAL_SUITES := gateway-conformance
 E2E_TEST_install           := TestInstall
 E2E_TEST_inject            := TestInject
 E2E_TEST_cni               := TestCNI
@@ -54,13 +59,18 @@ E2E_TEST_diagnostics       := TestDiagnostics
 E2E_TEST_dashboard         := TestDashboard
 E2E_TEST_tracing           := TestTracing
 E2E_TEST_traffic-split     := TestTrafficSplit
-E2E_RUN     = ^($(if $(SUITE),$(E2E_TEST_$(SUITE)),$(subst $(eval) ,|,$(strip $(foreach s,$(E2E_SUITES),$(E2E_TEST_$(s)))))))$$
+E2E_TEST_gateway-conformance := TestGatewayConformanceMesh
+# The suites of ./test/k8se2e, and the conformance run (test/conformance) if selected.
+E2E_K8S_SUITES   = $(filter-out gateway-conformance,$(or $(SUITE),$(E2E_SUITES)))
+E2E_CONFORMANCE  = $(filter gateway-conformance,$(or $(SUITE),$(E2E_SUITES)))
+E2E_RUN     = ^($(subst $(eval) ,|,$(strip $(foreach s,$(E2E_K8S_SUITES),$(E2E_TEST_$(s))))))$$
+E2E_CONFORMANCE_REPORT ?= $(BIN)/conformance/trellis-mesh-report.yaml
 E2E_TIMEOUT ?= 75m
 E2E_KEEP_CLUSTER ?=
 
 ifneq ($(SUITE),)
 ifeq ($(E2E_TEST_$(SUITE)),)
-$(error unknown SUITE=$(SUITE); one of: $(E2E_SUITES))
+$(error unknown SUITE=$(SUITE); one of: $(E2E_SUITES) $(E2E_OPTIONAL_SUITES))
 endif
 endif
 
@@ -69,10 +79,16 @@ endif
 ## e2e: build, images, cluster up, the Kubernetes suites (SUITE=name for one), cluster down
 e2e: cluster-extras-bg images
 	@$(CLUSTER) up
-	@rc=0; KUBECONFIG=$(TRELLIS_CLUSTER_DIR)/run/admin.kubeconfig TRELLIS_E2E_K8S=1 TRELLIS_E2E_EXTRAS=$(TRELLIS_CLUSTER_DIR)/extras.status TRELLIS_BIN=$(BIN) TRELLIS_E2E_UPGRADE_FROM=$(E2E_UPGRADE_FROM) \
-	  $(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' ./test/k8se2e || rc=$$?; \
+	@rc=0; export KUBECONFIG=$(TRELLIS_CLUSTER_DIR)/run/admin.kubeconfig TRELLIS_E2E_K8S=1 TRELLIS_BIN=$(BIN); \
+	  if [ -n "$(E2E_K8S_SUITES)" ]; then \
+	  E2E_KEEP_INSTALL=$(if $(E2E_CONFORMANCE),1,$(E2E_KEEP_INSTALL)) TRELLIS_E2E_EXTRAS=$(TRELLIS_CLUSTER_DIR)/extras.status TRELLIS_E2E_UPGRADE_FROM=$(E2E_UPGRADE_FROM) \
+	  $(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' ./test/k8se2e || rc=$$?; fi; \
+	  if [ -n "$(E2E_CONFORMANCE)" ]; then \
+	  ( $(CLUSTER) conformance-images ) && \
+	  ( cd test/conformance && E2E_KEEP_INSTALL=$(E2E_KEEP_INSTALL) TRELLIS_CONFORMANCE_REPORT=$(E2E_CONFORMANCE_REPORT) GOWORK=off \
+	    $(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '^$(E2E_TEST_gateway-conformance)$$' . ) || rc=1; fi; \
 	  if [ -z "$(E2E_KEEP_CLUSTER)" ]; then $(CLUSTER) down || rc=1; fi; exit $$rc
 
 ## e2e-list: the suite names
 e2e-list:
-	@echo $(E2E_SUITES)
+	@echo $(E2E_SUITES) $(E2E_OPTIONAL_SUITES)

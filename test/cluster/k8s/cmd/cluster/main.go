@@ -8,6 +8,7 @@
 //	cluster down     stop and remove everything it created
 //	cluster status   say whether it is up; exit 1 if not
 //	cluster images   build the Trellis image tarballs (and import them if up)
+//	cluster conformance-images  build the Gateway API conformance suite's echo image and import it
 //	cluster smoke    run a Deployment + Service and prove it answers
 //	cluster build    only build/cache the binaries
 //
@@ -31,7 +32,7 @@ import (
 	"time"
 )
 
-const usageText = `usage: cluster [flags] up|down|status|images|extras|smoke|build
+const usageText = `usage: cluster [flags] up|down|status|images|extras|conformance-images|smoke|build
 
 Environment:
   TRELLIS_CLUSTER_DIR   harness directory (default /var/tmp/trellis-cluster)
@@ -77,6 +78,8 @@ func main() {
 		err = h.images(ctx)
 	case "extras":
 		err = h.extras(ctx)
+	case "conformance-images":
+		err = h.conformanceImages(ctx)
 	case "smoke":
 		err = h.smoke(ctx)
 	case "build":
