@@ -32,6 +32,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/outbound"
 	"github.com/trellis-mesh/trellis/proxy/policy"
+	"github.com/trellis-mesh/trellis/proxy/route"
 	"github.com/trellis-mesh/trellis/proxy/selfconn"
 	"github.com/trellis-mesh/trellis/proxy/trace"
 )
@@ -73,6 +74,10 @@ type Config struct {
 	// AppIP is the address the inbound side dials in transparent mode
 	// (the pod IP, --app-ip); default 127.0.0.1.
 	AppIP string
+	// Zone is this workload's topology zone, whose endpoints the outbound
+	// balancers prefer (--zone). Empty: learnt from the Destination
+	// service's answer for AppIP (learnZone), when AppIP is set.
+	Zone string
 	// TCPProbePorts are the app ports the admin's /tcp-probe/PORT checks
 	// (--tcp-probe-ports), at AppIP.
 	TCPProbePorts []uint16
@@ -246,8 +251,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	resolver := discovery.NewResolver(apiv1.NewDestinationClient(conn), discovery.Options{
 		Registerer: reg, Logger: log.With("component", "discovery"), CallerIdentity: local.String(),
+		Zone: cfg.Zone,
 	})
 	defer resolver.Close()
+	if cfg.Zone == "" && cfg.AppIP != "" {
+		go learnZone(ctx, resolver, net.JoinHostPort(cfg.AppIP, inboundPort(cfg.InboundAddr)), log)
+	}
 	policyConn, err := dialPolicy(cfg.ControllerAddr, store, ctrlID, m)
 	if err != nil {
 		return err
@@ -271,6 +280,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	routeMetrics, err := metrics.NewRoutes(reg)
+	if err != nil {
+		return err
+	}
 	tapHub, err := newTapHub(local, reg)
 	if err != nil {
 		return err
@@ -295,6 +308,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Metrics: m, Logger: log.With("component", "outbound"),
 		DetectTimeout: cfg.DetectTimeout, RequestTimeout: cfg.RequestTimeout, OpaquePorts: opaque,
 		HeaderTimeout: cfg.HeaderTimeout,
+		Routes:        route.NewWatched(routeTable, 0, log.With("component", "routes")),
+		RouteMetrics:  routeMetrics,
 		Tap:           tapHub.Layer(metrics.Outbound),
 		Trace:         tracer.Outbound(),
 	})

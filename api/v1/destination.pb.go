@@ -74,7 +74,7 @@ func (x ProtocolHint_Protocol) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ProtocolHint_Protocol.Descriptor instead.
 func (ProtocolHint_Protocol) EnumDescriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{8, 0}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{9, 0}
 }
 
 type GetDestination struct {
@@ -236,7 +236,11 @@ type AddSet struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Addrs []*WeightedAddr        `protobuf:"bytes,1,rep,name=addrs,proto3" json:"addrs,omitempty"`
 	// Labels that describe the service as a whole (e.g. service, namespace).
-	MetricLabels  map[string]string `protobuf:"bytes,2,rep,name=metric_labels,json=metricLabels,proto3" json:"metric_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	MetricLabels map[string]string `protobuf:"bytes,2,rep,name=metric_labels,json=metricLabels,proto3" json:"metric_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// How client proxies balance over the service (its Service's
+	// balancer.trellis.io/* annotations). Every AddSet carries the service's
+	// current settings; absent: the proxy's defaults.
+	Balancer      *BalancerConfig `protobuf:"bytes,3,opt,name=balancer,proto3" json:"balancer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -285,6 +289,71 @@ func (x *AddSet) GetMetricLabels() map[string]string {
 	return nil
 }
 
+func (x *AddSet) GetBalancer() *BalancerConfig {
+	if x != nil {
+		return x.Balancer
+	}
+	return nil
+}
+
+// BalancerConfig carries a Service's balancer annotations verbatim; the
+// proxy parses them (docs/traffic.md) and falls back to its defaults for a
+// value it cannot parse. Empty: the default.
+type BalancerConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// balancer.trellis.io/failure-accrual: "off", or a comma-separated list
+	// of "consecutive:N" and "rate:RATIO/MIN_REQUESTS/WINDOW".
+	FailureAccrual string `protobuf:"bytes,1,opt,name=failure_accrual,json=failureAccrual,proto3" json:"failure_accrual,omitempty"`
+	// balancer.trellis.io/slow-start: a duration ("30s"), "0" to disable.
+	SlowStart     string `protobuf:"bytes,2,opt,name=slow_start,json=slowStart,proto3" json:"slow_start,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BalancerConfig) Reset() {
+	*x = BalancerConfig{}
+	mi := &file_api_v1_destination_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BalancerConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BalancerConfig) ProtoMessage() {}
+
+func (x *BalancerConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_destination_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BalancerConfig.ProtoReflect.Descriptor instead.
+func (*BalancerConfig) Descriptor() ([]byte, []int) {
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BalancerConfig) GetFailureAccrual() string {
+	if x != nil {
+		return x.FailureAccrual
+	}
+	return ""
+}
+
+func (x *BalancerConfig) GetSlowStart() string {
+	if x != nil {
+		return x.SlowStart
+	}
+	return ""
+}
+
 type RemoveSet struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Addrs         []*TcpAddress          `protobuf:"bytes,1,rep,name=addrs,proto3" json:"addrs,omitempty"`
@@ -294,7 +363,7 @@ type RemoveSet struct {
 
 func (x *RemoveSet) Reset() {
 	*x = RemoveSet{}
-	mi := &file_api_v1_destination_proto_msgTypes[3]
+	mi := &file_api_v1_destination_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +375,7 @@ func (x *RemoveSet) String() string {
 func (*RemoveSet) ProtoMessage() {}
 
 func (x *RemoveSet) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[3]
+	mi := &file_api_v1_destination_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +388,7 @@ func (x *RemoveSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSet.ProtoReflect.Descriptor instead.
 func (*RemoveSet) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{3}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RemoveSet) GetAddrs() []*TcpAddress {
@@ -338,7 +407,7 @@ type NoEndpoints struct {
 
 func (x *NoEndpoints) Reset() {
 	*x = NoEndpoints{}
-	mi := &file_api_v1_destination_proto_msgTypes[4]
+	mi := &file_api_v1_destination_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -350,7 +419,7 @@ func (x *NoEndpoints) String() string {
 func (*NoEndpoints) ProtoMessage() {}
 
 func (x *NoEndpoints) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[4]
+	mi := &file_api_v1_destination_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -363,7 +432,7 @@ func (x *NoEndpoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoEndpoints.ProtoReflect.Descriptor instead.
 func (*NoEndpoints) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{4}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *NoEndpoints) GetExists() bool {
@@ -384,7 +453,7 @@ type TcpAddress struct {
 
 func (x *TcpAddress) Reset() {
 	*x = TcpAddress{}
-	mi := &file_api_v1_destination_proto_msgTypes[5]
+	mi := &file_api_v1_destination_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +465,7 @@ func (x *TcpAddress) String() string {
 func (*TcpAddress) ProtoMessage() {}
 
 func (x *TcpAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[5]
+	mi := &file_api_v1_destination_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +478,7 @@ func (x *TcpAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpAddress.ProtoReflect.Descriptor instead.
 func (*TcpAddress) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{5}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TcpAddress) GetIp() string {
@@ -450,7 +519,7 @@ type WeightedAddr struct {
 
 func (x *WeightedAddr) Reset() {
 	*x = WeightedAddr{}
-	mi := &file_api_v1_destination_proto_msgTypes[6]
+	mi := &file_api_v1_destination_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +531,7 @@ func (x *WeightedAddr) String() string {
 func (*WeightedAddr) ProtoMessage() {}
 
 func (x *WeightedAddr) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[6]
+	mi := &file_api_v1_destination_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +544,7 @@ func (x *WeightedAddr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedAddr.ProtoReflect.Descriptor instead.
 func (*WeightedAddr) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{6}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WeightedAddr) GetAddr() *TcpAddress {
@@ -539,7 +608,7 @@ type TlsIdentity struct {
 
 func (x *TlsIdentity) Reset() {
 	*x = TlsIdentity{}
-	mi := &file_api_v1_destination_proto_msgTypes[7]
+	mi := &file_api_v1_destination_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +620,7 @@ func (x *TlsIdentity) String() string {
 func (*TlsIdentity) ProtoMessage() {}
 
 func (x *TlsIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[7]
+	mi := &file_api_v1_destination_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +633,7 @@ func (x *TlsIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TlsIdentity.ProtoReflect.Descriptor instead.
 func (*TlsIdentity) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{7}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TlsIdentity) GetSpiffeId() string {
@@ -590,7 +659,7 @@ type ProtocolHint struct {
 
 func (x *ProtocolHint) Reset() {
 	*x = ProtocolHint{}
-	mi := &file_api_v1_destination_proto_msgTypes[8]
+	mi := &file_api_v1_destination_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +671,7 @@ func (x *ProtocolHint) String() string {
 func (*ProtocolHint) ProtoMessage() {}
 
 func (x *ProtocolHint) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[8]
+	mi := &file_api_v1_destination_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +684,7 @@ func (x *ProtocolHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProtocolHint.ProtoReflect.Descriptor instead.
 func (*ProtocolHint) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{8}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ProtocolHint) GetProtocol() ProtocolHint_Protocol {
@@ -641,7 +710,7 @@ type RouteConfig struct {
 
 func (x *RouteConfig) Reset() {
 	*x = RouteConfig{}
-	mi := &file_api_v1_destination_proto_msgTypes[9]
+	mi := &file_api_v1_destination_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +722,7 @@ func (x *RouteConfig) String() string {
 func (*RouteConfig) ProtoMessage() {}
 
 func (x *RouteConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[9]
+	mi := &file_api_v1_destination_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +735,7 @@ func (x *RouteConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteConfig.ProtoReflect.Descriptor instead.
 func (*RouteConfig) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{9}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RouteConfig) GetService() string {
@@ -717,7 +786,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_api_v1_destination_proto_msgTypes[10]
+	mi := &file_api_v1_destination_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +798,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[10]
+	mi := &file_api_v1_destination_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +811,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{10}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Route) GetName() string {
@@ -853,7 +922,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_api_v1_destination_proto_msgTypes[11]
+	mi := &file_api_v1_destination_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +934,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[11]
+	mi := &file_api_v1_destination_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +947,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{11}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RouteMatch) GetPathPrefix() string {
@@ -937,7 +1006,7 @@ type WeightedBackend struct {
 
 func (x *WeightedBackend) Reset() {
 	*x = WeightedBackend{}
-	mi := &file_api_v1_destination_proto_msgTypes[12]
+	mi := &file_api_v1_destination_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1018,7 @@ func (x *WeightedBackend) String() string {
 func (*WeightedBackend) ProtoMessage() {}
 
 func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[12]
+	mi := &file_api_v1_destination_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1031,7 @@ func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedBackend.ProtoReflect.Descriptor instead.
 func (*WeightedBackend) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{12}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WeightedBackend) GetAuthority() string {
@@ -1004,7 +1073,7 @@ type HeaderModifier struct {
 
 func (x *HeaderModifier) Reset() {
 	*x = HeaderModifier{}
-	mi := &file_api_v1_destination_proto_msgTypes[13]
+	mi := &file_api_v1_destination_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1085,7 @@ func (x *HeaderModifier) String() string {
 func (*HeaderModifier) ProtoMessage() {}
 
 func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[13]
+	mi := &file_api_v1_destination_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1098,7 @@ func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
 func (*HeaderModifier) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{13}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HeaderModifier) GetSet() []*HeaderModifier_Header {
@@ -1068,7 +1137,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_api_v1_destination_proto_msgTypes[14]
+	mi := &file_api_v1_destination_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1149,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[14]
+	mi := &file_api_v1_destination_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1162,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{14}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Redirect) GetScheme() string {
@@ -1149,7 +1218,7 @@ type URLRewrite struct {
 
 func (x *URLRewrite) Reset() {
 	*x = URLRewrite{}
-	mi := &file_api_v1_destination_proto_msgTypes[15]
+	mi := &file_api_v1_destination_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1230,7 @@ func (x *URLRewrite) String() string {
 func (*URLRewrite) ProtoMessage() {}
 
 func (x *URLRewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[15]
+	mi := &file_api_v1_destination_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1243,7 @@ func (x *URLRewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use URLRewrite.ProtoReflect.Descriptor instead.
 func (*URLRewrite) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{15}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *URLRewrite) GetHostname() string {
@@ -1211,7 +1280,7 @@ type Mirror struct {
 
 func (x *Mirror) Reset() {
 	*x = Mirror{}
-	mi := &file_api_v1_destination_proto_msgTypes[16]
+	mi := &file_api_v1_destination_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1292,7 @@ func (x *Mirror) String() string {
 func (*Mirror) ProtoMessage() {}
 
 func (x *Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[16]
+	mi := &file_api_v1_destination_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1305,7 @@ func (x *Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
 func (*Mirror) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{16}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Mirror) GetAuthority() string {
@@ -1269,7 +1338,7 @@ type Fault struct {
 
 func (x *Fault) Reset() {
 	*x = Fault{}
-	mi := &file_api_v1_destination_proto_msgTypes[17]
+	mi := &file_api_v1_destination_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1350,7 @@ func (x *Fault) String() string {
 func (*Fault) ProtoMessage() {}
 
 func (x *Fault) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[17]
+	mi := &file_api_v1_destination_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1363,7 @@ func (x *Fault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fault.ProtoReflect.Descriptor instead.
 func (*Fault) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{17}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Fault) GetAbortMillionths() uint32 {
@@ -1355,7 +1424,7 @@ type RetryPolicy struct {
 
 func (x *RetryPolicy) Reset() {
 	*x = RetryPolicy{}
-	mi := &file_api_v1_destination_proto_msgTypes[18]
+	mi := &file_api_v1_destination_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1436,7 @@ func (x *RetryPolicy) String() string {
 func (*RetryPolicy) ProtoMessage() {}
 
 func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[18]
+	mi := &file_api_v1_destination_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1449,7 @@ func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
 func (*RetryPolicy) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{18}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RetryPolicy) GetMaxRetries() uint32 {
@@ -1450,7 +1519,7 @@ type RouteMatch_Header struct {
 
 func (x *RouteMatch_Header) Reset() {
 	*x = RouteMatch_Header{}
-	mi := &file_api_v1_destination_proto_msgTypes[21]
+	mi := &file_api_v1_destination_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1531,7 @@ func (x *RouteMatch_Header) String() string {
 func (*RouteMatch_Header) ProtoMessage() {}
 
 func (x *RouteMatch_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[21]
+	mi := &file_api_v1_destination_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1544,7 @@ func (x *RouteMatch_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch_Header.ProtoReflect.Descriptor instead.
 func (*RouteMatch_Header) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{11, 0}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{12, 0}
 }
 
 func (x *RouteMatch_Header) GetName() string {
@@ -1509,7 +1578,7 @@ type HeaderModifier_Header struct {
 
 func (x *HeaderModifier_Header) Reset() {
 	*x = HeaderModifier_Header{}
-	mi := &file_api_v1_destination_proto_msgTypes[22]
+	mi := &file_api_v1_destination_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1590,7 @@ func (x *HeaderModifier_Header) String() string {
 func (*HeaderModifier_Header) ProtoMessage() {}
 
 func (x *HeaderModifier_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[22]
+	mi := &file_api_v1_destination_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1603,7 @@ func (x *HeaderModifier_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier_Header.ProtoReflect.Descriptor instead.
 func (*HeaderModifier_Header) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{13, 0}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{14, 0}
 }
 
 func (x *HeaderModifier_Header) GetName() string {
@@ -1563,13 +1632,18 @@ const file_api_v1_destination_proto_rawDesc = "" +
 	"\x03add\x18\x01 \x01(\v2\x16.trellis.api.v1.AddSetH\x00R\x03add\x123\n" +
 	"\x06remove\x18\x02 \x01(\v2\x19.trellis.api.v1.RemoveSetH\x00R\x06remove\x12@\n" +
 	"\fno_endpoints\x18\x03 \x01(\v2\x1b.trellis.api.v1.NoEndpointsH\x00R\vnoEndpointsB\b\n" +
-	"\x06update\"\xcc\x01\n" +
+	"\x06update\"\x88\x02\n" +
 	"\x06AddSet\x122\n" +
 	"\x05addrs\x18\x01 \x03(\v2\x1c.trellis.api.v1.WeightedAddrR\x05addrs\x12M\n" +
-	"\rmetric_labels\x18\x02 \x03(\v2(.trellis.api.v1.AddSet.MetricLabelsEntryR\fmetricLabels\x1a?\n" +
+	"\rmetric_labels\x18\x02 \x03(\v2(.trellis.api.v1.AddSet.MetricLabelsEntryR\fmetricLabels\x12:\n" +
+	"\bbalancer\x18\x03 \x01(\v2\x1e.trellis.api.v1.BalancerConfigR\bbalancer\x1a?\n" +
 	"\x11MetricLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +
+	"\x0eBalancerConfig\x12'\n" +
+	"\x0ffailure_accrual\x18\x01 \x01(\tR\x0efailureAccrual\x12\x1d\n" +
+	"\n" +
+	"slow_start\x18\x02 \x01(\tR\tslowStart\"=\n" +
 	"\tRemoveSet\x120\n" +
 	"\x05addrs\x18\x01 \x03(\v2\x1a.trellis.api.v1.TcpAddressR\x05addrs\"%\n" +
 	"\vNoEndpoints\x12\x16\n" +
@@ -1700,77 +1774,79 @@ func file_api_v1_destination_proto_rawDescGZIP() []byte {
 }
 
 var file_api_v1_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_api_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_api_v1_destination_proto_goTypes = []any{
 	(ProtocolHint_Protocol)(0),    // 0: trellis.api.v1.ProtocolHint.Protocol
 	(*GetDestination)(nil),        // 1: trellis.api.v1.GetDestination
 	(*Update)(nil),                // 2: trellis.api.v1.Update
 	(*AddSet)(nil),                // 3: trellis.api.v1.AddSet
-	(*RemoveSet)(nil),             // 4: trellis.api.v1.RemoveSet
-	(*NoEndpoints)(nil),           // 5: trellis.api.v1.NoEndpoints
-	(*TcpAddress)(nil),            // 6: trellis.api.v1.TcpAddress
-	(*WeightedAddr)(nil),          // 7: trellis.api.v1.WeightedAddr
-	(*TlsIdentity)(nil),           // 8: trellis.api.v1.TlsIdentity
-	(*ProtocolHint)(nil),          // 9: trellis.api.v1.ProtocolHint
-	(*RouteConfig)(nil),           // 10: trellis.api.v1.RouteConfig
-	(*Route)(nil),                 // 11: trellis.api.v1.Route
-	(*RouteMatch)(nil),            // 12: trellis.api.v1.RouteMatch
-	(*WeightedBackend)(nil),       // 13: trellis.api.v1.WeightedBackend
-	(*HeaderModifier)(nil),        // 14: trellis.api.v1.HeaderModifier
-	(*Redirect)(nil),              // 15: trellis.api.v1.Redirect
-	(*URLRewrite)(nil),            // 16: trellis.api.v1.URLRewrite
-	(*Mirror)(nil),                // 17: trellis.api.v1.Mirror
-	(*Fault)(nil),                 // 18: trellis.api.v1.Fault
-	(*RetryPolicy)(nil),           // 19: trellis.api.v1.RetryPolicy
-	nil,                           // 20: trellis.api.v1.AddSet.MetricLabelsEntry
-	nil,                           // 21: trellis.api.v1.WeightedAddr.MetricLabelsEntry
-	(*RouteMatch_Header)(nil),     // 22: trellis.api.v1.RouteMatch.Header
-	(*HeaderModifier_Header)(nil), // 23: trellis.api.v1.HeaderModifier.Header
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*BalancerConfig)(nil),        // 4: trellis.api.v1.BalancerConfig
+	(*RemoveSet)(nil),             // 5: trellis.api.v1.RemoveSet
+	(*NoEndpoints)(nil),           // 6: trellis.api.v1.NoEndpoints
+	(*TcpAddress)(nil),            // 7: trellis.api.v1.TcpAddress
+	(*WeightedAddr)(nil),          // 8: trellis.api.v1.WeightedAddr
+	(*TlsIdentity)(nil),           // 9: trellis.api.v1.TlsIdentity
+	(*ProtocolHint)(nil),          // 10: trellis.api.v1.ProtocolHint
+	(*RouteConfig)(nil),           // 11: trellis.api.v1.RouteConfig
+	(*Route)(nil),                 // 12: trellis.api.v1.Route
+	(*RouteMatch)(nil),            // 13: trellis.api.v1.RouteMatch
+	(*WeightedBackend)(nil),       // 14: trellis.api.v1.WeightedBackend
+	(*HeaderModifier)(nil),        // 15: trellis.api.v1.HeaderModifier
+	(*Redirect)(nil),              // 16: trellis.api.v1.Redirect
+	(*URLRewrite)(nil),            // 17: trellis.api.v1.URLRewrite
+	(*Mirror)(nil),                // 18: trellis.api.v1.Mirror
+	(*Fault)(nil),                 // 19: trellis.api.v1.Fault
+	(*RetryPolicy)(nil),           // 20: trellis.api.v1.RetryPolicy
+	nil,                           // 21: trellis.api.v1.AddSet.MetricLabelsEntry
+	nil,                           // 22: trellis.api.v1.WeightedAddr.MetricLabelsEntry
+	(*RouteMatch_Header)(nil),     // 23: trellis.api.v1.RouteMatch.Header
+	(*HeaderModifier_Header)(nil), // 24: trellis.api.v1.HeaderModifier.Header
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
 }
 var file_api_v1_destination_proto_depIdxs = []int32{
 	3,  // 0: trellis.api.v1.Update.add:type_name -> trellis.api.v1.AddSet
-	4,  // 1: trellis.api.v1.Update.remove:type_name -> trellis.api.v1.RemoveSet
-	5,  // 2: trellis.api.v1.Update.no_endpoints:type_name -> trellis.api.v1.NoEndpoints
-	7,  // 3: trellis.api.v1.AddSet.addrs:type_name -> trellis.api.v1.WeightedAddr
-	20, // 4: trellis.api.v1.AddSet.metric_labels:type_name -> trellis.api.v1.AddSet.MetricLabelsEntry
-	6,  // 5: trellis.api.v1.RemoveSet.addrs:type_name -> trellis.api.v1.TcpAddress
-	6,  // 6: trellis.api.v1.WeightedAddr.addr:type_name -> trellis.api.v1.TcpAddress
-	21, // 7: trellis.api.v1.WeightedAddr.metric_labels:type_name -> trellis.api.v1.WeightedAddr.MetricLabelsEntry
-	8,  // 8: trellis.api.v1.WeightedAddr.tls_identity:type_name -> trellis.api.v1.TlsIdentity
-	9,  // 9: trellis.api.v1.WeightedAddr.protocol_hint:type_name -> trellis.api.v1.ProtocolHint
-	0,  // 10: trellis.api.v1.ProtocolHint.protocol:type_name -> trellis.api.v1.ProtocolHint.Protocol
-	11, // 11: trellis.api.v1.RouteConfig.routes:type_name -> trellis.api.v1.Route
-	12, // 12: trellis.api.v1.Route.matches:type_name -> trellis.api.v1.RouteMatch
-	13, // 13: trellis.api.v1.Route.backends:type_name -> trellis.api.v1.WeightedBackend
-	24, // 14: trellis.api.v1.Route.timeout:type_name -> google.protobuf.Duration
-	19, // 15: trellis.api.v1.Route.retry:type_name -> trellis.api.v1.RetryPolicy
-	24, // 16: trellis.api.v1.Route.backend_timeout:type_name -> google.protobuf.Duration
-	14, // 17: trellis.api.v1.Route.request_headers:type_name -> trellis.api.v1.HeaderModifier
-	14, // 18: trellis.api.v1.Route.response_headers:type_name -> trellis.api.v1.HeaderModifier
-	15, // 19: trellis.api.v1.Route.redirect:type_name -> trellis.api.v1.Redirect
-	16, // 20: trellis.api.v1.Route.rewrite:type_name -> trellis.api.v1.URLRewrite
-	17, // 21: trellis.api.v1.Route.mirrors:type_name -> trellis.api.v1.Mirror
-	18, // 22: trellis.api.v1.Route.fault:type_name -> trellis.api.v1.Fault
-	22, // 23: trellis.api.v1.RouteMatch.headers:type_name -> trellis.api.v1.RouteMatch.Header
-	22, // 24: trellis.api.v1.RouteMatch.query_params:type_name -> trellis.api.v1.RouteMatch.Header
-	14, // 25: trellis.api.v1.WeightedBackend.request_headers:type_name -> trellis.api.v1.HeaderModifier
-	14, // 26: trellis.api.v1.WeightedBackend.response_headers:type_name -> trellis.api.v1.HeaderModifier
-	23, // 27: trellis.api.v1.HeaderModifier.set:type_name -> trellis.api.v1.HeaderModifier.Header
-	23, // 28: trellis.api.v1.HeaderModifier.add:type_name -> trellis.api.v1.HeaderModifier.Header
-	24, // 29: trellis.api.v1.Fault.delay:type_name -> google.protobuf.Duration
-	24, // 30: trellis.api.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	24, // 31: trellis.api.v1.RetryPolicy.backoff_base:type_name -> google.protobuf.Duration
-	24, // 32: trellis.api.v1.RetryPolicy.backoff_max:type_name -> google.protobuf.Duration
-	1,  // 33: trellis.api.v1.Destination.Get:input_type -> trellis.api.v1.GetDestination
-	1,  // 34: trellis.api.v1.Destination.GetRoutes:input_type -> trellis.api.v1.GetDestination
-	2,  // 35: trellis.api.v1.Destination.Get:output_type -> trellis.api.v1.Update
-	10, // 36: trellis.api.v1.Destination.GetRoutes:output_type -> trellis.api.v1.RouteConfig
-	35, // [35:37] is the sub-list for method output_type
-	33, // [33:35] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	5,  // 1: trellis.api.v1.Update.remove:type_name -> trellis.api.v1.RemoveSet
+	6,  // 2: trellis.api.v1.Update.no_endpoints:type_name -> trellis.api.v1.NoEndpoints
+	8,  // 3: trellis.api.v1.AddSet.addrs:type_name -> trellis.api.v1.WeightedAddr
+	21, // 4: trellis.api.v1.AddSet.metric_labels:type_name -> trellis.api.v1.AddSet.MetricLabelsEntry
+	4,  // 5: trellis.api.v1.AddSet.balancer:type_name -> trellis.api.v1.BalancerConfig
+	7,  // 6: trellis.api.v1.RemoveSet.addrs:type_name -> trellis.api.v1.TcpAddress
+	7,  // 7: trellis.api.v1.WeightedAddr.addr:type_name -> trellis.api.v1.TcpAddress
+	22, // 8: trellis.api.v1.WeightedAddr.metric_labels:type_name -> trellis.api.v1.WeightedAddr.MetricLabelsEntry
+	9,  // 9: trellis.api.v1.WeightedAddr.tls_identity:type_name -> trellis.api.v1.TlsIdentity
+	10, // 10: trellis.api.v1.WeightedAddr.protocol_hint:type_name -> trellis.api.v1.ProtocolHint
+	0,  // 11: trellis.api.v1.ProtocolHint.protocol:type_name -> trellis.api.v1.ProtocolHint.Protocol
+	12, // 12: trellis.api.v1.RouteConfig.routes:type_name -> trellis.api.v1.Route
+	13, // 13: trellis.api.v1.Route.matches:type_name -> trellis.api.v1.RouteMatch
+	14, // 14: trellis.api.v1.Route.backends:type_name -> trellis.api.v1.WeightedBackend
+	25, // 15: trellis.api.v1.Route.timeout:type_name -> google.protobuf.Duration
+	20, // 16: trellis.api.v1.Route.retry:type_name -> trellis.api.v1.RetryPolicy
+	25, // 17: trellis.api.v1.Route.backend_timeout:type_name -> google.protobuf.Duration
+	15, // 18: trellis.api.v1.Route.request_headers:type_name -> trellis.api.v1.HeaderModifier
+	15, // 19: trellis.api.v1.Route.response_headers:type_name -> trellis.api.v1.HeaderModifier
+	16, // 20: trellis.api.v1.Route.redirect:type_name -> trellis.api.v1.Redirect
+	17, // 21: trellis.api.v1.Route.rewrite:type_name -> trellis.api.v1.URLRewrite
+	18, // 22: trellis.api.v1.Route.mirrors:type_name -> trellis.api.v1.Mirror
+	19, // 23: trellis.api.v1.Route.fault:type_name -> trellis.api.v1.Fault
+	23, // 24: trellis.api.v1.RouteMatch.headers:type_name -> trellis.api.v1.RouteMatch.Header
+	23, // 25: trellis.api.v1.RouteMatch.query_params:type_name -> trellis.api.v1.RouteMatch.Header
+	15, // 26: trellis.api.v1.WeightedBackend.request_headers:type_name -> trellis.api.v1.HeaderModifier
+	15, // 27: trellis.api.v1.WeightedBackend.response_headers:type_name -> trellis.api.v1.HeaderModifier
+	24, // 28: trellis.api.v1.HeaderModifier.set:type_name -> trellis.api.v1.HeaderModifier.Header
+	24, // 29: trellis.api.v1.HeaderModifier.add:type_name -> trellis.api.v1.HeaderModifier.Header
+	25, // 30: trellis.api.v1.Fault.delay:type_name -> google.protobuf.Duration
+	25, // 31: trellis.api.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	25, // 32: trellis.api.v1.RetryPolicy.backoff_base:type_name -> google.protobuf.Duration
+	25, // 33: trellis.api.v1.RetryPolicy.backoff_max:type_name -> google.protobuf.Duration
+	1,  // 34: trellis.api.v1.Destination.Get:input_type -> trellis.api.v1.GetDestination
+	1,  // 35: trellis.api.v1.Destination.GetRoutes:input_type -> trellis.api.v1.GetDestination
+	2,  // 36: trellis.api.v1.Destination.Get:output_type -> trellis.api.v1.Update
+	11, // 37: trellis.api.v1.Destination.GetRoutes:output_type -> trellis.api.v1.RouteConfig
+	36, // [36:38] is the sub-list for method output_type
+	34, // [34:36] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_destination_proto_init() }
@@ -1789,7 +1865,7 @@ func file_api_v1_destination_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_destination_proto_rawDesc), len(file_api_v1_destination_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

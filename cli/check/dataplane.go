@@ -316,7 +316,7 @@ func certProblem(sc scraped, now time.Time) string {
 // `trellis check --proxy`.
 func DataPlaneChecks() []Check {
 	return []Check{MeshedPodsCheck, NamespaceInjectCheck, PodAnnotationsCheck, UnmeshedPodsCheck, MeshedImagesCheck, ProxyReadyCheck, ProxyVersionCheck,
-		ProxyCertCheck, ProxyTrustCheck, ProxyIssuerCheck, ProxyControlPlaneCheck}
+		ProxyCertCheck, ProxyTrustCheck, ProxyIssuerCheck, ProxyControlPlaneCheck, ProxyEjectionsCheck}
 }
 
 // PostChecks are `trellis check`: the API, the clock, the control plane,

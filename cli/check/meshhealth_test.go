@@ -103,6 +103,13 @@ func TestMeshHealthChecks(t *testing.T) {
 			s.web2 = proxyBody(s.fps[0], s.fps[1], s.fps[2], svcs)
 		}, want: Fail, substr: "identity disconnected, Certify failing; policy disconnected, no message ever"},
 
+		{name: "ejections none", check: ProxyEjectionsCheck, want: OK, substr: "2 proxies eject no endpoint"},
+		{name: "ejections listed", check: ProxyEjectionsCheck, break_: func(s *setup) {
+			s.web2 = proxyBody(s.fps[0], s.fps[1], s.fps[2], s.svcs) + "# TYPE " + EjectedMetric + " gauge\n" +
+				EjectedMetric + `{dst_service="books.shop:80",endpoint="10.0.0.9:8080"} 1` + "\n" +
+				EjectedMetric + `{dst_service="authors.shop:80",endpoint="10.0.0.7:8080"} 1` + "\n"
+		}, want: Warn, substr: "2 endpoints held out by circuit breakers (proxy: service endpoint): shop/web-2: authors.shop:80 10.0.0.7:8080, shop/web-2: books.shop:80 10.0.0.9:8080"},
+
 		{name: "namespace inject ok", check: NamespaceInjectCheck, break_: func(s *setup) {
 			s.in.extra = append(s.in.extra, injectNS(appNS, "enabled"), injectNS("legacy", "disabled"))
 		}, want: OK, substr: "2 namespaces annotated, all valid"},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"slices"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -18,6 +19,7 @@ const (
 	ConnectedMetric     = "trellis_control_plane_connected"
 	WatchesMetric       = "trellis_control_plane_watches"
 	LastUpdateMetric    = "trellis_control_plane_last_update_timestamp_seconds"
+	EjectedMetric       = "trellis_endpoint_ejected"
 	identityServiceName = "identity"
 )
 
@@ -36,6 +38,9 @@ type ProxyState struct {
 	IssuerAnchorFP  string // the bundle anchor its chain verifies to; "" none
 	HasIssuer       bool
 	ControlServices map[string]ServiceState
+	// Ejected lists "dst_service endpoint" for each endpoint the proxy's
+	// circuit breaker holds out (trellis_endpoint_ejected 1), sorted.
+	Ejected []string
 }
 
 // ParseProxyState reads the trust and control-plane series of one proxy's
@@ -80,6 +85,12 @@ func ParseProxyState(data []byte) (ProxyState, error) {
 			}
 		}
 	}
+	for _, m := range fams[EjectedMetric].GetMetric() {
+		if v, ok := value(m); ok && v == 1 {
+			ps.Ejected = append(ps.Ejected, label(m, "dst_service")+" "+label(m, "endpoint"))
+		}
+	}
+	slices.Sort(ps.Ejected)
 	return ps, nil
 }
 

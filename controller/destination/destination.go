@@ -42,6 +42,9 @@ type Endpoints struct {
 	// Addrs is keyed by "ip:port".
 	Addrs  map[string]*apiv1.WeightedAddr
 	Labels map[string]string
+	// Balancer is the service's balancer annotations, carried by every
+	// AddSet (nil: the proxies' defaults).
+	Balancer *apiv1.BalancerConfig
 }
 
 // Diff returns the updates that take a client from prev to next. first is
@@ -59,7 +62,7 @@ func Diff(prev, next Endpoints, first bool) []*apiv1.Update {
 	var out []*apiv1.Update
 	var added []string
 	for k, wa := range next.Addrs {
-		if old, ok := prev.Addrs[k]; !ok || !proto.Equal(old, wa) || !equalLabels(prev.Labels, next.Labels) {
+		if old, ok := prev.Addrs[k]; !ok || !proto.Equal(old, wa) || !equalLabels(prev.Labels, next.Labels) || !proto.Equal(prev.Balancer, next.Balancer) {
 			added = append(added, k)
 		}
 	}
@@ -85,7 +88,7 @@ func Diff(prev, next Endpoints, first bool) []*apiv1.Update {
 }
 
 func add(e Endpoints, keys []string) *apiv1.Update {
-	set := &apiv1.AddSet{MetricLabels: e.Labels}
+	set := &apiv1.AddSet{MetricLabels: e.Labels, Balancer: e.Balancer}
 	for _, k := range keys {
 		set.Addrs = append(set.Addrs, e.Addrs[k])
 	}

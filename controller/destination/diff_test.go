@@ -14,6 +14,11 @@ func ep(exists bool, addrs map[string]uint32) Endpoints {
 	return e
 }
 
+func withBalancer(e Endpoints, accrual string) Endpoints {
+	e.Balancer = &apiv1.BalancerConfig{FailureAccrual: accrual}
+	return e
+}
+
 func kinds(us []*apiv1.Update) string {
 	out := ""
 	for _, u := range us {
@@ -64,11 +69,19 @@ func TestDiff(t *testing.T) {
 		{"unknown to empty", unknown, empty, false, "none(exists) "},
 		{"still unknown", unknown, unknown, false, ""},
 		{"unknown to endpoints", unknown, ab, false, "add:a:b "},
+		{"balancer annotations changed", ab, withBalancer(ab, "off"), false, "add:a:b "},
+		{"balancer annotations kept", withBalancer(ab, "off"), withBalancer(ab, "off"), false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := kinds(Diff(tt.prev, tt.next, tt.first)); got != tt.want {
+			us := Diff(tt.prev, tt.next, tt.first)
+			if got := kinds(us); got != tt.want {
 				t.Fatalf("Diff = %q, want %q", got, tt.want)
+			}
+			for _, u := range us {
+				if a := u.GetAdd(); a != nil && a.GetBalancer().GetFailureAccrual() != tt.next.Balancer.GetFailureAccrual() {
+					t.Fatalf("AddSet carries balancer %v, want %v", a.GetBalancer(), tt.next.Balancer)
+				}
 			}
 		})
 	}

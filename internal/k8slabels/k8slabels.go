@@ -39,6 +39,14 @@ const (
 	InjectDisabled   = "disabled"
 )
 
+// Balancer settings on a Service, passed verbatim to the client proxies
+// (Destination's AddSet.balancer), which parse them (docs/traffic.md).
+const (
+	BalancerPrefix           = "balancer.trellis.io/"
+	AnnotationFailureAccrual = BalancerPrefix + "failure-accrual"
+	AnnotationSlowStart      = BalancerPrefix + "slow-start"
+)
+
 // ConfigPrefix starts every per-pod setting of the injected proxy.
 const ConfigPrefix = "config.trellis.io/"
 

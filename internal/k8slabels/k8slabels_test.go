@@ -20,6 +20,7 @@ func TestContractDocumented(t *testing.T) {
 			AnnotationOpaquePorts, AnnotationDefaultInboundPolicy, AnnotationTraceCollector, AnnotationTraceSampleRatio,
 		}},
 		{"controller-kubernetes.md", []string{AnnotationOpaquePorts, AppProtocolOpaque}},
+		{"traffic.md", []string{AnnotationFailureAccrual, AnnotationSlowStart}},
 	} {
 		doc, err := os.ReadFile("../../docs/" + tc.doc)
 		if err != nil {

@@ -36,7 +36,7 @@ func (t *Table) SelectStrict(method, decoded, escaped string, h http.Header) Rea
 		return r
 	}
 	for _, p := range readings(decoded, escaped) {
-		i := t.selectClean(method, p, h)
+		i := t.selectClean(method, p, "", h)
 		if !slices.Contains(r.Routes[:r.N], i) && r.N < MaxReadings {
 			r.Routes[r.N] = i
 			r.N++
@@ -63,16 +63,16 @@ func readings(decoded, escaped string) []string {
 }
 
 // selectClean is Select of a path cleaned already.
-func (t *Table) selectClean(method, p string, h http.Header) int {
-	if i := first(t.exact[p], method, p, h); i >= 0 {
+func (t *Table) selectClean(method, p, q string, h http.Header) int {
+	if i := first(t.exact[p], method, p, q, h); i >= 0 {
 		return i
 	}
 	if strings.HasPrefix(p, "/") {
-		if i := first(t.bySeg[firstSegment(p)], method, p, h); i >= 0 {
+		if i := first(t.bySeg[firstSegment(p)], method, p, q, h); i >= 0 {
 			return i
 		}
 	}
-	return first(t.catchAll, method, p, h)
+	return first(t.catchAll, method, p, q, h)
 }
 
 // cleanKeepParams resolves dot segments and merges slashes of asSent.

@@ -1,7 +1,8 @@
 // Package routematch selects the route a request matches among compiled
 // apiv1.RouteMatch lists, with Gateway API precedence: an exact path beats
-// a prefix, a longer prefix a shorter one, then a method, then more header
-// matches; a tie goes to the earlier route. It is pure (no proxy imports):
+// a prefix, a longer prefix a shorter one, a regular expression on the
+// path the bare "/" prefix, then a method, then more header matches, then
+// more query parameter matches; a tie goes to the earlier route. It is pure (no proxy imports):
 // the inbound authorization (internal/authz) and the outbound routes use
 // it alike. Matching allocates nothing for a clean path.
 package routematch
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"path"
 	"regexp"
 	"slices"
@@ -19,16 +21,19 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 )
 
-// MaxRegex bounds a header regular expression: a control-plane answer is
-// trusted, but not to make every request pay for a huge automaton.
+// MaxRegex bounds a header, query or path regular expression: a
+// control-plane answer is trusted, but not to make every request pay for a
+// huge automaton.
 const MaxRegex = 1024
 
 // Match is one compiled apiv1.RouteMatch: every field set must match.
 type Match struct {
-	exact   string // "" unless an exact path
-	prefix  string // without a trailing slash; "" matches every path
+	exact   string         // "" unless an exact path
+	prefix  string         // without a trailing slash; "" matches every path
+	pathRE  *regexp.Regexp // full match of the clean path when set
 	method  string
 	headers []header
+	query   []header // name as sent (case-sensitive), first value
 }
 
 type header struct {
@@ -41,8 +46,10 @@ type header struct {
 type Specificity struct {
 	Exact     bool
 	PrefixLen int
+	Regex     bool // a regex path: below any prefix but the bare "/"
 	Method    bool
 	Headers   int
+	Query     int
 }
 
 // Beats reports whether s is strictly more specific than o.
@@ -52,10 +59,14 @@ func (s Specificity) Beats(o Specificity) bool {
 		return s.Exact
 	case s.PrefixLen != o.PrefixLen:
 		return s.PrefixLen > o.PrefixLen
+	case s.Regex != o.Regex:
+		return s.Regex
 	case s.Method != o.Method:
 		return s.Method
+	case s.Headers != o.Headers:
+		return s.Headers > o.Headers
 	}
-	return s.Headers > o.Headers
+	return s.Query > o.Query
 }
 
 // Compile checks and compiles m; nil matches every request.
@@ -66,6 +77,9 @@ func Compile(m *apiv1.RouteMatch) (Match, error) {
 	}
 	if m.GetPathExact() != "" && m.GetPathPrefix() != "" {
 		return c, fmt.Errorf("both path_exact %q and path_prefix %q set", m.GetPathExact(), m.GetPathPrefix())
+	}
+	if m.GetPathRegex() != "" && (m.GetPathExact() != "" || m.GetPathPrefix() != "") {
+		return c, fmt.Errorf("both path_regex %q and another path match set", m.GetPathRegex())
 	}
 	if p := m.GetPathExact(); p != "" {
 		if err := checkPath(p); err != nil {
@@ -78,6 +92,13 @@ func Compile(m *apiv1.RouteMatch) (Match, error) {
 			return c, fmt.Errorf("path_prefix: %w", err)
 		}
 		c.prefix = strings.TrimRight(p, "/")
+	}
+	if p := m.GetPathRegex(); p != "" {
+		re, err := compileRegex(p)
+		if err != nil {
+			return c, fmt.Errorf("path_regex: %w", err)
+		}
+		c.pathRE = re
 	}
 	if meth := m.GetMethod(); meth != "" {
 		if !isToken(meth) {
@@ -92,7 +113,37 @@ func Compile(m *apiv1.RouteMatch) (Match, error) {
 		}
 		c.headers = append(c.headers, hc)
 	}
+	for _, q := range m.GetQueryParams() {
+		qc, err := compileQuery(q)
+		if err != nil {
+			return c, err
+		}
+		c.query = append(c.query, qc)
+	}
 	return c, nil
+}
+
+// compileRegex compiles a bounded RE2 expression anchored at both ends.
+func compileRegex(expr string) (*regexp.Regexp, error) {
+	if len(expr) > MaxRegex {
+		return nil, fmt.Errorf("regex longer than %d bytes", MaxRegex)
+	}
+	return regexp.Compile("^(?:" + expr + ")$")
+}
+
+func compileQuery(q *apiv1.RouteMatch_Header) (header, error) {
+	if q.GetName() == "" || len(q.GetName()) > MaxRegex {
+		return header{}, fmt.Errorf("query parameter name %q: empty or too long", q.GetName())
+	}
+	hc := header{name: q.GetName(), value: q.GetValue()}
+	if q.GetRegex() {
+		re, err := compileRegex(q.GetValue())
+		if err != nil {
+			return header{}, fmt.Errorf("query parameter %q: %w", q.GetName(), err)
+		}
+		hc.re = re
+	}
+	return hc, nil
 }
 
 func compileHeader(h *apiv1.RouteMatch_Header) (header, error) {
@@ -101,10 +152,7 @@ func compileHeader(h *apiv1.RouteMatch_Header) (header, error) {
 	}
 	hc := header{name: textproto.CanonicalMIMEHeaderKey(h.GetName()), value: h.GetValue()}
 	if h.GetRegex() {
-		if len(h.GetValue()) > MaxRegex {
-			return header{}, fmt.Errorf("header %q: regex longer than %d bytes", h.GetName(), MaxRegex)
-		}
-		re, err := regexp.Compile("^(?:" + h.GetValue() + ")$")
+		re, err := compileRegex(h.GetValue())
 		if err != nil {
 			return header{}, fmt.Errorf("header %q: %w", h.GetName(), err)
 		}
@@ -140,7 +188,8 @@ func isToken(s string) bool {
 
 // Specificity is m's precedence.
 func (m *Match) Specificity() Specificity {
-	s := Specificity{Exact: m.exact != "", Method: m.method != "", Headers: len(m.headers)}
+	s := Specificity{Exact: m.exact != "", Regex: m.pathRE != nil, Method: m.method != "",
+		Headers: len(m.headers), Query: len(m.query)}
 	if !s.Exact {
 		// "/" and "" both match everything; "/a" beats them.
 		s.PrefixLen = len(m.prefix)
@@ -148,10 +197,19 @@ func (m *Match) Specificity() Specificity {
 	return s
 }
 
-// Matches reports whether a request matches m. path must be clean (see
-// CleanPath).
+// Matches reports whether a request without a query matches m. path must
+// be clean (see CleanPath).
 func (m *Match) Matches(method, path string, h http.Header) bool {
+	return m.MatchesQuery(method, path, "", h)
+}
+
+// MatchesQuery reports whether a request matches m; rawQuery is the
+// request's query as sent (URL.RawQuery). path must be clean.
+func (m *Match) MatchesQuery(method, path, rawQuery string, h http.Header) bool {
 	if m.exact != "" && path != m.exact {
+		return false
+	}
+	if m.pathRE != nil && !m.pathRE.MatchString(path) {
 		return false
 	}
 	if m.prefix != "" && !(strings.HasPrefix(path, m.prefix) &&
@@ -174,6 +232,12 @@ func (m *Match) Matches(method, path string, h http.Header) bool {
 			if !hm.matches(x) {
 				return false
 			}
+		}
+	}
+	for i := range m.query {
+		v, ok := queryValue(rawQuery, m.query[i].name)
+		if !ok || !m.query[i].matches(v) {
+			return false
 		}
 	}
 	return true
@@ -274,15 +338,20 @@ func firstSegment(p string) string {
 // Len is the number of routes.
 func (t *Table) Len() int { return t.n }
 
-// Select returns the index of the most specific route matching the
-// request, or -1. path is cleaned first (CleanPath).
+// Select returns the index of the most specific route matching a request
+// without a query, or -1. path is cleaned first (CleanPath).
 func (t *Table) Select(method, rawPath string, h http.Header) int {
-	return t.selectClean(method, CleanPath(rawPath), h)
+	return t.selectClean(method, CleanPath(rawPath), "", h)
 }
 
-func first(b []entry, method, p string, h http.Header) int {
+// SelectQuery is Select for a request whose query is rawQuery.
+func (t *Table) SelectQuery(method, rawPath, rawQuery string, h http.Header) int {
+	return t.selectClean(method, CleanPath(rawPath), rawQuery, h)
+}
+
+func first(b []entry, method, p, q string, h http.Header) int {
 	for i := range b {
-		if b[i].m.Matches(method, p, h) {
+		if b[i].m.MatchesQuery(method, p, q, h) {
 			return b[i].route
 		}
 	}
@@ -334,4 +403,32 @@ func dropParams(p string) string {
 func needsClean(p string) bool {
 	return strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
 		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")
+}
+
+// queryValue is the first value of the query parameter name in rawQuery,
+// decoded; it allocates only for a pair with escapes.
+func queryValue(rawQuery, name string) (string, bool) {
+	for rawQuery != "" {
+		var pair string
+		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+		k, v, _ := strings.Cut(pair, "=")
+		if unescape(k) != name {
+			continue
+		}
+		return unescape(v), true
+	}
+	return "", false
+}
+
+// unescape decodes a query component; one that does not decode is kept as
+// sent (it then matches only a route naming it so).
+func unescape(s string) string {
+	if !strings.ContainsAny(s, "%+") {
+		return s
+	}
+	u, err := url.QueryUnescape(s)
+	if err != nil {
+		return s
+	}
+	return u
 }

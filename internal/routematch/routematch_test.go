@@ -72,6 +72,11 @@ func FuzzCleanPath(f *testing.F) {
 // naiveSelect is the definition Select's index must agree with: every
 // match of every route, the most specific, the earlier on a tie.
 func naiveSelect(routes [][]*apiv1.RouteMatch, method, path string, h http.Header) int {
+	return naiveSelectQuery(routes, method, path, "", h)
+}
+
+// naiveSelectQuery is naiveSelect for a request with a query.
+func naiveSelectQuery(routes [][]*apiv1.RouteMatch, method, path, query string, h http.Header) int {
 	p := CleanPath(path)
 	best, bestSpec := -1, Specificity{}
 	for i, ms := range routes {
@@ -80,7 +85,7 @@ func naiveSelect(routes [][]*apiv1.RouteMatch, method, path string, h http.Heade
 		}
 		for _, rm := range ms {
 			m, _ := Compile(rm)
-			if m.Matches(method, p, h) && (best < 0 || m.Specificity().Beats(bestSpec)) {
+			if m.MatchesQuery(method, p, query, h) && (best < 0 || m.Specificity().Beats(bestSpec)) {
 				best, bestSpec = i, m.Specificity()
 			}
 		}

@@ -207,7 +207,7 @@ func TestUpdateKeepsState(t *testing.T) {
 		t.Fatalf("endpoints after update = %v", got)
 	}
 	// b:1 kept its slow estimate: between a:1 and b:1, a:1 wins.
-	nodes := *b.nodes.Load()
+	nodes := b.nodes.Load().all
 	var a, slow *node
 	for _, n := range nodes {
 		switch n.ep.Addr {
@@ -217,7 +217,7 @@ func TestUpdateKeepsState(t *testing.T) {
 			slow = n
 		}
 	}
-	if cheaper(a, slow, c.now()) != a || cheaper(slow, a, c.now()) != a {
+	if b.cheaper(a, slow, &SlowStart{}, c.now()) != a || b.cheaper(slow, a, &SlowStart{}, c.now()) != a {
 		t.Fatal("the slow endpoint lost its latency estimate across Update")
 	}
 }
@@ -235,7 +235,7 @@ func TestInFlightPickSurvivesRemoval(t *testing.T) {
 	if got := b.Endpoints(); len(got) != 1 || got[0].Addr != "b:1" {
 		t.Fatalf("endpoints = %v", got)
 	}
-	if n := (*b.nodes.Load())[0]; n.st.pending.Load() != 0 {
+	if n := (b.nodes.Load().all)[0]; n.st.pending.Load() != 0 {
 		t.Fatalf("pending of b:1 = %d, want 0", n.st.pending.Load())
 	}
 	if p.st.pending.Load() != 0 {
@@ -269,7 +269,7 @@ func TestPeakEWMA(t *testing.T) {
 			var now int64
 			for _, s := range tt.samples {
 				now += int64(time.Second)
-				st.observe(float64(s), false, now)
+				st.observe(float64(s), noPenalty, now)
 			}
 			if !tt.check(st.rttNs) {
 				t.Fatalf("estimate = %v, want %s", time.Duration(st.rttNs), tt.want)
@@ -351,7 +351,7 @@ func TestConcurrent(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	for _, n := range *b.nodes.Load() {
+	for _, n := range b.nodes.Load().all {
 		if p := n.st.pending.Load(); p != 0 {
 			t.Errorf("%s: pending = %d after all Done", n.ep.Addr, p)
 		}
@@ -361,23 +361,34 @@ func TestConcurrent(t *testing.T) {
 func BenchmarkPick(b *testing.B) {
 	for _, n := range []int{3, 100} {
 		b.Run(fmt.Sprintf("endpoints=%d", n), func(b *testing.B) {
-			bal := New()
 			list := make([]Endpoint, n)
 			for i := range list {
 				list[i] = Endpoint{Addr: fmt.Sprintf("10.0.0.%d:80", i), Weight: 1}
 			}
-			bal.Update(list)
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					p, err := bal.Pick(nil)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					p.Done(time.Millisecond, false)
-				}
-			})
+			benchPick(b, New(), list)
 		})
 	}
+	// Zone preference on: half the endpoints in the client's zone.
+	b.Run("endpoints=6/zoned", func(b *testing.B) {
+		list := make([]Endpoint, 6)
+		for i := range list {
+			list[i] = Endpoint{Addr: fmt.Sprintf("10.0.0.%d:80", i), Weight: 1, Zone: []string{"z1", "z2"}[i%2]}
+		}
+		benchPick(b, New(WithZone("z1")), list)
+	})
+}
+
+func benchPick(b *testing.B, bal *Balancer, list []Endpoint) {
+	bal.Update(list)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			p, err := bal.Pick(nil)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			p.Done(time.Millisecond, false)
+		}
+	})
 }

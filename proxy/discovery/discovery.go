@@ -47,6 +47,9 @@ type Options struct {
 	IdleTimeout    time.Duration // default DefaultIdleTimeout
 	// Backoff bounds for reconnecting a broken stream; defaults 100ms and 10s.
 	MinBackoff, MaxBackoff time.Duration
+	// Zone is the client's topology zone, preferred by every balancer
+	// ("": none, or learnt later with SetZone).
+	Zone string
 }
 
 // Resolver is safe for concurrent use.
@@ -63,6 +66,7 @@ type Resolver struct {
 	mu       sync.RWMutex
 	services map[string]*Service
 	closed   bool
+	zone     string       // under mu
 	epoch    atomic.Int64 // advanced by the idle sweeper; Resolve stamps services with it
 }
 
@@ -94,6 +98,12 @@ func NewResolver(client apiv1.DestinationClient, opts Options) *Resolver {
 		ctx:      ctx,
 		cancel:   cancel,
 		services: make(map[string]*Service),
+		zone:     opts.Zone,
+	}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(balancerCollector{r}); err != nil {
+			opts.Logger.Error("balancer metrics not registered", "err", err)
+		}
 	}
 	r.wg.Add(1)
 	go r.sweepIdle()
@@ -187,7 +197,7 @@ func (r *Resolver) open(authority string) (*Service, error) {
 	ctx, cancel := context.WithCancel(r.ctx)
 	svc := &Service{
 		authority: authority,
-		bal:       balance.New(),
+		bal:       balance.New(balance.WithZone(r.zone)),
 		cancel:    cancel,
 		changed:   make(chan struct{}),
 	}
@@ -198,6 +208,16 @@ func (r *Resolver) open(authority string) (*Service, error) {
 	r.wg.Add(1)
 	go r.watch(ctx, svc)
 	return svc, nil
+}
+
+// SetZone sets the client's zone of every balancer, present and future.
+func (r *Resolver) SetZone(zone string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.zone = zone
+	for _, svc := range r.services {
+		svc.bal.SetZone(zone)
+	}
 }
 
 // Close stops every stream and waits for them to end. Services already
@@ -302,6 +322,7 @@ type watcher struct {
 	r   *Resolver
 	svc *Service
 	eps map[string]balance.Endpoint
+	cfg *apiv1.BalancerConfig // the last applied; nil: none yet
 }
 
 // stream runs one Destination.Get stream until it fails. got reports
@@ -354,6 +375,7 @@ func (w *watcher) apply(upd *apiv1.Update, snapshot bool) {
 			}
 			w.eps[ep.Addr] = ep
 		}
+		w.configure(u.Add.GetBalancer())
 		svc.exists.Store(true)
 	case *apiv1.Update_Remove:
 		w.r.m.updates.WithLabelValues("remove").Inc()

@@ -84,6 +84,11 @@ func cpuTime() time.Duration {
 // burst sends n requests over 8 workers and returns the CPU per request
 // of the whole process (client, both proxies, app).
 func burst(b *testing.B, p *pair, n int) time.Duration {
+	return burstTo(b, p.client, url("/books/1"), n)
+}
+
+// burstTo is burst with client to target.
+func burstTo(b *testing.B, client *http.Client, target string, n int) time.Duration {
 	var wg sync.WaitGroup
 	per := n / 8
 	runtime.GC() // no collection owed by the previous burst
@@ -91,7 +96,7 @@ func burst(b *testing.B, p *pair, n int) time.Duration {
 	for range 8 {
 		wg.Go(func() {
 			for range per {
-				resp, err := p.client.Get(url("/books/1"))
+				resp, err := client.Get(target)
 				if err != nil {
 					b.Error(err)
 					return

@@ -19,8 +19,9 @@ import (
 // CONNECT and Upgrade, and learns the route and endpoint from the stages
 // after it); CONNECT leaves HTTP before routing; route
 // names the destination; an Upgrade leaves HTTP once routed; the timeout
-// bounds what follows; fault injection and mirroring have their places
-// (Identity until they exist); upstream picks, sends and retries.
+// bounds what follows (the route's timeout, else the default); fault
+// injection delays or aborts what a route says; mirroring sends a route's
+// copies aside; upstream picks, sends and retries.
 func (p *Proxy) chain() http.Handler {
 	return &pipeline.Observe{
 		Direction: metrics.Outbound, Metrics: p.m, Errors: p.errs,
@@ -32,8 +33,8 @@ func (p *Proxy) chain() http.Handler {
 			p.route.Layer,
 			p.tunnel.Upgrade,
 			timeout.Layer(p.cfg.RequestTimeout),
-			pipeline.Identity, // fault injection
-			pipeline.Identity, // mirroring
+			p.fault.Layer,
+			p.mirror.Layer,
 		),
 	}
 }

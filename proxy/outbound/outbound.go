@@ -18,9 +18,11 @@ import (
 	"github.com/trellis-mesh/trellis/internal/ratelog"
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/detect"
+	"github.com/trellis-mesh/trellis/proxy/fault"
 	"github.com/trellis-mesh/trellis/proxy/listen"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/mirror"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
@@ -65,6 +67,9 @@ type Config struct {
 	HeaderTimeout time.Duration
 	// Routes is the route table the route stage consults; nil: none.
 	Routes route.Table
+	// RouteMetrics counts requests per route, faults and mirrored
+	// copies; nil: not counted.
+	RouteMetrics *metrics.Routes
 	// Tap is the tap stage (proxy/tap); nil: none.
 	Tap pipeline.Layer
 	// Trace is the tracing stage (proxy/trace); nil: none.
@@ -80,6 +85,9 @@ type Proxy struct {
 	pool     *pool
 	h1       *http.Transport // plain HTTP/1.1 to non-meshed endpoints
 	route    *route.Stage
+	fault    *fault.Stage
+	mirror   *mirror.Stage
+	mirrors  *pipeline.Observe // the chain of mirrored copies
 	upstream *upstream.Stage
 	tunnel   *tunnel.Stage
 	handler  http.Handler // the request pipeline (chain)
@@ -128,7 +136,11 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	limiter := ratelog.New(cfg.Logger, 0)
 	p.errs = &proxyerr.Renderer{Direction: metrics.Outbound, Identity: cfg.Store.LocalIdentity().String(), Log: limiter}
-	p.route = &route.Stage{Transparent: cfg.Mode == ModeTransparent, Resolve: p.resolveDst, Table: cfg.Routes}
+	p.route = &route.Stage{
+		Transparent: cfg.Mode == ModeTransparent, Resolve: p.resolveDst, Table: cfg.Routes, Metrics: cfg.RouteMetrics,
+	}
+	p.fault = &fault.Stage{Metrics: cfg.RouteMetrics}
+	p.mirror = mirror.New(mirror.Config{Send: p.sendMirror, Metrics: cfg.RouteMetrics})
 	p.upstream = &upstream.Stage{
 		Metrics: cfg.Metrics, Errors: p.errs, Log: cfg.Logger,
 		Mesh: p.meshConn, Plain: p.h1, Unprocessed: isUnprocessed,
@@ -136,6 +148,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.tunnel = &tunnel.Stage{Route: p.route, Open: p.openStream, Splice: p.splice}
 	p.handler = p.chain()
+	p.mirrors = p.mirrorChain()
 	var err error
 	p.srv, err = listen.NewHTTP(listen.HTTPConfig{
 		Direction: metrics.Outbound, Metrics: cfg.Metrics, Logger: cfg.Logger, Limiter: limiter,

@@ -60,7 +60,11 @@ func TestRetryUnprocessed(t *testing.T) {
 	small := bytes.Repeat([]byte("x"), 1000)
 	large := bytes.Repeat([]byte("y"), 100<<10) // above the replay bound
 
-	// Both endpoints: every replayable request ends on the live one.
+	// Both endpoints: every replayable request ends on the live one. The
+	// gone one joins at once, not ramped up by slow start.
+	cfg := balance.DefaultConfig()
+	cfg.SlowStart.Window = 0
+	p.bal.SetConfig(cfg)
 	p.bal.Update([]balance.Endpoint{gone, live})
 	const n = 10
 	for i := range n {

@@ -138,6 +138,12 @@ type Exchange struct {
 	// 1 + its retries.
 	Attempts int
 
+	// edits change the header of the response from the destination
+	// before it is written (a route's response header modifiers, the
+	// fault stage's mark): a fixed array, so no allocation per request.
+	edits  [MaxResponseEdits]ResponseEdit
+	nEdits int
+
 	// The outcome, set by the stage that wrote the response.
 	status    int
 	grpc      string
@@ -174,6 +180,10 @@ func (x *Exchange) Wrote(status int, grpc string, err error) {
 	}
 }
 
+// Cancelled reports whether the client went away while its response
+// was written.
+func (x *Exchange) Cancelled() bool { return x.cancelled }
+
 // Broken reports whether the response written broke mid-way (Wrote with
 // an error: the app's or the peer's body failed, or the client's write).
 func (x *Exchange) Broken() bool { return x.broken }
@@ -200,6 +210,39 @@ func GRPCStatus(resp *http.Response) string {
 func (x *Exchange) Tunnelled(status int, err error) {
 	x.status, x.wrote, x.broken = status, true, err != nil
 	x.noLatency = status == 0
+}
+
+// ResponseEdit changes the header of a response before it is written.
+type ResponseEdit interface {
+	EditResponse(h http.Header)
+}
+
+// MaxResponseEdits bounds the edits of one exchange: the route's, the
+// backend's, the fault stage's, and one spare.
+const MaxResponseEdits = 4
+
+// AddResponseEdit registers e (nil: nothing) to run, in the order added,
+// on the header of the response the upstream stage writes (not on the
+// answers the proxy gives itself); false when MaxResponseEdits are
+// registered already. A stage after the route stage adds its edits.
+func (x *Exchange) AddResponseEdit(e ResponseEdit) bool {
+	if e == nil {
+		return true
+	}
+	if x.nEdits == len(x.edits) {
+		return false
+	}
+	x.edits[x.nEdits] = e
+	x.nEdits++
+	return true
+}
+
+// EditResponse runs the registered edits on h: the upstream stage calls
+// it just before it writes the destination's response.
+func (x *Exchange) EditResponse(h http.Header) {
+	for i := 0; i < x.nEdits; i++ {
+		x.edits[i].EditResponse(h)
+	}
 }
 
 func (x *Exchange) reset() {

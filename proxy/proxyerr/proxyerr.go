@@ -59,6 +59,9 @@ const (
 	// ReasonRequestTimeout: 408 client: the request head did not arrive in
 	// time (--http1-header-timeout).
 	ReasonRequestTimeout = "request_timeout"
+	// ReasonNoBackend: 500 mesh (configuration): the route a request
+	// matched has backends, all of weight 0 (the Gateway API's answer).
+	ReasonNoBackend = "no_backend"
 )
 
 // knownReasons are the reasons a peer proxy's answer may carry back.

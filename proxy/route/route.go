@@ -1,34 +1,29 @@
 // Package route is the outbound route stage: it names the destination of
 // a request (its authority, or in transparent mode its original
-// destination), looks it up in the route Table (HTTP routes from the
-// control plane; none by default), and resolves it to a service whose
-// endpoints the upstream stage balances over, or to an address dialled
-// as it is.
+// destination), resolves it to a service whose endpoints the upstream
+// stage balances over (or to an address dialled as it is), and applies
+// the service's routes (the Gateway API's HTTPRoute and GRPCRoute rules
+// from the control plane, compiled once per answer): the most specific
+// rule is Exchange.Route, its redirect answers at once, its weighted
+// backend becomes the destination, its header modifiers and URL rewrite
+// change the request, and its response header modifiers are registered
+// for the upstream stage.
 package route
 
 import (
 	"context"
+	"errors"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 )
-
-// Table looks a request's routes up: the authority it goes to instead of
-// the one it names (a route's backend), or ok false to keep it.
-type Table interface {
-	Route(r *http.Request, authority string) (dst string, ok bool)
-}
-
-// None is the table without routes: every request goes where it names.
-type None struct{}
-
-// Route keeps the request's authority.
-func (None) Route(*http.Request, string) (string, bool) { return "", false }
 
 // Resolve looks an authority ("name.ns:port" or "ip:port") up in the
 // control plane: known is false when the control plane does not know it.
@@ -40,7 +35,12 @@ type Stage struct {
 	// its connection's original destination, passed through when unknown.
 	Transparent bool
 	Resolve     Resolve
-	Table       Table // nil: None
+	Table       Table // nil: no routes
+	// Metrics counts the requests a route matched; nil: not counted.
+	Metrics *metrics.Routes
+	// Rand returns a uniform random number (a backend's pick); nil:
+	// math/rand/v2.
+	Rand func() uint64
 }
 
 // Authority returns host:port of r, adding the port a request without one
@@ -69,7 +69,8 @@ func HasPort(host string) bool {
 }
 
 // Layer returns the stage as a pipeline layer: it sets x.Authority, Dst,
-// Balancer or Addr, and the dst_service label.
+// Balancer or Addr, the dst_service label, and x.Route when a route of
+// the service matches (then applied by apply, and counted).
 func (s *Stage) Layer(next pipeline.Handler) pipeline.Handler {
 	return pipeline.HandlerFunc(func(x *pipeline.Exchange) error {
 		if x.Authority == "" {
@@ -82,20 +83,106 @@ func (s *Stage) Layer(next pipeline.Handler) pipeline.Handler {
 			x.Key.DstService, x.LogVal = x.Authority, x.Authority
 			return err
 		}
-		x.Key.DstService, x.LogVal = x.Dest.Dst, x.Dest.Dst
-		return next.Serve(x)
+		var rule *Rule
+		if s.Table != nil && x.Dest.Balancer != nil {
+			rule = s.Table.Rules(x.R.Context(), x.Dest.Dst).Select(x.R)
+		}
+		if rule == nil {
+			x.Key.DstService, x.LogVal = x.Dest.Dst, x.Dest.Dst
+			return next.Serve(x)
+		}
+		x.Route = rule.Route
+		err := s.apply(x, rule, next)
+		s.count(x, err)
+		return err
 	})
 }
 
-// Lookup resolves x.Authority (through the table) into x.Dest: a known
-// service, or in transparent mode the original destination.
-func (s *Stage) Lookup(x *pipeline.Exchange) *proxyerr.Error {
-	authority := x.Authority
-	if s.Table != nil && authority != "" {
-		if dst, ok := s.Table.Route(x.R, authority); ok {
-			authority = dst
+// apply serves x by rule: a redirect answers here; else the rule's
+// backend, filters and response edits, then the rest of the chain.
+func (s *Stage) apply(x *pipeline.Exchange, rule *Rule, next pipeline.Handler) error {
+	x.Key.DstService, x.LogVal = x.Dest.Dst, x.Dest.Dst
+	if rd := rule.Route.GetRedirect(); rd != nil {
+		h := x.W.Header()
+		h.Set("Location", rule.location(x.R, x.Authority))
+		h.Set("Content-Length", "0")
+		status := redirectStatus(rd)
+		x.W.WriteHeader(status)
+		x.Wrote(status, "", nil)
+		return nil
+	}
+	b, ok := rule.Pick(s.rand())
+	if !ok {
+		return proxyerr.New(http.StatusInternalServerError, proxyerr.ReasonNoBackend, "route "+rule.Route.GetName()+" has no backend with a weight")
+	}
+	rule.req.Apply(x.R.Header)
+	if rule.resp != nil {
+		x.AddResponseEdit(rule.resp)
+	}
+	if b != nil {
+		b.req.Apply(x.R.Header)
+		if b.resp != nil {
+			x.AddResponseEdit(b.resp)
+		}
+		if err := s.toBackend(x, b.Authority); err != nil {
+			return err
 		}
 	}
+	rule.rewrite(x.R)
+	return next.Serve(x)
+}
+
+// toBackend makes the backend authority x's destination.
+func (s *Stage) toBackend(x *pipeline.Exchange, authority string) *proxyerr.Error {
+	x.Key.DstService, x.LogVal = authority, authority
+	if authority == x.Dest.Dst {
+		return nil
+	}
+	known, bal, err := s.Resolve(x.R.Context(), authority)
+	if err != nil {
+		return proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "resolving backend "+authority+": "+err.Error())
+	}
+	if !known {
+		return proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "unknown backend service "+authority)
+	}
+	x.Dest = pipeline.Dest{Dst: authority, Balancer: bal}
+	return nil
+}
+
+// count records a request a route matched in the route metrics.
+func (s *Stage) count(x *pipeline.Exchange, err error) {
+	if s.Metrics == nil {
+		return
+	}
+	class := metrics.ClassCancelled
+	var pe *proxyerr.Error
+	switch status, _, wrote := x.Outcome(); {
+	case err == nil && wrote && !x.Cancelled():
+		class = metrics.StatusClass(status)
+	case errors.As(err, &pe):
+		class = metrics.StatusClass(pe.Status)
+	case err != nil && !errors.Is(err, pipeline.ErrCancelled):
+		class = metrics.StatusClass(http.StatusBadGateway)
+	case err == nil && !wrote:
+		return // not HTTP any more (an Upgrade's tunnel)
+	}
+	s.Metrics.Request(metrics.RouteKey{
+		Route: x.Route.GetName(), Direction: metrics.Outbound, DstService: x.Key.DstService, Class: class,
+	}, time.Since(x.Start).Seconds())
+}
+
+func (s *Stage) rand() uint64 {
+	if s.Rand != nil {
+		return s.Rand()
+	}
+	return rand.Uint64()
+}
+
+// Lookup resolves x.Authority into x.Dest: a known service, or in
+// transparent mode the original destination. Routes are not applied (a
+// CONNECT tunnel uses it too).
+func (s *Stage) Lookup(x *pipeline.Exchange) *proxyerr.Error {
+	authority := x.Authority
 	ctx := x.R.Context()
 	if !s.Transparent {
 		known, bal, err := s.Resolve(ctx, authority)

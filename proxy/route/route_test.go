@@ -8,15 +8,25 @@ import (
 	"net/netip"
 	"testing"
 
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
 )
 
-// table sends requests for one authority to another.
-type table map[string]string
+// table is a fixed Table: compiled rules per service.
+type table map[string]*Rules
 
-func (t table) Route(_ *http.Request, a string) (string, bool) { d, ok := t[a]; return d, ok }
+func (t table) Rules(_ context.Context, svc string) *Rules { return t[svc] }
+
+func mustCompile(t testing.TB, routes ...*apiv1.Route) *Rules {
+	t.Helper()
+	rs, err := Compile(routes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
 
 func TestStage(t *testing.T) {
 	bal := new(balance.Balancer)
@@ -48,8 +58,19 @@ func TestStage(t *testing.T) {
 		{name: "explicit: unknown service", target: "/", host: "nope.ns", wantStatus: 502, wantReason: proxyerr.ReasonUnknownService},
 		{name: "explicit: control plane error", target: "/", host: "broken.ns", wantStatus: 503, wantReason: proxyerr.ReasonNoEndpoints},
 		{name: "explicit: no host", target: "/", host: "-", wantStatus: 400, wantReason: proxyerr.ReasonBadRequest},
-		{name: "route table redirects", target: "/", host: "web.ns", table: table{"web.ns:80": "api.ns:80"}, wantDst: "api.ns:80"},
-		{name: "route table: no route keeps the authority", target: "/", host: "web.ns", table: None{}, wantDst: "web.ns:80"},
+		{name: "route to another backend", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
+			Name: "ns/r", Backends: []*apiv1.WeightedBackend{{Authority: "api.ns:80", Weight: 1}},
+		})}, wantDst: "api.ns:80"},
+		{name: "no route keeps the authority", target: "/", host: "web.ns", table: table{}, wantDst: "web.ns:80"},
+		{name: "no matching route keeps the authority", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
+			Name: "ns/r", Matches: []*apiv1.RouteMatch{{PathPrefix: "/x"}}, Backends: []*apiv1.WeightedBackend{{Authority: "api.ns:80", Weight: 1}},
+		})}, wantDst: "web.ns:80"},
+		{name: "unknown backend", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
+			Name: "ns/r", Backends: []*apiv1.WeightedBackend{{Authority: "gone.ns:80", Weight: 1}},
+		})}, wantStatus: 503, wantReason: proxyerr.ReasonNoEndpoints},
+		{name: "every weight 0", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
+			Name: "ns/r", Backends: []*apiv1.WeightedBackend{{Authority: "api.ns:80"}, {Authority: "web.ns:80"}},
+		})}, wantStatus: 500, wantReason: proxyerr.ReasonNoBackend},
 		{name: "transparent: Host names a service (original port)", transparent: true, target: "/", host: "web.ns", orig: orig, wantDst: "web.ns:8080"},
 		{name: "transparent: unknown Host, unknown original destination: passthrough", transparent: true, target: "/", host: "x.example", orig: netip.MustParseAddrPort("10.0.0.7:80"), wantDst: "10.0.0.7:80", wantAddr: "10.0.0.7:80"},
 		{name: "transparent: original destination known", transparent: true, target: "/", host: "-", orig: netip.MustParseAddrPort("10.0.0.9:5432"), wantDst: "10.0.0.9:5432"},

@@ -12,13 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/routematch"
+	"github.com/trellis-mesh/trellis/proxy/headermod"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/watchcache"
 )
@@ -50,6 +50,10 @@ type Snapshot struct {
 	// FromController is false when there is no answer: none yet, the
 	// controller unreachable since the watch started, or after Close.
 	FromController bool
+	// Config is the answer itself (nil without one): a new pointer for
+	// each answer, so a caller may key what it derives from it (compiled
+	// routes) by it. Shared: do not modify.
+	Config *apiv1.RouteConfig
 }
 
 // New returns a Watcher. Call Close to stop its streams.
@@ -90,7 +94,7 @@ func (w *Watcher) Get(ctx context.Context, authority string) Snapshot {
 		return s
 	}
 	if rc, ok := w.c.Get(ctx, authority); ok {
-		s.Service, s.Routes, s.FromController = rc.GetService(), rc.GetRoutes(), true
+		s.Service, s.Routes, s.FromController, s.Config = rc.GetService(), rc.GetRoutes(), true, rc
 	}
 	return s
 }
@@ -107,8 +111,9 @@ func (w *Watcher) Observe(authority string) {
 func (w *Watcher) Close() { w.c.Close() }
 
 // Check refuses a configuration the proxy could not apply as written: a
-// match whose path is not absolute or whose header regex does not compile
-// (RE2: linear time, whatever the pattern), a backend without authority, a
+// match that does not compile (routematch: a path that is not absolute, a
+// regex that is not RE2 or too long), a header modifier that could inject
+// a line or touch the mesh's headers (headermod), a backend without authority, a
 // negative timeout, a retry budget outside [0,1].
 func Check(rc *apiv1.RouteConfig) error {
 	var errs []error
@@ -122,21 +127,14 @@ func Check(rc *apiv1.RouteConfig) error {
 
 func checkRoute(r *apiv1.Route) error {
 	var errs []error
-	for _, m := range r.GetMatches() {
-		for _, p := range []string{m.GetPathPrefix(), m.GetPathExact()} {
-			if p != "" && !strings.HasPrefix(p, "/") {
-				errs = append(errs, fmt.Errorf("path %q is not absolute", p))
-			}
+	for i, m := range r.GetMatches() {
+		if _, err := routematch.Compile(m); err != nil {
+			errs = append(errs, fmt.Errorf("match %d: %w", i, err))
 		}
-		for _, h := range m.GetHeaders() {
-			if h.GetName() == "" {
-				errs = append(errs, errors.New("header match without a name"))
-			}
-			if h.GetRegex() {
-				if _, err := regexp.Compile(h.GetValue()); err != nil {
-					errs = append(errs, fmt.Errorf("header %q: %w", h.GetName(), err))
-				}
-			}
+	}
+	for _, m := range []*apiv1.HeaderModifier{r.GetRequestHeaders(), r.GetResponseHeaders()} {
+		if _, err := headermod.Compile(m); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for _, b := range r.GetBackends() {

@@ -149,6 +149,7 @@ func (u *Stage) Serve(x *pipeline.Exchange) error {
 			continue
 		}
 		x.Metrics()
+		x.EditResponse(resp.Header) // routes' response header modifiers
 		_, err = forward.WriteResponse(x.W, resp)
 		_ = resp.Body.Close()
 		x.Wrote(resp.StatusCode, pipeline.GRPCStatus(resp), err)
@@ -229,12 +230,12 @@ func (u *Stage) attempt(x *pipeline.Exchange, s *sending, attempt int) (*http.Re
 	gotHead()
 	if err != nil {
 		if pick != nil {
-			pick.Done(time.Since(t0), true)
+			pick.Done(time.Since(t0), x.R.Context().Err() == nil) // the client leaving is no fault of the endpoint's
 		}
 		return nil, u.failed(x, s, ep, meshed, err)
 	}
 	if pick != nil {
-		pick.Done(time.Since(t0), resp.StatusCode >= 500)
+		pick.Done(time.Since(t0), balance.FailedStatus(resp.StatusCode, pipeline.GRPCStatus(resp)))
 	}
 	if meshed {
 		return u.fromPeer(x, s, ep, resp)

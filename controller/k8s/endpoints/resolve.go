@@ -96,6 +96,7 @@ func (s *Source) resolveService(svc *corev1.Service, hostname string, port uint3
 	e.Exists = true
 	e.Labels["service"] = svc.Name
 	e.Labels["namespace"] = svc.Namespace
+	e.Balancer = balancerConfig(svc)
 	svcOpaque, _ := ParsePortSet(svc.Annotations[k8slabels.AnnotationOpaquePorts])
 	for _, sl := range s.cache.SlicesOf(svc.Namespace, svc.Name) {
 		if sl.AddressType != discoveryv1.AddressTypeIPv4 && sl.AddressType != discoveryv1.AddressTypeIPv6 {
@@ -178,6 +179,22 @@ func slicePort(sl *discoveryv1.EndpointSlice, name string) (port uint32, appProt
 func addrKey(ip string, port uint32) string {
 	return netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port)).String()
 }
+
+// balancerConfig is the Service's balancer annotations, passed to the
+// client proxies verbatim (they parse them); nil without any.
+func balancerConfig(svc *corev1.Service) *apiv1.BalancerConfig {
+	fa, ss := svc.Annotations[k8slabels.AnnotationFailureAccrual], svc.Annotations[k8slabels.AnnotationSlowStart]
+	if fa == "" && ss == "" {
+		return nil
+	}
+	return &apiv1.BalancerConfig{FailureAccrual: clip(fa), SlowStart: clip(ss)}
+}
+
+// clip bounds an annotation sent to every client proxy: one longer than
+// any valid value stays too long, so the proxies refuse it.
+func clip(s string) string { return s[:min(len(s), maxBalancerAnnotation)] }
+
+const maxBalancerAnnotation = 257
 
 // resolveIP answers for ip:port: a Service's cluster IP, else a pod.
 func (s *Source) resolveIP(ip string, port uint32) destination.Resolution {

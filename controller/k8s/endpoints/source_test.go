@@ -277,6 +277,17 @@ func TestUpdates(t *testing.T) {
 		return r.Endpoints.Addrs["10.244.0.12:8080"].GetZone() == "zone-b"
 	})
 
+	// The service gets balancer annotations: carried verbatim, bounded.
+	svc, _ := f.client.CoreV1().Services("demo").Get(ctx, "books", metav1.GetOptions{})
+	svc.Annotations = map[string]string{k8slabels.AnnotationFailureAccrual: "consecutive:3", k8slabels.AnnotationSlowStart: strings.Repeat("9", 5000)}
+	if _, err := f.client.CoreV1().Services("demo").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, f.src, books, "balancer annotations", func(r destination.Resolution) bool {
+		b := r.Endpoints.Balancer
+		return b.GetFailureAccrual() == "consecutive:3" && len(b.GetSlowStart()) == maxBalancerAnnotation
+	})
+
 	// books-2 loses its proxy: it is then reached in plain text.
 	p, _ := f.client.CoreV1().Pods("demo").Get(ctx, "books-2", metav1.GetOptions{})
 	p.Spec.InitContainers = nil

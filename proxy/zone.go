@@ -1,0 +1,61 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/trellis-mesh/trellis/proxy/discovery"
+)
+
+// learnZone asks the Destination service about the proxy's own address
+// (the pod IP and inbound port): its answer carries the zone of the pod's
+// node, as for any endpoint. So zone-aware routing needs no injector
+// change, no node labels in the pod and no API change. It retries until
+// an answer comes or ctx ends; an answer without a zone leaves zone
+// preference off.
+func learnZone(ctx context.Context, r *discovery.Resolver, self string, log *slog.Logger) {
+	wait := time.Second
+	for {
+		zone, err := selfZone(ctx, r, self)
+		if err == nil {
+			if zone != "" {
+				r.SetZone(zone)
+			}
+			log.Info("zone learnt from the destination service", "zone", zone)
+			return
+		}
+		log.Debug("zone not learnt yet", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Minute)
+	}
+}
+
+func selfZone(ctx context.Context, r *discovery.Resolver, self string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	svc, err := r.Resolve(ctx, self)
+	if err != nil {
+		return "", err
+	}
+	for _, ep := range svc.Balancer().Endpoints() {
+		if ep.Addr == self {
+			return ep.Zone, nil
+		}
+	}
+	return "", nil
+}
+
+// inboundPort is the port of the inbound listener's address ("4143" when
+// it cannot be parsed: the default).
+func inboundPort(addr string) string {
+	if _, port, err := net.SplitHostPort(addr); err == nil && port != "0" {
+		return port
+	}
+	return "4143"
+}
