@@ -186,7 +186,9 @@ func TestSlowStart(t *testing.T) {
 	c := newCluster(t)
 	suiteTimer(t, "slow-start")
 	const ns = "e2e-slow-start"
-	const rps, run = 100, 40 * time.Second
+	// The cold replica is ready ~15 s into the run and slow for 20 s: the
+	// last ~25 s show whether it takes its share once warm.
+	const rps, run, slowFor = 100, 60 * time.Second, 20 * time.Second
 	c.protectSetup(t, ns, map[string]string{"balancer.trellis.io/slow-start": "0"}, echoGroup{Name: "warm", Replicas: 2})
 	phases := []struct{ name, window string }{{"off", "0"}, {"on", "30s"}}
 	results := make([]loadResult, len(phases))
@@ -197,13 +199,17 @@ func TestSlowStart(t *testing.T) {
 		cl.start(t, c, ns, rps, run)
 		c.callerPod(t, cl)
 		waitSeconds(t, 5*time.Second) // the client's proxy knows the warm ones
-		c.applyGroup(t, ns, echoGroup{Name: "cold", Replicas: 1, Args: []string{"--slow-start-for=20s", "--slow-start-delay=200ms"}})
+		c.applyGroup(t, ns, echoGroup{Name: "cold", Replicas: 1, Args: []string{"--slow-start-for=" + slowFor.String(), "--slow-start-delay=200ms"}})
 		_, _, readyAt := c.readyPod(t, ns, "group=cold")
 		res := c.jobLoadResult(t, ns, cl.Name, run+3*time.Minute)
-		cold := c.groupArrivals(t, ns, c.groupPods(t, ns, "cold"), cl)
-		results[i], shares[i] = res, pct(cold, int(res.Sent))
-		t.Logf("slow-start %s (window %s): cold replica ready at %s; client %s; the cold replica served %d (%.1f %%)",
-			ph.name, ph.window, readyAt.Format(time.RFC3339), loadSummary(res), cold, shares[i])
+		var slow, warm int
+		for pod := range c.groupPods(t, ns, "cold") {
+			s, w := splitAtWarm(t, c.appAccessLog(t, ns, pod), callerTag(cl), slowFor)
+			slow, warm = slow+s, warm+w
+		}
+		results[i], shares[i] = res, pct(slow+warm, int(res.Sent))
+		t.Logf("slow-start %s (window %s): cold replica ready at %s; client %s; the cold replica served %d (%.1f %%): %d while slow, %d once warm",
+			ph.name, ph.window, readyAt.Format(time.RFC3339), loadSummary(res), slow+warm, shares[i], slow, warm)
 		if res.Sent == 0 || res.OK != res.Sent || res.Dropped+res.Cancelled != 0 {
 			t.Errorf("slow-start %s: requests failed while the cold replica joined: %+v", ph.name, res)
 		}
@@ -218,4 +224,40 @@ func TestSlowStart(t *testing.T) {
 	t.Logf("slow-start: callers' p99 without slow start %.1f ms, with %.1f ms (p50 %.1f / %.1f ms; max %.1f / %.1f ms); the cold replica's share %.1f %% / %.1f %%",
 		results[0].P99LatencyMS, results[1].P99LatencyMS, results[0].P50LatencyMS, results[1].P50LatencyMS,
 		results[0].MaxLatencyMS, results[1].MaxLatencyMS, shares[0], shares[1])
+}
+
+// splitAtWarm counts the access log lines with tag before and after the
+// app's slow window ends: slowFor after its first request of any kind
+// (its first readiness probe), the demo app's --slow-start-for clock.
+func splitAtWarm(t *testing.T, lines []string, tag string, slowFor time.Duration) (slow, warm int) {
+	t.Helper()
+	var end time.Time
+	for _, l := range lines {
+		at, err := logTime(l)
+		if err != nil {
+			t.Fatalf("access log line %q: %v", l, err)
+		}
+		if end.IsZero() {
+			end = at.Add(slowFor)
+		}
+		if !strings.Contains(l, tag) {
+			continue
+		}
+		if at.Before(end) {
+			slow++
+		} else {
+			warm++
+		}
+	}
+	return slow, warm
+}
+
+// logTime is the time= field of a log/slog text line.
+func logTime(line string) (time.Time, error) {
+	i := strings.Index(line, "time=")
+	if i < 0 {
+		return time.Time{}, fmt.Errorf("no time=")
+	}
+	v, _, _ := strings.Cut(line[i+len("time="):], " ")
+	return time.Parse(time.RFC3339Nano, v)
 }
