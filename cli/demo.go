@@ -22,6 +22,7 @@ func newDemoCommand() *cobra.Command {
 	var (
 		opts  demo.Options
 		fails []string
+		split string
 		kube  demok8s.Options
 		k8s   bool
 		out   output.Flag
@@ -91,6 +92,11 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 				return err
 			}
 			var err error
+			if split != "" {
+				if opts.Split, err = demo.ParseSplit(split); err != nil {
+					return err
+				}
+			}
 			if opts.Fail, err = demo.ParseFails(fails); err != nil {
 				return err
 			}
@@ -112,6 +118,7 @@ all in ./bin). Ctrl-C stops every process and removes the work directory.`,
 	f.DurationVar(&opts.Duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
 	f.DurationVar(&opts.Interval, "interval", 5*time.Second, "how often to print the tables")
 	f.StringArrayVar(&fails, "fail", nil, "SERVICE=RATE: make every workload of SERVICE (web, books, authors) fail this share of requests, e.g. books=0.3 (repeatable)")
+	f.StringVar(&split, "split", "", "SERVICE=VERSION:WEIGHT,...: a canary split, e.g. books=v1:90,v2:10: each version gets its own Service (books-v1, books-v2) and an HTTPRoute on books sends each its weight; edit the route in the store file while the demo runs to shift it (docs/traffic.md)")
 	f.BoolVar(&opts.Keep, "keep", false, "keep the work directory (store file, certificates, tokens, logs) at the end")
 	f.StringVar(&opts.BinDir, "bin-dir", "", "directory holding trellis-controller, trellis-proxy and trellis-demo-app (default: beside trellis, then $PATH)")
 	f.StringVar(&opts.Policy, "policy", "", "authorization policy: deny (Servers default-deny, only loadgen -> web -> books -> authors allowed, and an intruder calling books that is refused)")

@@ -1,6 +1,7 @@
 package install
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"slices"
@@ -99,6 +100,13 @@ func RenderValues(v Values, appVersion string) (*Manifest, error) {
 
 // RenderCRDs returns the policy.trellis.io CRDs (the chart's crds/).
 func RenderCRDs() (*Manifest, error) {
+	return RenderAllCRDs(context.Background(), "", nil)
+}
+
+// RenderAllCRDs returns the policy.trellis.io CRDs and, when gatewayChannel
+// is set, the Gateway API CRDs of that channel the cluster lacks
+// (GatewayCRDs: notes say what is kept and why).
+func RenderAllCRDs(ctx context.Context, gatewayChannel string, lookup CRDLookup) (*Manifest, error) {
 	names, err := fs.Glob(crdFS(), "crds/*.yaml")
 	if err != nil {
 		return nil, err
@@ -121,14 +129,23 @@ func RenderCRDs() (*Manifest, error) {
 		}
 		objs = append(objs, docs...)
 	}
+	header := "# Trellis policy CRDs (policy.trellis.io), from charts/trellis/crds.\n"
+	if gatewayChannel != "" {
+		gw, notes, err := GatewayCRDs(ctx, gatewayChannel, lookup)
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, gw...)
+		header += "# Gateway API CRDs (" + gatewayChannel + " channel) the cluster lacks.\n"
+		for _, n := range notes {
+			header += "# " + n + "\n"
+		}
+	}
 	if err := checkUnique(objs); err != nil {
 		return nil, err
 	}
 	sortObjects(objs)
-	return &Manifest{
-		Header:  "# Trellis policy CRDs (policy.trellis.io), from charts/trellis/crds.\n",
-		Objects: objs,
-	}, nil
+	return &Manifest{Header: header, Objects: objs}, nil
 }
 
 // CRDNames returns the names of the CRDs Trellis installs.

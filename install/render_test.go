@@ -470,13 +470,14 @@ func TestRBACLeastPrivilege(t *testing.T) {
 	var want []string
 	for _, gr := range []string{"/services", "/pods", "/nodes", "/namespaces", "discovery.k8s.io/endpointslices",
 		"policy.trellis.io/servers", "policy.trellis.io/authorizationpolicies", "policy.trellis.io/ratelimits",
-		"gateway.networking.k8s.io/httproutes", "gateway.networking.k8s.io/grpcroutes"} {
+		"gateway.networking.k8s.io/httproutes", "gateway.networking.k8s.io/grpcroutes", "gateway.networking.k8s.io/referencegrants"} {
 		for _, v := range []string{"get", "list", "watch"} {
 			want = append(want, gr+":"+v)
 		}
 	}
 	// Status writes: the subresource only, so the controller can never change a policy's spec.
 	want = append(want, "policy.trellis.io/servers/status:update", "policy.trellis.io/authorizationpolicies/status:update", "policy.trellis.io/ratelimits/status:update")
+	want = append(want, "gateway.networking.k8s.io/httproutes/status:update", "gateway.networking.k8s.io/grpcroutes/status:update")
 	want = append(want, "authentication.k8s.io/tokenreviews:create", "/events:create", "/events:patch", "events.k8s.io/events:create", "events.k8s.io/events:patch")
 	// The tap API: workloads to pods, and the tapping user's rights.
 	want = append(want, "apps/deployments:get", "apps/deployments:list", "apps/replicasets:get", "apps/replicasets:list",

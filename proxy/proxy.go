@@ -32,6 +32,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/outbound"
 	"github.com/trellis-mesh/trellis/proxy/policy"
+	"github.com/trellis-mesh/trellis/proxy/ratelimit"
 	"github.com/trellis-mesh/trellis/proxy/route"
 	"github.com/trellis-mesh/trellis/proxy/selfconn"
 	"github.com/trellis-mesh/trellis/proxy/trace"
@@ -284,6 +285,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	limitMetrics, err := metrics.NewRateLimit(reg)
+	if err != nil {
+		return err
+	}
+	limiter, err := ratelimit.New(ratelimit.Config{Source: policies, Metrics: limitMetrics})
+	if err != nil {
+		return err
+	}
+
 	tapHub, err := newTapHub(local, reg)
 	if err != nil {
 		return err
@@ -328,6 +338,7 @@ func Run(ctx context.Context, cfg Config) error {
 		OwnPorts: func() []uint16 { return ownPorts }, SelfConns: self, HeaderTimeout: cfg.HeaderTimeout,
 		OrigDst:    observingOrigDst(policies, func() []uint16 { return ownPorts }),
 		Authorizer: enforcer,
+		RateLimit:  limiter.Layer,
 		Tap:        tapHub.Layer(metrics.Inbound),
 		Trace:      tracer.Inbound(),
 	})

@@ -995,6 +995,10 @@ func (x *RouteMatch) GetQueryParams() []*RouteMatch_Header {
 type WeightedBackend struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Authority of the backend service ("name.ns.svc.<domain>:port").
+	// Empty: a backendRef that does not resolve (no such Service, a kind
+	// that is not a Service, a cross-namespace reference no ReferenceGrant
+	// allows); it keeps its weight and the proxy answers 500 to its share,
+	// as the Gateway API says.
 	Authority string `protobuf:"bytes,1,opt,name=authority,proto3" json:"authority,omitempty"`
 	Weight    uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
 	// Backend-level filters (applied after the route's).

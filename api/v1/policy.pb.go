@@ -478,9 +478,21 @@ type Limits struct {
 	// Requests in flight at once; 0 means no limit.
 	MaxConcurrency uint32 `protobuf:"varint,2,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
 	// Requests allowed above the rate in a burst; 0 means the rate.
-	Burst         uint32 `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Burst uint32 `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
+	// Each client's own bucket, so that no one caller uses up the port's
+	// rate: every mesh identity has one, and the callers without mesh TLS
+	// share one. 0 means none (only overrides and the port's rate apply).
+	ClientRequestsPerSecond uint32 `protobuf:"varint,4,opt,name=client_requests_per_second,json=clientRequestsPerSecond,proto3" json:"client_requests_per_second,omitempty"`
+	// The client bucket's size; 0 means client_requests_per_second.
+	ClientBurst uint32 `protobuf:"varint,5,opt,name=client_burst,json=clientBurst,proto3" json:"client_burst,omitempty"`
+	// Buckets of particular clients, instead of the client_ ones. A request
+	// takes a token from its client's bucket and from the port's.
+	Overrides []*ClientLimit `protobuf:"bytes,6,rep,name=overrides,proto3" json:"overrides,omitempty"`
+	// The adaptive concurrency limit (a gradient on observed latency,
+	// capped by max_concurrency when set); unset means off.
+	AdaptiveConcurrency *AdaptiveConcurrency `protobuf:"bytes,7,opt,name=adaptive_concurrency,json=adaptiveConcurrency,proto3" json:"adaptive_concurrency,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
@@ -534,6 +546,150 @@ func (x *Limits) GetBurst() uint32 {
 	return 0
 }
 
+func (x *Limits) GetClientRequestsPerSecond() uint32 {
+	if x != nil {
+		return x.ClientRequestsPerSecond
+	}
+	return 0
+}
+
+func (x *Limits) GetClientBurst() uint32 {
+	if x != nil {
+		return x.ClientBurst
+	}
+	return 0
+}
+
+func (x *Limits) GetOverrides() []*ClientLimit {
+	if x != nil {
+		return x.Overrides
+	}
+	return nil
+}
+
+func (x *Limits) GetAdaptiveConcurrency() *AdaptiveConcurrency {
+	if x != nil {
+		return x.AdaptiveConcurrency
+	}
+	return nil
+}
+
+type ClientLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exact SPIFFE IDs of the clients this bucket is for: each has its own.
+	Identities []string `protobuf:"bytes,1,rep,name=identities,proto3" json:"identities,omitempty"`
+	// 0 means no limit of its own for these clients (the port's applies).
+	RequestsPerSecond uint32 `protobuf:"varint,2,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`
+	// 0 means requests_per_second.
+	Burst         uint32 `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientLimit) Reset() {
+	*x = ClientLimit{}
+	mi := &file_api_v1_policy_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientLimit) ProtoMessage() {}
+
+func (x *ClientLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_policy_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientLimit.ProtoReflect.Descriptor instead.
+func (*ClientLimit) Descriptor() ([]byte, []int) {
+	return file_api_v1_policy_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ClientLimit) GetIdentities() []string {
+	if x != nil {
+		return x.Identities
+	}
+	return nil
+}
+
+func (x *ClientLimit) GetRequestsPerSecond() uint32 {
+	if x != nil {
+		return x.RequestsPerSecond
+	}
+	return 0
+}
+
+func (x *ClientLimit) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+type AdaptiveConcurrency struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bounds of the limit; 0 means the proxy's defaults.
+	MinLimit      uint32 `protobuf:"varint,1,opt,name=min_limit,json=minLimit,proto3" json:"min_limit,omitempty"`
+	MaxLimit      uint32 `protobuf:"varint,2,opt,name=max_limit,json=maxLimit,proto3" json:"max_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdaptiveConcurrency) Reset() {
+	*x = AdaptiveConcurrency{}
+	mi := &file_api_v1_policy_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdaptiveConcurrency) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdaptiveConcurrency) ProtoMessage() {}
+
+func (x *AdaptiveConcurrency) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_policy_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdaptiveConcurrency.ProtoReflect.Descriptor instead.
+func (*AdaptiveConcurrency) Descriptor() ([]byte, []int) {
+	return file_api_v1_policy_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AdaptiveConcurrency) GetMinLimit() uint32 {
+	if x != nil {
+		return x.MinLimit
+	}
+	return 0
+}
+
+func (x *AdaptiveConcurrency) GetMaxLimit() uint32 {
+	if x != nil {
+		return x.MaxLimit
+	}
+	return 0
+}
+
 var File_api_v1_policy_proto protoreflect.FileDescriptor
 
 const file_api_v1_policy_proto_rawDesc = "" +
@@ -569,11 +725,24 @@ const file_api_v1_policy_proto_rawDesc = "" +
 	"\x04nets\x18\x06 \x03(\v2\x17.trellis.api.v1.NetworkR\x04nets\"5\n" +
 	"\aNetwork\x12\x12\n" +
 	"\x04cidr\x18\x01 \x01(\tR\x04cidr\x12\x16\n" +
-	"\x06except\x18\x02 \x03(\tR\x06except\"w\n" +
+	"\x06except\x18\x02 \x03(\tR\x06except\"\xea\x02\n" +
 	"\x06Limits\x12.\n" +
 	"\x13requests_per_second\x18\x01 \x01(\rR\x11requestsPerSecond\x12'\n" +
 	"\x0fmax_concurrency\x18\x02 \x01(\rR\x0emaxConcurrency\x12\x14\n" +
-	"\x05burst\x18\x03 \x01(\rR\x05burst*\x86\x01\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst\x12;\n" +
+	"\x1aclient_requests_per_second\x18\x04 \x01(\rR\x17clientRequestsPerSecond\x12!\n" +
+	"\fclient_burst\x18\x05 \x01(\rR\vclientBurst\x129\n" +
+	"\toverrides\x18\x06 \x03(\v2\x1b.trellis.api.v1.ClientLimitR\toverrides\x12V\n" +
+	"\x14adaptive_concurrency\x18\a \x01(\v2#.trellis.api.v1.AdaptiveConcurrencyR\x13adaptiveConcurrency\"s\n" +
+	"\vClientLimit\x12\x1e\n" +
+	"\n" +
+	"identities\x18\x01 \x03(\tR\n" +
+	"identities\x12.\n" +
+	"\x13requests_per_second\x18\x02 \x01(\rR\x11requestsPerSecond\x12\x14\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst\"O\n" +
+	"\x13AdaptiveConcurrency\x12\x1b\n" +
+	"\tmin_limit\x18\x01 \x01(\rR\bminLimit\x12\x1b\n" +
+	"\tmax_limit\x18\x02 \x01(\rR\bmaxLimit*\x86\x01\n" +
 	"\fAccessPolicy\x12\x16\n" +
 	"\x12ACCESS_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04DENY\x10\x01\x12\t\n" +
@@ -597,7 +766,7 @@ func file_api_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_api_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_api_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_api_v1_policy_proto_goTypes = []any{
 	(AccessPolicy)(0),            // 0: trellis.api.v1.AccessPolicy
 	(*InboundPolicyRequest)(nil), // 1: trellis.api.v1.InboundPolicyRequest
@@ -606,25 +775,29 @@ var file_api_v1_policy_proto_goTypes = []any{
 	(*Authorization)(nil),        // 4: trellis.api.v1.Authorization
 	(*Network)(nil),              // 5: trellis.api.v1.Network
 	(*Limits)(nil),               // 6: trellis.api.v1.Limits
-	(ProtocolHint_Protocol)(0),   // 7: trellis.api.v1.ProtocolHint.Protocol
-	(*RouteMatch)(nil),           // 8: trellis.api.v1.RouteMatch
+	(*ClientLimit)(nil),          // 7: trellis.api.v1.ClientLimit
+	(*AdaptiveConcurrency)(nil),  // 8: trellis.api.v1.AdaptiveConcurrency
+	(ProtocolHint_Protocol)(0),   // 9: trellis.api.v1.ProtocolHint.Protocol
+	(*RouteMatch)(nil),           // 10: trellis.api.v1.RouteMatch
 }
 var file_api_v1_policy_proto_depIdxs = []int32{
-	7, // 0: trellis.api.v1.ServerPolicy.protocol:type_name -> trellis.api.v1.ProtocolHint.Protocol
-	4, // 1: trellis.api.v1.ServerPolicy.authorizations:type_name -> trellis.api.v1.Authorization
-	6, // 2: trellis.api.v1.ServerPolicy.limits:type_name -> trellis.api.v1.Limits
-	0, // 3: trellis.api.v1.ServerPolicy.access:type_name -> trellis.api.v1.AccessPolicy
-	3, // 4: trellis.api.v1.ServerPolicy.routes:type_name -> trellis.api.v1.InboundRoute
-	8, // 5: trellis.api.v1.InboundRoute.matches:type_name -> trellis.api.v1.RouteMatch
-	4, // 6: trellis.api.v1.InboundRoute.authorizations:type_name -> trellis.api.v1.Authorization
-	5, // 7: trellis.api.v1.Authorization.nets:type_name -> trellis.api.v1.Network
-	1, // 8: trellis.api.v1.Policy.WatchInbound:input_type -> trellis.api.v1.InboundPolicyRequest
-	2, // 9: trellis.api.v1.Policy.WatchInbound:output_type -> trellis.api.v1.ServerPolicy
-	9, // [9:10] is the sub-list for method output_type
-	8, // [8:9] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	9,  // 0: trellis.api.v1.ServerPolicy.protocol:type_name -> trellis.api.v1.ProtocolHint.Protocol
+	4,  // 1: trellis.api.v1.ServerPolicy.authorizations:type_name -> trellis.api.v1.Authorization
+	6,  // 2: trellis.api.v1.ServerPolicy.limits:type_name -> trellis.api.v1.Limits
+	0,  // 3: trellis.api.v1.ServerPolicy.access:type_name -> trellis.api.v1.AccessPolicy
+	3,  // 4: trellis.api.v1.ServerPolicy.routes:type_name -> trellis.api.v1.InboundRoute
+	10, // 5: trellis.api.v1.InboundRoute.matches:type_name -> trellis.api.v1.RouteMatch
+	4,  // 6: trellis.api.v1.InboundRoute.authorizations:type_name -> trellis.api.v1.Authorization
+	5,  // 7: trellis.api.v1.Authorization.nets:type_name -> trellis.api.v1.Network
+	7,  // 8: trellis.api.v1.Limits.overrides:type_name -> trellis.api.v1.ClientLimit
+	8,  // 9: trellis.api.v1.Limits.adaptive_concurrency:type_name -> trellis.api.v1.AdaptiveConcurrency
+	1,  // 10: trellis.api.v1.Policy.WatchInbound:input_type -> trellis.api.v1.InboundPolicyRequest
+	2,  // 11: trellis.api.v1.Policy.WatchInbound:output_type -> trellis.api.v1.ServerPolicy
+	11, // [11:12] is the sub-list for method output_type
+	10, // [10:11] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_policy_proto_init() }
@@ -639,7 +812,7 @@ func file_api_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_policy_proto_rawDesc), len(file_api_v1_policy_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

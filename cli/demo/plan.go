@@ -103,6 +103,8 @@ type Plan struct {
 	Workloads         []Workload
 	// Policy is the demo's authorization policy ("": none; PolicyDeny).
 	Policy string
+	// Split is the canary split of --split (nil: none).
+	Split *Split
 }
 
 // Paths inside the work directory.
@@ -197,6 +199,9 @@ func (p Plan) Store() Store {
 		s.Workloads = append(s.Workloads, sw)
 	}
 	s.Policies = p.Policies()
+	if p.Split != nil {
+		p.addSplit(&s)
+	}
 	return s
 }
 

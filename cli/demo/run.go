@@ -29,6 +29,8 @@ type Options struct {
 	Interval time.Duration
 	Output   output.Format // text (the default), json or yaml
 	Fail     map[string]float64
+	// Split is --split (nil: none).
+	Split    *Split
 	Keep     bool
 	BasePort int
 	// Policy is "" or PolicyDeny (policy.go).
@@ -136,6 +138,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
+	plan.Split = opts.Split
 	if plan, err = plan.WithPolicy(opts.Policy, ports[PortsNeeded():]); err != nil {
 		return err
 	}
@@ -260,6 +263,9 @@ func (d *demo) run(ctx context.Context) error {
 		d.status("policy %s: only loadgen -> web -> books -> authors is allowed; intruder -> books.demo:80 is refused (edit %s to change it live)", d.plan.Policy, d.plan.ConfigPath())
 	}
 	d.status("demo application running: loadgen -> web.demo:80 -> books.demo:80 (v1, v2) -> authors.demo:80 at %d rps", d.opts.RPS)
+	if sp := d.plan.Split; sp != nil {
+		d.status("split %s: HTTPRoute %s/%s-split in %s; edit its weights there to shift it live", sp.Service, Namespace, sp.Service, d.plan.ConfigPath())
+	}
 	if d.opts.Duration > 0 {
 		d.status("running for %s", d.opts.Duration)
 	} else {

@@ -102,7 +102,7 @@ func writePolicy(w io.Writer, d PodPolicy) error {
 		fmt.Fprintln(w, "  audit: denials are logged and let through")
 	}
 	if l := sp.GetLimits(); l != nil {
-		fmt.Fprintf(w, "  limits: %d rps (burst %d), %d concurrent\n", l.GetRequestsPerSecond(), l.GetBurst(), l.GetMaxConcurrency())
+		writeLimits(w, l)
 	}
 	if sp.GetAccess() == apiv1.AccessPolicy_ACCESS_UNSPECIFIED && len(sp.GetAuthorizations()) == 0 && len(sp.GetRoutes()) == 0 {
 		fmt.Fprintf(w, "  no Server selects this port: %s decides every call\n", d.Default)
@@ -156,4 +156,18 @@ func match(m *apiv1.RouteMatch) string {
 		parts = append(parts, h.GetName()+op+h.GetValue())
 	}
 	return strings.Join(parts, " ")
+}
+
+// writeLimits writes a RateLimit's limits (0: none), one line per kind.
+func writeLimits(w io.Writer, l *apiv1.Limits) {
+	fmt.Fprintf(w, "  limits: %d rps (burst %d), %d concurrent\n", l.GetRequestsPerSecond(), l.GetBurst(), l.GetMaxConcurrency())
+	if l.GetClientRequestsPerSecond() > 0 {
+		fmt.Fprintf(w, "    per client: %d rps (burst %d)\n", l.GetClientRequestsPerSecond(), l.GetClientBurst())
+	}
+	for _, o := range l.GetOverrides() {
+		fmt.Fprintf(w, "    override: %d rps (burst %d) for %s\n", o.GetRequestsPerSecond(), o.GetBurst(), strings.Join(o.GetIdentities(), ", "))
+	}
+	if a := l.GetAdaptiveConcurrency(); a != nil {
+		fmt.Fprintf(w, "    adaptive concurrency: on (min %d, max %d; 0: the proxy's default)\n", a.GetMinLimit(), a.GetMaxLimit())
+	}
 }

@@ -4,6 +4,7 @@
 package installcmd
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,10 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -23,6 +28,7 @@ import (
 // renderFlags are shared by install and upgrade.
 type renderFlags struct {
 	crds            bool
+	gatewayChannel  string
 	ha              bool
 	cni             bool
 	defaultInbound  string
@@ -39,7 +45,8 @@ type renderFlags struct {
 }
 
 func (r *renderFlags) add(f *pflag.FlagSet) {
-	f.BoolVar(&r.crds, "crds", false, "print only the policy.trellis.io CRDs (apply them first)")
+	f.BoolVar(&r.crds, "crds", false, "print only the CRDs (apply them first): policy.trellis.io, and the Gateway API's HTTPRoute, GRPCRoute and ReferenceGrant where the cluster lacks them")
+	f.StringVar(&r.gatewayChannel, "gateway-api-channel", "standard", "with --crds, the Gateway API channel of the CRDs installed where absent: standard, experimental (route retries), or none (never an installed one is replaced)")
 	f.BoolVar(&r.ha, "ha", false, "high availability: 3 controller replicas spread over nodes, a PodDisruptionBudget, the injector failing closed")
 	f.BoolVar(&r.cni, "cni", false, "CNI redirection: a DaemonSet installs the trellis-cni plugin on every node and injected pods get no NET_ADMIN/NET_RAW (set cni.binDir and cni.confDir if the node's CNI directories are not /opt/cni/bin and /etc/cni/net.d)")
 	f.StringVar(&r.defaultInbound, "default-inbound-policy", "", "what applies to a port no Server selects, cluster-wide (chart proxy.defaultInboundPolicy; namespaces and pods override it with config.trellis.io/default-inbound-policy): deny, audit, all-authenticated, cluster-authenticated or all-unauthenticated (default)")
@@ -163,11 +170,49 @@ func (k *kubeFlags) dynamic() (dynamic.Interface, error) {
 	return dynamic.NewForConfig(cfg)
 }
 
-// printCRDs is --crds for install and upgrade.
-func printCRDs(cmd *cobra.Command, r *renderFlags) error {
-	m, err := install.RenderCRDs()
+// printCRDs is --crds for install and upgrade: the Gateway API CRDs are
+// looked up in the cluster, and only absent ones are printed; what is
+// kept is said in the header and on stderr.
+func printCRDs(cmd *cobra.Command, r *renderFlags, k *kubeFlags) error {
+	channel := r.gatewayChannel
+	if channel == "none" {
+		channel = ""
+	}
+	var lookup install.CRDLookup
+	if channel != "" {
+		dc, err := k.dynamic()
+		if err == nil {
+			lookup = crdLookup(cmd.ErrOrStderr(), dc)
+		} else {
+			fmt.Fprintf(cmd.ErrOrStderr(), "no cluster to look at (%v): every Gateway API CRD is printed\n", err)
+		}
+	}
+	m, err := install.RenderAllCRDs(cmd.Context(), channel, lookup)
 	if err != nil {
 		return err
 	}
 	return r.write(cmd.OutOrStdout(), m)
+}
+
+// crdLookup reads CRDs through dc; an unreachable cluster is said once and
+// read as "absent" (kubectl apply --server-side then refuses to take over
+// another manager's CRD).
+func crdLookup(stderr io.Writer, dc dynamic.Interface) install.CRDLookup {
+	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	unreachable := false
+	return func(ctx context.Context, name string) (*unstructured.Unstructured, error) {
+		if unreachable {
+			return nil, nil
+		}
+		u, err := dc.Resource(gvr).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil, nil
+		case err != nil && install.IsUnreachable(err):
+			unreachable = true
+			fmt.Fprintf(stderr, "cluster unreachable (%v): every Gateway API CRD is printed\n", err)
+			return nil, nil
+		}
+		return u, err
+	}
 }

@@ -70,7 +70,7 @@ The same templates are the Helm chart charts/trellis; see docs/install.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if r.crds {
-				return printCRDs(cmd, &r)
+				return printCRDs(cmd, &r, k)
 			}
 			t := now()
 			opts := install.Options{HA: r.ha, Set: r.sets(), Version: version.Version}

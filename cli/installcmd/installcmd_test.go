@@ -102,12 +102,30 @@ func TestInstall(t *testing.T) {
 		t.Error("two installs generated the same issuer key")
 	}
 
-	crds, err := run(t, newInstall(time.Now, &kubeFlags{}, offline), "--crds")
+	crds, err := run(t, newInstall(time.Now, &kubeFlags{}, offline), "--crds", "--gateway-api-channel", "none")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := len(objects(t, crds)); n != 3 {
 		t.Errorf("--crds prints %d objects, want 3", n)
+	}
+	// No cluster to look at: the Gateway API CRDs too, without Trellis's
+	// labels (uninstall must never delete them).
+	noCluster := &kubeFlags{kubeconfig: filepath.Join(t.TempDir(), "absent")}
+	all, err := run(t, newInstall(time.Now, noCluster, offline), "--crds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"httproutes", "grpcroutes", "referencegrants"} {
+		if !strings.Contains(all, "name: "+name+".gateway.networking.k8s.io\n") || !strings.Contains(all, "gateway.networking.k8s.io/channel: standard") {
+			t.Errorf("--crds without a cluster lacks the standard %s CRD", name)
+		}
+	}
+	if n := strings.Count(all, "app.kubernetes.io/managed-by: trellis"); n != 3 {
+		t.Errorf("%d CRDs labelled as Trellis's, want the 3 policy ones", n)
+	}
+	if _, err := run(t, newInstall(time.Now, noCluster, offline), "--crds", "--gateway-api-channel", "beta"); err == nil {
+		t.Error("an unknown channel is accepted")
 	}
 	count, err := run(t, newInstall(time.Now, &kubeFlags{}, offline), "--dry-count")
 	if err != nil {

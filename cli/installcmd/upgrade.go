@@ -43,7 +43,7 @@ an anchor rotation without downtime).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if r.crds {
-				return printCRDs(cmd, &r)
+				return printCRDs(cmd, &r, k)
 			}
 			t := now()
 			opts := install.Options{HA: r.ha, Set: r.sets(), Version: version.Version}

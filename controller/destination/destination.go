@@ -8,6 +8,7 @@ package destination
 import (
 	"log/slog"
 	"sort"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,7 +26,10 @@ type Service struct {
 	apiv1.UnimplementedDestinationServer
 
 	// Source answers what a destination names (required).
-	Source  Source
+	Source Source
+	// Routes answers the outbound routes of service ports (nil: every
+	// service has none, and the proxy uses its defaults).
+	Routes  Routes
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
 	// Done, when closed, ends every stream with Unavailable so a graceful
@@ -169,8 +173,8 @@ func updateKind(u *apiv1.Update) string {
 }
 
 // GetRoutes sends the route configuration of a service at once and after
-// every change of it. Local mode has no routes yet: the list is empty and
-// the proxy uses its defaults.
+// every change of it: the routes of the service port the path names, for
+// the caller's namespace (none for a path that names no service port).
 func (s *Service) GetRoutes(req *apiv1.GetDestination, stream apiv1.Destination_GetRoutesServer) error {
 	a, err := authority.Parse(req.GetPath())
 	if err != nil {
@@ -179,15 +183,40 @@ func (s *Service) GetRoutes(req *apiv1.GetDestination, stream apiv1.Destination_
 	ns := callerNamespace(req.GetCallerIdentity())
 	s.Metrics.RouteStreams.Inc()
 	defer s.Metrics.RouteStreams.Dec()
-	src := s.Source
 	resolve := func() (*apiv1.RouteConfig, <-chan struct{}, func()) {
-		r, changed, release := src.Resolve(a, ns)
+		r, changed, release := s.Source.Resolve(a, ns)
 		rc := &apiv1.RouteConfig{Service: a.String()}
-		if r.Service != "" {
-			rc.Service = r.Service
+		if r.Service == "" {
+			return rc, changed, release
 		}
-		return rc, changed, release
+		rc.Service = r.Service
+		svc, ok := ParseServicePort(r.Service)
+		if !ok || s.Routes == nil {
+			return rc, changed, release
+		}
+		routes, routesChanged, routesRelease := s.Routes.Routes(svc, ns)
+		rc.Routes = routes
+		either, stop := either(changed, routesChanged)
+		return rc, either, func() { stop(); release(); routesRelease() }
 	}
 	return notify.Watch(stream.Context(), s.Done, resolve,
 		notify.SendChanged(func(a, b *apiv1.RouteConfig) bool { return proto.Equal(a, b) }, stream.Send))
+}
+
+// either returns a channel closed when a or b is (a nil one never is),
+// and a func ending the wait; the goroutine lives only while the stream
+// waits.
+func either(a, b <-chan struct{}) (<-chan struct{}, func()) {
+	out, stop := make(chan struct{}), make(chan struct{})
+	go func() {
+		select {
+		case <-a:
+		case <-b:
+		case <-stop:
+			return
+		}
+		close(out)
+	}()
+	var once sync.Once
+	return out, func() { once.Do(func() { close(stop) }) }
 }

@@ -1,6 +1,9 @@
 package destination
 
 import (
+	"strings"
+
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/authority"
 )
 
@@ -28,4 +31,34 @@ type Source interface {
 	// missed. Resolve must be safe for concurrent use and must not block
 	// on the network: it reads caches.
 	Resolve(a authority.Authority, callerNamespace string) (r Resolution, changed <-chan struct{}, release func())
+}
+
+// ServicePort names a service port: what route configuration is keyed on.
+type ServicePort struct {
+	Namespace, Name string
+	Port            uint32
+}
+
+// Routes answers the outbound routes of service ports (Gateway API mesh
+// routes: internal/routemodel). Like a Source, it reads caches, never
+// blocks on the network, and takes the channel before the answer.
+type Routes interface {
+	// Routes returns the routes of svc for a caller in callerNamespace
+	// (consumer routes of that namespace replace the producer routes), a
+	// channel closed when they may have changed, and its release func.
+	Routes(svc ServicePort, callerNamespace string) (routes []*apiv1.Route, changed <-chan struct{}, release func())
+}
+
+// ParseServicePort reads a canonical service authority
+// ("name.ns.svc.<cluster domain>:port", Resolution.Service).
+func ParseServicePort(service string) (ServicePort, bool) {
+	a, err := authority.Parse(service)
+	if err != nil || a.Host == "" {
+		return ServicePort{}, false
+	}
+	labels := strings.SplitN(a.Host, ".", 4)
+	if len(labels) < 4 || labels[2] != "svc" || labels[0] == "" || labels[1] == "" {
+		return ServicePort{}, false
+	}
+	return ServicePort{Namespace: labels[1], Name: labels[0], Port: a.Port}, true
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
 	"github.com/trellis-mesh/trellis/internal/pki"
 	"github.com/trellis-mesh/trellis/internal/storepolicy"
+	"github.com/trellis-mesh/trellis/internal/storeroutes"
 )
 
 // Defaults and limits of the store file.
@@ -52,6 +53,8 @@ type Config struct {
 	Workloads           []*WorkloadInfo
 	// Policies are the inbound policy objects (internal/storepolicy).
 	Policies storepolicy.Policies
+	// Routes are the outbound mesh routes (internal/storeroutes).
+	Routes storeroutes.Routes
 
 	services map[nsName]*ServiceInfo
 	byAddr   map[netip.AddrPort]*WorkloadInfo
@@ -303,7 +306,21 @@ func build(f *meshconfig.File) (*Config, error) {
 		return nil, err
 	}
 	c.Policies = p
+	if c.Routes, err = storeroutes.Build(f.Routes, c.hasServicePort); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// hasServicePort reports whether the file has the service ns/name with
+// port (0: any).
+func (c *Config) hasServicePort(ns, name string, port uint32) bool {
+	si := c.services[nsName{ns, name}]
+	if si == nil {
+		return false
+	}
+	_, ok := si.Ports[port]
+	return ok || port == 0
 }
 
 // Service returns the service name.namespace, or nil.

@@ -15,6 +15,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("trustDomain: 42\ncertificateLifetime: -1h\n"))
 	f.Add([]byte("&a [*a, *a]"))
 	f.Add([]byte("policies: [{apiVersion: policy.trellis.io/v1alpha1, kind: Server, metadata: {name: s, namespace: demo}, spec: {port: 80}}, {apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: p, namespace: demo}, spec: {targetRef: {kind: Server, name: s}, networks: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}]}}]"))
+	f.Add([]byte("services: [{name: a, namespace: b, ports: [{port: 1}]}]\nroutes: [{apiVersion: gateway.networking.k8s.io/v1, kind: HTTPRoute, metadata: {name: r, namespace: b, annotations: {retry.trellis.io/limit: '2'}}, spec: {parentRefs: [{kind: Service, name: a}], rules: [{matches: [{path: {type: RegularExpression, value: '/x+'}}], backendRefs: [{name: a, port: 1, weight: 9}]}]}}]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
 		if err != nil {

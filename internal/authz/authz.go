@@ -61,6 +61,10 @@ type Policy struct {
 	routes      []route
 	table       *routematch.Table // nil without routes
 	trustPrefix string            // "spiffe://<trust domain>/"
+	// httpOnly: the port's Limits hold HTTP requests to a rate or a
+	// concurrency, so a stream that is not HTTP (one whose detection
+	// timed out, an opaque mesh stream) would escape them: refused.
+	httpOnly bool
 }
 
 type route struct {
@@ -118,6 +122,7 @@ func Compile(sp *apiv1.ServerPolicy, def Defaults) (*Policy, error) {
 		return nil, fmt.Errorf("policy %q: %w", sp.GetName(), err)
 	}
 	p.authzs = newAuthzSet(server)
+	p.httpOnly = limitsRequests(sp.GetLimits()) && sp.GetProtocol() != apiv1.ProtocolHint_OPAQUE
 	if err := p.compileRoutes(sp.GetRoutes()); err != nil {
 		return nil, fmt.Errorf("policy %q: %w", sp.GetName(), err)
 	}
@@ -269,3 +274,12 @@ func (p *Policy) Server() string { return p.server }
 
 // Access is the access policy in force (after the defaults applied).
 func (p *Policy) Access() apiv1.AccessPolicy { return p.access }
+
+// limitsRequests reports whether l limits HTTP requests in any way.
+func limitsRequests(l *apiv1.Limits) bool {
+	if l == nil {
+		return false
+	}
+	return l.GetRequestsPerSecond() > 0 || l.GetMaxConcurrency() > 0 || l.GetClientRequestsPerSecond() > 0 ||
+		len(l.GetOverrides()) > 0 || l.GetAdaptiveConcurrency() != nil
+}

@@ -216,3 +216,34 @@ func TestInvalidClientIP(t *testing.T) {
 		t.Errorf("zero client IP allowed: %+v", d)
 	}
 }
+
+// TestLimitedPortRefusesStreams: a port whose HTTP requests are limited
+// refuses a stream that is not HTTP (it would escape the limit), whatever
+// allows the caller, unless the port is declared opaque; requests are
+// decided as before.
+func TestLimitedPortRefusesStreams(t *testing.T) {
+	all := []*apiv1.Authorization{{Name: "all", Unauthenticated: true}}
+	tests := []struct {
+		name   string
+		limits *apiv1.Limits
+		proto  apiv1.ProtocolHint_Protocol
+		want   want
+	}{
+		{"no limits", nil, 0, want{allowed: true, authz: "all"}},
+		{"burst alone limits nothing", &apiv1.Limits{Burst: 5}, 0, want{allowed: true, authz: "all"}},
+		{"rate", &apiv1.Limits{RequestsPerSecond: 100}, 0, want{reason: ReasonNotHTTP}},
+		{"concurrency", &apiv1.Limits{MaxConcurrency: 10}, 0, want{reason: ReasonNotHTTP}},
+		{"per client", &apiv1.Limits{ClientRequestsPerSecond: 5}, 0, want{reason: ReasonNotHTTP}},
+		{"override", &apiv1.Limits{Overrides: []*apiv1.ClientLimit{{}}}, 0, want{reason: ReasonNotHTTP}},
+		{"adaptive", &apiv1.Limits{AdaptiveConcurrency: &apiv1.AdaptiveConcurrency{}}, 0, want{reason: ReasonNotHTTP}},
+		{"rate on an opaque port", &apiv1.Limits{RequestsPerSecond: 100}, apiv1.ProtocolHint_OPAQUE, want{allowed: true, authz: "all"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := mustCompile(t, &apiv1.ServerPolicy{Name: "echo", Access: apiv1.AccessPolicy_DENY, Authorizations: all,
+				Limits: tt.limits, Protocol: tt.proto}, Defaults{TrustDomain: "cluster.local"})
+			check(t, p, call{conn: true, id: web}, tt.want)
+			check(t, p, call{id: web, path: "/"}, want{allowed: true, authz: "all"})
+		})
+	}
+}

@@ -21,6 +21,9 @@ const (
 	// ReasonForeignTrustDomain: access is cluster-authenticated and the
 	// caller's identity is of another trust domain.
 	ReasonForeignTrustDomain = "foreign_trust_domain"
+	// ReasonNotHTTP: a stream that is not HTTP on a port whose requests
+	// are rate or concurrency limited (it would escape the limit).
+	ReasonNotHTTP = "not_http"
 )
 
 // Decision is the answer for one call.
@@ -46,6 +49,11 @@ func (p *Policy) Decide(in Input) Decision {
 		id = in.Identity
 	}
 	ip := in.ClientIP.Unmap()
+	if in.Conn && p.httpOnly {
+		d.Reason = ReasonNotHTTP
+		d.Msg = "denied: server " + quote(d.Server) + " limits HTTP requests (RateLimit), and this stream is not HTTP (or sent nothing in time to tell)"
+		return d
+	}
 	var rs routematch.Readings
 	// CONNECT names an authority, not a path: no route is its.
 	if !in.Conn && p.table != nil && in.Method != http.MethodConnect {

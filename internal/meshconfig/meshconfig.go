@@ -24,6 +24,11 @@ type File struct {
 	// AuthorizationPolicies, and gateway.networking.k8s.io/v1 HTTPRoutes
 	// whose parent is a Server.
 	Policies []Object `json:"policies,omitempty"`
+	// Routes are outbound mesh routes in the shape `kubectl apply` takes
+	// (docs/traffic.md): gateway.networking.k8s.io/v1 HTTPRoutes and
+	// GRPCRoutes whose parent is a Service of the file, and
+	// ReferenceGrants.
+	Routes []Object `json:"routes,omitempty"`
 }
 
 // Object is one Kubernetes-shaped object of the store file. Spec is kept

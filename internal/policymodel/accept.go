@@ -108,9 +108,9 @@ func serverNamed(servers []*policyv1.Server, ns, name string) *policyv1.Server {
 	return nil
 }
 
-// AcceptRateLimit checks the target Server exists and no older RateLimit
-// already limits it.
-func AcceptRateLimit(rl *policyv1.RateLimit, servers []*policyv1.Server, limits []*policyv1.RateLimit) Verdict {
+// AcceptRateLimit checks the target Server exists, no older RateLimit
+// already limits it, and every override's clients translate.
+func AcceptRateLimit(rl *policyv1.RateLimit, servers []*policyv1.Server, limits []*policyv1.RateLimit, trustDomain string) Verdict {
 	srv := serverNamed(servers, rl.Namespace, rl.Spec.TargetRef.Name)
 	if srv == nil || !Targets(rl.Namespace, rl.Spec.TargetRef, srv) {
 		c := Condition{Reason: policyv1.ReasonTargetNotFound,
@@ -123,6 +123,9 @@ func AcceptRateLimit(rl *policyv1.RateLimit, servers []*policyv1.Server, limits 
 			Message: fmt.Sprintf("Server %q is already limited by the older RateLimit %q", srv.Name, first.Name)}}
 	}
 	r := resolved
+	if _, err := Limits(rl, trustDomain); err != nil {
+		return Verdict{ResolvedRefs: &r, Accepted: Condition{Reason: policyv1.ReasonInvalid, Message: err.Error()}}
+	}
 	return Verdict{ResolvedRefs: &r, Accepted: Condition{OK: true, Reason: policyv1.ReasonAccepted,
 		Message: "translated into the limits sent to the proxies of its Server's pods"}}
 }

@@ -48,6 +48,18 @@ func checkAnswer(t *testing.T, p *apiv1.ServerPolicy) {
 	}
 }
 
+// checkLimits: every override names clients by identities the proxy
+// parses.
+func checkLimits(t *testing.T, l *apiv1.Limits) {
+	for _, o := range l.GetOverrides() {
+		for _, id := range o.GetIdentities() {
+			if _, err := identity.Parse(id); err != nil {
+				t.Fatalf("override identity the proxy cannot parse: %v", err)
+			}
+		}
+	}
+}
+
 func FuzzTranslate(f *testing.F) {
 	seed, err := os.ReadFile("testdata/policy.yaml")
 	if err != nil {
@@ -55,6 +67,7 @@ func FuzzTranslate(f *testing.F) {
 	}
 	f.Add(seed, uint16(8080))
 	f.Add(seed, uint16(7000))
+	f.Add(seed, uint16(9090))
 	f.Add([]byte("apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: n}\n"), uint16(80))
 	f.Fuzz(func(t *testing.T, data []byte, port uint16) {
 		set, err := Decode(data)
@@ -64,13 +77,18 @@ func FuzzTranslate(f *testing.F) {
 		for _, pod := range set.Pods {
 			objs := set.InNamespace(pod.Namespace)
 			for _, pods := range [][]*corev1.Pod{{pod}, set.PodsInNamespace(pod.Namespace)} {
-				checkAnswer(t, Translate(Input{Pods: pods, Port: uint32(port), TrustDomain: "cluster.local", Objects: objs}))
+				p := Translate(Input{Pods: pods, Port: uint32(port), TrustDomain: "cluster.local", Objects: objs})
+				checkAnswer(t, p)
+				checkLimits(t, p.GetLimits())
 			}
 			for _, s := range objs.Servers {
 				AcceptServer(s, objs.Servers, set.Pods)
 			}
 			for _, ap := range objs.Authz {
 				AcceptAuthorizationPolicy(ap, objs, "cluster.local")
+			}
+			for _, rl := range objs.RateLimits {
+				AcceptRateLimit(rl, objs.Servers, objs.RateLimits, "cluster.local")
 			}
 		}
 	})

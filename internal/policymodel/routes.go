@@ -8,6 +8,7 @@ import (
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/routematch"
+	"github.com/trellis-mesh/trellis/internal/routemodel"
 )
 
 // IsServerParent reports whether a route's parentRef names the Server (a
@@ -96,30 +97,18 @@ func convertMatches[M any](rules [][]M, convert func(M) (*apiv1.RouteMatch, bool
 	return out, !had || len(out) > 0
 }
 
+// httpMatch is routemodel.HTTPMatch less what the inbound evaluator
+// cannot express (regular-expression paths, query parameters).
 func httpMatch(m gwv1.HTTPRouteMatch) (*apiv1.RouteMatch, bool) {
-	rm := &apiv1.RouteMatch{PathPrefix: "/"}
-	if m.Path != nil && m.Path.Value != nil {
-		switch deref2(m.Path.Type, gwv1.PathMatchPathPrefix) {
-		case gwv1.PathMatchExact:
-			rm.PathPrefix, rm.PathExact = "", *m.Path.Value
-		case gwv1.PathMatchPathPrefix:
-			rm.PathPrefix = *m.Path.Value
-		default:
-			return nil, false
-		}
-	}
-	if len(m.QueryParams) > 0 {
+	return inboundOnly(routemodel.HTTPMatch(m))
+}
+
+// inboundOnly refuses a match with a path expression or query
+// parameters: the inbound route table (internal/routematch) has neither,
+// and would read the match as wider than it is.
+func inboundOnly(rm *apiv1.RouteMatch, ok bool) (*apiv1.RouteMatch, bool) {
+	if !ok || rm.PathRegex != "" || len(rm.QueryParams) > 0 {
 		return nil, false
-	}
-	if m.Method != nil {
-		rm.Method = string(*m.Method)
-	}
-	for _, h := range m.Headers {
-		t := deref2(h.Type, gwv1.HeaderMatchExact)
-		if t != gwv1.HeaderMatchExact && t != gwv1.HeaderMatchRegularExpression {
-			return nil, false
-		}
-		rm.Headers = append(rm.Headers, &apiv1.RouteMatch_Header{Name: string(h.Name), Value: h.Value, Regex: t == gwv1.HeaderMatchRegularExpression})
 	}
 	return rm, true
 }
@@ -137,41 +126,12 @@ func grpcMatches(gr *gwv1.GRPCRoute) (out []*apiv1.RouteMatch, ok bool) {
 }
 
 func grpcMatch(m gwv1.GRPCRouteMatch) (*apiv1.RouteMatch, bool) {
-	rm := &apiv1.RouteMatch{PathPrefix: "/"}
-	if mm := m.Method; mm != nil {
-		if deref2(mm.Type, gwv1.GRPCMethodMatchExact) != gwv1.GRPCMethodMatchExact {
-			return nil, false
-		}
-		svc, meth := deref2(mm.Service, ""), deref2(mm.Method, "")
-		switch {
-		case svc != "" && meth != "":
-			rm.PathPrefix, rm.PathExact = "", "/"+svc+"/"+meth
-		case svc != "":
-			rm.PathPrefix = "/" + svc + "/"
-		case meth != "":
-			return nil, false
-		}
-	}
-	for _, h := range m.Headers {
-		t := deref2(h.Type, gwv1.GRPCHeaderMatchExact)
-		if t != gwv1.GRPCHeaderMatchExact && t != gwv1.GRPCHeaderMatchRegularExpression {
-			return nil, false
-		}
-		rm.Headers = append(rm.Headers, &apiv1.RouteMatch_Header{Name: string(h.Name), Value: h.Value, Regex: t == gwv1.GRPCHeaderMatchRegularExpression})
-	}
-	return rm, true
+	return inboundOnly(routemodel.GRPCMatch(m))
 }
 
 func compiles(rm *apiv1.RouteMatch) bool {
 	_, err := routematch.Compile(rm)
 	return err == nil
-}
-
-func deref2[T any](p *T, def T) T {
-	if p == nil {
-		return def
-	}
-	return *p
 }
 
 // routeParents returns the parentRefs of the route of kind and name in ns.

@@ -167,20 +167,10 @@ func serverPolicy(srv *policyv1.Server, in Input) *apiv1.ServerPolicy {
 	}
 	p.Routes = routes(srv, in)
 	if rl := RateLimitFor(srv, in.RateLimits); rl != nil {
-		p.Limits = &apiv1.Limits{
-			RequestsPerSecond: uint32(max(0, deref(rl.Spec.RequestsPerSecond))),
-			MaxConcurrency:    uint32(max(0, deref(rl.Spec.Concurrency))),
-			Burst:             uint32(max(0, deref(rl.Spec.Burst))),
-		}
+		// An invalid RateLimit (AcceptRateLimit: Invalid) limits nothing.
+		p.Limits, _ = Limits(rl, in.TrustDomain)
 	}
 	return p
-}
-
-func deref(p *int32) int32 {
-	if p == nil {
-		return 0
-	}
-	return *p
 }
 
 // Targets reports whether a RateLimit's targetRef from namespace ns names

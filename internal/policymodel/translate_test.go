@@ -74,6 +74,15 @@ func TestTranslate(t *testing.T) {
 		{"Servers of another namespace do not apply; a probe without path is /", "other", []string{"other-1"}, 8080,
 			def + ` routes: {name: "probes" matches: {method: "GET" path_exact: "/"} authorizations: {name: "probes" unauthenticated: true}}`},
 		{"no pods: default", "shop", nil, 8080, def},
+		{"RateLimit: per-client rate, overrides by identity and ServiceAccount, adaptive concurrency", "limits", []string{"api-1"}, 8080,
+			`name: "server/api" access: ALL_AUTHENTICATED source: "server"
+			 limits: {requests_per_second: 1000 client_requests_per_second: 100
+				overrides: {identities: "spiffe://cluster.local/ns/shop/sa/batch" identities: "spiffe://cluster.local/ns/limits/sa/batch"
+					identities: "spiffe://cluster.local/ns/shop/sa/web" requests_per_second: 10 burst: 20}
+				overrides: {identities: "spiffe://cluster.local/ns/edge/sa/gateway" requests_per_second: 500}
+				adaptive_concurrency: {max_limit: 200}}`},
+		{"an invalid RateLimit limits nothing; adaptive off", "limits", []string{"api-1"}, 9090,
+			`name: "server/bad" access: DENY source: "server"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want := &apiv1.ServerPolicy{}
@@ -99,11 +108,17 @@ func TestAccept(t *testing.T) {
 		got["authz/"+ap.Name] = AcceptAuthorizationPolicy(ap, o, "cluster.local")
 	}
 	for _, rl := range o.RateLimits {
-		got["ratelimit/"+rl.Name] = AcceptRateLimit(rl, o.Servers, o.RateLimits)
+		got["ratelimit/"+rl.Name] = AcceptRateLimit(rl, o.Servers, o.RateLimits, "cluster.local")
+	}
+	lim := set.InNamespace("limits")
+	for _, rl := range lim.RateLimits {
+		got["ratelimit/"+rl.Name] = AcceptRateLimit(rl, lim.Servers, lim.RateLimits, "cluster.local")
 	}
 	for _, tc := range []struct {
 		key, reason, refsReason, mentions string
 	}{
+		{"ratelimit/api-limit", "Accepted", "ResolvedRefs", ""},
+		{"ratelimit/bad-override", "Invalid", "ResolvedRefs", "overrides[0].clients.identities[0]"},
 		{"server/web-http", "Accepted", "", ""},
 		{"server/web-admin", "Accepted", "", ""},
 		{"server/web-all", "Conflict", "", `pod web-1 port 8080 is already selected by the older Server "web-http"`},

@@ -119,7 +119,7 @@ func (p *Policies) add(o meshconfig.Object, created metav1.Time) error {
 	switch o.Kind {
 	case KindServer:
 		s := &policyv1.Server{ObjectMeta: meta}
-		if err := decodeSpec(o.Spec, &s.Spec); err != nil {
+		if err := DecodeSpec(o.Spec, &s.Spec); err != nil {
 			return err
 		}
 		if errs := checkServer(s, true); len(errs) > 0 {
@@ -128,7 +128,7 @@ func (p *Policies) add(o meshconfig.Object, created metav1.Time) error {
 		p.Servers = append(p.Servers, s)
 	case KindAuthzPolicy:
 		a := &policyv1.AuthorizationPolicy{ObjectMeta: meta}
-		if err := decodeSpec(o.Spec, &a.Spec); err != nil {
+		if err := DecodeSpec(o.Spec, &a.Spec); err != nil {
 			return err
 		}
 		if errs := checkAuthz(a); len(errs) > 0 {
@@ -137,13 +137,13 @@ func (p *Policies) add(o meshconfig.Object, created metav1.Time) error {
 		p.AuthorizationPolicies = append(p.AuthorizationPolicies, a)
 	case KindHTTPRoute:
 		r := &gwv1.HTTPRoute{ObjectMeta: meta}
-		if err := decodeSpec(o.Spec, &r.Spec); err != nil {
+		if err := DecodeSpec(o.Spec, &r.Spec); err != nil {
 			return err
 		}
 		p.HTTPRoutes = append(p.HTTPRoutes, r)
 	case KindGRPCRoute:
 		r := &gwv1.GRPCRoute{ObjectMeta: meta}
-		if err := decodeSpec(o.Spec, &r.Spec); err != nil {
+		if err := DecodeSpec(o.Spec, &r.Spec); err != nil {
 			return err
 		}
 		p.GRPCRoutes = append(p.GRPCRoutes, r)
@@ -151,9 +151,9 @@ func (p *Policies) add(o meshconfig.Object, created metav1.Time) error {
 	return nil
 }
 
-// decodeSpec decodes JSON strictly: an unknown field is a typo to report,
+// DecodeSpec decodes a spec strictly: an unknown field is a typo to report,
 // not something to ignore (a dropped "identities" would deny silently).
-func decodeSpec(raw json.RawMessage, into any) error {
+func DecodeSpec(raw json.RawMessage, into any) error {
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.DisallowUnknownFields()
 	if err := d.Decode(into); err != nil {

@@ -87,6 +87,20 @@ func IsMesh(k string) bool {
 // ErrBadTargetPort is returned for an invalid trellis-target-port value.
 var ErrBadTargetPort = errors.New("invalid trellis-target-port")
 
+// PortOf is the port of a host:port address, 0 when there is none (the
+// inbound target an authz or rate limit decision is about).
+func PortOf(addr string) uint16 {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return 0
+	}
+	n, err := strconv.ParseUint(addr[i+1:], 10, 16)
+	if err != nil {
+		return 0
+	}
+	return uint16(n)
+}
+
 // ParseTargetPort parses a trellis-target-port value: a decimal port 1-65535,
 // no sign, no spaces, at most 5 digits.
 func ParseTargetPort(s string) (uint16, error) {

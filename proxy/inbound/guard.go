@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/trellis-mesh/trellis/proxy/forward"
@@ -153,7 +152,7 @@ func hostOf(addr string) string {
 // plainRefusal is why a caller without mesh TLS may not reach the app, or
 // nil: the inbound policy first, then its original destination.
 func (p *Proxy) plainRefusal(info *connInfo) error {
-	c := policy.Caller{ClientIP: clientIP(info.raw), Port: portOf(info.target)}
+	c := policy.Caller{ClientIP: clientIP(info.raw), Port: forward.PortOf(info.target)}
 	return p.callerRefusal(context.Background(), c, nil, info.targetErr)
 }
 
@@ -170,19 +169,6 @@ func clientIP(c net.Conn) netip.Addr {
 	}
 	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 	return ap.Addr().Unmap()
-}
-
-// portOf is the port of a host:port target, 0 when there is none.
-func portOf(addr string) uint16 {
-	i := strings.LastIndexByte(addr, ':')
-	if i < 0 {
-		return 0
-	}
-	n, err := strconv.ParseUint(addr[i+1:], 10, 16)
-	if err != nil {
-		return 0
-	}
-	return uint16(n)
 }
 
 // callerRefusal is why caller may not send r (nil: a stream that is not
@@ -204,11 +190,7 @@ func (p *Proxy) callerRefusal(ctx context.Context, caller policy.Caller, r *http
 // PERMISSION_DENIED).
 func (p *Proxy) refusedHTTP(x *pipeline.Exchange, err error) error {
 	p.refused(&x.Conn, metrics.RefusedHTTP, err)
-	e := proxyerr.New(http.StatusForbidden, reasonOf(err), err.Error())
-	if ct := x.R.Header["Content-Type"]; len(ct) > 0 && forward.IsGRPC(ct[0]) {
-		e.GRPC = true
-	}
-	return e
+	return proxyerr.ForRequest(x.R, http.StatusForbidden, reasonOf(err), err.Error())
 }
 
 // wouldAllowPlain reports whether a caller without mesh TLS from c may

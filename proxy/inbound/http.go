@@ -16,9 +16,10 @@ import (
 // and answers once; tap reports requests to open taps (refusals
 // included); mesh reads what the peer proxy said (the caller's
 // protocol, the app's); authz decides the target (only the app's ports)
-// and whether the caller may reach it (policy.Authorizer); rate limiting
-// has its place (Identity until it exists); app sends the request to the
-// app and writes its response.
+// and whether the caller may reach it (policy.Authorizer); the rate limit
+// (proxy/ratelimit: a Server's RateLimit) comes after authz, so that a
+// caller that may not reach the app cannot use up a budget; app sends the
+// request to the app and writes its response.
 func (p *Proxy) chain() http.Handler {
 	return &pipeline.Observe{
 		Direction: metrics.Inbound, Metrics: p.m, Errors: p.errs, Begin: p.begin,
@@ -27,7 +28,7 @@ func (p *Proxy) chain() http.Handler {
 			pipeline.Optional(p.cfg.Trace), // tracing (proxy/trace)
 			p.mesh,
 			p.authz,
-			pipeline.Identity, // rate limits
+			pipeline.Optional(p.cfg.RateLimit), // rate and concurrency limits (proxy/ratelimit)
 		),
 	}
 }
@@ -78,7 +79,7 @@ func (p *Proxy) authz(next pipeline.Handler) pipeline.Handler {
 		ip := clientIP(x.Conn.Raw)
 		var err error
 		if !x.Conn.TLS {
-			err = p.callerRefusal(x.R.Context(), policy.Caller{ClientIP: ip, Port: portOf(x.AppAddr)}, x.R, x.Conn.TargetErr)
+			err = p.callerRefusal(x.R.Context(), policy.Caller{ClientIP: ip, Port: forward.PortOf(x.AppAddr)}, x.R, x.Conn.TargetErr)
 		} else if v := x.R.Header[forward.HeaderTargetPort]; len(v) > 0 {
 			port, perr := forward.ParseTargetPort(v[0])
 			if perr != nil {
@@ -89,7 +90,7 @@ func (p *Proxy) authz(next pipeline.Handler) pipeline.Handler {
 			err = x.Conn.TargetErr
 		}
 		if err == nil && x.Conn.TLS {
-			c := policy.Caller{Identity: x.Conn.Peer, TLS: true, ClientIP: ip, Port: portOf(x.AppAddr)}
+			c := policy.Caller{Identity: x.Conn.Peer, TLS: true, ClientIP: ip, Port: forward.PortOf(x.AppAddr)}
 			err = p.callerRefusal(x.R.Context(), c, x.R, nil)
 		}
 		if err != nil {

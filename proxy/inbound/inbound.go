@@ -73,6 +73,9 @@ type Config struct {
 	Tap pipeline.Layer
 	// Trace is the tracing stage (proxy/trace); nil: none.
 	Trace pipeline.Layer
+	// RateLimit is the rate and concurrency limit stage
+	// (proxy/ratelimit), after authz; nil: none.
+	RateLimit pipeline.Layer
 }
 
 // Proxy is the inbound proxy.
@@ -344,7 +347,7 @@ func (p *Proxy) serveMesh(c net.Conn, info *connInfo) {
 				return
 			}
 		}
-		c := policy.Caller{Identity: mi.peer, TLS: true, ClientIP: clientIP(mi.raw), Port: portOf(target)}
+		c := policy.Caller{Identity: mi.peer, TLS: true, ClientIP: clientIP(mi.raw), Port: forward.PortOf(target)}
 		if err := p.authorizer.Authorize(context.Background(), c, nil); err != nil {
 			p.refused(mi.conn(), metrics.RefusedOpaque, err)
 			_ = tc.Close()

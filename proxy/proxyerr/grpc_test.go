@@ -38,3 +38,47 @@ func TestRenderGRPC(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderLimits: a rate-limited request gets 429 and Retry-After in
+// whole seconds rounded up; a gRPC call (ForRequest reads its content
+// type) gets RESOURCE_EXHAUSTED, not the UNAVAILABLE of HTTP 429, and the
+// Retry-After too; an overload is 503 (gRPC UNAVAILABLE), the app's.
+func TestRenderLimits(t *testing.T) {
+	for _, tt := range []struct {
+		name, ct, reason    string
+		status              int
+		retry               time.Duration
+		wantStatus          int
+		wantGRPC, wantRetry string
+		wantCulprit         Culprit
+	}{
+		{"http rate", "", ReasonRateLimited, 429, 1500 * time.Millisecond, 429, "", "2", Client},
+		{"http rate, under a second", "text/plain", ReasonRateLimited, 429, time.Millisecond, 429, "", "1", Client},
+		{"grpc rate", "application/grpc+proto", ReasonRateLimited, 429, 3 * time.Second, 200, "8", "3", Client},
+		{"grpc overloaded", "application/grpc", ReasonOverloaded, 503, 0, 200, "14", "", App},
+		{"http overloaded", "application/json", ReasonOverloaded, 503, 0, 503, "", "", App},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r, _, hm := newRenderer(t, metrics.Inbound)
+			req := httptest.NewRequest(http.MethodPost, "/x", nil)
+			if tt.ct != "" {
+				req.Header.Set("Content-Type", tt.ct)
+			}
+			e := ForRequest(req, tt.status, tt.reason, "limited")
+			e.RetryAfter = tt.retry
+			if e.Culprit != tt.wantCulprit {
+				t.Errorf("culprit %s, want %s", e.Culprit, tt.wantCulprit)
+			}
+			rec := httptest.NewRecorder()
+			r.Answer(context.Background(), rec, hm, e, time.Now())
+			resp := rec.Result()
+			if resp.StatusCode != tt.wantStatus || resp.Header.Get("Grpc-Status") != tt.wantGRPC || resp.Header.Get("Retry-After") != tt.wantRetry {
+				t.Errorf("status %d grpc-status %q retry-after %q, want %d %q %q", resp.StatusCode,
+					resp.Header.Get("Grpc-Status"), resp.Header.Get("Retry-After"), tt.wantStatus, tt.wantGRPC, tt.wantRetry)
+			}
+			if got := FromResponse(resp); got == nil || got.Reason != tt.reason {
+				t.Errorf("a peer reading it back: %+v, want reason %s", got, tt.reason)
+			}
+		})
+	}
+}

@@ -15,9 +15,11 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/net/http2"
 
+	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/meshh2"
 )
 
@@ -62,6 +64,14 @@ const (
 	// ReasonNoBackend: 500 mesh (configuration): the route a request
 	// matched has backends, all of weight 0 (the Gateway API's answer).
 	ReasonNoBackend = "no_backend"
+	// ReasonRateLimited: 429 client: the server's rate limit (RateLimit)
+	// refused the request; Retry-After says when a token is due. gRPC:
+	// RESOURCE_EXHAUSTED.
+	ReasonRateLimited = "rate_limited"
+	// ReasonOverloaded: 503 app: the server's concurrency limit (hard or
+	// adaptive) refused the request, so as not to overload the app. gRPC:
+	// UNAVAILABLE.
+	ReasonOverloaded = "overloaded"
 )
 
 // knownReasons are the reasons a peer proxy's answer may carry back.
@@ -70,6 +80,7 @@ var knownReasons = map[string]bool{
 	ReasonUnknownService: true, ReasonHeadersTooLarge: true, ReasonBadBody: true, ReasonTLS: true,
 	ReasonPeerReset: true, ReasonUpstream: true, ReasonAppUnreachable: true, ReasonAppError: true,
 	ReasonAppTimeout: true, ReasonProtocolMismatch: true, ReasonRequestTimeout: true,
+	ReasonRateLimited: true, ReasonOverloaded: true,
 }
 
 // Error is a response a proxy gives itself instead of the app's.
@@ -87,8 +98,24 @@ type Error struct {
 	// Err is the cause, for logs.
 	Err error
 	// GRPC: the request is a gRPC call, answered trailers-only with the
-	// grpc-status of Status (403: PERMISSION_DENIED) and grpc-message.
+	// grpc-status of Status (403: PERMISSION_DENIED; of the reason for
+	// rate_limited: RESOURCE_EXHAUSTED) and grpc-message. ForRequest sets
+	// it from the request.
 	GRPC bool
+	// RetryAfter, when positive, is sent as Retry-After in whole seconds,
+	// rounded up.
+	RetryAfter time.Duration
+}
+
+// ForRequest returns an Error with the culprit its reason implies, marked
+// GRPC when r is a gRPC call: a gRPC client is told a grpc-status, not a
+// bare HTTP status it would map on its own (429 would be UNAVAILABLE).
+func ForRequest(r *http.Request, status int, reason, msg string) *Error {
+	e := New(status, reason, msg)
+	if ct := r.Header["Content-Type"]; len(ct) > 0 && forward.IsGRPC(ct[0]) {
+		e.GRPC = true
+	}
+	return e
 }
 
 func (e *Error) Error() string {
@@ -107,7 +134,7 @@ func New(status int, reason, msg string) *Error {
 
 func culpritOf(status int, reason string) Culprit {
 	switch reason {
-	case ReasonAppUnreachable, ReasonAppError, ReasonAppTimeout:
+	case ReasonAppUnreachable, ReasonAppError, ReasonAppTimeout, ReasonOverloaded:
 		return App
 	}
 	if status >= 400 && status < 500 {

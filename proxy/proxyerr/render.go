@@ -72,10 +72,13 @@ func (r *Renderer) Write(w http.ResponseWriter, e *Error) {
 	h := w.Header()
 	h[HeaderError] = []string{msg}
 	h[HeaderProxyError] = []string{oneLine(e.headerValue(r.by()))}
+	if e.RetryAfter > 0 {
+		h["Retry-After"] = []string{RetryAfter(e.RetryAfter)}
+	}
 	if e.GRPC {
 		// Trailers-only: the status in the headers, no body.
 		h["Content-Type"] = []string{"application/grpc"}
-		h["Grpc-Status"] = []string{GRPCCode(e.Status)}
+		h["Grpc-Status"] = []string{e.grpcCode()}
 		h["Grpc-Message"] = []string{grpcMessage(msg)}
 		w.WriteHeader(http.StatusOK)
 		return
@@ -92,7 +95,7 @@ func (r *Renderer) Answer(ctx context.Context, w http.ResponseWriter, hm *metric
 	hm.RequestError(e.Reason)
 	r.Write(w, e)
 	if e.GRPC {
-		hm.Response(http.StatusOK, GRPCCode(e.Status), false)
+		hm.Response(http.StatusOK, e.grpcCode(), false)
 	} else {
 		hm.Response(e.Status, "", false)
 	}
@@ -147,6 +150,22 @@ func GRPCCode(status int) string {
 		return "14" // UNAVAILABLE
 	}
 	return "2" // UNKNOWN
+}
+
+// grpcCode is the grpc-status of e: RESOURCE_EXHAUSTED for a rate limit
+// (gRPC's mapping of HTTP 429 is UNAVAILABLE, which invites a retry at
+// once), else GRPCCode of its status.
+func (e *Error) grpcCode() string {
+	if e.Reason == ReasonRateLimited {
+		return "8" // RESOURCE_EXHAUSTED
+	}
+	return GRPCCode(e.Status)
+}
+
+// RetryAfter is a Retry-After value: whole seconds, rounded up, at least 1.
+func RetryAfter(d time.Duration) string {
+	s := int64((d + time.Second - 1) / time.Second)
+	return strconv.FormatInt(max(1, s), 10)
 }
 
 // grpcMessage percent-encodes msg as grpc-message requires: every byte

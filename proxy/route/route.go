@@ -119,6 +119,9 @@ func (s *Stage) apply(x *pipeline.Exchange, rule *Rule, next pipeline.Handler) e
 	if rule.resp != nil {
 		x.AddResponseEdit(rule.resp)
 	}
+	if b != nil && b.Authority == "" {
+		return proxyerr.New(http.StatusInternalServerError, proxyerr.ReasonNoBackend, "route "+rule.Route.GetName()+" picked a backend the controller could not resolve")
+	}
 	if b != nil {
 		b.req.Apply(x.R.Header)
 		if b.resp != nil {

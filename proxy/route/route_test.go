@@ -71,6 +71,9 @@ func TestStage(t *testing.T) {
 		{name: "every weight 0", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
 			Name: "ns/r", Backends: []*apiv1.WeightedBackend{{Authority: "api.ns:80"}, {Authority: "web.ns:80"}},
 		})}, wantStatus: 500, wantReason: proxyerr.ReasonNoBackend},
+		{name: "unresolved backend (no authority) answers 500", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
+			Name: "ns/r", Backends: []*apiv1.WeightedBackend{{Weight: 1}},
+		})}, wantStatus: 500, wantReason: proxyerr.ReasonNoBackend},
 		{name: "transparent: Host names a service (original port)", transparent: true, target: "/", host: "web.ns", orig: orig, wantDst: "web.ns:8080"},
 		{name: "transparent: unknown Host, unknown original destination: passthrough", transparent: true, target: "/", host: "x.example", orig: netip.MustParseAddrPort("10.0.0.7:80"), wantDst: "10.0.0.7:80", wantAddr: "10.0.0.7:80"},
 		{name: "transparent: original destination known", transparent: true, target: "/", host: "-", orig: netip.MustParseAddrPort("10.0.0.9:5432"), wantDst: "10.0.0.9:5432"},

@@ -75,9 +75,10 @@ func compileRule(ru *Rule, r *apiv1.Route) error {
 	ru.resp, err = headermod.Compile(r.GetResponseHeaders())
 	errs = append(errs, err)
 	for _, b := range r.GetBackends() {
-		if b.GetAuthority() == "" {
-			errs = append(errs, errors.New("backend without authority"))
-		}
+		// An empty authority is a backend the controller could not
+		// resolve (a missing Service, a refused cross-namespace
+		// reference): it keeps its share and that share is answered 500,
+		// as the Gateway API says.
 		ru.total += uint64(b.GetWeight())
 		be := Backend{Authority: b.GetAuthority(), cum: ru.total}
 		be.req, err = headermod.Compile(b.GetRequestHeaders())

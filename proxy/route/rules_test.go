@@ -46,22 +46,21 @@ func TestPick(t *testing.T) {
 
 func TestCompileRefuses(t *testing.T) {
 	for name, r := range map[string]*apiv1.Route{
-		"backend without authority": {Backends: []*apiv1.WeightedBackend{{Weight: 1}}},
-		"CRLF header":               {RequestHeaders: hm("x", "a\r\nb: c")},
-		"mesh header":               {ResponseHeaders: hm("trellis-fault", "x")},
-		"backend mesh header":       {Backends: []*apiv1.WeightedBackend{{Authority: "a:1", RequestHeaders: hm("Trellis-Orig-Proto", "x")}}},
-		"redirect scheme":           {Redirect: &apiv1.Redirect{Scheme: "javascript"}},
-		"redirect status":           {Redirect: &apiv1.Redirect{StatusCode: 307}},
-		"redirect host":             {Redirect: &apiv1.Redirect{Hostname: "evil.com/x"}},
-		"redirect host userinfo":    {Redirect: &apiv1.Redirect{Hostname: "a@evil.com"}},
-		"redirect path":             {Redirect: &apiv1.Redirect{FullPath: "x"}},
-		"redirect path CRLF":        {Redirect: &apiv1.Redirect{FullPath: "/a\r\nSet-Cookie: x"}},
-		"rewrite both paths":        {Rewrite: &apiv1.URLRewrite{FullPath: "/a", PrefixMatch: "/b"}},
-		"rewrite host":              {Rewrite: &apiv1.URLRewrite{Hostname: "a b"}},
-		"redirect host with port":   {Redirect: &apiv1.Redirect{Hostname: "h:1"}},
-		"rewrite host IPv6":         {Rewrite: &apiv1.URLRewrite{Hostname: "[::1]"}},
-		"negative timeout":          {Timeout: durationpb.New(-1)},
-		"bad match":                 {Matches: []*apiv1.RouteMatch{{PathRegex: "(["}}},
+		"CRLF header":             {RequestHeaders: hm("x", "a\r\nb: c")},
+		"mesh header":             {ResponseHeaders: hm("trellis-fault", "x")},
+		"backend mesh header":     {Backends: []*apiv1.WeightedBackend{{Authority: "a:1", RequestHeaders: hm("Trellis-Orig-Proto", "x")}}},
+		"redirect scheme":         {Redirect: &apiv1.Redirect{Scheme: "javascript"}},
+		"redirect status":         {Redirect: &apiv1.Redirect{StatusCode: 307}},
+		"redirect host":           {Redirect: &apiv1.Redirect{Hostname: "evil.com/x"}},
+		"redirect host userinfo":  {Redirect: &apiv1.Redirect{Hostname: "a@evil.com"}},
+		"redirect path":           {Redirect: &apiv1.Redirect{FullPath: "x"}},
+		"redirect path CRLF":      {Redirect: &apiv1.Redirect{FullPath: "/a\r\nSet-Cookie: x"}},
+		"rewrite both paths":      {Rewrite: &apiv1.URLRewrite{FullPath: "/a", PrefixMatch: "/b"}},
+		"rewrite host":            {Rewrite: &apiv1.URLRewrite{Hostname: "a b"}},
+		"redirect host with port": {Redirect: &apiv1.Redirect{Hostname: "h:1"}},
+		"rewrite host IPv6":       {Rewrite: &apiv1.URLRewrite{Hostname: "[::1]"}},
+		"negative timeout":        {Timeout: durationpb.New(-1)},
+		"bad match":               {Matches: []*apiv1.RouteMatch{{PathRegex: "(["}}},
 	} {
 		if _, err := Compile([]*apiv1.Route{r}); err == nil {
 			t.Errorf("%s: compiled", name)

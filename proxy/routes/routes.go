@@ -113,8 +113,7 @@ func (w *Watcher) Close() { w.c.Close() }
 // Check refuses a configuration the proxy could not apply as written: a
 // match that does not compile (routematch: a path that is not absolute, a
 // regex that is not RE2 or too long), a header modifier that could inject
-// a line or touch the mesh's headers (headermod), a backend without authority, a
-// negative timeout, a retry budget outside [0,1].
+// a line or touch the mesh's headers (headermod), a negative timeout, a retry budget outside [0,1].
 func Check(rc *apiv1.RouteConfig) error {
 	var errs []error
 	for _, r := range rc.GetRoutes() {
@@ -138,8 +137,11 @@ func checkRoute(r *apiv1.Route) error {
 		}
 	}
 	for _, b := range r.GetBackends() {
-		if b.GetAuthority() == "" {
-			errs = append(errs, errors.New("backend without authority"))
+		// An empty authority is an unresolved backend (answered 500).
+		for _, m := range []*apiv1.HeaderModifier{b.GetRequestHeaders(), b.GetResponseHeaders()} {
+			if _, err := headermod.Compile(m); err != nil {
+				errs = append(errs, fmt.Errorf("backend %q: %w", b.GetAuthority(), err))
+			}
 		}
 	}
 	if t := r.GetTimeout(); t != nil && (t.CheckValid() != nil || t.AsDuration() < 0) {

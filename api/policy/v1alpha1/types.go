@@ -289,7 +289,7 @@ type AuthorizationPolicyList struct {
 	Items           []AuthorizationPolicy `json:"items"`
 }
 
-// A RateLimit caps the requests per second and the requests in flight a Server's proxies accept, per pod. Requests over the limit are refused with 429 (HTTP) or RESOURCE_EXHAUSTED (gRPC).
+// A RateLimit caps the requests per second and the requests in flight a Server's proxies accept, per pod. A request over a rate is refused with 429 and Retry-After (gRPC: RESOURCE_EXHAUSTED); one over the concurrency limit with 503 (gRPC: UNAVAILABLE).
 //
 // +genclient
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
@@ -300,7 +300,9 @@ type AuthorizationPolicyList struct {
 // +kubebuilder:metadata:labels="app.kubernetes.io/managed-by=trellis"
 // +kubebuilder:printcolumn:name="Server",type=string,JSONPath=`.spec.targetRef.name`
 // +kubebuilder:printcolumn:name="RPS",type=integer,JSONPath=`.spec.requestsPerSecond`
+// +kubebuilder:printcolumn:name="Per-Client",type=integer,JSONPath=`.spec.perClient.requestsPerSecond`
 // +kubebuilder:printcolumn:name="Concurrency",type=integer,JSONPath=`.spec.concurrency`
+// +kubebuilder:printcolumn:name="Adaptive",type=boolean,JSONPath=`.spec.adaptiveConcurrency.enabled`
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type RateLimit struct {
@@ -312,12 +314,12 @@ type RateLimit struct {
 }
 
 // RateLimitSpec is the limit of the target Server's proxies.
-// +kubebuilder:validation:XValidation:rule="has(self.requestsPerSecond) || has(self.concurrency)",message="set requestsPerSecond, concurrency or both"
+// +kubebuilder:validation:XValidation:rule="has(self.requestsPerSecond) || has(self.concurrency) || has(self.perClient) || has(self.overrides) || has(self.adaptiveConcurrency)",message="set requestsPerSecond, perClient, overrides, concurrency or adaptiveConcurrency"
 // +kubebuilder:validation:XValidation:rule="!has(self.burst) || has(self.requestsPerSecond)",message="burst needs requestsPerSecond"
 type RateLimitSpec struct {
 	// The Server in this namespace the limit applies to.
 	TargetRef ServerRef `json:"targetRef"`
-	// Sustained requests per second each proxy accepts.
+	// Sustained requests per second each proxy accepts, from all clients together.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000000
 	// +optional
@@ -327,11 +329,75 @@ type RateLimitSpec struct {
 	// +kubebuilder:validation:Maximum=1000000
 	// +optional
 	Burst *int32 `json:"burst,omitempty"`
-	// Requests in flight each proxy allows at once.
+	// Requests in flight each proxy allows at once: a hard cap (also of the adaptive limit).
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100000
 	// +optional
 	Concurrency *int32 `json:"concurrency,omitempty"`
+	// Each client's own rate, so that one noisy caller cannot use up requestsPerSecond: every mesh identity has its own bucket; the callers without mesh TLS share one. A request takes a token from its client's bucket and from the Server's.
+	// +optional
+	PerClient *ClientRate `json:"perClient,omitempty"`
+	// Rates of particular clients, instead of perClient (each listed client has its own bucket of this size).
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	Overrides []RateLimitOverride `json:"overrides,omitempty"`
+	// An adaptive concurrency limit: the limit follows the app's observed latency (a gradient, as Netflix's concurrency-limits Gradient2), so an overloaded app is protected without hand tuning.
+	// +optional
+	AdaptiveConcurrency *AdaptiveConcurrency `json:"adaptiveConcurrency,omitempty"`
+}
+
+// ClientRate is a token bucket of each client.
+type ClientRate struct {
+	// Sustained requests per second of each client.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	RequestsPerSecond int32 `json:"requestsPerSecond"`
+	// Bucket size. Defaults to requestsPerSecond.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	Burst *int32 `json:"burst,omitempty"`
+}
+
+// RateLimitOverride is the rate of particular clients.
+type RateLimitOverride struct {
+	// The clients this rate is for.
+	Clients    RateLimitClients `json:"clients"`
+	ClientRate `json:",inline"`
+}
+
+// RateLimitClients names clients by mesh identity.
+// +kubebuilder:validation:XValidation:rule="has(self.identities) || has(self.serviceAccounts)",message="clients: set identities or serviceAccounts"
+type RateLimitClients struct {
+	// Exact SPIFFE IDs (spiffe://cluster.local/ns/NS/sa/SA); "*" is not allowed here.
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="self.all(i, i != '*')",message="overrides: identities must be exact SPIFFE IDs, not \"*\" (use perClient for every client)"
+	// +listType=set
+	// +optional
+	Identities []Identity `json:"identities,omitempty"`
+	// ServiceAccounts whose workloads these are (their SPIFFE IDs in the cluster's trust domain).
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	ServiceAccounts []ServiceAccountRef `json:"serviceAccounts,omitempty"`
+}
+
+// AdaptiveConcurrency turns the adaptive concurrency limit on.
+// +kubebuilder:validation:XValidation:rule="!has(self.minLimit) || !has(self.maxLimit) || self.minLimit <= self.maxLimit",message="minLimit must not exceed maxLimit"
+type AdaptiveConcurrency struct {
+	// On when true.
+	Enabled bool `json:"enabled"`
+	// The lowest limit (default 20).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MinLimit *int32 `json:"minLimit,omitempty"`
+	// The highest limit (default 1000, or concurrency when lower).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxLimit *int32 `json:"maxLimit,omitempty"`
 }
 
 // RateLimitList is a list of RateLimits.

@@ -15,8 +15,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
@@ -412,4 +414,21 @@ func byIndex[T any](inf cache.SharedIndexInformer, index, key string) []T {
 		}
 	}
 	return out
+}
+
+// Served lists the resources the API server serves in groupVersion (none
+// when it does not serve the group version at all, e.g. CRDs not
+// installed).
+func Served(disc discovery.DiscoveryInterface, groupVersion string) (map[string]bool, error) {
+	list, err := disc.ServerResourcesForGroupVersion(groupVersion)
+	if apierrors.IsNotFound(err) {
+		return map[string]bool{}, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("discover %s: %w", groupVersion, err)
+	}
+	out := map[string]bool{}
+	for _, r := range list.APIResources {
+		out[r.Name] = true
+	}
+	return out, nil
 }

@@ -3,9 +3,6 @@ package policy
 import (
 	"context"
 	"io/fs"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,16 +12,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	kinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/yaml"
 
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwversioned "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
@@ -54,56 +47,8 @@ func applyCRDs(ctx context.Context, t *testing.T, dc dynamic.Interface) {
 		data, _ := fs.ReadFile(chart.FS, n)
 		docs = append(docs, data)
 	}
-	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
-	if err != nil {
-		t.Fatalf("locate the Gateway API module: %v", err)
-	}
-	for _, kind := range []string{"httproutes", "grpcroutes"} {
-		data, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "config/crd/standard/gateway.networking.k8s.io_"+kind+".yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		docs = append(docs, data)
-	}
-	for _, data := range docs {
-		applyCRD(ctx, t, dc, data)
-	}
-}
-
-func applyCRD(ctx context.Context, t *testing.T, dc dynamic.Interface, data []byte) {
-	t.Helper()
-	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-	var u unstructured.Unstructured
-	if err := yaml.Unmarshal(data, &u.Object); err != nil {
-		t.Fatal(err)
-	}
-	body, _ := u.MarshalJSON()
-	if _, err := dc.Resource(gvr).Patch(ctx, u.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: "policy-test", Force: new(true)}); err != nil {
-		t.Fatalf("apply %s: %v", u.GetName(), err)
-	}
-	for {
-		got, err := dc.Resource(gvr).Get(ctx, u.GetName(), metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if established(got) {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("CRD %s not established", u.GetName())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func established(u *unstructured.Unstructured) bool {
-	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range conds {
-		if m, _ := c.(map[string]any); m["type"] == "Established" && m["status"] == "True" {
-			return true
-		}
-	}
-	return false
+	docs = append(docs, apiservertest.GatewayCRDs(ctx, t, "httproutes", "grpcroutes")...)
+	apiservertest.ApplyCRDs(ctx, t, dc, "policy-test", docs...)
 }
 
 // TestAPIServer runs the policy side against a real kube-apiserver with

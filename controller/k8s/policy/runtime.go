@@ -2,11 +2,9 @@ package policy
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/tools/cache"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/trellis-mesh/trellis/api/policy/client/clientset/versioned"
 	policyinformers "github.com/trellis-mesh/trellis/api/policy/client/informers/externalversions"
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
+	"github.com/trellis-mesh/trellis/controller/k8s/informers"
 	"github.com/trellis-mesh/trellis/controller/status"
 )
 
@@ -39,11 +38,15 @@ type Config struct {
 	Client    versioned.Interface
 	// Gateway reads HTTPRoutes and GRPCRoutes (nil, or the Gateway API
 	// not served: no inbound routes).
-	Gateway     gwversioned.Interface
-	Pods        cache.SharedIndexInformer
-	Resync      time.Duration
-	TrustDomain string
-	Log         *slog.Logger
+	Gateway gwversioned.Interface
+	// GatewayInformers, when set, is the factory of the routes side
+	// (controller/k8s/routes), which has found HTTPRoute and GRPCRoute
+	// served: shared so that each route kind is watched once.
+	GatewayInformers gwinformers.SharedInformerFactory
+	Pods             cache.SharedIndexInformer
+	Resync           time.Duration
+	TrustDomain      string
+	Log              *slog.Logger
 }
 
 // Setup makes the Runtime when the API server serves
@@ -59,7 +62,9 @@ func Setup(cfg Config) (*Runtime, error) {
 		return nil, err
 	}
 	rt := &Runtime{factory: policyinformers.NewSharedInformerFactory(cfg.Client, cfg.Resync)}
-	if cfg.Gateway != nil {
+	if cfg.GatewayInformers != nil {
+		rt.gateway = cfg.GatewayInformers
+	} else if cfg.Gateway != nil {
 		h, err := served(cfg.Discovery, gwv1.GroupVersion.String(), "httproutes")
 		if err != nil {
 			return nil, err
@@ -88,18 +93,8 @@ func Setup(cfg Config) (*Runtime, error) {
 
 // served reports whether the API server serves resource in groupVersion.
 func served(disc discovery.DiscoveryInterface, groupVersion, resource string) (bool, error) {
-	list, err := disc.ServerResourcesForGroupVersion(groupVersion)
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	} else if err != nil {
-		return false, fmt.Errorf("discover %s: %w", groupVersion, err)
-	}
-	for _, r := range list.APIResources {
-		if r.Name == resource {
-			return true, nil
-		}
-	}
-	return false, nil
+	rs, err := informers.Served(disc, groupVersion)
+	return rs[resource], err
 }
 
 // Start runs the informers until ctx is done, and the status writer

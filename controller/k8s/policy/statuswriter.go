@@ -168,7 +168,7 @@ func (w *StatusWriter) sync(ctx context.Context, k string) error {
 		if err != nil {
 			return ignoreNotFound(err)
 		}
-		v := policymodel.AcceptRateLimit(rl, o.Servers, o.RateLimits)
+		v := policymodel.AcceptRateLimit(rl, o.Servers, o.RateLimits, w.src.trustDomain)
 		return update(w, rl, &rl.Status, v, func(c *policyv1.RateLimit) error {
 			_, err := pc.RateLimits(ns).UpdateStatus(ctx, c, metav1.UpdateOptions{})
 			return err

@@ -35,6 +35,7 @@ import (
 	"github.com/trellis-mesh/trellis/controller/k8s/endpoints"
 	"github.com/trellis-mesh/trellis/controller/k8s/informers"
 	k8spolicy "github.com/trellis-mesh/trellis/controller/k8s/policy"
+	"github.com/trellis-mesh/trellis/controller/k8s/routes"
 	"github.com/trellis-mesh/trellis/controller/metrics"
 	"github.com/trellis-mesh/trellis/controller/policy"
 	"github.com/trellis-mesh/trellis/controller/shutdown"
@@ -293,7 +294,12 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 
 	// After the admin server: discovery may wait on the API server, and
 	// /live must answer meanwhile.
-	pol, err := setupPolicy(client, policyClient, cfg, ic, log)
+	rts, err := setupRoutes(client, cfg, ic, log)
+	if err != nil {
+		closeAdmin()
+		return nil, err
+	}
+	pol, err := setupPolicy(client, policyClient, cfg, ic, rts, log)
 	if err != nil {
 		closeAdmin()
 		return nil, err
@@ -315,11 +321,23 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		pol.rt.Start(bg, sm.Leading(el))
 		synced = append(synced, pol.rt.HasSynced)
 	}
+	if rts != nil {
+		var el status.Elector = status.Always{}
+		if cfg.Elector != nil {
+			el = cfg.Elector(client)
+		}
+		rts.Status.Metrics = sm
+		rts.Start(bg, sm.Leading(el))
+		synced = append(synced, rts.HasSynced)
+	}
 	stopInformers := func() {
 		cancelBG()
 		ic.Shutdown()
 		if pol.rt != nil {
 			pol.rt.Shutdown()
+		}
+		if rts != nil {
+			rts.Shutdown()
 		}
 	}
 	sctx, cancel := context.WithTimeout(ctx, cfg.SyncTimeout)
@@ -369,7 +387,11 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)...)
-	apiv1.RegisterDestinationServer(srv, &destination.Service{Source: src, Metrics: m, Log: log.With("component", "destination"), Done: streamsDone})
+	dst := &destination.Service{Source: src, Metrics: m, Log: log.With("component", "destination"), Done: streamsDone}
+	if rts != nil {
+		dst.Routes = rts.Source
+	}
+	apiv1.RegisterDestinationServer(srv, dst)
 	if cfg.Register != nil {
 		cfg.Register(srv, Env{Client: client, Metrics: m, Log: log, Done: streamsDone, Policy: pol.source})
 	}
@@ -456,13 +478,17 @@ type policySide struct {
 // setupPolicy serves Policy from the policy.trellis.io objects when the
 // API server has their CRDs, else the default policy (a cluster installed
 // without `trellis install --crds` keeps working; trellis check says so).
-func setupPolicy(client kubernetes.Interface, pc versioned.Interface, cfg Config, ic *informers.Cache, log *slog.Logger) (policySide, error) {
+func setupPolicy(client kubernetes.Interface, pc versioned.Interface, cfg Config, ic *informers.Cache, rts *routes.Runtime, log *slog.Logger) (policySide, error) {
 	def := policySide{source: DefaultPolicy{}}
 	if pc == nil {
 		return def, nil
 	}
-	rt, err := k8spolicy.Setup(k8spolicy.Config{Discovery: client.Discovery(), Client: pc, Gateway: cfg.GatewayClient,
-		Pods: ic.Pods, TrustDomain: cfg.TrustDomain, Log: log.With("component", "policy")})
+	pcfg := k8spolicy.Config{Discovery: client.Discovery(), Client: pc, Gateway: cfg.GatewayClient,
+		Pods: ic.Pods, TrustDomain: cfg.TrustDomain, Log: log.With("component", "policy")}
+	if rts != nil {
+		pcfg.GatewayInformers = rts.Factory
+	}
+	rt, err := k8spolicy.Setup(pcfg)
 	if err != nil || rt == nil {
 		if err == nil {
 			log.Warn("policy.trellis.io/v1alpha1 is not served (CRDs not installed): every port gets the default policy")
@@ -470,4 +496,15 @@ func setupPolicy(client kubernetes.Interface, pc versioned.Interface, cfg Config
 		return def, err
 	}
 	return policySide{rt: rt, source: rt.Source}, nil
+}
+
+// setupRoutes reads the Gateway API's mesh routes when the API server
+// serves HTTPRoute and GRPCRoute, else returns nil: GetRoutes then
+// answers no routes.
+func setupRoutes(client kubernetes.Interface, cfg Config, ic *informers.Cache, log *slog.Logger) (*routes.Runtime, error) {
+	if cfg.GatewayClient == nil {
+		return nil, nil
+	}
+	return routes.Setup(routes.Config{Discovery: client.Discovery(), Client: cfg.GatewayClient, Services: ic.Services,
+		ClusterDomain: cfg.ClusterDomain, Log: log.With("component", "routes")})
 }
