@@ -51,6 +51,8 @@ func TestProcess(t *testing.T) {
 			{"unknown flag", []string{"--role", "echo", "--bogus"}, 2, "bogus"},
 			{"missing listen", []string{"--role", "echo"}, 2, "--listen is required"},
 			{"fail rate", []string{"--role", "echo", "--listen", "127.0.0.1:0", "--fail-rate", "2"}, 2, "--fail-rate"},
+			{"fail for", []string{"--role", "echo", "--listen", "127.0.0.1:0", "--fail-for", "-1s"}, 2, "--fail-for"},
+			{"slow start delay", []string{"--role", "echo", "--listen", "127.0.0.1:0", "--slow-start-for", "20s", "--slow-start-delay", "2h"}, 2, "--slow-start-delay"},
 			{"log level", []string{"--role", "echo", "--listen", "127.0.0.1:0", "--log-level", "loud"}, 2, "--log-level"},
 			{"extra args", []string{"--role", "echo", "--listen", "127.0.0.1:0", "extra"}, 2, "unexpected arguments"},
 			{"port in use", []string{"--role", "echo", "--listen", busy.Addr().String()}, 1, "address already in use"},

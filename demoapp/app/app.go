@@ -36,8 +36,15 @@ type Config struct {
 	Listener net.Listener
 	Proxy    string  // the local proxy's outbound address; empty: direct
 	FailRate float64 // share of requests failed on purpose
-	Name     string  // reported as served_by; defaults to the role
-	Version  string  // books: reported version
+	// FailFor limits FailRate to the first FailFor after the first request
+	// (0: for ever): a replica that recovers by itself.
+	FailFor time.Duration
+	// SlowStartFor and SlowStartDelay (echo): every request but /healthz
+	// waits SlowStartDelay during the first SlowStartFor after the first
+	// request, as an app warming its caches.
+	SlowStartFor, SlowStartDelay time.Duration
+	Name                         string // reported as served_by; defaults to the role
+	Version                      string // books: reported version
 
 	Books   string // web: authority of books
 	Authors string // books: authority of authors
@@ -77,6 +84,12 @@ func (c *Config) Validate() error {
 	if _, err := faults.New(c.FailRate); err != nil {
 		errs = append(errs, fmt.Errorf("--fail-rate: %w", err))
 	}
+	if c.FailFor < 0 {
+		errs = append(errs, fmt.Errorf("--fail-for %v: must not be negative", c.FailFor))
+	}
+	if err := (faults.SlowStart{For: c.SlowStartFor, Delay: c.SlowStartDelay}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--slow-start-for, --slow-start-delay: %w", err))
+	}
 	switch c.Role {
 	case "web":
 		if c.Books == "" {
@@ -114,6 +127,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log := cfg.Log.With("role", cfg.Role, "name", cfg.Name)
 	inj, _ := faults.New(cfg.FailRate) // validated above
+	clock := faults.NewClock(nil)
+	_ = inj.Limit(cfg.FailFor, clock) // validated above
 
 	ln := cfg.Listener
 	if ln == nil && cfg.Listen != "" {
@@ -124,7 +139,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	if ln != nil {
-		log.Info("listening", "addr", ln.Addr().String(), "proxy", cfg.Proxy, "fail_rate", cfg.FailRate)
+		log.Info("listening", "addr", ln.Addr().String(), "proxy", cfg.Proxy, "fail_rate", cfg.FailRate,
+			"fail_for", cfg.FailFor, "slow_start_for", cfg.SlowStartFor, "slow_start_delay", cfg.SlowStartDelay)
 	}
 
 	switch cfg.Role {
@@ -149,7 +165,10 @@ func Run(ctx context.Context, cfg Config) error {
 			services.RegisterAuthors(s, services.AuthorsConfig{Name: cfg.Name, Faults: inj, Log: log})
 		})
 	case "echo":
-		return echo.Serve(ctx, ln, echo.Config{Name: cfg.Name, Faults: inj, Log: log, AccessLog: cfg.AccessLog})
+		slow := &faults.SlowStart{For: cfg.SlowStartFor, Delay: cfg.SlowStartDelay, Clock: clock}
+		return echo.Serve(ctx, ln, echo.Config{
+			Name: cfg.Name, Faults: inj, Log: log, AccessLog: cfg.AccessLog, Clock: clock, SlowStart: slow,
+		})
 	case "loadgen":
 		return runLoadgen(ctx, cfg, ln, log)
 	}

@@ -15,6 +15,9 @@
 //	/admin          "admin ok" (a stand-in privileged endpoint for
 //	                per-route authorization tests)
 //
+// With Config.SlowStart every request but /healthz waits SlowStart.Delay
+// during the first SlowStart.For after the first request (Config.Clock).
+//
 // With Config.AccessLog every request (gRPC calls too) is logged at info
 // as "access" with its method, URI, protocol, remote address and
 // User-Agent: the end-to-end suites read it to prove which calls reached
@@ -54,6 +57,12 @@ type Config struct {
 	Log    *slog.Logger
 	// AccessLog logs every request the app receives.
 	AccessLog bool
+	// Clock marks the first request (health checks too): the start of
+	// the Faults' limit and of SlowStart. Nil: neither is limited.
+	Clock *faults.Clock
+	// SlowStart delays every request but /healthz during its window (nil:
+	// never).
+	SlowStart *faults.SlowStart
 }
 
 // Handler serves HTTP/1.1, h2c and gRPC requests.
@@ -90,9 +99,14 @@ func NewHandler(cfg Config) *Handler {
 // ServeHTTP dispatches gRPC requests to the gRPC server and the rest to the
 // HTTP endpoints.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.cfg.Clock.Mark()
 	if h.cfg.AccessLog {
 		h.cfg.Log.Info("access", "method", r.Method, "uri", r.RequestURI, "proto", r.Proto,
 			"remote", r.RemoteAddr, "ua", r.UserAgent())
+	}
+	// The readiness probe stays fast: the pod becomes ready while slow.
+	if d := h.cfg.SlowStart.Wait(); d > 0 && r.URL.Path != "/healthz" && !sleep(r.Context(), d) {
+		return
 	}
 	if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 		h.grpc.ServeHTTP(w, r)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync/atomic"
+	"time"
 )
 
 // Injector decides, per request, whether to fail it on purpose.
@@ -14,6 +16,10 @@ type Injector struct {
 	rate float64
 	// roll returns a number in [0, 1); replaceable in tests of pure logic.
 	roll func() float64
+	// failFor, when positive, limits failures to the first failFor of
+	// clock (Limit).
+	failFor time.Duration
+	clock   *Clock
 }
 
 // New returns an Injector failing the given share (0.0..1.0) of requests.
@@ -32,13 +38,99 @@ func (i *Injector) Rate() float64 {
 	return i.rate
 }
 
-// Fail reports whether this request should be failed.
+// Limit makes the injector fail only during the first d after the
+// clock's first request (d 0: for ever), so that a replica recovers by
+// itself: the circuit-breaking demo. Call it before serving.
+func (i *Injector) Limit(d time.Duration, clock *Clock) error {
+	if d < 0 {
+		return fmt.Errorf("fail for %v: must not be negative", d)
+	}
+	if d > 0 && clock == nil {
+		return fmt.Errorf("fail for %v: needs a clock", d)
+	}
+	i.failFor, i.clock = d, clock
+	return nil
+}
+
+// Fail reports whether this request should be failed. It marks the
+// clock's first request.
 func (i *Injector) Fail() bool {
 	if i == nil || i.rate <= 0 {
 		return false
+	}
+	if i.failFor > 0 {
+		i.clock.Mark()
+		if i.clock.Since() >= i.failFor {
+			return false
+		}
 	}
 	if i.rate >= 1 {
 		return true
 	}
 	return i.roll() < i.rate
+}
+
+// Clock is the time since the app's first request (on Kubernetes the
+// kubelet's first readiness probe, just before the pod becomes ready):
+// the start of the windows in which the demo app fails (Injector.Limit)
+// or is slow (SlowStart). Safe for concurrent use.
+type Clock struct {
+	now   func() time.Time
+	first atomic.Pointer[time.Time]
+}
+
+// NewClock returns a Clock reading now (nil: time.Now).
+func NewClock(now func() time.Time) *Clock {
+	if now == nil {
+		now = time.Now
+	}
+	return &Clock{now: now}
+}
+
+// Mark records the first request; later calls change nothing.
+func (c *Clock) Mark() {
+	if c == nil || c.first.Load() != nil {
+		return
+	}
+	t := c.now()
+	c.first.CompareAndSwap(nil, &t)
+}
+
+// Since is the time since the first request, 0 before it.
+func (c *Clock) Since() time.Duration {
+	if c == nil {
+		return 0
+	}
+	first := c.first.Load()
+	if first == nil {
+		return 0
+	}
+	return c.now().Sub(*first)
+}
+
+// MaxSlowDelay bounds SlowStart.Delay: a demo delay, not a hang.
+const MaxSlowDelay = time.Minute
+
+// SlowStart delays every request during the first For of Clock: an app
+// that is slow until its caches are warm (the slow-start demo).
+type SlowStart struct {
+	For, Delay time.Duration
+	Clock      *Clock
+}
+
+// Validate checks the durations.
+func (s SlowStart) Validate() error {
+	if s.For < 0 || s.Delay < 0 || s.Delay > MaxSlowDelay {
+		return fmt.Errorf("slow start for %v, delay %v: must not be negative, the delay at most %v", s.For, s.Delay, MaxSlowDelay)
+	}
+	return nil
+}
+
+// Wait is how long to delay this request: Delay while the window lasts,
+// else 0. The caller marks the clock first.
+func (s *SlowStart) Wait() time.Duration {
+	if s == nil || s.For <= 0 || s.Delay <= 0 || s.Clock.Since() >= s.For {
+		return 0
+	}
+	return s.Delay
 }

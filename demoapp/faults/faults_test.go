@@ -3,6 +3,7 @@ package faults
 import (
 	"math"
 	"testing"
+	"time"
 )
 
 func TestNewValidates(t *testing.T) {
@@ -49,5 +50,107 @@ func TestFail(t *testing.T) {
 	var nilInj *Injector
 	if nilInj.Fail() || nilInj.Rate() != 0 {
 		t.Error("nil Injector must never fail")
+	}
+}
+
+// fakeNow is a settable clock for the window tests.
+type fakeNow struct{ t time.Time }
+
+func (f *fakeNow) now() time.Time { return f.t }
+
+func TestLimitEndsFailures(t *testing.T) {
+	tests := []struct {
+		name    string
+		failFor time.Duration
+		after   time.Duration // since the first request
+		want    bool
+	}{
+		{"no limit fails for ever", 0, time.Hour, true},
+		{"within the window", 40 * time.Second, 39 * time.Second, true},
+		{"at its end", 40 * time.Second, 40 * time.Second, false},
+		{"after it", 40 * time.Second, time.Minute, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := &fakeNow{t: time.Unix(1000, 0)}
+			inj, err := New(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := inj.Limit(tt.failFor, NewClock(clk.now)); err != nil {
+				t.Fatal(err)
+			}
+			if !inj.Fail() {
+				t.Fatal("the first request must fail")
+			}
+			clk.t = clk.t.Add(tt.after)
+			if got := inj.Fail(); got != tt.want {
+				t.Errorf("Fail() %v after the first request = %v, want %v", tt.after, got, tt.want)
+			}
+		})
+	}
+	inj, _ := New(1)
+	if inj.Limit(-time.Second, NewClock(nil)) == nil || inj.Limit(time.Second, nil) == nil {
+		t.Error("Limit must refuse a negative window and a window without a clock")
+	}
+}
+
+func TestClockStartsAtFirstMark(t *testing.T) {
+	clk := &fakeNow{t: time.Unix(1000, 0)}
+	c := NewClock(clk.now)
+	clk.t = clk.t.Add(time.Minute) // time before the first request does not count
+	if c.Since() != 0 {
+		t.Errorf("Since before the first request = %v, want 0", c.Since())
+	}
+	c.Mark()
+	clk.t = clk.t.Add(5 * time.Second)
+	c.Mark() // a later request does not restart it
+	if got := c.Since(); got != 5*time.Second {
+		t.Errorf("Since = %v, want 5s", got)
+	}
+	var nilClock *Clock
+	nilClock.Mark()
+	if nilClock.Since() != 0 {
+		t.Error("a nil Clock must read 0")
+	}
+}
+
+func TestSlowStartWait(t *testing.T) {
+	tests := []struct {
+		name       string
+		window     time.Duration
+		delay      time.Duration
+		after      time.Duration
+		want       time.Duration
+		wantBadCfg bool
+	}{
+		{"off", 0, 200 * time.Millisecond, 0, 0, false},
+		{"no delay", 20 * time.Second, 0, 0, 0, false},
+		{"within the window", 20 * time.Second, 200 * time.Millisecond, 19 * time.Second, 200 * time.Millisecond, false},
+		{"at its end", 20 * time.Second, 200 * time.Millisecond, 20 * time.Second, 0, false},
+		{"negative window", -time.Second, time.Millisecond, 0, 0, true},
+		{"negative delay", time.Second, -time.Millisecond, 0, 0, true},
+		{"delay too long", time.Second, 2 * MaxSlowDelay, 0, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := &fakeNow{t: time.Unix(1000, 0)}
+			s := &SlowStart{For: tt.window, Delay: tt.delay, Clock: NewClock(clk.now)}
+			if err := s.Validate(); (err != nil) != tt.wantBadCfg {
+				t.Fatalf("Validate() = %v, want error %v", err, tt.wantBadCfg)
+			}
+			if tt.wantBadCfg {
+				return
+			}
+			s.Clock.Mark()
+			clk.t = clk.t.Add(tt.after)
+			if got := s.Wait(); got != tt.want {
+				t.Errorf("Wait() %v after the first request = %v, want %v", tt.after, got, tt.want)
+			}
+		})
+	}
+	var off *SlowStart
+	if off.Wait() != 0 {
+		t.Error("a nil SlowStart must not delay")
 	}
 }

@@ -65,7 +65,11 @@ type Result struct {
 	// intended send time, so queueing in the generator counts too.
 	MeanLatencyMS float64 `json:"mean_latency_ms"`
 	MaxLatencyMS  float64 `json:"max_latency_ms"`
-	ElapsedS      float64 `json:"elapsed_s"`
+	// P50LatencyMS and P99LatencyMS are quantiles of the same latencies,
+	// within 2 %.
+	P50LatencyMS float64 `json:"p50_latency_ms"`
+	P99LatencyMS float64 `json:"p99_latency_ms"`
+	ElapsedS     float64 `json:"elapsed_s"`
 }
 
 func (c *Config) validate() error {
@@ -89,6 +93,7 @@ type counters struct {
 	sent, ok, failed, cancelled, dropped atomic.Uint64
 	latencySumNS, latencyMaxNS           atomic.Int64
 	latencyN                             atomic.Int64
+	hist                                 latencyHist
 
 	mu       sync.Mutex
 	statuses map[string]uint64
@@ -97,6 +102,7 @@ type counters struct {
 func (c *counters) observe(status string, latency time.Duration) {
 	c.latencySumNS.Add(int64(latency))
 	c.latencyN.Add(1)
+	c.hist.observe(latency)
 	for {
 		cur := c.latencyMaxNS.Load()
 		if int64(latency) <= cur || c.latencyMaxNS.CompareAndSwap(cur, int64(latency)) {
@@ -121,7 +127,10 @@ func (c *counters) result(elapsed time.Duration) Result {
 	if n := c.latencyN.Load(); n > 0 {
 		r.MeanLatencyMS = float64(c.latencySumNS.Load()) / float64(n) / 1e6
 	}
-	r.MaxLatencyMS = float64(c.latencyMaxNS.Load()) / 1e6
+	maxLatency := time.Duration(c.latencyMaxNS.Load())
+	r.MaxLatencyMS = float64(maxLatency) / 1e6
+	r.P50LatencyMS = float64(c.hist.quantile(0.5, maxLatency)) / 1e6
+	r.P99LatencyMS = float64(c.hist.quantile(0.99, maxLatency)) / 1e6
 	c.mu.Lock()
 	for k, v := range c.statuses {
 		r.Statuses[k] = v

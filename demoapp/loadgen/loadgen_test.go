@@ -39,6 +39,11 @@ func checkInvariants(t *testing.T, r Result) {
 	if statuses != r.Succeeded+r.Failed {
 		t.Errorf("statuses %v add up to %d, want %d", r.Statuses, statuses, r.Succeeded+r.Failed)
 	}
+	// The quantiles are of the answered requests' latencies: ordered, at
+	// most the largest, and present once anything was answered.
+	if !(r.P50LatencyMS <= r.P99LatencyMS && r.P99LatencyMS <= r.MaxLatencyMS) || (statuses > 0 && r.P50LatencyMS <= 0) {
+		t.Errorf("latencies p50 %v, p99 %v, max %v: want 0 < p50 <= p99 <= max", r.P50LatencyMS, r.P99LatencyMS, r.MaxLatencyMS)
+	}
 }
 
 func TestRunCountsOutcomes(t *testing.T) {

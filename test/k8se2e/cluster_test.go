@@ -354,6 +354,12 @@ type loadResult struct {
 	Dropped   uint64 `json:"dropped"`
 	// Statuses counts responses by HTTP status code; "error": no response.
 	Statuses map[string]uint64 `json:"statuses"`
+	// Latencies from each request's intended send time.
+	MeanLatencyMS float64 `json:"mean_latency_ms"`
+	MaxLatencyMS  float64 `json:"max_latency_ms"`
+	P50LatencyMS  float64 `json:"p50_latency_ms"`
+	P99LatencyMS  float64 `json:"p99_latency_ms"`
+	ElapsedS      float64 `json:"elapsed_s"`
 }
 
 // jobLoadResult waits for a loadgen Job to complete and decodes the

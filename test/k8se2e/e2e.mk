@@ -18,7 +18,7 @@ E2E_SUITES += viz
 E2E_SUITES += diagnostics
 E2E_SUITES += dashboard
 E2E_SUITES += tracing
-E2E_SUITES += traffic-split
+E2E_SUITES += traffic-split retries-budget circuit-break slow-start rate-limit
 # The Gateway API conformance suite's mesh profiles, its own Go module
 # (test/conformance): SUITE=gateway-conformance only, until the GAMMA routes
 # land and it passes; then `E2E_SUITES += gateway-conformance` here makes it
@@ -59,6 +59,10 @@ E2E_TEST_diagnostics       := TestDiagnostics
 E2E_TEST_dashboard         := TestDashboard
 E2E_TEST_tracing           := TestTracing
 E2E_TEST_traffic-split     := TestTrafficSplit
+E2E_TEST_retries-budget    := TestRetriesBudget
+E2E_TEST_circuit-break     := TestCircuitBreak
+E2E_TEST_slow-start        := TestSlowStart
+E2E_TEST_rate-limit        := TestRateLimit
 E2E_TEST_gateway-conformance := TestGatewayConformanceMesh
 # The suites of ./test/k8se2e, and the conformance run (test/conformance) if selected.
 E2E_K8S_SUITES   = $(filter-out gateway-conformance,$(or $(SUITE),$(E2E_SUITES)))

@@ -1,0 +1,87 @@
+package k8se2e
+
+import (
+	"testing"
+	"text/template"
+	"time"
+)
+
+// rateLimitPolicy: a Server on echo's port 8080 open to every caller, and
+// a RateLimit of 100 requests a second (bucket 100) on it.
+var rateLimitPolicy = template.Must(template.New("rateLimitPolicy").Parse(`
+apiVersion: policy.trellis.io/v1alpha1
+kind: Server
+metadata: {name: echo-http, namespace: {{.NS}}}
+spec:
+  podSelector: {matchLabels: {app: echo}}
+  port: 8080
+  accessPolicy: all-unauthenticated
+---
+apiVersion: policy.trellis.io/v1alpha1
+kind: RateLimit
+metadata: {name: echo-limit, namespace: {{.NS}}}
+spec:
+  targetRef: {group: policy.trellis.io, kind: Server, name: echo-http}
+  requestsPerSecond: {{.RPS}}
+  burst: {{.Burst}}
+`[1:]))
+
+// TestRateLimit is the suite "rate-limit" (issue 13): an inbound limit of
+// 100 requests a second on echo's Server and a client sending 300 a second
+// for 30 s: about 100 a second are served, every other request is a 429,
+// and the app, counting at its access log, never sees more than
+// limit × seconds + burst.
+func TestRateLimit(t *testing.T) {
+	c := newCluster(t)
+	suiteTimer(t, "rate-limit")
+	const ns = "e2e-rate-limit"
+	const limit, burst = 100, 100
+	// A TCP readiness probe: an HTTP one would go through the inbound
+	// proxy and take its tokens from the same bucket (and be refused).
+	c.protectSetup(t, ns, nil, echoGroup{Name: "limited", Replicas: 1, TCPProbe: true})
+	pods := c.groupPods(t, ns, "limited")
+	var echoPod string
+	for p := range pods {
+		echoPod = p
+	}
+	c.mustRun(t, render(t, rateLimitPolicy, map[string]any{"NS": ns, "RPS": limit, "Burst": burst}), "apply", "--server-side", "-f", "-")
+	c.mustRun(t, nil, "-n", ns, "wait", "--for=condition=Accepted", "ratelimit.policy.trellis.io/echo-limit", "server.policy.trellis.io/echo-http", "--timeout=1m")
+	waitSeconds(t, 5*time.Second) // the limit reaches echo's proxy
+
+	const rps, run = 300, 30 * time.Second
+	cl := caller{Name: "client", NS: ns, SA: "client", Port: "80"}
+	cl.start(t, c, ns, rps, run)
+	res := c.jobLoadResult(t, ns, cl.Name, run+3*time.Minute)
+	arrived := c.groupArrivals(t, ns, pods, cl)
+	m := c.proxyMetrics(t, ns, echoPod)
+	logSeries(t, "echo proxy", m, "trellis_ratelimit_refused_total")
+	refusedAtProxy := m.Value("trellis_ratelimit_refused_total", nil)
+
+	secs := res.ElapsedS
+	if secs <= 0 {
+		secs = run.Seconds()
+	}
+	served, refused := res.Statuses["200"], res.Statuses["429"]
+	bound := limit*secs + burst
+	t.Logf("rate-limit: client %s", loadSummary(res))
+	t.Logf("rate-limit: %d sent in %.1f s (%.0f/s): %d served (%.1f/s), %d refused with 429; the app saw %d (bound %.0f = %d/s × %.1f s + %d); echo's proxy counted %.0f refusals",
+		res.Sent, secs, float64(res.Sent)/secs, served, float64(served)/secs, refused, arrived, bound, limit, secs, burst, refusedAtProxy)
+	if res.Sent == 0 || res.Dropped+res.Cancelled != 0 {
+		t.Fatalf("the client did not send its load: %+v", res)
+	}
+	if served+refused != res.Sent {
+		t.Errorf("%d sent, %d served + %d refused: other answers %v", res.Sent, served, refused, res.Statuses)
+	}
+	if float64(served) < 0.9*limit*run.Seconds() || float64(served) > bound {
+		t.Errorf("%d served in %.1f s, want about %d/s: between %.0f and %.0f", served, secs, limit, 0.9*limit*run.Seconds(), bound)
+	}
+	if float64(arrived) > bound {
+		t.Errorf("the app saw %d requests, over limit × seconds + burst = %.0f", arrived, bound)
+	}
+	if uint64(arrived) != served {
+		t.Errorf("the app saw %d requests, the client got %d answers 200: refused requests reached the app, or served ones did not", arrived, served)
+	}
+	if uint64(refusedAtProxy) < refused {
+		t.Errorf("echo's proxy counted %.0f refusals, the client got %d 429s", refusedAtProxy, refused)
+	}
+}
