@@ -151,14 +151,23 @@ func TestControlPlaneDown(t *testing.T) {
 	}
 	// Every one of those requests reached web over mTLS from the client's
 	// identity, through the outage.
+	// The count is read until it covers the client's (a counter only
+	// grows; a handler still finishing would show as a wait, printed).
 	web := c.pods(t, ns, "app=web")[0].Name
-	m, err := c.metrics(t.Context(), ns, web, 4191)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v := m.Value("trellis_responses_total", map[string]string{"direction": "inbound", "tls": "true", "peer_identity": "spiffe://cluster.local/ns/" + ns + "/sa/loadgen", "classification": "success"}); v < float64(res.OK) {
-		t.Errorf("web saw %g successful mTLS requests from the client, the client counted %d ok:\n%s", v, res.OK, m.Series("trellis_responses_total"))
-	}
+	mtls := map[string]string{"direction": "inbound", "tls": "true", "peer_identity": "spiffe://cluster.local/ns/" + ns + "/sa/loadgen", "classification": "success"}
+	counted := time.Now()
+	eventually(t, 30*time.Second, "web counts every request the client saw succeed, over mTLS from its identity", func() error {
+		m, err := c.metrics(t.Context(), ns, web, 4191)
+		if err != nil {
+			return err
+		}
+		if v := m.Value("trellis_responses_total", mtls); v < float64(res.OK) {
+			return fmt.Errorf("web saw %g successful mTLS requests from the client, the client counted %d ok:\n%s\n%s\n%s\n%s", v, res.OK,
+				m.Series("trellis_responses_total"), m.Series("trellis_requests_total"), m.Series("trellis_tcp_open_total"), m.Series("trellis_protocol_detect_total"))
+		}
+		return nil
+	})
+	t.Logf("web's count covered the client's %s after the load ended", time.Since(counted).Round(time.Millisecond))
 	// The proxies reconnected once it was back.
 	eventually(t, time.Minute, "web's proxy reconnects", func() error {
 		m, err := c.metrics(t.Context(), ns, web, 4191)
