@@ -185,14 +185,16 @@ func (in Input) mirror(r *Route, f *gwv1.HTTPRequestMirrorFilter) *apiv1.Mirror 
 	return m
 }
 
-// duration converts a Gateway API duration; "0s" (no timeout) and an
-// invalid one (refused by the CRD's pattern) are left unset.
+// duration converts a Gateway API duration. "0s" is sent as 0, which the
+// proxy reads as "no timeout" (the spec's meaning; unset would let the
+// proxy's --request-timeout apply); an invalid one (refused by the CRD's
+// pattern) is left unset.
 func duration(d *gwv1.Duration) *durationpb.Duration {
 	if d == nil {
 		return nil
 	}
 	v, err := time.ParseDuration(string(*d))
-	if err != nil || v <= 0 {
+	if err != nil || v < 0 {
 		return nil
 	}
 	return durationpb.New(v)
