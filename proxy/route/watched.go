@@ -22,9 +22,13 @@ type Source interface {
 	Get(ctx context.Context, authority string) routes.Snapshot
 }
 
-// DefaultWait bounds how long the first request to a service waits for
-// the controller's first routes answer before it goes on without routes.
-const DefaultWait = 500 * time.Millisecond
+// DefaultWait bounds how long the first requests to a service wait for
+// the controller's first routes answer before they go on without routes.
+// The wait ends at once when the routes stream fails (the controller is
+// unreachable), so the bound only matters for a controller that is slow
+// to answer: a busy node at a pod's start took over 500 ms, and the
+// requests sent meanwhile ignored a 0/100 split (e2e traffic-split).
+const DefaultWait = 3 * time.Second
 
 // maxCached bounds the services a Watched table keeps compiled routes
 // for; past it the cache starts over (the routes client bounds its

@@ -103,9 +103,11 @@ func TestTrafficSplit(t *testing.T) {
 	// The steady client runs across every shift: none of its requests
 	// may fail.
 	phases := []struct{ v1, v2 int }{{90, 10}, {50, 50}, {0, 100}}
-	const rps, window = 200, 50 * time.Second // 10,000 requests a window
+	const rps, window = 400, 25 * time.Second // 10,000 requests a window
 	steady := caller{Name: "steady", NS: ns, SA: "client", Port: "80"}
-	steadyFor := time.Duration(len(phases)) * (window + 30*time.Second)
+	// A phase is the 5 s settle, the window job's start and the window:
+	// the steady client outlasts the last shift.
+	steadyFor := time.Duration(len(phases)) * (window + 25*time.Second)
 	steady.start(t, c, ns, 20, steadyFor)
 	c.waitJobsRunning(t, []caller{steady})
 
