@@ -97,3 +97,75 @@ func TestParseServicePort(t *testing.T) {
 		}
 	}
 }
+
+// rateLimits answers one limit for every Service, its rate set by set.
+type rateLimits struct {
+	topics *notify.Topics
+	mu     sync.Mutex
+	rps    uint32
+}
+
+func (l *rateLimits) set(rps uint32) {
+	l.mu.Lock()
+	l.rps = rps
+	l.mu.Unlock()
+	l.topics.Notify("limits")
+}
+
+func (l *rateLimits) OutboundLimit(svc ServicePort) (*apiv1.OutboundLimit, <-chan struct{}, func()) {
+	ch, release := l.topics.Acquire("limits")
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rps == 0 {
+		return nil, ch, release
+	}
+	return &apiv1.OutboundLimit{Name: svc.Namespace + "/" + svc.Name, RequestsPerSecond: l.rps}, ch, release
+}
+
+// GetRoutes carries the Service's outbound limit with its routes, and
+// answers again when either changes.
+func TestGetRoutesCarriesLimit(t *testing.T) {
+	routes := &nsRoutes{topics: notify.NewTopics(), name: "v1"}
+	limits := &rateLimits{topics: notify.NewTopics(), rps: 10}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	apiv1.RegisterDestinationServer(srv, &Service{Source: oneService{notify.NewTopics()}, Routes: routes, Limits: limits,
+		Metrics: metrics.New(), Log: slog.New(slog.DiscardHandler), Done: make(chan struct{})})
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Stop()
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := apiv1.NewDestinationClient(conn).GetRoutes(ctx, &apiv1.GetDestination{
+		Path: "books:8080", CallerIdentity: "spiffe://cluster.local/ns/reviews/sa/web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, step := range []struct {
+		change func()
+		route  string
+		rps    uint32
+	}{
+		{func() {}, "shop/books/reviews/v1", 10},
+		{func() { limits.set(20) }, "shop/books/reviews/v1", 20},
+		{func() { routes.set("v2") }, "shop/books/reviews/v2", 20},
+		{func() { limits.set(0) }, "shop/books/reviews/v2", 0},
+	} {
+		step.change()
+		rc, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rc.GetRoutes()) != 1 || rc.GetRoutes()[0].GetName() != step.route || rc.GetLimit().GetRequestsPerSecond() != step.rps ||
+			(step.rps != 0 && rc.GetLimit().GetName() != "shop/books") {
+			t.Fatalf("step %d: got %v, want route %s and %d req/s", i, rc, step.route, step.rps)
+		}
+	}
+}
