@@ -94,8 +94,12 @@ func TestOutboundRateLimitOff(t *testing.T) {
 	codes := func() []int {
 		var out []int
 		for range 5 {
-			resp, _ := m.do(t, http.MethodGet, "/", "")
+			resp, body := m.do(t, http.MethodGet, "/", "")
 			out = append(out, resp.StatusCode)
+			if resp.StatusCode == http.StatusTooManyRequests && len(out) == 5 {
+				t.Logf("%s\nretry-after: %s\ntrellis-error: %s\ntrellis-proxy-error: %s\n\n%s", resp.Status,
+					resp.Header.Get("Retry-After"), resp.Header.Get("Trellis-Error"), resp.Header.Get("Trellis-Proxy-Error"), body)
+			}
 		}
 		return out
 	}

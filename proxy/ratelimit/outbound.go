@@ -75,7 +75,7 @@ func (o *Outbound) Admit(x *pipeline.Exchange, lim *apiv1.OutboundLimit) error {
 	}
 	o.metrics.Refused(metrics.Outbound, lim.GetName(), metrics.LimitRate, metrics.LimitClientServer)
 	e := proxyerr.ForRequest(x.R, http.StatusTooManyRequests, proxyerr.ReasonRateLimited,
-		fmt.Sprintf("rate limited by this client's proxy: RateLimit %s allows each client %d requests a second (burst %d) to %s",
+		fmt.Sprintf("rate limited by this client's proxy: RateLimit %s allows each client proxy %d requests a second (burst %d) to %s",
 			lim.GetName(), lim.GetRequestsPerSecond(), burstOf(lim.GetRequestsPerSecond(), lim.GetBurst()), x.Dest.Dst))
 	e.RetryAfter = wait
 	return e
