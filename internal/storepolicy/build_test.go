@@ -148,17 +148,7 @@ func TestPoliciesRefused(t *testing.T) {
 			[]string{"HTTPRoute demo/r", "parentRefs[0]", "Gateway", `"gw"`}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := parse([]byte(policyBase + tt.yaml))
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not name %q", err, w)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { refused(t, tt.yaml, tt.want) })
 	}
 }
 
@@ -248,16 +238,21 @@ func TestRateLimitsRefused(t *testing.T) {
   - {apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: l, namespace: demo}, spec: {targetRef: {kind: Server, name: books-http}, overrides: [{clients: {identities: [web]}, requestsPerSecond: 1}]}}`,
 			[]string{"RateLimit demo/l", "overrides[0].clients.identities[0]"}},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := parse([]byte(policyBase + tt.yaml))
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not name %q", err, w)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { refused(t, tt.yaml, tt.want) })
+	}
+}
+
+// refused checks the store refuses policyBase+yaml with an error naming
+// every one of want.
+func refused(t *testing.T, yaml string, want []string) {
+	t.Helper()
+	_, err := parse([]byte(policyBase + yaml))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not name %q", err, w)
+		}
 	}
 }
