@@ -320,6 +320,7 @@ func Run(ctx context.Context, cfg Config) error {
 		HeaderTimeout: cfg.HeaderTimeout,
 		Routes:        route.NewWatched(routeTable, 0, log.With("component", "routes")),
 		RouteMetrics:  routeMetrics,
+		Limit:         ratelimit.NewOutbound(limitMetrics, nil),
 		Tap:           tapHub.Layer(metrics.Outbound),
 		Trace:         tracer.Outbound(),
 	})

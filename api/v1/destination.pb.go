@@ -703,7 +703,10 @@ type RouteConfig struct {
 	// Gateway API precedence order for ties: the proxy picks the most
 	// specific match (internal/routematch) and, among equals, the earlier.
 	// A request no route matches goes to the service itself.
-	Routes        []*Route `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	Routes []*Route `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	// The limit a client proxy puts on its own requests to the service (a
+	// RateLimit whose targetRef is the Service); unset: none.
+	Limit         *OutboundLimit `protobuf:"bytes,3,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -752,6 +755,81 @@ func (x *RouteConfig) GetRoutes() []*Route {
 	return nil
 }
 
+func (x *RouteConfig) GetLimit() *OutboundLimit {
+	if x != nil {
+		return x.Limit
+	}
+	return nil
+}
+
+// OutboundLimit is a token bucket a client proxy keeps for a service:
+// its requests to the service (every port, however the app names it)
+// take a token each; one finding the bucket empty is answered 429 with
+// Retry-After (gRPC: RESOURCE_EXHAUSTED) by the client proxy itself.
+type OutboundLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "namespace/name" of the RateLimit: the bucket's key (ports of one
+	// Service share it) and the metrics' label.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Sustained requests per second; 0 means no limit.
+	RequestsPerSecond uint32 `protobuf:"varint,2,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`
+	// The bucket's size; 0 means requests_per_second.
+	Burst         uint32 `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboundLimit) Reset() {
+	*x = OutboundLimit{}
+	mi := &file_api_v1_destination_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboundLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboundLimit) ProtoMessage() {}
+
+func (x *OutboundLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_destination_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboundLimit.ProtoReflect.Descriptor instead.
+func (*OutboundLimit) Descriptor() ([]byte, []int) {
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *OutboundLimit) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *OutboundLimit) GetRequestsPerSecond() uint32 {
+	if x != nil {
+		return x.RequestsPerSecond
+	}
+	return 0
+}
+
+func (x *OutboundLimit) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 // Route is one rule of an HTTPRoute or GRPCRoute.
 type Route struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -786,7 +864,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_api_v1_destination_proto_msgTypes[11]
+	mi := &file_api_v1_destination_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +876,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[11]
+	mi := &file_api_v1_destination_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +889,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{11}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Route) GetName() string {
@@ -922,7 +1000,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_api_v1_destination_proto_msgTypes[12]
+	mi := &file_api_v1_destination_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1012,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[12]
+	mi := &file_api_v1_destination_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1025,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{12}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RouteMatch) GetPathPrefix() string {
@@ -1010,7 +1088,7 @@ type WeightedBackend struct {
 
 func (x *WeightedBackend) Reset() {
 	*x = WeightedBackend{}
-	mi := &file_api_v1_destination_proto_msgTypes[13]
+	mi := &file_api_v1_destination_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1100,7 @@ func (x *WeightedBackend) String() string {
 func (*WeightedBackend) ProtoMessage() {}
 
 func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[13]
+	mi := &file_api_v1_destination_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1113,7 @@ func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedBackend.ProtoReflect.Descriptor instead.
 func (*WeightedBackend) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{13}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WeightedBackend) GetAuthority() string {
@@ -1077,7 +1155,7 @@ type HeaderModifier struct {
 
 func (x *HeaderModifier) Reset() {
 	*x = HeaderModifier{}
-	mi := &file_api_v1_destination_proto_msgTypes[14]
+	mi := &file_api_v1_destination_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1167,7 @@ func (x *HeaderModifier) String() string {
 func (*HeaderModifier) ProtoMessage() {}
 
 func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[14]
+	mi := &file_api_v1_destination_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1180,7 @@ func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
 func (*HeaderModifier) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{14}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HeaderModifier) GetSet() []*HeaderModifier_Header {
@@ -1141,7 +1219,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_api_v1_destination_proto_msgTypes[15]
+	mi := &file_api_v1_destination_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1231,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[15]
+	mi := &file_api_v1_destination_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1244,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{15}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Redirect) GetScheme() string {
@@ -1222,7 +1300,7 @@ type URLRewrite struct {
 
 func (x *URLRewrite) Reset() {
 	*x = URLRewrite{}
-	mi := &file_api_v1_destination_proto_msgTypes[16]
+	mi := &file_api_v1_destination_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1234,7 +1312,7 @@ func (x *URLRewrite) String() string {
 func (*URLRewrite) ProtoMessage() {}
 
 func (x *URLRewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[16]
+	mi := &file_api_v1_destination_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1247,7 +1325,7 @@ func (x *URLRewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use URLRewrite.ProtoReflect.Descriptor instead.
 func (*URLRewrite) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{16}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *URLRewrite) GetHostname() string {
@@ -1284,7 +1362,7 @@ type Mirror struct {
 
 func (x *Mirror) Reset() {
 	*x = Mirror{}
-	mi := &file_api_v1_destination_proto_msgTypes[17]
+	mi := &file_api_v1_destination_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1374,7 @@ func (x *Mirror) String() string {
 func (*Mirror) ProtoMessage() {}
 
 func (x *Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[17]
+	mi := &file_api_v1_destination_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1387,7 @@ func (x *Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
 func (*Mirror) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{17}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Mirror) GetAuthority() string {
@@ -1342,7 +1420,7 @@ type Fault struct {
 
 func (x *Fault) Reset() {
 	*x = Fault{}
-	mi := &file_api_v1_destination_proto_msgTypes[18]
+	mi := &file_api_v1_destination_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1432,7 @@ func (x *Fault) String() string {
 func (*Fault) ProtoMessage() {}
 
 func (x *Fault) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[18]
+	mi := &file_api_v1_destination_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1445,7 @@ func (x *Fault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fault.ProtoReflect.Descriptor instead.
 func (*Fault) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{18}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Fault) GetAbortMillionths() uint32 {
@@ -1428,7 +1506,7 @@ type RetryPolicy struct {
 
 func (x *RetryPolicy) Reset() {
 	*x = RetryPolicy{}
-	mi := &file_api_v1_destination_proto_msgTypes[19]
+	mi := &file_api_v1_destination_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1518,7 @@ func (x *RetryPolicy) String() string {
 func (*RetryPolicy) ProtoMessage() {}
 
 func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[19]
+	mi := &file_api_v1_destination_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1531,7 @@ func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
 func (*RetryPolicy) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{19}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RetryPolicy) GetMaxRetries() uint32 {
@@ -1523,7 +1601,7 @@ type RouteMatch_Header struct {
 
 func (x *RouteMatch_Header) Reset() {
 	*x = RouteMatch_Header{}
-	mi := &file_api_v1_destination_proto_msgTypes[22]
+	mi := &file_api_v1_destination_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1613,7 @@ func (x *RouteMatch_Header) String() string {
 func (*RouteMatch_Header) ProtoMessage() {}
 
 func (x *RouteMatch_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[22]
+	mi := &file_api_v1_destination_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1626,7 @@ func (x *RouteMatch_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch_Header.ProtoReflect.Descriptor instead.
 func (*RouteMatch_Header) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{12, 0}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{13, 0}
 }
 
 func (x *RouteMatch_Header) GetName() string {
@@ -1582,7 +1660,7 @@ type HeaderModifier_Header struct {
 
 func (x *HeaderModifier_Header) Reset() {
 	*x = HeaderModifier_Header{}
-	mi := &file_api_v1_destination_proto_msgTypes[23]
+	mi := &file_api_v1_destination_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1672,7 @@ func (x *HeaderModifier_Header) String() string {
 func (*HeaderModifier_Header) ProtoMessage() {}
 
 func (x *HeaderModifier_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_destination_proto_msgTypes[23]
+	mi := &file_api_v1_destination_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1685,7 @@ func (x *HeaderModifier_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier_Header.ProtoReflect.Descriptor instead.
 func (*HeaderModifier_Header) Descriptor() ([]byte, []int) {
-	return file_api_v1_destination_proto_rawDescGZIP(), []int{14, 0}
+	return file_api_v1_destination_proto_rawDescGZIP(), []int{15, 0}
 }
 
 func (x *HeaderModifier_Header) GetName() string {
@@ -1680,10 +1758,15 @@ const file_api_v1_destination_proto_rawDesc = "" +
 	"\x05HTTP2\x10\x02\x12\b\n" +
 	"\x04GRPC\x10\x03\x12\n" +
 	"\n" +
-	"\x06OPAQUE\x10\x04\"V\n" +
+	"\x06OPAQUE\x10\x04\"\x8b\x01\n" +
 	"\vRouteConfig\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12-\n" +
-	"\x06routes\x18\x02 \x03(\v2\x15.trellis.api.v1.RouteR\x06routes\"\xad\x05\n" +
+	"\x06routes\x18\x02 \x03(\v2\x15.trellis.api.v1.RouteR\x06routes\x123\n" +
+	"\x05limit\x18\x03 \x01(\v2\x1d.trellis.api.v1.OutboundLimitR\x05limit\"i\n" +
+	"\rOutboundLimit\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x13requests_per_second\x18\x02 \x01(\rR\x11requestsPerSecond\x12\x14\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst\"\xad\x05\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\amatches\x18\x02 \x03(\v2\x1a.trellis.api.v1.RouteMatchR\amatches\x12;\n" +
@@ -1778,7 +1861,7 @@ func file_api_v1_destination_proto_rawDescGZIP() []byte {
 }
 
 var file_api_v1_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_api_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_api_v1_destination_proto_goTypes = []any{
 	(ProtocolHint_Protocol)(0),    // 0: trellis.api.v1.ProtocolHint.Protocol
 	(*GetDestination)(nil),        // 1: trellis.api.v1.GetDestination
@@ -1792,65 +1875,67 @@ var file_api_v1_destination_proto_goTypes = []any{
 	(*TlsIdentity)(nil),           // 9: trellis.api.v1.TlsIdentity
 	(*ProtocolHint)(nil),          // 10: trellis.api.v1.ProtocolHint
 	(*RouteConfig)(nil),           // 11: trellis.api.v1.RouteConfig
-	(*Route)(nil),                 // 12: trellis.api.v1.Route
-	(*RouteMatch)(nil),            // 13: trellis.api.v1.RouteMatch
-	(*WeightedBackend)(nil),       // 14: trellis.api.v1.WeightedBackend
-	(*HeaderModifier)(nil),        // 15: trellis.api.v1.HeaderModifier
-	(*Redirect)(nil),              // 16: trellis.api.v1.Redirect
-	(*URLRewrite)(nil),            // 17: trellis.api.v1.URLRewrite
-	(*Mirror)(nil),                // 18: trellis.api.v1.Mirror
-	(*Fault)(nil),                 // 19: trellis.api.v1.Fault
-	(*RetryPolicy)(nil),           // 20: trellis.api.v1.RetryPolicy
-	nil,                           // 21: trellis.api.v1.AddSet.MetricLabelsEntry
-	nil,                           // 22: trellis.api.v1.WeightedAddr.MetricLabelsEntry
-	(*RouteMatch_Header)(nil),     // 23: trellis.api.v1.RouteMatch.Header
-	(*HeaderModifier_Header)(nil), // 24: trellis.api.v1.HeaderModifier.Header
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(*OutboundLimit)(nil),         // 12: trellis.api.v1.OutboundLimit
+	(*Route)(nil),                 // 13: trellis.api.v1.Route
+	(*RouteMatch)(nil),            // 14: trellis.api.v1.RouteMatch
+	(*WeightedBackend)(nil),       // 15: trellis.api.v1.WeightedBackend
+	(*HeaderModifier)(nil),        // 16: trellis.api.v1.HeaderModifier
+	(*Redirect)(nil),              // 17: trellis.api.v1.Redirect
+	(*URLRewrite)(nil),            // 18: trellis.api.v1.URLRewrite
+	(*Mirror)(nil),                // 19: trellis.api.v1.Mirror
+	(*Fault)(nil),                 // 20: trellis.api.v1.Fault
+	(*RetryPolicy)(nil),           // 21: trellis.api.v1.RetryPolicy
+	nil,                           // 22: trellis.api.v1.AddSet.MetricLabelsEntry
+	nil,                           // 23: trellis.api.v1.WeightedAddr.MetricLabelsEntry
+	(*RouteMatch_Header)(nil),     // 24: trellis.api.v1.RouteMatch.Header
+	(*HeaderModifier_Header)(nil), // 25: trellis.api.v1.HeaderModifier.Header
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
 }
 var file_api_v1_destination_proto_depIdxs = []int32{
 	3,  // 0: trellis.api.v1.Update.add:type_name -> trellis.api.v1.AddSet
 	5,  // 1: trellis.api.v1.Update.remove:type_name -> trellis.api.v1.RemoveSet
 	6,  // 2: trellis.api.v1.Update.no_endpoints:type_name -> trellis.api.v1.NoEndpoints
 	8,  // 3: trellis.api.v1.AddSet.addrs:type_name -> trellis.api.v1.WeightedAddr
-	21, // 4: trellis.api.v1.AddSet.metric_labels:type_name -> trellis.api.v1.AddSet.MetricLabelsEntry
+	22, // 4: trellis.api.v1.AddSet.metric_labels:type_name -> trellis.api.v1.AddSet.MetricLabelsEntry
 	4,  // 5: trellis.api.v1.AddSet.balancer:type_name -> trellis.api.v1.BalancerConfig
 	7,  // 6: trellis.api.v1.RemoveSet.addrs:type_name -> trellis.api.v1.TcpAddress
 	7,  // 7: trellis.api.v1.WeightedAddr.addr:type_name -> trellis.api.v1.TcpAddress
-	22, // 8: trellis.api.v1.WeightedAddr.metric_labels:type_name -> trellis.api.v1.WeightedAddr.MetricLabelsEntry
+	23, // 8: trellis.api.v1.WeightedAddr.metric_labels:type_name -> trellis.api.v1.WeightedAddr.MetricLabelsEntry
 	9,  // 9: trellis.api.v1.WeightedAddr.tls_identity:type_name -> trellis.api.v1.TlsIdentity
 	10, // 10: trellis.api.v1.WeightedAddr.protocol_hint:type_name -> trellis.api.v1.ProtocolHint
 	0,  // 11: trellis.api.v1.ProtocolHint.protocol:type_name -> trellis.api.v1.ProtocolHint.Protocol
-	12, // 12: trellis.api.v1.RouteConfig.routes:type_name -> trellis.api.v1.Route
-	13, // 13: trellis.api.v1.Route.matches:type_name -> trellis.api.v1.RouteMatch
-	14, // 14: trellis.api.v1.Route.backends:type_name -> trellis.api.v1.WeightedBackend
-	25, // 15: trellis.api.v1.Route.timeout:type_name -> google.protobuf.Duration
-	20, // 16: trellis.api.v1.Route.retry:type_name -> trellis.api.v1.RetryPolicy
-	25, // 17: trellis.api.v1.Route.backend_timeout:type_name -> google.protobuf.Duration
-	15, // 18: trellis.api.v1.Route.request_headers:type_name -> trellis.api.v1.HeaderModifier
-	15, // 19: trellis.api.v1.Route.response_headers:type_name -> trellis.api.v1.HeaderModifier
-	16, // 20: trellis.api.v1.Route.redirect:type_name -> trellis.api.v1.Redirect
-	17, // 21: trellis.api.v1.Route.rewrite:type_name -> trellis.api.v1.URLRewrite
-	18, // 22: trellis.api.v1.Route.mirrors:type_name -> trellis.api.v1.Mirror
-	19, // 23: trellis.api.v1.Route.fault:type_name -> trellis.api.v1.Fault
-	23, // 24: trellis.api.v1.RouteMatch.headers:type_name -> trellis.api.v1.RouteMatch.Header
-	23, // 25: trellis.api.v1.RouteMatch.query_params:type_name -> trellis.api.v1.RouteMatch.Header
-	15, // 26: trellis.api.v1.WeightedBackend.request_headers:type_name -> trellis.api.v1.HeaderModifier
-	15, // 27: trellis.api.v1.WeightedBackend.response_headers:type_name -> trellis.api.v1.HeaderModifier
-	24, // 28: trellis.api.v1.HeaderModifier.set:type_name -> trellis.api.v1.HeaderModifier.Header
-	24, // 29: trellis.api.v1.HeaderModifier.add:type_name -> trellis.api.v1.HeaderModifier.Header
-	25, // 30: trellis.api.v1.Fault.delay:type_name -> google.protobuf.Duration
-	25, // 31: trellis.api.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	25, // 32: trellis.api.v1.RetryPolicy.backoff_base:type_name -> google.protobuf.Duration
-	25, // 33: trellis.api.v1.RetryPolicy.backoff_max:type_name -> google.protobuf.Duration
-	1,  // 34: trellis.api.v1.Destination.Get:input_type -> trellis.api.v1.GetDestination
-	1,  // 35: trellis.api.v1.Destination.GetRoutes:input_type -> trellis.api.v1.GetDestination
-	2,  // 36: trellis.api.v1.Destination.Get:output_type -> trellis.api.v1.Update
-	11, // 37: trellis.api.v1.Destination.GetRoutes:output_type -> trellis.api.v1.RouteConfig
-	36, // [36:38] is the sub-list for method output_type
-	34, // [34:36] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	13, // 12: trellis.api.v1.RouteConfig.routes:type_name -> trellis.api.v1.Route
+	12, // 13: trellis.api.v1.RouteConfig.limit:type_name -> trellis.api.v1.OutboundLimit
+	14, // 14: trellis.api.v1.Route.matches:type_name -> trellis.api.v1.RouteMatch
+	15, // 15: trellis.api.v1.Route.backends:type_name -> trellis.api.v1.WeightedBackend
+	26, // 16: trellis.api.v1.Route.timeout:type_name -> google.protobuf.Duration
+	21, // 17: trellis.api.v1.Route.retry:type_name -> trellis.api.v1.RetryPolicy
+	26, // 18: trellis.api.v1.Route.backend_timeout:type_name -> google.protobuf.Duration
+	16, // 19: trellis.api.v1.Route.request_headers:type_name -> trellis.api.v1.HeaderModifier
+	16, // 20: trellis.api.v1.Route.response_headers:type_name -> trellis.api.v1.HeaderModifier
+	17, // 21: trellis.api.v1.Route.redirect:type_name -> trellis.api.v1.Redirect
+	18, // 22: trellis.api.v1.Route.rewrite:type_name -> trellis.api.v1.URLRewrite
+	19, // 23: trellis.api.v1.Route.mirrors:type_name -> trellis.api.v1.Mirror
+	20, // 24: trellis.api.v1.Route.fault:type_name -> trellis.api.v1.Fault
+	24, // 25: trellis.api.v1.RouteMatch.headers:type_name -> trellis.api.v1.RouteMatch.Header
+	24, // 26: trellis.api.v1.RouteMatch.query_params:type_name -> trellis.api.v1.RouteMatch.Header
+	16, // 27: trellis.api.v1.WeightedBackend.request_headers:type_name -> trellis.api.v1.HeaderModifier
+	16, // 28: trellis.api.v1.WeightedBackend.response_headers:type_name -> trellis.api.v1.HeaderModifier
+	25, // 29: trellis.api.v1.HeaderModifier.set:type_name -> trellis.api.v1.HeaderModifier.Header
+	25, // 30: trellis.api.v1.HeaderModifier.add:type_name -> trellis.api.v1.HeaderModifier.Header
+	26, // 31: trellis.api.v1.Fault.delay:type_name -> google.protobuf.Duration
+	26, // 32: trellis.api.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	26, // 33: trellis.api.v1.RetryPolicy.backoff_base:type_name -> google.protobuf.Duration
+	26, // 34: trellis.api.v1.RetryPolicy.backoff_max:type_name -> google.protobuf.Duration
+	1,  // 35: trellis.api.v1.Destination.Get:input_type -> trellis.api.v1.GetDestination
+	1,  // 36: trellis.api.v1.Destination.GetRoutes:input_type -> trellis.api.v1.GetDestination
+	2,  // 37: trellis.api.v1.Destination.Get:output_type -> trellis.api.v1.Update
+	11, // 38: trellis.api.v1.Destination.GetRoutes:output_type -> trellis.api.v1.RouteConfig
+	37, // [37:39] is the sub-list for method output_type
+	35, // [35:37] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_destination_proto_init() }
@@ -1869,7 +1954,7 @@ func file_api_v1_destination_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_destination_proto_rawDesc), len(file_api_v1_destination_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

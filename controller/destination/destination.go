@@ -7,6 +7,7 @@ package destination
 
 import (
 	"log/slog"
+	"reflect"
 	"sort"
 	"sync"
 
@@ -29,7 +30,9 @@ type Service struct {
 	Source Source
 	// Routes answers the outbound routes of service ports (nil: every
 	// service has none, and the proxy uses its defaults).
-	Routes  Routes
+	Routes Routes
+	// Limits answers the outbound limits of services (nil: none).
+	Limits  Limits
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
 	// Done, when closed, ends every stream with Unavailable so a graceful
@@ -191,31 +194,49 @@ func (s *Service) GetRoutes(req *apiv1.GetDestination, stream apiv1.Destination_
 		}
 		rc.Service = r.Service
 		svc, ok := ParseServicePort(r.Service)
-		if !ok || s.Routes == nil {
+		if !ok {
 			return rc, changed, release
 		}
-		routes, routesChanged, routesRelease := s.Routes.Routes(svc, ns)
-		rc.Routes = routes
-		either, stop := either(changed, routesChanged)
-		return rc, either, func() { stop(); release(); routesRelease() }
+		chans, releases := []<-chan struct{}{changed}, []func(){release}
+		if s.Routes != nil {
+			routes, c, rel := s.Routes.Routes(svc, ns)
+			rc.Routes, chans, releases = routes, append(chans, c), append(releases, rel)
+		}
+		if s.Limits != nil {
+			lim, c, rel := s.Limits.OutboundLimit(svc)
+			rc.Limit, chans, releases = lim, append(chans, c), append(releases, rel)
+		}
+		if len(chans) == 1 {
+			return rc, changed, release
+		}
+		woke, stop := anyOf(chans...)
+		return rc, woke, func() {
+			stop()
+			for _, rel := range releases {
+				rel()
+			}
+		}
 	}
 	return notify.Watch(stream.Context(), s.Done, resolve,
 		notify.SendChanged(func(a, b *apiv1.RouteConfig) bool { return proto.Equal(a, b) }, stream.Send))
 }
 
-// either returns a channel closed when a or b is (a nil one never is),
-// and a func ending the wait; the goroutine lives only while the stream
-// waits.
-func either(a, b <-chan struct{}) (<-chan struct{}, func()) {
+// anyOf returns a channel closed when one of chans is (a nil one never
+// is), and a func ending the wait; the goroutine lives only while the
+// stream waits.
+func anyOf(chans ...<-chan struct{}) (<-chan struct{}, func()) {
 	out, stop := make(chan struct{}), make(chan struct{})
-	go func() {
-		select {
-		case <-a:
-		case <-b:
-		case <-stop:
-			return
+	cases := make([]reflect.SelectCase, 0, len(chans)+1)
+	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(stop)})
+	for _, c := range chans {
+		if c != nil {
+			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c)})
 		}
-		close(out)
+	}
+	go func() {
+		if i, _, _ := reflect.Select(cases); i != 0 {
+			close(out)
+		}
 	}()
 	var once sync.Once
 	return out, func() { once.Do(func() { close(stop) }) }

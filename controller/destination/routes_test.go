@@ -50,26 +50,7 @@ func (r *nsRoutes) Routes(svc ServicePort, callerNS string) ([]*apiv1.Route, <-c
 // the caller's namespace, and again when they change, over real gRPC.
 func TestGetRoutesFollowsRoutes(t *testing.T) {
 	routes := &nsRoutes{topics: notify.NewTopics(), name: "v1"}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	apiv1.RegisterDestinationServer(srv, &Service{Source: oneService{notify.NewTopics()}, Routes: routes, Metrics: metrics.New(), Log: slog.New(slog.DiscardHandler), Done: make(chan struct{})})
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Stop()
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s, err := apiv1.NewDestinationClient(conn).GetRoutes(ctx, &apiv1.GetDestination{
-		Path: "books:8080", CallerIdentity: "spiffe://cluster.local/ns/reviews/sa/web"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openRoutes(t, &Service{Source: oneService{notify.NewTopics()}, Routes: routes})
 	for _, want := range []string{"shop/books/reviews/v1", "shop/books/reviews/v2"} {
 		rc, err := s.Recv()
 		if err != nil {
@@ -96,4 +77,84 @@ func TestParseServicePort(t *testing.T) {
 			t.Errorf("ParseServicePort(%q) = %+v, %v; want %+v", in, got, ok, want)
 		}
 	}
+}
+
+// rateLimits answers one limit for every Service, its rate set by set.
+type rateLimits struct {
+	topics *notify.Topics
+	mu     sync.Mutex
+	rps    uint32
+}
+
+func (l *rateLimits) set(rps uint32) {
+	l.mu.Lock()
+	l.rps = rps
+	l.mu.Unlock()
+	l.topics.Notify("limits")
+}
+
+func (l *rateLimits) OutboundLimit(svc ServicePort) (*apiv1.OutboundLimit, <-chan struct{}, func()) {
+	ch, release := l.topics.Acquire("limits")
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rps == 0 {
+		return nil, ch, release
+	}
+	return &apiv1.OutboundLimit{Name: svc.Namespace + "/" + svc.Name, RequestsPerSecond: l.rps}, ch, release
+}
+
+// GetRoutes carries the Service's outbound limit with its routes, and
+// answers again when either changes.
+func TestGetRoutesCarriesLimit(t *testing.T) {
+	routes := &nsRoutes{topics: notify.NewTopics(), name: "v1"}
+	limits := &rateLimits{topics: notify.NewTopics(), rps: 10}
+	s := openRoutes(t, &Service{Source: oneService{notify.NewTopics()}, Routes: routes, Limits: limits})
+	for i, step := range []struct {
+		change func()
+		route  string
+		rps    uint32
+	}{
+		{func() {}, "shop/books/reviews/v1", 10},
+		{func() { limits.set(20) }, "shop/books/reviews/v1", 20},
+		{func() { routes.set("v2") }, "shop/books/reviews/v2", 20},
+		{func() { limits.set(0) }, "shop/books/reviews/v2", 0},
+	} {
+		step.change()
+		rc, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rc.GetRoutes()) != 1 || rc.GetRoutes()[0].GetName() != step.route || rc.GetLimit().GetRequestsPerSecond() != step.rps ||
+			(step.rps != 0 && rc.GetLimit().GetName() != "shop/books") {
+			t.Fatalf("step %d: got %v, want route %s and %d req/s", i, rc, step.route, step.rps)
+		}
+	}
+}
+
+// openRoutes serves svc over real gRPC on loopback and opens a GetRoutes
+// stream of books:8080 for a caller in namespace reviews.
+func openRoutes(t *testing.T, svc *Service) apiv1.Destination_GetRoutesClient {
+	t.Helper()
+	svc.Metrics, svc.Log, svc.Done = metrics.New(), slog.New(slog.DiscardHandler), make(chan struct{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	apiv1.RegisterDestinationServer(srv, svc)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s, err := apiv1.NewDestinationClient(conn).GetRoutes(ctx, &apiv1.GetDestination{
+		Path: "books:8080", CallerIdentity: "spiffe://cluster.local/ns/reviews/sa/web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -49,6 +49,17 @@ type Routes interface {
 	Routes(svc ServicePort, callerNamespace string) (routes []*apiv1.Route, changed <-chan struct{}, release func())
 }
 
+// Limits answers the outbound limit of services (a RateLimit whose
+// targetRef is the Service: internal/policymodel.ServiceLimit), sent with
+// their routes. Like Routes, it reads caches, never blocks on the
+// network, and takes the channel before the answer.
+type Limits interface {
+	// OutboundLimit returns the limit of svc's Service (every port has
+	// the same; nil: none), a channel closed when it may have changed, and
+	// its release func.
+	OutboundLimit(svc ServicePort) (limit *apiv1.OutboundLimit, changed <-chan struct{}, release func())
+}
+
 // ParseServicePort reads a canonical service authority
 // ("name.ns.svc.<cluster domain>:port", Resolution.Service).
 func ParseServicePort(service string) (ServicePort, bool) {

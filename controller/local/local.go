@@ -166,7 +166,7 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
 	apiv1.RegisterIdentityServer(srv, &identitysvc.Service{Auth: tokenAuth{st}, Lifetime: lifetime(st), CA: authority, Metrics: m, Log: log.With("component", "identity")})
-	apiv1.RegisterDestinationServer(srv, &destination.Service{Source: destinationSource{st}, Routes: routesSource{st}, Metrics: m, Log: log.With("component", "destination"), Done: streamsDone})
+	apiv1.RegisterDestinationServer(srv, &destination.Service{Source: destinationSource{st}, Routes: routesSource{st}, Limits: limitsSource{st}, Metrics: m, Log: log.With("component", "destination"), Done: streamsDone})
 	apiv1.RegisterPolicyServer(srv, &policy.Service{Source: policySource{st}, Metrics: m, Log: log.With("component", "policy"), Done: streamsDone})
 
 	if cfg.TapAPIAddr != "" {

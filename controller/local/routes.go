@@ -9,6 +9,7 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/destination"
 	"github.com/trellis-mesh/trellis/controller/store"
+	"github.com/trellis-mesh/trellis/internal/policymodel"
 	"github.com/trellis-mesh/trellis/internal/routemodel"
 )
 
@@ -52,4 +53,17 @@ func (l storeLookup) Service(ns, name string) *corev1.Service {
 
 func (l storeLookup) Granted(kind, fromNS, toNS, toName string) bool {
 	return routemodel.GrantAllows(l.cfg.Routes.Grants, kind, fromNS, toNS, toName)
+}
+
+var _ destination.Limits = limitsSource{}
+
+// limitsSource answers the outbound limits of services from the store
+// file's RateLimits on Services, translated by internal/policymodel as the
+// Kubernetes controller's are; every edit of the file wakes every stream.
+type limitsSource struct{ st *store.Store }
+
+// OutboundLimit implements destination.Limits.
+func (s limitsSource) OutboundLimit(sp destination.ServicePort) (*apiv1.OutboundLimit, <-chan struct{}, func()) {
+	cfg, changed := s.st.Current()
+	return policymodel.ServiceLimit(sp.Namespace, sp.Name, cfg.Policies.RateLimits), changed, func() {}
 }

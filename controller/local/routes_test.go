@@ -70,3 +70,41 @@ func TestRoutesFromStoreLive(t *testing.T) {
 }
 
 func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
+
+func limitYAML(rps string) string {
+	return `policies:
+  - apiVersion: policy.trellis.io/v1alpha1
+    kind: RateLimit
+    metadata: {name: books-limit, namespace: demo}
+    spec:
+      targetRef: {kind: Service, name: books}
+      requestsPerSecond: ` + rps + `
+      burst: 20
+`
+}
+
+// A RateLimit on a Service in the store file reaches GetRoutes as the
+// service's outbound limit, and an edit of the file changes it on the
+// open stream; an edit the store refuses (a Server's field on a
+// Service's limit) changes nothing.
+func TestOutboundLimitFromStoreLive(t *testing.T) {
+	e := startController(t, meshYAML+limitYAML("10"))
+	dst := apiv1.NewDestinationClient(e.dial(t, nil))
+	routes := openStream[*apiv1.RouteConfig](t, func(ctx context.Context) (interface {
+		Recv() (*apiv1.RouteConfig, error)
+	}, error) {
+		return dst.GetRoutes(ctx, &apiv1.GetDestination{Path: "books.demo:80", CallerIdentity: webID.String()})
+	})
+	if l := routes.next(t).GetLimit(); l.GetName() != "demo/books-limit" || l.GetRequestsPerSecond() != 10 || l.GetBurst() != 20 {
+		t.Fatalf("first answer's limit %v, want demo/books-limit 10/s burst 20", l)
+	}
+	e.writeAtomic(t, meshYAML+limitYAML("10")+"      concurrency: 3\n")
+	e.writeAtomic(t, meshYAML+limitYAML("25"))
+	if l := routes.next(t).GetLimit(); l.GetRequestsPerSecond() != 25 {
+		t.Fatalf("after the edit: limit %v, want 25/s (a refused edit must send nothing)", l)
+	}
+	e.writeAtomic(t, meshYAML)
+	if l := routes.next(t).GetLimit(); l != nil {
+		t.Fatalf("after the RateLimit went: limit %v, want none", l)
+	}
+}

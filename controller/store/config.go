@@ -301,7 +301,7 @@ func build(f *meshconfig.File) (*Config, error) {
 		c.byID[id] = append(c.byID[id], wi)
 		c.Workloads = append(c.Workloads, wi)
 	}
-	p, err := storepolicy.Build(f.Policies)
+	p, err := storepolicy.BuildIn(f.Policies, c.TrustDomain, func(ns, name string) bool { return c.hasServicePort(ns, name, 0) })
 	if err != nil {
 		return nil, err
 	}

@@ -19,10 +19,11 @@ type File struct {
 	CertificateLifetime string     `json:"certificateLifetime,omitempty"`
 	Services            []Service  `json:"services,omitempty"`
 	Workloads           []Workload `json:"workloads,omitempty"`
-	// Policies are inbound policy objects in the shape `kubectl apply`
-	// takes (docs/policy.md): policy.trellis.io/v1alpha1 Servers and
-	// AuthorizationPolicies, and gateway.networking.k8s.io/v1 HTTPRoutes
-	// whose parent is a Server.
+	// Policies are policy objects in the shape `kubectl apply` takes
+	// (docs/policy.md): policy.trellis.io/v1alpha1 Servers,
+	// AuthorizationPolicies and RateLimits (on a Server: inbound; on a
+	// Service: each client proxy's own limit), and
+	// gateway.networking.k8s.io/v1 HTTPRoutes whose parent is a Server.
 	Policies []Object `json:"policies,omitempty"`
 	// Routes are outbound mesh routes in the shape `kubectl apply` takes
 	// (docs/traffic.md): gateway.networking.k8s.io/v1 HTTPRoutes and

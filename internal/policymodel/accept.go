@@ -108,9 +108,15 @@ func serverNamed(servers []*policyv1.Server, ns, name string) *policyv1.Server {
 	return nil
 }
 
-// AcceptRateLimit checks the target Server exists, no older RateLimit
-// already limits it, and every override's clients translate.
-func AcceptRateLimit(rl *policyv1.RateLimit, servers []*policyv1.Server, limits []*policyv1.RateLimit, trustDomain string) Verdict {
+// AcceptRateLimit checks the target exists, no older RateLimit already
+// limits it, and the limits translate (on a Server: every override's
+// clients; on a Service: only a rate, acceptServiceRateLimit).
+// serviceExists says whether a Service exists (nil: unknown, taken as
+// existing).
+func AcceptRateLimit(rl *policyv1.RateLimit, servers []*policyv1.Server, limits []*policyv1.RateLimit, trustDomain string, serviceExists func(ns, name string) bool) Verdict {
+	if rl.Spec.TargetRef.Kind == policyv1.KindService {
+		return acceptServiceRateLimit(rl, limits, serviceExists)
+	}
 	srv := serverNamed(servers, rl.Namespace, rl.Spec.TargetRef.Name)
 	if srv == nil || !Targets(rl.Namespace, rl.Spec.TargetRef, srv) {
 		c := Condition{Reason: policyv1.ReasonTargetNotFound,

@@ -88,7 +88,7 @@ func FuzzTranslate(f *testing.F) {
 				AcceptAuthorizationPolicy(ap, objs, "cluster.local")
 			}
 			for _, rl := range objs.RateLimits {
-				AcceptRateLimit(rl, objs.Servers, objs.RateLimits, "cluster.local")
+				AcceptRateLimit(rl, objs.Servers, objs.RateLimits, "cluster.local", nil)
 			}
 		}
 	})

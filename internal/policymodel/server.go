@@ -175,7 +175,7 @@ func serverPolicy(srv *policyv1.Server, in Input) *apiv1.ServerPolicy {
 
 // Targets reports whether a RateLimit's targetRef from namespace ns names
 // the Server.
-func Targets(ns string, ref policyv1.ServerRef, srv *policyv1.Server) bool {
+func Targets(ns string, ref policyv1.RateLimitTargetRef, srv *policyv1.Server) bool {
 	return ns == srv.Namespace && ref.Name == srv.Name && ref.Kind == policyv1.KindServer &&
 		(ref.Group == "" || ref.Group == policyv1.GroupName)
 }

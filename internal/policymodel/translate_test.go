@@ -108,11 +108,11 @@ func TestAccept(t *testing.T) {
 		got["authz/"+ap.Name] = AcceptAuthorizationPolicy(ap, o, "cluster.local")
 	}
 	for _, rl := range o.RateLimits {
-		got["ratelimit/"+rl.Name] = AcceptRateLimit(rl, o.Servers, o.RateLimits, "cluster.local")
+		got["ratelimit/"+rl.Name] = AcceptRateLimit(rl, o.Servers, o.RateLimits, "cluster.local", nil)
 	}
 	lim := set.InNamespace("limits")
 	for _, rl := range lim.RateLimits {
-		got["ratelimit/"+rl.Name] = AcceptRateLimit(rl, lim.Servers, lim.RateLimits, "cluster.local")
+		got["ratelimit/"+rl.Name] = AcceptRateLimit(rl, lim.Servers, lim.RateLimits, "cluster.local", nil)
 	}
 	for _, tc := range []struct {
 		key, reason, refsReason, mentions string

@@ -1,6 +1,6 @@
 // Package storepolicy is the local store file's inbound policy: its
-// objects (Servers, AuthorizationPolicies, HTTPRoutes, GRPCRoutes in the
-// CRD shape) decoded and validated (Build), and the Policy API's answer for
+// objects (Servers, AuthorizationPolicies, RateLimits, HTTPRoutes,
+// GRPCRoutes in the CRD shape) decoded and validated (Build), and the Policy API's answer for
 // a workload's port (Policies.Answer), which internal/policymodel computes:
 // the one translation of the objects, also the Kubernetes controller's.
 // controller/store and controller/local serve it; `trellis policy explain`
@@ -38,6 +38,8 @@ const (
 	KindAuthzPolicy   = "AuthorizationPolicy"
 	KindHTTPRoute     = "HTTPRoute"
 	KindGRPCRoute     = "GRPCRoute"
+	// KindRateLimit: a Server's inbound limit or a Service's outbound one.
+	KindRateLimit = "RateLimit"
 	// MaxPolicies bounds the objects of one file.
 	MaxPolicies = 10_000
 )
@@ -52,18 +54,26 @@ type Policies struct {
 	AuthorizationPolicies []*policyv1.AuthorizationPolicy
 	HTTPRoutes            []*gwv1.HTTPRoute
 	GRPCRoutes            []*gwv1.GRPCRoute
+	RateLimits            []*policyv1.RateLimit
 }
 
 // Len is the number of objects.
 func (p Policies) Len() int {
-	return len(p.Servers) + len(p.AuthorizationPolicies) + len(p.HTTPRoutes) + len(p.GRPCRoutes)
+	return len(p.Servers) + len(p.AuthorizationPolicies) + len(p.HTTPRoutes) + len(p.GRPCRoutes) + len(p.RateLimits)
 }
 
 type kindKey struct{ kind, ns, name string }
 
 // Build decodes and validates the policies of a file. An error
 // names the object (index, kind, namespace/name) and the field.
-func Build(objs []meshconfig.Object) (Policies, error) {
+// RateLimits on Services are not checked against the file's services
+// (BuildIn does).
+func Build(objs []meshconfig.Object) (Policies, error) { return BuildIn(objs, "", nil) }
+
+// BuildIn is Build for a store file whose trust domain turns RateLimit
+// overrides' serviceAccounts into identities, and whose services
+// (hasService) a RateLimit on a Service must name (nil: not checked).
+func BuildIn(objs []meshconfig.Object, trustDomain string, hasService func(ns, name string) bool) (Policies, error) {
 	var p Policies
 	if len(objs) > MaxPolicies {
 		return p, fmt.Errorf("policies: %d objects, more than the %d allowed", len(objs), MaxPolicies)
@@ -80,21 +90,26 @@ func Build(objs []meshconfig.Object) (Policies, error) {
 			return p, fmt.Errorf("%s: duplicate %s", where, o.Kind)
 		}
 		seen[k] = true
-		if err := p.add(o, metav1.NewTime(time.Unix(int64(i), 0).UTC())); err != nil {
+		if err := p.add(o, metav1.NewTime(time.Unix(int64(i), 0).UTC()), cmp.Or(trustDomain, "cluster.local")); err != nil {
 			return p, fmt.Errorf("%s.%w", where, err)
 		}
 	}
-	if err := p.checkRefs(); err != nil {
+	known, err := p.checkRefs()
+	if err != nil {
+		return p, err
+	}
+	if err := p.checkRateLimitRefs(known, hasService); err != nil {
 		return p, err
 	}
 	return p, nil
 }
 
 func checkMeta(o meshconfig.Object) error {
-	want := map[string]string{KindServer: PolicyAPIVersion, KindAuthzPolicy: PolicyAPIVersion, KindHTTPRoute: GatewayAPIVersion, KindGRPCRoute: GatewayAPIVersion}
+	want := map[string]string{KindServer: PolicyAPIVersion, KindAuthzPolicy: PolicyAPIVersion, KindRateLimit: PolicyAPIVersion,
+		KindHTTPRoute: GatewayAPIVersion, KindGRPCRoute: GatewayAPIVersion}
 	v, ok := want[o.Kind]
 	if !ok {
-		return fmt.Errorf("kind: %q is not one of Server, AuthorizationPolicy, HTTPRoute, GRPCRoute", o.Kind)
+		return fmt.Errorf("kind: %q is not one of Server, AuthorizationPolicy, RateLimit, HTTPRoute, GRPCRoute", o.Kind)
 	}
 	if o.APIVersion != v {
 		return fmt.Errorf("apiVersion: %q, want %s for a %s", o.APIVersion, v, o.Kind)
@@ -114,7 +129,7 @@ func checkMeta(o meshconfig.Object) error {
 // add decodes o's spec strictly into its API type and checks what the
 // CRD schema would check on a cluster. created orders the object (see
 // Policies).
-func (p *Policies) add(o meshconfig.Object, created metav1.Time) error {
+func (p *Policies) add(o meshconfig.Object, created metav1.Time, trustDomain string) error {
 	meta := metav1.ObjectMeta{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, CreationTimestamp: created}
 	switch o.Kind {
 	case KindServer:
@@ -135,6 +150,15 @@ func (p *Policies) add(o meshconfig.Object, created metav1.Time) error {
 			return errors.Join(errs...)
 		}
 		p.AuthorizationPolicies = append(p.AuthorizationPolicies, a)
+	case KindRateLimit:
+		rl := &policyv1.RateLimit{ObjectMeta: meta}
+		if err := DecodeSpec(o.Spec, &rl.Spec); err != nil {
+			return err
+		}
+		if errs := checkRateLimit(rl, trustDomain); len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+		p.RateLimits = append(p.RateLimits, rl)
 	case KindHTTPRoute:
 		r := &gwv1.HTTPRoute{ObjectMeta: meta}
 		if err := DecodeSpec(o.Spec, &r.Spec); err != nil {
@@ -269,7 +293,7 @@ func checkNetwork(n policyv1.Network) error {
 // every route's parent is a Server of the file. It fills in the groups a
 // file may leave out (a reference in local mode can only name these), as
 // policymodel matches references exactly.
-func (p Policies) checkRefs() error {
+func (p Policies) checkRefs() (map[kindKey]bool, error) {
 	known := map[kindKey]bool{}
 	for _, s := range p.Servers {
 		known[kindKey{KindServer, s.Namespace, s.Name}] = true
@@ -282,20 +306,20 @@ func (p Policies) checkRefs() error {
 	}
 	for _, a := range p.AuthorizationPolicies {
 		if err := checkTarget(a, known); err != nil {
-			return fmt.Errorf("AuthorizationPolicy %s/%s: spec.targetRef: %w", a.Namespace, a.Name, err)
+			return nil, fmt.Errorf("AuthorizationPolicy %s/%s: spec.targetRef: %w", a.Namespace, a.Name, err)
 		}
 	}
 	for _, r := range p.HTTPRoutes {
 		if err := checkParents(r.Spec.ParentRefs, r.Namespace, known); err != nil {
-			return fmt.Errorf("HTTPRoute %s/%s: %w", r.Namespace, r.Name, err)
+			return nil, fmt.Errorf("HTTPRoute %s/%s: %w", r.Namespace, r.Name, err)
 		}
 	}
 	for _, r := range p.GRPCRoutes {
 		if err := checkParents(r.Spec.ParentRefs, r.Namespace, known); err != nil {
-			return fmt.Errorf("GRPCRoute %s/%s: %w", r.Namespace, r.Name, err)
+			return nil, fmt.Errorf("GRPCRoute %s/%s: %w", r.Namespace, r.Name, err)
 		}
 	}
-	return nil
+	return known, nil
 }
 
 // checkTarget checks an AuthorizationPolicy's targetRef against the

@@ -148,17 +148,7 @@ func TestPoliciesRefused(t *testing.T) {
 			[]string{"HTTPRoute demo/r", "parentRefs[0]", "Gateway", `"gw"`}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := parse([]byte(policyBase + tt.yaml))
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not name %q", err, w)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { refused(t, tt.yaml, tt.want) })
 	}
 }
 
@@ -185,5 +175,84 @@ func TestResolveAccess(t *testing.T) {
 	}
 	if sp := p.Answer("other", books, 9101, "cluster.local"); sp.GetSource() != policymodel.SourceDefault {
 		t.Errorf("another namespace got %v", sp)
+	}
+}
+
+// RateLimits of a store file: a Server's (inbound, in the answer of the
+// Server's port) and a Service's (outbound), each checked as the CRD and
+// the controller would.
+func TestRateLimitsInStore(t *testing.T) {
+	p, err := parse([]byte(policyBase + goodServer + `
+  - apiVersion: policy.trellis.io/v1alpha1
+    kind: RateLimit
+    metadata: {name: books-in, namespace: demo}
+    spec: {targetRef: {kind: Server, name: books-http}, requestsPerSecond: 100, perClient: {requestsPerSecond: 10}}
+  - apiVersion: policy.trellis.io/v1alpha1
+    kind: RateLimit
+    metadata: {name: books-out, namespace: demo}
+    spec: {targetRef: {kind: Service, name: books}, requestsPerSecond: 5, burst: 10}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans := p.Answer("demo", []Workload{{Name: "books", Labels: map[string]string{"app": "books"}}}, 9101, "cluster.local")
+	if l := ans.GetLimits(); l.GetRequestsPerSecond() != 100 || l.GetClientRequestsPerSecond() != 10 {
+		t.Errorf("inbound limits %v, want 100/s and 10/s per client", l)
+	}
+	if l := policymodel.ServiceLimit("demo", "books", p.RateLimits); l.GetName() != "demo/books-out" || l.GetRequestsPerSecond() != 5 || l.GetBurst() != 10 {
+		t.Errorf("outbound limit %v, want demo/books-out 5/s burst 10", l)
+	}
+}
+
+func TestRateLimitsRefused(t *testing.T) {
+	for _, tt := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"service limit with a server's field", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: l, namespace: demo}, spec: {targetRef: {kind: Service, name: books}, requestsPerSecond: 5, concurrency: 2}}`,
+			[]string{"RateLimit demo/l", "concurrency", "Server only"}},
+		{"service limit without a rate", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: l, namespace: demo}, spec: {targetRef: {kind: Service, name: books}, perClient: {requestsPerSecond: 1}}}`,
+			[]string{"RateLimit demo/l", "perClient"}},
+		{"unknown kind", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: l, namespace: demo}, spec: {targetRef: {kind: Pod, name: books}, requestsPerSecond: 5}}`,
+			[]string{"RateLimit demo/l", "spec.targetRef.kind", `"Pod"`}},
+		{"service with a group", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: l, namespace: demo}, spec: {targetRef: {group: policy.trellis.io, kind: Service, name: books}, requestsPerSecond: 5}}`,
+			[]string{"RateLimit demo/l", "spec.targetRef.group"}},
+		{"rate out of range", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: l, namespace: demo}, spec: {targetRef: {kind: Service, name: books}, requestsPerSecond: 0}}`,
+			[]string{"RateLimit demo/l", "spec.requestsPerSecond", "between 1"}},
+		{"burst without rate", goodServer + `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: l, namespace: demo}, spec: {targetRef: {kind: Server, name: books-http}, burst: 5, concurrency: 1}}`,
+			[]string{"RateLimit demo/l", "burst needs requestsPerSecond"}},
+		{"missing server", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: l, namespace: demo}, spec: {targetRef: {kind: Server, name: nope}, requestsPerSecond: 5}}`,
+			[]string{"RateLimit demo/l", "targetRef", `"nope"`}},
+		{"two on one service", `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: a, namespace: demo}, spec: {targetRef: {kind: Service, name: books}, requestsPerSecond: 5}}
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: b, namespace: demo}, spec: {targetRef: {kind: Service, name: books}, requestsPerSecond: 6}}`,
+			[]string{"RateLimit demo/b", `already limited by RateLimit "a"`}},
+		{"bad override identity", goodServer + `
+  - {apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: l, namespace: demo}, spec: {targetRef: {kind: Server, name: books-http}, overrides: [{clients: {identities: [web]}, requestsPerSecond: 1}]}}`,
+			[]string{"RateLimit demo/l", "overrides[0].clients.identities[0]"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) { refused(t, tt.yaml, tt.want) })
+	}
+}
+
+// refused checks the store refuses policyBase+yaml with an error naming
+// every one of want.
+func refused(t *testing.T, yaml string, want []string) {
+	t.Helper()
+	_, err := parse([]byte(policyBase + yaml))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not name %q", err, w)
+		}
 	}
 }

@@ -32,5 +32,5 @@ func (p Policies) Answer(ns string, workloads []Workload, port uint32, trustDoma
 
 // Objects are the policies as policymodel takes them.
 func (p Policies) Objects() policymodel.Objects {
-	return policymodel.Objects{Servers: p.Servers, Authz: p.AuthorizationPolicies, HTTPRoutes: p.HTTPRoutes, GRPCRoutes: p.GRPCRoutes}
+	return policymodel.Objects{Servers: p.Servers, Authz: p.AuthorizationPolicies, RateLimits: p.RateLimits, HTTPRoutes: p.HTTPRoutes, GRPCRoutes: p.GRPCRoutes}
 }

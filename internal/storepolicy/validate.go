@@ -18,8 +18,6 @@ import (
 )
 
 const (
-	// KindRateLimit is the third Trellis policy CRD (cluster only).
-	KindRateLimit = "RateLimit"
 	// maxManifestDocument bounds one document: a policy object is far
 	// smaller, and the input may be anything.
 	maxManifestDocument = 4 << 20
@@ -137,6 +135,8 @@ func checkObject(obj any) []error {
 	switch o := obj.(type) {
 	case *policyv1.Server:
 		errs = checkServer(o, false) // accessPolicy included
+	case *policyv1.RateLimit:
+		errs = checkRateLimit(o, "cluster.local")
 	case *policyv1.AuthorizationPolicy:
 		errs = checkAuthz(o)
 		if o.Spec.TargetRef.Name != "" {

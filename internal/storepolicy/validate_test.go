@@ -74,7 +74,10 @@ func TestValidateManifests(t *testing.T) {
 		{"other namespace target", `{apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: a, namespace: d}, spec: {targetRef: {kind: Namespace, name: e}, unauthenticated: true}}`, "only its own namespace"},
 		{"bad target kind", `{apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: a, namespace: d}, spec: {targetRef: {kind: Pod, name: e}, unauthenticated: true}}`, "spec.targetRef.kind"},
 		{"allows nobody", `{apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: a}, spec: {targetRef: {kind: Server, name: s}}}`, "allows nobody"},
-		{"unknown metadata field", `{apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: r, labelz: {}}, spec: {targetRef: {kind: Server, name: s}}}`, `unknown field "metadata.labelz"`},
+		{"unknown metadata field", `{apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: r, labelz: {}}, spec: {targetRef: {kind: Server, name: s}, requestsPerSecond: 5}}`, `unknown field "metadata.labelz"`},
+		{"rate limit that limits nothing", `{apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: r}, spec: {targetRef: {kind: Server, name: s}}}`, "set requestsPerSecond"},
+		{"service rate limit", `{apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: r}, spec: {targetRef: {kind: Service, name: books}, requestsPerSecond: 5, burst: 10}}`, ""},
+		{"service rate limit with concurrency", `{apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: r}, spec: {targetRef: {kind: Service, name: books}, requestsPerSecond: 5, concurrency: 2}}`, "apply to a Server only"},
 		{"bad name", `{apiVersion: gateway.networking.k8s.io/v1, kind: HTTPRoute, metadata: {name: Bad_Name}, spec: {}}`, "metadata.name"},
 	} {
 		c, err := ValidateManifests(strings.NewReader(tt.doc))

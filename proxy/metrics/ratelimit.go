@@ -18,7 +18,8 @@ const (
 	// names: bounded by the configuration.
 )
 
-// RateLimit is the inbound rate and concurrency limits' metrics
+// RateLimit is the rate and concurrency limits' metrics (inbound: a
+// Server's RateLimit; outbound: a Service's, rate only)
 // (docs/metrics.md): trellis_ratelimit_refused_total,
 // trellis_concurrency_limit and trellis_concurrency_in_flight.
 type RateLimit struct {
@@ -33,8 +34,8 @@ func NewRateLimit(reg prometheus.Registerer) (*RateLimit, error) {
 	m := &RateLimit{
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_ratelimit_refused_total",
-			Help: "Inbound requests a RateLimit refused before the app saw them, by server, reason (rate: 429, concurrency: 503) and client bucket (\"\": the server's; per_client; or an override's identity).",
-		}, []string{"server", "reason", "client"}),
+			Help: "Requests a RateLimit refused, by direction (inbound: the server proxy refused before the app saw them; outbound: the client proxy refused before sending them), server (inbound: the Server's policy name; outbound: the RateLimit, namespace/name), reason (rate: 429, concurrency: 503) and client bucket (\"\": the server's or, outbound, the client proxy's own; per_client; or an override's identity).",
+		}, []string{"direction", "server", "reason", "client"}),
 		limit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "trellis_concurrency_limit",
 			Help: "The inbound concurrency limit of a server now: the adaptive limit (capped by concurrency), or the hard cap.",
@@ -54,9 +55,9 @@ func NewRateLimit(reg prometheus.Registerer) (*RateLimit, error) {
 	return m, nil
 }
 
-// Refused counts a refused request.
-func (m *RateLimit) Refused(server, reason, client string) {
-	m.refused.WithLabelValues(server, reason, client).Inc()
+// Refused counts a refused request of direction (Inbound or Outbound).
+func (m *RateLimit) Refused(direction, server, reason, client string) {
+	m.refused.WithLabelValues(direction, server, reason, client).Inc()
 }
 
 // Concurrency returns the gauges of a server's limit and requests in flight.
@@ -71,6 +72,6 @@ func (m *RateLimit) Forget(server string) {
 }
 
 // RefusedCounter is the counter Refused increments, for tests.
-func (m *RateLimit) RefusedCounter(server, reason, client string) prometheus.Counter {
-	return m.refused.WithLabelValues(server, reason, client)
+func (m *RateLimit) RefusedCounter(direction, server, reason, client string) prometheus.Counter {
+	return m.refused.WithLabelValues(direction, server, reason, client)
 }

@@ -70,6 +70,9 @@ type Config struct {
 	// RouteMetrics counts requests per route, faults and mirrored
 	// copies; nil: not counted.
 	RouteMetrics *metrics.Routes
+	// Limit enforces the services' outbound limits (RouteConfig.limit,
+	// proxy/ratelimit.Outbound) before a request is balanced; nil: none.
+	Limit route.Limiter
 	// Tap is the tap stage (proxy/tap); nil: none.
 	Tap pipeline.Layer
 	// Trace is the tracing stage (proxy/trace); nil: none.
@@ -138,6 +141,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.errs = &proxyerr.Renderer{Direction: metrics.Outbound, Identity: cfg.Store.LocalIdentity().String(), Log: limiter}
 	p.route = &route.Stage{
 		Transparent: cfg.Mode == ModeTransparent, Resolve: p.resolveDst, Table: cfg.Routes, Metrics: cfg.RouteMetrics,
+		Limit: cfg.Limit,
 	}
 	p.fault = &fault.Stage{Metrics: cfg.RouteMetrics}
 	p.mirror = mirror.New(mirror.Config{Send: p.sendMirror, Metrics: cfg.RouteMetrics})

@@ -20,6 +20,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/inbound"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/outbound"
+	"github.com/trellis-mesh/trellis/proxy/ratelimit"
 	"github.com/trellis-mesh/trellis/proxy/route"
 	"github.com/trellis-mesh/trellis/proxy/routes"
 )
@@ -35,6 +36,17 @@ func (s *routeSource) set(authority string, rs ...*apiv1.Route) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cfg[authority] = &apiv1.RouteConfig{Service: authority, Routes: rs}
+}
+
+// setLimit sets authority's outbound limit, keeping its routes.
+func (s *routeSource) setLimit(authority string, lim *apiv1.OutboundLimit) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := &apiv1.RouteConfig{Service: authority, Limit: lim}
+	if old := s.cfg[authority]; old != nil {
+		c.Routes = old.Routes
+	}
+	s.cfg[authority] = c
 }
 
 func (s *routeSource) Get(_ context.Context, authority string) routes.Snapshot {
@@ -132,6 +144,10 @@ func newMesh(t testing.TB) *mesh {
 	if err != nil {
 		t.Fatal(err)
 	}
+	lm, err := metrics.NewRateLimit(m.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	out, err := outbound.New(outbound.Config{
 		Mode: outbound.ModeExplicit, Store: c.store(t, clientID), Metrics: om, DetectTimeout: time.Second,
 		Resolve: func(_ context.Context, authority string) (outbound.Destination, error) {
@@ -139,6 +155,7 @@ func newMesh(t testing.TB) *mesh {
 			return outbound.Destination{Exists: b != nil, Balancer: b}, nil
 		},
 		Routes: route.NewWatched(m.src, time.Millisecond, nil), RouteMetrics: rm,
+		Limit: ratelimit.NewOutbound(lm, nil),
 	})
 	if err != nil {
 		t.Fatal(err)

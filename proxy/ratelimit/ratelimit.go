@@ -108,7 +108,7 @@ func (l *Limiter) serve(s *server, x *pipeline.Exchange, next pipeline.Handler) 
 }
 
 func (l *Limiter) refuse(s *server, x *pipeline.Exchange, r *refusal, status int, reason string) error {
-	l.cfg.Metrics.Refused(s.name, r.reason, r.client)
+	l.cfg.Metrics.Refused(metrics.Inbound, s.name, r.reason, r.client)
 	e := proxyerr.ForRequest(x.R, status, reason, r.msg)
 	e.RetryAfter = r.wait
 	return e

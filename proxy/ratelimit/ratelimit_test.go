@@ -141,7 +141,7 @@ func TestRateLimits(t *testing.T) {
 				case c.want != 0 && (e == nil || e.Status != c.want || e.Reason != proxyerr.ReasonRateLimited || e.RetryAfter <= 0):
 					t.Fatalf("call %d from %q: %+v, want %d rate_limited with a Retry-After", i, c.peer, e, c.want)
 				case c.want != 0:
-					if n := testutil.ToFloat64(f.m.RefusedCounter("server/api", metrics.LimitRate, c.wantClient)); n < 1 {
+					if n := testutil.ToFloat64(f.m.RefusedCounter(metrics.Inbound, "server/api", metrics.LimitRate, c.wantClient)); n < 1 {
 						t.Fatalf("call %d: not counted with client=%q", i, c.wantClient)
 					}
 				}
@@ -261,7 +261,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	if e == nil || e.Status != 503 || e.Reason != proxyerr.ReasonOverloaded || !e.GRPC {
 		t.Fatalf("third request: %+v, want 503 overloaded for gRPC", e)
 	}
-	if n := testutil.ToFloat64(f.m.RefusedCounter("server/api", metrics.LimitConcurrency, "")); n != 1 || testutil.ToFloat64(limitG) != 2 {
+	if n := testutil.ToFloat64(f.m.RefusedCounter(metrics.Inbound, "server/api", metrics.LimitConcurrency, "")); n != 1 || testutil.ToFloat64(limitG) != 2 {
 		t.Fatalf("refused %v, limit gauge %v", n, testutil.ToFloat64(limitG))
 	}
 	close(f.block)

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
@@ -41,6 +42,15 @@ type Stage struct {
 	// Rand returns a uniform random number (a backend's pick); nil:
 	// math/rand/v2.
 	Rand func() uint64
+	// Limit admits a request to a service under the service's outbound
+	// limit (proxy/ratelimit.Outbound); nil: none applies.
+	Limit Limiter
+}
+
+// Limiter admits a request under a service's outbound limit, or returns
+// the error that answers it.
+type Limiter interface {
+	Admit(x *pipeline.Exchange, lim *apiv1.OutboundLimit) error
 }
 
 // Authority returns host:port of r, adding the port a request without one
@@ -85,7 +95,16 @@ func (s *Stage) Layer(next pipeline.Handler) pipeline.Handler {
 		}
 		var rule *Rule
 		if s.Table != nil && x.Dest.Balancer != nil {
-			rule = s.Table.Rules(x.R.Context(), x.Dest.Dst).Select(x.R)
+			rules := s.Table.Rules(x.R.Context(), x.Dest.Dst)
+			// The service's limit, before its routes pick a backend: one
+			// token per request the app sends it, whatever the backend.
+			if lim := rules.Limit(); lim != nil && s.Limit != nil {
+				if err := s.Limit.Admit(x, lim); err != nil {
+					x.Key.DstService, x.LogVal = x.Dest.Dst, x.Dest.Dst
+					return err
+				}
+			}
+			rule = rules.Select(x.R)
 		}
 		if rule == nil {
 			x.Key.DstService, x.LogVal = x.Dest.Dst, x.Dest.Dst

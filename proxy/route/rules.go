@@ -15,8 +15,30 @@ import (
 // Rules are one control-plane answer's routes for a service, compiled
 // once: the route stage selects a Rule per request and picks its backend.
 type Rules struct {
-	table *routematch.Table
+	table *routematch.Table // nil: no routes (only a limit)
 	rules []Rule
+	limit *apiv1.OutboundLimit // nil: none
+}
+
+// Limit is the outbound limit of the answer the rules came with (nil:
+// none): this proxy's limit on its own requests to the service.
+func (rs *Rules) Limit() *apiv1.OutboundLimit {
+	if rs == nil {
+		return nil
+	}
+	return rs.limit
+}
+
+// withLimit returns rs carrying lim (rs nil: rules of no routes).
+func (rs *Rules) withLimit(lim *apiv1.OutboundLimit) *Rules {
+	if lim == nil {
+		return rs
+	}
+	if rs == nil {
+		rs = &Rules{}
+	}
+	rs.limit = lim
+	return rs
 }
 
 // Rule is one compiled apiv1.Route.
@@ -175,7 +197,7 @@ func validPath(p string) bool {
 
 // Select returns the most specific rule r matches, or nil.
 func (rs *Rules) Select(r *http.Request) *Rule {
-	if rs == nil {
+	if rs == nil || rs.table == nil {
 		return nil
 	}
 	i := rs.table.SelectQuery(r.Method, r.URL.Path, r.URL.RawQuery, r.Header)

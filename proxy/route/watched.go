@@ -102,6 +102,9 @@ func (w *Watched) store(service string, snap routes.Snapshot) *Rules {
 	var err error
 	if snap.Config != nil {
 		c.rules, err = Compile(snap.Routes)
+		if err == nil {
+			c.rules = c.rules.withLimit(snap.Config.GetLimit())
+		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()

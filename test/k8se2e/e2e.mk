@@ -62,7 +62,7 @@ E2E_TEST_traffic-split     := TestTrafficSplit
 E2E_TEST_retries-budget    := TestRetriesBudget
 E2E_TEST_circuit-break     := TestCircuitBreak
 E2E_TEST_slow-start        := TestSlowStart
-E2E_TEST_rate-limit        := TestRateLimit
+E2E_TEST_rate-limit        := TestRateLimit|TestRateLimitOutbound
 E2E_TEST_gateway-conformance := TestGatewayConformanceMesh
 # The suites of ./test/k8se2e, and the conformance run (test/conformance) if selected.
 E2E_K8S_SUITES   = $(filter-out gateway-conformance,$(or $(SUITE),$(E2E_SUITES)))

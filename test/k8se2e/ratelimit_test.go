@@ -85,3 +85,76 @@ func TestRateLimit(t *testing.T) {
 		t.Errorf("echo's proxy counted %.0f refusals, the client got %d 429s", refusedAtProxy, refused)
 	}
 }
+
+// serviceLimitPolicy: a RateLimit on the Service echo: each client
+// proxy may send it RPS requests a second (bucket Burst).
+var serviceLimitPolicy = template.Must(template.New("serviceLimitPolicy").Parse(`
+apiVersion: policy.trellis.io/v1alpha1
+kind: RateLimit
+metadata: {name: echo-quota, namespace: {{.NS}}}
+spec:
+  targetRef: {kind: Service, name: echo}
+  requestsPerSecond: {{.RPS}}
+  burst: {{.Burst}}
+`[1:]))
+
+// TestRateLimitOutbound is the outbound half of the suite "rate-limit"
+// (issue 13 item 4): a RateLimit of 50 requests a second on the Service
+// echo and a client sending 150 a second for 20 s: the client's own proxy
+// lets about 50 a second out and answers the rest 429 (counted with
+// direction=outbound there); the app, counting at its access log, sees
+// exactly the 200s, and echo's proxy refuses nothing (no inbound limit).
+func TestRateLimitOutbound(t *testing.T) {
+	c := newCluster(t)
+	suiteTimer(t, "rate-limit (outbound)")
+	const ns = "e2e-rate-limit-out"
+	const limit, burst = 50, 50
+	c.protectSetup(t, ns, nil, echoGroup{Name: "target", Replicas: 1, TCPProbe: true})
+	pods := c.groupPods(t, ns, "target")
+	c.mustRun(t, render(t, serviceLimitPolicy, map[string]any{"NS": ns, "RPS": limit, "Burst": burst}), "apply", "--server-side", "-f", "-")
+	c.mustRun(t, nil, "-n", ns, "wait", "--for=condition=Accepted", "ratelimit.policy.trellis.io/echo-quota", "--timeout=1m")
+
+	const rps, run = 150, 20 * time.Second
+	cl := caller{Name: "client", NS: ns, SA: "client", Port: "80"}
+	cl.start(t, c, ns, rps, run)
+	// The client's proxy goes with its Job: scrape it near the run's end.
+	clientPod := c.callerPod(t, cl)
+	waitSeconds(t, run-5*time.Second)
+	cm := c.proxyMetrics(t, ns, clientPod)
+	logSeries(t, "client proxy", cm, "trellis_ratelimit_refused_total")
+	refusedAtClient := cm.Value("trellis_ratelimit_refused_total", map[string]string{"direction": "outbound", "server": ns + "/echo-quota"})
+	res := c.jobLoadResult(t, ns, cl.Name, run+3*time.Minute)
+	arrived := c.groupArrivals(t, ns, pods, cl)
+	refusedAtEcho := 0.0
+	for p := range pods {
+		refusedAtEcho += c.proxyMetrics(t, ns, p).Value("trellis_ratelimit_refused_total", nil)
+	}
+
+	secs := res.ElapsedS
+	if secs <= 0 {
+		secs = run.Seconds()
+	}
+	served, refused := res.Statuses["200"], res.Statuses["429"]
+	bound := limit*secs + burst
+	t.Logf("rate-limit (outbound): client %s", loadSummary(res))
+	t.Logf("rate-limit (outbound): %d sent in %.1f s: %d served (%.1f/s), %d refused with 429 by the client's proxy (%.0f counted there %v before the end); the app saw %d (bound %.0f); echo's proxy refused %.0f",
+		res.Sent, secs, served, float64(served)/secs, refused, refusedAtClient, 5*time.Second, arrived, bound, refusedAtEcho)
+	if res.Sent == 0 || res.Dropped+res.Cancelled != 0 {
+		t.Fatalf("the client did not send its load: %+v", res)
+	}
+	if served+refused != res.Sent {
+		t.Errorf("%d sent, %d served + %d refused: other answers %v", res.Sent, served, refused, res.Statuses)
+	}
+	if float64(served) < 0.9*limit*run.Seconds() || float64(served) > bound {
+		t.Errorf("%d served in %.1f s, want about %d/s: between %.0f and %.0f", served, secs, limit, 0.9*limit*run.Seconds(), bound)
+	}
+	if uint64(arrived) != served {
+		t.Errorf("the app saw %d requests, the client got %d answers 200", arrived, served)
+	}
+	if refusedAtClient < 0.5*float64(refused) || refusedAtClient > float64(refused) {
+		t.Errorf("the client's proxy counted %.0f outbound refusals %v before the end, the client got %d 429s in all", refusedAtClient, 5*time.Second, refused)
+	}
+	if refusedAtEcho != 0 {
+		t.Errorf("echo's proxy refused %.0f requests: the limit is the client's", refusedAtEcho)
+	}
+}

@@ -149,13 +149,13 @@ type Status struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
-// ServerRef names a Server in the referring object's namespace.
-type ServerRef struct {
-	// +kubebuilder:validation:Enum=policy.trellis.io
-	// +kubebuilder:default=policy.trellis.io
+// RateLimitTargetRef names what a RateLimit limits, in the RateLimit's namespace: a Server (group policy.trellis.io, or none: its pods' inbound proxies limit the requests they accept) or a Service (group "" or none: each client proxy limits its own requests to the Service).
+// +kubebuilder:validation:XValidation:rule="self.kind == 'Server' ? (!has(self.group) || self.group == 'policy.trellis.io') : (!has(self.group) || self.group.size() == 0)",message="targetRef: a Server has group policy.trellis.io (or none), a Service group \"\" (or none)"
+type RateLimitTargetRef struct {
+	// +kubebuilder:validation:Enum="";policy.trellis.io
 	// +optional
 	Group string `json:"group,omitempty"`
-	// +kubebuilder:validation:Enum=Server
+	// +kubebuilder:validation:Enum=Server;Service
 	Kind string `json:"kind"`
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
@@ -193,6 +193,9 @@ const (
 	KindHTTPRoute = "HTTPRoute"
 	KindGRPCRoute = "GRPCRoute"
 	GatewayGroup  = "gateway.networking.k8s.io"
+	// KindService: a RateLimit on a Service limits each client proxy's
+	// own requests to it (outbound).
+	KindService = "Service"
 )
 
 // PolicyTargetRef names what an AuthorizationPolicy applies to, in the policy's namespace: a Server (group policy.trellis.io), the Namespace itself (group "", every Server in it), or an HTTPRoute or GRPCRoute (group gateway.networking.k8s.io) whose parentRef is a Server.
@@ -289,7 +292,7 @@ type AuthorizationPolicyList struct {
 	Items           []AuthorizationPolicy `json:"items"`
 }
 
-// A RateLimit caps the requests per second and the requests in flight a Server's proxies accept, per pod. A request over a rate is refused with 429 and Retry-After (gRPC: RESOURCE_EXHAUSTED); one over the concurrency limit with 503 (gRPC: UNAVAILABLE).
+// A RateLimit on a Server caps the requests per second and the requests in flight the Server's proxies accept, per pod (inbound). A RateLimit on a Service caps the requests per second each client proxy sends to the Service, every client proxy with its own bucket (outbound). A request over a rate is refused with 429 and Retry-After (gRPC: RESOURCE_EXHAUSTED); one over the concurrency limit with 503 (gRPC: UNAVAILABLE).
 //
 // +genclient
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
@@ -298,7 +301,8 @@ type AuthorizationPolicyList struct {
 // +kubebuilder:resource:categories={trellis,policy}
 // +kubebuilder:metadata:labels="app.kubernetes.io/part-of=trellis"
 // +kubebuilder:metadata:labels="app.kubernetes.io/managed-by=trellis"
-// +kubebuilder:printcolumn:name="Server",type=string,JSONPath=`.spec.targetRef.name`
+// +kubebuilder:printcolumn:name="Kind",type=string,JSONPath=`.spec.targetRef.kind`
+// +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.spec.targetRef.name`
 // +kubebuilder:printcolumn:name="RPS",type=integer,JSONPath=`.spec.requestsPerSecond`
 // +kubebuilder:printcolumn:name="Per-Client",type=integer,JSONPath=`.spec.perClient.requestsPerSecond`
 // +kubebuilder:printcolumn:name="Concurrency",type=integer,JSONPath=`.spec.concurrency`
@@ -313,13 +317,14 @@ type RateLimit struct {
 	Status Status        `json:"status,omitempty"`
 }
 
-// RateLimitSpec is the limit of the target Server's proxies.
+// RateLimitSpec is the limit of the target Server's proxies, or of every client proxy of the target Service.
+// +kubebuilder:validation:XValidation:rule="self.targetRef.kind != 'Service' || (has(self.requestsPerSecond) && !has(self.perClient) && !has(self.overrides) && !has(self.concurrency) && !has(self.adaptiveConcurrency))",message="a RateLimit on a Service limits each client proxy's own requests to it: set requestsPerSecond (and burst); perClient, overrides, concurrency and adaptiveConcurrency apply to a Server only"
 // +kubebuilder:validation:XValidation:rule="has(self.requestsPerSecond) || has(self.concurrency) || has(self.perClient) || has(self.overrides) || has(self.adaptiveConcurrency)",message="set requestsPerSecond, perClient, overrides, concurrency or adaptiveConcurrency"
 // +kubebuilder:validation:XValidation:rule="!has(self.burst) || has(self.requestsPerSecond)",message="burst needs requestsPerSecond"
 type RateLimitSpec struct {
-	// The Server in this namespace the limit applies to.
-	TargetRef ServerRef `json:"targetRef"`
-	// Sustained requests per second each proxy accepts, from all clients together.
+	// What the limit applies to, in this namespace: a Server (its pods' proxies limit what they accept) or a Service (each client proxy limits what it sends to the Service: a bucket per client proxy, shared by the Service's ports).
+	TargetRef RateLimitTargetRef `json:"targetRef"`
+	// Sustained requests per second each proxy accepts, from all clients together (a Server); or each client proxy sends to the Service (a Service).
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000000
 	// +optional

@@ -44,9 +44,12 @@ type Config struct {
 	// served: shared so that each route kind is watched once.
 	GatewayInformers gwinformers.SharedInformerFactory
 	Pods             cache.SharedIndexInformer
-	Resync           time.Duration
-	TrustDomain      string
-	Log              *slog.Logger
+	// Services, when set, is the shared Service informer: RateLimits on
+	// Services are then checked against it (status).
+	Services    cache.SharedIndexInformer
+	Resync      time.Duration
+	TrustDomain string
+	Log         *slog.Logger
 }
 
 // Setup makes the Runtime when the API server serves
@@ -79,11 +82,11 @@ func Setup(cfg Config) (*Runtime, error) {
 			log.Info("the Gateway API's HTTPRoute and GRPCRoute are not served: no inbound routes")
 		}
 	}
-	src, err := New(cfg.Pods, rt.factory, Options{TrustDomain: cfg.TrustDomain, Gateway: rt.gateway})
+	src, err := New(cfg.Pods, rt.factory, Options{TrustDomain: cfg.TrustDomain, Gateway: rt.gateway, Services: cfg.Services})
 	if err != nil {
 		return nil, err
 	}
-	sw, err := NewStatusWriter(cfg.Client, rt.factory, src, cfg.Pods, rt.gateway, log.With("component", "policy-status"))
+	sw, err := NewStatusWriter(cfg.Client, rt.factory, src, cfg.Pods, cfg.Services, rt.gateway, log.With("component", "policy-status"))
 	if err != nil {
 		return nil, err
 	}

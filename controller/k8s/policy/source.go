@@ -15,6 +15,7 @@ import (
 	policyinformers "github.com/trellis-mesh/trellis/api/policy/client/informers/externalversions"
 	listers "github.com/trellis-mesh/trellis/api/policy/client/listers/policy/v1alpha1"
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/controller/destination"
 	"github.com/trellis-mesh/trellis/controller/notify"
 	"github.com/trellis-mesh/trellis/controller/policy"
 	"github.com/trellis-mesh/trellis/internal/identity"
@@ -31,13 +32,19 @@ type Source struct {
 	authz   listers.AuthorizationPolicyLister
 	limits  listers.RateLimitLister
 	routes  *routeListers // nil: the Gateway API is not served
-	topics  *notify.Topics
-	synced  []cache.InformerSynced
+	// services, when set, tells whether a Service a RateLimit targets
+	// exists (status only; the limit is sent whether it does or not).
+	services cache.Indexer
+	topics   *notify.Topics
+	synced   []cache.InformerSynced
 	// trustDomain turns AuthorizationPolicy serviceAccounts into SPIFFE IDs.
 	trustDomain string
 }
 
-var _ policy.PodSource = (*Source)(nil)
+var (
+	_ policy.PodSource   = (*Source)(nil)
+	_ destination.Limits = (*Source)(nil)
+)
 
 // Options are the optional parts of a Source.
 type Options struct {
@@ -47,6 +54,9 @@ type Options struct {
 	// Gateway, when set, gives the HTTPRoutes and GRPCRoutes whose parent
 	// is a Server (nil: the Gateway API is not served, no inbound routes).
 	Gateway gwinformers.SharedInformerFactory
+	// Services, when set, is the shared Service informer: a RateLimit on a
+	// Service that does not exist is then marked TargetNotFound.
+	Services cache.SharedIndexInformer
 }
 
 // New makes the source over the Pod informer (with the namespace index
@@ -64,6 +74,16 @@ func New(pods cache.SharedIndexInformer, f policyinformers.SharedInformerFactory
 		s.routes = &routeListers{http: g.HTTPRoutes().Lister(), grpc: g.GRPCRoutes().Lister()}
 		infs = append(infs, g.HTTPRoutes().Informer(), g.GRPCRoutes().Informer())
 	}
+	if opts.Services != nil {
+		s.services = opts.Services.GetIndexer()
+	}
+	// Outbound limits have their own topic: the pod events that wake
+	// the namespace's inbound streams change no outbound limit.
+	reg, err := p.RateLimits().Informer().AddEventHandler(wakeHandler(s.notifyLimitsOf))
+	if err != nil {
+		return nil, fmt.Errorf("rate limit informer handler: %w", err)
+	}
+	s.synced = append(s.synced, reg.HasSynced)
 	for _, inf := range infs {
 		reg, err := inf.AddEventHandler(wakeHandler(s.notifyNamespaceOf))
 		if err != nil {
@@ -71,7 +91,7 @@ func New(pods cache.SharedIndexInformer, f policyinformers.SharedInformerFactory
 		}
 		s.synced = append(s.synced, reg.HasSynced)
 	}
-	reg, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err = pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { s.notifyNamespaceOf(obj) },
 		UpdateFunc: func(old, obj any) {
 			if podPolicyChanged(old, obj) {
@@ -121,6 +141,36 @@ func (s *Source) notifyNamespaceOf(obj any) {
 	if m, ok := obj.(interface{ GetNamespace() string }); ok {
 		s.topics.Notify(namespaceTopic(m.GetNamespace()))
 	}
+}
+
+func (s *Source) notifyLimitsOf(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	if m, ok := obj.(interface{ GetNamespace() string }); ok {
+		s.topics.Notify(limitsTopic(m.GetNamespace()))
+	}
+}
+
+func limitsTopic(ns string) string { return "limits/" + ns }
+
+// OutboundLimit implements destination.Limits: the limit of the oldest
+// RateLimit on svc's Service, with the channel of its namespace's
+// RateLimits, taken before the cache is read.
+func (s *Source) OutboundLimit(svc destination.ServicePort) (*apiv1.OutboundLimit, <-chan struct{}, func()) {
+	changed, release := s.topics.Acquire(limitsTopic(svc.Namespace))
+	limits, _ := s.limits.RateLimits(svc.Namespace).List(labels.Everything())
+	return policymodel.ServiceLimit(svc.Namespace, svc.Name, limits), changed, release
+}
+
+// serviceExists reports whether the cache has the Service ns/name (true
+// when Services are not watched: not known).
+func (s *Source) serviceExists(ns, name string) bool {
+	if s.services == nil {
+		return true
+	}
+	_, ok, err := s.services.GetByKey(ns + "/" + name)
+	return err != nil || ok
 }
 
 // podPolicyChanged: only what Translate reads (labels, service account,

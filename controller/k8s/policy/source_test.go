@@ -25,6 +25,7 @@ import (
 )
 
 type fakeCluster struct {
+	core    *kfake.Clientset
 	policy  *policyfake.Clientset
 	factory policyinformers.SharedInformerFactory
 	svc     *policy.Service // over the Source, as controller/kube serves it
@@ -50,8 +51,15 @@ func countWatches(c interface {
 // holding the fixture's objects; resync > 0 replays the policy caches.
 func startFake(t *testing.T, resync time.Duration) fakeCluster {
 	t.Helper()
+	return startFakeWith(t, "testdata/policy.yaml", resync, false)
+}
+
+// startFakeWith is startFake over another fixture; withServices watches
+// Services too (RateLimits on Services are checked against them).
+func startFakeWith(t *testing.T, fixture string, resync time.Duration, withServices bool) fakeCluster {
+	t.Helper()
 	var core, pol []runtime.Object
-	for _, o := range loadFixture(t, "testdata/policy.yaml") {
+	for _, o := range loadFixture(t, fixture) {
 		if o.GetObjectKind().GroupVersionKind().Group == policyv1.GroupName {
 			pol = append(pol, o)
 		} else {
@@ -59,17 +67,22 @@ func startFake(t *testing.T, resync time.Duration) fakeCluster {
 		}
 	}
 	kc, pc := kfake.NewClientset(core...), policyfake.NewSimpleClientset(pol...)
-	watching := make(chan struct{}, 4)
+	watches := 4 // pods and the three policy kinds
+	watching := make(chan struct{}, 5)
 	countWatches(kc, watching)
 	countWatches(pc, watching)
 	kf := kinformers.NewSharedInformerFactory(kc, 0)
 	pf := policyinformers.NewSharedInformerFactory(pc, resync)
 	pods := kf.Core().V1().Pods().Informer()
-	src, err := New(pods, pf, Options{TrustDomain: "cluster.local"})
+	var services cache.SharedIndexInformer
+	if withServices {
+		services, watches = kf.Core().V1().Services().Informer(), watches+1
+	}
+	src, err := New(pods, pf, Options{TrustDomain: "cluster.local", Services: services})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sw, err := NewStatusWriter(pc, pf, src, pods, nil, nil)
+	sw, err := NewStatusWriter(pc, pf, src, pods, services, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +93,7 @@ func startFake(t *testing.T, resync time.Duration) fakeCluster {
 	if !cache.WaitForCacheSync(ctx.Done(), src.HasSynced) {
 		t.Fatal("not synced")
 	}
-	for range 4 {
+	for range watches {
 		select {
 		case <-watching:
 		case <-time.After(time.Minute):
@@ -89,7 +102,7 @@ func startFake(t *testing.T, resync time.Duration) fakeCluster {
 	}
 	go sw.Run(ctx, 2)
 	svc := &policy.Service{Source: src, Metrics: metrics.New()}
-	return fakeCluster{policy: pc, factory: pf, svc: svc, src: src, status: sw}
+	return fakeCluster{core: kc, policy: pc, factory: pf, svc: svc, src: src, status: sw}
 }
 
 // stream is a Policy_WatchInboundServer that hands answers to the test.

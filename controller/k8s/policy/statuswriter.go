@@ -44,7 +44,7 @@ type StatusWriter struct {
 // NewStatusWriter registers its handlers on the informers of src (the
 // policy kinds of f, the pods, the routes); start them, then Run the
 // writer (on the leader only).
-func NewStatusWriter(client versioned.Interface, f policyinformers.SharedInformerFactory, src *Source, pods cache.SharedIndexInformer, gw gwinformers.SharedInformerFactory, log *slog.Logger) (*StatusWriter, error) {
+func NewStatusWriter(client versioned.Interface, f policyinformers.SharedInformerFactory, src *Source, pods, services cache.SharedIndexInformer, gw gwinformers.SharedInformerFactory, log *slog.Logger) (*StatusWriter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -68,6 +68,13 @@ func NewStatusWriter(client versioned.Interface, f policyinformers.SharedInforme
 	for _, h := range handlers {
 		if _, err := h.inf.AddEventHandler(enqueueHandler(h.enqueue)); err != nil {
 			return nil, fmt.Errorf("status handler: %w", err)
+		}
+	}
+	if services != nil {
+		// A Service's arrival or removal resolves a RateLimit on it.
+		limits := func(ns, _ string) { w.enqueueNamespace(ns, false, false, true) }
+		if _, err := services.AddEventHandler(serviceHandler(limits)); err != nil {
+			return nil, fmt.Errorf("status service handler: %w", err)
 		}
 	}
 	// Pods decide Server conflicts (two Servers on one pod and port).
@@ -103,6 +110,13 @@ func enqueueHandler(enqueue func(ns, name string)) cache.ResourceEventHandlerFun
 		}
 	}
 	return cache.ResourceEventHandlerFuncs{AddFunc: f, UpdateFunc: func(_, obj any) { f(obj) }, DeleteFunc: f}
+}
+
+// serviceHandler calls enqueue when a Service comes or goes (its
+// updates, most of them, change no RateLimit's verdict).
+func serviceHandler(enqueue func(ns, name string)) cache.ResourceEventHandlerFuncs {
+	h := enqueueHandler(enqueue)
+	return cache.ResourceEventHandlerFuncs{AddFunc: h.AddFunc, DeleteFunc: h.DeleteFunc}
 }
 
 func (w *StatusWriter) enqueueNamespace(ns string, servers, authz, limits bool) {
@@ -168,7 +182,7 @@ func (w *StatusWriter) sync(ctx context.Context, k string) error {
 		if err != nil {
 			return ignoreNotFound(err)
 		}
-		v := policymodel.AcceptRateLimit(rl, o.Servers, o.RateLimits, w.src.trustDomain)
+		v := policymodel.AcceptRateLimit(rl, o.Servers, o.RateLimits, w.src.trustDomain, w.src.serviceExists)
 		return update(w, rl, &rl.Status, v, func(c *policyv1.RateLimit) error {
 			_, err := pc.RateLimits(ns).UpdateStatus(ctx, c, metav1.UpdateOptions{})
 			return err

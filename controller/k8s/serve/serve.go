@@ -391,6 +391,9 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	if rts != nil {
 		dst.Routes = rts.Source
 	}
+	if pol.rt != nil {
+		dst.Limits = pol.rt.Source // RateLimits on Services
+	}
 	apiv1.RegisterDestinationServer(srv, dst)
 	if cfg.Register != nil {
 		cfg.Register(srv, Env{Client: client, Metrics: m, Log: log, Done: streamsDone, Policy: pol.source})
@@ -484,7 +487,7 @@ func setupPolicy(client kubernetes.Interface, pc versioned.Interface, cfg Config
 		return def, nil
 	}
 	pcfg := k8spolicy.Config{Discovery: client.Discovery(), Client: pc, Gateway: cfg.GatewayClient,
-		Pods: ic.Pods, TrustDomain: cfg.TrustDomain, Log: log.With("component", "policy")}
+		Pods: ic.Pods, Services: ic.Services, TrustDomain: cfg.TrustDomain, Log: log.With("component", "policy")}
 	if rts != nil {
 		pcfg.GatewayInformers = rts.Factory
 	}
