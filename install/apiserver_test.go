@@ -221,6 +221,6 @@ var policyCases = []struct {
 	{"authz duplicate namespaces", `{apiVersion: policy.trellis.io/v1alpha1, kind: AuthorizationPolicy, metadata: {name: web}, spec: {targetRef: {kind: Server, name: web}, namespaces: [a, a]}}`, "Duplicate value"},
 	{"ratelimit ok", `{apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: web}, spec: {targetRef: {kind: Server, name: web}, requestsPerSecond: 100, burst: 200, concurrency: 10}}`, ""},
 	{"ratelimit zero rps", `{apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: web}, spec: {targetRef: {kind: Server, name: web}, requestsPerSecond: 0}}`, "should be greater than or equal to 1"},
-	{"ratelimit empty", `{apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: web}, spec: {targetRef: {kind: Server, name: web}}}`, "set requestsPerSecond, concurrency or both"},
+	{"ratelimit empty", `{apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: web}, spec: {targetRef: {kind: Server, name: web}}}`, "set requestsPerSecond, perClient, overrides, concurrency or adaptiveConcurrency"},
 	{"ratelimit burst alone", `{apiVersion: policy.trellis.io/v1alpha1, kind: RateLimit, metadata: {name: web}, spec: {targetRef: {kind: Server, name: web}, concurrency: 5, burst: 10}}`, "burst needs requestsPerSecond"},
 }
