@@ -2,6 +2,7 @@ package prom
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	proxymetrics "github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/viz/grafana"
 	"github.com/trellis-mesh/trellis/viz/model"
 )
 
@@ -162,6 +164,27 @@ func TestRoutesAgainstPrometheus(t *testing.T) {
 	}
 	if got, err := src.Routes(ctx, model.Query{Resource: model.Resource{Kind: "services", Namespace: "demo", Name: "authors"}, Window: win}); err != nil || len(got) != 0 {
 		t.Errorf("routes svc/authors: %+v %v", got, err)
+	}
+
+	// The Grafana dashboard Trellis / Route's outbound route panels, on the
+	// same series: one series per rule and backend of books' route.
+	res, err := grafana.Check(ctx, http.DefaultClient, c.URL(), map[string]string{
+		"$__rate_interval": "10s", "$namespace": ".*", "$workload": ".*", "$dst_service": books})
+	if err != nil {
+		t.Fatal(err)
+	}
+	panels := 0
+	for _, r := range res {
+		if r.Dashboard != "trellis-route" || !strings.HasPrefix(r.Panel, "Outbound routes:") {
+			continue
+		}
+		panels++
+		if r.Err != nil || r.Series != 3 {
+			t.Errorf("grafana %s (%s): %d series, want 3 (one per rule and backend): %v\n%s", r.Panel, r.RefID, r.Series, r.Err, r.Expr)
+		}
+	}
+	if panels != 5 {
+		t.Errorf("%d outbound route targets in the Grafana route dashboard, want 5", panels)
 	}
 
 	// Every route column runs (the expressions docs/observability.md shows).
