@@ -156,6 +156,12 @@ func vizExpressions(ns string) map[string]string {
 			out[col.Name+" by "+strings.Join(by, ",")] = col.Fill(sel, by, time.Minute)
 		}
 	}
+	// The outbound route rows' columns (trellis routes deploy/web).
+	routeSel := []string{`job="` + prom.ProxyJob + `"`, `namespace="` + ns + `"`, `direction="outbound"`}
+	routeBy := append([]string{prom.LabelNamespace, prom.LabelWorkloadKind, prom.LabelWorkload}, prom.RouteLabels...)
+	for _, col := range prom.RouteColumns {
+		out["route "+col.Name] = col.Fill(routeSel, routeBy, time.Minute)
+	}
 	return out
 }
 
