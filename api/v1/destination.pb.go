@@ -857,7 +857,10 @@ type Route struct {
 	Fault    *Fault      `protobuf:"bytes,12,opt,name=fault,proto3" json:"fault,omitempty"`
 	// "http" or "grpc": what the route came from (a gRPC route's faults
 	// and refusals are answered with grpc-status).
-	Kind          string `protobuf:"bytes,13,opt,name=kind,proto3" json:"kind,omitempty"`
+	Kind string `protobuf:"bytes,13,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The rule's index in the route's spec.rules (the trellis_route_*
+	// metrics' rule label).
+	Rule          uint32 `protobuf:"varint,14,opt,name=rule,proto3" json:"rule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -981,6 +984,13 @@ func (x *Route) GetKind() string {
 		return x.Kind
 	}
 	return ""
+}
+
+func (x *Route) GetRule() uint32 {
+	if x != nil {
+		return x.Rule
+	}
+	return 0
 }
 
 type RouteMatch struct {
@@ -1766,7 +1776,7 @@ const file_api_v1_destination_proto_rawDesc = "" +
 	"\rOutboundLimit\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x13requests_per_second\x18\x02 \x01(\rR\x11requestsPerSecond\x12\x14\n" +
-	"\x05burst\x18\x03 \x01(\rR\x05burst\"\xad\x05\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst\"\xc1\x05\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\amatches\x18\x02 \x03(\v2\x1a.trellis.api.v1.RouteMatchR\amatches\x12;\n" +
@@ -1781,7 +1791,8 @@ const file_api_v1_destination_proto_rawDesc = "" +
 	" \x01(\v2\x1a.trellis.api.v1.URLRewriteR\arewrite\x120\n" +
 	"\amirrors\x18\v \x03(\v2\x16.trellis.api.v1.MirrorR\amirrors\x12+\n" +
 	"\x05fault\x18\f \x01(\v2\x15.trellis.api.v1.FaultR\x05fault\x12\x12\n" +
-	"\x04kind\x18\r \x01(\tR\x04kind\"\xd0\x02\n" +
+	"\x04kind\x18\r \x01(\tR\x04kind\x12\x12\n" +
+	"\x04rule\x18\x0e \x01(\rR\x04rule\"\xd0\x02\n" +
 	"\n" +
 	"RouteMatch\x12\x1f\n" +
 	"\vpath_prefix\x18\x01 \x01(\tR\n" +

@@ -186,20 +186,41 @@ func NewRoutes() *cobra.Command {
 	var q queryFlags
 	cmd := &cobra.Command{
 		Use:   "routes KIND [NAME] | KIND/NAME",
-		Short: "Golden signals per route of a resource",
-		Long: `Show, per resource, authority and route, the success rate, requests per
-second and latency percentiles of the requests it served (or, with --to,
-sent) over the last --time-window. The proxies' metrics carry a route label
-once the traffic issue's routes land; until then, and for requests no route
-matched, each authority has one "[default]" route.
+		Short: "Golden signals per route of a resource: inbound by authority, outbound per route rule and backend",
+		Long: `Show the success rate, requests per second and latency percentiles of a
+resource's requests over the last --time-window, per route. DIRECTION says
+which side of the resource's proxy the figures come from:
+
+  inbound   the requests the resource served, per authority. Routes are
+            applied by the client's proxy, so the route is "[default]".
+  outbound  the requests the resource sent that an HTTPRoute or GRPCRoute
+            attached to a Service (GAMMA) matched: per Service (AUTHORITY,
+            as the client named it), route, rule (its index in
+            spec.rules) and BACKEND (the backendRef the rule picked), from
+            the trellis_route_* metrics of the resource's proxy. With
+            --to, also one "[default]" row per authority: every request
+            sent there, routed or not.
+
+For services (svc, svc/NAME), the rows are the Service's outbound routes
+as all its clients' proxies matched them. --to svc/NAME keeps the routes of
+that Service; --from, and --to a workload, show no outbound routes (the
+route metrics carry no peer identity). A route's success is any status
+class but 5xx (and no response); gRPC statuses are not read there.
 
 Sources as for "trellis stat" (Prometheus on Kubernetes, --prometheus-url,
-or the proxies of a local "trellis demo").`,
-		Example: `  # Per-route figures of the books deployment
+or the proxies of a local "trellis demo", which shows the inbound and
+"[default]" rows only).`,
+		Example: `  # What books served, and the routes it calls other services through
   trellis routes deploy/books -n trellis-demo
 
-  # The routes web calls on books
-  trellis routes deploy/web -n trellis-demo --to svc/books -o json`,
+  # The routes web calls books through, per rule and backend (the canary split)
+  trellis routes deploy/web -n trellis-demo --to svc/books
+
+  # Every route of the books Service, all its clients together, as JSON
+  trellis routes svc/books -n trellis-demo -o json
+
+  # The routes of every Service of a namespace, as YAML, over 5 minutes
+  trellis routes svc -n trellis-demo -t 5m -o yaml`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src, rows, err := runView(cmd, &q, args, model.Source.Routes)
@@ -216,9 +237,10 @@ or the proxies of a local "trellis demo").`,
 
 func writeRoutes(w io.Writer, rows []model.RouteStat) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAMESPACE\tNAME\tAUTHORITY\tROUTE\tSUCCESS\tRPS\tLATENCY_P50\tLATENCY_P95\tLATENCY_P99")
+	fmt.Fprintln(tw, "NAMESPACE\tNAME\tDIRECTION\tAUTHORITY\tROUTE\tRULE\tBACKEND\tSUCCESS\tRPS\tLATENCY_P50\tLATENCY_P95\tLATENCY_P99")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(r.Resource.Namespace), Name(r.Resource), r.Authority, r.Route,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(r.Resource.Namespace), Name(r.Resource),
+			dash(r.Direction), dash(r.Authority), r.Route, dash(r.Rule), dash(r.Backend),
 			pct(r.SuccessRate), rps(r.RPS), ms(r.P50Ms), ms(r.P95Ms), ms(r.P99Ms))
 	}
 	if err := tw.Flush(); err != nil {

@@ -51,8 +51,9 @@ func Config(in Input, authority string) *apiv1.RouteConfig {
 	size := proto.Size(rc)
 	for _, r := range Select(in) {
 		ann := Annotations(r.Meta.Annotations) // once per route, not per rule
-		for _, rule := range r.Rules {
+		for i, rule := range r.Rules {
 			route := in.rule(r, rule, ann)
+			route.Rule = uint32(i)
 			n := proto.Size(route) + 8 // field tag and length
 			if size+n > MaxConfigBytes {
 				return rc

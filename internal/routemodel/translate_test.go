@@ -21,7 +21,7 @@ const books = "books.shop.svc.cluster.local:8080"
 const booksOld = `routes { name: "shop/books-old" kind: "http"
   matches { path_regex: "/legacy/[0-9]+" }
   redirect { scheme: "https" prefix_match: "/v2" status_code: 301 } }
-routes { name: "shop/books-old" kind: "http"
+routes { name: "shop/books-old" kind: "http" rule: 1
   matches { path_exact: "/rewrite" }
   backends { weight: 3 }
   backends { authority: "books-v1.shop.svc.cluster.local:8080" weight: 1 }
@@ -47,7 +47,7 @@ routes { name: "shop/books-split" kind: "http"
   request_headers { set { name: "x-route" value: "canary" } add { name: "x-seen" value: "1" } remove: "x-debug" }
   retry { max_retries: 2 retry_on_status: [502, 503, 504] }
   fault { abort_millionths: 5000 abort_http_status: 503 abort_grpc_status: 14 } }
-routes { name: "shop/books-split" kind: "http"
+routes { name: "shop/books-split" kind: "http" rule: 1
   backends { authority: "books-v1.shop.svc.cluster.local:8080" weight: 90 }
   backends { authority: "books-v2.shop.svc.cluster.local:8080" weight: 10 response_headers { set { name: "x-version" value: "v2" } } }
   retry { max_retries: 2 retry_on_status: [502, 503, 504] }

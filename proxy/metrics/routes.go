@@ -22,9 +22,12 @@ type Routes struct {
 	other  sync.Map // "faults"/"mirrors" + labels -> prometheus.Counter
 }
 
-// RouteKey labels one route's series.
+// RouteKey labels one route's series: Service is the authority the
+// client named (the route's parent), Rule the rule's index in the route,
+// DstService the backend the rule picked (Service when it has none).
 type RouteKey struct {
 	Route, Direction, DstService string
+	Service, Rule                string
 	Class                        string // "2xx", ..., "5xx", or "cancelled"
 }
 
@@ -53,7 +56,7 @@ const (
 
 // NewRoutes registers the route metrics on reg.
 func NewRoutes(reg prometheus.Registerer) (*Routes, error) {
-	labels := []string{"route", "direction", "dst_service", "status_class"}
+	labels := []string{"route", "rule", "direction", "service", "dst_service", "status_class"}
 	r := &Routes{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_route_requests_total", Help: "Requests an outbound route matched, by response status class.",
@@ -105,12 +108,12 @@ func (r *Routes) seriesOf(k RouteKey) *routeSeries {
 		return v.(*routeSeries)
 	}
 	if r.n.Load() >= MaxRouteSeries {
-		k.Route, k.DstService = OtherService, OtherService
+		k.Route, k.Service, k.DstService, k.Rule = OtherService, OtherService, OtherService, ""
 		if v, ok := r.series.Load(k); ok {
 			return v.(*routeSeries)
 		}
 	}
-	lv := []string{k.Route, k.Direction, k.DstService, k.Class}
+	lv := []string{k.Route, k.Rule, k.Direction, k.Service, k.DstService, k.Class}
 	s := &routeSeries{requests: r.requests.WithLabelValues(lv...), latency: r.latency.WithLabelValues(lv...)}
 	v, loaded := r.series.LoadOrStore(k, s)
 	if !loaded {

@@ -25,14 +25,14 @@ func TestRoutesBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < MaxRouteSeries+10; i++ {
-		r.Request(RouteKey{Route: fmt.Sprintf("ns/r%d", i), Direction: Outbound, DstService: "a:80", Class: "2xx"}, 0.01)
+		r.Request(RouteKey{Route: fmt.Sprintf("ns/r%d", i), Rule: "0", Direction: Outbound, Service: "a:80", DstService: "a:80", Class: "2xx"}, 0.01)
 	}
 	r.Request(RouteKey{Route: "ns/r0", Direction: Outbound, DstService: "a:80", Class: ClassCancelled}, 5)
 	// The cap's routes, and (other) for 2xx and for cancelled.
 	if n := testutil.CollectAndCount(r.requests); n != MaxRouteSeries+2 {
 		t.Errorf("%d series, want %d", n, MaxRouteSeries+2)
 	}
-	if v := testutil.ToFloat64(r.requests.WithLabelValues(OtherService, Outbound, OtherService, "2xx")); v != 10 {
+	if v := testutil.ToFloat64(r.requests.WithLabelValues(OtherService, "", Outbound, OtherService, OtherService, "2xx")); v != 10 {
 		t.Errorf("(other) counted %v, want 10", v)
 	}
 	var nilRoutes *Routes

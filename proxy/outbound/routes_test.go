@@ -207,7 +207,7 @@ func backend(authority string, weight uint32) *apiv1.WeightedBackend {
 // ±1 % of the weights, and every request is counted under its route.
 func TestRouteSplit(t *testing.T) {
 	m := newMesh(t)
-	m.src.set("books.demo:80", &apiv1.Route{Name: "demo/books-canary",
+	m.src.set("books.demo:80", &apiv1.Route{Name: "demo/books-canary", Rule: 1,
 		Backends: []*apiv1.WeightedBackend{backend("books.demo:80", 95), backend("books-v2.demo:80", 5)}})
 	const n, workers = 10000, 8
 	var wg sync.WaitGroup
@@ -243,7 +243,8 @@ func TestRouteSplit(t *testing.T) {
 	}
 	eventually(t, "route metrics", func() bool {
 		return counter(t, m.reg, "trellis_route_requests_total", map[string]string{
-			"route": "demo/books-canary", "dst_service": "books-v2.demo:80", "status_class": "2xx"}) == float64(v2) &&
+			"route": "demo/books-canary", "rule": "1", "service": "books.demo:80",
+			"dst_service": "books-v2.demo:80", "status_class": "2xx"}) == float64(v2) &&
 			counter(t, m.reg, "trellis_route_requests_total", map[string]string{"dst_service": "books.demo:80"}) == float64(v1)
 	})
 }

@@ -111,8 +111,9 @@ func (s *Stage) Layer(next pipeline.Handler) pipeline.Handler {
 			return next.Serve(x)
 		}
 		x.Route = rule.Route
+		service := x.Dest.Dst // the parent; apply may pick a backend
 		err := s.apply(x, rule, next)
-		s.count(x, err)
+		s.count(x, service, err)
 		return err
 	})
 }
@@ -171,8 +172,9 @@ func (s *Stage) toBackend(x *pipeline.Exchange, authority string) *proxyerr.Erro
 	return nil
 }
 
-// count records a request a route matched in the route metrics.
-func (s *Stage) count(x *pipeline.Exchange, err error) {
+// count records a request a route of service matched in the route
+// metrics.
+func (s *Stage) count(x *pipeline.Exchange, service string, err error) {
 	if s.Metrics == nil {
 		return
 	}
@@ -189,7 +191,8 @@ func (s *Stage) count(x *pipeline.Exchange, err error) {
 		return // not HTTP any more (an Upgrade's tunnel)
 	}
 	s.Metrics.Request(metrics.RouteKey{
-		Route: x.Route.GetName(), Direction: metrics.Outbound, DstService: x.Key.DstService, Class: class,
+		Route: x.Route.GetName(), Rule: strconv.FormatUint(uint64(x.Route.GetRule()), 10),
+		Direction: metrics.Outbound, Service: service, DstService: x.Key.DstService, Class: class,
 	}, time.Since(x.Start).Seconds())
 }
 

@@ -30,17 +30,19 @@ import (
 // json` agrees within 10 % with what the demo's load generator counted
 // itself, `trellis edges` (now from Prometheus) lists every demo edge with
 // both identities over mTLS, `trellis routes` has the default route, and
-// every PromQL expression of viz/prom runs on the real Prometheus. Logs
+// every PromQL expression of viz/prom runs on the real Prometheus. A GAMMA
+// HTTPRoute on books makes web's calls outbound route rows. Logs
 // Prometheus's memory with the demo running. (make e2e SUITE=viz)
 func TestViz(t *testing.T) {
 	c := newCluster(t)
 	const ns = "e2e-viz"
-	c.sharedInstall(t)
+	c.policyInstall(t) // the shared install and the route CRDs
 	c.vizInstall(t)
 	c.namespace(t, ns)
 	c.waitInjector(t)
 	manifest := c.mustTrellis(t, nil, "demo", "--kubernetes", "-n", ns, "--image", c.image("demo-app"), "--rps", "10")
 	c.mustRun(t, []byte(manifest), "apply", "--server-side", "-f", "-")
+	c.mustRun(t, []byte(fmt.Sprintf(vizBooksRoute, ns)), "apply", "--server-side", "-f", "-")
 	c.rollout(t, ns, "authors", "books", "web", "loadgen")
 	for _, p := range c.pods(t, ns, "") {
 		if p.DeletionTimestamp == nil && p.Labels[k8slabels.LabelServiceAccount] != p.Spec.ServiceAccountName {
@@ -153,6 +155,12 @@ func vizExpressions(ns string) map[string]string {
 		for _, col := range append(prom.GoldenColumns, prom.ColMeshedPods, prom.ColIdentities) {
 			out[col.Name+" by "+strings.Join(by, ",")] = col.Fill(sel, by, time.Minute)
 		}
+	}
+	// The outbound route rows' columns (trellis routes deploy/web).
+	routeSel := []string{`job="` + prom.ProxyJob + `"`, `namespace="` + ns + `"`, `direction="outbound"`}
+	routeBy := append([]string{prom.LabelNamespace, prom.LabelWorkloadKind, prom.LabelWorkload}, prom.RouteLabels...)
+	for _, col := range prom.RouteColumns {
+		out["route "+col.Name] = col.Fill(routeSel, routeBy, time.Minute)
 	}
 	return out
 }
@@ -341,24 +349,62 @@ func (c *cluster) vizEdges(t *testing.T, ns string) {
 	t.Logf("trellis edges -n %s (from Prometheus):\n%s", ns, c.mustTrellis(t, nil, "edges", "-n", ns))
 }
 
+// vizBooksRoute is a GAMMA HTTPRoute on the demo's books Service (%s: the
+// namespace) whose one rule sends everything to books itself: web's calls
+// to books become that route's rule 0.
+const vizBooksRoute = `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: books-route, namespace: %[1]s}
+spec:
+  parentRefs:
+  - {group: "", kind: Service, name: books, port: 80}
+  rules:
+  - backendRefs:
+    - {name: books, port: 80}
+`
+
+// vizRoutes: books' inbound rows (always [default]: routes are the
+// client's), web's outbound route rows for books-route, and the books
+// Service's routes, from the real proxies' route metrics.
 func (c *cluster) vizRoutes(t *testing.T, ns string) {
 	t.Helper()
-	out := c.mustTrellis(t, nil, "routes", "deploy/books", "-n", ns, "-o", "json")
-	var doc vizcmd.RoutesDoc
-	if err := json.Unmarshal([]byte(out), &doc); err != nil {
-		t.Fatal(err)
+	routes := func(args ...string) []model.RouteStat {
+		out := c.mustTrellis(t, nil, append(append([]string{"routes"}, args...), "-n", ns, "-o", "json")...)
+		var doc vizcmd.RoutesDoc
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("trellis routes %s -n %s:\n%s", strings.Join(args, " "), ns, c.mustTrellis(t, nil, append(append([]string{"routes"}, args...), "-n", ns)...))
+		return doc.Routes
 	}
 	var rps float64
-	for _, r := range doc.Routes {
-		if r.Route != prom.DefaultRoute {
-			t.Errorf("route %q: the proxies' metrics have no route label yet", r.Route)
+	for _, r := range routes("deploy/books") {
+		if r.Direction == model.DirectionInbound && r.Route != prom.DefaultRoute {
+			t.Errorf("books inbound route %q: routes are applied by the client's proxy", r.Route)
 		}
-		rps += r.RPS
+		if r.Direction == model.DirectionInbound {
+			rps += r.RPS
+		}
 	}
 	if rps <= 0 {
-		t.Errorf("trellis routes deploy/books: no traffic:\n%s", out)
+		t.Error("trellis routes deploy/books: no inbound traffic")
 	}
-	t.Logf("trellis routes deploy/books -n %s:\n%s", ns, c.mustTrellis(t, nil, "routes", "deploy/books", "-n", ns))
+	route := ns + "/books-route"
+	books := "books." + ns + ".svc.cluster.local:80"
+	isBooksRoute := func(r model.RouteStat) bool {
+		return r.Direction == model.DirectionOutbound && r.Route == route && r.Rule == "0" && r.Backend == books && r.RPS > 0 && r.SuccessRate != nil
+	}
+	found := false
+	for _, r := range routes("deploy/web", "--to", "svc/books") {
+		found = found || isBooksRoute(r)
+	}
+	if !found {
+		t.Errorf("trellis routes deploy/web --to svc/books: no outbound row of %s rule 0 -> %s", route, books)
+	}
+	svc := routes("svc/books")
+	if len(svc) != 1 || !isBooksRoute(svc[0]) || svc[0].Resource.Name != "books" {
+		t.Errorf("trellis routes svc/books: %+v, want one row of %s rule 0 -> %s", svc, route, books)
+	}
 }
 
 // logPrometheusMemory logs the resident memory of the Prometheus process

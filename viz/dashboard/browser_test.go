@@ -77,6 +77,9 @@ func TestBrowserRendersHostileDataInert(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkInert(t, b, path)
+		if path == "/routes" {
+			checkRouteSides(t, b)
+		}
 	}
 	if err := b.Do(30*time.Second, chromedp.Navigate(base+"/tap?target=web"),
 		chromedp.Poll[chromedp.Void](`document.querySelectorAll("#tap-rows tr td.latency").length >= 5 && document.querySelector("#tap-rows tr td.latency").textContent !== ""`)); err != nil {
@@ -105,5 +108,25 @@ func checkInert(t *testing.T, b *browser.Browser, page string) {
 	n, err := browser.Eval[int](b, `document.scripts.length + document.images.length`)
 	if err != nil || n != 1 {
 		t.Errorf("%s: %d scripts and images in the page (%v), want the one app.js", page, n, err)
+	}
+}
+
+// checkRouteSides reads the routes table as the browser shows it, after
+// an in-place refresh: the inbound row and web's two outbound route rows,
+// each saying its side, the hostile backend as text.
+func checkRouteSides(t *testing.T, b *browser.Browser) {
+	t.Helper()
+	rows, err := browser.Eval[[]string](b, `Array.from(document.querySelectorAll("#routes tbody tr")).map(
+		tr => Array.from(tr.cells).slice(0, 6).map(td => td.innerText).join(" | "))`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"web | inbound (served) |  | " + hostile + " | - | -",
+		"web | outbound (sent) | books.demo:80 | demo/books-split | 0 | " + hostile,
+		"web | outbound (sent) | books.demo:80 | demo/books-split | 0 | books-v1.demo:80",
+	}
+	if strings.Join(rows, "\n") != strings.Join(want, "\n") {
+		t.Errorf("routes table in the browser:\n%s\nwant\n%s", strings.Join(rows, "\n"), strings.Join(want, "\n"))
 	}
 }

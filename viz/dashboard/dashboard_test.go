@@ -88,6 +88,14 @@ func demoSource() *fakeSource {
 			Golden: model.Golden{RPS: 1}},
 	}, routes: []model.RouteStat{
 		{Resource: model.Resource{Kind: "workloads", Name: "web"}, Route: hostile, Golden: model.Golden{RPS: 3}},
+		// web's outbound routes: a canary rule's two backends, one named
+		// by an attacker.
+		{Resource: model.Resource{Kind: "workloads", Name: "web"}, Direction: model.DirectionOutbound,
+			Route: "demo/books-split", Rule: "0", Authority: "books.demo:80", Backend: "books-v1.demo:80",
+			Golden: model.Golden{RPS: 9, SuccessRate: ptr(1), P50Ms: ptr(2), P95Ms: ptr(4), P99Ms: ptr(5)}},
+		{Resource: model.Resource{Kind: "workloads", Name: "web"}, Direction: model.DirectionOutbound,
+			Route: "demo/books-split", Rule: "0", Authority: "books.demo:80", Backend: hostile,
+			Golden: model.Golden{RPS: 1, SuccessRate: ptr(0.5), P50Ms: ptr(40)}},
 	}}
 }
 
@@ -128,7 +136,7 @@ func TestSecurityHeadersOnEveryAnswer(t *testing.T) {
 
 func TestPagesHaveNoInlineScriptOrStyle(t *testing.T) {
 	src := demoSource()
-	src.edges[1].Dst.Name, src.routes[0].Route = "authors", "[default]" // no hostile text here
+	src.edges[1].Dst.Name, src.routes[0].Route, src.routes[2].Backend = "authors", "[default]", "b" // no hostile text here
 	h := newTest(t, Config{Source: src, Tapper: &fakeTapper{}, Local: true})
 	for _, path := range []string{"/", "/edges", "/routes", "/tap?target=web", "/identity", "/policy"} {
 		body := get(t, h, path).Body.String()
@@ -652,4 +660,47 @@ func githubAnchor(h string) string {
 		}
 	}
 	return b.String()
+}
+
+// The routes page shows each row's side: what a workload served
+// (inbound) and the outbound routes it matched, per service, route, rule
+// and backend, names escaped.
+func TestRoutesPageShowsBothSides(t *testing.T) {
+	h := newTest(t, Config{Source: demoSource(), Local: true})
+	body := get(t, h, "/routes").Body.String()
+	if n := strings.Count(body, `<tr class="route inbound">`); n != 1 {
+		t.Errorf("%d inbound rows, want 1:\n%s", n, body)
+	}
+	if n := strings.Count(body, `<tr class="route outbound">`); n != 2 {
+		t.Errorf("%d outbound rows, want 2:\n%s", n, body)
+	}
+	for _, want := range []string{
+		`<td class="direction">inbound (served)</td>`,
+		`<td class="direction">outbound (sent)</td><td>books.demo:80</td><td class="route-name">demo/books-split</td><td class="rule">0</td><td class="backend">books-v1.demo:80</td><td>100.00%</td>`,
+		`<td class="backend">&lt;script&gt;`,
+		`<td class="rule">-</td><td class="backend">-</td>`, // the inbound row
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("routes page lacks %s:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "<script>alert") {
+		t.Error("a hostile backend rendered as markup")
+	}
+}
+
+// Only inbound rows say which workloads serve a service: a client's
+// outbound routes to it do not make the client a backend in the graph.
+func TestBackendsFromInboundRowsOnly(t *testing.T) {
+	w := func(n string) model.Resource { return model.Resource{Kind: "workloads", Name: n} }
+	src := &fakeSource{routes: []model.RouteStat{
+		{Resource: w("books-v1"), Direction: model.DirectionInbound, Route: "[default]", Authority: "books.demo:80"},
+		{Resource: w("web"), Direction: model.DirectionOutbound, Route: "demo/books-split", Rule: "0", Authority: "books.demo:80", Backend: "books-v1.demo:80"},
+	}}
+	h := newTest(t, Config{Source: src, Local: true})
+	books := model.Resource{Kind: "services", Name: "books"}
+	got := h.backends(context.Background(), "", []model.Edge{{Src: w("web"), Dst: books}})
+	if len(got) != 1 || len(got[books]) != 1 || got[books][0] != w("books-v1") {
+		t.Errorf("backends %v, want books -> books-v1 only", got)
+	}
 }

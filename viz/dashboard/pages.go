@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"html/template"
@@ -257,8 +258,8 @@ func (h *Handler) backends(ctx context.Context, ns string, edges []model.Edge) m
 	}
 	out := map[model.Resource][]model.Resource{}
 	for _, rt := range routes {
-		if rt.Authority == "" {
-			continue
+		if rt.Authority == "" || rt.Direction == model.DirectionOutbound {
+			continue // a client's routes say nothing of who serves
 		}
 		svc := prom.ServiceOf(rt.Authority, rt.Resource.Namespace)
 		if h.cfg.Local {
@@ -279,7 +280,10 @@ func (h *Handler) routes(w http.ResponseWriter, r *http.Request) {
 			return h.cfg.Source.Routes(ctx, h.query(h.workloadKind(), ns))
 		},
 		cmp: func(a, b model.RouteStat) int {
-			return strings.Compare(resourceString(a.Resource)+" "+a.Route, resourceString(b.Resource)+" "+b.Route)
+			// Per workload, what it served then what it sent, by route.
+			return cmp.Or(strings.Compare(resourceString(a.Resource), resourceString(b.Resource)),
+				strings.Compare(a.Direction, b.Direction), strings.Compare(a.Authority, b.Authority),
+				strings.Compare(a.Route, b.Route), strings.Compare(a.Rule, b.Rule), strings.Compare(a.Backend, b.Backend))
 		},
 	})
 }

@@ -92,8 +92,13 @@ func sel(pairs ...string) string {
 	var parts []string
 	for i := 0; i+1 < len(pairs); i += 2 {
 		op, v := "=", pairs[i+1]
-		if strings.HasPrefix(v, "~") {
+		switch {
+		case strings.HasPrefix(v, "~"):
 			op, v = "=~", v[1:]
+		case strings.HasPrefix(v, "!~"):
+			op, v = "!~", v[2:]
+		case strings.HasPrefix(v, "!"):
+			op, v = "!=", v[1:]
 		}
 		parts = append(parts, fmt.Sprintf("%s%s%q", pairs[i], op, v))
 	}

@@ -1,6 +1,9 @@
 package grafana
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // The PromQL building blocks (docs/metrics.md; docs/observability.md
 // documents the same expressions for `trellis stat`).
@@ -9,6 +12,10 @@ const (
 	responses  = "trellis_responses_total"
 	requests   = "trellis_requests_total"
 	latency    = "trellis_response_latency_seconds_bucket"
+	// The outbound route metrics (docs/metrics.md#routes): per route,
+	// rule, service (the parent, as callers name it) and backend.
+	routeRequests = "trellis_route_requests_total"
+	routeLatency  = "trellis_route_response_latency_seconds_bucket"
 )
 
 // rate sums the per-second rate of metric{s} by the given labels.
@@ -113,12 +120,12 @@ func workload() dashSpec {
 func route() dashSpec {
 	to := []string{"direction", "outbound", "dst_service", "$dst_service"}
 	return dashSpec{uid: "trellis-route", title: "Trellis / Route",
-		desc: "One destination as its callers name it (dst_service: the authority of the request), seen by every client proxy; and the inbound routes' authorization decisions of its namespace.",
+		desc: "One destination as its callers name it (dst_service: the authority of the request), seen by every client proxy; the outbound routes (HTTPRoute/GRPCRoute attached to it) their proxies matched, per route, rule and backend; and the inbound routes' authorization decisions of its namespace.",
 		vars: []Variable{
 			queryVar("dst_service", "Destination", "label_values("+requests+`{direction="outbound"}, dst_service)`, false),
 			queryVar("namespace", "Namespace (inbound routes)", "label_values(trellis_inbound_authz_allow_total, "+LabelNamespace+")", true),
 		},
-		panels: []panelSpec{
+		panels: slices.Concat([]panelSpec{
 			{title: "Requests per second", kind: "stat", unit: "reqps", targets: []targetSpec{{rate(responses, sel(to...), ""), "rps"}}},
 			{title: "Success rate", kind: "stat", unit: "percentunit", targets: []targetSpec{{successRate(to, ""), "success"}}},
 			{title: "p99 latency", kind: "stat", unit: "s", targets: []targetSpec{{quantile(0.99, to, ""), "p99"}}},
@@ -132,11 +139,36 @@ func route() dashSpec {
 				targets: []targetSpec{{rate(responses, sel(to...), "status_code, grpc_status, classification"), "{{status_code}} {{grpc_status}} {{classification}}"}}},
 			{title: "Served by (peer identity, mTLS)", kind: "timeseries", unit: "reqps",
 				targets: []targetSpec{{rate(requests, sel(to...), "peer_identity, tls"), "{{peer_identity}} tls={{tls}}"}}},
+		}, routePanels(), []panelSpec{
 			{title: "Inbound route decisions: allowed", kind: "timeseries", unit: "reqps",
 				targets: []targetSpec{{rate("trellis_inbound_authz_allow_total", sel(LabelNamespace, "~$namespace"), "server, route, authz"), "{{server}} {{route}} by {{authz}}"}}},
 			{title: "Inbound route decisions: denied", kind: "timeseries", unit: "reqps",
 				targets: []targetSpec{{rate("trellis_inbound_authz_deny_total", sel(LabelNamespace, "~$namespace"), "server, route, reason"), "{{server}} {{route}} {{reason}}"}}},
-		}}
+		})}
+}
+
+// routePanels are the outbound routes (GAMMA) of the chosen destination:
+// the rules its callers' proxies matched, per route, rule and backend. A
+// success is a status class other than 5xx and 0xx (the route metrics
+// carry no gRPC status); cancelled requests are neither.
+func routePanels() []panelSpec {
+	svc := []string{"direction", "outbound", "service", "$dst_service"}
+	counted := with(svc, "status_class", "!cancelled")
+	ok := with(svc, "status_class", "!~5xx|0xx|cancelled")
+	by := "route, rule, dst_service"
+	legend := "{{route}} rule {{rule}} -> {{dst_service}}"
+	q := func(p float64) string {
+		return fmt.Sprintf("histogram_quantile(%g, %s)", p, rate(routeLatency, sel(svc...), joinBy("le", by)))
+	}
+	const desc = "Requests an HTTPRoute or GRPCRoute attached to this Service matched, as the callers' proxies count them (trellis_route_*): per route, rule (its index in spec.rules) and the backend the rule picked."
+	return []panelSpec{
+		{title: "Outbound routes: requests per second by route, rule and backend", kind: "timeseries", unit: "reqps", desc: desc,
+			targets: []targetSpec{{rate(routeRequests, sel(counted...), by), legend}}},
+		{title: "Outbound routes: success rate by route, rule and backend", kind: "timeseries", unit: "percentunit", desc: desc,
+			targets: []targetSpec{{rate(routeRequests, sel(ok...), by) + "\n/\n" + rate(routeRequests, sel(counted...), by), legend}}},
+		{title: "Outbound routes: latency by route, rule and backend", kind: "timeseries", unit: "s", desc: desc, targets: []targetSpec{
+			{q(0.5), "p50 " + legend}, {q(0.95), "p95 " + legend}, {q(0.99), "p99 " + legend}}},
+	}
 }
 
 func controlPlane() dashSpec {

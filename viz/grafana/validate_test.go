@@ -42,6 +42,9 @@ func registered(t *testing.T) map[string]string {
 	if _, err := proxymetrics.NewAuthz(preg); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := proxymetrics.NewRoutes(preg); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := proxymetrics.NewControlPlane(preg, "destination"); err != nil {
 		t.Fatal(err)
 	}

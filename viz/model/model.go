@@ -70,13 +70,35 @@ type Edge struct {
 	Golden
 }
 
-// RouteStat is one row of `trellis routes`: Route "[default]" when the
-// service has no routes.
+// Directions of a RouteStat: which proxy's metrics it comes from.
+const (
+	// DirectionInbound: the requests Resource served, from its own proxy.
+	// Routes are applied by the client's proxy, so Route is "[default]".
+	DirectionInbound = "inbound"
+	// DirectionOutbound: the requests Resource sent, from its own proxy:
+	// per route rule that matched them (an HTTPRoute or GRPCRoute whose
+	// parent is a Service), or "[default]", every request to Authority.
+	DirectionOutbound = "outbound"
+)
+
+// RouteStat is one row of `trellis routes`: Route "[default]" when no
+// route is known (see Direction).
 type RouteStat struct {
 	Resource Resource `json:"resource"`
-	Route    string   `json:"route"`
-	// Authority the route belongs to (outbound) or Server (inbound).
+	// Direction is DirectionInbound or DirectionOutbound.
+	Direction string `json:"direction"`
+	// Route is "namespace/name" of an HTTPRoute or GRPCRoute, or
+	// "[default]".
+	Route string `json:"route"`
+	// Rule is the index of the route's rule (spec.rules, from "0"); ""
+	// for "[default]".
+	Rule string `json:"rule,omitempty"`
+	// Authority the requests were for: the Service a client named
+	// (outbound) or that the resource served (inbound).
 	Authority string `json:"authority,omitempty"`
+	// Backend the route's rule sent the requests to (Authority when the
+	// rule has no backendRefs); "" for "[default]".
+	Backend string `json:"backend,omitempty"`
 	Golden
 }
 

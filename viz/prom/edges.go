@@ -6,9 +6,6 @@ import (
 	"github.com/trellis-mesh/trellis/viz/model"
 )
 
-// DefaultRoute is the route of requests no route matched.
-const DefaultRoute = "[default]"
-
 // Edges answers `trellis edges`: the clients' outbound series, one edge per
 // source workload, destination authority, serving identity and TLS. The
 // source is q.Resource (Kind "" = every workload); q.To narrows the
@@ -126,30 +123,4 @@ func (d destIndex) resolve(authority, peer, clientNS string) model.Resource {
 		return cands[0]
 	}
 	return ServiceOf(authority, clientNS)
-}
-
-// Routes answers `trellis routes`: per resource and route, the traffic it
-// served (inbound), or with q.To the traffic it sent there. Series without
-// a route label are the DefaultRoute of their authority.
-func (s *Source) Routes(ctx context.Context, q model.Query) ([]model.RouteStat, error) {
-	k, sel, err := s.selection(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	t := newTable(append(append([]string(nil), k.by...), "dst_service", "route"))
-	if err := s.fillGolden(ctx, t, sel, window(q)); err != nil {
-		return nil, err
-	}
-	out := make([]model.RouteStat, 0, len(t.rows))
-	for _, r := range t.sorted() {
-		route := string(r.labels["route"])
-		if route == "" {
-			route = DefaultRoute
-		}
-		out = append(out, model.RouteStat{
-			Resource: resourceOf(q.Resource.Kind, r.labels), Route: route,
-			Authority: string(r.labels["dst_service"]), Golden: r.Golden,
-		})
-	}
-	return out, nil
 }

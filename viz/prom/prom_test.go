@@ -78,6 +78,8 @@ func (l *linear) Collect(ch chan<- prometheus.Metric) {
 type target struct {
 	labels map[string]string
 	series []*linear
+	// reg, when set, is scraped too (a real proxy's registry).
+	reg *prometheus.Registry
 }
 
 // startPrometheus runs a real Prometheus scraping each target every
@@ -88,7 +90,10 @@ func startPrometheus(t *testing.T, targets []target) *Client {
 	var cfg strings.Builder
 	cfg.WriteString("global: {scrape_interval: 1s, scrape_timeout: 1s}\nscrape_configs:\n- job_name: trellis-proxy\n  static_configs:\n")
 	for _, tg := range targets {
-		reg := prometheus.NewRegistry()
+		reg := tg.reg
+		if reg == nil {
+			reg = prometheus.NewRegistry()
+		}
 		for _, s := range tg.series {
 			reg.MustRegister(s)
 		}
@@ -169,9 +174,9 @@ func dir(d, dst, peer string) map[string]string {
 func TestAgainstPrometheus(t *testing.T) {
 	const books = "books.demo.svc.cluster.local:80"
 	c := startPrometheus(t, []target{
-		{pod("demo", "web-1", "deployment", "web", idWeb), []*linear{newLinear(dir("outbound", books, idBooks), 20, 9, 0.01)}},
-		{pod("demo", "books-1", "deployment", "books", idBooks), []*linear{newLinear(dir("inbound", books, idWeb), 12, 9, 0.01)}},
-		{pod("demo", "books-2", "deployment", "books", idBooks), []*linear{newLinear(dir("inbound", books, idWeb), 8, 9, 0.1)}},
+		{labels: pod("demo", "web-1", "deployment", "web", idWeb), series: []*linear{newLinear(dir("outbound", books, idBooks), 20, 9, 0.01)}},
+		{labels: pod("demo", "books-1", "deployment", "books", idBooks), series: []*linear{newLinear(dir("inbound", books, idWeb), 12, 9, 0.01)}},
+		{labels: pod("demo", "books-2", "deployment", "books", idBooks), series: []*linear{newLinear(dir("inbound", books, idWeb), 8, 9, 0.1)}},
 	})
 	src := &Source{C: c}
 	ctx := context.Background()
@@ -236,7 +241,7 @@ func TestAgainstPrometheus(t *testing.T) {
 	}
 
 	routes, err := src.Routes(ctx, model.Query{Resource: model.Resource{Kind: "deployments", Namespace: "demo", Name: "books"}, Window: win})
-	if err != nil || len(routes) != 1 || routes[0].Route != DefaultRoute || routes[0].Authority != books {
+	if err != nil || len(routes) != 1 || routes[0].Route != DefaultRoute || routes[0].Authority != books || routes[0].Direction != model.DirectionInbound {
 		t.Errorf("routes %+v %v", routes, err)
 	}
 

@@ -66,6 +66,36 @@ func quantileExpr(q string) string {
 // GoldenColumns are the columns of model.Golden, in order.
 var GoldenColumns = []Column{ColRequests, ColRPS, ColSuccessRate, ColP50, ColP95, ColP99, ColTCPConns}
 
+// The columns of outbound routes, from the route metrics the client's
+// proxy writes for the requests a route matched (docs/metrics.md#routes):
+// they carry the route, rule, service and backend but no gRPC status, so
+// a success is a status class other than 5xx and 0xx (no response), and
+// cancelled requests are neither.
+var (
+	ColRouteRequests = Column{"requests",
+		`sum by ($BY) (increase(trellis_route_requests_total{$SEL,status_class!="cancelled"}[$WINDOW]))`}
+	ColRouteRPS = Column{"rps",
+		`sum by ($BY) (rate(trellis_route_requests_total{$SEL,status_class!="cancelled"}[$WINDOW]))`}
+	ColRouteSuccessRate = Column{"success_rate",
+		`sum by ($BY) (rate(trellis_route_requests_total{$SEL,status_class!~"5xx|0xx|cancelled"}[$WINDOW])) / sum by ($BY) (rate(trellis_route_requests_total{$SEL,status_class!="cancelled"}[$WINDOW]))`}
+	ColRouteP50 = Column{"p50", routeQuantileExpr("0.5")}
+	ColRouteP95 = Column{"p95", routeQuantileExpr("0.95")}
+	ColRouteP99 = Column{"p99", routeQuantileExpr("0.99")}
+)
+
+func routeQuantileExpr(q string) string {
+	return `histogram_quantile(` + q + `, sum by ($BY, le) (rate(trellis_route_response_latency_seconds_bucket{$SEL}[$WINDOW])))`
+}
+
+// RouteColumns are the columns of model.Golden for outbound routes (no
+// TCP connections: routes are HTTP).
+var RouteColumns = []Column{ColRouteRequests, ColRouteRPS, ColRouteSuccessRate, ColRouteP50, ColRouteP95, ColRouteP99}
+
+// RouteLabels key an outbound route's rows besides the client resource:
+// the authority the client named (the route's parent), the route, the
+// rule's index and the backend the rule picked.
+var RouteLabels = []string{"service", "route", "rule", "dst_service"}
+
 // Fill fills a column's placeholders.
 func (c Column) Fill(sel []string, by []string, window time.Duration) string {
 	r := strings.NewReplacer(

@@ -67,6 +67,12 @@ func (t *table) sorted() []*row {
 // fillGolden runs the golden columns over sel grouped by t.by into t's
 // rows (rows appear as series do).
 func (s *Source) fillGolden(ctx context.Context, t *table, sel []string, window time.Duration) error {
+	return s.fillColumns(ctx, t, GoldenColumns, sel, window)
+}
+
+// fillColumns runs cols (GoldenColumns or RouteColumns) over sel grouped
+// by t.by into t's rows.
+func (s *Source) fillColumns(ctx context.Context, t *table, cols []Column, sel []string, window time.Duration) error {
 	set := map[string]func(r *row, v float64){
 		ColRequests.Name:    func(r *row, v float64) { r.Requests = v },
 		ColRPS.Name:         func(r *row, v float64) { r.RPS = v },
@@ -76,7 +82,7 @@ func (s *Source) fillGolden(ctx context.Context, t *table, sel []string, window 
 		ColP99.Name:         func(r *row, v float64) { r.P99Ms = ptr(v * 1000) },
 		ColTCPConns.Name:    func(r *row, v float64) { r.TCPConns = ptr(v) },
 	}
-	for _, c := range GoldenColumns {
+	for _, c := range cols {
 		vec, err := s.C.Query(ctx, c.Fill(sel, t.by, window))
 		if err != nil {
 			return err

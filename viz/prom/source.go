@@ -68,14 +68,18 @@ func (s *Source) direction(ctx context.Context, q model.Query) ([]string, error)
 
 // authorityMatcher matches the authorities clients use for a service:
 // name, name.ns, name.ns.svc..., with or without a port.
-func authorityMatcher(svc model.Resource) string {
+func authorityMatcher(svc model.Resource) string { return authorityMatcherOn("dst_service", svc) }
+
+// authorityMatcherOn is authorityMatcher on the label holding the
+// authority.
+func authorityMatcherOn(label string, svc model.Resource) string {
 	re := regexp.QuoteMeta(svc.Name)
 	if svc.Namespace != "" {
 		re += `(\.` + regexp.QuoteMeta(svc.Namespace) + `(\..+)?)?`
 	} else {
 		re += `(\..+)?`
 	}
-	return "dst_service=~" + quote(re+`(:[0-9]+)?`)
+	return label + "=~" + quote(re+`(:[0-9]+)?`)
 }
 
 // identities are the SPIFFE IDs of the pods of r that Prometheus scrapes.

@@ -220,13 +220,18 @@ func (s *Source) resolve(cur scrapeSet, authority, peer string) model.Resource {
 	return model.Resource{Kind: "services", Name: prom.ServiceOf(authority, "").Name}
 }
 
-// Routes answers `trellis routes`: the proxies' metrics carry no route
-// label, so each workload has one DefaultRoute per authority it served (or,
-// with --to, sent to).
+// Routes answers `trellis routes`: each workload has one DefaultRoute per
+// authority it served (or, with --to, sent to). Local mode does not read
+// the route metrics yet: outbound routes are shown on Kubernetes
+// (viz/prom).
 func (s *Source) Routes(ctx context.Context, q model.Query) ([]model.RouteStat, error) {
 	keep, w, err := s.filtered(ctx, q)
 	if err != nil {
 		return nil, err
+	}
+	dir := model.DirectionInbound
+	if q.To.Kind != "" {
+		dir = model.DirectionOutbound
 	}
 	var out []model.RouteStat
 	for i, t := range s.Targets {
@@ -249,7 +254,7 @@ func (s *Source) Routes(ctx context.Context, q model.Query) ([]model.RouteStat, 
 		}
 		sort.Strings(auths)
 		for _, a := range auths {
-			out = append(out, model.RouteStat{Resource: t.Resource, Route: prom.DefaultRoute, Authority: a, Golden: golden(*byAuth[a], w.seconds)})
+			out = append(out, model.RouteStat{Resource: t.Resource, Direction: dir, Route: prom.DefaultRoute, Authority: a, Golden: golden(*byAuth[a], w.seconds)})
 		}
 	}
 	return out, nil
