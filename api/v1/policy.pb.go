@@ -491,8 +491,16 @@ type Limits struct {
 	// The adaptive concurrency limit (a gradient on observed latency,
 	// capped by max_concurrency when set); unset means off.
 	AdaptiveConcurrency *AdaptiveConcurrency `protobuf:"bytes,7,opt,name=adaptive_concurrency,json=adaptiveConcurrency,proto3" json:"adaptive_concurrency,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The pod's HTTP kubelet probes of the port: the very route the default
+	// answer carries (ServerPolicy.routes "probes": GETs of exactly these
+	// paths, unauthenticated). A request without mesh TLS that it matches
+	// and allows is neither limited nor counted against these limits (the
+	// kubelet probes in plaintext, and must not see 429 or 503 because the
+	// app is busy), up to a small allowance of its own; past it, and for
+	// every caller with mesh TLS, the limits apply. Unset: no exemption.
+	Probes        *InboundRoute `protobuf:"bytes,8,opt,name=probes,proto3" json:"probes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
@@ -570,6 +578,13 @@ func (x *Limits) GetOverrides() []*ClientLimit {
 func (x *Limits) GetAdaptiveConcurrency() *AdaptiveConcurrency {
 	if x != nil {
 		return x.AdaptiveConcurrency
+	}
+	return nil
+}
+
+func (x *Limits) GetProbes() *InboundRoute {
+	if x != nil {
+		return x.Probes
 	}
 	return nil
 }
@@ -725,7 +740,7 @@ const file_api_v1_policy_proto_rawDesc = "" +
 	"\x04nets\x18\x06 \x03(\v2\x17.trellis.api.v1.NetworkR\x04nets\"5\n" +
 	"\aNetwork\x12\x12\n" +
 	"\x04cidr\x18\x01 \x01(\tR\x04cidr\x12\x16\n" +
-	"\x06except\x18\x02 \x03(\tR\x06except\"\xea\x02\n" +
+	"\x06except\x18\x02 \x03(\tR\x06except\"\xa0\x03\n" +
 	"\x06Limits\x12.\n" +
 	"\x13requests_per_second\x18\x01 \x01(\rR\x11requestsPerSecond\x12'\n" +
 	"\x0fmax_concurrency\x18\x02 \x01(\rR\x0emaxConcurrency\x12\x14\n" +
@@ -733,7 +748,8 @@ const file_api_v1_policy_proto_rawDesc = "" +
 	"\x1aclient_requests_per_second\x18\x04 \x01(\rR\x17clientRequestsPerSecond\x12!\n" +
 	"\fclient_burst\x18\x05 \x01(\rR\vclientBurst\x129\n" +
 	"\toverrides\x18\x06 \x03(\v2\x1b.trellis.api.v1.ClientLimitR\toverrides\x12V\n" +
-	"\x14adaptive_concurrency\x18\a \x01(\v2#.trellis.api.v1.AdaptiveConcurrencyR\x13adaptiveConcurrency\"s\n" +
+	"\x14adaptive_concurrency\x18\a \x01(\v2#.trellis.api.v1.AdaptiveConcurrencyR\x13adaptiveConcurrency\x124\n" +
+	"\x06probes\x18\b \x01(\v2\x1c.trellis.api.v1.InboundRouteR\x06probes\"s\n" +
 	"\vClientLimit\x12\x1e\n" +
 	"\n" +
 	"identities\x18\x01 \x03(\tR\n" +
@@ -791,13 +807,14 @@ var file_api_v1_policy_proto_depIdxs = []int32{
 	5,  // 7: trellis.api.v1.Authorization.nets:type_name -> trellis.api.v1.Network
 	7,  // 8: trellis.api.v1.Limits.overrides:type_name -> trellis.api.v1.ClientLimit
 	8,  // 9: trellis.api.v1.Limits.adaptive_concurrency:type_name -> trellis.api.v1.AdaptiveConcurrency
-	1,  // 10: trellis.api.v1.Policy.WatchInbound:input_type -> trellis.api.v1.InboundPolicyRequest
-	2,  // 11: trellis.api.v1.Policy.WatchInbound:output_type -> trellis.api.v1.ServerPolicy
-	11, // [11:12] is the sub-list for method output_type
-	10, // [10:11] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	3,  // 10: trellis.api.v1.Limits.probes:type_name -> trellis.api.v1.InboundRoute
+	1,  // 11: trellis.api.v1.Policy.WatchInbound:input_type -> trellis.api.v1.InboundPolicyRequest
+	2,  // 12: trellis.api.v1.Policy.WatchInbound:output_type -> trellis.api.v1.ServerPolicy
+	12, // [12:13] is the sub-list for method output_type
+	11, // [11:12] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_policy_proto_init() }

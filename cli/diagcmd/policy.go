@@ -110,11 +110,7 @@ func writePolicy(w io.Writer, d PodPolicy) error {
 	}
 	writeAuthz(w, "  ", sp.GetAuthorizations())
 	for _, r := range sp.GetRoutes() {
-		var ms []string
-		for _, m := range r.GetMatches() {
-			ms = append(ms, match(m))
-		}
-		fmt.Fprintf(w, "  route %s: %s\n", r.GetName(), dash(strings.Join(ms, "; ")))
+		fmt.Fprintf(w, "  route %s: %s\n", r.GetName(), dash(matches(r.GetMatches(), "; ")))
 		writeAuthz(w, "    ", r.GetAuthorizations())
 	}
 	return nil
@@ -170,4 +166,16 @@ func writeLimits(w io.Writer, l *apiv1.Limits) {
 	if a := l.GetAdaptiveConcurrency(); a != nil {
 		fmt.Fprintf(w, "    adaptive concurrency: on (min %d, max %d; 0: the proxy's default)\n", a.GetMinLimit(), a.GetMaxLimit())
 	}
+	if p := l.GetProbes(); len(p.GetMatches()) > 0 {
+		fmt.Fprintf(w, "    exempt: plaintext kubelet probes %s\n", matches(p.GetMatches(), ", "))
+	}
+}
+
+// matches is a route's matches, joined by sep.
+func matches(ms []*apiv1.RouteMatch, sep string) string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = match(m)
+	}
+	return strings.Join(out, sep)
 }

@@ -13,6 +13,7 @@ import (
 
 	policyv1 "github.com/trellis-mesh/trellis/api/policy/v1alpha1"
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/policymodel/answer"
 )
 
 // ServerFor returns the Server that selects a pod's port, or nil. When
@@ -169,6 +170,11 @@ func serverPolicy(srv *policyv1.Server, in Input) *apiv1.ServerPolicy {
 	if rl := RateLimitFor(srv, in.RateLimits); rl != nil {
 		// An invalid RateLimit (AcceptRateLimit: Invalid) limits nothing.
 		p.Limits, _ = Limits(rl, in.TrustDomain)
+		if p.Limits != nil {
+			// The kubelet's probes must not be refused because the app
+			// is busy: the proxy exempts them (Limits.probes).
+			p.Limits.Probes = answer.Probes(ProbePaths(in.Pods, in.Port))
+		}
 	}
 	return p
 }

@@ -74,13 +74,15 @@ func TestTranslate(t *testing.T) {
 		{"Servers of another namespace do not apply; a probe without path is /", "other", []string{"other-1"}, 8080,
 			def + ` routes: {name: "probes" matches: {method: "GET" path_exact: "/"} authorizations: {name: "probes" unauthenticated: true}}`},
 		{"no pods: default", "shop", nil, 8080, def},
-		{"RateLimit: per-client rate, overrides by identity and ServiceAccount, adaptive concurrency", "limits", []string{"api-1"}, 8080,
+		{"RateLimit: per-client rate, overrides by identity and ServiceAccount, adaptive concurrency, the probes of that port exempt", "limits", []string{"api-1"}, 8080,
 			`name: "server/api" access: ALL_AUTHENTICATED source: "server"
 			 limits: {requests_per_second: 1000 client_requests_per_second: 100
 				overrides: {identities: "spiffe://cluster.local/ns/shop/sa/batch" identities: "spiffe://cluster.local/ns/limits/sa/batch"
 					identities: "spiffe://cluster.local/ns/shop/sa/web" requests_per_second: 10 burst: 20}
 				overrides: {identities: "spiffe://cluster.local/ns/edge/sa/gateway" requests_per_second: 500}
-				adaptive_concurrency: {max_limit: 200}}`},
+				adaptive_concurrency: {max_limit: 200}
+				probes: {name: "probes" matches: {method: "GET" path_exact: "/live"} matches: {method: "GET" path_exact: "/ready"}
+					authorizations: {name: "probes" unauthenticated: true}}}`},
 		{"an invalid RateLimit limits nothing; adaptive off", "limits", []string{"api-1"}, 9090,
 			`name: "server/bad" access: DENY source: "server"`},
 	} {

@@ -18,12 +18,21 @@ const (
 	// names: bounded by the configuration.
 )
 
+// Reasons of trellis_ratelimit_exempt_total.
+const (
+	// ExemptProbe: a kubelet HTTP probe (plaintext GET of a probe path
+	// of the pod's spec), within its allowance.
+	ExemptProbe = "kubelet_probe"
+)
+
 // RateLimit is the rate and concurrency limits' metrics (inbound: a
 // Server's RateLimit; outbound: a Service's, rate only)
 // (docs/metrics.md): trellis_ratelimit_refused_total,
-// trellis_concurrency_limit and trellis_concurrency_in_flight.
+// trellis_ratelimit_exempt_total, trellis_concurrency_limit and
+// trellis_concurrency_in_flight.
 type RateLimit struct {
 	refused  *prometheus.CounterVec
+	exempt   *prometheus.CounterVec
 	limit    *prometheus.GaugeVec
 	inFlight *prometheus.GaugeVec
 }
@@ -36,6 +45,10 @@ func NewRateLimit(reg prometheus.Registerer) (*RateLimit, error) {
 			Name: "trellis_ratelimit_refused_total",
 			Help: "Requests a RateLimit refused, by direction (inbound: the server proxy refused before the app saw them; outbound: the client proxy refused before sending them), server (inbound: the Server's policy name; outbound: the RateLimit, namespace/name), reason (rate: 429, concurrency: 503) and client bucket (\"\": the server's or, outbound, the client proxy's own; per_client; or an override's identity).",
 		}, []string{"direction", "server", "reason", "client"}),
+		exempt: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_ratelimit_exempt_total",
+			Help: "Inbound requests of a server with a RateLimit that its limits let through uncounted, by server and reason (kubelet_probe: a plaintext GET of a kubelet probe path of the pod).",
+		}, []string{"server", "reason"}),
 		limit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "trellis_concurrency_limit",
 			Help: "The inbound concurrency limit of a server now: the adaptive limit (capped by concurrency), or the hard cap.",
@@ -46,7 +59,7 @@ func NewRateLimit(reg prometheus.Registerer) (*RateLimit, error) {
 		}, []string{"server"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.refused, m.limit, m.inFlight} {
+		for _, c := range []prometheus.Collector{m.refused, m.exempt, m.limit, m.inFlight} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -58,6 +71,16 @@ func NewRateLimit(reg prometheus.Registerer) (*RateLimit, error) {
 // Refused counts a refused request of direction (Inbound or Outbound).
 func (m *RateLimit) Refused(direction, server, reason, client string) {
 	m.refused.WithLabelValues(direction, server, reason, client).Inc()
+}
+
+// Exempt counts a request the limits let through uncounted.
+func (m *RateLimit) Exempt(server, reason string) {
+	m.exempt.WithLabelValues(server, reason).Inc()
+}
+
+// ExemptCounter is the counter Exempt increments, for tests.
+func (m *RateLimit) ExemptCounter(server, reason string) prometheus.Counter {
+	return m.exempt.WithLabelValues(server, reason)
 }
 
 // Concurrency returns the gauges of a server's limit and requests in flight.

@@ -81,6 +81,10 @@ func (l *Limiter) Layer(next pipeline.Handler) pipeline.Handler {
 
 func (l *Limiter) serve(s *server, x *pipeline.Exchange, next pipeline.Handler) error {
 	start := l.cfg.Now()
+	if s.probes.exempt(x.Conn.TLS, x.R, start) {
+		l.cfg.Metrics.Exempt(s.name, metrics.ExemptProbe)
+		return next.Serve(x)
+	}
 	if s.rate != nil {
 		client := ""
 		if x.Conn.TLS {
@@ -161,6 +165,11 @@ func (l *Limiter) build(p *apiv1.ServerPolicy, old *server) *server {
 		s.rate = old.rate
 	} else {
 		s.rate = newRateState(lim, l.cfg.MaxClients, now)
+	}
+	if sameName && old.probes != nil && sameProbes(old.probes.route, lim.GetProbes()) {
+		s.probes = old.probes
+	} else {
+		s.probes = newProbes(lim.GetProbes(), now)
 	}
 	if sameName && old.conc != nil && sameConc(old.conc.lim, lim) {
 		s.conc = old.conc

@@ -83,6 +83,12 @@ func (f *fixture) call(port string, peer string, grpc bool) *proxyerr.Error {
 	if grpc {
 		r.Header.Set("Content-Type", "application/grpc")
 	}
+	return f.do(port, peer, r)
+}
+
+// do sends r to port from peer ("" without mesh TLS) and returns the
+// error the stage answered with (nil: the app got it).
+func (f *fixture) do(port, peer string, r *http.Request) *proxyerr.Error {
 	x := &pipeline.Exchange{R: r, AppAddr: "127.0.0.1:" + port, Conn: pipeline.Conn{Peer: peer, TLS: peer != ""}}
 	err := f.l.Layer(pipeline.HandlerFunc(func(*pipeline.Exchange) error {
 		if f.block != nil {
@@ -240,23 +246,8 @@ func TestConcurrencyGaugesForgotten(t *testing.T) {
 func TestConcurrencyLimit(t *testing.T) {
 	f := newFixture(t)
 	f.src.set(8080, &apiv1.ServerPolicy{Name: "server/api", Limits: &apiv1.Limits{MaxConcurrency: 2}})
-	f.block = make(chan struct{})
-	var wg sync.WaitGroup
-	for range 2 {
-		wg.Go(func() {
-			if e := f.call("8080", alice, false); e != nil {
-				t.Errorf("within the limit: %v", e)
-			}
-		})
-	}
+	wg := f.holdInFlight(t, 2)
 	limitG, inFlightG := f.m.Concurrency("server/api")
-	deadline := time.Now().Add(10 * time.Second)
-	for testutil.ToFloat64(inFlightG) != 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("the two requests never were in flight")
-		}
-		time.Sleep(time.Millisecond)
-	}
 	e := f.call("8080", bob, true)
 	if e == nil || e.Status != 503 || e.Reason != proxyerr.ReasonOverloaded || !e.GRPC {
 		t.Fatalf("third request: %+v, want 503 overloaded for gRPC", e)
@@ -288,4 +279,28 @@ func TestAdaptiveConcurrency(t *testing.T) {
 	if got := testutil.ToFloat64(limitG); got != 50 {
 		t.Fatalf("adaptive limit %v, want the initial 100 capped by max_concurrency 50", got)
 	}
+}
+
+// holdInFlight sends n requests from alice to port 8080 whose app waits
+// on f.block (set here), and returns once they are in flight.
+func (f *fixture) holdInFlight(t *testing.T, n int) *sync.WaitGroup {
+	t.Helper()
+	f.block = make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if e := f.call("8080", alice, false); e != nil {
+				t.Errorf("within the limit: %v", e)
+			}
+		})
+	}
+	_, inFlightG := f.m.Concurrency("server/api")
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(inFlightG) != float64(n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the %d requests never were in flight", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return &wg
 }

@@ -21,6 +21,8 @@ type server struct {
 	name string              // the server label
 	rate *rateState          // nil: no rate limit
 	conc *concState          // nil: no concurrency limit
+	// probes is the exemption of the kubelet's probes; nil: none.
+	probes *probes
 }
 
 // refusal is why a request is refused: metrics reason and client label,

@@ -24,6 +24,7 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/pki"
+	policyanswer "github.com/trellis-mesh/trellis/internal/policymodel/answer"
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/inbound"
 	"github.com/trellis-mesh/trellis/proxy/inboundpolicy"
@@ -341,5 +342,89 @@ func TestInboundConcurrencyTCP(t *testing.T) {
 	}
 	if served.Load()+overloaded.Load() != callers {
 		t.Errorf("%d served + %d overloaded, want %d", served.Load(), overloaded.Load(), callers)
+	}
+}
+
+// TestInboundProbeExemptTCP: a meshed caller saturates a limited port,
+// on the probe path itself, while plaintext GETs of the probe path (what
+// the kubelet sends) keep getting 200: the app answers every probe, and
+// the meshed caller is held to the bucket (429s, and the app counts no
+// more of its requests than the bucket allows). A plaintext flood of the
+// probe path is limited past the probes' allowance.
+func TestInboundProbeExemptTCP(t *testing.T) {
+	m := newMesh(t)
+	src := &answer{}
+	src.p.Store(&apiv1.ServerPolicy{Name: "server/books", Limits: &apiv1.Limits{RequestsPerSecond: 20, Burst: 5,
+		Probes: policyanswer.Probes([]string{"/healthz"})}})
+	var meshedAtApp, probesAtApp atomic.Int64
+	inAddr := inboundWithApp(t, m, src, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Test-Caller") == "kubelet" {
+			probesAtApp.Add(1)
+		} else {
+			meshedAtApp.Add(1)
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	meshed := m.client(t, identity.ID{TrustDomain: "cluster.local", Namespace: "demo", ServiceAccount: "alice"}, inAddr)
+	var limited, stop atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range 16 {
+		wg.Go(func() {
+			for stop.Load() == 0 {
+				switch code, _, reason := get(meshed, "https://books.demo/healthz"); {
+				case code == 429 && reason == "rate_limited":
+					limited.Add(1)
+				case code != 200:
+					t.Errorf("meshed caller: status %d, reason %q", code, reason)
+					return
+				}
+			}
+		})
+	}
+	kubelet := &http.Client{Timeout: 20 * time.Second}
+	probe := func() int {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+inAddr+"/healthz", nil)
+		req.Header.Set("X-Test-Caller", "kubelet")
+		resp, err := kubelet.Do(req)
+		if err != nil {
+			return 0
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	const probes = 8
+	for i := range probes {
+		time.Sleep(time.Until(start.Add(time.Duration(i+1) * 400 * time.Millisecond)))
+		if code := probe(); code != 200 {
+			t.Errorf("probe %d under load: status %d, want 200", i, code)
+		}
+	}
+	stop.Store(1)
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	t.Logf("%.2fs: %d probes answered by the app; the meshed caller got %d requests to the app (%.0f/s), %d refused with 429",
+		elapsed, probesAtApp.Load(), meshedAtApp.Load(), float64(meshedAtApp.Load())/elapsed, limited.Load())
+	if probesAtApp.Load() != probes {
+		t.Errorf("the app answered %d probes, want %d", probesAtApp.Load(), probes)
+	}
+	if limited.Load() == 0 {
+		t.Error("the meshed caller was never limited: the port was not saturated, or the probe path let it through")
+	}
+	if bound := 5 + 20*elapsed; float64(meshedAtApp.Load()) > bound+1 {
+		t.Errorf("the meshed caller got %d requests to the app in %.2fs, more than the bucket allows (%.0f)", meshedAtApp.Load(), elapsed, bound)
+	}
+
+	// A plaintext flood of the probe path: past the allowance (burst 6)
+	// and the port's bucket, refused.
+	refused := 0
+	for range 40 {
+		if probe() == 429 {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Error("40 plaintext GETs of the probe path at once: none refused")
 	}
 }

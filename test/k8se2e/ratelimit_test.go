@@ -1,9 +1,12 @@
 package k8se2e
 
 import (
+	"strings"
 	"testing"
 	"text/template"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // rateLimitPolicy: a Server on echo's port 8080 open to every caller, and
@@ -30,15 +33,16 @@ spec:
 // 100 requests a second on echo's Server and a client sending 300 a second
 // for 30 s: about 100 a second are served, every other request is a 429,
 // and the app, counting at its access log, never sees more than
-// limit × seconds + burst.
+// limit × seconds + burst. Echo's HTTP readiness probe (GET /healthz on
+// the limited port, every 2 s) is exempt: the app answers it throughout
+// the overload and the pod stays Ready.
 func TestRateLimit(t *testing.T) {
 	c := newCluster(t)
 	suiteTimer(t, "rate-limit")
 	const ns = "e2e-rate-limit"
 	const limit, burst = 100, 100
-	// A TCP readiness probe: an HTTP one would go through the inbound
-	// proxy and take its tokens from the same bucket (and be refused).
-	c.protectSetup(t, ns, nil, echoGroup{Name: "limited", Replicas: 1, TCPProbe: true})
+	// An HTTP readiness probe on the limited port: the proxy exempts it.
+	c.protectSetup(t, ns, nil, echoGroup{Name: "limited", Replicas: 1})
 	pods := c.groupPods(t, ns, "limited")
 	var echoPod string
 	for p := range pods {
@@ -50,12 +54,16 @@ func TestRateLimit(t *testing.T) {
 
 	const rps, run = 300, 30 * time.Second
 	cl := caller{Name: "client", NS: ns, SA: "client", Port: "80"}
+	probesBefore := probeArrivals(c.appAccessLog(t, ns, echoPod))
+	exemptBefore := c.proxyMetrics(t, ns, echoPod).Value("trellis_ratelimit_exempt_total", nil)
 	cl.start(t, c, ns, rps, run)
 	res := c.jobLoadResult(t, ns, cl.Name, run+3*time.Minute)
 	arrived := c.groupArrivals(t, ns, pods, cl)
+	probes := probeArrivals(c.appAccessLog(t, ns, echoPod)) - probesBefore
 	m := c.proxyMetrics(t, ns, echoPod)
-	logSeries(t, "echo proxy", m, "trellis_ratelimit_refused_total")
+	logSeries(t, "echo proxy", m, "trellis_ratelimit_refused_total", "trellis_ratelimit_exempt_total")
 	refusedAtProxy := m.Value("trellis_ratelimit_refused_total", nil)
+	exempt := m.Value("trellis_ratelimit_exempt_total", map[string]string{"reason": "kubelet_probe"}) - exemptBefore
 
 	secs := res.ElapsedS
 	if secs <= 0 {
@@ -84,6 +92,48 @@ func TestRateLimit(t *testing.T) {
 	if uint64(refusedAtProxy) < refused {
 		t.Errorf("echo's proxy counted %.0f refusals, the client got %d 429s", refusedAtProxy, refused)
 	}
+	c.checkProbedThrough(t, ns, echoPod, probes, exempt, secs)
+}
+
+// checkProbedThrough checks that the kubelet's readiness probes (every
+// 2 s) reached the app through the overload, exempt at its proxy, and
+// that the pod never left Ready.
+func (c *cluster) checkProbedThrough(t *testing.T, ns, pod string, probes int, exempt, secs float64) {
+	t.Helper()
+	t.Logf("rate-limit: during the load the app answered %d kubelet probes (one per 2 s: about %.0f); echo's proxy counted %.0f exempt", probes, secs/2, exempt)
+	if float64(probes) < secs/2*0.6 {
+		t.Errorf("the app answered %d kubelet probes in %.1f s of overload, want about %.0f: probes were refused", probes, secs, secs/2)
+	}
+	if exempt < float64(probes) {
+		t.Errorf("echo's proxy counted %.0f exempt probes, the app answered %d", exempt, probes)
+	}
+	for _, p := range c.pods(t, ns, "group=limited") {
+		if p.Name != pod {
+			continue
+		}
+		if p.Status.ContainerStatuses[0].RestartCount != 0 {
+			t.Errorf("pod %s restarted %d times", pod, p.Status.ContainerStatuses[0].RestartCount)
+		}
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == corev1.PodReady {
+				t.Logf("rate-limit: pod %s Ready=%s since %s", pod, cond.Status, cond.LastTransitionTime.UTC().Format(time.RFC3339))
+				if cond.Status != corev1.ConditionTrue || time.Since(cond.LastTransitionTime.Time).Seconds() < secs {
+					t.Errorf("pod %s Ready=%s since %s: it left Ready during the overload", pod, cond.Status, cond.LastTransitionTime)
+				}
+			}
+		}
+	}
+}
+
+// probeArrivals counts the kubelet's probes in an app's access log.
+func probeArrivals(lines []string) int {
+	n := 0
+	for _, l := range lines {
+		if strings.Contains(l, "uri=/healthz ") && strings.Contains(l, "ua=kube-probe/") {
+			n++
+		}
+	}
+	return n
 }
 
 // serviceLimitPolicy: a RateLimit on the Service echo: each client

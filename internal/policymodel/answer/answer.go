@@ -18,16 +18,27 @@ const (
 
 // Default is the answer of a port no Server selects: the proxy's
 // configured default (access UNSPECIFIED), and when probePaths is not
-// empty a route allowing unauthenticated GETs of exactly those paths, so
-// a default of deny never fails the kubelet's probes.
+// empty the ProbesRoute, so a default of deny never fails the kubelet's
+// probes.
 func Default(protocol apiv1.ProtocolHint_Protocol, probePaths []string) *apiv1.ServerPolicy {
 	p := &apiv1.ServerPolicy{Name: DefaultName, Protocol: protocol, Source: SourceDefault}
-	if len(probePaths) > 0 {
-		r := &apiv1.InboundRoute{Name: ProbesRoute, Authorizations: []*apiv1.Authorization{{Name: ProbesRoute, Unauthenticated: true}}}
-		for _, path := range probePaths {
-			r.Matches = append(r.Matches, &apiv1.RouteMatch{Method: "GET", PathExact: path})
-		}
+	if r := Probes(probePaths); r != nil {
 		p.Routes = []*apiv1.InboundRoute{r}
 	}
 	return p
+}
+
+// Probes is the route of the kubelet's HTTP probes: unauthenticated GETs
+// of exactly probePaths; nil without paths. The default answer lets it in
+// (a route), and a Server's limits exempt the plaintext requests it
+// matches (Limits.probes): one rule for both.
+func Probes(probePaths []string) *apiv1.InboundRoute {
+	if len(probePaths) == 0 {
+		return nil
+	}
+	r := &apiv1.InboundRoute{Name: ProbesRoute, Authorizations: []*apiv1.Authorization{{Name: ProbesRoute, Unauthenticated: true}}}
+	for _, path := range probePaths {
+		r.Matches = append(r.Matches, &apiv1.RouteMatch{Method: "GET", PathExact: path})
+	}
+	return r
 }
