@@ -1134,7 +1134,7 @@ type Redirect struct {
 	// Exactly one of full_path / prefix_match may be set.
 	FullPath      string `protobuf:"bytes,4,opt,name=full_path,json=fullPath,proto3" json:"full_path,omitempty"`
 	PrefixMatch   string `protobuf:"bytes,5,opt,name=prefix_match,json=prefixMatch,proto3" json:"prefix_match,omitempty"` // replaces the matched prefix
-	StatusCode    uint32 `protobuf:"varint,6,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`   // 301 or 302 (default 302)
+	StatusCode    uint32 `protobuf:"varint,6,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`   // 301, 302, 303, 307 or 308 (default 302)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
