@@ -83,13 +83,20 @@ func (s *Stage) Layer(next pipeline.Handler) pipeline.Handler {
 			x.Key.DstService, x.LogVal = x.Authority, x.Authority
 			return err
 		}
-		var rule *Rule
+		var rules *Rules
 		if s.Table != nil && x.Dest.Balancer != nil {
-			rule = s.Table.Rules(x.R.Context(), x.Dest.Dst).Select(x.R)
+			rules = s.Table.Rules(x.R.Context(), x.Dest.Dst)
 		}
-		if rule == nil {
-			x.Key.DstService, x.LogVal = x.Dest.Dst, x.Dest.Dst
+		x.Key.DstService, x.LogVal = x.Dest.Dst, x.Dest.Dst
+		if rules.Len() == 0 {
 			return next.Serve(x)
+		}
+		rule := rules.Select(x.R)
+		if rule == nil {
+			// Routes attached to the service own its traffic: a request
+			// none of their rules matches is answered 404, as the
+			// Gateway API says, not sent to the service around them.
+			return proxyerr.ForRequest(x.R, http.StatusNotFound, proxyerr.ReasonNoRoute, "no route of "+x.Dest.Dst+" matches the request")
 		}
 		x.Route = rule.Route
 		err := s.apply(x, rule, next)

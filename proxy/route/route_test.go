@@ -62,9 +62,12 @@ func TestStage(t *testing.T) {
 			Name: "ns/r", Backends: []*apiv1.WeightedBackend{{Authority: "api.ns:80", Weight: 1}},
 		})}, wantDst: "api.ns:80"},
 		{name: "no route keeps the authority", target: "/", host: "web.ns", table: table{}, wantDst: "web.ns:80"},
-		{name: "no matching route keeps the authority", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
+		{name: "no matching rule answers 404", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
 			Name: "ns/r", Matches: []*apiv1.RouteMatch{{PathPrefix: "/x"}}, Backends: []*apiv1.WeightedBackend{{Authority: "api.ns:80", Weight: 1}},
-		})}, wantDst: "web.ns:80"},
+		})}, wantStatus: 404, wantReason: proxyerr.ReasonNoRoute},
+		{name: "routes of another service do not apply", target: "/", host: "web.ns:8080", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
+			Name: "ns/r", Matches: []*apiv1.RouteMatch{{PathPrefix: "/x"}}, Backends: []*apiv1.WeightedBackend{{Authority: "api.ns:80", Weight: 1}},
+		})}, wantDst: "web.ns:8080"},
 		{name: "unknown backend", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
 			Name: "ns/r", Backends: []*apiv1.WeightedBackend{{Authority: "gone.ns:80", Weight: 1}},
 		})}, wantStatus: 503, wantReason: proxyerr.ReasonNoEndpoints},
