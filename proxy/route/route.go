@@ -15,6 +15,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -205,10 +206,11 @@ func (s *Stage) Lookup(x *pipeline.Exchange) *proxyerr.Error {
 		x.Dest = pipeline.Dest{Dst: authority, Balancer: bal}
 		return nil
 	}
-	// Transparent: the Host when it names a known service, else the
-	// original destination, else straight through to it.
+	// Transparent: the Host when it names a known service (the same as
+	// the original destination's), else the original destination, else
+	// straight through to it.
 	if authority != "" {
-		if known, bal, err := s.Resolve(ctx, authority); err == nil && known {
+		if known, bal, err := s.Resolve(ctx, authority); err == nil && known && s.sameService(ctx, authority, x.Conn.Orig) {
 			x.Dest = pipeline.Dest{Dst: authority, Balancer: bal}
 			return nil
 		}
@@ -229,4 +231,24 @@ func (s *Stage) Orig(ctx context.Context, orig string) (pipeline.Dest, *proxyerr
 		return pipeline.Dest{Dst: orig, Addr: orig}, nil
 	}
 	return pipeline.Dest{Dst: orig, Balancer: bal}, nil
+}
+
+// Namer is implemented by a Table that knows the control plane's name of
+// the service an authority resolves to ("" when it does not).
+type Namer interface {
+	Service(ctx context.Context, authority string) string
+}
+
+// sameService reports whether the Host's authority and the connection's
+// original destination orig are the same service, or cannot be told
+// apart. The address the client connected to decides which service it
+// calls (GAMMA: a Service's frontend is its cluster IP, not a Host
+// header), so a Host naming another service must not redirect it.
+func (s *Stage) sameService(ctx context.Context, authority string, orig netip.AddrPort) bool {
+	n, ok := s.Table.(Namer)
+	if !ok || !orig.IsValid() || orig.String() == authority {
+		return true
+	}
+	a, b := n.Service(ctx, authority), n.Service(ctx, orig.String())
+	return a == "" || b == "" || a == b
 }

@@ -19,6 +19,12 @@ type table map[string]*Rules
 
 func (t table) Rules(_ context.Context, svc string) *Rules { return t[svc] }
 
+// named is a table whose control plane names services (Namer).
+type named map[string]string
+
+func (named) Rules(context.Context, string) *Rules         { return nil }
+func (n named) Service(_ context.Context, a string) string { return n[a] }
+
 func mustCompile(t testing.TB, routes ...*apiv1.Route) *Rules {
 	t.Helper()
 	rs, err := Compile(routes)
@@ -79,6 +85,12 @@ func TestStage(t *testing.T) {
 		})}, wantStatus: 500, wantReason: proxyerr.ReasonNoBackend},
 		{name: "transparent: Host names a service (original port)", transparent: true, target: "/", host: "web.ns", orig: orig, wantDst: "web.ns:8080"},
 		{name: "transparent: unknown Host, unknown original destination: passthrough", transparent: true, target: "/", host: "x.example", orig: netip.MustParseAddrPort("10.0.0.7:80"), wantDst: "10.0.0.7:80", wantAddr: "10.0.0.7:80"},
+		{name: "transparent: Host names the original destination's service", transparent: true, target: "/", host: "web.ns", orig: orig,
+			table: named{"web.ns:8080": "web.ns.svc.cluster.local:8080", "10.0.0.9:8080": "web.ns.svc.cluster.local:8080"}, wantDst: "web.ns:8080"},
+		{name: "transparent: Host names another service than the original destination: the address wins", transparent: true, target: "/", host: "api.ns:80",
+			orig: netip.MustParseAddrPort("10.0.0.9:5432"), table: named{"api.ns:80": "api.ns.svc.cluster.local:80", "10.0.0.9:5432": "db.ns.svc.cluster.local:5432"}, wantDst: "10.0.0.9:5432"},
+		{name: "transparent: original destination not a service: the Host", transparent: true, target: "/", host: "api.ns:80",
+			orig: netip.MustParseAddrPort("10.0.0.9:5432"), table: named{"api.ns:80": "api.ns.svc.cluster.local:80"}, wantDst: "api.ns:80"},
 		{name: "transparent: original destination known", transparent: true, target: "/", host: "-", orig: netip.MustParseAddrPort("10.0.0.9:5432"), wantDst: "10.0.0.9:5432"},
 	}
 	for _, tt := range tests {
