@@ -40,6 +40,8 @@ var claimedFeatures = []features.FeatureName{
 	features.SupportMeshHTTPRouteRedirectPath,
 	features.SupportMeshHTTPRouteBackendRequestHeaderModification,
 	features.SupportMeshHTTPRouteQueryParamMatching,
+	features.SupportMeshHTTPRouteNamedRouteRule,
+	features.SupportMeshConsumerRoute,
 }
 
 // meshNamespaces are the namespaces the suite's mesh manifests create.
