@@ -702,7 +702,8 @@ type RouteConfig struct {
 	// GRPCRoute rules whose parent is the Service), one per rule, in
 	// Gateway API precedence order for ties: the proxy picks the most
 	// specific match (internal/routematch) and, among equals, the earlier.
-	// A request no route matches goes to the service itself.
+	// A request no route matches is answered 404 (no_route); no routes:
+	// the service itself takes every request.
 	Routes        []*Route `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
