@@ -252,7 +252,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	resolver := discovery.NewResolver(apiv1.NewDestinationClient(conn), discovery.Options{
 		Registerer: reg, Logger: log.With("component", "discovery"), CallerIdentity: local.String(),
-		Zone: cfg.Zone,
+		Zone: cfg.Zone, Self: selfAddr(cfg),
 	})
 	defer resolver.Close()
 	if cfg.Zone == "" && cfg.AppIP != "" {

@@ -4,9 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/trellis-mesh/trellis/proxy/discovery"
+	"github.com/trellis-mesh/trellis/proxy/outbound"
 )
 
 // learnZone asks the Destination service about the proxy's own address
@@ -58,4 +61,21 @@ func inboundPort(addr string) string {
 		return port
 	}
 	return "4143"
+}
+
+// selfAddr is the pod's own inbound listener, AppIP at the inbound port,
+// in transparent mode (discovery.Options.Self); invalid otherwise.
+func selfAddr(cfg Config) netip.AddrPort {
+	if cfg.Mode != outbound.ModeTransparent {
+		return netip.AddrPort{}
+	}
+	ip, err := netip.ParseAddr(cfg.AppIP)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	port, err := strconv.ParseUint(inboundPort(cfg.InboundAddr), 10, 16)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(port))
 }

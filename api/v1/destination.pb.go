@@ -702,7 +702,8 @@ type RouteConfig struct {
 	// GRPCRoute rules whose parent is the Service), one per rule, in
 	// Gateway API precedence order for ties: the proxy picks the most
 	// specific match (internal/routematch) and, among equals, the earlier.
-	// A request no route matches goes to the service itself.
+	// A request no route matches is answered 404 (no_route); no routes:
+	// the service itself takes every request.
 	Routes []*Route `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
 	// The limit a client proxy puts on its own requests to the service (a
 	// RateLimit whose targetRef is the Service); unset: none.
@@ -1222,7 +1223,7 @@ type Redirect struct {
 	// Exactly one of full_path / prefix_match may be set.
 	FullPath      string `protobuf:"bytes,4,opt,name=full_path,json=fullPath,proto3" json:"full_path,omitempty"`
 	PrefixMatch   string `protobuf:"bytes,5,opt,name=prefix_match,json=prefixMatch,proto3" json:"prefix_match,omitempty"` // replaces the matched prefix
-	StatusCode    uint32 `protobuf:"varint,6,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`   // 301 or 302 (default 302)
+	StatusCode    uint32 `protobuf:"varint,6,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`   // 301, 302, 303, 307 or 308 (default 302)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

@@ -21,7 +21,11 @@ func resolveRef(l Lookup, domain string, r *Route, ref gwv1.BackendObjectReferen
 	if !isServiceRef(ref.Group, ptrOr(ref.Kind, gwv1.Kind("Service"))) {
 		return "", gwv1.RouteReasonInvalidKind, fmt.Sprintf("backend %s: kind %s/%s is not a Service", name, Deref(ref.Group, ""), Deref(ref.Kind, ""))
 	}
-	if ns != r.Meta.Namespace && (l == nil || !l.Granted(r.Kind, r.Meta.Namespace, ns, string(ref.Name))) {
+	// A consumer route may send to its parent Service itself without a
+	// ReferenceGrant: that is where the traffic goes anyway (GAMMA; the
+	// conformance suite's MeshConsumerRoute). Any other Service of
+	// another namespace needs its owner's grant.
+	if ns != r.Meta.Namespace && !r.isParent(name) && (l == nil || !l.Granted(r.Kind, r.Meta.Namespace, ns, string(ref.Name))) {
 		return "", gwv1.RouteReasonRefNotPermitted, fmt.Sprintf("backend %s: no ReferenceGrant in %s lets %ss of %s refer to it", name, ns, r.Kind, r.Meta.Namespace)
 	}
 	svc := lookupService(l, ns, string(ref.Name))
@@ -54,4 +58,11 @@ func lookupService(l Lookup, ns, name string) *corev1.Service {
 
 func hasPort(svc *corev1.Service, port int32) bool {
 	return slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == port })
+}
+
+// isParent reports whether the Service "namespace/name" is a parent of r.
+func (r *Route) isParent(name string) bool {
+	return slices.ContainsFunc(r.Parents, func(ref gwv1.ParentReference) bool {
+		return ServiceParentKey(r.Meta.Namespace, ref) == name
+	})
 }

@@ -20,6 +20,8 @@ func TestParentStatuses(t *testing.T) {
 		{"shop/books-old", nil, 1, cond{"True", "Accepted"}, cond{"False", "BackendNotFound"}},
 		{"reviews/books-for-reviews", nil, 1, cond{"True", "Accepted"}, cond{"False", "RefNotPermitted"}},
 		{"reviews/books-for-reviews", []string{"grants.yaml"}, 1, cond{"True", "Accepted"}, cond{"True", "ResolvedRefs"}},
+		{"reviews/books-own", []string{"consumer.yaml"}, 1, cond{"True", "Accepted"}, cond{"True", "ResolvedRefs"}},
+		{"reviews/books-own-and-v2", []string{"consumer.yaml"}, 1, cond{"True", "Accepted"}, cond{"False", "RefNotPermitted"}},
 		{"shop/books-ext", nil, 1, cond{"False", "UnsupportedValue"}, cond{"True", "ResolvedRefs"}},
 		{"shop/nowhere", nil, 1, cond{"False", "NoMatchingParent"}, cond{"True", "ResolvedRefs"}},
 		// The Gateway parent is another controller's: one entry only.

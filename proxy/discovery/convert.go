@@ -67,3 +67,20 @@ func tcpAddr(a *apiv1.TcpAddress) (string, error) {
 	}
 	return netip.AddrPortFrom(ip.Unmap(), uint16(a.GetPort())).String(), nil
 }
+
+// ToSelf returns ep reached through self, the pod's own inbound listener
+// (see Options.Self), when ep is a meshed endpoint at self's IP whose
+// address is the app's port (no target port): then its address becomes
+// self and its target port the app's. Any other ep is returned as is.
+func ToSelf(ep balance.Endpoint, self netip.AddrPort) balance.Endpoint {
+	if !self.IsValid() || ep.Identity.IsZero() || ep.TargetPort != 0 {
+		return ep
+	}
+	ap, err := netip.ParseAddrPort(ep.Addr)
+	if err != nil || ap.Addr().Unmap() != self.Addr().Unmap() || ap.Port() == self.Port() {
+		return ep
+	}
+	ep.Addr = self.String()
+	ep.TargetPort = uint32(ap.Port())
+	return ep
+}

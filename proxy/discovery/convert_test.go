@@ -6,6 +6,7 @@ import (
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/proxy/balance"
 )
 
 func TestToEndpoint(t *testing.T) {
@@ -127,4 +128,32 @@ func FuzzToEndpoint(f *testing.F) {
 			t.Fatalf("protocol %v", ep.Protocol)
 		}
 	})
+}
+
+func TestToSelf(t *testing.T) {
+	books := identity.ID{TrustDomain: "cluster.local", Namespace: "demo", ServiceAccount: "books"}
+	self := netip.MustParseAddrPort("10.0.0.5:4143")
+	tests := []struct {
+		name       string
+		ep         balance.Endpoint
+		self       netip.AddrPort
+		wantAddr   string
+		wantTarget uint32
+	}{
+		{"meshed at own IP: own inbound, app port named", balance.Endpoint{Addr: "10.0.0.5:8080", Identity: books}, self, "10.0.0.5:4143", 8080},
+		{"another pod", balance.Endpoint{Addr: "10.0.0.6:8080", Identity: books}, self, "10.0.0.6:8080", 0},
+		{"not meshed: the app as it is", balance.Endpoint{Addr: "10.0.0.5:8080"}, self, "10.0.0.5:8080", 0},
+		{"target port already named", balance.Endpoint{Addr: "10.0.0.5:4143", Identity: books, TargetPort: 8080}, self, "10.0.0.5:4143", 8080},
+		{"the inbound port itself", balance.Endpoint{Addr: "10.0.0.5:4143", Identity: books}, self, "10.0.0.5:4143", 0},
+		{"no self (explicit mode)", balance.Endpoint{Addr: "10.0.0.5:8080", Identity: books}, netip.AddrPort{}, "10.0.0.5:8080", 0},
+		{"ipv6", balance.Endpoint{Addr: "[fd00::5]:80", Identity: books}, netip.MustParseAddrPort("[fd00::5]:4143"), "[fd00::5]:4143", 80},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ToSelf(tt.ep, tt.self)
+			if got.Addr != tt.wantAddr || got.TargetPort != tt.wantTarget || got.Identity != tt.ep.Identity {
+				t.Errorf("ToSelf = %s target %d (%v), want %s target %d", got.Addr, got.TargetPort, got.Identity, tt.wantAddr, tt.wantTarget)
+			}
+		})
+	}
 }

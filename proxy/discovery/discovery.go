@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,13 @@ type Options struct {
 	// Zone is the client's topology zone, preferred by every balancer
 	// ("": none, or learnt later with SetZone).
 	Zone string
+	// Self is this pod's IP and inbound listener port (transparent mode;
+	// invalid: none). A meshed endpoint at this IP is the proxy's own app:
+	// the proxy's own connections are never redirected, so dialled as it
+	// is it would reach the app in plain text, past the inbound side. It
+	// is dialled at the inbound listener instead, naming the app's port
+	// (ToSelf).
+	Self netip.AddrPort
 }
 
 // Resolver is safe for concurrent use.
@@ -373,7 +381,10 @@ func (w *watcher) apply(upd *apiv1.Update, snapshot bool) {
 				w.r.log.Warn("skipping invalid endpoint from the control plane", "dst_service", svc.authority, "err", err)
 				continue
 			}
-			w.eps[ep.Addr] = ep
+			// Keyed by the address the control plane names, which a
+			// removal names too.
+			key := ep.Addr
+			w.eps[key] = ToSelf(ep, w.r.opts.Self)
 		}
 		w.configure(u.Add.GetBalancer())
 		svc.exists.Store(true)

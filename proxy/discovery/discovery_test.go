@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"testing"
@@ -195,6 +196,29 @@ func TestSnapshotAndUpdates(t *testing.T) {
 	if got := metricValue(t, reg, "trellis_control_plane_updates_total", map[string]string{"service": "destination", "result": "ok"}); got != 6 {
 		t.Errorf("control-plane updates = %v, want 6", got)
 	}
+}
+
+// TestSelfEndpoint: the pod's own endpoint is dialled at its inbound
+// listener with the app's port named, and is removed by the address the
+// control plane knows it by.
+func TestSelfEndpoint(t *testing.T) {
+	srv := newDestServer(func(string) []*apiv1.Update { return []*apiv1.Update{add("10.0.0.5:8080", "10.0.0.6:8080")} })
+	a, _ := serve(t, "127.0.0.1:0", srv)
+	r, _ := newResolver(t, dial(t, a), Options{Self: netip.MustParseAddrPort("10.0.0.5:4143")})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	svc, err := r.Resolve(ctx, books)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAddrs(t, svc, "10.0.0.5:4143", "10.0.0.6:8080")
+	for _, e := range svc.Balancer().Endpoints() {
+		if want := map[string]uint32{"10.0.0.5:4143": 8080}[e.Addr]; e.TargetPort != want {
+			t.Errorf("%s: target port %d, want %d", e.Addr, e.TargetPort, want)
+		}
+	}
+	srv.push(books, remove("10.0.0.5:8080"))
+	waitAddrs(t, svc, "10.0.0.6:8080")
 }
 
 func TestUnknownService(t *testing.T) {

@@ -277,12 +277,16 @@ func TestRouteMatchesAndFilters(t *testing.T) {
 		wantApp      string // the app that answered ("" none)
 		check        func(t *testing.T, resp *http.Response, seen *seenReq)
 	}{
-		{name: "no match: the service", target: "/", wantStatus: 200, wantApp: "books"},
+		{name: "no rule matches: 404, not the service", target: "/", wantStatus: 404, check: func(t *testing.T, resp *http.Response, _ *seenReq) {
+			if got := resp.Header.Get("Trellis-Proxy-Error"); !strings.HasPrefix(got, "no_route; culprit=client") {
+				t.Errorf("trellis-proxy-error %q", got)
+			}
+		}},
 		{name: "header match", target: "/", hdr: []string{"X-Canary", "yes"}, wantStatus: 200, wantApp: "books-v2"},
 		{name: "query regex match", target: "/q/x?beta=42", wantStatus: 200, wantApp: "books-v2"},
-		{name: "query regex mismatch", target: "/q/x?beta=x", wantStatus: 200, wantApp: "books"},
+		{name: "query regex mismatch", target: "/q/x?beta=x", wantStatus: 404},
 		{name: "path regex", target: "/items/7", wantStatus: 200, wantApp: "books-v2"},
-		{name: "path regex needs the whole path", target: "/items/7/x", wantStatus: 200, wantApp: "books"},
+		{name: "path regex needs the whole path", target: "/items/7/x", wantStatus: 404},
 		{name: "redirect", target: "/old/a?x=1", wantStatus: 301, check: func(t *testing.T, resp *http.Response, _ *seenReq) {
 			if loc := resp.Header.Get("Location"); loc != "http://books.demo/new/a?x=1" {
 				t.Errorf("Location %q", loc)

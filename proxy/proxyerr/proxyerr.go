@@ -64,6 +64,10 @@ const (
 	// ReasonNoBackend: 500 mesh (configuration): the route a request
 	// matched has backends, all of weight 0 (the Gateway API's answer).
 	ReasonNoBackend = "no_backend"
+	// ReasonNoRoute: 404 client: the service has routes and none of
+	// their rules matches the request (the Gateway API's answer). gRPC:
+	// UNIMPLEMENTED.
+	ReasonNoRoute = "no_route"
 	// ReasonRateLimited: 429 client: the server's rate limit (RateLimit)
 	// refused the request; Retry-After says when a token is due. gRPC:
 	// RESOURCE_EXHAUSTED.

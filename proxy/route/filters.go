@@ -80,10 +80,11 @@ func (ru *Rule) location(r *http.Request, authority string) string {
 	return u.String()
 }
 
-// redirectStatus is the status a redirect answers with (302 by default).
+// redirectStatus is the status a redirect answers with (302 by default;
+// Compile admits only the Gateway API's 301, 302, 303, 307 and 308).
 func redirectStatus(rd *apiv1.Redirect) int {
-	if rd.GetStatusCode() == http.StatusMovedPermanently {
-		return http.StatusMovedPermanently
+	if c := rd.GetStatusCode(); c != 0 {
+		return int(c)
 	}
 	return http.StatusFound
 }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -93,9 +94,9 @@ func (s *Stage) Layer(next pipeline.Handler) pipeline.Handler {
 			x.Key.DstService, x.LogVal = x.Authority, x.Authority
 			return err
 		}
-		var rule *Rule
+		var rules *Rules
 		if s.Table != nil && x.Dest.Balancer != nil {
-			rules := s.Table.Rules(x.R.Context(), x.Dest.Dst)
+			rules = s.Table.Rules(x.R.Context(), x.Dest.Dst)
 			// The service's limit, before its routes pick a backend: one
 			// token per request the app sends it, whatever the backend.
 			if lim := rules.Limit(); lim != nil && s.Limit != nil {
@@ -104,11 +105,17 @@ func (s *Stage) Layer(next pipeline.Handler) pipeline.Handler {
 					return err
 				}
 			}
-			rule = rules.Select(x.R)
 		}
-		if rule == nil {
-			x.Key.DstService, x.LogVal = x.Dest.Dst, x.Dest.Dst
+		x.Key.DstService, x.LogVal = x.Dest.Dst, x.Dest.Dst
+		if rules.Len() == 0 {
 			return next.Serve(x)
+		}
+		rule := rules.Select(x.R)
+		if rule == nil {
+			// Routes attached to the service own its traffic: a request
+			// none of their rules matches is answered 404, as the
+			// Gateway API says, not sent to the service around them.
+			return proxyerr.ForRequest(x.R, http.StatusNotFound, proxyerr.ReasonNoRoute, "no route of "+x.Dest.Dst+" matches the request")
 		}
 		x.Route = rule.Route
 		service := x.Dest.Dst // the parent; apply may pick a backend
@@ -220,10 +227,11 @@ func (s *Stage) Lookup(x *pipeline.Exchange) *proxyerr.Error {
 		x.Dest = pipeline.Dest{Dst: authority, Balancer: bal}
 		return nil
 	}
-	// Transparent: the Host when it names a known service, else the
-	// original destination, else straight through to it.
+	// Transparent: the Host when it names a known service (the same as
+	// the original destination's), else the original destination, else
+	// straight through to it.
 	if authority != "" {
-		if known, bal, err := s.Resolve(ctx, authority); err == nil && known {
+		if known, bal, err := s.Resolve(ctx, authority); err == nil && known && s.sameService(ctx, authority, x.Conn.Orig) {
 			x.Dest = pipeline.Dest{Dst: authority, Balancer: bal}
 			return nil
 		}
@@ -244,4 +252,24 @@ func (s *Stage) Orig(ctx context.Context, orig string) (pipeline.Dest, *proxyerr
 		return pipeline.Dest{Dst: orig, Addr: orig}, nil
 	}
 	return pipeline.Dest{Dst: orig, Balancer: bal}, nil
+}
+
+// Namer is implemented by a Table that knows the control plane's name of
+// the service an authority resolves to ("" when it does not).
+type Namer interface {
+	Service(ctx context.Context, authority string) string
+}
+
+// sameService reports whether the Host's authority and the connection's
+// original destination orig are the same service, or cannot be told
+// apart. The address the client connected to decides which service it
+// calls (GAMMA: a Service's frontend is its cluster IP, not a Host
+// header), so a Host naming another service must not redirect it.
+func (s *Stage) sameService(ctx context.Context, authority string, orig netip.AddrPort) bool {
+	n, ok := s.Table.(Namer)
+	if !ok || !orig.IsValid() || orig.String() == authority {
+		return true
+	}
+	a, b := n.Service(ctx, authority), n.Service(ctx, orig.String())
+	return a == "" || b == "" || a == b
 }

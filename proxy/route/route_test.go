@@ -19,6 +19,12 @@ type table map[string]*Rules
 
 func (t table) Rules(_ context.Context, svc string) *Rules { return t[svc] }
 
+// named is a table whose control plane names services (Namer).
+type named map[string]string
+
+func (named) Rules(context.Context, string) *Rules         { return nil }
+func (n named) Service(_ context.Context, a string) string { return n[a] }
+
 func mustCompile(t testing.TB, routes ...*apiv1.Route) *Rules {
 	t.Helper()
 	rs, err := Compile(routes)
@@ -62,9 +68,12 @@ func TestStage(t *testing.T) {
 			Name: "ns/r", Backends: []*apiv1.WeightedBackend{{Authority: "api.ns:80", Weight: 1}},
 		})}, wantDst: "api.ns:80"},
 		{name: "no route keeps the authority", target: "/", host: "web.ns", table: table{}, wantDst: "web.ns:80"},
-		{name: "no matching route keeps the authority", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
+		{name: "no matching rule answers 404", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
 			Name: "ns/r", Matches: []*apiv1.RouteMatch{{PathPrefix: "/x"}}, Backends: []*apiv1.WeightedBackend{{Authority: "api.ns:80", Weight: 1}},
-		})}, wantDst: "web.ns:80"},
+		})}, wantStatus: 404, wantReason: proxyerr.ReasonNoRoute},
+		{name: "routes of another service do not apply", target: "/", host: "web.ns:8080", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
+			Name: "ns/r", Matches: []*apiv1.RouteMatch{{PathPrefix: "/x"}}, Backends: []*apiv1.WeightedBackend{{Authority: "api.ns:80", Weight: 1}},
+		})}, wantDst: "web.ns:8080"},
 		{name: "unknown backend", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
 			Name: "ns/r", Backends: []*apiv1.WeightedBackend{{Authority: "gone.ns:80", Weight: 1}},
 		})}, wantStatus: 503, wantReason: proxyerr.ReasonNoEndpoints},
@@ -76,6 +85,12 @@ func TestStage(t *testing.T) {
 		})}, wantStatus: 500, wantReason: proxyerr.ReasonNoBackend},
 		{name: "transparent: Host names a service (original port)", transparent: true, target: "/", host: "web.ns", orig: orig, wantDst: "web.ns:8080"},
 		{name: "transparent: unknown Host, unknown original destination: passthrough", transparent: true, target: "/", host: "x.example", orig: netip.MustParseAddrPort("10.0.0.7:80"), wantDst: "10.0.0.7:80", wantAddr: "10.0.0.7:80"},
+		{name: "transparent: Host names the original destination's service", transparent: true, target: "/", host: "web.ns", orig: orig,
+			table: named{"web.ns:8080": "web.ns.svc.cluster.local:8080", "10.0.0.9:8080": "web.ns.svc.cluster.local:8080"}, wantDst: "web.ns:8080"},
+		{name: "transparent: Host names another service than the original destination: the address wins", transparent: true, target: "/", host: "api.ns:80",
+			orig: netip.MustParseAddrPort("10.0.0.9:5432"), table: named{"api.ns:80": "api.ns.svc.cluster.local:80", "10.0.0.9:5432": "db.ns.svc.cluster.local:5432"}, wantDst: "10.0.0.9:5432"},
+		{name: "transparent: original destination not a service: the Host", transparent: true, target: "/", host: "api.ns:80",
+			orig: netip.MustParseAddrPort("10.0.0.9:5432"), table: named{"api.ns:80": "api.ns.svc.cluster.local:80"}, wantDst: "api.ns:80"},
 		{name: "transparent: original destination known", transparent: true, target: "/", host: "-", orig: netip.MustParseAddrPort("10.0.0.9:5432"), wantDst: "10.0.0.9:5432"},
 	}
 	for _, tt := range tests {

@@ -134,9 +134,10 @@ func checkRedirect(rd *apiv1.Redirect) error {
 		return fmt.Errorf("redirect scheme %q is not http or https", rd.GetScheme())
 	}
 	switch rd.GetStatusCode() {
-	case 0, http.StatusMovedPermanently, http.StatusFound:
+	case 0, http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
 	default:
-		return fmt.Errorf("redirect status %d is not 301 or 302", rd.GetStatusCode())
+		return fmt.Errorf("redirect status %d is not 301, 302, 303, 307 or 308", rd.GetStatusCode())
 	}
 	if rd.GetPort() > 65535 {
 		return fmt.Errorf("redirect port %d", rd.GetPort())

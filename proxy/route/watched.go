@@ -126,3 +126,11 @@ func (w *Watched) store(service string, snap routes.Snapshot) *Rules {
 	w.cache[service] = c
 	return c.rules
 }
+
+// Service returns the control plane's name of the service authority
+// resolves to ("" when unknown): the answer Rules waits for (at most as
+// long, and only as often).
+func (w *Watched) Service(ctx context.Context, authority string) string {
+	w.Rules(ctx, authority)
+	return w.src.Get(w.done, authority).Service
+}

@@ -22,11 +22,10 @@ import (
 )
 
 // claimedFeatures are the features Trellis claims beyond the profiles'
-// core ones (Mesh, HTTPRoute, GRPCRoute): issue 13's route rules, and the
+// core ones (Mesh, HTTPRoute, GRPCRoute): issue 13's route rules, the
 // HTTPRoute features that mesh tests also need (response header
-// modifiers, redirect codes, a parentRef's port). Left out:
-// MeshConsumerRoute (routes in the caller's namespace) and
-// MeshHTTPRouteNamedRouteRule, which Trellis does not claim yet.
+// modifiers, redirect codes, a parentRef's port), consumer routes and
+// named rules: every mesh feature of the pinned suite.
 var claimedFeatures = []features.FeatureName{
 	features.SupportHTTPRouteResponseHeaderModification,
 	features.SupportHTTPRoute303RedirectStatusCode,
@@ -40,6 +39,8 @@ var claimedFeatures = []features.FeatureName{
 	features.SupportMeshHTTPRouteRedirectPath,
 	features.SupportMeshHTTPRouteBackendRequestHeaderModification,
 	features.SupportMeshHTTPRouteQueryParamMatching,
+	features.SupportMeshHTTPRouteNamedRouteRule,
+	features.SupportMeshConsumerRoute,
 }
 
 // meshNamespaces are the namespaces the suite's mesh manifests create.

@@ -20,10 +20,10 @@ E2E_SUITES += dashboard
 E2E_SUITES += tracing
 E2E_SUITES += traffic-split retries-budget circuit-break slow-start rate-limit
 # The Gateway API conformance suite's mesh profiles, its own Go module
-# (test/conformance): SUITE=gateway-conformance only, until the GAMMA routes
-# land and it passes; then `E2E_SUITES += gateway-conformance` here makes it
-# run last in make e2e, reusing the shared install the suites above leave.
-E2E_OPTIONAL_SUITES := gateway-conformance
+# (test/conformance): run last in make e2e, after ./test/k8se2e's suites,
+# reusing the shared install they leave (E2E_KEEP_INSTALL=1 for them).
+E2E_SUITES += gateway-conformance
+E2E_OPTIONAL_SUITES :=
 E2E_TEST_install           := TestInstall
 E2E_TEST_inject            := TestInject
 E2E_TEST_cni               := TestCNI
