@@ -5,10 +5,10 @@
 // estimate is peak-sensitive: a sample above it replaces it at once, lower
 // samples pull it down with a time constant of DecayTime. An endpoint that
 // lost every comparison gets no samples, so its estimate would stay at its
-// worst: once it has had no sample and nothing in flight for StaleAfter,
-// its estimate decays towards zero with the time constant StaleDecay, at
-// read time, until it wins a comparison and a request tells how it is now
-// (stale.go).
+// worst: while an endpoint has nothing in flight its estimate decays
+// towards zero at read time, slowly (DecayTime) for StaleAfter and then
+// fast (StaleDecay), until it wins a comparison and a request tells how it
+// is now (stale.go).
 //
 // On top of P2C: circuit breaking (breaker.go: failing endpoints are
 // ejected, then probed back), slow start (new endpoints ramp up) and zone
@@ -32,8 +32,9 @@ import (
 var ErrNoEndpoints = errors.New("no endpoints available")
 
 const (
-	// DefaultRTT is the estimate a new endpoint starts with: modest, so a
-	// new endpoint gets some traffic at once without flooding it.
+	// DefaultRTT is the estimate of a new endpoint while its first request
+	// is in flight (idle, it costs nothing: stale.go): modest, so a new
+	// endpoint is measured at once without being flooded.
 	DefaultRTT = 10 * time.Millisecond
 	// DecayTime is the time constant with which lower samples pull the
 	// estimate down.
@@ -466,16 +467,16 @@ const (
 	doubleEstimate // the sample is at least twice the estimate (and DefaultRTT)
 )
 
-// observe feeds one sample to the estimate. from is what the estimate was
-// when the request was picked: the stored one, decayed if the endpoint was
-// stale (stale.go), so the first answer after an idle spell is weighed
-// against what the pick saw rather than against the old peak.
+// observe feeds one sample to the estimate. from is how the request was
+// picked: the answer to a pick of a stale endpoint sets the estimate
+// (stale.go).
 func (st *stats) observe(sample float64, penalty int, now int64, from stalePick) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	elapsed := max(now-st.stamp, 0)
 	cur := st.rttNs
-	if from.idle && st.sampled {
+	stale := from.idle && from.at-st.stamp > int64(StaleAfter)
+	if stale {
 		cur = decayed(cur, from.at-st.stamp)
 	}
 	switch penalty {
@@ -486,10 +487,11 @@ func (st *stats) observe(sample float64, penalty int, now int64, from stalePick)
 		// endpoint that keeps failing is tried ever less often.
 		sample = math.Max(sample, 2*math.Max(st.rttNs, float64(DefaultRTT)))
 	}
-	if sample >= cur || !st.sampled {
-		// Peak: take bad news at once. The first sample replaces the
-		// DefaultRTT guess outright: averaged with it, the guess would
-		// linger for tens of seconds.
+	if sample >= cur || stale || !st.sampled {
+		// Peak: take bad news at once. The first sample, and the first
+		// after a stale spell, replace what was a guess or is old news
+		// (averaged with it, it would linger for tens of seconds): an
+		// estimate too low is corrected by the next higher sample.
 		cur = sample
 	} else {
 		// Time-based EWMA: good news moves the estimate with time constant

@@ -9,24 +9,23 @@ import (
 // whose estimate is above every other's loses every comparison (with two
 // endpoints it is compared, and loses, on every pick) and gets no sample
 // that could lower it: after one slow spell it would stay starved long
-// after it recovered. So an estimate that has had no sample for StaleAfter
-// while nothing was in flight decays towards zero with the time constant
-// StaleDecay (at read time, as Finagle's and Linkerd's peak-EWMA decay with
-// the time since the last update), until the endpoint wins a comparison
-// and its answer sets the estimate again: a recovered endpoint is back at
-// its fair share, a slow one is back at its peak. An endpoint R times
-// slower than the others is tried about every StaleAfter + StaleDecay*ln R
-// (R = 100: 5.6 s), one request at a time: the decay holds while a request
-// is in flight (a request that does not answer must not make its endpoint
-// look ever faster).
+// after it recovered. So the estimate of an endpoint with nothing in
+// flight decays towards zero with the time since its last sample, at read
+// time, as Finagle's and Linkerd's peak-EWMA do: for StaleAfter with the
+// EWMA's own time constant DecayTime (so of two endpoints with about the
+// same estimate, the one not picked lately comes next), then, stale, with
+// the much shorter StaleDecay, until the endpoint wins a comparison and its
+// answer sets the estimate afresh (the old one is old news; one too low is
+// corrected by the next higher sample, the peak rule): a recovered
+// endpoint is back at its fair share, a slow one back at its peak. An endpoint R times slower than the
+// others is tried about every StaleAfter + StaleDecay*ln R (R = 100: 5.5
+// s), one request at a time: the decay holds while a request is in flight
+// (a request that does not answer must not make its endpoint look ever
+// faster), and that request's cost counts it.
 //
-// Endpoints with traffic (a sample at least every StaleAfter) are not
-// decayed at all: their estimate is the plain peak-EWMA of their samples.
-// An endpoint never measured costs nothing while idle (as in Finagle):
-// DefaultRTT is a guess, and the endpoints a set's first picks happened to
-// measure must not keep the others from being measured. It is measured one
-// request at a time: with one in flight its cost is DefaultRTT * (pending+1).
-
+// Only the answer to a pick of a stale endpoint resets the estimate; the
+// others are averaged into the stored one, so the decay between the
+// samples of a busy endpoint does not bias its estimate down.
 const (
 	// StaleAfter is how long an endpoint's estimate holds without samples
 	// and with nothing in flight before it decays.
@@ -43,12 +42,17 @@ type stalePick struct {
 }
 
 // decayed is the estimate rtt after elapsed nanoseconds without a sample,
-// the endpoint idle.
+// the endpoint idle: e^-(elapsed/DecayTime) for StaleAfter, then
+// e^-(StaleAfter/DecayTime + (elapsed-StaleAfter)/StaleDecay).
 func decayed(rtt float64, elapsed int64) float64 {
-	if elapsed <= int64(StaleAfter) {
+	switch {
+	case elapsed <= 0:
 		return rtt
+	case elapsed <= int64(StaleAfter):
+		return rtt * expNeg(float64(elapsed)/float64(DecayTime))
 	}
-	return rtt * expNeg(float64(elapsed-int64(StaleAfter))/float64(StaleDecay))
+	x := float64(StaleAfter)/float64(DecayTime) + float64(elapsed-int64(StaleAfter))/float64(StaleDecay)
+	return rtt * expNeg(x)
 }
 
 // idleEstimate is the estimate of an endpoint with nothing in flight.
