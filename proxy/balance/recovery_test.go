@@ -62,7 +62,26 @@ func (l *load) run(t *testing.T, d time.Duration) map[string]int {
 	return counts
 }
 
-// slowThen is latency of the k8s slow-start suite: 2 ms, but 200 ms for
+// watch runs the load for that many seconds; it returns the picks per
+// address and after how long a second first gave addr at least
+// least picks (-1: never).
+func (l *load) watch(t *testing.T, seconds int, addr string, least float64) (map[string]int, time.Duration) {
+	t.Helper()
+	back := time.Duration(-1)
+	total := map[string]int{}
+	for s := range seconds {
+		n := l.run(t, time.Second)
+		for a, k := range n {
+			total[a] += k
+		}
+		if back < 0 && float64(n[addr]) >= least {
+			back = time.Duration(s+1) * time.Second
+		}
+	}
+	return total, back
+}
+
+// slowThen is the latency of the k8s slow-start suite: 2 ms, but 200 ms for
 // "slow:1" until slowFor.
 func slowThen(slowFor time.Duration) func(string, time.Duration) time.Duration {
 	return func(addr string, at time.Duration) time.Duration {
@@ -115,17 +134,7 @@ func TestRecoveryAfterSlowSpell(t *testing.T) {
 			}
 			during := l.run(t, spell)
 			fair := float64(time.Second/l.interval) / float64(len(tc.addrs))
-			back := time.Duration(-1) // when a second first gave slow:1 half its fair share
-			total := map[string]int{}
-			for s := range 25 {
-				n := l.run(t, time.Second)
-				for a, k := range n {
-					total[a] += k
-				}
-				if back < 0 && float64(n["slow:1"]) >= fair/2 {
-					back = time.Duration(s+1) * time.Second
-				}
-			}
+			total, back := l.watch(t, 25, "slow:1", fair/2)
 			t.Logf("while slow (%s): %v; next 25 s: %v (fair %.0f); half its fair share back after %v",
 				spell, during, total, 25*fair, map[bool]any{true: back, false: "never"}[back >= 0])
 			if n := during["slow:1"]; n == 0 || float64(n) > 0.02*fair*spell.Seconds() {
