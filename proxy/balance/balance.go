@@ -3,9 +3,12 @@
 //
 // The cost of an endpoint is ewma_rtt * (pending+1) / weight. The RTT
 // estimate is peak-sensitive: a sample above it replaces it at once, lower
-// samples pull it down with a time constant of DecayTime, and while an
-// endpoint gets no traffic its estimate decays towards zero with the same
-// time constant, so an endpoint that was slow once is tried again later.
+// samples pull it down with a time constant of DecayTime. An endpoint that
+// lost every comparison gets no samples, so its estimate would stay at its
+// worst: while an endpoint has nothing in flight its estimate decays
+// towards zero at read time, slowly (DecayTime) for StaleAfter and then
+// fast (StaleDecay), until it wins a comparison and a request tells how it
+// is now (stale.go).
 //
 // On top of P2C: circuit breaking (breaker.go: failing endpoints are
 // ejected, then probed back), slow start (new endpoints ramp up) and zone
@@ -29,10 +32,12 @@ import (
 var ErrNoEndpoints = errors.New("no endpoints available")
 
 const (
-	// DefaultRTT is the estimate a new endpoint starts with: modest, so a
-	// new endpoint gets some traffic at once without flooding it.
+	// DefaultRTT is the estimate of a new endpoint while its first request
+	// is in flight (idle, it costs nothing: stale.go): modest, so a new
+	// endpoint is measured at once without being flooded.
 	DefaultRTT = 10 * time.Millisecond
-	// DecayTime is the time constant of the EWMA.
+	// DecayTime is the time constant with which lower samples pull the
+	// estimate down.
 	DecayTime = 10 * time.Second
 	// maxRTT caps the estimate so repeated failure penalties stay finite.
 	maxRTT = 30 * time.Second
@@ -258,6 +263,7 @@ type Pick struct {
 	st    *stats
 	b     *Balancer
 	start int64
+	idle  bool // nothing else was in flight to the endpoint when picked
 	probe bool // the request that decides whether an ejected endpoint is back
 	done  atomic.Bool
 }
@@ -283,12 +289,12 @@ func (b *Balancer) Pick(skip map[string]bool) (*Pick, error) {
 }
 
 func (b *Balancer) take(snap *snapshot, n *node, now int64, probe bool) *Pick {
-	n.st.pending.Add(1)
+	idle := n.st.pending.Add(1) == 1
 	b.picks.Add(1)
 	if snap.zoned && !n.local && n.ep.Zone != "" {
 		b.crossZone.Add(1)
 	}
-	return &Pick{Endpoint: n.ep, st: n.st, b: b, start: now, probe: probe}
+	return &Pick{Endpoint: n.ep, st: n.st, b: b, start: now, idle: idle, probe: probe}
 }
 
 // choose is P2C over the zone's endpoints not out, else every endpoint not
@@ -396,13 +402,18 @@ func (b *Balancer) admitted(n *node, ss *SlowStart, now int64) bool {
 	return b.rng.Float64() < ss.factor(now-n.st.added)
 }
 
-// cost is what P2C compares: the decayed latency estimate times the
-// requests the endpoint would have in flight, over its weight.
+// cost is what P2C compares: the latency estimate (decayed if stale, none
+// if never measured: stale.go) times the requests the endpoint would have
+// in flight, over its weight.
 func (n *node) cost(now int64) float64 {
+	pending := n.st.pending.Load()
 	n.st.mu.Lock()
-	rtt := decayed(n.st.rttNs, now-n.st.stamp)
+	rtt := n.st.rttNs
+	if pending == 0 {
+		rtt = n.st.idleEstimate(now)
+	}
 	n.st.mu.Unlock()
-	return rtt * float64(n.st.pending.Load()+1) / n.weight
+	return rtt * float64(pending+1) / n.weight
 }
 
 // factor is the share of its weight an endpoint of this age gets.
@@ -415,23 +426,6 @@ func (ss *SlowStart) factor(age int64) float64 {
 		f = math.Pow(f, 1/ss.Aggression)
 	}
 	return math.Max(f, ss.MinWeight)
-}
-
-// decayed is the estimate after elapsed nanoseconds without samples.
-func decayed(rtt float64, elapsed int64) float64 {
-	if elapsed <= 0 {
-		return rtt
-	}
-	return rtt * expNeg(float64(elapsed)/float64(DecayTime))
-}
-
-// expNeg is e^-x; for the tiny x of back-to-back requests a series is exact
-// enough (error < x^3/6) and much cheaper than math.Exp.
-func expNeg(x float64) float64 {
-	if x < 1e-3 {
-		return 1 - x + x*x/2
-	}
-	return math.Exp(-x)
 }
 
 // Done releases the pick and feeds its latency to the estimate and its
@@ -461,7 +455,7 @@ func (p *Pick) Done(rtt time.Duration, failed bool) {
 			penalty = doubleEstimate
 		}
 	}
-	p.st.observe(float64(rtt), penalty, now)
+	p.st.observe(float64(rtt), penalty, now, stalePick{idle: p.idle, at: p.start})
 	p.st.pending.Add(-1)
 	p.b.settle(p, failed, rtt, now)
 }
@@ -473,19 +467,32 @@ const (
 	doubleEstimate // the sample is at least twice the estimate (and DefaultRTT)
 )
 
-func (st *stats) observe(sample float64, penalty int, now int64) {
+// observe feeds one sample to the estimate. from is how the request was
+// picked: the answer to a pick of a stale endpoint sets the estimate
+// (stale.go).
+func (st *stats) observe(sample float64, penalty int, now int64, from stalePick) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	elapsed := max(now-st.stamp, 0)
 	cur := st.rttNs
+	stale := from.idle && from.at-st.stamp > int64(StaleAfter)
+	if stale {
+		cur = decayed(cur, from.at-st.stamp)
+	}
 	switch penalty {
 	case keepEstimate:
 		sample = math.Max(sample, cur)
 	case doubleEstimate:
-		sample = math.Max(sample, 2*math.Max(cur, float64(DefaultRTT)))
+		// From the stored peak: failures in a row compound, so an
+		// endpoint that keeps failing is tried ever less often.
+		sample = math.Max(sample, 2*math.Max(st.rttNs, float64(DefaultRTT)))
 	}
-	if sample >= cur {
-		cur = sample // peak: take bad news at once
+	if sample >= cur || stale || !st.sampled {
+		// Peak: take bad news at once. The first sample, and the first
+		// after a stale spell, replace what was a guess or is old news
+		// (averaged with it, it would linger for tens of seconds): an
+		// estimate too low is corrected by the next higher sample.
+		cur = sample
 	} else {
 		// Time-based EWMA: good news moves the estimate with time constant
 		// DecayTime whatever the request rate.

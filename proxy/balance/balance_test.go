@@ -269,7 +269,7 @@ func TestPeakEWMA(t *testing.T) {
 			var now int64
 			for _, s := range tt.samples {
 				now += int64(time.Second)
-				st.observe(float64(s), noPenalty, now)
+				st.observe(float64(s), noPenalty, now, stalePick{})
 			}
 			if !tt.check(st.rttNs) {
 				t.Fatalf("estimate = %v, want %s", time.Duration(st.rttNs), tt.want)
@@ -284,15 +284,6 @@ func repeat(d time.Duration, n int) []time.Duration {
 		out[i] = d
 	}
 	return out
-}
-
-func TestIdleDecay(t *testing.T) {
-	if got := decayed(100, int64(DecayTime)); got < 36 || got > 37 {
-		t.Fatalf("decayed over one time constant = %v, want ~36.8", got)
-	}
-	if got := decayed(100, -5); got != 100 {
-		t.Fatalf("decayed with negative elapsed = %v", got)
-	}
 }
 
 func TestTwoDistinct(t *testing.T) {

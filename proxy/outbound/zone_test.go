@@ -3,7 +3,6 @@ package outbound_test
 import (
 	"io"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,27 +47,7 @@ func TestZoneAwareUnderLoad(t *testing.T) {
 	p.bal.SetZone("zone-a")
 	p.bal.Update(eps) // the pair's own endpoint is left out
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := p.client.Get(url("/"))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				_ = resp.Body.Close()
-			}
-		})
-	}
-	defer func() { close(stop); wg.Wait() }()
+	defer paced(t, p, 8, 0)()
 	// share is the fraction of requests served out of the zone over d.
 	share := func(d time.Duration) (float64, int64) {
 		l0, r0 := localServed.Load(), remoteServed.Load()
