@@ -139,3 +139,28 @@ func TestZoneSpillsWhenOverloaded(t *testing.T) {
 		t.Fatal("still spilling once the load is gone")
 	}
 }
+
+// A node that slows down slows every zone's answers alike: the zone
+// compares its latency with the other zones' of the same moment, not with
+// an exploration sample from when the node was quiet.
+func TestZoneComparesFreshLatency(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		later    map[string]time.Duration // by zone, after settling fast
+		min, max int                      // cross-zone picks of 2000
+	}{
+		// Exploration at most every remoteFresh: a handful.
+		{"every zone slower: traffic stays", map[string]time.Duration{"z1": 20 * time.Millisecond, "z2": 20 * time.Millisecond}, 0, 4},
+		{"only the local zone slower: spills", map[string]time.Duration{"z1": 30 * time.Millisecond, "z2": time.Millisecond}, 1000, 2000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, c := newWith(DefaultConfig(), WithZone("z1"))
+			b.Update(zoned(map[string]string{"a:1": "z1", "b:1": "z1", "c:1": "z1", "d:1": "z2", "e:1": "z2", "f:1": "z2"}))
+			settle(t, b, c, map[string]time.Duration{"z1": time.Millisecond, "z2": time.Millisecond})
+			c.advance(exploreEvery / 2) // the other zone's samples are old news
+			if got := runZoned(t, b, c, 2000, tc.later); got < tc.min || got > tc.max {
+				t.Fatalf("%d of 2000 picks left the zone, want %d-%d", got, tc.min, tc.max)
+			}
+		})
+	}
+}
