@@ -19,8 +19,21 @@ func (in Input) rule(r *Route, rule Rule, ann Annotated) *apiv1.Route {
 	if r.Kind == KindGRPCRoute {
 		out.Kind = "grpc"
 	}
+	if _, ref := extensionRef(rule.Filters); ref != nil {
+		// A custom filter Trellis cannot resolve is not skipped: every
+		// request of the rule would pass it, so every one is answered
+		// 500 (one backend with no authority), nothing else applied.
+		out.Backends = []*apiv1.WeightedBackend{{Weight: 1}}
+		return out
+	}
 	for _, b := range rule.Backends {
 		wb := &apiv1.WeightedBackend{Weight: uint32(Deref(b.Ref.Weight, 1))}
+		if _, ref := extensionRef(b.Filters); ref != nil {
+			// The backend's share would pass the custom filter: with
+			// no authority, it is answered 500 like an unresolved one.
+			out.Backends = append(out.Backends, wb)
+			continue
+		}
 		// An unresolved backend keeps its weight with no authority: the
 		// proxy answers 500 to its share, as the Gateway API says.
 		wb.Authority, _, _ = in.resolve(r, b.Ref.BackendObjectReference)
@@ -59,9 +72,11 @@ func (in Input) filter(r *Route, out *apiv1.Route, f gwv1.HTTPRouteFilter) {
 	}
 }
 
-// checkFilters refuses filters this version cannot apply (ExtensionRef,
-// CORS, external auth, an unknown type), and a filter whose type names a
-// field that is not set.
+// checkFilters refuses filters this version cannot apply (CORS, external
+// auth, an unknown type), and a filter whose type names a field that is
+// not set. An ExtensionRef passes: Trellis resolves none, and the spec
+// wants its requests answered 500, not the route refused (see
+// UnresolvedFilter).
 func checkFilters(fs []gwv1.HTTPRouteFilter) error {
 	for i, f := range fs {
 		var set bool
@@ -76,11 +91,44 @@ func checkFilters(fs []gwv1.HTTPRouteFilter) error {
 			set = f.URLRewrite != nil
 		case gwv1.HTTPRouteFilterRequestMirror:
 			set = f.RequestMirror != nil
+		case gwv1.HTTPRouteFilterExtensionRef:
+			set = f.ExtensionRef != nil
 		default:
 			return fmt.Errorf("[%d]: type %q is not supported", i, f.Type)
 		}
 		if !set {
 			return fmt.Errorf("[%d]: type %s without its field", i, f.Type)
+		}
+	}
+	return nil
+}
+
+// extensionRef returns the first custom filter of fs and its index, or
+// nil: Trellis implements no custom filter, so none resolves.
+func extensionRef(fs []gwv1.HTTPRouteFilter) (int, *gwv1.LocalObjectReference) {
+	for i, f := range fs {
+		if f.Type == gwv1.HTTPRouteFilterExtensionRef && f.ExtensionRef != nil {
+			return i, f.ExtensionRef
+		}
+	}
+	return 0, nil
+}
+
+// UnresolvedFilter returns, for the first custom filter of r (rule or
+// backendRef level), why it does not resolve and what is answered
+// instead; nil when r has none.
+func UnresolvedFilter(r *Route) error {
+	why := func(ref *gwv1.LocalObjectReference, instead string) string {
+		return fmt.Sprintf("ExtensionRef %s/%s %q: Trellis resolves no custom filter; %s answered 500", ref.Group, ref.Kind, ref.Name, instead)
+	}
+	for i, rule := range r.Rules {
+		if j, ref := extensionRef(rule.Filters); ref != nil {
+			return fmt.Errorf("spec.rules[%d].filters[%d]: %s", i, j, why(ref, "the rule's requests are"))
+		}
+		for j, b := range rule.Backends {
+			if k, ref := extensionRef(b.Filters); ref != nil {
+				return fmt.Errorf("spec.rules[%d].backendRefs[%d].filters[%d]: %s", i, j, k, why(ref, "the backend's share of requests is"))
+			}
 		}
 	}
 	return nil

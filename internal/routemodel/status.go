@@ -19,7 +19,8 @@ const maxParents = 32
 
 // ParentStatuses returns the status entries of r's Service parents:
 // Accepted (the Service and port exist, and the route can be served as
-// written) and ResolvedRefs (every backend, mirrors included, resolves).
+// written) and ResolvedRefs (every backend, mirrors included, resolves,
+// and no filter is a custom one: see UnresolvedFilter).
 // Conditions carry no transition time: MergeParents sets it.
 func ParentStatuses(r *Route, l Lookup, domain string) []gwv1.RouteParentStatus {
 	resolved := resolvedRefs(r, l, domain)
@@ -70,6 +71,10 @@ func resolvedRefs(r *Route, l Lookup, domain string) metav1.Condition {
 		if auth, reason, msg := resolveRef(l, domain, r, ref); auth == "" {
 			return metav1.Condition{Type: ok.Type, Status: metav1.ConditionFalse, Reason: string(reason), Message: msg}
 		}
+	}
+	// A custom filter is a reference of a kind Trellis does not support.
+	if err := UnresolvedFilter(r); err != nil {
+		return metav1.Condition{Type: ok.Type, Status: metav1.ConditionFalse, Reason: string(gwv1.RouteReasonInvalidKind), Message: err.Error()}
 	}
 	return ok
 }

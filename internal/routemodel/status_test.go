@@ -22,7 +22,9 @@ func TestParentStatuses(t *testing.T) {
 		{"reviews/books-for-reviews", []string{"grants.yaml"}, 1, cond{"True", "Accepted"}, cond{"True", "ResolvedRefs"}},
 		{"reviews/books-own", []string{"consumer.yaml"}, 1, cond{"True", "Accepted"}, cond{"True", "ResolvedRefs"}},
 		{"reviews/books-own-and-v2", []string{"consumer.yaml"}, 1, cond{"True", "Accepted"}, cond{"False", "RefNotPermitted"}},
-		{"shop/books-ext", nil, 1, cond{"False", "UnsupportedValue"}, cond{"True", "ResolvedRefs"}},
+		{"shop/books-ext", nil, 1, cond{"True", "Accepted"}, cond{"False", "InvalidKind"}},
+		{"shop/books-bad-filter", nil, 1, cond{"False", "UnsupportedValue"}, cond{"True", "ResolvedRefs"}},
+		{"shop/books-cors", nil, 1, cond{"False", "UnsupportedValue"}, cond{"True", "ResolvedRefs"}},
 		{"shop/nowhere", nil, 1, cond{"False", "NoMatchingParent"}, cond{"True", "ResolvedRefs"}},
 		// The Gateway parent is another controller's: one entry only.
 		{"reviews/ratings", nil, 1, cond{"True", "Accepted"}, cond{"True", "ResolvedRefs"}},
@@ -111,5 +113,25 @@ func TestMergeParentsKeepsOrder(t *testing.T) {
 	have := append(ours, gateway)
 	if _, changed := MergeParents(have, ParentStatuses(r, f.Static, "cluster.local")); changed {
 		t.Error("an unchanged status would be written again because of its order")
+	}
+}
+
+// The ResolvedRefs message names the custom filter, where it is and
+// what is answered instead; a backend-level one is found too.
+func TestUnresolvedFilterMessage(t *testing.T) {
+	f := loadFixture(t, "mesh.yaml")
+	r := f.route(t, "shop", "books-ext")
+	c := findCond(ParentStatuses(r, f.Static, "cluster.local")[0].Conditions, "ResolvedRefs")
+	if want := `spec.rules[0].filters[1]: ExtensionRef example.com/Auth "x": Trellis resolves no custom filter; the rule's requests are answered 500`; c == nil || c.Message != want {
+		t.Errorf("ResolvedRefs %+v, want the message %q", c, want)
+	}
+	backendOnly := *r
+	backendOnly.Rules = r.Rules[1:]
+	err := UnresolvedFilter(&backendOnly)
+	if want := `spec.rules[0].backendRefs[1].filters[0]: ExtensionRef example.com/Sign "sig": Trellis resolves no custom filter; the backend's share of requests is answered 500`; err == nil || err.Error() != want {
+		t.Errorf("UnresolvedFilter = %v, want %q", err, want)
+	}
+	if err := UnresolvedFilter(f.route(t, "shop", "books-split")); err != nil {
+		t.Errorf("a route without custom filters: %v", err)
 	}
 }

@@ -54,10 +54,16 @@ routes { name: "shop/books-split" kind: "http" rule: 1
   mirrors { authority: "mirror.shop.svc.cluster.local:80" millionths: 50000 }
   fault { abort_millionths: 5000 abort_http_status: 503 abort_grpc_status: 14 } }`,
 	}, {
-		name: "a parentRef with a port applies to that port only; a route with an unsupported filter is left out",
+		name: "a parentRef with a port applies to that port only; a custom filter answers 500 to what it would process; an invalid or unimplemented filter leaves its route out",
 		svc:  "shop/books", port: 9090, caller: "shop",
 		want: `service: "books.shop.svc.cluster.local:9090"
-` + booksOld + ``,
+` + booksOld + `
+routes { name: "shop/books-ext" kind: "http"
+  matches { path_prefix: "/admin" }
+  backends { weight: 1 } }
+routes { name: "shop/books-ext" kind: "http" rule: 1
+  backends { authority: "books-v1.shop.svc.cluster.local:8080" weight: 3 }
+  backends { weight: 1 } }`,
 	}, {
 		name: "consumer route replaces the producer routes; without a ReferenceGrant its cross-namespace backend answers 500",
 		svc:  "shop/books", port: 8080, caller: "reviews",

@@ -133,6 +133,11 @@ func check(r *routemodel.Route, exists ServiceExists) error {
 	if err := routemodel.Unsupported(r); err != nil {
 		return err
 	}
+	// A cluster serves the route and says so in its status; a file has
+	// none to say it, as with a backend that does not resolve.
+	if err := routemodel.UnresolvedFilter(r); err != nil {
+		return fmt.Errorf("%w in a cluster; in local mode it is refused", err)
+	}
 	for i, rule := range r.Rules {
 		for j, b := range rule.Backends {
 			if err := checkBackend(r, b.Ref, exists); err != nil {

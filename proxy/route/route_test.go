@@ -47,6 +47,12 @@ func TestStage(t *testing.T) {
 		return false, nil, nil
 	}
 	orig := netip.MustParseAddrPort("10.0.0.9:8080")
+	// A route whose first rule has a custom filter the controller cannot
+	// resolve, as routemodel sends it: one backend with no authority.
+	custom := table{"web.ns:80": mustCompile(t,
+		&apiv1.Route{Name: "ns/r", Matches: []*apiv1.RouteMatch{{PathPrefix: "/admin"}}, Backends: []*apiv1.WeightedBackend{{Weight: 1}}},
+		&apiv1.Route{Name: "ns/r", Rule: 1, Backends: []*apiv1.WeightedBackend{{Authority: "api.ns:80", Weight: 1}}},
+	)}
 	tests := []struct {
 		name        string
 		transparent bool
@@ -83,6 +89,8 @@ func TestStage(t *testing.T) {
 		{name: "unresolved backend (no authority) answers 500", target: "/", host: "web.ns", table: table{"web.ns:80": mustCompile(t, &apiv1.Route{
 			Name: "ns/r", Backends: []*apiv1.WeightedBackend{{Weight: 1}},
 		})}, wantStatus: 500, wantReason: proxyerr.ReasonNoBackend},
+		{name: "a rule with an unresolved custom filter answers 500", target: "/admin/users", host: "web.ns", table: custom, wantStatus: 500, wantReason: proxyerr.ReasonNoBackend},
+		{name: "the other rule of that route serves", target: "/books", host: "web.ns", table: custom, wantDst: "api.ns:80"},
 		{name: "transparent: Host names a service (original port)", transparent: true, target: "/", host: "web.ns", orig: orig, wantDst: "web.ns:8080"},
 		{name: "transparent: unknown Host, unknown original destination: passthrough", transparent: true, target: "/", host: "x.example", orig: netip.MustParseAddrPort("10.0.0.7:80"), wantDst: "10.0.0.7:80", wantAddr: "10.0.0.7:80"},
 		{name: "transparent: Host names the original destination's service", transparent: true, target: "/", host: "web.ns", orig: orig,
