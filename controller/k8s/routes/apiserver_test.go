@@ -107,7 +107,59 @@ func TestAPIServer(t *testing.T) {
 	if again, err := gc.GatewayV1().HTTPRoutes(ns).Get(ctx, hr.Name, metav1.GetOptions{}); err != nil || again.ResourceVersion != rv || rt.Status.Writes() != writes {
 		t.Errorf("resyncs wrote again: resourceVersion %s -> %s, writes %d -> %d (%v)", rv, again.ResourceVersion, writes, rt.Status.Writes(), err)
 	}
+	customFilter(ctx, t, gc, stream, ns)
 }
+
+// customFilter creates a route whose first rule has an ExtensionRef (the
+// CRD's validation takes it): the route is served, that rule with a
+// backend of no authority (the proxy's 500), its other rule as written,
+// and its status says ResolvedRefs False, InvalidKind, naming the filter.
+func customFilter(ctx context.Context, t *testing.T, gc gwversioned.Interface, stream apiv1.Destination_GetRoutesClient, ns string) {
+	t.Helper()
+	hr := splitRoute(ns)
+	hr.Name, hr.Spec.ParentRefs = "books-admin", hr.Spec.ParentRefs[:1]
+	rest := hr.Spec.Rules[0]
+	hr.Spec.Rules = []gwv1.HTTPRouteRule{{
+		Matches:     []gwv1.HTTPRouteMatch{{Path: &gwv1.HTTPPathMatch{Type: ptr(gwv1.PathMatchPathPrefix), Value: ptr("/admin")}}},
+		Filters:     []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterExtensionRef, ExtensionRef: &gwv1.LocalObjectReference{Group: "example.com", Kind: "Auth", Name: "staff-only"}}},
+		BackendRefs: rest.BackendRefs[:1],
+	}, rest}
+	if _, err := gc.GatewayV1().HTTPRoutes(ns).Create(ctx, hr, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var admin []*apiv1.Route
+	for len(admin) == 0 {
+		for _, r := range recv(t, stream).GetRoutes() {
+			if r.GetName() == ns+"/books-admin" {
+				admin = append(admin, r)
+			}
+		}
+	}
+	if len(admin) != 2 || len(admin[0].GetBackends()) != 1 || admin[0].GetBackends()[0].GetAuthority() != "" || admin[1].GetBackends()[0].GetAuthority() == "" {
+		t.Fatalf("the route with a custom filter: %v; want its first rule with one backend of no authority, its second as written", admin)
+	}
+	const want = `spec.rules[0].filters[0]: ExtensionRef example.com/Auth "staff-only": Trellis resolves no custom filter; the rule's requests are answered 500`
+	for {
+		got, err := gc.GatewayV1().HTTPRoutes(ns).Get(ctx, hr.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps := got.Status.Parents; len(ps) == 1 {
+			a := meta.FindStatusCondition(ps[0].Conditions, "Accepted")
+			r := meta.FindStatusCondition(ps[0].Conditions, "ResolvedRefs")
+			if a == nil || a.Status != metav1.ConditionTrue || r == nil || r.Status != metav1.ConditionFalse || r.Reason != "InvalidKind" || r.Message != want {
+				t.Fatalf("conditions %+v %+v: want Accepted, and ResolvedRefs False InvalidKind %q", a, r, want)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no status written: %+v", got.Status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
 
 func splitRoute(ns string) *gwv1.HTTPRoute {
 	port := gwv1.PortNumber(8080)
