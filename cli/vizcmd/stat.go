@@ -208,8 +208,7 @@ route metrics carry no peer identity). A route's success is any status
 class but 5xx (and no response); gRPC statuses are not read there.
 
 Sources as for "trellis stat" (Prometheus on Kubernetes, --prometheus-url,
-or the proxies of a local "trellis demo", which shows the inbound and
-"[default]" rows only).`,
+or the proxies of a local "trellis demo", read per workload).`,
 		Example: `  # What books served, and the routes it calls other services through
   trellis routes deploy/books -n trellis-demo
 

@@ -79,9 +79,10 @@ var _ model.Source = (*Source)(nil)
 
 // scrapeSet is one scrape of every target (nil: unreachable).
 type scrapeSet struct {
-	at    time.Time
-	snaps []stats.Snapshot
-	errs  []error
+	at     time.Time
+	snaps  []stats.Snapshot
+	routes []stats.Routes
+	errs   []error
 }
 
 func (s *Source) now() time.Time {
@@ -92,41 +93,44 @@ func (s *Source) now() time.Time {
 }
 
 func (s *Source) scrapeAll(ctx context.Context) scrapeSet {
-	set := scrapeSet{at: s.now(), snaps: make([]stats.Snapshot, len(s.Targets)), errs: make([]error, len(s.Targets))}
+	n := len(s.Targets)
+	set := scrapeSet{at: s.now(), snaps: make([]stats.Snapshot, n), routes: make([]stats.Routes, n), errs: make([]error, n)}
 	var wg sync.WaitGroup
 	for i, t := range s.Targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			set.snaps[i], set.errs[i] = s.one(ctx, t.MetricsURL)
+			var sc stats.Scrape
+			sc, set.errs[i] = s.one(ctx, t.MetricsURL)
+			set.snaps[i], set.routes[i] = sc.Snapshot, sc.Routes
 		}()
 	}
 	wg.Wait()
 	return set
 }
 
-func (s *Source) one(ctx context.Context, url string) (stats.Snapshot, error) {
+func (s *Source) one(ctx context.Context, url string) (stats.Scrape, error) {
 	hc := s.HTTP
 	if hc == nil {
 		hc = &http.Client{Timeout: 5 * time.Second}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return stats.Scrape{}, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", url, err)
+		return stats.Scrape{}, fmt.Errorf("scrape %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scrape %s: HTTP %d", url, resp.StatusCode)
+		return stats.Scrape{}, fmt.Errorf("scrape %s: HTTP %d", url, resp.StatusCode)
 	}
-	snap, err := stats.Parse(io.LimitReader(resp.Body, maxMetrics))
+	sc, err := stats.ParseScrape(io.LimitReader(resp.Body, maxMetrics))
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", url, err)
+		return stats.Scrape{}, fmt.Errorf("scrape %s: %w", url, err)
 	}
-	return snap, nil
+	return sc, nil
 }
 
 // window is the change over (about) w: the current scrape minus the oldest
@@ -135,6 +139,7 @@ func (s *Source) one(ctx context.Context, url string) (stats.Snapshot, error) {
 type window struct {
 	seconds float64
 	delta   []stats.Snapshot
+	routes  []stats.Routes
 	cur     scrapeSet
 }
 
@@ -173,10 +178,12 @@ func (s *Source) window(ctx context.Context, w time.Duration) (window, error) {
 	if err := allFailed(cur); err != nil {
 		return window{}, err
 	}
-	out := window{seconds: cur.at.Sub(base.at).Seconds(), delta: make([]stats.Snapshot, len(s.Targets)), cur: cur}
+	n := len(s.Targets)
+	out := window{seconds: cur.at.Sub(base.at).Seconds(), delta: make([]stats.Snapshot, n), routes: make([]stats.Routes, n), cur: cur}
 	for i := range s.Targets {
 		if cur.snaps[i] != nil && base.snaps[i] != nil {
 			out.delta[i] = cur.snaps[i].Sub(base.snaps[i])
+			out.routes[i] = cur.routes[i].Sub(base.routes[i])
 		}
 	}
 	return out, nil

@@ -20,6 +20,9 @@ type proxyMetrics struct {
 	reg       *prometheus.Registry
 	responses *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
+	// The route metrics of the client's proxy (docs/metrics.md#routes).
+	routeReqs *prometheus.CounterVec
+	routeLat  *prometheus.HistogramVec
 }
 
 func newProxyMetrics(t *testing.T) (*proxyMetrics, string) {
@@ -29,7 +32,11 @@ func newProxyMetrics(t *testing.T) (*proxyMetrics, string) {
 		append(append([]string(nil), route...), "status_code", "grpc_status", "classification"))
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "trellis_response_latency_seconds",
 		Buckets: []float64{0.001, 0.01, 0.1, 1}}, route)
-	m.reg.MustRegister(m.responses, m.latency)
+	routeLabels := []string{"route", "rule", "direction", "service", "dst_service", "status_class"}
+	m.routeReqs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "trellis_route_requests_total"}, routeLabels)
+	m.routeLat = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "trellis_route_response_latency_seconds",
+		Buckets: []float64{0.001, 0.01, 0.1, 1}}, routeLabels)
+	m.reg.MustRegister(m.responses, m.latency, m.routeReqs, m.routeLat)
 	srv := httptest.NewServer(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	t.Cleanup(srv.Close)
 	return m, srv.URL + "/metrics"
@@ -49,6 +56,15 @@ func (m *proxyMetrics) serve(dir, dst, peer string, n, ok int, lat float64) {
 		}
 		m.responses.WithLabelValues(dir, dst, peer, tls, code, "", class).Inc()
 		m.latency.WithLabelValues(dir, dst, peer, tls).Observe(lat)
+	}
+}
+
+// route records n requests a route's rule matched and sent to backend,
+// answered with class, each taking lat seconds.
+func (m *proxyMetrics) route(route, rule, svc, backend, class string, n int, lat float64) {
+	for range n {
+		m.routeReqs.WithLabelValues(route, rule, "outbound", svc, backend, class).Inc()
+		m.routeLat.WithLabelValues(route, rule, "outbound", svc, backend, class).Observe(lat)
 	}
 }
 
@@ -141,5 +157,66 @@ func TestUnreachable(t *testing.T) {
 	src := &Source{Targets: []Target{{Resource: model.Resource{Kind: Kind, Name: "web"}, MetricsURL: url}}, Sample: time.Millisecond}
 	if _, err := src.Stat(context.Background(), model.Query{}); err == nil {
 		t.Fatal("no error with every proxy down")
+	}
+}
+
+// Outbound route rows come from the client proxy's trellis_route_*
+// series over the window: per service, route, rule and backend, 5xx a
+// failure, cancelled requests not counted; --to svc/NAME narrows them,
+// --from has none.
+func TestRoutesOutbound(t *testing.T) {
+	web, webURL := newProxyMetrics(t)
+	const split, svc = "demo/books-split", "books.demo:80"
+	web.route(split, "1", svc, "books-v1.demo:80", "2xx", 30, 0.005) // before the window
+	now := time.Unix(1000, 0)
+	src := &Source{Targets: []Target{{Resource: model.Resource{Kind: Kind, Name: "web"}, Identity: idWeb, MetricsURL: webURL}},
+		Sample: time.Millisecond, Now: func() time.Time { return now }}
+	ctx := context.Background()
+	if _, err := src.Routes(ctx, model.Query{Resource: model.Resource{Kind: Kind}}); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(10 * time.Second)
+	web.route(split, "1", svc, "books-v1.demo:80", "2xx", 81, 0.005)
+	web.route(split, "1", svc, "books-v1.demo:80", "5xx", 9, 0.005)
+	web.route(split, "1", svc, "books-v1.demo:80", "cancelled", 4, 0.005)
+	web.route(split, "1", svc, "books-v2.demo:80", "2xx", 10, 0.05)
+	web.route("demo/ratings", "0", "ratings.demo:80", "ratings.demo:80", "4xx", 5, 0.005)
+
+	rows, err := src.Routes(ctx, model.Query{Resource: model.Resource{Kind: Kind, Name: "web"}, Window: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		svc, route, rule, backend string
+		req, sr                   float64
+	}
+	want := []row{
+		{svc, split, "1", "books-v1.demo:80", 90, 0.9},
+		{svc, split, "1", "books-v2.demo:80", 10, 1},
+		{"ratings.demo:80", "demo/ratings", "0", "ratings.demo:80", 5, 1},
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("rows = %+v, want %d outbound route rows", rows, len(want))
+	}
+	for i, w := range want {
+		r := rows[i]
+		got := row{r.Authority, r.Route, r.Rule, r.Backend, r.Requests, -1}
+		if r.SuccessRate != nil {
+			got.sr = *r.SuccessRate
+		}
+		if got != w || r.Direction != model.DirectionOutbound || r.Resource.Name != "web" || math.Abs(r.RPS-w.req/10) > 1e-9 {
+			t.Errorf("row %d = %+v (rps %v), want %+v", i, r, r.RPS, w)
+		}
+	}
+	if p50 := rows[1].P50Ms; p50 == nil || *p50 <= 10 || *p50 > 100 {
+		t.Errorf("books-v2 p50 = %v ms, want in (10, 100]", p50)
+	}
+	rows, err = src.Routes(ctx, model.Query{Resource: model.Resource{Kind: Kind, Name: "web"}, To: model.Resource{Kind: "services", Name: "ratings"}})
+	if err != nil || len(rows) != 1 || rows[0].Route != "demo/ratings" {
+		t.Errorf("--to svc/ratings: %+v, %v; want the ratings route only", rows, err)
+	}
+	rows, err = src.Routes(ctx, model.Query{Resource: model.Resource{Kind: Kind, Name: "web"}, From: model.Resource{Kind: Kind, Name: "web"}})
+	if err != nil || len(rows) != 0 {
+		t.Errorf("--from: %+v, %v; want no route rows (the route metrics carry no peer)", rows, err)
 	}
 }

@@ -221,9 +221,9 @@ func (s *Source) resolve(cur scrapeSet, authority, peer string) model.Resource {
 }
 
 // Routes answers `trellis routes`: each workload has one DefaultRoute per
-// authority it served (or, with --to, sent to). Local mode does not read
-// the route metrics yet: outbound routes are shown on Kubernetes
-// (viz/prom).
+// authority it served (or, with --to, sent to), then the outbound routes
+// its proxy matched by service, route, rule and backend (the
+// trellis_route_* series), as viz/prom does on Kubernetes.
 func (s *Source) Routes(ctx context.Context, q model.Query) ([]model.RouteStat, error) {
 	keep, w, err := s.filtered(ctx, q)
 	if err != nil {
@@ -256,6 +256,34 @@ func (s *Source) Routes(ctx context.Context, q model.Query) ([]model.RouteStat, 
 		for _, a := range auths {
 			out = append(out, model.RouteStat{Resource: t.Resource, Direction: dir, Route: prom.DefaultRoute, Authority: a, Golden: golden(*byAuth[a], w.seconds)})
 		}
+		out = append(out, routeRows(t.Resource, w.routes[i], q, w.seconds)...)
 	}
 	return out, nil
+}
+
+// routeRows are the outbound route rows of one proxy, narrowed by --to
+// svc/NAME to that service's routes. The route metrics carry no peer
+// identity: with --from, or --to a workload, there are none.
+func routeRows(res model.Resource, rs stats.Routes, q model.Query, seconds float64) []model.RouteStat {
+	if q.From.Kind != "" || (q.To.Kind != "" && q.To.Kind != "services") {
+		return nil
+	}
+	keys := make([]stats.RouteKey, 0, len(rs))
+	for k, c := range rs {
+		if c.Requests() > 0 && (q.To.Kind == "" || prom.ServiceOf(k.Service, "").Name == q.To.Name) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		return a.Service+"\x00"+a.Route+"\x00"+a.Rule+"\x00"+a.Backend < b.Service+"\x00"+b.Route+"\x00"+b.Rule+"\x00"+b.Backend
+	})
+	out := make([]model.RouteStat, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, model.RouteStat{
+			Resource: res, Direction: model.DirectionOutbound, Route: k.Route, Rule: k.Rule,
+			Authority: k.Service, Backend: k.Backend, Golden: golden(*rs[k], seconds),
+		})
+	}
+	return out
 }

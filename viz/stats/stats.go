@@ -219,8 +219,10 @@ func (c Counts) Quantile(q float64) float64 { return Quantile(q, c.Latency) }
 // Sub returns what happened between prev and s. A key whose counters went
 // down was reset (the proxy restarted), so its current values are the
 // change, as Prometheus' rate() does.
-func (s Snapshot) Sub(prev Snapshot) Snapshot {
-	out := make(Snapshot, len(s))
+func (s Snapshot) Sub(prev Snapshot) Snapshot { return sub(s, prev) }
+
+func sub[K comparable](s, prev map[K]*Counts) map[K]*Counts {
+	out := make(map[K]*Counts, len(s))
 	for k, cur := range s {
 		p, ok := prev[k]
 		if !ok || isReset(*cur, *p) {
