@@ -35,6 +35,7 @@ func TestDemoSplitLive(t *testing.T) {
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "trellis"), "demo", "--split", "books=v1:90,v2:10",
 		"--rps", "100", "--duration", "45s", "-o", "json", "--interval", "5s")
 	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir(), "PATH=/usr/bin:/bin")
+	env := cmd.Env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	pr, pw := io.Pipe()
@@ -71,6 +72,7 @@ func TestDemoSplitLive(t *testing.T) {
 	if v1+v2 < 500 || math.Abs(share-90) > 4 { // ~1,000 requests: 4 % is over 4 standard deviations
 		t.Errorf("v1 got %.1f %% of %.0f requests, want 90 %% ± 4", share, v1+v2)
 	}
+	splitRouteRows(ctx, t, filepath.Join(bin, "trellis"), env)
 
 	editWeights(t, store, map[string]string{"90": "0", "10": "100"})
 	edited := time.Now()
@@ -111,6 +113,40 @@ func TestDemoSplitLive(t *testing.T) {
 		if e.SuccessRate == nil || *e.SuccessRate != 1 || e.Requests == 0 {
 			t.Errorf("edge %s -> %s: success %v over %d requests, want 100 %%", e.Source, e.Destination, e.SuccessRate, e.Requests)
 		}
+	}
+}
+
+// splitRouteRows: local `trellis routes` shows web's outbound route rows
+// of the split, one per backend, from web's proxy's route metrics.
+func splitRouteRows(ctx context.Context, t *testing.T, trellis string, env []string) {
+	t.Helper()
+	// A one-shot command has no history: its window is the two scrapes
+	// it makes, about 2 s apart (some 200 requests at 100 rps).
+	cmd := exec.CommandContext(ctx, trellis, "routes", "workload/web", "--local", "--to", "svc/books", "-o", "json")
+	cmd.Env = env
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("trellis routes: %v", err)
+	}
+	var doc struct {
+		Routes []struct {
+			Direction, Route, Rule, Backend string
+			Requests                        float64
+		} `json:"routes"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("trellis routes: %v\n%s", err, out)
+	}
+	got := map[string]float64{}
+	for _, r := range doc.Routes {
+		if r.Direction == "outbound" && r.Route == "demo/books-split" {
+			got[strings.SplitN(r.Backend, ".", 2)[0]] += r.Requests
+		}
+	}
+	v1, v2 := got["books-v1"], got["books-v2"]
+	t.Logf("trellis routes --local: demo/books-split sent %.0f requests to books-v1, %.0f to books-v2 in its window", v1, v2)
+	if v1+v2 < 50 || v1 <= v2 || v2 == 0 {
+		t.Errorf("route rows %s: want demo/books-split rows for both backends, books-v1 the larger", out)
 	}
 }
 
