@@ -105,3 +105,19 @@ func TestRoutesFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestRoutesVerdict(t *testing.T) {
+	for _, tc := range []struct {
+		row  routesRow
+		want string
+	}{
+		{routesRow{clientRatio: 1.01, lo: 0.98, hi: 1.04}, "met"},
+		{routesRow{clientRatio: 1.10, lo: 1.06, hi: 1.20}, "missed by 5.0 points"},
+		{routesRow{clientRatio: 1.03, lo: 0.90, hi: 1.20}, "undecided"},
+		{routesRow{clientRatio: 1.06, lo: 1.00, hi: 1.07}, "undecided"},
+	} {
+		if got := routesVerdict(tc.row, 5); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%+v: %q, want %q", tc.row, got, tc.want)
+		}
+	}
+}
