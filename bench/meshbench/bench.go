@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,9 @@ type scenario struct {
 	// Bytes is what one request carries through a proxy, both ways
 	// (big and opaque), for MB/s per core.
 	Bytes int64 `json:"bytes_per_request,omitempty"`
+	// Path is the HTTP request path; "/" when empty (the routes scenario
+	// asks for the path its matching route takes).
+	Path string `json:"path,omitempty"`
 }
 
 // scenarios lists the run's scenarios from the options.
@@ -134,15 +138,11 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 
 // runBench starts everything, runs every cell and summarizes.
 func runBench(ctx context.Context, o options, log *slog.Logger) (report, error) {
-	dir, err := os.MkdirTemp("", "meshbench-")
+	dir, cleanup, err := workDir("meshbench-", o.keep, log)
 	if err != nil {
-		return report{}, fmt.Errorf("temp dir: %w", err)
+		return report{}, err
 	}
-	if o.keep {
-		log.Info("keeping the temporary directory", "dir", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
+	defer cleanup()
 	ps := &procs{dir: dir, log: log}
 	defer ps.Stop()
 
@@ -371,7 +371,7 @@ func workersFor(e *env, sc scenario, path string) ([]loadgen.Worker, io.Closer, 
 		w, c := loadgen.StreamWorkers(t, sc.Conns)
 		return w, c, nil
 	}
-	t := loadgen.HTTPTarget{Addr: e.upstream.http, Path: "/", Close: sc.Kind == kindChurnHTTP}
+	t := loadgen.HTTPTarget{Addr: e.upstream.http, Path: cmp.Or(sc.Path, "/"), Close: sc.Kind == kindChurnHTTP}
 	if sc.Kind == kindBig {
 		t.Path, t.Body = bigPath, e.bigBody
 	}

@@ -28,6 +28,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "soak" {
 		os.Exit(soakMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "routes" {
+		os.Exit(routesMain(os.Args[2:]))
+	}
 	opts, err := parseFlags(os.Args[1:], os.Stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -65,23 +68,47 @@ func upstreamMain() int {
 }
 
 // soakMain runs `meshbench soak` and returns the exit code.
-func soakMain(args []string) int {
-	o, err := parseSoakFlags(args, os.Stderr)
+func soakMain(args []string) int { return subcommand("soak", args, parseSoakFlags, runSoak) }
+
+// routesMain runs `meshbench routes` and returns the exit code.
+func routesMain(args []string) int {
+	return subcommand("routes", args, parseRoutesFlags, runRoutesReport)
+}
+
+// subcommand parses a subcommand's flags and runs it until done or
+// interrupted: exit code 2 for bad flags, 1 for a failed run.
+func subcommand[O any](name string, args []string, parse func([]string, io.Writer) (O, error),
+	run func(context.Context, O, *slog.Logger, io.Writer) error) int {
+	o, err := parse(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "meshbench soak:", err)
+		fmt.Fprintf(os.Stderr, "meshbench %s: %v\n", name, err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := runSoak(ctx, o, log, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "meshbench:", err)
+	if err := run(ctx, o, log, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "meshbench %s: %v\n", name, err)
 		return 1
 	}
 	return 0
+}
+
+// workDir makes the run's temporary directory; cleanup removes it unless
+// keep.
+func workDir(prefix string, keep bool, log *slog.Logger) (dir string, cleanup func(), err error) {
+	dir, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, fmt.Errorf("temp dir: %w", err)
+	}
+	if keep {
+		log.Info("keeping the temporary directory", "dir", dir)
+		return dir, func() {}, nil
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
 }
 
 // Path names.

@@ -35,6 +35,10 @@ type meshSetup struct {
 	outboundAddr string // the client proxy's outbound listener
 	// clientAdmin, serverAdmin are the proxies' admin listeners (/metrics).
 	clientAdmin, serverAdmin string
+	// storePath is the controller's store file and storeBase what
+	// startMesh wrote there: the routes scenario appends routes to it and
+	// rewrites the file while the mesh runs.
+	storePath, storeBase string
 }
 
 type meshOptions struct {
@@ -151,13 +155,15 @@ func startMesh(ctx context.Context, ps *procs, opt meshOptions, dir string, up u
 		}
 	}
 	storePath := filepath.Join(dir, "mesh.yaml")
-	if err := os.WriteFile(storePath, []byte(storeFile(upstreamPort, opaquePort, server.in, server.token, client.in, client.token)), 0o600); err != nil {
+	storeBase := storeFile(upstreamPort, opaquePort, server.in, server.token, client.in, client.token)
+	if err := os.WriteFile(storePath, []byte(storeBase), 0o600); err != nil {
 		return nil, fmt.Errorf("store file: %w", err)
 	}
 	stateDir := filepath.Join(dir, "state")
 	anchor := filepath.Join(stateDir, "anchor.crt")
 
-	m := &meshSetup{outboundAddr: client.out, clientAdmin: client.admin, serverAdmin: server.admin}
+	m := &meshSetup{outboundAddr: client.out, clientAdmin: client.admin, serverAdmin: server.admin,
+		storePath: storePath, storeBase: storeBase}
 	m.controller, err = ps.start("controller", nil, nil, controllerBin, "local",
 		"--config", storePath, "--state-dir", stateDir, "--listen", ctrlAddr, "--admin-addr", ctrlAdmin)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -64,6 +65,32 @@ func TestNewScenariosRun(t *testing.T) {
 	var out bytes.Buffer
 	printReport(&out, o, rep)
 	t.Logf("report (figures meaningless at this length and under -race):\n%s", out.String())
+	t.Run("routes", func(t *testing.T) { runRoutesSmoke(ctx, t, dir) })
+}
+
+// runRoutesSmoke runs `meshbench routes` for one short round of every
+// config with the binaries just built: every config's routes must reach
+// the client proxy (its marker seen) and every request pass; runRoutes
+// fails otherwise.
+func runRoutesSmoke(ctx context.Context, t *testing.T, binDir string) {
+	o, err := parseRoutesFlags([]string{"-rounds", "1", "-duration", "500ms", "-warmup", "100ms", "-rate", "100", "-conns", "2", "-bin", binDir}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	start := time.Now()
+	rep, err := runRoutes(ctx, o, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatalf("%v\nlog:\n%s", err, logs.String())
+	}
+	for i, c := range rep.configs {
+		if len(rep.cells[i]) != 1 || rep.cells[i][0].Completed == 0 {
+			t.Errorf("%s: no completed cell", c.name)
+		}
+	}
+	var out bytes.Buffer
+	printRoutes(&out, o, rep)
+	t.Logf("routes run in %v (figures meaningless):\n%s", time.Since(start).Round(time.Millisecond), out.String())
 }
 
 func checkScenarioReport(t *testing.T, rep report, idleConns int64) {
