@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/retry"
@@ -53,11 +54,34 @@ type keptBody struct {
 	bound *retry.Bytes
 	m     *metrics.Metrics // counts a body not kept for the bound
 
-	mu   sync.Mutex
-	buf  []byte
-	held int64 // bytes of bound held: cap(buf)
-	over bool  // not kept (too long, over the bound, or the request ended)
-	eof  bool
+	mu    sync.Mutex
+	buf   []byte
+	held  int64 // bytes of bound held: cap(buf)
+	over  bool  // not kept (too long, over the bound, or the request ended)
+	eof   bool
+	ended chan struct{} // closed once eof or over is set: nothing more to wait for
+}
+
+// newKeptBody keeps src as it is read, within bound.
+func newKeptBody(src io.ReadCloser, bound *retry.Bytes, m *metrics.Metrics) *keptBody {
+	return &keptBody{src: src, bound: bound, m: m, ended: make(chan struct{})}
+}
+
+// endWait bounds how long a replay decision waits for the sender to read
+// the end of a body it has already read whole: the answer that proves a
+// request unprocessed can come before the transport's last read (EOF),
+// above all on a busy node.
+const endWait = 100 * time.Millisecond
+
+// settled closes ended once the body is over or fully read. Under mu.
+func (k *keptBody) settled() {
+	if (k.eof || k.over) && k.ended != nil {
+		select {
+		case <-k.ended:
+		default:
+			close(k.ended)
+		}
+	}
 }
 
 func (k *keptBody) Read(p []byte) (int, error) {
@@ -69,6 +93,7 @@ func (k *keptBody) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		k.eof = true
 	}
+	k.settled()
 	k.mu.Unlock()
 	return n, err
 }
@@ -106,6 +131,7 @@ func (k *keptBody) drop() int64 {
 func (k *keptBody) dropLocked() int64 {
 	held := k.held
 	k.over, k.buf, k.held = true, nil, 0
+	k.settled()
 	return held
 }
 
@@ -114,6 +140,14 @@ func (k *keptBody) Close() error { return k.src.Close() }
 // whole returns the body if it has ended and was kept whole, and hands
 // over the bytes of the bound it holds.
 func (k *keptBody) whole() ([]byte, int64, bool) {
+	if k.ended != nil {
+		t := time.NewTimer(endWait)
+		select {
+		case <-k.ended:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !k.eof || k.over {

@@ -126,7 +126,7 @@ func (u *Stage) Serve(x *pipeline.Exchange) error {
 		return proxyerr.Classify(x.Ctx, berr, proxyerr.ToPeer, x.Dest.Dst)
 	}
 	if !s.replayable && s.cb != nil && r.ContentLength < 0 && !hasExpect(r) {
-		s.kept = &keptBody{src: s.cb, bound: u.Replay, m: u.Metrics}
+		s.kept = newKeptBody(s.cb, u.Replay, u.Metrics)
 	}
 	u.policyOf(x, &s)
 	defer s.endTry()
