@@ -36,6 +36,21 @@ import (
 // applyCRDs applies the generated CRDs of the chart and the Gateway API's
 // HTTPRoute and GRPCRoute CRDs (from the pinned module) and waits until
 // the API server serves them.
+// crdClient returns a dynamic client of the test kube-apiserver with the
+// chart's CRDs applied, and a context bounding the test (2 minutes).
+func crdClient(t *testing.T) (context.Context, dynamic.Interface) {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", apiservertest.Kubeconfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	dc := dynamic.NewForConfigOrDie(cfg)
+	applyCRDs(ctx, t, dc)
+	return ctx, dc
+}
+
 func applyCRDs(ctx context.Context, t *testing.T, dc dynamic.Interface) {
 	t.Helper()
 	names, err := fs.Glob(chart.FS, "crds/*.yaml")

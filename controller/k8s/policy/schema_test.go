@@ -1,20 +1,14 @@
 package policy
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
-
-	"github.com/trellis-mesh/trellis/controller/k8s/serve/apiservertest"
 )
 
 // TestRateLimitTargetSchema applies RateLimits to a real kube-apiserver
@@ -23,14 +17,7 @@ import (
 // Services could be targets (group policy.trellis.io or none); a broken
 // object is refused with the CRD's message.
 func TestRateLimitTargetSchema(t *testing.T) {
-	cfg, err := clientcmd.BuildConfigFromFlags("", apiservertest.Kubeconfig(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dc := dynamic.NewForConfigOrDie(cfg)
-	applyCRDs(ctx, t, dc)
+	ctx, dc := crdClient(t)
 	gvr := schema.GroupVersionResource{Group: "policy.trellis.io", Version: "v1alpha1", Resource: "ratelimits"}
 	for i, tt := range []struct{ name, spec, refused string }{
 		{"service", `{targetRef: {kind: Service, name: books}, requestsPerSecond: 50, burst: 100}`, ""},

@@ -1,19 +1,14 @@
 package policy
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
-	"github.com/trellis-mesh/trellis/controller/k8s/serve/apiservertest"
 	"github.com/trellis-mesh/trellis/internal/storepolicy"
 )
 
@@ -23,14 +18,7 @@ import (
 // two bad values is refused naming ONE problem; the offline validator
 // names all four.
 func TestUnknownFieldHidesTheOtherErrors(t *testing.T) {
-	cfg, err := clientcmd.BuildConfigFromFlags("", apiservertest.Kubeconfig(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dc := dynamic.NewForConfigOrDie(cfg)
-	applyCRDs(ctx, t, dc)
+	ctx, dc := crdClient(t)
 	const manifest = `
 apiVersion: policy.trellis.io/v1alpha1
 kind: AuthorizationPolicy
