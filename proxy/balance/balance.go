@@ -527,6 +527,11 @@ func (b *Balancer) Status() Status {
 	if b.outs.Load() == 0 {
 		return s
 	}
+	// Ejections and probe verdicts change the set under ejectMu: read it
+	// whole, never half before and half after one (which could show more
+	// endpoints out than the floor allows).
+	b.ejectMu.Lock()
+	defer b.ejectMu.Unlock()
 	for _, n := range b.nodes.Load().all {
 		if n.st.out.Load() {
 			s.Ejected = append(s.Ejected, n.ep.Addr)

@@ -1,11 +1,11 @@
 package upstream
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/retry"
@@ -15,22 +15,13 @@ import (
 const maxReplayBody = 64 << 10
 
 // canReplay reports whether the request can be sent again: its body
-// was kept before it was sent, or it was kept as it was sent and ended
-// (without trailers) within maxReplayBody.
+// was kept before it was sent, or it is kept as it is sent and nothing of
+// it was lost (within maxReplayBody and the bound, without trailers).
 func (s *sending) canReplay(r *http.Request) bool {
 	if s.replayable {
 		return true
 	}
-	if s.kept == nil || len(r.Trailer) > 0 {
-		return false
-	}
-	b, held, ok := s.kept.whole()
-	if !ok {
-		return false
-	}
-	s.body, s.replayable, s.kept = b, true, nil
-	s.held += held
-	return true
+	return s.kept != nil && len(r.Trailer) == 0 && s.kept.replayable()
 }
 
 // release gives back the bytes kept for replay, once the request is over.
@@ -42,60 +33,138 @@ func (s *sending) release(bound *retry.Bytes) {
 	s.held = 0
 }
 
+// errBodyReplaced is what an attempt's sender reads once the body was
+// given to a later attempt (or the request ended): it resets its stream,
+// never ending it as if the body were complete.
+var errBodyReplaced = errors.New("request body passed to another attempt")
+
+// errBodyNotKept: a later attempt needs bytes that were not kept.
+var errBodyNotKept = errors.New("request body not kept for a retry")
+
 // keptBody is a request body of unknown length (a gRPC message, a
 // chunked upload) passed on as it is read, with a copy of up to
-// maxReplayBody bytes: a small body that has ended by the time the peer
-// proves it did not process the request (the mesh transport reads a small
-// body whole to send it with the headers) can then be sent elsewhere, as
-// one of known length is. A larger one is passed on and not kept, and so
-// is one that would take the proxy over its bound on bytes kept (bound).
+// maxReplayBody bytes, so that a request the peer proves it did not
+// process can be sent elsewhere without waiting for its body to end.
+// Each attempt reads through its own keptReader: a later attempt is given
+// the bytes kept, then the rest of the client's body as it arrives. An
+// earlier attempt's sender may still be blocked in a read of the client's
+// body when the next attempt starts (the peer answered before the client
+// finished sending): what that read returns is kept for the new attempt,
+// and its sender is told its body was replaced. A larger body is passed on
+// and not kept, and so is one that would take the proxy over its bound on
+// bytes kept (bound).
 type keptBody struct {
 	src   io.ReadCloser
 	bound *retry.Bytes
 	m     *metrics.Metrics // counts a body not kept for the bound
 
-	mu    sync.Mutex
-	buf   []byte
-	held  int64 // bytes of bound held: cap(buf)
-	over  bool  // not kept (too long, over the bound, or the request ended)
-	eof   bool
-	ended chan struct{} // closed once eof or over is set: nothing more to wait for
+	mu       sync.Mutex
+	buf      []byte
+	held     int64 // bytes of bound held: cap(buf)
+	over     bool  // not kept (too long or over the bound): no replay
+	read     int   // bytes read from src
+	eof      bool
+	err      error         // src's read failure: sticky, no replay
+	inflight chan struct{} // non-nil while a read of src is in progress
+	live     *keptReader   // the latest attempt's reader
+	ended    bool          // the request is over: no more reads
 }
 
 // newKeptBody keeps src as it is read, within bound.
 func newKeptBody(src io.ReadCloser, bound *retry.Bytes, m *metrics.Metrics) *keptBody {
-	return &keptBody{src: src, bound: bound, m: m, ended: make(chan struct{})}
+	return &keptBody{src: src, bound: bound, m: m}
 }
 
-// endWait bounds how long a replay decision waits for the sender to read
-// the end of a body it has already read whole: the answer that proves a
-// request unprocessed can come before the transport's last read (EOF),
-// above all on a busy node.
-const endWait = 100 * time.Millisecond
+// keptReader is one attempt's view of a kept body.
+type keptReader struct {
+	k      *keptBody
+	pos    int  // bytes given to this attempt
+	closed bool // under k.mu: its sender is done, or a later attempt took over
+}
 
-// settled closes ended once the body is over or fully read. Under mu.
-func (k *keptBody) settled() {
-	if (k.eof || k.over) && k.ended != nil {
-		select {
-		case <-k.ended:
-		default:
-			close(k.ended)
-		}
+// replayable reports whether a new attempt can be given the whole body.
+func (k *keptBody) replayable() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return !k.over && k.err == nil && !k.ended
+}
+
+// reader starts an attempt's view of the body from its first byte; the
+// previous attempt's reader reads no more.
+func (k *keptBody) reader() io.ReadCloser {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.live != nil {
+		k.live.closed = true
 	}
+	k.live = &keptReader{k: k}
+	return k.live
 }
 
-func (k *keptBody) Read(p []byte) (int, error) {
+func (r *keptReader) Read(p []byte) (int, error) {
+	k := r.k
+	k.mu.Lock()
+	for k.inflight != nil && !r.closed && !k.ended {
+		// An earlier attempt's sender is reading the client's body: what
+		// it reads is kept, for this reader too.
+		ch := k.inflight
+		k.mu.Unlock()
+		<-ch
+		k.mu.Lock()
+	}
+	switch {
+	case r.closed || k.ended:
+		k.mu.Unlock()
+		return 0, errBodyReplaced
+	case r.pos < k.read && k.over:
+		k.mu.Unlock()
+		return 0, errBodyNotKept
+	case r.pos < k.read:
+		n := copy(p, k.buf[r.pos:])
+		r.pos += n
+		k.mu.Unlock()
+		return n, nil
+	case k.eof:
+		k.mu.Unlock()
+		return 0, io.EOF
+	case k.err != nil:
+		k.mu.Unlock()
+		return 0, k.err
+	}
+	ch := make(chan struct{})
+	k.inflight = ch
+	k.mu.Unlock()
 	n, err := k.src.Read(p)
 	k.mu.Lock()
-	if n > 0 && !k.over {
-		k.keep(p[:n])
+	defer k.mu.Unlock()
+	k.inflight = nil
+	close(ch)
+	if n > 0 {
+		if !k.over {
+			k.keep(p[:n])
+		}
+		k.read += n
 	}
-	if err == io.EOF {
+	switch {
+	case err == io.EOF:
 		k.eof = true
+	case err != nil:
+		k.err = err
 	}
-	k.settled()
-	k.mu.Unlock()
+	if r.closed {
+		return 0, errBodyReplaced
+	}
+	r.pos += n
 	return n, err
+}
+
+// Close ends this attempt's reads. The client's body stays open for a
+// later attempt; the request's end closes it (drop).
+func (r *keptReader) Close() error {
+	r.k.mu.Lock()
+	r.closed = true
+	r.k.mu.Unlock()
+	return nil
 }
 
 // keep appends b to the copy, growing it within maxReplayBody and the
@@ -121,44 +190,23 @@ func (k *keptBody) keep(b []byte) {
 	k.buf = append(k.buf, b...)
 }
 
-// drop stops keeping the body and returns the bytes of the bound it held.
+// drop ends the request's use of the body and returns the bytes of the
+// bound it held. A sender still blocked in a read of the client's body is
+// released by closing it.
 func (k *keptBody) drop() int64 {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.ended = true
+	if k.inflight != nil {
+		_ = k.src.Close()
+	}
 	return k.dropLocked()
 }
 
 func (k *keptBody) dropLocked() int64 {
 	held := k.held
 	k.over, k.buf, k.held = true, nil, 0
-	k.settled()
 	return held
-}
-
-func (k *keptBody) Close() error { return k.src.Close() }
-
-// whole returns the body if it has ended and was kept whole, and hands
-// over the bytes of the bound it holds.
-func (k *keptBody) whole() ([]byte, int64, bool) {
-	if k.ended != nil {
-		t := time.NewTimer(endWait)
-		select {
-		case <-k.ended:
-		case <-t.C:
-		}
-		t.Stop()
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if !k.eof || k.over {
-		return nil, 0, false
-	}
-	held := k.held
-	k.held = 0
-	if k.buf == nil {
-		return []byte{}, held, true // non-nil: sent as an empty body
-	}
-	return k.buf, held, true // no more reads append to it after EOF
 }
 
 // hasExpect: the client waits for 100 Continue before sending its body,

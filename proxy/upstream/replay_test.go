@@ -1,53 +1,166 @@
 package upstream
 
 import (
+	"errors"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/retry"
 )
 
-// The answer proving a request unprocessed can come before the sender's
-// last read of the body (its EOF): the replay decision waits a little for
-// it, and a body that does not end is not replayed.
-func TestKeptBodyWhole(t *testing.T) {
+// A request the peer proves unprocessed is replayed from the bytes kept
+// and the rest of the client's body, whatever the first attempt's sender
+// had read when the answer came: nothing, part, all of it, or a read still
+// blocked on the client. The first sender reads no more once replaced.
+func TestKeptBodyReplay(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		endsIn time.Duration // < 0: the body never ends
-		want   bool
+		name      string
+		firstRead int  // bytes the first attempt reads before the replay
+		blocked   bool // the first attempt's sender is blocked reading when the replay starts
+		ended     bool // the client's body ended before the replay
 	}{
-		{"ended before the decision", 0, true},
-		{"ends shortly after the decision", 20 * time.Millisecond, true},
-		{"never ends", -1, false},
+		{name: "nothing read yet (the peer answered the headers)"},
+		{name: "part read, the client still sending", firstRead: 4},
+		{name: "all read, end not yet seen", firstRead: 7},
+		{name: "all read and ended", firstRead: 7, ended: true},
+		{name: "sender blocked on the client when the replay starts", firstRead: 7, blocked: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pr, pw := io.Pipe()
-			k := newKeptBody(pr, retry.NewBytes(1<<20), nil)
+			bound := retry.NewBytes(1 << 20)
+			k := newKeptBody(pr, bound, nil)
 			go func() { _, _ = pw.Write([]byte("message")) }()
-			buf := make([]byte, 64)
-			if n, err := k.Read(buf); err != nil || string(buf[:n]) != "message" {
-				t.Fatalf("first read: %q, %v", buf[:n], err)
-			}
-			// The sender's next read sees the end when the client sends it.
-			sender := make(chan struct{})
-			go func() {
-				defer close(sender)
-				_, _ = k.Read(buf)
-			}()
+			first := k.reader()
+			readN(t, first, tc.firstRead)
+			sender := make(chan error, 1)
 			switch {
-			case tc.endsIn == 0:
+			case tc.ended:
 				_ = pw.Close()
-				<-sender
-			case tc.endsIn > 0:
-				time.AfterFunc(tc.endsIn, func() { _ = pw.Close() })
+				if n, err := first.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+					t.Fatalf("first attempt's last read: %d, %v", n, err)
+				}
+			case tc.blocked:
+				go func() {
+					_, err := first.Read(make([]byte, 8))
+					sender <- err
+				}()
+				waitInflight(t, k)
 			}
-			b, _, ok := k.whole()
-			if ok != tc.want || (ok && string(b) != "message") {
-				t.Fatalf("whole() = %q, %v; want the message: %v", b, ok, tc.want)
+			if !k.replayable() {
+				t.Fatal("not replayable")
 			}
-			_ = pw.Close()
-			<-sender
+			second := k.reader()
+			if !tc.ended {
+				go func() {
+					time.Sleep(10 * time.Millisecond)
+					_, _ = pw.Write([]byte(" more"))
+					_ = pw.Close()
+				}()
+			}
+			b, err := io.ReadAll(second)
+			want := "message"
+			if !tc.ended {
+				want = "message more"
+			}
+			if err != nil || string(b) != want {
+				t.Fatalf("replayed body %q, %v; want %q", b, err, want)
+			}
+			if tc.blocked {
+				if err := <-sender; !errors.Is(err, errBodyReplaced) {
+					t.Fatalf("replaced sender's blocked read: %v, want errBodyReplaced", err)
+				}
+			}
+			if _, err := first.Read(make([]byte, 8)); !errors.Is(err, errBodyReplaced) {
+				t.Fatalf("replaced sender read again: %v", err)
+			}
+			bound.Release(k.drop())
+			if bound.Used() != 0 {
+				t.Fatalf("%d bytes of the bound held after the request", bound.Used())
+			}
 		})
 	}
+}
+
+// A body that was not kept whole, or whose client failed, is not replayed.
+func TestKeptBodyNotReplayable(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		body  io.Reader
+		bound int64
+	}{
+		{"over 64 KiB", strings.NewReader(strings.Repeat("x", maxReplayBody+1)), 1 << 20},
+		{"over the bound on bytes kept", strings.NewReader(strings.Repeat("x", 1000)), 100},
+		{"the client's body failed", io.MultiReader(strings.NewReader("part"), errReader{}), 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bound := retry.NewBytes(tc.bound)
+			m, err := metrics.New(prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := newKeptBody(io.NopCloser(tc.body), bound, m)
+			_, _ = io.Copy(io.Discard, k.reader())
+			if k.replayable() {
+				t.Fatal("replayable")
+			}
+			bound.Release(k.drop())
+			if bound.Used() != 0 {
+				t.Fatalf("%d bytes of the bound held", bound.Used())
+			}
+		})
+	}
+}
+
+// The request's end releases a sender still blocked on the client's body.
+func TestKeptBodyDropUnblocksSender(t *testing.T) {
+	pr, _ := io.Pipe()
+	k := newKeptBody(pr, retry.NewBytes(1<<20), nil)
+	done := make(chan error, 1)
+	go func() {
+		_, err := k.reader().Read(make([]byte, 8))
+		done <- err
+	}()
+	waitInflight(t, k)
+	k.drop()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("blocked read returned no error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("sender still blocked after the request ended")
+	}
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("client reset") }
+
+func readN(t *testing.T, r io.Reader, n int) {
+	t.Helper()
+	if n == 0 {
+		return
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		t.Fatalf("reading %d bytes: %v", n, err)
+	}
+}
+
+func waitInflight(t *testing.T, k *keptBody) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		k.mu.Lock()
+		in := k.inflight != nil
+		k.mu.Unlock()
+		if in {
+			return
+		}
+	}
+	t.Fatal("the sender never started its read")
 }

@@ -251,7 +251,7 @@ func (s *sending) outgoing(ctx context.Context, r *http.Request, scheme, host st
 	case s.body != nil:
 		out.Body = io.NopCloser(bytes.NewReader(s.body))
 	case s.kept != nil:
-		out.Body = s.kept
+		out.Body = s.kept.reader()
 	case s.cb != nil:
 		out.Body = s.cb
 	}
