@@ -75,8 +75,11 @@ func TestUnmeshedEndpointProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = resp.Body.Close()
-	if why := resp.Header.Get("Trellis-Error"); resp.StatusCode != http.StatusBadGateway || !strings.Contains(why, "gRPC needs HTTP/2") {
-		t.Errorf("gRPC to an HTTP/1.1-only endpoint: status %d, trellis-error %q", resp.StatusCode, why)
+	// The proxy's answer to a gRPC call is a grpc-status (trailers-only)
+	// with its reason as grpc-message, which a gRPC client shows.
+	if why, msg := resp.Header.Get("Trellis-Error"), resp.Header.Get("Grpc-Message"); resp.StatusCode != http.StatusOK ||
+		resp.Header.Get("Grpc-Status") != "14" || !strings.Contains(why, "gRPC needs HTTP/2") || !strings.Contains(msg, "gRPC needs HTTP/2") {
+		t.Errorf("gRPC to an HTTP/1.1-only endpoint: status %d, grpc-status %q, grpc-message %q, trellis-error %q", resp.StatusCode, resp.Header.Get("Grpc-Status"), msg, why)
 	}
 	if n := counter(t, p.outReg, "trellis_request_errors_total", map[string]string{"reason": "protocol_mismatch"}); n != 1 {
 		t.Errorf("protocol_mismatch errors = %g, want 1", n)

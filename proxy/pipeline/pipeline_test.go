@@ -74,12 +74,18 @@ func samples(t *testing.T, reg *prometheus.Registry) []string {
 
 // TestObserve: every way out of the chain is counted once, and an error
 // is rendered once, by the one renderer.
+// sharedErr is one error value returned for many requests: rendering it
+// for a gRPC call must not change it for the next (plain HTTP) one.
+var sharedErr = proxyerr.New(http.StatusServiceUnavailable, proxyerr.ReasonNoEndpoints, "no endpoints for web.ns:80")
+
 func TestObserve(t *testing.T) {
 	tests := []struct {
 		name       string
 		serve      func(x *Exchange) error
 		wantStatus int
+		grpc       bool   // the request is a gRPC call
 		wantHeader string // trellis-proxy-error
+		wantGRPC   string // grpc-status of the answer
 		wantAbort  bool
 		want       []string
 	}{
@@ -123,6 +129,37 @@ func TestObserve(t *testing.T) {
 				"trellis_request_errors_total{dst_service=,reason=upstream_error} 1",
 				"trellis_requests_total{dst_service=} 1",
 				"trellis_responses_total{classification=failure,dst_service=,grpc_status=,status_code=502} 1",
+			},
+		},
+		{
+			name: "gRPC call: any stage's error answered trailers-only, grpc-status and message",
+			grpc: true,
+			serve: func(x *Exchange) error {
+				x.Key.DstService = "web.ns:80"
+				return sharedErr
+			},
+			wantStatus: http.StatusOK,
+			wantHeader: "no_endpoints; culprit=mesh; proxy=outbound; identity=spiffe://test/me",
+			wantGRPC:   "14",
+			want: []string{
+				"trellis_response_latency_seconds{dst_service=web.ns:80} 1",
+				"trellis_request_errors_total{dst_service=web.ns:80,reason=no_endpoints} 1",
+				"trellis_requests_total{dst_service=web.ns:80} 1",
+				"trellis_responses_total{classification=failure,dst_service=web.ns:80,grpc_status=14,status_code=200} 1",
+			},
+		},
+		{
+			name:       "gRPC call, other error: UNAVAILABLE",
+			grpc:       true,
+			serve:      func(x *Exchange) error { return errors.New("boom") },
+			wantStatus: http.StatusOK,
+			wantHeader: "upstream_error; culprit=mesh; proxy=outbound; identity=spiffe://test/me",
+			wantGRPC:   "14",
+			want: []string{
+				"trellis_response_latency_seconds{dst_service=} 1",
+				"trellis_request_errors_total{dst_service=,reason=upstream_error} 1",
+				"trellis_requests_total{dst_service=} 1",
+				"trellis_responses_total{classification=failure,dst_service=,grpc_status=14,status_code=200} 1",
 			},
 		},
 		{
@@ -190,7 +227,12 @@ func TestObserve(t *testing.T) {
 						aborted = true
 					}
 				}()
-				o.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "http://web.ns/", nil))
+				r := httptest.NewRequest(http.MethodGet, "http://web.ns/", nil)
+				if tt.grpc {
+					r.Method = http.MethodPost
+					r.Header.Set("Content-Type", "application/grpc")
+				}
+				o.ServeHTTP(w, r)
 				return false
 			}()
 			if aborted != tt.wantAbort {
@@ -198,6 +240,12 @@ func TestObserve(t *testing.T) {
 			}
 			if w.Code != tt.wantStatus {
 				t.Errorf("status %d, want %d", w.Code, tt.wantStatus)
+			}
+			if got := w.Header().Get("Grpc-Status"); got != tt.wantGRPC {
+				t.Errorf("grpc-status %q, want %q", got, tt.wantGRPC)
+			}
+			if tt.wantGRPC != "" && w.Header().Get("Grpc-Message") == "" {
+				t.Error("no grpc-message")
 			}
 			if got := w.Header().Get(proxyerr.HeaderProxyError); got != tt.wantHeader {
 				t.Errorf("trellis-proxy-error %q, want %q", got, tt.wantHeader)
@@ -208,6 +256,9 @@ func TestObserve(t *testing.T) {
 				t.Errorf("metrics:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
 		})
+	}
+	if sharedErr.GRPC {
+		t.Error("rendering for a gRPC call changed the shared error")
 	}
 }
 

@@ -104,7 +104,8 @@ type Error struct {
 	// GRPC: the request is a gRPC call, answered trailers-only with the
 	// grpc-status of Status (403: PERMISSION_DENIED; of the reason for
 	// rate_limited: RESOURCE_EXHAUSTED) and grpc-message. ForRequest sets
-	// it from the request.
+	// it from the request, and the pipeline's observe stage (ForGRPC) for
+	// any error it renders.
 	GRPC bool
 	// RetryAfter, when positive, is sent as Retry-After in whole seconds,
 	// rounded up.
@@ -116,10 +117,25 @@ type Error struct {
 // bare HTTP status it would map on its own (429 would be UNAVAILABLE).
 func ForRequest(r *http.Request, status int, reason, msg string) *Error {
 	e := New(status, reason, msg)
-	if ct := r.Header["Content-Type"]; len(ct) > 0 && forward.IsGRPC(ct[0]) {
-		e.GRPC = true
-	}
+	e.GRPC = isGRPC(r)
 	return e
+}
+
+// ForGRPC returns e marked GRPC when r is a gRPC call (a copy: e may be
+// shared), so that every answer the proxy gives a gRPC client itself is a
+// grpc-status with its message, whichever stage failed.
+func ForGRPC(r *http.Request, e *Error) *Error {
+	if e.GRPC || !isGRPC(r) {
+		return e
+	}
+	c := *e
+	c.GRPC = true
+	return &c
+}
+
+func isGRPC(r *http.Request) bool {
+	ct := r.Header["Content-Type"]
+	return len(ct) > 0 && forward.IsGRPC(ct[0])
 }
 
 func (e *Error) Error() string {

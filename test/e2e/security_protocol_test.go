@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/trellis-mesh/trellis/demoapp/echo"
 	demopb "github.com/trellis-mesh/trellis/demoapp/pb"
@@ -173,8 +175,9 @@ func checkGRPCRefused(t *testing.T, outbound string, h2c *http.Client, authority
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := demopb.NewEchoClient(cc).Unary(ctx, &demopb.EchoRequest{Payload: []byte("ping")}); err == nil {
-		t.Fatal("gRPC to an HTTP/1.1-only app succeeded")
+	_, err = demopb.NewEchoClient(cc).Unary(ctx, &demopb.EchoRequest{Payload: []byte("ping")})
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "gRPC needs HTTP/2") {
+		t.Fatalf("gRPC to an HTTP/1.1-only app: %v; want UNAVAILABLE naming the protocol mismatch", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+authority+"/demo.Echo/Unary", bytes.NewReader(grpcFrame(nil)))
 	if err != nil {
@@ -189,8 +192,9 @@ func checkGRPCRefused(t *testing.T, outbound string, h2c *http.Client, authority
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	why := resp.Header.Get("Trellis-Error")
-	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(why, "gRPC needs HTTP/2") {
-		t.Errorf("status %d, trellis-error %q; want 502 naming the protocol mismatch", resp.StatusCode, why)
+	// Trailers-only: the proxy's own answer to a gRPC call.
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Grpc-Status") != "14" || !strings.Contains(why, "gRPC needs HTTP/2") {
+		t.Errorf("status %d, grpc-status %q, trellis-error %q; want 200, 14 and the protocol mismatch", resp.StatusCode, resp.Header.Get("Grpc-Status"), why)
 	}
 }
 
