@@ -77,7 +77,7 @@ type Config struct {
 	AppIP string
 	// Zone is this workload's topology zone, whose endpoints the outbound
 	// balancers prefer (--zone). Empty: learnt from the Destination
-	// service's answer for AppIP (learnZone), when AppIP is set.
+	// service's answer for the proxy's own address (zoneSelf, learnZone).
 	Zone string
 	// TCPProbePorts are the app ports the admin's /tcp-probe/PORT checks
 	// (--tcp-probe-ports), at AppIP.
@@ -255,8 +255,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Zone: cfg.Zone, Self: selfAddr(cfg),
 	})
 	defer resolver.Close()
-	if cfg.Zone == "" && cfg.AppIP != "" {
-		go learnZone(ctx, resolver, net.JoinHostPort(cfg.AppIP, inboundPort(cfg.InboundAddr)), log)
+	if self := zoneSelf(cfg); cfg.Zone == "" && self != "" {
+		go learnZone(ctx, resolver, self, log)
 	}
 	policyConn, err := dialPolicy(cfg.ControllerAddr, store, ctrlID, m)
 	if err != nil {

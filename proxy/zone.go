@@ -54,6 +54,22 @@ func selfZone(ctx context.Context, r *discovery.Resolver, self string) (string, 
 	return "", nil
 }
 
+// zoneSelf is the address the Destination service knows this proxy by,
+// whose answer carries its zone: the pod IP and the inbound port when
+// AppIP is set (transparent mode), else the inbound listener's own
+// address when it names one (explicit mode: local mode's store file lists
+// each workload's proxyAddr and zone). "": none to ask about.
+func zoneSelf(cfg Config) string {
+	if cfg.AppIP != "" {
+		return net.JoinHostPort(cfg.AppIP, inboundPort(cfg.InboundAddr))
+	}
+	ap, err := netip.ParseAddrPort(cfg.InboundAddr)
+	if err != nil || ap.Addr().IsUnspecified() || ap.Port() == 0 {
+		return ""
+	}
+	return ap.String()
+}
+
 // inboundPort is the port of the inbound listener's address ("4143" when
 // it cannot be parsed: the default).
 func inboundPort(addr string) string {

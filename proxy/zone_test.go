@@ -63,3 +63,24 @@ func TestLearnZone(t *testing.T) {
 		t.Fatalf("%d of 50 picks left zone-b (learnt)", cross)
 	}
 }
+
+func TestZoneSelf(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"transparent: the pod IP and the inbound port", Config{AppIP: "10.1.0.7", InboundAddr: "0.0.0.0:4143"}, "10.1.0.7:4143"},
+		{"transparent, IPv6 pod", Config{AppIP: "fd00::7", InboundAddr: "[::]:4143"}, "[fd00::7]:4143"},
+		{"explicit: the inbound listener's address (local mode's proxyAddr)", Config{InboundAddr: "127.0.0.1:33041"}, "127.0.0.1:33041"},
+		{"explicit, all interfaces: nothing to ask", Config{InboundAddr: "0.0.0.0:4143"}, ""},
+		{"explicit, port chosen by the kernel: nothing to ask", Config{InboundAddr: "127.0.0.1:0"}, ""},
+		{"explicit, a host name: nothing to ask", Config{InboundAddr: "localhost:4143"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := zoneSelf(tc.cfg); got != tc.want {
+				t.Fatalf("zoneSelf = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

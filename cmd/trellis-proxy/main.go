@@ -75,7 +75,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.Identity, "identity", "", "this workload's SPIFFE ID (required)")
 	fs.StringVar(&cfg.TokenFile, "token-file", "", "file holding the credential sent with Certify (required)")
 	fs.StringVar(&cfg.Workload, "workload", "", "workload name, for logs")
-	fs.StringVar(&cfg.Zone, "zone", "", "this workload's topology zone: outbound balancers prefer endpoints in it while they are healthy (empty: learnt from the Destination service's answer for --app-ip, the zone of the pod's node)")
+	fs.StringVar(&cfg.Zone, "zone", "", "this workload's topology zone: outbound balancers prefer endpoints in it while they are healthy (empty: learnt from the Destination service's answer for the proxy's own address: --app-ip and the inbound port, the zone of the pod's node; in explicit mode --inbound-addr, the store file's zone of the workload whose proxyAddr it is)")
 	fs.StringVar(&cfg.PodName, "pod-name", "", "this pod's name (Kubernetes; the injector sets it), sent with policy watches so Servers apply to exactly the pods they select")
 	fs.DurationVar(&cfg.DetectTimeout, "detect-timeout", 10*time.Second, "protocol detection timeout; on timeout the stream is opaque")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 0, "default whole-request timeout (0: none)")
