@@ -39,6 +39,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.FailFor, "fail-for", 0, "fail only during this long after the first request received, then recover (0: for ever)")
 	fs.DurationVar(&cfg.SlowStartFor, "slow-start-for", 0, "echo: be slow during this long after the first request received (its readiness probe), /healthz excepted")
 	fs.DurationVar(&cfg.SlowStartDelay, "slow-start-delay", 200*time.Millisecond, "echo: the delay of each request while slow (--slow-start-for)")
+	fs.IntVar(&cfg.SlowStartCapacity, "slow-start-capacity", 0, "echo: while slow (--slow-start-for), serve at most this many requests at once and queue the rest, as a cold app's small pool does (0: no limit)")
 	fs.StringVar(&cfg.Name, "name", "", "name reported in responses (default: the role)")
 	fs.StringVar(&cfg.Version, "version", "v1", "version reported by books")
 	fs.BoolVar(&cfg.AccessLog, "access-log", false, "echo: log every request received (method, URI, protocol, remote address, User-Agent)")

@@ -43,6 +43,9 @@ type Config struct {
 	// waits SlowStartDelay during the first SlowStartFor after the first
 	// request, as an app warming its caches.
 	SlowStartFor, SlowStartDelay time.Duration
+	// SlowStartCapacity (echo): while slow, at most this many requests are
+	// served at once and the rest queue (0: no limit).
+	SlowStartCapacity int
 	Name                         string // reported as served_by; defaults to the role
 	Version                      string // books: reported version
 
@@ -87,8 +90,8 @@ func (c *Config) Validate() error {
 	if c.FailFor < 0 {
 		errs = append(errs, fmt.Errorf("--fail-for %v: must not be negative", c.FailFor))
 	}
-	if err := (faults.SlowStart{For: c.SlowStartFor, Delay: c.SlowStartDelay}).Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("--slow-start-for, --slow-start-delay: %w", err))
+	if err := (&faults.SlowStart{For: c.SlowStartFor, Delay: c.SlowStartDelay, Capacity: c.SlowStartCapacity}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--slow-start-for, --slow-start-delay, --slow-start-capacity: %w", err))
 	}
 	switch c.Role {
 	case "web":
@@ -140,7 +143,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if ln != nil {
 		log.Info("listening", "addr", ln.Addr().String(), "proxy", cfg.Proxy, "fail_rate", cfg.FailRate,
-			"fail_for", cfg.FailFor, "slow_start_for", cfg.SlowStartFor, "slow_start_delay", cfg.SlowStartDelay)
+			"fail_for", cfg.FailFor, "slow_start_for", cfg.SlowStartFor, "slow_start_delay", cfg.SlowStartDelay, "slow_start_capacity", cfg.SlowStartCapacity)
 	}
 
 	switch cfg.Role {
@@ -165,7 +168,7 @@ func Run(ctx context.Context, cfg Config) error {
 			services.RegisterAuthors(s, services.AuthorsConfig{Name: cfg.Name, Faults: inj, Log: log})
 		})
 	case "echo":
-		slow := &faults.SlowStart{For: cfg.SlowStartFor, Delay: cfg.SlowStartDelay, Clock: clock}
+		slow := &faults.SlowStart{For: cfg.SlowStartFor, Delay: cfg.SlowStartDelay, Capacity: cfg.SlowStartCapacity, Clock: clock}
 		return echo.Serve(ctx, ln, echo.Config{
 			Name: cfg.Name, Faults: inj, Log: log, AccessLog: cfg.AccessLog, Clock: clock, SlowStart: slow,
 		})

@@ -105,7 +105,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"remote", r.RemoteAddr, "ua", r.UserAgent())
 	}
 	// The readiness probe stays fast: the pod becomes ready while slow.
-	if d := h.cfg.SlowStart.Wait(); d > 0 && r.URL.Path != "/healthz" && !sleep(r.Context(), d) {
+	if r.URL.Path != "/healthz" && !h.cfg.SlowStart.Serve(r.Context()) {
 		return
 	}
 	if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {

@@ -3,9 +3,11 @@
 package faults
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -115,13 +117,59 @@ const MaxSlowDelay = time.Minute
 // that is slow until its caches are warm (the slow-start demo).
 type SlowStart struct {
 	For, Delay time.Duration
-	Clock      *Clock
+	// Capacity, when positive, is how many requests the app serves at
+	// once while slow; the others wait their turn, as a cold app with a
+	// small pool queues them (what an adaptive concurrency limit protects).
+	Capacity int
+	Clock    *Clock
+
+	once  sync.Once
+	slots chan struct{}
+}
+
+// MaxSlowCapacity bounds SlowStart.Capacity.
+const MaxSlowCapacity = 10000
+
+// pool is the channel of Capacity slots, made on first use.
+func (s *SlowStart) pool() chan struct{} {
+	s.once.Do(func() { s.slots = make(chan struct{}, s.Capacity) })
+	return s.slots
+}
+
+// Serve holds the request for its slow-start delay, first waiting for
+// one of Capacity slots when set. It reports false when ctx ended first.
+// Outside the window it returns at once.
+func (s *SlowStart) Serve(ctx context.Context) bool {
+	d := s.Wait()
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	if s.Capacity > 0 {
+		slots := s.pool()
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return false
+		}
+		defer func() { <-slots }()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // Validate checks the durations.
-func (s SlowStart) Validate() error {
+func (s *SlowStart) Validate() error {
 	if s.For < 0 || s.Delay < 0 || s.Delay > MaxSlowDelay {
 		return fmt.Errorf("slow start for %v, delay %v: must not be negative, the delay at most %v", s.For, s.Delay, MaxSlowDelay)
+	}
+	if s.Capacity < 0 || s.Capacity > MaxSlowCapacity {
+		return fmt.Errorf("slow start capacity %d: must be 0 (no limit) to %d", s.Capacity, MaxSlowCapacity)
 	}
 	return nil
 }

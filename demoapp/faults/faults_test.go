@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"context"
 	"math"
 	"testing"
 	"time"
@@ -152,5 +153,57 @@ func TestSlowStartWait(t *testing.T) {
 	var off *SlowStart
 	if off.Wait() != 0 {
 		t.Error("a nil SlowStart must not delay")
+	}
+}
+
+// While slow, at most Capacity requests are served at once: the next one
+// waits for a slot (and gives up when its client does); a request that
+// ends frees its slot. Outside the window nothing waits.
+func TestSlowStartCapacity(t *testing.T) {
+	for _, tc := range []struct {
+		capacity int
+		bad      bool
+	}{{-1, true}, {MaxSlowCapacity + 1, true}, {0, false}, {1, false}} {
+		s := &SlowStart{For: time.Minute, Delay: time.Minute, Capacity: tc.capacity}
+		if err := s.Validate(); (err != nil) != tc.bad {
+			t.Errorf("capacity %d: Validate() = %v, want error %v", tc.capacity, err, tc.bad)
+		}
+	}
+	s := &SlowStart{For: time.Hour, Delay: MaxSlowDelay, Capacity: 1, Clock: NewClock(nil)}
+	s.Clock.Mark()
+	ctxA, cancelA := context.WithCancel(context.Background())
+	doneA := make(chan bool)
+	go func() { doneA <- s.Serve(ctxA) }()
+	slots := s.pool()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if len(slots) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first request never took the slot")
+		}
+	}
+	// The second waits for the slot, and returns when its client goes.
+	ctxB, cancelB := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancelB()
+	if s.Serve(ctxB) {
+		t.Fatal("a second request was served while the only slot was taken")
+	}
+	if len(slots) != 1 {
+		t.Fatal("the waiting request took a slot")
+	}
+	cancelA()
+	if <-doneA {
+		t.Fatal("a cancelled request reported served")
+	}
+	if len(slots) != 0 {
+		t.Fatal("the slot was not freed")
+	}
+	// Past the window: served at once, whatever the capacity.
+	fast := &SlowStart{For: time.Nanosecond, Delay: MaxSlowDelay, Capacity: 1, Clock: NewClock(nil)}
+	fast.Clock.Mark()
+	time.Sleep(time.Millisecond)
+	if !fast.Serve(context.Background()) {
+		t.Fatal("a request after the window was not served")
 	}
 }

@@ -3,7 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
@@ -12,33 +12,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-mesh/trellis/demoapp/echo"
+	"github.com/trellis-mesh/trellis/demoapp/faults"
 	"github.com/trellis-mesh/trellis/internal/meshconfig"
 	"github.com/trellis-mesh/trellis/test/harness"
 )
 
-// queueApp is an app with a fixed capacity: workers requests at a time,
-// each taking work; the rest wait in its queue, as a thread pool does.
-// It records how long each request spent in it (queue and work).
-type queueApp struct {
-	slots chan struct{}
-	work  time.Duration
+// timedApp records how long each request spent in the app it wraps.
+type timedApp struct {
+	next  http.Handler
 	mu    sync.Mutex
 	spent []time.Duration
 }
 
-func (a *queueApp) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+func (a *timedApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t0 := time.Now()
-	a.slots <- struct{}{}
-	time.Sleep(a.work)
-	<-a.slots
+	a.next.ServeHTTP(w, r)
 	a.mu.Lock()
 	a.spent = append(a.spent, time.Since(t0))
 	a.mu.Unlock()
-	_, _ = io.WriteString(w, "ok")
 }
 
 // take returns and forgets the times recorded so far.
-func (a *queueApp) take() []time.Duration {
+func (a *timedApp) take() []time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.spent
@@ -55,8 +51,8 @@ func pct(d []time.Duration, p float64) time.Duration {
 }
 
 // TestAdaptiveConcurrencyProtectsApp, end to end with the real binaries in
-// local mode: an app that serves 4 requests at a time (10 ms each) and
-// queues the rest sits behind a Server with an adaptive concurrency limit
+// local mode: the demo app's echo while slow (its slow start with a
+// capacity: 4 requests at a time, 10 ms each, the rest queued) sits behind a Server with an adaptive concurrency limit
 // (a RateLimit's adaptiveConcurrency in the store file). After a light
 // warm-up, 48 callers surge at once. The limit learns the app's latency
 // and refuses the excess at once (503 overloaded, proxy=inbound), so the
@@ -70,7 +66,13 @@ func TestAdaptiveConcurrencyProtectsApp(t *testing.T) {
 		t.Skip("starts a mesh")
 	}
 	requireBinaries(t)
-	app := &queueApp{slots: make(chan struct{}, 4), work: 10 * time.Millisecond}
+	// The demo app's echo, slow from its first request (for longer than
+	// the test): 10 ms per request, 4 at a time, the rest queued
+	// (trellis-demo-app --slow-start-for 1h --slow-start-delay 10ms
+	// --slow-start-capacity 4).
+	clock := faults.NewClock(nil)
+	app := &timedApp{next: echo.NewHandler(echo.Config{Name: "echo-1", Log: slog.New(slog.DiscardHandler), Clock: clock,
+		SlowStart: &faults.SlowStart{For: time.Hour, Delay: 10 * time.Millisecond, Capacity: 4, Clock: clock}})}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
