@@ -46,8 +46,8 @@ type Config struct {
 	// SlowStartCapacity (echo): while slow, at most this many requests are
 	// served at once and the rest queue (0: no limit).
 	SlowStartCapacity int
-	Name                         string // reported as served_by; defaults to the role
-	Version                      string // books: reported version
+	Name              string // reported as served_by; defaults to the role
+	Version           string // books: reported version
 
 	Books   string // web: authority of books
 	Authors string // books: authority of authors

@@ -206,7 +206,7 @@ func (h *Handler) slow(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	if !sleep(r.Context(), time.Duration(ms)*time.Millisecond) {
+	if !faults.Sleep(r.Context(), time.Duration(ms)*time.Millisecond) {
 		return
 	}
 	_, _ = fmt.Fprintf(w, "slept %d ms\n", ms)
@@ -222,7 +222,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain")
 	w.WriteHeader(http.StatusOK)
 	for i := 0; i < p.Chunks; i++ {
-		if i > 0 && !sleep(r.Context(), time.Duration(p.MS)*time.Millisecond) {
+		if i > 0 && !faults.Sleep(r.Context(), time.Duration(p.MS)*time.Millisecond) {
 			return
 		}
 		if _, err := fmt.Fprintf(w, "chunk %d\n", i); err != nil {
@@ -231,21 +231,6 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 		if err := rc.Flush(); err != nil {
 			return
 		}
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/trellis-mesh/trellis/demoapp/faults"
 	demopb "github.com/trellis-mesh/trellis/demoapp/pb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -123,7 +124,7 @@ func (e *echoServer) ServerStream(req *demopb.EchoRequest, stream grpc.ServerStr
 	}
 	interval := time.Duration(req.GetIntervalMs()) * time.Millisecond
 	for i := uint32(0); i < n; i++ {
-		if i > 0 && !sleep(ctx, interval) {
+		if i > 0 && !faults.Sleep(ctx, interval) {
 			return status.FromContextError(ctx.Err()).Err()
 		}
 		resp := &demopb.EchoResponse{Payload: req.GetPayload(), Sequence: i, ServedBy: e.cfg.Name}

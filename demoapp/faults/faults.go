@@ -153,6 +153,15 @@ func (s *SlowStart) Serve(ctx context.Context) bool {
 		}
 		defer func() { <-slots }()
 	}
+	return Sleep(ctx, d)
+}
+
+// Sleep waits d, or less when ctx ends first; it reports whether it
+// waited the whole d with ctx still live.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

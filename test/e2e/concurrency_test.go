@@ -103,11 +103,7 @@ func TestAdaptiveConcurrencyProtectsApp(t *testing.T) {
 	m.StartController()
 	server := m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: ln.Addr().String()})
 	client := m.StartProxy(harness.ProxySpec{Workload: "client"})
-	for _, px := range []*harness.Proxy{server, client} {
-		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
-			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
-		}
-	}
+	waitReady(t, server, client)
 	c := meshClient(client.OutboundAddr, 30*time.Second)
 
 	// surge runs callers closed-loop for d and returns the answers.

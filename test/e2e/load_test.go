@@ -136,11 +136,7 @@ func TestEndpointRemovedUnderLoad(t *testing.T) {
 	s1 := m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: app1.Addr})
 	s2 := m.StartProxy(harness.ProxySpec{Workload: "echo-2", AppAddr: app2.Addr})
 	client := m.StartProxy(harness.ProxySpec{Workload: "client"})
-	for _, px := range []*harness.Proxy{s1, s2, client} {
-		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
-			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
-		}
-	}
+	waitReady(t, s1, s2, client)
 	c := meshClient(client.OutboundAddr, 15*time.Second)
 	defer c.CloseIdleConnections()
 	if resp, _, err := get(t.Context(), c, "/"); err != nil || resp.StatusCode != 200 {

@@ -193,12 +193,19 @@ func newBasicMesh(t *testing.T, proxyArgs ...string) *basicMesh {
 	serverArgs := append([]string{"--app-ports", strconv.Itoa(port(t, tcpAddr))}, proxyArgs...)
 	b.server = m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: a.Addr, Args: serverArgs})
 	b.client = m.StartProxy(harness.ProxySpec{Workload: "client", Args: proxyArgs})
-	for _, px := range []*harness.Proxy{b.server, b.client} {
+	waitReady(t, b.server, b.client)
+	return b
+}
+
+// waitReady waits for each proxy to be ready, failing the test with the
+// log of the first that is not.
+func waitReady(t *testing.T, pxs ...*harness.Proxy) {
+	t.Helper()
+	for _, px := range pxs {
 		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
 			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
 		}
 	}
-	return b
 }
 
 func port(t *testing.T, addr string) int {

@@ -204,11 +204,7 @@ func TestRefusals(t *testing.T) {
 	stale.serve(t, staleChain, staleKey)
 	betaPx := m.StartProxy(harness.ProxySpec{Workload: "beta", AppAddr: beta.Addr, InboundAddr: st.Workload("alpha").ProxyAddr})
 	client := m.StartProxy(harness.ProxySpec{Workload: "client"})
-	for _, px := range []*harness.Proxy{betaPx, client} {
-		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
-			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
-		}
-	}
+	waitReady(t, betaPx, client)
 	c := meshClient(client.OutboundAddr, 20*time.Second)
 	defer c.CloseIdleConnections()
 

@@ -88,11 +88,7 @@ func grpcMesh(t *testing.T, apps ...string) (*harness.Proxy, demopb.EchoClient) 
 		all = append(all, m.StartProxy(harness.ProxySpec{Workload: fmt.Sprintf("echo-%d", i+1), AppAddr: a}))
 	}
 	client := m.StartProxy(harness.ProxySpec{Workload: "client"})
-	for _, px := range append(all, client) {
-		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
-			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
-		}
-	}
+	waitReady(t, append(all, client)...)
 	return client, demopb.NewEchoClient(dialGRPC(t, client.OutboundAddr))
 }
 

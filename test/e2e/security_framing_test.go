@@ -112,11 +112,7 @@ func newFramingMesh(t *testing.T, args ...string) *framingMesh {
 	fm := &framingMesh{app: a}
 	fm.server = m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: a.addr, Args: args})
 	fm.client = m.StartProxy(harness.ProxySpec{Workload: "client", Args: args})
-	for _, px := range []*harness.Proxy{fm.server, fm.client} {
-		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
-			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
-		}
-	}
+	waitReady(t, fm.server, fm.client)
 	// The mesh works: a well-formed chunked request goes through both ways.
 	for _, addr := range []string{fm.server.InboundAddr, fm.client.OutboundAddr} {
 		out, _ := rawExchange(t, addr, "POST /ok HTTP/1.1\r\nHost: "+echoAuthority+"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n", false)
@@ -314,11 +310,7 @@ func TestSecurityFramingExpectContinueFromApp(t *testing.T) {
 	m.StartController()
 	server := m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: appAddr})
 	client := m.StartProxy(harness.ProxySpec{Workload: "client"})
-	for _, px := range []*harness.Proxy{server, client} {
-		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
-			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
-		}
-	}
+	waitReady(t, server, client)
 	for _, addr := range []string{server.InboundAddr, client.OutboundAddr} {
 		head := "PUT /upload HTTP/1.1\r\nHost: " + echoAuthority + "\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n"
 		c, err := net.Dial("tcp", addr)
@@ -436,11 +428,7 @@ func TestSecurityFramingAmbiguousAppResponse(t *testing.T) {
 	m.StartController()
 	server := m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: ln.Addr().String()})
 	client := m.StartProxy(harness.ProxySpec{Workload: "client"})
-	for _, px := range []*harness.Proxy{server, client} {
-		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
-			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
-		}
-	}
+	waitReady(t, server, client)
 	for _, addr := range []string{server.InboundAddr, client.OutboundAddr} {
 		for path := range responses {
 			out, _ := rawExchange(t, addr, "GET "+path+" HTTP/1.1\r\nHost: "+echoAuthority+"\r\nConnection: close\r\n\r\n", false)

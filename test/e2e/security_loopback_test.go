@@ -125,11 +125,7 @@ func newLoopbackMesh(t *testing.T, o lmOptions) *loopbackMesh {
 	lm.server = lm.mesh.StartProxy(harness.ProxySpec{Workload: "server", AppAddr: lm.app.Addr, Args: args})
 	lm.server.AdminAddr, lm.server.OutboundAddr, lm.server.TapAddr = serverAdmin, serverOut, serverTap
 	lm.client = lm.mesh.StartProxy(harness.ProxySpec{Workload: "client"})
-	for _, px := range []*harness.Proxy{lm.server, lm.client} {
-		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
-			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
-		}
-	}
+	waitReady(t, lm.server, lm.client)
 	return lm
 }
 

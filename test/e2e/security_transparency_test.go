@@ -194,11 +194,7 @@ func startProtoMesh(t *testing.T, apps []protoApp) *protoMesh {
 		pm.servers[a.Service] = pm.mesh.StartProxy(harness.ProxySpec{Workload: a.Service + "-w", AppAddr: a.Addr})
 	}
 	pm.client = pm.mesh.StartProxy(harness.ProxySpec{Workload: "client"})
-	for _, px := range append(slices.Collect(maps.Values(pm.servers)), pm.client) {
-		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
-			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
-		}
-	}
+	waitReady(t, append(slices.Collect(maps.Values(pm.servers)), pm.client)...)
 	return pm
 }
 

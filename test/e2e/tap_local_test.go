@@ -45,11 +45,7 @@ func TestLocalTap(t *testing.T) {
 	}
 	server := m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: a.Addr, Args: []string{"--tap-addr", serverTap}})
 	client := m.StartProxy(harness.ProxySpec{Workload: "client", Args: []string{"--tap-addr", clientTap}})
-	for _, px := range []*harness.Proxy{server, client} {
-		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
-			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
-		}
-	}
+	waitReady(t, server, client)
 	if err := localtap.WriteInfo(m.Dir, localtap.Info{Addr: tapAPI, TokenFile: token}); err != nil {
 		t.Fatal(err)
 	}

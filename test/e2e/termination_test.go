@@ -243,11 +243,7 @@ func testEndpointTerminated(t *testing.T, order terminationOrder) {
 		servers[i] = m.StartProxy(harness.ProxySpec{Workload: name, AppAddr: apps[i].Addr})
 	}
 	client := m.StartProxy(harness.ProxySpec{Workload: "client"})
-	for _, px := range append(servers, client) {
-		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
-			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
-		}
-	}
+	waitReady(t, append(servers, client)...)
 	c := meshClient(client.OutboundAddr, 20*time.Second)
 	defer c.CloseIdleConnections()
 	if resp, _, err := get(t.Context(), c, "/"); err != nil || resp.StatusCode != 200 {

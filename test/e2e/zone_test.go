@@ -71,11 +71,7 @@ func TestZoneAware(t *testing.T) {
 		all = append(all, m.StartProxy(harness.ProxySpec{Workload: name, AppAddr: addr}))
 	}
 	client := m.StartProxy(harness.ProxySpec{Workload: "client"})
-	for _, px := range append(all, client) {
-		if err := px.WaitReady(harness.ReadyTimeout); err != nil {
-			t.Fatalf("%v\n%s", err, px.Process.LogTail(30))
-		}
-	}
+	waitReady(t, append(all, client)...)
 
 	// Steady load: 40 requests a second from 4 callers.
 	hc := meshClient(client.OutboundAddr, 20*time.Second)
