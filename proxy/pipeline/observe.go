@@ -65,7 +65,7 @@ func (o *Observe) exit(x *Exchange, err error) {
 		if !errors.As(err, &e) {
 			e = &proxyerr.Error{Status: http.StatusBadGateway, Reason: proxyerr.ReasonUpstream, Culprit: proxyerr.Mesh, Msg: err.Error(), Err: err}
 		}
-		e = proxyerr.ForGRPC(x.R, e)
+		e = proxyerr.WithGRPC(e, proxyerr.GRPCCall(x.R, x.CallerH1))
 		var args []any
 		if x.LogKey != "" {
 			args = []any{x.LogKey, x.LogVal}

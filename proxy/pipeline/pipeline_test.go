@@ -72,12 +72,12 @@ func samples(t *testing.T, reg *prometheus.Registry) []string {
 	return out
 }
 
-// TestObserve: every way out of the chain is counted once, and an error
-// is rendered once, by the one renderer.
 // sharedErr is one error value returned for many requests: rendering it
 // for a gRPC call must not change it for the next (plain HTTP) one.
 var sharedErr = proxyerr.New(http.StatusServiceUnavailable, proxyerr.ReasonNoEndpoints, "no endpoints for web.ns:80")
 
+// TestObserve: every way out of the chain is counted once, and an error
+// is rendered once, by the one renderer.
 func TestObserve(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -230,6 +230,7 @@ func TestObserve(t *testing.T) {
 				r := httptest.NewRequest(http.MethodGet, "http://web.ns/", nil)
 				if tt.grpc {
 					r.Method = http.MethodPost
+					r.ProtoMajor, r.ProtoMinor, r.Proto = 2, 0, "HTTP/2.0"
 					r.Header.Set("Content-Type", "application/grpc")
 				}
 				o.ServeHTTP(w, r)

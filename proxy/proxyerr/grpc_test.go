@@ -62,6 +62,7 @@ func TestRenderLimits(t *testing.T) {
 			r, _, hm := newRenderer(t, metrics.Inbound)
 			req := httptest.NewRequest(http.MethodPost, "/x", nil)
 			if tt.ct != "" {
+				req.ProtoMajor, req.ProtoMinor = 2, 0
 				req.Header.Set("Content-Type", tt.ct)
 			}
 			e := ForRequest(req, tt.status, tt.reason, "limited")
@@ -80,5 +81,52 @@ func TestRenderLimits(t *testing.T) {
 				t.Errorf("a peer reading it back: %+v, want reason %s", got, tt.reason)
 			}
 		})
+	}
+}
+
+// Which requests get the proxy's own answers as gRPC, and with what code.
+func TestGRPCCallAndCode(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		method string
+		major  int
+		h1     bool // the caller spoke HTTP/1 (carried over the mesh since)
+		ct     string
+		want   bool
+	}{
+		{"gRPC over HTTP/2", http.MethodPost, 2, false, "application/grpc", true},
+		{"gRPC with a codec", http.MethodPost, 2, false, "application/grpc+proto", true},
+		{"gRPC-Web: an HTTP status", http.MethodPost, 2, false, "application/grpc-web", false},
+		{"HTTP/1 with a gRPC content type: no trailers to read", http.MethodPost, 1, false, "application/grpc", false},
+		{"an HTTP/1 caller carried over the mesh", http.MethodPost, 2, true, "application/grpc", false},
+		{"GET with a gRPC content type", http.MethodGet, 2, false, "application/grpc", false},
+		{"plain HTTP/2", http.MethodPost, 2, false, "application/json", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(tc.method, "http://svc/", nil)
+			r.ProtoMajor = tc.major
+			r.Header.Set("Content-Type", tc.ct)
+			if got := GRPCCall(r, tc.h1); got != tc.want {
+				t.Fatalf("GRPCCall = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		e    *Error
+		want string
+	}{
+		{New(http.StatusServiceUnavailable, ReasonNoEndpoints, ""), "14"},
+		{New(http.StatusBadGateway, ReasonAppUnreachable, ""), "14"},
+		{New(http.StatusGatewayTimeout, ReasonAppTimeout, ""), "4"},
+		{New(http.StatusGatewayTimeout, ReasonTimeout, ""), "4"},
+		{New(http.StatusTooManyRequests, ReasonRateLimited, ""), "8"},
+		{New(http.StatusRequestHeaderFieldsTooLarge, ReasonHeadersTooLarge, ""), "8"},
+		{New(http.StatusBadRequest, ReasonBadBody, ""), "3"},
+		{New(http.StatusForbidden, "unauthorized", ""), "7"},
+		{New(http.StatusNotFound, ReasonNoRoute, ""), "12"},
+	} {
+		if got := tc.e.grpcCode(); got != tc.want {
+			t.Errorf("%d %s: grpc-status %s, want %s", tc.e.Status, tc.e.Reason, got, tc.want)
+		}
 	}
 }

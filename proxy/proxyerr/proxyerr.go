@@ -103,9 +103,9 @@ type Error struct {
 	Err error
 	// GRPC: the request is a gRPC call, answered trailers-only with the
 	// grpc-status of Status (403: PERMISSION_DENIED; of the reason for
-	// rate_limited: RESOURCE_EXHAUSTED) and grpc-message. ForRequest sets
-	// it from the request, and the pipeline's observe stage (ForGRPC) for
-	// any error it renders.
+	// rate_limited: RESOURCE_EXHAUSTED; see grpcCode) and grpc-message.
+	// The pipeline's observe stage sets it for any error it renders
+	// (GRPCCall, WithGRPC).
 	GRPC bool
 	// RetryAfter, when positive, is sent as Retry-After in whole seconds,
 	// rounded up.
@@ -117,25 +117,32 @@ type Error struct {
 // bare HTTP status it would map on its own (429 would be UNAVAILABLE).
 func ForRequest(r *http.Request, status int, reason, msg string) *Error {
 	e := New(status, reason, msg)
-	e.GRPC = isGRPC(r)
+	e.GRPC = GRPCCall(r, false)
 	return e
 }
 
-// ForGRPC returns e marked GRPC when r is a gRPC call (a copy: e may be
-// shared), so that every answer the proxy gives a gRPC client itself is a
-// grpc-status with its message, whichever stage failed.
-func ForGRPC(r *http.Request, e *Error) *Error {
-	if e.GRPC || !isGRPC(r) {
+// GRPCCall reports whether r is a gRPC call proper, whose failures the
+// proxy answers as gRPC does (trailers-only, grpc-status): a POST over
+// HTTP/2 with a gRPC content type. Not gRPC-Web, which HTTP/1.1 carries
+// and whose clients read an HTTP status, and not a request whose caller
+// spoke HTTP/1 (h1: the caller's own protocol, whatever hop carried it
+// since), which cannot receive trailers.
+func GRPCCall(r *http.Request, h1 bool) bool {
+	return r.Method == http.MethodPost && !h1 && r.ProtoMajor == 2 &&
+		forward.CallerOf(r.Header, false) == forward.CallerGRPC
+}
+
+// WithGRPC returns e with GRPC set to grpc (a copy when it changes: e may
+// be a shared value), so that every answer the proxy gives a gRPC call
+// itself is a grpc-status with its message, whichever stage failed, and
+// no other request gets one.
+func WithGRPC(e *Error, grpc bool) *Error {
+	if e.GRPC == grpc {
 		return e
 	}
 	c := *e
-	c.GRPC = true
+	c.GRPC = grpc
 	return &c
-}
-
-func isGRPC(r *http.Request) bool {
-	ct := r.Header["Content-Type"]
-	return len(ct) > 0 && forward.IsGRPC(ct[0])
 }
 
 func (e *Error) Error() string {

@@ -152,12 +152,22 @@ func GRPCCode(status int) string {
 	return "2" // UNKNOWN
 }
 
-// grpcCode is the grpc-status of e: RESOURCE_EXHAUSTED for a rate limit
-// (gRPC's mapping of HTTP 429 is UNAVAILABLE, which invites a retry at
-// once), else GRPCCode of its status.
+// grpcCode is the grpc-status of e: GRPCCode of its status, except where
+// gRPC has a truer code for the reason: RESOURCE_EXHAUSTED for a rate
+// limit or a header list too large (gRPC's mapping of 429 is UNAVAILABLE,
+// which invites a retry at once); DEADLINE_EXCEEDED for a timeout, since
+// the app may have processed the call (UNAVAILABLE tells a retry policy
+// it did not); INVALID_ARGUMENT for a request the client got wrong (400's
+// INTERNAL would read as the server's failure).
 func (e *Error) grpcCode() string {
-	if e.Reason == ReasonRateLimited {
+	switch e.Reason {
+	case ReasonRateLimited, ReasonHeadersTooLarge:
 		return "8" // RESOURCE_EXHAUSTED
+	case ReasonTimeout, ReasonAppTimeout:
+		return "4" // DEADLINE_EXCEEDED
+	}
+	if e.Culprit == Client && e.Status == http.StatusBadRequest {
+		return "3" // INVALID_ARGUMENT
 	}
 	return GRPCCode(e.Status)
 }

@@ -22,6 +22,7 @@ func admit(t *testing.T, o *Outbound, dst string, lim *apiv1.OutboundLimit, grpc
 	t.Helper()
 	r := httptest.NewRequest(http.MethodPost, "http://"+dst+"/x", nil)
 	if grpc {
+		r.ProtoMajor, r.ProtoMinor = 2, 0
 		r.Header.Set("Content-Type", "application/grpc")
 	}
 	err := o.Admit(&pipeline.Exchange{R: r, Dest: pipeline.Dest{Dst: dst}}, lim)

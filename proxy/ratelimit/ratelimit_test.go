@@ -81,6 +81,7 @@ func newFixture(t *testing.T) *fixture {
 func (f *fixture) call(port string, peer string, grpc bool) *proxyerr.Error {
 	r := httptest.NewRequest(http.MethodPost, "/x", nil)
 	if grpc {
+		r.ProtoMajor, r.ProtoMinor = 2, 0
 		r.Header.Set("Content-Type", "application/grpc")
 	}
 	return f.do(port, peer, r)

@@ -97,7 +97,7 @@ func (u *Stage) admit(x *pipeline.Exchange, s *sending, reason, skip string) boo
 	switch {
 	case s.retries >= retry.MaxRetries(s.policy):
 		skip = retry.SkipAttempts
-	case !s.canReplay(x.R):
+	case !s.canReplay():
 		skip = retry.SkipBody
 	case !within(x.Ctx, backoff):
 		skip = retry.SkipDeadline

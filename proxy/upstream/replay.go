@@ -17,11 +17,11 @@ const maxReplayBody = 64 << 10
 // canReplay reports whether the request can be sent again: its body
 // was kept before it was sent, or it is kept as it is sent and nothing of
 // it was lost (within maxReplayBody and the bound, without trailers).
-func (s *sending) canReplay(r *http.Request) bool {
+func (s *sending) canReplay() bool {
 	if s.replayable {
 		return true
 	}
-	return s.kept != nil && len(r.Trailer) == 0 && s.kept.replayable()
+	return s.kept != nil && !s.trailers && s.kept.replayable()
 }
 
 // release gives back the bytes kept for replay, once the request is over.
@@ -104,7 +104,27 @@ func (k *keptBody) reader() io.ReadCloser {
 func (r *keptReader) Read(p []byte) (int, error) {
 	k := r.k
 	k.mu.Lock()
-	for k.inflight != nil && !r.closed && !k.ended {
+	for {
+		switch {
+		case r.closed || k.ended:
+			k.mu.Unlock()
+			return 0, errBodyReplaced
+		case r.pos < k.read:
+			// Bytes an earlier attempt read come from the copy first: a
+			// stream whose client waits for an answer before it sends
+			// more must get them without waiting for more.
+			n, err := r.fromCopy(p)
+			k.mu.Unlock()
+			return n, err
+		case k.eof:
+			k.mu.Unlock()
+			return 0, io.EOF
+		case k.err != nil:
+			k.mu.Unlock()
+			return 0, k.err
+		case k.inflight == nil:
+			return r.readSrc(p)
+		}
 		// An earlier attempt's sender is reading the client's body: what
 		// it reads is kept, for this reader too.
 		ch := k.inflight
@@ -112,25 +132,27 @@ func (r *keptReader) Read(p []byte) (int, error) {
 		<-ch
 		k.mu.Lock()
 	}
-	switch {
-	case r.closed || k.ended:
-		k.mu.Unlock()
-		return 0, errBodyReplaced
-	case r.pos < k.read && k.over:
-		k.mu.Unlock()
+}
+
+// fromCopy gives r the next bytes of the copy. Under mu.
+func (r *keptReader) fromCopy(p []byte) (int, error) {
+	k := r.k
+	if k.buf == nil {
 		return 0, errBodyNotKept
-	case r.pos < k.read:
-		n := copy(p, k.buf[r.pos:])
-		r.pos += n
-		k.mu.Unlock()
-		return n, nil
-	case k.eof:
-		k.mu.Unlock()
-		return 0, io.EOF
-	case k.err != nil:
-		k.mu.Unlock()
-		return 0, k.err
 	}
+	n := copy(p, k.buf[r.pos:])
+	r.pos += n
+	if k.over && r.pos == k.read {
+		// Caught up with bytes kept past the bounds only for it.
+		k.bound.Release(k.dropLocked())
+	}
+	return n, nil
+}
+
+// readSrc reads the client's body for r, keeping what it reads. Called
+// under mu, which it releases during the read and on return.
+func (r *keptReader) readSrc(p []byte) (int, error) {
+	k := r.k
 	ch := make(chan struct{})
 	k.inflight = ch
 	k.mu.Unlock()
@@ -140,9 +162,9 @@ func (r *keptReader) Read(p []byte) (int, error) {
 	k.inflight = nil
 	close(ch)
 	if n > 0 {
-		if !k.over {
-			k.keep(p[:n])
-		}
+		// A replaced sender's bytes are the live attempt's next ones:
+		// kept even past the bounds, until it has them.
+		k.keep(p[:n], r.closed && !k.ended)
 		k.read += n
 	}
 	switch {
@@ -168,24 +190,34 @@ func (r *keptReader) Close() error {
 }
 
 // keep appends b to the copy, growing it within maxReplayBody and the
-// bound. Under mu.
-func (k *keptBody) keep(b []byte) {
-	need := len(k.buf) + len(b)
-	if need > maxReplayBody {
-		k.bound.Release(k.dropLocked())
+// bound; past either, the body can no longer be replayed (over) and the
+// copy goes, unless mustKeep: b was read by a replaced sender and the
+// live attempt has yet to get it, so it stays (past the bound by at most
+// this read) until that attempt has caught up (fromCopy). Under mu.
+func (k *keptBody) keep(b []byte, mustKeep bool) {
+	if k.over && (!mustKeep || (k.buf == nil && k.read > 0)) {
 		return
 	}
-	if need > cap(k.buf) {
+	need := len(k.buf) + len(b)
+	fits := !k.over && need <= maxReplayBody
+	if fits && need > cap(k.buf) {
 		c := min(max(2*cap(k.buf), need, 512), maxReplayBody)
-		if !k.bound.Acquire(int64(c - cap(k.buf))) {
-			k.bound.Release(k.dropLocked())
+		if k.bound.Acquire(int64(c - cap(k.buf))) {
+			k.held += int64(c - cap(k.buf))
+			nb := make([]byte, len(k.buf), c)
+			copy(nb, k.buf)
+			k.buf = nb
+		} else {
 			k.m.ReplayRefused()
+			fits = false
+		}
+	}
+	if !fits {
+		k.over = true
+		if !mustKeep {
+			k.bound.Release(k.dropLocked())
 			return
 		}
-		k.held += int64(c - cap(k.buf))
-		nb := make([]byte, len(k.buf), c)
-		copy(nb, k.buf)
-		k.buf = nb
 	}
 	k.buf = append(k.buf, b...)
 }

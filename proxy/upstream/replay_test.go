@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"strings"
@@ -163,4 +164,63 @@ func waitInflight(t *testing.T, k *keptBody) {
 		}
 	}
 	t.Fatal("the sender never started its read")
+}
+
+// A stream whose client waits for an answer before it sends more: the
+// replay gets the bytes kept at once, while the replaced sender is still
+// blocked reading the client; the client's next message then reaches the
+// replay, even when it takes the body past what can be kept.
+func TestKeptBodyReplayOfWaitingStream(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		first    int // bytes of the client's first message
+		next     int // of its next one, sent once it has an answer
+		replayOK bool
+	}{
+		{"small messages", 7, 5, true},
+		{"the next message passes 64 KiB", 60 << 10, 8 << 10, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			bound := retry.NewBytes(1 << 20)
+			m, err := metrics.New(prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := newKeptBody(pr, bound, m)
+			first := bytes.Repeat([]byte("a"), tc.first)
+			next := bytes.Repeat([]byte("b"), tc.next)
+			go func() { _, _ = pw.Write(first) }()
+			old := k.reader()
+			readN(t, old, tc.first)
+			sender := make(chan error, 1)
+			go func() {
+				_, err := old.Read(make([]byte, 32<<10))
+				sender <- err
+			}()
+			waitInflight(t, k)
+			replay := k.reader()
+			got := make([]byte, tc.first)
+			if _, err := io.ReadFull(replay, got); err != nil || !bytes.Equal(got, first) {
+				t.Fatalf("replay's first message: %v (the client has not sent more)", err)
+			}
+			// The client has its answer and sends the next message.
+			go func() { _, _ = pw.Write(next) }()
+			got = make([]byte, tc.next)
+			if _, err := io.ReadFull(replay, got); err != nil || !bytes.Equal(got, next) {
+				t.Fatalf("replay's next message: %v", err)
+			}
+			if err := <-sender; !errors.Is(err, errBodyReplaced) {
+				t.Fatalf("the replaced sender read %v", err)
+			}
+			if k.replayable() != tc.replayOK {
+				t.Fatalf("replayable after %d bytes = %v, want %v", tc.first+tc.next, !tc.replayOK, tc.replayOK)
+			}
+			bound.Release(k.drop())
+			if bound.Used() != 0 {
+				t.Fatalf("%d bytes of the bound held after the request", bound.Used())
+			}
+		})
+	}
 }

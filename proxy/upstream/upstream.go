@@ -75,6 +75,7 @@ type sending struct {
 	body       []byte         // kept for a retry; nil: cb as it is
 	replayable bool
 	kept       *keptBody // a body of unknown length, kept as it is sent
+	trailers   bool      // the request declared trailers: never replayed
 	authority  string
 	held       int64           // bytes of Stage.Replay held
 	skip       map[string]bool // endpoints that proved unable to take it
@@ -97,7 +98,9 @@ func (u *Stage) Serve(x *pipeline.Exchange) error {
 		// Lets the HTTP/2 client end the stream with the headers.
 		r.Body = http.NoBody
 	}
-	s := sending{h1: r.ProtoMajor == 1, authority: x.Authority}
+	// Declared trailers, read once: the server fills r.Trailer in when
+	// the body ends, while a retry decision may be looking.
+	s := sending{h1: r.ProtoMajor == 1, authority: x.Authority, trailers: len(r.Trailer) > 0}
 	// Whoever reads the body, its read errors are the client's fault. Only
 	// the outgoing request gets the wrapper: net/http decides from the type
 	// of its own request's body how to finish the exchange.
@@ -235,12 +238,23 @@ func (u *Stage) attempt(x *pipeline.Exchange, s *sending, attempt int) (*http.Re
 		return nil, u.failed(x, s, ep, meshed, err)
 	}
 	if pick != nil {
-		pick.Done(time.Since(t0), balance.FailedStatus(resp.StatusCode, pipeline.GRPCStatus(resp)))
+		pick.Done(time.Since(t0), endpointFailed(resp))
 	}
 	if meshed {
 		return u.fromPeer(x, s, ep, resp)
 	}
 	return resp, nil
+}
+
+// endpointFailed reports whether resp counts against its endpoint (the
+// breaker, failure accrual): a 5xx or a failing grpc-status, except that a
+// peer proxy's own answer says by its culprit whose failure it is (a
+// client's fault is not the endpoint's, whatever its status or code).
+func endpointFailed(resp *http.Response) bool {
+	if e := proxyerr.FromResponse(resp); e != nil && e.Culprit != "" {
+		return e.Culprit != proxyerr.Client
+	}
+	return balance.FailedStatus(resp.StatusCode, pipeline.GRPCStatus(resp))
 }
 
 // outgoing is the request an attempt sends: r under ctx, with the body
@@ -287,7 +301,7 @@ func (u *Stage) roundTripper(ctx context.Context, ep balance.Endpoint, meshed, a
 func (u *Stage) failed(x *pipeline.Exchange, s *sending, ep balance.Endpoint, meshed bool, err error) error {
 	ctx := s.ctx
 	again := !meshed && s.h1 && IsDialError(err) && u.retry(ctx, x, s, err)
-	if !again && u.Unprocessed(err) && s.canReplay(x.R) {
+	if !again && u.Unprocessed(err) && s.canReplay() {
 		again = u.retryUnprocessed(ctx, x, s, err.Error())
 	}
 	if again {
@@ -313,7 +327,7 @@ func (u *Stage) failed(x *pipeline.Exchange, s *sending, ep balance.Endpoint, me
 // never saw the request is retried elsewhere when it can be.
 func (u *Stage) fromPeer(x *pipeline.Exchange, s *sending, ep balance.Endpoint, resp *http.Response) (*http.Response, error) {
 	if _, ok := resp.Header[forward.HeaderUnprocessed]; ok {
-		if s.canReplay(x.R) && u.retryUnprocessed(s.ctx, x, s, resp.Header.Get(forward.HeaderError)) {
+		if s.canReplay() && u.retryUnprocessed(s.ctx, x, s, resp.Header.Get(forward.HeaderError)) {
 			_ = resp.Body.Close()
 			return nil, s.skipped(ep, proxyerr.FromUnprocessed(resp))
 		}

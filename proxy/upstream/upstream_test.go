@@ -206,3 +206,29 @@ func equal(a, b map[string]float64) bool {
 	}
 	return true
 }
+
+// What counts against an endpoint: its 5xx and failing gRPC codes, and a
+// peer proxy's own answer by its culprit, whatever the status or code.
+func TestEndpointFailed(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int
+		h      http.Header
+		want   bool
+	}{
+		{"the app's 200", 200, http.Header{}, false},
+		{"the app's 500", 500, http.Header{}, true},
+		{"the app's grpc UNAVAILABLE", 200, http.Header{"Content-Type": {"application/grpc"}, "Grpc-Status": {"14"}}, true},
+		{"the app's grpc NOT_FOUND", 200, http.Header{"Content-Type": {"application/grpc"}, "Grpc-Status": {"5"}}, false},
+		{"the peer proxy: the app unreachable", 502, http.Header{proxyerr.HeaderProxyError: {"app_unreachable; culprit=app; proxy=inbound"}}, true},
+		{"the peer proxy as gRPC: a timeout of the app", 200, http.Header{"Content-Type": {"application/grpc"}, "Grpc-Status": {"4"}, proxyerr.HeaderProxyError: {"app_timeout; culprit=app; proxy=inbound"}}, true},
+		{"the peer proxy as gRPC: the client's bad body", 200, http.Header{"Content-Type": {"application/grpc"}, "Grpc-Status": {"13"}, proxyerr.HeaderProxyError: {"bad_request_body; culprit=client; proxy=inbound"}}, false},
+		{"the peer proxy: the client's 400", 400, http.Header{proxyerr.HeaderProxyError: {"bad_request; culprit=client; proxy=inbound"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := endpointFailed(&http.Response{StatusCode: tc.status, Header: tc.h}); got != tc.want {
+				t.Fatalf("endpointFailed = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

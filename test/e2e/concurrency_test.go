@@ -124,6 +124,12 @@ func TestAdaptiveConcurrencyProtectsApp(t *testing.T) {
 						ok++
 					case resp.StatusCode == http.StatusServiceUnavailable && strings.HasPrefix(resp.Header.Get("Trellis-Proxy-Error"), "overloaded;"):
 						overloaded++
+						mu.Unlock()
+						// A refused caller backs off a little, as a
+						// client should; without it the callers' spinning
+						// takes the machine's CPU from the test.
+						time.Sleep(10 * time.Millisecond)
+						continue
 					default:
 						bad = append(bad, fmt.Sprintf("%d %s", resp.StatusCode, resp.Header.Get("Trellis-Error")))
 					}
