@@ -227,12 +227,16 @@ func (k *keptBody) keep(b []byte, mustKeep bool) {
 // released by closing it.
 func (k *keptBody) drop() int64 {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	k.ended = true
-	if k.inflight != nil {
+	reading := k.inflight != nil
+	held := k.dropLocked()
+	k.mu.Unlock()
+	if reading {
+		// Not under mu: a body's Close may wait for the read to return,
+		// and the read's end takes mu.
 		_ = k.src.Close()
 	}
-	return k.dropLocked()
+	return held
 }
 
 func (k *keptBody) dropLocked() int64 {
