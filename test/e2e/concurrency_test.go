@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -73,14 +72,8 @@ func TestAdaptiveConcurrencyProtectsApp(t *testing.T) {
 	clock := faults.NewClock(nil)
 	app := &timedApp{next: echo.NewHandler(echo.Config{Name: "echo-1", Log: slog.New(slog.DiscardHandler), Clock: clock,
 		SlowStart: &faults.SlowStart{For: time.Hour, Delay: 10 * time.Millisecond, Capacity: 4, Clock: clock}})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	appPort := port(t, ln.Addr().String())
+	appAddr := serveHTTP(t, app)
+	appPort := port(t, appAddr)
 	store := harness.Store{
 		Services: []harness.Service{{Name: "echo", Namespace: ns, Ports: []harness.ServicePort{{Port: 80}}}},
 		Workloads: []harness.Workload{
@@ -101,7 +94,7 @@ func TestAdaptiveConcurrencyProtectsApp(t *testing.T) {
 	}
 	m := harness.NewMesh(t, bins, &ports, store)
 	m.StartController()
-	server := m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: ln.Addr().String()})
+	server := m.StartProxy(harness.ProxySpec{Workload: "echo-1", AppAddr: appAddr})
 	client := m.StartProxy(harness.ProxySpec{Workload: "client"})
 	waitReady(t, server, client)
 	c := meshClient(client.OutboundAddr, 30*time.Second)

@@ -197,6 +197,20 @@ func newBasicMesh(t *testing.T, proxyArgs ...string) *basicMesh {
 	return b
 }
 
+// serveHTTP serves h over HTTP/1.1 on a fresh loopback port until the
+// test ends, and returns the address.
+func serveHTTP(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
 // waitReady waits for each proxy to be ready, failing the test with the
 // log of the first that is not.
 func waitReady(t *testing.T, pxs ...*harness.Proxy) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -52,17 +51,11 @@ func TestZoneAware(t *testing.T) {
 		if zone == "zone-b" {
 			app = zonedApp{&delayB, &servedB}
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		t.Cleanup(func() { _ = srv.Close() })
+		addr := serveHTTP(t, app)
 		name := fmt.Sprintf("echo-%d", i+1)
-		apps[name] = ln.Addr().String()
+		apps[name] = addr
 		store.Workloads = append(store.Workloads, harness.Workload{Name: name, Namespace: ns, ServiceAccount: "echo", Zone: zone,
-			Endpoints: []harness.Endpoint{{Service: "echo", Port: 80, TargetPort: port(t, ln.Addr().String())}}})
+			Endpoints: []harness.Endpoint{{Service: "echo", Port: 80, TargetPort: port(t, addr)}}})
 	}
 	m := harness.NewMesh(t, bins, &ports, store)
 	m.StartController()
