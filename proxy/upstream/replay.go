@@ -64,15 +64,18 @@ type keptBody struct {
 	over     bool  // not kept (too long or over the bound): no replay
 	read     int   // bytes read from src
 	eof      bool
-	err      error         // src's read failure: sticky, no replay
-	inflight chan struct{} // non-nil while a read of src is in progress
-	live     *keptReader   // the latest attempt's reader
-	ended    bool          // the request is over: no more reads
+	err      error       // src's read failure: sticky, no replay
+	inflight bool        // a read of src is in progress
+	readDone sync.Cond   // on mu: broadcast when a read of src returns
+	live     *keptReader // the latest attempt's reader
+	ended    bool        // the request is over: no more reads
 }
 
 // newKeptBody keeps src as it is read, within bound.
 func newKeptBody(src io.ReadCloser, bound *retry.Bytes, m *metrics.Metrics) *keptBody {
-	return &keptBody{src: src, bound: bound, m: m}
+	k := &keptBody{src: src, bound: bound, m: m}
+	k.readDone.L = &k.mu
+	return k
 }
 
 // keptReader is one attempt's view of a kept body.
@@ -122,15 +125,12 @@ func (r *keptReader) Read(p []byte) (int, error) {
 		case k.err != nil:
 			k.mu.Unlock()
 			return 0, k.err
-		case k.inflight == nil:
+		case !k.inflight:
 			return r.readSrc(p)
 		}
 		// An earlier attempt's sender is reading the client's body: what
 		// it reads is kept, for this reader too.
-		ch := k.inflight
-		k.mu.Unlock()
-		<-ch
-		k.mu.Lock()
+		k.readDone.Wait()
 	}
 }
 
@@ -153,14 +153,13 @@ func (r *keptReader) fromCopy(p []byte) (int, error) {
 // under mu, which it releases during the read and on return.
 func (r *keptReader) readSrc(p []byte) (int, error) {
 	k := r.k
-	ch := make(chan struct{})
-	k.inflight = ch
+	k.inflight = true
 	k.mu.Unlock()
 	n, err := k.src.Read(p)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.inflight = nil
-	close(ch)
+	k.inflight = false
+	k.readDone.Broadcast()
 	if n > 0 {
 		// A replaced sender's bytes are the live attempt's next ones:
 		// kept even past the bounds, until it has them.
@@ -228,7 +227,7 @@ func (k *keptBody) keep(b []byte, mustKeep bool) {
 func (k *keptBody) drop() int64 {
 	k.mu.Lock()
 	k.ended = true
-	reading := k.inflight != nil
+	reading := k.inflight
 	held := k.dropLocked()
 	k.mu.Unlock()
 	if reading {

@@ -157,7 +157,7 @@ func waitInflight(t *testing.T, k *keptBody) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		k.mu.Lock()
-		in := k.inflight != nil
+		in := k.inflight
 		k.mu.Unlock()
 		if in {
 			return
