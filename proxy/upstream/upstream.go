@@ -238,7 +238,7 @@ func (u *Stage) attempt(x *pipeline.Exchange, s *sending, attempt int) (*http.Re
 		return nil, u.failed(x, s, ep, meshed, err)
 	}
 	if pick != nil {
-		pick.Done(time.Since(t0), endpointFailed(resp))
+		pick.Done(time.Since(t0), endpointFailed(resp, meshed))
 	}
 	if meshed {
 		return u.fromPeer(x, s, ep, resp)
@@ -250,8 +250,10 @@ func (u *Stage) attempt(x *pipeline.Exchange, s *sending, attempt int) (*http.Re
 // breaker, failure accrual): a 5xx or a failing grpc-status, except that a
 // peer proxy's own answer says by its culprit whose failure it is (a
 // client's fault is not the endpoint's, whatever its status or code).
-func endpointFailed(resp *http.Response) bool {
-	if e := proxyerr.FromResponse(resp); e != nil && e.Culprit != "" {
+// Only a mesh peer's word counts: the peer proxy removes the header from
+// its app's answers, and an unmeshed app could send it to dodge ejection.
+func endpointFailed(resp *http.Response, meshed bool) bool {
+	if e := proxyerr.FromResponse(resp); meshed && e != nil && e.Culprit != "" {
 		return e.Culprit != proxyerr.Client
 	}
 	return balance.FailedStatus(resp.StatusCode, pipeline.GRPCStatus(resp))

@@ -224,9 +224,11 @@ func TestEndpointFailed(t *testing.T) {
 		{"the peer proxy as gRPC: a timeout of the app", 200, http.Header{"Content-Type": {"application/grpc"}, "Grpc-Status": {"4"}, proxyerr.HeaderProxyError: {"app_timeout; culprit=app; proxy=inbound"}}, true},
 		{"the peer proxy as gRPC: the client's bad body", 200, http.Header{"Content-Type": {"application/grpc"}, "Grpc-Status": {"13"}, proxyerr.HeaderProxyError: {"bad_request_body; culprit=client; proxy=inbound"}}, false},
 		{"the peer proxy: the client's 400", 400, http.Header{proxyerr.HeaderProxyError: {"bad_request; culprit=client; proxy=inbound"}}, false},
+		{"an unmeshed app claiming the client's fault for its 500", 500, http.Header{proxyerr.HeaderProxyError: {"bad_request; culprit=client; proxy=inbound"}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := endpointFailed(&http.Response{StatusCode: tc.status, Header: tc.h}); got != tc.want {
+			meshed := !strings.HasPrefix(tc.name, "an unmeshed")
+			if got := endpointFailed(&http.Response{StatusCode: tc.status, Header: tc.h}, meshed); got != tc.want {
 				t.Fatalf("endpointFailed = %v, want %v", got, tc.want)
 			}
 		})
