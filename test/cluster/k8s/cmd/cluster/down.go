@@ -19,10 +19,21 @@ import (
 // down stops the cluster and removes everything `up` made, in the order
 // that leaves nothing behind: pods through the kubelet, then leftover
 // containers, containerd and its shims, the control plane, then the host
-// state (iptables, mounts, netns, cgroups, the bridge, sysctls).
+// state (iptables, mounts, netns, cgroups, the bridge, sysctls). The
+// `down` command; it also ends a background extras run, whose cluster is
+// going away.
 func (h *harness) down(ctx context.Context) error {
-	t0 := time.Now()
 	h.stopExtras()
+	return h.teardown(ctx)
+}
+
+// teardown is down without stopping the extras run: up calls it to clear a
+// half-up cluster (a run killed mid-way), and the extras run going on then
+// was started for the cluster up is about to make (make e2e and .ci/run
+// start it first). Stopping it there failed a CI run: its Jaeger build was
+// killed seconds after it began, and three suites had no images.
+func (h *harness) teardown(ctx context.Context) error {
+	t0 := time.Now()
 	st, err := h.loadState()
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {

@@ -135,7 +135,7 @@ func (h *harness) up(ctx context.Context) error {
 		} else {
 			h.log.Warn("found a half-up cluster; tearing it down first", "reason", why)
 		}
-		if err := h.down(ctx); err != nil {
+		if err := h.teardown(ctx); err != nil {
 			return fmt.Errorf("cleaning the previous cluster: %w", err)
 		}
 	}
@@ -151,7 +151,7 @@ func (h *harness) up(ctx context.Context) error {
 
 	if err := h.start(ctx, bins); err != nil {
 		h.log.Error("up failed; logs are in "+h.runDir("logs")+"; tearing down", "err", err)
-		if derr := h.down(context.WithoutCancel(ctx)); derr != nil {
+		if derr := h.teardown(context.WithoutCancel(ctx)); derr != nil {
 			h.log.Error("teardown after failed up", "err", derr)
 		}
 		return err
