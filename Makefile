@@ -18,7 +18,7 @@ demo: build
 	$(BIN)/trellis demo
 
 ## test: every check CI runs: generated code, vet, staticcheck, unit, integration and demo tests under -race
-test: gen-check vet staticcheck
+test: gen-check vet staticcheck cluster-test
 	$(GO) test -race -count=1 -timeout 25m ./...
 
 test-short:

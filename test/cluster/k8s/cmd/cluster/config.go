@@ -29,7 +29,7 @@ func (h *harness) writeConfigs(st *state) error {
 	}{
 		{"apiserver", "kube-apiserver", nil,
 			[]string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "localhost", st.NodeName},
-			[]net.IP{net.ParseIP(kubernetesSvc), net.ParseIP("127.0.0.1"), nodeIP}, true},
+			[]net.IP{net.ParseIP(h.p.kubernetesSvc), net.ParseIP("127.0.0.1"), nodeIP}, true},
 		{"admin", "trellis-cluster-admin", []string{"system:masters"}, nil, nil, false},
 		{"apiserver-kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"}, nil, nil, false},
 		{"kube-controller-manager", "system:kube-controller-manager", nil, nil, nil, false},
@@ -48,7 +48,7 @@ func (h *harness) writeConfigs(st *state) error {
 	if err := writeFrontProxyPKI(h.runDir("pki")); err != nil {
 		return err
 	}
-	local := "https://127.0.0.1:" + apiPort
+	local := "https://" + h.p.apiHost() + ":" + apiPort
 	for _, k := range []struct{ file, server, cert string }{
 		{"admin.kubeconfig", local, "admin"},
 		{"kube-controller-manager.kubeconfig", local, "kube-controller-manager"},
@@ -83,7 +83,7 @@ func (h *harness) writeConfigs(st *state) error {
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
-`, cniNetwork, bridgeName, podCIDR, h.runDir("cni", "ipam")),
+`, cniNetwork, bridgeName, h.p.podCIDR, h.runDir("cni", "ipam")),
 		// Pods with dnsPolicy Default get this, not the host's resolver.
 		"resolv.conf":         "# trellis-cluster: pods have no upstream resolver\noptions ndots:1\n",
 		"kubelet-config.yaml": h.kubeletConfig(),
@@ -156,6 +156,9 @@ cgroupDriver: cgroupfs
 failCgroupV1: false
 failSwapOn: false
 containerRuntimeEndpoint: unix://%s
+# Each cluster's pods under a root of its own (profile.go): a kubelet
+# kills the pods it finds in its root that it does not know.
+cgroupRoot: %q
 clusterDomain: cluster.local
 clusterDNS: [%q]
 resolvConf: %q
@@ -176,12 +179,12 @@ maxPods: 110
 # here instead of every minute, so the identity-rotation suites do not
 # wait a minute per stage. Trellis itself needs no such setting.
 syncFrequency: 10s
-`, h.runDir("pki", "ca.crt"), h.runDir("containerd", "containerd.sock"), dnsServiceIP, h.runDir("resolv.conf"), h.runDir("pod-logs"))
+`, h.runDir("pki", "ca.crt"), h.runDir("containerd", "containerd.sock"), h.p.cgroupRoot, h.p.dnsServiceIP, h.runDir("resolv.conf"), h.runDir("pod-logs"))
 }
 
 // corednsManifest is CoreDNS serving cluster.local only (no forward: these
 // machines have no upstream resolver for pods).
-func corednsManifest() string {
+func corednsManifest(dnsServiceIP string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: ServiceAccount
 metadata:

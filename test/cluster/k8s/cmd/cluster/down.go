@@ -39,6 +39,9 @@ func (h *harness) teardown(ctx context.Context) error {
 		if errors.Is(err, os.ErrNotExist) {
 			if _, serr := os.Stat(h.runDir()); serr != nil {
 				h.log.Info("already down")
+				if !h.p.isolated {
+					return leaveMachine(h.p.name)
+				}
 				return nil
 			}
 		}
@@ -119,22 +122,24 @@ func (h *harness) teardown(ctx context.Context) error {
 			problems = append(problems, err.Error())
 		}
 	}
-	if err := removeCgroups(); err != nil {
+	if err := removeCgroups(h.p); err != nil {
 		problems = append(problems, err.Error())
 	}
 	h.removeHostPaths(st)
 	for k, v := range st.Sysctls {
-		cur, err := os.ReadFile("/proc/sys/" + k)
-		if err == nil && strings.TrimSpace(string(cur)) != v {
-			if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
-				problems = append(problems, fmt.Sprintf("restore %s=%s: %v", k, v, err))
-			}
+		if err := writeSysctl(k, v); err != nil {
+			problems = append(problems, err.Error())
 		}
 	}
 	if err := os.RemoveAll(h.runDir()); err != nil {
 		problems = append(problems, err.Error())
 	}
 
+	if !h.p.isolated { // an isolated cluster's downIsolated leaves
+		if err := leaveMachine(h.p.name); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
 	problems = append(problems, h.leftovers(ctx)...)
 	if len(problems) > 0 {
 		return fmt.Errorf("teardown left something behind:\n  %s", strings.Join(problems, "\n  "))
@@ -148,7 +153,7 @@ func (h *harness) teardown(ctx context.Context) error {
 func (h *harness) killCgroupProcs(ctx context.Context) {
 	for range 3 {
 		var pids []int
-		_ = filepath.WalkDir("/sys/fs/cgroup/pids/kubepods", func(p string, d os.DirEntry, err error) error {
+		_ = filepath.WalkDir(filepath.Join("/sys/fs/cgroup/pids", h.p.cgroupRoot, "kubepods"), func(p string, d os.DirEntry, err error) error {
 			if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
 				return nil
 			}
@@ -356,12 +361,10 @@ func (h *harness) removeNetns(st *state) {
 }
 
 // removeCgroups removes the kubelet's kubepods hierarchy from every cgroup v1
-// controller, deepest first (rmdir works only on empty cgroups).
-func removeCgroups() error {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
-	if p := "/sys/fs/cgroup/kubepods"; exists(p) { // cgroup v2
-		roots = append(roots, p)
-	}
+// controller (or the v2 one), deepest first (rmdir works only on empty
+// cgroups), then the cluster's own cgroupRoot.
+func removeCgroups(prof profile) error {
+	roots := append(prof.kubepodsDirs(), prof.cgroupRootDirs()...)
 	var left []string
 	for _, root := range roots {
 		var dirs []string
@@ -470,7 +473,7 @@ func (h *harness) leftovers(ctx context.Context) []string {
 	if _, err := net.InterfaceByName(bridgeName); err == nil {
 		out = append(out, "link "+bridgeName)
 	}
-	if m, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods"); len(m) > 0 {
+	if m := h.p.kubepodsDirs(); len(m) > 0 {
 		out = append(out, "cgroups: "+strings.Join(m, ", "))
 	}
 	return out

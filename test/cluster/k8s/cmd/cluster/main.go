@@ -10,6 +10,8 @@
 //	cluster images   build the Trellis image tarballs (and import them if up)
 //	cluster conformance-images  build the Gateway API conformance suite's echo image and import it
 //	cluster smoke    run a Deployment + Service and prove it answers
+//	cluster smoke-pair  clusters a and b side by side, pods of each calling
+//	                 the other's, both down, the machine as it was (pair.go)
 //	cluster build    only build/cache the binaries
 //
 // Everything lives under $TRELLIS_CLUSTER_DIR (default /var/tmp/trellis-cluster):
@@ -32,10 +34,15 @@ import (
 	"time"
 )
 
-const usageText = `usage: cluster [flags] up|down|status|images|extras|conformance-images|smoke|build
+const usageText = `usage: cluster [flags] up|down|status|images|extras|conformance-images|smoke|smoke-pair|build
 
 Environment:
-  TRELLIS_CLUSTER_DIR   harness directory (default /var/tmp/trellis-cluster)
+  TRELLIS_CLUSTER       which cluster: a (default) in the host's namespaces, or b in
+                        namespaces of its own beside it (profile.go, isolate.go)
+  TRELLIS_CLUSTER_DIR   harness directory (default /var/tmp/trellis-cluster, or
+                        /var/tmp/trellis-cluster-b for b)
+  TRELLIS_CLUSTER_CACHE the build cache (default the harness directory's cache/;
+                        cluster.mk points b's at a's, which the clusters share)
   TRELLIS_IMAGE_REPO    registry part of the Trellis images (default trellis, as the chart)
   TRELLIS_IMAGE_TAG     tag of the Trellis images (default dev; cluster.mk passes the build version)
 `
@@ -69,9 +76,23 @@ func main() {
 	}
 	switch fs.Arg(0) {
 	case "up":
-		err = h.up(ctx)
+		if h.inside() {
+			err = h.up(ctx)
+		} else {
+			err = h.upIsolated(ctx)
+		}
 	case "down":
-		err = h.down(ctx)
+		if h.inside() {
+			err = h.down(ctx)
+		} else {
+			err = h.downIsolated(ctx)
+		}
+	case "ns-init": // isolate.go: once, inside new namespaces
+		if !h.p.isolated || !h.inside() {
+			err = errors.New("ns-init runs only inside an isolated cluster's new namespaces")
+		} else {
+			err = h.nsInit(ctx)
+		}
 	case "status":
 		err = h.status(ctx)
 	case "images":
@@ -82,6 +103,8 @@ func main() {
 		err = h.conformanceImages(ctx)
 	case "smoke":
 		err = h.smoke(ctx)
+	case "smoke-pair":
+		err = h.smokePair(ctx)
 	case "build":
 		_, err = h.buildAll(ctx)
 	default:
@@ -97,7 +120,9 @@ func main() {
 // harness holds the fixed facts of one machine and harness directory.
 type harness struct {
 	log       *slog.Logger
+	p         profile
 	dir       string // TRELLIS_CLUSTER_DIR
+	cache     string // TRELLIS_CLUSTER_CACHE
 	modDir    string // this Go module (test/cluster/k8s)
 	repoBin   string // the product's bin/ directory
 	imageRepo string
@@ -119,18 +144,37 @@ func newHarness(log *slog.Logger, bin string) (*harness, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir := envOr("TRELLIS_CLUSTER_DIR", "/var/tmp/trellis-cluster")
+	p, err := profileFor(os.Getenv("TRELLIS_CLUSTER"))
+	if err != nil {
+		return nil, err
+	}
+	dir := envOr("TRELLIS_CLUSTER_DIR", defaultDir(p.name))
 	if !filepath.IsAbs(dir) || filepath.Clean(dir) == "/" {
 		return nil, fmt.Errorf("TRELLIS_CLUSTER_DIR=%q: must be an absolute path other than /", dir)
 	}
+	cache := envOr("TRELLIS_CLUSTER_CACHE", filepath.Join(dir, "cache"))
+	if !filepath.IsAbs(cache) {
+		return nil, fmt.Errorf("TRELLIS_CLUSTER_CACHE=%q: must be an absolute path", cache)
+	}
 	return &harness{
-		log:       log,
+		log:       loggerFor(log, p),
+		p:         p,
 		dir:       filepath.Clean(dir),
+		cache:     filepath.Clean(cache),
 		modDir:    modDir,
 		repoBin:   bin,
 		imageRepo: envOr("TRELLIS_IMAGE_REPO", "trellis"),
 		imageTag:  envOr("TRELLIS_IMAGE_TAG", "dev"),
 	}, nil
+}
+
+// loggerFor names the cluster in every line, but cluster a's (the one
+// most runs use, whose lines are as they always were).
+func loggerFor(log *slog.Logger, p profile) *slog.Logger {
+	if p.name == "a" {
+		return log
+	}
+	return log.With("cluster", p.name)
 }
 
 // findModule locates test/cluster/k8s: the working directory or a parent.
@@ -158,7 +202,7 @@ func envOr(k, def string) string {
 }
 
 func (h *harness) cacheDir(parts ...string) string {
-	return filepath.Join(append([]string{h.dir, "cache"}, parts...)...)
+	return filepath.Join(append([]string{h.cache}, parts...)...)
 }
 
 func (h *harness) runDir(parts ...string) string {

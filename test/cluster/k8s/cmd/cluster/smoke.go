@@ -42,25 +42,7 @@ spec:
   template:
     metadata:
       labels: {app: echo}
-    spec:
-      terminationGracePeriodSeconds: 1
-      automountServiceAccountToken: false
-      containers:
-      - name: echo
-        image: %[2]s
-        imagePullPolicy: Never
-        args: ["--role", "echo", "--listen", "0.0.0.0:8080"]
-        ports:
-        - {name: http, containerPort: 8080}
-        readinessProbe:
-          httpGet: {path: /healthz, port: 8080}
-          periodSeconds: 1
-        securityContext:
-          runAsNonRoot: true
-          readOnlyRootFilesystem: true
-          allowPrivilegeEscalation: false
-          capabilities: {drop: [ALL]}
----
+%[5]s---
 apiVersion: v1
 kind: Service
 metadata:
@@ -119,7 +101,7 @@ spec:
       volumes:
       - name: xtables-lock
         emptyDir: {}
-`, smokeNS, demo, smokeImage, h.imageRef("init"))
+`, smokeNS, demo, smokeImage, h.imageRef("init"), indent(echoPodSpec(demo), "    "))
 	if _, err := h.kubectlApply(ctx, manifest); err != nil {
 		return err
 	}
@@ -171,6 +153,40 @@ spec:
 	}
 	h.log.Info("smoke passed", "took", time.Since(t0).Round(100*time.Millisecond))
 	return nil
+}
+
+// echoPodSpec is the spec of a pod serving the demo app's echo on :8080.
+func echoPodSpec(image string) string {
+	return fmt.Sprintf(`spec:
+  terminationGracePeriodSeconds: 1
+  automountServiceAccountToken: false
+  containers:
+  - name: echo
+    image: %s
+    imagePullPolicy: Never
+    args: ["--role", "echo", "--listen", "0.0.0.0:8080"]
+    ports:
+    - {name: http, containerPort: 8080}
+    readinessProbe:
+      httpGet: {path: /healthz, port: 8080}
+      periodSeconds: 1
+    securityContext:
+      runAsNonRoot: true
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL]}
+`, image)
+}
+
+// indent prefixes every line of s with prefix.
+func indent(s, prefix string) string {
+	lines := strings.SplitAfter(s, "\n")
+	for i, l := range lines {
+		if l != "" {
+			lines[i] = prefix + l
+		}
+	}
+	return strings.Join(lines, "")
 }
 
 func hostGet(ctx context.Context, url string) (string, error) {

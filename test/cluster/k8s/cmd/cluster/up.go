@@ -22,11 +22,6 @@ const (
 	etcdClientURL = "http://127.0.0.1:2379"
 	etcdPeerURL   = "http://127.0.0.1:2380"
 	apiPort       = "6443"
-	serviceCIDR   = "10.96.0.0/12"
-	kubernetesSvc = "10.96.0.1"
-	dnsServiceIP  = "10.96.0.10"
-	clusterCIDR   = "10.244.0.0/16"
-	podCIDR       = "10.244.0.0/24"
 	cniNetwork    = "trellis-cluster"
 	bridgeName    = "cni0"
 )
@@ -38,19 +33,13 @@ var components = []string{"etcd", "kube-apiserver", "kube-controller-manager", "
 // records which existed so `down` removes only what it made.
 var hostPaths = []string{"/var/lib/cni", "/run/containerd", "/var/log/containers", "/var/log/pods", "/var/run/netns"}
 
-// Kernel settings the kubelet, kube-proxy and `up` change; `down` puts back
-// what it found.
+// Kernel settings of the cluster's network namespace that the kubelet,
+// kube-proxy and `up` change; `down` puts back what it found. The
+// machine-wide ones are in machine.go.
 var sysctls = []string{
-	"net/ipv4/ip_forward",
 	"net/ipv4/conf/all/route_localnet",
 	"net/bridge/bridge-nf-call-iptables",
 	"net/bridge/bridge-nf-call-ip6tables",
-	"vm/overcommit_memory",
-	"vm/panic_on_oom",
-	"kernel/panic",
-	"kernel/panic_on_oops",
-	"kernel/keys/root_maxkeys",
-	"kernel/keys/root_maxbytes",
 	"net/netfilter/nf_conntrack_max",
 	"net/netfilter/nf_conntrack_tcp_timeout_established",
 	"net/netfilter/nf_conntrack_tcp_timeout_close_wait",
@@ -140,6 +129,11 @@ func (h *harness) up(ctx context.Context) error {
 		}
 	}
 	t0 := time.Now()
+	if !h.p.isolated { // an isolated cluster's upIsolated joined
+		if err := joinMachine(h.p.name); err != nil {
+			return err
+		}
+	}
 	if err := ensurePackages(ctx, h); err != nil {
 		return err
 	}
@@ -195,7 +189,7 @@ func (h *harness) start(ctx context.Context, bins binaries) error {
 		"--client-ca-file=" + p("ca", "crt"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + p("sa", "pub"), "--service-account-signing-key-file=" + p("sa", "key"),
-		"--service-cluster-ip-range=" + serviceCIDR,
+		"--service-cluster-ip-range=" + h.p.serviceCIDR,
 		"--authorization-mode=Node,RBAC", "--allow-privileged=true",
 		"--kubelet-client-certificate=" + p("apiserver-kubelet-client", "crt"),
 		"--kubelet-client-key=" + p("apiserver-kubelet-client", "key"),
@@ -223,7 +217,7 @@ func (h *harness) start(ctx context.Context, bins binaries) error {
 	if err := h.spawn("kube-controller-manager", k8s, append([]string{"kube-controller-manager",
 		"--service-account-private-key-file=" + p("sa", "key"), "--root-ca-file=" + p("ca", "crt"),
 		"--cluster-signing-cert-file=" + p("ca", "crt"), "--cluster-signing-key-file=" + p("ca", "key"),
-		"--use-service-account-credentials=true", "--service-cluster-ip-range=" + serviceCIDR,
+		"--use-service-account-credentials=true", "--service-cluster-ip-range=" + h.p.serviceCIDR,
 		"--cert-dir=" + h.runDir("kube-controller-manager"),
 	}, common("kube-controller-manager")...)); err != nil {
 		return err
@@ -264,6 +258,9 @@ func (h *harness) start(ctx context.Context, bins binaries) error {
 		return err
 	}
 
+	if err := h.p.makeCgroupRoot(); err != nil {
+		return err
+	}
 	if err := h.spawn("kubelet", k8s, []string{"kubelet",
 		"--config=" + h.runDir("kubelet-config.yaml"),
 		"--kubeconfig=" + h.runDir("kubelet.kubeconfig"),
@@ -277,7 +274,7 @@ func (h *harness) start(ctx context.Context, bins binaries) error {
 	}
 	if err := h.spawn("kube-proxy", k8s, []string{"kube-proxy",
 		"--kubeconfig=" + h.runDir("kube-proxy.kubeconfig"),
-		"--proxy-mode=iptables", "--cluster-cidr=" + clusterCIDR,
+		"--proxy-mode=iptables", "--cluster-cidr=" + h.p.clusterCIDR,
 		"--hostname-override=" + st.NodeName,
 		// Zero leaves the host's conntrack sysctls alone.
 		"--conntrack-max-per-core=0",
@@ -302,7 +299,7 @@ func (h *harness) start(ctx context.Context, bins binaries) error {
 	}
 	h.log.Info("node Ready", "node", st.NodeName, "after", time.Since(t0).Round(100*time.Millisecond))
 
-	if _, err := h.kubectlApply(ctx, corednsManifest()); err != nil {
+	if _, err := h.kubectlApply(ctx, corednsManifest(h.p.dnsServiceIP)); err != nil {
 		return fmt.Errorf("CoreDNS: %w", err)
 	}
 	if err := h.waitDeployment(ctx, "kube-system", "coredns", 1, 90*time.Second); err != nil {
@@ -440,7 +437,7 @@ func (h *harness) apiGet(ctx context.Context, path string, out any) error {
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://127.0.0.1:"+apiPort+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+h.p.apiHost()+":"+apiPort+path, nil)
 	if err != nil {
 		return err
 	}
