@@ -95,6 +95,10 @@ type Check struct {
 // and httptest servers; cli/checkcmd fills it from a kubeconfig.
 type Env struct {
 	Kube kubernetes.Interface
+	// Peer is the other cluster of the multicluster checks, and PeerName
+	// how they name it (its context or kubeconfig).
+	Peer     *Env
+	PeerName string
 	// Meta lists CustomResourceDefinitions by metadata only, so the product
 	// needs no apiextensions client.
 	Meta metadata.Interface

@@ -504,14 +504,9 @@ var IssuerCheck = Check{
 	Group: "identity", Name: "issuer is valid and chains to the anchors", Anchor: "issuer",
 	Run: func(ctx context.Context, e *Env) Outcome {
 		const replace = "write a new issuer into the Secret: trellis identity create-issuer (docs/identity.md)"
-		s, err := e.Kube.CoreV1().Secrets(e.ns()).Get(ctx, IssuerSecret, metav1.GetOptions{})
+		s, chain, err := readIssuer(ctx, e)
 		if err != nil {
-			return fail(replace, "get secret %s/%s: %v", e.ns(), IssuerSecret, err)
-		}
-		// Only the certificates are read; tls.key stays untouched.
-		chain, err := pki.ParseCertsPEM(s.Data[corev1.TLSCertKey])
-		if err != nil || len(chain) == 0 {
-			return fail(replace, "secret %s tls.crt: no certificate (%v)", IssuerSecret, err)
+			return fail(replace, "%v", err)
 		}
 		ca, err := pki.ParseCertsPEM(s.Data["ca.crt"])
 		if err != nil || len(ca) == 0 {
@@ -547,6 +542,20 @@ var IssuerCheck = Check{
 		}
 		return ok("issuer %s expires in %s", name, days(left))
 	},
+}
+
+// readIssuer reads the issuer Secret and its certificate chain (tls.crt);
+// only the certificates are read, tls.key stays untouched.
+func readIssuer(ctx context.Context, e *Env) (*corev1.Secret, []*x509.Certificate, error) {
+	s, err := e.Kube.CoreV1().Secrets(e.ns()).Get(ctx, IssuerSecret, metav1.GetOptions{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("get secret %s/%s: %w", e.ns(), IssuerSecret, err)
+	}
+	chain, err := pki.ParseCertsPEM(s.Data[corev1.TLSCertKey])
+	if err != nil || len(chain) == 0 {
+		return nil, nil, fmt.Errorf("secret %s tls.crt: no certificate (%v)", IssuerSecret, err)
+	}
+	return s, chain, nil
 }
 
 func chains(chain, anchors []*x509.Certificate, now time.Time) error {

@@ -14,7 +14,7 @@ func TestEveryCheckIsDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range slices.Concat(PreChecks(), PostChecks(), ProxyChecks()) {
+	for _, c := range slices.Concat(PreChecks(), PostChecks(), ProxyChecks(), MulticlusterChecks()) {
 		if c.Anchor == "" || !strings.Contains(string(doc), "\n### "+c.Anchor+"\n") {
 			t.Errorf("check %q: no heading %q in docs/check.md", c.Name, c.Anchor)
 		}

@@ -4,6 +4,7 @@
 package checkcmd
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,9 @@ type options struct {
 	probeNamespace string
 	timeout        time.Duration
 	wait           time.Duration
+	multicluster   bool
+	peerKubeconfig string
+	peerContext    string
 }
 
 // EnvFunc builds the Env the checks run against.
@@ -72,6 +76,11 @@ func newCommand(build EnvFunc) *cobra.Command {
             and every meshed pod's proxy is ready, on the control plane's
             version and holds a certificate
   --proxy   only the data-plane checks (of one namespace with -n)
+  --multicluster
+            this cluster and a peer (--peer-kubeconfig, --peer-context)
+            trust each other's issuers, and each cluster's identities are
+            its own: different trust domains, and neither issuer can sign
+            in the other's (docs/multicluster.md)
 
 Every failure prints a one-line hint and a link to docs/check.md. The exit
 status is 1 when any check fails; warnings alone exit 0. With --wait, failing
@@ -87,7 +96,10 @@ checks are run again every few seconds until they pass or the time is up
   trellis check --proxy -n emojivoto
 
   # Right after trellis install: wait up to 2 minutes for everything to pass
-  trellis check --wait 2m`,
+  trellis check --wait 2m
+
+  # Two clusters sharing a trust anchor: do they trust each other?
+  trellis check --multicluster --context east --peer-context west`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true, // a failed check is not a usage error
 		SilenceErrors: true, // main prints the error once
@@ -106,7 +118,10 @@ checks are run again every few seconds until they pass or the time is up
 	f.StringVar(&o.probeNamespace, "probe-namespace", "default", "namespace for the dry-run pods of the native-sidecar and webhook probes (nothing is stored)")
 	f.DurationVar(&o.timeout, "timeout", 20*time.Second, "time limit of each check (checks that visit every proxy get at least 2m)")
 	f.DurationVar(&o.wait, "wait", 0, "run the checks again until none fails or this much time has passed (0: once)")
-	cmd.MarkFlagsMutuallyExclusive("pre", "proxy")
+	f.BoolVar(&o.multicluster, "multicluster", false, "run only the multicluster checks, against the peer cluster")
+	f.StringVar(&o.peerKubeconfig, "peer-kubeconfig", "", "kubeconfig of the peer cluster (--multicluster; default the same as --kubeconfig)")
+	f.StringVar(&o.peerContext, "peer-context", "", "kubeconfig context of the peer cluster (--multicluster)")
+	cmd.MarkFlagsMutuallyExclusive("pre", "proxy", "multicluster")
 	return cmd
 }
 
@@ -117,9 +132,23 @@ func run(cmd *cobra.Command, build EnvFunc, o options) error {
 	if o.pre && o.namespace != "" {
 		return errors.New("--namespace applies to the data-plane checks, not to --pre")
 	}
+	if !o.multicluster && (o.peerKubeconfig != "" || o.peerContext != "") {
+		return errors.New("--peer-kubeconfig and --peer-context go with --multicluster")
+	}
+	if o.multicluster && o.peerKubeconfig == "" && o.peerContext == "" {
+		return errors.New("--multicluster needs the peer cluster: --peer-kubeconfig FILE and/or --peer-context NAME")
+	}
 	env, err := build(o.kubeconfig, o.context)
 	if err != nil {
 		return err
+	}
+	if o.multicluster {
+		peerConfig := cmp.Or(o.peerKubeconfig, o.kubeconfig)
+		if env.Peer, err = build(peerConfig, o.peerContext); err != nil {
+			return fmt.Errorf("the peer cluster: %w", err)
+		}
+		env.PeerName = peerName(o.peerContext, o.peerKubeconfig)
+		env.Peer.Now, env.Peer.CheckTimeout = env.Now, o.timeout
 	}
 	env.ProxyNamespace = o.namespace
 	env.ProbeNamespace = o.probeNamespace
@@ -134,6 +163,8 @@ func run(cmd *cobra.Command, build EnvFunc, o options) error {
 		checks = check.PreChecks()
 	case o.proxy:
 		checks = check.ProxyChecks()
+	case o.multicluster:
+		checks = check.MulticlusterChecks()
 	}
 	results := runWaiting(cmd, env, checks, o.wait)
 	out := cmd.OutOrStdout()
@@ -147,6 +178,18 @@ func run(cmd *cobra.Command, build EnvFunc, o options) error {
 		return output.Reported{Err: ErrChecksFailed} // the report says which
 	}
 	return nil
+}
+
+// peerName names the peer cluster in messages: its context, its
+// kubeconfig, or both.
+func peerName(context, kubeconfig string) string {
+	switch {
+	case context == "":
+		return kubeconfig
+	case kubeconfig == "":
+		return context
+	}
+	return context + " (" + kubeconfig + ")"
 }
 
 // webhookSettle is how long the webhook-call check retries an uninjected

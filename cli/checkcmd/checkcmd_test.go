@@ -124,10 +124,42 @@ func TestFlagErrors(t *testing.T) {
 		{"-o", "xml"},
 		{"--pre", "-n", "shop"},
 		{"extra"},
+		{"--multicluster"},
+		{"--peer-context", "west"},
+		{"--multicluster", "--proxy", "--peer-context", "west"},
 	} {
 		if _, err := execute(t, fakeEnv("v1.36.3", "36", true), args...); err == nil || errors.Is(err, ErrChecksFailed) {
 			t.Errorf("%v: err = %v, want a usage error", args, err)
 		}
+	}
+}
+
+// TestMulticlusterMode: --multicluster runs only the multicluster checks,
+// with the peer built from --peer-kubeconfig/--peer-context (the
+// kubeconfig defaulting to --kubeconfig) and named in the report.
+func TestMulticlusterMode(t *testing.T) {
+	var built []string
+	base := fakeEnv("v1.36.3", "36", true)
+	build := func(kubeconfig, context string) (*check.Env, error) {
+		built = append(built, kubeconfig+"|"+context)
+		return base(kubeconfig, context)
+	}
+	out, err := execute(t, build, "--multicluster", "--kubeconfig", "/k/east", "--context", "east", "--peer-context", "west", "-o", "json")
+	if !errors.Is(err, ErrChecksFailed) { // neither fake cluster has Trellis
+		t.Fatalf("err = %v\n%s", err, out)
+	}
+	if got, want := strings.Join(built, ","), "/k/east|east,/k/east|west"; got != want {
+		t.Errorf("envs built for %s, want %s", got, want)
+	}
+	var rep check.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Checks) != len(check.MulticlusterChecks()) {
+		t.Fatalf("%d checks, want the %d multicluster checks", len(rep.Checks), len(check.MulticlusterChecks()))
+	}
+	if c := rep.Checks[0]; c.Status != check.Fail || !strings.Contains(c.Message, "peer west:") {
+		t.Errorf("first check %+v: want a failure naming the peer", c)
 	}
 }
 

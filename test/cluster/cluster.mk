@@ -21,9 +21,13 @@ TRELLIS_IMAGE_TAG   ?= $(shell git describe --tags --always --dirty 2>/dev/null 
 export TRELLIS_CLUSTER TRELLIS_CLUSTER_DIR TRELLIS_IMAGE_REPO TRELLIS_IMAGE_TAG
 CLUSTER_MOD  := $(CURDIR)/test/cluster/k8s
 CLUSTER_TOOL := $(TRELLIS_CLUSTER_DIR)/cache/cluster-harness
+# Cluster b beside cluster a, from targets that run as a (make e2e-mc).
+TRELLIS_CLUSTER_B_DIR ?= /var/tmp/trellis-cluster-b
 # The harness is rebuilt on every call (seconds with a warm build cache) so
 # it is never stale; it builds and caches Kubernetes itself.
 CLUSTER = cd $(CLUSTER_MOD) && CGO_ENABLED=0 $(GO) build -o $(CLUSTER_TOOL) ./cmd/cluster && $(CLUSTER_TOOL) -bin $(BIN)
+CLUSTER_B = cd $(CLUSTER_MOD) && CGO_ENABLED=0 $(GO) build -o $(CLUSTER_TOOL) ./cmd/cluster && \
+  TRELLIS_CLUSTER=b TRELLIS_CLUSTER_DIR=$(TRELLIS_CLUSTER_B_DIR) TRELLIS_CLUSTER_CACHE=$(TRELLIS_CLUSTER_DIR)/cache $(CLUSTER_TOOL) -bin $(BIN)
 
 .PHONY: cluster-up cluster-down cluster-status cluster-build cluster-smoke cluster-smoke-pair cluster-test images cluster-extras cluster-extras-bg
 

@@ -78,7 +78,7 @@ $(error unknown SUITE=$(SUITE); one of: $(E2E_SUITES) $(E2E_OPTIONAL_SUITES))
 endif
 endif
 
-.PHONY: e2e e2e-list
+.PHONY: e2e e2e-list e2e-mc
 
 ## e2e: build, images, cluster up, the Kubernetes suites (SUITE=name for one), cluster down
 e2e: cluster-extras-bg images
@@ -93,6 +93,23 @@ e2e: cluster-extras-bg images
 	    $(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '^$(E2E_TEST_gateway-conformance)$$' . ) || rc=1; fi; \
 	  if [ -z "$(E2E_KEEP_CLUSTER)" ]; then $(CLUSTER) down || rc=1; fi; exit $$rc
 
+# The multicluster suites: on cluster a and cluster b beside it
+# (test/cluster/README.md, "Two clusters"), with b's kubeconfig in
+# TRELLIS_E2E_PEER_KUBECONFIG. Not part of make e2e, which has cluster a
+# alone; .ci/run runs both.
+E2E_MC_SUITES := mc-trust
+E2E_TEST_mc-trust := TestMulticlusterTrust
+E2E_MC_RUN = ^($(subst $(eval) ,|,$(strip $(foreach s,$(or $(MC_SUITE),$(E2E_MC_SUITES)),$(E2E_TEST_$(s))))))$$
+
+## e2e-mc: images, clusters a and b up, the multicluster suites (MC_SUITE=name for one), both down
+e2e-mc: images
+	@$(CLUSTER) up
+	@$(CLUSTER_B) up
+	@rc=0; KUBECONFIG=$(TRELLIS_CLUSTER_DIR)/run/admin.kubeconfig TRELLIS_E2E_PEER_KUBECONFIG=$(TRELLIS_CLUSTER_B_DIR)/run/admin.kubeconfig \
+	  TRELLIS_E2E_K8S=1 TRELLIS_BIN=$(BIN) $(GO) test -count=1 -v -timeout 20m -run '$(E2E_MC_RUN)' ./test/k8se2e || rc=$$?; \
+	  if [ -z "$(E2E_KEEP_CLUSTER)" ]; then $(CLUSTER_B) down || rc=1; $(CLUSTER) down || rc=1; fi; exit $$rc
+
 ## e2e-list: the suite names
 e2e-list:
 	@echo $(E2E_SUITES) $(E2E_OPTIONAL_SUITES)
+	@echo multicluster, make e2e-mc MC_SUITE=name: $(E2E_MC_SUITES)
