@@ -11,6 +11,7 @@
 package inject
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/version"
 )
@@ -86,6 +88,10 @@ type Config struct {
 	ImagePullPolicy corev1.PullPolicy
 	// TrustDomain of workload identities. Default cluster.local.
 	TrustDomain string
+	// AcceptTrustDomains, when set, are passed to every proxy
+	// (TRELLIS_PROXY_ACCEPT_TRUST_DOMAINS): the trust domains besides
+	// TrustDomain whose mesh peers it accepts.
+	AcceptTrustDomains []string
 	// ControllerAddr is the controller's gRPC address. Default
 	// trellis-controller.trellis-system.svc.cluster.local:8086.
 	ControllerAddr string
@@ -150,6 +156,13 @@ func (c Config) Validate() error {
 	if c.TraceCollector != "" {
 		if err := k8slabels.CheckTraceCollector(c.TraceCollector); err != nil {
 			errs = append(errs, fmt.Errorf("trace collector %q: %w", c.TraceCollector, err))
+		}
+	}
+	for _, td := range c.AcceptTrustDomains {
+		if _, err := identity.New(td, "ns", "sa"); err != nil {
+			errs = append(errs, fmt.Errorf("accepted trust domain %q: %w", td, err))
+		} else if td == cmp.Or(c.TrustDomain, identity.DefaultTrustDomain) {
+			errs = append(errs, fmt.Errorf("accepted trust domain %q is the local one", td))
 		}
 	}
 	if c.TraceSampleRatio != "" {

@@ -324,6 +324,9 @@ func (in *Injector) proxyContainer(opts Options) corev1.Container {
 	if cfg.ProxyLogLevel != "" {
 		env = append(env, corev1.EnvVar{Name: "TRELLIS_PROXY_LOG_LEVEL", Value: cfg.ProxyLogLevel})
 	}
+	if len(cfg.AcceptTrustDomains) > 0 {
+		env = append(env, corev1.EnvVar{Name: "TRELLIS_PROXY_ACCEPT_TRUST_DOMAINS", Value: strings.Join(cfg.AcceptTrustDomains, ",")})
+	}
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{

@@ -612,6 +612,9 @@ func TestConfigValidate(t *testing.T) {
 			ProxyResources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: q("1")}, Limits: corev1.ResourceList{corev1.ResourceCPU: q("1")}}}},
 		{name: "bad redirect", cfg: Config{DefaultRedirect: "ebpf"}, wantErr: `default redirect "ebpf"`},
 		{name: "bad log level", cfg: Config{ProxyLogLevel: "trace"}, wantErr: `proxy log level "trace"`},
+		{name: "accepted trust domains", cfg: Config{TrustDomain: "cluster-a.local", AcceptTrustDomains: []string{"cluster-b.local", "cluster-c.local"}}},
+		{name: "accepting the local trust domain", cfg: Config{AcceptTrustDomains: []string{"cluster.local"}}, wantErr: `accepted trust domain "cluster.local" is the local one`},
+		{name: "bad accepted trust domain", cfg: Config{AcceptTrustDomains: []string{"spiffe://b.example"}}, wantErr: `accepted trust domain "spiffe://b.example"`},
 		{name: "zero limit", cfg: Config{ProxyResources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: q("0")}}}, wantErr: "greater than zero"},
 		{name: "negative request", cfg: Config{ProxyResources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: q("-1")}}}, wantErr: "negative"},
 		{name: "request above the built-in limit", cfg: Config{ProxyResources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: q("1Gi")}}}, wantErr: "memory request 1Gi exceeds its limit 64Mi"},
@@ -688,5 +691,32 @@ func TestMutateTCPProbes(t *testing.T) {
 				t.Errorf("TRELLIS_PROXY_TCP_PROBE_PORTS %q, want %q", got, tc.wantPorts)
 			}
 		})
+	}
+}
+
+// TestMutateAcceptTrustDomains: the install's accepted trust domains reach
+// every proxy, and nothing is added without them.
+func TestMutateAcceptTrustDomains(t *testing.T) {
+	for _, tt := range []struct {
+		accept []string
+		want   string // "" unset
+	}{
+		{nil, ""},
+		{[]string{"cluster-b.local"}, "cluster-b.local"},
+		{[]string{"cluster-b.local", "cluster-c.local"}, "cluster-b.local,cluster-c.local"},
+	} {
+		res, err := New(Config{TrustDomain: "cluster-a.local", AcceptTrustDomains: tt.accept}).
+			Mutate(testPod(map[string]string{k8slabels.AnnotationInject: k8slabels.InjectEnabled}), "shop", nil)
+		if err != nil || !res.Injected {
+			t.Fatalf("%v: injected=%v err=%v", tt.accept, res.Injected, err)
+		}
+		proxy, _ := findContainer(res.Pod, k8slabels.ProxyContainerName)
+		got, set := envOf(proxy)["TRELLIS_PROXY_ACCEPT_TRUST_DOMAINS"]
+		if got != tt.want || set != (tt.want != "") {
+			t.Errorf("%v: TRELLIS_PROXY_ACCEPT_TRUST_DOMAINS %q (set %v), want %q", tt.accept, got, set, tt.want)
+		}
+		if id := envOf(proxy)["TRELLIS_PROXY_IDENTITY"]; !strings.HasPrefix(id, "spiffe://cluster-a.local/") {
+			t.Errorf("%v: identity %q, want the local trust domain", tt.accept, id)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/trellis-mesh/trellis/internal/identity"
@@ -202,6 +203,28 @@ func CheckWebhookTLS(w WebhookTLS, namespace string, now time.Time) error {
 	})
 	if err != nil {
 		return fmt.Errorf("webhook certificate not usable for %s more: %w", WebhookRenewBefore, err)
+	}
+	return nil
+}
+
+// checkAcceptTrustDomains validates identity.acceptTrustDomains: trust
+// domains, comma-separated, none of them the local one.
+func checkAcceptTrustDomains(v Values, local string) error {
+	x, _ := v.Get("identity.acceptTrustDomains")
+	list, ok := x.(string)
+	if x != nil && !ok {
+		return fmt.Errorf("identity.acceptTrustDomains: want a comma-separated string of trust domains, got %T", x)
+	}
+	if list == "" {
+		return nil
+	}
+	for _, td := range strings.Split(list, ",") {
+		if _, err := identity.New(td, "ns", "sa"); err != nil {
+			return fmt.Errorf("identity.acceptTrustDomains %q: %w", td, err)
+		}
+		if td == local {
+			return fmt.Errorf("identity.acceptTrustDomains %q: that is identity.trustDomain, accepted already", td)
+		}
 	}
 	return nil
 }

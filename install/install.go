@@ -15,6 +15,9 @@ type Options struct {
 	HA bool
 	// Set holds --set arguments, "key=value[,key=value]", applied in order.
 	Set []string
+	// AcceptTrustDomains sets identity.acceptTrustDomains after the --set
+	// values (a --set value cannot hold the list's commas).
+	AcceptTrustDomains []string
 	// Version is the default image tag (the chart's appVersion).
 	Version  string
 	Identity Identity
@@ -40,7 +43,14 @@ func BuildValues(opts Options) (Values, error) {
 			}
 		}
 	}
-	if _, err := trustDomainOf(v); err != nil {
+	if len(opts.AcceptTrustDomains) > 0 {
+		v.put("identity.acceptTrustDomains", strings.Join(opts.AcceptTrustDomains, ","))
+	}
+	td, err := trustDomainOf(v)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAcceptTrustDomains(v, td); err != nil {
 		return nil, err
 	}
 	if err := checkTracing(v); err != nil {

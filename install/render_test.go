@@ -565,6 +565,8 @@ func TestRenderErrors(t *testing.T) {
 		{"relative cni dir", Options{Set: []string{"cni.enabled=true,cni.confDir=etc/cni"}}, `cni.confDir "etc/cni": want an absolute host path`},
 		{"empty cni dir", Options{Set: []string{"cni.enabled=true,cni.binDir="}}, "cni.binDir"},
 		{"bad trust domain", Options{Set: []string{"identity.trustDomain=Not_A_Domain"}}, "trust domain"},
+		{"bad accepted trust domain", Options{AcceptTrustDomains: []string{"cluster-b.local", "Not_A_Domain"}}, `identity.acceptTrustDomains "Not_A_Domain"`},
+		{"accepting the local trust domain", Options{AcceptTrustDomains: []string{"cluster.local"}}, "that is identity.trustDomain"},
 		{"no identity", Options{Webhook: wh}, "identity.trustAnchorsPEM is required"},
 		{"no webhook", Options{Identity: id}, "webhook.tls.crtPEM is required"},
 		{"no issuer key", Options{Identity: Identity{TrustAnchorsPEM: id.TrustAnchorsPEM, IssuerCertPEM: id.IssuerCertPEM}, Webhook: wh}, "identity.issuer.tls.keyPEM is required"},
@@ -582,6 +584,40 @@ func TestRenderErrors(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestAcceptTrustDomainsRendered: --identity-accept-trust-domains (and
+// the chart value) reach the controller's flags, and nothing is rendered
+// without them.
+func TestAcceptTrustDomainsRendered(t *testing.T) {
+	id, wh := testMaterial(t)
+	for _, tc := range []struct {
+		opts Options
+		want string // the controller's flag; "" none
+	}{
+		{Options{}, ""},
+		{Options{AcceptTrustDomains: []string{"cluster-b.local", "cluster-c.local"}}, "--accept-trust-domains=cluster-b.local,cluster-c.local"},
+		{Options{Set: []string{"identity.acceptTrustDomains=cluster-b.local"}}, "--accept-trust-domains=cluster-b.local"},
+	} {
+		tc.opts.Version, tc.opts.Identity, tc.opts.Webhook = "dev", id, wh
+		m, err := Render(tc.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, o := range m.Objects {
+			if o.Kind.Kind == "Deployment" && o.Name == "trellis-controller" {
+				for _, l := range strings.Split(string(o.YAML), "\n") {
+					if strings.Contains(l, "--accept-trust-domains") {
+						got = append(got, strings.Trim(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "-")), `"`))
+					}
+				}
+			}
+		}
+		if want := []string{tc.want}; (tc.want == "" && len(got) != 0) || (tc.want != "" && !slices.Equal(got, want)) {
+			t.Errorf("%+v: controller flags %q, want %q", tc.opts.AcceptTrustDomains, got, tc.want)
+		}
 	}
 }
 

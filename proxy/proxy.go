@@ -59,6 +59,10 @@ type Config struct {
 	HeaderTimeout      time.Duration // HTTP/1 request head read timeout (408)
 	OpaquePorts        []uint16
 	ShutdownGrace      time.Duration
+	// AcceptTrustDomains are the trust domains besides the local one whose
+	// peers the inbound side accepts (meshtls.Store.AcceptTrustDomains):
+	// other clusters under the same trust anchor.
+	AcceptTrustDomains []string
 	// TrustAnchorsCache, when set, is the file where the bundle learned
 	// from the control plane is kept; at start it is used instead of
 	// TrustAnchors when it holds a usable bundle (certifier.BootstrapAnchors).
@@ -212,6 +216,9 @@ func Run(ctx context.Context, cfg Config) error {
 	store, err := meshtls.NewStore(local, anchors)
 	if err != nil {
 		return fmt.Errorf("trust anchors %s: %w", anchorsFile, err)
+	}
+	if err := store.AcceptTrustDomains(cfg.AcceptTrustDomains); err != nil {
+		return fmt.Errorf("--accept-trust-domains: %w", err)
 	}
 
 	conn, err := grpc.NewClient(cfg.ControllerAddr, controlPlaneOptions(store, ctrlID, m)...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/trellis-mesh/trellis/internal/identity"
@@ -87,11 +88,11 @@ var TrustDomainsCheck = Check{
 		if e.Peer == nil {
 			return fail("name the other cluster: --peer-kubeconfig FILE and/or --peer-context NAME", "no peer cluster given")
 		}
-		local, err := controllerTrustDomain(ctx, e)
+		local, localAccepts, err := controllerTrustDomains(ctx, e)
 		if err != nil {
 			return fail("check the controller Deployment", "this cluster: %v", err)
 		}
-		peer, err := controllerTrustDomain(ctx, e.Peer)
+		peer, peerAccepts, err := controllerTrustDomains(ctx, e.Peer)
 		if err != nil {
 			return fail("check the controller Deployment", "peer %s: %v", e.PeerName, err)
 		}
@@ -112,7 +113,16 @@ var TrustDomainsCheck = Check{
 					"%s's issuer %q can sign identities in %q, the other cluster's trust domain: %s", c.name, chain[0].Subject.CommonName, c.other, why)
 			}
 		}
-		return ok("this cluster signs in %q, the peer in %q, and neither issuer can sign in the other's", local, peer)
+		for _, c := range []struct {
+			name, other string
+			accepts     []string
+		}{{"this cluster", peer, localAccepts}, {"the peer " + e.PeerName, local, peerAccepts}} {
+			if !slices.Contains(c.accepts, c.other) {
+				return fail("let each cluster's proxies accept the other's trust domain: trellis install --identity-accept-trust-domains ("+multiclusterDoc+")",
+					"%s's proxies refuse workloads of %q: its controller does not list it in --accept-trust-domains (%q)", c.name, c.other, c.accepts)
+			}
+		}
+		return ok("this cluster signs in %q, the peer in %q, each accepts the other's, and neither issuer can sign in the other's", local, peer)
 	},
 }
 
@@ -146,22 +156,35 @@ func uriDomainMatches(constraint, host string) bool {
 	return host == constraint || strings.HasSuffix(host, "."+constraint)
 }
 
-// controllerTrustDomain is the trust domain the controller signs in: its
-// --trust-domain flag, or the default.
-func controllerTrustDomain(ctx context.Context, e *Env) (string, error) {
+// controllerTrustDomains are the trust domain the controller signs in
+// (--trust-domain, or the default) and the ones its proxies accept
+// besides it (--accept-trust-domains).
+func controllerTrustDomains(ctx context.Context, e *Env) (td string, accepts []string, err error) {
 	d, err := getController(ctx, e)
 	if err != nil {
-		return "", fmt.Errorf("get deployment %s/%s: %w", e.ns(), ControllerName, err)
+		return "", nil, fmt.Errorf("get deployment %s/%s: %w", e.ns(), ControllerName, err)
 	}
+	td = identity.DefaultTrustDomain
 	for _, c := range d.Spec.Template.Spec.Containers {
-		for i, a := range c.Args {
-			if v, found := strings.CutPrefix(a, "--trust-domain="); found {
-				return v, nil
-			}
-			if a == "--trust-domain" && i+1 < len(c.Args) {
-				return c.Args[i+1], nil
-			}
+		if v, found := flagValue(c.Args, "--trust-domain"); found {
+			td = v
+		}
+		if v, found := flagValue(c.Args, "--accept-trust-domains"); found && v != "" {
+			accepts = append(accepts, strings.Split(v, ",")...)
 		}
 	}
-	return identity.DefaultTrustDomain, nil
+	return td, accepts, nil
+}
+
+// flagValue is the value of flag in args, as --flag=value or --flag value.
+func flagValue(args []string, flag string) (string, bool) {
+	for i, a := range args {
+		if v, found := strings.CutPrefix(a, flag+"="); found {
+			return v, true
+		}
+		if a == flag && i+1 < len(args) {
+			return args[i+1], true
+		}
+	}
+	return "", false
 }

@@ -16,6 +16,7 @@ type mcCluster struct {
 	anchors []*x509.Certificate
 	issuer  *x509.Certificate
 	td      string // "" leaves the controller without --trust-domain
+	accepts string // --accept-trust-domains ("" none)
 }
 
 func (m mcCluster) env(t *testing.T) *Env {
@@ -30,6 +31,10 @@ func (m mcCluster) env(t *testing.T) *Env {
 	if m.td != "" {
 		c := &in.deploy.Spec.Template.Spec.Containers[0]
 		c.Args = append(c.Args, "--trust-anchors-file=/x", "--trust-domain="+m.td)
+	}
+	if m.accepts != "" {
+		c := &in.deploy.Spec.Template.Spec.Containers[0]
+		c.Args = append(c.Args, "--accept-trust-domains", m.accepts)
 	}
 	return healthyCluster().env(t, in.objects()...)
 }
@@ -67,10 +72,10 @@ func (ca mcCA) issuer(t *testing.T, name, td string) *x509.Certificate {
 func TestMulticlusterChecks(t *testing.T) {
 	shared, other := newCA(t, "shared-anchor"), newCA(t, "other-anchor")
 	a := func(t *testing.T) mcCluster {
-		return mcCluster{anchors: []*x509.Certificate{shared.cert}, issuer: shared.issuer(t, "issuer-a", "cluster-a.local"), td: "cluster-a.local"}
+		return mcCluster{anchors: []*x509.Certificate{shared.cert}, issuer: shared.issuer(t, "issuer-a", "cluster-a.local"), td: "cluster-a.local", accepts: "cluster-b.local"}
 	}
 	b := func(t *testing.T) mcCluster {
-		return mcCluster{anchors: []*x509.Certificate{shared.cert}, issuer: shared.issuer(t, "issuer-b", "cluster-b.local"), td: "cluster-b.local"}
+		return mcCluster{anchors: []*x509.Certificate{shared.cert}, issuer: shared.issuer(t, "issuer-b", "cluster-b.local"), td: "cluster-b.local", accepts: "cluster-x.local,cluster-a.local"}
 	}
 	for _, tc := range []struct {
 		name   string
@@ -115,11 +120,18 @@ func TestMulticlusterChecks(t *testing.T) {
 			name: "the peer's issuer is constrained to a parent of this cluster's trust domain",
 			change: func(t *testing.T, a, b *mcCluster) {
 				a.td, b.td = "a.example.org", "example.org"
+				a.accepts, b.accepts = "example.org", "a.example.org"
 				a.issuer = shared.issuer(t, "issuer-a", "a.example.org")
 				b.issuer = shared.issuer(t, "issuer-b", "example.org")
 			},
 			want: map[string]Status{"trust-domains": Fail},
 			msg:  `its name constraint permits "example.org"`,
+		},
+		{
+			name:   "the peer does not accept this cluster's trust domain",
+			change: func(_ *testing.T, _, b *mcCluster) { b.accepts = "" },
+			want:   map[string]Status{"trust-domains": Fail},
+			msg:    `the peer b's proxies refuse workloads of "cluster-a.local"`,
 		},
 		{
 			name:   "no peer",

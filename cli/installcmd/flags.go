@@ -23,6 +23,7 @@ import (
 	"github.com/trellis-mesh/trellis/cli/kubeconfig"
 	"github.com/trellis-mesh/trellis/install"
 	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/internal/version"
 )
 
 // renderFlags are shared by install and upgrade.
@@ -39,6 +40,7 @@ type renderFlags struct {
 	issuerCertFile  string
 	issuerKeyFile   string
 	externalIssuer  bool
+	acceptTDs       []string
 	anchorValidity  time.Duration
 	issuerValidity  time.Duration
 	webhookValidity time.Duration
@@ -57,9 +59,15 @@ func (r *renderFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&r.issuerCertFile, "identity-issuer-cert", "", "PEM file of the issuer certificate (then any intermediates) signed by one of the trust anchors")
 	f.StringVar(&r.issuerKeyFile, "identity-issuer-key", "", "PEM file of the issuer's private key")
 	f.BoolVar(&r.externalIssuer, "identity-external-issuer", false, "the Secret trellis-identity-issuer is managed outside Trellis (cert-manager): do not render it; needs --identity-trust-anchors")
+	f.StringSliceVar(&r.acceptTDs, "identity-accept-trust-domains", nil, "trust domains, besides identity.trustDomain, whose mesh peers every proxy accepts: other clusters sharing the trust anchor (comma-separated; chart identity.acceptTrustDomains; docs/multicluster.md)")
 	f.DurationVar(&r.anchorValidity, "identity-anchor-validity", install.DefaultAnchorValidity, "validity of a generated trust anchor")
 	f.DurationVar(&r.issuerValidity, "identity-issuer-validity", install.DefaultIssuerValidity, "validity of a generated issuer (cut to the anchor's)")
 	f.DurationVar(&r.webhookValidity, "webhook-cert-validity", install.DefaultWebhookValidity, "validity of a generated webhook serving certificate and its CA")
+}
+
+// options are the chart options of the flags.
+func (r *renderFlags) options() install.Options {
+	return install.Options{HA: r.ha, Set: r.sets(), AcceptTrustDomains: r.acceptTDs, Version: version.Version}
 }
 
 // sets is the --set list with the profile flags first, so an explicit

@@ -8,7 +8,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/trellis-mesh/trellis/install"
-	"github.com/trellis-mesh/trellis/internal/version"
 )
 
 // NewInstall returns `trellis install`.
@@ -73,7 +72,7 @@ The same templates are the Helm chart charts/trellis; see docs/install.md.`,
 				return printCRDs(cmd, &r, k)
 			}
 			t := now()
-			opts := install.Options{HA: r.ha, Set: r.sets(), Version: version.Version}
+			opts := r.options()
 			// Validate values before spending time on keys.
 			v, err := install.BuildValues(opts)
 			if err != nil {

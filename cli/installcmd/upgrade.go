@@ -9,7 +9,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/trellis-mesh/trellis/install"
-	"github.com/trellis-mesh/trellis/internal/version"
 )
 
 // NewUpgrade returns `trellis upgrade`.
@@ -46,7 +45,7 @@ an anchor rotation without downtime).`,
 				return printCRDs(cmd, &r, k)
 			}
 			t := now()
-			opts := install.Options{HA: r.ha, Set: r.sets(), Version: version.Version}
+			opts := r.options()
 			if _, err := install.BuildValues(opts); err != nil {
 				return err
 			}

@@ -57,6 +57,7 @@ func run(args []string, stderr io.Writer) int {
 	var (
 		cfg                   proxy.Config
 		opaquePorts, logLevel string
+		acceptTrustDomains    string
 		appPorts              string
 		probePorts            string
 		showVersion           bool
@@ -73,6 +74,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.TrustAnchors, "trust-anchors", "", "PEM file of the bootstrap trust anchors (required)")
 	fs.StringVar(&cfg.TrustAnchorsCache, "trust-anchors-cache", "", "file where the trust bundle learned from the controller is kept (written atomically, 0644); at start it is used instead of --trust-anchors when it holds a valid bundle, so a restart after an anchor rotation still reaches the controller (empty: no cache)")
 	fs.StringVar(&cfg.Identity, "identity", "", "this workload's SPIFFE ID (required)")
+	fs.StringVar(&acceptTrustDomains, "accept-trust-domains", "", "comma-separated trust domains, besides this workload's, whose mesh peers the inbound side accepts: other clusters under the same trust anchor (docs/multicluster.md); authorization still applies, and cluster-authenticated means this workload's domain only (empty: only this workload's)")
 	fs.StringVar(&cfg.TokenFile, "token-file", "", "file holding the credential sent with Certify (required)")
 	fs.StringVar(&cfg.Workload, "workload", "", "workload name, for logs")
 	fs.StringVar(&cfg.Zone, "zone", "", "this workload's topology zone: outbound balancers prefer endpoints in it while they are healthy (empty: learnt from the Destination service's answer for the proxy's own address: --app-ip and the inbound port, the zone of the pod's node; in explicit mode --inbound-addr, the store file's zone of the workload whose proxyAddr it is)")
@@ -116,6 +118,11 @@ func run(args []string, stderr io.Writer) int {
 	if cfg.OpaquePorts, err = proxy.ParsePorts(opaquePorts); err != nil {
 		fmt.Fprintln(stderr, "trellis-proxy: --opaque-ports:", err)
 		return 2
+	}
+	if acceptTrustDomains != "" {
+		for _, td := range strings.Split(acceptTrustDomains, ",") {
+			cfg.AcceptTrustDomains = append(cfg.AcceptTrustDomains, strings.TrimSpace(td))
+		}
 	}
 	if cfg.TCPProbePorts, err = proxy.ParsePorts(probePorts); err != nil {
 		fmt.Fprintln(stderr, "trellis-proxy: --tcp-probe-ports:", err)

@@ -61,6 +61,10 @@ type Config struct {
 	// HA: several replicas; one, elected with a Lease in the pod's
 	// namespace, writes the policy objects' status.
 	HA bool
+	// AcceptTrustDomains are injected into every proxy: the trust domains,
+	// besides TrustDomain, whose mesh peers proxies accept (other
+	// clusters under the same trust anchor, docs/multicluster.md).
+	AcceptTrustDomains []string
 	// TapAPIAddr serves the tap.trellis.io aggregated API with the
 	// webhook's key pair (WebhookTLSDir); empty: off.
 	TapAPIAddr string
@@ -179,6 +183,10 @@ func webhook(cfg Config, authority *ca.CA) (func(serve.NamespaceAnnotations) htt
 		return nil, err
 	}
 	icfg.TrustDomain = cfg.TrustDomain
+	icfg.AcceptTrustDomains = cfg.AcceptTrustDomains
+	if err := icfg.Validate(); err != nil {
+		return nil, err
+	}
 	icfg.ControllerAddr = "trellis-controller." + k8slabels.ControlPlaneNamespace + ".svc." + cfg.ClusterDomain + ":8086"
 	icfg.Registerer = cfg.Metrics.Registry
 	icfg.Logger = cfg.Logger.With("component", "injector")

@@ -49,6 +49,9 @@ type Store struct {
 	refused atomic.Uint64
 	// issuer caches CertIssuer for one (certificate, bundle) pair.
 	issuer atomic.Pointer[issuerCache]
+	// accepted are the other trust domains whose peers the server side
+	// accepts (AcceptTrustDomains); nil: the local one only.
+	accepted atomic.Pointer[map[string]bool]
 }
 
 type issuerCache struct {
@@ -75,6 +78,38 @@ func NewStore(local identity.ID, anchors []*x509.Certificate) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// AcceptTrustDomains sets the trust domains, besides the local one, whose
+// peers a server accepts when their chain verifies to the anchors: other
+// clusters sharing the trust anchor, each signing in its own domain
+// (docs/multicluster.md). Authorization still decides what they may
+// reach; cluster-authenticated keeps meaning the local domain. Without
+// it a peer from any other domain is refused at the handshake, whatever
+// its chain.
+func (s *Store) AcceptTrustDomains(domains []string) error {
+	m := map[string]bool{}
+	for _, td := range domains {
+		if _, err := identity.New(td, "ns", "sa"); err != nil {
+			return fmt.Errorf("accepted trust domain %q: %w", td, err)
+		}
+		if td == s.local.TrustDomain {
+			return fmt.Errorf("accepted trust domain %q is the local one", td)
+		}
+		m[td] = true
+	}
+	s.accepted.Store(&m)
+	return nil
+}
+
+// accepts reports whether a peer of trust domain td may connect to a
+// server of this Store (no exact identity expected).
+func (s *Store) accepts(td string) bool {
+	if td == s.local.TrustDomain {
+		return true
+	}
+	m := s.accepted.Load()
+	return m != nil && (*m)[td]
 }
 
 // LocalIdentity returns the identity this Store holds certificates for.
@@ -282,7 +317,8 @@ func derFingerprint(der []byte) string {
 }
 
 // verify is the whole peer check: chain to the anchors current now, usage,
-// identity (exact when want is set, else the local trust domain).
+// identity (exact when want is set, else the local trust domain or one
+// it accepts).
 func (s *Store) verify(cs tls.ConnectionState, usage x509.ExtKeyUsage, want identity.ID) error {
 	if cs.Version != tls.VersionTLS13 {
 		return fmt.Errorf("%w: negotiated TLS version %#x, want TLS 1.3", errProtocol, cs.Version)
@@ -291,8 +327,8 @@ func (s *Store) verify(cs tls.ConnectionState, usage x509.ExtKeyUsage, want iden
 	if err != nil {
 		return err
 	}
-	if want.IsZero() && id.TrustDomain != s.local.TrustDomain {
-		return fmt.Errorf("%w: peer %s is not in trust domain %q", pki.ErrWrongIdentity, id, s.local.TrustDomain)
+	if want.IsZero() && !s.accepts(id.TrustDomain) {
+		return fmt.Errorf("%w: peer %s is not in trust domain %q nor in one it accepts", pki.ErrWrongIdentity, id, s.local.TrustDomain)
 	}
 	return nil
 }

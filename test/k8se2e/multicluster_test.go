@@ -35,7 +35,10 @@ func (c *cluster) peerCluster(t *testing.T) *cluster {
 // trust anchor made with `trellis identity create-anchor`, an issuer per
 // cluster for its own trust domain (`create-issuer --trust-domain
 // cluster-a.local`, `cluster-b.local`), and `trellis install` on each
-// with them, as docs/multicluster.md says. A meshed pod in each cluster
+// with them and the other's trust domain accepted
+// (--identity-accept-trust-domains), as docs/multicluster.md says. Each
+// cluster's proxies then carry the other's domain
+// (TRELLIS_PROXY_ACCEPT_TRUST_DOMAINS). A meshed pod in each cluster
 // then holds a certificate from its own cluster's issuer that chains to
 // the shared anchor, and `trellis check --multicluster` passes from each
 // side, every check ok.
@@ -52,13 +55,14 @@ func TestMulticlusterTrust(t *testing.T) {
 	}{{"a", a}, {"b", b}}
 	for _, x := range clusters {
 		td := "cluster-" + x.name + ".local"
+		other := "cluster-" + map[string]string{"a": "b", "b": "a"}[x.name] + ".local"
 		issuerDir := filepath.Join(dir, x.name)
 		a.mustTrellis(t, nil, "identity", "create-issuer", "--anchor-cert", filepath.Join(dir, "anchor.crt"),
 			"--anchor-key", filepath.Join(dir, "anchor.key"), "--trust-domain", td, "--common-name", "issuer-"+x.name, "--out-dir", issuerDir)
 		start := time.Now()
 		x.c.installIdentity(t, nil, "--identity-trust-anchors", filepath.Join(dir, "anchor.crt"),
 			"--identity-issuer-cert", filepath.Join(issuerDir, "issuer.crt"), "--identity-issuer-key", filepath.Join(issuerDir, "issuer.key"),
-			"--set", "identity.trustDomain="+td)
+			"--set", "identity.trustDomain="+td, "--identity-accept-trust-domains", other)
 		t.Logf("cluster %s: installed with issuer-%s for %s in %s", x.name, x.name, td, time.Since(start).Round(time.Second))
 	}
 	for _, x := range clusters {
