@@ -133,14 +133,18 @@ func killWait(ctx context.Context, pid int, grace time.Duration) {
 	}
 }
 
-// processesMatching lists pids whose command line contains every needle.
+// processesMatching returns the processes whose command line holds every
+// needle, never this one nor any of its ancestors: a caller's shell may
+// name the harness's paths (make e2e-mc passes kubeconfigs under run/),
+// and the harness may run several levels below it (nsenter).
 func processesMatching(needles ...string) []int {
 	ents, _ := os.ReadDir("/proc")
 	var out []int
-	self, parent := os.Getpid(), os.Getppid()
+	skip := ancestors()
+	skip[os.Getpid()] = true
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self || pid == parent {
+		if err != nil || skip[pid] {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
@@ -157,6 +161,28 @@ func processesMatching(needles ...string) []int {
 		}
 		if ok {
 			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// ancestors are the pids above this process, up to init.
+func ancestors() map[int]bool {
+	out := map[int]bool{}
+	for pid := os.Getppid(); pid > 1 && !out[pid]; {
+		out[pid] = true
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		if err != nil {
+			break
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		f := strings.Fields(string(b[i+1:]))
+		if i < 0 || len(f) < 2 {
+			break
+		}
+		if pid, err = strconv.Atoi(f[1]); err != nil {
+			break
 		}
 	}
 	return out
