@@ -11,6 +11,7 @@ import (
 	"github.com/trellis-mesh/trellis/cli/identitycmd"
 	"github.com/trellis-mesh/trellis/cli/injectcmd"
 	"github.com/trellis-mesh/trellis/cli/installcmd"
+	"github.com/trellis-mesh/trellis/cli/multiclustercmd"
 	"github.com/trellis-mesh/trellis/cli/policycmd"
 	"github.com/trellis-mesh/trellis/cli/tapcmd"
 	"github.com/trellis-mesh/trellis/cli/topcmd"
@@ -52,5 +53,6 @@ mesh run on this machine, no cluster needed.`,
 	root.AddCommand(dashboardcmd.New(dashboardcmd.FromFlags))
 	root.AddCommand(vizcmd.New(), vizcmd.NewStat(), vizcmd.NewRoutes())
 	root.AddCommand(diagcmd.New(), topcmd.New(tapcmd.FromKubeconfig))
+	root.AddCommand(multiclustercmd.New())
 	return root
 }

@@ -451,22 +451,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	flatten := func(rules []rbacv1.PolicyRule) []string {
-		var out []string
-		for _, r := range rules {
-			if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
-				t.Errorf("unexpected rule %+v", r)
-			}
-			for _, g := range r.APIGroups {
-				for _, res := range r.Resources {
-					for _, v := range r.Verbs {
-						out = append(out, g+"/"+res+":"+v)
-					}
-				}
-			}
-		}
-		return out
-	}
+	flatten := func(rules []rbacv1.PolicyRule) []string { return flattenRules(t, rules) }
 	var want []string
 	for _, gr := range []string{"/services", "/pods", "/nodes", "/namespaces", "discovery.k8s.io/endpointslices",
 		"policy.trellis.io/servers", "policy.trellis.io/authorizationpolicies", "policy.trellis.io/ratelimits",
@@ -524,6 +509,26 @@ func TestRBACLeastPrivilege(t *testing.T) {
 			}
 		}
 	}
+}
+
+// flattenRules lists every group/resource:verb a rule set grants, so two
+// sets compare whatever their grouping into rules.
+func flattenRules(t *testing.T, rules []rbacv1.PolicyRule) []string {
+	t.Helper()
+	var out []string
+	for _, r := range rules {
+		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
+			t.Errorf("unexpected rule %+v", r)
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					out = append(out, g+"/"+res+":"+v)
+				}
+			}
+		}
+	}
+	return out
 }
 
 func sameSet(a, b []string) bool {

@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/trellis-mesh/trellis/internal/identity"
 )
 
@@ -156,13 +159,19 @@ func uriDomainMatches(constraint, host string) bool {
 	return host == constraint || strings.HasSuffix(host, "."+constraint)
 }
 
-// controllerTrustDomains are the trust domain the controller signs in
-// (--trust-domain, or the default) and the ones its proxies accept
-// besides it (--accept-trust-domains).
+// controllerTrustDomains are ControllerTrustDomains of e's cluster.
 func controllerTrustDomains(ctx context.Context, e *Env) (td string, accepts []string, err error) {
-	d, err := getController(ctx, e)
+	return ControllerTrustDomains(ctx, e.Kube, e.ns())
+}
+
+// ControllerTrustDomains are the trust domain the controller in namespace
+// ns signs in (--trust-domain, or the default) and the ones its proxies
+// accept besides it (--accept-trust-domains), read from its Deployment.
+// `trellis multicluster link` reads the peer's this way too.
+func ControllerTrustDomains(ctx context.Context, kube kubernetes.Interface, ns string) (td string, accepts []string, err error) {
+	d, err := kube.AppsV1().Deployments(ns).Get(ctx, ControllerName, metav1.GetOptions{})
 	if err != nil {
-		return "", nil, fmt.Errorf("get deployment %s/%s: %w", e.ns(), ControllerName, err)
+		return "", nil, fmt.Errorf("get deployment %s/%s: %w", ns, ControllerName, err)
 	}
 	td = identity.DefaultTrustDomain
 	for _, c := range d.Spec.Template.Spec.Containers {

@@ -32,6 +32,7 @@ type renderFlags struct {
 	gatewayChannel  string
 	ha              bool
 	cni             bool
+	multicluster    bool
 	defaultInbound  string
 	traceCollector  string
 	set             []string
@@ -51,6 +52,7 @@ func (r *renderFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&r.gatewayChannel, "gateway-api-channel", "standard", "with --crds, the Gateway API channel of the CRDs installed where absent: standard, experimental (route retries), or none (never an installed one is replaced)")
 	f.BoolVar(&r.ha, "ha", false, "high availability: 3 controller replicas spread over nodes, a PodDisruptionBudget, the injector failing closed")
 	f.BoolVar(&r.cni, "cni", false, "CNI redirection: a DaemonSet installs the trellis-cni plugin on every node and injected pods get no NET_ADMIN/NET_RAW (set cni.binDir and cni.confDir if the node's CNI directories are not /opt/cni/bin and /etc/cni/net.d)")
+	f.BoolVar(&r.multicluster, "multicluster", false, "multicluster: the controller mirrors the exported Services of clusters linked with \"trellis multicluster link\", and may write Services and EndpointSlices (chart multicluster.enabled; docs/multicluster.md)")
 	f.StringVar(&r.defaultInbound, "default-inbound-policy", "", "what applies to a port no Server selects, cluster-wide (chart proxy.defaultInboundPolicy; namespaces and pods override it with config.trellis.io/default-inbound-policy): deny, audit, all-authenticated, cluster-authenticated or all-unauthenticated (default)")
 	f.StringVar(&r.traceCollector, "trace-collector", "", "host:port of an OTLP/gRPC collector every proxy sends its spans to, cluster-wide (chart proxy.tracing.collector; namespaces and pods override it with config.trellis.io/trace-collector; default none: tracing off)")
 	f.StringArrayVar(&r.set, "set", nil, "set a chart value, KEY=VALUE[,KEY=VALUE] (repeatable; keys as in charts/trellis/values.yaml, e.g. image.tag, image.registry, controller.logLevel, proxy.resources.limits.memory)")
@@ -76,6 +78,9 @@ func (r *renderFlags) sets() []string {
 	var profile []string
 	if r.cni {
 		profile = append(profile, "cni.enabled=true")
+	}
+	if r.multicluster {
+		profile = append(profile, "multicluster.enabled=true")
 	}
 	if r.defaultInbound != "" {
 		profile = append(profile, "proxy.defaultInboundPolicy="+r.defaultInbound)

@@ -31,6 +31,9 @@ certificate. Apply the CRDs (--crds) first. With --cni, also the
 trellis-cni installer DaemonSet (namespace trellis-cni), and the injector
 redirects pods' traffic with the CNI plugin instead of a NET_ADMIN init
 container.
+With --multicluster, the controller mirrors the Services of clusters
+linked with "trellis multicluster link", and may write Services and
+EndpointSlices for that (docs/multicluster.md).
 
 Install first looks at the cluster of the kubeconfig (--kubeconfig,
 --context, else $KUBECONFIG or ~/.kube/config). If it already runs

@@ -27,7 +27,8 @@ flags), reusing the identity material of the running install: the trust
 anchors, the issuer and the webhook certificate are read from the cluster
 (ConfigMap trellis-trust-anchors, Secrets trellis-identity-issuer and
 trellis-webhook-tls) and printed again unchanged, so proxies keep trusting
-the control plane. Pass the same --ha, --cni and --set flags as at install.
+the control plane. Pass the same --ha, --cni, --multicluster and --set
+flags as at install.
 
 The webhook certificate is replaced when it expires within 30 days. An
 issuer Secret without the Trellis labels (e.g. cert-manager's) is left to

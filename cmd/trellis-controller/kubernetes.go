@@ -9,6 +9,7 @@ import (
 	"github.com/trellis-mesh/trellis/controller/k8s/serve"
 	"github.com/trellis-mesh/trellis/controller/kube"
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/mclink"
 	"github.com/trellis-mesh/trellis/internal/pki"
 )
 
@@ -60,6 +61,7 @@ are synced. See docs/controller-kubernetes.md.`,
 	f.StringVar(&cfg.TrustAnchorsFile, "trust-anchors-file", "", "file of the trust bundle (PEM anchors) served to proxies and injected pods, e.g. the mounted trellis-trust-anchors ConfigMap; reloaded when it changes; empty: ca.crt of --issuer-dir")
 	f.StringVar(&cfg.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain of workload identities")
 	f.StringSliceVar(&cfg.AcceptTrustDomains, "accept-trust-domains", nil, "trust domains, besides --trust-domain, whose mesh peers every injected proxy accepts: other clusters under the same trust anchor (comma-separated; docs/multicluster.md)")
+	f.BoolVar(&cfg.Multicluster, "multicluster", false, "mirror the exported services of linked clusters (link Secrets of type "+string(mclink.SecretType)+" in the pod's namespace; needs write on Services and EndpointSlices; docs/multicluster.md)")
 	f.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "DNS suffix of services (name.ns.svc.<cluster-domain>)")
 	f.StringVar(&cfg.Listen, "listen", serve.DefaultListen, "address of the gRPC (mTLS) server proxies connect to")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", serve.DefaultAdminAddr, "address of the admin HTTP server (/metrics, /ready, /live)")

@@ -22,6 +22,7 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/ca"
 	identitysvc "github.com/trellis-mesh/trellis/controller/identity"
+	"github.com/trellis-mesh/trellis/controller/k8s/mirror"
 	"github.com/trellis-mesh/trellis/controller/k8s/saevents"
 	"github.com/trellis-mesh/trellis/controller/k8s/serve"
 	"github.com/trellis-mesh/trellis/controller/k8s/tokenreview"
@@ -65,6 +66,9 @@ type Config struct {
 	// besides TrustDomain, whose mesh peers proxies accept (other
 	// clusters under the same trust anchor, docs/multicluster.md).
 	AcceptTrustDomains []string
+	// Multicluster runs the mirror of linked clusters' exported services
+	// (controller/k8s/mirror; link Secrets in the pod's namespace).
+	Multicluster bool
 	// TapAPIAddr serves the tap.trellis.io aggregated API with the
 	// webhook's key pair (WebhookTLSDir); empty: off.
 	TapAPIAddr string
@@ -169,12 +173,39 @@ func register(ctx context.Context, cfg Config, authority *ca.CA, serving *ca.Ser
 		Lifetime: func() time.Duration { return lifetime }, Events: events,
 	})
 	apiv1.RegisterPolicyServer(srv, &policy.Service{Source: env.Policy, Metrics: env.Metrics, Log: log.With("component", "policy"), Done: env.Done})
+	if cfg.Multicluster {
+		if err := startMirror(ctx, cfg, env); err != nil {
+			log.Error("no multicluster mirror", "err", err)
+		}
+	}
 	if cfg.TapAPIAddr != "" && cfg.WebhookTLSDir != "" {
 		if err := startTapAPI(ctx, cfg, authority, serving, env); err != nil {
 			log.Error("no tap API", "err", err)
 		}
 	}
 }
+
+// startMirror mirrors the services of linked clusters, on the replica
+// that writes status (every replica with one).
+func startMirror(ctx context.Context, cfg Config, env serve.Env) error {
+	ns := cfg.Getenv("TRELLIS_POD_NAMESPACE")
+	if ns == "" {
+		ns = k8slabels.ControlPlaneNamespace
+	}
+	m, err := mirror.New(mirror.Config{Local: env.Client, Namespace: ns, Registerer: env.Metrics.Registry, Log: cfg.Logger.With("component", "mirror")})
+	if err != nil {
+		return err
+	}
+	var el status.Elector = status.Always{}
+	if cfg.Elector != nil {
+		el = cfg.Elector(env.Client)
+	}
+	go el.Run(ctx, func(ctx context.Context) { m.Run(ctx, mirrorWorkers) })
+	return nil
+}
+
+// mirrorWorkers sync mirrors in parallel; each is a few API calls.
+const mirrorWorkers = 2
 
 // webhook makes the injector's handler factory from the environment.
 func webhook(cfg Config, authority *ca.CA) (func(serve.NamespaceAnnotations) http.Handler, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/trellis-mesh/trellis/controller/k8s/informers"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
+	"github.com/trellis-mesh/trellis/internal/mclink"
 )
 
 // Resolve implements destination.Source. The topic is acquired before the
@@ -143,6 +144,17 @@ func (s *Source) resolveService(svc *corev1.Service, hostname string, port uint3
 				zone = *ep.Zone
 			}
 			wa := s.weightedAddr(ip, target, pod, nodeName, zone, hint)
+			if pod == nil && sl.Labels[discoveryv1.LabelManagedBy] == mclink.ManagedBy {
+				// A mirror of another cluster's service: its endpoints
+				// prove the identity the mirror controller read there,
+				// and without a valid one they get nothing (never plain
+				// text between clusters).
+				id, ok := mclink.RemoteIdentity(sl.Labels[discoveryv1.LabelManagedBy], sl.Annotations)
+				if !ok {
+					continue
+				}
+				wa.TlsIdentity = &apiv1.TlsIdentity{SpiffeId: id.String(), ServerName: id.ServerName()}
+			}
 			e.Addrs[addrKey(ip, target)] = wa
 		}
 	}

@@ -173,6 +173,10 @@ func TestResolve(t *testing.T) {
 			identity: map[string]*apiv1.TlsIdentity{"10.244.0.15:8080": nil}},
 		{name: "unmeshed pod ip", path: "10.244.0.15:8080", exists: true, addrs: "10.244.0.15:8080", identity: map[string]*apiv1.TlsIdentity{"10.244.0.15:8080": nil}},
 		{name: "unknown ip", path: "10.244.9.9:80"},
+		{name: "mirror of another cluster: the identity its slice names; none without a valid one", path: "books-b.demo:80", exists: true,
+			addrs: "10.245.0.11:8080", service: "books-b.demo.svc.cluster.local:80", hint: apiv1.ProtocolHint_HTTP1,
+			identity: map[string]*apiv1.TlsIdentity{"10.245.0.11:8080": {SpiffeId: "spiffe://cluster-b.local/ns/demo/sa/books",
+				ServerName: "books.demo.serviceaccount.identity.cluster-b.local"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,197 @@
+package mirror
+
+import (
+	"hash/fnv"
+	"maps"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
+	"github.com/trellis-mesh/trellis/internal/mclink"
+)
+
+// desiredService is the mirror in this cluster of the peer's Service
+// remote: the same ports (the mirror has no selector; its endpoints are
+// the mirror slices), a cluster IP of its own.
+func desiredService(l mclink.Link, remote *corev1.Service, name string) *corev1.Service {
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: remote.Namespace,
+			Labels: map[string]string{
+				mclink.LabelLink:               l.Cluster,
+				mclink.LabelMirrorOf:           remote.Name,
+				"app.kubernetes.io/managed-by": "trellis",
+			},
+			Annotations: map[string]string{
+				mclink.AnnotationRemoteService: remote.Name + "." + remote.Namespace + ".svc." + l.ClusterDomain,
+			},
+		},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP},
+	}
+	// Settings the client proxies read from the Service travel with it.
+	for _, a := range []string{k8slabels.AnnotationOpaquePorts, k8slabels.AnnotationFailureAccrual, k8slabels.AnnotationSlowStart} {
+		if v, ok := remote.Annotations[a]; ok {
+			s.Annotations[a] = v
+		}
+	}
+	for _, p := range remote.Spec.Ports {
+		if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+			continue
+		}
+		s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{
+			Name: p.Name, Protocol: corev1.ProtocolTCP, Port: p.Port, AppProtocol: p.AppProtocol,
+		})
+	}
+	return s
+}
+
+// serviceDiffers: what the mirror controls differs between have and want
+// (the cluster IP and other API-assigned fields are left alone).
+func serviceDiffers(have, want *corev1.Service) bool {
+	return !maps.Equal(have.Labels, want.Labels) || !maps.Equal(have.Annotations, want.Annotations) ||
+		have.Spec.Type != want.Spec.Type || len(have.Spec.Selector) != 0 ||
+		!equality.Semantic.DeepEqual(servicePorts(have.Spec.Ports), servicePorts(want.Spec.Ports))
+}
+
+// servicePorts drops the API-defaulted TargetPort for the comparison.
+func servicePorts(ps []corev1.ServicePort) []corev1.ServicePort {
+	out := make([]corev1.ServicePort, len(ps))
+	for i, p := range ps {
+		p.TargetPort = corev1.ServicePort{}.TargetPort
+		p.NodePort = 0
+		out[i] = p
+	}
+	return out
+}
+
+// podLookup finds a peer pod by namespace and name.
+type podLookup func(ns, name string) *corev1.Pod
+
+// desiredSlices are the mirror slices of the peer's slices of a service:
+// its serving endpoints on meshed pods, grouped by the identity they must
+// prove (one slice per identity and port set, so the identity can be a
+// slice annotation). Endpoints that are not meshed pods are left out, and
+// counted in skipped: traffic between clusters is mesh mTLS or nothing.
+func desiredSlices(l mclink.Link, mirror string, remote []*discoveryv1.EndpointSlice, pod podLookup) (out []*discoveryv1.EndpointSlice, skipped int) {
+	groups := map[string]*discoveryv1.EndpointSlice{}
+	for _, sl := range remote {
+		if sl.AddressType != discoveryv1.AddressTypeIPv4 && sl.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		for _, ep := range sl.Endpoints {
+			if !serving(ep) || len(ep.Addresses) == 0 {
+				continue
+			}
+			id, ok := endpointIdentity(l, sl.Namespace, ep, pod)
+			if !ok {
+				skipped++
+				continue
+			}
+			key := id.String() + "|" + string(sl.AddressType) + "|" + portsKey(sl.Ports)
+			g := groups[key]
+			if g == nil {
+				g = mirrorSlice(l, sl.Namespace, mirror, id, sl.AddressType, sl.Ports, key)
+				groups[key] = g
+			}
+			g.Endpoints = append(g.Endpoints, discoveryv1.Endpoint{
+				Addresses:  []string{ep.Addresses[0]},
+				Conditions: discoveryv1.EndpointConditions{Ready: ptr(true), Serving: ptr(true), Terminating: ptr(false)},
+				Zone:       ep.Zone,
+			})
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(groups)) {
+		g := groups[k]
+		sort.Slice(g.Endpoints, func(i, j int) bool { return g.Endpoints[i].Addresses[0] < g.Endpoints[j].Addresses[0] })
+		out = append(out, g)
+	}
+	return out, skipped
+}
+
+func mirrorSlice(l mclink.Link, ns, mirror string, id identity.ID, at discoveryv1.AddressType, ports []discoveryv1.EndpointPort, key string) *discoveryv1.EndpointSlice {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      mirror + "-" + strconv.FormatUint(uint64(h.Sum32()), 36),
+			Namespace: ns,
+			Labels: map[string]string{
+				discoveryv1.LabelServiceName: mirror,
+				discoveryv1.LabelManagedBy:   mclink.ManagedBy,
+				mclink.LabelLink:             l.Cluster,
+			},
+			Annotations: map[string]string{mclink.AnnotationRemoteIdentity: id.String()},
+		},
+		AddressType: at,
+		Ports:       slices.Clone(ports),
+	}
+}
+
+// endpointIdentity: the mesh identity of a peer endpoint, from its pod's
+// ServiceAccount in the link's trust domain; false unless the endpoint is
+// a meshed pod.
+func endpointIdentity(l mclink.Link, sliceNS string, ep discoveryv1.Endpoint, pod podLookup) (identity.ID, bool) {
+	ref := ep.TargetRef
+	if ref == nil || ref.Kind != "Pod" {
+		return identity.ID{}, false
+	}
+	ns := ref.Namespace
+	if ns == "" {
+		ns = sliceNS
+	}
+	p := pod(ns, ref.Name)
+	if p == nil || !meshed(p) {
+		return identity.ID{}, false
+	}
+	sa := p.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	id, err := identity.New(l.TrustDomain, p.Namespace, sa)
+	return id, err == nil
+}
+
+// meshed: the injector's annotation, as the destination source reads it.
+func meshed(p *corev1.Pod) bool {
+	_, ok := p.Annotations[k8slabels.AnnotationProxyVersion]
+	return ok
+}
+
+// serving: ready (nil means ready, per the API) and not terminating.
+func serving(ep discoveryv1.Endpoint) bool {
+	c := ep.Conditions
+	return (c.Ready == nil || *c.Ready) && (c.Terminating == nil || !*c.Terminating)
+}
+
+func portsKey(ps []discoveryv1.EndpointPort) string {
+	var b strings.Builder
+	for _, p := range ps {
+		if p.Name != nil {
+			b.WriteString(*p.Name)
+		}
+		b.WriteByte('/')
+		if p.Port != nil {
+			b.WriteString(strconv.Itoa(int(*p.Port)))
+		}
+		b.WriteByte(',')
+	}
+	return b.String()
+}
+
+// sliceDiffers: what the mirror controls differs between have and want.
+func sliceDiffers(have, want *discoveryv1.EndpointSlice) bool {
+	return !maps.Equal(have.Labels, want.Labels) || !maps.Equal(have.Annotations, want.Annotations) ||
+		have.AddressType != want.AddressType ||
+		!equality.Semantic.DeepEqual(have.Ports, want.Ports) || !equality.Semantic.DeepEqual(have.Endpoints, want.Endpoints)
+}
+
+func ptr[T any](v T) *T { return &v }
