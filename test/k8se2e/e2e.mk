@@ -97,8 +97,9 @@ e2e: cluster-extras-bg images
 # (test/cluster/README.md, "Two clusters"), with b's kubeconfig in
 # TRELLIS_E2E_PEER_KUBECONFIG. Not part of make e2e, which has cluster a
 # alone; .ci/run runs both.
-E2E_MC_SUITES := mc-trust
+E2E_MC_SUITES := mc-trust mc-flat
 E2E_TEST_mc-trust := TestMulticlusterTrust
+E2E_TEST_mc-flat  := TestMulticlusterFlat
 E2E_MC_RUN = ^($(subst $(eval) ,|,$(strip $(foreach s,$(or $(MC_SUITE),$(E2E_MC_SUITES)),$(E2E_TEST_$(s))))))$$
 
 ## e2e-mc: images, clusters a and b up, the multicluster suites (MC_SUITE=name for one), both down
