@@ -16,6 +16,7 @@ type Routes struct {
 	latency  *prometheus.HistogramVec
 	faults   *prometheus.CounterVec
 	mirrors  *prometheus.CounterVec
+	failover *prometheus.CounterVec
 
 	n      atomic.Int64
 	series sync.Map // routeKey -> *routeSeries
@@ -73,7 +74,11 @@ func NewRoutes(reg prometheus.Registerer) (*Routes, error) {
 			Name: "trellis_mirror_requests_total", Help: "Copies of requests a route mirrored, by result.",
 		}, []string{"route", "result"}),
 	}
-	for _, c := range []prometheus.Collector{r.requests, r.latency, r.faults, r.mirrors} {
+	r.failover = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_route_failovers_total",
+		Help: "Requests whose picked backend had no endpoints in this proxy's view, sent to another backend of the rule instead, by route and the backend without endpoints.",
+	}, []string{"route", "from"})
+	for _, c := range []prometheus.Collector{r.requests, r.latency, r.faults, r.mirrors, r.failover} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -133,6 +138,14 @@ func (r *Routes) Fault(route, kind string) {
 func (r *Routes) Mirror(route, result string) {
 	if r != nil {
 		r.counter(r.mirrors, route, result).Inc()
+	}
+}
+
+// Failover counts a request that a route's backend without endpoints
+// (from) passed to another backend.
+func (r *Routes) Failover(route, from string) {
+	if r != nil {
+		r.counter(r.failover, route, from).Inc()
 	}
 }
 

@@ -138,7 +138,11 @@ func (s *Stage) apply(x *pipeline.Exchange, rule *Rule, next pipeline.Handler) e
 		x.Wrote(status, "", nil)
 		return nil
 	}
-	b, ok := rule.Pick(s.rand())
+	n := s.rand()
+	b, ok := rule.Pick(n)
+	if ok && b != nil && b.Authority != "" {
+		b = s.failover(x, rule, b, n)
+	}
 	if !ok {
 		return proxyerr.New(http.StatusInternalServerError, proxyerr.ReasonNoBackend, "route "+rule.Route.GetName()+" has no backend with a weight")
 	}
@@ -160,6 +164,52 @@ func (s *Stage) apply(x *pipeline.Exchange, rule *Rule, next pipeline.Handler) e
 	}
 	rule.rewrite(x.R)
 	return next.Serve(x)
+}
+
+// failover keeps traffic flowing when the picked backend has no endpoints
+// in this proxy's view (a mirror of another cluster scaled to zero there,
+// a Service with no ready pod): the rule's other backends that have
+// endpoints take its share, by their weights. It moves back as soon as
+// the backend has endpoints again. Without another, the pick stands (and
+// is answered 503 no_endpoints). Backends the controller could not
+// resolve are never candidates: their share is answered 500, as the
+// Gateway API says. The common case costs one length check.
+func (s *Stage) failover(x *pipeline.Exchange, rule *Rule, b *Backend, n uint64) *Backend {
+	if len(rule.backends) < 2 || s.hasEndpoints(x, b.Authority) {
+		return b
+	}
+	var total uint64
+	ok := make([]bool, len(rule.backends))
+	for i := range rule.backends {
+		c := &rule.backends[i]
+		if c != b && c.weight > 0 && c.Authority != "" && s.hasEndpoints(x, c.Authority) {
+			ok[i], total = true, total+c.weight
+		}
+	}
+	if total == 0 {
+		return b
+	}
+	n %= total
+	for i := range rule.backends {
+		if !ok[i] {
+			continue
+		}
+		if n < rule.backends[i].weight {
+			s.Metrics.Failover(rule.Route.GetName(), b.Authority)
+			return &rule.backends[i]
+		}
+		n -= rule.backends[i].weight
+	}
+	return b // unreachable
+}
+
+// hasEndpoints: authority resolves to at least one endpoint here.
+func (s *Stage) hasEndpoints(x *pipeline.Exchange, authority string) bool {
+	if authority == x.Dest.Dst {
+		return x.Dest.Balancer == nil || x.Dest.Balancer.Len() > 0
+	}
+	known, bal, err := s.Resolve(x.R.Context(), authority)
+	return err == nil && known && (bal == nil || bal.Len() > 0)
 }
 
 // toBackend makes the backend authority x's destination.

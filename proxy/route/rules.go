@@ -56,6 +56,7 @@ type Rule struct {
 type Backend struct {
 	Authority string
 	cum       uint64 // the weights up to and including this one
+	weight    uint64
 	req       *headermod.Modifier
 	resp      *headermod.Modifier
 }
@@ -102,7 +103,7 @@ func compileRule(ru *Rule, r *apiv1.Route) error {
 		// reference): it keeps its share and that share is answered 500,
 		// as the Gateway API says.
 		ru.total += uint64(b.GetWeight())
-		be := Backend{Authority: b.GetAuthority(), cum: ru.total}
+		be := Backend{Authority: b.GetAuthority(), cum: ru.total, weight: uint64(b.GetWeight())}
 		be.req, err = headermod.Compile(b.GetRequestHeaders())
 		errs = append(errs, err)
 		be.resp, err = headermod.Compile(b.GetResponseHeaders())
