@@ -57,6 +57,9 @@ type Result struct {
 	Message  string `json:"message"`
 	Hint     string `json:"hint,omitempty"`
 	Doc      string `json:"doc,omitempty"`
+	// Data is the figures behind Message for checks that have some (e.g.
+	// LinksData), so that scripts need not parse the message.
+	Data any `json:"data,omitempty"`
 }
 
 // Outcome is what a check function returns; the runner adds the names.
@@ -64,6 +67,10 @@ type Outcome struct {
 	Status  Status
 	Message string
 	Hint    string // one line: what to do; required for Warn and Fail
+	Data    any    // figures for -o json and yaml (Result.Data)
+	// absent: the check has nothing to look at in this cluster and adds
+	// no result at all (see absent()).
+	absent bool
 }
 
 func ok(format string, a ...any) Outcome {
@@ -77,6 +84,12 @@ func warn(hint, format string, a ...any) Outcome {
 func fail(hint, format string, a ...any) Outcome {
 	return Outcome{Status: Fail, Message: fmt.Sprintf(format, a...), Hint: hint}
 }
+
+// absent is the outcome of a check that has nothing to look at in this
+// cluster (multicluster-links without links): Run leaves it out of the
+// report rather than print a result that only says so, which keeps the
+// report of clusters without the feature what it was.
+func absent() Outcome { return Outcome{absent: true} }
 
 // Check is one named check.
 type Check struct {
@@ -152,8 +165,9 @@ func (e *Env) probeNS() string {
 	return "default"
 }
 
-// Run runs checks in order and returns one Result per check. After a Fatal
-// check fails the remaining ones are reported as skipped.
+// Run runs checks in order and returns one Result per check, but none for
+// a check whose outcome is absent(). After a Fatal check fails the
+// remaining ones are reported as skipped.
 func Run(ctx context.Context, e *Env, checks []Check) []Result {
 	timeout := e.CheckTimeout
 	if timeout <= 0 {
@@ -173,7 +187,10 @@ func Run(ctx context.Context, e *Env, checks []Check) []Result {
 			t = c.Timeout
 		}
 		o := runOne(ctx, e, c, t)
-		r.Status, r.Message, r.Hint = o.Status, o.Message, o.Hint
+		if o.absent {
+			continue
+		}
+		r.Status, r.Message, r.Hint, r.Data = o.Status, o.Message, o.Hint, o.Data
 		if o.Status == OK || o.Status == Skip {
 			r.Doc = ""
 		}

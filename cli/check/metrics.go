@@ -29,13 +29,9 @@ type IdentityMetrics struct {
 // ParseIdentityMetrics reads the two identity gauges from Prometheus text.
 func ParseIdentityMetrics(data []byte) (IdentityMetrics, error) {
 	var im IdentityMetrics
-	if len(data) > MaxMetricsBody {
-		return im, fmt.Errorf("metrics body of %d bytes exceeds %d", len(data), MaxMetricsBody)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(data))
+	fams, err := parseFamilies(data)
 	if err != nil {
-		return im, fmt.Errorf("parse metrics: %w", err)
+		return im, err
 	}
 	if v, ok := single(fams[CertValidMetric]); ok {
 		im.HasValid, im.Valid = true, v
@@ -44,6 +40,20 @@ func ParseIdentityMetrics(data []byte) (IdentityMetrics, error) {
 		im.HasExpiry, im.Expiry = true, v
 	}
 	return im, nil
+}
+
+// parseFamilies parses Prometheus text from a pod's admin port: bounded
+// and parsed, never trusted.
+func parseFamilies(data []byte) (map[string]*dto.MetricFamily, error) {
+	if len(data) > MaxMetricsBody {
+		return nil, fmt.Errorf("metrics body of %d bytes exceeds %d", len(data), MaxMetricsBody)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("parse metrics: %w", err)
+	}
+	return fams, nil
 }
 
 // single returns the value of an unlabelled gauge (or untyped) family.

@@ -18,11 +18,14 @@ import (
 // issuer per cluster, each cluster's proxies must accept the other's
 // certificates, and each issuer must be unable to sign the other
 // cluster's identities, or a compromised issuer in one cluster could mint
-// any identity of the other (docs/multicluster.md).
+// any identity of the other (docs/multicluster.md). LinksCheck adds the
+// health of this cluster's links, when it has any (links.go).
 
-// MulticlusterChecks are `trellis check --multicluster`.
+// MulticlusterChecks are `trellis check --multicluster`. LinksCheck comes
+// first: it reads this cluster only, so a peer that cannot be read
+// (PeerIdentityCheck is fatal) does not hide the links' health.
 func MulticlusterChecks() []Check {
-	return []Check{PeerIdentityCheck, TrustsPeerCheck, PeerTrustsCheck, TrustDomainsCheck}
+	return []Check{LinksCheck, PeerIdentityCheck, TrustsPeerCheck, PeerTrustsCheck, TrustDomainsCheck}
 }
 
 const multiclusterDoc = "docs/multicluster.md"

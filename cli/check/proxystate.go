@@ -1,14 +1,10 @@
 package check
 
 import (
-	"bytes"
-	"fmt"
 	"math"
 	"slices"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // Proxy metrics the mesh-health checks read (docs/identity.md,
@@ -48,13 +44,9 @@ type ProxyState struct {
 // trusted.
 func ParseProxyState(data []byte) (ProxyState, error) {
 	ps := ProxyState{ControlServices: map[string]ServiceState{}}
-	if len(data) > MaxMetricsBody {
-		return ps, fmt.Errorf("metrics body of %d bytes exceeds %d", len(data), MaxMetricsBody)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(data))
+	fams, err := parseFamilies(data)
 	if err != nil {
-		return ps, fmt.Errorf("parse metrics: %w", err)
+		return ps, err
 	}
 	for _, m := range fams[TrustBundleMetric].GetMetric() {
 		if v, ok := value(m); ok && v == 1 {

@@ -80,7 +80,8 @@ func newCommand(build EnvFunc) *cobra.Command {
             this cluster and a peer (--peer-kubeconfig, --peer-context)
             trust each other's issuers, and each cluster's identities are
             its own: different trust domains, and neither issuer can sign
-            in the other's (docs/multicluster.md)
+            in the other's; with links in this cluster, also their health:
+            last sync, services and endpoints mirrored (docs/multicluster.md)
 
 Every failure prints a one-line hint and a link to docs/check.md. The exit
 status is 1 when any check fails; warnings alone exit 0. With --wait, failing

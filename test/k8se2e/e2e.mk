@@ -97,15 +97,18 @@ e2e: cluster-extras-bg images
 # (test/cluster/README.md, "Two clusters"), with b's kubeconfig in
 # TRELLIS_E2E_PEER_KUBECONFIG. Not part of make e2e, which has cluster a
 # alone; .ci/run runs both.
-E2E_MC_SUITES := mc-trust mc-flat
+E2E_MC_SUITES := mc-trust mc-flat mc-policy mc-failover
 E2E_TEST_mc-trust := TestMulticlusterTrust
 E2E_TEST_mc-flat  := TestMulticlusterFlat
+E2E_TEST_mc-policy := TestMulticlusterPolicy
+E2E_TEST_mc-failover := TestMulticlusterFailover
 E2E_MC_RUN = ^($(subst $(eval) ,|,$(strip $(foreach s,$(or $(MC_SUITE),$(E2E_MC_SUITES)),$(E2E_TEST_$(s))))))$$
 
 ## e2e-mc: images, clusters a and b up, the multicluster suites (MC_SUITE=name for one), both down
 e2e-mc: images
 	@$(CLUSTER) up
-	@$(CLUSTER_B) up
+	@# b already up (E2E_KEEP_CLUSTER): its containerd lacks this build's images.
+	@if $(CLUSTER_B) status >/dev/null 2>&1; then $(CLUSTER_B) images >/dev/null; else $(CLUSTER_B) up; fi
 	@rc=0; KUBECONFIG=$(TRELLIS_CLUSTER_DIR)/run/admin.kubeconfig TRELLIS_E2E_PEER_KUBECONFIG=$(TRELLIS_CLUSTER_B_DIR)/run/admin.kubeconfig \
 	  TRELLIS_E2E_K8S=1 TRELLIS_BIN=$(BIN) $(GO) test -count=1 -v -timeout 20m -run '$(E2E_MC_RUN)' ./test/k8se2e || rc=$$?; \
 	  if [ -z "$(E2E_KEEP_CLUSTER)" ]; then $(CLUSTER_B) down || rc=1; $(CLUSTER) down || rc=1; fi; exit $$rc

@@ -49,10 +49,12 @@ func (c *cluster) sharedInstall(t *testing.T) {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if os.Getenv("TRELLIS_E2E_K8S") == "1" && os.Getenv("E2E_KEEP_INSTALL") != "1" {
-		if err := removeShared(); err != nil {
-			fmt.Fprintln(os.Stderr, "k8se2e: removing the shared install:", err)
-			if code == 0 {
-				code = 1
+		for _, rm := range []func() error{removeShared, removeSharedMC} {
+			if err := rm(); err != nil {
+				fmt.Fprintln(os.Stderr, "k8se2e: removing the shared install:", err)
+				if code == 0 {
+					code = 1
+				}
 			}
 		}
 	}
@@ -64,9 +66,35 @@ func removeShared() error {
 	if err != nil {
 		return err
 	}
+	return c.removeAnnotatedInstall("e2e\\.trellis\\.io/shared-install")
+}
+
+// removeSharedMC removes the shared multicluster installs (mcInstall) of
+// both clusters.
+func removeSharedMC() error {
+	c, err := findCluster()
+	if err != nil {
+		return err
+	}
+	peer := os.Getenv("TRELLIS_E2E_PEER_KUBECONFIG")
+	if peer == "" {
+		return nil
+	}
+	p := *c
+	p.kubeconfig = peer
+	for _, x := range []*cluster{c, &p} {
+		if err := x.removeAnnotatedInstall("e2e\\.trellis\\.io/shared-mc-install"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeAnnotatedInstall uninstalls Trellis if trellis-system carries the
+// annotation (jsonpath-escaped), and waits until it is gone.
+func (c *cluster) removeAnnotatedInstall(annotation string) error {
 	ctx := context.Background()
-	ns, err := c.run(ctx, nil, "get", "namespace", "trellis-system",
-		"-o", "jsonpath={.metadata.annotations.e2e\\.trellis\\.io/shared-install}")
+	ns, err := c.run(ctx, nil, "get", "namespace", "trellis-system", "-o", "jsonpath={.metadata.annotations."+annotation+"}")
 	if err != nil || ns == "" {
 		return nil // none, or not ours
 	}

@@ -258,8 +258,7 @@ func (m *Mirror) applyService(ctx context.Context, l mclink.Link, remote *corev1
 	if !exists {
 		if _, err := api.Create(ctx, want, metav1.CreateOptions{FieldManager: fieldManager}); err != nil {
 			if apierrors.IsAlreadyExists(err) {
-				// Not in our cache (no link label): someone else's.
-				return m.conflict(l.Cluster, remote.Namespace, name, "")
+				return m.existing(ctx, l.Cluster, remote.Namespace, name)
 			}
 			if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
 				// The namespace does not exist here (or is terminating).
@@ -287,6 +286,20 @@ func (m *Mirror) applyService(ctx context.Context, l mclink.Link, remote *corev1
 
 const fieldManager = "trellis-mirror"
 
+// existing: the create found a Service of the mirror's name that the
+// cache does not hold. Ours, just created and not yet seen: its informer
+// event syncs it again. Anyone else's: a conflict.
+func (m *Mirror) existing(ctx context.Context, cluster, ns, name string) error {
+	svc, err := m.cfg.Local.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get %s/%s: %w", ns, name, err)
+	}
+	if svc.Labels[mclink.LabelLink] == cluster {
+		return nil
+	}
+	return m.conflict(cluster, ns, name, svc.Labels[mclink.LabelLink])
+}
+
 // conflict: a Service of the mirror's name exists and is not this link's
 // mirror. It is never touched; retrying would not help until it goes
 // (the peer's resync tries again), so this is not an error.
@@ -309,7 +322,9 @@ func (m *Mirror) applySlices(ctx context.Context, ns, name, cluster string, want
 		delete(have, w.Name)
 		switch {
 		case !ok:
-			if _, err := api.Create(ctx, w, metav1.CreateOptions{FieldManager: fieldManager}); err != nil && !apierrors.IsNotFound(err) {
+			// AlreadyExists: created by an earlier sync the cache has
+			// not seen yet; its informer event syncs it again.
+			if _, err := api.Create(ctx, w, metav1.CreateOptions{FieldManager: fieldManager}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsAlreadyExists(err) {
 				return fmt.Errorf("create mirror slice %s/%s: %w", ns, w.Name, err)
 			}
 		case sliceDiffers(h, w):
