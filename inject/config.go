@@ -159,10 +159,8 @@ func (c Config) Validate() error {
 		}
 	}
 	for _, td := range c.AcceptTrustDomains {
-		if _, err := identity.New(td, "ns", "sa"); err != nil {
-			errs = append(errs, fmt.Errorf("accepted trust domain %q: %w", td, err))
-		} else if td == cmp.Or(c.TrustDomain, identity.DefaultTrustDomain) {
-			errs = append(errs, fmt.Errorf("accepted trust domain %q is the local one", td))
+		if err := identity.CheckAccepted(td, cmp.Or(c.TrustDomain, identity.DefaultTrustDomain)); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.TraceSampleRatio != "" {

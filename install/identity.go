@@ -219,11 +219,11 @@ func checkAcceptTrustDomains(v Values, local string) error {
 		return nil
 	}
 	for _, td := range strings.Split(list, ",") {
-		if _, err := identity.New(td, "ns", "sa"); err != nil {
-			return fmt.Errorf("identity.acceptTrustDomains %q: %w", td, err)
-		}
 		if td == local {
 			return fmt.Errorf("identity.acceptTrustDomains %q: that is identity.trustDomain, accepted already", td)
+		}
+		if err := identity.CheckAccepted(td, local); err != nil {
+			return fmt.Errorf("identity.acceptTrustDomains %q: %w", td, err)
 		}
 	}
 	return nil
@@ -233,8 +233,8 @@ func checkAcceptTrustDomains(v Values, local string) error {
 func trustDomainOf(v Values) (string, error) {
 	x, _ := v.Get("identity.trustDomain")
 	td, _ := x.(string)
-	if _, err := identity.New(td, "ns", "sa"); err != nil {
-		return "", fmt.Errorf("identity.trustDomain %q: %w", td, err)
+	if err := identity.ValidateTrustDomain(td); err != nil {
+		return "", fmt.Errorf("identity.trustDomain %q: not a valid trust domain: %w", td, err)
 	}
 	return td, nil
 }

@@ -144,6 +144,24 @@ func validLabel(s string) error {
 // dots, so the DNS form stays parseable.
 func validSegment(s string) error { return validLabel(s) }
 
+// ValidateTrustDomain reports why td cannot be a trust domain (DNS labels,
+// at most 253 characters), or nil.
+func ValidateTrustDomain(td string) error { return validDomain(td) }
+
+// CheckAccepted reports why td cannot be accepted beside the local trust
+// domain (another cluster's, under the same anchors): it is not a trust
+// domain, or it is local itself. The proxy, the injector and the install
+// check the same.
+func CheckAccepted(td, local string) error {
+	if err := validDomain(td); err != nil {
+		return fmt.Errorf("accepted trust domain %q: %w", td, err)
+	}
+	if td == local {
+		return fmt.Errorf("accepted trust domain %q is the local one", td)
+	}
+	return nil
+}
+
 func validDomain(s string) error {
 	if s == "" {
 		return errors.New("empty")

@@ -85,7 +85,7 @@ func (l Link) Validate() error {
 	if errs := validation.IsDNS1123Label(l.Cluster); len(errs) > 0 || len(l.Cluster) > maxCluster {
 		return fmt.Errorf("cluster name %q: want a DNS label of at most %d characters", l.Cluster, maxCluster)
 	}
-	if _, err := identity.New(l.TrustDomain, "ns", "sa"); err != nil {
+	if err := identity.ValidateTrustDomain(l.TrustDomain); err != nil {
 		return fmt.Errorf("trust domain %q: %w", l.TrustDomain, err)
 	}
 	if errs := validation.IsDNS1123Subdomain(l.ClusterDomain); len(errs) > 0 {

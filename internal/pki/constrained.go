@@ -17,7 +17,7 @@ import (
 // would accept under the same anchor.
 func NewTrustDomainIssuer(parent *x509.Certificate, parentKey crypto.Signer, commonName, trustDomain string, validity time.Duration, now time.Time) (*Issuer, error) {
 	// Validate the trust domain the same way identities do.
-	if _, err := identity.New(trustDomain, "ns", "sa"); err != nil {
+	if err := identity.ValidateTrustDomain(trustDomain); err != nil {
 		return nil, fmt.Errorf("trust domain: %w", err)
 	}
 	return newIssuer(parent, parentKey, commonName, validity, now, func(tmpl *x509.Certificate) {

@@ -90,11 +90,8 @@ func NewStore(local identity.ID, anchors []*x509.Certificate) (*Store, error) {
 func (s *Store) AcceptTrustDomains(domains []string) error {
 	m := map[string]bool{}
 	for _, td := range domains {
-		if _, err := identity.New(td, "ns", "sa"); err != nil {
-			return fmt.Errorf("accepted trust domain %q: %w", td, err)
-		}
-		if td == s.local.TrustDomain {
-			return fmt.Errorf("accepted trust domain %q is the local one", td)
+		if err := identity.CheckAccepted(td, s.local.TrustDomain); err != nil {
+			return err
 		}
 		m[td] = true
 	}
