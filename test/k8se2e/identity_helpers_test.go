@@ -329,7 +329,9 @@ func identityOf(m harness.Metrics) proxyIdentity {
 	return pi
 }
 
-func (c *cluster) proxyIdentities(ctx context.Context, t *testing.T, ns string) (map[string]proxyIdentity, error) {
+// proxyIdentities: what each running meshed pod of ns reports, once there
+// are at least minPods of them.
+func (c *cluster) proxyIdentities(ctx context.Context, t *testing.T, ns string, minPods int) (map[string]proxyIdentity, error) {
 	out := map[string]proxyIdentity{}
 	for _, p := range c.pods(t, ns, "trellis.io/proxied=true") {
 		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
@@ -341,19 +343,25 @@ func (c *cluster) proxyIdentities(ctx context.Context, t *testing.T, ns string) 
 		}
 		out[p.Name] = identityOf(m)
 	}
-	if len(out) < 4 {
-		return nil, fmt.Errorf("only %d running meshed pods in %s, want 4", len(out), ns)
+	if len(out) < minPods {
+		return nil, fmt.Errorf("only %d running meshed pods in %s, want %d", len(out), ns, minPods)
 	}
 	return out, nil
 }
 
-// waitProxies polls every proxy of ns until want accepts each, and
-// returns how long it took.
+// waitProxies polls every proxy of ns (the identity suites' four) until
+// want accepts each, and returns how long it took.
 func (c *cluster) waitProxies(t *testing.T, ns string, timeout time.Duration, what string, want func(proxyIdentity) error) time.Duration {
+	t.Helper()
+	return c.waitProxiesOf(t, ns, 4, timeout, what, want)
+}
+
+// waitProxiesOf is waitProxies for at least minPods meshed pods.
+func (c *cluster) waitProxiesOf(t *testing.T, ns string, minPods int, timeout time.Duration, what string, want func(proxyIdentity) error) time.Duration {
 	t.Helper()
 	start := time.Now()
 	eventually(t, timeout, what, func() error {
-		ids, err := c.proxyIdentities(t.Context(), t, ns)
+		ids, err := c.proxyIdentities(t.Context(), t, ns, minPods)
 		if err != nil {
 			return err
 		}

@@ -65,11 +65,12 @@ func TestMulticlusterTrust(t *testing.T) {
 	}
 	for _, x := range clusters {
 		issuer := fileFingerprint(t, filepath.Join(dir, x.name, "issuer.crt"))
-		start := time.Now()
-		eventually(t, 2*time.Minute, "cluster "+x.name+"'s proxy holds a certificate of issuer-"+x.name+" under the shared anchor", func() error {
-			return x.c.proxiesCertifiedBy(t.Context(), t, ns, issuer, anchor)
+		x.c.waitProxiesOf(t, ns, 1, 2*time.Minute, "cluster "+x.name+"'s proxy holds a certificate of issuer-"+x.name+" under the shared anchor", func(pi proxyIdentity) error {
+			if len(pi.issuers) != 1 || pi.issuers[0] != issuer || pi.issuerAnchors[0] != anchor {
+				return fmt.Errorf("issuers %v (anchors %v), want %s under %s", pi.issuers, pi.issuerAnchors, shortFP(issuer), shortFP(anchor))
+			}
+			return nil
 		})
-		t.Logf("cluster %s: its proxy certified by issuer-%s, chaining to the shared anchor, after %s", x.name, x.name, time.Since(start).Round(time.Second))
 	}
 	for _, dir := range []struct{ from, to *cluster }{{a, b}, {b, a}} {
 		r := dir.from.check(t, "--multicluster", "--peer-kubeconfig", dir.to.kubeconfig)
@@ -160,30 +161,6 @@ func (c *cluster) mcShared(t *testing.T) bool {
 	}
 	_, err = c.run(t.Context(), nil, "-n", "trellis-system", "rollout", "status", "deployment/trellis-controller", "--timeout=2m")
 	return err == nil
-}
-
-// proxiesCertifiedBy: every meshed pod of ns reports a valid certificate
-// signed by issuer (fingerprint) whose chain ends at anchor.
-func (c *cluster) proxiesCertifiedBy(ctx context.Context, t *testing.T, ns, issuer, anchor string) error {
-	pods := c.pods(t, ns, "trellis.io/proxied=true")
-	if len(pods) == 0 {
-		return errors.New("no meshed pod yet")
-	}
-	var problems []string
-	for _, p := range pods {
-		m, err := c.metrics(ctx, ns, p.Name, 4191)
-		if err != nil {
-			return fmt.Errorf("pod %s: %w", p.Name, err)
-		}
-		pi := identityOf(m)
-		if len(pi.issuers) != 1 || pi.issuers[0] != issuer || pi.issuerAnchors[0] != anchor {
-			problems = append(problems, fmt.Sprintf("pod %s: issuers %v (anchors %v), want %s under %s", p.Name, pi.issuers, pi.issuerAnchors, shortFP(issuer), shortFP(anchor)))
-		}
-	}
-	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "; "))
-	}
-	return nil
 }
 
 // TestMulticlusterFlat is the suite "mc-flat" (issue 16, items 3 and 5):
