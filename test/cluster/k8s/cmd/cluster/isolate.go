@@ -31,7 +31,9 @@ import (
 // innerEnv marks the harness process running inside the namespaces.
 const innerEnv = "TRELLIS_CLUSTER_INNER"
 
-var nsKinds = []string{"net", "mnt", "uts"}
+// nsKinds are the namespaces of an isolated cluster: each one's name
+// under /proc/PID/ns (and its bind mount's file name) and nsenter's flag.
+var nsKinds = []struct{ proc, nsenter string }{{"net", "net"}, {"mnt", "mount"}, {"uts", "uts"}}
 
 func (h *harness) nsDir(parts ...string) string {
 	return filepath.Join(append([]string{h.dir, "ns"}, parts...)...)
@@ -45,7 +47,7 @@ func (h *harness) inside() bool { return !h.p.isolated || os.Getenv(innerEnv) ==
 func (h *harness) nsExist() bool {
 	mounted := mountsUnder(h.nsDir())
 	for _, k := range nsKinds {
-		if !slices.Contains(mounted, h.nsDir(k)) {
+		if !slices.Contains(mounted, h.nsDir(k.proc)) {
 			return false
 		}
 	}
@@ -143,11 +145,11 @@ func (h *harness) makeNamespaces(ctx context.Context) error {
 	defer func() { _ = holder.Process.Kill(); _ = holder.Wait() }()
 	pid := strconv.Itoa(holder.Process.Pid)
 	for _, k := range nsKinds {
-		f := h.nsDir(k)
+		f := h.nsDir(k.proc)
 		if err := os.WriteFile(f, nil, 0o644); err != nil {
 			return err
 		}
-		if err := syscall.Mount(filepath.Join("/proc", pid, "ns", k), f, "", syscall.MS_BIND, ""); err != nil {
+		if err := syscall.Mount(filepath.Join("/proc", pid, "ns", k.proc), f, "", syscall.MS_BIND, ""); err != nil {
 			return fmt.Errorf("keep the %s namespace at %s: %w", k, f, err)
 		}
 	}
@@ -227,7 +229,7 @@ func (h *harness) inNamespaces(ctx context.Context, cmd string) error {
 	}
 	args := []string{"--wd=" + h.modDir}
 	for _, k := range nsKinds {
-		args = append(args, "--"+map[string]string{"net": "net", "mnt": "mount", "uts": "uts"}[k]+"="+h.nsDir(k))
+		args = append(args, "--"+k.nsenter+"="+h.nsDir(k.proc))
 	}
 	args = append(args, "--", exe, "-bin", h.repoBin, cmd)
 	c := exec.CommandContext(ctx, "nsenter", args...)
@@ -245,7 +247,7 @@ func (h *harness) inNamespaces(ctx context.Context, cmd string) error {
 func (h *harness) removeNamespaces(ctx context.Context) error {
 	var problems []string
 	for _, k := range nsKinds {
-		f := h.nsDir(k)
+		f := h.nsDir(k.proc)
 		if err := syscall.Unmount(f, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
 			problems = append(problems, fmt.Sprintf("unmount %s: %v", f, err))
 		}
