@@ -98,20 +98,28 @@ func TestRollout(t *testing.T) {
 	}
 }
 
+// e2eOutage is how long the control-plane-down suites keep a controller
+// down: TRELLIS_E2E_OUTAGE, else def.
+func e2eOutage(t *testing.T, def time.Duration) time.Duration {
+	t.Helper()
+	v := os.Getenv("TRELLIS_E2E_OUTAGE")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Fatalf("TRELLIS_E2E_OUTAGE: %v", err)
+	}
+	return d
+}
+
 // TestControlPlaneDown is the suite "controlplane-down": the controller
 // scaled to zero under load for TRELLIS_E2E_OUTAGE (default 2m); the
 // proxies keep serving from what they hold and the client counts zero
 // failed requests.
 func TestControlPlaneDown(t *testing.T) {
 	c := newCluster(t)
-	outage := 2 * time.Minute
-	if v := os.Getenv("TRELLIS_E2E_OUTAGE"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("TRELLIS_E2E_OUTAGE: %v", err)
-		}
-		outage = d
-	}
+	outage := e2eOutage(t, 2*time.Minute)
 	const ns = "e2e-cpdown"
 	c.sharedInstall(t)
 	c.deployDemo(t, ns, 2)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"text/template"
@@ -227,14 +226,7 @@ func checkProxyCounts(t *testing.T, rows []tally, allow, deny, audit float64, en
 func TestPolicyCPDown(t *testing.T) {
 	c := newCluster(t)
 	suiteTimer(t, "policy-cp-down")
-	outage := 60 * time.Second
-	if v := os.Getenv("TRELLIS_E2E_OUTAGE"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("TRELLIS_E2E_OUTAGE: %v", err)
-		}
-		outage = d
-	}
+	outage := e2eOutage(t, 60*time.Second)
 	const ns = "e2e-pol-cpdown"
 	pod, ip := c.deployMatrix(t, ns, "deny")
 	// The controller comes back even if the test fails half way (the
