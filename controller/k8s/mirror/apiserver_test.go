@@ -158,13 +158,15 @@ func peerObjects(ctx context.Context, t *testing.T, kc kubernetes.Interface, ns 
 	if _, err := kc.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "books"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
+	// As the injector marks them: an annotation and a label.
 	meshed := map[string]string{k8slabels.AnnotationProxyVersion: "test"}
+	proxied := map[string]string{k8slabels.LabelProxied: "true"}
 	for _, p := range []struct {
-		name        string
-		annotations map[string]string
-	}{{"books-1", meshed}, {"books-2", meshed}, {"books-3", nil}, {"books-4", meshed}} {
+		name                string
+		annotations, labels map[string]string
+	}{{"books-1", meshed, proxied}, {"books-2", meshed, proxied}, {"books-3", nil, nil}, {"books-4", meshed, proxied}} {
 		must(t)(kc.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: p.name, Annotations: p.annotations},
+			ObjectMeta: metav1.ObjectMeta{Name: p.name, Annotations: p.annotations, Labels: p.labels},
 			Spec:       corev1.PodSpec{ServiceAccountName: "books", Containers: []corev1.Container{{Name: "app", Image: "books"}}},
 		}, metav1.CreateOptions{}))
 	}

@@ -160,10 +160,11 @@ func endpointIdentity(l mclink.Link, sliceNS string, ep discoveryv1.Endpoint, po
 	return id, err == nil
 }
 
-// meshed: the injector's annotation, as the destination source reads it.
+// meshed: the injector's label (the peer's pods are watched by it) and
+// annotation.
 func meshed(p *corev1.Pod) bool {
 	_, ok := p.Annotations[k8slabels.AnnotationProxyVersion]
-	return ok
+	return ok && p.Labels[k8slabels.LabelProxied] == "true"
 }
 
 // serving: ready (nil means ready, per the API) and not terminating.

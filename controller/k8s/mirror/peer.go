@@ -17,6 +17,7 @@ import (
 	listersdiscoveryv1 "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/mclink"
 )
 
@@ -106,7 +107,11 @@ func (m *Mirror) startPeer(ctx context.Context, l mclink.Link, client kubernetes
 	f := informers.NewSharedInformerFactory(client, m.cfg.Resync)
 	sf := informers.NewSharedInformerFactoryWithOptions(client, m.cfg.Resync,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = mclink.LabelExport + "=true" }))
-	svcs, pods, sls := sf.Core().V1().Services(), f.Core().V1().Pods(), f.Discovery().V1().EndpointSlices()
+	// Only meshed pods are ever mirrored: the API server filters the rest
+	// out, so a large peer costs a cache of its meshed pods only.
+	pf := informers.NewSharedInformerFactoryWithOptions(client, m.cfg.Resync,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = k8slabels.LabelProxied + "=true" }))
+	svcs, pods, sls := sf.Core().V1().Services(), pf.Core().V1().Pods(), f.Discovery().V1().EndpointSlices()
 	p.services, p.pods, p.slices = svcs.Lister(), pods.Lister(), sls.Lister()
 	enqueue := func(ns, name string) {
 		if name != "" {
@@ -146,8 +151,9 @@ func (m *Mirror) startPeer(ctx context.Context, l mclink.Link, client kubernetes
 		})
 		p.synced = append(p.synced, inf.HasSynced)
 	}
-	sf.Start(pctx.Done())
-	f.Start(pctx.Done())
+	for _, fac := range []informers.SharedInformerFactory{sf, pf, f} {
+		fac.Start(pctx.Done())
+	}
 	go func() {
 		defer close(p.done)
 		if cache.WaitForCacheSync(pctx.Done(), p.synced...) {
@@ -162,8 +168,9 @@ func (m *Mirror) startPeer(ctx context.Context, l mclink.Link, client kubernetes
 			m.requeueMirrors(l.Cluster)
 		}
 		<-pctx.Done()
-		sf.Shutdown()
-		f.Shutdown()
+		for _, fac := range []informers.SharedInformerFactory{sf, pf, f} {
+			fac.Shutdown()
+		}
 	}()
 	return p
 }
