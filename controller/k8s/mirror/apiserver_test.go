@@ -60,9 +60,17 @@ func TestMirror(t *testing.T) {
 		}
 	}
 	peerObjects(ctx, t, kc, ns)
-	// A Service that happens to have a mirror's name: not ours.
+	// A Service that happens to have a mirror's name: not ours. A mirror
+	// slice naming it, left from before that Service replaced a mirror,
+	// must go: the peer's pods must never serve someone else's Service.
 	must(t)(kc.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "authors-b"},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}, metav1.CreateOptions{}))
+	must(t)(kc.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: "authors-b-old", Labels: map[string]string{discoveryv1.LabelServiceName: "authors-b",
+			discoveryv1.LabelManagedBy: mclink.ManagedBy, mclink.LabelLink: "b"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.245.9.9"}}},
+	}, metav1.CreateOptions{}))
 
 	reg := prometheus.NewRegistry()
 	m, err := New(Config{Local: kc, Namespace: ctl, Registerer: reg, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
@@ -110,6 +118,9 @@ func TestMirror(t *testing.T) {
 	}
 	if a, err := kc.CoreV1().Services(ns).Get(ctx, "authors-b", metav1.GetOptions{}); err != nil || a.Labels[mclink.LabelLink] != "" {
 		t.Errorf("authors-b, not a mirror, was touched: %v %v", a.GetLabels(), err)
+	}
+	if got, err := mirrorState(ctx, kc, ns, "authors-b"); err != nil || got != "" {
+		t.Errorf("authors-b, not a mirror, has slices of the peer: %q %v", got, err)
 	}
 
 	// Unexported: the mirror goes.
@@ -178,6 +189,13 @@ func peerObjects(ctx context.Context, t *testing.T, kc kubernetes.Interface, ns 
 			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: name},
 		})
 	}
+	// authors: one meshed endpoint, so its mirror would have a slice.
+	must(t)(kc.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "authors-x", Labels: map[string]string{discoveryv1.LabelServiceName: "authors"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080)), Protocol: ptr(corev1.ProtocolTCP)}},
+		Endpoints:   eps[:1],
+	}, metav1.CreateOptions{}))
 	must(t)(kc.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Name: "books-x", Labels: map[string]string{discoveryv1.LabelServiceName: "books"}},
 		AddressType: discoveryv1.AddressTypeIPv4,

@@ -236,8 +236,14 @@ func (m *Mirror) syncService(ctx context.Context, k key) error {
 	if err != nil {
 		return err
 	}
-	if err := m.applyService(ctx, p.link, remote, name); err != nil {
+	mirrored, err := m.applyService(ctx, p.link, remote, name)
+	if err != nil {
 		return err
+	}
+	if !mirrored {
+		// A Service of that name that is not this link's mirror: none of
+		// our slices may name it, or the peer's pods would serve it.
+		return m.applySlices(ctx, k.ns, name, k.cluster, nil)
 	}
 	sls, err := p.slices.EndpointSlices(k.ns).List(labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: k.n}))
 	if err != nil {
@@ -255,11 +261,14 @@ func (m *Mirror) syncService(ctx context.Context, k key) error {
 	return nil
 }
 
-func (m *Mirror) applyService(ctx context.Context, l mclink.Link, remote *corev1.Service, name string) error {
+// applyService makes the mirror Service what the peer's says. mirrored is
+// false when there is none to hold slices: a Service of that name that is
+// not this link's mirror, or no such namespace here.
+func (m *Mirror) applyService(ctx context.Context, l mclink.Link, remote *corev1.Service, name string) (mirrored bool, err error) {
 	want := desiredService(l, remote, name)
 	obj, exists, err := m.services.GetStore().GetByKey(remote.Namespace + "/" + name)
 	if err != nil {
-		return err
+		return false, err
 	}
 	api := m.cfg.Local.CoreV1().Services(remote.Namespace)
 	if !exists {
@@ -270,25 +279,25 @@ func (m *Mirror) applyService(ctx context.Context, l mclink.Link, remote *corev1
 			if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
 				// The namespace does not exist here (or is terminating).
 				m.log.Info("peer service not mirrored: no such namespace here", "cluster", l.Cluster, "namespace", remote.Namespace, "service", remote.Name)
-				return nil
+				return false, nil
 			}
-			return fmt.Errorf("create mirror %s/%s: %w", remote.Namespace, name, err)
+			return false, fmt.Errorf("create mirror %s/%s: %w", remote.Namespace, name, err)
 		}
-		return nil
+		return true, nil
 	}
 	have := obj.(*corev1.Service)
 	if have.Labels[mclink.LabelLink] != l.Cluster {
-		return m.conflict(l.Cluster, remote.Namespace, name, have.Labels[mclink.LabelLink])
+		return false, m.conflict(l.Cluster, remote.Namespace, name, have.Labels[mclink.LabelLink])
 	}
 	if !serviceDiffers(have, want) {
-		return nil
+		return true, nil
 	}
 	upd := have.DeepCopy()
 	upd.Labels, upd.Annotations, upd.Spec.Ports, upd.Spec.Selector, upd.Spec.Type = want.Labels, want.Annotations, want.Spec.Ports, nil, want.Spec.Type
 	if _, err := api.Update(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
-		return fmt.Errorf("update mirror %s/%s: %w", remote.Namespace, name, err)
+		return false, fmt.Errorf("update mirror %s/%s: %w", remote.Namespace, name, err)
 	}
-	return nil
+	return true, nil
 }
 
 const fieldManager = "trellis-mirror"
@@ -296,15 +305,15 @@ const fieldManager = "trellis-mirror"
 // existing: the create found a Service of the mirror's name that the
 // cache does not hold. Ours, just created and not yet seen: its informer
 // event syncs it again. Anyone else's: a conflict.
-func (m *Mirror) existing(ctx context.Context, cluster, ns, name string) error {
+func (m *Mirror) existing(ctx context.Context, cluster, ns, name string) (mirrored bool, err error) {
 	svc, err := m.cfg.Local.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return fmt.Errorf("get %s/%s: %w", ns, name, err)
+		return false, fmt.Errorf("get %s/%s: %w", ns, name, err)
 	}
 	if svc.Labels[mclink.LabelLink] == cluster {
-		return nil
+		return true, nil
 	}
-	return m.conflict(cluster, ns, name, svc.Labels[mclink.LabelLink])
+	return false, m.conflict(cluster, ns, name, svc.Labels[mclink.LabelLink])
 }
 
 // conflict: a Service of the mirror's name exists and is not this link's
