@@ -149,8 +149,10 @@ func (s *Source) resolveService(svc *corev1.Service, hostname string, port uint3
 				// prove the identity the mirror controller read there,
 				// and without a valid one they get nothing (never plain
 				// text between clusters).
+				// Only on a mirror Service: a mirror slice naming another
+				// Service is not the mirror controller's.
 				id, ok := mclink.RemoteIdentity(sl.Labels[discoveryv1.LabelManagedBy], sl.Annotations)
-				if !ok {
+				if !ok || svc.Labels[mclink.LabelLink] == "" {
 					continue
 				}
 				wa.TlsIdentity = &apiv1.TlsIdentity{SpiffeId: id.String(), ServerName: id.ServerName()}
