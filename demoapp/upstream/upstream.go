@@ -36,7 +36,12 @@ func NewHTTPClient(proxy string, timeout time.Duration, maxConnsPerHost int) *HT
 		MaxIdleConns:        1024,
 		MaxIdleConnsPerHost: max(maxConnsPerHost, 16),
 		MaxConnsPerHost:     maxConnsPerHost,
-		IdleConnTimeout:     90 * time.Second,
+		// Below the proxy's protocol-detection timeout (10 s): net/http
+		// may dial a connection it then leaves idle unused (another one
+		// freed up first), and one that stays silent that long is taken
+		// by a transparent proxy for a server-speaks-first protocol and
+		// forwarded as opaque TCP, past routes (seen in e2e traffic-split).
+		IdleConnTimeout: 8 * time.Second,
 		// The demo speaks plain HTTP/1.1 to its proxy; the proxy upgrades
 		// the hop between proxies.
 		ForceAttemptHTTP2: false,
