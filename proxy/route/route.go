@@ -140,8 +140,9 @@ func (s *Stage) apply(x *pipeline.Exchange, rule *Rule, next pipeline.Handler) e
 	}
 	n := s.rand()
 	b, ok := rule.Pick(n)
+	var d resolved // b's answer, looked up once for failover and toBackend
 	if ok && b != nil && b.Authority != "" {
-		b = s.failover(x, rule, b, n)
+		b, d = s.failover(x, rule, b, n)
 	}
 	if !ok {
 		return proxyerr.New(http.StatusInternalServerError, proxyerr.ReasonNoBackend, "route "+rule.Route.GetName()+" has no backend with a weight")
@@ -158,7 +159,7 @@ func (s *Stage) apply(x *pipeline.Exchange, rule *Rule, next pipeline.Handler) e
 		if b.resp != nil {
 			x.AddResponseEdit(b.resp)
 		}
-		if err := s.toBackend(x, b.Authority); err != nil {
+		if err := s.toBackend(x, b.Authority, d); err != nil {
 			return err
 		}
 	}
@@ -173,59 +174,76 @@ func (s *Stage) apply(x *pipeline.Exchange, rule *Rule, next pipeline.Handler) e
 // the backend has endpoints again. Without another, the pick stands (and
 // is answered 503 no_endpoints). Backends the controller could not
 // resolve are never candidates: their share is answered 500, as the
-// Gateway API says. The common case costs one length check.
-func (s *Stage) failover(x *pipeline.Exchange, rule *Rule, b *Backend, n uint64) *Backend {
-	if len(rule.backends) < 2 || s.hasEndpoints(x, b.Authority) {
-		return b
+// Gateway API says. It returns the backend and its answer; the common
+// case costs the one lookup toBackend needs anyway and a length check.
+func (s *Stage) failover(x *pipeline.Exchange, rule *Rule, b *Backend, n uint64) (*Backend, resolved) {
+	d := s.resolve(x, b.Authority)
+	if len(rule.backends) < 2 || d.hasEndpoints() {
+		return b, d
 	}
 	var total uint64
-	ok := make([]bool, len(rule.backends))
+	cands := make([]resolved, len(rule.backends)) // only when failing over
 	for i := range rule.backends {
 		c := &rule.backends[i]
-		if c != b && c.weight > 0 && c.Authority != "" && s.hasEndpoints(x, c.Authority) {
-			ok[i], total = true, total+c.weight
+		if c == b || c.weight == 0 || c.Authority == "" {
+			continue
+		}
+		if cands[i] = s.resolve(x, c.Authority); cands[i].hasEndpoints() {
+			total += c.weight
 		}
 	}
 	if total == 0 {
-		return b
+		return b, d
 	}
 	n %= total
 	for i := range rule.backends {
-		if !ok[i] {
+		if !cands[i].hasEndpoints() {
 			continue
 		}
 		if n < rule.backends[i].weight {
 			s.Metrics.Failover(rule.Route.GetName(), b.Authority)
-			return &rule.backends[i]
+			return &rule.backends[i], cands[i]
 		}
 		n -= rule.backends[i].weight
 	}
-	return b // unreachable
+	return b, d // unreachable
 }
 
-// hasEndpoints: authority resolves to at least one endpoint here.
-func (s *Stage) hasEndpoints(x *pipeline.Exchange, authority string) bool {
+// resolved is a backend's answer from the control plane.
+type resolved struct {
+	known bool
+	bal   *balance.Balancer
+	err   error
+}
+
+// resolve looks a backend up; the route's own service is x's destination.
+func (s *Stage) resolve(x *pipeline.Exchange, authority string) resolved {
 	if authority == x.Dest.Dst {
-		return x.Dest.Balancer == nil || x.Dest.Balancer.Len() > 0
+		return resolved{known: true, bal: x.Dest.Balancer}
 	}
 	known, bal, err := s.Resolve(x.R.Context(), authority)
-	return err == nil && known && (bal == nil || bal.Len() > 0)
+	return resolved{known, bal, err}
 }
 
-// toBackend makes the backend authority x's destination.
-func (s *Stage) toBackend(x *pipeline.Exchange, authority string) *proxyerr.Error {
+// hasEndpoints: the backend resolves to at least one endpoint here.
+func (r resolved) hasEndpoints() bool {
+	return r.err == nil && r.known && (r.bal == nil || r.bal.Len() > 0)
+}
+
+// toBackend makes the backend authority x's destination, from its answer
+// d (resolve's).
+func (s *Stage) toBackend(x *pipeline.Exchange, authority string, d resolved) *proxyerr.Error {
 	x.Key.DstService, x.LogVal = authority, authority
 	if authority == x.Dest.Dst {
 		return nil
 	}
-	known, bal, err := s.Resolve(x.R.Context(), authority)
-	if err != nil {
-		return proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "resolving backend "+authority+": "+err.Error())
+	if d.err != nil {
+		return proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "resolving backend "+authority+": "+d.err.Error())
 	}
-	if !known {
+	if !d.known {
 		return proxyerr.New(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "unknown backend service "+authority)
 	}
-	x.Dest = pipeline.Dest{Dst: authority, Balancer: bal}
+	x.Dest = pipeline.Dest{Dst: authority, Balancer: d.bal}
 	return nil
 }
 
