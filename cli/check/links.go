@@ -19,15 +19,15 @@ import (
 )
 
 // Link health on the controller's /metrics, as controller/k8s/mirror
-// (metrics.go) exports it; docs/multicluster.md lists them.
+// exports it (names from internal/mclink; docs/multicluster.md lists them).
 const (
-	LinkLastSyncMetric      = "trellis_multicluster_link_last_sync_timestamp_seconds"
-	MirroredServicesMetric  = "trellis_multicluster_mirrored_services"
-	MirroredEndpointsMetric = "trellis_multicluster_mirrored_endpoints"
-	LinkSyncErrorsMetric    = "trellis_multicluster_link_sync_errors_total"
-	LinkWatchErrorsMetric   = "trellis_multicluster_link_watch_errors_total"
-	MirrorConflictsMetric   = "trellis_multicluster_mirror_conflicts_total"
-	UnmeshedEndpointsMetric = "trellis_multicluster_unmeshed_endpoints"
+	LinkLastSyncMetric      = mclink.MetricLastSync
+	MirroredServicesMetric  = mclink.MetricMirroredServices
+	MirroredEndpointsMetric = mclink.MetricMirroredEndpoints
+	LinkSyncErrorsMetric    = mclink.MetricSyncErrors
+	LinkWatchErrorsMetric   = mclink.MetricWatchErrors
+	MirrorConflictsMetric   = mclink.MetricConflicts
+	UnmeshedEndpointsMetric = mclink.MetricUnmeshedEndpoints
 )
 
 // LinkStaleAfter is how old a link's last sync may be before it warns.

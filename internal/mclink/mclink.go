@@ -55,6 +55,18 @@ const (
 	AnnotationRemoteService = "trellis.io/remote-service"
 )
 
+// Link health metrics of the controller's mirror (controller/k8s/mirror),
+// which `trellis check --multicluster` reads: one spelling for both.
+const (
+	MetricLastSync          = "trellis_multicluster_link_last_sync_timestamp_seconds"
+	MetricMirroredServices  = "trellis_multicluster_mirrored_services"
+	MetricMirroredEndpoints = "trellis_multicluster_mirrored_endpoints"
+	MetricSyncErrors        = "trellis_multicluster_link_sync_errors_total"
+	MetricWatchErrors       = "trellis_multicluster_link_watch_errors_total"
+	MetricConflicts         = "trellis_multicluster_mirror_conflicts_total"
+	MetricUnmeshedEndpoints = "trellis_multicluster_unmeshed_endpoints"
+)
+
 // Modes of a link.
 const (
 	// ModeFlat: pod networks are routable between the clusters; mirror

@@ -23,23 +23,23 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, counts func() map[string][2]int) (*metrics, error) {
 	m := &metrics{
 		lastSync: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "trellis_multicluster_link_last_sync_timestamp_seconds",
+			Name: mclink.MetricLastSync,
 			Help: "When the link last read its peer in full or mirrored a peer service without error (Unix time), by link (peer cluster).",
 		}, []string{"link"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trellis_multicluster_link_sync_errors_total",
+			Name: mclink.MetricSyncErrors,
 			Help: "Mirror syncs that failed and were retried, by link.",
 		}, []string{"link"}),
 		watchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trellis_multicluster_link_watch_errors_total",
+			Name: mclink.MetricWatchErrors,
 			Help: "Failed lists and watches of the peer's API server, by link (the mirrors are kept meanwhile).",
 		}, []string{"link"}),
 		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trellis_multicluster_mirror_conflicts_total",
+			Name: mclink.MetricConflicts,
 			Help: "Mirror writes refused because a Service of the mirror's name exists and is not that link's mirror, by link.",
 		}, []string{"link"}),
 		unmeshed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "trellis_multicluster_unmeshed_endpoints",
+			Name: mclink.MetricUnmeshedEndpoints,
 			Help: "Serving endpoints of an exported peer service left out of its mirror because they are not meshed pods, by link, namespace and service.",
 		}, []string{"link", "namespace", "service"}),
 		badLinks: prometheus.NewCounter(prometheus.CounterOpts{
@@ -63,9 +63,9 @@ func (m *metrics) synced(cluster string, t time.Time) {
 }
 
 var (
-	servicesDesc = prometheus.NewDesc("trellis_multicluster_mirrored_services",
+	servicesDesc = prometheus.NewDesc(mclink.MetricMirroredServices,
 		"Mirror Services in this cluster, by link.", []string{"link"}, nil)
-	endpointsDesc = prometheus.NewDesc("trellis_multicluster_mirrored_endpoints",
+	endpointsDesc = prometheus.NewDesc(mclink.MetricMirroredEndpoints,
 		"Endpoints in the mirror EndpointSlices of this cluster, by link.", []string{"link"}, nil)
 )
 
