@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/trellis-mesh/trellis/controller/k8s/serve/apiservertest"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
@@ -42,10 +43,7 @@ func TestMain(m *testing.M) {
 // mirrors.
 func TestMirror(t *testing.T) {
 	kubeconfig := apiservertest.Kubeconfig(t)
-	raw, err := os.ReadFile(kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := inlineKubeconfig(t, kubeconfig)
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		t.Fatal(err)
@@ -93,6 +91,7 @@ func TestMirror(t *testing.T) {
 	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 80 || svc.Spec.Selector != nil || svc.Annotations[k8slabels.AnnotationOpaquePorts] != "9000" {
 		t.Errorf("mirror service: ports %v selector %v annotations %v", svc.Spec.Ports, svc.Spec.Selector, svc.Annotations)
 	}
+	waitMirror(ctx, t, kc, ns, "evil-b", "") // the mirror, with no endpoint
 	if got := testutil.ToFloat64(m.metrics.unmeshed.WithLabelValues("b", ns, "books")); got != 1 {
 		t.Errorf("unmeshed endpoints of books: %v, want 1", got)
 	}
@@ -160,7 +159,7 @@ func peerObjects(ctx context.Context, t *testing.T, kc kubernetes.Interface, ns 
 	for _, s := range []struct {
 		name   string
 		labels map[string]string
-	}{{"books", export}, {"authors", export}, {"other", nil}} {
+	}{{"books", export}, {"authors", export}, {"evil", export}, {"other", nil}} {
 		must(t)(kc.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: s.name, Labels: s.labels, Annotations: map[string]string{k8slabels.AnnotationOpaquePorts: "9000"}},
 			Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": s.name}, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr8080}}},
@@ -176,10 +175,17 @@ func peerObjects(ctx context.Context, t *testing.T, kc kubernetes.Interface, ns 
 		name                string
 		annotations, labels map[string]string
 	}{{"books-1", meshed, proxied}, {"books-2", meshed, proxied}, {"books-3", nil, nil}, {"books-4", meshed, proxied}} {
-		must(t)(kc.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		pod, err := kc.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: p.name, Annotations: p.annotations, Labels: p.labels},
 			Spec:       corev1.PodSpec{ServiceAccountName: "books", Containers: []corev1.Container{{Name: "app", Image: "books"}}},
-		}, metav1.CreateOptions{}))
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As the kubelet reports them: books-N has 10.245.0.1N.
+		ip := "10.245.0.1" + p.name[len(p.name)-1:]
+		pod.Status.PodIP, pod.Status.PodIPs = ip, []corev1.PodIP{{IP: ip}}
+		must(t)(kc.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}))
 	}
 	var eps []discoveryv1.Endpoint
 	for i, name := range []string{"books-1", "books-2", "books-3", "books-4"} {
@@ -196,6 +202,15 @@ func peerObjects(ctx context.Context, t *testing.T, kc kubernetes.Interface, ns 
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080)), Protocol: ptr(corev1.ProtocolTCP)}},
 		Endpoints:   eps[:1],
 	}, metav1.CreateOptions{}))
+	// evil: a meshed pod's reference at an address that is not the pod's
+	// (one of this cluster's, say).
+	must(t)(kc.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "evil-x", Labels: map[string]string{discoveryv1.LabelServiceName: "evil"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080)), Protocol: ptr(corev1.ProtocolTCP)}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.5"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: "books-1"}}},
+	}, metav1.CreateOptions{}))
 	must(t)(kc.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Name: "books-x", Labels: map[string]string{discoveryv1.LabelServiceName: "books"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
@@ -205,6 +220,24 @@ func peerObjects(ctx context.Context, t *testing.T, kc kubernetes.Interface, ns 
 }
 
 var intstr8080 = intstr.FromInt32(8080)
+
+// inlineKubeconfig is the kubeconfig at path with its files inlined: a link
+// Secret's kubeconfig may name no file (mclink).
+func inlineKubeconfig(t *testing.T, path string) []byte {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := clientcmdapi.FlattenConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	b, err := clientcmd.Write(*cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
 
 // must fails the test on a call's error: must(t)(client.Create(...)).
 func must(t *testing.T) func(any, error) {

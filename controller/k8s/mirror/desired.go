@@ -149,7 +149,10 @@ func endpointIdentity(l mclink.Link, sliceNS string, ep discoveryv1.Endpoint, po
 		ns = sliceNS
 	}
 	p := pod(ns, ref.Name)
-	if p == nil || !meshed(p) {
+	// The address must be the pod's own: the peer writes its slices, and
+	// a slice pointing a meshed pod's identity at any other address would
+	// send this cluster's clients there.
+	if p == nil || !meshed(p) || !slices.ContainsFunc(p.Status.PodIPs, func(ip corev1.PodIP) bool { return ip.IP == ep.Addresses[0] }) {
 		return identity.ID{}, false
 	}
 	sa := p.Spec.ServiceAccountName
