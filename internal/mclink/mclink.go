@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/trellis-mesh/trellis/internal/identity"
 )
@@ -112,6 +113,29 @@ func (l Link) Validate() error {
 	return nil
 }
 
+// checkKubeconfig accepts only what `trellis multicluster link` writes:
+// inline CA data and a bearer token. A kubeconfig can also name a command
+// to run for credentials (exec, auth-provider) or files to read; from a
+// Secret, either would let whoever writes it run code in, or read files
+// of, the controller.
+func checkKubeconfig(b []byte) error {
+	cfg, err := clientcmd.Load(b)
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	for name, u := range cfg.AuthInfos {
+		if u.Exec != nil || u.AuthProvider != nil || u.TokenFile != "" || u.ClientCertificate != "" || u.ClientKey != "" {
+			return fmt.Errorf("kubeconfig user %q: only an inline token or client certificate is allowed (no exec, auth-provider or files)", name)
+		}
+	}
+	for name, c := range cfg.Clusters {
+		if c.CertificateAuthority != "" || c.InsecureSkipTLSVerify || c.ProxyURL != "" {
+			return fmt.Errorf("kubeconfig cluster %q: only inline CA data is allowed (no CA file, no insecure-skip-tls-verify, no proxy)", name)
+		}
+	}
+	return nil
+}
+
 // SecretName is the name of the link Secret for cluster.
 func SecretName(cluster string) string { return SecretPrefix + cluster }
 
@@ -148,6 +172,9 @@ func FromSecret(s *corev1.Secret) (Link, error) {
 		Kubeconfig:    s.Data[KeyKubeconfig],
 	}
 	if err := l.Validate(); err != nil {
+		return Link{}, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	if err := checkKubeconfig(l.Kubeconfig); err != nil {
 		return Link{}, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	if s.Name != SecretName(l.Cluster) {

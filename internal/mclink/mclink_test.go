@@ -116,3 +116,33 @@ func TestRemoteIdentity(t *testing.T) {
 		})
 	}
 }
+
+// TestFromSecretRefusesRiskyKubeconfig: whoever writes a link Secret must
+// not get the controller to run a command or read its files.
+func TestFromSecretRefusesRiskyKubeconfig(t *testing.T) {
+	const head = "apiVersion: v1\nkind: Config\n"
+	for _, tc := range []struct{ name, kubeconfig, wantErr string }{
+		{"inline token and CA", head + "clusters: [{name: b, cluster: {server: 'https://b:6443', certificate-authority-data: Zm9v}}]\nusers: [{name: u, user: {token: t}}]\n", ""},
+		{"exec plugin", head + "users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, id]}}}]\n", "exec"},
+		{"auth provider", head + "users: [{name: u, user: {auth-provider: {name: oidc}}}]\n", "exec"},
+		{"token file", head + "users: [{name: u, user: {tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token}}]\n", "files"},
+		{"client key file", head + "users: [{name: u, user: {client-key: /etc/key}}]\n", "files"},
+		{"CA file", head + "clusters: [{name: b, cluster: {server: 'https://b:6443', certificate-authority: /etc/ca}}]\n", "CA file"},
+		{"insecure", head + "clusters: [{name: b, cluster: {server: 'https://b:6443', insecure-skip-tls-verify: true}}]\n", "insecure"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := good()
+			l.Kubeconfig = []byte(tc.kubeconfig)
+			_, err := FromSecret(l.Secret("trellis-system"))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("err %v, want one naming %q", err, tc.wantErr)
+			}
+		})
+	}
+}
