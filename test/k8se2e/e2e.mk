@@ -2,7 +2,9 @@
 # Included from the top-level Makefile AFTER test/cluster/cluster.mk:
 #   include test/k8se2e/e2e.mk
 # make e2e                  every suite
-# make e2e SUITE=install    one suite (make e2e-list names them)
+# make e2e SUITE=install    one suite (make e2e-list names them); SUITE="a b" several
+# E2E_SKIP="a b"            every suite but these
+# TRELLIS_CLUSTER=b         on cluster b (.ci/run runs a share of the suites there)
 # E2E_KEEP_CLUSTER=1        leave the cluster up afterwards (default: make cluster-down)
 # TRELLIS_E2E_OUTAGE=30s    shorten the controlplane-down (default 2m) and policy-cp-down (default 60s) outages
 # See test/k8se2e/README.md.
@@ -65,27 +67,28 @@ E2E_TEST_slow-start        := TestSlowStart
 E2E_TEST_rate-limit        := TestRateLimit|TestRateLimitOutbound
 E2E_TEST_gateway-conformance := TestGatewayConformanceMesh
 # The suites of ./test/k8se2e, and the conformance run (test/conformance) if selected.
-E2E_K8S_SUITES   = $(filter-out gateway-conformance,$(or $(SUITE),$(E2E_SUITES)))
-E2E_CONFORMANCE  = $(filter gateway-conformance,$(or $(SUITE),$(E2E_SUITES)))
+E2E_SELECTED     = $(filter-out $(E2E_SKIP),$(or $(SUITE),$(E2E_SUITES)))
+E2E_K8S_SUITES   = $(filter-out gateway-conformance,$(E2E_SELECTED))
+E2E_CONFORMANCE  = $(filter gateway-conformance,$(E2E_SELECTED))
 E2E_RUN     = ^($(subst $(eval) ,|,$(strip $(foreach s,$(E2E_K8S_SUITES),$(E2E_TEST_$(s))))))$$
 E2E_CONFORMANCE_REPORT ?= $(BIN)/conformance/trellis-mesh-report.yaml
 E2E_TIMEOUT ?= 75m
 E2E_KEEP_CLUSTER ?=
 
-ifneq ($(SUITE),)
-ifeq ($(E2E_TEST_$(SUITE)),)
-$(error unknown SUITE=$(SUITE); one of: $(E2E_SUITES) $(E2E_OPTIONAL_SUITES))
-endif
-endif
+$(foreach s,$(SUITE) $(E2E_SKIP),$(if $(E2E_TEST_$(s)),,$(error unknown suite $(s) (SUITE or E2E_SKIP); one of: $(E2E_SUITES) $(E2E_OPTIONAL_SUITES))))
 
 .PHONY: e2e e2e-list e2e-mc
 
+# Prometheus and Jaeger's images are built once, in cluster a's cache:
+# on b, the suites that need them are not run (.ci/run keeps them on a).
+E2E_EXTRAS_DIR = $(if $(filter a,$(TRELLIS_CLUSTER)),$(TRELLIS_CLUSTER_DIR),/var/tmp/trellis-cluster)
+
 ## e2e: build, images, cluster up, the Kubernetes suites (SUITE=name for one), cluster down
-e2e: cluster-extras-bg images
+e2e: $(if $(filter a,$(TRELLIS_CLUSTER)),cluster-extras-bg) images
 	@$(CLUSTER) up
 	@rc=0; export KUBECONFIG=$(TRELLIS_CLUSTER_DIR)/run/admin.kubeconfig TRELLIS_E2E_K8S=1 TRELLIS_BIN=$(BIN); \
 	  if [ -n "$(E2E_K8S_SUITES)" ]; then \
-	  E2E_KEEP_INSTALL=$(if $(E2E_CONFORMANCE),1,$(E2E_KEEP_INSTALL)) TRELLIS_E2E_EXTRAS=$(TRELLIS_CLUSTER_DIR)/extras.status TRELLIS_E2E_UPGRADE_FROM=$(E2E_UPGRADE_FROM) \
+	  E2E_KEEP_INSTALL=$(if $(E2E_CONFORMANCE),1,$(E2E_KEEP_INSTALL)) TRELLIS_E2E_EXTRAS=$(E2E_EXTRAS_DIR)/extras.status TRELLIS_E2E_UPGRADE_FROM=$(E2E_UPGRADE_FROM) \
 	  $(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' ./test/k8se2e || rc=$$?; fi; \
 	  if [ -n "$(E2E_CONFORMANCE)" ]; then \
 	  ( $(CLUSTER) conformance-images ) && \
