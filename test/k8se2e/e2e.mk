@@ -5,6 +5,8 @@
 # make e2e SUITE=install    one suite (make e2e-list names them); SUITE="a b" several
 # E2E_SKIP="a b"            every suite but these
 # TRELLIS_CLUSTER=b         on cluster b (.ci/run runs a share of the suites there)
+# E2E_PREBUILT=1            do not build: use bin/ and bin/images as they are (a second
+#                           make e2e beside a running one must not rewrite its binaries)
 # E2E_KEEP_CLUSTER=1        leave the cluster up afterwards (default: make cluster-down)
 # TRELLIS_E2E_OUTAGE=30s    shorten the controlplane-down (default 2m) and policy-cp-down (default 60s) outages
 # See test/k8se2e/README.md.
@@ -84,7 +86,7 @@ $(foreach s,$(SUITE) $(E2E_SKIP),$(if $(E2E_TEST_$(s)),,$(error unknown suite $(
 E2E_EXTRAS_DIR = $(if $(filter a,$(TRELLIS_CLUSTER)),$(TRELLIS_CLUSTER_DIR),/var/tmp/trellis-cluster)
 
 ## e2e: build, images, cluster up, the Kubernetes suites (SUITE=name for one), cluster down
-e2e: $(if $(filter a,$(TRELLIS_CLUSTER)),cluster-extras-bg) images
+e2e: $(if $(filter a,$(TRELLIS_CLUSTER)),cluster-extras-bg) $(if $(E2E_PREBUILT),,images)
 	@$(CLUSTER) up
 	@rc=0; export KUBECONFIG=$(TRELLIS_CLUSTER_DIR)/run/admin.kubeconfig TRELLIS_E2E_K8S=1 TRELLIS_BIN=$(BIN); \
 	  if [ -n "$(E2E_K8S_SUITES)" ]; then \
