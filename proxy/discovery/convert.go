@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"strings"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/identity"
@@ -42,12 +43,25 @@ func ToEndpoint(wa *apiv1.WeightedAddr) (balance.Endpoint, error) {
 		if err != nil {
 			return balance.Endpoint{}, fmt.Errorf("endpoint %s: tls identity: %w", addr, err)
 		}
-		if sn := ti.GetServerName(); sn != "" && sn != id.ServerName() {
+		sn := ti.GetServerName()
+		switch {
+		case sn == "" || sn == id.ServerName():
+		case routingName(sn):
+			ep.ServerName = sn // through a gateway, which routes on it
+		default:
 			return balance.Endpoint{}, fmt.Errorf("endpoint %s: server name %q does not match identity %s", addr, sn, id)
 		}
 		ep.Identity = id
 	}
 	return ep, nil
+}
+
+// routingName: a multicluster gateway's routing name,
+// <port>.<service>.<namespace>.svc.<cluster domain> (proxy/gateway), a DNS
+// name. Only the SNI changes with it: the identity is still verified.
+func routingName(sn string) bool {
+	labels := strings.Split(sn, ".")
+	return len(labels) >= 5 && labels[3] == "svc" && identity.ValidateTrustDomain(sn) == nil
 }
 
 // tcpAddr formats a TcpAddress as a dialable "ip:port".

@@ -42,6 +42,16 @@ func TestToEndpoint(t *testing.T) {
 		{name: "server name mismatch", in: wa("10.0.0.1", 80, func(w *apiv1.WeightedAddr) {
 			w.TlsIdentity = &apiv1.TlsIdentity{SpiffeId: books.String(), ServerName: "other.demo.serviceaccount.identity.cluster.local"}
 		}), wantErr: true},
+		{name: "a gateway's routing name: sent as the server name, identity kept", in: wa("172.31.255.2", 4180, func(w *apiv1.WeightedAddr) {
+			w.TlsIdentity = &apiv1.TlsIdentity{SpiffeId: books.String(), ServerName: "8080.books.demo.svc.cluster.local"}
+		}), wantAddr: "172.31.255.2:4180", wantID: books, check: func(t *testing.T, w *apiv1.WeightedAddr) {
+			if ep, _ := ToEndpoint(w); ep.ServerName != "8080.books.demo.svc.cluster.local" {
+				t.Fatalf("server name %q", ep.ServerName)
+			}
+		}},
+		{name: "a routing name that is not a DNS name", in: wa("10.0.0.1", 80, func(w *apiv1.WeightedAddr) {
+			w.TlsIdentity = &apiv1.TlsIdentity{SpiffeId: books.String(), ServerName: "8080.books.demo.svc.Cluster_Local"}
+		}), wantErr: true},
 		{name: "nil", in: nil, wantErr: true},
 		{name: "no address", in: &apiv1.WeightedAddr{}, wantErr: true},
 		{name: "hostname", in: wa("books.demo", 80, nil), wantErr: true},

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/util/validation"
+	"github.com/trellis-mesh/trellis/internal/identity"
 )
 
 // Target is a service port of the gateway's cluster: what a routing name
@@ -46,12 +46,11 @@ func ParseServerName(name, clusterDomain string) (Target, error) {
 	if err != nil || port == 0 || parts[0][0] == '0' {
 		return Target{}, fmt.Errorf("%w: %q: port %q", errBadName, name, parts[0])
 	}
-	// Service names are DNS-1035 labels (a letter first), namespaces
-	// DNS-1123 ones, as Kubernetes has them.
-	for _, e := range [][]string{validation.IsDNS1035Label(parts[1]), validation.IsDNS1123Label(parts[2])} {
-		if len(e) > 0 {
-			return Target{}, fmt.Errorf("%w: %q: %s", errBadName, name, strings.Join(e, "; "))
-		}
+	// The whole name as DNS labels (lower case, at most 63 each), and a
+	// service name starts with a letter, as Kubernetes has it. The
+	// proxy's own check: no Kubernetes library in the proxy's binary.
+	if err := identity.ValidateTrustDomain(strings.ToLower(name)); err != nil || parts[1][0] < 'a' || parts[1][0] > 'z' {
+		return Target{}, fmt.Errorf("%w: %q: not DNS labels with a service name first (%v)", errBadName, name, err)
 	}
 	return Target{Service: parts[1], Namespace: parts[2], Port: uint16(port)}, nil
 }

@@ -43,7 +43,7 @@ func (p *Proxy) openStream(ctx context.Context, rt pipeline.Dest, defPort uint16
 			port = tunnel.AddrPort(ep.Addr, defPort)
 		}
 		t0 := time.Now()
-		c, err := p.dialer.opaque(ctx, ep.Addr, ep.Identity, port, rt.Dst)
+		c, err := p.dialer.opaque(ctx, ep.Addr, ep.Identity, ep.ServerName, port, rt.Dst)
 		if pick != nil {
 			pick.Done(time.Since(t0), err != nil)
 		}

@@ -35,6 +35,7 @@ func (e *connectError) Unwrap() []error {
 type poolKey struct {
 	addr string
 	id   identity.ID // zero: plain h2c
+	sni  string      // a gateway's routing name; "": the identity's
 }
 
 // meshConn is a multiplexed HTTP/2 client connection (*meshh2.ClientConn),
@@ -139,7 +140,7 @@ func (p *pool) dial(k poolKey) (meshConn, error) {
 	if k.id.IsZero() {
 		c, err = p.dialer.plain(ctx, k.addr)
 	} else {
-		c, err = p.dialer.mesh(ctx, k.addr, k.id, transport.ALPNHTTP)
+		c, err = p.dialer.mesh(ctx, k.addr, k.id, k.sni, transport.ALPNHTTP)
 	}
 	if err != nil {
 		return nil, err
@@ -197,12 +198,18 @@ func (d *dialer) plain(ctx context.Context, addr string) (net.Conn, error) {
 	return c, nil
 }
 
-func (d *dialer) mesh(ctx context.Context, addr string, id identity.ID, alpn string) (*tls.Conn, error) {
+// mesh opens mesh TLS to addr, which must prove id; sni, when set, is sent
+// instead of id's DNS form (a gateway routes on it).
+func (d *dialer) mesh(ctx context.Context, addr string, id identity.ID, sni, alpn string) (*tls.Conn, error) {
 	c, err := d.net.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, &connectError{addr: addr, err: err}
 	}
-	tc := tls.Client(c, d.store.ClientConfig(id, []string{alpn}))
+	cfg := d.store.ClientConfig(id, []string{alpn})
+	if sni != "" {
+		cfg.ServerName = sni
+	}
+	tc := tls.Client(c, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = c.Close()
 		d.metrics.HandshakeError(metrics.Outbound, meshtls.HandshakeErrorReason(err))
@@ -220,13 +227,13 @@ func (d *dialer) mesh(ctx context.Context, addr string, id identity.ID, alpn str
 // opaque opens an opaque stream to an endpoint: for a meshed endpoint a TLS
 // connection with ALPN trellis-opaque/1 and the transport header written;
 // otherwise plain TCP.
-func (d *dialer) opaque(ctx context.Context, addr string, id identity.ID, port uint16, authority string) (net.Conn, error) {
+func (d *dialer) opaque(ctx context.Context, addr string, id identity.ID, sni string, port uint16, authority string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	if id.IsZero() {
 		return d.plain(ctx, addr)
 	}
-	tc, err := d.mesh(ctx, addr, id, transport.ALPNOpaque)
+	tc, err := d.mesh(ctx, addr, id, sni, transport.ALPNOpaque)
 	if err != nil {
 		return nil, err
 	}
