@@ -45,9 +45,9 @@ const (
 
 // Endpoint is one address a destination can be reached at.
 type Endpoint struct {
-	Addr       string      // "ip:port" to dial
-	Weight     uint32      // >= 1 (0 is treated as 1)
-	Identity   identity.ID // zero: not meshed, plain TCP
+	Addr     string      // "ip:port" to dial
+	Weight   uint32      // >= 1 (0 is treated as 1)
+	Identity identity.ID // zero: not meshed, plain TCP
 	// ServerName is the TLS server name to send when it is not the
 	// identity's DNS form: a multicluster gateway's routing name. The
 	// peer's identity is verified the same either way.
