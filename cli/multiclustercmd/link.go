@@ -29,6 +29,7 @@ type linkOptions struct {
 	namespace           string
 	server              string
 	clusterDomain       string
+	gateway             string // ip:port: gateway mode
 	timeout             time.Duration
 	// poll is the pause between reads of the token Secret.
 	poll time.Duration
@@ -88,6 +89,7 @@ another address (a kubeconfig's 127.0.0.1 is not b from inside a).`,
 	f.StringVar(&o.server, "api-server-address", "", "https://host:port of the peer's API server as the linking cluster reaches it (default the kubeconfig's)")
 	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of the peer's Services")
 	f.DurationVar(&o.timeout, "timeout", time.Minute, "how long to wait for the token Secret to be filled in")
+	f.StringVar(&o.gateway, "gateway-address", "", "ip:port of the peer's multicluster gateway as the linking cluster reaches it: gateway mode (mirrors point at the gateway); empty: flat mode (mirrors point at the peer's pod IPs)")
 	addNamespaceFlag(cmd, &o.namespace)
 	_ = cmd.MarkFlagRequired("cluster-name")
 	_ = cmd.MarkFlagRequired("linked-cluster-name")
@@ -140,6 +142,9 @@ func makeLink(ctx context.Context, c Cluster, o linkOptions) (mclink.Link, error
 		return mclink.Link{}, err
 	}
 	l := mclink.Link{Cluster: o.cluster, TrustDomain: td, ClusterDomain: o.clusterDomain, Mode: mclink.ModeFlat, Kubeconfig: kc}
+	if o.gateway != "" {
+		l.Mode, l.Gateway = mclink.ModeGateway, o.gateway
+	}
 	if err := l.Validate(); err != nil {
 		return mclink.Link{}, fmt.Errorf("link to cluster %s: %w", o.cluster, err)
 	}

@@ -69,6 +69,7 @@ func TestLink(t *testing.T) {
 		wantErr                        string
 		wantNS, wantServer, wantDomain string
 		wantTD                         string
+		wantGateway                    string // "": flat mode
 	}{
 		{
 			name:    "link",
@@ -128,6 +129,14 @@ func TestLink(t *testing.T) {
 			objects: []runtime.Object{tokenFixture(ns, "a", filled), controllerFixture(ns, "--trust-domain=Not A Domain")},
 			wantErr: "trust domain",
 		},
+		{
+			name:    "gateway mode",
+			objects: []runtime.Object{tokenFixture(ns, "a", filled), controllerFixture(ns, "--trust-domain=cluster-b.local")},
+			args:    []string{"--gateway-address", "172.31.255.2:4180"},
+			wantNS:  ns, wantServer: testServer, wantDomain: "cluster.local", wantTD: "cluster-b.local", wantGateway: "172.31.255.2:4180",
+		},
+		{name: "gateway by name", objects: []runtime.Object{tokenFixture(ns, "a", filled), controllerFixture(ns)},
+			args: []string{"--gateway-address", "gw.b.example:4180"}, wantErr: "gateway"},
 		{name: "same names", args: []string{"--linked-cluster-name", "b"}, wantErr: "does not link to itself"},
 		{name: "bad name", args: []string{"--cluster-name", "B_1"}, wantErr: "--cluster-name"},
 		{name: "bad address", args: []string{"--api-server-address", "http://b:6443"}, wantErr: "--api-server-address"},
@@ -163,7 +172,11 @@ func TestLink(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s.Namespace != tc.wantNS || s.Name != "trellis-link-b" || l.Cluster != "b" || l.Mode != mclink.ModeFlat ||
+			wantMode := mclink.ModeFlat
+			if tc.wantGateway != "" {
+				wantMode = mclink.ModeGateway
+			}
+			if s.Namespace != tc.wantNS || s.Name != "trellis-link-b" || l.Cluster != "b" || l.Mode != wantMode || l.Gateway != tc.wantGateway ||
 				l.TrustDomain != tc.wantTD || l.ClusterDomain != tc.wantDomain {
 				t.Errorf("secret %s/%s: %+v", s.Namespace, s.Name, l)
 			}

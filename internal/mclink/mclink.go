@@ -11,6 +11,8 @@ package mclink
 import (
 	"errors"
 	"fmt"
+	"net/netip"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -34,6 +36,7 @@ const (
 	KeyTrustDomain   = "trustDomain"
 	KeyClusterDomain = "clusterDomain"
 	KeyMode          = "mode"
+	KeyGateway       = "gateway"
 )
 
 // Labels and annotations.
@@ -54,6 +57,10 @@ const (
 	// AnnotationRemoteService on a mirror Service names the peer Service
 	// (name.ns.svc.<cluster domain> of the peer).
 	AnnotationRemoteService = "trellis.io/remote-service"
+	// LabelViaGateway ("true") on a mirror EndpointSlice: its endpoint is
+	// the peer's gateway, which routes on the TLS server name
+	// <port>.<remote service> (proxy/gateway).
+	LabelViaGateway = "trellis.io/via-gateway"
 )
 
 // Link health metrics of the controller's mirror (controller/k8s/mirror),
@@ -73,6 +80,9 @@ const (
 	// ModeFlat: pod networks are routable between the clusters; mirror
 	// endpoints are the peer's pod IPs.
 	ModeFlat = "flat"
+	// ModeGateway: only the peer's gateway is reachable; mirror endpoints
+	// are its address, and the client's mesh TLS passes through it.
+	ModeGateway = "gateway"
 )
 
 // Link is what a link Secret holds.
@@ -84,6 +94,8 @@ type Link struct {
 	// ClusterDomain is the peer's DNS suffix of services.
 	ClusterDomain string
 	Mode          string
+	// Gateway is the peer gateway's ip:port (ModeGateway only).
+	Gateway string
 	// Kubeconfig reaches the peer's API server with the read-only
 	// credentials `trellis multicluster allow` made there.
 	Kubeconfig []byte
@@ -104,8 +116,17 @@ func (l Link) Validate() error {
 	if errs := validation.IsDNS1123Subdomain(l.ClusterDomain); len(errs) > 0 {
 		return fmt.Errorf("cluster domain %q: %s", l.ClusterDomain, strings.Join(errs, "; "))
 	}
-	if l.Mode != ModeFlat {
-		return fmt.Errorf("mode %q: want %q", l.Mode, ModeFlat)
+	switch l.Mode {
+	case ModeFlat:
+		if l.Gateway != "" {
+			return fmt.Errorf("gateway %q in mode %q: a gateway is for mode %q", l.Gateway, l.Mode, ModeGateway)
+		}
+	case ModeGateway:
+		if ap, err := netip.ParseAddrPort(l.Gateway); err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
+			return fmt.Errorf("gateway %q: want the peer gateway's ip:port", l.Gateway)
+		}
+	default:
+		return fmt.Errorf("mode %q: want %q or %q", l.Mode, ModeFlat, ModeGateway)
 	}
 	if len(l.Kubeconfig) == 0 {
 		return errors.New("no kubeconfig")
@@ -141,7 +162,7 @@ func SecretName(cluster string) string { return SecretPrefix + cluster }
 
 // Secret renders l as the link Secret in namespace ns.
 func (l Link) Secret(ns string) *corev1.Secret {
-	return &corev1.Secret{
+	sec := &corev1.Secret{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      SecretName(l.Cluster),
@@ -157,6 +178,10 @@ func (l Link) Secret(ns string) *corev1.Secret {
 			KeyMode:          []byte(l.Mode),
 		},
 	}
+	if l.Gateway != "" {
+		sec.Data[KeyGateway] = []byte(l.Gateway)
+	}
+	return sec
 }
 
 // FromSecret reads and validates a link Secret.
@@ -169,6 +194,7 @@ func FromSecret(s *corev1.Secret) (Link, error) {
 		TrustDomain:   string(s.Data[KeyTrustDomain]),
 		ClusterDomain: string(s.Data[KeyClusterDomain]),
 		Mode:          string(s.Data[KeyMode]),
+		Gateway:       string(s.Data[KeyGateway]),
 		Kubeconfig:    s.Data[KeyKubeconfig],
 	}
 	if err := l.Validate(); err != nil {
@@ -206,4 +232,17 @@ func RemoteIdentity(managedBy string, annotations map[string]string) (identity.I
 		return identity.ID{}, false
 	}
 	return id, true
+}
+
+// GatewayServerName is the TLS server name a client sends through the
+// peer's gateway to reach port of the peer service remote
+// (name.ns.svc.<domain>, the mirror's AnnotationRemoteService):
+// <port>.<name>.<ns>.svc.<domain>, as proxy/gateway parses it. False when
+// remote is not such a name.
+func GatewayServerName(port uint32, remote string) (string, bool) {
+	parts := strings.Split(remote, ".")
+	if port == 0 || port > 65535 || len(parts) < 4 || parts[2] != "svc" || len(validation.IsDNS1123Subdomain(remote)) > 0 {
+		return "", false
+	}
+	return strconv.FormatUint(uint64(port), 10) + "." + remote, true
 }

@@ -25,7 +25,11 @@ func TestValidate(t *testing.T) {
 		{"empty name", func(l *Link) { l.Cluster = "" }, "cluster name"},
 		{"bad trust domain", func(l *Link) { l.TrustDomain = "no spaces allowed" }, "trust domain"},
 		{"bad cluster domain", func(l *Link) { l.ClusterDomain = "-x" }, "cluster domain"},
-		{"other mode", func(l *Link) { l.Mode = "gateway" }, "mode"},
+		{"other mode", func(l *Link) { l.Mode = "mesh" }, "mode"},
+		{"gateway mode without a gateway", func(l *Link) { l.Mode = ModeGateway }, "gateway"},
+		{"gateway mode with a host name", func(l *Link) { l.Mode, l.Gateway = ModeGateway, "gw.example:4180" }, "gateway"},
+		{"a gateway in flat mode", func(l *Link) { l.Gateway = "172.31.255.2:4180" }, "gateway"},
+		{"gateway mode", func(l *Link) { l.Mode, l.Gateway = ModeGateway, "172.31.255.2:4180" }, ""},
 		{"no kubeconfig", func(l *Link) { l.Kubeconfig = nil }, "kubeconfig"},
 	}
 	for _, tc := range tests {
@@ -59,6 +63,10 @@ func TestSecretRoundTrip(t *testing.T) {
 	if got.Cluster != l.Cluster || got.TrustDomain != l.TrustDomain || got.ClusterDomain != l.ClusterDomain ||
 		got.Mode != l.Mode || !bytes.Equal(got.Kubeconfig, l.Kubeconfig) {
 		t.Errorf("round trip: %+v, want %+v", got, l)
+	}
+	l.Mode, l.Gateway = ModeGateway, "172.31.255.2:4180"
+	if got, err := FromSecret(l.Secret("trellis-system")); err != nil || got.Mode != ModeGateway || got.Gateway != l.Gateway {
+		t.Errorf("gateway mode round trip: %+v, %v", got, err)
 	}
 
 	for _, tc := range []struct {

@@ -156,6 +156,14 @@ func (s *Source) resolveService(svc *corev1.Service, hostname string, port uint3
 					continue
 				}
 				wa.TlsIdentity = &apiv1.TlsIdentity{SpiffeId: id.String(), ServerName: id.ServerName()}
+				if sl.Labels[mclink.LabelViaGateway] == "true" {
+					// The peer's gateway routes on the server name.
+					sn, ok := mclink.GatewayServerName(port, svc.Annotations[mclink.AnnotationRemoteService])
+					if !ok {
+						continue
+					}
+					wa.TlsIdentity.ServerName = sn
+				}
 			}
 			e.Addrs[addrKey(ip, target)] = wa
 		}

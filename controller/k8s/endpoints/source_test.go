@@ -177,6 +177,10 @@ func TestResolve(t *testing.T) {
 			addrs: "10.245.0.11:8080", service: "books-b.demo.svc.cluster.local:80", hint: apiv1.ProtocolHint_HTTP1,
 			identity: map[string]*apiv1.TlsIdentity{"10.245.0.11:8080": {SpiffeId: "spiffe://cluster-b.local/ns/demo/sa/books",
 				ServerName: "books.demo.serviceaccount.identity.cluster-b.local"}}},
+		{name: "mirror through a gateway: the gateway's address, the identity, the routing name", path: "books-c.demo:80", exists: true,
+			addrs: "172.31.255.2:4180", service: "books-c.demo.svc.cluster.local:80", hint: apiv1.ProtocolHint_HTTP1,
+			identity: map[string]*apiv1.TlsIdentity{"172.31.255.2:4180": {SpiffeId: "spiffe://cluster-c.local/ns/demo/sa/books",
+				ServerName: "80.books.demo.svc.cluster.local"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

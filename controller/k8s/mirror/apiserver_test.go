@@ -300,3 +300,60 @@ func waitGone(ctx context.Context, t *testing.T, kc kubernetes.Interface, ns, na
 	}
 	t.Fatalf("mirror %s still there after a minute", name)
 }
+
+// TestMirrorGateway: a link in gateway mode mirrors books with one slice
+// per identity whose only endpoint is the peer's gateway, every port at
+// the gateway's port, marked via-gateway; with no serving meshed pod
+// left, the mirror has no endpoint (so routes fail over).
+func TestMirrorGateway(t *testing.T) {
+	kubeconfig := apiservertest.Kubeconfig(t)
+	raw, err := os.ReadFile(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := kubernetes.NewForConfigOrDie(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const ns, ctl = "mirror-gw-test", "mirror-gw-test-trellis"
+	for _, n := range []string{ns, ctl} {
+		if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	peerObjects(ctx, t, kc, ns)
+	m, err := New(Config{Local: kc, Namespace: ctl, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(rctx, 2) }()
+	defer func() { stop(); <-done }()
+	link := mclink.Link{Cluster: "c", TrustDomain: "cluster-c.local", ClusterDomain: "cluster.local", Mode: mclink.ModeGateway, Gateway: "172.31.255.9:4180", Kubeconfig: raw}
+	must(t)(kc.CoreV1().Secrets(ctl).Create(ctx, link.Secret(ctl), metav1.CreateOptions{}))
+
+	waitMirror(ctx, t, kc, ns, "books-c", "172.31.255.9 as spiffe://cluster-c.local/ns/"+ns+"/sa/books")
+	sls, err := kc.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=books-c"})
+	if err != nil || len(sls.Items) != 1 {
+		t.Fatalf("slices of books-c: %v, %v", sls, err)
+	}
+	sl := sls.Items[0]
+	if sl.Labels[mclink.LabelViaGateway] != "true" || len(sl.Ports) != 1 || *sl.Ports[0].Port != 4180 || *sl.Ports[0].Name != "http" {
+		t.Errorf("gateway slice: labels %v ports %+v", sl.Labels, sl.Ports)
+	}
+
+	// No serving meshed pod left in the peer: no endpoint here.
+	peer, err := kc.DiscoveryV1().EndpointSlices(ns).Get(ctx, "books-x", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range peer.Endpoints {
+		peer.Endpoints[i].Conditions.Ready = ptr(false)
+	}
+	must(t)(kc.DiscoveryV1().EndpointSlices(ns).Update(ctx, peer, metav1.UpdateOptions{}))
+	waitMirror(ctx, t, kc, ns, "books-c", "")
+}

@@ -3,6 +3,7 @@ package mirror
 import (
 	"hash/fnv"
 	"maps"
+	"net/netip"
 	"slices"
 	"sort"
 	"strconv"
@@ -115,6 +116,48 @@ func desiredSlices(l mclink.Link, mirror string, remote []*discoveryv1.EndpointS
 		out = append(out, g)
 	}
 	return out, skipped
+}
+
+// viaGateway turns the flat slices of a service into gateway mode: for
+// each identity that has a serving endpoint, one slice whose only
+// endpoint is the peer's gateway, every service port at the gateway's
+// port (the gateway routes on the server name, which names the port).
+// None when the peer has no serving meshed endpoint: then the mirror is
+// empty and routes fail over, as in flat mode.
+func viaGateway(l mclink.Link, flat []*discoveryv1.EndpointSlice, ports []corev1.ServicePort) []*discoveryv1.EndpointSlice {
+	gw, err := netip.ParseAddrPort(l.Gateway)
+	if err != nil {
+		return nil // Validate refused it already
+	}
+	at := discoveryv1.AddressTypeIPv4
+	if gw.Addr().Is6() && !gw.Addr().Is4In6() {
+		at = discoveryv1.AddressTypeIPv6
+	}
+	var eps []discoveryv1.EndpointPort
+	for _, p := range ports {
+		eps = append(eps, discoveryv1.EndpointPort{Name: ptr(p.Name), Port: ptr(int32(gw.Port())), Protocol: ptr(corev1.ProtocolTCP), AppProtocol: p.AppProtocol})
+	}
+	byID := map[string]*discoveryv1.EndpointSlice{}
+	for _, sl := range flat {
+		id := sl.Annotations[mclink.AnnotationRemoteIdentity]
+		if byID[id] != nil || len(sl.Endpoints) == 0 {
+			continue
+		}
+		g := sl.DeepCopy()
+		g.Name = sl.Labels[discoveryv1.LabelServiceName] + "-gw-" + sl.Name[strings.LastIndex(sl.Name, "-")+1:]
+		g.Labels[mclink.LabelViaGateway] = "true"
+		g.AddressType, g.Ports = at, eps
+		g.Endpoints = []discoveryv1.Endpoint{{
+			Addresses:  []string{gw.Addr().Unmap().String()},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr(true), Serving: ptr(true), Terminating: ptr(false)},
+		}}
+		byID[id] = g
+	}
+	var out []*discoveryv1.EndpointSlice
+	for _, k := range slices.Sorted(maps.Keys(byID)) {
+		out = append(out, byID[k])
+	}
+	return out
 }
 
 func mirrorSlice(l mclink.Link, ns, mirror string, id identity.ID, at discoveryv1.AddressType, ports []discoveryv1.EndpointPort, key string) *discoveryv1.EndpointSlice {

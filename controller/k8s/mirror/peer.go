@@ -253,6 +253,9 @@ func (m *Mirror) syncService(ctx context.Context, k key) error {
 		pod, _ := p.pods.Pods(ns).Get(n)
 		return pod
 	})
+	if p.link.Mode == mclink.ModeGateway {
+		want = viaGateway(p.link, want, desiredService(p.link, remote, name).Spec.Ports)
+	}
 	m.metrics.unmeshed.WithLabelValues(k.cluster, k.ns, k.n).Set(float64(skipped))
 	if err := m.applySlices(ctx, k.ns, name, k.cluster, want); err != nil {
 		return err
