@@ -83,8 +83,14 @@ type GetDestination struct {
 	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
 	// Who is asking (SPIFFE ID), for logs and future locality decisions.
 	CallerIdentity string `protobuf:"bytes,2,opt,name=caller_identity,json=callerIdentity,proto3" json:"caller_identity,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set by a multicluster gateway: answer only a service exported to
+	// other clusters (label trellis.io/export=true; never a mirror), and of
+	// it only the meshed endpoints; anything else is NoEndpoints{exists:
+	// false}, kept up to date as labels change. It can only narrow an
+	// answer, so a caller gains nothing by setting it.
+	ExportedOnly  bool `protobuf:"varint,3,opt,name=exported_only,json=exportedOnly,proto3" json:"exported_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetDestination) Reset() {
@@ -129,6 +135,13 @@ func (x *GetDestination) GetCallerIdentity() string {
 		return x.CallerIdentity
 	}
 	return ""
+}
+
+func (x *GetDestination) GetExportedOnly() bool {
+	if x != nil {
+		return x.ExportedOnly
+	}
+	return false
 }
 
 type Update struct {
@@ -1717,10 +1730,11 @@ var File_api_v1_destination_proto protoreflect.FileDescriptor
 
 const file_api_v1_destination_proto_rawDesc = "" +
 	"\n" +
-	"\x18api/v1/destination.proto\x12\x0etrellis.api.v1\x1a\x1egoogle/protobuf/duration.proto\"M\n" +
+	"\x18api/v1/destination.proto\x12\x0etrellis.api.v1\x1a\x1egoogle/protobuf/duration.proto\"r\n" +
 	"\x0eGetDestination\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12'\n" +
-	"\x0fcaller_identity\x18\x02 \x01(\tR\x0ecallerIdentity\"\xb5\x01\n" +
+	"\x0fcaller_identity\x18\x02 \x01(\tR\x0ecallerIdentity\x12#\n" +
+	"\rexported_only\x18\x03 \x01(\bR\fexportedOnly\"\xb5\x01\n" +
 	"\x06Update\x12*\n" +
 	"\x03add\x18\x01 \x01(\v2\x16.trellis.api.v1.AddSetH\x00R\x03add\x123\n" +
 	"\x06remove\x18\x02 \x01(\v2\x19.trellis.api.v1.RemoveSetH\x00R\x06remove\x12@\n" +

@@ -149,6 +149,9 @@ func (s *Service) Get(req *apiv1.GetDestination, stream apiv1.Destination_GetSer
 	src := s.Source
 	resolve := func() (Endpoints, <-chan struct{}, func()) {
 		r, changed, release := src.Resolve(a, ns)
+		if req.GetExportedOnly() {
+			return exportedOnly(r), changed, release
+		}
 		return r.Endpoints, changed, release
 	}
 	send := func(prev, next Endpoints, first bool) error {
@@ -163,6 +166,24 @@ func (s *Service) Get(req *apiv1.GetDestination, stream apiv1.Destination_GetSer
 	err = notify.Watch(stream.Context(), s.Done, resolve, send)
 	log.Debug("destination stream closed", "reason", err)
 	return err
+}
+
+// exportedOnly is what a multicluster gateway may reach of r: nothing
+// unless the service is exported, and of its endpoints only the meshed
+// ones (a gateway passes mesh TLS through; a plain-text app would receive
+// it, or worse, a caller would reach an app the mesh does not front).
+func exportedOnly(r Resolution) Endpoints {
+	if !r.Exported {
+		return Endpoints{Addrs: map[string]*apiv1.WeightedAddr{}, Labels: r.Endpoints.Labels}
+	}
+	e := r.Endpoints
+	e.Addrs = make(map[string]*apiv1.WeightedAddr, len(r.Endpoints.Addrs))
+	for k, wa := range r.Endpoints.Addrs {
+		if wa.GetTlsIdentity().GetSpiffeId() != "" {
+			e.Addrs[k] = wa
+		}
+	}
+	return e
 }
 
 func updateKind(u *apiv1.Update) string {

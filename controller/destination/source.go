@@ -16,6 +16,9 @@ type Resolution struct {
 	// (an unknown name, or a single workload's address). GetRoutes keys
 	// route configuration on it.
 	Service string
+	// Exported: the service is exported to other clusters (a multicluster
+	// gateway may pass connections to it); never true of a mirror.
+	Exported bool
 }
 
 // Source answers what a destination names. The Destination service calls

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/trellis-mesh/trellis/internal/ratelog"
+	"github.com/trellis-mesh/trellis/internal/routingname"
 	"github.com/trellis-mesh/trellis/proxy/forward"
 )
 
@@ -123,7 +124,7 @@ func (g *Gateway) handle(ctx context.Context, c net.Conn, lim *ratelog.Limiter) 
 		g.refuse(ctx, lim, helloResult(err), peer, "", err)
 		return
 	}
-	t, err := ParseServerName(name, g.ClusterDomain)
+	t, err := routingname.Parse(name, g.ClusterDomain)
 	if err != nil {
 		g.refuse(ctx, lim, ResultBadName, peer, name, err)
 		return

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/pki"
+	"github.com/trellis-mesh/trellis/internal/routingname"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 )
 
@@ -146,7 +146,7 @@ func TestGatewayPassesMeshTLS(t *testing.T) {
 		}
 		return nil, nil
 	}})
-	name := Target{Service: "books", Namespace: "shop", Port: 8080}.ServerName("cluster.local")
+	name := routingname.Target{Service: "books", Namespace: "shop", Port: 8080}.ServerName("cluster.local")
 	cfg := client.ClientConfig(booksB, nil)
 	cfg.ServerName = name
 	conn, err := tls.Dial("tcp", gw, cfg)
@@ -252,50 +252,4 @@ func TestGatewayRefuses(t *testing.T) {
 	if n := testutil.ToFloat64(m.conns.WithLabelValues(ResultRouted)); n != 0 {
 		t.Errorf("routed %v, want none", n)
 	}
-}
-
-func TestParseServerName(t *testing.T) {
-	tests := []struct {
-		name string
-		want Target
-		ok   bool
-	}{
-		{"8080.books.shop.svc.cluster.local", Target{"books", "shop", 8080}, true},
-		{"80.Books.Shop.SVC.cluster.local", Target{"books", "shop", 80}, true},
-		{"0.books.shop.svc.cluster.local", Target{}, false},
-		{"08080.books.shop.svc.cluster.local", Target{}, false},
-		{"65536.books.shop.svc.cluster.local", Target{}, false},
-		{"80.9books.shop.svc.cluster.local", Target{}, false},
-		{"80.books.sh_op.svc.cluster.local", Target{}, false},
-		{"80.books.svc.cluster.local", Target{}, false},
-		{"80.a.books.shop.svc.cluster.local", Target{}, false},
-		{"80.books.shop.svc.cluster.local.evil", Target{}, false},
-		{"books.shop.serviceaccount.identity.cluster.local", Target{}, false},
-		{"", Target{}, false},
-	}
-	for _, tt := range tests {
-		got, err := ParseServerName(tt.name, "cluster.local")
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("ParseServerName(%q) = %+v, %v; want %+v ok=%v", tt.name, got, err, tt.want, tt.ok)
-		}
-		if err == nil && got.ServerName("cluster.local") != strings.ToLower(tt.name) {
-			t.Errorf("round trip of %q: %q", tt.name, got.ServerName("cluster.local"))
-		}
-	}
-}
-
-func FuzzParseServerName(f *testing.F) {
-	for _, s := range []string{"8080.books.shop.svc.cluster.local", "0.a.b.svc.cluster.local", "x"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, name string) {
-		got, err := ParseServerName(name, "cluster.local")
-		if err != nil {
-			return
-		}
-		again, err := ParseServerName(got.ServerName("cluster.local"), "cluster.local")
-		if err != nil || again != got || got.Port == 0 {
-			t.Fatalf("%q -> %+v, round trip %+v %v", name, got, again, err)
-		}
-	})
 }

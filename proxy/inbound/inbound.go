@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/internal/routingname"
 	"github.com/trellis-mesh/trellis/internal/ratelog"
 	"log/slog"
 	"net"
@@ -63,6 +64,10 @@ type Config struct {
 	DialTimeout      time.Duration // default 5s
 	OpaquePorts      map[uint16]bool
 	OrigDst          func(net.Conn) (netip.AddrPort, error)
+	// ClusterDomain is this cluster's DNS domain (default cluster.local):
+	// a TLS server name <port>.<svc>.<ns>.svc.<ClusterDomain> is a mesh
+	// client's, come through a multicluster gateway (internal/routingname).
+	ClusterDomain string
 
 	// HeaderTimeout bounds reading an HTTP/1 request head (default 30s).
 	HeaderTimeout time.Duration
@@ -261,7 +266,7 @@ func (p *Proxy) before(c net.Conn, orig netip.AddrPort) bool {
 func (p *Proxy) dispatch(lc listen.Conn) {
 	info := p.connInfoOf(lc.Raw, lc.Orig)
 	res, conn := lc.Detected, lc.Conn
-	if !isMeshTLS(res, p.cfg.Store.LocalIdentity()) && !isHTTP(res.Protocol) {
+	if !p.isMeshTLS(res) && !isHTTP(res.Protocol) {
 		// HTTP callers get a 403 from the authz stage; the others are closed.
 		if err := p.plainRefusal(info); err != nil {
 			p.refused(info.conn(), metrics.RefusedOpaque, err)
@@ -275,7 +280,7 @@ func (p *Proxy) dispatch(lc listen.Conn) {
 		// with our own certificate even when it asks for another identity,
 		// so that the caller refuses us with a clear wrong-identity error
 		// instead of our app answering a handshake it cannot understand.
-		if isMeshSNI(res.SNI, p.cfg.Store.LocalIdentity()) {
+		if p.isMeshSNI(res.SNI) {
 			p.serveMesh(conn, info)
 			return
 		}
@@ -382,8 +387,24 @@ func (p *Proxy) opaqueToApp(c net.Conn, info *connInfo, target, dst string) {
 }
 
 // isMeshTLS reports whether a detected stream is mesh TLS.
-func isMeshTLS(res detect.Result, local identity.ID) bool {
-	return res.Protocol == detect.TLS && isMeshSNI(res.SNI, local)
+func (p *Proxy) isMeshTLS(res detect.Result) bool {
+	return res.Protocol == detect.TLS && p.isMeshSNI(res.SNI)
+}
+
+// isMeshSNI: an identity's DNS form in this trust domain, or a routing
+// name of this cluster (a mesh client through a multicluster gateway,
+// which routes on the name and cannot rewrite it). Either way the peer
+// must then complete mesh mTLS.
+func (p *Proxy) isMeshSNI(sni string) bool {
+	if isMeshSNI(sni, p.cfg.Store.LocalIdentity()) {
+		return true
+	}
+	domain := p.cfg.ClusterDomain
+	if domain == "" {
+		domain = "cluster.local"
+	}
+	_, err := routingname.Parse(sni, domain)
+	return err == nil
 }
 
 func isHTTP(p detect.Protocol) bool { return p == detect.HTTP1 || p == detect.HTTP2 }

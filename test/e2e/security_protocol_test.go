@@ -96,6 +96,38 @@ func TestSecurityProtocolHint(t *testing.T) {
 	t.Run("hint-is-hostile-input", func(t *testing.T) {
 		checkHintHandling(t, pm, "only-h2c")
 	})
+	t.Run("routing-name-is-mesh-tls", func(t *testing.T) {
+		checkRoutingName(t, pm, "only-h2c")
+	})
+}
+
+// checkRoutingName: a mesh peer whose TLS server name is a routing name of
+// this cluster (<port>.<svc>.<ns>.svc.cluster.local, what a client sends
+// through a multicluster gateway) is taken for mesh TLS and reaches the
+// app; the same peer with a name that is neither an identity nor a
+// routing name is the app's own TLS, passed to the app untouched (which,
+// speaking h2c, cannot answer it).
+func checkRoutingName(t *testing.T, pm *protoMesh, service string) {
+	t.Helper()
+	server := pm.servers[service]
+	get := func(sni string) (*http.Response, error) {
+		c := meshPeerClientSNI(t, pm.mesh, server.InboundAddr, sni)
+		c.Timeout = 5 * time.Second
+		return c.Get("https://" + service + ".e2e:80/echo")
+	}
+	resp, err := get("80." + service + ".e2e.svc.cluster.local")
+	if err != nil {
+		t.Fatalf("mesh peer with a routing name: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Echo-Proto") != "HTTP/2.0" {
+		t.Errorf("mesh peer with a routing name: status %d, proto %q, trellis-error %q; want 200 from the app", resp.StatusCode, resp.Header.Get("Echo-Proto"), resp.Header.Get("Trellis-Error"))
+	}
+	if resp, err := get("80." + service + ".e2e.svc.example.org"); err == nil {
+		resp.Body.Close()
+		t.Errorf("a routing name of another cluster domain was terminated by the proxy: status %d; want the app's own TLS (no answer)", resp.StatusCode)
+	}
 }
 
 // checkEchoHTTP posts a streamed body with a trailer and checks the echo
@@ -254,9 +286,15 @@ func checkHintHandling(t *testing.T, pm *protoMesh, service string) {
 // client workload, to the server proxy at inbound, as a client proxy would.
 func meshPeerClient(t *testing.T, m *harness.Mesh, inbound string, server identity.ID) *http.Client {
 	t.Helper()
+	return meshPeerClientSNI(t, m, inbound, server.ServerName())
+}
+
+// meshPeerClientSNI is meshPeerClient sending sni as its TLS server name.
+func meshPeerClientSNI(t *testing.T, m *harness.Mesh, inbound, sni string) *http.Client {
+	t.Helper()
 	chain, key := validChain(t, m.StateDir, mustID(t, "client"))
 	cfg := &tls.Config{
-		ServerName:         server.ServerName(),
+		ServerName:         sni,
 		NextProtos:         []string{"h2"},
 		Certificates:       []tls.Certificate{{Certificate: chain, PrivateKey: key}},
 		InsecureSkipVerify: true, // the server proxy is not what is under test here

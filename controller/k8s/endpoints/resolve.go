@@ -93,6 +93,7 @@ func (s *Source) resolveService(svc *corev1.Service, hostname string, port uint3
 		return r
 	}
 	r.Service = svc.Name + "." + svc.Namespace + ".svc." + s.clusterDomain + ":" + strconv.FormatUint(uint64(port), 10)
+	r.Exported = mclink.Exported(svc) && svc.Labels[mclink.LabelLink] == ""
 	e := &r.Endpoints
 	e.Exists = true
 	e.Labels["service"] = svc.Name

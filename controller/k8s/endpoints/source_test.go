@@ -182,12 +182,18 @@ func TestResolve(t *testing.T) {
 			identity: map[string]*apiv1.TlsIdentity{"172.31.255.2:4180": {SpiffeId: "spiffe://cluster-c.local/ns/demo/sa/books",
 				ServerName: "80.books.demo.svc.cluster.local"}}},
 	}
+	// The fixture labels books and the mirror books-b exported; only books
+	// is (a mirror is never exported onwards).
+	exported := func(service string) bool { return strings.HasPrefix(service, "books.demo.svc.cluster.local:") }
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := resolve(t, f.src, tt.path, tt.caller)
 			e := r.Endpoints
 			if e.Exists != tt.exists || addrs(e) != tt.addrs || r.Service != tt.service {
 				t.Fatalf("got exists=%v addrs=%q service=%q, want %v %q %q", e.Exists, addrs(e), r.Service, tt.exists, tt.addrs, tt.service)
+			}
+			if r.Exported != exported(tt.service) {
+				t.Errorf("exported %v, want %v", r.Exported, !r.Exported)
 			}
 			for k, wa := range e.Addrs {
 				want, ok := tt.hints[k]

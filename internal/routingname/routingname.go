@@ -1,4 +1,9 @@
-package gateway
+// Package routingname is the TLS server name a mesh client sends through a
+// multicluster gateway: <port>.<service>.<namespace>.svc.<cluster domain>.
+// The gateway routes on it without terminating TLS; the server proxy
+// behind it takes it for mesh TLS; the controller writes it into mirror
+// endpoints. No Kubernetes library: the proxy imports it.
+package routingname
 
 import (
 	"errors"
@@ -30,9 +35,9 @@ func (t Target) ServerName(clusterDomain string) string {
 
 var errBadName = errors.New("not a routing name")
 
-// ParseServerName is ServerName's inverse, for names of clusterDomain
+// Parse is ServerName's inverse, for names of clusterDomain
 // only; anything else is an error naming why.
-func ParseServerName(name, clusterDomain string) (Target, error) {
+func Parse(name, clusterDomain string) (Target, error) {
 	suffix := ".svc." + strings.ToLower(clusterDomain)
 	rest, ok := strings.CutSuffix(strings.ToLower(name), suffix)
 	if !ok || len(name) > 253 {
