@@ -92,6 +92,9 @@ type Config struct {
 	// (TRELLIS_PROXY_ACCEPT_TRUST_DOMAINS): the trust domains besides
 	// TrustDomain whose mesh peers it accepts.
 	AcceptTrustDomains []string
+	// ClusterDomain, when not cluster.local, is passed to every proxy
+	// (routing names through a multicluster gateway end in it).
+	ClusterDomain string
 	// ControllerAddr is the controller's gRPC address. Default
 	// trellis-controller.trellis-system.svc.cluster.local:8086.
 	ControllerAddr string

@@ -327,6 +327,9 @@ func (in *Injector) proxyContainer(opts Options) corev1.Container {
 	if len(cfg.AcceptTrustDomains) > 0 {
 		env = append(env, corev1.EnvVar{Name: "TRELLIS_PROXY_ACCEPT_TRUST_DOMAINS", Value: strings.Join(cfg.AcceptTrustDomains, ",")})
 	}
+	if cfg.ClusterDomain != "" && cfg.ClusterDomain != "cluster.local" {
+		env = append(env, corev1.EnvVar{Name: "TRELLIS_PROXY_CLUSTER_DOMAIN", Value: cfg.ClusterDomain})
+	}
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{

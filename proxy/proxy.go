@@ -101,6 +101,14 @@ type Config struct {
 	TraceCollectorCA string
 	TraceSampleRatio float64
 	Logger           *slog.Logger
+	// GatewayAddr, when set, makes this proxy a multicluster gateway
+	// (--gateway-addr): it passes mesh TLS from other clusters, by routing
+	// name, to exported services' meshed endpoints (proxy/gateway), and
+	// its resolver sees exported services only. A gateway fronts no app.
+	GatewayAddr string
+	// ClusterDomain is this cluster's DNS domain (--cluster-domain; default
+	// cluster.local): routing names end in .svc.<ClusterDomain>.
+	ClusterDomain string
 
 	// Ready, when set, receives the bound listener addresses once serving
 	// (useful with ":0" addresses in tests).
@@ -108,7 +116,7 @@ type Config struct {
 }
 
 // Addrs are the addresses the proxy listens on.
-type Addrs struct{ Outbound, Inbound, Admin, Tap string }
+type Addrs struct{ Outbound, Inbound, Admin, Tap, Gateway string }
 
 // DefaultOpaquePorts are never protocol-detected (server-speaks-first protocols).
 var DefaultOpaquePorts = []uint16{25, 587, 3306, 4222, 5432, 6379, 11211, 27017}
@@ -259,7 +267,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	resolver := discovery.NewResolver(apiv1.NewDestinationClient(conn), discovery.Options{
 		Registerer: reg, Logger: log.With("component", "discovery"), CallerIdentity: local.String(),
-		Zone: cfg.Zone, Self: selfAddr(cfg),
+		Zone: cfg.Zone, Self: selfAddr(cfg), ExportedOnly: cfg.GatewayAddr != "",
 	})
 	defer resolver.Close()
 	if self := zoneSelf(cfg); cfg.Zone == "" && self != "" {
@@ -344,11 +352,12 @@ func Run(ctx context.Context, cfg Config) error {
 		DetectTimeout: cfg.DetectTimeout, OpaquePorts: opaque,
 		AppIP: cfg.AppIP, AppPorts: cfg.AppPorts, DefaultPolicy: cfg.DefaultInboundPolicy,
 		OwnPorts: func() []uint16 { return ownPorts }, SelfConns: self, HeaderTimeout: cfg.HeaderTimeout,
-		OrigDst:    observingOrigDst(policies, func() []uint16 { return ownPorts }),
-		Authorizer: enforcer,
-		RateLimit:  limiter.Layer,
-		Tap:        tapHub.Layer(metrics.Inbound),
-		Trace:      tracer.Inbound(),
+		OrigDst:       observingOrigDst(policies, func() []uint16 { return ownPorts }),
+		Authorizer:    enforcer,
+		RateLimit:     limiter.Layer,
+		Tap:           tapHub.Layer(metrics.Inbound),
+		Trace:         tracer.Inbound(),
+		ClusterDomain: cfg.clusterDomain(),
 	})
 	if err != nil {
 		return err
@@ -377,9 +386,21 @@ func Run(ctx context.Context, cfg Config) error {
 		_ = adminLn.Close()
 		return err
 	}
+	gwLn, err := listenGateway(ctx, cfg.GatewayAddr)
+	if err != nil {
+		_ = outLn.Close()
+		_ = inLn.Close()
+		_ = adminLn.Close()
+		if tapLn != nil {
+			_ = tapLn.Close()
+		}
+		return err
+	}
 	ownPorts = listenerPorts(outLn, inLn, adminLn)
-	if tapLn != nil {
-		ownPorts = append(ownPorts, listenerPorts(tapLn)...)
+	for _, ln := range []net.Listener{tapLn, gwLn} {
+		if ln != nil {
+			ownPorts = append(ownPorts, listenerPorts(ln)...)
+		}
 	}
 
 	var draining atomic.Bool
@@ -415,10 +436,15 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() { _ = in.Serve(inLn) }()
 	stopTap := serveTap(tapLn, tapHub, store, ctrlID, log)
 	defer stopTap()
+	stopGateway, err := serveGateway(gwLn, cfg, resolver, reg, log)
+	if err != nil {
+		return err
+	}
+	defer stopGateway()
 	log.Info("trellis-proxy serving", "identity", local.String(), "mode", cfg.Mode,
 		"outbound", outLn.Addr().String(), "inbound", inLn.Addr().String(), "admin", adminLn.Addr().String())
 	if cfg.Ready != nil {
-		cfg.Ready(Addrs{Outbound: outLn.Addr().String(), Inbound: inLn.Addr().String(), Admin: adminLn.Addr().String(), Tap: addrOf(tapLn)})
+		cfg.Ready(Addrs{Outbound: outLn.Addr().String(), Inbound: inLn.Addr().String(), Admin: adminLn.Addr().String(), Tap: addrOf(tapLn), Gateway: addrOf(gwLn)})
 	}
 
 	select {

@@ -44,6 +44,9 @@ Examples:
   # file that only holds the old anchor (the injector sets this on Kubernetes).
   trellis-proxy ... --trust-anchors state/anchor.crt --trust-anchors-cache /var/run/trellis/state/trust-anchors.pem
 
+  # A multicluster gateway (Kubernetes: trellis install --set multicluster.gateway.enabled=true).
+  trellis-proxy --mode transparent --gateway-addr 0.0.0.0:4180 --inbound-addr 127.0.0.1:4143 ...
+
 Flags:
 `
 
@@ -95,6 +98,8 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&rc.maxProcs, "gomaxprocs", 1, "Go scheduler threads (GOMAXPROCS); 0: one per CPU. The GOMAXPROCS environment variable wins")
 	fs.StringVar(&rc.memoryLimit, "memory-limit", "auto", "soft memory limit of the Go runtime, a safety net below the container's limit: auto (90 % of the cgroup memory limit, none without one), off (or 0), or a size such as 48MiB. GOMEMLIMIT wins")
 	fs.IntVar(&rc.gcPercent, "gc-percent", 0, "GC target: heap growth in percent between collections (0: Go's default of 100; -1: off). GOGC wins")
+	fs.StringVar(&cfg.GatewayAddr, "gateway-addr", "", "make this proxy a multicluster gateway listening here (e.g. 0.0.0.0:4180): it passes mesh TLS from other clusters, routed by its server name <port>.<svc>.<ns>.svc.<cluster domain> and never terminated, to the meshed endpoints of services exported with trellis.io/export=true; such a proxy fronts no app (docs/multicluster.md; empty: not a gateway)")
+	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "this cluster's DNS domain: a TLS server name <port>.<svc>.<ns>.svc.<domain> is a mesh client come through a multicluster gateway")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usageText)

@@ -215,6 +215,7 @@ func webhook(cfg Config, authority *ca.CA) (func(serve.NamespaceAnnotations) htt
 	}
 	icfg.TrustDomain = cfg.TrustDomain
 	icfg.AcceptTrustDomains = cfg.AcceptTrustDomains
+	icfg.ClusterDomain = cfg.ClusterDomain
 	if err := icfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -58,6 +58,10 @@ type Options struct {
 	// is dialled at the inbound listener instead, naming the app's port
 	// (ToSelf).
 	Self netip.AddrPort
+	// ExportedOnly asks the Destination service for exported services'
+	// meshed endpoints only (GetDestination.exported_only): a multicluster
+	// gateway's resolver.
+	ExportedOnly bool
 }
 
 // Resolver is safe for concurrent use.
@@ -338,7 +342,9 @@ type watcher struct {
 func (w *watcher) stream(ctx context.Context) (got bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := w.r.client.Get(sctx, &apiv1.GetDestination{Path: w.svc.authority, CallerIdentity: w.r.opts.CallerIdentity})
+	st, err := w.r.client.Get(sctx, &apiv1.GetDestination{
+		Path: w.svc.authority, CallerIdentity: w.r.opts.CallerIdentity, ExportedOnly: w.r.opts.ExportedOnly,
+	})
 	if err != nil {
 		return false, fmt.Errorf("open stream: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -136,7 +137,10 @@ func mcInstall(t *testing.T, a, b *cluster) (dir, anchor string) {
 		name, other string
 		c           *cluster
 		flags       []string
-	}{{"a", "b", a, []string{"--multicluster"}}, {"b", "a", b, nil}} {
+	}{{"a", "b", a, []string{"--multicluster"}}, {"b", "a", b, []string{
+		// b's gateway, for mc-gateway: a's pods reach it at b's node IP.
+		"--set", "multicluster.gateway.enabled=true", "--set", "multicluster.gateway.serviceType=NodePort",
+		"--set", "multicluster.gateway.nodePort=" + mcGatewayNodePort}}} {
 		td := "cluster-" + x.name + ".local"
 		issuerDir := filepath.Join(dir, x.name)
 		a.mustTrellis(t, nil, "identity", "create-issuer", "--anchor-cert", filepath.Join(dir, "anchor.crt"),
@@ -283,6 +287,14 @@ func (c *cluster) checkLinkCredentials(t *testing.T, linkYAML string) {
 // pods (name -> IP) and their IPs, sorted.
 func mcLinkEcho(t *testing.T, a, b *cluster, ns string, g echoGroup, sas ...string) (map[string]string, []string) {
 	t.Helper()
+	return mcLinkEchoVia(t, a, b, ns, g, "", sas...)
+}
+
+// mcLinkEchoVia is mcLinkEcho; with gateway (b's gateway ip:port as a
+// reaches it) the link is in gateway mode and the mirror must hold the
+// gateway's address instead of b's pods.
+func mcLinkEchoVia(t *testing.T, a, b *cluster, ns string, g echoGroup, gateway string, sas ...string) (map[string]string, []string) {
+	t.Helper()
 	a.namespaces(t, ns)
 	b.namespaces(t, ns)
 	a.waitInjector(t)
@@ -301,7 +313,11 @@ func mcLinkEcho(t *testing.T, a, b *cluster, ns string, g echoGroup, sas ...stri
 	t.Cleanup(func() {
 		_, _ = b.run(context.WithoutCancel(t.Context()), []byte(allow), "delete", "--ignore-not-found", "-f", "-")
 	})
-	link := b.mustTrellis(t, nil, "multicluster", "link", "--cluster-name", "b", "--linked-cluster-name", "a")
+	linkArgs := []string{"multicluster", "link", "--cluster-name", "b", "--linked-cluster-name", "a"}
+	if gateway != "" {
+		linkArgs = append(linkArgs, "--gateway-address", gateway)
+	}
+	link := b.mustTrellis(t, nil, linkArgs...)
 	b.checkLinkCredentials(t, link)
 	a.mustRun(t, []byte(link), "apply", "-f", "-")
 	// The installs are shared: the next suite links again, from scratch.
@@ -315,10 +331,15 @@ func mcLinkEcho(t *testing.T, a, b *cluster, ns string, g echoGroup, sas ...stri
 		want = append(want, ip)
 	}
 	slices.Sort(want)
-	eventually(t, 2*time.Minute, "a mirrors b's echo as echo-b with b's pod IPs", func() error {
+	mirrored := want
+	if gateway != "" {
+		host, _, _ := net.SplitHostPort(gateway)
+		mirrored = []string{host}
+	}
+	eventually(t, 2*time.Minute, "a mirrors b's echo as echo-b with b's pod IPs (or its gateway)", func() error {
 		got, err := a.mirrorIPs(t.Context(), ns, "echo-b")
-		if err == nil && !slices.Equal(got, want) {
-			err = fmt.Errorf("echo-b's endpoints %v, want b's pods %v", got, want)
+		if err == nil && !slices.Equal(got, mirrored) {
+			err = fmt.Errorf("echo-b's endpoints %v, want %v", got, mirrored)
 		}
 		return err
 	})
