@@ -321,6 +321,18 @@ func protocolHint(appProtocol string) apiv1.ProtocolHint_Protocol {
 	return apiv1.ProtocolHint_UNKNOWN
 }
 
+// skipsInbound: the pod's redirection leaves port alone (the injector's
+// skip-inbound-ports annotation, as trellis-init and the CNI plugin read
+// it). An unreadable list counts as skipping: the proxy may not be there.
+func skipsInbound(pod *corev1.Pod, port uint32) bool {
+	v, ok := pod.Annotations[k8slabels.AnnotationSkipInboundPorts]
+	if !ok {
+		return false
+	}
+	ps, err := ParsePortSet(v)
+	return err != nil || ps.Contains(port)
+}
+
 // isMeshed: the injector's annotation or a proxy container.
 func isMeshed(pod *corev1.Pod) bool {
 	if _, ok := pod.Annotations[k8slabels.AnnotationProxyVersion]; ok {
@@ -355,8 +367,12 @@ func (s *Source) weightedAddr(ip string, port uint32, pod *corev1.Pod, nodeName,
 		wa.MetricLabels["namespace"] = pod.Namespace
 		wa.MetricLabels["serviceaccount"] = sa
 		ownerLabels(pod, wa.MetricLabels)
-		if isMeshed(pod) {
-			// A service account name that is not a DNS label cannot be a
+		if isMeshed(pod) && !skipsInbound(pod, port) {
+			// A port the pod's redirection skips reaches the app itself,
+			// which does not speak mesh TLS: it is called in plain text
+			// like an unmeshed pod (and never offered to a multicluster
+			// gateway, which would pass a stranger's bytes straight to
+			// the app). A service account name that is not a DNS label cannot be a
 			// mesh identity; such a pod's proxy cannot get a certificate
 			// either, so it is reached in plain text.
 			if id, err := identity.New(s.trustDomain, pod.Namespace, sa); err == nil {
