@@ -34,7 +34,11 @@ type Gateway struct {
 	// HelloTimeout bounds the wait for a ClientHello (default 10 s),
 	// DialTimeout a connection to an endpoint (default 5 s).
 	HelloTimeout, DialTimeout time.Duration
-	Log                       *slog.Logger
+	// MaxConns bounds the connections held at once (default 10,000): one
+	// more is closed at once and counted (overloaded), so that a caller
+	// opening connections it never uses cannot exhaust the gateway.
+	MaxConns int
+	Log      *slog.Logger
 	Metrics                   *Metrics // nil: not counted
 }
 
@@ -47,7 +51,11 @@ const (
 	ResultNoEndpoints  = "no_endpoints"
 	ResultConnectError = "connect_error"
 	ResultTimeout      = "timeout"
+	ResultOverloaded   = "overloaded"
 )
+
+// DefaultMaxConns is MaxConns' default.
+const DefaultMaxConns = 10000
 
 // Metrics of a Gateway.
 type Metrics struct {
@@ -91,6 +99,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	lim := ratelog.New(g.log(), 0)
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
+	slots := make(chan struct{}, g.maxConns())
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -99,12 +108,26 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return err
 		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			_ = c.Close()
+			g.refuse(ctx, lim, ResultOverloaded, c.RemoteAddr().String(), "", fmt.Errorf("%d connections held", cap(slots)))
+			continue
+		}
 		wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer func() { <-slots; wg.Done() }()
 			g.handle(ctx, c, lim)
 		}()
 	}
+}
+
+func (g *Gateway) maxConns() int {
+	if g.MaxConns > 0 {
+		return g.MaxConns
+	}
+	return DefaultMaxConns
 }
 
 func (g *Gateway) log() *slog.Logger {

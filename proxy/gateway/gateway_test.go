@@ -253,3 +253,65 @@ func TestGatewayRefuses(t *testing.T) {
 		t.Errorf("routed %v, want none", n)
 	}
 }
+
+// TestGatewayMaxConns: with its connections held (silent clients), the
+// gateway closes one more at once and counts it; a slot freed is usable.
+func TestGatewayMaxConns(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := startGateway(t, &Gateway{ClusterDomain: "cluster.local", Metrics: m, MaxConns: 2, HelloTimeout: time.Minute,
+		Endpoints: func(context.Context, string) ([]string, error) { return nil, nil }})
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	// The third is closed without a byte as soon as it is accepted (the
+	// first two may still be in the accept queue: retry until counted).
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(m.conns.WithLabelValues(ResultOverloaded)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a connection over the cap was not refused")
+		}
+		c, err := net.Dial("tcp", gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		c.Close()
+		if len(b) != 0 {
+			t.Fatalf("the gateway wrote %q", b)
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("a connection over the cap was held")
+		}
+	}
+	held[0].Close()
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			break // held: the freed slot took it
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slot of a closed connection was never freed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	held[1].Close()
+}
