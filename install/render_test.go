@@ -572,6 +572,7 @@ func TestRenderErrors(t *testing.T) {
 		{"bad trust domain", Options{Set: []string{"identity.trustDomain=Not_A_Domain"}}, "trust domain"},
 		{"bad accepted trust domain", Options{AcceptTrustDomains: []string{"cluster-b.local", "Not_A_Domain"}}, `identity.acceptTrustDomains "Not_A_Domain"`},
 		{"accepting the local trust domain", Options{AcceptTrustDomains: []string{"cluster.local"}}, "that is identity.trustDomain"},
+		{"bad gateway service type", Options{Set: []string{"multicluster.gateway.enabled=true,multicluster.gateway.serviceType=ClusterIP"}}, "want LoadBalancer or NodePort"},
 		{"no identity", Options{Webhook: wh}, "identity.trustAnchorsPEM is required"},
 		{"no webhook", Options{Identity: id}, "webhook.tls.crtPEM is required"},
 		{"no issuer key", Options{Identity: Identity{TrustAnchorsPEM: id.TrustAnchorsPEM, IssuerCertPEM: id.IssuerCertPEM}, Webhook: wh}, "identity.issuer.tls.keyPEM is required"},
