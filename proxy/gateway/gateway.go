@@ -39,7 +39,7 @@ type Gateway struct {
 	// opening connections it never uses cannot exhaust the gateway.
 	MaxConns int
 	Log      *slog.Logger
-	Metrics                   *Metrics // nil: not counted
+	Metrics  *Metrics // nil: not counted
 }
 
 // Results of trellis_gateway_connections_total.
