@@ -33,6 +33,7 @@ type renderFlags struct {
 	ha              bool
 	cni             bool
 	multicluster    bool
+	mcGateway       bool
 	defaultInbound  string
 	traceCollector  string
 	set             []string
@@ -53,6 +54,7 @@ func (r *renderFlags) add(f *pflag.FlagSet) {
 	f.BoolVar(&r.ha, "ha", false, "high availability: 3 controller replicas spread over nodes, a PodDisruptionBudget, the injector failing closed")
 	f.BoolVar(&r.cni, "cni", false, "CNI redirection: a DaemonSet installs the trellis-cni plugin on every node and injected pods get no NET_ADMIN/NET_RAW (set cni.binDir and cni.confDir if the node's CNI directories are not /opt/cni/bin and /etc/cni/net.d)")
 	f.BoolVar(&r.multicluster, "multicluster", false, "multicluster: the controller mirrors the exported Services of clusters linked with \"trellis multicluster link\", and may write Services and EndpointSlices (chart multicluster.enabled; docs/multicluster.md)")
+	f.BoolVar(&r.mcGateway, "multicluster-gateway", false, "multicluster gateway: linked clusters whose pods cannot reach this cluster's reach its exported Services through a gateway that routes their mesh TLS by server name without terminating it (chart multicluster.gateway.*: a LoadBalancer Service on port 4180 by default; docs/multicluster.md, \"Gateway mode\")")
 	f.StringVar(&r.defaultInbound, "default-inbound-policy", "", "what applies to a port no Server selects, cluster-wide (chart proxy.defaultInboundPolicy; namespaces and pods override it with config.trellis.io/default-inbound-policy): deny, audit, all-authenticated, cluster-authenticated or all-unauthenticated (default)")
 	f.StringVar(&r.traceCollector, "trace-collector", "", "host:port of an OTLP/gRPC collector every proxy sends its spans to, cluster-wide (chart proxy.tracing.collector; namespaces and pods override it with config.trellis.io/trace-collector; default none: tracing off)")
 	f.StringArrayVar(&r.set, "set", nil, "set a chart value, KEY=VALUE[,KEY=VALUE] (repeatable; keys as in charts/trellis/values.yaml, e.g. image.tag, image.registry, controller.logLevel, proxy.resources.limits.memory)")
@@ -81,6 +83,9 @@ func (r *renderFlags) sets() []string {
 	}
 	if r.multicluster {
 		profile = append(profile, "multicluster.enabled=true")
+	}
+	if r.mcGateway {
+		profile = append(profile, "multicluster.gateway.enabled=true")
 	}
 	if r.defaultInbound != "" {
 		profile = append(profile, "proxy.defaultInboundPolicy="+r.defaultInbound)

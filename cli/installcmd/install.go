@@ -33,7 +33,10 @@ redirects pods' traffic with the CNI plugin instead of a NET_ADMIN init
 container.
 With --multicluster, the controller mirrors the Services of clusters
 linked with "trellis multicluster link", and may write Services and
-EndpointSlices for that (docs/multicluster.md).
+EndpointSlices for that (docs/multicluster.md). With
+--multicluster-gateway, also the gateway through which linked clusters
+reach this one's exported Services when pod networks are not routable
+between them (its ServiceAccount, Deployment and Service).
 
 Install first looks at the cluster of the kubeconfig (--kubeconfig,
 --context, else $KUBECONFIG or ~/.kube/config). If it already runs
@@ -53,6 +56,9 @@ The same templates are the Helm chart charts/trellis; see docs/install.md.`,
 
   # High availability
   trellis install --ha | kubectl apply --server-side -f -
+
+  # A multicluster gateway reached at a node's port 30418 (no load balancer)
+  trellis install --multicluster-gateway --set multicluster.gateway.serviceType=NodePort,multicluster.gateway.nodePort=30418 | kubectl apply --server-side -f -
 
   # CNI redirection (no NET_ADMIN in any pod), on a node whose runtime uses other CNI directories
   trellis install --cni --set cni.binDir=/usr/lib/cni,cni.confDir=/etc/cni/net.d | kubectl apply --server-side -f -
