@@ -527,7 +527,16 @@ func TestMulticlusterFailover(t *testing.T) {
 // and policy, and the mirror in a stays while a's controller is away.
 func TestMulticlusterCPDown(t *testing.T) {
 	a, b := mcSuite(t, "mc-cp-down")
-	outage := e2eOutage(t, 60*time.Second)
+	// The 60 s, whatever the single-cluster suites' outage is
+	// (TRELLIS_E2E_OUTAGE, 45 s in CI); TRELLIS_E2E_MC_OUTAGE overrides.
+	outage := 60 * time.Second
+	if v := os.Getenv("TRELLIS_E2E_MC_OUTAGE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("TRELLIS_E2E_MC_OUTAGE: %v", err)
+		}
+		outage = d
+	}
 	const ns, rps = "e2e-mc-cp-down", 20
 	mcLinkEcho(t, a, b, ns, echoGroup{Name: "mc", Replicas: 2}, "loadgen")
 	load := 2*outage + 60*time.Second
