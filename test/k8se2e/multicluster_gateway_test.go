@@ -48,23 +48,7 @@ spec:
 		capture.start(t)
 		t.Cleanup(func() { capture.stop(t) })
 	}
-	const rps, load = 20, 30 * time.Second
-	a.startLoad(t, loadParams{NS: ns, Name: "loadgen", Target: "echo-b." + ns + ".svc.cluster.local:80", Path: "/echo", RPS: rps, Duration: load})
-	res := a.jobLoadResult(t, ns, "loadgen", load+3*time.Minute)
-	t.Logf("mc-gateway: a's loadgen -> echo-b through b's gateway %s: sent %d, ok %d, failed %d, statuses %v, p50 %.1f ms, p99 %.1f ms",
-		gw, res.Sent, res.OK, res.Failed, res.Statuses, res.P50LatencyMS, res.P99LatencyMS)
-	if res.Sent < uint64(rps*load/time.Second)*9/10 || res.OK != res.Sent {
-		t.Errorf("through the gateway: %d of %d requests succeeded, want all of at least %d", res.OK, res.Sent, rps*int(load/time.Second)*9/10)
-	}
-	loadgenID := "spiffe://cluster-a.local/ns/" + ns + "/sa/loadgen"
-	var seen float64
-	for name := range pods {
-		seen += b.proxyMetrics(t, ns, name).Value("trellis_inbound_authz_allow_total", map[string]string{"client_id": loadgenID})
-	}
-	t.Logf("b's echo proxies allowed %v requests of %s", seen, loadgenID)
-	if seen < float64(res.OK) {
-		t.Errorf("b's echo proxies allowed %v requests of %s, want at least the %d that succeeded", seen, loadgenID, res.OK)
-	}
+	res := mcLoadEchoB(t, a, b, ns, pods, "mc-gateway (through b's gateway "+gw+")")
 	if capture.tshark != "" {
 		file := capture.stop(t)
 		toGateway := capture.count(t, file, fmt.Sprintf("ip.addr==%s && tcp.port==%s && tcp.len > 0", nodeIP, mcGatewayNodePort))

@@ -192,23 +192,7 @@ func TestMulticlusterFlat(t *testing.T) {
 		capture.start(t)
 		t.Cleanup(func() { capture.stop(t) })
 	}
-	const rps, load = 20, 30 * time.Second
-	a.startLoad(t, loadParams{NS: ns, Name: "loadgen", Target: "echo-b." + ns + ".svc.cluster.local:80", Path: "/echo", RPS: rps, Duration: load})
-	res := a.jobLoadResult(t, ns, "loadgen", load+3*time.Minute)
-	t.Logf("mc-flat: a's loadgen -> echo-b: sent %d, ok %d, failed %d, statuses %v, p50 %.1f ms, p99 %.1f ms",
-		res.Sent, res.OK, res.Failed, res.Statuses, res.P50LatencyMS, res.P99LatencyMS)
-	if res.Sent < uint64(rps*load/time.Second)*9/10 || res.OK != res.Sent {
-		t.Errorf("across clusters: %d of %d requests succeeded, want all of at least %d", res.OK, res.Sent, rps*int(load/time.Second)*9/10)
-	}
-	loadgenID := "spiffe://cluster-a.local/ns/" + ns + "/sa/loadgen"
-	var seen float64
-	for name := range pods {
-		seen += b.proxyMetrics(t, ns, name).Value("trellis_inbound_authz_allow_total", map[string]string{"client_id": loadgenID})
-	}
-	t.Logf("b's echo proxies allowed %v requests of %s", seen, loadgenID)
-	if seen < float64(res.OK) {
-		t.Errorf("b's echo proxies allowed %v requests of %s, want at least the %d that succeeded", seen, loadgenID, res.OK)
-	}
+	res := mcLoadEchoB(t, a, b, ns, pods, "mc-flat")
 	if capture.tshark != "" {
 		file := capture.stop(t)
 		toB := "tcp && (" + ipFilter(want) + ")"
@@ -248,6 +232,32 @@ func TestMulticlusterFlat(t *testing.T) {
 		return nil
 	})
 	t.Logf("unexported: the mirror went in %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+// mcLoadEchoB runs a's loadgen against echo-b at 20 req/s for 30 s:
+// every request must succeed, and b's echo proxies (pods) must have
+// allowed at least as many requests of a's loadgen identity (a's mTLS
+// reached them, whatever was in between).
+func mcLoadEchoB(t *testing.T, a, b *cluster, ns string, pods map[string]string, suite string) loadResult {
+	t.Helper()
+	const rps, load = 20, 30 * time.Second
+	a.startLoad(t, loadParams{NS: ns, Name: "loadgen", Target: "echo-b." + ns + ".svc.cluster.local:80", Path: "/echo", RPS: rps, Duration: load})
+	res := a.jobLoadResult(t, ns, "loadgen", load+3*time.Minute)
+	t.Logf("%s: a's loadgen -> echo-b: sent %d, ok %d, failed %d, statuses %v, p50 %.1f ms, p99 %.1f ms",
+		suite, res.Sent, res.OK, res.Failed, res.Statuses, res.P50LatencyMS, res.P99LatencyMS)
+	if res.Sent < uint64(rps*load/time.Second)*9/10 || res.OK != res.Sent {
+		t.Errorf("across clusters: %d of %d requests succeeded, want all of at least %d", res.OK, res.Sent, rps*int(load/time.Second)*9/10)
+	}
+	loadgenID := "spiffe://cluster-a.local/ns/" + ns + "/sa/loadgen"
+	var seen float64
+	for name := range pods {
+		seen += b.proxyMetrics(t, ns, name).Value("trellis_inbound_authz_allow_total", map[string]string{"client_id": loadgenID})
+	}
+	t.Logf("b's echo proxies allowed %v requests of %s", seen, loadgenID)
+	if seen < float64(res.OK) {
+		t.Errorf("b's echo proxies allowed %v requests of %s, want at least the %d that succeeded", seen, loadgenID, res.OK)
+	}
+	return res
 }
 
 // checkLinkCredentials: the credentials in the link Secret read services,
