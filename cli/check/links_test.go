@@ -74,8 +74,13 @@ func TestLinksCheck(t *testing.T) {
 		},
 		{
 			name: "bad Secret", links: []string{"b"}, metrics: linkMetrics("b", t0, 1, 1, 0),
+			change: func(s []*corev1.Secret) { s[0].Data[mclink.KeyMode] = []byte("tunnel") },
+			want:   Fail, msg: `mode "tunnel": want "flat" or "gateway"`,
+		},
+		{
+			name: "gateway mode without the gateway's address", links: []string{"b"}, metrics: linkMetrics("b", t0, 1, 1, 0),
 			change: func(s []*corev1.Secret) { s[0].Data[mclink.KeyMode] = []byte("gateway") },
-			want:   Fail, msg: `mode "gateway": want "flat"`,
+			want:   Fail, msg: `want the peer gateway's ip:port`,
 		},
 		{
 			name: "Secret named for another cluster", links: []string{"b"}, metrics: linkMetrics("b", t0, 1, 1, 0),

@@ -307,10 +307,7 @@ func waitGone(ctx context.Context, t *testing.T, kc kubernetes.Interface, ns, na
 // left, the mirror has no endpoint (so routes fail over).
 func TestMirrorGateway(t *testing.T) {
 	kubeconfig := apiservertest.Kubeconfig(t)
-	raw, err := os.ReadFile(kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := inlineKubeconfig(t, kubeconfig)
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		t.Fatal(err)
