@@ -17,6 +17,20 @@ import (
 // service a gateway client names (the controller down and nothing cached).
 const gatewayResolveTimeout = 5 * time.Second
 
+// gatewayMaxServices bounds the services a gateway watches: the names it
+// resolves come from strangers, and each new one holds a stream on the
+// controller until it has been idle 10 minutes. Past it, a new name is
+// refused (no_endpoints) until idle ones are swept; names in use keep
+// working.
+const gatewayMaxServices = 1000
+
+func maxServices(cfg Config) int {
+	if cfg.GatewayAddr != "" {
+		return gatewayMaxServices
+	}
+	return 0
+}
+
 func (c Config) clusterDomain() string {
 	if c.ClusterDomain == "" {
 		return "cluster.local"

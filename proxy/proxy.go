@@ -267,7 +267,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	resolver := discovery.NewResolver(apiv1.NewDestinationClient(conn), discovery.Options{
 		Registerer: reg, Logger: log.With("component", "discovery"), CallerIdentity: local.String(),
-		Zone: cfg.Zone, Self: selfAddr(cfg), ExportedOnly: cfg.GatewayAddr != "",
+		Zone: cfg.Zone, Self: selfAddr(cfg), ExportedOnly: cfg.GatewayAddr != "", MaxServices: maxServices(cfg),
 	})
 	defer resolver.Close()
 	if self := zoneSelf(cfg); cfg.Zone == "" && self != "" {

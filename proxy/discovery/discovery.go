@@ -28,6 +28,10 @@ var ErrUnavailable = errors.New("destination service unavailable")
 // ErrClosed is returned by Resolve after Close.
 var ErrClosed = errors.New("resolver closed")
 
+// ErrTooManyServices: the resolver already watches Options.MaxServices
+// destinations; a new one is refused until idle ones are swept.
+var ErrTooManyServices = errors.New("too many destinations watched")
+
 // DefaultIdleTimeout is how long a destination nobody resolves keeps its stream.
 const DefaultIdleTimeout = 10 * time.Minute
 
@@ -62,6 +66,10 @@ type Options struct {
 	// meshed endpoints only (GetDestination.exported_only): a multicluster
 	// gateway's resolver.
 	ExportedOnly bool
+	// MaxServices bounds the destinations watched at once (0: no bound).
+	// A gateway resolves names strangers send: without a bound, each new
+	// name would hold a stream on the controller until swept.
+	MaxServices int
 }
 
 // Resolver is safe for concurrent use.
@@ -205,6 +213,9 @@ func (r *Resolver) open(authority string) (*Service, error) {
 	if svc := r.services[authority]; svc != nil {
 		svc.lastUsed.Store(r.epoch.Load())
 		return svc, nil
+	}
+	if r.opts.MaxServices > 0 && len(r.services) >= r.opts.MaxServices {
+		return nil, fmt.Errorf("resolve %s: %w (%d)", authority, ErrTooManyServices, r.opts.MaxServices)
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
 	svc := &Service{

@@ -451,3 +451,48 @@ func TestEmptyAuthority(t *testing.T) {
 		t.Fatal("empty authority accepted")
 	}
 }
+
+// TestMaxServices: with a bound, a new destination past it is refused
+// while the watched ones still resolve; the request says exported_only
+// when asked to.
+func TestMaxServices(t *testing.T) {
+	var mu sync.Mutex
+	var exportedOnly []bool
+	srv := newDestServer(func(string) []*apiv1.Update { return []*apiv1.Update{noEndpoints(false)} })
+	a, _ := serve(t, "127.0.0.1:0", srv)
+	client := recordingClient{DestinationClient: dial(t, a), record: func(req *apiv1.GetDestination) {
+		mu.Lock()
+		exportedOnly = append(exportedOnly, req.GetExportedOnly())
+		mu.Unlock()
+	}}
+	r, _ := newResolver(t, client, Options{MaxServices: 2, ExportedOnly: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, a := range []string{"a.demo:80", "b.demo:80", "a.demo:80"} {
+		if _, err := r.Resolve(ctx, a); err != nil {
+			t.Fatalf("%s: %v", a, err)
+		}
+	}
+	if _, err := r.Resolve(ctx, "c.demo:80"); !errors.Is(err, ErrTooManyServices) {
+		t.Fatalf("a third destination: %v, want ErrTooManyServices", err)
+	}
+	if _, err := r.Resolve(ctx, "b.demo:80"); err != nil {
+		t.Fatalf("a watched destination after the refusal: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(exportedOnly) != 2 || !exportedOnly[0] || !exportedOnly[1] {
+		t.Errorf("streams opened with exported_only %v, want two, both set", exportedOnly)
+	}
+}
+
+// recordingClient sees every GetDestination before it is sent.
+type recordingClient struct {
+	apiv1.DestinationClient
+	record func(*apiv1.GetDestination)
+}
+
+func (c recordingClient) Get(ctx context.Context, req *apiv1.GetDestination, opts ...grpc.CallOption) (grpc.ServerStreamingClient[apiv1.Update], error) {
+	c.record(req)
+	return c.DestinationClient.Get(ctx, req, opts...)
+}
