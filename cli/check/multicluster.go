@@ -21,11 +21,11 @@ import (
 // any identity of the other (docs/multicluster.md). LinksCheck adds the
 // health of this cluster's links, when it has any (links.go).
 
-// MulticlusterChecks are `trellis check --multicluster`. LinksCheck comes
-// first: it reads this cluster only, so a peer that cannot be read
-// (PeerIdentityCheck is fatal) does not hide the links' health.
+// MulticlusterChecks are `trellis check --multicluster`. LinksCheck and
+// GatewayCheck come first: they read this cluster only, so a peer that
+// cannot be read (PeerIdentityCheck is fatal) does not hide them.
 func MulticlusterChecks() []Check {
-	return []Check{LinksCheck, PeerIdentityCheck, TrustsPeerCheck, PeerTrustsCheck, TrustDomainsCheck}
+	return []Check{LinksCheck, GatewayCheck, PeerIdentityCheck, TrustsPeerCheck, PeerTrustsCheck, TrustDomainsCheck}
 }
 
 const multiclusterDoc = "docs/multicluster.md"

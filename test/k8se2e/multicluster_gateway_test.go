@@ -26,7 +26,8 @@ const mcGatewayNodePort = "30418"
 // nothing to b's pods, no plaintext HTTP. The gateway passes a routing
 // name of an unexported Service nowhere (closed without a byte), and a
 // TLS client without a mesh certificate that names the exported echo
-// reaches b's server proxy, which refuses it.
+// reaches b's server proxy, which refuses it. `trellis check
+// --multicluster` on b reports its gateway ready.
 func TestMulticlusterGateway(t *testing.T) {
 	a, b := mcSuite(t, "mc-gateway")
 	const ns = "e2e-mc-gateway"
@@ -60,6 +61,21 @@ spec:
 		}
 	}
 	checkGatewayRefusals(t, gw, ns)
+	// As b's operator sees it: trellis check --multicluster on b (its peer
+	// a) reports the gateway ready, at the node port a linked to.
+	r := b.check(t, "--multicluster", "--peer-kubeconfig", a.kubeconfig)
+	gwChecked := false
+	for _, ch := range r.Checks {
+		if ch.Name == "this cluster's multicluster gateway is ready" {
+			gwChecked = true
+			if ch.Status != "ok" || !strings.Contains(ch.Message, "node port "+mcGatewayNodePort) {
+				t.Errorf("b's gateway check: %s %q, want ok naming node port %s", ch.Status, ch.Message, mcGatewayNodePort)
+			}
+		}
+	}
+	if !gwChecked || !r.Success {
+		t.Errorf("trellis check --multicluster on b: success %v, gateway checked %v", r.Success, gwChecked)
+	}
 	var routed, refused float64
 	for _, p := range b.pods(t, "trellis-system", "app.kubernetes.io/name=trellis-gateway") {
 		m := b.proxyMetrics(t, "trellis-system", p.Name)
