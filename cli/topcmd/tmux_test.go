@@ -84,6 +84,10 @@ func (x *tmux) waitFor(what string, ok func(string) bool) string {
 // wrapped, never shows it.
 var exited = regexp.MustCompile(`(?m)^DONE-2$`)
 
+// cleared is the line the shell prints once clear has run (computed, like
+// exited, so the echoed command line never matches).
+var cleared = regexp.MustCompile(`(?m)^CLEARED-4$`)
+
 // TestLiveViewInTmux: on a real terminal the view draws the table in
 // place, q and Ctrl-C quit with status 0, and the shell gets its screen and
 // terminal settings (stty) back.
@@ -97,10 +101,12 @@ func TestLiveViewInTmux(t *testing.T) {
 	for _, quit := range []string{"q", "C-c"} {
 		t.Run(quit, func(t *testing.T) {
 			x.t = t
-			x.send("clear", "Enter")
-			// Typed before the screen is clear, the command's echo would be
-			// wiped and its output land after the prompt.
-			x.waitFor("a clear screen", func(s string) bool { return len(strings.TrimSpace(s)) <= 2 })
+			// Typed before clear has run, the command's echo would be wiped
+			// and its output land after the prompt. A fresh pane is already
+			// near blank, so wait for a line only the shell computes after
+			// clearing (never the echo of what was typed).
+			x.send("clear; echo CLEARED-$((2+2))", "Enter")
+			x.waitFor("a clear screen", cleared.MatchString)
 			cmd := fmt.Sprintf("echo SHELL-SCREEN; S1=$(stty -g); %s=1 %s deploy/web -n demo --file %s --refresh 100ms; echo EXIT=$?; [ \"$S1\" = \"$(stty -g)\" ] && echo STTY-RESTORED; echo DONE-$((1+1))",
 				asTopEnv, self, session)
 			x.send(cmd, "Enter")
