@@ -160,6 +160,11 @@ func mcInstall(t *testing.T, a, b *cluster) (dir, anchor string) {
 			"--identity-issuer-cert", filepath.Join(issuerDir, "issuer.crt"), "--identity-issuer-key", filepath.Join(issuerDir, "issuer.key"),
 			"--set", "identity.trustDomain=" + td, "--identity-accept-trust-domains", "cluster-" + x.other + ".local",
 			"--set", "identity.certificateLifetime=" + mcCertLifetime.String()}, x.flags...)...)
+		if x.c == b {
+			// Every suite after this one may count on b's gateway: the
+			// checks from b report it.
+			b.mustRun(t, nil, "-n", "trellis-system", "rollout", "status", "deployment/trellis-gateway", "--timeout=3m")
+		}
 		x.c.mustRun(t, nil, "annotate", "--overwrite", "namespace", "trellis-system", mcSharedAnnotation+"="+a.tag)
 		t.Logf("cluster %s: installed with issuer-%s for %s in %s", x.name, x.name, td, time.Since(start).Round(time.Second))
 	}
