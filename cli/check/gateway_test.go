@@ -1,7 +1,6 @@
 package check
 
 import (
-	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -54,22 +53,9 @@ func TestGatewayCheck(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := healthyCluster().env(t, tc.objs...)
-			rs := Run(t.Context(), e, []Check{GatewayCheck})
-			if tc.want == "" {
-				if len(rs) != 0 {
-					t.Fatalf("results %+v, want none", rs)
-				}
+			r := judgeOne(t, e, GatewayCheck, tc.want, tc.msg)
+			if r == nil {
 				return
-			}
-			if len(rs) != 1 {
-				t.Fatalf("%d results, want 1", len(rs))
-			}
-			r := rs[0]
-			if r.Status != tc.want || !strings.Contains(r.Message, tc.msg) {
-				t.Errorf("%s %q, want %s containing %q", r.Status, r.Message, tc.want, tc.msg)
-			}
-			if r.Status != OK && r.Hint == "" {
-				t.Errorf("%s without a hint", r.Status)
 			}
 			if tc.address != "" {
 				if d, ok := r.Data.(GatewayData); !ok || d.Address != tc.address {

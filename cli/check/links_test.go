@@ -122,24 +122,8 @@ func TestLinksCheck(t *testing.T) {
 				}
 				return []byte(tc.metrics), nil
 			}
-			rs := Run(t.Context(), e, []Check{LinksCheck})
-			if tc.want == "" {
-				if len(rs) != 0 {
-					t.Fatalf("results %+v, want none", rs)
-				}
-				return
-			}
-			if len(rs) != 1 {
-				t.Fatalf("%d results, want 1", len(rs))
-			}
-			r := rs[0]
-			if r.Status != tc.want || !strings.Contains(r.Message, tc.msg) {
-				t.Errorf("%s %q, want %s containing %q", r.Status, r.Message, tc.want, tc.msg)
-			}
-			if r.Status != OK && r.Hint == "" {
-				t.Errorf("%s without a hint", r.Status)
-			}
-			if tc.wantLinks == nil {
+			r := judgeOne(t, e, LinksCheck, tc.want, tc.msg)
+			if r == nil || tc.wantLinks == nil {
 				return
 			}
 			data, isData := r.Data.(LinksData)
@@ -250,4 +234,29 @@ func TestLinksCheckReplicas(t *testing.T) {
 	if got := data.UnreadableReplicas[down.Name]; got != "connection refused" {
 		t.Errorf("unreadable replicas %v", data.UnreadableReplicas)
 	}
+}
+
+// judgeOne runs one check and judges its result: none when want is "",
+// else one of status want whose message contains msg, with a hint unless
+// it is ok. It returns the result (nil for none).
+func judgeOne(t *testing.T, e *Env, c Check, want Status, msg string) *Result {
+	t.Helper()
+	rs := Run(t.Context(), e, []Check{c})
+	if want == "" {
+		if len(rs) != 0 {
+			t.Fatalf("results %+v, want none", rs)
+		}
+		return nil
+	}
+	if len(rs) != 1 {
+		t.Fatalf("%d results, want 1", len(rs))
+	}
+	r := rs[0]
+	if r.Status != want || !strings.Contains(r.Message, msg) {
+		t.Errorf("%s %q, want %s containing %q", r.Status, r.Message, want, msg)
+	}
+	if r.Status != OK && r.Hint == "" {
+		t.Errorf("%s without a hint", r.Status)
+	}
+	return &r
 }
