@@ -155,9 +155,9 @@ func TestMulticlusterMode(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatal(err)
 	}
-	// Without link Secrets the links check adds no result: the four trust
-	// checks remain.
-	if want := len(check.MulticlusterChecks()) - 1; len(rep.Checks) != want {
+	// Without link Secrets or a gateway, the links and gateway checks add
+	// no result: the four trust checks remain.
+	if want := len(check.MulticlusterChecks()) - 2; len(rep.Checks) != want {
 		t.Fatalf("%d checks, want the %d multicluster trust checks", len(rep.Checks), want)
 	}
 	if c := rep.Checks[0]; c.Status != check.Fail || !strings.Contains(c.Message, "peer west:") {
