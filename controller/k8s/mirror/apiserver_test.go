@@ -42,22 +42,8 @@ func TestMain(m *testing.M) {
 // that is not a mirror is never touched; deleting the link removes its
 // mirrors.
 func TestMirror(t *testing.T) {
-	kubeconfig := apiservertest.Kubeconfig(t)
-	raw := inlineKubeconfig(t, kubeconfig)
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc := kubernetes.NewForConfigOrDie(cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	const ns, ctl = "mirror-test", "mirror-test-trellis"
-	for _, n := range []string{ns, ctl} {
-		if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
-	}
-	peerObjects(ctx, t, kc, ns)
+	ctx, kc, raw := apiServerEnv(t, ns, ctl)
 	// A Service that happens to have a mirror's name: not ours. A mirror
 	// slice naming it, left from before that Service replaced a mirror,
 	// must go: the peer's pods must never serve someone else's Service.
@@ -75,10 +61,7 @@ func TestMirror(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); m.Run(rctx, 2) }()
-	defer func() { stop(); <-done }()
+	defer runMirror(ctx, m)()
 	link := mclink.Link{Cluster: "b", TrustDomain: "cluster-b.local", ClusterDomain: "cluster.local", Mode: mclink.ModeFlat, Kubeconfig: raw}
 	must(t)(kc.CoreV1().Secrets(ctl).Create(ctx, link.Secret(ctl), metav1.CreateOptions{}))
 
@@ -301,11 +284,12 @@ func waitGone(ctx context.Context, t *testing.T, kc kubernetes.Interface, ns, na
 	t.Fatalf("mirror %s still there after a minute", name)
 }
 
-// TestMirrorGateway: a link in gateway mode mirrors books with one slice
-// per identity whose only endpoint is the peer's gateway, every port at
-// the gateway's port, marked via-gateway; with no serving meshed pod
-// left, the mirror has no endpoint (so routes fail over).
-func TestMirrorGateway(t *testing.T) {
+// apiServerEnv starts the real API server's test cluster, returns a
+// context bounding the test, a client, and the kubeconfig inlined as a
+// link carries it; it creates the peer namespace ns (with peerObjects)
+// and the controller namespace ctl.
+func apiServerEnv(t *testing.T, ns, ctl string) (context.Context, kubernetes.Interface, []byte) {
+	t.Helper()
 	kubeconfig := apiservertest.Kubeconfig(t)
 	raw := inlineKubeconfig(t, kubeconfig)
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
@@ -314,22 +298,36 @@ func TestMirrorGateway(t *testing.T) {
 	}
 	kc := kubernetes.NewForConfigOrDie(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	const ns, ctl = "mirror-gw-test", "mirror-gw-test-trellis"
+	t.Cleanup(cancel)
 	for _, n := range []string{ns, ctl} {
 		if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
 	}
 	peerObjects(ctx, t, kc, ns)
+	return ctx, kc, raw
+}
+
+// runMirror runs m until the returned func, which waits for it to stop.
+func runMirror(ctx context.Context, m *Mirror) (stop func()) {
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(rctx, 2) }()
+	return func() { cancel(); <-done }
+}
+
+// TestMirrorGateway: a link in gateway mode mirrors books with one slice
+// per identity whose only endpoint is the peer's gateway, every port at
+// the gateway's port, marked via-gateway; with no serving meshed pod
+// left, the mirror has no endpoint (so routes fail over).
+func TestMirrorGateway(t *testing.T) {
+	const ns, ctl = "mirror-gw-test", "mirror-gw-test-trellis"
+	ctx, kc, raw := apiServerEnv(t, ns, ctl)
 	m, err := New(Config{Local: kc, Namespace: ctl, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); m.Run(rctx, 2) }()
-	defer func() { stop(); <-done }()
+	defer runMirror(ctx, m)()
 	link := mclink.Link{Cluster: "c", TrustDomain: "cluster-c.local", ClusterDomain: "cluster.local", Mode: mclink.ModeGateway, Gateway: "172.31.255.9:4180", Kubeconfig: raw}
 	must(t)(kc.CoreV1().Secrets(ctl).Create(ctx, link.Secret(ctl), metav1.CreateOptions{}))
 
