@@ -2,18 +2,12 @@ package destination
 
 import (
 	"context"
-	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/authority"
-	"github.com/trellis-mesh/trellis/controller/metrics"
 	"github.com/trellis-mesh/trellis/controller/notify"
 )
 
@@ -50,22 +44,7 @@ func (s *exportSource) Resolve(authority.Authority, string) (Resolution, <-chan 
 // endpoints throughout.
 func TestExportedOnly(t *testing.T) {
 	src := &exportSource{topics: notify.NewTopics()}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	defer close(done)
-	srv := grpc.NewServer()
-	apiv1.RegisterDestinationServer(srv, &Service{Source: src, Metrics: metrics.New(), Log: slog.New(slog.DiscardHandler), Done: done})
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Stop()
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := apiv1.NewDestinationClient(conn)
+	client := destinationClient(t, &Service{Source: src})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	gw, err := client.Get(ctx, &apiv1.GetDestination{Path: "books.demo.svc.cluster.local:80", ExportedOnly: true})

@@ -135,6 +135,20 @@ func TestGetRoutesCarriesLimit(t *testing.T) {
 // stream of books:8080 for a caller in namespace reviews.
 func openRoutes(t *testing.T, svc *Service) apiv1.Destination_GetRoutesClient {
 	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s, err := destinationClient(t, svc).GetRoutes(ctx, &apiv1.GetDestination{
+		Path: "books:8080", CallerIdentity: "spiffe://cluster.local/ns/reviews/sa/web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// destinationClient serves svc (with metrics, a silent log and a Done
+// channel set) over real gRPC on loopback and returns a client of it.
+func destinationClient(t *testing.T, svc *Service) apiv1.DestinationClient {
+	t.Helper()
 	svc.Metrics, svc.Log, svc.Done = metrics.New(), slog.New(slog.DiscardHandler), make(chan struct{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -149,12 +163,5 @@ func openRoutes(t *testing.T, svc *Service) apiv1.Destination_GetRoutesClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	s, err := apiv1.NewDestinationClient(conn).GetRoutes(ctx, &apiv1.GetDestination{
-		Path: "books:8080", CallerIdentity: "spiffe://cluster.local/ns/reviews/sa/web"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return apiv1.NewDestinationClient(conn)
 }
