@@ -41,7 +41,7 @@ staticcheck:
 lint: vet staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo 'gofmt needed'; exit 1; }
 
-## gen: regenerate every generated file: the Go code of every .proto (needs protoc: apt-get install protobuf-compiler libprotobuf-dev) and the policy.trellis.io API's (gen-k8s)
+## gen: regenerate every generated file: the Go code of every .proto (needs protoc: apt-get install protobuf-compiler libprotobuf-dev) and the policy.trellis.io and workload.trellis.io APIs (gen-k8s)
 PROTOS := $(shell find api demoapp -name '*.proto' 2>/dev/null)
 gen: gen-proto gen-k8s
 
@@ -53,26 +53,29 @@ gen-proto:
 	  --go-grpc_out=. --go-grpc_opt=module=github.com/trellis-mesh/trellis \
 	  $(PROTOS)
 
-## gen-k8s: from the types in api/policy/v1alpha1: deepcopy, the typed clientset, listers and informers (k8s.io/code-generator) and the CRDs in charts/trellis/crds (controller-gen); tools pinned in go.mod
-K8S_API     := api/policy/v1alpha1
-K8S_CLIENT  := api/policy/client
-K8S_PKG     := github.com/trellis-mesh/trellis/$(K8S_CLIENT)
-K8S_HEADER  := api/policy/header.go.txt
+## gen-k8s: from the types in api/GROUP/v1alpha1 (policy.trellis.io, workload.trellis.io): deepcopy, the typed clientset, listers and informers (k8s.io/code-generator) and the CRDs in charts/trellis/crds (controller-gen); tools pinned in go.mod
+K8S_GROUPS  := policy workload
+K8S_GEN_DIRS := $(foreach g,$(K8S_GROUPS),api/$(g)/v1alpha1 api/$(g)/client)
 CRD_DIR     := charts/trellis/crds
 gen-k8s:
-	rm -rf $(addprefix $(K8S_CLIENT)/,clientset listers informers) $(K8S_API)/zz_generated.deepcopy.go $(CRD_DIR)/policy.trellis.io_*.yaml
-	$(GO) tool deepcopy-gen --go-header-file $(K8S_HEADER) --output-file zz_generated.deepcopy.go ./$(K8S_API)
-	$(GO) tool client-gen --go-header-file $(K8S_HEADER) --clientset-name versioned --input-base "" \
-	  --input github.com/trellis-mesh/trellis/$(K8S_API) --output-dir $(K8S_CLIENT)/clientset --output-pkg $(K8S_PKG)/clientset
-	$(GO) tool lister-gen --go-header-file $(K8S_HEADER) --output-dir $(K8S_CLIENT)/listers --output-pkg $(K8S_PKG)/listers ./$(K8S_API)
-	$(GO) tool informer-gen --go-header-file $(K8S_HEADER) --versioned-clientset-package $(K8S_PKG)/clientset/versioned \
-	  --listers-package $(K8S_PKG)/listers --output-dir $(K8S_CLIENT)/informers --output-pkg $(K8S_PKG)/informers ./$(K8S_API)
-	$(GO) tool controller-gen crd:crdVersions=v1 paths=./$(K8S_API)/... output:crd:dir=$(CRD_DIR)
+	rm -f $(CRD_DIR)/*.trellis.io_*.yaml
+	@set -e; for g in $(K8S_GROUPS); do \
+	  api=api/$$g/v1alpha1; client=api/$$g/client; pkg=github.com/trellis-mesh/trellis/$$client; header=api/$$g/header.go.txt; \
+	  echo "gen-k8s: $$api"; \
+	  rm -rf $$client/clientset $$client/listers $$client/informers $$api/zz_generated.deepcopy.go; \
+	  $(GO) tool deepcopy-gen --go-header-file $$header --output-file zz_generated.deepcopy.go ./$$api; \
+	  $(GO) tool client-gen --go-header-file $$header --clientset-name versioned --input-base "" \
+	    --input github.com/trellis-mesh/trellis/$$api --output-dir $$client/clientset --output-pkg $$pkg/clientset; \
+	  $(GO) tool lister-gen --go-header-file $$header --output-dir $$client/listers --output-pkg $$pkg/listers ./$$api; \
+	  $(GO) tool informer-gen --go-header-file $$header --versioned-clientset-package $$pkg/clientset/versioned \
+	    --listers-package $$pkg/listers --output-dir $$client/informers --output-pkg $$pkg/informers ./$$api; \
+	  $(GO) tool controller-gen crd:crdVersions=v1 paths=./$$api/... output:crd:dir=$(CRD_DIR); \
+	done
 
 ## gen-check: fail if the generated code differs from what make gen generates (made in a copy of
 ## the tree, so that builds running beside it never read half-written packages)
 gen-check:
-	@MAKE="$(MAKE)" api/gen-check.sh $(K8S_API) $(K8S_CLIENT) $(CRD_DIR)
+	@MAKE="$(MAKE)" api/gen-check.sh $(K8S_GEN_DIRS) $(CRD_DIR)
 
 ## bench: the proxy benchmark (see bench/README.md)
 bench: build

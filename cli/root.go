@@ -8,6 +8,7 @@ import (
 	"github.com/trellis-mesh/trellis/cli/checkcmd"
 	"github.com/trellis-mesh/trellis/cli/dashboardcmd"
 	"github.com/trellis-mesh/trellis/cli/diagcmd"
+	"github.com/trellis-mesh/trellis/cli/externalworkloadcmd"
 	"github.com/trellis-mesh/trellis/cli/identitycmd"
 	"github.com/trellis-mesh/trellis/cli/injectcmd"
 	"github.com/trellis-mesh/trellis/cli/installcmd"
@@ -54,5 +55,6 @@ mesh run on this machine, no cluster needed.`,
 	root.AddCommand(vizcmd.New(), vizcmd.NewStat(), vizcmd.NewRoutes())
 	root.AddCommand(diagcmd.New(), topcmd.New(tapcmd.FromKubeconfig))
 	root.AddCommand(multiclustercmd.New())
+	root.AddCommand(externalworkloadcmd.New())
 	return root
 }

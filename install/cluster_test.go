@@ -98,8 +98,8 @@ func TestFindInstalledSelectsOnlyTrellis(t *testing.T) {
 			t.Errorf("uninstall would delete %s, which Trellis did not install", ref)
 		}
 	}
-	if len(found) != 22+1 {
-		t.Errorf("%d objects found, want 23", len(found))
+	if len(found) != 23+1 {
+		t.Errorf("%d objects found, want 24", len(found))
 	}
 	if found[0].Kind.Kind != "MutatingWebhookConfiguration" || found[len(found)-1].Kind.Kind != "CustomResourceDefinition" {
 		t.Errorf("delete order starts with %s and ends with %s; want the webhook first and CRDs last", found[0].Ref(), found[len(found)-1].Ref())

@@ -99,6 +99,7 @@ func TestCRDSchemas(t *testing.T) {
 		"servers.policy.trellis.io":               "Server",
 		"authorizationpolicies.policy.trellis.io": "AuthorizationPolicy",
 		"ratelimits.policy.trellis.io":            "RateLimit",
+		"externalworkloads.workload.trellis.io":   "ExternalWorkload",
 	}
 	if len(m.Objects) != len(want) {
 		t.Fatalf("%d CRDs, want %d", len(m.Objects), len(want))
@@ -112,7 +113,7 @@ func TestCRDSchemas(t *testing.T) {
 			if want[c.Metadata.Name] != c.Spec.Names.Kind {
 				t.Errorf("CRD %s has kind %s", c.Metadata.Name, c.Spec.Names.Kind)
 			}
-			if c.Metadata.Name != c.Spec.Names.Plural+"."+c.Spec.Group || c.Spec.Group != "policy.trellis.io" {
+			if c.Metadata.Name != c.Spec.Names.Plural+"."+c.Spec.Group || (c.Spec.Group != "policy.trellis.io" && c.Spec.Group != "workload.trellis.io") {
 				t.Errorf("name %s is not plural.group (%s.%s)", c.Metadata.Name, c.Spec.Names.Plural, c.Spec.Group)
 			}
 			if c.Spec.Scope != "Namespaced" || c.Spec.Names.ListKind != c.Spec.Names.Kind+"List" ||

@@ -108,12 +108,12 @@ func RenderValues(v Values, appVersion string) (*Manifest, error) {
 	}, nil
 }
 
-// RenderCRDs returns the policy.trellis.io CRDs (the chart's crds/).
+// RenderCRDs returns the Trellis CRDs (policy.trellis.io, workload.trellis.io: the chart's crds/).
 func RenderCRDs() (*Manifest, error) {
 	return RenderAllCRDs(context.Background(), "", nil)
 }
 
-// RenderAllCRDs returns the policy.trellis.io CRDs and, when gatewayChannel
+// RenderAllCRDs returns the Trellis CRDs and, when gatewayChannel
 // is set, the Gateway API CRDs of that channel the cluster lacks
 // (GatewayCRDs: notes say what is kept and why).
 func RenderAllCRDs(ctx context.Context, gatewayChannel string, lookup CRDLookup) (*Manifest, error) {
@@ -139,7 +139,7 @@ func RenderAllCRDs(ctx context.Context, gatewayChannel string, lookup CRDLookup)
 		}
 		objs = append(objs, docs...)
 	}
-	header := "# Trellis policy CRDs (policy.trellis.io), from charts/trellis/crds.\n"
+	header := "# Trellis CRDs (policy.trellis.io, workload.trellis.io), from charts/trellis/crds.\n"
 	if gatewayChannel != "" {
 		gw, notes, err := GatewayCRDs(ctx, gatewayChannel, lookup)
 		if err != nil {

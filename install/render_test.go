@@ -444,7 +444,9 @@ func checkWebhook(t *testing.T, mwc *admissionv1.MutatingWebhookConfiguration, w
 }
 
 // TestRBACLeastPrivilege pins the controller's permissions: exactly these
-// verbs on these resources, nothing cluster-wide that writes.
+// verbs on these resources; cluster-wide writes only of status
+// subresources and of EndpointSlices (those of Services that select
+// ExternalWorkloads).
 func TestRBACLeastPrivilege(t *testing.T) {
 	id, wh := testMaterial(t)
 	m, err := Render(Options{Version: "dev", Identity: id, Webhook: wh})
@@ -455,7 +457,8 @@ func TestRBACLeastPrivilege(t *testing.T) {
 	var want []string
 	for _, gr := range []string{"/services", "/pods", "/nodes", "/namespaces", "discovery.k8s.io/endpointslices",
 		"policy.trellis.io/servers", "policy.trellis.io/authorizationpolicies", "policy.trellis.io/ratelimits",
-		"gateway.networking.k8s.io/httproutes", "gateway.networking.k8s.io/grpcroutes", "gateway.networking.k8s.io/referencegrants"} {
+		"gateway.networking.k8s.io/httproutes", "gateway.networking.k8s.io/grpcroutes", "gateway.networking.k8s.io/referencegrants",
+		"workload.trellis.io/externalworkloads"} {
 		for _, v := range []string{"get", "list", "watch"} {
 			want = append(want, gr+":"+v)
 		}
@@ -463,6 +466,9 @@ func TestRBACLeastPrivilege(t *testing.T) {
 	// Status writes: the subresource only, so the controller can never change a policy's spec.
 	want = append(want, "policy.trellis.io/servers/status:update", "policy.trellis.io/authorizationpolicies/status:update", "policy.trellis.io/ratelimits/status:update")
 	want = append(want, "gateway.networking.k8s.io/httproutes/status:update", "gateway.networking.k8s.io/grpcroutes/status:update")
+	want = append(want, "workload.trellis.io/externalworkloads/status:update", "workload.trellis.io/externalworkloads/status:patch")
+	// The slices of Services that select ExternalWorkloads.
+	want = append(want, "discovery.k8s.io/endpointslices:create", "discovery.k8s.io/endpointslices:update", "discovery.k8s.io/endpointslices:delete")
 	want = append(want, "authentication.k8s.io/tokenreviews:create", "/events:create", "/events:patch", "events.k8s.io/events:create", "events.k8s.io/events:patch")
 	// The tap API: workloads to pods, and the tapping user's rights.
 	want = append(want, "apps/deployments:get", "apps/deployments:list", "apps/replicasets:get", "apps/replicasets:list",
@@ -476,8 +482,9 @@ func TestRBACLeastPrivilege(t *testing.T) {
 	if role.Namespace != Namespace {
 		t.Errorf("Role in %q", role.Namespace)
 	}
+	// secrets:delete spends an external workload's bootstrap token.
 	wantRole := []string{"/secrets:get", "/secrets:list", "/secrets:watch", "/configmaps:get", "/configmaps:list", "/configmaps:watch",
-		"coordination.k8s.io/leases:get", "coordination.k8s.io/leases:list", "coordination.k8s.io/leases:watch",
+		"/secrets:delete", "coordination.k8s.io/leases:get", "coordination.k8s.io/leases:list", "coordination.k8s.io/leases:watch",
 		"coordination.k8s.io/leases:create", "coordination.k8s.io/leases:update"}
 	if got := flatten(role.Rules); !sameSet(got, wantRole) {
 		t.Errorf("Role grants\n  %v\nwant\n  %v", got, wantRole)

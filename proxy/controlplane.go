@@ -17,7 +17,9 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	"github.com/trellis-mesh/trellis/internal/ewtoken"
 	"github.com/trellis-mesh/trellis/internal/identity"
+	"github.com/trellis-mesh/trellis/proxy/certifier"
 	"github.com/trellis-mesh/trellis/proxy/inboundpolicy"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
@@ -67,6 +69,24 @@ func dialPolicy(addr string, store *meshtls.Store, ctrlID identity.ID, m *metric
 		return nil, fmt.Errorf("controller %s: %w", addr, err)
 	}
 	return conn, nil
+}
+
+// externalWorkload is the certifier's configuration of --external-workload
+// (nil without it): renewals dial the controller per call with the options
+// of every control-plane connection, so each presents the current
+// certificate and verifies the controller the same way.
+func externalWorkload(cfg Config, store *meshtls.Store, ctrlID identity.ID, m *metrics.Metrics) *certifier.ExternalWorkload {
+	if cfg.ExternalWorkload == "" {
+		return nil
+	}
+	ns, name, err := ewtoken.ParseRef(cfg.ExternalWorkload)
+	if err != nil {
+		return nil // refused by Config.validate already
+	}
+	return &certifier.ExternalWorkload{
+		Namespace: ns, Name: name,
+		Renew: certifier.PerCallClient{Target: cfg.ControllerAddr, Options: controlPlaneOptions(store, ctrlID, m)},
+	}
 }
 
 // controlPlaneOptions are the options of every connection to the

@@ -25,3 +25,28 @@ func TestConfiguredAppPorts(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateExternalWorkload: --external-workload is NAMESPACE/NAME of
+// the identity's namespace.
+func TestValidateExternalWorkload(t *testing.T) {
+	for _, tc := range []struct {
+		ew string
+		ok bool
+	}{
+		{"", true},
+		{"shop/legacy", true},
+		{"shop/legacy.vm-1", true},
+		{"legacy", false},
+		{"other/legacy", false},
+		{"shop/Legacy", false},
+	} {
+		cfg := Config{
+			ControllerAddr: "127.0.0.1:8086", TrustAnchors: "a.pem", Identity: "spiffe://cluster.local/ns/shop/sa/legacy", TokenFile: "t",
+			OutboundAddr: "127.0.0.1:4140", InboundAddr: "0.0.0.0:4143", AdminAddr: "0.0.0.0:4191", Mode: "explicit", AppAddr: "127.0.0.1:8080",
+			DefaultInboundPolicy: "all-unauthenticated", TraceSampleRatio: 1, ExternalWorkload: tc.ew,
+		}
+		if err := cfg.validate(); (err == nil) != tc.ok {
+			t.Errorf("--external-workload %q: %v, want ok %v", tc.ew, err, tc.ok)
+		}
+	}
+}

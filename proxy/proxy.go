@@ -23,6 +23,7 @@ import (
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/internal/authz"
+	"github.com/trellis-mesh/trellis/internal/ewtoken"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/proxy/admin"
 	"github.com/trellis-mesh/trellis/proxy/certifier"
@@ -67,6 +68,11 @@ type Config struct {
 	// from the control plane is kept; at start it is used instead of
 	// TrustAnchors when it holds a usable bundle (certifier.BootstrapAnchors).
 	TrustAnchorsCache string
+	// ExternalWorkload is NAMESPACE/NAME of the ExternalWorkload this
+	// proxy runs for (--external-workload; "" is a pod's or local mode's
+	// proxy): TokenFile then holds a single-use bootstrap token, and
+	// renewals present the current certificate (certifier.ExternalWorkload).
+	ExternalWorkload string
 	// PodName is the pod's name (Kubernetes), sent with policy watches so
 	// the controller answers for exactly this pod's Servers.
 	PodName string
@@ -167,6 +173,14 @@ func (c *Config) validate() error {
 	if c.Mode == outbound.ModeExplicit && c.AppAddr == "" {
 		errs = append(errs, errors.New("--app-addr is required in explicit mode"))
 	}
+	if c.ExternalWorkload != "" {
+		ns, _, err := ewtoken.ParseRef(c.ExternalWorkload)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--external-workload: want NAMESPACE/NAME: %w", err))
+		} else if id, err := identity.Parse(c.Identity); err == nil && id.Namespace != ns {
+			errs = append(errs, fmt.Errorf("--external-workload %s: --identity %s is of another namespace", c.ExternalWorkload, id))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -259,7 +273,7 @@ func Run(ctx context.Context, cfg Config) error {
 		err := certifier.Run(runCtx, certifier.Config{
 			Identity: local, TokenFile: cfg.TokenFile, Client: apiv1.NewIdentityClient(conn),
 			Store: store, Registerer: reg, Logger: log.With("component", "certifier"),
-			AnchorsCache: cache,
+			AnchorsCache: cache, ExternalWorkload: externalWorkload(cfg, store, ctrlID, m),
 		})
 		if err != nil {
 			log.Error("certifier stopped", "err", err)

@@ -49,7 +49,7 @@ type renderFlags struct {
 }
 
 func (r *renderFlags) add(f *pflag.FlagSet) {
-	f.BoolVar(&r.crds, "crds", false, "print only the CRDs (apply them first): policy.trellis.io, and the Gateway API's HTTPRoute, GRPCRoute and ReferenceGrant where the cluster lacks them")
+	f.BoolVar(&r.crds, "crds", false, "print only the CRDs (apply them first): policy.trellis.io, workload.trellis.io, and the Gateway API's HTTPRoute, GRPCRoute and ReferenceGrant where the cluster lacks them")
 	f.StringVar(&r.gatewayChannel, "gateway-api-channel", "standard", "with --crds, the Gateway API channel of the CRDs installed where absent: standard, experimental (route retries), or none (never an installed one is replaced)")
 	f.BoolVar(&r.ha, "ha", false, "high availability: 3 controller replicas spread over nodes, a PodDisruptionBudget, the injector failing closed")
 	f.BoolVar(&r.cni, "cni", false, "CNI redirection: a DaemonSet installs the trellis-cni plugin on every node and injected pods get no NET_ADMIN/NET_RAW (set cni.binDir and cni.confDir if the node's CNI directories are not /opt/cni/bin and /etc/cni/net.d)")

@@ -106,8 +106,8 @@ func TestInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(objects(t, crds)); n != 3 {
-		t.Errorf("--crds prints %d objects, want 3", n)
+	if n := len(objects(t, crds)); n != 4 {
+		t.Errorf("--crds prints %d objects, want 4", n)
 	}
 	// No cluster to look at: the Gateway API CRDs too, without Trellis's
 	// labels (uninstall must never delete them).
@@ -121,8 +121,8 @@ func TestInstall(t *testing.T) {
 			t.Errorf("--crds without a cluster lacks the standard %s CRD", name)
 		}
 	}
-	if n := strings.Count(all, "app.kubernetes.io/managed-by: trellis"); n != 3 {
-		t.Errorf("%d CRDs labelled as Trellis's, want the 3 policy ones", n)
+	if n := strings.Count(all, "app.kubernetes.io/managed-by: trellis"); n != 4 {
+		t.Errorf("%d CRDs labelled as Trellis's, want the 3 policy ones and ExternalWorkload", n)
 	}
 	if _, err := run(t, newInstall(time.Now, noCluster, offline), "--crds", "--gateway-api-channel", "beta"); err == nil {
 		t.Error("an unknown channel is accepted")

@@ -44,6 +44,13 @@ Examples:
   # file that only holds the old anchor (the injector sets this on Kubernetes).
   trellis-proxy ... --trust-anchors state/anchor.crt --trust-anchors-cache /var/run/trellis/state/trust-anchors.pem
 
+  # An external workload (a VM) joining a cluster's mesh: the token file holds
+  # a single-use token from "trellis external-workload token vm-books -n shop";
+  # a restarted proxy needs a new one.
+  trellis-proxy --external-workload shop/vm-books --token-file /etc/trellis/bootstrap-token \
+    --identity spiffe://cluster.local/ns/shop/sa/books --controller-addr 10.0.0.5:8086 \
+    --trust-anchors /etc/trellis/trust-anchors.pem --trust-anchors-cache /var/lib/trellis/trust-anchors.pem ...
+
   # A multicluster gateway (Kubernetes: trellis install --set multicluster.gateway.enabled=true).
   trellis-proxy --mode transparent --gateway-addr 0.0.0.0:4180 --inbound-addr 127.0.0.1:4143 ...
 
@@ -78,7 +85,8 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.TrustAnchorsCache, "trust-anchors-cache", "", "file where the trust bundle learned from the controller is kept (written atomically, 0644); at start it is used instead of --trust-anchors when it holds a valid bundle, so a restart after an anchor rotation still reaches the controller (empty: no cache)")
 	fs.StringVar(&cfg.Identity, "identity", "", "this workload's SPIFFE ID (required)")
 	fs.StringVar(&acceptTrustDomains, "accept-trust-domains", "", "comma-separated trust domains, besides this workload's, whose mesh peers the inbound side accepts: other clusters under the same trust anchor (docs/multicluster.md); authorization still applies, and cluster-authenticated means this workload's domain only (empty: only this workload's)")
-	fs.StringVar(&cfg.TokenFile, "token-file", "", "file holding the credential sent with Certify (required)")
+	fs.StringVar(&cfg.TokenFile, "token-file", "", "file holding the credential sent with Certify (required); with --external-workload, a single-use bootstrap token")
+	fs.StringVar(&cfg.ExternalWorkload, "external-workload", "", "NAMESPACE/NAME of the ExternalWorkload this proxy runs for (a VM or bare-metal host, no Kubernetes credentials): the first certificate spends the bootstrap token of --token-file (trellis external-workload token NAME -n NAMESPACE), renewals present the current certificate. The key lives only in this process: a restarted proxy, or one whose certificate expired, needs a new token in --token-file (empty: not an external workload)")
 	fs.StringVar(&cfg.Workload, "workload", "", "workload name, for logs")
 	fs.StringVar(&cfg.Zone, "zone", "", "this workload's topology zone: outbound balancers prefer endpoints in it while they are healthy (empty: learnt from the Destination service's answer for the proxy's own address: --app-ip and the inbound port, the zone of the pod's node; in explicit mode --inbound-addr, the store file's zone of the workload whose proxyAddr it is)")
 	fs.StringVar(&cfg.PodName, "pod-name", "", "this pod's name (Kubernetes; the injector sets it), sent with policy watches so Servers apply to exactly the pods they select")

@@ -3,12 +3,15 @@
 // by the current issuer, with the current trust bundle. An Authenticator
 // vouches for the token: in local mode the store file's workload tokens
 // (controller/local), in Kubernetes mode a TokenReview of the pod's
-// projected ServiceAccount token; the service knows neither. An issuer
-// that cannot sign (expired) is never used.
+// projected ServiceAccount token, or an external workload's bootstrap
+// token or current certificate (controller/k8s/ewtoken); the service
+// knows none of them. An issuer that cannot sign (expired) is never used.
 package identity
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"time"
@@ -29,12 +32,24 @@ import (
 // It is how Kubernetes mode plugs in its TokenReview check without this
 // package knowing about Kubernetes.
 type Authenticator interface {
-	// Authenticate returns who the token proved to be (for logs), or an
+	// Authenticate returns who the request's token proved to be, or an
 	// error: ErrAuthUnavailable (wrapped) when the check could not be
 	// made, an *AuthError for a refusal with a specific reason, anything
 	// else for a token that does not authenticate. Errors must never
 	// contain the token.
-	Authenticate(ctx context.Context, token []byte, id identity.ID) (Caller, error)
+	Authenticate(ctx context.Context, req Request) (Caller, error)
+}
+
+// Request is what an Authenticator judges.
+type Request struct {
+	Token []byte
+	// ID is the identity asked for (well formed).
+	ID identity.ID
+	// PublicKey is the key of the request's CSR, nil when the CSR is not
+	// valid for ID: Certify refuses it once the token is checked (so an
+	// unauthenticated caller learns nothing from CSR errors), and a
+	// single-use credential must not be spent on it.
+	PublicKey crypto.PublicKey
 }
 
 // Caller is who a token proved to be.
@@ -44,6 +59,11 @@ type Caller struct {
 	// UID of the ServiceAccount, when the authenticator knows it, so an
 	// event can name the exact object (kubectl describe matches on it).
 	UID string
+	// Issued, when set, hears of the signed certificate before Certify
+	// returns it (an external workload's status records its key). An
+	// error refuses the call with Unavailable: the authenticator decides
+	// which failures matter, and may log others and return nil.
+	Issued func(ctx context.Context, leaf *x509.Certificate) error
 }
 
 // EventSink is told of every certificate issued and of every refusal of a
@@ -64,7 +84,8 @@ var ErrAuthUnavailable = errors.New("authentication unavailable")
 type AuthError struct {
 	// Reason is one of metrics.Reason*; metrics.ReasonIdentityMismatch
 	// (a valid token for another identity) maps to PermissionDenied,
-	// anything else to Unauthenticated.
+	// metrics.ReasonBadCSR to InvalidArgument, anything else to
+	// Unauthenticated.
 	Reason string
 	Err    error
 }
@@ -80,8 +101,12 @@ func authRefusal(err error) (string, codes.Code) {
 	}
 	var ae *AuthError
 	if errors.As(err, &ae) && ae.Reason != "" {
-		if ae.Reason == metrics.ReasonIdentityMismatch {
+		switch ae.Reason {
+		case metrics.ReasonIdentityMismatch:
 			return ae.Reason, codes.PermissionDenied
+		case metrics.ReasonBadCSR:
+			// A credential kept unspent because the CSR is not valid.
+			return ae.Reason, codes.InvalidArgument
 		}
 		return ae.Reason, codes.Unauthenticated
 	}
@@ -114,68 +139,84 @@ func (s *Service) Certify(ctx context.Context, req *apiv1.CertifyRequest) (*apiv
 	if s.Now != nil {
 		now = s.Now()
 	}
-	log := s.Log.With("identity", req.GetIdentity())
+	c := &call{s: s, log: s.Log.With("identity", req.GetIdentity())}
 	if p, ok := peer.FromContext(ctx); ok {
-		log = log.With("peer", p.Addr.String())
+		c.log = c.log.With("peer", p.Addr.String())
 	}
-	var (
-		id     identity.ID
-		parsed bool // id is well formed: refusals can be reported on it
-		caller Caller
-	)
-	refuse := func(reason string, code codes.Code, msg string, args ...any) error {
-		s.Metrics.CertificatesRefused.WithLabelValues(reason).Inc()
-		err := status.Errorf(code, msg, args...)
-		log.Warn("certificate refused", "reason", reason, "err", err)
-		if parsed && s.Events != nil {
-			s.Events.Refused(id, caller, reason, err)
-		}
-		return err
-	}
-
 	id, err := identity.Parse(req.GetIdentity())
 	if err != nil {
-		return nil, refuse(metrics.ReasonBadRequest, codes.InvalidArgument, "requested identity: %v", err)
+		return nil, c.refuse(metrics.ReasonBadRequest, codes.InvalidArgument, "requested identity: %v", err)
 	}
-	parsed = true
+	c.id, c.parsed = id, true
+	if s.Auth == nil {
+		return nil, c.refuse(metrics.ReasonInternal, codes.Internal, "no authenticator configured")
+	}
+	// The CSR is parsed first so that the authenticator sees its key, but
+	// its errors are reported after the token is checked.
+	csr, csrID, csrErr := pki.ParseCSR(req.GetCertificateSigningRequest())
+	areq := Request{Token: req.GetToken(), ID: id}
+	if csrErr == nil && csrID == id {
+		areq.PublicKey = csr.PublicKey
+	}
+	if c.caller, err = s.Auth.Authenticate(ctx, areq); err != nil {
+		reason, code := authRefusal(err)
+		return nil, c.refuse(reason, code, "identity %s: %v", id, err)
+	}
+	c.log = c.log.With("caller", c.caller.Name)
+	if csrErr != nil {
+		return nil, c.refuse(metrics.ReasonBadCSR, codes.InvalidArgument, "certificate signing request: %v", csrErr)
+	}
+	if csrID != id {
+		return nil, c.refuse(metrics.ReasonIdentityMismatch, codes.InvalidArgument, "certificate signing request is for %s, but the request asks for %s", csrID, id)
+	}
+	return c.issue(ctx, csr.PublicKey, now)
+}
+
+// call is one Certify: what its refusals are reported with.
+type call struct {
+	s      *Service
+	log    *slog.Logger
+	id     identity.ID
+	parsed bool // id is well formed: refusals can be reported on it
+	caller Caller
+}
+
+func (c *call) refuse(reason string, code codes.Code, msg string, args ...any) error {
+	c.s.Metrics.CertificatesRefused.WithLabelValues(reason).Inc()
+	err := status.Errorf(code, msg, args...)
+	c.log.Warn("certificate refused", "reason", reason, "err", err)
+	if c.parsed && c.s.Events != nil {
+		c.s.Events.Refused(c.id, c.caller, reason, err)
+	}
+	return err
+}
+
+// issue signs the certificate of an authenticated call.
+func (c *call) issue(ctx context.Context, pub crypto.PublicKey, now time.Time) (*apiv1.CertifyResponse, error) {
+	s := c.s
 	lifetime := pki.DefaultWorkloadLifetime
 	if s.Lifetime != nil && s.Lifetime() > 0 {
 		lifetime = s.Lifetime()
 	}
-	if s.Auth == nil {
-		return nil, refuse(metrics.ReasonInternal, codes.Internal, "no authenticator configured")
-	}
-	// The CSR is parsed after the token is checked, so an unauthenticated
-	// caller learns nothing from CSR errors.
-	caller, err = s.Auth.Authenticate(ctx, req.GetToken(), id)
-	if err != nil {
-		reason, code := authRefusal(err)
-		return nil, refuse(reason, code, "identity %s: %v", id, err)
-	}
-	log = log.With("caller", caller.Name)
-
-	csr, csrID, err := pki.ParseCSR(req.GetCertificateSigningRequest())
-	if err != nil {
-		return nil, refuse(metrics.ReasonBadCSR, codes.InvalidArgument, "certificate signing request: %v", err)
-	}
-	if csrID != id {
-		return nil, refuse(metrics.ReasonIdentityMismatch, codes.InvalidArgument, "certificate signing request is for %s, but the request asks for %s", csrID, id)
-	}
-
 	// One snapshot for the whole answer: the chain and the trust anchors
 	// always come from the same reload.
 	st := s.CA.State()
 	if err := st.Check(now); err != nil {
-		return nil, refuse(metrics.ReasonIssuerExpired, codes.FailedPrecondition, "%v", err)
+		return nil, c.refuse(metrics.ReasonIssuerExpired, codes.FailedPrecondition, "%v", err)
 	}
-	leaf, err := st.Issuer.Sign(csr.PublicKey, id, lifetime, now)
+	leaf, err := st.Issuer.Sign(pub, c.id, lifetime, now)
 	if err != nil {
-		return nil, refuse(metrics.ReasonInternal, codes.Internal, "sign: %v", err)
+		return nil, c.refuse(metrics.ReasonInternal, codes.Internal, "sign: %v", err)
+	}
+	if c.caller.Issued != nil {
+		if err := c.caller.Issued(ctx, leaf); err != nil {
+			return nil, c.refuse(metrics.ReasonInternal, codes.Unavailable, "record the issued certificate: %v", err)
+		}
 	}
 	s.Metrics.CertificatesIssued.Inc()
-	log.Info("certificate issued", "serial", leaf.SerialNumber.Text(16), "expiry", leaf.NotAfter.UTC().Format(time.RFC3339))
+	c.log.Info("certificate issued", "serial", leaf.SerialNumber.Text(16), "expiry", leaf.NotAfter.UTC().Format(time.RFC3339))
 	if s.Events != nil {
-		s.Events.Issued(id, caller, leaf.NotAfter)
+		s.Events.Issued(c.id, c.caller, leaf.NotAfter)
 	}
 	return &apiv1.CertifyResponse{
 		Chain:        st.Issuer.ChainDER(leaf),

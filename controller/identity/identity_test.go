@@ -2,6 +2,8 @@ package identity
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -23,8 +25,8 @@ import (
 // authFunc adapts a function to Authenticator.
 type authFunc func(ctx context.Context, token []byte, id identity.ID) (string, error)
 
-func (f authFunc) Authenticate(ctx context.Context, token []byte, id identity.ID) (Caller, error) {
-	name, err := f(ctx, token, id)
+func (f authFunc) Authenticate(ctx context.Context, req Request) (Caller, error) {
+	name, err := f(ctx, req.Token, req.ID)
 	return Caller{Name: name}, err
 }
 
@@ -39,27 +41,33 @@ func (e *eventLog) Refused(id identity.ID, _ Caller, reason string, _ error) {
 	e.got = append(e.got, "refused "+id.String()+" "+reason)
 }
 
-// TestCertifyAuthenticator covers Certify with an Authenticator (Kubernetes
-// mode): no store, refusals mapped to reasons and codes, and a certificate
-// with the configured lifetime when the authenticator accepts.
-func TestCertifyAuthenticator(t *testing.T) {
+// certifySetup gives a fresh CA, a key and its CSRs for any identity.
+func certifySetup(t *testing.T) (*ca.CA, *ecdsa.PrivateKey, func(identity.ID) []byte) {
+	t.Helper()
 	authority, err := ca.LoadOrCreate(t.TempDir(), time.Now(), ca.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	books := identity.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "books"}
-	other := identity.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "other"}
 	key, err := pki.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	csrFor := func(id identity.ID) []byte {
+	return authority, key, func(id identity.ID) []byte {
 		der, err := pki.NewCSR(key, id)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return der
 	}
+}
+
+// TestCertifyAuthenticator covers Certify with an Authenticator (Kubernetes
+// mode): no store, refusals mapped to reasons and codes, and a certificate
+// with the configured lifetime when the authenticator accepts.
+func TestCertifyAuthenticator(t *testing.T) {
+	authority, _, csrFor := certifySetup(t)
+	books := identity.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "books"}
+	other := identity.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "other"}
 	// The authenticator accepts "good" for books only.
 	auth := authFunc(func(_ context.Context, token []byte, id identity.ID) (string, error) {
 		switch string(token) {
@@ -152,4 +160,72 @@ func counter(t *testing.T, m *metrics.Metrics, reason string) float64 {
 		t.Fatal(err)
 	}
 	return out.GetCounter().GetValue()
+}
+
+// keyAuth records the requests it sees and returns caller.
+type keyAuth struct {
+	got    []Request
+	caller Caller
+	err    error
+}
+
+func (k *keyAuth) Authenticate(_ context.Context, req Request) (Caller, error) {
+	k.got = append(k.got, req)
+	return k.caller, k.err
+}
+
+// TestCertifyRequestAndIssued: the authenticator sees the CSR's key only
+// when the CSR is valid for the identity (CSR errors still come after the
+// token); Issued hears of the certificate before it is returned, and its
+// error refuses the call with Unavailable.
+func TestCertifyRequestAndIssued(t *testing.T) {
+	authority, key, csrFor := certifySetup(t)
+	books := identity.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "books"}
+	other := identity.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "other"}
+	call := func(auth Authenticator, csr []byte) (*Service, error) {
+		s := &Service{Auth: auth, CA: authority, Metrics: metrics.New(), Log: slog.New(slog.DiscardHandler)}
+		_, err := s.Certify(context.Background(), &apiv1.CertifyRequest{Identity: books.String(), Token: []byte("t"), CertificateSigningRequest: csr})
+		return s, err
+	}
+
+	var issued *x509.Certificate
+	a := &keyAuth{caller: Caller{Name: "vm", Issued: func(_ context.Context, leaf *x509.Certificate) error { issued = leaf; return nil }}}
+	if _, err := call(a, csrFor(books)); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.got) != 1 || !key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(a.got[0].PublicKey) || a.got[0].ID != books || string(a.got[0].Token) != "t" {
+		t.Errorf("request %+v, want the token, identity and CSR key", a.got)
+	}
+	if issued == nil || !key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(issued.PublicKey) {
+		t.Error("Issued did not hear of the certificate")
+	}
+
+	for _, csr := range [][]byte{[]byte("junk"), csrFor(other)} {
+		a := &keyAuth{err: &AuthError{Reason: metrics.ReasonBadToken, Err: errors.New("no")}}
+		if _, err := call(a, csr); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("refused token with a bad CSR: %v, want the token's refusal first", err)
+		}
+		if len(a.got) != 1 || a.got[0].PublicKey != nil {
+			t.Errorf("request %+v, want no key for a CSR not valid for the identity", a.got)
+		}
+	}
+
+	a = &keyAuth{err: &AuthError{Reason: metrics.ReasonBadCSR, Err: errors.New("token kept")}}
+	if _, err := call(a, []byte("junk")); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("bad_csr refusal: %v, want InvalidArgument", err)
+	}
+
+	a = &keyAuth{caller: Caller{Name: "vm", Issued: func(context.Context, *x509.Certificate) error { return errors.New("status not written") }}}
+	s, err := call(a, csrFor(books))
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("Issued failure: %v, want Unavailable", err)
+	}
+	if n := counter(t, s.Metrics, metrics.ReasonInternal); n != 1 {
+		t.Errorf("refused{reason=internal} = %v, want 1", n)
+	}
+	var issuedCount dto.Metric
+	_ = s.Metrics.CertificatesIssued.Write(&issuedCount)
+	if issuedCount.GetCounter().GetValue() != 0 {
+		t.Error("a refused certificate was counted as issued")
+	}
 }

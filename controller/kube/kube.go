@@ -7,6 +7,7 @@ package kube
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
 	"github.com/trellis-mesh/trellis/controller/ca"
 	identitysvc "github.com/trellis-mesh/trellis/controller/identity"
+	"github.com/trellis-mesh/trellis/controller/k8s/ewtoken"
 	"github.com/trellis-mesh/trellis/controller/k8s/mirror"
 	"github.com/trellis-mesh/trellis/controller/k8s/saevents"
 	"github.com/trellis-mesh/trellis/controller/k8s/serve"
@@ -156,9 +158,12 @@ func statusElector(log *slog.Logger, getenv func(string) string) func(kubernetes
 // when their CRDs are not installed).
 func register(ctx context.Context, cfg Config, authority *ca.CA, serving *ca.ServingCert, srv *grpc.Server, env serve.Env) {
 	log := cfg.Logger
-	auth := serve.TokenReviewAuth{Authenticator: &tokenreview.Authenticator{
+	var auth identitysvc.Authenticator = serve.TokenReviewAuth{Authenticator: &tokenreview.Authenticator{
 		Client: env.Client.AuthenticationV1(), Audience: tokenreview.Audience, TrustDomain: cfg.TrustDomain,
 	}}
+	if env.Workloads != nil {
+		auth = externalWorkloadAuth(ctx, cfg, authority, env, auth)
+	}
 	// Issuances and refusals as Events on the ServiceAccounts; without
 	// them (never expected) certificates still flow.
 	var events identitysvc.EventSink
@@ -183,6 +188,27 @@ func register(ctx context.Context, cfg Config, authority *ca.CA, serving *ca.Ser
 			log.Error("no tap API", "err", err)
 		}
 	}
+}
+
+// externalWorkloadAuth puts the external workloads' bootstrap tokens and
+// certificate renewals (docs/external-workloads.md) in front of next; if
+// it cannot, pods are still served by next alone.
+func externalWorkloadAuth(ctx context.Context, cfg Config, authority *ca.CA, env serve.Env, next identitysvc.Authenticator) identitysvc.Authenticator {
+	ns := cfg.Getenv("TRELLIS_POD_NAMESPACE")
+	if ns == "" {
+		ns = k8slabels.ControlPlaneNamespace
+	}
+	ew, err := ewtoken.New(ewtoken.Config{
+		Next: next, Secrets: env.Client.CoreV1(), Workloads: env.Workloads.WorkloadV1alpha1(), Namespace: ns,
+		TrustDomain: cfg.TrustDomain, Anchors: func() *x509.CertPool { return authority.State().Pool },
+		Registerer: env.Metrics.Registry, Log: cfg.Logger.With("component", "external-workloads"),
+	})
+	if err != nil {
+		cfg.Logger.Error("no external workload certificates", "err", err)
+		return next
+	}
+	go ew.RunSweep(ctx, 10*time.Minute)
+	return ew
 }
 
 // startMirror mirrors the services of linked clusters, on the replica

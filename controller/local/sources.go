@@ -123,7 +123,8 @@ type tokenAuth struct{ st *store.Store }
 
 // Authenticate implements identitysvc.Authenticator: the caller is the
 // store workload with identity id whose token is token.
-func (a tokenAuth) Authenticate(_ context.Context, token []byte, id identity.ID) (identitysvc.Caller, error) {
+func (a tokenAuth) Authenticate(_ context.Context, req identitysvc.Request) (identitysvc.Caller, error) {
+	token, id := req.Token, req.ID
 	cfg, _ := a.st.Current()
 	if len(token) == 0 {
 		return identitysvc.Caller{}, &identitysvc.AuthError{Reason: metrics.ReasonBadToken,

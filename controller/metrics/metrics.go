@@ -18,6 +18,11 @@ const (
 	ReasonIdentityMismatch = "identity_mismatch"
 	ReasonIssuerExpired    = "issuer_expired"
 	ReasonInternal         = "internal"
+	// ReasonBadClientCertificate: an external workload's renewal did not
+	// prove its current certificate (none presented, not verifying against
+	// the current anchors, or a key that is not the one its status
+	// records).
+	ReasonBadClientCertificate = "bad_client_certificate"
 )
 
 // Metrics are every controller metric.
@@ -58,7 +63,8 @@ func New() *Metrics {
 			"Workload certificates issued by Identity.Certify."),
 		CertificatesRefused: r.counterVec("trellis_controller_certificates_refused_total",
 			"Identity.Certify calls refused, by reason.", "reason",
-			ReasonBadRequest, ReasonUnknownIdentity, ReasonBadToken, ReasonBadCSR, ReasonIdentityMismatch, ReasonIssuerExpired, ReasonInternal),
+			ReasonBadRequest, ReasonUnknownIdentity, ReasonBadToken, ReasonBadCSR, ReasonIdentityMismatch, ReasonIssuerExpired, ReasonInternal,
+			ReasonBadClientCertificate),
 		IssuerExpiry: r.gauge("trellis_controller_issuer_expiry_timestamp_seconds",
 			"Expiry of the issuer (intermediate CA) certificate, Unix time."),
 		AnchorExpiry: r.gauge("trellis_controller_anchor_expiry_timestamp_seconds",

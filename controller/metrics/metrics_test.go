@@ -28,7 +28,7 @@ func TestNewExposesEveryMetric(t *testing.T) {
 	}{
 		{"trellis_controller_certificates_issued_total", dto.MetricType_COUNTER, "", nil},
 		{"trellis_controller_certificates_refused_total", dto.MetricType_COUNTER, "reason", []string{
-			ReasonBadCSR, ReasonBadRequest, ReasonBadToken, ReasonIdentityMismatch, ReasonInternal, ReasonIssuerExpired, ReasonUnknownIdentity}},
+			ReasonBadClientCertificate, ReasonBadCSR, ReasonBadRequest, ReasonBadToken, ReasonIdentityMismatch, ReasonInternal, ReasonIssuerExpired, ReasonUnknownIdentity}},
 		{"trellis_controller_issuer_expiry_timestamp_seconds", dto.MetricType_GAUGE, "", nil},
 		{"trellis_controller_anchor_expiry_timestamp_seconds", dto.MetricType_GAUGE, "", nil},
 		{"trellis_controller_serving_cert_expiry_timestamp_seconds", dto.MetricType_GAUGE, "", nil},

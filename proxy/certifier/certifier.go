@@ -37,6 +37,10 @@ type Config struct {
 	// successful Certify and whenever it changes, so a restarted proxy
 	// starts from it (BootstrapAnchors). nil: no cache.
 	AnchorsCache *AnchorsCache
+	// ExternalWorkload, when set, makes this an external workload's
+	// proxy (a VM's): TokenFile holds a single-use bootstrap token, and
+	// renewals prove the current certificate instead (ewcred.go).
+	ExternalWorkload *ExternalWorkload
 
 	// Optional tuning; zero values take the defaults below.
 	CallTimeout    time.Duration // per Certify call; default 10s
@@ -71,6 +75,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Store.LocalIdentity() != cfg.Identity {
 		return fmt.Errorf("certifier: store holds %s, config asks for %s", cfg.Store.LocalIdentity(), cfg.Identity)
 	}
+	if err := cfg.ExternalWorkload.check(cfg.Identity); err != nil {
+		return fmt.Errorf("certifier: %w", err)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -96,6 +103,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("certifier: %w", err)
 	}
 	m.setBundle(cfg.Store.BundleFingerprint())
+	if ew := cfg.ExternalWorkload; ew != nil {
+		c.log.Info("external workload: a new key was made; the first certificate needs an unused bootstrap token in the token file, renewals then use the certificate",
+			"externalworkload", ew.ref(), "token_file", cfg.TokenFile, "mint", ew.mintHint())
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -181,7 +192,8 @@ type certifier struct {
 	errMu   sync.Mutex
 	lastErr error // of the last Certify; read by watchExpiry
 
-	cachedFP string // bundle last written to AnchorsCache; only loop uses it
+	cachedFP string  // bundle last written to AnchorsCache; only loop uses it
+	ew       ewState // only loop uses it
 }
 
 func (c *certifier) loop(ctx context.Context) {
@@ -271,13 +283,13 @@ func jittered(d time.Duration) time.Duration {
 
 // certify performs one Certify call and installs its result.
 func (c *certifier) certify(ctx context.Context) (*x509.Certificate, error) {
-	token, err := readToken(c.cfg.TokenFile)
+	client, token, err := c.credential()
 	if err != nil {
 		return nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
-	resp, err := c.cfg.Client.Certify(cctx, &apiv1.CertifyRequest{
+	resp, err := client.Certify(cctx, &apiv1.CertifyRequest{
 		Identity:                  c.cfg.Identity.String(),
 		Token:                     token,
 		CertificateSigningRequest: c.csr,

@@ -13,6 +13,7 @@
 E2E_SUITES := install inject cni job rollout controlplane-down ha-failover ha-leader
 E2E_SUITES += identity-issuer identity-external identity-anchor identity-external-anchor identity-check
 E2E_SUITES += security
+E2E_SUITES += external-workload
 E2E_SUITES += upgrade
 E2E_SUITES += reinstall
 E2E_SUITES += policy-deny policy-route policy-audit policy-live policy-suggest policy-cp-down
@@ -42,6 +43,7 @@ E2E_TEST_identity-anchor   := TestIdentityAnchor
 E2E_TEST_identity-external-anchor := TestIdentityExternalAnchor
 E2E_TEST_identity-check    := TestIdentityCheck
 E2E_TEST_security          := TestSecurity
+E2E_TEST_external-workload := TestExternalWorkload
 E2E_TEST_upgrade           := TestUpgrade
 # The version the upgrade suite starts from: the last release (or landed
 # commit) before this one; bump it when a release is cut. 018f46e, not

@@ -10,8 +10,10 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	workloadv1 "github.com/trellis-mesh/trellis/api/workload/v1alpha1"
 	"github.com/trellis-mesh/trellis/controller/authority"
 	"github.com/trellis-mesh/trellis/controller/destination"
+	"github.com/trellis-mesh/trellis/controller/k8s/external"
 	"github.com/trellis-mesh/trellis/controller/k8s/informers"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
@@ -108,6 +110,10 @@ func (s *Source) resolveService(svc *corev1.Service, hostname string, port uint3
 		if !ok {
 			continue
 		}
+		hint := protocolHint(appProtocol)
+		if svcOpaque.Contains(port) {
+			hint = apiv1.ProtocolHint_OPAQUE
+		}
 		for i := range sl.Endpoints {
 			ep := &sl.Endpoints[i]
 			if !serving(ep) || len(ep.Addresses) == 0 {
@@ -120,54 +126,120 @@ func (s *Source) resolveService(svc *corev1.Service, hostname string, port uint3
 			if !ok {
 				continue
 			}
-			var pod *corev1.Pod
-			if ref := ep.TargetRef; ref != nil && ref.Kind == "Pod" {
-				ns := ref.Namespace
-				if ns == "" {
-					ns = sl.Namespace
-				}
-				if pod = s.cache.Pod(ns, ref.Name); pod == nil {
-					// The pod informer has not caught up: leave the endpoint
-					// out rather than risk sending a meshed pod plain text.
-					continue
-				}
+			if wa, ok := s.sliceEndpoint(svc, sl, ep, ip, target, port, hint); ok {
+				e.Addrs[addrKey(ip, target)] = wa
 			}
-			hint := protocolHint(appProtocol)
-			if svcOpaque.Contains(port) || podOpaque(pod, target) {
-				hint = apiv1.ProtocolHint_OPAQUE
-			}
-			nodeName := ""
-			if ep.NodeName != nil {
-				nodeName = *ep.NodeName
-			}
-			zone := ""
-			if ep.Zone != nil {
-				zone = *ep.Zone
-			}
-			wa := s.weightedAddr(ip, target, pod, nodeName, zone, hint)
-			if pod == nil && sl.Labels[discoveryv1.LabelManagedBy] == mclink.ManagedBy {
-				// A mirror of another cluster's service: its endpoints
-				// prove the identity the mirror controller read there,
-				// and without a valid one they get nothing (never plain
-				// text between clusters).
-				// Only on a mirror Service: a mirror slice naming another
-				// Service is not the mirror controller's.
-				id, ok := mclink.RemoteIdentity(sl.Labels[discoveryv1.LabelManagedBy], sl.Annotations)
-				if !ok || svc.Labels[mclink.LabelLink] == "" {
-					continue
-				}
-				wa.TlsIdentity = &apiv1.TlsIdentity{SpiffeId: id.String(), ServerName: id.ServerName()}
-				if sl.Labels[mclink.LabelViaGateway] == "true" {
-					// The peer's gateway routes on the server name.
-					sn, ok := mclink.GatewayServerName(port, svc.Annotations[mclink.AnnotationRemoteService])
-					if !ok {
-						continue
-					}
-					wa.TlsIdentity.ServerName = sn
-				}
-			}
-			e.Addrs[addrKey(ip, target)] = wa
 		}
+	}
+	return r
+}
+
+// sliceEndpoint answers one serving endpoint of a service's slice at
+// ip:target, or false when it must be left out.
+func (s *Source) sliceEndpoint(svc *corev1.Service, sl *discoveryv1.EndpointSlice, ep *discoveryv1.Endpoint, ip string, target, port uint32, hint apiv1.ProtocolHint_Protocol) (*apiv1.WeightedAddr, bool) {
+	zone := ""
+	if ep.Zone != nil {
+		zone = *ep.Zone
+	}
+	if sl.Labels[discoveryv1.LabelManagedBy] == external.ManagedBy {
+		return s.externalAddr(sl, ep, ip, target, zone, hint)
+	}
+	var pod *corev1.Pod
+	if ref := ep.TargetRef; ref != nil && ref.Kind == "Pod" {
+		ns := ref.Namespace
+		if ns == "" {
+			ns = sl.Namespace
+		}
+		if pod = s.cache.Pod(ns, ref.Name); pod == nil {
+			// The pod informer has not caught up: leave the endpoint
+			// out rather than risk sending a meshed pod plain text.
+			return nil, false
+		}
+	}
+	if podOpaque(pod, target) {
+		hint = apiv1.ProtocolHint_OPAQUE
+	}
+	nodeName := ""
+	if ep.NodeName != nil {
+		nodeName = *ep.NodeName
+	}
+	wa := s.weightedAddr(ip, target, pod, nodeName, zone, hint)
+	if pod == nil && sl.Labels[discoveryv1.LabelManagedBy] == mclink.ManagedBy {
+		return mirrorIdentity(svc, sl, wa, port)
+	}
+	return wa, true
+}
+
+// mirrorIdentity: an endpoint of a mirror of another cluster's service
+// proves the identity the mirror controller read there, and without a
+// valid one gets nothing (never plain text between clusters). Only on a
+// mirror Service: a mirror slice naming another Service is not the mirror
+// controller's.
+func mirrorIdentity(svc *corev1.Service, sl *discoveryv1.EndpointSlice, wa *apiv1.WeightedAddr, port uint32) (*apiv1.WeightedAddr, bool) {
+	id, ok := mclink.RemoteIdentity(sl.Labels[discoveryv1.LabelManagedBy], sl.Annotations)
+	if !ok || svc.Labels[mclink.LabelLink] == "" {
+		return nil, false
+	}
+	wa.TlsIdentity = &apiv1.TlsIdentity{SpiffeId: id.String(), ServerName: id.ServerName()}
+	if sl.Labels[mclink.LabelViaGateway] == "true" {
+		// The peer's gateway routes on the server name.
+		sn, ok := mclink.GatewayServerName(port, svc.Annotations[mclink.AnnotationRemoteService])
+		if !ok {
+			return nil, false
+		}
+		wa.TlsIdentity.ServerName = sn
+	}
+	return wa, true
+}
+
+// externalAddr: an endpoint of the external workloads controller's slice
+// is its ExternalWorkload (in the slice's namespace), answered with the
+// workload's identity only when the address is the workload's own and the
+// workload is certified; otherwise it is left out: never plain text to a
+// workload that should have a proxy, never an identity for an address the
+// workload does not list.
+func (s *Source) externalAddr(sl *discoveryv1.EndpointSlice, ep *discoveryv1.Endpoint, ip string, target uint32, zone string, hint apiv1.ProtocolHint_Protocol) (*apiv1.WeightedAddr, bool) {
+	ref := ep.TargetRef
+	if !external.IsTarget(ref) || ref.Namespace != "" && ref.Namespace != sl.Namespace {
+		return nil, false
+	}
+	ew := s.cache.ExternalWorkload(sl.Namespace, ref.Name)
+	if ew == nil || !external.Owns(ew, ip) {
+		return nil, false
+	}
+	return s.workloadAddr(ew, ip, target, zone, hint)
+}
+
+// workloadAddr is an ExternalWorkload at ip:port with its identity, or
+// false unless it is certified.
+func (s *Source) workloadAddr(ew *workloadv1.ExternalWorkload, ip string, port uint32, zone string, hint apiv1.ProtocolHint_Protocol) (*apiv1.WeightedAddr, bool) {
+	id, err := identity.New(s.trustDomain, ew.Namespace, ew.Spec.ServiceAccount)
+	if err != nil || !external.Certified(ew) {
+		return nil, false
+	}
+	wa := s.weightedAddr(ip, port, nil, "", zone, hint)
+	wa.MetricLabels = map[string]string{"externalworkload": ew.Name, "namespace": ew.Namespace, "serviceaccount": ew.Spec.ServiceAccount}
+	wa.TlsIdentity = &apiv1.TlsIdentity{SpiffeId: id.String(), ServerName: id.ServerName()}
+	return wa, true
+}
+
+// resolveExternalIP answers for an address no pod has: an
+// ExternalWorkload's, with its identity; with no endpoint while it is
+// not certified, or while two workloads claim the address (never plain
+// text to a workload that should have a proxy).
+func (s *Source) resolveExternalIP(ip string, port uint32) destination.Resolution {
+	r := unknown()
+	ews := s.cache.ExternalWorkloadsByIP(ip)
+	if len(ews) == 0 {
+		return r
+	}
+	r.Endpoints.Exists = true
+	if len(ews) > 1 {
+		return r
+	}
+	r.Endpoints.Labels["namespace"] = ews[0].Namespace
+	if wa, ok := s.workloadAddr(ews[0], ip, port, "", s.hintFromServices(ip, port)); ok {
+		r.Endpoints.Addrs[addrKey(ip, port)] = wa
 	}
 	return r
 }
@@ -219,7 +291,8 @@ func clip(s string) string { return s[:min(len(s), maxBalancerAnnotation)] }
 
 const maxBalancerAnnotation = 257
 
-// resolveIP answers for ip:port: a Service's cluster IP, else a pod.
+// resolveIP answers for ip:port: a Service's cluster IP, else a pod, else
+// an ExternalWorkload.
 func (s *Source) resolveIP(ip string, port uint32) destination.Resolution {
 	if svcs := s.cache.ServicesByClusterIP(ip); len(svcs) > 0 {
 		// Two services share a cluster IP only for an instant around a
@@ -230,10 +303,10 @@ func (s *Source) resolveIP(ip string, port uint32) destination.Resolution {
 		return s.resolveService(svcs[0], "", port)
 	}
 	pod := pickPod(s.cache.PodsByIP(ip))
-	r := unknown()
 	if pod == nil {
-		return r
+		return s.resolveExternalIP(ip, port)
 	}
+	r := unknown()
 	e := &r.Endpoints
 	e.Exists = true
 	e.Labels["namespace"] = pod.Namespace

@@ -2,12 +2,16 @@
 // answers what a destination ("name.ns.svc.cluster.local:port", a
 // ClusterIP:port, a pod IP:port, a headless service's
 // "host.name.ns.svc.cluster.local:port") names from the shared informer
-// cache of Services, EndpointSlices, Pods and Nodes, and wakes exactly the
-// streams whose answer an event may have changed.
+// cache of Services, EndpointSlices, Pods and Nodes (and ExternalWorkloads,
+// when watched), and wakes exactly the streams whose answer an event may
+// have changed.
 package endpoints
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,8 +20,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
+	workloadv1 "github.com/trellis-mesh/trellis/api/workload/v1alpha1"
 	"github.com/trellis-mesh/trellis/controller/authority"
 	"github.com/trellis-mesh/trellis/controller/destination"
+	"github.com/trellis-mesh/trellis/controller/k8s/external"
 	"github.com/trellis-mesh/trellis/controller/k8s/informers"
 	"github.com/trellis-mesh/trellis/controller/notify"
 	"github.com/trellis-mesh/trellis/internal/identity"
@@ -71,7 +77,7 @@ func New(c *informers.Cache, opts Options) (*Source, error) {
 		}, []string{"annotation"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_controller_k8s_events_total",
-			Help: "Informer events that may change a destination, by kind (service, endpointslice, pod, node).",
+			Help: "Informer events that may change a destination, by kind (service, endpointslice, pod, node, externalworkload).",
 		}, []string{"kind"}),
 	}
 	if s.trustDomain == "" {
@@ -102,18 +108,35 @@ func New(c *informers.Cache, opts Options) (*Source, error) {
 		{c.Pods, s.onPod},
 		{c.Nodes, s.onNode},
 	} {
-		fn := h.fn
-		reg, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { fn(nil, obj) },
-			UpdateFunc: fn,
-			DeleteFunc: func(obj any) { fn(untomb(obj), nil) },
-		})
-		if err != nil {
+		if err := s.register(h.inf, h.fn); err != nil {
 			return nil, err
 		}
-		s.registrations = append(s.registrations, reg)
 	}
 	return s, nil
+}
+
+// WatchExternalWorkloads makes the source follow the cache's
+// ExternalWorkloads (informers.Cache.WatchExternalWorkloads, called
+// first), whose endpoints it answers with their identity; call it before
+// the cache starts. Without it, those endpoints are left out.
+func (s *Source) WatchExternalWorkloads() error {
+	if s.cache.ExternalWorkloads == nil {
+		return errors.New("endpoints: the cache does not watch ExternalWorkloads")
+	}
+	return s.register(s.cache.ExternalWorkloads, s.onExternalWorkload)
+}
+
+func (s *Source) register(inf cache.SharedIndexInformer, fn func(old, cur any)) error {
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { fn(nil, obj) },
+		UpdateFunc: fn,
+		DeleteFunc: func(obj any) { fn(untomb(obj), nil) },
+	})
+	if err != nil {
+		return fmt.Errorf("endpoints: event handler: %w", err)
+	}
+	s.registrations = append(s.registrations, reg)
+	return nil
 }
 
 // HasSynced reports whether the handlers have seen every object of the
@@ -227,17 +250,56 @@ func (s *Source) onPod(old, cur any) {
 		}
 		for _, ip := range informers.PodIPs(p) {
 			keys = append(keys, ipKey(ip))
-			for _, sl := range s.cache.SlicesWithIP(ip) {
-				if name := sl.Labels[discoveryv1.LabelServiceName]; name != "" {
-					keys = append(keys, s.serviceKeys(sl.Namespace, name, nil)...)
-				}
-			}
+			keys = s.servicesWithIP(keys, ip, "")
 		}
 	}
 	if cp != nil {
 		s.checkAnnotation("pod", cp.ObjectMeta)
 	}
 	s.n.Notify(keys...)
+}
+
+// servicesWithIP appends the topics of the services with a slice listing
+// ip (of namespace ns only, unless ns is empty).
+func (s *Source) servicesWithIP(keys []string, ip, ns string) []string {
+	for _, sl := range s.cache.SlicesWithIP(ip) {
+		if name := sl.Labels[discoveryv1.LabelServiceName]; name != "" && (ns == "" || sl.Namespace == ns) {
+			keys = append(keys, s.serviceKeys(sl.Namespace, name, nil)...)
+		}
+	}
+	return keys
+}
+
+// onExternalWorkload wakes the addresses of the workload, old and new,
+// and the services whose slices list one: their answers depend on its
+// certification, addresses and service account.
+func (s *Source) onExternalWorkload(old, cur any) {
+	ow, _ := old.(*workloadv1.ExternalWorkload)
+	cw, _ := cur.(*workloadv1.ExternalWorkload)
+	if ow != nil && cw != nil && !externalWorkloadChanged(ow, cw) {
+		return // a renewal's new expiry, labels: their slices change if it matters
+	}
+	s.events.WithLabelValues("externalworkload").Inc()
+	var keys []string
+	for _, w := range []*workloadv1.ExternalWorkload{ow, cw} {
+		if w == nil {
+			continue
+		}
+		for _, a := range w.Spec.Addresses {
+			if ip, ok := informers.IPKey(a.IP); ok {
+				keys = append(keys, ipKey(ip))
+				keys = s.servicesWithIP(keys, ip, w.Namespace)
+			}
+		}
+	}
+	s.n.Notify(keys...)
+}
+
+// externalWorkloadChanged reports whether an update touches what a
+// destination reads.
+func externalWorkloadChanged(a, b *workloadv1.ExternalWorkload) bool {
+	return a.Spec.ServiceAccount != b.Spec.ServiceAccount || external.Certified(a) != external.Certified(b) ||
+		!slices.Equal(a.Spec.Addresses, b.Spec.Addresses)
 }
 
 // podChanged reports whether an update touches what a destination reads.

@@ -13,16 +13,20 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/kubernetes/scheme"
-	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	workloadfake "github.com/trellis-mesh/trellis/api/workload/client/clientset/versioned/fake"
+	workloadscheme "github.com/trellis-mesh/trellis/api/workload/client/clientset/versioned/scheme"
+	workloadv1 "github.com/trellis-mesh/trellis/api/workload/v1alpha1"
 	"github.com/trellis-mesh/trellis/controller/authority"
 	"github.com/trellis-mesh/trellis/controller/destination"
 	"github.com/trellis-mesh/trellis/controller/k8s/informers"
+	"github.com/trellis-mesh/trellis/controller/k8s/informers/informerstest"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
@@ -38,7 +42,7 @@ func loadFixture(t *testing.T, path string) []runtime.Object {
 		if strings.TrimSpace(stripComments(doc)) == "" {
 			continue
 		}
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		obj, _, err := fixtureCodecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", path, err, doc)
 		}
@@ -46,6 +50,14 @@ func loadFixture(t *testing.T, path string) []runtime.Object {
 	}
 	return objs
 }
+
+// fixtureCodecs decode Kubernetes' kinds and ExternalWorkloads.
+var fixtureCodecs = func() serializer.CodecFactory {
+	s := runtime.NewScheme()
+	utilruntime.Must(scheme.AddToScheme(s))
+	utilruntime.Must(workloadscheme.AddToScheme(s))
+	return serializer.NewCodecFactory(s)
+}()
 
 func stripComments(doc string) string {
 	var b strings.Builder
@@ -58,24 +70,34 @@ func stripComments(doc string) string {
 }
 
 type fixture struct {
-	client *fake.Clientset
-	src    *Source
+	client    *fake.Clientset
+	workloads *workloadfake.Clientset
+	src       *Source
 }
 
-// start feeds the objects to a fake clientset, runs the informers over it
-// and returns a synced source.
+// start feeds the objects to fake clientsets (ExternalWorkloads to the
+// workload.trellis.io one), runs the informers over them and returns a
+// synced source.
 func start(t *testing.T, objs ...runtime.Object) fixture {
 	t.Helper()
-	client := fake.NewClientset(objs...)
-	// The fake clientset cannot replay events from a resource version: a
-	// change made between an informer's list and its watch is lost. Count
-	// the watches so the test mutates only once all four are open.
-	watching := make(chan struct{}, 4)
-	client.PrependWatchReactor("*", func(action k8stesting.Action) (bool, watch.Interface, error) {
-		w, err := client.Tracker().Watch(action.GetResource(), action.GetNamespace())
-		watching <- struct{}{}
-		return true, w, err
-	})
+	return startWith(t, true, objs...)
+}
+
+// startWith is start, with ExternalWorkloads watched or not (their CRD
+// not installed).
+func startWith(t *testing.T, watchWorkloads bool, objs ...runtime.Object) fixture {
+	t.Helper()
+	var core, workloads []runtime.Object
+	for _, o := range objs {
+		if _, ok := o.(*workloadv1.ExternalWorkload); ok {
+			workloads = append(workloads, o)
+		} else {
+			core = append(core, o)
+		}
+	}
+	client, wclient := fake.NewClientset(core...), workloadfake.NewSimpleClientset(workloads...)
+	waitWatches := informerstest.CountWatches(t, client, wclient)
+	informerCount := 4
 	c, err := informers.New(client, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +105,15 @@ func start(t *testing.T, objs ...runtime.Object) fixture {
 	src, err := New(c, Options{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if watchWorkloads {
+		informerCount++
+		if err := c.WatchExternalWorkloads(wclient); err != nil {
+			t.Fatal(err)
+		}
+		if err := src.WatchExternalWorkloads(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); c.Shutdown() })
@@ -95,14 +126,8 @@ func start(t *testing.T, objs ...runtime.Object) fixture {
 	if !cache.WaitForCacheSync(sctx.Done(), src.HasSynced) {
 		t.Fatal("handlers did not sync")
 	}
-	for range 4 {
-		select {
-		case <-watching:
-		case <-sctx.Done():
-			t.Fatal("informers did not start watching")
-		}
-	}
-	return fixture{client: client, src: src}
+	waitWatches(informerCount)
+	return fixture{client: client, workloads: wclient, src: src}
 }
 
 func resolve(t *testing.T, src destination.Source, path, callerNS string) destination.Resolution {

@@ -1,13 +1,15 @@
 // Package informers holds the controller's view of the Kubernetes API: one
 // client-go SharedInformerFactory with Services, EndpointSlices, Pods and
-// Nodes (and Namespaces when the injector needs them), the indexes the Destination source looks things up by, and typed
-// lookups over them. The caches are shared by every reader; lookups return
+// Nodes (and Namespaces when the injector needs them; ExternalWorkloads
+// when their CRD is installed), the indexes the Destination source looks
+// things up by, and typed lookups over them. The caches are shared by every reader; lookups return
 // the cached objects themselves, which callers must treat as read-only.
 package informers
 
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"time"
@@ -24,6 +26,9 @@ import (
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	workloadversioned "github.com/trellis-mesh/trellis/api/workload/client/clientset/versioned"
+	workloadinformers "github.com/trellis-mesh/trellis/api/workload/client/informers/externalversions"
+	workloadv1 "github.com/trellis-mesh/trellis/api/workload/v1alpha1"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 )
 
@@ -40,18 +45,24 @@ const (
 	IndexPodIP = "trellis.io/pod-ip"
 	// IndexClusterIP indexes Services by every cluster IP.
 	IndexClusterIP = "trellis.io/cluster-ip"
+	// IndexExternalWorkloadIP indexes ExternalWorkloads by every address.
+	IndexExternalWorkloadIP = "trellis.io/external-workload-ip"
 )
 
 // Cache is the shared informer cache. Make it with New, register event
 // handlers on its informers, then Start it.
 type Cache struct {
 	factory        informers.SharedInformerFactory
+	resync         time.Duration
 	Services       cache.SharedIndexInformer
 	EndpointSlices cache.SharedIndexInformer
 	Pods           cache.SharedIndexInformer
 	Nodes          cache.SharedIndexInformer
 	// Namespaces is nil until WatchNamespaces.
 	Namespaces listersv1.NamespaceLister
+	// ExternalWorkloads is nil until WatchExternalWorkloads.
+	ExternalWorkloads cache.SharedIndexInformer
+	workloads         workloadinformers.SharedInformerFactory
 }
 
 // New makes the informers and their indexes; nothing runs until Start.
@@ -61,6 +72,7 @@ func New(client kubernetes.Interface, resync time.Duration) (*Cache, error) {
 	f := informers.NewSharedInformerFactoryWithOptions(client, resync, informers.WithTransform(trim))
 	c := &Cache{
 		factory:        f,
+		resync:         resync,
 		Services:       f.Core().V1().Services().Informer(),
 		EndpointSlices: f.Discovery().V1().EndpointSlices().Informer(),
 		Pods:           f.Core().V1().Pods().Informer(),
@@ -92,14 +104,53 @@ func (c *Cache) WatchNamespaces() {
 	}
 }
 
+// WatchExternalWorkloads adds an ExternalWorkload informer, from a
+// client of workload.trellis.io: call it only when the API server serves
+// the CRD (a watch of a resource that does not exist never syncs), and
+// before Start.
+func (c *Cache) WatchExternalWorkloads(client workloadversioned.Interface) error {
+	if c.ExternalWorkloads != nil {
+		return nil
+	}
+	c.workloads = workloadinformers.NewSharedInformerFactoryWithOptions(client, c.resync, workloadinformers.WithTransform(trim))
+	c.ExternalWorkloads = c.workloads.Workload().V1alpha1().ExternalWorkloads().Informer()
+	if err := c.ExternalWorkloads.AddIndexers(cache.Indexers{IndexExternalWorkloadIP: externalWorkloadIPs}); err != nil {
+		return fmt.Errorf("add indexers: %w", err)
+	}
+	return nil
+}
+
+func externalWorkloadIPs(obj any) ([]string, error) {
+	ew, ok := obj.(*workloadv1.ExternalWorkload)
+	if !ok {
+		return nil, nil
+	}
+	var out []string
+	for _, a := range ew.Spec.Addresses {
+		if k, ok := IPKey(a.IP); ok {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
 // Start runs the informers in the background until ctx is done.
-func (c *Cache) Start(ctx context.Context) { c.factory.StartWithContext(ctx) }
+func (c *Cache) Start(ctx context.Context) {
+	c.factory.StartWithContext(ctx)
+	if c.workloads != nil {
+		c.workloads.StartWithContext(ctx)
+	}
+}
 
 // WaitForSync waits for every informer's first full list; it fails if ctx
 // ends first (give it a deadline: an API server that never answers must
 // not hang the controller's start).
 func (c *Cache) WaitForSync(ctx context.Context) error {
-	for typ, ok := range c.factory.WaitForCacheSync(ctx.Done()) {
+	synced := c.factory.WaitForCacheSync(ctx.Done())
+	if c.workloads != nil {
+		maps.Copy(synced, c.workloads.WaitForCacheSync(ctx.Done()))
+	}
+	for typ, ok := range synced {
 		if !ok {
 			return fmt.Errorf("informer cache for %v did not sync: %w", typ, context.Cause(ctx))
 		}
@@ -109,7 +160,12 @@ func (c *Cache) WaitForSync(ctx context.Context) error {
 
 // Shutdown waits for the informers to stop; call it after cancelling the
 // context given to Start.
-func (c *Cache) Shutdown() { c.factory.Shutdown() }
+func (c *Cache) Shutdown() {
+	c.factory.Shutdown()
+	if c.workloads != nil {
+		c.workloads.Shutdown()
+	}
+}
 
 // trim drops what the controller never reads before an object enters the
 // cache: managed fields and foreign annotations everywhere, most of a Pod
@@ -368,6 +424,39 @@ func (c *Cache) Pod(namespace, name string) *corev1.Pod {
 func (c *Cache) Node(name string) *corev1.Node {
 	n, _ := get[*corev1.Node](c.Nodes, name)
 	return n
+}
+
+// ServicesIn returns the Services of a namespace.
+func (c *Cache) ServicesIn(namespace string) []*corev1.Service {
+	return byIndex[*corev1.Service](c.Services, cache.NamespaceIndex, namespace)
+}
+
+// ExternalWorkload returns an ExternalWorkload from the cache, or nil (also
+// when they are not watched).
+func (c *Cache) ExternalWorkload(namespace, name string) *workloadv1.ExternalWorkload {
+	if c.ExternalWorkloads == nil {
+		return nil
+	}
+	ew, _ := get[*workloadv1.ExternalWorkload](c.ExternalWorkloads, namespace+"/"+name)
+	return ew
+}
+
+// ExternalWorkloadsIn returns the ExternalWorkloads of a namespace (none
+// when they are not watched).
+func (c *Cache) ExternalWorkloadsIn(namespace string) []*workloadv1.ExternalWorkload {
+	if c.ExternalWorkloads == nil {
+		return nil
+	}
+	return byIndex[*workloadv1.ExternalWorkload](c.ExternalWorkloads, cache.NamespaceIndex, namespace)
+}
+
+// ExternalWorkloadsByIP returns the ExternalWorkloads listing an address
+// (none when they are not watched).
+func (c *Cache) ExternalWorkloadsByIP(ip string) []*workloadv1.ExternalWorkload {
+	if c.ExternalWorkloads == nil {
+		return nil
+	}
+	return byIndex[*workloadv1.ExternalWorkload](c.ExternalWorkloads, IndexExternalWorkloadIP, ip)
 }
 
 // ServicesByClusterIP returns the Services with a cluster IP (normally at

@@ -26,11 +26,7 @@ import (
 	"github.com/trellis-mesh/trellis/internal/mclink"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	apiservertest.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { apiservertest.Main(m) }
 
 // TestMirror runs the mirror against a real kube-apiserver that plays
 // both clusters: the link Secret's kubeconfig points back at it, so the
@@ -222,15 +218,7 @@ func inlineKubeconfig(t *testing.T, path string) []byte {
 	return b
 }
 
-// must fails the test on a call's error: must(t)(client.Create(...)).
-func must(t *testing.T) func(any, error) {
-	return func(_ any, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+var must = apiservertest.Must
 
 // mirrorState renders a mirror's slices as "ip,ip as identity; ...".
 func mirrorState(ctx context.Context, kc kubernetes.Interface, ns, name string) (string, error) {

@@ -1,12 +1,10 @@
 package mirror
 
 import (
-	"hash/fnv"
 	"maps"
 	"net/netip"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/trellis-mesh/trellis/controller/k8s/epslice"
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/mclink"
@@ -97,7 +96,7 @@ func desiredSlices(l mclink.Link, mirror string, remote []*discoveryv1.EndpointS
 				skipped++
 				continue
 			}
-			key := id.String() + "|" + string(sl.AddressType) + "|" + portsKey(sl.Ports)
+			key := id.String() + "|" + string(sl.AddressType) + "|" + epslice.PortsKey(sl.Ports)
 			g := groups[key]
 			if g == nil {
 				g = mirrorSlice(l, sl.Namespace, mirror, id, sl.AddressType, sl.Ports, key)
@@ -161,11 +160,9 @@ func viaGateway(l mclink.Link, flat []*discoveryv1.EndpointSlice, ports []corev1
 }
 
 func mirrorSlice(l mclink.Link, ns, mirror string, id identity.ID, at discoveryv1.AddressType, ports []discoveryv1.EndpointPort, key string) *discoveryv1.EndpointSlice {
-	h := fnv.New32a()
-	h.Write([]byte(key))
 	return &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      mirror + "-" + strconv.FormatUint(uint64(h.Sum32()), 36),
+			Name:      epslice.Name(mirror, key),
 			Namespace: ns,
 			Labels: map[string]string{
 				discoveryv1.LabelServiceName: mirror,
@@ -217,28 +214,6 @@ func meshed(p *corev1.Pod) bool {
 func serving(ep discoveryv1.Endpoint) bool {
 	c := ep.Conditions
 	return (c.Ready == nil || *c.Ready) && (c.Terminating == nil || !*c.Terminating)
-}
-
-func portsKey(ps []discoveryv1.EndpointPort) string {
-	var b strings.Builder
-	for _, p := range ps {
-		if p.Name != nil {
-			b.WriteString(*p.Name)
-		}
-		b.WriteByte('/')
-		if p.Port != nil {
-			b.WriteString(strconv.Itoa(int(*p.Port)))
-		}
-		b.WriteByte(',')
-	}
-	return b.String()
-}
-
-// sliceDiffers: what the mirror controls differs between have and want.
-func sliceDiffers(have, want *discoveryv1.EndpointSlice) bool {
-	return !maps.Equal(have.Labels, want.Labels) || !maps.Equal(have.Annotations, want.Annotations) ||
-		have.AddressType != want.AddressType ||
-		!equality.Semantic.DeepEqual(have.Ports, want.Ports) || !equality.Semantic.DeepEqual(have.Endpoints, want.Endpoints)
 }
 
 func ptr[T any](v T) *T { return &v }

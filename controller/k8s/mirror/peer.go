@@ -17,6 +17,7 @@ import (
 	listersdiscoveryv1 "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/trellis-mesh/trellis/controller/k8s/epslice"
 	"github.com/trellis-mesh/trellis/internal/k8slabels"
 	"github.com/trellis-mesh/trellis/internal/mclink"
 )
@@ -331,35 +332,8 @@ func (m *Mirror) conflict(cluster, ns, name, owner string) error {
 
 // applySlices makes the mirror slices of ns/name exactly want.
 func (m *Mirror) applySlices(ctx context.Context, ns, name, cluster string, want []*discoveryv1.EndpointSlice) error {
-	have := map[string]*discoveryv1.EndpointSlice{}
-	for _, sl := range m.localSlices(ns, name, cluster) {
-		have[sl.Name] = sl
-	}
-	api := m.cfg.Local.DiscoveryV1().EndpointSlices(ns)
-	for _, w := range want {
-		h, ok := have[w.Name]
-		delete(have, w.Name)
-		switch {
-		case !ok:
-			// AlreadyExists: created by an earlier sync the cache has
-			// not seen yet; its informer event syncs it again.
-			if _, err := api.Create(ctx, w, metav1.CreateOptions{FieldManager: fieldManager}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsAlreadyExists(err) {
-				return fmt.Errorf("create mirror slice %s/%s: %w", ns, w.Name, err)
-			}
-		case sliceDiffers(h, w):
-			u := w.DeepCopy()
-			u.ResourceVersion = h.ResourceVersion
-			if _, err := api.Update(ctx, u, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
-				return fmt.Errorf("update mirror slice %s/%s: %w", ns, w.Name, err)
-			}
-		}
-	}
-	for n := range have {
-		if err := api.Delete(ctx, n, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("delete mirror slice %s/%s: %w", ns, n, err)
-		}
-	}
-	return nil
+	_, err := epslice.Apply(ctx, m.cfg.Local.DiscoveryV1().EndpointSlices(ns), m.localSlices(ns, name, cluster), want, fieldManager)
+	return err
 }
 
 func (m *Mirror) localSlices(ns, name, cluster string) []*discoveryv1.EndpointSlice {

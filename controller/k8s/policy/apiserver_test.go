@@ -33,17 +33,14 @@ import (
 	"github.com/trellis-mesh/trellis/controller/status"
 )
 
-// applyCRDs applies the generated CRDs of the chart and the Gateway API's
+// applyCRDs applies the chart's policy.trellis.io CRDs and the Gateway API's
 // HTTPRoute and GRPCRoute CRDs (from the pinned module) and waits until
 // the API server serves them.
 // crdClient returns a dynamic client of the test kube-apiserver with the
 // chart's CRDs applied, and a context bounding the test (2 minutes).
 func crdClient(t *testing.T) (context.Context, dynamic.Interface) {
 	t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", apiservertest.Kubeconfig(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := apiservertest.RESTConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	dc := dynamic.NewForConfigOrDie(cfg)
@@ -53,7 +50,7 @@ func crdClient(t *testing.T) (context.Context, dynamic.Interface) {
 
 func applyCRDs(ctx context.Context, t *testing.T, dc dynamic.Interface) {
 	t.Helper()
-	names, err := fs.Glob(chart.FS, "crds/*.yaml")
+	names, err := fs.Glob(chart.FS, "crds/policy.trellis.io_*.yaml")
 	if err != nil || len(names) != 3 {
 		t.Fatalf("chart CRDs %v: %v", names, err)
 	}

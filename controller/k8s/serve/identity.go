@@ -8,7 +8,6 @@ import (
 	identitysvc "github.com/trellis-mesh/trellis/controller/identity"
 	"github.com/trellis-mesh/trellis/controller/k8s/tokenreview"
 	"github.com/trellis-mesh/trellis/controller/metrics"
-	"github.com/trellis-mesh/trellis/internal/identity"
 )
 
 // TokenReviewAuth adapts the TokenReview authenticator to the identity
@@ -20,8 +19,8 @@ type TokenReviewAuth struct{ *tokenreview.Authenticator }
 var _ identitysvc.Authenticator = TokenReviewAuth{}
 
 // Authenticate implements identitysvc.Authenticator.
-func (t TokenReviewAuth) Authenticate(ctx context.Context, token []byte, id identity.ID) (identitysvc.Caller, error) {
-	r, err := t.Authenticator.Authenticate(ctx, token, id)
+func (t TokenReviewAuth) Authenticate(ctx context.Context, req identitysvc.Request) (identitysvc.Caller, error) {
+	r, err := t.Authenticator.Authenticate(ctx, req.Token, req.ID)
 	if err != nil {
 		if errors.Is(err, tokenreview.ErrUnavailable) {
 			return identitysvc.Caller{}, fmt.Errorf("%w: %w", identitysvc.ErrAuthUnavailable, err)

@@ -30,9 +30,12 @@ import (
 
 	"github.com/trellis-mesh/trellis/api/policy/client/clientset/versioned"
 	apiv1 "github.com/trellis-mesh/trellis/api/v1"
+	workloadversioned "github.com/trellis-mesh/trellis/api/workload/client/clientset/versioned"
+	workloadv1 "github.com/trellis-mesh/trellis/api/workload/v1alpha1"
 	"github.com/trellis-mesh/trellis/controller/admin"
 	"github.com/trellis-mesh/trellis/controller/destination"
 	"github.com/trellis-mesh/trellis/controller/k8s/endpoints"
+	"github.com/trellis-mesh/trellis/controller/k8s/external"
 	"github.com/trellis-mesh/trellis/controller/k8s/informers"
 	k8spolicy "github.com/trellis-mesh/trellis/controller/k8s/policy"
 	"github.com/trellis-mesh/trellis/controller/k8s/routes"
@@ -70,6 +73,9 @@ type Config struct {
 	// GatewayClient reads the Gateway API's HTTPRoutes and GRPCRoutes
 	// (inbound routes of Servers); made like PolicyClient, nil: no routes.
 	GatewayClient gwversioned.Interface
+	// WorkloadClient reads workload.trellis.io (ExternalWorkloads); made
+	// like PolicyClient, nil: no ExternalWorkloads.
+	WorkloadClient workloadversioned.Interface
 	// Elector, when set, gives the elector under which status is written
 	// (HA: one replica leads); nil: this replica always writes.
 	Elector       func(kubernetes.Interface) status.Elector
@@ -117,6 +123,9 @@ type Env struct {
 	// Policy answers Policy.WatchInbound: from the policy.trellis.io
 	// objects when their CRDs are installed, else DefaultPolicy.
 	Policy policy.Source
+	// Workloads reads ExternalWorkloads and writes their status; nil when
+	// the API server does not serve them (no external workloads).
+	Workloads workloadversioned.Interface
 }
 
 // NamespaceAnnotations looks up a namespace's annotations.
@@ -148,25 +157,24 @@ func ClientFromKubeconfig(path string) (kubernetes.Interface, error) {
 // PolicyClientFromKubeconfig makes a policy.trellis.io clientset like
 // ClientFromKubeconfig.
 func PolicyClientFromKubeconfig(path string) (versioned.Interface, error) {
-	cfg, err := restConfig(path)
+	c, err := clientFromKubeconfig(path, "policy client", versioned.NewForConfig)
 	if err != nil {
 		return nil, err
-	}
-	c, err := versioned.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("policy client: %w", err)
 	}
 	return c, nil
 }
 
-func gatewayClientFromKubeconfig(path string) (gwversioned.Interface, error) {
+// clientFromKubeconfig makes a clientset (what names it in errors) like
+// ClientFromKubeconfig.
+func clientFromKubeconfig[C any](path, what string, mk func(*rest.Config) (C, error)) (C, error) {
 	cfg, err := restConfig(path)
 	if err != nil {
-		return nil, err
+		var zero C
+		return zero, err
 	}
-	c, err := gwversioned.NewForConfig(cfg)
+	c, err := mk(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("gateway API client: %w", err)
+		return c, fmt.Errorf("%s: %w", what, err)
 	}
 	return c, nil
 }
@@ -235,7 +243,10 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		if policyClient, err = PolicyClientFromKubeconfig(cfg.Kubeconfig); err != nil {
 			return nil, err
 		}
-		if cfg.GatewayClient, err = gatewayClientFromKubeconfig(cfg.Kubeconfig); err != nil {
+		if cfg.GatewayClient, err = clientFromKubeconfig(cfg.Kubeconfig, "gateway API client", gwversioned.NewForConfig); err != nil {
+			return nil, err
+		}
+		if cfg.WorkloadClient, err = clientFromKubeconfig(cfg.Kubeconfig, "workload client", workloadversioned.NewForConfig); err != nil {
 			return nil, err
 		}
 	}
@@ -304,6 +315,11 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 		closeAdmin()
 		return nil, err
 	}
+	ext, err := setupExternal(client, cfg.WorkloadClient, ic, src, m.Registry, log)
+	if err != nil {
+		closeAdmin()
+		return nil, err
+	}
 	sm, err := status.NewMetrics(m.Registry)
 	if err != nil {
 		closeAdmin()
@@ -312,23 +328,25 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	ic.Start(bg)
 	synced := []cache.InformerSynced{src.HasSynced}
-	if pol.rt != nil {
-		var el status.Elector = status.Always{}
+	// What writes to the API server runs on the leading replica only.
+	leading := func() status.Elector {
 		if cfg.Elector != nil {
-			el = cfg.Elector(client)
+			return sm.Leading(cfg.Elector(client))
 		}
+		return sm.Leading(status.Always{})
+	}
+	if pol.rt != nil {
 		pol.rt.Status.Metrics = sm
-		pol.rt.Start(bg, sm.Leading(el))
+		pol.rt.Start(bg, leading())
 		synced = append(synced, pol.rt.HasSynced)
 	}
 	if rts != nil {
-		var el status.Elector = status.Always{}
-		if cfg.Elector != nil {
-			el = cfg.Elector(client)
-		}
 		rts.Status.Metrics = sm
-		rts.Start(bg, sm.Leading(el))
+		rts.Start(bg, leading())
 		synced = append(synced, rts.HasSynced)
+	}
+	if ext != nil {
+		go leading().Run(bg, func(ctx context.Context) { ext.Run(ctx, externalWorkers) })
 	}
 	stopInformers := func() {
 		cancelBG()
@@ -396,7 +414,11 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	}
 	apiv1.RegisterDestinationServer(srv, dst)
 	if cfg.Register != nil {
-		cfg.Register(srv, Env{Client: client, Metrics: m, Log: log, Done: streamsDone, Policy: pol.source})
+		env := Env{Client: client, Metrics: m, Log: log, Done: streamsDone, Policy: pol.source}
+		if ext != nil {
+			env.Workloads = cfg.WorkloadClient
+		}
+		cfg.Register(srv, env)
 	}
 
 	c := &Controller{grpcAddr: grpcLn.Addr().String(), adminAddr: adminLn.Addr().String(), Metrics: m, Source: src, done: make(chan struct{})}
@@ -510,4 +532,34 @@ func setupRoutes(client kubernetes.Interface, cfg Config, ic *informers.Cache, l
 	}
 	return routes.Setup(routes.Config{Discovery: client.Discovery(), Client: cfg.GatewayClient, Services: ic.Services,
 		ClusterDomain: cfg.ClusterDomain, Log: log.With("component", "routes")})
+}
+
+// externalWorkers sync Services' ExternalWorkload slices in parallel.
+const externalWorkers = 2
+
+// setupExternal serves ExternalWorkloads when the API server has their
+// CRD: their informer joins the shared cache (the Destination answers
+// their endpoints with their identity) and the controller of their
+// EndpointSlices is made, to run on the leading replica. Without the CRD
+// (an older install) it returns nil and neither runs, as for policy;
+// installing the CRD later takes a restart of the controller.
+func setupExternal(client kubernetes.Interface, wc workloadversioned.Interface, ic *informers.Cache, src *endpoints.Source, reg prometheus.Registerer, log *slog.Logger) (*external.Controller, error) {
+	if wc == nil {
+		return nil, nil
+	}
+	served, err := informers.Served(client.Discovery(), workloadv1.SchemeGroupVersion.String())
+	if err != nil {
+		return nil, err
+	}
+	if !served["externalworkloads"] {
+		log.Warn("workload.trellis.io/v1alpha1 is not served (CRDs not installed): no ExternalWorkloads")
+		return nil, nil
+	}
+	if err := ic.WatchExternalWorkloads(wc); err != nil {
+		return nil, err
+	}
+	if err := src.WatchExternalWorkloads(); err != nil {
+		return nil, err
+	}
+	return external.New(external.Config{Client: client, Cache: ic, Registerer: reg, Log: log.With("component", "external-workloads")})
 }
