@@ -5,9 +5,11 @@ package installcmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/cli/kubeconfig"
 	"github.com/trellis-mesh/trellis/install"
+	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/internal/pki"
 	"github.com/trellis-mesh/trellis/internal/version"
 )
@@ -34,6 +37,7 @@ type renderFlags struct {
 	cni             bool
 	multicluster    bool
 	mcGateway       bool
+	clusterName     string
 	defaultInbound  string
 	traceCollector  string
 	set             []string
@@ -55,6 +59,7 @@ func (r *renderFlags) add(f *pflag.FlagSet) {
 	f.BoolVar(&r.cni, "cni", false, "CNI redirection: a DaemonSet installs the trellis-cni plugin on every node and injected pods get no NET_ADMIN/NET_RAW (set cni.binDir and cni.confDir if the node's CNI directories are not /opt/cni/bin and /etc/cni/net.d)")
 	f.BoolVar(&r.multicluster, "multicluster", false, "multicluster: the controller mirrors the exported Services of clusters linked with \"trellis multicluster link\", and may write Services and EndpointSlices (chart multicluster.enabled; docs/multicluster.md)")
 	f.BoolVar(&r.mcGateway, "multicluster-gateway", false, "multicluster gateway: linked clusters whose pods cannot reach this cluster's reach its exported Services through a gateway that routes their mesh TLS by server name without terminating it (chart multicluster.gateway.*: a LoadBalancer Service on port 4180 by default; docs/multicluster.md, \"Gateway mode\")")
+	f.StringVar(&r.clusterName, "cluster-name", "", "this cluster's name: its trust domain becomes NAME.local (chart identity.trustDomain), so its identities name it and a policy can tell its workloads from another cluster's; required with --multicluster and --multicluster-gateway unless identity.trustDomain is set (docs/multicluster.md)")
 	f.StringVar(&r.defaultInbound, "default-inbound-policy", "", "what applies to a port no Server selects, cluster-wide (chart proxy.defaultInboundPolicy; namespaces and pods override it with config.trellis.io/default-inbound-policy): deny, audit, all-authenticated, cluster-authenticated or all-unauthenticated (default)")
 	f.StringVar(&r.traceCollector, "trace-collector", "", "host:port of an OTLP/gRPC collector every proxy sends its spans to, cluster-wide (chart proxy.tracing.collector; namespaces and pods override it with config.trellis.io/trace-collector; default none: tracing off)")
 	f.StringArrayVar(&r.set, "set", nil, "set a chart value, KEY=VALUE[,KEY=VALUE] (repeatable; keys as in charts/trellis/values.yaml, e.g. image.tag, image.registry, controller.logLevel, proxy.resources.limits.memory)")
@@ -87,6 +92,9 @@ func (r *renderFlags) sets() []string {
 	if r.mcGateway {
 		profile = append(profile, "multicluster.gateway.enabled=true")
 	}
+	if r.clusterName != "" {
+		profile = append(profile, "identity.trustDomain="+r.clusterName+".local")
+	}
 	if r.defaultInbound != "" {
 		profile = append(profile, "proxy.defaultInboundPolicy="+r.defaultInbound)
 	}
@@ -94,6 +102,33 @@ func (r *renderFlags) sets() []string {
 		profile = append(profile, "proxy.tracing.collector="+r.traceCollector)
 	}
 	return append(profile, r.set...)
+}
+
+// checkTrustDomain: a cluster joining others needs a trust domain of its
+// own, named on purpose (the chart's default, cluster.local, is every
+// cluster's): --cluster-name, or identity.trustDomain set explicitly
+// (which may keep cluster.local, e.g. for an upgrade).
+func (r *renderFlags) checkTrustDomain() error {
+	explicit := false
+	for _, s := range r.set {
+		for _, kv := range strings.Split(s, ",") {
+			explicit = explicit || strings.HasPrefix(strings.TrimSpace(kv), "identity.trustDomain=")
+		}
+	}
+	if r.clusterName != "" {
+		if explicit {
+			return errors.New("--cluster-name and --set identity.trustDomain both name the trust domain: give one")
+		}
+		if err := identity.ValidateTrustDomain(r.clusterName + ".local"); err != nil || strings.Contains(r.clusterName, ".") {
+			return fmt.Errorf("--cluster-name %q: want a DNS label (lowercase letters, digits and inner '-', at most 63 characters)", r.clusterName)
+		}
+	}
+	if (r.multicluster || r.mcGateway) && r.clusterName == "" && !explicit {
+		return errors.New("a cluster linked with others needs a trust domain of its own, so that its identities name it: " +
+			"--cluster-name NAME (trust domain NAME.local) or --set identity.trustDomain=DOMAIN " +
+			"(--set identity.trustDomain=cluster.local keeps the default, e.g. for an existing install)")
+	}
+	return nil
 }
 
 // suppliedIdentity reads --identity-* files. ok is false when none is set.

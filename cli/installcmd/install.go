@@ -58,7 +58,7 @@ The same templates are the Helm chart charts/trellis; see docs/install.md.`,
   trellis install --ha | kubectl apply --server-side -f -
 
   # A multicluster gateway reached at a node's port 30418 (no load balancer)
-  trellis install --multicluster-gateway --set multicluster.gateway.serviceType=NodePort,multicluster.gateway.nodePort=30418 | kubectl apply --server-side -f -
+  trellis install --cluster-name east --multicluster-gateway --set multicluster.gateway.serviceType=NodePort,multicluster.gateway.nodePort=30418 | kubectl apply --server-side -f -
 
   # CNI redirection (no NET_ADMIN in any pod), on a node whose runtime uses other CNI directories
   trellis install --cni --set cni.binDir=/usr/lib/cni,cni.confDir=/etc/cni/net.d | kubectl apply --server-side -f -
@@ -79,6 +79,9 @@ The same templates are the Helm chart charts/trellis; see docs/install.md.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if r.crds {
 				return printCRDs(cmd, &r, k)
+			}
+			if err := r.checkTrustDomain(); err != nil {
+				return err
 			}
 			t := now()
 			opts := r.options()

@@ -45,6 +45,9 @@ an anchor rotation without downtime).`,
 			if r.crds {
 				return printCRDs(cmd, &r, k)
 			}
+			if err := r.checkTrustDomain(); err != nil {
+				return err
+			}
 			t := now()
 			opts := r.options()
 			if _, err := install.BuildValues(opts); err != nil {

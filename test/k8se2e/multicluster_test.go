@@ -158,7 +158,7 @@ func mcInstall(t *testing.T, a, b *cluster) (dir, anchor string) {
 		start := time.Now()
 		x.c.applyInstall(t, append([]string{"--identity-trust-anchors", filepath.Join(dir, "anchor.crt"),
 			"--identity-issuer-cert", filepath.Join(issuerDir, "issuer.crt"), "--identity-issuer-key", filepath.Join(issuerDir, "issuer.key"),
-			"--set", "identity.trustDomain=" + td, "--identity-accept-trust-domains", "cluster-" + x.other + ".local",
+			"--cluster-name", "cluster-" + x.name, "--identity-accept-trust-domains", "cluster-" + x.other + ".local",
 			"--set", "identity.certificateLifetime=" + mcCertLifetime.String()}, x.flags...)...)
 		if x.c == b {
 			// Every suite after this one may count on b's gateway: the
