@@ -57,6 +57,20 @@ Examples:
 Flags:
 `
 
+// explicitlySet reports whether the flag was given, on the command line
+// or in its TRELLIS_PROXY_* environment variable.
+func explicitlySet(fs *flag.FlagSet, name string, lookup func(string) (string, bool)) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	_, env := lookup(envName(name))
+	return set || env
+}
+
+// envName is the environment variable of a flag.
+func envName(flagName string) string {
+	return "TRELLIS_PROXY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
@@ -99,7 +113,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.AppIP, "app-ip", "", "transparent mode: the address inbound traffic is forwarded to (the pod IP; the injector sets it from status.podIP), so processes listening only on loopback are not exposed to the mesh (empty: 127.0.0.1)")
 	fs.StringVar(&probePorts, "tcp-probe-ports", "", "app ports GET /tcp-probe/PORT on the admin address checks by connecting to the app (the injector turns the app's tcpSocket probes into these: a kubelet connection to a redirected port reaches the proxy, which accepts it whether or not the app listens)")
 	fs.StringVar(&appPorts, "app-ports", "", "explicit mode: further ports of --app-addr's host that mesh peers may name as target port (--app-addr's own port always may; any other is refused)")
-	fs.StringVar(&cfg.DefaultInboundPolicy, "default-inbound-policy", "all-unauthenticated", "what applies to a port no Server selects, and to a Server that leaves it unset: deny, audit (allow, count would-be denials), all-authenticated (only mesh mTLS peers), cluster-authenticated (only mesh peers of this trust domain) or all-unauthenticated; a refused caller gets 403, gRPC PERMISSION_DENIED or a closed connection")
+	fs.StringVar(&cfg.DefaultInboundPolicy, "default-inbound-policy", "all-unauthenticated", "what applies to a port no Server selects, and to a Server that leaves it unset (with --external-workload the default is all-authenticated): deny, audit (allow, count would-be denials), all-authenticated (only mesh mTLS peers), cluster-authenticated (only mesh peers of this trust domain) or all-unauthenticated; a refused caller gets 403, gRPC PERMISSION_DENIED or a closed connection")
 	fs.StringVar(&cfg.TraceCollector, "trace-collector", "", "host:port of an OTLP/gRPC collector: each request's span goes there, and traceparent is propagated (empty: tracing off, the proxy reads and writes no trace header)")
 	fs.StringVar(&cfg.TraceCollectorCA, "trace-collector-ca", "", "PEM file of CA certificates: reach --trace-collector over TLS, verifying its certificate for its host (empty: plain text)")
 	fs.Float64Var(&cfg.TraceSampleRatio, "trace-sample-ratio", 1, "fraction of new traces sampled, 0 to 1; a caller's decision (traceparent's sampled flag, B3's) is always honoured")
@@ -122,6 +136,11 @@ func run(args []string, stderr io.Writer) int {
 			return 0
 		}
 		return 2
+	}
+	if cfg.ExternalWorkload != "" && !explicitlySet(fs, "default-inbound-policy", os.LookupEnv) {
+		// A host, unlike a pod, is reachable by the whole network: only
+		// mesh peers, unless the operator says otherwise.
+		cfg.DefaultInboundPolicy = "all-authenticated"
 	}
 	if showVersion {
 		fmt.Fprintln(stderr, "trellis-proxy", version.String())
@@ -174,7 +193,7 @@ func run(args []string, stderr io.Writer) int {
 func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		name := "TRELLIS_PROXY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		name := envName(f.Name)
 		if v, ok := lookup(name); ok {
 			if err := f.Value.Set(v); err != nil {
 				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))

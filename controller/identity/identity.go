@@ -113,6 +113,10 @@ func authRefusal(err error) (string, codes.Code) {
 	return metrics.ReasonBadToken, codes.Unauthenticated
 }
 
+// MaxTokenBytes bounds a Certify token (a projected ServiceAccount token
+// is 1-2 KiB): nothing larger reaches an Authenticator.
+const MaxTokenBytes = 16 << 10
+
 // Service implements apiv1.IdentityServer.
 type Service struct {
 	apiv1.UnimplementedIdentityServer
@@ -142,6 +146,9 @@ func (s *Service) Certify(ctx context.Context, req *apiv1.CertifyRequest) (*apiv
 	c := &call{s: s, log: s.Log.With("identity", req.GetIdentity())}
 	if p, ok := peer.FromContext(ctx); ok {
 		c.log = c.log.With("peer", p.Addr.String())
+	}
+	if len(req.GetToken()) > MaxTokenBytes {
+		return nil, c.refuse(metrics.ReasonBadRequest, codes.InvalidArgument, "token of %d bytes: at most %d", len(req.GetToken()), MaxTokenBytes)
 	}
 	id, err := identity.Parse(req.GetIdentity())
 	if err != nil {

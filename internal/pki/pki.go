@@ -62,19 +62,29 @@ func NewCSR(key crypto.Signer, id identity.ID) ([]byte, error) {
 	return der, nil
 }
 
+// MaxCSRBytes bounds a CSR: a P-256 one with a SPIFFE ID is about 300 bytes.
+const MaxCSRBytes = 4096
+
 // ParseCSR parses a DER CSR, checks its signature and that it asks for
 // exactly one SPIFFE ID and nothing else, with a P-256 key.
+//
+// The CSR comes from an unauthenticated peer: its size is bounded and its
+// key type checked before the signature, whose cost a hostile key (a huge
+// RSA modulus and exponent) would otherwise set.
 func ParseCSR(der []byte) (*x509.CertificateRequest, identity.ID, error) {
+	if len(der) > MaxCSRBytes {
+		return nil, identity.ID{}, fmt.Errorf("CSR of %d bytes: at most %d", len(der), MaxCSRBytes)
+	}
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
 		return nil, identity.ID{}, fmt.Errorf("parse CSR: %w", err)
 	}
+	pub, ok := csr.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() || csr.SignatureAlgorithm != x509.ECDSAWithSHA256 {
+		return nil, identity.ID{}, errors.New("CSR key is not ECDSA P-256 signed with SHA-256")
+	}
 	if err := csr.CheckSignature(); err != nil {
 		return nil, identity.ID{}, fmt.Errorf("CSR signature: %w", err)
-	}
-	pub, ok := csr.PublicKey.(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() {
-		return nil, identity.ID{}, errors.New("CSR key is not ECDSA P-256")
 	}
 	if len(csr.DNSNames)+len(csr.IPAddresses)+len(csr.EmailAddresses) > 0 {
 		return nil, identity.ID{}, errors.New("CSR has DNS, IP or e-mail SANs; only the SPIFFE ID is allowed")

@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"net/url"
@@ -102,6 +103,21 @@ func TestIssueAndVerify(t *testing.T) {
 	}
 }
 
+// rsaCSR is a CSR of a 2048-bit RSA key: refused before its signature is
+// checked (a hostile RSA key would set the cost of that check).
+func rsaCSR(t *testing.T, u *url.URL) []byte {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
 func TestParseCSRRejects(t *testing.T) {
 	key, err := GenerateKey()
 	if err != nil {
@@ -129,6 +145,9 @@ func TestParseCSRRejects(t *testing.T) {
 		{"not spiffe", mk(&x509.CertificateRequest{URIs: []*url.URL{bad}})},
 		{"bad signature", tampered},
 		{"garbage", []byte("not a csr")},
+		{"SHA-384 signature", mk(&x509.CertificateRequest{URIs: []*url.URL{u}, SignatureAlgorithm: x509.ECDSAWithSHA384})},
+		{"RSA key", rsaCSR(t, u)},
+		{"larger than MaxCSRBytes", append(append([]byte(nil), good...), make([]byte, MaxCSRBytes)...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

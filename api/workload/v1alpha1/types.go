@@ -45,10 +45,13 @@ type ExternalWorkloadSpec struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="serviceAccount is immutable (a bootstrap token was minted for this identity): delete the ExternalWorkload and create it again"
 	ServiceAccount string `json:"serviceAccount"`
 	// The IP addresses the workload is reached at by the cluster's pods, at most one per family.
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=2
+	// +kubebuilder:validation:XValidation:rule="self.size() < 2 || ip(self[0].ip).family() != ip(self[1].ip).family()",message="at most one address per family"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="addresses are immutable (the certified workload is reached there): delete the ExternalWorkload and create it again"
 	// +listType=atomic
 	Addresses []WorkloadAddress `json:"addresses"`
 	// The ports the workload serves, matched by name or number against the targetPort of the Services that select it.
@@ -60,10 +63,10 @@ type ExternalWorkloadSpec struct {
 
 // WorkloadAddress is one IP address of an ExternalWorkload.
 type WorkloadAddress struct {
-	// An IPv4 or IPv6 address.
+	// A unicast IPv4 or IPv6 address (immutable, with the list).
 	// +kubebuilder:validation:MinLength=2
 	// +kubebuilder:validation:MaxLength=45
-	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="must be an IP address"
+	// +kubebuilder:validation:XValidation:rule="isIP(self) && ip(self).isGlobalUnicast()",message="must be a unicast IP address (not loopback, link-local, multicast or unspecified)"
 	IP string `json:"ip"`
 }
 

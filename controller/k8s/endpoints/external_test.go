@@ -37,8 +37,9 @@ func TestResolveExternal(t *testing.T) {
 }
 
 // TestResolveExternalIP: an address no pod has is an ExternalWorkload's,
-// answered with its identity once certified; with no endpoint (but as a
-// known destination) before, or when two workloads claim it.
+// answered with its identity once certified; unknown before (an
+// uncertified claim, which anyone may write, changes nothing); known with
+// no endpoint when two certified workloads claim it.
 func TestResolveExternalIP(t *testing.T) {
 	f := start(t, loadFixture(t, "testdata/external.yaml")...)
 	for _, tc := range []struct {
@@ -49,7 +50,7 @@ func TestResolveExternalIP(t *testing.T) {
 	}{
 		{"10.250.0.1:8080", true, "spiffe://cluster.local/ns/shop/sa/legacy", "HTTP1"},
 		{"10.250.0.3:9000", true, "spiffe://cluster.local/ns/other/sa/legacy", "UNKNOWN"},
-		{"10.250.0.2:8080", true, "", ""},
+		{"10.250.0.2:8080", false, "", ""}, // not certified
 		{"10.250.0.20:8080", true, "", ""},
 		{"10.250.0.5:8080", true, "", "HTTP1"}, // a pod's: plain text, as ever
 		{"10.250.0.99:8080", false, "", ""},

@@ -214,7 +214,7 @@ func (s *Source) externalAddr(sl *discoveryv1.EndpointSlice, ep *discoveryv1.End
 // false unless it is certified.
 func (s *Source) workloadAddr(ew *workloadv1.ExternalWorkload, ip string, port uint32, zone string, hint apiv1.ProtocolHint_Protocol) (*apiv1.WeightedAddr, bool) {
 	id, err := identity.New(s.trustDomain, ew.Namespace, ew.Spec.ServiceAccount)
-	if err != nil || !external.Certified(ew) {
+	if err != nil || !external.Certified(ew) || ew.DeletionTimestamp != nil {
 		return nil, false
 	}
 	wa := s.weightedAddr(ip, port, nil, "", zone, hint)
@@ -223,22 +223,27 @@ func (s *Source) workloadAddr(ew *workloadv1.ExternalWorkload, ip string, port u
 	return wa, true
 }
 
-// resolveExternalIP answers for an address no pod has: an
-// ExternalWorkload's, with its identity; with no endpoint while it is
-// not certified, or while two workloads claim the address (never plain
-// text to a workload that should have a proxy).
+// resolveExternalIP answers for an address no pod has: a certified
+// ExternalWorkload's, with its identity. A workload that is not certified
+// (anyone who may create one can name any address) changes nothing: the
+// address stays unknown. Two certified claims give no endpoint.
 func (s *Source) resolveExternalIP(ip string, port uint32) destination.Resolution {
 	r := unknown()
-	ews := s.cache.ExternalWorkloadsByIP(ip)
-	if len(ews) == 0 {
+	var certified []*workloadv1.ExternalWorkload
+	for _, ew := range s.cache.ExternalWorkloadsByIP(ip) {
+		if external.Certified(ew) && ew.DeletionTimestamp == nil {
+			certified = append(certified, ew)
+		}
+	}
+	if len(certified) == 0 {
 		return r
 	}
 	r.Endpoints.Exists = true
-	if len(ews) > 1 {
+	if len(certified) > 1 {
 		return r
 	}
-	r.Endpoints.Labels["namespace"] = ews[0].Namespace
-	if wa, ok := s.workloadAddr(ews[0], ip, port, "", s.hintFromServices(ip, port)); ok {
+	r.Endpoints.Labels["namespace"] = certified[0].Namespace
+	if wa, ok := s.workloadAddr(certified[0], ip, port, "", s.hintFromServices(ip, port)); ok {
 		r.Endpoints.Addrs[addrKey(ip, port)] = wa
 	}
 	return r

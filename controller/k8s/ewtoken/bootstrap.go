@@ -67,6 +67,21 @@ func (a *Authenticator) bootstrap(ctx context.Context, req identitysvc.Request) 
 	}, nil
 }
 
+// expiry is when the token of s expires: the expiry it records, but never
+// later than MaxTTL after the API server created the Secret, whatever its
+// creator wrote (anyone who may create Secrets here must not mint tokens
+// that live for ever).
+func expiry(s *corev1.Secret, rec ewsecret.Record) time.Time {
+	created := s.CreationTimestamp.Time
+	if created.IsZero() {
+		return rec.Expiry
+	}
+	if limit := created.Add(ewsecret.MaxTTL + time.Minute); limit.Before(rec.Expiry) {
+		return limit
+	}
+	return rec.Expiry
+}
+
 // tokenSecret reads the Secret of tok and checks that it records exactly
 // this token, for this workload, unexpired. An expired one is deleted.
 func (a *Authenticator) tokenSecret(ctx context.Context, tok ewtoken.Bootstrap) (*corev1.Secret, error) {
@@ -90,12 +105,12 @@ func (a *Authenticator) tokenSecret(ctx context.Context, tok ewtoken.Bootstrap) 
 	if rec.Namespace != tok.Namespace || rec.Name != tok.Name {
 		return nil, refusal(metrics.ReasonBadToken, fmt.Errorf("secret %s records a token of another workload", s.Name))
 	}
-	if now := a.cfg.Now(); !now.Before(rec.Expiry) {
+	if exp := expiry(s, rec); !a.cfg.Now().Before(exp) {
 		if err := a.deleteSecret(ctx, s, deletedExpired); err != nil {
 			a.log.Warn("cannot delete an expired bootstrap token secret", "secret", s.Name, "err", err)
 		}
 		return nil, refusal(metrics.ReasonBadToken, fmt.Errorf("bootstrap token expired at %s: mint a new one (trellis external-workload token)",
-			rec.Expiry.UTC().Format(time.RFC3339)))
+			exp.UTC().Format(time.RFC3339)))
 	}
 	return s, nil
 }
@@ -131,7 +146,7 @@ func (a *Authenticator) Sweep(ctx context.Context) (int, error) {
 	for i := range list.Items {
 		s := &list.Items[i]
 		rec, err := ewsecret.Read(s)
-		if err != nil || now.Before(rec.Expiry) {
+		if err != nil || now.Before(expiry(s, rec)) {
 			continue // not a token Secret this package wrote, or still valid
 		}
 		switch err := a.deleteSecret(ctx, s, deletedExpired); {

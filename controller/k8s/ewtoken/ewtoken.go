@@ -121,6 +121,13 @@ func (a *Authenticator) workload(ctx context.Context, namespace, name string, id
 		return nil, refusal(metrics.ReasonUnknownIdentity, fmt.Errorf("externalworkload %s not found", ref))
 	case err != nil:
 		return nil, unavailable("get externalworkload "+ref, err)
+	case ew.DeletionTimestamp != nil:
+		// Deleting it revokes it, whatever finalizers keep it a while.
+		return nil, refusal(metrics.ReasonUnknownIdentity, fmt.Errorf("externalworkload %s is being deleted", ref))
+	case namespace == a.cfg.Namespace:
+		// The control plane's identities (the controller's, which proxies
+		// trust for tap) are never a host's.
+		return nil, refusal(metrics.ReasonIdentityMismatch, fmt.Errorf("externalworkload %s is in the control plane's namespace", ref))
 	}
 	want := identity.ID{TrustDomain: a.cfg.TrustDomain, Namespace: namespace, ServiceAccount: ew.Spec.ServiceAccount}
 	if want != id {

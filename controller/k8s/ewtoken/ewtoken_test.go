@@ -313,6 +313,37 @@ func TestBootstrapRefusals(t *testing.T) {
 			}
 			return []byte(b.Token()), legacyID, csrFor(t, h.key, legacyID)
 		}, codes.Unauthenticated, metrics.ReasonUnknownIdentity, false},
+		{"workload being deleted", func(h *harness, b ewtoken.Bootstrap) ([]byte, identity.ID, []byte) {
+			ew := h.workload("legacy")
+			now := metav1.NewTime(h.clock())
+			ew.DeletionTimestamp, ew.Finalizers = &now, []string{"example.com/keep"}
+			if _, err := h.wl.WorkloadV1alpha1().ExternalWorkloads("shop").Update(context.Background(), ew, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			return []byte(b.Token()), legacyID, csrFor(t, h.key, legacyID)
+		}, codes.Unauthenticated, metrics.ReasonUnknownIdentity, false},
+		{"expiry written past the longest TTL", func(h *harness, b ewtoken.Bootstrap) ([]byte, identity.ID, []byte) {
+			s, _ := h.kube.CoreV1().Secrets(cpNS).Get(context.Background(), ewsecret.Name(b.Hash()), metav1.GetOptions{})
+			s.CreationTimestamp = metav1.NewTime(h.clock().Add(-ewsecret.MaxTTL - 2*time.Minute))
+			s.Data[ewsecret.KeyExpiry] = []byte("9999-12-31T00:00:00Z")
+			if _, err := h.kube.CoreV1().Secrets(cpNS).Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			return []byte(b.Token()), legacyID, csrFor(t, h.key, legacyID)
+		}, codes.Unauthenticated, metrics.ReasonBadToken, true},
+		{"workload in the control plane's namespace", func(h *harness, b ewtoken.Bootstrap) ([]byte, identity.ID, []byte) {
+			ctrl := identity.ID{TrustDomain: "cluster.local", Namespace: cpNS, ServiceAccount: "trellis-controller"}
+			ew := &wlv1.ExternalWorkload{ObjectMeta: metav1.ObjectMeta{Name: "ctrl", Namespace: cpNS},
+				Spec: wlv1.ExternalWorkloadSpec{ServiceAccount: ctrl.ServiceAccount, Addresses: []wlv1.WorkloadAddress{{IP: "172.31.254.3"}}}}
+			if _, err := h.wl.WorkloadV1alpha1().ExternalWorkloads(cpNS).Create(context.Background(), ew, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			tok, _, err := ewsecret.Mint(context.Background(), h.kube.CoreV1(), cpNS, cpNS, "ctrl", time.Hour, h.clock())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return []byte(tok.Token()), ctrl, csrFor(t, h.key, ctrl)
+		}, codes.PermissionDenied, metrics.ReasonIdentityMismatch, false},
 		{"invalid CSR", func(h *harness, b ewtoken.Bootstrap) ([]byte, identity.ID, []byte) {
 			return []byte(b.Token()), legacyID, []byte("junk")
 		}, codes.InvalidArgument, metrics.ReasonBadCSR, false},

@@ -70,25 +70,59 @@ func TestAPIServer(t *testing.T) {
 		t.Errorf("owner %+v, want the Service %s", o, svc.UID)
 	}
 
-	// a moves: its endpoint follows.
+	// The API server refuses what would re-point a certified workload:
+	// its addresses and identity are immutable, and only unicast.
 	a, err := wc.WorkloadV1alpha1().ExternalWorkloads(ns).Get(ctx, "a", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.Spec.Addresses[0].IP = "10.250.0.3"
-	must(t)(wc.WorkloadV1alpha1().ExternalWorkloads(ns).Update(ctx, a, metav1.UpdateOptions{}))
-	waitSlices(ctx, t, kc, ns, "IPv4 http:8080 | 10.250.0.2 b -, 10.250.0.3 a ready")
+	for _, tc := range []struct {
+		name   string
+		change func(*workloadv1.ExternalWorkload)
+		want   string
+	}{
+		{"move", func(w *workloadv1.ExternalWorkload) { w.Spec.Addresses[0].IP = "10.250.0.3" }, "addresses are immutable"},
+		{"identity", func(w *workloadv1.ExternalWorkload) { w.Spec.ServiceAccount = "payments" }, "serviceAccount is immutable"},
+	} {
+		w := a.DeepCopy()
+		tc.change(w)
+		if _, err := wc.WorkloadV1alpha1().ExternalWorkloads(ns).Update(ctx, w, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	for _, ip := range []string{"169.254.169.254", "127.0.0.1", "0.0.0.0", "224.0.0.1", "fe80::1"} {
+		w := ew("bad", false, []string{ip}, "http=8080")
+		w.Namespace, w.UID = "", ""
+		if _, err := wc.WorkloadV1alpha1().ExternalWorkloads(ns).Create(ctx, w, metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "unicast") {
+			t.Errorf("address %s: %v, want a refusal", ip, err)
+		}
+	}
+	two := ew("two", false, []string{"10.250.0.8", "10.250.0.9"}, "http=8080")
+	two.Namespace, two.UID = "", ""
+	if _, err := wc.WorkloadV1alpha1().ExternalWorkloads(ns).Create(ctx, two, metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "one address per family") {
+		t.Errorf("two IPv4 addresses: %v, want a refusal", err)
+	}
+
+	// b is certified: its endpoint becomes ready.
+	b, err := wc.WorkloadV1alpha1().ExternalWorkloads(ns).Get(ctx, "b", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Status = ew("b", true, nil).Status
+	b.Status.Conditions[0].LastTransitionTime = metav1.Now()
+	must(t)(wc.WorkloadV1alpha1().ExternalWorkloads(ns).UpdateStatus(ctx, b, metav1.UpdateOptions{}))
+	waitSlices(ctx, t, kc, ns, "IPv4 http:8080 | 10.250.0.1 a ready, 10.250.0.2 b ready")
 
 	// b goes; then a hand deletion of our slice is put back.
 	if err := wc.WorkloadV1alpha1().ExternalWorkloads(ns).Delete(ctx, "b", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitSlices(ctx, t, kc, ns, "IPv4 http:8080 | 10.250.0.3 a ready")
+	waitSlices(ctx, t, kc, ns, "IPv4 http:8080 | 10.250.0.1 a ready")
 	if err := kc.DiscoveryV1().EndpointSlices(ns).DeleteCollection(ctx, metav1.DeleteOptions{},
 		metav1.ListOptions{LabelSelector: discoveryv1.LabelManagedBy + "=" + ManagedBy}); err != nil {
 		t.Fatal(err)
 	}
-	waitSlices(ctx, t, kc, ns, "IPv4 http:8080 | 10.250.0.3 a ready")
+	waitSlices(ctx, t, kc, ns, "IPv4 http:8080 | 10.250.0.1 a ready")
 	if got := testutil.ToFloat64(c.metrics.gauge.WithLabelValues("true")); got != 1 {
 		t.Errorf("ready endpoints: %v, want 1", got)
 	}

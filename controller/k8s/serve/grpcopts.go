@@ -20,6 +20,11 @@ const (
 	// (BDP pings), which only grows windows for bulk uploads the
 	// controller never receives. 64 KiB is grpc-go's minimum.
 	grpcWindow = 64 << 10
+	// grpcMaxRecv bounds one message from a proxy (grpc-go's default is
+	// 4 MiB): its requests are a few hundred bytes, a Certify's CSR and
+	// token a few KiB, and every byte comes from a caller not yet
+	// authenticated.
+	grpcMaxRecv = 64 << 10
 )
 
 // grpcBufferOptions are the server options sizing per-connection buffers
@@ -30,5 +35,6 @@ func grpcBufferOptions() []grpc.ServerOption {
 		grpc.WriteBufferSize(grpcWriteBuffer),
 		grpc.StaticStreamWindowSize(grpcWindow),
 		grpc.StaticConnWindowSize(grpcWindow),
+		grpc.MaxRecvMsgSize(grpcMaxRecv),
 	}
 }
