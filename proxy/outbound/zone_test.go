@@ -57,9 +57,20 @@ func TestZoneAwareUnderLoad(t *testing.T) {
 	}
 
 	time.Sleep(3 * time.Second) // new endpoints' estimates settle
-	if s, n := share(2 * time.Second); s > 0.01 || n < 100 {
-		t.Fatalf("healthy zone: %.1f %% of %d requests left it, want under 1 %%", 100*s, n)
-	}
+	// Both zones share this machine's CPUs: on a loaded one (CI runs the
+	// cluster suites beside these tests) a scheduling stall can make the
+	// local zone look slow for a moment and spill. A balancer blind to
+	// zones sends half out, so a 2 s window with under 1 % out, within a
+	// generous ceiling, proves the preference without timing on a quiet
+	// machine.
+	start, windows := time.Now(), 0
+	within(t, 30*time.Second, "a 2 s window with under 1 % of at least 100 requests out of the healthy zone", func() bool {
+		s, n := share(2 * time.Second)
+		windows++
+		t.Logf("healthy zone: %.1f %% of %d requests left it", 100*s, n)
+		return s < 0.01 && n >= 100
+	})
+	t.Logf("healthy zone kept its traffic in window %d (%s)", windows, time.Since(start).Round(100*time.Millisecond))
 	localDelay.Store(int64(30 * time.Millisecond))
 	within(t, 10*time.Second, "traffic spilling out of the slow zone", func() bool {
 		s, _ := share(500 * time.Millisecond)
