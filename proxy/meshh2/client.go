@@ -226,17 +226,7 @@ func (cc *ClientConn) Shutdown(ctx context.Context) error {
 	cc.mu.Lock()
 	cc.goAway = true
 	cc.mu.Unlock()
-	stop := context.AfterFunc(ctx, func() {
-		cc.mu.Lock()
-		cc.cond.Broadcast()
-		cc.mu.Unlock()
-	})
-	defer stop()
-	cc.mu.Lock()
-	for cc.active > 0 && !cc.closed && ctx.Err() == nil {
-		cc.cond.Wait()
-	}
-	cc.mu.Unlock()
+	cc.waitFor(ctx, func() bool { return cc.active == 0 || cc.closed })
 	err := ctx.Err()
 	cc.writeGoAway(0, http2.ErrCodeNo, "")
 	cc.closeAll(ErrClosed, cc.errFor)
@@ -352,6 +342,9 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	cc.streams[cs.id] = &cs.stream
 	cc.mu.Unlock()
 	cc.encodeRequest(req, body != nil || inline != nil)
+	if endWithHeaders {
+		cc.markSentEnd(&cs.stream)
+	}
 	err := w.writeHeaderBlockLocked(cs.id, endWithHeaders && inline == nil)
 	if err == nil && sendInline {
 		err = w.writeDataLocked(cs.id, inline, true)
@@ -529,6 +522,7 @@ func (cs *clientStream) writeBody(body io.ReadCloser, req *http.Request) {
 	w.wmu.Lock()
 	w.hbuf.Reset()
 	w.encodeHeaderLocked(req.Trailer, 0)
+	cc.markSentEnd(&cs.stream)
 	err := w.writeHeaderBlockLocked(cs.id, true)
 	if err == nil {
 		err = w.flushLocked()

@@ -27,6 +27,12 @@ type rawServer struct {
 
 func newRawServer(t *testing.T) (*rawServer, *ClientConn) {
 	t.Helper()
+	return newRawServerWrapped(t, func(c net.Conn) net.Conn { return c })
+}
+
+// newRawServerWrapped is newRawServer with the client's conn wrapped.
+func newRawServerWrapped(t *testing.T, wrap func(net.Conn) net.Conn) (*rawServer, *ClientConn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +46,7 @@ func newRawServer(t *testing.T) (*rawServer, *ClientConn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := NewClientConn(nc, ClientOptions{})
+	cc, err := NewClientConn(wrap(nc), ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

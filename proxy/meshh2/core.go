@@ -1,6 +1,7 @@
 package meshh2
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -163,6 +164,9 @@ func (c *core) sendData(st *stream, p []byte, endStream bool) error {
 		last := endStream && n == len(p)
 		w := c.w
 		w.wmu.Lock()
+		if last {
+			c.markSentEnd(st)
+		}
 		err := w.writeDataLocked(st.id, p[:n], last)
 		if err == nil {
 			err = w.flushLocked()
@@ -178,6 +182,32 @@ func (c *core) sendData(st *stream, p []byte, endStream bool) error {
 		}
 	}
 	return nil
+}
+
+// waitFor waits until done (called under c.mu) holds or ctx ends.
+func (c *core) waitFor(ctx context.Context, done func() bool) {
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer stop()
+	c.mu.Lock()
+	for !done() && ctx.Err() == nil {
+		c.cond.Wait()
+	}
+	c.mu.Unlock()
+}
+
+// markSentEnd records that st's END_STREAM is about to be written; the
+// caller holds wmu and has not written it yet. Marked before the frame can
+// reach the peer, so a whole answer read before the writer gets to
+// sentEndStream ends the stream at once (recvEndStream), instead of leaving
+// it open for a connection close that would fail it and drop its body.
+func (c *core) markSentEnd(st *stream) {
+	c.mu.Lock()
+	st.sentEnd = true
+	c.mu.Unlock()
 }
 
 // sentEndStream records that our half of st is done.

@@ -307,19 +307,42 @@ func (sc *ServerConn) Shutdown(ctx context.Context) error {
 	if !already {
 		sc.writeGoAway(last, http2.ErrCodeNo, "")
 	}
-	stop := context.AfterFunc(ctx, func() {
-		sc.mu.Lock()
-		sc.cond.Broadcast()
-		sc.mu.Unlock()
-	})
-	defer stop()
-	sc.mu.Lock()
-	for (sc.handlers > 0 || len(sc.streams) > 0) && !sc.closed && ctx.Err() == nil {
-		sc.cond.Wait()
+	sc.waitFor(ctx, func() bool { return sc.handlers == 0 && len(sc.streams) == 0 || sc.closed })
+	if ctx.Err() == nil {
+		sc.lingerClose(ctx)
 	}
-	sc.mu.Unlock()
 	_ = sc.w.nc.Close()
 	return ctx.Err()
+}
+
+// lingerClose ends the write side and waits (goAwayGrace at most) for the
+// peer to close, as x/net's server waits after a graceful GOAWAY. Closing the socket at once can lose the last response: a
+// socket closed with unread input (a request the peer sent before it read
+// the GOAWAY, a WINDOW_UPDATE) is reset by the kernel, and the reset can
+// overtake what is still queued for the peer. The reader keeps reading
+// meanwhile, and returns when the peer closes after reading our end.
+func (sc *ServerConn) lingerClose(ctx context.Context) {
+	w := sc.w
+	cw, ok := w.nc.(interface{ CloseWrite() error })
+	if !ok {
+		// The peer would not learn that we are done: no point waiting.
+		return
+	}
+	w.wmu.Lock()
+	err := w.flushLocked()
+	if err == nil {
+		// TLS sends close_notify, TCP a FIN: the peer reads EOF after our
+		// last frame and closes. Frames the reader writes after this fail
+		// and close the conn, which is what we want then.
+		err = cw.CloseWrite()
+	}
+	w.wmu.Unlock()
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, goAwayGrace)
+	defer cancel()
+	sc.waitFor(ctx, func() bool { return sc.closed })
 }
 
 // Close closes the connection now.
@@ -757,6 +780,10 @@ func (rw *responseWriter) send(extra []byte, final bool) error {
 	sc.sendWin -= int64(n)
 	sc.mu.Unlock()
 	endAll := final && trailers == nil
+	if final && n == total {
+		// END_STREAM goes out in this write (on the data or trailers).
+		sc.markSentEnd(&ss.stream)
+	}
 	var err error
 	if !rw.headerSent {
 		rw.headerSent = true
@@ -829,6 +856,7 @@ func (rw *responseWriter) send(extra []byte, final bool) error {
 		w.wmu.Lock()
 		w.hbuf.Reset()
 		w.encodeHeaderLocked(trailers, 0)
+		sc.markSentEnd(&ss.stream)
 		err = w.writeHeaderBlockLocked(ss.id, true)
 		if err == nil {
 			err = w.flushLocked()
