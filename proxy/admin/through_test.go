@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -11,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/trellis-mesh/trellis/internal/syncbuf"
 	"github.com/trellis-mesh/trellis/proxy/selfconn"
 )
 
@@ -21,7 +21,7 @@ import (
 func TestShutdownRefusedThroughProxy(t *testing.T) {
 	var self selfconn.Set
 	var calls atomic.Int32
-	var logs bytes.Buffer
+	var logs syncbuf.Buffer
 	srv := httptest.NewServer(Handler(Options{
 		Shutdown:     func() { calls.Add(1) },
 		ThroughProxy: self.Contains,

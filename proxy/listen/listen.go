@@ -17,6 +17,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
+	"github.com/trellis-mesh/trellis/proxy/rawio"
 )
 
 // Conn is an accepted connection after protocol detection.
@@ -106,6 +107,7 @@ func (l *Listener) Wait(ctx context.Context) error { return l.tracker.Wait(ctx) 
 func (l *Listener) handle(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
+		c = rawio.Wrap(tc)
 	}
 	var orig netip.AddrPort
 	if l.cfg.OrigDst != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
+	"github.com/trellis-mesh/trellis/proxy/rawio"
 	"github.com/trellis-mesh/trellis/proxy/transport"
 )
 
@@ -195,7 +196,7 @@ func (d *dialer) plain(ctx context.Context, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, &connectError{addr: addr, err: err}
 	}
-	return c, nil
+	return rawio.Wrap(c), nil
 }
 
 // mesh opens mesh TLS to addr, which must prove id; sni, when set, is sent
@@ -205,6 +206,7 @@ func (d *dialer) mesh(ctx context.Context, addr string, id identity.ID, sni, alp
 	if err != nil {
 		return nil, &connectError{addr: addr, err: err}
 	}
+	c = rawio.Wrap(c)
 	cfg := d.store.ClientConfig(id, []string{alpn})
 	if sni != "" {
 		cfg.ServerName = sni

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/trellis-mesh/trellis/proxy/rawio"
 )
 
 // Set is the set of local addresses of live connections dialled through it.
@@ -23,8 +25,11 @@ type Set struct {
 // the returned connection is closed.
 func (s *Set) Dial(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error) {
 	c, err := d.DialContext(ctx, network, addr)
-	if err != nil || s == nil {
-		return c, err
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		return rawio.Wrap(c), nil
 	}
 	ap, ok := addrPort(c.LocalAddr())
 	if !ok {
@@ -38,9 +43,12 @@ func (s *Set) Dial(ctx context.Context, d *net.Dialer, network, addr string) (ne
 	s.mu.Unlock()
 	release := sync.OnceFunc(func() { s.remove(ap) })
 	if tc, ok := c.(*net.TCPConn); ok {
-		// Embedding *net.TCPConn keeps CloseWrite and SyscallConn visible
-		// to the code that type-asserts for them.
-		return &tcpConn{TCPConn: tc, release: release}, nil
+		if rc := rawio.New(tc); rc != nil {
+			// Embedding (through rawio.Conn) *net.TCPConn keeps CloseWrite
+			// and SyscallConn visible to the code that type-asserts for
+			// them.
+			return &tcpConn{Conn: rc, release: release}, nil
+		}
 	}
 	return &conn{Conn: c, release: release}, nil
 }
@@ -91,13 +99,13 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 }
 
 type tcpConn struct {
-	*net.TCPConn
+	*rawio.Conn
 	release func()
 }
 
 func (c *tcpConn) Close() error {
 	c.release()
-	return c.TCPConn.Close()
+	return c.Conn.Close()
 }
 
 type conn struct {
