@@ -378,7 +378,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	lc := net.ListenConfig{}
-	outLn, err := lc.Listen(ctx, "tcp", cfg.OutboundAddr)
+	// The app's connections come from its own pod: TCP keepalive cannot
+	// find a dead peer there, and would cost four setsockopt calls per
+	// connection. The inbound side keeps net's default (remote peers).
+	outLn, err := (&net.ListenConfig{KeepAlive: -1}).Listen(ctx, "tcp", cfg.OutboundAddr)
 	if err != nil {
 		return fmt.Errorf("--outbound-addr: %w", err)
 	}

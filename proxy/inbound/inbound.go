@@ -143,7 +143,9 @@ func New(cfg Config) (*Proxy, error) {
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
 		targets: targets, refuseLog: ratelog.New(cfg.Logger, 0), authorizer: cfg.Authorizer,
 		tlsConf: cfg.Store.ServerConfig([]string{transport.ALPNHTTP, transport.ALPNOpaque}),
-		dialer:  net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
+		// The app is in the same pod (or on the same host): no keepalive,
+		// which would cost four setsockopt calls per connection.
+		dialer: net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1},
 	}
 	limiter := ratelog.New(cfg.Logger, 0)
 	p.errs = &proxyerr.Renderer{Direction: metrics.Inbound, Identity: cfg.Store.LocalIdentity().String(), Log: limiter}

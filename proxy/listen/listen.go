@@ -105,10 +105,8 @@ func (l *Listener) Closing() bool {
 func (l *Listener) Wait(ctx context.Context) error { return l.tracker.Wait(ctx) }
 
 func (l *Listener) handle(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-		c = rawio.Wrap(tc)
-	}
+	// net sets TCP_NODELAY on every TCP conn already.
+	c = rawio.Wrap(c)
 	var orig netip.AddrPort
 	if l.cfg.OrigDst != nil {
 		var err error
