@@ -385,7 +385,7 @@ func declaredTrailers(h http.Header) http.Header {
 type pipe struct {
 	mu     sync.Mutex
 	cond   sync.Cond
-	buf    bytes.Buffer
+	buf    chunks
 	err    error // io.EOF or a failure, returned once buf is drained
 	broken error // returned immediately (reset, local close)
 	closed bool  // reader closed: discard new data
@@ -409,7 +409,7 @@ func (p *pipe) write(b []byte) bool {
 	if p.closed || p.broken != nil || p.err != nil {
 		return false
 	}
-	p.buf.Write(b)
+	p.buf.write(b)
 	p.cond.Signal()
 	return true
 }
@@ -436,7 +436,7 @@ func (p *pipe) breakWithError(err error) int {
 		p.broken = err
 	}
 	n := p.buf.Len()
-	p.buf.Reset()
+	p.buf.reset()
 	p.cond.Broadcast()
 	return n
 }
@@ -449,7 +449,7 @@ func (p *pipe) read(b []byte) (int, error) {
 			return 0, p.broken
 		}
 		if p.buf.Len() > 0 {
-			return p.buf.Read(b)
+			return p.buf.read(b), nil
 		}
 		if p.err != nil {
 			if st := p.atEnd; st != nil {
@@ -469,7 +469,7 @@ func (p *pipe) closeRead() (dropped int, ended bool) {
 	defer p.mu.Unlock()
 	p.closed = true
 	dropped = p.buf.Len()
-	p.buf.Reset()
+	p.buf.reset()
 	if p.broken == nil {
 		p.broken = errBodyClosed
 	}
