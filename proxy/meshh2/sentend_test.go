@@ -141,6 +141,12 @@ func TestShutdownLingers(t *testing.T) {
 	if !goAway {
 		t.Fatal("EOF without a GOAWAY")
 	}
+	// Frames after the server's end (a PING wants an ack it can no longer
+	// send) must not make it close early, with them unread.
+	if err := rc.fr.WritePing(false, [8]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(goAwayGrace / 5)
 	select {
 	case <-shut:
 		if d := time.Since(start); d < goAwayGrace/2 {

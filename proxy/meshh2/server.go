@@ -332,9 +332,15 @@ func (sc *ServerConn) lingerClose(ctx context.Context) {
 	err := w.flushLocked()
 	if err == nil {
 		// TLS sends close_notify, TCP a FIN: the peer reads EOF after our
-		// last frame and closes. Frames the reader writes after this fail
-		// and close the conn, which is what we want then.
+		// last frame and closes.
 		err = cw.CloseWrite()
+	}
+	if err == nil {
+		// What the reader writes from now on (a refusal of a request sent
+		// before the peer read the GOAWAY, a PING's ack) cannot be sent:
+		// drop it, rather than fail the write and close the socket with
+		// that request unread, which is the reset this wait avoids.
+		w.bw.Reset(io.Discard)
 	}
 	w.wmu.Unlock()
 	if err != nil {

@@ -25,8 +25,9 @@ import (
 )
 
 // Conn is a *net.TCPConn with raw-syscall Read and Write. Everything else
-// (deadlines, CloseWrite, SyscallConn, ReadFrom's splice) is the
-// TCPConn's, through embedding.
+// (deadlines, CloseWrite, SyscallConn) is the TCPConn's, through
+// embedding; so are ReadFrom and WriteTo, which io.Copy prefers: they take
+// net's own path (splice where both ends are plain TCP), not the raw one.
 type Conn struct {
 	*net.TCPConn
 	rc syscall.RawConn
@@ -85,6 +86,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
+	raceAfterRead(p, n)
 	return n, nil
 }
 
@@ -96,6 +98,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	raceBeforeWrite()
 	err := c.rc.Write(func(fd uintptr) bool {
 		for n < len(p) {
 			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
@@ -112,6 +115,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 		return true
 	})
+	raceAfterWrite(p, n)
 	switch {
 	case err != nil:
 		return n, c.opError("write", err)

@@ -145,3 +145,28 @@ func TestKeepsTCPMethods(t *testing.T) {
 		t.Fatal("a conn that is not TCP was wrapped")
 	}
 }
+
+// A write through one wrapped conn happens before the read of its bytes
+// through another, for the race detector as for net's own conns: without
+// the annotations RawSyscall skips, -race reports this test's handoff.
+func TestHandoffThroughSocket(t *testing.T) {
+	c, s := pair(t)
+	peer := Wrap(s)
+	var shared int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		shared = 1
+		if _, err := c.Write([]byte{1}); err != nil {
+			t.Error(err)
+		}
+	}()
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(peer, b); err != nil {
+		t.Fatal(err)
+	}
+	if shared != 1 {
+		t.Fatal("the write's effects are not visible after the read")
+	}
+	<-done
+}
