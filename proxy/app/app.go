@@ -9,12 +9,13 @@ package app
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 
 	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
@@ -25,8 +26,9 @@ type Stage struct {
 	Metrics *metrics.Metrics
 	// H1 speaks HTTP/1.1 to the app, writing the request as it came.
 	H1 *forward.H1Client
-	// H2 speaks prior-knowledge HTTP/2 to the app.
-	H2 http.RoundTripper
+	// H2 gives a prior-knowledge HTTP/2 connection to the app at addr
+	// with a stream reserved for one RoundTrip (an h2pool.Pool's Get).
+	H2 func(ctx context.Context, addr string) (http.RoundTripper, error)
 	// Dial connects to the app (an Upgrade's stream).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -97,20 +99,34 @@ func (a *Stage) roundTrip(r *http.Request, cb *proxyerr.Body, h1 bool, target st
 	out.Close = false
 	if cb != nil {
 		out.Body = cb
-		// x/net's Transport asks for the body again only when the app
-		// refused the stream unprocessed (GOAWAY below it, or
-		// REFUSED_STREAM: a gRPC server's graceful stop). The body is
-		// the caller's stream, read once: say so, and failed tells a
-		// mesh peer, which holds the body, to send it elsewhere.
-		out.GetBody = refusedBody
 	}
-	return a.H2.RoundTrip(out)
+	return a.roundTripH2(out, target)
+}
+
+// roundTripH2 sends a request to the app over HTTP/2. A stream the app
+// refused unprocessed (GOAWAY below it, or REFUSED_STREAM: a gRPC
+// server's graceful stop) is sent once more on a new connection when it
+// has no body; a body is the caller's stream, read once, so the request
+// fails as refused and failed tells a mesh peer, which holds the body,
+// to send it elsewhere.
+func (a *Stage) roundTripH2(out *http.Request, target string) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		rt, err := a.H2(out.Context(), target)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := rt.RoundTrip(out)
+		if err == nil || !errors.Is(err, meshh2.ErrUnprocessed) {
+			return resp, err
+		}
+		if out.Body != nil && out.Body != http.NoBody || attempt > 0 {
+			return nil, fmt.Errorf("%w: %w", errAppRefused, err)
+		}
+	}
 }
 
 // errAppRefused: the app refused an HTTP/2 stream it provably did not process.
 var errAppRefused = errors.New("the app refused the stream unprocessed (it is shutting down)")
-
-func refusedBody() (io.ReadCloser, error) { return nil, errAppRefused }
 
 // appFailed is the answer to a request the app did not answer.
 func (a *Stage) failed(x *pipeline.Exchange, cb *proxyerr.Body, err error) error {

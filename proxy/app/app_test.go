@@ -1,15 +1,13 @@
-//lint:file-ignore SA1019 the inbound proxy speaks prior-knowledge HTTP/2 to the app with x/net's Transport (proxy/inbound); the test does the same.
-
 package app
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/internal/ratelog"
 	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/h2pool"
 	"github.com/trellis-mesh/trellis/proxy/internal/h2fake"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/pipeline"
@@ -47,9 +46,13 @@ func closer(t *testing.T) string {
 
 // refuser is a prior-knowledge HTTP/2 app that refuses every stream it
 // is sent, unprocessed: with RST_STREAM REFUSED_STREAM, or with a GOAWAY
-// below it (goAway), as a gRPC server that stops gracefully does.
-func refuser(t *testing.T, goAway bool) string {
+// below it (goAway), as a gRPC server that stops gracefully does. It
+// counts the streams it was sent in n, when n is not nil.
+func refuser(t *testing.T, goAway bool, n *atomic.Int32) string {
 	return h2fake.Serve(t, func(fr *http2.Framer, id uint32) {
+		if n != nil {
+			n.Add(1)
+		}
 		if goAway {
 			_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
 		} else {
@@ -68,6 +71,13 @@ func TestStage(t *testing.T) {
 	}))
 	defer app.Close()
 	live := strings.TrimPrefix(app.URL, "http://")
+	app2 := httptest.NewUnstartedServer(app.Config.Handler)
+	app2.Config.Protocols = new(http.Protocols)
+	app2.Config.Protocols.SetUnencryptedHTTP2(true)
+	app2.Start()
+	defer app2.Close()
+	live2 := strings.TrimPrefix(app2.URL, "http://")
+	var refusedGets atomic.Int32
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +89,7 @@ func TestStage(t *testing.T) {
 		addr            string
 		mesh            bool // the caller is a mesh peer
 		grpc            bool
+		get             bool // a GET without a body, not a POST
 		appProto        forward.AppProto
 		wantStatus      int
 		wantBody        string
@@ -89,9 +100,11 @@ func TestStage(t *testing.T) {
 		{name: "app not listening, mesh caller: unprocessed", addr: dead, mesh: true, wantStatus: 502, wantReason: proxyerr.ReasonAppUnreachable, wantUnprocessed: true},
 		{name: "app not listening, plain caller", addr: dead, wantStatus: 502, wantReason: proxyerr.ReasonAppUnreachable},
 		{name: "app closes without answering", addr: closer(t), mesh: true, wantStatus: 502, wantReason: proxyerr.ReasonAppError},
-		{name: "HTTP/2 app refuses the stream, mesh caller: unprocessed", addr: refuser(t, false), appProto: forward.AppProtoHTTP2, mesh: true, wantStatus: 503, wantReason: proxyerr.ReasonAppUnreachable, wantUnprocessed: true},
-		{name: "gRPC app stops gracefully (GOAWAY), mesh caller: unprocessed", addr: refuser(t, true), grpc: true, appProto: forward.AppProtoGRPC, mesh: true, wantStatus: 503, wantReason: proxyerr.ReasonAppUnreachable, wantUnprocessed: true},
-		{name: "HTTP/2 app refuses the stream, plain caller", addr: refuser(t, false), appProto: forward.AppProtoHTTP2, wantStatus: 503, wantReason: proxyerr.ReasonAppUnreachable},
+		{name: "HTTP/2 to the app", addr: live2, appProto: forward.AppProtoHTTP2, wantStatus: 200, wantBody: "HTTP/2.0 hello"},
+		{name: "HTTP/2 app refuses the stream, mesh caller: unprocessed", addr: refuser(t, false, nil), appProto: forward.AppProtoHTTP2, mesh: true, wantStatus: 503, wantReason: proxyerr.ReasonAppUnreachable, wantUnprocessed: true},
+		{name: "gRPC app stops gracefully (GOAWAY), mesh caller: unprocessed", addr: refuser(t, true, nil), grpc: true, appProto: forward.AppProtoGRPC, mesh: true, wantStatus: 503, wantReason: proxyerr.ReasonAppUnreachable, wantUnprocessed: true},
+		{name: "HTTP/2 app refuses a GET twice (sent again once), mesh caller: unprocessed", addr: refuser(t, false, &refusedGets), get: true, appProto: forward.AppProtoHTTP2, mesh: true, wantStatus: 503, wantReason: proxyerr.ReasonAppUnreachable, wantUnprocessed: true},
+		{name: "HTTP/2 app refuses the stream, plain caller", addr: refuser(t, false, nil), appProto: forward.AppProtoHTTP2, wantStatus: 503, wantReason: proxyerr.ReasonAppUnreachable},
 		{name: "gRPC to an HTTP/1.1-only app", addr: live, grpc: true, appProto: forward.AppProtoHTTP1, wantStatus: 502, wantReason: proxyerr.ReasonProtocolMismatch},
 	}
 	for _, tt := range tests {
@@ -103,11 +116,12 @@ func TestStage(t *testing.T) {
 			var d net.Dialer
 			h1 := &forward.H1Client{Dialer: d}
 			defer h1.CloseIdleConnections(true)
-			h2c := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-				return d.DialContext(ctx, network, addr)
-			}}
-			defer h2c.CloseIdleConnections()
-			s := &Stage{Metrics: m, H1: h1, H2: h2c, Dial: d.DialContext}
+			h2c := h2pool.New(h2pool.Config[string]{Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+				return d.DialContext(ctx, "tcp", addr)
+			}})
+			defer h2c.Shutdown(context.Background())
+			h2 := func(ctx context.Context, addr string) (http.RoundTripper, error) { return h2c.Get(ctx, addr) }
+			s := &Stage{Metrics: m, H1: h1, H2: h2, Dial: d.DialContext}
 			errs := &proxyerr.Renderer{Direction: metrics.Inbound, Identity: "spiffe://td/ns/b/sa/b", Log: ratelog.New(nil, 0)}
 			o := &pipeline.Observe{Direction: metrics.Inbound, Metrics: m, Errors: errs, Next: pipeline.HandlerFunc(func(x *pipeline.Exchange) error {
 				x.AppAddr, x.AppProto, x.CallerH1 = tt.addr, tt.appProto, x.R.ProtoMajor == 1
@@ -115,6 +129,9 @@ func TestStage(t *testing.T) {
 				return s.Serve(x)
 			})}
 			r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("hello"))
+			if tt.get {
+				r = httptest.NewRequest(http.MethodGet, "/", nil)
+			}
 			if tt.grpc {
 				r.ProtoMajor, r.ProtoMinor, r.Proto = 2, 0, "HTTP/2.0"
 				r.Header.Set("Content-Type", "application/grpc")
@@ -142,5 +159,10 @@ func TestStage(t *testing.T) {
 				t.Errorf("trellis-unprocessed set %v, want %v", got, tt.wantUnprocessed)
 			}
 		})
+	}
+	// A request without a body is sent once more when refused
+	// unprocessed (the app may have been restarting), and only once.
+	if n := refusedGets.Load(); n != 2 {
+		t.Errorf("the refused GET was sent %d times, want 2", n)
 	}
 }

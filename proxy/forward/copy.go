@@ -39,7 +39,9 @@ func IsGRPC(contentType string) bool {
 // WriteResponse copies an upstream response to w: headers (hop-by-hop
 // removed, and nothing of the server's own added), status, body and
 // trailers. Bodies of unknown length (gRPC,
-// chunked, SSE) are flushed after every read so streams make progress;
+// chunked, SSE) are flushed whenever the next read might wait (after
+// every read, unless the body can tell: BufferedOf) so streams make
+// progress;
 // fixed-length bodies are left to the server's buffering. It returns the
 // number of body bytes written and the first error (reading upstream or
 // writing downstream, the latter wrapping ErrWriteResponse).
@@ -84,24 +86,16 @@ type flushWriter interface {
 }
 
 func copyBody(w http.ResponseWriter, body io.Reader, flush bool) (int64, error) {
-	var f flushWriter
-	var fl http.Flusher
-	if flush {
-		if ff, ok := w.(flushWriter); ok {
-			f = ff
-		} else if ff, ok := w.(http.Flusher); ok {
-			fl = ff
-		} else {
-			flush = false
-		}
-		// Send the headers now: a streaming response may not produce a
-		// body byte for a long time.
-		if f != nil {
-			if err := f.FlushError(); err != nil {
-				return 0, errors.Join(ErrWriteResponse, err)
-			}
-		} else if fl != nil {
-			fl.Flush()
+	doFlush := flusher(w)
+	if doFlush == nil {
+		flush = false
+	}
+	// Send the headers now: a streaming response may not produce a body
+	// byte for a long time. Not when its bytes (or its end) are already
+	// there: they go out with them, in one write.
+	if flush && wouldWait(body) {
+		if err := doFlush(); err != nil {
+			return 0, errors.Join(ErrWriteResponse, err)
 		}
 	}
 	bp := GetBuf()
@@ -116,13 +110,12 @@ func copyBody(w http.ResponseWriter, body io.Reader, flush bool) (int64, error) 
 			if werr != nil {
 				return total, errors.Join(ErrWriteResponse, werr)
 			}
-			if flush {
-				if f != nil {
-					if err := f.FlushError(); err != nil {
-						return total, errors.Join(ErrWriteResponse, err)
-					}
-				} else {
-					fl.Flush()
+			// Flushed only when the next read might wait: bytes (or the
+			// end, trailers included) already there leave with these, and
+			// the handler's end flushes the last of them.
+			if flush && rerr == nil && wouldWait(body) {
+				if err := doFlush(); err != nil {
+					return total, errors.Join(ErrWriteResponse, err)
 				}
 			}
 		}
@@ -133,6 +126,17 @@ func copyBody(w http.ResponseWriter, body io.Reader, flush bool) (int64, error) 
 			return total, rerr
 		}
 	}
+}
+
+// flusher returns w's flush, or nil when it cannot flush.
+func flusher(w http.ResponseWriter) func() error {
+	switch f := w.(type) {
+	case flushWriter:
+		return f.FlushError
+	case http.Flusher:
+		return func() error { f.Flush(); return nil }
+	}
+	return nil
 }
 
 // Copy copies src to dst with a pooled buffer.

@@ -22,6 +22,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/app"
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/forward"
+	"github.com/trellis-mesh/trellis/proxy/h2pool"
 	"github.com/trellis-mesh/trellis/proxy/listen"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
@@ -90,9 +91,9 @@ type Proxy struct {
 	m       *metrics.Metrics
 	tlsConf *tls.Config
 	dialer  net.Dialer
-	h1      *forward.H1Client // HTTP/1.1 towards the app
-	h2c     *http.Transport   // prior-knowledge HTTP/2 towards the app
-	srv     *listen.HTTP      // plain HTTP/1 and HTTP/2 (h2c) callers
+	h1      *forward.H1Client    // HTTP/1.1 towards the app
+	h2c     *h2pool.Pool[string] // prior-knowledge HTTP/2 towards the app, by address
+	srv     *listen.HTTP         // plain HTTP/1 and HTTP/2 (h2c) callers
 	ln      *listen.Listener
 	targets *appTargets
 	// authorizer is the authz stage's policy.
@@ -156,19 +157,13 @@ func New(cfg Config) (*Proxy, error) {
 		IdleTimeout:           90 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
-	// net/http's own h2c (the HTTP/2 code x/net's deprecated Transport
-	// shares): only unencrypted HTTP/2, with prior knowledge.
-	var h2cOnly http.Protocols
-	h2cOnly.SetUnencryptedHTTP2(true)
-	p.h2c = &http.Transport{
-		DialContext:     p.dialApp,
-		Protocols:       &h2cOnly,
-		IdleConnTimeout: 5 * time.Minute,
-		// No Accept-Encoding of our own, and so no transparent
-		// decompression of the app's response.
-		DisableCompression: true,
-	}
-	p.app = &app.Stage{Metrics: cfg.Metrics, H1: p.h1, H2: p.h2c, Dial: p.dialApp}
+	// Prior-knowledge HTTP/2 to the app with the mesh's own client: one
+	// multiplexed connection per app address.
+	p.h2c = h2pool.New(h2pool.Config[string]{
+		Dial:        func(ctx context.Context, addr string) (net.Conn, error) { return p.dialApp(ctx, "tcp", addr) },
+		DialTimeout: cfg.DialTimeout,
+	})
+	p.app = &app.Stage{Metrics: cfg.Metrics, H1: p.h1, H2: p.h2cConn, Dial: p.dialApp}
 	p.srv, err = listen.NewHTTP(listen.HTTPConfig{
 		Direction: metrics.Inbound, Metrics: cfg.Metrics, Logger: cfg.Logger, Limiter: limiter,
 		Errors: p.errs, Handler: p.chain(), HeaderTimeout: cfg.HeaderTimeout,
@@ -221,8 +216,13 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	p.srv.Close()
 	p.h1.CloseIdleConnections(true)
-	p.h2c.CloseIdleConnections()
+	p.h2c.Shutdown(ctx)
 	return err
+}
+
+// h2cConn is the app stage's HTTP/2 connection to the app at addr.
+func (p *Proxy) h2cConn(ctx context.Context, addr string) (http.RoundTripper, error) {
+	return p.h2c.Get(ctx, addr)
 }
 
 // dialApp opens a connection to the app, recorded in SelfConns.

@@ -265,18 +265,9 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody()
 		return nil, err
 	}
-	// A small body of known length goes out with the headers, unless the
-	// client waits for 100 Continue before sending it.
-	var inline []byte
-	if body != nil && req.ContentLength > 0 && req.ContentLength <= inlineBodyMax && len(req.Trailer) == 0 &&
-		!httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
-		inline = make([]byte, req.ContentLength)
-		if _, err := io.ReadFull(body, inline); err != nil {
-			closeBody()
-			return nil, fmt.Errorf("meshh2: reading request body: %w", err)
-		}
-		closeBody()
-		body = nil
+	inline, body, err := inlineBody(req, body)
+	if err != nil {
+		return nil, err
 	}
 	cs := &clientStream{cc: cc, isHead: req.Method == http.MethodHead, respc: make(chan struct{})}
 	if tr := httptrace.ContextClientTrace(ctx); tr != nil {
@@ -345,7 +336,7 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	if endWithHeaders {
 		cc.markSentEnd(&cs.stream)
 	}
-	err := w.writeHeaderBlockLocked(cs.id, endWithHeaders && inline == nil)
+	err = w.writeHeaderBlockLocked(cs.id, endWithHeaders && inline == nil)
 	if err == nil && sendInline {
 		err = w.writeDataLocked(cs.id, inline, true)
 	}
@@ -387,6 +378,57 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	cs.res.Request = req
 	return cs.res, nil
+}
+
+// inlineBody takes a small body that is wholly there now, to go out with
+// the request's HEADERS in one write: one of known length (read to its
+// end), or a proxied one of unknown length that has all arrived (a gRPC
+// call's message: Buffered). Not when the client waits for 100 Continue
+// before sending it, or sends trailers. It returns the bytes (nil: none
+// taken) and the body still to stream (nil: none); on failure the body is
+// closed.
+func inlineBody(req *http.Request, body io.ReadCloser) ([]byte, io.ReadCloser, error) {
+	if body == nil || req.ContentLength > inlineBodyMax || len(req.Trailer) > 0 ||
+		httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
+		return nil, body, nil
+	}
+	if req.ContentLength > 0 {
+		buf := make([]byte, req.ContentLength)
+		_, err := io.ReadFull(body, buf)
+		_ = body.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("meshh2: reading request body: %w", err)
+		}
+		return buf, nil, nil
+	}
+	n, end, ok := bufferedOf(body)
+	if !ok || !end || n > inlineBodyMax {
+		return nil, body, nil
+	}
+	// One byte more than it holds, to read its end without waiting; if
+	// the body goes on after all, its bytes go first and the rest streams.
+	buf := make([]byte, n+1)
+	m, err := io.ReadFull(body, buf)
+	switch {
+	case err == nil:
+		return nil, struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(buf), body), body}, nil
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		_ = body.Close()
+		if len(req.Trailer) > 0 {
+			// Trailers came with the end: they follow the bytes.
+			return nil, io.NopCloser(bytes.NewReader(buf[:m])), nil
+		}
+		if m == 0 {
+			return nil, nil, nil
+		}
+		return buf[:m], nil, nil
+	default:
+		_ = body.Close()
+		return nil, nil, fmt.Errorf("meshh2: reading request body: %w", err)
+	}
 }
 
 // errNoResponse: the stream ended cleanly before response headers (the

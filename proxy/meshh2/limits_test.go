@@ -19,6 +19,9 @@ type rawClient struct {
 	fr  *http2.Framer
 	enc *hpack.Encoder
 	hb  bytes.Buffer
+
+	sc     *ServerConn   // the server it speaks to
+	served chan struct{} // closed when the server's Serve returns
 }
 
 func newRawClient(t *testing.T, h http.Handler, opts ServerOptions) *rawClient {
@@ -51,7 +54,7 @@ func newRawClientWrapped(t *testing.T, h http.Handler, opts ServerOptions, wrap 
 		within(t, 10*time.Second, "server exit", done)
 	})
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	rc := &rawClient{c: c, fr: http2.NewFramer(c, bufio.NewReader(c))}
+	rc := &rawClient{c: c, fr: http2.NewFramer(c, bufio.NewReader(c)), sc: sc, served: done}
 	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	rc.enc = hpack.NewEncoder(&rc.hb)
 	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {

@@ -156,3 +156,115 @@ func TestSmallExchangeIsOneRecordEachWay(t *testing.T) {
 		})
 	}
 }
+
+// heldBody is a request body of unknown length, as a proxy forwards one,
+// that cannot tell whether a Read would wait; bufferedHeldBody can
+// (Buffered: all of it is there).
+type heldBody struct {
+	r *strings.Reader
+}
+
+func (b *heldBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *heldBody) Close() error               { return nil }
+
+type bufferedHeldBody struct{ *heldBody }
+
+func (b bufferedHeldBody) Buffered() (int, bool) { return b.r.Len(), true }
+
+// TestWholeProxiedBodyIsOneRecord: a request body of unknown length (a
+// gRPC message being proxied) that has wholly arrived goes out with the
+// request's HEADERS and END_STREAM in one TLS record; one that cannot say
+// so is streamed: HEADERS, then DATA, then END_STREAM.
+func TestWholeProxiedBodyIsOneRecord(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(b)
+	})
+	const n = 20
+	for _, buffered := range []bool{true, false} {
+		p := newRecordPair(t, h)
+		send := func() {
+			hb := &heldBody{r: strings.NewReader(`{"grpc":"message"}`)}
+			var body io.ReadCloser = hb
+			if buffered {
+				body = bufferedHeldBody{hb}
+			}
+			req, err := http.NewRequest(http.MethodPost, "https://mesh.test/svc/Method", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = -1
+			res, err := p.cc.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(res.Body)
+			_ = res.Body.Close()
+			if err != nil || string(got) != `{"grpc":"message"}` {
+				t.Fatalf("echo %q, %v", got, err)
+			}
+		}
+		send()
+		p.clientRecs.take()
+		for range n {
+			send()
+		}
+		c := p.clientRecs.take()
+		switch {
+		case buffered && c != n:
+			t.Errorf("a body wholly there: %d records for %d requests, want %d", c, n, n)
+		case !buffered && c < 2*n:
+			t.Errorf("a body that cannot tell: %d records for %d requests, want it streamed (at least %d)", c, n, 2*n)
+		}
+		t.Logf("buffered=%v: %d client records for %d requests", buffered, c, n)
+	}
+}
+
+// waitingBody is a body whose bytes are not there yet, and says so.
+type waitingBody struct{ *io.PipeReader }
+
+func (waitingBody) Buffered() (int, bool) { return 0, false }
+
+// TestWaitingBodyHeadersGoFirst: a body that would wait is not waited for:
+// the request's HEADERS leave at once (a gRPC client stream that waits for
+// the server's headers before it sends would otherwise never start).
+func TestWaitingBodyHeadersGoFirst(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusAccepted)
+		w.(http.Flusher).Flush()
+		buf := make([]byte, 64)
+		for {
+			n, err := r.Body.Read(buf)
+			if n > 0 {
+				_, _ = w.Write(buf[:n])
+				w.(http.Flusher).Flush()
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	p := newRecordPair(t, h)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, err := http.NewRequest(http.MethodPost, "https://mesh.test/stream", waitingBody{pr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = -1
+	res, err := p.cc.RoundTrip(req) // returns only if the server got the headers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	if _, err := io.WriteString(pw, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(res.Body, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo %q, %v", buf, err)
+	}
+}

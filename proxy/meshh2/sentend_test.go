@@ -1,7 +1,6 @@
 package meshh2
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // holdConn stalls the first HEADERS Write after hold is set, once its bytes are
@@ -90,35 +88,10 @@ func TestAnswerBeforeWriterReturns(t *testing.T) {
 // socket closed with unread input is reset, and the reset can overtake the
 // last response), then returns.
 func TestShutdownLingers(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	sconn, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := NewServerConn(sconn, ServerOptions{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rc := newRawClient(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok")
-	})})
-	served := make(chan struct{})
-	go func() { defer close(served); _ = sc.Serve() }()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	rc := &rawClient{c: c, fr: http2.NewFramer(c, bufio.NewReader(c))}
-	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	rc.enc = hpack.NewEncoder(&rc.hb)
-	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	if err := rc.fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	}), ServerOptions{})
+	c, sc, served := rc.c, rc.sc, rc.served
 	rc.headers(t, 1, true, ":method", "GET", ":scheme", "https", ":path", "/", ":authority", "x")
 	rc.until(t, "the response's end", func(f http2.Frame) bool {
 		return f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagDataEndStream)

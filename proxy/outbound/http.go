@@ -58,7 +58,7 @@ func idString(id identity.ID) string {
 // meshConn is the upstream stage's connection to an endpoint over HTTP/2:
 // the per-peer pool, whichever mesh transport it holds.
 func (p *Proxy) meshConn(ctx context.Context, ep balance.Endpoint) (http.RoundTripper, error) {
-	return p.pool.get(ctx, poolKey{addr: ep.Addr, id: ep.Identity, sni: ep.ServerName})
+	return p.pool.Get(ctx, poolKey{addr: ep.Addr, id: ep.Identity, sni: ep.ServerName})
 }
 
 // isUnprocessed reports whether a round trip failed in a way that proves

@@ -19,6 +19,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/balance"
 	"github.com/trellis-mesh/trellis/proxy/detect"
 	"github.com/trellis-mesh/trellis/proxy/fault"
+	"github.com/trellis-mesh/trellis/proxy/h2pool"
 	"github.com/trellis-mesh/trellis/proxy/listen"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
@@ -85,7 +86,7 @@ type Proxy struct {
 	log      *slog.Logger
 	m        *metrics.Metrics
 	dialer   *dialer
-	pool     *pool
+	pool     *h2pool.Pool[poolKey]
 	h1       *http.Transport // plain HTTP/1.1 to non-meshed endpoints
 	route    *route.Stage
 	fault    *fault.Stage
@@ -184,7 +185,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	err := p.ln.Wait(ctx)
 	wg.Wait()
 	p.srv.Close()
-	p.pool.shutdown(ctx)
+	p.pool.Shutdown(ctx)
 	p.h1.CloseIdleConnections()
 	return err
 }

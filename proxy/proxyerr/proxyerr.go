@@ -289,6 +289,13 @@ func (b *Body) Read(p []byte) (int, error) {
 // Close closes the client's body.
 func (b *Body) Close() error { return b.rc.Close() }
 
+// Buffered tells what a Read would get now, when the client's body can
+// (forward.BufferedOf); else that it might wait.
+func (b *Body) Buffered() (int, bool) {
+	n, end, _ := forward.BufferedOf(b.rc)
+	return n, end
+}
+
 // BodyErr returns the first error reading body from the client if body is
 // a *Body, else nil.
 func BodyErr(body io.ReadCloser) error {

@@ -125,6 +125,12 @@ func (b *teeBody) Read(p []byte) (int, error) {
 
 func (b *teeBody) Close() error { return b.rc.Close() }
 
+// Buffered asks the tapped body (forward.BufferedOf).
+func (b *teeBody) Buffered() (int, bool) {
+	n, end, _ := forward.BufferedOf(b.rc)
+	return n, end
+}
+
 // limit keeps at most max bytes from now on (0: none, and no more
 // copying), once the taps that report the request are known.
 func (b *teeBody) limit(max int) {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/retry"
 )
@@ -132,6 +133,30 @@ func (r *keptReader) Read(p []byte) (int, error) {
 		// it reads is kept, for this reader too.
 		k.readDone.Wait()
 	}
+}
+
+// Buffered tells what a Read would get now (forward.BufferedOf): the
+// copy's bytes this attempt has yet to get, else what the client's body
+// holds. A read of it in progress (another attempt's) might wait.
+func (r *keptReader) Buffered() (int, bool) {
+	k := r.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case r.closed || k.ended:
+		return 0, true
+	case r.pos < k.read:
+		if k.buf == nil {
+			return 0, true // errBodyNotKept
+		}
+		return k.read - r.pos, false
+	case k.eof || k.err != nil:
+		return 0, true
+	case k.inflight:
+		return 0, false
+	}
+	n, end, _ := forward.BufferedOf(k.src)
+	return n, end
 }
 
 // fromCopy gives r the next bytes of the copy. Under mu.

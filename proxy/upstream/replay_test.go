@@ -224,3 +224,39 @@ func TestKeptBodyReplayOfWaitingStream(t *testing.T) {
 		})
 	}
 }
+
+// srcBody is a client body that can tell what a read would get (Buffered).
+type srcBody struct {
+	*strings.Reader
+	end bool // the body ends after what it holds
+}
+
+func (b *srcBody) Close() error          { return nil }
+func (b *srcBody) Buffered() (int, bool) { return b.Len(), b.end }
+
+// A kept body answers Buffered for the attempt reading it: the copy's
+// bytes it has yet to get, else the client body's own answer.
+func TestKeptBodyBuffered(t *testing.T) {
+	src := &srcBody{Reader: strings.NewReader("message"), end: true}
+	k := newKeptBody(src, retry.NewBytes(1<<20), nil)
+	first := k.reader().(*keptReader)
+	check := func(what string, r *keptReader, wantN int, wantEnd bool) {
+		t.Helper()
+		if n, end := r.Buffered(); n != wantN || end != wantEnd {
+			t.Errorf("%s: Buffered() = %d, %v; want %d, %v", what, n, end, wantN, wantEnd)
+		}
+	}
+	check("before any read: the client's body", first, 7, true)
+	readN(t, first, 4)
+	check("part read: the rest of the client's body", first, 3, true)
+	second := k.reader().(*keptReader)
+	check("a replaced attempt", first, 0, true)
+	check("the replay: the copy's bytes first", second, 4, false)
+	readN(t, second, 4)
+	check("the replay, past the copy", second, 3, true)
+	readN(t, second, 3)
+	if n, err := second.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("last read: %d, %v", n, err)
+	}
+	check("at the end", second, 0, true)
+}
