@@ -104,11 +104,12 @@ func (a *Stage) roundTrip(r *http.Request, cb *proxyerr.Body, h1 bool, target st
 }
 
 // roundTripH2 sends a request to the app over HTTP/2. A stream the app
-// refused unprocessed (GOAWAY below it, or REFUSED_STREAM: a gRPC
-// server's graceful stop) is sent once more on a new connection when it
-// has no body; a body is the caller's stream, read once, so the request
-// fails as refused and failed tells a mesh peer, which holds the body,
-// to send it elsewhere.
+// provably did not process (REFUSED_STREAM, or above its GOAWAY's last
+// stream: a gRPC server's graceful stop) is sent once more when it has no
+// body: on a new connection after a GOAWAY, on the same one after
+// REFUSED_STREAM. A body is the caller's stream, read once, so such a
+// request fails as refused and failed tells a mesh peer, which holds the
+// body, to send it elsewhere.
 func (a *Stage) roundTripH2(out *http.Request, target string) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		rt, err := a.H2(out.Context(), target)

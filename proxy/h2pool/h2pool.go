@@ -23,17 +23,25 @@ type Conn interface {
 	RoundTrip(*http.Request) (*http.Response, error)
 	Shutdown(context.Context) error
 	Close() error
+	Done() <-chan struct{} // closed once the conn is
 }
 
-// The default connection timeouts, as x/net's Transport had them: a peer
-// silent for ReadIdleTimeout is pinged and dropped PingTimeout later, and
-// a conn without streams for IdleTimeout is closed, so conns replaced in
-// the pool (full or going away) do not linger.
-var DefaultOptions = meshh2.ClientOptions{
+// PeerOptions are for a connection to a peer proxy, as x/net's Transport
+// had them: a peer silent for ReadIdleTimeout is pinged and dropped
+// PingTimeout later, and a conn without streams for IdleTimeout is closed,
+// so conns replaced in the pool (full or going away) do not linger.
+var PeerOptions = meshh2.ClientOptions{
 	ReadIdleTimeout: 30 * time.Second,
 	PingTimeout:     10 * time.Second,
 	IdleTimeout:     5 * time.Minute,
 }
+
+// AppOptions are for a connection to an app, or to a server outside the
+// mesh: no health PINGs. gRPC servers take a client's PINGs as abuse
+// (grpc-go and grpc-java allow one per 5 minutes by default, none without
+// a stream, and close the connection with GOAWAY "too_many_pings" after
+// three), so a quiet stream would be killed after two minutes.
+var AppOptions = meshh2.ClientOptions{IdleTimeout: 5 * time.Minute}
 
 // Config is what a pool needs.
 type Config[K comparable] struct {
@@ -42,8 +50,8 @@ type Config[K comparable] struct {
 	// DialTimeout bounds Dial; the dial is not bound to the request that
 	// asked for it, since the connection is shared.
 	DialTimeout time.Duration
-	// Options tune each connection; zero: DefaultOptions.
-	Options meshh2.ClientOptions
+	// Options tunes k's connection; nil: PeerOptions.
+	Options func(k K) meshh2.ClientOptions
 	// Fail wraps the pool's own errors about k (pool closed, no usable
 	// connection, HTTP/2 set-up failed); nil keeps them as they are.
 	Fail func(k K, err error) error
@@ -63,13 +71,16 @@ type Pool[K comparable] struct {
 	mu      sync.Mutex
 	conns   map[K]Conn
 	dialing map[K]*dialCall
+	// retired are conns replaced (full or going away) while they still
+	// serve streams: Shutdown closes them too.
+	retired map[Conn]struct{}
 	closed  bool
 }
 
 // New makes an empty pool.
 func New[K comparable](cfg Config[K]) *Pool[K] {
-	if cfg.Options == (meshh2.ClientOptions{}) {
-		cfg.Options = DefaultOptions
+	if cfg.Options == nil {
+		cfg.Options = func(K) meshh2.ClientOptions { return PeerOptions }
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
@@ -77,7 +88,7 @@ func New[K comparable](cfg Config[K]) *Pool[K] {
 	if cfg.Fail == nil {
 		cfg.Fail = func(_ K, err error) error { return err }
 	}
-	return &Pool[K]{cfg: cfg, conns: make(map[K]Conn), dialing: make(map[K]*dialCall)}
+	return &Pool[K]{cfg: cfg, conns: make(map[K]Conn), dialing: make(map[K]*dialCall), retired: make(map[Conn]struct{})}
 }
 
 // Get returns k's connection with a stream slot reserved for one
@@ -85,6 +96,9 @@ func New[K comparable](cfg Config[K]) *Pool[K] {
 // none or the one there can take no new request.
 func (p *Pool[K]) Get(ctx context.Context, k K) (Conn, error) {
 	for attempt := 0; attempt < 4; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		call, cc, err := p.reserve(k)
 		if cc != nil || err != nil {
 			return cc, err
@@ -117,6 +131,7 @@ func (p *Pool[K]) reserve(k K) (*dialCall, Conn, error) {
 		// Unusable, going away, or out of streams: replace it. A full
 		// conn keeps serving its streams and closes when idle.
 		delete(p.conns, k)
+		p.retireLocked(cc)
 	}
 	if call := p.dialing[k]; call != nil {
 		p.mu.Unlock()
@@ -149,6 +164,19 @@ func (p *Pool[K]) finish(k K, call *dialCall) {
 	p.mu.Unlock()
 }
 
+// retireLocked keeps cc for Shutdown until it closes; the retired conns
+// that have closed since are forgotten now.
+func (p *Pool[K]) retireLocked(cc Conn) {
+	for r := range p.retired {
+		select {
+		case <-r.Done():
+			delete(p.retired, r)
+		default:
+		}
+	}
+	p.retired[cc] = struct{}{}
+}
+
 func (p *Pool[K]) dial(k K) (Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout)
 	defer cancel()
@@ -159,7 +187,7 @@ func (p *Pool[K]) dial(k K) (Conn, error) {
 	// meshh2 speaks prior-knowledge h2c on a plain conn as it speaks h2
 	// over TLS. It sends no Accept-Encoding of its own, and so never
 	// decompresses a response.
-	cc, err := meshh2.NewClientConn(c, p.cfg.Options)
+	cc, err := meshh2.NewClientConn(c, p.cfg.Options(k))
 	if err != nil {
 		_ = c.Close()
 		return nil, p.cfg.Fail(k, err)
@@ -173,8 +201,14 @@ func (p *Pool[K]) dial(k K) (Conn, error) {
 func (p *Pool[K]) Shutdown(ctx context.Context) {
 	p.mu.Lock()
 	p.closed = true
-	conns := p.conns
-	p.conns = map[K]Conn{}
+	conns := make([]Conn, 0, len(p.conns)+len(p.retired))
+	for _, cc := range p.conns {
+		conns = append(conns, cc)
+	}
+	for cc := range p.retired {
+		conns = append(conns, cc)
+	}
+	p.conns, p.retired = map[K]Conn{}, map[Conn]struct{}{}
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, cc := range conns {

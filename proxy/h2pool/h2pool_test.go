@@ -58,7 +58,7 @@ func get(t *testing.T, p *Pool[string], addr string) (string, error) {
 	}
 	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	resp, err := cc.RoundTrip(req)
 	if err != nil {
@@ -206,4 +206,56 @@ func TestShutdownWaitsForStreams(t *testing.T) {
 		t.Errorf("in-flight request across Shutdown: %q", got)
 	}
 	<-shut
+}
+
+// TestShutdownClosesReplacedConns: a conn replaced because it was full
+// keeps serving its stream, and the pool's Shutdown still closes it.
+func TestShutdownClosesReplacedConns(t *testing.T) {
+	release := make(chan struct{})
+	held := make(chan struct{}, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			held <- struct{}{}
+			<-release
+		}
+	}))
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 1}
+	srv.Start()
+	defer srv.Close()
+	defer close(release) // before Close, which waits for the handler
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	var dials atomic.Int32
+	p := countingPool(&dials, nil)
+	// The server's SETTINGS (one stream at most) are in after an answer.
+	if _, err := get(t, p, addr); err != nil {
+		t.Fatal(err)
+	}
+	first, err := p.Get(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/hold", nil)
+		if res, err := first.RoundTrip(req); err == nil {
+			_ = res.Body.Close()
+		}
+	}()
+	<-held
+	// first is full: the pool dials a second conn.
+	if _, err := p.Get(context.Background(), addr); err != nil {
+		t.Fatal(err)
+	}
+	if d := dials.Load(); d != 2 {
+		t.Fatalf("%d dials, want 2 (the first conn full)", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	p.Shutdown(ctx)
+	select {
+	case <-first.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the replaced conn is still open after Shutdown")
+	}
 }

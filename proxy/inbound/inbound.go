@@ -24,6 +24,7 @@ import (
 	"github.com/trellis-mesh/trellis/proxy/forward"
 	"github.com/trellis-mesh/trellis/proxy/h2pool"
 	"github.com/trellis-mesh/trellis/proxy/listen"
+	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/origdst"
@@ -158,10 +159,11 @@ func New(cfg Config) (*Proxy, error) {
 		ExpectContinueTimeout: time.Second,
 	}
 	// Prior-knowledge HTTP/2 to the app with the mesh's own client: one
-	// multiplexed connection per app address.
+	// multiplexed connection per app address, never pinged.
 	p.h2c = h2pool.New(h2pool.Config[string]{
 		Dial:        func(ctx context.Context, addr string) (net.Conn, error) { return p.dialApp(ctx, "tcp", addr) },
 		DialTimeout: cfg.DialTimeout,
+		Options:     func(string) meshh2.ClientOptions { return h2pool.AppOptions },
 	})
 	p.app = &app.Stage{Metrics: cfg.Metrics, H1: p.h1, H2: p.h2cConn, Dial: p.dialApp}
 	p.srv, err = listen.NewHTTP(listen.HTTPConfig{

@@ -203,6 +203,27 @@ func (cc *ClientConn) ReserveNewRequest() bool {
 	return true
 }
 
+// unreserve gives back a slot ReserveNewRequest took for a RoundTrip that
+// returns before it opens its stream; otherwise the conn would count the
+// slot as taken for good (and never be idle). Reservations are not
+// named, so a RoundTrip made without one may give back another's: that
+// RoundTrip then waits for a slot like any other.
+func (cc *ClientConn) unreserve() {
+	cc.mu.Lock()
+	cc.unreserveLocked()
+	cc.mu.Unlock()
+}
+
+func (cc *ClientConn) unreserveLocked() {
+	if cc.reserved > 0 {
+		cc.reserved--
+		cc.cond.Broadcast()
+	}
+}
+
+// Done is closed once the connection is closed.
+func (cc *ClientConn) Done() <-chan struct{} { return cc.readDone }
+
 func (cc *ClientConn) usableLocked() bool {
 	return !cc.closed && !cc.goAway && cc.nextID < 1<<31-1
 }
@@ -263,10 +284,12 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if err := ctx.Err(); err != nil {
 		closeBody()
+		cc.unreserve()
 		return nil, err
 	}
 	inline, body, err := inlineBody(req, body)
 	if err != nil {
+		cc.unreserve()
 		return nil, err
 	}
 	cs := &clientStream{cc: cc, isHead: req.Method == http.MethodHead, respc: make(chan struct{})}
@@ -277,6 +300,7 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	cc.mu.Lock()
 	if !cc.usableLocked() {
+		cc.unreserveLocked()
 		cc.mu.Unlock()
 		closeBody()
 		return nil, &unprocessedError{cause: errors.New("connection closed or going away")}
@@ -418,7 +442,9 @@ func inlineBody(req *http.Request, body io.ReadCloser) ([]byte, io.ReadCloser, e
 	case err == io.EOF || err == io.ErrUnexpectedEOF:
 		_ = body.Close()
 		if len(req.Trailer) > 0 {
-			// Trailers came with the end: they follow the bytes.
+			// A trailer map filled in at the end (rare: a proxied
+			// request's is usually a copy made before): the trailers
+			// must follow the bytes, which writeBody does.
 			return nil, io.NopCloser(bytes.NewReader(buf[:m])), nil
 		}
 		if m == 0 {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // recordConn counts the TLS records written through it by parsing the
@@ -252,7 +253,14 @@ func TestWaitingBodyHeadersGoFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	req.ContentLength = -1
-	res, err := p.cc.RoundTrip(req) // returns only if the server got the headers
+	// RoundTrip returns only once the server got the headers.
+	var res *http.Response
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		res, err = p.cc.RoundTrip(req)
+	}()
+	within(t, 10*time.Second, "the response to headers sent without a body", done)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/trellis-mesh/trellis/internal/identity"
 	"github.com/trellis-mesh/trellis/proxy/h2pool"
+	"github.com/trellis-mesh/trellis/proxy/meshh2"
 	"github.com/trellis-mesh/trellis/proxy/meshtls"
 	"github.com/trellis-mesh/trellis/proxy/metrics"
 	"github.com/trellis-mesh/trellis/proxy/proxyerr"
@@ -51,7 +52,15 @@ func newPool(d *dialer) *h2pool.Pool[poolKey] {
 			return tc, nil
 		},
 		DialTimeout: d.timeout,
-		Fail:        func(k poolKey, err error) error { return &connectError{addr: k.addr, err: err} },
+		// A peer proxy is pinged when silent; a server outside the mesh
+		// is not (gRPC servers close a connection pinged too often).
+		Options: func(k poolKey) meshh2.ClientOptions {
+			if k.id.IsZero() {
+				return h2pool.AppOptions
+			}
+			return h2pool.PeerOptions
+		},
+		Fail: func(k poolKey, err error) error { return &connectError{addr: k.addr, err: err} },
 	})
 }
 
